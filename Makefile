@@ -1,0 +1,52 @@
+# The README's two commands are `make demo` and `make test`; both install what they need.
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+UKEDGE := $(VENV)/bin/ukedge
+# Debian packages the platform and its tests use (qemu, kernel build, static init, interop tools).
+DEB_PACKAGES := qemu-system-x86 qemu-utils linux-source-6.1 build-essential flex bison bc \
+	libelf-dev libssl-dev musl-tools cpio skopeo python3.11 zstd xz-utils docker-registry \
+	chromium chromium-driver curl
+PYTEST_ARGS ?=
+
+.PHONY: all deps venv kernel test test-fast demo lint bench clean
+
+all: venv
+
+deps:
+	@missing=$$(for p in $(DEB_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q "install ok installed" || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		echo "installing Debian packages:" $$missing; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/bin/pip install -q -e '.[dev]'
+	touch $@
+
+venv: $(VENV)/.installed
+
+kernel: deps venv
+	$(UKEDGE) kernel build --profile minimal
+
+test: deps venv kernel
+	$(VENV)/bin/pytest $(PYTEST_ARGS)
+
+test-fast: venv
+	$(VENV)/bin/pytest -m 'not vm and not interop' $(PYTEST_ARGS)
+
+demo: deps venv kernel
+	bash scripts/demo.sh
+
+lint: venv
+	$(VENV)/bin/ruff check src tests bench
+	$(VENV)/bin/ruff format --check src tests bench
+	$(VENV)/bin/mypy
+
+bench: deps venv kernel
+	$(PY) bench/boot.py
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

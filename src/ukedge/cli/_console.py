@@ -1,0 +1,32 @@
+"""Shared rendering for every command: one rich console on stderr for progress and notices, and
+plain stdout for results so that ``--json`` output pipes cleanly."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+__all__ = ["err", "out", "print_json", "print_table"]
+
+#: Results (tables, ids, JSON) go to stdout.
+out = Console(highlight=False, soft_wrap=True)
+#: Progress bars, notices and errors go to stderr.
+err = Console(stderr=True, highlight=False)
+
+
+def print_json(data: Any) -> None:
+    out.print_json(json.dumps(data, default=str), indent=2)
+
+
+def print_table(columns: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
+    """A borderless table in the ``docker ps`` idiom."""
+    table = Table(box=None, pad_edge=False, show_edge=False, header_style="bold")
+    for column in columns:
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        table.add_row(*(str(cell) for cell in row))
+    out.print(table)

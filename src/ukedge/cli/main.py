@@ -1,0 +1,63 @@
+"""Entry point of the ``ukedge`` command.
+
+Each command group lives in its own module and registers itself here; errors from the packages
+below are ukedge errors, printed as one line with the exit code their class names.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+import typer
+
+from ukedge import __version__
+from ukedge.cli._console import err
+from ukedge.errors import UkedgeError
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(
+    name="ukedge",
+    help=(
+        "Build, ship and run applications as unikernel VMs.\n\n"
+        "A typical first run: `ukedge kernel build`, `ukedge build examples/hello-c -t hello-c:1`, "
+        "`ukedge run hello-c:1`."
+    ),
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"ukedge {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Log debug detail to stderr."),
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
+    level = logging.DEBUG if verbose else getattr(logging, os.environ.get("UKEDGE_LOG", "WARNING"))
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+
+
+# Command groups register themselves below (one import and one line each).
+# -- registrations --
+
+
+def main() -> None:
+    try:
+        app()
+    except UkedgeError as exc:
+        err.print(f"error: {exc}", markup=False, highlight=False, style="red")
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        err.print("interrupted")
+        sys.exit(130)

@@ -1,0 +1,57 @@
+"""The OCI model of ukedge images: media types, config schema, digests, references, the store.
+
+This package imports nothing else of ukedge but :mod:`ukedge.errors`; everything else builds on it.
+"""
+
+from ukedge.image._config import (
+    BootConfig,
+    HealthCheck,
+    ImageConfig,
+    KernelInfo,
+    PortSpec,
+    canonical_json,
+)
+from ukedge.image._digest import (
+    DIGEST_PATTERN,
+    digest_bytes,
+    digest_file,
+    digest_hex,
+    validate_digest,
+)
+from ukedge.image._manifest import REF_NAME, Descriptor, ImageIndex, ImageManifest
+from ukedge.image._reference import (
+    DEFAULT_TAG,
+    NAME_PATTERN,
+    TAG_PATTERN,
+    Reference,
+    parse_reference,
+)
+from ukedge.image._store import BlobWriter, ImageStore, StoredImage
+from ukedge.image import _mediatypes as mediatypes
+
+__all__ = [
+    "DEFAULT_TAG",
+    "DIGEST_PATTERN",
+    "NAME_PATTERN",
+    "REF_NAME",
+    "TAG_PATTERN",
+    "BlobWriter",
+    "BootConfig",
+    "Descriptor",
+    "HealthCheck",
+    "ImageConfig",
+    "ImageIndex",
+    "ImageManifest",
+    "ImageStore",
+    "KernelInfo",
+    "PortSpec",
+    "Reference",
+    "StoredImage",
+    "canonical_json",
+    "digest_bytes",
+    "digest_file",
+    "digest_hex",
+    "mediatypes",
+    "parse_reference",
+    "validate_digest",
+]

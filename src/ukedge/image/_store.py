@@ -1,0 +1,408 @@
+"""The local image store: an OCI image layout directory.
+
+``<root>/oci-layout``, ``<root>/index.json`` and ``<root>/blobs/sha256/<hex>``, exactly as the OCI
+image-layout spec lays them out, so skopeo (``oci:<root>:<name:tag>``), oras and umoci read it.
+Each tag is one entry of ``index.json`` whose ``org.opencontainers.image.ref.name`` annotation is
+the full reference (``sensor-agg:1``, ``localhost:5000/team/app:v2``).
+
+Crash safety: every file is written under a temporary name in the same directory and renamed
+into place, so a reader sees the old or the new content, never half of one. Blobs are shared by
+every image that names them; an unreferenced blob is removed by :meth:`ImageStore.gc`, which runs
+after ``remove``. Writers hold a shared lease while they add blobs and then the manifest that
+references them; ``gc`` takes the lease exclusively, so it never sweeps a blob a concurrent build
+or pull is about to reference.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import io
+import json
+import os
+import shutil
+import tarfile
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, BinaryIO
+
+from ukedge.errors import DigestMismatchError, ImageError, UsageError
+from ukedge.image._config import ImageConfig
+from ukedge.image._digest import digest_bytes, digest_file, digest_hex, validate_digest
+from ukedge.image._manifest import REF_NAME, Descriptor, ImageIndex, ImageManifest
+from ukedge.image._mediatypes import (
+    CONFIG,
+    DOCKER_MANIFEST,
+    DOCKER_MANIFEST_LIST,
+    OCI_INDEX,
+    OCI_MANIFEST,
+)
+from ukedge.image._reference import parse_reference
+
+__all__ = ["BlobWriter", "ImageStore", "StoredImage"]
+
+_LAYOUT = b'{"imageLayoutVersion":"1.0.0"}'
+_CHUNK = 1 << 20
+_MANIFEST_TYPES = frozenset({OCI_MANIFEST, DOCKER_MANIFEST})
+_INDEX_TYPES = frozenset({OCI_INDEX, DOCKER_MANIFEST_LIST})
+
+
+@dataclass(frozen=True)
+class StoredImage:
+    """One tag in the store and the manifest it points at."""
+
+    ref: str
+    descriptor: Descriptor
+
+    @property
+    def digest(self) -> str:
+        return self.descriptor.digest
+
+    @property
+    def id(self) -> str:
+        """Docker-style short image id: the first 12 hex digits of the manifest digest."""
+        return digest_hex(self.descriptor.digest)[:12]
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        Path(tmp).replace(path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+class BlobWriter:
+    """Streams one blob into the store, hashing as it goes; :meth:`commit` verifies and renames.
+
+    Used by pulls and builds alike, so that no blob is ever held in memory whole and a wrong
+    digest leaves nothing behind.
+    """
+
+    def __init__(self, store: ImageStore, expected: str | None = None) -> None:
+        self._store = store
+        self._expected = validate_digest(expected) if expected else None
+        fd, name = tempfile.mkstemp(dir=store.blobs_dir, prefix=".upload-", suffix=".tmp")
+        self._file: BinaryIO = os.fdopen(fd, "wb")
+        self._tmp = Path(name)
+        self._hash = hashlib.sha256()
+        self.size = 0
+
+    def write(self, chunk: bytes) -> None:
+        self._file.write(chunk)
+        self._hash.update(chunk)
+        self.size += len(chunk)
+
+    def commit(self) -> str:
+        """Verify, fsync and rename into place; returns the digest."""
+        self._file.flush()
+        os.fsync(self._file.fileno())
+        self._file.close()
+        actual = "sha256:" + self._hash.hexdigest()
+        if self._expected and actual != self._expected:
+            self._tmp.unlink(missing_ok=True)
+            raise DigestMismatchError(self._expected, actual)
+        self._tmp.replace(self._store.blob_path(actual))
+        return actual
+
+    def abort(self) -> None:
+        self._file.close()
+        self._tmp.unlink(missing_ok=True)
+
+    def __enter__(self) -> BlobWriter:
+        return self
+
+    def __exit__(self, exc_type: object, *_: object) -> None:
+        if exc_type is not None or not self._file.closed:
+            self.abort()
+
+
+class ImageStore:
+    """An OCI image layout directory holding local images."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+        self.blobs_dir = self.root / "blobs" / "sha256"
+        self.blobs_dir.mkdir(parents=True, exist_ok=True)
+        layout = self.root / "oci-layout"
+        if not layout.exists():
+            _write_atomic(layout, _LAYOUT)
+        if not self._index_path.exists():
+            _write_atomic(self._index_path, ImageIndex().to_json())
+
+    # -- locking -------------------------------------------------------------------------------
+
+    @property
+    def _index_path(self) -> Path:
+        return self.root / "index.json"
+
+    @contextlib.contextmanager
+    def _flock(self, name: str, mode: int) -> Iterator[None]:
+        with (self.root / name).open("a") as f:
+            fcntl.flock(f, mode)
+            try:
+                yield
+            finally:
+                fcntl.flock(f, fcntl.LOCK_UN)
+
+    @contextlib.contextmanager
+    def lease(self) -> Iterator[None]:
+        """Hold while adding blobs and the manifest that names them; keeps ``gc`` away."""
+        with self._flock(".gc.lock", fcntl.LOCK_SH):
+            yield
+
+    # -- blobs ---------------------------------------------------------------------------------
+
+    def blob_path(self, digest: str) -> Path:
+        return self.blobs_dir / digest_hex(digest)
+
+    def has_blob(self, digest: str) -> bool:
+        return self.blob_path(digest).is_file()
+
+    def blob_writer(self, expected: str | None = None) -> BlobWriter:
+        return BlobWriter(self, expected)
+
+    def put_bytes(self, data: bytes, media_type: str) -> Descriptor:
+        digest = digest_bytes(data)
+        path = self.blob_path(digest)
+        if not path.exists():
+            _write_atomic(path, data)
+        return Descriptor(mediaType=media_type, digest=digest, size=len(data))
+
+    def put_file(self, source: Path, media_type: str) -> Descriptor:
+        """Copy a file in as a blob (hashing while copying)."""
+        with self.blob_writer() as w, source.open("rb") as f:
+            while chunk := f.read(_CHUNK):
+                w.write(chunk)
+            digest = w.commit()
+        return Descriptor(mediaType=media_type, digest=digest, size=w.size)
+
+    def read_blob(self, digest: str) -> bytes:
+        try:
+            return self.blob_path(digest).read_bytes()
+        except FileNotFoundError:
+            raise ImageError(f"blob {digest} is not in the store {self.root}") from None
+
+    def open_blob(self, digest: str) -> IO[bytes]:
+        try:
+            return self.blob_path(digest).open("rb")
+        except FileNotFoundError:
+            raise ImageError(f"blob {digest} is not in the store {self.root}") from None
+
+    def verify_blob(self, digest: str) -> None:
+        actual, _ = digest_file(self.blob_path(digest))
+        if actual != digest:
+            raise DigestMismatchError(digest, actual, "stored blob")
+
+    # -- index ---------------------------------------------------------------------------------
+
+    def _read_index(self) -> ImageIndex:
+        return ImageIndex.model_validate_json(self._index_path.read_bytes())
+
+    @contextlib.contextmanager
+    def _index_transaction(self) -> Iterator[ImageIndex]:
+        with self._flock(".index.lock", fcntl.LOCK_EX):
+            index = self._read_index()
+            yield index
+            index.manifests.sort(key=lambda d: (d.ref_name or "", d.digest))
+            _write_atomic(self._index_path, index.to_json())
+
+    def images(self) -> list[StoredImage]:
+        """Every tagged image, sorted by reference."""
+        return sorted(
+            (StoredImage(d.ref_name, d) for d in self._read_index().manifests if d.ref_name),
+            key=lambda i: i.ref,
+        )
+
+    def add_manifest(self, manifest: bytes, ref: str | None, media_type: str = OCI_MANIFEST) -> Descriptor:
+        """Store a manifest whose blobs are all present and, if ``ref`` is given, tag it."""
+        if media_type not in _MANIFEST_TYPES | _INDEX_TYPES:
+            raise ImageError(f"unsupported manifest media type {media_type!r}")
+        for child in self._children(manifest, media_type):
+            if not self.has_blob(child.digest):
+                raise ImageError(
+                    f"manifest references {child.digest} ({child.media_type}) which is not in "
+                    "the store; add the blobs before the manifest"
+                )
+        desc = self.put_bytes(manifest, media_type)
+        if ref is not None:
+            self._set_tag(self._normalise(ref), desc)
+        return desc
+
+    def _set_tag(self, ref: str, desc: Descriptor) -> None:
+        entry = desc.model_copy(update={"annotations": {REF_NAME: ref}})
+        art = self._artifact_type(desc)
+        if art:
+            entry = entry.model_copy(update={"artifact_type": art})
+        with self._index_transaction() as index:
+            index.manifests = [d for d in index.manifests if d.ref_name != ref]
+            index.manifests.append(entry)
+
+    def _artifact_type(self, desc: Descriptor) -> str | None:
+        if desc.media_type != OCI_MANIFEST:
+            return None
+        return ImageManifest.model_validate_json(self.read_blob(desc.digest)).artifact_type
+
+    @staticmethod
+    def _normalise(ref: str) -> str:
+        return str(parse_reference(ref))
+
+    def resolve(self, ref: str) -> StoredImage:
+        """Find an image by reference, by full digest, or by a unique image-id prefix."""
+        images = self.images()
+        if ref.startswith("sha256:") or (len(ref) >= 4 and all(c in "0123456789abcdef" for c in ref)):
+            hexpart = ref.removeprefix("sha256:")
+            hits = {i.digest: i for i in images if digest_hex(i.digest).startswith(hexpart)}
+            if len(hits) == 1:
+                return next(iter(hits.values()))
+            if len(hits) > 1:
+                raise UsageError(f"image id {ref!r} is ambiguous: it matches {len(hits)} images")
+        wanted = self._normalise(ref)
+        for image in images:
+            if image.ref == wanted:
+                return image
+        raise ImageError(f"no such image: {ref} (see `ukedge images`)")
+
+    def manifest(self, ref: str) -> tuple[StoredImage, ImageManifest]:
+        image = self.resolve(ref)
+        if image.descriptor.media_type not in _MANIFEST_TYPES:
+            raise ImageError(f"{ref} is an index ({image.descriptor.media_type}), not an image")
+        return image, ImageManifest.model_validate_json(self.read_blob(image.digest))
+
+    def config(self, manifest: ImageManifest) -> ImageConfig:
+        if manifest.config.media_type != CONFIG:
+            raise ImageError(
+                f"config media type {manifest.config.media_type!r} is not a ukedge image config "
+                f"({CONFIG})"
+            )
+        return ImageConfig.from_json(self.read_blob(manifest.config.digest))
+
+    def tag(self, source: str, target: str) -> StoredImage:
+        image = self.resolve(source)
+        self._set_tag(self._normalise(target), image.descriptor)
+        return self.resolve(target)
+
+    def remove(self, ref: str) -> list[str]:
+        """Untag ``ref``; then sweep what no image references. Returns the removed blob digests."""
+        image = self.resolve(ref)
+        with self._index_transaction() as index:
+            index.manifests = [d for d in index.manifests if d.ref_name != image.ref]
+        return self.gc()
+
+    def image_size(self, manifest: ImageManifest) -> int:
+        return manifest.config.size + sum(layer.size for layer in manifest.layers)
+
+    # -- garbage collection ----------------------------------------------------------------------
+
+    def _children(self, data: bytes, media_type: str) -> list[Descriptor]:
+        doc = json.loads(data)
+        if media_type in _INDEX_TYPES:
+            return [Descriptor.model_validate(m) for m in doc.get("manifests", [])]
+        kids = [Descriptor.model_validate(doc["config"])]
+        kids += [Descriptor.model_validate(layer) for layer in doc.get("layers", [])]
+        return kids
+
+    def _reachable(self) -> set[str]:
+        seen: set[str] = set()
+        todo = list(self._read_index().manifests)
+        while todo:
+            desc = todo.pop()
+            if desc.digest in seen:
+                continue
+            seen.add(desc.digest)
+            if desc.media_type in _MANIFEST_TYPES | _INDEX_TYPES and self.has_blob(desc.digest):
+                todo.extend(self._children(self.read_blob(desc.digest), desc.media_type))
+        return seen
+
+    def gc(self) -> list[str]:
+        """Delete every blob no tagged image reaches. Safe against concurrent writers."""
+        removed: list[str] = []
+        with self._flock(".gc.lock", fcntl.LOCK_EX):
+            keep = self._reachable()
+            for path in self.blobs_dir.iterdir():
+                if path.name.startswith("."):
+                    path.unlink(missing_ok=True)  # a temp file left by a crashed writer
+                    continue
+                digest = "sha256:" + path.name
+                if digest not in keep:
+                    path.unlink(missing_ok=True)
+                    removed.append(digest)
+        return sorted(removed)
+
+    # -- archives ------------------------------------------------------------------------------
+
+    def save(self, refs: list[str], dest: Path) -> None:
+        """Write the images as an OCI archive (a tar of an image layout), atomically."""
+        images = [self.resolve(r) for r in refs]
+        blobs: set[str] = set()
+        todo = [i.descriptor for i in images]
+        while todo:
+            desc = todo.pop()
+            if desc.digest in blobs:
+                continue
+            blobs.add(desc.digest)
+            if desc.media_type in _MANIFEST_TYPES | _INDEX_TYPES:
+                todo.extend(self._children(self.read_blob(desc.digest), desc.media_type))
+        index = ImageIndex(
+            manifests=[
+                i.descriptor.model_copy(update={"annotations": {REF_NAME: i.ref}}) for i in images
+            ]
+        )
+        fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".tmp")
+        os.close(fd)
+        try:
+            with tarfile.open(tmp, "w") as tar:
+                _add_bytes(tar, "oci-layout", _LAYOUT)
+                _add_bytes(tar, "index.json", index.to_json())
+                for digest in sorted(blobs):
+                    tar.add(self.blob_path(digest), f"blobs/sha256/{digest_hex(digest)}")
+            Path(tmp).replace(dest)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    def load(self, source: Path) -> list[str]:
+        """Import every tagged image of an OCI archive; verifies each blob before any is kept."""
+        try:
+            tar = tarfile.open(source)
+        except (OSError, tarfile.TarError) as exc:
+            raise ImageError(f"{source}: not a readable OCI archive ({exc})") from exc
+        with tar, tempfile.TemporaryDirectory(dir=self.root, prefix=".load-") as tmp:
+            staging = Path(tmp)
+            try:
+                tar.extractall(staging, filter="data")
+                index = ImageIndex.model_validate_json((staging / "index.json").read_bytes())
+            except (OSError, tarfile.TarError, ValueError) as exc:
+                raise ImageError(f"{source}: not an OCI archive: {exc}") from exc
+            tagged = [d for d in index.manifests if d.ref_name]
+            if not tagged:
+                raise ImageError(f"{source}: the archive holds no tagged image")
+            staged = staging / "blobs" / "sha256"
+            paths = sorted(staged.iterdir()) if staged.is_dir() else []
+            for path in paths:
+                actual, _ = digest_file(path)
+                if actual != "sha256:" + path.name:
+                    raise DigestMismatchError("sha256:" + path.name, actual, f"{source}: blob")
+            with self.lease():
+                for path in paths:
+                    target = self.blobs_dir / path.name
+                    if not target.exists():
+                        shutil.move(path, target)
+                refs = [self._normalise(d.ref_name or "") for d in tagged]
+                for desc, ref in zip(tagged, refs, strict=True):
+                    self.add_manifest(self.read_blob(desc.digest), ref, desc.media_type)
+        return refs
+
+
+def _add_bytes(tar: tarfile.TarFile, name: str, data: bytes) -> None:
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    tar.addfile(info, io.BytesIO(data))

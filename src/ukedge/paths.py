@@ -1,0 +1,45 @@
+"""Where ukedge keeps its state on this machine.
+
+Everything lives under one directory so that a user can see, back up or delete it at once:
+``$UKEDGE_HOME`` when set, else ``$XDG_DATA_HOME/ukedge``, else ``~/.local/share/ukedge``.
+Derived data that is slow to make and safe to share (built kernels, runtime layers) lives in
+``$UKEDGE_CACHE`` when set, else ``<home>/cache``, so that tests with a throw-away home still
+reuse the kernel built once on this machine.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+__all__ = ["cache_dir", "home", "instances_dir", "kernels_dir", "store_dir"]
+
+
+def home() -> Path:
+    explicit = os.environ.get("UKEDGE_HOME")
+    if explicit:
+        return Path(explicit).expanduser()
+    xdg = os.environ.get("XDG_DATA_HOME")
+    base = Path(xdg).expanduser() if xdg else Path.home() / ".local" / "share"
+    return base / "ukedge"
+
+
+def store_dir() -> Path:
+    """The OCI image layout that holds local images."""
+    return home() / "store"
+
+
+def cache_dir() -> Path:
+    """Derived data that can be rebuilt: kernels, runtime layers, the accelerator verdict."""
+    explicit = os.environ.get("UKEDGE_CACHE")
+    return Path(explicit).expanduser() if explicit else home() / "cache"
+
+
+def kernels_dir() -> Path:
+    """Built kernels, one directory per (source version, profile fragment) hash."""
+    return cache_dir() / "kernels"
+
+
+def instances_dir() -> Path:
+    """Per-instance state of the local instance manager."""
+    return home() / "instances"
