@@ -50,6 +50,9 @@ def _root(
 
 # Command groups register themselves below (one import and one line each).
 # -- registrations --
+from ukedge.cli import images  # noqa: E402
+
+images.register(app)
 
 
 def main() -> None:
