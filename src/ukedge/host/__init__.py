@@ -1,0 +1,19 @@
+"""The edge-node side: instance lifecycle on one host (and, later, the agent serving it)."""
+
+from ukedge.host._layers import LayerCache
+from ukedge.host._manager import InstanceManager, open_manager
+from ukedge.host._models import Instance, InstanceState, PortMapping, RunRequest, parse_port_mapping
+from ukedge.host._names import NAME_PATTERN, random_name
+
+__all__ = [
+    "NAME_PATTERN",
+    "Instance",
+    "InstanceManager",
+    "InstanceState",
+    "LayerCache",
+    "PortMapping",
+    "RunRequest",
+    "open_manager",
+    "parse_port_mapping",
+    "random_name",
+]

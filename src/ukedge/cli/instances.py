@@ -1,0 +1,244 @@
+"""Instance commands in the Docker idiom: ``run``, ``ps``, ``logs``, ``stop``, ``kill``, ``rm``,
+``inspect`` and ``stats``. Each parses its flags, calls the instance manager and renders."""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import sys
+import time
+from typing import Any
+
+import typer
+
+from ukedge.cli._console import err, out, print_json, print_table
+from ukedge.errors import ImageError, InstanceError, UsageError
+from ukedge.host import Instance, InstanceManager, InstanceState, RunRequest, open_manager, parse_port_mapping
+from ukedge.units import format_size, parse_size
+
+__all__ = ["register"]
+
+
+def _manager() -> InstanceManager:
+    return open_manager()
+
+
+def _parse_env(items: list[str]) -> dict[str, str]:
+    env: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise UsageError(f"invalid environment setting {item!r}: expected KEY=VALUE")
+        env[key] = value
+    return env
+
+
+def _ago(timestamp: float | None) -> str:
+    if timestamp is None:
+        return "-"
+    seconds = max(0, int(time.time() - timestamp))
+    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60)):
+        if seconds >= size:
+            n = seconds // size
+            return f"{n} {unit}{'s' if n > 1 else ''}"
+    return f"{seconds} second{'s' if seconds != 1 else ''}"
+
+
+def _status(instance: Instance) -> str:
+    match instance.state:
+        case InstanceState.RUNNING:
+            return f"Up {_ago(instance.started_at)}"
+        case InstanceState.EXITED:
+            return f"Exited ({instance.exit_code}) {_ago(instance.finished_at)} ago"
+        case InstanceState.FAILED:
+            return f"Failed {_ago(instance.finished_at)} ago"
+        case _:
+            return instance.state.value.capitalize()
+
+
+def run(
+    image: str = typer.Argument(..., help="Image to run (name:tag, digest or id prefix)."),
+    args: list[str] = typer.Argument(None, help="Arguments replacing the image's default args."),
+    publish: list[str] = typer.Option(
+        [], "--publish", "-p", help="Publish a guest port: [HOST_IP:]HOST_PORT:GUEST_PORT[/udp]. Repeatable."
+    ),
+    env: list[str] = typer.Option([], "--env", "-e", help="Set an environment variable KEY=VALUE. Repeatable."),
+    memory: str | None = typer.Option(None, "--memory", "-m", help="Guest memory, e.g. 64M (default: image's)."),
+    cpus: int | None = typer.Option(None, "--cpus", help="Virtual CPUs (default: the image's)."),
+    detach: bool = typer.Option(False, "--detach", "-d", help="Run in the background and print the instance id."),
+    name: str | None = typer.Option(None, "--name", help="Name the instance (default: a random one)."),
+    hostname: str | None = typer.Option(None, "--hostname", help="Guest hostname (default: the app's name)."),
+    remove: bool = typer.Option(False, "--rm", help="Remove the instance when it exits (foreground only)."),
+) -> None:
+    """Boot an image as a unikernel VM.
+
+    In the foreground the guest console streams to your terminal and `ukedge run` exits with the
+    app's exit status; Ctrl-C stops the app (SIGTERM), a second Ctrl-C kills the VM. With -d the
+    VM keeps running after this command returns: follow it with `ukedge logs -f NAME`.
+
+    Example: ukedge run -d -p 18080:8080 sensor-agg:1
+    """
+    if detach and remove:
+        raise UsageError("--rm cannot be combined with --detach; use `ukedge rm` later")
+    request = RunRequest(
+        image=image,
+        name=name,
+        args=args or None,
+        env=_parse_env(env),
+        ports=[parse_port_mapping(p) for p in publish],
+        memory_mib=parse_size(memory, default_unit="M") // (1 << 20) if memory else None,
+        vcpus=cpus,
+        hostname=hostname,
+    )
+    manager = _manager()
+    _accelerator_notice(manager)
+    instance = manager.run(request)
+    if detach:
+        out.print(instance.id)
+        return
+    status = _attach(manager, instance)
+    if remove:
+        manager.remove(instance.id)
+    sys.exit(status)
+
+
+def _accelerator_notice(manager: InstanceManager) -> None:
+    notice = getattr(manager.backend, "notice", None)
+    if notice:
+        err.print(notice, style="yellow")
+
+
+def _attach(manager: InstanceManager, instance: Instance) -> int:
+    """Stream the console until the instance ends; Ctrl-C stops, a second one kills."""
+    interrupts = 0
+
+    def on_interrupt(_sig: int, _frame: object) -> None:
+        nonlocal interrupts
+        interrupts += 1
+        if interrupts == 1:
+            err.print("\nstopping (SIGTERM to the app; Ctrl-C again to kill)…")
+            raise KeyboardInterrupt
+        with contextlib.suppress(InstanceError):
+            manager.kill(instance.id)
+
+    previous = signal.signal(signal.SIGINT, on_interrupt)
+    stream = sys.stdout.buffer
+    try:
+        while True:
+            try:
+                for chunk in manager.follow(instance.id):
+                    stream.write(chunk)
+                    stream.flush()
+                break
+            except KeyboardInterrupt:
+                manager.stop(instance.id, timeout=10)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    final = manager.get(instance.id)
+    if final.state is InstanceState.FAILED:
+        err.print(f"instance {final.name} failed: {final.error}", style="red")
+        return 125
+    return final.exit_code if final.exit_code is not None else 125
+
+
+def ps(
+    all_instances: bool = typer.Option(False, "--all", "-a", help="Show ended instances too."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Print instance ids only."),
+) -> None:
+    """List instances (running ones unless -a)."""
+    instances = _manager().list(all_instances=all_instances)
+    if as_json:
+        print_json([i.model_dump(mode="json") for i in instances])
+    elif quiet:
+        for i in instances:
+            out.print(i.short_id)
+    else:
+        print_table(
+            ["INSTANCE ID", "NAME", "IMAGE", "STATUS", "PORTS", "CREATED"],
+            [
+                (i.short_id, i.name, i.image, _status(i), ", ".join(str(p) for p in i.ports), _ago(i.created_at) + " ago")
+                for i in instances
+            ],
+        )
+
+
+def logs(
+    instance: str = typer.Argument(..., help="Instance name or id."),
+    follow: bool = typer.Option(False, "--follow", "-f", help="Keep printing until the instance ends."),
+    results: bool = typer.Option(False, "--results", help="Print the app's results lines instead of its console."),
+) -> None:
+    """Print an instance's console output (or, with --results, its results device)."""
+    stream = sys.stdout.buffer
+    with contextlib.suppress(KeyboardInterrupt):
+        for chunk in _manager().follow(instance, "results" if results else "console", follow=follow):
+            stream.write(chunk)
+            stream.flush()
+
+
+def stop(
+    instances: list[str] = typer.Argument(..., help="Instance names or ids."),
+    timeout: float = typer.Option(10.0, "--time", "-t", help="Seconds to wait for the app before killing the VM."),
+) -> None:
+    """Stop instances gracefully: SIGTERM to the app, kill after --time seconds."""
+    manager = _manager()
+    for key in instances:
+        instance = manager.stop(key, timeout)
+        out.print(instance.name)
+
+
+def kill(instances: list[str] = typer.Argument(..., help="Instance names or ids.")) -> None:
+    """Kill instances at once (the VM is ended without warning the app)."""
+    manager = _manager()
+    for key in instances:
+        out.print(manager.kill(key).name)
+
+
+def rm(
+    instances: list[str] = typer.Argument(..., help="Instance names or ids."),
+    force: bool = typer.Option(False, "--force", "-f", help="Kill running instances first."),
+) -> None:
+    """Remove ended instances and their logs (running ones need --force)."""
+    manager = _manager()
+    for key in instances:
+        out.print(manager.remove(key, force=force).name)
+
+
+def inspect(target: str = typer.Argument(..., help="Instance name/id, or an image reference.")) -> None:
+    """Print an instance's (or else an image's) full record as JSON."""
+    try:
+        instance = _manager().get(target)
+    except InstanceError:
+        from ukedge.cli.images import inspect_image
+
+        try:
+            inspect_image(target)
+        except (ImageError, UsageError):
+            raise InstanceError(f"no such instance or image: {target}") from None
+        return
+    print_json(instance.model_dump(mode="json"))
+
+
+def stats(
+    instances: list[str] = typer.Argument(None, help="Instance names or ids (default: all running)."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+) -> None:
+    """Show the host memory (RSS) and CPU time of each instance's VM."""
+    manager = _manager()
+    targets = [manager.get(k) for k in instances] if instances else manager.list()
+    rows: list[dict[str, Any]] = []
+    for i in targets:
+        s = manager.stats(i.id)
+        rows.append({"id": i.short_id, "name": i.name, "rss_bytes": s.rss_bytes, "cpu_seconds": s.cpu_seconds})
+    if as_json:
+        print_json(rows)
+    else:
+        print_table(
+            ["INSTANCE ID", "NAME", "MEM (RSS)", "CPU TIME"],
+            [(r["id"], r["name"], format_size(r["rss_bytes"]), f"{r['cpu_seconds']:.2f}s") for r in rows],
+        )
+
+
+def register(app: typer.Typer) -> None:
+    for command in (run, ps, logs, stop, kill, rm, inspect, stats):
+        app.command(command.__name__)(command)

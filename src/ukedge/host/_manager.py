@@ -1,0 +1,264 @@
+"""The instance manager: the one implementation of instance lifecycle on a host.
+
+``ukedge run`` uses it in-process (daemonless, like podman and kraft) and the host agent serves
+the same manager over REST. An instance is an image plus overrides, started as one machine of a
+hypervisor backend; its record (SQLite) says what was asked and what was last seen, the machine's
+work directory holds what the hypervisor knows. Reading an instance reconciles the two: a machine
+that ended while nobody watched becomes ``exited`` with the app's status, or ``failed``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import secrets
+import shutil
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from ukedge.build.guest import guest_cmdline, launch_archive
+from ukedge.errors import InstanceError, MachineError, UkedgeError, UsageError
+from ukedge.host._layers import LayerCache
+from ukedge.host._models import Instance, InstanceState, RunRequest
+from ukedge.host._names import NAME_PATTERN, random_name
+from ukedge.host._state import InstanceRecords
+from ukedge.image import ImageConfig, ImageManifest, ImageStore, mediatypes
+from ukedge.vmm import Machine, MachineBackend, MachineSpec, MachineState, MachineStats, PortForward
+
+__all__ = ["InstanceManager", "open_manager"]
+
+log = logging.getLogger(__name__)
+
+# The guest side of QEMU's user-mode network; the host reaches the guest only through
+# forwarded ports, so every instance can use the same addresses.
+_GUEST_IP = "10.0.2.15/24"
+_GATEWAY = "10.0.2.2"
+_DNS = "10.0.2.3"
+_LOG_POLL_S = 0.05
+
+
+class InstanceManager:
+    """Creates, starts, observes, stops and removes instances on this host."""
+
+    def __init__(self, root: Path, store: ImageStore, backend: MachineBackend, layers: LayerCache) -> None:
+        self.root = root
+        self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.store = store
+        self.backend = backend
+        self.layers = layers
+        self.records = InstanceRecords(root / "state.db")
+
+    # -- creation --------------------------------------------------------------------------------
+
+    def run(self, request: RunRequest) -> Instance:
+        """Create an instance from ``request`` and start its machine; returns once QEMU runs."""
+        image, manifest = self.store.manifest(request.image)
+        config = self.store.config(manifest)
+        kernel, initrds = self._boot_files(manifest)
+        name = request.name or self._free_name()
+        if not NAME_PATTERN.match(name):
+            raise UsageError(
+                f"invalid instance name {name!r}: letters, digits, '_', '.', '-'; at most 63 characters"
+            )
+        instance = Instance(
+            id=secrets.token_hex(16),
+            name=name,
+            image=image.ref,
+            image_digest=image.digest,
+            state=InstanceState.CREATED,
+            created_at=time.time(),
+            memory_mib=request.memory_mib or config.memory_mib,
+            vcpus=request.vcpus or config.vcpus,
+            ports=request.ports,
+            env=request.env,
+            args=request.args,
+            workdir=str(self.root / "placeholder"),
+        )
+        instance = instance.model_copy(update={"workdir": str(self.root / instance.id)})
+        self._check_ports(instance, config)
+        self.records.add(instance)
+        workdir = Path(instance.workdir)
+        try:
+            workdir.mkdir(mode=0o700)
+            launch = workdir / "launch.cpio"
+            launch.write_bytes(
+                launch_archive(
+                    config,
+                    env=request.env,
+                    args=request.args,
+                    hostname=request.hostname or config.name,
+                )
+            )
+            spec = MachineSpec(
+                machine_id=instance.id,
+                kernel=kernel,
+                workdir=workdir / "vm",
+                initrds=[*initrds, launch],
+                cmdline=guest_cmdline(
+                    config.boot.cmdline, ip=_GUEST_IP, gateway=_GATEWAY, dns=_DNS, seed=os.urandom(32)
+                ),
+                memory_mib=instance.memory_mib,
+                vcpus=instance.vcpus,
+                ports=[
+                    PortForward(p.host_port, p.guest_port, p.host_ip, "udp" if p.protocol == "udp" else "tcp")
+                    for p in request.ports
+                ],
+            )
+            self._set(instance.id, state=InstanceState.STARTING)
+            machine = self.backend.start(spec)
+        except UkedgeError as exc:
+            self._set(instance.id, state=InstanceState.FAILED, error=str(exc), finished_at=time.time())
+            raise
+        return self._set(instance.id, state=InstanceState.RUNNING, pid=machine.pid, started_at=time.time())
+
+    def _boot_files(self, manifest: ImageManifest) -> tuple[Path, list[Path]]:
+        kernels = [layer for layer in manifest.layers if layer.media_type in mediatypes.KERNEL_TYPES]
+        if len(kernels) != 1:
+            raise InstanceError(f"image must have exactly one kernel layer, found {len(kernels)}")
+        initrds = [layer for layer in manifest.layers if layer.media_type in mediatypes.INITRD_TYPES]
+        return (
+            self.layers.unpacked(self.store, kernels[0]),
+            [self.layers.unpacked(self.store, layer) for layer in initrds],
+        )
+
+    def _free_name(self) -> str:
+        taken = {i.name for i in self.records.all()}
+        for _ in range(100):
+            name = random_name()
+            if name not in taken:
+                return name
+        return f"{random_name()}_{secrets.token_hex(2)}"
+
+    def _check_ports(self, instance: Instance, config: ImageConfig) -> None:
+        declared = {p.port for p in config.ports}
+        for mapping in instance.ports:
+            if declared and mapping.guest_port not in declared:
+                log.info("guest port %s is not declared by %s", mapping.guest_port, instance.image)
+        for other in self.list(all_instances=False):
+            busy = {(p.host_ip, p.host_port, p.protocol) for p in other.ports}
+            for mapping in instance.ports:
+                if (mapping.host_ip, mapping.host_port, mapping.protocol) in busy:
+                    raise InstanceError(
+                        f"host port {mapping.host_ip}:{mapping.host_port} is already published by "
+                        f"instance {other.name}; stop it or pick another port"
+                    )
+
+    # -- observation -----------------------------------------------------------------------------
+
+    def _set(self, instance_id: str, **changes: object) -> Instance:
+        return self.records.update(instance_id, lambda i: i.model_copy(update=changes))
+
+    def _machine(self, instance: Instance) -> Machine:
+        return self.backend.attach(Path(instance.workdir) / "vm")
+
+    def _refresh(self, instance: Instance) -> Instance:
+        if not instance.state.active:
+            return instance
+        try:
+            status = self._machine(instance).status()
+        except MachineError as exc:
+            return self._set(instance.id, state=InstanceState.FAILED, error=str(exc), finished_at=time.time())
+        if status.state is MachineState.EXITED:
+            return self._set(
+                instance.id, state=InstanceState.EXITED, exit_code=status.exit_code, finished_at=time.time()
+            )
+        if status.state is MachineState.FAILED:
+            return self._set(
+                instance.id,
+                state=InstanceState.FAILED,
+                exit_code=status.exit_code,
+                error=status.detail or "the machine ended without reporting an exit status",
+                finished_at=time.time(),
+            )
+        return instance
+
+    def get(self, key: str) -> Instance:
+        return self._refresh(self.records.find(key))
+
+    def list(self, *, all_instances: bool = False) -> list[Instance]:
+        instances = [self._refresh(i) for i in self.records.all()]
+        if not all_instances:
+            instances = [i for i in instances if i.state.active]
+        return sorted(instances, key=lambda i: i.created_at, reverse=True)
+
+    def wait(self, key: str, timeout: float | None = None) -> Instance:
+        instance = self.records.find(key)
+        if instance.state.active:
+            with contextlib.suppress(MachineError):
+                self._machine(instance).wait(timeout)
+        return self.get(instance.id)
+
+    def stats(self, key: str) -> MachineStats:
+        instance = self.get(key)
+        if not instance.state.active:
+            raise InstanceError(f"instance {instance.name} is {instance.state.value}; it has no stats")
+        return self._machine(instance).stats()
+
+    # -- control ---------------------------------------------------------------------------------
+
+    def stop(self, key: str, timeout: float = 10.0) -> Instance:
+        """Ask the app to end (SIGTERM in the guest), kill after ``timeout``; returns the result."""
+        instance = self.get(key)
+        if not instance.state.active:
+            return instance
+        self._set(instance.id, state=InstanceState.STOPPING)
+        self._machine(instance).stop(timeout)
+        return self.get(instance.id)
+
+    def kill(self, key: str) -> Instance:
+        instance = self.get(key)
+        if not instance.state.active:
+            raise InstanceError(f"instance {instance.name} is not running ({instance.state.value})")
+        self._machine(instance).kill()
+        return self.get(instance.id)
+
+    def remove(self, key: str, *, force: bool = False) -> Instance:
+        instance = self.get(key)
+        if instance.state.active:
+            if not force:
+                raise InstanceError(
+                    f"instance {instance.name} is {instance.state.value}; stop it first or use --force"
+                )
+            self._machine(instance).kill()
+        self.records.delete(instance.id)
+        shutil.rmtree(instance.workdir, ignore_errors=True)
+        return instance
+
+    # -- output ------------------------------------------------------------------------------------
+
+    def console_path(self, instance: Instance) -> Path:
+        return Path(instance.workdir) / "vm" / "console.log"
+
+    def results_path(self, instance: Instance) -> Path:
+        return Path(instance.workdir) / "vm" / "results.jsonl"
+
+    def follow(self, key: str, path_of: str = "console", *, follow: bool = True) -> Iterator[bytes]:
+        """Yield the console (or results) as it grows; ends when the instance has ended."""
+        instance = self.records.find(key)
+        path = self.console_path(instance) if path_of == "console" else self.results_path(instance)
+        offset = 0
+        while True:
+            done = not follow or not self.get(instance.id).state.active
+            if path.exists():
+                with path.open("rb") as f:
+                    f.seek(offset)
+                    while chunk := f.read(1 << 16):
+                        offset += len(chunk)
+                        yield chunk
+            if done:
+                return
+            time.sleep(_LOG_POLL_S)
+
+
+def open_manager(backend: str = "qemu") -> InstanceManager:
+    """The manager over this user's store, instances and layer cache (``ukedge.paths``)."""
+    from ukedge import paths, vmm
+
+    return InstanceManager(
+        paths.instances_dir(),
+        ImageStore(paths.store_dir()),
+        vmm.create(backend),
+        LayerCache(paths.cache_dir() / "layers"),
+    )

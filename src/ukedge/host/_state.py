@@ -1,0 +1,105 @@
+"""Durable instance records in SQLite.
+
+One row per instance, the full :class:`Instance` as JSON beside the columns that are looked up
+(id, name). Every change is one transaction, so a crash leaves either the old record or the new
+one, and several CLI processes (or the CLI beside the agent) can share the file: SQLite's own
+locking serialises writers, WAL keeps readers from waiting.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import String, Text, create_engine, event, select
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
+
+from ukedge.errors import InstanceError
+from ukedge.host._models import Instance
+
+__all__ = ["InstanceRecords"]
+
+
+class _Base(DeclarativeBase):
+    pass
+
+
+class _InstanceRow(_Base):
+    __tablename__ = "instances"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True, index=True)
+    doc: Mapped[str] = mapped_column(Text)
+
+
+def _on_connect(dbapi_connection: Any, _record: object) -> None:
+    # Let SQLAlchemy's "begin" hook issue BEGIN IMMEDIATE: read-modify-write transactions from
+    # several processes then serialise instead of failing with "database is locked" at commit.
+    dbapi_connection.isolation_level = None
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA busy_timeout=10000")
+    cursor.close()
+
+
+def _on_begin(connection: Connection) -> None:
+    connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+class InstanceRecords:
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._engine: Engine = create_engine(f"sqlite:///{path}")
+        event.listen(self._engine, "connect", _on_connect)
+        event.listen(self._engine, "begin", _on_begin)
+        _Base.metadata.create_all(self._engine)
+
+    def add(self, instance: Instance) -> None:
+        try:
+            with Session(self._engine) as session, session.begin():
+                session.add(_InstanceRow(id=instance.id, name=instance.name, doc=instance.model_dump_json()))
+        except IntegrityError as exc:
+            raise InstanceError(
+                f"the name {instance.name!r} is already in use; remove that instance "
+                "(`ukedge rm`) or choose another --name"
+            ) from exc
+
+    def update(self, instance_id: str, change: Callable[[Instance], Instance]) -> Instance:
+        """Read, change and write one record in a single transaction."""
+        with Session(self._engine) as session, session.begin():
+            row = session.get(_InstanceRow, instance_id)
+            if row is None:
+                raise InstanceError(f"no such instance: {instance_id}")
+            updated = change(Instance.model_validate_json(row.doc))
+            row.doc = updated.model_dump_json()
+            return updated
+
+    def delete(self, instance_id: str) -> None:
+        with Session(self._engine) as session, session.begin():
+            row = session.get(_InstanceRow, instance_id)
+            if row is not None:
+                session.delete(row)
+
+    def all(self) -> list[Instance]:
+        with Session(self._engine) as session:
+            rows = session.scalars(select(_InstanceRow)).all()
+            return [Instance.model_validate_json(row.doc) for row in rows]
+
+    def find(self, key: str) -> Instance:
+        """By name, full id or unique id prefix — as ``docker`` resolves container names."""
+        with Session(self._engine) as session:
+            row = session.scalars(select(_InstanceRow).where(_InstanceRow.name == key)).first()
+            if row is None:
+                rows = session.scalars(select(_InstanceRow).where(_InstanceRow.id.startswith(key))).all()
+                if len(rows) > 1:
+                    raise InstanceError(f"instance id prefix {key!r} is ambiguous; give more digits")
+                row = rows[0] if rows and len(key) >= 3 else None
+            if row is None:
+                raise InstanceError(f"no such instance: {key} (see `ukedge ps -a`)")
+            return Instance.model_validate_json(row.doc)
+
+    def close(self) -> None:
+        self._engine.dispose()
