@@ -10,9 +10,12 @@
      ├── KernelError           building or finding a kernel profile
      ├── BuildError            turning an application into image layers
      ├── MachineError          a hypervisor backend: start, stop, QMP
-     │    └── StateError       an operation the machine's current state does not allow
+     │    ├── StateError       an operation the machine's current state does not allow
+     │    └── MachineTimeoutError  a machine did not reach a state in time
      ├── InstanceError         the instance manager: unknown instance, name in use
      ├── RegistryError         talking to an OCI registry (client side)
+     │    ├── AuthenticationError  credentials missing, wrong, or lacking a permission
+     │    └── NotFoundError        no such repository, manifest, tag or blob
      └── HubError              the hub server
 
 Context travels in attributes (``digest``, ``machine_id``); the message says what to do next.
@@ -22,6 +25,7 @@ Errors from libraries (httpx, SQLAlchemy, qemu.qmp) are re-raised as these with 
 from __future__ import annotations
 
 __all__ = [
+    "AuthenticationError",
     "BuildError",
     "DigestMismatchError",
     "HubError",
@@ -29,6 +33,7 @@ __all__ = [
     "InstanceError",
     "KernelError",
     "MachineError",
+    "MachineTimeoutError",
     "RegistryError",
     "StateError",
     "UkedgeError",
@@ -99,12 +104,37 @@ class StateError(MachineError):
         super().__init__(f"machine {who}is {current}; this needs it {required}", machine_id)
 
 
+class MachineTimeoutError(MachineError):
+    """A machine did not end (or get ready) within the time asked; it is left as it was."""
+
+    def __init__(self, message: str, machine_id: str | None = None, timeout: float = 0.0) -> None:
+        self.timeout = timeout
+        super().__init__(message, machine_id)
+
+
 class InstanceError(UkedgeError):
     """The instance manager cannot find or change an instance."""
 
 
 class RegistryError(UkedgeError):
-    """An OCI registry refused or failed a request."""
+    """An OCI registry refused or failed a request.
+
+    ``code`` is the OCI error code (``BLOB_UNKNOWN``, ``DENIED``…) or ``None`` for a transport
+    failure; ``status`` the HTTP status when there was a response.
+    """
+
+    def __init__(self, message: str, *, code: str | None = None, status: int | None = None) -> None:
+        self.code = code
+        self.status = status
+        super().__init__(message)
+
+
+class AuthenticationError(RegistryError):
+    """The registry wants credentials we do not have, rejected them, or denied the action."""
+
+
+class NotFoundError(RegistryError):
+    """The registry has no such repository, manifest, tag or blob."""
 
 
 class HubError(UkedgeError):

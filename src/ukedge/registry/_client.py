@@ -1,0 +1,574 @@
+"""``RegistryClient``: one registry, spoken to over the OCI distribution API (v1.1).
+
+Every request goes through one ``httpx.Client`` (thread-safe, connection-pooled) so that worker
+threads of a push or pull share connections and tokens. Blobs are streamed: a download goes
+piece by piece into a store :class:`~ukedge.image.BlobWriter`, which verifies the digest before
+anything is kept; an upload is one ``PUT`` for blobs up to ``chunk_size`` and ``POST`` → ``PATCH``
+chunks → ``PUT`` for larger ones, each chunk recorded so that an interrupted upload resumes where
+the registry stopped (see :mod:`ukedge.registry._state`).
+
+Request bodies are bytes of at most ``chunk_size``, never one-shot streams, so a request that
+meets an auth challenge (an expired token in a long push) can be sent again.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import threading
+from collections.abc import Callable, Collection, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+import httpx
+
+from ukedge import __version__
+from ukedge.errors import AuthenticationError, DigestMismatchError, NotFoundError, RegistryError
+from ukedge.image import Descriptor, ImageStore, digest_bytes, mediatypes
+from ukedge.paths import home
+from ukedge.registry._auth import RegistryAuth, parse_challenge
+from ukedge.registry._credentials import Credentials, credentials_for
+from ukedge.registry._errors import error_from_response, transport_errors
+from ukedge.registry._progress import BlobOutcome
+from ukedge.registry._settings import registry_url
+from ukedge.registry._state import BlobLocations, UploadSessions
+
+__all__ = [
+    "DEFAULT_CHUNK_SIZE",
+    "MANIFEST_MEDIA_TYPES",
+    "MAX_MANIFEST_SIZE",
+    "RegistryClient",
+    "RemoteManifest",
+]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_CHUNK_SIZE = 8 << 20
+#: Registries (and the hub) refuse larger manifests; so do we, before reading them whole.
+MAX_MANIFEST_SIZE = 4 << 20
+MANIFEST_MEDIA_TYPES = (
+    mediatypes.OCI_MANIFEST,
+    mediatypes.OCI_INDEX,
+    mediatypes.DOCKER_MANIFEST,
+    mediatypes.DOCKER_MANIFEST_LIST,
+)
+_ACCEPT = ", ".join(MANIFEST_MEDIA_TYPES)
+_PIECE = 1 << 20
+_OCTET = "application/octet-stream"
+_LINK_NEXT = re.compile(r'<([^>]+)>\s*;\s*rel="?next"?')
+_MAX_PAGES = 10000
+_MAX_RANGE_RETRIES = 3
+
+Progress = Callable[[int], None]
+
+
+def _ignore(_: int) -> None:
+    pass
+
+
+@dataclass(frozen=True)
+class RemoteManifest:
+    """A manifest exactly as the registry sent it; ``digest`` is the hash of ``data``."""
+
+    data: bytes
+    media_type: str
+    digest: str
+
+    @property
+    def descriptor(self) -> Descriptor:
+        return Descriptor(mediaType=self.media_type, digest=self.digest, size=len(self.data))
+
+    def json(self) -> Any:
+        return json.loads(self.data)
+
+
+def _range_offset(header: str | None, hint: int) -> int:
+    """Bytes received, from an upload's ``Range: 0-<last byte>`` header.
+
+    distribution answers ``0-0`` both for nothing and for one byte received; ``hint`` (what we
+    last recorded) breaks the tie.
+    """
+    if not header:
+        return 0
+    text = header.strip().removeprefix("bytes=")
+    start, sep, end = text.partition("-")
+    try:
+        last = int(end) if sep else -1
+        first = int(start)
+    except ValueError:
+        return 0
+    if first != 0 or last < 0:
+        return 0
+    if last == 0:
+        return 1 if hint == 1 else 0
+    return last + 1
+
+
+class RegistryClient:
+    """A client for one registry host (``127.0.0.1:5000``, ``hub.example.org``).
+
+    ``credentials`` default to ``ukedge login``'s file (or ``UKEDGE_REGISTRY_USER``/``_PASSWORD``);
+    without any the client pulls anonymously where the registry allows it. ``transport`` is for
+    tests and proxies. ``state_dir`` holds resumable uploads and known blob locations.
+    """
+
+    def __init__(
+        self,
+        registry: str,
+        *,
+        insecure: bool | None = None,
+        credentials: Credentials | None = None,
+        transport: httpx.BaseTransport | None = None,
+        timeout: float = 60.0,
+        chunk_size: int = DEFAULT_CHUNK_SIZE,
+        max_workers: int = 4,
+        state_dir: Path | None = None,
+    ) -> None:
+        if chunk_size < 1:
+            raise ValueError("chunk_size must be positive")
+        self.registry = registry
+        self.base_url = registry_url(registry, insecure)
+        self.chunk_size = chunk_size
+        self.max_workers = max(1, max_workers)
+        self.auth = RegistryAuth(
+            registry, credentials if credentials is not None else credentials_for(registry)
+        )
+        self.state_dir = state_dir if state_dir is not None else home() / "registry"
+        self.uploads = UploadSessions(self.state_dir)
+        self.locations = BlobLocations(self.state_dir)
+        self._http = httpx.Client(
+            base_url=self.base_url,
+            auth=self.auth,
+            transport=transport,
+            timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)),
+            follow_redirects=True,
+            headers={"User-Agent": f"ukedge/{__version__}"},
+            limits=httpx.Limits(max_connections=self.max_workers * 2 + 4),
+        )
+
+    # -- plumbing --------------------------------------------------------------------------------
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> RegistryClient:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def _url(self, location: str) -> str:
+        """Absolute form of a ``Location`` header, which registries may send relative."""
+        return str(self._http.base_url.join(location))
+
+    def _send(
+        self,
+        method: str,
+        url: str,
+        *,
+        what: str,
+        ok: Collection[int],
+        content: bytes | None = None,
+        headers: dict[str, str] | None = None,
+        params: dict[str, str] | None = None,
+    ) -> httpx.Response:
+        with transport_errors(self.registry, self.base_url, what):
+            response = self._http.request(
+                method, url, content=content, headers=headers, params=params
+            )
+        if response.status_code not in ok:
+            raise error_from_response(response, what, self.registry)
+        return response
+
+    @staticmethod
+    def _check_cancelled(cancel: threading.Event | None, what: str) -> None:
+        if cancel is not None and cancel.is_set():
+            raise RegistryError(f"{what}: cancelled")
+
+    # -- registry --------------------------------------------------------------------------------
+
+    def ping(self) -> None:
+        """Check that the registry answers the API base (``/v2/``), authenticating if it asks."""
+        self._send("GET", "/v2/", what=f"contact {self.registry}", ok={200})
+
+    def check_credentials(self) -> bool:
+        """Verify our credentials the way the registry asks for them.
+
+        Returns ``False`` when the registry asks for none (nothing to verify), ``True`` when it
+        asked and accepted them; raises :class:`AuthenticationError` when it refused them.
+        """
+        what = f"log in to {self.registry}"
+        with transport_errors(self.registry, self.base_url, what):
+            response = self._http.get("/v2/", auth=None)
+        if response.status_code == 200:
+            return False
+        if response.status_code != 401:
+            raise error_from_response(response, what, self.registry)
+        challenge = parse_challenge(response.headers.get("WWW-Authenticate", ""))
+        creds = self.auth.credentials
+        if challenge is None or creds is None:
+            raise error_from_response(response, what, self.registry)
+        if challenge.scheme == "basic":
+            with transport_errors(self.registry, self.base_url, what):
+                response = self._http.get(
+                    "/v2/", auth=None, headers={"Authorization": creds.basic_header()}
+                )
+            if response.status_code != 200:
+                raise AuthenticationError(
+                    f"{what}: {self.registry} refused the password of {creds.username!r}",
+                    status=response.status_code,
+                )
+            return True
+        if challenge.scheme != "bearer" or "realm" not in challenge.params:
+            raise AuthenticationError(
+                f"{what}: unsupported authentication scheme {challenge.scheme!r}"
+            )
+        with transport_errors(self.registry, self.base_url, what):
+            token_response = self._http.send(self.auth.token_request(challenge), auth=None)
+        try:
+            self.auth.read_token(token_response, challenge)
+        finally:
+            token_response.close()
+        return True
+
+    def _paged(self, path: str, key: str, page_size: int | None, what: str) -> list[str]:
+        url: str | None = path
+        params = {"n": str(page_size)} if page_size else None
+        names: list[str] = []
+        seen: set[str] = set()
+        for _ in range(_MAX_PAGES):
+            if url is None or url in seen:
+                break
+            seen.add(url)
+            response = self._send("GET", url, what=what, ok={200}, params=params)
+            try:
+                items = response.json().get(key) or []
+            except (ValueError, AttributeError) as exc:
+                raise RegistryError(f"{what}: {self.registry} sent no JSON {key!r} list") from exc
+            names += [str(item) for item in items]
+            match = _LINK_NEXT.search(response.headers.get("Link", ""))
+            url = self._url(match.group(1)) if match else None
+            params = None
+        return names
+
+    def catalog(self, *, page_size: int | None = None) -> list[str]:
+        """Every repository name (``/v2/_catalog``), following ``Link`` pagination."""
+        return self._paged(
+            "/v2/_catalog", "repositories", page_size, f"list repositories of {self.registry}"
+        )
+
+    def tags(self, repository: str, *, page_size: int | None = None) -> list[str]:
+        """Every tag of ``repository``, following ``Link`` pagination."""
+        return self._paged(
+            f"/v2/{repository}/tags/list", "tags", page_size, f"list tags of {repository}"
+        )
+
+    # -- manifests -------------------------------------------------------------------------------
+
+    def get_manifest(self, repository: str, reference: str) -> RemoteManifest:
+        """Fetch a manifest or index by tag or digest, checking its digest."""
+        what = f"pull manifest {repository}{'@' if ':' in reference else ':'}{reference}"
+        url = f"/v2/{repository}/manifests/{reference}"
+        body = bytearray()
+        with (
+            transport_errors(self.registry, self.base_url, what),
+            self._http.stream("GET", url, headers={"Accept": _ACCEPT}) as response,
+        ):
+            if response.status_code != 200:
+                response.read()
+                raise error_from_response(response, what, self.registry)
+            for piece in response.iter_bytes(_PIECE):
+                body += piece
+                if len(body) > MAX_MANIFEST_SIZE:
+                    raise RegistryError(
+                        f"{what}: manifest larger than {MAX_MANIFEST_SIZE} bytes; refused"
+                    )
+            content_type = response.headers.get("Content-Type", "")
+            header_digest = response.headers.get("Docker-Content-Digest")
+        data = bytes(body)
+        digest = digest_bytes(data)
+        if reference.startswith("sha256:") and reference != digest:
+            raise DigestMismatchError(reference, digest, f"manifest {repository}")
+        if header_digest and header_digest.startswith("sha256:") and header_digest != digest:
+            raise DigestMismatchError(header_digest, digest, f"manifest {repository}:{reference}")
+        media_type = content_type.split(";")[0].strip()
+        if media_type not in MANIFEST_MEDIA_TYPES:
+            try:
+                media_type = str(json.loads(data).get("mediaType") or "")
+            except (ValueError, AttributeError):
+                media_type = ""
+        if media_type not in MANIFEST_MEDIA_TYPES:
+            raise RegistryError(f"{what}: unsupported manifest media type {content_type!r}")
+        return RemoteManifest(data, media_type, digest)
+
+    def head_manifest(self, repository: str, reference: str) -> Descriptor | None:
+        """The descriptor of a manifest, or ``None`` when the registry has no such tag or digest."""
+        what = f"check manifest {repository}:{reference}"
+        response = self._send(
+            "HEAD",
+            f"/v2/{repository}/manifests/{reference}",
+            what=what,
+            ok={200, 404},
+            headers={"Accept": _ACCEPT},
+        )
+        if response.status_code == 404:
+            return None
+        digest = response.headers.get("Docker-Content-Digest")
+        if not digest:
+            return None
+        media_type = response.headers.get("Content-Type", "").split(";")[0].strip()
+        return Descriptor(
+            mediaType=media_type,
+            digest=digest,
+            size=int(response.headers.get("Content-Length") or 0),
+        )
+
+    def put_manifest(self, repository: str, reference: str, data: bytes, media_type: str) -> str:
+        """Store a manifest under a tag (or its digest); returns its digest."""
+        what = f"push manifest {repository}:{reference}"
+        response = self._send(
+            "PUT",
+            f"/v2/{repository}/manifests/{reference}",
+            what=what,
+            ok={200, 201, 202},
+            content=data,
+            headers={"Content-Type": media_type},
+        )
+        digest = digest_bytes(data)
+        stored = response.headers.get("Docker-Content-Digest")
+        if stored and stored.startswith("sha256:") and stored != digest:
+            raise RegistryError(
+                f"{what}: registry stored it as {stored}, but its bytes hash to {digest}"
+            )
+        return digest
+
+    def delete_manifest(self, repository: str, digest: str) -> None:
+        self._send(
+            "DELETE",
+            f"/v2/{repository}/manifests/{digest}",
+            what=f"delete {repository}@{digest}",
+            ok={202, 200},
+        )
+
+    # -- blobs -----------------------------------------------------------------------------------
+
+    def blob_size(self, repository: str, digest: str) -> int | None:
+        """Size of a blob in ``repository``, or ``None`` when the registry lacks it there."""
+        response = self._send(
+            "HEAD",
+            f"/v2/{repository}/blobs/{digest}",
+            what=f"check blob {digest} in {repository}",
+            ok={200, 404},
+        )
+        if response.status_code == 404:
+            return None
+        return int(response.headers.get("Content-Length") or 0)
+
+    def download_blob(
+        self,
+        repository: str,
+        descriptor: Descriptor,
+        store: ImageStore,
+        on_progress: Progress = _ignore,
+        *,
+        cancel: threading.Event | None = None,
+    ) -> None:
+        """Stream a blob into ``store``; a wrong digest stores nothing (DigestMismatchError)."""
+        digest = descriptor.digest
+        what = f"pull blob {digest} from {repository}"
+        with (
+            transport_errors(self.registry, self.base_url, what),
+            self._http.stream("GET", f"/v2/{repository}/blobs/{digest}") as response,
+        ):
+            if response.status_code != 200:
+                response.read()
+                raise error_from_response(response, what, self.registry)
+            with store.blob_writer(digest) as writer:
+                for piece in response.iter_bytes(_PIECE):
+                    self._check_cancelled(cancel, what)
+                    writer.write(piece)
+                    if writer.size > descriptor.size:
+                        raise RegistryError(
+                            f"{what}: the registry sent more than the {descriptor.size} bytes the "
+                            "manifest declares; nothing was stored"
+                        )
+                    on_progress(writer.size)
+                writer.commit()
+
+    def fetch_blob(self, repository: str, digest: str, *, limit: int = MAX_MANIFEST_SIZE) -> bytes:
+        """A small blob (a config) in memory, digest-checked."""
+        what = f"pull blob {digest} from {repository}"
+        body = bytearray()
+        with (
+            transport_errors(self.registry, self.base_url, what),
+            self._http.stream("GET", f"/v2/{repository}/blobs/{digest}") as response,
+        ):
+            if response.status_code != 200:
+                response.read()
+                raise error_from_response(response, what, self.registry)
+            for piece in response.iter_bytes(_PIECE):
+                body += piece
+                if len(body) > limit:
+                    raise RegistryError(f"{what}: larger than {limit} bytes; refused")
+        actual = digest_bytes(bytes(body))
+        if actual != digest:
+            raise DigestMismatchError(digest, actual)
+        return bytes(body)
+
+    def mount_blob(self, repository: str, digest: str, source: str) -> tuple[bool, str | None]:
+        """Ask the registry to link ``digest`` from ``source`` into ``repository``.
+
+        Returns ``(True, None)`` when mounted, ``(False, location)`` when the registry opened an
+        upload session instead (so the caller uploads there), ``(False, None)`` when refused.
+        """
+        what = f"mount blob {digest} from {source} into {repository}"
+        try:
+            response = self._send(
+                "POST",
+                f"/v2/{repository}/blobs/uploads/",
+                what=what,
+                ok={201, 202},
+                params={"mount": digest, "from": source},
+            )
+        except (AuthenticationError, NotFoundError) as exc:
+            log.debug("%s refused: %s", what, exc)
+            return False, None
+        if response.status_code == 201:
+            return True, None
+        location = response.headers.get("Location")
+        return False, self._url(location) if location else None
+
+    def _start_upload(self, repository: str, digest: str) -> str:
+        what = f"push blob {digest} to {repository}"
+        response = self._send("POST", f"/v2/{repository}/blobs/uploads/", what=what, ok={202})
+        location = response.headers.get("Location")
+        if not location:
+            raise RegistryError(
+                f"{what}: {self.registry} opened an upload without a Location header"
+            )
+        return self._url(location)
+
+    def upload_status(self, location: str, *, hint: int = 0) -> tuple[str, int]:
+        """Ask where an upload session stands: ``(location, bytes received)``."""
+        response = self._send("GET", location, what="query upload status", ok={204, 200})
+        return self._url(response.headers.get("Location") or location), _range_offset(
+            response.headers.get("Range"), hint
+        )
+
+    def _resume(self, repository: str, digest: str, size: int) -> tuple[str, int] | None:
+        record = self.uploads.load(self.registry, repository, digest)
+        if record is None:
+            return None
+        try:
+            location, offset = self.upload_status(record.location, hint=record.offset)
+        except RegistryError as exc:
+            log.info(
+                "cannot resume upload of %s to %s (%s); starting over", digest, repository, exc
+            )
+            self.uploads.drop(self.registry, repository, digest)
+            return None
+        if offset > size:
+            self.uploads.drop(self.registry, repository, digest)
+            return None
+        log.info("resuming upload of %s to %s at byte %d of %d", digest, repository, offset, size)
+        return location, offset
+
+    def upload_blob(
+        self,
+        repository: str,
+        digest: str,
+        size: int,
+        open_source: Callable[[], IO[bytes]],
+        *,
+        mount_from: Sequence[str] = (),
+        on_progress: Progress = _ignore,
+        cancel: threading.Event | None = None,
+    ) -> BlobOutcome:
+        """Put a blob into ``repository``: resume, mount, one ``PUT``, or chunks, in that order."""
+        resumed = self._resume(repository, digest, size)
+        location, offset = resumed if resumed else (None, 0)
+        if location is None:
+            for source in mount_from:
+                if source == repository:
+                    continue
+                mounted, location = self.mount_blob(repository, digest, source)
+                if mounted:
+                    on_progress(size)
+                    return BlobOutcome.MOUNTED
+                if location is not None:
+                    break
+        if location is None:
+            location = self._start_upload(repository, digest)
+        with open_source() as source_file:
+            if resumed is None and size <= self.chunk_size:
+                data = source_file.read(size + 1)
+                self._finish_upload(repository, digest, location, data)
+                on_progress(size)
+                return BlobOutcome.UPLOADED
+            self._upload_chunks(
+                repository, digest, size, location, offset, source_file, on_progress, cancel
+            )
+        return BlobOutcome.RESUMED if resumed else BlobOutcome.UPLOADED
+
+    def _finish_upload(self, repository: str, digest: str, location: str, data: bytes) -> None:
+        what = f"push blob {digest} to {repository}"
+        url = str(httpx.URL(location).copy_merge_params({"digest": digest}))
+        try:
+            self._send(
+                "PUT", url, what=what, ok={201, 204}, content=data, headers={"Content-Type": _OCTET}
+            )
+        except RegistryError as exc:
+            if exc.code in {"DIGEST_INVALID", "BLOB_UPLOAD_INVALID", "BLOB_UPLOAD_UNKNOWN"}:
+                self.uploads.drop(self.registry, repository, digest)
+            raise
+
+    def _upload_chunks(
+        self,
+        repository: str,
+        digest: str,
+        size: int,
+        location: str,
+        offset: int,
+        source: IO[bytes],
+        on_progress: Progress,
+        cancel: threading.Event | None,
+    ) -> None:
+        what = f"push blob {digest} to {repository}"
+        self.uploads.save(self.registry, repository, digest, location, offset)
+        on_progress(offset)
+        source.seek(offset)
+        realigned = 0
+        while offset < size:
+            self._check_cancelled(cancel, what)
+            data = source.read(min(self.chunk_size, size - offset))
+            if not data:
+                raise RegistryError(
+                    f"{what}: the local blob is shorter than its declared {size} bytes"
+                )
+            response = self._send(
+                "PATCH",
+                location,
+                what=what,
+                ok={202, 416},
+                content=data,
+                headers={
+                    "Content-Type": _OCTET,
+                    "Content-Range": f"{offset}-{offset + len(data) - 1}",
+                },
+            )
+            if response.status_code == 416:
+                # The registry holds a different number of bytes than we thought: ask, realign.
+                realigned += 1
+                if realigned > _MAX_RANGE_RETRIES:
+                    raise error_from_response(response, what, self.registry)
+                location, offset = self.upload_status(location, hint=offset)
+                source.seek(offset)
+                continue
+            location = self._url(response.headers.get("Location") or location)
+            offset += len(data)
+            self.uploads.save(self.registry, repository, digest, location, offset)
+            on_progress(offset)
+        self._finish_upload(repository, digest, location, b"")
+        self.uploads.drop(self.registry, repository, digest)

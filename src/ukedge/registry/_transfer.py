@@ -1,0 +1,271 @@
+"""``push`` and ``pull``: move an image between the local store and a registry.
+
+Both transfer only what the other side lacks, several blobs at a time, and report per-blob
+progress. A push uploads (or mounts) every blob before the manifest that names them, so the
+registry never holds a manifest with a missing blob; a pull verifies every blob into the store
+under the store's lease and only then adds and tags the manifest, so a failed pull leaves no
+image behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from typing import TypeVar
+
+from ukedge.errors import ImageError, RegistryError, UsageError
+from ukedge.image import (
+    Descriptor,
+    ImageIndex,
+    ImageManifest,
+    ImageStore,
+    Reference,
+    StoredImage,
+    mediatypes,
+)
+from ukedge.registry._client import RegistryClient, RemoteManifest
+from ukedge.registry._progress import BlobOutcome, NullProgress, TransferProgress
+from ukedge.registry._settings import remote_reference
+
+__all__ = ["DEFAULT_PLATFORM", "blob_label", "pull", "push", "select_platform"]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_PLATFORM = "linux/amd64"
+_INDEX_TYPES = frozenset({mediatypes.OCI_INDEX, mediatypes.DOCKER_MANIFEST_LIST})
+_T = TypeVar("_T")
+
+
+def blob_label(descriptor: Descriptor) -> str:
+    """A short human name for a blob of a ukedge (or container) image."""
+    media = descriptor.media_type
+    if media in mediatypes.KERNEL_TYPES:
+        return "kernel"
+    if media in mediatypes.INITRD_TYPES:
+        return "initrd"
+    if media == mediatypes.CONFIG or media.endswith("config.v1+json"):
+        return "config"
+    return "layer"
+
+
+@contextlib.contextmanager
+def _client_for(reference: Reference, client: RegistryClient | None) -> Iterator[RegistryClient]:
+    if client is not None:
+        if reference.registry != client.registry:
+            raise UsageError(
+                f"{reference} is not on {client.registry}, the registry this client talks to"
+            )
+        yield client
+        return
+    assert reference.registry is not None
+    with RegistryClient(reference.registry) as own:
+        yield own
+
+
+def _run_all(
+    client: RegistryClient, task: Callable[[_T, threading.Event], None], items: Sequence[_T]
+) -> None:
+    """Run ``task`` on every item, ``client.max_workers`` at a time.
+
+    The first failure (or Ctrl-C in the caller) sets the shared event, which every transfer checks
+    between chunks, so the others stop promptly instead of running to completion.
+    """
+    if not items:
+        return
+    cancel = threading.Event()
+    workers = min(client.max_workers, len(items))
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="ukedge-xfer") as pool:
+        futures = [pool.submit(task, item, cancel) for item in items]
+        try:
+            done, _ = wait(futures, return_when=FIRST_EXCEPTION)
+            for future in futures:
+                if future in done and (exc := future.exception()) is not None:
+                    raise exc
+        except BaseException:
+            cancel.set()
+            for future in futures:
+                future.cancel()
+            raise
+
+
+def _blobs(manifest: ImageManifest) -> list[Descriptor]:
+    """Config and layers, each digest once."""
+    seen: dict[str, Descriptor] = {}
+    for desc in [manifest.config, *manifest.layers]:
+        seen.setdefault(desc.digest, desc)
+    return list(seen.values())
+
+
+# -- push ------------------------------------------------------------------------------------------
+
+
+def _push_blobs(
+    store: ImageStore,
+    client: RegistryClient,
+    repository: str,
+    blobs: list[Descriptor],
+    progress: TransferProgress,
+) -> None:
+    def one(desc: Descriptor, cancel: threading.Event) -> None:
+        digest = desc.digest
+        if not store.has_blob(digest):
+            raise ImageError(
+                f"blob {digest} of the image is missing from the local store {store.root}"
+            )
+        progress.start(digest, blob_label(desc), desc.size)
+        if client.blob_size(repository, digest) is not None:
+            outcome = BlobOutcome.EXISTS
+            progress.update(digest, desc.size)
+        else:
+            outcome = client.upload_blob(
+                repository,
+                digest,
+                desc.size,
+                lambda: store.open_blob(digest),
+                mount_from=client.locations.repositories(client.registry, digest),
+                on_progress=lambda done: progress.update(digest, done),
+                cancel=cancel,
+            )
+        log.debug("%s %s: %s", repository, digest, outcome)
+        progress.finish(digest, outcome)
+
+    _run_all(client, one, blobs)
+    client.locations.record(client.registry, repository, [d.digest for d in blobs])
+
+
+def _push_manifest(
+    store: ImageStore,
+    client: RegistryClient,
+    repository: str,
+    desc: Descriptor,
+    reference: str,
+    progress: TransferProgress,
+) -> str:
+    data = store.read_blob(desc.digest)
+    if desc.media_type in _INDEX_TYPES:
+        index = ImageIndex.model_validate_json(data)
+        for child in index.manifests:
+            if not store.has_blob(child.digest):
+                raise ImageError(
+                    f"index {desc.digest} names {child.digest}, which is not in the local store; "
+                    "only complete indexes can be pushed"
+                )
+            _push_manifest(store, client, repository, child, child.digest, progress)
+    else:
+        _push_blobs(
+            store, client, repository, _blobs(ImageManifest.model_validate_json(data)), progress
+        )
+    return client.put_manifest(repository, reference, data, desc.media_type)
+
+
+def push(
+    store: ImageStore,
+    local_ref: str,
+    remote_ref: str | None = None,
+    *,
+    progress: TransferProgress | None = None,
+    client: RegistryClient | None = None,
+) -> str:
+    """Push a local image to a registry; returns the manifest digest.
+
+    ``remote_ref`` defaults to ``local_ref``; either must name a registry host (or
+    ``UKEDGE_REGISTRY`` be set). Blobs the registry already has are skipped, blobs known to be in
+    another repository of the same registry are mounted, large blobs go in resumable chunks.
+    """
+    image: StoredImage = store.resolve(local_ref)
+    target = remote_reference(remote_ref or image.ref, action="push")
+    if target.digest:
+        raise UsageError(f"push to a tag, not a digest: {target}")
+    progress = progress or NullProgress()
+    with _client_for(target, client) as c:
+        digest = _push_manifest(
+            store, c, target.repository, image.descriptor, target.reference, progress
+        )
+    log.info("pushed %s as %s (%s)", image.ref, target, digest)
+    return digest
+
+
+# -- pull ------------------------------------------------------------------------------------------
+
+
+def select_platform(index: ImageIndex, platform: str = DEFAULT_PLATFORM) -> Descriptor:
+    """The manifest of ``index`` for ``os/arch`` (``linux/amd64``)."""
+    os_name, _, arch = platform.partition("/")
+    for child in index.manifests:
+        extra = child.model_extra or {}
+        plat = extra.get("platform")
+        if (
+            isinstance(plat, dict)
+            and plat.get("os") == os_name
+            and plat.get("architecture") == arch
+        ):
+            return child
+    offered = sorted(
+        f"{p.get('os')}/{p.get('architecture')}"
+        for c in index.manifests
+        if isinstance(p := (c.model_extra or {}).get("platform"), dict)
+    )
+    raise RegistryError(
+        f"the index has no {platform} manifest (it has: {', '.join(offered) or 'none'})"
+    )
+
+
+def _resolve_manifest(client: RegistryClient, ref: Reference, platform: str) -> RemoteManifest:
+    remote = client.get_manifest(ref.repository, ref.reference)
+    if remote.media_type in _INDEX_TYPES:
+        child = select_platform(ImageIndex.model_validate_json(remote.data), platform)
+        remote = client.get_manifest(ref.repository, child.digest)
+        if remote.media_type in _INDEX_TYPES:
+            raise RegistryError(f"{ref}: the {platform} entry of the index is itself an index")
+    return remote
+
+
+def pull(
+    store: ImageStore,
+    ref: str,
+    *,
+    progress: TransferProgress | None = None,
+    client: RegistryClient | None = None,
+    platform: str = DEFAULT_PLATFORM,
+) -> StoredImage:
+    """Pull an image into ``store`` and tag it with its full reference (``host/repo:tag``).
+
+    Only blobs the store lacks are fetched; each is verified against its digest before it is
+    kept. An index resolves to its ``platform`` manifest.
+    """
+    target = remote_reference(ref, action="pull")
+    progress = progress or NullProgress()
+    with _client_for(target, client) as c:
+        remote = _resolve_manifest(c, target, platform)
+        try:
+            manifest = ImageManifest.model_validate_json(remote.data)
+        except ValueError as exc:
+            raise RegistryError(
+                f"{target}: the registry sent a manifest that does not parse: {exc}"
+            ) from exc
+        blobs = _blobs(manifest)
+
+        def one(desc: Descriptor, cancel: threading.Event) -> None:
+            progress.start(desc.digest, blob_label(desc), desc.size)
+            if store.has_blob(desc.digest):
+                progress.update(desc.digest, desc.size)
+                progress.finish(desc.digest, BlobOutcome.CACHED)
+                return
+            c.download_blob(
+                target.repository,
+                desc,
+                store,
+                lambda done: progress.update(desc.digest, done),
+                cancel=cancel,
+            )
+            progress.finish(desc.digest, BlobOutcome.DOWNLOADED)
+
+        with store.lease():
+            _run_all(c, one, blobs)
+            store.add_manifest(remote.data, str(target), remote.media_type)
+        c.locations.record(c.registry, target.repository, [d.digest for d in blobs])
+    log.info("pulled %s (%s)", target, remote.digest)
+    return store.resolve(str(target))
