@@ -1,0 +1,85 @@
+"""The contract between the host and the guest init: names, command line, exit line.
+
+Everything the host and ``init.c`` must agree on lives here (and in ``init.c``), so that the two
+sides change together. The human-readable version is the "guest contract" in the docs.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from ipaddress import IPv4Address, IPv4Interface
+
+from ukedge.errors import UsageError
+
+__all__ = [
+    "CONTROL_PORT",
+    "EXIT_PREFIX",
+    "LAUNCH_PATH",
+    "RESULTS_DEVICE",
+    "RESULTS_PORT",
+    "guest_cmdline",
+    "parse_exit_line",
+]
+
+#: Where the application finds the results device (a symlink made by init).
+RESULTS_DEVICE = "/dev/ukedge-results"
+#: Name of the virtio-serial port the host reads results from.
+RESULTS_PORT = "ukedge.results"
+#: Name of the virtio-serial port the host writes control lines (``stop``, ``kill``) to.
+CONTROL_PORT = "ukedge.control"
+#: The per-run launch file inside the guest (from the last initrd).
+LAUNCH_PATH = "/ukedge/launch"
+#: Init prints ``ukedge-exit: {"status": N}`` on the console when the application ends.
+EXIT_PREFIX = "ukedge-exit: "
+
+_EXIT_RE = re.compile(r'ukedge-exit: \{"status": (\d{1,3})\}')
+_MAX_SEED = 256
+
+
+def parse_exit_line(text: str) -> int | None:
+    """The status in the last exit line of a console log, or None when the guest printed none
+    (it crashed, was killed, or is still running)."""
+    matches = _EXIT_RE.findall(text)
+    return int(matches[-1]) if matches else None
+
+
+def guest_cmdline(
+    base: str,
+    *,
+    ip: str | None,
+    gateway: str | None,
+    dns: str | None,
+    seed: bytes | None,
+    clock: float | None = None,
+) -> str:
+    """The kernel command line for one boot: the image's ``base`` plus what init reads.
+
+    ``ip`` is ``address/prefix`` for eth0 (without it the guest has only loopback); ``seed`` is
+    credited to the guest RNG; ``clock`` sets the guest's wall clock (default: the host's now),
+    since the guest may have no RTC. Values are checked here because the kernel splits the
+    command line on spaces and init ignores what it cannot parse.
+    """
+    parts = base.split()
+    if ip is not None:
+        try:
+            iface = IPv4Interface(ip if "/" in ip else f"{ip}/24")
+        except ValueError as exc:
+            raise UsageError(f"guest ip {ip!r} is not an IPv4 address/prefix: {exc}") from None
+        parts.append(f"ukedge.ip={iface.with_prefixlen}")
+    for name, value in (("gw", gateway), ("dns", dns)):
+        if value is None:
+            continue
+        try:
+            parts.append(f"ukedge.{name}={IPv4Address(value)}")
+        except ValueError:
+            raise UsageError(f"guest {name} {value!r} is not an IPv4 address") from None
+    if gateway is not None and ip is None:
+        raise UsageError("a guest gateway needs a guest ip")
+    if seed is not None:
+        if not 0 < len(seed) <= _MAX_SEED:
+            raise UsageError(f"guest RNG seed must be 1 to {_MAX_SEED} bytes, got {len(seed)}")
+        parts.append(f"ukedge.seed={seed.hex()}")
+    now = time.time() if clock is None else clock
+    parts.append(f"ukedge.time={now:.3f}")
+    return " ".join(parts)

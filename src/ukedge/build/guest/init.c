@@ -1,0 +1,689 @@
+/*
+ * ukedge guest init: PID 1 of every ukedge unikernel image (the platform adaptation layer).
+ *
+ * It prepares the little a single application needs (mounts, hostname, network, RNG, clock,
+ * results and control ports), starts the application as its only child, forwards stop requests
+ * to it, reaps orphans, and when the application ends prints one machine-readable exit line on
+ * the console and resets the VM (QEMU runs with -no-reboot, so a reset ends QEMU).
+ *
+ * The contract with the host (kernel command line parameters, launch file, exit line, ports) is
+ * documented in ukedge/build/guest/_contract.py and must change together with it.
+ *
+ * Written against the kernel ABI only (no libc extras, no kernel headers: musl-gcc ships none),
+ * so it builds with musl-gcc or gcc -static alike. Nothing here waits for anything: boot time
+ * under TCG is the main cost of a short-lived application.
+ */
+#define _GNU_SOURCE
+#include <arpa/inet.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <net/if.h>
+#include <net/route.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mount.h>
+#include <sys/epoll.h>
+#include <sys/reboot.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+#include <sys/wait.h>
+#include <termios.h>
+#include <time.h>
+#include <unistd.h>
+
+#define LAUNCH_PATH "/ukedge/launch"
+#define LAUNCH_MAGIC "ukedge-launch=1"
+#define RESULTS_PORT "ukedge.results"
+#define CONTROL_PORT "ukedge.control"
+#define RESULTS_DEVICE "/dev/ukedge-results"
+#define EXIT_PREFIX "ukedge-exit: "
+#define DEFAULT_PATH "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+/* From <linux/random.h> and <linux/input*.h>, which musl does not ship. */
+#define RNDADDENTROPY 0x40085203
+#define EV_KEY 1
+#define KEY_POWER 116
+struct kernel_input_event {
+	long tv_sec;
+	long tv_usec;
+	uint16_t type;
+	uint16_t code;
+	int32_t value;
+};
+
+#define MAX_ARGS 4096
+#define MAX_ENV 4096
+#define MAX_INPUTS 8
+
+static int console_fd = 2;
+static int debug;
+
+static void say(const char *fmt, ...)
+{
+	char buf[1024];
+	va_list ap;
+	int n = snprintf(buf, sizeof buf, "ukedge-init: ");
+	va_start(ap, fmt);
+	n += vsnprintf(buf + n, sizeof buf - (size_t)n, fmt, ap);
+	va_end(ap);
+	if (n > (int)sizeof buf - 2)
+		n = (int)sizeof buf - 2;
+	buf[n++] = '\n';
+	(void)!write(console_fd, buf, (size_t)n);
+}
+
+#define DEBUG(...)                                                                                 \
+	do {                                                                                       \
+		if (debug)                                                                         \
+			say(__VA_ARGS__);                                                          \
+	} while (0)
+
+/* Print the exit line, make sure it left the UART, and reset the machine. Never returns. */
+static void finish(int status)
+{
+	char line[64];
+	int n = snprintf(line, sizeof line, EXIT_PREFIX "{\"status\": %d}\n", status);
+	sync();
+	(void)!write(console_fd, line, (size_t)n);
+	tcdrain(console_fd);
+	reboot(RB_AUTOBOOT);
+	/* Only reached without CAP_SYS_BOOT, which PID 1 always has. */
+	for (;;)
+		pause();
+}
+
+static void mount_fs(const char *source, const char *target, const char *type, unsigned long flags,
+		     const char *data)
+{
+	mkdir(target, 0755);
+	if (mount(source, target, type, flags, data) != 0 && errno != EBUSY)
+		say("mount %s on %s: %s", type, target, strerror(errno));
+}
+
+static void mount_all(void)
+{
+	mount_fs("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL);
+	mount_fs("sysfs", "/sys", "sysfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL);
+	mount_fs("devtmpfs", "/dev", "devtmpfs", MS_NOSUID, "mode=0755");
+	mount_fs("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777");
+	mount_fs("tmpfs", "/run", "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755");
+	mkdir("/dev/shm", 01777);
+	mount_fs("tmpfs", "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777");
+	(void)!symlink("/proc/self/fd", "/dev/fd");
+	(void)!symlink("/proc/self/fd/0", "/dev/stdin");
+	(void)!symlink("/proc/self/fd/1", "/dev/stdout");
+	(void)!symlink("/proc/self/fd/2", "/dev/stderr");
+}
+
+static ssize_t read_file(const char *path, char *buf, size_t size)
+{
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	ssize_t total = 0, n;
+	if (fd < 0)
+		return -1;
+	while ((size_t)total < size - 1 && (n = read(fd, buf + total, size - 1 - (size_t)total)) > 0)
+		total += n;
+	close(fd);
+	buf[total] = '\0';
+	return total;
+}
+
+static void write_file(const char *path, const char *text)
+{
+	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	if (fd < 0) {
+		say("write %s: %s", path, strerror(errno));
+		return;
+	}
+	(void)!write(fd, text, strlen(text));
+	close(fd);
+}
+
+/* ---- kernel command line: ukedge.<name>=<value> ---- */
+
+struct params {
+	char *ip;   /* ukedge.ip=A.B.C.D/prefix */
+	char *gw;   /* ukedge.gw=A.B.C.D */
+	char *dns;  /* ukedge.dns=A.B.C.D */
+	char *seed; /* ukedge.seed=<hex> */
+	char *time; /* ukedge.time=<seconds since the epoch>[.<fraction>] */
+};
+
+static char cmdline[4096];
+
+static void parse_cmdline(struct params *p)
+{
+	char *save = NULL, *tok;
+	if (read_file("/proc/cmdline", cmdline, sizeof cmdline) < 0)
+		return;
+	for (tok = strtok_r(cmdline, " \t\n", &save); tok; tok = strtok_r(NULL, " \t\n", &save)) {
+		if (strncmp(tok, "ukedge.", 7) != 0)
+			continue;
+		char *key = tok + 7, *eq = strchr(key, '=');
+		if (!eq) {
+			if (strcmp(key, "debug") == 0)
+				debug = 1;
+			continue;
+		}
+		*eq = '\0';
+		char *value = eq + 1;
+		if (strcmp(key, "ip") == 0)
+			p->ip = value;
+		else if (strcmp(key, "gw") == 0)
+			p->gw = value;
+		else if (strcmp(key, "dns") == 0)
+			p->dns = value;
+		else if (strcmp(key, "seed") == 0)
+			p->seed = value;
+		else if (strcmp(key, "time") == 0)
+			p->time = value;
+	}
+}
+
+/* ---- clock and RNG ---- */
+
+static void set_clock(const char *value)
+{
+	char *end;
+	double t = strtod(value, &end);
+	if (*end != '\0' || t <= 0) {
+		say("ignoring bad ukedge.time=%s", value);
+		return;
+	}
+	struct timespec ts = {(time_t)t, (long)((t - (double)(time_t)t) * 1e9)};
+	if (clock_settime(CLOCK_REALTIME, &ts) != 0)
+		say("clock_settime: %s", strerror(errno));
+}
+
+static int hexval(char c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	if (c >= 'A' && c <= 'F')
+		return c - 'A' + 10;
+	return -1;
+}
+
+static void seed_rng(const char *hex)
+{
+	struct {
+		int entropy_count;
+		int buf_size;
+		unsigned char buf[256];
+	} info;
+	size_t len = strlen(hex), i;
+	if (len % 2 || len / 2 > sizeof info.buf) {
+		say("ignoring bad ukedge.seed (want an even number of hex digits, at most 512)");
+		return;
+	}
+	for (i = 0; i < len / 2; i++) {
+		int hi = hexval(hex[2 * i]), lo = hexval(hex[2 * i + 1]);
+		if (hi < 0 || lo < 0) {
+			say("ignoring bad ukedge.seed (not hex)");
+			return;
+		}
+		info.buf[i] = (unsigned char)(hi << 4 | lo);
+	}
+	info.buf_size = (int)(len / 2);
+	info.entropy_count = (int)(len / 2) * 8;
+	int fd = open("/dev/urandom", O_WRONLY | O_CLOEXEC);
+	if (fd < 0 || ioctl(fd, RNDADDENTROPY, &info) != 0)
+		say("seeding the RNG: %s", strerror(errno));
+	if (fd >= 0)
+		close(fd);
+	/* Keep the seed out of the application's view of /proc/cmdline-derived memory. */
+	memset(&info, 0, sizeof info);
+}
+
+/* ---- network ---- */
+
+static int if_up(int sock, const char *name)
+{
+	struct ifreq ifr;
+	memset(&ifr, 0, sizeof ifr);
+	strncpy(ifr.ifr_name, name, IFNAMSIZ - 1);
+	if (ioctl(sock, SIOCGIFFLAGS, &ifr) != 0)
+		return -1;
+	ifr.ifr_flags |= IFF_UP | IFF_RUNNING;
+	return ioctl(sock, SIOCSIFFLAGS, &ifr);
+}
+
+static int set_addr(int sock, const char *name, unsigned long req, in_addr_t addr)
+{
+	struct ifreq ifr;
+	struct sockaddr_in *sin = (struct sockaddr_in *)&ifr.ifr_addr;
+	memset(&ifr, 0, sizeof ifr);
+	strncpy(ifr.ifr_name, name, IFNAMSIZ - 1);
+	sin->sin_family = AF_INET;
+	sin->sin_addr.s_addr = addr;
+	return ioctl(sock, req, &ifr);
+}
+
+static void setup_network(const struct params *p, const char *hostname)
+{
+	char hosts[512];
+	char ipbuf[64] = "";
+	int sock = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+	if (sock < 0) {
+		say("socket: %s", strerror(errno));
+		return;
+	}
+	if (if_up(sock, "lo") != 0)
+		say("bringing up lo: %s", strerror(errno));
+	if (p->ip) {
+		int prefix = 24;
+		struct in_addr addr;
+		snprintf(ipbuf, sizeof ipbuf, "%s", p->ip);
+		char *slash = strchr(ipbuf, '/');
+		if (slash) {
+			*slash = '\0';
+			prefix = atoi(slash + 1);
+		}
+		if (inet_pton(AF_INET, ipbuf, &addr) != 1 || prefix < 0 || prefix > 32) {
+			say("ignoring bad ukedge.ip=%s", p->ip);
+			ipbuf[0] = '\0';
+		} else {
+			in_addr_t mask = prefix ? htonl(~0u << (32 - prefix)) : 0;
+			if (set_addr(sock, "eth0", SIOCSIFADDR, addr.s_addr) != 0 ||
+			    set_addr(sock, "eth0", SIOCSIFNETMASK, mask) != 0 ||
+			    if_up(sock, "eth0") != 0) {
+				say("configuring eth0: %s", strerror(errno));
+				ipbuf[0] = '\0';
+			}
+		}
+	}
+	if (ipbuf[0] && p->gw) {
+		struct rtentry rt;
+		struct in_addr gw;
+		memset(&rt, 0, sizeof rt);
+		if (inet_pton(AF_INET, p->gw, &gw) != 1) {
+			say("ignoring bad ukedge.gw=%s", p->gw);
+		} else {
+			struct sockaddr_in *dst = (struct sockaddr_in *)&rt.rt_dst;
+			struct sockaddr_in *gate = (struct sockaddr_in *)&rt.rt_gateway;
+			struct sockaddr_in *mask = (struct sockaddr_in *)&rt.rt_genmask;
+			dst->sin_family = gate->sin_family = mask->sin_family = AF_INET;
+			gate->sin_addr = gw;
+			rt.rt_flags = RTF_UP | RTF_GATEWAY;
+			rt.rt_dev = (char *)"eth0";
+			if (ioctl(sock, SIOCADDRT, &rt) != 0)
+				say("adding the default route via %s: %s", p->gw, strerror(errno));
+		}
+	}
+	close(sock);
+	mkdir("/etc", 0755);
+	if (p->dns) {
+		char resolv[128];
+		snprintf(resolv, sizeof resolv, "nameserver %s\n", p->dns);
+		write_file("/etc/resolv.conf", resolv);
+	}
+	snprintf(hosts, sizeof hosts, "127.0.0.1\tlocalhost\n%s\t%s\n", ipbuf[0] ? ipbuf : "127.0.1.1",
+		 hostname);
+	write_file("/etc/hosts", hosts);
+}
+
+/* ---- virtio-serial ports by name ---- */
+
+struct ports {
+	char results[256]; /* "vport0p1" or "" */
+	char control[256];
+};
+
+/* Returns the number of ports whose name is not known yet (the host sends names asynchronously). */
+static int scan_ports(struct ports *out)
+{
+	DIR *dir = opendir("/sys/class/virtio-ports");
+	struct dirent *de;
+	int unnamed = 0;
+	if (!dir)
+		return 0;
+	while ((de = readdir(dir))) {
+		char path[320], name[128];
+		if (de->d_name[0] == '.')
+			continue;
+		snprintf(path, sizeof path, "/sys/class/virtio-ports/%s/name", de->d_name);
+		if (read_file(path, name, sizeof name) <= 0) {
+			unnamed++;
+			continue;
+		}
+		name[strcspn(name, "\n")] = '\0';
+		if (strcmp(name, RESULTS_PORT) == 0)
+			snprintf(out->results, sizeof out->results, "%s", de->d_name);
+		else if (strcmp(name, CONTROL_PORT) == 0)
+			snprintf(out->control, sizeof out->control, "%s", de->d_name);
+	}
+	closedir(dir);
+	return unnamed;
+}
+
+static void find_ports(struct ports *out)
+{
+	/* Port names arrive over virtio-serial's control queue; wait at most ~100 ms for them. */
+	for (int i = 0; i < 50; i++) {
+		memset(out, 0, sizeof *out);
+		if (scan_ports(out) == 0)
+			break;
+		struct timespec ts = {0, 2 * 1000 * 1000};
+		nanosleep(&ts, NULL);
+	}
+	if (out->results[0]) {
+		char target[300];
+		snprintf(target, sizeof target, "/dev/%s", out->results);
+		unlink(RESULTS_DEVICE);
+		if (symlink(target, RESULTS_DEVICE) != 0)
+			say("symlink %s: %s", RESULTS_DEVICE, strerror(errno));
+	}
+}
+
+/* ---- launch file ---- */
+
+struct launch {
+	char *argv[MAX_ARGS + 1];
+	char *envp[MAX_ENV + 3];
+	const char *workdir;
+	const char *hostname;
+	int argc, envc;
+	char *data;
+};
+
+static int env_has(const struct launch *l, const char *name)
+{
+	size_t n = strlen(name);
+	for (int i = 0; i < l->envc; i++)
+		if (strncmp(l->envp[i], name, n) == 0 && l->envp[i][n] == '=')
+			return 1;
+	return 0;
+}
+
+static int load_launch(struct launch *l)
+{
+	struct stat st;
+	int fd = open(LAUNCH_PATH, O_RDONLY | O_CLOEXEC);
+	if (fd < 0 || fstat(fd, &st) != 0) {
+		say("cannot open %s: %s (was the launch archive appended as the last initrd?)",
+		    LAUNCH_PATH, strerror(errno));
+		return -1;
+	}
+	l->data = malloc((size_t)st.st_size + 1);
+	if (!l->data || read(fd, l->data, (size_t)st.st_size) != st.st_size) {
+		say("cannot read %s", LAUNCH_PATH);
+		close(fd);
+		return -1;
+	}
+	close(fd);
+	l->data[st.st_size] = '\0';
+	l->workdir = "/";
+	l->hostname = "ukedge";
+	char *p = l->data, *end = l->data + st.st_size;
+	if (strcmp(p, LAUNCH_MAGIC) != 0) {
+		say("%s does not start with %s", LAUNCH_PATH, LAUNCH_MAGIC);
+		return -1;
+	}
+	for (p += strlen(p) + 1; p < end; p += strlen(p) + 1) {
+		if (strncmp(p, "arg=", 4) == 0 && l->argc < MAX_ARGS)
+			l->argv[l->argc++] = p + 4;
+		else if (strncmp(p, "env=", 4) == 0 && l->envc < MAX_ENV)
+			l->envp[l->envc++] = p + 4;
+		else if (strncmp(p, "workdir=", 8) == 0)
+			l->workdir = p + 8;
+		else if (strncmp(p, "hostname=", 9) == 0)
+			l->hostname = p + 9;
+		else if (*p)
+			DEBUG("ignoring unknown launch record %.40s", p);
+	}
+	if (l->argc == 0) {
+		say("%s names no program (no arg= record)", LAUNCH_PATH);
+		return -1;
+	}
+	if (!env_has(l, "PATH"))
+		l->envp[l->envc++] = (char *)"PATH=" DEFAULT_PATH;
+	if (!env_has(l, "HOME"))
+		l->envp[l->envc++] = (char *)"HOME=/";
+	l->argv[l->argc] = NULL;
+	l->envp[l->envc] = NULL;
+	return 0;
+}
+
+static const char *lookup_env(char *const envp[], const char *name)
+{
+	size_t n = strlen(name);
+	for (; *envp; envp++)
+		if (strncmp(*envp, name, n) == 0 && (*envp)[n] == '=')
+			return *envp + n + 1;
+	return NULL;
+}
+
+/* execvpe with the application's PATH (not init's); returns only on failure. */
+static void exec_app(char *const argv[], char *const envp[])
+{
+	const char *file = argv[0];
+	if (strchr(file, '/')) {
+		execve(file, argv, envp);
+		return;
+	}
+	const char *path = lookup_env(envp, "PATH");
+	int saved = ENOENT;
+	for (const char *dir = path; dir && *dir;) {
+		const char *colon = strchr(dir, ':');
+		size_t len = colon ? (size_t)(colon - dir) : strlen(dir);
+		char full[4096];
+		snprintf(full, sizeof full, "%.*s/%s", (int)len, len ? dir : ".", file);
+		execve(full, argv, envp);
+		if (errno != ENOENT && errno != ENOTDIR)
+			saved = errno;
+		dir = colon ? colon + 1 : dir + len;
+	}
+	errno = saved;
+}
+
+/* ---- main loop ---- */
+
+static int open_inputs(int fds[MAX_INPUTS])
+{
+	int n = 0;
+	DIR *dir = opendir("/dev/input");
+	struct dirent *de;
+	if (!dir)
+		return 0;
+	while ((de = readdir(dir)) && n < MAX_INPUTS) {
+		char path[300];
+		if (strncmp(de->d_name, "event", 5) != 0)
+			continue;
+		snprintf(path, sizeof path, "/dev/input/%s", de->d_name);
+		int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+		if (fd >= 0)
+			fds[n++] = fd;
+	}
+	closedir(dir);
+	return n;
+}
+
+static int status_of(int wstatus)
+{
+	if (WIFEXITED(wstatus))
+		return WEXITSTATUS(wstatus);
+	if (WIFSIGNALED(wstatus))
+		return 128 + WTERMSIG(wstatus);
+	return 255;
+}
+
+static void request_stop(pid_t app, const char *why)
+{
+	DEBUG("stop requested (%s); sending SIGTERM to the application", why);
+	kill(app, SIGTERM);
+}
+
+/* Act on the lines the host wrote on the control port ("stop" or "kill"). */
+static void read_control(int fd, pid_t app, char *buf, size_t *len, size_t size)
+{
+	ssize_t r;
+	/* Edge-triggered: drain until EAGAIN (connected, empty) or 0 (host not connected). */
+	while ((r = read(fd, buf + *len, size - 1 - *len)) > 0) {
+		char *nl;
+		*len += (size_t)r;
+		buf[*len] = '\0';
+		while ((nl = strchr(buf, '\n'))) {
+			*nl = '\0';
+			if (nl > buf && nl[-1] == '\r')
+				nl[-1] = '\0';
+			if (strcmp(buf, "stop") == 0)
+				request_stop(app, "control port");
+			else if (strcmp(buf, "kill") == 0)
+				kill(app, SIGKILL);
+			else if (buf[0])
+				say("unknown control command: %.60s", buf);
+			size_t used = (size_t)(nl - buf) + 1;
+			memmove(buf, nl + 1, *len - used + 1);
+			*len -= used;
+		}
+		if (*len == size - 1)
+			*len = 0; /* longer than any command: drop it */
+	}
+}
+
+/*
+ * Wait for the application to end while forwarding stop requests. epoll rather than poll: a
+ * virtio-serial port whose host side is not connected reports POLLHUP until it connects, which
+ * would make poll() spin; edge-triggered epoll reports it once and wakes again on connect/data.
+ */
+static int supervise(pid_t app, int sfd, int control_fd)
+{
+	int inputs[MAX_INPUTS];
+	int ninputs = open_inputs(inputs);
+	char ctl[256];
+	size_t ctl_len = 0;
+	int ep = epoll_create1(EPOLL_CLOEXEC);
+	struct epoll_event ev = {.events = EPOLLIN, .data.fd = sfd};
+	if (ep < 0 || epoll_ctl(ep, EPOLL_CTL_ADD, sfd, &ev) != 0) {
+		say("epoll: %s", strerror(errno));
+		return 255;
+	}
+	if (control_fd >= 0) {
+		ev = (struct epoll_event){.events = EPOLLIN | EPOLLET, .data.fd = control_fd};
+		if (epoll_ctl(ep, EPOLL_CTL_ADD, control_fd, &ev) != 0)
+			say("watching the control port: %s", strerror(errno));
+		read_control(control_fd, app, ctl, &ctl_len, sizeof ctl);
+	}
+	for (int i = 0; i < ninputs; i++) {
+		ev = (struct epoll_event){.events = EPOLLIN, .data.fd = inputs[i]};
+		epoll_ctl(ep, EPOLL_CTL_ADD, inputs[i], &ev);
+	}
+	for (;;) {
+		struct epoll_event events[4 + MAX_INPUTS];
+		int n = epoll_wait(ep, events, 4 + MAX_INPUTS, -1);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			say("epoll_wait: %s", strerror(errno));
+			return 255;
+		}
+		for (int k = 0; k < n; k++) {
+			int fd = events[k].data.fd;
+			if (fd == sfd) {
+				struct signalfd_siginfo si;
+				while (read(sfd, &si, sizeof si) == sizeof si) {
+					if (si.ssi_signo != SIGCHLD) {
+						kill(app, (int)si.ssi_signo);
+						continue;
+					}
+					int wstatus;
+					pid_t pid;
+					while ((pid = waitpid(-1, &wstatus, WNOHANG)) > 0)
+						if (pid == app)
+							return status_of(wstatus);
+				}
+			} else if (fd == control_fd) {
+				read_control(control_fd, app, ctl, &ctl_len, sizeof ctl);
+			} else {
+				struct kernel_input_event ie;
+				while (read(fd, &ie, sizeof ie) == sizeof ie)
+					if (ie.type == EV_KEY && ie.code == KEY_POWER && ie.value == 1)
+						request_stop(app, "power button");
+			}
+		}
+	}
+}
+
+int main(void)
+{
+	struct params params = {0};
+	struct launch launch;
+	struct ports ports;
+	sigset_t mask;
+
+	if (getpid() != 1) {
+		fprintf(stderr, "ukedge-init: must run as PID 1 inside a ukedge VM\n");
+		return 2;
+	}
+	/* The kernel opened /dev/console as 0, 1, 2 from the initramfs skeleton. */
+	console_fd = fcntl(2, F_GETFD) == -1 ? open("/dev/console", O_RDWR | O_NOCTTY) : 2;
+	if (console_fd < 0)
+		console_fd = 2;
+
+	sigemptyset(&mask);
+	sigaddset(&mask, SIGCHLD);
+	sigaddset(&mask, SIGTERM);
+	sigaddset(&mask, SIGINT);
+	sigaddset(&mask, SIGHUP);
+	sigprocmask(SIG_BLOCK, &mask, NULL);
+	int sfd = signalfd(-1, &mask, SFD_NONBLOCK | SFD_CLOEXEC);
+
+	mount_all();
+	parse_cmdline(&params);
+	if (params.time)
+		set_clock(params.time);
+	if (params.seed)
+		seed_rng(params.seed);
+
+	memset(&launch, 0, sizeof launch);
+	if (load_launch(&launch) != 0)
+		finish(127);
+	if (sethostname(launch.hostname, strlen(launch.hostname)) != 0)
+		say("sethostname: %s", strerror(errno));
+	setup_network(&params, launch.hostname);
+	find_ports(&ports);
+	int control_fd = -1;
+	if (ports.control[0]) {
+		char path[300];
+		snprintf(path, sizeof path, "/dev/%s", ports.control);
+		control_fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+		if (control_fd < 0)
+			say("open control port %s: %s", path, strerror(errno));
+	}
+
+	pid_t app = fork();
+	if (app < 0) {
+		say("fork: %s", strerror(errno));
+		finish(255);
+	}
+	if (app == 0) {
+		sigprocmask(SIG_UNBLOCK, &mask, NULL);
+		setsid();
+		int null = open("/dev/null", O_RDONLY);
+		if (null >= 0 && null != 0) {
+			dup2(null, 0);
+			close(null);
+		}
+		if (chdir(launch.workdir) != 0) {
+			say("chdir %s: %s", launch.workdir, strerror(errno));
+			_exit(127);
+		}
+		exec_app(launch.argv, launch.envp);
+		int e = errno;
+		say("cannot run %s: %s", launch.argv[0], strerror(e));
+		_exit(e == ENOENT ? 127 : 126);
+	}
+	finish(supervise(app, sfd, control_fd));
+	return 0;
+}

@@ -1,0 +1,345 @@
+"""Building a kernel profile from Debian's linux-source, cached by a key over its inputs.
+
+The build extracts the source tarball into a temporary directory next to the cache, runs
+``make tinyconfig``, merges the profile fragment, checks that kconfig kept every requested
+option (a dropped one means a missing dependency, which would otherwise surface as a VM that
+cannot see its disk or network), builds ``vmlinux`` and ``bzImage`` with all cores, and renames
+the finished directory into place. A second call with the same inputs returns at once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import logging
+import os
+import re
+import shutil
+import signal
+import subprocess
+import tempfile
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TextIO
+
+from ukedge import paths
+from ukedge.errors import KernelError
+from ukedge.kernel._profiles import Profile, load_profile
+from ukedge.types import ProgressCallback
+
+__all__ = ["DEFAULT_SOURCE", "Kernel", "ensure_kernel", "kernel_key", "list_kernels", "source"]
+
+log = logging.getLogger(__name__)
+
+#: Debian's ``linux-source-6.1`` package installs this tarball.
+DEFAULT_SOURCE = Path("/usr/src/linux-source-6.1.tar.xz")
+#: Bump when the build procedure changes in a way that changes its output.
+_RECIPE = "ukedge-kernel-recipe-1"
+_META = "kernel.json"
+#: Compile steps of a minimal build, until a real build on this machine says better.
+_DEFAULT_UNITS = 700
+_STEP = re.compile(r"^\s+(CC|AS|LD|AR|OBJCOPY|GEN|HOSTCC)\s")
+_TAIL_LINES = 25
+
+
+@dataclass(frozen=True)
+class Kernel:
+    """A built kernel profile in the cache."""
+
+    profile: str
+    #: Upstream version of the source, e.g. ``6.1.192``.
+    version: str
+    #: Hex hash of every input that changes the build; names the cache directory.
+    key: str
+    #: Uncompressed, stripped ELF with the PVH note (QEMU ``-kernel`` boots it directly).
+    vmlinux: Path
+    #: Compressed kernel for loaders without PVH.
+    bzimage: Path
+    #: Base kernel command line this profile wants (console, quiet, reset behaviour).
+    cmdline: str
+
+
+def source() -> Path:
+    """The kernel source tarball: ``$UKEDGE_KERNEL_SOURCE`` or Debian's linux-source-6.1."""
+    explicit = os.environ.get("UKEDGE_KERNEL_SOURCE")
+    path = Path(explicit) if explicit else DEFAULT_SOURCE
+    if not path.is_file():
+        raise KernelError(
+            f"kernel source {path} not found; install it with `apt-get install linux-source-6.1` "
+            "or point UKEDGE_KERNEL_SOURCE at a linux-*.tar.xz"
+        )
+    return path
+
+
+def _compiler_id() -> str:
+    try:
+        proc = subprocess.run(["gcc", "--version"], capture_output=True, text=True, timeout=30)
+    except OSError as exc:
+        raise KernelError(f"cannot run gcc to build the kernel: {exc}") from exc
+    return proc.stdout.splitlines()[0] if proc.stdout else "gcc"
+
+
+def kernel_key(profile: Profile, tarball: Path) -> str:
+    """Hash of source identity, effective fragment, compiler and recipe."""
+    st = tarball.stat()
+    h = hashlib.sha256()
+    for part in (
+        _RECIPE,
+        f"{tarball.name}:{st.st_size}:{st.st_mtime_ns}",
+        profile.name,
+        profile.effective(),
+        _compiler_id(),
+    ):
+        h.update(part.encode() + b"\0")
+    return h.hexdigest()[:20]
+
+
+def _from_meta(directory: Path) -> Kernel | None:
+    try:
+        meta = json.loads((directory / _META).read_text())
+        kernel = Kernel(
+            profile=meta["profile"],
+            version=meta["version"],
+            key=meta["key"],
+            vmlinux=directory / "vmlinux",
+            bzimage=directory / "bzImage",
+            cmdline=meta["cmdline"],
+        )
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if not (kernel.vmlinux.is_file() and kernel.bzimage.is_file()):
+        return None
+    return kernel
+
+
+def list_kernels() -> list[Kernel]:
+    """Every complete kernel in the cache, by profile then version."""
+    root = paths.kernels_dir()
+    if not root.is_dir():
+        return []
+    found = [k for d in root.iterdir() if not d.name.startswith(".") and (k := _from_meta(d))]
+    return sorted(found, key=lambda k: (k.profile, k.version, k.key))
+
+
+def ensure_kernel(
+    profile: str = "minimal", *, progress: ProgressCallback | None = None, force: bool = False
+) -> Kernel:
+    """The built kernel for ``profile``, building it first when the cache lacks it."""
+    prof = load_profile(profile)
+    tarball = source()
+    key = kernel_key(prof, tarball)
+    root = paths.kernels_dir()
+    final = root / key
+    if not force and (cached := _from_meta(final)):
+        return Kernel(**{**asdict(cached), "cmdline": prof.cmdline})
+    root.mkdir(parents=True, exist_ok=True)
+    with _lock(root / f".{key}.lock"):
+        if not force and (cached := _from_meta(final)):  # built by someone we waited for
+            return Kernel(**{**asdict(cached), "cmdline": prof.cmdline})
+        _build(prof, tarball, key, final, progress)
+    built = _from_meta(final)
+    if built is None:
+        raise KernelError(f"kernel build for {profile} finished but {final} is incomplete")
+    return built
+
+
+@contextlib.contextmanager
+def _lock(path: Path) -> Iterator[None]:
+    with path.open("w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _units_file() -> Path:
+    return paths.kernels_dir() / "units.json"
+
+
+def _expected_units(profile: str) -> int:
+    try:
+        return int(json.loads(_units_file().read_text())[profile])
+    except (OSError, ValueError, KeyError, TypeError):
+        return _DEFAULT_UNITS
+
+
+def _remember_units(profile: str, units: int) -> None:
+    try:
+        known = json.loads(_units_file().read_text())
+        if not isinstance(known, dict):
+            known = {}
+    except (OSError, ValueError):
+        known = {}
+    known[profile] = units
+    tmp = _units_file().with_suffix(".tmp")
+    tmp.write_text(json.dumps(known, sort_keys=True))
+    tmp.replace(_units_file())
+
+
+def _build(
+    prof: Profile, tarball: Path, key: str, final: Path, progress: ProgressCallback | None
+) -> None:
+    root = final.parent
+    logs = root / "logs"
+    logs.mkdir(exist_ok=True)
+    log_path = logs / f"{prof.name}-{key}.log"
+    work = Path(tempfile.mkdtemp(prefix=f".build-{key}-", dir=root))
+    src = work / "src"
+    out = work / "out"
+    src.mkdir()
+    out.mkdir()
+    total = _expected_units(prof.name)
+    if progress:
+        progress(0, total)
+    env = {
+        **os.environ,
+        "LC_ALL": "C",
+        "ARCH": "x86_64",
+        # Reproducible: the same inputs give the same kernel bytes on any machine.
+        "KBUILD_BUILD_TIMESTAMP": "1970-01-01",
+        "KBUILD_BUILD_USER": "ukedge",
+        "KBUILD_BUILD_HOST": "ukedge",
+        "KBUILD_BUILD_VERSION": "1",
+    }
+    try:
+        with log_path.open("w") as logf:
+            runner = _Runner(logf, log_path, env, src)
+            runner.run(["tar", "-xf", str(tarball), "-C", str(src), "--strip-components=1"])
+            version = _source_version(src)
+            fragment = work / f"{prof.name}.config"
+            fragment.write_text(prof.text)
+            runner.run(["make", "ARCH=x86_64", "tinyconfig"])
+            runner.run(["scripts/kconfig/merge_config.sh", "-m", ".config", str(fragment)])
+            runner.run(["make", "ARCH=x86_64", "olddefconfig"])
+            _verify_config(prof, src / ".config", log_path)
+            jobs = str(os.cpu_count() or 1)
+            units = runner.run(
+                ["make", "ARCH=x86_64", f"-j{jobs}", "vmlinux", "bzImage"],
+                progress=progress,
+                total=total,
+            )
+            runner.run(["strip", "--strip-all", "-o", str(out / "vmlinux"), "vmlinux"])
+            shutil.copyfile(src / "arch/x86/boot/bzImage", out / "bzImage")
+            shutil.copyfile(src / ".config", out / "config")
+        shutil.copyfile(log_path, out / "build.log")
+        meta = {
+            "profile": prof.name,
+            "version": version,
+            "key": key,
+            "cmdline": prof.cmdline,
+            "source": str(tarball),
+        }
+        (out / _META).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+        if final.exists():  # --force: replace the old build
+            shutil.rmtree(final)
+        out.rename(final)
+        _remember_units(prof.name, units)
+        if progress:
+            progress(units, units)
+        log.info("built kernel %s (%s) in %s", prof.name, version, final)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _source_version(src: Path) -> str:
+    fields: dict[str, str] = {}
+    with (src / "Makefile").open() as f:
+        for line in f:
+            m = re.match(r"^(VERSION|PATCHLEVEL|SUBLEVEL|EXTRAVERSION)\s*=\s*(\S*)", line)
+            if m:
+                fields[m.group(1)] = m.group(2)
+            if len(fields) == 4:
+                break
+    try:
+        return f"{fields['VERSION']}.{fields['PATCHLEVEL']}.{fields['SUBLEVEL']}" + fields.get(
+            "EXTRAVERSION", ""
+        )
+    except KeyError:
+        raise KernelError(f"cannot read the kernel version from {src / 'Makefile'}") from None
+
+
+def _verify_config(prof: Profile, config: Path, log_path: Path) -> None:
+    """Fail naming every option kconfig did not keep as the fragment asked."""
+    actual: dict[str, str] = {}
+    for line in config.read_text().splitlines():
+        m = re.match(r"^(CONFIG_[A-Za-z0-9_]+)=(.*)$", line)
+        if m:
+            actual[m.group(1)] = m.group(2)
+    dropped = [
+        f"{name} (wanted {want}, got {actual.get(name, 'n')})"
+        for name, want in prof.options.items()
+        if actual.get(name, "n") != want
+    ]
+    if dropped:
+        raise KernelError(
+            f"kconfig did not keep {len(dropped)} option(s) of profile {prof.name} "
+            f"(a dependency is missing or the option does not exist): {', '.join(dropped)}; "
+            f"log: {log_path}"
+        )
+
+
+class _Runner:
+    """Runs build steps with output appended to the log; a failure names the log and its tail."""
+
+    def __init__(self, logf: TextIO, log_path: Path, env: dict[str, str], cwd: Path) -> None:
+        self.logf = logf
+        self.log_path = log_path
+        self.env = env
+        self.cwd = cwd
+
+    def run(
+        self,
+        cmd: list[str],
+        *,
+        progress: ProgressCallback | None = None,
+        total: int | None = None,
+    ) -> int:
+        """Run ``cmd``; returns how many compile steps it printed."""
+        write = self.logf.write
+        flush = self.logf.flush
+        write(f"$ {' '.join(cmd)}\n")
+        flush()
+        tail: deque[str] = deque(maxlen=_TAIL_LINES)
+        steps = 0
+        try:
+            proc = subprocess.Popen(
+                cmd,
+                cwd=self.cwd,
+                env=self.env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+                errors="replace",
+                start_new_session=True,
+            )
+        except OSError as exc:
+            raise KernelError(f"cannot run {cmd[0]}: {exc}; log: {self.log_path}") from exc
+        try:
+            assert proc.stdout is not None
+            for line in proc.stdout:
+                write(line)
+                tail.append(line.rstrip("\n"))
+                if _STEP.match(line):
+                    steps += 1
+                    if progress:
+                        progress(steps, max(total or 0, steps + 1))
+            rc = proc.wait()
+        except BaseException:
+            # Cancelled (Ctrl-C) or failed while reading: take the whole make tree down with us.
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait()
+            raise
+        flush()
+        if rc != 0:
+            last = "\n".join(tail)
+            raise KernelError(
+                f"kernel build step `{' '.join(cmd)}` failed with exit code {rc}; "
+                f"full log: {self.log_path}; last lines:\n{last}"
+            )
+        return steps

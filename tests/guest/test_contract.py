@@ -1,0 +1,72 @@
+from __future__ import annotations
+
+import pytest
+
+from ukedge.build.guest import guest_cmdline, parse_exit_line
+from ukedge.errors import UsageError
+
+
+def test_cmdline_appends_what_init_reads() -> None:
+    line = guest_cmdline(
+        "console=ttyS0 quiet",
+        ip="10.0.2.15/24",
+        gateway="10.0.2.2",
+        dns="10.0.2.3",
+        seed=bytes(range(4)),
+        clock=1700000000.25,
+    )
+    assert line == (
+        "console=ttyS0 quiet ukedge.ip=10.0.2.15/24 ukedge.gw=10.0.2.2 ukedge.dns=10.0.2.3 "
+        "ukedge.seed=00010203 ukedge.time=1700000000.250"
+    )
+
+
+def test_cmdline_without_network_has_only_clock() -> None:
+    line = guest_cmdline("console=ttyS0", ip=None, gateway=None, dns=None, seed=None, clock=5.0)
+    assert line == "console=ttyS0 ukedge.time=5.000"
+
+
+def test_cmdline_defaults_clock_to_now() -> None:
+    line = guest_cmdline("", ip=None, gateway=None, dns=None, seed=None)
+    assert float(line.removeprefix("ukedge.time=")) > 1.6e9
+
+
+def test_cmdline_ip_without_prefix_gets_24() -> None:
+    line = guest_cmdline("", ip="192.168.7.9", gateway=None, dns=None, seed=None, clock=1.0)
+    assert "ukedge.ip=192.168.7.9/24" in line.split()
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"ip": "10.0.2.300/24"}, "guest ip"),
+        ({"ip": "10.0.2.15/40"}, "guest ip"),
+        ({"ip": "10.0.2.15/24", "gateway": "gw"}, "guest gw"),
+        ({"ip": "10.0.2.15/24", "dns": "1.2.3"}, "guest dns"),
+        ({"gateway": "10.0.2.2"}, "needs a guest ip"),
+        ({"seed": b""}, "seed"),
+        ({"seed": bytes(257)}, "seed"),
+    ],
+)
+def test_cmdline_rejects_bad_values(kwargs: dict[str, object], message: str) -> None:
+    args: dict[str, object] = {"ip": None, "gateway": None, "dns": None, "seed": None}
+    args.update(kwargs)
+    with pytest.raises(UsageError, match=message):
+        guest_cmdline("console=ttyS0", **args)  # type: ignore[arg-type]
+
+
+def test_parse_exit_line_takes_the_last() -> None:
+    text = (
+        'booting\nukedge-exit: {"status": 1}\napp output\r\n'
+        'ukedge-exit: {"status": 137}\r\n[    0.5] reboot: Restarting system\n'
+    )
+    assert parse_exit_line(text) == 137
+
+
+def test_parse_exit_line_after_partial_app_line() -> None:
+    assert parse_exit_line('no newline from appukedge-exit: {"status": 0}\n') == 0
+
+
+@pytest.mark.parametrize("text", ["", "kernel panic\n", 'ukedge-exit: {"status": x}\n'])
+def test_parse_exit_line_none_without_line(text: str) -> None:
+    assert parse_exit_line(text) is None
