@@ -53,6 +53,9 @@ def _root(
 from ukedge.cli import images  # noqa: E402
 
 images.register(app)
+from ukedge.cli import kernel  # noqa: E402
+
+app.add_typer(kernel.app, name="kernel")
 
 
 def main() -> None:
