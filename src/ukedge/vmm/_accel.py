@@ -1,0 +1,254 @@
+"""Which accelerator QEMU can use here: KVM when it really boots a guest, else TCG.
+
+``/dev/kvm`` existing is not enough: under nested virtualisation KVM may accept a VM and then
+hang it as soon as the guest leaves real mode (this happens on the development machine). So
+the probe boots a tiny guest that switches to 32-bit protected mode and reports through
+``isa-debug-exit``; if QEMU does not exit with the expected status within a short timeout, it
+is killed and TCG is chosen. The guest is ~60 bytes of machine code placed in a 64 KiB
+firmware image, so the probe needs no kernel build.
+
+The verdict is cached in ``<cache>/accel.json``, keyed by what could change it (kernel
+release, the QEMU binary, /dev/kvm and our access to it). ``UKEDGE_ACCEL=kvm|tcg`` overrides.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import subprocess
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from ukedge import paths
+from ukedge.errors import MachineError, UsageError
+
+__all__ = ["AccelVerdict", "probe_accelerator", "qemu_version"]
+
+log = logging.getLogger(__name__)
+
+Accel = Literal["kvm", "tcg"]
+
+DEFAULT_BINARY = "qemu-system-x86_64"
+#: A guest that hangs longer than this under KVM is taken as "KVM does not work here". A
+#: working KVM finishes the probe in well under 0.2 s including QEMU's start-up.
+PROBE_TIMEOUT = 2.5
+
+# Assembled from (GNU as, .code16, loaded at F000:0000):
+#   cli; xor ax,ax; mov ds,ax; lgdtl cs:gdtr; mov eax,cr0; or eax,1; mov cr0,eax
+#   ljmpl 0x08:(0xF0000+pm32)
+#   pm32 (.code32): mov ax,0x10; mov ds,ax; mov ss,ax; mov al,1; out 0xf4,al; 1: hlt; jmp 1b
+#   gdt: null, code 0x00CF9A000000FFFF, data 0x00CF92000000FFFF; gdtr: limit, 0xF0000+gdt
+_PROBE_CODE = bytes.fromhex(
+    "fa31c08ed82e660f011648000f20c06683c8010f22c066ea1e000f000800"
+    "66b810008ed88ed0b001e6f4f4ebfd8d76000000000000000000ffff0000"
+    "009acf00ffff00000092cf00170030000f00"
+)
+#: Reset vector (F000:FFF0): ljmp F000:0000.
+_RESET_JUMP = bytes([0xEA, 0x00, 0x00, 0x00, 0xF0])
+#: isa-debug-exit turns the value 1 written by the probe into QEMU exit status (1 << 1) | 1.
+_PROBE_OK_STATUS = 3
+
+
+@dataclass(frozen=True, slots=True)
+class AccelVerdict:
+    """The accelerator machines will use, and why."""
+
+    accel: Accel
+    reason: str
+    #: ``probe`` (measured now), ``cache`` (measured earlier on this host), ``env`` (override).
+    source: Literal["probe", "cache", "env"]
+    qemu_version: str = ""
+
+    @property
+    def notice(self) -> str | None:
+        """One line for the CLI to show when machines will run slowly under TCG."""
+        if self.accel == "kvm":
+            return None
+        return f"notice: running VMs without KVM (TCG emulation, slower): {self.reason}"
+
+
+def probe_firmware() -> bytes:
+    """The 64 KiB firmware image of the probe guest."""
+    image = bytearray(b"\xf4" * 0x10000)  # hlt everywhere else
+    image[: len(_PROBE_CODE)] = _PROBE_CODE
+    image[0xFFF0 : 0xFFF0 + len(_RESET_JUMP)] = _RESET_JUMP
+    return bytes(image)
+
+
+def qemu_version(binary: str = DEFAULT_BINARY) -> str:
+    """QEMU's version line (e.g. ``QEMU emulator version 7.2.22 (Debian ...)``)."""
+    try:
+        out = subprocess.run(
+            [binary, "--version"], capture_output=True, text=True, timeout=10, check=True
+        ).stdout
+    except FileNotFoundError:
+        raise MachineError(
+            f"{binary} not found; install QEMU (Debian: apt-get install qemu-system-x86)"
+        ) from None
+    except (subprocess.SubprocessError, OSError) as exc:
+        raise MachineError(f"cannot run {binary} --version: {exc}") from exc
+    return out.splitlines()[0].strip() if out else ""
+
+
+def _binary_path(binary: str) -> Path:
+    from shutil import which
+
+    found = which(binary)
+    if not found:
+        raise MachineError(
+            f"{binary} not found; install QEMU (Debian: apt-get install qemu-system-x86)"
+        )
+    return Path(found).resolve()
+
+
+def host_key(binary: str = DEFAULT_BINARY) -> dict[str, Any]:
+    """What the verdict depends on; a change of any of it re-runs the probe."""
+    exe = _binary_path(binary)
+    st = exe.stat()
+    kvm: dict[str, Any] = {"exists": False}
+    with contextlib.suppress(OSError):
+        kst = Path("/dev/kvm").stat()
+        kvm = {
+            "exists": True,
+            "rdev": kst.st_rdev,
+            "mode": kst.st_mode,
+            "uid": kst.st_uid,
+            "gid": kst.st_gid,
+            "rw": os.access("/dev/kvm", os.R_OK | os.W_OK),
+        }
+    return {
+        "kernel_release": os.uname().release,
+        "qemu": {"path": str(exe), "size": st.st_size, "mtime_ns": st.st_mtime_ns},
+        "kvm": kvm,
+        "euid": os.geteuid(),
+    }
+
+
+def _cache_file() -> Path:
+    return paths.cache_dir() / "accel.json"
+
+
+def _read_cache(key: dict[str, Any]) -> AccelVerdict | None:
+    try:
+        data = json.loads(_cache_file().read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(data, dict) or data.get("key") != key:
+        return None
+    verdict = data.get("verdict", {})
+    if verdict.get("accel") not in ("kvm", "tcg"):
+        return None
+    return AccelVerdict(
+        accel=verdict["accel"],
+        reason=str(verdict.get("reason", "")),
+        source="cache",
+        qemu_version=str(verdict.get("qemu_version", "")),
+    )
+
+
+def _write_cache(key: dict[str, Any], verdict: AccelVerdict) -> None:
+    target = _cache_file()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    body = json.dumps({"key": key, "verdict": asdict(verdict)}, indent=2, sort_keys=True)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".accel.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(body)
+        Path(tmp).replace(target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def run_probe(binary: str, accel: Accel, timeout: float = PROBE_TIMEOUT) -> tuple[bool, str]:
+    """Boot the probe guest under ``accel``; (works, why) with a one-line reason."""
+    with tempfile.TemporaryDirectory(prefix="ukedge-probe-") as tmp:
+        firmware = Path(tmp) / "probe.bin"
+        firmware.write_bytes(probe_firmware())
+        argv = [
+            binary,
+            "-nodefaults",
+            "-no-user-config",
+            "-display",
+            "none",
+            "-M",
+            "pc",
+            "-accel",
+            accel,
+            "-cpu",
+            "host" if accel == "kvm" else "max",
+            "-m",
+            "16",
+            "-bios",
+            str(firmware),
+            "-device",
+            "isa-debug-exit,iobase=0xf4,iosize=4",
+        ]
+        started = time.monotonic()
+        proc = subprocess.Popen(
+            argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        )
+        try:
+            _, err = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.communicate()
+            return False, f"a {accel.upper()} test VM hung for {timeout:g} s (nested KVM?)"
+        took = time.monotonic() - started
+        if proc.returncode == _PROBE_OK_STATUS:
+            return True, f"a {accel.upper()} test VM ran in {took * 1000:.0f} ms"
+        lines = [ln for ln in err.decode(errors="replace").splitlines() if ln.strip()]
+        why = lines[-1] if lines else f"exit status {proc.returncode}"
+        return False, f"a {accel.upper()} test VM failed: {why}"
+
+
+def _kvm_usable() -> str | None:
+    """Why KVM cannot even be tried, or None."""
+    if not Path("/dev/kvm").exists():
+        return "/dev/kvm does not exist"
+    if not os.access("/dev/kvm", os.R_OK | os.W_OK):
+        return "no read/write access to /dev/kvm (add the user to the kvm group)"
+    return None
+
+
+def probe_accelerator(
+    force: bool = False, *, binary: str = DEFAULT_BINARY, timeout: float = PROBE_TIMEOUT
+) -> AccelVerdict:
+    """The accelerator to use on this host: the env override, else the cache, else a probe.
+
+    ``force`` ignores the cache (``ukedge doctor --probe``). The probe costs up to ``timeout``
+    seconds once per host; later calls read the cache.
+    """
+    override = os.environ.get("UKEDGE_ACCEL", "").strip().lower()
+    if override:
+        if override not in ("kvm", "tcg"):
+            raise UsageError(f"UKEDGE_ACCEL must be kvm or tcg, got {override!r}")
+        return AccelVerdict(
+            accel="kvm" if override == "kvm" else "tcg",
+            reason="set by UKEDGE_ACCEL",
+            source="env",
+        )
+    key = host_key(binary)
+    if not force:
+        cached = _read_cache(key)
+        if cached is not None:
+            return cached
+    version = qemu_version(binary)
+    blocked = _kvm_usable()
+    if blocked is None:
+        works, reason = run_probe(binary, "kvm", timeout)
+        accel: Accel = "kvm" if works else "tcg"
+    else:
+        accel, reason = "tcg", blocked
+    verdict = AccelVerdict(accel=accel, reason=reason, source="probe", qemu_version=version)
+    log.info("accelerator probe: %s (%s)", accel, reason)
+    try:
+        _write_cache(key, verdict)
+    except OSError as exc:
+        log.warning("cannot cache the accelerator verdict in %s: %s", _cache_file(), exc)
+    return verdict

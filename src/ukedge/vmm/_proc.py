@@ -1,0 +1,136 @@
+"""Process plumbing for hypervisor processes: detached spawn, identity, exit wait, /proc stats.
+
+Machines must outlive the process that starts them and be re-adoptable by another one, so a
+machine is identified by (pid, start time in clock ticks since boot): a pid alone may have been
+reused by an unrelated process since the state file was written.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import select
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from ukedge.vmm.base import MachineStats
+
+_CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+@dataclass(frozen=True, slots=True)
+class ProcStat:
+    """The fields of /proc/<pid>/stat this package needs."""
+
+    state: str
+    utime_ticks: int
+    stime_ticks: int
+    starttime: int
+
+
+def read_stat(pid: int) -> ProcStat | None:
+    """Parse /proc/<pid>/stat; None when the process does not exist."""
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    # comm is in parentheses and may itself contain spaces or ')'.
+    rest = raw[raw.rindex(")") + 2 :].split()
+    # rest[0] is field 3 (state); field N is rest[N - 3].
+    return ProcStat(
+        state=rest[0],
+        utime_ticks=int(rest[14 - 3]),
+        stime_ticks=int(rest[15 - 3]),
+        starttime=int(rest[22 - 3]),
+    )
+
+
+def cmdline(pid: int) -> list[str]:
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except (FileNotFoundError, ProcessLookupError):
+        return []
+    return [part.decode(errors="replace") for part in raw.split(b"\0") if part]
+
+
+def is_alive(pid: int, starttime: int) -> bool:
+    """True while the process with this pid and start time exists and is not a zombie."""
+    st = read_stat(pid)
+    return st is not None and st.starttime == starttime and st.state not in ("Z", "X")
+
+
+def same_process(pid: int, starttime: int, marker: str) -> bool:
+    """True when ``pid`` is the process we started: same start time and ``marker`` in argv."""
+    st = read_stat(pid)
+    if st is None or st.starttime != starttime:
+        return False
+    return any(marker in arg for arg in cmdline(pid))
+
+
+def spawn_detached(argv: list[str], log_path: Path) -> int:
+    """Start ``argv`` in its own session with stdio on ``log_path``; return its pid.
+
+    posix_spawn (vfork-based in glibc) keeps the start cheap even from a large Python process,
+    and a new session keeps the child alive when the caller's terminal or process group goes.
+    """
+    log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+    try:
+        actions = [
+            (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+            (os.POSIX_SPAWN_DUP2, log_fd, 1),
+            (os.POSIX_SPAWN_DUP2, log_fd, 2),
+        ]
+        return os.posix_spawn(argv[0], argv, dict(os.environ), file_actions=actions, setsid=True)
+    finally:
+        os.close(log_fd)
+
+
+def reap(pid: int) -> int | None:
+    """Collect ``pid`` if it is our exited child; return its wait status, else None."""
+    try:
+        done, status = os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        return None
+    return status if done == pid else None
+
+
+def wait_gone(pid: int, starttime: int, timeout: float | None) -> bool:
+    """Wait until the process ends (or is a zombie); False when ``timeout`` passed first.
+
+    Uses a pidfd, which works for processes that are not our children (re-adopted machines).
+    """
+    deadline = None if timeout is None else time.monotonic() + timeout
+    try:
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return True
+    try:
+        # The pid might have been reused between the check and pidfd_open.
+        if not is_alive(pid, starttime):
+            return True
+        poller = select.poll()
+        poller.register(fd, select.POLLIN)
+        while True:
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            if poller.poll(None if left is None else int(left * 1000) + 1):
+                reap(pid)
+                return True
+            if deadline is not None and time.monotonic() >= deadline:
+                return not is_alive(pid, starttime)
+    finally:
+        os.close(fd)
+
+
+def stats(pid: int) -> MachineStats | None:
+    """RSS (VmRSS) and user+system CPU time of ``pid``; None when it is gone."""
+    st = read_stat(pid)
+    if st is None:
+        return None
+    rss = 0
+    with contextlib.suppress(FileNotFoundError, ProcessLookupError):
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                rss = int(line.split()[1]) * 1024
+                break
+    return MachineStats(rss_bytes=rss, cpu_seconds=(st.utime_ticks + st.stime_ticks) / _CLK_TCK)

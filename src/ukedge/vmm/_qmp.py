@@ -1,0 +1,85 @@
+"""Short synchronous QMP sessions over qemu.qmp.
+
+A QMP socket serves one client at a time, and a machine may be controlled by several processes
+over its life (the CLI that started it, the host agent, the agent after a restart). So nothing
+holds a session open: each operation connects, runs its commands and disconnects. Connecting
+only when an operation needs QMP also keeps QMP off the boot path entirely.
+
+qemu.qmp is asyncio-only; callers of this package are mostly synchronous (the CLI, worker
+threads of the agent). Each session runs on its own event loop, in a helper thread when the
+calling thread already runs one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+from collections.abc import Coroutine, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+from qemu.qmp import ExecuteError, QMPClient, QMPError
+
+from ukedge.errors import MachineError
+
+T = TypeVar("T")
+
+Command = tuple[str, dict[str, Any] | None]
+
+
+def run_sync(coro: Coroutine[Any, Any, T]) -> T:
+    """Run ``coro`` to completion from synchronous code, even inside a running event loop."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coro)
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(asyncio.run, coro).result()
+
+
+async def _session(
+    socket_path: Path, commands: Sequence[Command], timeout: float, fds: Sequence[int]
+) -> list[object]:
+    client = QMPClient("ukedge")
+    try:
+        await asyncio.wait_for(client.connect(str(socket_path)), timeout)
+        results: list[object] = []
+        for fd in fds:
+            client.send_fd_scm(fd)
+        for name, args in commands:
+            results.append(await asyncio.wait_for(client.execute(name, args), timeout))
+        return results
+    finally:
+        await client.disconnect()
+
+
+def execute(
+    socket_path: Path,
+    commands: Sequence[Command],
+    *,
+    machine_id: str | None = None,
+    timeout: float = 5.0,
+    fds: Sequence[int] = (),
+) -> list[object]:
+    """Run ``commands`` in one QMP session and return their results in order.
+
+    ``fds`` are passed with SCM_RIGHTS before the first command (for ``getfd``). Every failure
+    (no socket, refused, QEMU error reply, timeout) is raised as MachineError from the cause.
+    """
+    who = machine_id or str(socket_path.parent)
+    try:
+        return run_sync(_session(socket_path, commands, timeout, fds))
+    except ExecuteError as exc:
+        raise MachineError(
+            f"QEMU refused {exc.sent['execute']!s} for machine {who}: {exc}",
+            machine_id,
+        ) from exc
+    except QMPError as exc:
+        raise MachineError(
+            f"QMP session with machine {who} failed ({exc}); is it still running?", machine_id
+        ) from exc
+    except (OSError, TimeoutError) as exc:
+        raise MachineError(
+            f"cannot reach the QMP socket {socket_path} of machine {who}: {exc or type(exc)}",
+            machine_id,
+        ) from exc

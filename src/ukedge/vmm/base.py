@@ -1,0 +1,286 @@
+"""The hypervisor backend contract: what every backend (QEMU today) promises its callers.
+
+A *backend* starts machines from a :class:`MachineSpec` and re-adopts machines that another
+process started (:meth:`MachineBackend.attach`). A *machine* is one running VM whose whole
+state lives in its own work directory, so any process (the CLI, a restarted host agent) can
+pick it up again from that directory alone.
+
+The shared behaviour is checked by ``tests/conformance/vmm.py``; a backend's test module runs
+that suite by supplying a factory fixture.
+"""
+
+from __future__ import annotations
+
+import enum
+import ipaddress
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, Protocol, runtime_checkable
+
+from ukedge.errors import UsageError
+
+__all__ = [
+    "KILLED_STATUS",
+    "Machine",
+    "MachineBackend",
+    "MachineSpec",
+    "MachineState",
+    "MachineStats",
+    "MachineStatus",
+    "PortForward",
+]
+
+#: Exit status reported for an app whose machine was killed before the app ended (128 + SIGKILL),
+#: the convention shells and container engines use.
+KILLED_STATUS = 137
+
+
+@dataclass(frozen=True, slots=True)
+class PortForward:
+    """A host port forwarded to a guest port; bound to loopback unless asked otherwise."""
+
+    host_port: int
+    guest_port: int
+    host_ip: str = "127.0.0.1"
+    protocol: Literal["tcp", "udp"] = "tcp"
+
+    def __post_init__(self) -> None:
+        for name, port in (("host_port", self.host_port), ("guest_port", self.guest_port)):
+            if not isinstance(port, int) or not 1 <= port <= 65535:
+                raise UsageError(f"port forward {name} must be 1-65535, got {port!r}")
+        if self.protocol not in ("tcp", "udp"):
+            raise UsageError(f"port forward protocol must be tcp or udp, got {self.protocol!r}")
+        try:
+            ipaddress.IPv4Address(self.host_ip)
+        except ValueError:
+            raise UsageError(
+                f"port forward host_ip must be an IPv4 address, got {self.host_ip!r}"
+            ) from None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "host_ip": self.host_ip,
+            "host_port": self.host_port,
+            "guest_port": self.guest_port,
+            "protocol": self.protocol,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> PortForward:
+        return cls(
+            host_port=int(data["host_port"]),
+            guest_port=int(data["guest_port"]),
+            host_ip=str(data.get("host_ip", "127.0.0.1")),
+            protocol=data.get("protocol", "tcp"),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class MachineSpec:
+    """Everything a backend needs to boot one machine.
+
+    ``initrds`` are concatenated in order into one initramfs (Linux unpacks concatenated cpio
+    archives), so shared kernel/runtime layers stay separate files on disk. ``workdir`` is the
+    machine's own directory (created 0700 by ``start``); its console log, results file, control
+    and QMP sockets and state file live there. ``restore_from`` names a snapshot made by
+    ``Machine.snapshot`` of a machine with the same kernel, initrds, memory and vCPUs; the new
+    machine resumes from it instead of booting (host port forwards may differ).
+    """
+
+    machine_id: str
+    kernel: Path
+    workdir: Path
+    initrds: Sequence[Path] = ()
+    cmdline: str = ""
+    memory_mib: int = 64
+    vcpus: int = 1
+    ports: Sequence[PortForward] = ()
+    restore_from: Path | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "kernel", Path(self.kernel))
+        object.__setattr__(self, "workdir", Path(self.workdir))
+        object.__setattr__(self, "initrds", tuple(Path(p) for p in self.initrds))
+        object.__setattr__(self, "ports", tuple(self.ports))
+        if self.restore_from is not None:
+            object.__setattr__(self, "restore_from", Path(self.restore_from))
+        if not self.machine_id or not all(c.isalnum() or c in "-_." for c in self.machine_id):
+            raise UsageError(
+                f"machine_id must be letters, digits, '-', '_' or '.', got {self.machine_id!r}"
+            )
+        if not isinstance(self.memory_mib, int) or not 16 <= self.memory_mib <= 1 << 20:
+            raise UsageError(f"memory must be 16 MiB to 1 TiB, got {self.memory_mib!r} MiB")
+        if not isinstance(self.vcpus, int) or not 1 <= self.vcpus <= 255:
+            raise UsageError(f"vcpus must be 1-255, got {self.vcpus!r}")
+        seen: set[tuple[str, str, int]] = set()
+        for port in self.ports:
+            key = (port.protocol, port.host_ip, port.host_port)
+            if key in seen:
+                raise UsageError(f"host port {port.host_ip}:{port.host_port} is forwarded twice")
+            seen.add(key)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "machine_id": self.machine_id,
+            "kernel": str(self.kernel),
+            "workdir": str(self.workdir),
+            "initrds": [str(p) for p in self.initrds],
+            "cmdline": self.cmdline,
+            "memory_mib": self.memory_mib,
+            "vcpus": self.vcpus,
+            "ports": [p.to_json() for p in self.ports],
+            "restore_from": str(self.restore_from) if self.restore_from else None,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> MachineSpec:
+        restore = data.get("restore_from")
+        return cls(
+            machine_id=str(data["machine_id"]),
+            kernel=Path(data["kernel"]),
+            workdir=Path(data["workdir"]),
+            initrds=[Path(p) for p in data.get("initrds", [])],
+            cmdline=str(data.get("cmdline", "")),
+            memory_mib=int(data["memory_mib"]),
+            vcpus=int(data["vcpus"]),
+            ports=[PortForward.from_json(p) for p in data.get("ports", [])],
+            restore_from=Path(restore) if restore else None,
+        )
+
+
+class MachineState(enum.Enum):
+    """Where a machine is in its life; EXITED and FAILED are final."""
+
+    #: Described but not started (a spec only; backends return machines already STARTING).
+    CREATED = "created"
+    #: The hypervisor process exists but has not finished setting up the VM.
+    STARTING = "starting"
+    #: The VM runs the guest.
+    RUNNING = "running"
+    #: A stop was requested and the machine has not ended yet.
+    STOPPING = "stopping"
+    #: The machine ended; the app's exit status is known (or 137 when it was killed).
+    EXITED = "exited"
+    #: The machine ended without the guest reporting an exit (hypervisor error or crash).
+    FAILED = "failed"
+
+    @property
+    def final(self) -> bool:
+        return self in (MachineState.EXITED, MachineState.FAILED)
+
+
+@dataclass(frozen=True, slots=True)
+class MachineStatus:
+    """A point-in-time view of one machine."""
+
+    state: MachineState
+    pid: int
+    exit_code: int | None = None
+    #: Why a FAILED machine failed, or how an EXITED one ended ("app exited", "killed").
+    detail: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class MachineStats:
+    """Host resources the hypervisor process of one machine uses."""
+
+    rss_bytes: int
+    cpu_seconds: float
+
+
+@runtime_checkable
+class Machine(Protocol):
+    """One VM started by a backend; every method is safe to call from any process."""
+
+    @property
+    def machine_id(self) -> str: ...
+
+    @property
+    def spec(self) -> MachineSpec: ...
+
+    @property
+    def pid(self) -> int:
+        """The hypervisor's process id (valid only while the state is not final)."""
+        ...
+
+    @property
+    def workdir(self) -> Path: ...
+
+    @property
+    def console_path(self) -> Path:
+        """The guest's serial console, appended to while the machine runs (logs)."""
+        ...
+
+    @property
+    def results_path(self) -> Path:
+        """JSON lines the app wrote to its results device, appended in order."""
+        ...
+
+    @property
+    def state(self) -> MachineState:
+        """The current state, observed now (not cached)."""
+        ...
+
+    def status(self) -> MachineStatus:
+        """State, pid and, once final, the exit code and how the machine ended."""
+        ...
+
+    def wait(self, timeout: float | None = None) -> int:
+        """Block until the machine ends and return the app's exit status.
+
+        The status is the one the guest reported on its console; 137 when the machine was
+        killed before the app ended. Raises MachineTimeoutError when ``timeout`` seconds pass
+        first (the machine keeps running) and MachineError when the machine failed without a
+        guest exit report (the message points at the hypervisor log).
+        """
+        ...
+
+    def stop(self, timeout: float = 10.0) -> int:
+        """Ask the app to end, wait up to ``timeout`` seconds, then kill; return the exit status.
+
+        The app gets SIGTERM through the control port when the guest listens on it, else the
+        VM gets an ACPI power-button press. Stopping a machine that already ended just returns
+        its status.
+        """
+        ...
+
+    def kill(self) -> None:
+        """End the machine at once (SIGKILL to the hypervisor).
+
+        Raises StateError when the machine has already ended.
+        """
+        ...
+
+    def stats(self) -> MachineStats:
+        """Resident memory and CPU time of the hypervisor process.
+
+        Raises StateError when the machine has ended.
+        """
+        ...
+
+
+@runtime_checkable
+class MachineBackend(Protocol):
+    """Starts and re-adopts machines of one hypervisor; picked by name via ``vmm.create``."""
+
+    @property
+    def name(self) -> str: ...
+
+    def start(self, spec: MachineSpec) -> Machine:
+        """Start a machine that outlives the calling process and return it STARTING or later.
+
+        Creates ``spec.workdir`` (0700). Returns as soon as the hypervisor runs: it does not
+        wait for the guest. Raises UsageError for a missing kernel/initrd or a workdir that
+        already holds a live machine, MachineError when the hypervisor cannot start.
+        """
+        ...
+
+    def attach(self, workdir: Path) -> Machine:
+        """Re-adopt the machine whose state is in ``workdir`` (started by any process).
+
+        The recorded pid is adopted only if it still is that machine's hypervisor (same start
+        time and command line); a dead or reused pid gives a machine in a final state that
+        never signals that pid. Raises MachineError when ``workdir`` holds no machine.
+        """
+        ...

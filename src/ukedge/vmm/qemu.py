@@ -1,0 +1,464 @@
+"""The QEMU backend: machines as detached QEMU processes, controlled through QMP and the
+guest's control port, with all their state in their work directory.
+
+A machine's work directory holds ``machine.json`` (pid, start time, argv, spec, stop/kill
+marks, and the final status once someone observed it), the QMP and control sockets, the
+console log, the results file and QEMU's own log. Any process can re-adopt the machine from
+that directory (:meth:`MachineBackend.attach`), which is how ``ukedge run -d`` and a restarted
+host agent keep control of machines they did not start (or started in an earlier life).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import logging
+import os
+import shutil
+import signal
+import socket
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from ukedge.errors import MachineError, MachineTimeoutError, StateError, UsageError
+from ukedge.vmm import _proc, _qmp
+from ukedge.vmm._accel import probe_accelerator
+from ukedge.vmm._exitline import read_exit_status
+from ukedge.vmm._qemu_argv import (
+    Accel,
+    MachinePaths,
+    QemuOptions,
+    build_argv,
+)
+from ukedge.vmm.base import (
+    KILLED_STATUS,
+    Machine,
+    MachineBackend,
+    MachineSpec,
+    MachineState,
+    MachineStats,
+    MachineStatus,
+)
+
+__all__ = ["QemuOptions", "qemu_backend"]
+
+log = logging.getLogger(__name__)
+
+_STATE_VERSION = 1
+#: How long kill() waits for the process to disappear after SIGKILL.
+_KILL_GRACE = 5.0
+
+
+def _atomic_write_json(path: Path, data: dict[str, Any]) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".machine.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as fh:
+            json.dump(data, fh, indent=2, sort_keys=True)
+        Path(tmp).replace(path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _concat_initrds(parts: tuple[Path, ...], target: Path) -> Path:
+    """One initramfs from several cpio archives, each padded to 4 bytes as Linux expects."""
+    tmp = target.with_name(target.name + ".tmp")
+    with tmp.open("wb") as out:
+        for part in parts:
+            with part.open("rb") as src:
+                size = os.fstat(src.fileno()).st_size
+                done = 0
+                while done < size:
+                    sent = os.copy_file_range(src.fileno(), out.fileno(), size - done)
+                    if sent == 0:
+                        break
+                    done += sent
+            out.seek(0, os.SEEK_END)
+            if out.tell() % 4:
+                out.write(b"\0" * (4 - out.tell() % 4))
+    tmp.replace(target)
+    return target
+
+
+class _QemuMachine:
+    """One QEMU process and its work directory."""
+
+    def __init__(self, paths: MachinePaths, record: dict[str, Any]) -> None:
+        self._paths = paths
+        self._record = record
+        self._spec = MachineSpec.from_json(record["spec"])
+
+    # -- identity ---------------------------------------------------------------------------
+
+    @property
+    def machine_id(self) -> str:
+        return self._spec.machine_id
+
+    @property
+    def spec(self) -> MachineSpec:
+        return self._spec
+
+    @property
+    def pid(self) -> int:
+        return int(self._record["pid"])
+
+    @property
+    def workdir(self) -> Path:
+        return self._paths.workdir
+
+    @property
+    def console_path(self) -> Path:
+        return self._paths.console
+
+    @property
+    def results_path(self) -> Path:
+        return self._paths.results
+
+    @property
+    def control_path(self) -> Path:
+        return self._paths.control
+
+    @property
+    def qmp_path(self) -> Path:
+        return self._paths.qmp
+
+    @property
+    def log_path(self) -> Path:
+        return self._paths.log
+
+    @property
+    def accel(self) -> str:
+        return str(self._record.get("accel", ""))
+
+    @property
+    def argv(self) -> list[str]:
+        return list(self._record["argv"])
+
+    def __repr__(self) -> str:
+        return f"<QemuMachine {self.machine_id} pid={self.pid} {self.state.value}>"
+
+    # -- state ------------------------------------------------------------------------------
+
+    def _starttime(self) -> int:
+        return int(self._record["starttime"])
+
+    def _alive(self) -> bool:
+        return _proc.is_alive(self.pid, self._starttime())
+
+    def _refresh(self) -> None:
+        """Pick up marks (stop requested, killed, final status) other processes wrote."""
+        with contextlib.suppress(OSError, ValueError):
+            record = json.loads(self._paths.state.read_text())
+            if record.get("pid") == self._record.get("pid"):
+                self._record = record
+
+    def _save(self, **changes: Any) -> None:
+        self._refresh()
+        self._record.update(changes)
+        _atomic_write_json(self._paths.state, self._record)
+
+    def _final_status(self) -> MachineStatus:
+        """Work out (once) how a machine whose QEMU is gone ended, and record it."""
+        final = self._record.get("final")
+        if final:
+            return MachineStatus(
+                MachineState(final["state"]), self.pid, final.get("exit_code"), final["detail"]
+            )
+        _proc.reap(self.pid)
+        status = read_exit_status(self._paths.console)
+        if status is not None:
+            result = MachineStatus(MachineState.EXITED, self.pid, status, "app exited")
+        elif self._record.get("killed"):
+            result = MachineStatus(MachineState.EXITED, self.pid, KILLED_STATUS, "killed")
+        else:
+            why = self._qemu_error() or (
+                f"the guest ended without an exit report; see {self._paths.console}"
+            )
+            result = MachineStatus(MachineState.FAILED, self.pid, None, why)
+        with contextlib.suppress(OSError):
+            self._save(
+                final={
+                    "state": result.state.value,
+                    "exit_code": result.exit_code,
+                    "detail": result.detail,
+                },
+                ended_at=time.time(),
+            )
+        return result
+
+    def _qemu_error(self) -> str | None:
+        try:
+            lines = self._paths.log.read_text(errors="replace").splitlines()
+        except OSError:
+            return None
+        errors = [ln.strip() for ln in lines if ln.strip() and "terminating on signal" not in ln]
+        return f"QEMU: {errors[-1]}" if errors else None
+
+    @property
+    def state(self) -> MachineState:
+        return self.status().state
+
+    def status(self) -> MachineStatus:
+        self._refresh()
+        if self._record.get("final") or not self._alive():
+            return self._final_status()
+        if self._record.get("stop_requested"):
+            state = MachineState.STOPPING
+        elif self._paths.qmp.exists():
+            # QEMU creates its sockets once the machine is configured, just before the vCPUs
+            # run; checking the file costs nothing and keeps QMP off the boot path.
+            state = MachineState.RUNNING
+        else:
+            state = MachineState.STARTING
+        return MachineStatus(state, self.pid)
+
+    def _require_live(self, operation: str) -> MachineStatus:
+        status = self.status()
+        if status.state.final:
+            err = StateError(status.state.value, "running", self.machine_id)
+            err.args = (
+                f"machine {self.machine_id} has {status.state.value} "
+                f"(exit status {status.exit_code}); {operation} needs a running machine. "
+                "Start a new one, or read its console log for what happened.",
+            )
+            raise err
+        return status
+
+    # -- operations -------------------------------------------------------------------------
+
+    def wait(self, timeout: float | None = None) -> int:
+        if not self._record.get("final") and not _proc.wait_gone(
+            self.pid, self._starttime(), timeout
+        ):
+            raise MachineTimeoutError(
+                f"machine {self.machine_id} still runs after {timeout:g} s; "
+                "stop() it or wait longer",
+                self.machine_id,
+                timeout or 0.0,
+            )
+        status = self.status()
+        if status.state is MachineState.FAILED or status.exit_code is None:
+            raise MachineError(
+                f"machine {self.machine_id} failed: {status.detail}", self.machine_id
+            )
+        return status.exit_code
+
+    def kill(self) -> None:
+        self._require_live("kill")
+        self._save(killed=True)
+        self._signal(signal.SIGKILL)
+        with contextlib.suppress(MachineTimeoutError):
+            _proc.wait_gone(self.pid, self._starttime(), _KILL_GRACE)
+
+    def _signal(self, signum: int) -> None:
+        """Signal our QEMU through a pidfd, so a reused pid is never signalled."""
+        try:
+            fd = os.pidfd_open(self.pid)
+        except ProcessLookupError:
+            return
+        try:
+            if _proc.is_alive(self.pid, self._starttime()):
+                signal.pidfd_send_signal(fd, signum)
+        except ProcessLookupError:
+            pass
+        finally:
+            os.close(fd)
+
+    def stop(self, timeout: float = 10.0) -> int:
+        status = self.status()
+        if status.state.final:
+            return self.wait(0)
+        self._save(stop_requested=True, stop_requested_at=time.time())
+        deadline = time.monotonic() + timeout
+        ctl = self._send_control(b"stop\n")
+        try:
+            if not self._control_open():
+                # The guest never opened its control port (another kernel, or still booting):
+                # fall back to the ACPI power button.
+                with contextlib.suppress(MachineError):
+                    self.qmp("system_powerdown")
+            try:
+                return self.wait(max(0.0, deadline - time.monotonic()))
+            except MachineTimeoutError:
+                log.info("machine %s ignored stop for %g s; killing it", self.machine_id, timeout)
+        finally:
+            if ctl is not None:
+                ctl.close()
+        with contextlib.suppress(StateError):
+            self.kill()
+        return self.wait(_KILL_GRACE)
+
+    def _send_control(self, line: bytes) -> socket.socket | None:
+        """Write a control line; the connection stays open until the caller closes it so the
+        line is delivered even if the guest reads it late."""
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.settimeout(2.0)
+            sock.connect(str(self._paths.control))
+            sock.sendall(line)
+        except OSError as exc:
+            log.debug("control port of %s not reachable: %s", self.machine_id, exc)
+            sock.close()
+            return None
+        return sock
+
+    def _control_open(self) -> bool:
+        """Whether the guest has opened its control port (so it will act on ``stop``)."""
+        try:
+            (chardevs,) = self.qmp("query-chardev")
+        except MachineError:
+            return False
+        if not isinstance(chardevs, list):
+            return False
+        return any(
+            isinstance(c, dict) and c.get("label") == "control" and c.get("frontend-open")
+            for c in chardevs
+        )
+
+    def qmp(self, command: str, args: dict[str, Any] | None = None, *more: Any) -> list[object]:
+        """Run QMP commands in one short session: ``qmp("query-status")`` or several as
+        ``qmp("a", None, ("b", {...}))``. Raises MachineError (StateError when ended)."""
+        self._require_live(command)
+        commands: list[tuple[str, dict[str, Any] | None]] = [(command, args)]
+        commands += [(name, a) for name, a in more]
+        return _qmp.execute(self._paths.qmp, commands, machine_id=self.machine_id)
+
+    def stats(self) -> MachineStats:
+        self._require_live("stats")
+        result = _proc.stats(self.pid)
+        if result is None or not self._alive():
+            raise StateError("exited", "running", self.machine_id)
+        return result
+
+
+class _QemuBackend:
+    """Starts QEMU machines; see :func:`qemu_backend`."""
+
+    name = "qemu"
+
+    def __init__(self, options: QemuOptions) -> None:
+        self.options = options
+        self._resolved: QemuOptions | None = None
+
+    def _runtime_options(self) -> QemuOptions:
+        """The options with QEMU's binary resolved to an absolute path (looked up once)."""
+        if self._resolved is None:
+            found = shutil.which(self.options.binary)
+            if found is None:
+                raise MachineError(
+                    f"{self.options.binary} not found; install QEMU "
+                    "(Debian: apt-get install qemu-system-x86)"
+                )
+            self._resolved = dataclasses.replace(self.options, binary=found)
+        return self._resolved
+
+    def accelerator(self) -> Accel:
+        if self.options.accel != "auto":
+            return self.options.accel
+        return probe_accelerator(binary=self.options.binary).accel
+
+    def argv(self, spec: MachineSpec, accel: Accel | None = None) -> list[str]:
+        """The QEMU command line ``start`` would run for ``spec`` (for ``--dry-run``/tests)."""
+        paths = MachinePaths(spec.workdir.resolve())
+        initrd = self._initrd_path(spec, paths)
+        options = self._runtime_options()
+        return build_argv(spec, options, accel or self.accelerator(), paths, initrd)
+
+    @staticmethod
+    def _initrd_path(spec: MachineSpec, paths: MachinePaths) -> Path | None:
+        if not spec.initrds:
+            return None
+        if len(spec.initrds) == 1:
+            return spec.initrds[0].resolve()
+        return paths.initrd
+
+    def _check_inputs(self, spec: MachineSpec) -> None:
+        for what, path in [("kernel", spec.kernel), *(("initrd", p) for p in spec.initrds)]:
+            if not path.is_file():
+                raise UsageError(f"{what} {path} of machine {spec.machine_id} does not exist")
+
+    def _prepare_workdir(self, spec: MachineSpec, paths: MachinePaths) -> None:
+        workdir = paths.workdir
+        workdir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        workdir.chmod(0o700)
+        if paths.state.exists():
+            with contextlib.suppress(MachineError):
+                old = self.attach(workdir)
+                if not old.state.final:
+                    raise UsageError(
+                        f"{workdir} holds running machine {old.machine_id} (pid {old.pid}); "
+                        "stop it or use another work directory"
+                    )
+        for stale in (paths.state, paths.qmp, paths.control, paths.console, paths.log):
+            stale.unlink(missing_ok=True)
+
+    def start(self, spec: MachineSpec) -> Machine:
+        self._check_inputs(spec)
+        paths = MachinePaths(spec.workdir.resolve())
+        spec = MachineSpec.from_json({**spec.to_json(), "workdir": str(paths.workdir)})
+        self._prepare_workdir(spec, paths)
+        accel = self.accelerator()
+        initrd = self._initrd_path(spec, paths)
+        if initrd is not None and len(spec.initrds) > 1:
+            _concat_initrds(tuple(p.resolve() for p in spec.initrds), initrd)
+        paths.results.touch(mode=0o600)
+        argv = build_argv(spec, self._runtime_options(), accel, paths, initrd)
+        try:
+            pid = _proc.spawn_detached(argv, paths.log)
+        except OSError as exc:
+            raise MachineError(
+                f"cannot start {argv[0]} for machine {spec.machine_id}: {exc}", spec.machine_id
+            ) from exc
+        st = _proc.read_stat(pid)
+        record: dict[str, Any] = {
+            "version": _STATE_VERSION,
+            "backend": self.name,
+            "pid": pid,
+            "starttime": st.starttime if st else 0,
+            "started_at": time.time(),
+            "accel": accel,
+            "argv": argv,
+            "options": {k: str(v) for k, v in dataclasses.asdict(self.options).items()},
+            "spec": spec.to_json(),
+            "stop_requested": False,
+            "killed": False,
+            "final": None,
+        }
+        _atomic_write_json(paths.state, record)
+        log.debug("started machine %s: pid %d, %s", spec.machine_id, pid, " ".join(argv))
+        return _QemuMachine(paths, record)
+
+    def attach(self, workdir: Path) -> Machine:
+        paths = MachinePaths(Path(workdir).resolve())
+        try:
+            record = json.loads(paths.state.read_text())
+        except FileNotFoundError:
+            raise MachineError(f"{workdir} holds no machine (no {paths.state.name})") from None
+        except (OSError, ValueError) as exc:
+            raise MachineError(f"cannot read machine state {paths.state}: {exc}") from exc
+        if not isinstance(record, dict) or record.get("backend") != self.name:
+            raise MachineError(f"{paths.state} is not a {self.name} machine")
+        if record.get("version") != _STATE_VERSION:
+            raise MachineError(
+                f"{paths.state} has state version {record.get('version')}, expected "
+                f"{_STATE_VERSION}; it was written by another ukedge version"
+            )
+        machine = _QemuMachine(paths, record)
+        if not record.get("final") and not _proc.same_process(
+            machine.pid, int(record["starttime"]), str(paths.qmp)
+        ):
+            # Dead, or the pid now belongs to another process: never adopt it.
+            machine.status()
+        return machine
+
+
+def qemu_backend(**config: Any) -> MachineBackend:
+    """The QEMU backend with the given :class:`QemuOptions` fields."""
+    try:
+        options = QemuOptions(**config)
+    except TypeError as exc:
+        raise UsageError(f"bad QEMU backend option: {exc}") from None
+    return _QemuBackend(options)
