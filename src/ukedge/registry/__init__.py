@@ -32,7 +32,14 @@ from ukedge.registry._settings import (
     remote_reference,
 )
 from ukedge.registry._state import BlobLocations, UploadRecord, UploadSessions
-from ukedge.registry._transfer import DEFAULT_PLATFORM, blob_label, pull, push, select_platform
+from ukedge.registry._transfer import (
+    DEFAULT_PLATFORM,
+    ClientOptions,
+    blob_label,
+    pull,
+    push,
+    select_platform,
+)
 
 __all__ = [
     "AUTH_FILE_ENV",
@@ -47,6 +54,7 @@ __all__ = [
     "BlobLocations",
     "BlobOutcome",
     "Challenge",
+    "ClientOptions",
     "CredentialStore",
     "Credentials",
     "NullProgress",

@@ -13,9 +13,10 @@ import logging
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from ukedge.errors import RegistryError
-from ukedge.image import DEFAULT_TAG, ImageIndex, ImageManifest, mediatypes
+from ukedge.errors import RegistryError, UsageError
+from ukedge.image import DEFAULT_TAG, ImageIndex, ImageManifest, mediatypes, parse_reference
 from ukedge.registry._client import RegistryClient
+from ukedge.registry._settings import DEFAULT_REGISTRY_ENV, default_registry, remote_reference
 from ukedge.registry._transfer import select_platform
 
 __all__ = ["SearchHit", "list_tags", "search"]
@@ -44,10 +45,33 @@ class SearchHit:
         }
 
 
+def _own_client(
+    registry: str, client: RegistryClient | None, insecure: bool | None
+) -> RegistryClient:
+    if client is not None and client.registry != registry:
+        raise UsageError(f"{registry} is not {client.registry}, the registry this client talks to")
+    return client if client is not None else RegistryClient(registry, insecure=insecure)
+
+
 def list_tags(
-    client: RegistryClient, repository: str, *, page_size: int | None = None
+    repository: str,
+    *,
+    client: RegistryClient | None = None,
+    insecure: bool | None = None,
+    page_size: int | None = None,
 ) -> list[str]:
-    return sorted(client.tags(repository, page_size=page_size))
+    """Tags of ``HOST/NAME`` (or ``NAME`` with ``UKEDGE_REGISTRY`` set), sorted."""
+    ref = parse_reference(repository, default_tag=False)
+    if ref.digest or ref.tag:
+        raise UsageError(f"give a repository without tag or digest: {ref.name}")
+    ref = remote_reference(repository, action="listing tags")
+    assert ref.registry is not None
+    own = _own_client(ref.registry, client, insecure)
+    try:
+        return sorted(own.tags(ref.repository, page_size=page_size))
+    finally:
+        if own is not client:
+            own.close()
 
 
 def _pick_tag(tags: list[str]) -> str | None:
@@ -102,17 +126,35 @@ def _inspect(
     return SearchHit(repository, tag, tuple(matched), labels, image_name)
 
 
-def search(client: RegistryClient, term: str, *, limit: int = 200) -> list[SearchHit]:
+def search(
+    term: str,
+    *,
+    registry: str | None = None,
+    client: RegistryClient | None = None,
+    insecure: bool | None = None,
+    limit: int = 200,
+) -> list[SearchHit]:
     """Repositories whose name, image name or labels contain ``term`` (case-insensitive).
 
-    At most ``limit`` repositories of the catalog are inspected.
+    ``registry`` defaults to the client's, then ``UKEDGE_REGISTRY``. At most ``limit``
+    repositories of the catalog are inspected.
     """
     needle = term.strip().lower()
-    repositories = client.catalog()[:limit]
-    with ThreadPoolExecutor(
-        max_workers=client.max_workers, thread_name_prefix="ukedge-search"
-    ) as pool:
-        hits = pool.map(
-            lambda repo: _inspect(client, repo, needle, needle in repo.lower()), repositories
+    if not needle:
+        raise UsageError("give a search term")
+    host = registry or (client.registry if client else None) or default_registry()
+    if host is None:
+        raise UsageError(
+            f"search needs a registry: pass --registry HOST[:PORT] or set {DEFAULT_REGISTRY_ENV}"
         )
-        return [hit for hit in hits if hit is not None]
+    own = _own_client(host, client, insecure)
+    try:
+        repositories = own.catalog()[:limit]
+        with ThreadPoolExecutor(own.max_workers, thread_name_prefix="ukedge-search") as pool:
+            hits = pool.map(
+                lambda repo: _inspect(own, repo, needle, needle in repo.lower()), repositories
+            )
+            return [hit for hit in hits if hit is not None]
+    finally:
+        if own is not client:
+            own.close()

@@ -14,6 +14,7 @@ import logging
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from dataclasses import dataclass
 from typing import TypeVar
 
 from ukedge.errors import ImageError, RegistryError, UsageError
@@ -26,11 +27,11 @@ from ukedge.image import (
     StoredImage,
     mediatypes,
 )
-from ukedge.registry._client import RegistryClient, RemoteManifest
+from ukedge.registry._client import DEFAULT_CHUNK_SIZE, RegistryClient, RemoteManifest
 from ukedge.registry._progress import BlobOutcome, NullProgress, TransferProgress
 from ukedge.registry._settings import remote_reference
 
-__all__ = ["DEFAULT_PLATFORM", "blob_label", "pull", "push", "select_platform"]
+__all__ = ["DEFAULT_PLATFORM", "ClientOptions", "blob_label", "pull", "push", "select_platform"]
 
 log = logging.getLogger(__name__)
 
@@ -51,8 +52,19 @@ def blob_label(descriptor: Descriptor) -> str:
     return "layer"
 
 
+@dataclass(frozen=True)
+class ClientOptions:
+    """How to build a client when the caller gives none (the CLI's flags)."""
+
+    insecure: bool | None = None
+    chunk_size: int = DEFAULT_CHUNK_SIZE
+    max_workers: int = 4
+
+
 @contextlib.contextmanager
-def _client_for(reference: Reference, client: RegistryClient | None) -> Iterator[RegistryClient]:
+def _client_for(
+    reference: Reference, client: RegistryClient | None, options: ClientOptions | None
+) -> Iterator[RegistryClient]:
     if client is not None:
         if reference.registry != client.registry:
             raise UsageError(
@@ -61,7 +73,13 @@ def _client_for(reference: Reference, client: RegistryClient | None) -> Iterator
         yield client
         return
     assert reference.registry is not None
-    with RegistryClient(reference.registry) as own:
+    opts = options or ClientOptions()
+    with RegistryClient(
+        reference.registry,
+        insecure=opts.insecure,
+        chunk_size=opts.chunk_size,
+        max_workers=opts.max_workers,
+    ) as own:
         yield own
 
 
@@ -168,19 +186,21 @@ def push(
     *,
     progress: TransferProgress | None = None,
     client: RegistryClient | None = None,
+    options: ClientOptions | None = None,
 ) -> str:
     """Push a local image to a registry; returns the manifest digest.
 
     ``remote_ref`` defaults to ``local_ref``; either must name a registry host (or
     ``UKEDGE_REGISTRY`` be set). Blobs the registry already has are skipped, blobs known to be in
     another repository of the same registry are mounted, large blobs go in resumable chunks.
+    Without ``client``, one is made from ``options`` for the target's registry.
     """
     image: StoredImage = store.resolve(local_ref)
     target = remote_reference(remote_ref or image.ref, action="push")
     if target.digest:
         raise UsageError(f"push to a tag, not a digest: {target}")
     progress = progress or NullProgress()
-    with _client_for(target, client) as c:
+    with _client_for(target, client, options) as c:
         digest = _push_manifest(
             store, c, target.repository, image.descriptor, target.reference, progress
         )
@@ -229,6 +249,7 @@ def pull(
     *,
     progress: TransferProgress | None = None,
     client: RegistryClient | None = None,
+    options: ClientOptions | None = None,
     platform: str = DEFAULT_PLATFORM,
 ) -> StoredImage:
     """Pull an image into ``store`` and tag it with its full reference (``host/repo:tag``).
@@ -238,7 +259,7 @@ def pull(
     """
     target = remote_reference(ref, action="pull")
     progress = progress or NullProgress()
-    with _client_for(target, client) as c:
+    with _client_for(target, client, options) as c:
         remote = _resolve_manifest(c, target, platform)
         try:
             manifest = ImageManifest.model_validate_json(remote.data)

@@ -1,0 +1,53 @@
+"""``ukedge pull``: fetch an image from a registry into the local store."""
+
+from __future__ import annotations
+
+import typer
+
+from ukedge.cli._console import err, out, print_json
+from ukedge.cli._transfer import RichTransferProgress
+from ukedge.image import ImageStore
+from ukedge.paths import store_dir
+from ukedge.registry import DEFAULT_PLATFORM, ClientOptions, pull
+
+__all__ = ["pull_image", "register"]
+
+
+def pull_image(
+    image: str = typer.Argument(
+        ...,
+        help="HOST[:PORT]/NAME[:TAG|@DIGEST]; NAME:TAG alone uses UKEDGE_REGISTRY as the host.",
+    ),
+    insecure: bool = typer.Option(
+        False, "--insecure", help="Plain HTTP (default only for localhost/127.0.0.1 registries)."
+    ),
+    platform: str = typer.Option(
+        DEFAULT_PLATFORM, "--platform", help="OS/ARCH to pick from an index."
+    ),
+    jobs: int = typer.Option(4, "--jobs", "-j", min=1, max=32, help="Blobs transferred at once."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+) -> None:
+    """Pull an image: only the blobs the store lacks, each verified against its digest.
+
+    The image is tagged in the local store under its full reference (HOST/NAME:TAG). Prints the
+    manifest digest.
+    """
+    options = ClientOptions(insecure=True if insecure else None, max_workers=jobs)
+    progress = RichTransferProgress(enabled=not quiet and not as_json)
+    with progress:
+        stored = pull(
+            ImageStore(store_dir()), image, progress=progress, options=options, platform=platform
+        )
+    if as_json:
+        print_json(
+            {"ref": stored.ref, "id": stored.id, "digest": stored.digest, "blobs": progress.blobs}
+        )
+        return
+    if not quiet:
+        err.print(f"pulled {stored.ref}: {progress.summary()}")
+    out.print(stored.digest)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("pull")(pull_image)
