@@ -57,6 +57,11 @@ from ukedge.cli import kernel  # noqa: E402
 
 app.add_typer(kernel.app, name="kernel")
 
+from ukedge.cli import login, pull, push, search, tags  # noqa: E402
+
+for _registry_cmds in (push, pull, login, tags, search):
+    _registry_cmds.register(app)
+
 
 def main() -> None:
     try:
