@@ -1,0 +1,190 @@
+"""Helpers for the registry client tests: a real CNCF distribution registry, synthetic images,
+progress recorders and a request-counting (real) HTTP transport.
+
+The images are made with ImageStore directly (kernel bytes, initrd layers, an ImageConfig) so
+these tests do not need a kernel build. Layer contents are random so that each test's blobs are
+its own.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from ukedge.image import ImageConfig, ImageManifest, ImageStore, KernelInfo, mediatypes
+from ukedge.registry import BlobOutcome
+
+DOCKER_REGISTRY = "/usr/bin/docker-registry"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Distribution:
+    """A running docker-registry process on 127.0.0.1."""
+
+    host: str
+    root: Path
+    process: subprocess.Popen[bytes]
+
+
+def wait_ready(url: str, process: subprocess.Popen[bytes], log: Path) -> None:
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"docker-registry exited: {log.read_text()[-2000:]}")
+        try:
+            if httpx.get(url, timeout=1).status_code in (200, 401):
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.05)
+    raise RuntimeError(f"docker-registry did not answer at {url}: {log.read_text()[-2000:]}")
+
+
+def make_image(
+    store: ImageStore,
+    ref: str,
+    *,
+    kernel: bytes | None = None,
+    app: bytes | None = None,
+    runtime: bytes | None = None,
+    labels: dict[str, str] | None = None,
+    name: str = "app",
+) -> str:
+    """A ukedge image of a kernel layer and one or two initrd layers; returns its digest."""
+    config = ImageConfig(
+        name=name,
+        runtime="static",
+        entrypoint=["/app/run"],
+        kernel=KernelInfo(profile="minimal", version="6.1"),
+        labels=labels or {},
+    )
+    with store.lease():
+        layers = [
+            store.put_bytes(
+                kernel if kernel is not None else os.urandom(4096), mediatypes.KERNEL_GZIP
+            )
+        ]
+        if runtime is not None:
+            layers.append(store.put_bytes(runtime, mediatypes.INITRD_GZIP))
+        layers.append(
+            store.put_bytes(app if app is not None else os.urandom(2048), mediatypes.INITRD_GZIP)
+        )
+        manifest = ImageManifest(
+            artifactType=mediatypes.ARTIFACT_TYPE,
+            config=store.put_bytes(config.to_json(), mediatypes.CONFIG),
+            layers=layers,
+        )
+        return store.add_manifest(manifest.to_json(), ref).digest
+
+
+def blob_digests(store: ImageStore, ref: str) -> dict[str, bytes]:
+    """Every blob of an image (manifest included), by digest, with its bytes."""
+    image, manifest = store.manifest(ref)
+    digests = [image.digest, manifest.config.digest, *(layer.digest for layer in manifest.layers)]
+    return {d: store.read_blob(d) for d in digests}
+
+
+class Recorder:
+    """A TransferProgress that records outcomes, and can raise once ``stop_after`` bytes moved."""
+
+    def __init__(self, stop_after: int | None = None) -> None:
+        self.outcomes: dict[str, str] = {}
+        self.labels: dict[str, str] = {}
+        self.updates: dict[str, list[int]] = {}
+        self.stop_after = stop_after
+        self._lock = threading.Lock()
+
+    def start(self, digest: str, label: str, total: int) -> None:
+        with self._lock:
+            self.labels[digest] = label
+            self.updates.setdefault(digest, [])
+
+    def update(self, digest: str, completed: int) -> None:
+        with self._lock:
+            self.updates.setdefault(digest, []).append(completed)
+        if self.stop_after is not None and completed >= self.stop_after:
+            raise Interrupted(f"stopped at byte {completed}")
+
+    def finish(self, digest: str, outcome: BlobOutcome) -> None:
+        with self._lock:
+            self.outcomes[digest] = str(outcome)
+
+
+class Interrupted(Exception):
+    """Raised by a Recorder to cut a transfer short, as Ctrl-C or a dropped link would."""
+
+
+class CountingTransport(httpx.HTTPTransport):
+    """The real HTTP transport, counting requests (method, path kind) and request body bytes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.requests: list[tuple[str, str, int]] = []
+        self._lock = threading.Lock()
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        size = int(request.headers.get("Content-Length") or 0)
+        response = super().handle_request(request)
+        with self._lock:
+            self.requests.append((request.method, str(request.url), size))
+        return response
+
+    def count(self, method: str, fragment: str = "") -> int:
+        with self._lock:
+            return sum(1 for m, url, _ in self.requests if m == method and fragment in url)
+
+    def bytes_sent(self) -> int:
+        with self._lock:
+            return sum(size for _, _, size in self.requests)
+
+    def reset(self) -> None:
+        with self._lock:
+            self.requests.clear()
+
+
+@contextlib.contextmanager
+def run_distribution(workdir: Path, *, extra_config: str = "") -> Iterator[Distribution]:
+    """Debian's docker-registry (CNCF distribution 2.8), filesystem storage, deletes enabled."""
+    if not os.access(DOCKER_REGISTRY, os.X_OK):
+        pytest.skip(f"{DOCKER_REGISTRY} is not installed (Debian package docker-registry)")
+    workdir.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    root = workdir / "registry-data"
+    config = workdir / "registry.yml"
+    config.write_text(
+        "version: 0.1\n"
+        "log:\n  level: warn\n  accesslog:\n    disabled: true\n"
+        f"storage:\n  filesystem:\n    rootdirectory: {root}\n  delete:\n    enabled: true\n"
+        f"http:\n  addr: 127.0.0.1:{port}\n  secret: ukedge-test-secret\n" + extra_config
+    )
+    log = workdir / "registry.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [DOCKER_REGISTRY, "serve", str(config)], stdout=out, stderr=subprocess.STDOUT
+        )
+    try:
+        wait_ready(f"http://127.0.0.1:{port}/v2/", process, log)
+        yield Distribution(f"127.0.0.1:{port}", root, process)
+    finally:
+        process.terminate()
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()

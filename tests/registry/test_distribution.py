@@ -1,0 +1,249 @@
+"""The registry client against a real CNCF distribution registry (Debian's docker-registry)."""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+
+import pytest
+from registry_fixtures import (
+    CountingTransport,
+    Distribution,
+    Interrupted,
+    Recorder,
+    blob_digests,
+    make_image,
+)
+
+from ukedge.errors import NotFoundError, UsageError
+from ukedge.image import Descriptor, ImageIndex, ImageStore, mediatypes
+from ukedge.registry import RegistryClient, pull, push
+
+pytestmark = pytest.mark.interop
+
+
+def _client(registry: Distribution, tmp_path: Path, **kwargs: object) -> RegistryClient:
+    return RegistryClient(registry.host, state_dir=tmp_path / "client-state", **kwargs)  # type: ignore[arg-type]
+
+
+def test_push_then_pull_is_identical(distribution: Distribution, tmp_path: Path) -> None:
+    src, dst = ImageStore(tmp_path / "src"), ImageStore(tmp_path / "dst")
+    digest = make_image(src, "app:1", kernel=os.urandom(300_000), runtime=os.urandom(50_000))
+    remote = f"{distribution.host}/team/app:1"
+    with _client(distribution, tmp_path, chunk_size=64 * 1024) as client:
+        assert push(src, "app:1", remote, client=client) == digest
+        recorder = Recorder()
+        image = pull(dst, remote, client=client, progress=recorder)
+    assert image.ref == remote
+    assert image.digest == digest
+    assert blob_digests(src, "app:1") == blob_digests(dst, remote)
+    assert set(recorder.outcomes.values()) == {"downloaded"}
+    assert dst.config(dst.manifest(remote)[1]).name == "app"
+
+
+def test_second_push_transfers_no_blob(distribution: Distribution, tmp_path: Path) -> None:
+    store = ImageStore(tmp_path / "s")
+    make_image(store, "app:1", kernel=os.urandom(200_000))
+    transport = CountingTransport()
+    remote = f"{distribution.host}/team/app:1"
+    with _client(distribution, tmp_path, transport=transport, chunk_size=64 * 1024) as client:
+        push(store, "app:1", remote, client=client)
+        first = transport.bytes_sent()
+        transport.reset()
+        recorder = Recorder()
+        push(store, "app:1", remote, client=client, progress=recorder)
+    assert set(recorder.outcomes.values()) == {"exists"}
+    assert transport.count("PATCH") == 0
+    assert transport.count("POST") == 0
+    assert transport.count("PUT") == 1  # the manifest only
+    manifest_size = len(store.read_blob(store.resolve("app:1").digest))
+    assert transport.bytes_sent() == manifest_size < first
+
+
+def test_pull_fetches_only_missing_blobs(distribution: Distribution, tmp_path: Path) -> None:
+    src, dst = ImageStore(tmp_path / "src"), ImageStore(tmp_path / "dst")
+    kernel = os.urandom(100_000)
+    make_image(src, "a:1", kernel=kernel)
+    make_image(src, "b:1", kernel=kernel)
+    with _client(distribution, tmp_path) as client:
+        push(src, "a:1", f"{distribution.host}/a:1", client=client)
+        push(src, "b:1", f"{distribution.host}/b:1", client=client)
+        pull(dst, f"{distribution.host}/a:1", client=client)
+        recorder = Recorder()
+        pull(dst, f"{distribution.host}/b:1", client=client, progress=recorder)
+    by_label = {recorder.labels[d]: o for d, o in recorder.outcomes.items()}
+    assert by_label == {"kernel": "cached", "initrd": "downloaded", "config": "cached"}
+
+
+def test_shared_layer_is_mounted_across_repositories(
+    distribution: Distribution, tmp_path: Path
+) -> None:
+    store = ImageStore(tmp_path / "s")
+    kernel = os.urandom(150_000)
+    make_image(store, "one:1", kernel=kernel, name="one")
+    make_image(store, "two:1", kernel=kernel, name="two")
+    transport = CountingTransport()
+    with _client(distribution, tmp_path, transport=transport) as client:
+        push(store, "one:1", f"{distribution.host}/team/one:1", client=client)
+        transport.reset()
+        recorder = Recorder()
+        push(store, "two:1", f"{distribution.host}/team/two:1", client=client, progress=recorder)
+        assert client.blob_size("team/two", store.manifest("two:1")[1].layers[0].digest) == len(
+            kernel
+        )
+    outcomes = {recorder.labels[d]: o for d, o in recorder.outcomes.items()}
+    assert outcomes["kernel"] == "mounted"
+    assert outcomes["initrd"] == "uploaded"
+    assert transport.count("POST", "mount=") == 1
+    # The kernel's bytes never went out again: only the new initrd, the config and the manifest.
+    assert transport.bytes_sent() < len(kernel)
+
+
+def test_interrupted_chunked_upload_resumes_at_registry_offset(
+    distribution: Distribution, tmp_path: Path
+) -> None:
+    store = ImageStore(tmp_path / "s")
+    chunk = 64 * 1024
+    kernel = os.urandom(16 * chunk + 123)
+    digest = make_image(store, "big:1", kernel=kernel)
+    kernel_digest = store.manifest("big:1")[1].layers[0].digest
+    remote = f"{distribution.host}/team/big:1"
+    transport = CountingTransport()
+    with _client(
+        distribution, tmp_path, chunk_size=chunk, transport=transport, max_workers=1
+    ) as client:
+        with pytest.raises(Interrupted):
+            push(store, "big:1", remote, client=client, progress=Recorder(stop_after=5 * chunk))
+        record = client.uploads.load(client.registry, "team/big", kernel_digest)
+        assert record is not None
+        assert record.offset == 5 * chunk
+        assert client.blob_size("team/big", kernel_digest) is None
+        assert client.head_manifest("team/big", "1") is None
+        transport.reset()
+        recorder = Recorder()
+    # A new client (a new process, as far as the registry knows) picks the session up from disk.
+    with _client(
+        distribution, tmp_path, chunk_size=chunk, transport=transport, max_workers=1
+    ) as client:
+        assert push(store, "big:1", remote, client=client, progress=recorder) == digest
+        assert client.uploads.load(client.registry, "team/big", kernel_digest) is None
+    assert recorder.outcomes[kernel_digest] == "resumed"
+    assert recorder.updates[kernel_digest][0] == 5 * chunk
+    assert transport.count("GET", "/blobs/uploads/") == 1  # the status query
+    assert transport.count("PATCH") == 12  # 11 full chunks and the 123-byte tail, not 17
+    dst = ImageStore(tmp_path / "dst")
+    with _client(distribution, tmp_path) as client:
+        pull(dst, remote, client=client)
+    assert blob_digests(store, "big:1") == blob_digests(dst, remote)
+
+
+def test_stale_upload_session_starts_over(distribution: Distribution, tmp_path: Path) -> None:
+    store = ImageStore(tmp_path / "s")
+    make_image(store, "app:1", kernel=os.urandom(100_000))
+    kernel_digest = store.manifest("app:1")[1].layers[0].digest
+    with _client(distribution, tmp_path, chunk_size=32 * 1024) as client:
+        bogus = f"http://{distribution.host}/v2/team/app/blobs/uploads/00000000-0000-0000-0000-000000000000"
+        client.uploads.save(client.registry, "team/app", kernel_digest, bogus, 65536)
+        recorder = Recorder()
+        push(store, "app:1", f"{distribution.host}/team/app:1", client=client, progress=recorder)
+    assert recorder.outcomes[kernel_digest] == "uploaded"
+
+
+def test_concurrent_pushes_sharing_layers(distribution: Distribution, tmp_path: Path) -> None:
+    store = ImageStore(tmp_path / "s")
+    kernel, runtime = os.urandom(400_000), os.urandom(200_000)
+    digests = {
+        i: make_image(store, f"app{i}:1", kernel=kernel, runtime=runtime, name=f"app{i}")
+        for i in range(8)
+    }
+    errors: list[BaseException] = []
+
+    def one(i: int) -> None:
+        try:
+            # Half of them into one repository (racing on the same blobs), half into their own.
+            repo = "team/shared" if i % 2 else f"team/app{i}"
+            with RegistryClient(
+                distribution.host, chunk_size=64 * 1024, state_dir=tmp_path / f"st{i}"
+            ) as c:
+                push(store, f"app{i}:1", f"{distribution.host}/{repo}:v{i}", client=c)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert not errors
+    dst = ImageStore(tmp_path / "dst")
+    with _client(distribution, tmp_path) as client:
+        for i, digest in digests.items():
+            repo = "team/shared" if i % 2 else f"team/app{i}"
+            ref = f"{distribution.host}/{repo}:v{i}"
+            assert pull(dst, ref, client=client).digest == digest
+            assert blob_digests(store, f"app{i}:1") == blob_digests(dst, ref)
+
+
+def test_tags_and_catalog_follow_pagination(distribution: Distribution, tmp_path: Path) -> None:
+    store = ImageStore(tmp_path / "s")
+    make_image(store, "app:1")
+    with _client(distribution, tmp_path) as client:
+        for tag in ("a", "b", "c", "d", "e"):
+            push(store, "app:1", f"{distribution.host}/team/app:{tag}", client=client)
+        push(store, "app:1", f"{distribution.host}/other:1", client=client)
+        assert sorted(client.tags("team/app", page_size=2)) == ["a", "b", "c", "d", "e"]
+        assert sorted(client.catalog(page_size=1)) == ["other", "team/app"]
+        with pytest.raises(NotFoundError, match="not found"):
+            client.tags("nothing/here")
+
+
+def test_pull_by_digest_and_unknown_tag(distribution: Distribution, tmp_path: Path) -> None:
+    src, dst = ImageStore(tmp_path / "src"), ImageStore(tmp_path / "dst")
+    digest = make_image(src, "app:1")
+    with _client(distribution, tmp_path) as client:
+        push(src, "app:1", f"{distribution.host}/app:1", client=client)
+        image = pull(dst, f"{distribution.host}/app@{digest}", client=client)
+        assert image.digest == digest
+        with pytest.raises(NotFoundError, match="MANIFEST_UNKNOWN"):
+            pull(dst, f"{distribution.host}/app:nope", client=client)
+    assert len(dst.images()) == 1
+
+
+def test_pull_of_an_index_picks_linux_amd64(distribution: Distribution, tmp_path: Path) -> None:
+    src, dst = ImageStore(tmp_path / "src"), ImageStore(tmp_path / "dst")
+    amd64 = make_image(src, "app:amd64", name="amd64")
+    other = make_image(src, "app:other", name="other")
+    size = {d: len(src.read_blob(d)) for d in (amd64, other)}
+
+    def entry(digest: str, arch: str) -> Descriptor:
+        return Descriptor.model_validate(
+            {
+                "mediaType": mediatypes.OCI_MANIFEST,
+                "digest": digest,
+                "size": size[digest],
+                "platform": {"os": "linux", "architecture": arch},
+            }
+        )
+
+    index = ImageIndex(manifests=[entry(other, "arm64"), entry(amd64, "amd64")])
+    with src.lease():
+        index_digest = src.add_manifest(index.to_json(), "app:multi", mediatypes.OCI_INDEX).digest
+    remote = f"{distribution.host}/team/multi:1"
+    with _client(distribution, tmp_path) as client:
+        assert push(src, "app:multi", remote, client=client) == index_digest
+        image = pull(dst, remote, client=client)
+    assert image.digest == amd64
+    assert dst.config(dst.manifest(remote)[1]).name == "amd64"
+
+
+def test_reference_without_registry_is_refused_unless_defaulted(
+    distribution: Distribution, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = ImageStore(tmp_path / "s")
+    digest = make_image(store, "app:1")
+    with pytest.raises(UsageError, match="names no registry: push needs HOST"):
+        push(store, "app:1")
+    monkeypatch.setenv("UKEDGE_REGISTRY", distribution.host)
+    assert push(store, "app:1") == digest
+    assert pull(ImageStore(tmp_path / "dst"), "app:1").ref == f"{distribution.host}/app:1"
