@@ -189,6 +189,10 @@ class _QemuMachine:
             )
         return result
 
+    def mark_failed(self, detail: str) -> None:
+        """Record a final FAILED status without touching the process."""
+        self._save(final={"state": MachineState.FAILED.value, "exit_code": None, "detail": detail})
+
     def _qemu_error(self) -> str | None:
         try:
             lines = self._paths.log.read_text(errors="replace").splitlines()
@@ -447,11 +451,16 @@ class _QemuBackend:
                 f"{_STATE_VERSION}; it was written by another ukedge version"
             )
         machine = _QemuMachine(paths, record)
-        if not record.get("final") and not _proc.same_process(
+        if record.get("final") or _proc.same_process(
             machine.pid, int(record["starttime"]), str(paths.qmp)
         ):
-            # Dead, or the pid now belongs to another process: never adopt it.
-            machine.status()
+            return machine
+        if _proc.is_alive(machine.pid, int(record["starttime"])):
+            # Same pid and start time but not our command line: the record is not this
+            # process's; never adopt (or signal) it.
+            machine.mark_failed(f"pid {machine.pid} is not this machine's QEMU; not adopted")
+        else:
+            machine.status()  # gone: record how it ended
         return machine
 
 

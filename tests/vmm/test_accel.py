@@ -1,0 +1,131 @@
+"""The accelerator probe: override, per-host cache and its key, and the probe guest itself."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from ukedge import vmm
+from ukedge.errors import UsageError
+from ukedge.vmm import _accel
+
+
+@pytest.fixture
+def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("UKEDGE_CACHE", str(tmp_path))
+    monkeypatch.delenv("UKEDGE_ACCEL", raising=False)
+    return tmp_path / "accel.json"
+
+
+@pytest.fixture
+def probes(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Count probe runs; the probe answers 'KVM works' so no real KVM is touched."""
+    calls: list[str] = []
+
+    def fake_run(binary: str, accel: str, timeout: float = 0) -> tuple[bool, str]:
+        calls.append(accel)
+        return True, "test"
+
+    monkeypatch.setattr(_accel, "run_probe", fake_run)
+    monkeypatch.setattr(_accel, "_kvm_usable", lambda: None)
+    return calls
+
+
+@pytest.mark.parametrize("value", ["kvm", "tcg", "KVM"])
+def test_env_override_wins_without_probing(
+    cache: Path, probes: list[str], monkeypatch: pytest.MonkeyPatch, value: str
+) -> None:
+    monkeypatch.setenv("UKEDGE_ACCEL", value)
+    verdict = vmm.probe_accelerator()
+    assert verdict.accel == value.lower()
+    assert verdict.source == "env"
+    assert probes == []
+    assert not cache.exists()
+
+
+def test_bad_env_override_is_usage_error(cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("UKEDGE_ACCEL", "hvf")
+    with pytest.raises(UsageError, match="UKEDGE_ACCEL"):
+        vmm.probe_accelerator()
+
+
+def test_verdict_is_cached_per_host(cache: Path, probes: list[str]) -> None:
+    first = vmm.probe_accelerator()
+    assert (first.accel, first.source) == ("kvm", "probe")
+    assert first.notice is None
+    second = vmm.probe_accelerator()
+    assert (second.accel, second.source) == ("kvm", "cache")
+    assert probes == ["kvm"]
+    assert json.loads(cache.read_text())["key"] == _accel.host_key()
+
+
+def test_force_reprobes(cache: Path, probes: list[str]) -> None:
+    vmm.probe_accelerator()
+    assert vmm.probe_accelerator(force=True).source == "probe"
+    assert probes == ["kvm", "kvm"]
+
+
+def test_changed_host_key_invalidates_cache(cache: Path, probes: list[str]) -> None:
+    vmm.probe_accelerator()
+    data = json.loads(cache.read_text())
+    data["key"]["kernel_release"] = "0.0.0-other"
+    cache.write_text(json.dumps(data))
+    assert vmm.probe_accelerator().source == "probe"
+    assert probes == ["kvm", "kvm"]
+
+
+def test_corrupt_cache_is_ignored(cache: Path, probes: list[str]) -> None:
+    cache.write_text("{not json")
+    assert vmm.probe_accelerator().source == "probe"
+
+
+def test_unusable_kvm_gives_tcg_with_notice(
+    cache: Path, probes: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_accel, "_kvm_usable", lambda: "/dev/kvm does not exist")
+    verdict = vmm.probe_accelerator()
+    assert verdict.accel == "tcg"
+    assert probes == []
+    assert verdict.notice is not None
+    assert "\n" not in verdict.notice
+    assert "/dev/kvm does not exist" in verdict.notice
+
+
+def test_host_key_tracks_kvm_access() -> None:
+    key = _accel.host_key()
+    assert key["kernel_release"] == os.uname().release
+    assert key["kvm"]["exists"] == Path("/dev/kvm").exists()
+    assert Path(key["qemu"]["path"]).is_absolute()
+
+
+def test_probe_firmware_layout() -> None:
+    image = _accel.probe_firmware()
+    assert len(image) == 0x10000
+    assert image[0xFFF0:0xFFF5] == bytes([0xEA, 0, 0, 0, 0xF0])  # reset vector: ljmp F000:0000
+    assert image[0] == 0xFA  # cli
+
+
+def test_probe_guest_runs_under_tcg() -> None:
+    """The probe guest really reaches protected mode and reports (real QEMU, no KVM needed)."""
+    works, why = _accel.run_probe("qemu-system-x86_64", "tcg")
+    assert works, why
+
+
+def test_qemu_version() -> None:
+    assert vmm.qemu_version().startswith("QEMU emulator version ")
+
+
+@pytest.mark.skipif(not Path("/dev/kvm").exists(), reason="needs /dev/kvm")
+def test_kvm_probe_answers_within_its_timeout() -> None:
+    """Whatever KVM does here (works, fails, hangs as nested KVM does), the probe answers."""
+    import time
+
+    started = time.monotonic()
+    works, why = _accel.run_probe("qemu-system-x86_64", "kvm", timeout=1.5)
+    assert time.monotonic() - started < 4.0
+    assert why
+    if not works:
+        assert "KVM test VM" in why

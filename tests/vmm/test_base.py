@@ -1,0 +1,77 @@
+"""The backend contract's value types: validation and their state-file round trip."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from ukedge import vmm
+from ukedge.errors import UsageError
+from ukedge.vmm import MachineSpec, MachineState, PortForward
+
+
+def test_spec_round_trips_through_json(tmp_path: Path) -> None:
+    spec = MachineSpec(
+        "m1",
+        kernel=tmp_path / "k",
+        workdir=tmp_path / "w",
+        initrds=[tmp_path / "a", tmp_path / "b"],
+        cmdline="console=ttyS0",
+        memory_mib=80,
+        vcpus=2,
+        ports=[PortForward(8080, 80)],
+        restore_from=tmp_path / "snap",
+    )
+    assert MachineSpec.from_json(spec.to_json()) == spec
+    assert spec.initrds == (tmp_path / "a", tmp_path / "b")
+
+
+@pytest.mark.parametrize(
+    "kw",
+    [
+        {"machine_id": ""},
+        {"machine_id": "a b"},
+        {"machine_id": "../x"},
+        {"memory_mib": 8},
+        {"vcpus": 0},
+        {"ports": [PortForward(80, 80), PortForward(80, 81)]},
+    ],
+)
+def test_bad_spec_is_usage_error(tmp_path: Path, kw: dict[str, object]) -> None:
+    base: dict[str, object] = {"machine_id": "m", "kernel": tmp_path / "k", "workdir": tmp_path}
+    base.update(kw)
+    with pytest.raises(UsageError):
+        MachineSpec(**base)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "kw",
+    [
+        {"host_port": 0, "guest_port": 80},
+        {"host_port": 80, "guest_port": 70000},
+        {"host_port": 80, "guest_port": 80, "protocol": "sctp"},
+        {"host_port": 80, "guest_port": 80, "host_ip": "localhost"},
+    ],
+)
+def test_bad_port_forward_is_usage_error(kw: dict[str, object]) -> None:
+    with pytest.raises(UsageError):
+        PortForward(**kw)  # type: ignore[arg-type]
+
+
+def test_final_states() -> None:
+    assert {s for s in MachineState if s.final} == {MachineState.EXITED, MachineState.FAILED}
+
+
+def test_create_picks_backend_by_name() -> None:
+    backend = vmm.create("qemu", accel="tcg")
+    assert backend.name == "qemu"
+    assert isinstance(backend, vmm.MachineBackend)
+    assert vmm.backends() == ["qemu"]
+
+
+def test_create_rejects_unknown_backend_and_option() -> None:
+    with pytest.raises(UsageError, match="unknown VM backend 'firecracker'"):
+        vmm.create("firecracker")
+    with pytest.raises(UsageError, match="bad QEMU backend option"):
+        vmm.create("qemu", turbo=True)

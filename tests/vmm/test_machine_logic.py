@@ -1,0 +1,153 @@
+"""Machine logic against a fake QMP peer: QMP sessions, error mapping, re-adoption checks and
+the stop fallback. Real QEMU behaviour is tested in test_qemu.py and the conformance suite."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from ukedge import vmm
+from ukedge.errors import MachineError, StateError
+from ukedge.vmm import MachineSpec, MachineState, _proc, _qmp
+
+FAKE = Path(__file__).with_name("fake_qmp.py")
+
+
+def _record(workdir: Path, pid: int, **extra: object) -> None:
+    st = _proc.read_stat(pid)
+    assert st is not None
+    spec = MachineSpec("fake", kernel=workdir / "k", workdir=workdir)
+    record = {
+        "version": 1,
+        "backend": "qemu",
+        "pid": pid,
+        "starttime": st.starttime,
+        "argv": [],
+        "spec": spec.to_json(),
+        "final": None,
+        **extra,
+    }
+    (workdir / "machine.json").write_text(json.dumps(record))
+
+
+@pytest.fixture
+def fake_qemu(tmp_path: Path) -> Iterator[subprocess.Popen[bytes]]:
+    workdir = tmp_path / "wd"
+    workdir.mkdir()
+    proc = subprocess.Popen([sys.executable, str(FAKE), str(workdir / "qmp.sock")])
+    deadline = time.monotonic() + 10
+    while not (workdir / "qmp.sock").exists():
+        assert time.monotonic() < deadline, "fake QMP peer did not start"
+        time.sleep(0.02)
+    _record(workdir, proc.pid)
+    yield proc
+    proc.kill()
+    proc.wait()
+
+
+def test_execute_returns_results_in_order(
+    tmp_path: Path, fake_qemu: subprocess.Popen[bytes]
+) -> None:
+    results = _qmp.execute(
+        tmp_path / "wd/qmp.sock", [("query-status", None), ("query-chardev", None)]
+    )
+    assert results[0] == {"status": "running", "running": True}
+    assert isinstance(results[1], list)
+
+
+def test_error_reply_becomes_machine_error(
+    tmp_path: Path, fake_qemu: subprocess.Popen[bytes]
+) -> None:
+    with pytest.raises(MachineError, match="QEMU refused query-bogus") as info:
+        _qmp.execute(tmp_path / "wd/qmp.sock", [("query-bogus", None)], machine_id="fake")
+    assert info.value.machine_id == "fake"
+    assert info.value.__cause__ is not None
+
+
+def test_missing_socket_becomes_machine_error(tmp_path: Path) -> None:
+    with pytest.raises(MachineError, match=r"is it still running|cannot reach") as info:
+        _qmp.execute(tmp_path / "nope.sock", [("query-status", None)])
+    assert info.value.__cause__ is not None
+
+
+def test_execute_works_inside_a_running_event_loop(
+    tmp_path: Path, fake_qemu: subprocess.Popen[bytes]
+) -> None:
+    async def inside() -> list[object]:
+        return _qmp.execute(tmp_path / "wd/qmp.sock", [("query-status", None)])
+
+    assert asyncio.run(inside())[0] == {"status": "running", "running": True}
+
+
+def test_attach_adopts_and_stop_falls_back_to_powerdown(
+    tmp_path: Path, fake_qemu: subprocess.Popen[bytes]
+) -> None:
+    machine = vmm.create("qemu", accel="tcg").attach(tmp_path / "wd")
+    assert machine.state is MachineState.RUNNING
+    assert machine.pid == fake_qemu.pid
+    # The fake's control chardev is not frontend-open, so stop() must press the power button;
+    # the fake then "powers off" reporting status 143.
+    assert machine.stop(timeout=10) == 143
+    status = machine.status()
+    assert (status.state, status.exit_code) == (MachineState.EXITED, 143)
+    with pytest.raises(StateError, match="has exited"):
+        machine.kill()
+    with pytest.raises(StateError):
+        machine.stats()
+    # The final status is recorded for later readers.
+    again = vmm.create("qemu", accel="tcg").attach(tmp_path / "wd")
+    assert again.status().exit_code == 143
+
+
+def test_attach_never_adopts_a_reused_pid(tmp_path: Path) -> None:
+    workdir = tmp_path / "wd"
+    workdir.mkdir()
+    other = subprocess.Popen(["sleep", "30"])
+    try:
+        # Same pid and start time, but not this machine's command line.
+        _record(workdir, other.pid)
+        machine = vmm.create("qemu", accel="tcg").attach(workdir)
+        assert machine.state is MachineState.FAILED
+        assert "not adopted" in machine.status().detail
+        with pytest.raises(StateError):
+            machine.kill()
+        # Right pid, wrong start time: the pid was reused.
+        _record(workdir, other.pid)
+        data = json.loads((workdir / "machine.json").read_text())
+        data["starttime"] -= 1
+        (workdir / "machine.json").write_text(json.dumps(data))
+        machine = vmm.create("qemu", accel="tcg").attach(workdir)
+        assert machine.state.final
+        with pytest.raises(StateError):
+            machine.kill()
+        assert other.poll() is None, "attach/kill signalled a process that is not the machine"
+    finally:
+        other.kill()
+        other.wait()
+
+
+def test_attach_without_state_is_machine_error(tmp_path: Path) -> None:
+    with pytest.raises(MachineError, match="holds no machine"):
+        vmm.create("qemu").attach(tmp_path)
+
+
+def test_dead_pid_without_exit_line_is_failed(tmp_path: Path) -> None:
+    workdir = tmp_path / "wd"
+    workdir.mkdir()
+    proc = subprocess.Popen(["true"])
+    st = _proc.read_stat(proc.pid)
+    assert st is not None
+    _record(workdir, proc.pid)
+    proc.wait()
+    machine = vmm.create("qemu").attach(workdir)
+    assert machine.state is MachineState.FAILED
+    with pytest.raises(MachineError, match="failed"):
+        machine.wait(0)
+    assert (workdir / "machine.json").exists()

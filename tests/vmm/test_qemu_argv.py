@@ -1,0 +1,146 @@
+"""QEMU command-line assembly (pure): every flag the backend promises is there."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from ukedge.errors import UsageError
+from ukedge.vmm import MachineSpec, PortForward
+from ukedge.vmm._qemu_argv import SANDBOX, MachinePaths, QemuOptions, build_argv
+
+
+def _spec(tmp_path: Path, **kw: object) -> MachineSpec:
+    base: dict[str, object] = {
+        "machine_id": "m-1",
+        "kernel": tmp_path / "vmlinux",
+        "workdir": tmp_path / "wd",
+        "initrds": [tmp_path / "a.cpio.gz"],
+        "cmdline": "console=ttyS0 quiet",
+        "memory_mib": 96,
+        "vcpus": 2,
+        "ports": [
+            PortForward(18080, 8080),
+            PortForward(5353, 53, host_ip="0.0.0.0", protocol="udp"),
+        ],
+    }
+    base.update(kw)
+    return MachineSpec(**base)  # type: ignore[arg-type]
+
+
+def _argv(
+    tmp_path: Path, options: QemuOptions | None = None, accel: str = "tcg", **kw: object
+) -> list[str]:
+    spec = _spec(tmp_path, **kw)
+    paths = MachinePaths(spec.workdir)
+    return build_argv(spec, options or QemuOptions(), accel, paths, tmp_path / "initrd.img")  # type: ignore[arg-type]
+
+
+def _value(argv: list[str], flag: str) -> list[str]:
+    return [argv[i + 1] for i, a in enumerate(argv) if a == flag]
+
+
+def test_no_defaults_no_display_sandboxed(tmp_path: Path) -> None:
+    argv = _argv(tmp_path)
+    assert argv[0] == "qemu-system-x86_64"
+    for flag in ("-nodefaults", "-no-user-config", "-no-reboot"):
+        assert flag in argv
+    assert _value(argv, "-display") == ["none"]
+    assert _value(argv, "-sandbox") == [SANDBOX]
+    assert SANDBOX == "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny"
+
+
+def test_sandbox_can_be_turned_off(tmp_path: Path) -> None:
+    assert "-sandbox" not in _argv(tmp_path, QemuOptions(sandbox=False))
+
+
+def test_pc_boots_through_qboot_with_pci_devices(tmp_path: Path) -> None:
+    argv = _argv(tmp_path)
+    assert _value(argv, "-M") == ["pc"]
+    assert _value(argv, "-bios") == ["/usr/share/qemu/qboot.rom"]
+    devices = _value(argv, "-device")
+    assert "virtio-net-pci,netdev=net0,romfile=" in devices
+    assert "virtio-rng-pci,rng=rng0" in devices
+    assert any(d.startswith("virtio-serial-pci,") for d in devices)
+
+
+def test_microvm_uses_mmio_devices_and_no_bios(tmp_path: Path) -> None:
+    argv = _argv(tmp_path, QemuOptions(machine="microvm"))
+    (machine,) = _value(argv, "-M")
+    assert machine.startswith("microvm,")
+    assert "x-option-roms=off" in machine
+    assert "-bios" not in argv
+    devices = _value(argv, "-device")
+    assert "virtio-net-device,netdev=net0" in devices
+    assert "virtio-rng-device,rng=rng0" in devices
+    assert not any("-pci" in d for d in devices)
+
+
+def test_tcg_gets_small_translation_cache(tmp_path: Path) -> None:
+    argv = _argv(tmp_path, QemuOptions(tb_size_mib=24))
+    assert _value(argv, "-accel") == ["tcg,tb-size=24"]
+    assert _value(argv, "-cpu") == ["max"]
+
+
+def test_kvm_uses_host_cpu(tmp_path: Path) -> None:
+    argv = _argv(tmp_path, accel="kvm")
+    assert _value(argv, "-accel") == ["kvm"]
+    assert _value(argv, "-cpu") == ["host"]
+
+
+def test_boot_inputs_and_sizes(tmp_path: Path) -> None:
+    argv = _argv(tmp_path)
+    assert _value(argv, "-kernel") == [str(tmp_path / "vmlinux")]
+    assert _value(argv, "-initrd") == [str(tmp_path / "initrd.img")]
+    assert _value(argv, "-append") == ["console=ttyS0 quiet"]
+    assert _value(argv, "-m") == ["96M"]
+    assert _value(argv, "-smp") == ["2"]
+
+
+def test_console_qmp_results_control_live_in_workdir(tmp_path: Path) -> None:
+    wd = tmp_path / "wd"
+    chardevs = _value(_argv(tmp_path), "-chardev")
+    assert f"file,id=console,path={wd}/console.log,append=on" in chardevs
+    assert f"socket,id=qmp,path={wd}/qmp.sock,server=on,wait=off" in chardevs
+    assert f"file,id=results,path={wd}/results.jsonl,append=on" in chardevs
+    assert f"socket,id=control,path={wd}/control.sock,server=on,wait=off" in chardevs
+    devices = _value(_argv(tmp_path), "-device")
+    assert any(d.endswith("chardev=results,name=ukedge.results") for d in devices)
+    assert any(d.endswith("chardev=control,name=ukedge.control") for d in devices)
+
+
+def test_ports_forward_to_loopback_unless_asked(tmp_path: Path) -> None:
+    (netdev,) = _value(_argv(tmp_path), "-netdev")
+    assert netdev == "user,id=net0,hostfwd=tcp:127.0.0.1:18080-:8080,hostfwd=udp:0.0.0.0:5353-:53"
+
+
+def test_commas_in_paths_are_escaped(tmp_path: Path) -> None:
+    odd = tmp_path / "a,b"
+    argv = _argv(odd)
+    assert any(f"path={tmp_path}/a,,b/wd/console.log" in c for c in _value(argv, "-chardev"))
+
+
+def test_no_initrd_and_no_cmdline(tmp_path: Path) -> None:
+    spec = _spec(tmp_path, initrds=[], cmdline="")
+    argv = build_argv(spec, QemuOptions(), "tcg", MachinePaths(spec.workdir), None)
+    assert "-initrd" not in argv
+    assert "-append" not in argv
+
+
+def test_incoming_run_as_and_extra_args(tmp_path: Path) -> None:
+    spec = _spec(tmp_path)
+    options = QemuOptions(run_as="nobody", extra_args=("-trace", "none"))
+    argv = build_argv(spec, options, "tcg", MachinePaths(spec.workdir), None, incoming="defer")
+    assert _value(argv, "-runas") == ["nobody"]
+    assert _value(argv, "-incoming") == ["defer"]
+    assert argv[-2:] == ["-trace", "none"]
+
+
+@pytest.mark.parametrize(
+    "kw",
+    [{"machine": "q35"}, {"accel": "hvf"}, {"tb_size_mib": 0}, {"tb_size_mib": 100000}],
+)
+def test_bad_options_are_usage_errors(kw: dict[str, object]) -> None:
+    with pytest.raises(UsageError):
+        QemuOptions(**kw)  # type: ignore[arg-type]
