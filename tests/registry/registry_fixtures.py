@@ -17,6 +17,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -188,3 +189,46 @@ def run_distribution(workdir: Path, *, extra_config: str = "") -> Iterator[Distr
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+@dataclass
+class HubServer:
+    """A ukedge hub served by uvicorn in a thread on 127.0.0.1."""
+
+    host: str
+    hub: Any
+    server: Any
+
+
+@contextlib.contextmanager
+def run_hub(data: Path, **settings: Any) -> Iterator[HubServer]:
+    """The ukedge hub over real HTTP (the hub is another package; skip if it cannot be built)."""
+    hub_pkg = pytest.importorskip("ukedge.hub")
+    import uvicorn
+
+    port = free_port()
+    values: dict[str, Any] = {
+        "data_dir": data,
+        "addr": f"127.0.0.1:{port}",
+        "fsync": False,
+        "access_log": False,
+    }
+    values.update(settings)
+    hub_settings = hub_pkg.HubSettings(**values)
+    hub = hub_pkg.Hub(hub_settings)
+    app = hub_pkg.create_app(hub_settings, hub)
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 15
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError("hub did not start")
+        time.sleep(0.02)
+    try:
+        yield HubServer(f"127.0.0.1:{port}", hub, server)
+    finally:
+        server.should_exit = True
+        thread.join(10)

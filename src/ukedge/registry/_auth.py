@@ -16,7 +16,7 @@ from __future__ import annotations
 import re
 import threading
 import time
-from collections.abc import Generator
+from collections.abc import Generator, Sequence
 from dataclasses import dataclass
 
 import httpx
@@ -62,6 +62,26 @@ def parse_challenge(header: str) -> Challenge | None:
 class _Token:
     value: str
     expires_at: float
+    scopes: tuple[str, ...] = ()
+
+
+def _mount_scope(request: httpx.Request) -> str | None:
+    """The extra scope a cross-repository mount needs: pull on the repository mounted from.
+
+    Registries challenge a mount only for push on the target, so a token that lacks pull on the
+    source makes the registry quietly fall back to an upload; asking up front avoids that.
+    """
+    source = request.url.params.get("from")
+    if request.method == "POST" and source and request.url.params.get("mount"):
+        return f"repository:{source}:pull"
+    return None
+
+
+def _merge(*groups: Sequence[str]) -> tuple[str, ...]:
+    merged: list[str] = []
+    for group in groups:
+        merged += [s for s in group if s not in merged]
+    return tuple(merged)
 
 
 def _repository(path: str) -> str:
@@ -78,26 +98,33 @@ class RegistryAuth(httpx.Auth):
         self.credentials = credentials
         self._tokens: dict[str, _Token] = {}
         self._basic = False
+        self._realm: dict[str, str] | None = None
         self._lock = threading.Lock()
 
-    def _apply(self, request: httpx.Request, key: str) -> None:
-        if self._basic and self.credentials is not None:
-            request.headers["Authorization"] = self.credentials.basic_header()
-            return
+    def _cached(self, key: str) -> _Token | None:
         with self._lock:
             token = self._tokens.get(key)
             if token is not None and token.expires_at <= time.monotonic():
                 del self._tokens[key]
                 token = None
+            return token
+
+    def _apply(self, request: httpx.Request, key: str) -> None:
+        if self._basic and self.credentials is not None:
+            request.headers["Authorization"] = self.credentials.basic_header()
+            return
+        token = self._cached(key)
         if token is not None:
             request.headers["Authorization"] = f"Bearer {token.value}"
 
-    def token_request(self, challenge: Challenge) -> httpx.Request:
-        """The request that fetches a token for ``challenge`` from its realm."""
+    def token_request(
+        self, challenge: Challenge, extra_scopes: Sequence[str] = ()
+    ) -> httpx.Request:
+        """The request for a token for ``challenge`` (plus ``extra_scopes``) from its realm."""
         params: list[tuple[str, str | int | float | bool | None]] = []
         if "service" in challenge.params:
             params.append(("service", challenge.params["service"]))
-        params += [("scope", scope) for scope in challenge.scopes]
+        params += [("scope", scope) for scope in _merge(challenge.scopes, extra_scopes)]
         headers = {"Accept": "application/json"}
         if self.credentials is not None:
             headers["Authorization"] = self.credentials.basic_header()
@@ -123,10 +150,22 @@ class RegistryAuth(httpx.Auth):
             ) from exc
         if not isinstance(value, str) or not value:
             raise AuthenticationError(f"{self.registry}: token endpoint answer has no token")
-        return _Token(value, time.monotonic() + max(expires_in - _EXPIRY_SLACK_S, 1.0))
+        return _Token(
+            value,
+            time.monotonic() + max(expires_in - _EXPIRY_SLACK_S, 1.0),
+            _merge(challenge.scopes),
+        )
 
     def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
         key = _repository(request.url.path)
+        extra = _mount_scope(request)
+        if extra and self._realm is not None and not self._basic:
+            cached = self._cached(key)
+            if cached is None or extra not in cached.scopes:
+                # Widen the token before the mount, so the registry does not silently decline it.
+                held = cached.scopes if cached else ()
+                wanted = _merge(held, [f"repository:{key}:pull,push", extra])
+                yield from self._fetch(Challenge("bearer", dict(self._realm)), key, wanted)
         self._apply(request, key)
         response = yield request
         if response.status_code != 401:
@@ -143,9 +182,21 @@ class RegistryAuth(httpx.Auth):
             return
         if challenge.scheme != "bearer" or "realm" not in challenge.params:
             return
-        token_response = yield self.token_request(challenge)
-        token = self.read_token(token_response, challenge)
+        self._realm = {k: v for k, v in challenge.params.items() if k in ("realm", "service")}
+        current = self._cached(key)
+        wanted = _merge(
+            challenge.scopes, current.scopes if current else (), [extra] if extra else []
+        )
+        yield from self._fetch(challenge, key, wanted)
+        self._apply(request, key)
+        yield request
+
+    def _fetch(
+        self, challenge: Challenge, key: str, scopes: Sequence[str]
+    ) -> Generator[httpx.Request, httpx.Response, None]:
+        """Get a token for ``scopes`` and cache it for ``key``'s requests."""
+        wanted = Challenge("bearer", {**challenge.params, "scope": " ".join(scopes)})
+        token_response = yield self.token_request(wanted)
+        token = self.read_token(token_response, wanted)
         with self._lock:
             self._tokens[key] = token
-        request.headers["Authorization"] = f"Bearer {token.value}"
-        yield request

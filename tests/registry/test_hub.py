@@ -1,0 +1,134 @@
+"""The registry client against the ukedge hub over real HTTP: transfers and the token flow."""
+
+from __future__ import annotations
+
+import os
+import stat
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from registry_fixtures import HubServer, Interrupted, Recorder, blob_digests, make_image, run_hub
+
+from ukedge.errors import AuthenticationError
+from ukedge.image import ImageStore
+from ukedge.registry import (
+    Credentials,
+    CredentialStore,
+    RegistryClient,
+    list_tags,
+    login,
+    logout,
+    pull,
+    push,
+    search,
+)
+
+PASSWORD = "correct-horse-battery"
+
+
+@pytest.fixture
+def open_hub(tmp_path: Path) -> Iterator[HubServer]:
+    with run_hub(tmp_path / "hub", auth="off") as hub:
+        yield hub
+
+
+@pytest.fixture
+def secured_hub(tmp_path: Path) -> Iterator[HubServer]:
+    with run_hub(tmp_path / "hub", auth="on", anonymous_pull=["public/*"]) as hub:
+        hub.hub.auth.add_user("alice", PASSWORD)
+        yield hub
+
+
+def test_round_trip_and_resume_against_the_hub(open_hub: HubServer, tmp_path: Path) -> None:
+    store, dst = ImageStore(tmp_path / "s"), ImageStore(tmp_path / "d")
+    chunk = 32 * 1024
+    digest = make_image(store, "app:1", kernel=os.urandom(10 * chunk + 7))
+    kernel = store.manifest("app:1")[1].layers[0].digest
+    remote = f"{open_hub.host}/team/app:1"
+    state = tmp_path / "state"
+    with (
+        RegistryClient(open_hub.host, chunk_size=chunk, max_workers=1, state_dir=state) as c,
+        pytest.raises(Interrupted),
+    ):
+        push(store, "app:1", remote, client=c, progress=Recorder(stop_after=4 * chunk))
+    recorder = Recorder()
+    with RegistryClient(open_hub.host, chunk_size=chunk, state_dir=state) as c:
+        assert push(store, "app:1", remote, client=c, progress=recorder) == digest
+        assert recorder.outcomes[kernel] == "resumed"
+        assert recorder.updates[kernel][0] == 4 * chunk
+        pulled = pull(dst, remote, client=c)
+    assert pulled.digest == digest
+    assert blob_digests(store, "app:1") == blob_digests(dst, remote)
+
+
+def test_login_stores_credentials_0600_and_token_flow_pushes(
+    secured_hub: HubServer, tmp_path: Path, ukedge_home: Path
+) -> None:
+    host = secured_hub.host
+    assert login(host, "alice", PASSWORD) is True
+    creds = CredentialStore()
+    assert creds.path == ukedge_home / "auth.json"
+    assert stat.S_IMODE(creds.path.stat().st_mode) == 0o600
+    assert creds.get(host) == Credentials("alice", PASSWORD)
+    assert PASSWORD not in creds.path.read_text()  # encoded, as docker does; not encrypted
+
+    store, dst = ImageStore(tmp_path / "s"), ImageStore(tmp_path / "d")
+    kernel = os.urandom(50_000)
+    digest = make_image(store, "app:1", kernel=kernel, labels={"team": "sensors"})
+    make_image(store, "app:2", kernel=kernel)
+    # A new client reads the saved credentials; tokens are fetched per repository and scope.
+    with RegistryClient(host, state_dir=tmp_path / "st") as c:
+        assert push(store, "app:1", f"{host}/team/app:1", client=c) == digest
+        recorder = Recorder()
+        push(store, "app:2", f"{host}/team/other:1", client=c, progress=recorder)
+        assert "mounted" in recorder.outcomes.values()
+        assert pull(dst, f"{host}/team/app:1", client=c).digest == digest
+    assert list_tags(f"{host}/team/app") == ["1"]
+    hits = search("sensors", registry=host)
+    assert [(h.repository, h.matched) for h in hits] == [("team/app", ("label team=sensors",))]
+
+    assert logout(host) is True
+    assert creds.get(host) is None
+    assert logout(host) is False
+
+
+def test_wrong_password_is_refused_and_nothing_saved(secured_hub: HubServer) -> None:
+    with pytest.raises(AuthenticationError, match="refused a token"):
+        login(secured_hub.host, "alice", "wrong-password")
+    assert CredentialStore().get(secured_hub.host) is None
+
+
+def test_anonymous_push_says_to_log_in(secured_hub: HubServer, tmp_path: Path) -> None:
+    store = ImageStore(tmp_path / "s")
+    make_image(store, "app:1")
+    with pytest.raises(AuthenticationError, match=f"ukedge login {secured_hub.host}"):
+        push(store, "app:1", f"{secured_hub.host}/team/app:1")
+
+
+def test_anonymous_pull_of_a_public_namespace(secured_hub: HubServer, tmp_path: Path) -> None:
+    host = secured_hub.host
+    store = ImageStore(tmp_path / "s")
+    digest = make_image(store, "app:1")
+    alice = Credentials("alice", PASSWORD)
+    with RegistryClient(host, credentials=alice, state_dir=tmp_path / "st") as c:
+        push(store, "app:1", f"{host}/public/app:1", client=c)
+        push(store, "app:1", f"{host}/private/app:1", client=c)
+    assert pull(ImageStore(tmp_path / "d"), f"{host}/public/app:1").digest == digest
+    with pytest.raises(AuthenticationError, match="ukedge login"):
+        pull(ImageStore(tmp_path / "d2"), f"{host}/private/app:1")
+
+
+def test_robot_token_for_one_repository_cannot_push_another(
+    secured_hub: HubServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    host = secured_hub.host
+    robot = secured_hub.hub.auth.create_robot("ci", ["repository:team/app:pull,push"])
+    # CI style: credentials from the environment, no login.
+    monkeypatch.setenv("UKEDGE_REGISTRY_USER", "ci")
+    monkeypatch.setenv("UKEDGE_REGISTRY_PASSWORD", robot.token)
+    store = ImageStore(tmp_path / "s")
+    digest = make_image(store, "app:1")
+    assert push(store, "app:1", f"{host}/team/app:1") == digest
+    with pytest.raises(AuthenticationError):
+        push(store, "app:1", f"{host}/team/other:1")
