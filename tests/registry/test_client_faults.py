@@ -1,7 +1,7 @@
 """Fault injection with httpx.MockTransport: registry answers a real server will not give on cue.
 
 Only for faults (a corrupted blob, a lying manifest, error bodies); every behaviour of a healthy
-registry is tested against a real one (test_distribution.py, test_hub.py).
+registry is tested against a real one (test_client_distribution.py, test_client_hub.py).
 """
 
 from __future__ import annotations
