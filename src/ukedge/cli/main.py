@@ -50,9 +50,12 @@ def _root(
 
 # Command groups register themselves below (one import and one line each).
 # -- registrations --
-from ukedge.cli import images  # noqa: E402
+from ukedge.cli import doctor, images, instances  # noqa: E402
 
 images.register(app)
+instances.register(app)
+app.command("doctor")(doctor.doctor)
+
 from ukedge.cli import kernel  # noqa: E402
 
 app.add_typer(kernel.app, name="kernel")
@@ -61,6 +64,14 @@ from ukedge.cli import login, pull, push, search, tags  # noqa: E402
 
 for _registry_cmds in (push, pull, login, tags, search):
     _registry_cmds.register(app)
+
+from ukedge.cli import build  # noqa: E402
+
+build.register(app)
+
+from ukedge.cli import hub  # noqa: E402
+
+app.add_typer(hub.app, name="hub")
 
 
 def main() -> None:
@@ -72,3 +83,7 @@ def main() -> None:
     except KeyboardInterrupt:
         err.print("interrupted")
         sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()
