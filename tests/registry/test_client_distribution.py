@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import threading
+import warnings
 from pathlib import Path
 
 import pytest
@@ -14,11 +15,12 @@ from registry_fixtures import (
     Recorder,
     blob_digests,
     make_image,
+    run_distribution,
 )
 
-from ukedge.errors import NotFoundError, UsageError
+from ukedge.errors import AuthenticationError, NotFoundError, UsageError
 from ukedge.image import Descriptor, ImageIndex, ImageStore, mediatypes
-from ukedge.registry import RegistryClient, pull, push
+from ukedge.registry import RegistryClient, login, pull, push
 
 pytestmark = pytest.mark.interop
 
@@ -247,3 +249,29 @@ def test_reference_without_registry_is_refused_unless_defaulted(
     monkeypatch.setenv("UKEDGE_REGISTRY", distribution.host)
     assert push(store, "app:1") == digest
     assert pull(ImageStore(tmp_path / "dst"), "app:1").ref == f"{distribution.host}/app:1"
+
+
+def _bcrypt(password: str) -> str:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        import crypt  # the only bcrypt at hand; distribution's htpasswd accepts nothing else
+
+        return crypt.crypt(password, crypt.mksalt(crypt.METHOD_BLOWFISH, rounds=16))
+
+
+def test_basic_auth_registry(tmp_path: Path) -> None:
+    """distribution's htpasswd auth: a ``Basic`` challenge, answered with saved credentials."""
+    htpasswd = tmp_path / "htpasswd"
+    htpasswd.write_text(f"carol:{_bcrypt('hunter22')}\n")
+    extra = f"auth:\n  htpasswd:\n    realm: ukedge-test\n    path: {htpasswd}\n"
+    store = ImageStore(tmp_path / "s")
+    digest = make_image(store, "app:1")
+    with run_distribution(tmp_path / "basic", extra_config=extra) as registry:
+        remote = f"{registry.host}/team/app:1"
+        with pytest.raises(AuthenticationError, match=f"ukedge login {registry.host}"):
+            push(store, "app:1", remote)
+        with pytest.raises(AuthenticationError, match="refused the password"):
+            login(registry.host, "carol", "wrong")
+        assert login(registry.host, "carol", "hunter22") is True
+        assert push(store, "app:1", remote) == digest
+        assert pull(ImageStore(tmp_path / "d"), remote).digest == digest
