@@ -48,7 +48,7 @@ class Hub:
     def __init__(self, settings: HubSettings, metrics: HubMetrics | None = None) -> None:
         self.settings = settings
         self.metrics = metrics or HubMetrics()
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.db = Database(settings.db_path)
         self.storage = storage_pkg.create(
             settings.storage_driver, settings.driver_config(), self.metrics.observe_storage
@@ -74,6 +74,7 @@ class Hub:
                 grace=self.settings.gc_grace,
                 upload_ttl=self.settings.upload_ttl,
                 dry_run=dry_run,
+                active_uploads=self.blobs.active_uploads,
             )
         self.metrics.gc_runs.inc()
         self.metrics.gc_swept.inc(len(report.blobs))
@@ -132,6 +133,7 @@ def create_app(settings: HubSettings, hub: Hub | None = None) -> FastAPI:
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        _ = hub.auth.key  # made (0600) on first start, not on the first login
         task = None
         if settings.gc_interval > 0:
             task = asyncio.create_task(_gc_loop(hub, settings.gc_interval))

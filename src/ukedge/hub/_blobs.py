@@ -126,6 +126,11 @@ class BlobService:
     def uploads_in_progress(self) -> int:
         return len(self._hashers)
 
+    @property
+    def active_uploads(self) -> frozenset[str]:
+        """Sessions this process is serving; GC never expires them."""
+        return frozenset(self._hashers)
+
     # -- reading ------------------------------------------------------------------------------
 
     def stat(self, repository: str, digest: str) -> BlobInfo:
