@@ -232,3 +232,30 @@ def run_hub(data: Path, **settings: Any) -> Iterator[HubServer]:
     finally:
         server.should_exit = True
         thread.join(10)
+
+
+class FlakyTransport(CountingTransport):
+    """The real transport, but the ``nth`` request matching ``method`` fails with a dropped
+    connection: before it is sent (``after_send=False``) or after the server handled it and
+    before we read the answer (``after_send=True``, the nastier case)."""
+
+    def __init__(self, method: str, nth: int, *, after_send: bool) -> None:
+        super().__init__()
+        self.method = method
+        self.nth = nth
+        self.after_send = after_send
+        self.seen = 0
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        if request.method == self.method:
+            with self._lock:
+                self.seen += 1
+                fail = self.seen == self.nth
+            if fail and not self.after_send:
+                raise httpx.WriteError("connection reset (injected)", request=request)
+            if fail:
+                response = super().handle_request(request)
+                response.read()
+                response.close()
+                raise httpx.ReadError("connection reset (injected)", request=request)
+        return super().handle_request(request)

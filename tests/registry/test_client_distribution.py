@@ -11,6 +11,7 @@ import pytest
 from registry_fixtures import (
     CountingTransport,
     Distribution,
+    FlakyTransport,
     Interrupted,
     Recorder,
     blob_digests,
@@ -275,3 +276,29 @@ def test_basic_auth_registry(tmp_path: Path) -> None:
         assert login(registry.host, "carol", "hunter22") is True
         assert push(store, "app:1", remote) == digest
         assert pull(ImageStore(tmp_path / "d"), remote).digest == digest
+
+
+@pytest.mark.parametrize("after_send", [False, True], ids=["lost-request", "lost-answer"])
+def test_dropped_connection_during_chunked_upload_is_retried(
+    distribution: Distribution, tmp_path: Path, after_send: bool
+) -> None:
+    store, dst = ImageStore(tmp_path / "s"), ImageStore(tmp_path / "d")
+    chunk = 32 * 1024
+    make_image(store, "app:1", kernel=os.urandom(8 * chunk + 5))
+    kernel = store.manifest("app:1")[1].layers[0].digest
+    remote = f"{distribution.host}/team/app:1"
+    transport = FlakyTransport("PATCH", 4, after_send=after_send)
+    recorder = Recorder()
+    with _client(
+        distribution, tmp_path, transport=transport, chunk_size=chunk, retry_delay=0
+    ) as client:
+        push(store, "app:1", remote, client=client, progress=recorder)
+        pull(dst, remote, client=client)
+    assert blob_digests(store, "app:1") == blob_digests(dst, remote)
+    if not after_send:
+        # The registry never saw the failed chunk: the retry resumed at its offset.
+        assert recorder.outcomes[kernel] == "resumed"
+        assert transport.count("PATCH") == 9  # each of the nine chunks went through once
+    else:
+        # distribution cancels a session whose client lost track of it; the retry starts over.
+        assert recorder.outcomes[kernel] in {"resumed", "uploaded"}

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -49,7 +49,9 @@ def _serve(
 
 
 def _client(transport: httpx.MockTransport, tmp_path: Path) -> RegistryClient:
-    return RegistryClient(HOST, insecure=True, transport=transport, state_dir=tmp_path / "state")
+    return RegistryClient(
+        HOST, insecure=True, transport=transport, state_dir=tmp_path / "state", retries=0
+    )
 
 
 def test_corrupted_blob_is_refused_and_nothing_is_stored(tmp_path: Path) -> None:
@@ -167,3 +169,74 @@ def test_token_flow_sends_credentials_to_the_realm_and_retries(tmp_path: Path) -
     assert seen[1][1] == "Basic Ym9iOnB3"
     assert seen[2][1] is not None and seen[2][1].startswith("Bearer ")
     assert len(seen) == 4  # the second listing reused the cached token
+
+
+class _Drops(httpx.SyncByteStream):
+    """A body that breaks off after ``keep`` bytes, as a dropped connection does."""
+
+    def __init__(self, data: bytes, keep: int) -> None:
+        self.data, self.keep = data, keep
+
+    def __iter__(self) -> Iterator[bytes]:
+        yield self.data[: self.keep]
+        raise httpx.ReadError("connection reset (injected)")
+
+
+def test_dropped_download_continues_with_range(tmp_path: Path) -> None:
+    src, dst = ImageStore(tmp_path / "src"), ImageStore(tmp_path / "dst")
+    digest = make_image(src, "app:1", kernel=bytes(range(256)) * 4000)
+    kernel = src.manifest("app:1")[1].layers[0].digest
+    ranges: list[str | None] = []
+    serve = _serve(src, "app:1", lambda what, data: data)
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if not request.url.path.endswith(kernel):
+            return serve.handle_request(request)
+        data = src.read_blob(kernel)
+        ranges.append(request.headers.get("Range"))
+        if len(ranges) == 1:
+            return httpx.Response(200, stream=_Drops(data, 300_000))
+        start = int(request.headers["Range"].removeprefix("bytes=").rstrip("-"))
+        return httpx.Response(
+            206,
+            content=data[start:],
+            headers={"Content-Range": f"bytes {start}-{len(data) - 1}/{len(data)}"},
+        )
+
+    transport = httpx.MockTransport(handler)
+    with RegistryClient(
+        HOST, insecure=True, transport=transport, state_dir=tmp_path / "st", retry_delay=0
+    ) as client:
+        assert pull(dst, f"{HOST}/app:1", client=client).digest == digest
+    assert ranges == [None, "bytes=300000-"]
+    assert dst.read_blob(kernel) == src.read_blob(kernel)
+
+
+def test_registry_ignoring_range_is_handled(tmp_path: Path) -> None:
+    src, dst = ImageStore(tmp_path / "src"), ImageStore(tmp_path / "dst")
+    digest = make_image(src, "app:1", kernel=bytes(range(256)) * 4000)
+    kernel = src.manifest("app:1")[1].layers[0].digest
+    serve = _serve(src, "app:1", lambda what, data: data)
+    calls = 0
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        nonlocal calls
+        if not request.url.path.endswith(kernel):
+            return serve.handle_request(request)
+        calls += 1
+        data = src.read_blob(kernel)
+        return httpx.Response(
+            200,
+            stream=_Drops(data, 100_000) if calls == 1 else None,
+            content=None if calls == 1 else data,
+        )
+
+    with RegistryClient(
+        HOST,
+        insecure=True,
+        transport=httpx.MockTransport(handler),
+        state_dir=tmp_path / "st",
+        retry_delay=0,
+    ) as client:
+        assert pull(dst, f"{HOST}/app:1", client=client).digest == digest
+    assert calls == 2

@@ -17,10 +17,11 @@ import json
 import logging
 import re
 import threading
+import time
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, TypeVar
 
 import httpx
 
@@ -60,6 +61,9 @@ _OCTET = "application/octet-stream"
 _LINK_NEXT = re.compile(r'<([^>]+)>\s*;\s*rel="?next"?')
 _MAX_PAGES = 10000
 _MAX_RANGE_RETRIES = 3
+#: Answers that mean "try again shortly" (overload, a proxy between restarts, rate limits).
+_RETRY_STATUS = frozenset({429, 502, 503, 504})
+_T = TypeVar("_T")
 
 Progress = Callable[[int], None]
 
@@ -82,6 +86,11 @@ class RemoteManifest:
 
     def json(self) -> Any:
         return json.loads(self.data)
+
+
+def _retryable(exc: RegistryError) -> bool:
+    """A dropped connection, a timeout or an overloaded registry: worth another try."""
+    return isinstance(exc.__cause__, httpx.TransportError) or exc.status in _RETRY_STATUS
 
 
 def _range_offset(header: str | None, hint: int) -> int:
@@ -125,6 +134,8 @@ class RegistryClient:
         chunk_size: int = DEFAULT_CHUNK_SIZE,
         max_workers: int = 4,
         state_dir: Path | None = None,
+        retries: int = 3,
+        retry_delay: float = 0.5,
     ) -> None:
         if chunk_size < 1:
             raise ValueError("chunk_size must be positive")
@@ -132,6 +143,11 @@ class RegistryClient:
         self.base_url = registry_url(registry, insecure)
         self.chunk_size = chunk_size
         self.max_workers = max(1, max_workers)
+        #: Transient failures (dropped connections, 429/502/503/504) are retried this many
+        #: times, after retry_delay, 2×, 4×… seconds; uploads and downloads continue where the
+        #: failed attempt stopped.
+        self.retries = max(0, retries)
+        self.retry_delay = retry_delay
         self.auth = RegistryAuth(
             registry, credentials if credentials is not None else credentials_for(registry)
         )
@@ -173,14 +189,34 @@ class RegistryClient:
         content: bytes | None = None,
         headers: dict[str, str] | None = None,
         params: dict[str, str] | None = None,
+        retry: bool | None = None,
     ) -> httpx.Response:
-        with transport_errors(self.registry, self.base_url, what):
-            response = self._http.request(
-                method, url, content=content, headers=headers, params=params
-            )
-        if response.status_code not in ok:
-            raise error_from_response(response, what, self.registry)
-        return response
+        """One request; GET and HEAD (or ``retry=True``) are retried on transient failures."""
+
+        def once() -> httpx.Response:
+            with transport_errors(self.registry, self.base_url, what):
+                response = self._http.request(
+                    method, url, content=content, headers=headers, params=params
+                )
+            if response.status_code not in ok:
+                raise error_from_response(response, what, self.registry)
+            return response
+
+        if retry is None:
+            retry = method in ("GET", "HEAD")
+        return self._with_retries(what, once) if retry else once()
+
+    def _with_retries(self, what: str, attempt: Callable[[], _T]) -> _T:
+        for n in range(self.retries + 1):
+            try:
+                return attempt()
+            except RegistryError as exc:
+                if n >= self.retries or not _retryable(exc):
+                    raise
+                delay = self.retry_delay * 2**n
+                log.warning("%s failed (%s); retrying in %.1f s", what, exc, delay)
+                time.sleep(delay)
+        raise AssertionError("unreachable")
 
     @staticmethod
     def _check_cancelled(cancel: threading.Event | None, what: str) -> None:
@@ -267,27 +303,39 @@ class RegistryClient:
 
     # -- manifests -------------------------------------------------------------------------------
 
+    def _get_limited(
+        self, url: str, *, what: str, limit: int, headers: dict[str, str] | None = None
+    ) -> tuple[bytes, httpx.Headers]:
+        """GET a small body whole (a manifest, a config), refusing more than ``limit`` bytes."""
+
+        def once() -> tuple[bytes, httpx.Headers]:
+            body = bytearray()
+            with (
+                transport_errors(self.registry, self.base_url, what),
+                self._http.stream("GET", url, headers=headers) as response,
+            ):
+                if response.status_code != 200:
+                    response.read()
+                    raise error_from_response(response, what, self.registry)
+                for piece in response.iter_bytes(_PIECE):
+                    body += piece
+                    if len(body) > limit:
+                        raise RegistryError(f"{what}: larger than {limit} bytes; refused")
+                return bytes(body), response.headers
+
+        return self._with_retries(what, once)
+
     def get_manifest(self, repository: str, reference: str) -> RemoteManifest:
         """Fetch a manifest or index by tag or digest, checking its digest."""
         what = f"pull manifest {repository}{'@' if ':' in reference else ':'}{reference}"
-        url = f"/v2/{repository}/manifests/{reference}"
-        body = bytearray()
-        with (
-            transport_errors(self.registry, self.base_url, what),
-            self._http.stream("GET", url, headers={"Accept": _ACCEPT}) as response,
-        ):
-            if response.status_code != 200:
-                response.read()
-                raise error_from_response(response, what, self.registry)
-            for piece in response.iter_bytes(_PIECE):
-                body += piece
-                if len(body) > MAX_MANIFEST_SIZE:
-                    raise RegistryError(
-                        f"{what}: manifest larger than {MAX_MANIFEST_SIZE} bytes; refused"
-                    )
-            content_type = response.headers.get("Content-Type", "")
-            header_digest = response.headers.get("Docker-Content-Digest")
-        data = bytes(body)
+        data, response_headers = self._get_limited(
+            f"/v2/{repository}/manifests/{reference}",
+            what=what,
+            limit=MAX_MANIFEST_SIZE,
+            headers={"Accept": _ACCEPT},
+        )
+        content_type = response_headers.get("Content-Type", "")
+        header_digest = response_headers.get("Docker-Content-Digest")
         digest = digest_bytes(data)
         if reference.startswith("sha256:") and reference != digest:
             raise DigestMismatchError(reference, digest, f"manifest {repository}")
@@ -335,6 +383,7 @@ class RegistryClient:
             ok={200, 201, 202},
             content=data,
             headers={"Content-Type": media_type},
+            retry=True,
         )
         digest = digest_bytes(data)
         stored = response.headers.get("Docker-Content-Digest")
@@ -375,47 +424,57 @@ class RegistryClient:
         *,
         cancel: threading.Event | None = None,
     ) -> None:
-        """Stream a blob into ``store``; a wrong digest stores nothing (DigestMismatchError)."""
+        """Stream a blob into ``store``; a wrong digest stores nothing (DigestMismatchError).
+
+        A connection lost midway is retried with ``Range`` from the bytes already written.
+        """
         digest = descriptor.digest
         what = f"pull blob {digest} from {repository}"
-        with (
-            transport_errors(self.registry, self.base_url, what),
-            self._http.stream("GET", f"/v2/{repository}/blobs/{digest}") as response,
-        ):
-            if response.status_code != 200:
-                response.read()
-                raise error_from_response(response, what, self.registry)
-            with store.blob_writer(digest) as writer:
-                for piece in response.iter_bytes(_PIECE):
-                    self._check_cancelled(cancel, what)
-                    writer.write(piece)
-                    if writer.size > descriptor.size:
-                        raise RegistryError(
-                            f"{what}: the registry sent more than the {descriptor.size} bytes the "
-                            "manifest declares; nothing was stored"
-                        )
-                    on_progress(writer.size)
-                writer.commit()
+        url = f"/v2/{repository}/blobs/{digest}"
+        with store.blob_writer(digest) as writer:
+
+            def once() -> None:
+                have = writer.size
+                headers = {"Range": f"bytes={have}-"} if have else None
+                with (
+                    transport_errors(self.registry, self.base_url, what),
+                    self._http.stream("GET", url, headers=headers) as response,
+                ):
+                    if response.status_code not in (200, 206):
+                        response.read()
+                        raise error_from_response(response, what, self.registry)
+                    # A registry that ignores Range sends everything again: skip what we have.
+                    skip = have if response.status_code == 200 else 0
+                    if response.status_code == 206 and not response.headers.get(
+                        "Content-Range", ""
+                    ).startswith(f"bytes {have}-"):
+                        raise RegistryError(f"{what}: the registry answered a different range")
+                    for piece in response.iter_bytes():
+                        if skip:
+                            cut = min(skip, len(piece))
+                            piece, skip = piece[cut:], skip - cut
+                            if not piece:
+                                continue
+                        self._check_cancelled(cancel, what)
+                        writer.write(piece)
+                        if writer.size > descriptor.size:
+                            raise RegistryError(
+                                f"{what}: the registry sent more than the {descriptor.size} bytes "
+                                "the manifest declares; nothing was stored"
+                            )
+                        on_progress(writer.size)
+
+            self._with_retries(what, once)
+            writer.commit()
 
     def fetch_blob(self, repository: str, digest: str, *, limit: int = MAX_MANIFEST_SIZE) -> bytes:
         """A small blob (a config) in memory, digest-checked."""
         what = f"pull blob {digest} from {repository}"
-        body = bytearray()
-        with (
-            transport_errors(self.registry, self.base_url, what),
-            self._http.stream("GET", f"/v2/{repository}/blobs/{digest}") as response,
-        ):
-            if response.status_code != 200:
-                response.read()
-                raise error_from_response(response, what, self.registry)
-            for piece in response.iter_bytes(_PIECE):
-                body += piece
-                if len(body) > limit:
-                    raise RegistryError(f"{what}: larger than {limit} bytes; refused")
-        actual = digest_bytes(bytes(body))
+        data, _ = self._get_limited(f"/v2/{repository}/blobs/{digest}", what=what, limit=limit)
+        actual = digest_bytes(data)
         if actual != digest:
             raise DigestMismatchError(digest, actual)
-        return bytes(body)
+        return data
 
     def mount_blob(self, repository: str, digest: str, source: str) -> tuple[bool, str | None]:
         """Ask the registry to link ``digest`` from ``source`` into ``repository``.
@@ -486,7 +545,28 @@ class RegistryClient:
         on_progress: Progress = _ignore,
         cancel: threading.Event | None = None,
     ) -> BlobOutcome:
-        """Put a blob into ``repository``: resume, mount, one ``PUT``, or chunks, in that order."""
+        """Put a blob into ``repository``: resume, mount, one ``PUT``, or chunks, in that order.
+
+        A transient failure is retried; a chunked upload then continues from the registry's
+        offset (the same path as resuming after an interruption).
+        """
+        return self._with_retries(
+            f"push blob {digest} to {repository}",
+            lambda: self._upload_once(
+                repository, digest, size, open_source, mount_from, on_progress, cancel
+            ),
+        )
+
+    def _upload_once(
+        self,
+        repository: str,
+        digest: str,
+        size: int,
+        open_source: Callable[[], IO[bytes]],
+        mount_from: Sequence[str],
+        on_progress: Progress,
+        cancel: threading.Event | None,
+    ) -> BlobOutcome:
         resumed = self._resume(repository, digest, size)
         location, offset = resumed if resumed else (None, 0)
         if location is None:
