@@ -33,7 +33,9 @@ async def _chunks(*parts: bytes) -> AsyncIterator[bytes]:
         yield part
 
 
-async def _read(driver: CheckedDriver, path: str, offset: int = 0, length: int | None = None) -> bytes:
+async def _read(
+    driver: CheckedDriver, path: str, offset: int = 0, length: int | None = None
+) -> bytes:
     return b"".join([c async for c in await driver.read(path, offset, length)])
 
 

@@ -7,6 +7,7 @@ import os
 
 import httpx
 import pytest
+
 from conftest import RunningHub, image_manifest, push_blob, push_image, sha
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
@@ -202,6 +203,10 @@ def test_manifest_put_get_head_by_tag_and_digest(client: httpx.Client) -> None:
     assert r.status_code == 404
     assert error_code(r) == "MANIFEST_UNKNOWN"
     assert client.head("/v2/team/app/manifests/v2").status_code == 404
+    # a reference no PUT could have made is simply unknown (the conformance suite asks this)
+    for method in ("GET", "HEAD", "DELETE"):
+        r = client.request(method, "/v2/team/app/manifests/.INVALID_MANIFEST_NAME")
+        assert r.status_code == 404
 
 
 def test_manifest_put_by_digest(client: httpx.Client) -> None:
@@ -408,8 +413,8 @@ def test_ops_endpoints(hub: RunningHub, client: httpx.Client) -> None:
     assert client.get("/healthz").json()["status"] == "ok"
     metrics = client.get("/metrics").text
     assert (
-        'ukedge_hub_requests_total{method="PUT",route="/v2/{name}/manifests/{reference}",status="201"} 1.0'
-        in metrics
+        'ukedge_hub_requests_total{method="PUT",'
+        'route="/v2/{name}/manifests/{reference}",status="201"} 1.0' in metrics
     )
     assert "ukedge_hub_received_bytes_total" in metrics
     assert "ukedge_hub_uploads_in_progress" in metrics
@@ -443,7 +448,7 @@ def test_concurrent_pushes_sharing_layers(hub: RunningHub, workers: int) -> None
         t.join()
     assert not errors
     with hub.client() as c:
-        for i, (digest, manifest) in results.items():
+        for i, (_digest, manifest) in results.items():
             repo = f"team/app{i % 3}"
             assert c.get(f"/v2/{repo}/manifests/v{i}").content == manifest
             for layer in json.loads(manifest)["layers"]:

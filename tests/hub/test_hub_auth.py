@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import os
 import sqlite3
 import stat
 from typing import Any
 
 import httpx
 import pytest
-from conftest import RunningHub, push_image, sha
 
+from conftest import RunningHub, push_image, sha
 from ukedge.errors import UsageError
 from ukedge.hub import parse_grant
 
@@ -64,7 +63,7 @@ def test_challenge_names_scope_and_token_flow(secured: RunningHub) -> None:
         headers = {"Authorization": f"Bearer {body['token']}"}
         c.headers.update(headers)
         assert c.get("/v2/").status_code == 200
-        digest, _ = push_image(c, "team/app", "v1", [b"layer"])
+        _digest, _ = push_image(c, "team/app", "v1", [b"layer"])
         assert c.get("/v2/team/app/manifests/v1").status_code == 200
 
 
@@ -205,7 +204,7 @@ def test_expired_token_rejected(hub_factory: Any) -> None:
 def test_key_and_secrets_stored_safely(secured: RunningHub) -> None:
     token(secured, ("alice", "correct horse"))
     key = secured.settings.key_path
-    assert stat.S_IMODE(os.stat(key).st_mode) == 0o600
+    assert stat.S_IMODE(key.stat().st_mode) == 0o600
     db = secured.settings.db_path
     for f in (db, db.with_name(db.name + "-wal")):
         if f.exists():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -12,6 +13,7 @@ import time
 from pathlib import Path
 
 import httpx
+
 from conftest import free_port, push_blob, sha
 
 
@@ -60,10 +62,8 @@ def test_sigkill_during_chunked_upload_then_resume(tmp_path: Path) -> None:
                 proc.wait(10)
                 yield blob[2 * chunk + chunk // 2 : 3 * chunk]
 
-            try:
+            with contextlib.suppress(httpx.HTTPError):
                 c.patch(location, content=dying_body())
-            except httpx.HTTPError:
-                pass
         assert proc.wait(10) == -signal.SIGKILL
     finally:
         if proc.poll() is None:

@@ -3,8 +3,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conformance.storage import StorageDriverSuite, run
 
+from conformance.storage import StorageDriverSuite, run
 from ukedge.errors import UsageError
 from ukedge.hub.storage import CheckedDriver, StorageError, create, driver_names
 

@@ -90,6 +90,18 @@ def _descriptor(value: Any, where: str) -> dict[str, Any]:
     return value
 
 
+def _known_or_404(reference: str) -> None:
+    """A reference no PUT could have stored is simply unknown (404), as clients expect."""
+    try:
+        check_reference(reference)
+    except DistributionError as exc:
+        if exc.code is Code.DIGEST_INVALID:
+            raise
+        raise DistributionError(
+            Code.MANIFEST_UNKNOWN, f"no manifest {reference!r}", detail={"reference": reference}
+        ) from exc
+
+
 def parse_manifest(content: bytes, content_type: str | None) -> _Parsed:
     """Validate a manifest's JSON shape and collect what it references."""
     try:
@@ -272,7 +284,7 @@ class ManifestService:
 
     def delete(self, repository: str, reference: str) -> None:
         """By digest: the manifest, its tags and references. By tag: only the tag."""
-        check_reference(reference)
+        _known_or_404(reference)
         with self.db.write() as conn:
             rid = repo_id(conn, repository)
             if rid is None:
@@ -312,7 +324,7 @@ class ManifestService:
 
     def get(self, repository: str, reference: str) -> StoredManifest:
         """The hot path of every pull: one indexed query, no ORM objects."""
-        check_reference(reference)
+        _known_or_404(reference)
         query = self._BY_DIGEST if is_digest(reference) else self._BY_TAG
         with self.db.read() as conn:
             row = conn.execute(query, {"name": repository, "ref": reference}).first()
