@@ -40,7 +40,31 @@ class Distribution:
 
     host: str
     root: Path
-    process: subprocess.Popen[bytes]
+    process: subprocess.Popen[bytes] | None
+    config: Path
+    log: Path
+
+    def start(self) -> None:
+        with self.log.open("ab") as out:
+            self.process = subprocess.Popen(
+                [DOCKER_REGISTRY, "serve", str(self.config)], stdout=out, stderr=subprocess.STDOUT
+            )
+        wait_ready(f"http://{self.host}/v2/", self.process, self.log)
+
+    def kill(self) -> None:
+        """SIGKILL: no chance to clean up, as in a crash or an OOM kill."""
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait()
+
+    def stop(self) -> None:
+        if self.process is None:
+            return
+        self.process.terminate()
+        try:
+            self.process.wait(10)
+        except subprocess.TimeoutExpired:
+            self.kill()
 
 
 def wait_ready(url: str, process: subprocess.Popen[bytes], log: Path) -> None:
@@ -174,21 +198,12 @@ def run_distribution(workdir: Path, *, extra_config: str = "") -> Iterator[Distr
         f"storage:\n  filesystem:\n    rootdirectory: {root}\n  delete:\n    enabled: true\n"
         f"http:\n  addr: 127.0.0.1:{port}\n  secret: ukedge-test-secret\n" + extra_config
     )
-    log = workdir / "registry.log"
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [DOCKER_REGISTRY, "serve", str(config)], stdout=out, stderr=subprocess.STDOUT
-        )
+    registry = Distribution(f"127.0.0.1:{port}", root, None, config, workdir / "registry.log")
+    registry.start()
     try:
-        wait_ready(f"http://127.0.0.1:{port}/v2/", process, log)
-        yield Distribution(f"127.0.0.1:{port}", root, process)
+        yield registry
     finally:
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        registry.stop()
 
 
 @dataclass

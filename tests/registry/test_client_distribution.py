@@ -302,3 +302,46 @@ def test_dropped_connection_during_chunked_upload_is_retried(
     else:
         # distribution cancels a session whose client lost track of it; the retry starts over.
         assert recorder.outcomes[kernel] in {"resumed", "uploaded"}
+
+
+class _KillOnce(Recorder):
+    """SIGKILLs the registry and starts it again once ``at`` bytes of the kernel are up."""
+
+    def __init__(self, registry: Distribution, digest: str, at: int) -> None:
+        super().__init__()
+        self.registry, self.digest, self.at, self.done = registry, digest, at, False
+
+    def update(self, digest: str, completed: int) -> None:
+        super().update(digest, completed)
+        if digest == self.digest and completed >= self.at and not self.done:
+            self.done = True
+            self.registry.kill()
+            self.registry.start()
+
+
+def test_registry_killed_mid_upload_then_restarted(
+    distribution: Distribution, tmp_path: Path
+) -> None:
+    """The upload session survives a SIGKILL of the registry; the push continues from it."""
+    store, dst = ImageStore(tmp_path / "s"), ImageStore(tmp_path / "d")
+    chunk = 32 * 1024
+    digest = make_image(store, "app:1", kernel=os.urandom(12 * chunk + 1))
+    kernel = store.manifest("app:1")[1].layers[0].digest
+    remote = f"{distribution.host}/team/app:1"
+    transport = CountingTransport()
+    killer = _KillOnce(distribution, kernel, 5 * chunk)
+    with _client(
+        distribution,
+        tmp_path,
+        transport=transport,
+        chunk_size=chunk,
+        max_workers=1,
+        retry_delay=0.2,
+    ) as client:
+        assert push(store, "app:1", remote, client=client, progress=killer) == digest
+        pull(dst, remote, client=client)
+    assert killer.done
+    # The next PATCH reaches the new process (on a new connection, or after a retry and a
+    # status query), which continues the same upload session: no chunk is sent twice.
+    assert transport.count("PATCH") == 13
+    assert blob_digests(store, "app:1") == blob_digests(dst, remote)
