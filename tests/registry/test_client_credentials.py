@@ -11,6 +11,7 @@ from ukedge.errors import UsageError
 from ukedge.registry import (
     Credentials,
     CredentialStore,
+    RegistryClient,
     credentials_for,
     is_insecure,
     parse_challenge,
@@ -91,3 +92,16 @@ def test_remote_reference_needs_a_host_or_a_default(monkeypatch: pytest.MonkeyPa
         remote_reference("team/app:1", action="push")
     monkeypatch.setenv("UKEDGE_REGISTRY", "http://hub.example:5000/")
     assert str(remote_reference("team/app:1")) == "hub.example:5000/team/app:1"
+
+
+def test_client_for_a_url() -> None:
+    with RegistryClient.for_url("http://127.0.0.1:5000") as client:
+        assert (client.registry, client.base_url) == ("127.0.0.1:5000", "http://127.0.0.1:5000")
+    with RegistryClient.for_url("https://hub.example") as client:
+        assert (client.registry, client.base_url) == ("hub.example", "https://hub.example")
+    with RegistryClient.for_url("http://hub.example:8080/") as client:
+        assert client.base_url == "http://hub.example:8080"
+    with RegistryClient.for_url("http://[::1]:5000") as client:
+        assert client.registry == "[::1]:5000"
+    with pytest.raises(UsageError, match="not a registry URL"):
+        RegistryClient.for_url("ftp://hub.example")

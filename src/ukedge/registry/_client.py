@@ -26,7 +26,13 @@ from typing import IO, Any, TypeVar
 import httpx
 
 from ukedge import __version__
-from ukedge.errors import AuthenticationError, DigestMismatchError, NotFoundError, RegistryError
+from ukedge.errors import (
+    AuthenticationError,
+    DigestMismatchError,
+    NotFoundError,
+    RegistryError,
+    UsageError,
+)
 from ukedge.image import Descriptor, ImageStore, digest_bytes, mediatypes
 from ukedge.paths import home
 from ukedge.registry._auth import RegistryAuth, parse_challenge
@@ -163,6 +169,22 @@ class RegistryClient:
             headers={"User-Agent": f"ukedge/{__version__}"},
             limits=httpx.Limits(max_connections=self.max_workers * 2 + 4),
         )
+
+    @classmethod
+    def for_url(cls, url: str, **options: Any) -> RegistryClient:
+        """A client for a registry given as a URL (``http://127.0.0.1:5000``), as the host agent's
+        ``--hub URL`` names it: the scheme decides plain HTTP or HTTPS."""
+        parsed = httpx.URL(url if "://" in url else f"https://{url}")
+        if (
+            parsed.scheme not in ("http", "https")
+            or not parsed.host
+            or parsed.path not in ("", "/")
+        ):
+            raise UsageError(f"{url!r} is not a registry URL: expected http(s)://HOST[:PORT]")
+        host = f"[{parsed.host}]" if ":" in parsed.host else parsed.host
+        registry = f"{host}:{parsed.port}" if parsed.port else host
+        options.setdefault("insecure", parsed.scheme == "http")
+        return cls(registry, **options)
 
     # -- plumbing --------------------------------------------------------------------------------
 
