@@ -42,7 +42,7 @@ def fake_qemu(tmp_path: Path) -> Iterator[subprocess.Popen[bytes]]:
     workdir = tmp_path / "wd"
     workdir.mkdir()
     proc = subprocess.Popen([sys.executable, str(FAKE), str(workdir / "qmp.sock")])
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 30
     while not (workdir / "qmp.sock").exists():
         assert time.monotonic() < deadline, "fake QMP peer did not start"
         time.sleep(0.02)

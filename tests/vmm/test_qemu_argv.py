@@ -8,7 +8,7 @@ import pytest
 
 from ukedge.errors import UsageError
 from ukedge.vmm import MachineSpec, PortForward
-from ukedge.vmm._qemu_argv import SANDBOX, MachinePaths, QemuOptions, build_argv
+from ukedge.vmm._qemu_argv import SANDBOX, SANDBOX_RUNAS, MachinePaths, QemuOptions, build_argv
 
 
 def _spec(tmp_path: Path, **kw: object) -> MachineSpec:
@@ -133,6 +133,8 @@ def test_incoming_run_as_and_extra_args(tmp_path: Path) -> None:
     options = QemuOptions(run_as="nobody", extra_args=("-trace", "none"))
     argv = build_argv(spec, options, "tcg", MachinePaths(spec.workdir), None, incoming="defer")
     assert _value(argv, "-runas") == ["nobody"]
+    assert _value(argv, "-sandbox") == [SANDBOX_RUNAS]
+    assert "spawn=deny" in SANDBOX_RUNAS
     assert _value(argv, "-incoming") == ["defer"]
     assert argv[-2:] == ["-trace", "none"]
 

@@ -86,13 +86,24 @@ def spawn_detached(argv: list[str], log_path: Path) -> int:
         os.close(log_fd)
 
 
+#: Wait statuses of children reaped in this process, for whoever asks after the reaping.
+_reaped: dict[int, int] = {}
+
+
 def reap(pid: int) -> int | None:
-    """Collect ``pid`` if it is our exited child; return its wait status, else None."""
+    """Collect ``pid`` if it is our exited child; return its wait status, else None.
+
+    Only processes started by this process have a wait status to give; for re-adopted
+    machines the guest's exit line is the only account of how they ended.
+    """
     try:
         done, status = os.waitpid(pid, os.WNOHANG)
     except ChildProcessError:
+        return _reaped.pop(pid, None)
+    if done != pid:
         return None
-    return status if done == pid else None
+    _reaped[pid] = status
+    return status
 
 
 def wait_gone(pid: int, starttime: int, timeout: float | None) -> bool:

@@ -14,6 +14,10 @@ from ukedge.vmm.base import MachineSpec
 
 #: The seccomp policy every machine runs under (DESIGN.md, issue 4 item 7).
 SANDBOX = "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny"
+#: With ``-runas`` QEMU itself calls setuid after the filter is installed, so set*id must stay
+#: allowed; once QEMU runs unprivileged there is nothing to elevate to, and spawn=deny still
+#: keeps it from executing set-uid programs.
+SANDBOX_RUNAS = "on,obsolete=deny,elevateprivileges=allow,spawn=deny,resourcecontrol=deny"
 #: Names of the virtio-serial ports the guest init looks for (guest contract).
 RESULTS_PORT = "ukedge.results"
 CONTROL_PORT = "ukedge.control"
@@ -125,10 +129,11 @@ def build_argv(
         "-no-reboot",
     ]
     if options.sandbox:
-        argv += ["-sandbox", SANDBOX]
+        argv += ["-sandbox", SANDBOX_RUNAS if options.run_as else SANDBOX]
     if mmio:
-        # No option ROMs, no legacy timers/PIC/RTC: less to emulate and initialise under TCG.
-        argv += ["-M", "microvm,x-option-roms=off,isa-serial=on,rtc=off,pit=off,pic=off"]
+        # No option ROMs, RTC or ACPI (QEMU then lists the virtio-mmio devices on the kernel
+        # command line). The PIT stays: without it the kernel cannot calibrate the TSC.
+        argv += ["-M", "microvm,x-option-roms=off,isa-serial=on,rtc=off,acpi=off"]
     else:
         argv += ["-M", "pc", "-bios", str(options.bios)]
     if accel == "tcg":

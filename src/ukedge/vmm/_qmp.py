@@ -58,7 +58,7 @@ def execute(
     commands: Sequence[Command],
     *,
     machine_id: str | None = None,
-    timeout: float = 5.0,
+    timeout: float = 10.0,
     fds: Sequence[int] = (),
 ) -> list[object]:
     """Run ``commands`` in one QMP session and return their results in order.

@@ -83,6 +83,18 @@ def _concat_initrds(parts: tuple[Path, ...], target: Path) -> Path:
     return target
 
 
+def _describe_wait_status(status: int | None) -> str | None:
+    """Why QEMU ended, from its wait status (only known to the process that started it)."""
+    if status is None:
+        return None
+    if os.WIFSIGNALED(status):
+        sig = os.WTERMSIG(status)
+        hint = " (blocked by the -sandbox seccomp filter)" if sig == signal.SIGSYS else ""
+        return f"QEMU was killed by {signal.Signals(sig).name}{hint}"
+    code = os.WEXITSTATUS(status)
+    return f"QEMU exited with status {code} without a guest exit report" if code else None
+
+
 class _QemuMachine:
     """One QEMU process and its work directory."""
 
@@ -167,16 +179,15 @@ class _QemuMachine:
             return MachineStatus(
                 MachineState(final["state"]), self.pid, final.get("exit_code"), final["detail"]
             )
-        _proc.reap(self.pid)
+        wait_status = _proc.reap(self.pid)
         status = read_exit_status(self._paths.console)
         if status is not None:
             result = MachineStatus(MachineState.EXITED, self.pid, status, "app exited")
         elif self._record.get("killed"):
             result = MachineStatus(MachineState.EXITED, self.pid, KILLED_STATUS, "killed")
         else:
-            why = self._qemu_error() or (
-                f"the guest ended without an exit report; see {self._paths.console}"
-            )
+            why = self._qemu_error() or _describe_wait_status(wait_status)
+            why = why or f"the guest ended without an exit report; see {self._paths.console}"
             result = MachineStatus(MachineState.FAILED, self.pid, None, why)
         with contextlib.suppress(OSError):
             self._save(
@@ -408,7 +419,9 @@ class _QemuBackend:
         initrd = self._initrd_path(spec, paths)
         if initrd is not None and len(spec.initrds) > 1:
             _concat_initrds(tuple(p.resolve() for p in spec.initrds), initrd)
+        # Both exist from the start so readers (logs -f, results followers) need no retry.
         paths.results.touch(mode=0o600)
+        paths.console.touch(mode=0o600)
         argv = build_argv(spec, self._runtime_options(), accel, paths, initrd)
         try:
             pid = _proc.spawn_detached(argv, paths.log)
