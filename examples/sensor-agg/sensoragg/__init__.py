@@ -1,0 +1,1 @@
+"""sensor-agg: aggregates sensor readings over time windows; a ukedge example application."""

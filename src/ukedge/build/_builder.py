@@ -1,0 +1,434 @@
+"""``ukedge build``: turn a directory with a Ukfile into an image in the local store.
+
+An image is three layers, in boot order: the kernel (gzip of the PVH ``vmlinux``), the runtime
+(an initrd with ukedge's init, the skeleton it mounts on and, for python, the pruned CPython) and
+the app (an initrd with the application's files). Kernel and runtime are built once per set of
+inputs and cached under :func:`ukedge.paths.cache_dir`, so rebuilding an app only re-archives its
+own files. Every byte of every layer, the config and the manifest is a function of the inputs
+(sorted cpio entries, fixed owners and mtime, fixed gzip header, canonical JSON), so building the
+same directory twice gives the same manifest digest.
+
+All checks and all layer files come first, in a scratch directory; the store is touched only at
+the end, under its lease, so a failed or interrupted build leaves the store as it was.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Literal
+
+from ukedge import paths
+from ukedge.build._cpio import CpioArchive, source_date_epoch
+from ukedge.build._files import AppFile, select_files
+from ukedge.build._layers import LayerCache, LayerFile, gzip_layer, initrd_layer, layer_format_key
+from ukedge.build._pip import install_requirements, read_requirements_file
+from ukedge.build._python import (
+    PYTHON_ENV,
+    PythonInstall,
+    add_python_runtime,
+    compile_tree,
+    find_python,
+    python_runtime_key,
+    stage_python_runtime,
+)
+from ukedge.build._static import check_static_binary, compile_static
+from ukedge.build._ukfile import UKFILE_NAME, Ukfile, load_ukfile
+from ukedge.errors import BuildError, UkfileError
+from ukedge.image import (
+    BootConfig,
+    Descriptor,
+    HealthCheck,
+    ImageConfig,
+    ImageManifest,
+    ImageStore,
+    KernelInfo,
+    PortSpec,
+    mediatypes,
+    parse_reference,
+)
+from ukedge.types import ProgressCallback
+
+__all__ = [
+    "PYTHON_PACKAGES_DIR",
+    "BuildProgress",
+    "BuildResult",
+    "LayerReport",
+    "Stage",
+    "build_image",
+]
+
+log = logging.getLogger(__name__)
+
+Stage = Literal["kernel", "runtime", "app", "write"]
+#: ``progress(stage, event, detail)`` with event "start", "cached" or "done".
+BuildProgress = Callable[[Stage, Literal["start", "cached", "done"], str], None]
+
+#: Where a python app's requirements are installed in the guest (on ``PYTHONPATH``).
+PYTHON_PACKAGES_DIR = "/usr/local/lib/python3.11/site-packages"
+_TITLE = "org.opencontainers.image.title"
+_CREATED = "org.opencontainers.image.created"
+
+
+@dataclass(frozen=True)
+class LayerReport:
+    """One layer of a built image: its role, blob and sizes, and whether it came from cache."""
+
+    role: Literal["kernel", "runtime", "app"]
+    media_type: str
+    digest: str
+    size: int
+    uncompressed_size: int
+    cached: bool
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    """What ``build_image`` stored: the manifest digest and everything a report shows."""
+
+    digest: str
+    tags: list[str]
+    manifest: ImageManifest
+    config: ImageConfig
+    layers: list[LayerReport] = field(default_factory=list)
+
+    @property
+    def id(self) -> str:
+        """Docker-style short id: the first 12 hex digits of the manifest digest."""
+        return self.digest.split(":", 1)[1][:12]
+
+    @property
+    def size(self) -> int:
+        """Compressed size of config and layers, as a registry transfers it."""
+        return self.manifest.config.size + sum(layer.size for layer in self.layers)
+
+
+def _noop(stage: Stage, event: Literal["start", "cached", "done"], detail: str) -> None:
+    pass
+
+
+def _hash(*parts: str | bytes) -> str:
+    h = hashlib.sha256()
+    for part in parts:
+        h.update(part.encode() if isinstance(part, str) else part)
+        h.update(b"\0")
+    return h.hexdigest()
+
+
+def _file_hash(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _created() -> str | None:
+    if "SOURCE_DATE_EPOCH" not in os.environ:
+        return None
+    stamp = datetime.datetime.fromtimestamp(source_date_epoch(), tz=datetime.UTC)
+    return stamp.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass
+class _Plan:
+    """Everything checked before any slow step: a bad Ukfile fails in milliseconds."""
+
+    uk: Ukfile
+    context: Path
+    ukfile: str
+    tags: list[str]
+    files: list[AppFile]
+    entrypoint: list[str]
+    env: dict[str, str]
+    requirements: list[str]
+    binary: Path | None = None  # static: a prebuilt binary to copy
+
+
+def _plan(context: Path, tags: Sequence[str]) -> _Plan:
+    context = Path(context)
+    ukfile_path = context / UKFILE_NAME if context.is_dir() else context
+    context = ukfile_path.parent
+    uk = load_ukfile(ukfile_path)
+    shown = str(ukfile_path)
+    refs = [str(parse_reference(t)) for t in tags] or [f"{uk.app.name}:latest"]
+    app_dir = PurePosixPath(uk.files.dest)
+
+    skip: set[str] = set()
+    binary = None
+    requirements: list[str] = []
+    env: dict[str, str] = {}
+    if uk.app.runtime == "static":
+        assert uk.static is not None
+        skip.update(uk.static.sources)
+        if uk.static.binary:
+            binary = context / uk.static.binary
+            check_static_binary(binary, ukfile=shown, field="static.binary", shown=uk.static.binary)
+            skip.add(uk.static.binary)
+            default_entry = [str(app_dir / PurePosixPath(uk.static.binary).name)]
+        else:
+            for index, source in enumerate(uk.static.sources):
+                if not (context / source).is_file():
+                    raise UkfileError(
+                        shown, f"static.sources[{index}]", f"{source} does not exist in {context}"
+                    )
+            default_entry = [str(app_dir / uk.app.name)]
+    else:
+        section = uk.python
+        env.update(PYTHON_ENV)
+        if section is not None and section.requirements is not None:
+            requirements = list(section.requirements)
+        else:
+            name = (section.requirements_file if section else None) or "requirements.txt"
+            path = context / name
+            explicit = section is not None and section.requirements_file is not None
+            if explicit or path.is_file():
+                requirements = read_requirements_file(
+                    path, ukfile=shown, field="python.requirements_file"
+                )
+        if requirements:
+            env["PYTHONPATH"] = PYTHON_PACKAGES_DIR
+        default_entry = ["python3", "-u", str(app_dir / "main.py")]
+    env.update(uk.env)
+
+    files = select_files(context, uk.files, ukfile=shown, skip=frozenset(skip))
+    if uk.app.entrypoint is not None:
+        entrypoint = list(uk.app.entrypoint)
+    else:
+        if uk.app.runtime == "python" and not any(f.dest == default_entry[-1] for f in files):
+            raise UkfileError(
+                shown,
+                "app.entrypoint",
+                f"not given, and there is no main.py to run by default in {context} "
+                '(set entrypoint = ["python3", "-u", "/app/yourapp.py"])',
+            )
+        entrypoint = default_entry
+    return _Plan(uk, context, shown, refs, files, entrypoint, env, requirements, binary)
+
+
+def build_image(
+    context: Path,
+    tags: Sequence[str] = (),
+    *,
+    store: ImageStore,
+    progress: BuildProgress | None = None,
+    kernel_progress: ProgressCallback | None = None,
+    cache: Path | None = None,
+) -> BuildResult:
+    """Build the image described by ``context/Ukfile`` and tag it ``tags`` (default
+    ``<app.name>:latest``) in ``store``.
+
+    ``progress`` hears about each stage; ``kernel_progress`` gets the kernel build's
+    ``(done, total)`` when the profile is not built yet (minutes, once per machine).
+    """
+    report = progress or _noop
+    plan = _plan(context, tags)
+    cache_root = Path(cache) if cache is not None else paths.cache_dir()
+    layer_cache = LayerCache(cache_root / "layers")
+    fmt = layer_format_key()
+
+    from ukedge.kernel import ensure_kernel  # the kernel package builds on image, not on build
+
+    report("kernel", "start", plan.uk.kernel.profile)
+    kernel = ensure_kernel(plan.uk.kernel.profile, progress=kernel_progress)
+    vst = kernel.vmlinux.stat()
+    kernel_key = _hash("kernel", fmt, kernel.key, str(vst.st_size), str(vst.st_mtime_ns))
+    kernel_layer, kernel_cached = layer_cache.get_or_build(
+        "kernel", kernel_key, lambda dest: gzip_layer(kernel.vmlinux, dest, mediatypes.KERNEL_GZIP)
+    )
+    report("kernel", "cached" if kernel_cached else "done", f"{kernel.profile} {kernel.version}")
+
+    report("runtime", "start", plan.uk.app.runtime)
+    py = find_python() if plan.uk.app.runtime == "python" else None
+    runtime_layer, runtime_cached = _runtime_layer(layer_cache, fmt, py)
+    report("runtime", "cached" if runtime_cached else "done", plan.uk.app.runtime)
+
+    with tempfile.TemporaryDirectory(prefix="ukedge-build-") as tmp:
+        scratch = Path(tmp)
+        report("app", "start", plan.uk.app.name)
+        app_layer = _app_layer(plan, py, scratch, cache_root)
+        report("app", "done", f"{len(plan.files)} files")
+
+        config = _config(plan, kernel.profile, kernel.version, kernel.cmdline)
+        config_bytes = config.to_json()
+        layers = [kernel_layer, runtime_layer, app_layer]
+        annotations = {_TITLE: plan.uk.app.name}
+        if config.created:
+            annotations[_CREATED] = config.created
+        manifest = ImageManifest(
+            artifactType=mediatypes.ARTIFACT_TYPE,
+            config=Descriptor(
+                mediaType=mediatypes.CONFIG,
+                digest=_sha256(config_bytes),
+                size=len(config_bytes),
+            ),
+            layers=[
+                Descriptor(mediaType=lf.media_type, digest=lf.digest, size=lf.size) for lf in layers
+            ],
+            annotations=annotations,
+        )
+        manifest_bytes = manifest.to_json()
+
+        report("write", "start", ", ".join(plan.tags))
+        with store.lease():
+            for lf in layers:
+                if not store.has_blob(lf.digest):
+                    desc = store.put_file(lf.path, lf.media_type)
+                    if desc.digest != lf.digest:
+                        raise BuildError(f"{lf.path} changed while it was stored; build again")
+            store.put_bytes(config_bytes, mediatypes.CONFIG)
+            desc = store.add_manifest(manifest_bytes, plan.tags[0])
+            for ref in plan.tags[1:]:
+                store.add_manifest(manifest_bytes, ref)
+        report("write", "done", desc.digest)
+
+    roles: tuple[Literal["kernel", "runtime", "app"], ...] = ("kernel", "runtime", "app")
+    cached = (kernel_cached, runtime_cached, False)
+    return BuildResult(
+        digest=desc.digest,
+        tags=plan.tags,
+        manifest=manifest,
+        config=config,
+        layers=[
+            LayerReport(role, lf.media_type, lf.digest, lf.size, lf.uncompressed_size, c)
+            for role, lf, c in zip(roles, layers, cached, strict=True)
+        ],
+    )
+
+
+def _sha256(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def _platform_key() -> str:
+    from ukedge.build import guest
+
+    init = guest.ensure_init()
+    sources = sorted(Path(guest.__file__).parent.glob("*.py"))
+    return _hash("platform", _file_hash(init), *(_file_hash(p) for p in sources))
+
+
+def _runtime_layer(cache: LayerCache, fmt: str, py: PythonInstall | None) -> tuple[LayerFile, bool]:
+    from ukedge.build.guest import add_platform
+
+    if py is None:
+        key = _hash("runtime-static", fmt, _platform_key())
+
+        def build(dest: Path) -> LayerFile:
+            archive = CpioArchive()
+            add_platform(archive)
+            return initrd_layer(archive, dest, mediatypes.INITRD_GZIP)
+
+        return cache.get_or_build("runtime-static", key, build)
+
+    key = _hash("runtime-python", fmt, _platform_key(), python_runtime_key(py))
+
+    def build_python(dest: Path) -> LayerFile:
+        staged = dest.parent / "python"
+        stage_python_runtime(py, staged)
+        archive = CpioArchive()
+        add_platform(archive)
+        add_python_runtime(archive, staged)
+        layer = initrd_layer(archive, dest, mediatypes.INITRD_GZIP)
+        shutil.rmtree(staged)
+        return layer
+
+    return cache.get_or_build("runtime-python", key, build_python)
+
+
+def _app_layer(plan: _Plan, py: PythonInstall | None, scratch: Path, cache_root: Path) -> LayerFile:
+    uk = plan.uk
+    archive = CpioArchive()
+    app_dir = PurePosixPath(uk.files.dest)
+    archive.add_dir(str(app_dir))
+    archive.add_dir(uk.app.workdir)
+    if uk.app.runtime == "static":
+        assert uk.static is not None
+        if plan.binary is not None:
+            archive.add_file(str(app_dir / plan.binary.name), plan.binary, 0o755)
+        else:
+            out = scratch / uk.app.name
+            compile_static(
+                plan.context,
+                uk.static.sources,
+                out,
+                cflags=uk.static.cflags,
+                ldflags=uk.static.ldflags,
+                ukfile=plan.ukfile,
+            )
+            archive.add_file(str(app_dir / uk.app.name), out, 0o755)
+        for f in plan.files:
+            _add_app_file(archive, f)
+    else:
+        assert py is not None
+        # Staged so the app's modules can be precompiled next to their sources: imports in the
+        # guest then skip the compiler (and cannot write a cache into a RAM root anyway).
+        staged = scratch / "app"
+        for f in plan.files:
+            target = staged / f.dest.lstrip("/")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if f.source.is_symlink():
+                target.symlink_to(f.source.readlink())
+            else:
+                shutil.copyfile(f.source, target)
+                shutil.copymode(f.source, target)
+        if plan.requirements:
+            packages = install_requirements(
+                plan.requirements,
+                cache_root / "python-packages",
+                ukfile=plan.ukfile,
+                field="python.requirements",
+            )
+            target = staged / PYTHON_PACKAGES_DIR.lstrip("/")
+            shutil.copytree(
+                packages,
+                target,
+                symlinks=True,
+                ignore=shutil.ignore_patterns(".complete", "__pycache__"),
+            )
+        if any(staged.rglob("*.py")):
+            compile_tree(py, staged, "/", drop_sources=False)
+        archive.add_tree(staged, "/")
+    return initrd_layer(archive, scratch / "app.cpio.gz", mediatypes.INITRD_GZIP)
+
+
+def _add_app_file(archive: CpioArchive, f: AppFile) -> None:
+    if f.source.is_symlink():
+        archive.add_symlink(f.dest, str(f.source.readlink()))
+    else:
+        mode = 0o755 if f.source.stat().st_mode & 0o111 else 0o644
+        archive.add_file(f.dest, f.source, mode)
+
+
+def _config(plan: _Plan, profile: str, version: str, cmdline: str) -> ImageConfig:
+    uk = plan.uk
+    hc = uk.healthcheck
+    return ImageConfig(
+        created=_created(),
+        name=uk.app.name,
+        runtime=uk.app.runtime,
+        entrypoint=plan.entrypoint,
+        args=list(uk.app.args),
+        env=plan.env,
+        workdir=uk.app.workdir,
+        memory_mib=uk.resources.memory_mib,
+        vcpus=uk.resources.vcpus,
+        ports=[PortSpec(port=p.port, protocol=p.protocol) for p in uk.ports],
+        healthcheck=None
+        if hc is None
+        else HealthCheck(
+            type=hc.type,
+            port=hc.port,
+            path=hc.path,
+            interval_s=hc.interval,
+            timeout_s=hc.timeout,
+            retries=hc.retries,
+            start_period_s=hc.start_period,
+        ),
+        kernel=KernelInfo(profile=profile, version=version),
+        boot=BootConfig(protocol="linux-pvh", cmdline=cmdline),
+        labels=dict(uk.labels),
+    )

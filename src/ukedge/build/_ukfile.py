@@ -1,0 +1,422 @@
+"""The Ukfile: what an application directory says about the image it becomes.
+
+A Ukfile is TOML (``DIR/Ukfile``)::
+
+    [app]
+    name = "sensor-agg"
+    runtime = "python"                 # "static" | "python"
+    entrypoint = ["python3", "-u", "/app/main.py"]   # default depends on the runtime
+    args = []
+    workdir = "/app"
+
+    [python]                           # only with runtime = "python"
+    requirements = ["idna==3.7"]       # or a requirements.txt next to the Ukfile
+
+    [static]                           # only with runtime = "static"
+    sources = ["hello.c"]              # compiled with musl-gcc -static -Os (else gcc -static)
+    # binary = "bin/hello"             # or a prebuilt static x86-64 ELF
+
+    [files]                            # what goes into the app layer under /app
+    include = ["**"]
+    exclude = ["*.md"]
+    [files.copy]                       # extra files to exact guest paths
+    "conf/prod.json" = "/etc/app.json"
+
+    [env]
+    WINDOW_SECONDS = "10"
+
+    [resources]
+    memory = "64M"
+    vcpus = 1
+
+    [[ports]]
+    port = 8080
+    protocol = "tcp"
+
+    [healthcheck]
+    type = "http"
+    port = 8080
+    path = "/healthz"
+    interval = "500ms"
+
+    [kernel]
+    profile = "minimal"
+
+    [labels]
+    "org.example.team" = "edge"
+
+Every problem becomes a :class:`~ukedge.errors.UkfileError` naming the file, the field (dotted,
+as written in the Ukfile) and what is wrong with it; unknown keys are errors too, so a typo never
+silently changes an image.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from pathlib import Path, PurePosixPath
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from ukedge.errors import UkfileError, UsageError
+from ukedge.units import parse_size
+
+__all__ = [
+    "UKFILE_NAME",
+    "AppSection",
+    "FilesSection",
+    "HealthcheckSection",
+    "KernelSection",
+    "PortSection",
+    "PythonSection",
+    "ResourcesSection",
+    "StaticSection",
+    "Ukfile",
+    "load_ukfile",
+    "parse_duration",
+]
+
+UKFILE_NAME = "Ukfile"
+_APP_NAME = re.compile(r"^[a-z0-9](?:[a-z0-9._-]{0,61}[a-z0-9])?$")
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
+_DURATION_FACTORS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
+
+
+def parse_duration(value: str | float) -> float:
+    """Seconds in ``"500ms"``, ``"2s"``, ``"1m"`` or a bare number of seconds."""
+    if isinstance(value, bool):
+        raise ValueError(f"invalid duration {value!r}: expected e.g. 500ms, 2s or 1.5")
+    if isinstance(value, int | float):
+        seconds = float(value)
+    else:
+        m = _DURATION.match(value)
+        if not m:
+            raise ValueError(f"invalid duration {value!r}: expected e.g. 500ms, 2s, 1m or 1.5")
+        seconds = float(m.group(1)) * _DURATION_FACTORS[m.group(2)]
+    if seconds < 0:
+        raise ValueError(f"invalid duration {value!r}: must not be negative")
+    return seconds
+
+
+def _to_duration(value: Any) -> Any:
+    return parse_duration(value) if isinstance(value, str | int | float) else value
+
+
+def _to_list(value: Any) -> Any:
+    """``entrypoint = "python3 -u main.py"`` is a shorthand for the list form (no shell quoting)."""
+    return value.split() if isinstance(value, str) else value
+
+
+Duration = Annotated[float, BeforeValidator(_to_duration)]
+Command = Annotated[list[str], BeforeValidator(_to_list)]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+def _guest_path(value: str) -> str:
+    p = PurePosixPath(value)
+    if not p.is_absolute():
+        raise ValueError(f"{value!r} must be an absolute path in the guest (start with '/')")
+    if ".." in p.parts:
+        raise ValueError(f"{value!r} must not contain '..'")
+    return str(p)
+
+
+def _context_path(value: str) -> str:
+    p = PurePosixPath(value)
+    if p.is_absolute() or ".." in p.parts:
+        raise ValueError(f"{value!r} must be a relative path inside the build directory")
+    return str(p)
+
+
+class AppSection(_Section):
+    name: str
+    runtime: str
+    entrypoint: Command | None = None
+    args: list[str] = Field(default_factory=list)
+    workdir: str = "/app"
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not _APP_NAME.match(v):
+            raise ValueError(
+                f"invalid name {v!r}: use 1-63 lowercase letters, digits, '.', '_' or '-', "
+                "starting and ending with a letter or digit"
+            )
+        return v
+
+    @field_validator("runtime")
+    @classmethod
+    def _runtime(cls, v: str) -> str:
+        if v not in ("static", "python"):
+            raise ValueError(f"unknown runtime {v!r}: expected 'static' or 'python'")
+        return v
+
+    @field_validator("entrypoint")
+    @classmethod
+    def _entrypoint(cls, v: list[str] | None) -> list[str] | None:
+        if v is not None and (not v or not v[0]):
+            raise ValueError("must name a program to run")
+        return v
+
+    @field_validator("workdir")
+    @classmethod
+    def _workdir(cls, v: str) -> str:
+        return _guest_path(v)
+
+
+class StaticSection(_Section):
+    sources: list[str] = Field(default_factory=list)
+    binary: str | None = None
+    cflags: list[str] = Field(default_factory=list)
+    ldflags: list[str] = Field(default_factory=list)
+
+    @field_validator("sources")
+    @classmethod
+    def _sources(cls, v: list[str]) -> list[str]:
+        return [_context_path(s) for s in v]
+
+    @field_validator("binary")
+    @classmethod
+    def _binary(cls, v: str | None) -> str | None:
+        return None if v is None else _context_path(v)
+
+    @model_validator(mode="after")
+    def _one_of(self) -> StaticSection:
+        if self.sources and self.binary:
+            raise ValueError(
+                "give either 'sources' (compiled by the builder) or 'binary', not both"
+            )
+        if not self.sources and not self.binary:
+            raise ValueError("needs 'sources = [\"main.c\"]' or 'binary = \"path\"'")
+        return self
+
+
+class PythonSection(_Section):
+    requirements: list[str] | None = None
+    requirements_file: str | None = None
+
+    @field_validator("requirements_file")
+    @classmethod
+    def _file(cls, v: str | None) -> str | None:
+        return None if v is None else _context_path(v)
+
+    @model_validator(mode="after")
+    def _one_of(self) -> PythonSection:
+        if self.requirements is not None and self.requirements_file is not None:
+            raise ValueError("give either 'requirements' or 'requirements_file', not both")
+        return self
+
+
+class FilesSection(_Section):
+    include: list[str] = Field(default_factory=lambda: ["**"])
+    exclude: list[str] = Field(default_factory=list)
+    dest: str = "/app"
+    copy_: dict[str, str] = Field(default_factory=dict, alias="copy")
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, populate_by_name=True)
+
+    @field_validator("include", "exclude")
+    @classmethod
+    def _patterns(cls, v: list[str]) -> list[str]:
+        for pattern in v:
+            if pattern.startswith("/") or ".." in PurePosixPath(pattern).parts:
+                raise ValueError(f"pattern {pattern!r} must be relative to the build directory")
+        return v
+
+    @field_validator("dest")
+    @classmethod
+    def _dest(cls, v: str) -> str:
+        return _guest_path(v)
+
+    @field_validator("copy_")
+    @classmethod
+    def _copy(cls, v: dict[str, str]) -> dict[str, str]:
+        return {_context_path(src): _guest_path(dst) for src, dst in v.items()}
+
+
+class ResourcesSection(_Section):
+    memory: str | int = "64M"
+    vcpus: int = Field(default=1, ge=1, le=64)
+
+    @field_validator("memory")
+    @classmethod
+    def _memory(cls, v: str | int) -> str | int:
+        try:
+            size = parse_size(v, default_unit="M")
+        except UsageError:
+            raise ValueError(
+                f"invalid size {v!r}: expected a number with K, M, G or T (e.g. 64M)"
+            ) from None
+        if size % (1 << 20):
+            raise ValueError(f"{v!r} is not a whole number of MiB")
+        if not 16 << 20 <= size <= 1 << 40:
+            raise ValueError(f"{v!r} is out of range: the guest needs between 16M and 1T")
+        return v
+
+    @property
+    def memory_mib(self) -> int:
+        return parse_size(self.memory, default_unit="M") >> 20
+
+
+class PortSection(_Section):
+    port: int = Field(ge=1, le=65535)
+    protocol: Literal["tcp", "udp"] = "tcp"
+
+
+class HealthcheckSection(_Section):
+    type: Literal["tcp", "http"]
+    port: int = Field(ge=1, le=65535)
+    path: str = "/"
+    interval: Duration = Field(default=1.0, gt=0)
+    timeout: Duration = Field(default=1.0, gt=0)
+    retries: int = Field(default=3, ge=1)
+    start_period: Duration = Field(default=0.0, ge=0)
+
+    @field_validator("path")
+    @classmethod
+    def _path(cls, v: str) -> str:
+        if not v.startswith("/"):
+            raise ValueError(f"{v!r} must start with '/'")
+        return v
+
+
+class KernelSection(_Section):
+    profile: str = "minimal"
+
+    @field_validator("profile")
+    @classmethod
+    def _profile(cls, v: str) -> str:
+        if not re.match(r"^[a-z0-9][a-z0-9_-]*$", v):
+            raise ValueError(f"invalid profile name {v!r}")
+        return v
+
+
+class Ukfile(_Section):
+    """A parsed, validated Ukfile. ``path`` and ``context`` are set by :func:`load_ukfile`."""
+
+    app: AppSection
+    static: StaticSection | None = None
+    python: PythonSection | None = None
+    files: FilesSection = Field(default_factory=FilesSection)
+    env: dict[str, str] = Field(default_factory=dict)
+    resources: ResourcesSection = Field(default_factory=ResourcesSection)
+    ports: list[PortSection] = Field(default_factory=list)
+    healthcheck: HealthcheckSection | None = None
+    kernel: KernelSection = Field(default_factory=KernelSection)
+    labels: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("env")
+    @classmethod
+    def _env(cls, v: dict[str, str]) -> dict[str, str]:
+        for key, value in v.items():
+            if not _ENV_NAME.match(key):
+                raise ValueError(f"{key!r} is not a valid environment variable name")
+            if "\0" in value or "\n" in value:
+                raise ValueError(f"{key}: value must not contain NUL or newline characters")
+        return v
+
+    @model_validator(mode="after")
+    def _runtime_sections(self) -> Ukfile:
+        runtime = self.app.runtime
+        if runtime == "static" and self.static is None:
+            raise _FieldError(
+                "static", "runtime 'static' needs a [static] table with 'sources' or 'binary'"
+            )
+        if runtime != "static" and self.static is not None:
+            raise _FieldError("static", f"only valid with runtime = 'static' (this is {runtime!r})")
+        if runtime != "python" and self.python is not None:
+            raise _FieldError("python", f"only valid with runtime = 'python' (this is {runtime!r})")
+        ports = [(p.port, p.protocol) for p in self.ports]
+        if len(set(ports)) != len(ports):
+            raise _FieldError("ports", "the same port is declared twice")
+        hc = self.healthcheck
+        if hc is not None and (hc.port, "tcp") not in ports:
+            raise _FieldError(
+                "healthcheck.port",
+                f"port {hc.port} is not declared; add [[ports]] port = {hc.port} so a host can "
+                "reach it",
+            )
+        return self
+
+
+class _FieldError(ValueError):
+    """Raised inside validators that know the exact field, so the report names it."""
+
+    def __init__(self, field: str, problem: str) -> None:
+        self.field = field
+        self.problem = problem
+        super().__init__(problem)
+
+
+def _field_name(loc: tuple[int | str, ...]) -> str:
+    parts: list[str] = []
+    for item in loc:
+        if isinstance(item, int):
+            parts[-1:] = [f"{parts[-1]}[{item}]"] if parts else [f"[{item}]"]
+        elif item == "copy_":
+            parts.append("copy")
+        else:
+            parts.append(str(item))
+    return ".".join(parts)
+
+
+def _problem(error: Any) -> str:
+    kind = error["type"]
+    msg: str = error["msg"]
+    if kind == "extra_forbidden":
+        return "unknown key (check the spelling; see the Ukfile reference)"
+    if kind == "missing":
+        return "required but missing"
+    for prefix in ("Value error, ", "Assertion failed, "):
+        msg = msg.removeprefix(prefix)
+    if kind.endswith("_type") and "input" in error:
+        msg += f" (got {type(error['input']).__name__} {error['input']!r})"
+    return msg
+
+
+def load_ukfile(path: Path) -> Ukfile:
+    """Read and validate a Ukfile; ``path`` may be the file or its directory (the build context)."""
+    path = Path(path)
+    if not path.exists():
+        raise UkfileError(str(path), None, "does not exist (give a directory holding a Ukfile)")
+    if path.is_dir():
+        path = path / UKFILE_NAME
+    shown = str(path)
+    if not path.is_file():
+        raise UkfileError(shown, None, f"no Ukfile in {path.parent}; create one (see examples/)")
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise UkfileError(shown, None, f"invalid TOML: {exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise UkfileError(shown, None, f"not UTF-8 text: {exc.reason} at byte {exc.start}") from exc
+    try:
+        model = Ukfile.model_validate(raw)
+    except _FieldError as exc:
+        raise UkfileError(shown, exc.field, exc.problem) from exc
+    except ValidationError as exc:
+        errors = exc.errors()
+        first = errors[0]
+        ctx = first.get("ctx") or {}
+        inner = ctx.get("error")
+        if isinstance(inner, _FieldError):
+            raise UkfileError(shown, inner.field, inner.problem) from exc
+        problem = _problem(first)
+        if len(errors) > 1:
+            problem += f" (and {len(errors) - 1} more problem{'s' if len(errors) > 2 else ''})"
+        raise UkfileError(shown, _field_name(first["loc"]) or None, problem) from exc
+    return model
