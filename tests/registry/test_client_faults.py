@@ -7,6 +7,7 @@ registry is tested against a real one (test_client_distribution.py, test_client_
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -240,3 +241,33 @@ def test_registry_ignoring_range_is_handled(tmp_path: Path) -> None:
     ) as client:
         assert pull(dst, f"{HOST}/app:1", client=client).digest == digest
     assert calls == 2
+
+
+def test_credentials_never_go_to_another_host(tmp_path: Path) -> None:
+    """An upload URL on another host (a storage redirect) gets no Authorization header."""
+    auth_by_host: dict[str, set[str | None]] = {}
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        host = request.url.netloc.decode()
+        auth_by_host.setdefault(host, set()).add(request.headers.get("Authorization"))
+        if host == HOST and "Authorization" not in request.headers:
+            return httpx.Response(401, headers={"WWW-Authenticate": 'Basic realm="test"'})
+        if host == HOST and request.method == "POST":
+            return httpx.Response(202, headers={"Location": "http://storage.test/upload/1"})
+        if host == "storage.test" and request.method == "PUT":
+            return httpx.Response(201)
+        return httpx.Response(404)
+
+    with RegistryClient(
+        HOST,
+        insecure=True,
+        transport=httpx.MockTransport(handler),
+        credentials=Credentials("bob", "pw"),
+        state_dir=tmp_path,
+        retries=0,
+    ) as client:
+        data = b"x" * 10
+        digest = "sha256:" + hashlib.sha256(data).hexdigest()
+        client.upload_blob("team/app", digest, len(data), lambda: io.BytesIO(data))
+    assert auth_by_host[HOST] == {None, "Basic Ym9iOnB3"}
+    assert auth_by_host["storage.test"] == {None}

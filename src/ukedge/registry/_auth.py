@@ -157,6 +157,10 @@ class RegistryAuth(httpx.Auth):
         )
 
     def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+        if request.url.netloc.decode("ascii", "replace") != self.registry:
+            # An upload or blob URL on another host (storage redirect): no registry secrets there.
+            yield request
+            return
         key = _repository(request.url.path)
         extra = _mount_scope(request)
         if extra and self._realm is not None and not self._basic:
