@@ -160,10 +160,11 @@ def create_app(settings: HubSettings, hub: Hub | None = None) -> FastAPI:
     app.state.hub = hub
     app.add_exception_handler(UkedgeError, error_handler)
     v2 = V2Api(hub)
-    app.router.routes.append(Route("/v2", v2.handle, methods=V2_METHODS, include_in_schema=False))
-    app.router.routes.append(
-        Route("/v2/{path:path}", v2.handle, methods=V2_METHODS, include_in_schema=False)
-    )
+    # First in the route list: every pull and push request goes here.
+    app.router.routes[0:0] = [
+        Route("/v2/{path:path}", v2.handle, methods=V2_METHODS, include_in_schema=False),
+        Route("/v2", v2.handle, methods=V2_METHODS, include_in_schema=False),
+    ]
 
     def principal_for(request: Request) -> Principal:
         creds = _basic(request)
@@ -200,12 +201,12 @@ def create_app(settings: HubSettings, hub: Hub | None = None) -> FastAPI:
         return hub.auth.issue(principal, scopes).as_json()
 
     @app.get("/healthz", response_model=Health, tags=["operations"])
-    def healthz() -> dict[str, Any]:
+    async def healthz() -> dict[str, Any]:
         """Liveness and readiness: the metadata database answers."""
         return {"status": "ok", "version": __version__, "auth": hub.auth.enabled}
 
     @app.get("/metrics", tags=["operations"], response_class=Response)
-    def metrics() -> Response:
+    async def metrics() -> Response:
         """Prometheus metrics: requests, latency, bytes, uploads, storage, GC."""
         hub.metrics.uploads.set(hub.blobs.uploads_in_progress)
         return Response(generate_latest(hub.metrics.registry), media_type=CONTENT_TYPE_LATEST)

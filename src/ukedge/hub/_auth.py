@@ -199,6 +199,8 @@ class Authority:
         self._key: Ed25519PrivateKey | None = None
         self._public: Ed25519PublicKey | None = None
         self._enabled: tuple[float, bool] = (0.0, False)
+        # Verified tokens, so a pull's many requests verify the signature once.
+        self._verified: dict[str, dict[str, Any]] = {}
 
     @property
     def key(self) -> Ed25519PrivateKey:
@@ -331,6 +333,11 @@ class Authority:
         return TokenReply(token, self.ttl, issued, claims["access"])  # type: ignore[arg-type]
 
     def _decode(self, token: str) -> dict[str, Any] | None:
+        cached = self._verified.get(token)
+        if cached is not None:
+            if cached["exp"] > time.time():
+                return cached
+            del self._verified[token]
         _ = self.key
         try:
             claims: dict[str, Any] = jwt.decode(
@@ -342,6 +349,9 @@ class Authority:
             )
         except jwt.PyJWTError:
             return None
+        if len(self._verified) > 4096:
+            self._verified.clear()
+        self._verified[token] = claims
         return claims
 
     def check(

@@ -167,9 +167,13 @@ class BlobService:
             sqlite_insert(blob_links).values(repo_id=rid, digest=digest).on_conflict_do_nothing()
         )
 
-    async def _publish(self, repository: str, digest: str, size: int, source: str) -> None:
+    async def _publish(
+        self, repository: str, digest: str, size: int, source: str, upload_id: str | None = None
+    ) -> None:
         with self.db.write() as conn:
             self._publish_row(conn, repository, digest, size)
+            if upload_id is not None:
+                conn.execute(delete(uploads).where(uploads.c.id == upload_id))
         await self.storage.move(source, blob_path(digest))
 
     def mount(self, repository: str, digest: str, source_repo: str) -> bool:
@@ -353,9 +357,7 @@ class BlobService:
                         f"upload content is {actual}, not {digest}; the upload was cancelled",
                         detail={"expected": digest, "actual": actual},
                     )
-                await self._publish(repository, digest, size, upload_path(upload_id))
-                with self.db.write() as conn:
-                    conn.execute(delete(uploads).where(uploads.c.id == upload_id))
+                await self._publish(repository, digest, size, upload_path(upload_id), upload_id)
             finally:
                 self._forget(upload_id)
         return BlobInfo(digest, size)

@@ -186,8 +186,20 @@ async def read_limited(body: AsyncIterable[bytes], limit: int) -> bytes:
 class ManifestService:
     """Manifest storage and lookups of one hub."""
 
+    #: Manifests up to this size are cached in memory, up to ``_CACHE_BYTES`` in all.
+    _CACHE_ITEM = 256 * 1024
+    _CACHE_BYTES = 32 * 1024 * 1024
+
     def __init__(self, db: Database) -> None:
         self.db = db
+        # (repository, reference) -> manifest. Only this process writes manifests and tags
+        # (GC, from any process, touches blobs only), so clearing on each write keeps it exact.
+        self._cache: dict[tuple[str, str], StoredManifest] = {}
+        self._cached_bytes = 0
+
+    def _invalidate(self) -> None:
+        self._cache.clear()
+        self._cached_bytes = 0
 
     # -- writing ------------------------------------------------------------------------------
 
@@ -204,6 +216,7 @@ class ManifestService:
             )
         parsed = parse_manifest(content, content_type)
         now = time.time()
+        self._invalidate()
         with self.db.write() as conn:
             rid = repo_id(conn, repository, create=True)
             assert rid is not None
@@ -285,6 +298,7 @@ class ManifestService:
     def delete(self, repository: str, reference: str) -> None:
         """By digest: the manifest, its tags and references. By tag: only the tag."""
         _known_or_404(reference)
+        self._invalidate()
         with self.db.write() as conn:
             rid = repo_id(conn, repository)
             if rid is None:
@@ -323,14 +337,24 @@ class ManifestService:
     )
 
     def get(self, repository: str, reference: str) -> StoredManifest:
-        """The hot path of every pull: one indexed query, no ORM objects."""
+        """The hot path of every pull: an in-memory hit, else one indexed query."""
+        key = (repository, reference)
+        hit = self._cache.get(key)
+        if hit is not None:
+            return hit
         _known_or_404(reference)
         query = self._BY_DIGEST if is_digest(reference) else self._BY_TAG
         with self.db.read() as conn:
             row = conn.execute(query, {"name": repository, "ref": reference}).first()
         if row is None:
             raise DistributionError(Code.MANIFEST_UNKNOWN, detail={"reference": reference})
-        return StoredManifest(row[0], row[1], bytes(row[2]))
+        found = StoredManifest(row[0], row[1], bytes(row[2]))
+        if len(found.content) <= self._CACHE_ITEM:
+            if self._cached_bytes + len(found.content) > self._CACHE_BYTES:
+                self._invalidate()
+            self._cache[key] = found
+            self._cached_bytes += len(found.content)
+        return found
 
     def tags(self, repository: str, n: int | None, last: str | None) -> list[str]:
         with self.db.read() as conn:

@@ -39,6 +39,7 @@ _PATTERNS = [
 ]
 _RANGE = re.compile(r"^(?:bytes[ =])?(\d+)-(\d+)$")
 _BYTES = re.compile(r"^bytes=(\d*)-(\d*)$")
+_SMALL_BLOB = 256 * 1024
 
 
 def _int_header(request: Request, name: str) -> int | None:
@@ -109,6 +110,8 @@ class V2Api:
         return self.hub.settings.realm or f"{str(request.base_url).rstrip('/')}/token"
 
     def _allow(self, request: Request, name: str, *actions: str, type_: str = "repository") -> None:
+        if not self.hub.auth.enabled:
+            return
         self.hub.auth.check(
             request.headers.get("authorization"), type_, name, actions, self._realm(request)
         )
@@ -122,7 +125,7 @@ class V2Api:
         return response
 
     async def _dispatch(self, request: Request) -> Response:
-        path = request.url.path
+        path: str = request.scope["path"]
         method = request.method
         if path in ("/v2", "/v2/"):
             self._allow(request, "")
@@ -184,6 +187,10 @@ class V2Api:
         if request.method == "HEAD":
             return Response(None, status, headers=headers, media_type="application/octet-stream")
         chunks = await self.blobs.open(digest, start, length)
+        if length <= _SMALL_BLOB:
+            # One buffer is cheaper than a streaming response for configs and small layers.
+            body = b"".join([chunk async for chunk in chunks])
+            return Response(body, status, headers=headers, media_type="application/octet-stream")
         return StreamingResponse(
             chunks, status, headers=headers, media_type="application/octet-stream"
         )
