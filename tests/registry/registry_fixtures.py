@@ -274,3 +274,40 @@ class FlakyTransport(CountingTransport):
                 response.close()
                 raise httpx.ReadError("connection reset (injected)", request=request)
         return super().handle_request(request)
+
+
+def push_concurrently(host: str, tmp_path: Path, clients: int = 8) -> None:
+    """``clients`` pushes at once of images sharing kernel and runtime layers (half into one
+    repository, racing on the same blobs, half into their own); then every image pulls back
+    identical, so no blob is corrupt or missing."""
+    from ukedge.registry import RegistryClient, pull, push
+
+    store = ImageStore(tmp_path / "concurrent-src")
+    kernel, runtime = os.urandom(400_000), os.urandom(200_000)
+    digests = {
+        i: make_image(store, f"app{i}:1", kernel=kernel, runtime=runtime, name=f"app{i}")
+        for i in range(clients)
+    }
+    refs = {i: f"{host}/{'team/shared' if i % 2 else f'team/app{i}'}:v{i}" for i in digests}
+    errors: list[BaseException] = []
+
+    def one(i: int) -> None:
+        try:
+            with RegistryClient(
+                host, chunk_size=64 * 1024, state_dir=tmp_path / f"concurrent-state{i}"
+            ) as c:
+                push(store, f"app{i}:1", refs[i], client=c)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in digests]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert not errors, errors
+    dst = ImageStore(tmp_path / "concurrent-dst")
+    with RegistryClient(host, state_dir=tmp_path / "concurrent-pull") as client:
+        for i, digest in digests.items():
+            assert pull(dst, refs[i], client=client).digest == digest
+            assert blob_digests(store, f"app{i}:1") == blob_digests(dst, refs[i])

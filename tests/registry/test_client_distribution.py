@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import threading
 import warnings
 from pathlib import Path
 
@@ -16,6 +15,7 @@ from registry_fixtures import (
     Recorder,
     blob_digests,
     make_image,
+    push_concurrently,
     run_distribution,
 )
 
@@ -154,38 +154,7 @@ def test_stale_upload_session_starts_over(distribution: Distribution, tmp_path: 
 
 
 def test_concurrent_pushes_sharing_layers(distribution: Distribution, tmp_path: Path) -> None:
-    store = ImageStore(tmp_path / "s")
-    kernel, runtime = os.urandom(400_000), os.urandom(200_000)
-    digests = {
-        i: make_image(store, f"app{i}:1", kernel=kernel, runtime=runtime, name=f"app{i}")
-        for i in range(8)
-    }
-    errors: list[BaseException] = []
-
-    def one(i: int) -> None:
-        try:
-            # Half of them into one repository (racing on the same blobs), half into their own.
-            repo = "team/shared" if i % 2 else f"team/app{i}"
-            with RegistryClient(
-                distribution.host, chunk_size=64 * 1024, state_dir=tmp_path / f"st{i}"
-            ) as c:
-                push(store, f"app{i}:1", f"{distribution.host}/{repo}:v{i}", client=c)
-        except BaseException as exc:
-            errors.append(exc)
-
-    threads = [threading.Thread(target=one, args=(i,)) for i in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(120)
-    assert not errors
-    dst = ImageStore(tmp_path / "dst")
-    with _client(distribution, tmp_path) as client:
-        for i, digest in digests.items():
-            repo = "team/shared" if i % 2 else f"team/app{i}"
-            ref = f"{distribution.host}/{repo}:v{i}"
-            assert pull(dst, ref, client=client).digest == digest
-            assert blob_digests(store, f"app{i}:1") == blob_digests(dst, ref)
+    push_concurrently(distribution.host, tmp_path)
 
 
 def test_tags_and_catalog_follow_pagination(distribution: Distribution, tmp_path: Path) -> None:

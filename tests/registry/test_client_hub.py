@@ -8,7 +8,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from registry_fixtures import HubServer, Interrupted, Recorder, blob_digests, make_image, run_hub
+from registry_fixtures import (
+    HubServer,
+    Interrupted,
+    Recorder,
+    blob_digests,
+    make_image,
+    push_concurrently,
+    run_hub,
+)
 
 from ukedge.errors import AuthenticationError
 from ukedge.image import ImageStore
@@ -132,3 +140,7 @@ def test_robot_token_for_one_repository_cannot_push_another(
     assert push(store, "app:1", f"{host}/team/app:1") == digest
     with pytest.raises(AuthenticationError):
         push(store, "app:1", f"{host}/team/other:1")
+
+
+def test_concurrent_pushes_sharing_layers_to_the_hub(open_hub: HubServer, tmp_path: Path) -> None:
+    push_concurrently(open_hub.host, tmp_path)
