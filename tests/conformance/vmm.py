@@ -302,6 +302,8 @@ class MachineBackendSuite:
         wait_for(console_has(machine, "conformance app waiting"), BOOT_TIMEOUT, "the app")
         stats = machine.stats()
         assert 1 << 20 < stats.rss_bytes < 1 << 30
+        if stats.pss_bytes is not None:
+            assert 0 < stats.pss_bytes <= stats.rss_bytes
         assert stats.cpu_seconds > 0
         time.sleep(0.3)
         assert machine.stats().cpu_seconds >= stats.cpu_seconds

@@ -146,3 +146,9 @@ def test_incoming_run_as_and_extra_args(tmp_path: Path) -> None:
 def test_bad_options_are_usage_errors(kw: dict[str, object]) -> None:
     with pytest.raises(UsageError):
         QemuOptions(**kw)  # type: ignore[arg-type]
+
+
+def test_balloon_with_free_page_reporting(tmp_path: Path) -> None:
+    assert not any("balloon" in d for d in _value(_argv(tmp_path), "-device"))
+    devices = _value(_argv(tmp_path, QemuOptions(balloon=True)), "-device")
+    assert "virtio-balloon-pci,free-page-reporting=on" in devices

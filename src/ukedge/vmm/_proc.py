@@ -68,7 +68,7 @@ def same_process(pid: int, starttime: int, marker: str) -> bool:
     return any(marker in arg for arg in cmdline(pid))
 
 
-def spawn_detached(argv: list[str], log_path: Path) -> int:
+def spawn_detached(argv: list[str], log_path: Path, fd3: Path | None = None) -> int:
     """Start ``argv`` in its own session with stdio on ``log_path``; return its pid.
 
     posix_spawn (vfork-based in glibc) keeps the start cheap even from a large Python process,
@@ -81,6 +81,8 @@ def spawn_detached(argv: list[str], log_path: Path) -> int:
             (os.POSIX_SPAWN_DUP2, log_fd, 1),
             (os.POSIX_SPAWN_DUP2, log_fd, 2),
         ]
+        if fd3 is not None:  # e.g. a snapshot for -incoming fd:3
+            actions.append((os.POSIX_SPAWN_OPEN, 3, str(fd3), os.O_RDONLY, 0))
         return os.posix_spawn(argv[0], argv, dict(os.environ), file_actions=actions, setsid=True)
     finally:
         os.close(log_fd)
@@ -144,4 +146,12 @@ def stats(pid: int) -> MachineStats | None:
             if line.startswith("VmRSS:"):
                 rss = int(line.split()[1]) * 1024
                 break
-    return MachineStats(rss_bytes=rss, cpu_seconds=(st.utime_ticks + st.stime_ticks) / _CLK_TCK)
+    pss = None
+    with contextlib.suppress(FileNotFoundError, ProcessLookupError, PermissionError):
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith("Pss:"):
+                pss = int(line.split()[1]) * 1024
+                break
+    return MachineStats(
+        rss_bytes=rss, cpu_seconds=(st.utime_ticks + st.stime_ticks) / _CLK_TCK, pss_bytes=pss
+    )

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from ukedge.errors import UsageError
 from ukedge.vmm.base import MachineSpec
@@ -43,6 +43,9 @@ class QemuOptions:
     #: Firmware for ``pc``: qboot jumps straight to the kernel (SeaBIOS costs ~100 ms).
     bios: Path = field(default_factory=lambda: Path("/usr/share/qemu/qboot.rom"))
     sandbox: bool = True
+    #: Add a virtio-balloon with free page reporting: a guest kernel with
+    #: CONFIG_PAGE_REPORTING hands freed pages back, so an idle machine's RSS shrinks.
+    balloon: bool = False
     #: Unprivileged user QEMU switches to after start-up (when the caller is root).
     run_as: str | None = None
     extra_args: tuple[str, ...] = ()
@@ -56,6 +59,24 @@ class QemuOptions:
             raise UsageError(f"tb_size_mib must be 1-4096, got {self.tb_size_mib!r}")
         object.__setattr__(self, "bios", Path(self.bios))
         object.__setattr__(self, "extra_args", tuple(self.extra_args))
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "binary": self.binary,
+            "machine": self.machine,
+            "accel": self.accel,
+            "tb_size_mib": self.tb_size_mib,
+            "cpu": self.cpu,
+            "bios": str(self.bios),
+            "sandbox": self.sandbox,
+            "balloon": self.balloon,
+            "run_as": self.run_as,
+            "extra_args": list(self.extra_args),
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> QemuOptions:
+        return cls(**{**data, "bios": Path(data["bios"]), "extra_args": tuple(data["extra_args"])})
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,6 +206,8 @@ def build_argv(
         "-device",
         f"virtio-rng-{bus},rng=rng0",
     ]
+    if options.balloon:
+        argv += ["-device", f"virtio-balloon-{bus},free-page-reporting=on"]
     if options.run_as:
         argv += ["-runas", options.run_as]
     if incoming:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-from collections.abc import Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -37,18 +37,26 @@ def run_sync(coro: Coroutine[Any, Any, T]) -> T:
         return pool.submit(asyncio.run, coro).result()
 
 
-async def _session(
-    socket_path: Path, commands: Sequence[Command], timeout: float, fds: Sequence[int]
-) -> list[object]:
+class Session:
+    """One connected QMP session handed to a :func:`run` body."""
+
+    def __init__(self, client: QMPClient, timeout: float) -> None:
+        self._client = client
+        self._timeout = timeout
+
+    async def execute(self, name: str, args: dict[str, Any] | None = None) -> object:
+        return await asyncio.wait_for(self._client.execute(name, args), self._timeout)
+
+    def send_fd(self, fd: int) -> None:
+        """Pass ``fd`` with SCM_RIGHTS; the next ``getfd`` names it."""
+        self._client.send_fd_scm(fd)
+
+
+async def _session(socket_path: Path, body: Callable[[Session], Awaitable[T]], timeout: float) -> T:
     client = QMPClient("ukedge")
     try:
         await asyncio.wait_for(client.connect(str(socket_path)), timeout)
-        results: list[object] = []
-        for fd in fds:
-            client.send_fd_scm(fd)
-        for name, args in commands:
-            results.append(await asyncio.wait_for(client.execute(name, args), timeout))
-        return results
+        return await body(Session(client, timeout))
     finally:
         await client.disconnect()
 
@@ -59,16 +67,30 @@ def execute(
     *,
     machine_id: str | None = None,
     timeout: float = 10.0,
-    fds: Sequence[int] = (),
 ) -> list[object]:
-    """Run ``commands`` in one QMP session and return their results in order.
+    """Run ``commands`` in one QMP session and return their results in order."""
 
-    ``fds`` are passed with SCM_RIGHTS before the first command (for ``getfd``). Every failure
-    (no socket, refused, QEMU error reply, timeout) is raised as MachineError from the cause.
+    async def body(session: Session) -> list[object]:
+        return [await session.execute(name, args) for name, args in commands]
+
+    return run(socket_path, body, machine_id=machine_id, timeout=timeout)
+
+
+def run(
+    socket_path: Path,
+    body: Callable[[Session], Awaitable[T]],
+    *,
+    machine_id: str | None = None,
+    timeout: float = 10.0,
+) -> T:
+    """Run ``body`` with a connected session; ``timeout`` bounds each step, not the whole.
+
+    Every failure (no socket, refused, QEMU error reply, timeout) is raised as MachineError
+    from the cause.
     """
     who = machine_id or str(socket_path.parent)
     try:
-        return run_sync(_session(socket_path, commands, timeout, fds))
+        return run_sync(_session(socket_path, body, timeout))
     except ExecuteError as exc:
         raise MachineError(
             f"QEMU refused {exc.sent['execute']!s} for machine {who}: {exc}",

@@ -187,6 +187,9 @@ class MachineStats:
 
     rss_bytes: int
     cpu_seconds: float
+    #: Proportional set size: RSS with pages shared between machines (the kernel file mapped
+    #: by every QEMU, the QEMU binary) divided among them; what a machine really costs a host.
+    pss_bytes: int | None = None
 
 
 @runtime_checkable
@@ -256,6 +259,16 @@ class Machine(Protocol):
         """Resident memory and CPU time of the hypervisor process.
 
         Raises StateError when the machine has ended.
+        """
+        ...
+
+    def snapshot(self, path: Path, *, resume: bool = False) -> None:
+        """Save the whole running machine (memory, devices, the app's state) into ``path``.
+
+        The machine is paused first; afterwards it stays paused, or runs on with ``resume``.
+        New machines start from the snapshot with ``MachineSpec.restore_from`` instead of
+        booting. Raises StateError when the machine has ended, MachineError when the backend
+        cannot snapshot.
         """
         ...
 

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from ukedge.errors import MachineError, MachineTimeoutError, StateError, UsageError
-from ukedge.vmm import _proc, _qmp
+from ukedge.vmm import _proc, _qmp, _snapshot
 from ukedge.vmm._accel import probe_accelerator
 from ukedge.vmm._exitline import read_exit_status
 from ukedge.vmm._qemu_argv import (
@@ -144,6 +144,11 @@ class _QemuMachine:
     @property
     def accel(self) -> str:
         return str(self._record.get("accel", ""))
+
+    @property
+    def options(self) -> QemuOptions:
+        """The backend options the machine was started with."""
+        return QemuOptions.from_json(self._record["options"])
 
     @property
     def argv(self) -> list[str]:
@@ -341,6 +346,10 @@ class _QemuMachine:
         commands += [(name, a) for name, a in more]
         return _qmp.execute(self._paths.qmp, commands, machine_id=self.machine_id)
 
+    def snapshot(self, path: Path, *, resume: bool = False) -> None:
+        self._require_live("snapshot")
+        _snapshot.save(self, Path(path), resume=resume)
+
     def stats(self) -> MachineStats:
         self._require_live("stats")
         result = _proc.stats(self.pid)
@@ -422,9 +431,15 @@ class _QemuBackend:
         # Both exist from the start so readers (logs -f, results followers) need no retry.
         paths.results.touch(mode=0o600)
         paths.console.touch(mode=0o600)
-        argv = build_argv(spec, self._runtime_options(), accel, paths, initrd)
+        options = self._runtime_options()
+        incoming = None
+        if spec.restore_from is not None:
+            _snapshot.check_compatible(spec, options, accel)
+            incoming = "fd:3"
+        argv = build_argv(spec, options, accel, paths, initrd, incoming=incoming)
         try:
-            pid = _proc.spawn_detached(argv, paths.log)
+            state_file = _snapshot.state_file(spec.restore_from) if spec.restore_from else None
+            pid = _proc.spawn_detached(argv, paths.log, fd3=state_file)
         except OSError as exc:
             raise MachineError(
                 f"cannot start {argv[0]} for machine {spec.machine_id}: {exc}", spec.machine_id
@@ -438,7 +453,7 @@ class _QemuBackend:
             "started_at": time.time(),
             "accel": accel,
             "argv": argv,
-            "options": {k: str(v) for k, v in dataclasses.asdict(self.options).items()},
+            "options": options.to_json(),
             "spec": spec.to_json(),
             "stop_requested": False,
             "killed": False,

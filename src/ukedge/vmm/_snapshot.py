@@ -1,0 +1,140 @@
+"""Machine snapshots for the QEMU backend: save a running machine, start others from it.
+
+Apps whose user-space start is slow under TCG (a Python runtime importing its modules) can
+skip it: boot one machine until the app is ready, save it, and start later machines from the
+saved state with ``-incoming``. The state goes through QMP ``migrate`` to a file descriptor
+passed with SCM_RIGHTS, since the sandbox forbids QEMU to spawn ``exec:`` helpers and QEMU 7.2
+has no ``file:`` migration URI.
+
+A snapshot is a directory: ``vmstate`` (QEMU's migration stream) and ``snapshot.json`` (what
+it was made from; a restore with other memory, vCPUs, machine type or kernel is refused, since
+QEMU would fail late and obscurely). Host-side settings may differ on restore: port forwards,
+work directory, the console and results files.
+
+Caveats a caller must know (restored machines are clones):
+* RNG: every clone starts with the same kernel RNG state. virtio-rng keeps feeding the
+  kernel, but until the next reseed clones can produce equal random numbers; an app that
+  generates secrets at start-up must do so after restore. (``-device vmgenid`` would make the
+  kernel reseed at once, but it needs ACPI, which the minimal kernel does not have.)
+* Clock: the guest clock continues from the snapshot's time; it is behind by the age of the
+  snapshot until something sets it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ukedge.errors import MachineError, UsageError
+from ukedge.vmm import _qmp
+from ukedge.vmm._qemu_argv import QemuOptions
+from ukedge.vmm.base import MachineSpec
+
+if TYPE_CHECKING:
+    from ukedge.vmm.qemu import _QemuMachine
+
+_VERSION = 1
+_META = "snapshot.json"
+_STATE = "vmstate"
+#: QMP migration is rate-limited by default (128 MiB/s in QEMU 7.2); a local file is not a link.
+_BANDWIDTH = 1 << 40
+
+
+def state_file(path: Path) -> Path:
+    return Path(path) / _STATE
+
+
+def _fingerprint(spec: MachineSpec, options: QemuOptions, accel: str) -> dict[str, Any]:
+    """What must be equal between the saved machine and a restored one."""
+    kernel = spec.kernel.resolve()
+    st = kernel.stat()
+    return {
+        "machine": options.machine,
+        "accel": accel,
+        "cpu": options.cpu,
+        "memory_mib": spec.memory_mib,
+        "vcpus": spec.vcpus,
+        "kernel": {"path": str(kernel), "size": st.st_size, "mtime_ns": st.st_mtime_ns},
+        "balloon": options.balloon,
+    }
+
+
+def save(machine: _QemuMachine, path: Path, *, resume: bool) -> None:
+    """Migrate ``machine``'s state into ``path``/vmstate (QEMU pauses it for the final pass)
+    and record what it was made from."""
+    options = machine.options
+    meta = {
+        "version": _VERSION,
+        "backend": "qemu",
+        "machine_id": machine.machine_id,
+        "created_at": time.time(),
+        "fingerprint": _fingerprint(machine.spec, options, machine.accel),
+    }
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    tmp = path / f".{_STATE}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    started = time.monotonic()
+    try:
+
+        async def body(session: _qmp.Session) -> None:
+            session.send_fd(fd)
+            await session.execute("getfd", {"fdname": "ukedge-snapshot"})
+            # No "stop" first: the stream records the run state at the final pause, and only a
+            # running source makes restored machines start by themselves (no QMP round trip).
+            await session.execute("migrate-set-parameters", {"max-bandwidth": _BANDWIDTH})
+            await session.execute("migrate", {"uri": "fd:ukedge-snapshot"})
+            while True:
+                info = await session.execute("query-migrate")
+                status = info.get("status") if isinstance(info, dict) else None
+                if status == "completed":
+                    break
+                if status in ("failed", "cancelled"):
+                    desc = info.get("error-desc", status) if isinstance(info, dict) else status
+                    raise MachineError(
+                        f"snapshot of machine {machine.machine_id} failed: {desc}",
+                        machine.machine_id,
+                    )
+                await asyncio.sleep(0.005)
+            if resume:
+                await session.execute("cont")
+
+        _qmp.run(machine.qmp_path, body, machine_id=machine.machine_id, timeout=60.0)
+    except BaseException:
+        os.close(fd)
+        tmp.unlink(missing_ok=True)
+        raise
+    os.close(fd)
+    tmp.replace(state_file(path))
+    meta["seconds"] = round(time.monotonic() - started, 3)
+    meta["bytes"] = state_file(path).stat().st_size
+    meta_tmp = path / f".{_META}.tmp"
+    meta_tmp.write_text(json.dumps(meta, indent=2, sort_keys=True))
+    meta_tmp.replace(path / _META)
+
+
+def check_compatible(spec: MachineSpec, options: QemuOptions, accel: str) -> None:
+    """Refuse (UsageError) to restore ``spec`` from a snapshot made of a different machine."""
+    assert spec.restore_from is not None
+    path = spec.restore_from
+    try:
+        meta = json.loads((path / _META).read_text())
+    except FileNotFoundError:
+        raise UsageError(f"{path} is not a machine snapshot (no {_META})") from None
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"cannot read snapshot {path}: {exc}") from exc
+    if meta.get("version") != _VERSION or not state_file(path).is_file():
+        raise UsageError(f"{path} is not a complete version-{_VERSION} machine snapshot")
+    want = _fingerprint(spec, options, accel)
+    have = meta.get("fingerprint", {})
+    diffs = [
+        f"{k}: snapshot {have.get(k)!r}, now {v!r}" for k, v in want.items() if have.get(k) != v
+    ]
+    if diffs:
+        raise UsageError(
+            f"snapshot {path} was made of a different machine; start it with the same "
+            f"settings or make a new snapshot ({'; '.join(diffs)})"
+        )
