@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import importlib.util
+import os
+import socket
 import sys
+import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -12,7 +16,7 @@ from ukedge import vmm
 from ukedge.vmm import MachineBackend
 
 
-def _load_suite() -> object:
+def _load_suite() -> Any:
     path = Path(__file__).parents[1] / "conformance" / "vmm.py"
     spec = importlib.util.spec_from_file_location("conformance_vmm", path)
     assert spec is not None and spec.loader is not None
@@ -33,8 +37,104 @@ def backend() -> MachineBackend:
 
 @pytest.fixture
 def starter() -> list[str]:
-    return conformance.starter_command("qemu", CONFIG)  # type: ignore[attr-defined, no-any-return]
+    return conformance.starter_command("qemu", CONFIG)
 
 
-class TestQemuConformance(conformance.MachineBackendSuite):  # type: ignore[attr-defined, misc, name-defined]
+class TestQemuConformance(conformance.MachineBackendSuite):
     """Runs every check of tests/conformance/vmm.py against the QEMU backend."""
+
+
+BOOT_TIMEOUT = conformance.BOOT_TIMEOUT
+
+
+@pytest.fixture(scope="module")
+def guest(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    return conformance._build_guest(tmp_path_factory.mktemp("qemu-guest"))
+
+
+@pytest.mark.vm
+def test_snapshot_restores_clones_with_their_own_ports(
+    backend: MachineBackend, guest: Any, tmp_path: Path
+) -> None:
+    """A listening app is saved once and restored twice; each clone answers on its own port."""
+    from ukedge.errors import UsageError
+    from ukedge.vmm import MachineSpec, MachineState, PortForward
+
+    source = backend.start(guest.spec("snap-src", "echo", "7777"))
+    try:
+        conformance.wait_for(
+            conformance.console_has(source, "conformance app listening"),
+            BOOT_TIMEOUT,
+            "the app",
+        )
+        source.snapshot(tmp_path / "snap")
+    finally:
+        source.kill()
+    assert (tmp_path / "snap" / "vmstate").stat().st_size > 0
+    clones = []
+    try:
+        for n in range(2):
+            port = conformance.free_port()
+            base = guest.spec(f"clone{n}", "echo", "7777", ports=(PortForward(port, 7777),))
+            spec = MachineSpec.from_json({**base.to_json(), "restore_from": str(tmp_path / "snap")})
+            clone = backend.start(spec)
+            clones.append(clone)
+            deadline = time.monotonic() + BOOT_TIMEOUT
+            while True:
+                try:
+                    with socket.create_connection(("127.0.0.1", port), timeout=5) as conn:
+                        conn.sendall(b"clone %d\n" % n)
+                        conn.shutdown(socket.SHUT_WR)
+                        assert conn.recv(64) == b"clone %d\n" % n
+                    break
+                except (ConnectionError, TimeoutError, AssertionError):
+                    if time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.1)
+            # The restored app never booted: nothing but what QEMU appended after the restore.
+            assert "conformance app listening" not in clone.console_path.read_text()
+        for clone in clones:
+            assert clone.stop(timeout=BOOT_TIMEOUT) == 143  # echo mode dies of SIGTERM
+            assert clone.state is MachineState.EXITED
+        bigger = MachineSpec.from_json({**spec.to_json(), "memory_mib": 128, "machine_id": "x"})
+        with pytest.raises(UsageError, match="memory_mib"):
+            backend.start(bigger)
+    finally:
+        for clone in clones:
+            if not clone.state.final:
+                clone.kill()
+
+
+@pytest.mark.vm
+@pytest.mark.skipif(os.geteuid() != 0, reason="dropping privileges needs root")
+def test_run_as_drops_privileges_under_the_sandbox(guest: Any) -> None:
+    machine = vmm.create("qemu", run_as="nobody").start(guest.spec("runas", "wait"))
+    try:
+        conformance.wait_for(
+            conformance.console_has(machine, "conformance app waiting"),
+            BOOT_TIMEOUT,
+            "the app",
+        )
+        uid_line = next(
+            line
+            for line in Path(f"/proc/{machine.pid}/status").read_text().splitlines()
+            if line.startswith("Uid:")
+        )
+        assert uid_line.split()[1:] == ["65534"] * 4
+        assert machine.stop(timeout=BOOT_TIMEOUT) == 42
+    finally:
+        if not machine.state.final:
+            machine.kill()
+
+
+@pytest.mark.vm
+def test_qemu_start_failure_is_reported(guest: Any) -> None:
+    """QEMU refusing its configuration ends the machine FAILED with QEMU's own message."""
+    from ukedge.errors import MachineError
+    from ukedge.vmm import MachineState
+
+    backend = vmm.create("qemu", extra_args=("-device", "no-such-device"))
+    machine = backend.start(guest.spec("bad", "exit"))
+    with pytest.raises(MachineError, match="no-such-device"):
+        machine.wait(BOOT_TIMEOUT)
+    assert machine.status().state is MachineState.FAILED
