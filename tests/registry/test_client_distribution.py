@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import threading
+import time
 import warnings
 from pathlib import Path
 
@@ -314,3 +316,42 @@ def test_registry_killed_mid_upload_then_restarted(
     # status query), which continues the same upload session: no chunk is sent twice.
     assert transport.count("PATCH") == 13
     assert blob_digests(store, "app:1") == blob_digests(dst, remote)
+
+
+def test_a_push_waits_for_another_uploading_the_same_blob(
+    distribution: Distribution, tmp_path: Path
+) -> None:
+    """Two pushes sharing a state directory never feed one upload session: the second waits
+    for the first (here: the test holding the lock) and then finds the blob there."""
+    store = ImageStore(tmp_path / "s")
+    make_image(store, "a:1", kernel=os.urandom(10 * 32 * 1024))
+    kernel = store.manifest("a:1")[1].layers[0]
+    remote = f"{distribution.host}/team/app:1"
+    transport = CountingTransport()
+    recorder = Recorder()
+    errors: list[BaseException] = []
+    client = _client(distribution, tmp_path, chunk_size=32 * 1024, transport=transport)
+
+    def waiting_push() -> None:
+        try:
+            push(store, "a:1", remote, client=client, progress=recorder)
+        except BaseException as exc:
+            errors.append(exc)
+
+    with client:
+        with client.uploads.exclusive(client.registry, "team/app", kernel.digest):
+            thread = threading.Thread(target=waiting_push)
+            thread.start()
+            deadline = time.monotonic() + 30
+            while transport.count("HEAD", kernel.digest) == 0 and time.monotonic() < deadline:
+                time.sleep(0.01)
+            # "The other process" uploads the blob meanwhile, then lets go.
+            with RegistryClient(distribution.host, state_dir=tmp_path / "other") as other:
+                other.upload_blob(
+                    "team/app", kernel.digest, kernel.size, lambda: store.open_blob(kernel.digest)
+                )
+        thread.join(60)
+    assert not errors, errors
+    assert recorder.outcomes[kernel.digest] == "exists"
+    assert transport.count("PATCH") == 0
+    assert transport.count("HEAD", kernel.digest) == 2  # before waiting, and after

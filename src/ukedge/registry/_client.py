@@ -572,12 +572,16 @@ class RegistryClient:
         A transient failure is retried; a chunked upload then continues from the registry's
         offset (the same path as resuming after an interruption).
         """
-        return self._with_retries(
-            f"push blob {digest} to {repository}",
-            lambda: self._upload_once(
-                repository, digest, size, open_source, mount_from, on_progress, cancel
-            ),
-        )
+        with self.uploads.exclusive(self.registry, repository, digest) as waited:
+            if waited and self.blob_size(repository, digest) is not None:
+                on_progress(size)
+                return BlobOutcome.EXISTS
+            return self._with_retries(
+                f"push blob {digest} to {repository}",
+                lambda: self._upload_once(
+                    repository, digest, size, open_source, mount_from, on_progress, cancel
+                ),
+            )
 
     def _upload_once(
         self,

@@ -90,6 +90,27 @@ class UploadSessions:
     def drop(self, registry: str, repository: str, digest: str) -> None:
         self._path(registry, repository, digest).unlink(missing_ok=True)
 
+    @contextlib.contextmanager
+    def exclusive(self, registry: str, repository: str, digest: str) -> Iterator[bool]:
+        """Hold the right to upload this blob to this repository; yields whether we waited.
+
+        Two pushes (threads or processes) sharing this directory must not feed one upload
+        session; the second waits, and then usually finds the blob already there.
+        """
+        path = self._path(registry, repository, digest).with_suffix(".lock")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("a") as lock:
+            waited = False
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                waited = True
+                fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                yield waited
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
 
 class BlobLocations:
     def __init__(self, root: Path) -> None:
