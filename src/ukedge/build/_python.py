@@ -56,11 +56,10 @@ PYTHON_EXECUTABLE = Path("/usr/bin/python3.11")
 
 #: What every python image gets in its environment (the Ukfile's [env] wins).
 PYTHON_ENV = {
-    "PATH": "/usr/bin:/bin",
     "PYTHONDONTWRITEBYTECODE": "1",  # the root file system is RAM; nothing to cache across boots
     "PYTHONNOUSERSITE": "1",  # no home directory, no user site
     "PYTHONUNBUFFERED": "1",  # the console is the log; lines must not sit in a buffer
-    "LANG": "C.UTF-8",
+    "LANG": "C.UTF-8",  # built into glibc 2.36, so no locale files are needed
 }
 
 #: Top-level stdlib entries left out of the layer, with the reason.

@@ -1,0 +1,67 @@
+"""``ukedge build`` as a user runs it: the installed console script, a real store and kernel."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from ukedge.image import ImageStore
+from ukedge.paths import store_dir
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+UKEDGE = str(Path(sys.executable).parent / "ukedge")
+
+
+def _run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([UKEDGE, *args], capture_output=True, text=True, timeout=900)
+
+
+def test_build_prints_id_tags_and_digest() -> None:
+    proc = _run("build", str(EXAMPLES / "hello-c"), "-t", "hello-c:1", "-t", "hello:latest")
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    digest = lines[-1]
+    assert lines[0] == f"Successfully built {digest[7:19]}"
+    assert lines[1:3] == ["Successfully tagged hello-c:1", "Successfully tagged hello:latest"]
+    assert "kernel" in proc.stderr and "app" in proc.stderr
+    store = ImageStore(store_dir())
+    assert store.resolve("hello-c:1").digest == digest == store.resolve("hello:latest").digest
+
+
+def test_build_json() -> None:
+    proc = _run("build", str(EXAMPLES / "hello-c"), "--json")
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads(proc.stdout)
+    assert doc["tags"] == ["hello-c:latest"]
+    assert [layer["role"] for layer in doc["layers"]] == ["kernel", "runtime", "app"]
+    assert doc["config"]["entrypoint"] == ["/app/hello-c"]
+    assert doc["size"] == sum(layer["size"] for layer in doc["layers"]) + len(
+        json.dumps(doc["config"], sort_keys=True, separators=(",", ":")).encode()
+    )
+
+
+def test_bad_ukfile_exits_2_with_one_line(tmp_path: Path) -> None:
+    (tmp_path / "Ukfile").write_text(
+        "[app]\nname = 'x'\nruntime = 'static'\n[resources]\n"
+        "memory = '64Q'\n[static]\nsources = ['a.c']\n"
+    )
+    proc = _run("build", str(tmp_path), "-t", "x:1")
+    assert proc.returncode == 2
+    # (rich wraps long lines at the terminal width; compare the words)
+    assert (
+        proc.stderr.split()
+        == (
+            f"error: {tmp_path / 'Ukfile'}: resources.memory: invalid size '64Q': expected a number "
+            "with K, M, G or T (e.g. 64M)"
+        ).split()
+    )
+    assert proc.stdout == ""
+    assert ImageStore(store_dir()).images() == []
+
+
+def test_bad_tag_is_refused_before_building(tmp_path: Path) -> None:
+    proc = _run("build", str(EXAMPLES / "hello-c"), "-t", "Bad Name:1")
+    assert proc.returncode == 2
+    assert "Bad Name:1" in proc.stderr
