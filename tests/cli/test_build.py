@@ -53,8 +53,8 @@ def test_bad_ukfile_exits_2_with_one_line(tmp_path: Path) -> None:
     assert (
         proc.stderr.split()
         == (
-            f"error: {tmp_path / 'Ukfile'}: resources.memory: invalid size '64Q': expected a number "
-            "with K, M, G or T (e.g. 64M)"
+            f"error: {tmp_path / 'Ukfile'}: resources.memory: invalid size '64Q': "
+            "expected a number with K, M, G or T (e.g. 64M)"
         ).split()
     )
     assert proc.stdout == ""

@@ -100,14 +100,14 @@ class CpioArchive:
             for name in sorted(dirs):
                 full = Path(root) / name
                 if full.is_symlink():
-                    self.add_symlink(str(dest_root / name), os.readlink(full))
+                    self.add_symlink(str(dest_root / name), str(full.readlink()))
             for name in sorted(files):
                 if name in skip:
                     continue
                 full = Path(root) / name
                 dest = str(dest_root / name)
                 if full.is_symlink():
-                    self.add_symlink(dest, os.readlink(full))
+                    self.add_symlink(dest, str(full.readlink()))
                 elif full.is_file():
                     executable = full.stat().st_mode & 0o111
                     self.add_file(dest, full, 0o755 if executable else 0o644)
@@ -166,10 +166,13 @@ def gzip_file(source: Path, dest: Path, level: int = 9) -> None:
     """Compress with a fixed header (no file name, mtime 0) so equal input gives equal output."""
     tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
     try:
-        with source.open("rb") as src, tmp.open("wb") as raw:
-            with gzip.GzipFile(filename="", mode="wb", compresslevel=level, fileobj=raw, mtime=0) as gz:
-                while chunk := src.read(_CHUNK):
-                    gz.write(chunk)
+        with (
+            source.open("rb") as src,
+            tmp.open("wb") as raw,
+            gzip.GzipFile(filename="", mode="wb", compresslevel=level, fileobj=raw, mtime=0) as gz,
+        ):
+            while chunk := src.read(_CHUNK):
+                gz.write(chunk)
         tmp.replace(dest)
     except BaseException:
         tmp.unlink(missing_ok=True)
