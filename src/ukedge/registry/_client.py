@@ -13,6 +13,7 @@ meets an auth challenge (an expired token in a long push) can be sent again.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import re
@@ -572,7 +573,14 @@ class RegistryClient:
         A transient failure is retried; a chunked upload then continues from the registry's
         offset (the same path as resuming after an interruption).
         """
-        with self.uploads.exclusive(self.registry, repository, digest) as waited:
+        is_cancelled = (lambda: cancel.is_set()) if cancel is not None else (lambda: False)
+        # Chunked uploads keep a session on disk; one pusher at a time may feed it.
+        lock = (
+            self.uploads.exclusive(self.registry, repository, digest, is_cancelled)
+            if size > self.chunk_size
+            else contextlib.nullcontext(False)
+        )
+        with lock as waited:
             if waited and self.blob_size(repository, digest) is not None:
                 on_progress(size)
                 return BlobOutcome.EXISTS

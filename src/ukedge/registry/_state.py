@@ -20,15 +20,18 @@ import json
 import os
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from ukedge.errors import RegistryError
 
 __all__ = ["BlobLocations", "UploadRecord", "UploadSessions"]
 
 _MAX_REPOS_PER_BLOB = 8
 _MAX_BLOBS_PER_REGISTRY = 20000
+_LOCK_POLL_S = 0.05
 
 
 def _write_json(path: Path, data: object) -> None:
@@ -91,21 +94,35 @@ class UploadSessions:
         self._path(registry, repository, digest).unlink(missing_ok=True)
 
     @contextlib.contextmanager
-    def exclusive(self, registry: str, repository: str, digest: str) -> Iterator[bool]:
+    def exclusive(
+        self,
+        registry: str,
+        repository: str,
+        digest: str,
+        cancelled: Callable[[], bool] = lambda: False,
+    ) -> Iterator[bool]:
         """Hold the right to upload this blob to this repository; yields whether we waited.
 
         Two pushes (threads or processes) sharing this directory must not feed one upload
-        session; the second waits, and then usually finds the blob already there.
+        session; the second waits (polling, so that ``cancelled`` can end the wait), and then
+        usually finds the blob already there.
         """
         path = self._path(registry, repository, digest).with_suffix(".lock")
         path.parent.mkdir(parents=True, exist_ok=True)
         with path.open("a") as lock:
             waited = False
-            try:
-                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                waited = True
-                fcntl.flock(lock, fcntl.LOCK_EX)
+            while True:
+                try:
+                    fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    waited = True
+                    if cancelled():
+                        raise RegistryError(
+                            f"push blob {digest} to {repository}: cancelled while another "
+                            "push was uploading it"
+                        ) from None
+                    time.sleep(_LOCK_POLL_S)
             try:
                 yield waited
             finally:
