@@ -21,7 +21,7 @@ from registry_fixtures import (
     run_distribution,
 )
 
-from ukedge.errors import AuthenticationError, NotFoundError, UsageError
+from ukedge.errors import AuthenticationError, NotFoundError, RegistryError, UsageError
 from ukedge.image import Descriptor, ImageIndex, ImageStore, mediatypes
 from ukedge.registry import RegistryClient, login, pull, push
 
@@ -355,3 +355,25 @@ def test_a_push_waits_for_another_uploading_the_same_blob(
     assert recorder.outcomes[kernel.digest] == "exists"
     assert transport.count("PATCH") == 0
     assert transport.count("HEAD", kernel.digest) == 2  # before waiting, and after
+
+
+def test_pull_cancelled_by_its_caller_stores_no_image(
+    distribution: Distribution, tmp_path: Path
+) -> None:
+    src, dst = ImageStore(tmp_path / "s"), ImageStore(tmp_path / "d")
+    make_image(src, "app:1", kernel=os.urandom(4 << 20))
+    remote = f"{distribution.host}/team/app:1"
+    cancel = threading.Event()
+
+    class CancelOnFirstBytes(Recorder):
+        def update(self, digest: str, completed: int) -> None:
+            super().update(digest, completed)
+            cancel.set()  # as a host agent does when the API client goes away
+
+    with _client(distribution, tmp_path) as client:
+        push(src, "app:1", remote, client=client)
+        with pytest.raises(RegistryError, match="cancelled"):
+            pull(dst, remote, client=client, progress=CancelOnFirstBytes(), cancel=cancel)
+    assert dst.images() == []
+    kernel = src.manifest("app:1")[1].layers[0].digest
+    assert not dst.has_blob(kernel)

@@ -84,16 +84,20 @@ def _client_for(
 
 
 def _run_all(
-    client: RegistryClient, task: Callable[[_T, threading.Event], None], items: Sequence[_T]
+    client: RegistryClient,
+    task: Callable[[_T, threading.Event], None],
+    items: Sequence[_T],
+    cancel: threading.Event | None = None,
 ) -> None:
     """Run ``task`` on every item, ``client.max_workers`` at a time.
 
     The first failure (or Ctrl-C in the caller) sets the shared event, which every transfer checks
-    between chunks, so the others stop promptly instead of running to completion.
+    between chunks, so the others stop promptly instead of running to completion. A caller's
+    own ``cancel`` event (a host agent's API request going away) stops them the same way.
     """
     if not items:
         return
-    cancel = threading.Event()
+    cancel = cancel if cancel is not None else threading.Event()
     workers = min(client.max_workers, len(items))
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="ukedge-xfer") as pool:
         futures = [pool.submit(task, item, cancel) for item in items]
@@ -126,6 +130,7 @@ def _push_blobs(
     repository: str,
     blobs: list[Descriptor],
     progress: TransferProgress,
+    cancel: threading.Event | None,
 ) -> None:
     def one(desc: Descriptor, cancel: threading.Event) -> None:
         digest = desc.digest
@@ -150,7 +155,7 @@ def _push_blobs(
         log.debug("%s %s: %s", repository, digest, outcome)
         progress.finish(digest, outcome)
 
-    _run_all(client, one, blobs)
+    _run_all(client, one, blobs, cancel)
     client.locations.record(client.registry, repository, [d.digest for d in blobs])
 
 
@@ -161,6 +166,7 @@ def _push_manifest(
     desc: Descriptor,
     reference: str,
     progress: TransferProgress,
+    cancel: threading.Event | None,
 ) -> str:
     data = store.read_blob(desc.digest)
     if desc.media_type in _INDEX_TYPES:
@@ -171,11 +177,10 @@ def _push_manifest(
                     f"index {desc.digest} names {child.digest}, which is not in the local store; "
                     "only complete indexes can be pushed"
                 )
-            _push_manifest(store, client, repository, child, child.digest, progress)
+            _push_manifest(store, client, repository, child, child.digest, progress, cancel)
     else:
-        _push_blobs(
-            store, client, repository, _blobs(ImageManifest.model_validate_json(data)), progress
-        )
+        blobs = _blobs(ImageManifest.model_validate_json(data))
+        _push_blobs(store, client, repository, blobs, progress, cancel)
     return client.put_manifest(repository, reference, data, desc.media_type)
 
 
@@ -187,13 +192,15 @@ def push(
     progress: TransferProgress | None = None,
     client: RegistryClient | None = None,
     options: ClientOptions | None = None,
+    cancel: threading.Event | None = None,
 ) -> str:
     """Push a local image to a registry; returns the manifest digest.
 
     ``remote_ref`` defaults to ``local_ref``; either must name a registry host (or
     ``UKEDGE_REGISTRY`` be set). Blobs the registry already has are skipped, blobs known to be in
     another repository of the same registry are mounted, large blobs go in resumable chunks.
-    Without ``client``, one is made from ``options`` for the target's registry.
+    Without ``client``, one is made from ``options`` for the target's registry. Setting
+    ``cancel`` stops the transfers at their next chunk (RegistryError "cancelled").
     """
     image: StoredImage = store.resolve(local_ref)
     target = remote_reference(remote_ref or image.ref, action="push")
@@ -202,7 +209,7 @@ def push(
     progress = progress or NullProgress()
     with _client_for(target, client, options) as c:
         digest = _push_manifest(
-            store, c, target.repository, image.descriptor, target.reference, progress
+            store, c, target.repository, image.descriptor, target.reference, progress, cancel
         )
     log.info("pushed %s as %s (%s)", image.ref, target, digest)
     return digest
@@ -251,11 +258,13 @@ def pull(
     client: RegistryClient | None = None,
     options: ClientOptions | None = None,
     platform: str = DEFAULT_PLATFORM,
+    cancel: threading.Event | None = None,
 ) -> StoredImage:
     """Pull an image into ``store`` and tag it with its full reference (``host/repo:tag``).
 
     Only blobs the store lacks are fetched; each is verified against its digest before it is
-    kept. An index resolves to its ``platform`` manifest.
+    kept. An index resolves to its ``platform`` manifest. Setting ``cancel`` stops the
+    downloads at their next piece; nothing of the image is tagged then.
     """
     target = remote_reference(ref, action="pull")
     progress = progress or NullProgress()
@@ -285,7 +294,7 @@ def pull(
             progress.finish(desc.digest, BlobOutcome.DOWNLOADED)
 
         with store.lease():
-            _run_all(c, one, blobs)
+            _run_all(c, one, blobs, cancel)
             store.add_manifest(remote.data, str(target), remote.media_type)
         c.locations.record(c.registry, target.repository, [d.digest for d in blobs])
     log.info("pulled %s (%s)", target, remote.digest)
