@@ -154,3 +154,19 @@ def test_pushes_during_gc_lose_nothing(hub_factory: Any) -> None:
                 assert r.status_code == 200, (tag, layer)
                 assert sha(r.content) == layer["digest"]
     assert len(results) == 24
+
+
+def test_removes_stray_content_left_by_a_crash(hub_factory: Any) -> None:
+    hub: RunningHub = hub_factory(gc_grace=60)
+    stray = blob_file(hub, sha(b"stray"))
+    stray.parent.mkdir(parents=True, exist_ok=True)
+    stray.write_bytes(b"stray")
+    old = time.time() - 7200
+    os.utime(stray, (old, old))
+    fresh = blob_file(hub, sha(b"fresh stray"))
+    fresh.parent.mkdir(parents=True, exist_ok=True)
+    fresh.write_bytes(b"fresh stray")
+    report = gc(hub)
+    assert sha(b"stray") in report.blobs
+    assert not stray.exists()
+    assert fresh.exists()  # younger than the grace: maybe an upload in flight

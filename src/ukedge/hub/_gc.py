@@ -127,6 +127,8 @@ async def collect(
             report.uploads.append(name)
             if not dry_run:
                 await _remove(storage, path)
+    if not dry_run:
+        await _sweep_strays(db, storage, cutoff, report)
     report.seconds = time.monotonic() - started
     log.info(
         "gc %s: %d blobs (%d bytes), %d uploads, %d kept because they were touched meanwhile",
@@ -150,6 +152,11 @@ async def _sweep(db: Database, storage: CheckedDriver, digest: str, cutoff: floa
         ).rowcount
     if not gone:
         return False
+    return await _trash(db, storage, digest)
+
+
+async def _trash(db: Database, storage: CheckedDriver, digest: str) -> bool:
+    """Move the content to trash, re-check its row, then delete it or put it back."""
     trash = f"trash/{digest.split(':', 1)[1]}-{uuid.uuid4().hex[:8]}"
     try:
         await storage.move(blob_path(digest), trash)
@@ -166,6 +173,36 @@ async def _sweep(db: Database, storage: CheckedDriver, digest: str, cutoff: floa
         return False
     await _remove(storage, trash)
     return True
+
+
+async def _sweep_strays(
+    db: Database, storage: CheckedDriver, cutoff: float, report: GcReport
+) -> None:
+    """Files a crash left behind: blob content with no row (a GC killed between its delete and
+    its move to trash) and old trash (a GC killed before the final delete)."""
+    for path in await _list(storage, "trash"):
+        with contextlib.suppress(PathNotFoundError):
+            if (await storage.stat(path)).modified < cutoff - 3600:
+                await _remove(storage, path)
+    for prefix in await _list(storage, "blobs/sha256"):
+        for path in await _list(storage, prefix):
+            digest = "sha256:" + path.rsplit("/", 1)[1]
+            with db.read() as conn:
+                known = conn.execute(select(blobs.c.digest).where(blobs.c.digest == digest)).first()
+            if known is not None:
+                continue
+            with contextlib.suppress(PathNotFoundError):
+                info = await storage.stat(path)
+                if info.modified < cutoff and await _trash(db, storage, digest):
+                    report.blobs.append(digest)
+                    report.bytes_freed += info.size
+
+
+async def _list(storage: CheckedDriver, prefix: str) -> list[str]:
+    try:
+        return await storage.list(prefix)
+    except PathNotFoundError:
+        return []
 
 
 async def _remove(storage: CheckedDriver, path: str) -> None:
