@@ -304,7 +304,8 @@ def compile_tree(py: PythonInstall, tree: Path, guest_dir: str, *, drop_sources:
         "compileall",
         "-q",
         "-j",
-        "0",
+        # a process pool pays off for the stdlib, not for an app's handful of modules
+        "0" if sum(1 for _ in tree.rglob("*.py")) > 50 else "1",
         "--invalidation-mode",
         "unchecked-hash",
         "-s",
