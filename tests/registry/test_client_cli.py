@@ -71,6 +71,7 @@ def test_push_pull_tags_search(distribution: Distribution, ukedge: Callable[...,
     assert again.returncode == 0, again.stderr
     result = json.loads(again.stdout)
     assert result["digest"] == digest
+    assert result["target"] == f"{host}/team/sensor:1"
     assert {b["outcome"] for b in result["blobs"]} == {"exists"}
 
     store.remove("sensor:1")

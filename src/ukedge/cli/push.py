@@ -8,7 +8,7 @@ from ukedge.cli._console import err, out, print_json
 from ukedge.cli._transfer import RichTransferProgress
 from ukedge.image import ImageStore
 from ukedge.paths import store_dir
-from ukedge.registry import ClientOptions, push
+from ukedge.registry import ClientOptions, push, push_target
 from ukedge.units import parse_size
 
 __all__ = ["push_image", "register"]
@@ -42,16 +42,18 @@ def push_image(
     options = ClientOptions(
         insecure=True if insecure else None, chunk_size=parse_size(chunk_size), max_workers=jobs
     )
+    store = ImageStore(store_dir())
+    destination = str(push_target(store, image, target))
     progress = RichTransferProgress(enabled=not quiet and not as_json)
     with progress:
-        digest = push(ImageStore(store_dir()), image, target, progress=progress, options=options)
+        digest = push(store, image, destination, progress=progress, options=options)
     if as_json:
         print_json(
-            {"image": image, "target": target or image, "digest": digest, "blobs": progress.blobs}
+            {"image": image, "target": destination, "digest": digest, "blobs": progress.blobs}
         )
         return
     if not quiet:
-        err.print(f"pushed {target or image}: {progress.summary()}")
+        err.print(f"pushed {destination}: {progress.summary()}")
     out.print(digest)
 
 

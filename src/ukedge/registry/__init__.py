@@ -38,6 +38,7 @@ from ukedge.registry._transfer import (
     blob_label,
     pull,
     push,
+    push_target,
     select_platform,
 )
 
@@ -75,6 +76,7 @@ __all__ = [
     "parse_challenge",
     "pull",
     "push",
+    "push_target",
     "registry_url",
     "remote_reference",
     "search",

@@ -31,7 +31,15 @@ from ukedge.registry._client import DEFAULT_CHUNK_SIZE, RegistryClient, RemoteMa
 from ukedge.registry._progress import BlobOutcome, NullProgress, TransferProgress
 from ukedge.registry._settings import remote_reference
 
-__all__ = ["DEFAULT_PLATFORM", "ClientOptions", "blob_label", "pull", "push", "select_platform"]
+__all__ = [
+    "DEFAULT_PLATFORM",
+    "ClientOptions",
+    "blob_label",
+    "pull",
+    "push",
+    "push_target",
+    "select_platform",
+]
 
 log = logging.getLogger(__name__)
 
@@ -184,6 +192,16 @@ def _push_manifest(
     return client.put_manifest(repository, reference, data, desc.media_type)
 
 
+def push_target(store: ImageStore, local_ref: str, remote_ref: str | None = None) -> Reference:
+    """Where :func:`push` sends ``local_ref``: ``remote_ref``, else the image's own reference,
+    with ``UKEDGE_REGISTRY`` filling in a missing registry host."""
+    image = store.resolve(local_ref)
+    target = remote_reference(remote_ref or image.ref, action="push")
+    if target.digest:
+        raise UsageError(f"push to a tag, not a digest: {target}")
+    return target
+
+
 def push(
     store: ImageStore,
     local_ref: str,
@@ -203,9 +221,7 @@ def push(
     ``cancel`` stops the transfers at their next chunk (RegistryError "cancelled").
     """
     image: StoredImage = store.resolve(local_ref)
-    target = remote_reference(remote_ref or image.ref, action="push")
-    if target.digest:
-        raise UsageError(f"push to a tag, not a digest: {target}")
+    target = push_target(store, local_ref, remote_ref)
     progress = progress or NullProgress()
     with _client_for(target, client, options) as c:
         digest = _push_manifest(
