@@ -3,16 +3,23 @@
 from __future__ import annotations
 
 import os
+import signal
 import stat
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 from registry_fixtures import (
+    CountingTransport,
     HubServer,
     Interrupted,
     Recorder,
     blob_digests,
+    free_port,
     make_image,
     push_concurrently,
     run_hub,
@@ -144,3 +151,80 @@ def test_robot_token_for_one_repository_cannot_push_another(
 
 def test_concurrent_pushes_sharing_layers_to_the_hub(open_hub: HubServer, tmp_path: Path) -> None:
     push_concurrently(open_hub.host, tmp_path)
+
+
+class _HubProcess:
+    """``ukedge hub serve`` as its own process, so that it can be SIGKILLed."""
+
+    def __init__(self, data: Path) -> None:
+        self.data = data
+        self.host = f"127.0.0.1:{free_port()}"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        exe = Path(sys.executable).with_name("ukedge")
+        self.process = subprocess.Popen(
+            [str(exe), "hub", "serve", "--addr", self.host, "--data", str(self.data)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            assert self.process.poll() is None, "hub exited"
+            try:
+                if httpx.get(f"http://{self.host}/v2/", timeout=1).status_code == 200:
+                    return
+            except httpx.TransportError:
+                time.sleep(0.1)
+        raise AssertionError("hub did not start")
+
+    def kill(self) -> None:
+        if self.process is not None:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait()
+
+
+def test_hub_sigkilled_mid_push_then_restarted(tmp_path: Path) -> None:
+    """Our client, a ukedge image, the real ``ukedge hub serve``: SIGKILL while the kernel layer
+    is half up, restart, push again; the push continues and the pulled image is identical."""
+    hub = _HubProcess(tmp_path / "hub")
+    hub.start()
+    try:
+        store, dst = ImageStore(tmp_path / "s"), ImageStore(tmp_path / "d")
+        chunk = 256 * 1024
+        digest = make_image(store, "app:1", kernel=os.urandom(12 * chunk + 3))
+        kernel = store.manifest("app:1")[1].layers[0].digest
+        remote = f"{hub.host}/edge/app:1"
+        state = tmp_path / "state"
+
+        class KillHub(Recorder):
+            def update(self, d: str, completed: int) -> None:
+                super().update(d, completed)
+                if d == kernel and completed >= 5 * chunk:
+                    hub.kill()  # the hub dies between two chunks of ours
+                    raise Interrupted("hub gone")
+
+        def client(transport: httpx.BaseTransport | None = None) -> RegistryClient:
+            return RegistryClient(
+                hub.host,
+                chunk_size=chunk,
+                max_workers=1,
+                state_dir=state,
+                retries=0,
+                transport=transport,
+            )
+
+        with client() as c, pytest.raises(Interrupted):
+            push(store, "app:1", remote, client=c, progress=KillHub())
+        hub.start()
+        recorder = Recorder()
+        transport = CountingTransport()
+        with client(transport) as c:
+            assert push(store, "app:1", remote, client=c, progress=recorder) == digest
+            pull(dst, remote, client=c)
+        assert recorder.outcomes[kernel] == "resumed"
+        assert recorder.updates[kernel][0] == 5 * chunk
+        assert transport.count("PATCH") == 8  # 7 chunks left + the 3-byte tail
+        assert blob_digests(store, "app:1") == blob_digests(dst, remote)
+    finally:
+        hub.kill()
