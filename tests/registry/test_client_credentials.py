@@ -105,3 +105,11 @@ def test_client_for_a_url() -> None:
         assert client.registry == "[::1]:5000"
     with pytest.raises(UsageError, match="not a registry URL"):
         RegistryClient.for_url("ftp://hub.example")
+
+
+def test_default_registry_must_be_a_host(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("UKEDGE_REGISTRY", "myhub")
+    with pytest.raises(UsageError, match="not a registry host"):
+        remote_reference("app:1")
+    monkeypatch.setenv("UKEDGE_REGISTRY", "localhost")
+    assert remote_reference("app:1").registry == "localhost"

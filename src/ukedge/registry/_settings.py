@@ -34,7 +34,11 @@ def default_registry() -> str | None:
     if not value:
         return None
     value = value.removeprefix("https://").removeprefix("http://").rstrip("/")
-    parse_reference(f"{value}/x")  # validates the host part
+    if parse_reference(f"{value}/x").registry != value:
+        raise UsageError(
+            f"{DEFAULT_REGISTRY_ENV}={value!r} is not a registry host: give HOST:PORT, a name "
+            "with a dot, or localhost (a bare word reads as part of a repository name)"
+        )
     return value
 
 
