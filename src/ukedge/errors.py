@@ -34,6 +34,7 @@ __all__ = [
     "KernelError",
     "MachineError",
     "MachineTimeoutError",
+    "NotFoundError",
     "RegistryError",
     "StateError",
     "UkedgeError",
