@@ -60,7 +60,15 @@ def error_from_response(response: httpx.Response, what: str, registry: str) -> R
             status=status,
         )
     if status == 404 or code in _NOT_FOUND_CODES:
-        return NotFoundError(f"{what}: not found on {registry} ({said})", code=code, status=status)
+        hint = ""
+        if code in ("MANIFEST_UNKNOWN", "NAME_UNKNOWN"):
+            hint = (
+                f"; check the name and tag (`ukedge tags {registry}/NAME`, "
+                f"`ukedge search TERM --registry {registry}`)"
+            )
+        return NotFoundError(
+            f"{what}: not found on {registry} ({said}){hint}", code=code, status=status
+        )
     if status == 429 or code == "TOOMANYREQUESTS":
         return RegistryError(
             f"{what}: {registry} is rate limiting us ({said}); try again later",
