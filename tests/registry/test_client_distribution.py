@@ -377,3 +377,22 @@ def test_pull_cancelled_by_its_caller_stores_no_image(
     assert dst.images() == []
     kernel = src.manifest("app:1")[1].layers[0].digest
     assert not dst.has_blob(kernel)
+
+
+def test_pinned_pull_of_a_held_image_needs_no_registry(
+    distribution: Distribution, tmp_path: Path
+) -> None:
+    store = ImageStore(tmp_path / "s")
+    digest = make_image(store, "app:1")
+    with _client(distribution, tmp_path) as client:
+        push(store, "app:1", f"{distribution.host}/team/app:1", client=client)
+    distribution.stop()  # the uplink is gone
+    recorder = Recorder()
+    image = pull(store, f"{distribution.host}/team/app@{digest}", progress=recorder)
+    assert image.digest == digest
+    assert set(recorder.outcomes.values()) == {"cached"}
+    with (
+        _client(distribution, tmp_path, retries=0) as client,
+        pytest.raises(RegistryError, match="cannot reach"),
+    ):
+        pull(store, f"{distribution.host}/team/app:1", client=client)  # a tag must be asked for

@@ -10,6 +10,7 @@ image behind.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import threading
 from collections.abc import Callable, Iterator, Sequence
@@ -266,6 +267,34 @@ def _resolve_manifest(client: RegistryClient, ref: Reference, platform: str) -> 
     return remote
 
 
+def _complete_locally(
+    store: ImageStore, target: Reference, progress: TransferProgress
+) -> StoredImage | None:
+    """A digest-pinned image the store already holds whole needs no registry (an edge node
+    that lost its uplink can still start what it has); it is only tagged."""
+    if target.digest is None or not store.has_blob(target.digest):
+        return None
+    data = store.read_blob(target.digest)
+    try:
+        media_type = json.loads(data).get("mediaType")
+        manifest = ImageManifest.model_validate_json(data)
+    except (ValueError, AttributeError):
+        return None
+    if media_type not in (mediatypes.OCI_MANIFEST, mediatypes.DOCKER_MANIFEST):
+        return None
+    blobs = _blobs(manifest)
+    with store.lease():
+        if not all(store.has_blob(d.digest) for d in blobs):
+            return None
+        store.add_manifest(data, str(target), media_type)
+    for desc in blobs:
+        progress.start(desc.digest, blob_label(desc), desc.size)
+        progress.update(desc.digest, desc.size)
+        progress.finish(desc.digest, BlobOutcome.CACHED)
+    log.info("%s is in the store already; tagged without asking the registry", target)
+    return store.resolve(str(target))
+
+
 def pull(
     store: ImageStore,
     ref: str,
@@ -279,11 +308,15 @@ def pull(
     """Pull an image into ``store`` and tag it with its full reference (``host/repo:tag``).
 
     Only blobs the store lacks are fetched; each is verified against its digest before it is
-    kept. An index resolves to its ``platform`` manifest. Setting ``cancel`` stops the
+    kept. An index resolves to its ``platform`` manifest. A digest-pinned reference whose image
+    the store holds whole is served from the store alone. Setting ``cancel`` stops the
     downloads at their next piece; nothing of the image is tagged then.
     """
     target = remote_reference(ref, action="pull")
     progress = progress or NullProgress()
+    local = _complete_locally(store, target, progress)
+    if local is not None:
+        return local
     with _client_for(target, client, options) as c:
         remote = _resolve_manifest(c, target, platform)
         try:
