@@ -9,6 +9,7 @@ per machine and cached) with the real guest init and a tiny static C test app co
 
 from __future__ import annotations
 
+import gzip
 import io
 import json
 import os
@@ -167,8 +168,10 @@ def _build_guest(root: Path) -> Guest:
     archive.add_file("app/conformance", app, 0o755)
     buf = io.BytesIO()
     archive.write(buf)
-    layer = root / "app.cpio"
-    layer.write_bytes(buf.getvalue())
+    # Compressed like a real image layer; the launch archive after it stays plain, so every
+    # boot also checks that a backend joins compressed and plain archives the way Linux needs.
+    layer = root / "app.cpio.gz"
+    layer.write_bytes(gzip.compress(buf.getvalue(), mtime=0))
     workroot = root / "machines"
     workroot.mkdir()
     return Guest(kernel=kernel, cmdline=cmdline, app_layer=layer, workroot=workroot)

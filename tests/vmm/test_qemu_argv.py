@@ -152,3 +152,15 @@ def test_balloon_with_free_page_reporting(tmp_path: Path) -> None:
     assert not any("balloon" in d for d in _value(_argv(tmp_path), "-device"))
     devices = _value(_argv(tmp_path, QemuOptions(balloon=True)), "-device")
     assert "virtio-balloon-pci,free-page-reporting=on" in devices
+
+
+def test_initrds_are_joined_at_4_byte_boundaries(tmp_path: Path) -> None:
+    from ukedge.vmm.qemu import _concat_initrds
+
+    parts = []
+    for i, size in enumerate((5, 8, 3)):
+        part = tmp_path / f"p{i}"
+        part.write_bytes(bytes([i + 1]) * size)
+        parts.append(part)
+    joined = _concat_initrds(tuple(parts), tmp_path / "initrd.img")
+    assert joined.read_bytes() == b"\1" * 5 + b"\0" * 3 + b"\2" * 8 + b"\3" * 3

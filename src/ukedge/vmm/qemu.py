@@ -64,21 +64,33 @@ def _atomic_write_json(path: Path, data: dict[str, Any]) -> None:
 
 
 def _concat_initrds(parts: tuple[Path, ...], target: Path) -> Path:
-    """One initramfs from several cpio archives, each padded to 4 bytes as Linux expects."""
+    """One initramfs from several (compressed or plain) cpio archives.
+
+    Each part starts at a 4-byte boundary: Linux only recognises a plain cpio archive at an
+    aligned offset (else "invalid magic at start of compressed archive") and skips the zero
+    padding between archives.
+    """
     tmp = target.with_name(target.name + ".tmp")
-    with tmp.open("wb") as out:
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    try:
+        offset = 0
         for part in parts:
+            if offset % 4:
+                offset += os.write(fd, b"\0" * (4 - offset % 4))
             with part.open("rb") as src:
                 size = os.fstat(src.fileno()).st_size
                 done = 0
                 while done < size:
-                    sent = os.copy_file_range(src.fileno(), out.fileno(), size - done)
+                    sent = os.copy_file_range(src.fileno(), fd, size - done)
                     if sent == 0:
-                        break
+                        raise MachineError(f"initrd {part} shrank while it was being read")
                     done += sent
-            out.seek(0, os.SEEK_END)
-            if out.tell() % 4:
-                out.write(b"\0" * (4 - out.tell() % 4))
+                offset += done
+    except BaseException:
+        os.close(fd)
+        tmp.unlink(missing_ok=True)
+        raise
+    os.close(fd)
     tmp.replace(target)
     return target
 
