@@ -2,6 +2,22 @@
 
 ``create_app(settings)`` builds the ASGI app; :func:`serve`, :func:`add_user`,
 :func:`create_robot_token` and :func:`run_gc` are what the ``ukedge hub`` commands call.
+
+Operating it:
+
+* **Data**: ``<data_dir>/hub.db`` (SQLite, WAL: repositories, manifests, tags, links, uploads,
+  users, robot tokens), ``<data_dir>/token-key.pem`` (Ed25519, 0600, made on first start) and the
+  blob storage (filesystem driver: ``<data_dir>/storage``). One ``hub serve`` process per data
+  directory; ``hub gc`` and the user/token commands may run beside it.
+* **Auth** (``--auth auto|on|off``, default ``auto``): off while the hub has no users and no
+  robot tokens, so a fresh local hub just works; on as soon as one exists (``hub user add``,
+  ``hub token create``). With auth on, ``/v2/`` answers 401 with a Docker token challenge and
+  ``/token`` issues 5-minute EdDSA tokens scoped to ``repository:NAME:pull,push,delete``;
+  ``--anonymous-pull 'public/*'`` lets anyone pull matching repositories.
+* **GC** (``hub gc``, or ``hub serve --gc-interval``) runs online, without a read-only window:
+  blobs younger than ``gc_grace`` are never swept, and a database-level guard keeps a blob a
+  racing manifest PUT references (see :mod:`ukedge.hub._gc`).
+* **Settings**: flags, then ``UKEDGE_HUB_*`` variables, then ``--config FILE`` (TOML).
 """
 
 import logging

@@ -37,12 +37,13 @@ from sqlalchemy import (
     create_engine,
     event,
 )
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
 from ukedge.errors import HubError
 
 __all__ = [
     "Database",
+    "MetadataError",
     "blob_links",
     "blobs",
     "manifest_refs",
@@ -151,6 +152,10 @@ robot_tokens = Table(
 )
 
 
+class MetadataError(HubError):
+    """The metadata database failed (locked past the busy timeout, disk full, corrupt)."""
+
+
 def _engine(path: Path, begin: str) -> Engine:
     engine = create_engine(
         f"sqlite:///{path}",
@@ -193,17 +198,23 @@ class Database:
     @contextlib.contextmanager
     def read(self) -> Iterator[Connection]:
         """A read-only snapshot; never blocks on writers (WAL)."""
-        with self._reader.connect() as conn:
-            try:
-                yield conn
-            finally:
-                conn.rollback()
+        try:
+            with self._reader.connect() as conn:
+                try:
+                    yield conn
+                finally:
+                    conn.rollback()
+        except OperationalError as exc:
+            raise MetadataError(f"hub database {self.path}: {exc.orig}") from exc
 
     @contextlib.contextmanager
     def write(self) -> Iterator[Connection]:
         """One serialised write transaction; commits on success, rolls back on any error."""
-        with self._writer.begin() as conn:
-            yield conn
+        try:
+            with self._writer.begin() as conn:
+                yield conn
+        except OperationalError as exc:
+            raise MetadataError(f"hub database {self.path}: {exc.orig}") from exc
 
     def dispose(self) -> None:
         self._writer.dispose()

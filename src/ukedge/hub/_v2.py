@@ -9,12 +9,13 @@ handler in :mod:`ukedge.hub._errors`.
 from __future__ import annotations
 
 import json
+import logging
 import re
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, ClassVar
 from urllib.parse import urlencode
 
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response, StreamingResponse
 
 from ukedge.errors import UkedgeError
@@ -27,6 +28,8 @@ if TYPE_CHECKING:
     from ukedge.hub._app import Hub
 
 __all__ = ["V2_METHODS", "V2Api"]
+
+log = logging.getLogger(__name__)
 
 V2_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"]
 _API_VERSION = {"Docker-Distribution-API-Version": "registry/2.0"}
@@ -121,6 +124,11 @@ class V2Api:
             response = await self._dispatch(request)
         except UkedgeError as exc:
             response = to_response(exc, head=request.method == "HEAD")
+        except ClientDisconnect:
+            # The client went away mid-body: the partial chunk is dropped, the upload resumes
+            # from its previous offset (GET the session for it).
+            log.info("client disconnected during %s %s", request.method, request.scope["path"])
+            return Response(None, 400)
         response.headers.update(_API_VERSION)
         return response
 

@@ -92,7 +92,7 @@ class StorageDriver(Protocol):
 
         ``length=None`` reads to the end. The object is opened before this returns, so a missing
         path raises :class:`PathNotFoundError` here and not halfway through a response. An
-        ``offset`` at or past the end yields nothing. Chunks are bounded in size (about 1 MiB).
+        ``offset`` at or past the end yields nothing. Chunks are bounded in size (at most 4 MiB).
         """
         ...
 

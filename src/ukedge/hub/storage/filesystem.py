@@ -22,7 +22,7 @@ from ukedge.hub.storage.base import FileInfo, PathNotFoundError, StorageError
 
 __all__ = ["FilesystemDriver"]
 
-_CHUNK = 1 << 20
+_CHUNK = 4 << 20  # big reads keep the socket full when the client is CPU-bound
 _TMP = "_tmp"
 
 
