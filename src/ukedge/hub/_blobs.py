@@ -233,6 +233,7 @@ class BlobService:
                     id=upload_id,
                     repo_id=rid,
                     state=UploadState.ACTIVE.value,
+                    offset=0,
                     started_at=now,
                     updated_at=now,
                 )
@@ -294,8 +295,9 @@ class BlobService:
                     headers=_range_headers(repository, upload_id, offset),
                 )
             await self._write_chunk(upload_id, offset, body, length)
-            self._touch(upload_id)
-            return UploadStatus(upload_id, repository, await self._offset(upload_id))
+            now_at = await self._offset(upload_id)
+            self._touch(upload_id, now_at)
+            return UploadStatus(upload_id, repository, now_at)
 
     async def _write_chunk(
         self, upload_id: str, offset: int, body: AsyncIterable[bytes], length: int | None
@@ -317,10 +319,12 @@ class BlobService:
             self._hashers.pop(upload_id, None)
         return written
 
-    def _touch(self, upload_id: str) -> None:
+    def _touch(self, upload_id: str, offset: int) -> None:
         with self.db.write() as conn:
             conn.execute(
-                update(uploads).where(uploads.c.id == upload_id).values(updated_at=time.time())
+                update(uploads)
+                .where(uploads.c.id == upload_id)
+                .values(updated_at=time.time(), offset=offset)
             )
 
     async def commit(

@@ -127,6 +127,8 @@ uploads = Table(
     Column("id", String(64), primary_key=True),
     Column("repo_id", Integer, ForeignKey("repositories.id", ondelete="CASCADE"), nullable=False),
     Column("state", String(16), nullable=False),
+    # Bytes received as of the last chunk; storage (the session file's size) stays the truth.
+    Column("offset", BigInteger, nullable=False, default=0),
     Column("started_at", Float, nullable=False),
     Column("updated_at", Float, nullable=False),
 )

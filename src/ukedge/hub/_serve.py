@@ -17,6 +17,7 @@ from ukedge.hub._settings import HubSettings
 
 __all__ = ["JsonFormatter", "add_user", "create_robot_token", "run_gc", "serve"]
 
+log = logging.getLogger(__name__)
 _STD = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime"}
 
 
@@ -51,7 +52,14 @@ def _configure_logging(settings: HubSettings) -> None:
 def serve(settings: HubSettings) -> None:
     """Run the hub under uvicorn until interrupted (blocks)."""
     _configure_logging(settings)
-    app = create_app(settings)
+    hub = Hub(settings)
+    if not hub.auth.enabled and settings.host not in ("127.0.0.1", "localhost", "::1"):
+        log.warning(
+            "auth is off and the hub listens on %s: anyone who reaches it can push and delete; "
+            "add a user (ukedge hub user add) or pass --auth on",
+            settings.addr,
+        )
+    app = create_app(settings, hub)
     config = uvicorn.Config(
         app,
         host=settings.host,
