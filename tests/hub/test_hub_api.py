@@ -455,3 +455,15 @@ def test_concurrent_pushes_sharing_layers(hub: RunningHub, workers: int) -> None
                 blob = c.get(f"/v2/{repo}/blobs/{layer['digest']}").content
                 assert sha(blob) == layer["digest"]
     assert list((hub.settings.data_dir / "storage" / "_tmp").iterdir()) == []
+
+
+def test_web_page_escapes_what_pushers_control(client: httpx.Client) -> None:
+    push_image(
+        client, "web/app", "v1", [b"x"], artifact_type="application/x-<script>alert(1)</script>"
+    )
+    page = client.get("/")
+    assert page.status_code == 200
+    assert page.headers["Content-Type"].startswith("text/html")
+    assert "<script>alert(1)" not in page.text
+    assert "&lt;script&gt;alert(1)" in page.text
+    assert 'data-repository="web/app"' in page.text

@@ -222,3 +222,12 @@ def test_grant_parsing() -> None:
     for bad in ("repository:team/app", "repo:x:pull", "repository:x:fly", "repository::pull"):
         with pytest.raises(UsageError):
             parse_grant(bad)
+
+
+def test_password_guessing_is_throttled(secured: RunningHub) -> None:
+    for _ in range(10):
+        assert token(secured, ("alice", "wrong guess")).status_code == 401
+    r = token(secured, ("alice", "correct horse"))
+    assert r.status_code == 429
+    assert r.json()["errors"][0]["code"] == "TOOMANYREQUESTS"
+    assert int(r.headers["Retry-After"]) > 0

@@ -127,6 +127,10 @@ def _basic(request: Request) -> tuple[str, str] | None:
     return user, password
 
 
+def _client(request: Request) -> str:
+    return request.client.host if request.client else ""
+
+
 def create_app(settings: HubSettings, hub: Hub | None = None) -> FastAPI:
     """The hub's ASGI app: ``hub serve`` runs it under uvicorn, tests and ``up`` in-process."""
     hub = hub or Hub(settings)
@@ -170,7 +174,7 @@ def create_app(settings: HubSettings, hub: Hub | None = None) -> FastAPI:
         creds = _basic(request)
         if creds is None:
             return hub.auth.anonymous()
-        return hub.auth.authenticate(*creds)
+        return hub.auth.authenticate(*creds, client=_client(request))
 
     @app.get("/token", response_model=TokenResponse, tags=["auth"])
     def token(
@@ -196,7 +200,9 @@ def create_app(settings: HubSettings, hub: Hub | None = None) -> FastAPI:
         form = await request.form()
         if form.get("grant_type") != "password":
             raise DistributionError(Code.UNSUPPORTED, "only grant_type=password is supported")
-        principal = hub.auth.authenticate(str(form.get("username")), str(form.get("password")))
+        principal = hub.auth.authenticate(
+            str(form.get("username")), str(form.get("password")), client=_client(request)
+        )
         scopes = [str(s) for s in form.getlist("scope")]
         return hub.auth.issue(principal, scopes).as_json()
 

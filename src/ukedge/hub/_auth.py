@@ -54,6 +54,8 @@ DEFAULT_USER_GRANTS = ("repository:*:*", "registry:catalog:*")
 _SCRYPT = {"n": 2**14, "r": 8, "p": 1}
 _ISSUER = "ukedge-hub"
 _AUTH_CACHE_S = 2.0
+_FAIL_LIMIT = 10
+_FAIL_WINDOW = 60.0
 
 
 @dataclass(frozen=True)
@@ -201,6 +203,26 @@ class Authority:
         self._enabled: tuple[float, bool] = (0.0, False)
         # Verified tokens, so a pull's many requests verify the signature once.
         self._verified: dict[str, dict[str, Any]] = {}
+        # Recent failed logins per client address, to slow down password guessing.
+        self._failures: dict[str, list[float]] = {}
+
+    def throttle(self, client: str) -> None:
+        """Refuse (429) a client with too many failed logins in the last minute."""
+        now = time.monotonic()
+        recent = [t for t in self._failures.get(client, []) if now - t < _FAIL_WINDOW]
+        self._failures[client] = recent
+        if len(recent) >= _FAIL_LIMIT:
+            retry = int(_FAIL_WINDOW - (now - recent[0])) + 1
+            raise DistributionError(
+                Code.TOOMANYREQUESTS,
+                f"too many failed logins from {client}; try again in {retry} s",
+                headers={"Retry-After": str(retry)},
+            )
+
+    def _failed(self, client: str) -> None:
+        if len(self._failures) > 10000:
+            self._failures.clear()
+        self._failures.setdefault(client, []).append(time.monotonic())
 
     @property
     def key(self) -> Ed25519PrivateKey:
@@ -273,8 +295,12 @@ class Authority:
         self._enabled = (0.0, False)
         return RobotToken(name, f"ukr_{token_id}_{secret}", tuple(parsed))
 
-    def authenticate(self, username: str, password: str) -> Principal:
-        """Check Basic credentials: a robot token (any user name) or a user's password."""
+    def authenticate(self, username: str, password: str, client: str = "") -> Principal:
+        """Check Basic credentials: a robot token (any user name) or a user's password.
+
+        ``client`` (the remote address) is throttled after repeated failures.
+        """
+        self.throttle(client)
         if password.startswith("ukr_"):
             _, token_id, secret = [*password.split("_", 2), "", ""][:3]
             with self.db.read() as conn:
@@ -294,6 +320,7 @@ class Authority:
                 row = conn.execute(select(users).where(users.c.name == username)).first()
             if row is not None and verify_password(password, row.password_hash):
                 return Principal(username, tuple(parse_grant(g) for g in json.loads(row.grants)))
+        self._failed(client)
         raise DistributionError(Code.UNAUTHORIZED, "invalid user name, password or token")
 
     def anonymous(self) -> Principal:
