@@ -76,6 +76,8 @@ class Hub:
                 dry_run=dry_run,
                 active_uploads=self.blobs.active_uploads,
             )
+        if not dry_run:
+            self.blobs.forget(report.uploads)
         self.metrics.gc_runs.inc()
         self.metrics.gc_swept.inc(len(report.blobs))
         return report

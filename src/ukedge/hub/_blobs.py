@@ -128,8 +128,13 @@ class BlobService:
 
     @property
     def active_uploads(self) -> frozenset[str]:
-        """Sessions this process is serving; GC never expires them."""
-        return frozenset(self._hashers)
+        """Sessions with a request in flight right now; GC never expires them."""
+        return frozenset(k for k, lock in self._locks.items() if lock.locked())
+
+    def forget(self, upload_ids: list[str]) -> None:
+        """Drop in-memory state of sessions that GC expired."""
+        for upload_id in upload_ids:
+            self._forget(upload_id)
 
     # -- reading ------------------------------------------------------------------------------
 
@@ -249,6 +254,7 @@ class BlobService:
                 .where(uploads.c.id == upload_id, repositories.c.name == repository)
             ).scalar()
         if found is None:
+            self._hashers.pop(upload_id, None)  # expired by a GC in another process
             raise DistributionError(Code.BLOB_UPLOAD_UNKNOWN, detail={"uuid": upload_id})
 
     async def _offset(self, upload_id: str) -> int:
