@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import logging
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
@@ -21,6 +22,8 @@ from typing import Any, TypeVar
 from qemu.qmp import ExecuteError, QMPClient, QMPError
 
 from ukedge.errors import MachineError
+
+log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
@@ -32,6 +35,10 @@ def run_sync(coro: Coroutine[Any, Any, T]) -> T:
     try:
         asyncio.get_running_loop()
     except RuntimeError:
+        in_loop = False
+    else:
+        in_loop = True
+    if not in_loop:  # (outside the except block, so errors do not chain to the RuntimeError)
         return asyncio.run(coro)
     with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
         return pool.submit(asyncio.run, coro).result()
@@ -58,7 +65,12 @@ async def _session(socket_path: Path, body: Callable[[Session], Awaitable[T]], t
         await asyncio.wait_for(client.connect(str(socket_path)), timeout)
         return await body(Session(client, timeout))
     finally:
-        await client.disconnect()
+        # disconnect() re-raises what ended the session (EOFError when QEMU quit right after
+        # answering, e.g. because the guest powered off); the body's outcome is what counts.
+        try:
+            await client.disconnect()
+        except (QMPError, OSError, EOFError) as exc:
+            log.debug("QMP disconnect from %s: %r", socket_path, exc)
 
 
 def execute(
@@ -100,7 +112,7 @@ def run(
         raise MachineError(
             f"QMP session with machine {who} failed ({exc}); is it still running?", machine_id
         ) from exc
-    except (OSError, TimeoutError) as exc:
+    except (OSError, TimeoutError, EOFError) as exc:
         raise MachineError(
             f"cannot reach the QMP socket {socket_path} of machine {who}: {exc or type(exc)}",
             machine_id,

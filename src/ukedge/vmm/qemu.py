@@ -305,11 +305,13 @@ class _QemuMachine:
             return self.wait(0)
         self._save(stop_requested=True, stop_requested_at=time.time())
         deadline = time.monotonic() + timeout
+        # Ask QMP first: once "stop" is sent the guest may power off at once.
+        listening = self._control_open()
         ctl = self._send_control(b"stop\n")
         try:
-            if not self._control_open():
+            if not listening:
                 # The guest never opened its control port (another kernel, or still booting):
-                # fall back to the ACPI power button.
+                # press the ACPI power button too.
                 with contextlib.suppress(MachineError):
                     self.qmp("system_powerdown")
             try:
