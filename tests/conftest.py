@@ -20,7 +20,9 @@ _REAL_CACHE = Path(
 
 
 @pytest.fixture(autouse=True)
-def ukedge_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+def ukedge_home(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Path]:
     home = tmp_path_factory.mktemp("ukedge-home")
     monkeypatch.setenv("UKEDGE_HOME", str(home))
     monkeypatch.setenv("UKEDGE_CACHE", str(_REAL_CACHE))

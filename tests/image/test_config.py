@@ -27,7 +27,13 @@ def test_canonical_json_is_stable_and_round_trips() -> None:
 
 @pytest.mark.parametrize(
     ("field", "value"),
-    [("memory_mib", 1), ("vcpus", 0), ("entrypoint", []), ("ports", [{"port": 70000}]), ("bogus", 1)],
+    [
+        ("memory_mib", 1),
+        ("vcpus", 0),
+        ("entrypoint", []),
+        ("ports", [{"port": 70000}]),
+        ("bogus", 1),
+    ],
 )
 def test_schema_rejects(field: str, value: object) -> None:
     with pytest.raises(ValidationError, match=field):

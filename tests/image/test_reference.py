@@ -14,7 +14,10 @@ from ukedge.image import Reference, parse_reference
         ("team/app:v2", Reference("team/app", "v2")),
         ("localhost:5000/app", Reference("app", "latest", None, "localhost:5000")),
         ("127.0.0.1:5000/a/b:c", Reference("a/b", "c", None, "127.0.0.1:5000")),
-        ("hub.example.org/x@sha256:" + "a" * 64, Reference("x", None, "sha256:" + "a" * 64, "hub.example.org")),
+        (
+            "hub.example.org/x@sha256:" + "a" * 64,
+            Reference("x", None, "sha256:" + "a" * 64, "hub.example.org"),
+        ),
     ],
 )
 def test_parse(text: str, expected: Reference) -> None:

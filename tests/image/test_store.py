@@ -22,7 +22,10 @@ from ukedge.image import (
 
 def _image(store: ImageStore, ref: str, app: bytes, kernel: bytes = b"kernel") -> Descriptor:
     config = ImageConfig(
-        name="app", runtime="static", entrypoint=["/app/x"], kernel=KernelInfo(profile="minimal", version="6.1")
+        name="app",
+        runtime="static",
+        entrypoint=["/app/x"],
+        kernel=KernelInfo(profile="minimal", version="6.1"),
     )
     with store.lease():
         layers = [
@@ -91,7 +94,10 @@ def test_manifest_with_missing_blob_changes_nothing(tmp_path: Path) -> None:
 
 def test_blob_writer_rejects_wrong_digest_and_leaves_nothing(tmp_path: Path) -> None:
     store = ImageStore(tmp_path)
-    with pytest.raises(DigestMismatchError) as info, store.blob_writer(digest_bytes(b"expected")) as w:
+    with (
+        pytest.raises(DigestMismatchError) as info,
+        store.blob_writer(digest_bytes(b"expected")) as w,
+    ):
         w.write(b"something else")
         w.commit()
     assert info.value.expected == digest_bytes(b"expected")

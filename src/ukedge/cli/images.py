@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import typer
 
@@ -15,7 +15,9 @@ from ukedge.units import format_size
 
 __all__ = ["image_app", "register"]
 
-image_app = typer.Typer(help="Manage images in the local store (an OCI image layout).", no_args_is_help=True)
+image_app = typer.Typer(
+    help="Manage images in the local store (an OCI image layout).", no_args_is_help=True
+)
 
 
 def _store() -> ImageStore:
@@ -47,8 +49,10 @@ def image_summary(store: ImageStore, image: StoredImage) -> dict[str, Any]:
 
 
 def list_images(
-    as_json: bool = typer.Option(False, "--json", help="Print a JSON array instead of a table."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="Print image ids only."),
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print a JSON array instead of a table.")
+    ] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print image ids only.")] = False,
 ) -> None:
     """List images in the local store (sizes are compressed, as pushed)."""
     store = _store()
@@ -62,13 +66,22 @@ def list_images(
         print_table(
             ["REPOSITORY", "TAG", "IMAGE ID", "RUNTIME", "CREATED", "SIZE"],
             [
-                (r["repository"], r["tag"], r["id"], r["runtime"], r["created"], format_size(r["size"]))
+                (
+                    r["repository"],
+                    r["tag"],
+                    r["id"],
+                    r["runtime"],
+                    r["created"],
+                    format_size(r["size"]),
+                )
                 for r in rows
             ],
         )
 
 
-def inspect_image(ref: str = typer.Argument(..., help="Image reference, digest or id prefix.")) -> None:
+def inspect_image(
+    ref: Annotated[str, typer.Argument(help="Image reference, digest or id prefix.")],
+) -> None:
     """Print an image's manifest, config and digest as JSON."""
     store = _store()
     image, manifest = store.manifest(ref)
@@ -84,15 +97,17 @@ def inspect_image(ref: str = typer.Argument(..., help="Image reference, digest o
 
 
 def tag_image(
-    source: str = typer.Argument(..., help="Existing image (reference, digest or id)."),
-    target: str = typer.Argument(..., help="New reference, e.g. localhost:5000/team/app:1."),
+    source: Annotated[str, typer.Argument(help="Existing image (reference, digest or id).")],
+    target: Annotated[str, typer.Argument(help="New reference, e.g. localhost:5000/team/app:1.")],
 ) -> None:
     """Give an image another name; both names share the same blobs."""
     image = _store().tag(source, target)
     err.print(f"tagged {image.ref} → {image.id}")
 
 
-def remove_images(refs: list[str] = typer.Argument(..., help="Images to untag.")) -> None:
+def remove_images(
+    refs: Annotated[list[str], typer.Argument(help="Images to untag.")],
+) -> None:
     """Untag images and delete blobs that no other image uses."""
     store = _store()
     for ref in refs:
@@ -104,8 +119,10 @@ def remove_images(refs: list[str] = typer.Argument(..., help="Images to untag.")
 
 
 def save_images(
-    refs: list[str] = typer.Argument(..., help="Images to write into the archive."),
-    output: Path = typer.Option(..., "--output", "-o", help="Archive to write (an OCI image tar)."),
+    refs: Annotated[list[str], typer.Argument(help="Images to write into the archive.")],
+    output: Annotated[
+        Path, typer.Option("--output", "-o", help="Archive to write (an OCI image tar).")
+    ],
 ) -> None:
     """Write images to an OCI archive that `ukedge image load`, skopeo or oras can read."""
     _store().save(refs, output)
@@ -113,7 +130,9 @@ def save_images(
 
 
 def load_images(
-    source: Path = typer.Option(..., "--input", "-i", help="OCI archive made by `image save`.", exists=True),
+    source: Annotated[
+        Path, typer.Option("--input", "-i", help="OCI archive made by `image save`.", exists=True)
+    ],
 ) -> None:
     """Import every tagged image of an OCI archive; each blob is verified first."""
     for ref in _store().load(source):

@@ -7,14 +7,22 @@ import contextlib
 import signal
 import sys
 import time
-from typing import Any
+from typing import Annotated, Any
 
 import typer
 
 from ukedge.cli._console import err, out, print_json, print_table
 from ukedge.errors import ImageError, InstanceError, UsageError
-from ukedge.host import Instance, InstanceManager, InstanceState, RunRequest, open_manager, parse_port_mapping
+from ukedge.host import (
+    Instance,
+    InstanceManager,
+    InstanceState,
+    RunRequest,
+    open_manager,
+    parse_port_mapping,
+)
 from ukedge.units import format_size, parse_size
+from ukedge.vmm import probe_accelerator
 
 __all__ = ["register"]
 
@@ -57,24 +65,49 @@ def _status(instance: Instance) -> str:
 
 
 def run(
-    image: str = typer.Argument(..., help="Image to run (name:tag, digest or id prefix)."),
-    args: list[str] = typer.Argument(None, help="Arguments replacing the image's default args."),
-    publish: list[str] = typer.Option(
-        [], "--publish", "-p", help="Publish a guest port: [HOST_IP:]HOST_PORT:GUEST_PORT[/udp]. Repeatable."
-    ),
-    env: list[str] = typer.Option([], "--env", "-e", help="Set an environment variable KEY=VALUE. Repeatable."),
-    memory: str | None = typer.Option(None, "--memory", "-m", help="Guest memory, e.g. 64M (default: image's)."),
-    cpus: int | None = typer.Option(None, "--cpus", help="Virtual CPUs (default: the image's)."),
-    detach: bool = typer.Option(False, "--detach", "-d", help="Run in the background and print the instance id."),
-    name: str | None = typer.Option(None, "--name", help="Name the instance (default: a random one)."),
-    hostname: str | None = typer.Option(None, "--hostname", help="Guest hostname (default: the app's name)."),
-    remove: bool = typer.Option(False, "--rm", help="Remove the instance when it exits (foreground only)."),
+    image: Annotated[str, typer.Argument(help="Image to run (name:tag, digest or id prefix).")],
+    args: Annotated[
+        list[str] | None, typer.Argument(help="Arguments replacing the image's default args.")
+    ] = None,
+    publish: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--publish",
+            "-p",
+            help="Publish a guest port as HOST_PORT:GUEST_PORT, optionally prefixed by a host IP "
+            "and suffixed by /udp (default: 127.0.0.1, tcp). Repeatable.",
+        ),
+    ] = None,
+    env: Annotated[
+        list[str] | None,
+        typer.Option("--env", "-e", help="Set an environment variable KEY=VALUE. Repeatable."),
+    ] = None,
+    memory: Annotated[
+        str | None,
+        typer.Option("--memory", "-m", help="Guest memory, e.g. 64M (default: image's)."),
+    ] = None,
+    cpus: Annotated[
+        int | None, typer.Option("--cpus", help="Virtual CPUs (default: the image's).")
+    ] = None,
+    detach: Annotated[
+        bool, typer.Option("--detach", "-d", help="Run in the background; print the instance id.")
+    ] = False,
+    name: Annotated[
+        str | None, typer.Option("--name", help="Name the instance (default: a random one).")
+    ] = None,
+    hostname: Annotated[
+        str | None, typer.Option("--hostname", help="Guest hostname (default: the app's name).")
+    ] = None,
+    remove: Annotated[
+        bool, typer.Option("--rm", help="Remove the instance when it exits (foreground only).")
+    ] = False,
 ) -> None:
     """Boot an image as a unikernel VM.
 
-    In the foreground the guest console streams to your terminal and `ukedge run` exits with the
-    app's exit status; Ctrl-C stops the app (SIGTERM), a second Ctrl-C kills the VM. With -d the
-    VM keeps running after this command returns: follow it with `ukedge logs -f NAME`.
+    In the foreground the guest console streams to your terminal and the command exits with
+    the app's exit status. Ctrl-C stops the app (SIGTERM); a second Ctrl-C kills the VM.
+
+    With -d the VM keeps running after this command returns; follow it with `ukedge logs -f`.
 
     Example: ukedge run -d -p 18080:8080 sensor-agg:1
     """
@@ -84,14 +117,14 @@ def run(
         image=image,
         name=name,
         args=args or None,
-        env=_parse_env(env),
-        ports=[parse_port_mapping(p) for p in publish],
+        env=_parse_env(env or []),
+        ports=[parse_port_mapping(p) for p in publish or []],
         memory_mib=parse_size(memory, default_unit="M") // (1 << 20) if memory else None,
         vcpus=cpus,
         hostname=hostname,
     )
     manager = _manager()
-    _accelerator_notice(manager)
+    _accelerator_notice()
     instance = manager.run(request)
     if detach:
         out.print(instance.id)
@@ -102,10 +135,11 @@ def run(
     sys.exit(status)
 
 
-def _accelerator_notice(manager: InstanceManager) -> None:
-    notice = getattr(manager.backend, "notice", None)
-    if notice:
-        err.print(notice, style="yellow")
+def _accelerator_notice() -> None:
+    """Say once per host (when the probe actually ran) that VMs will be emulated."""
+    verdict = probe_accelerator()
+    if verdict.notice and verdict.source == "probe":
+        err.print(verdict.notice, style="yellow")
 
 
 def _attach(manager: InstanceManager, instance: Instance) -> int:
@@ -142,9 +176,11 @@ def _attach(manager: InstanceManager, instance: Instance) -> int:
 
 
 def ps(
-    all_instances: bool = typer.Option(False, "--all", "-a", help="Show ended instances too."),
-    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="Print instance ids only."),
+    all_instances: Annotated[
+        bool, typer.Option("--all", "-a", help="Show ended instances too.")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print instance ids only.")] = False,
 ) -> None:
     """List instances (running ones unless -a)."""
     instances = _manager().list(all_instances=all_instances)
@@ -157,28 +193,45 @@ def ps(
         print_table(
             ["INSTANCE ID", "NAME", "IMAGE", "STATUS", "PORTS", "CREATED"],
             [
-                (i.short_id, i.name, i.image, _status(i), ", ".join(str(p) for p in i.ports), _ago(i.created_at) + " ago")
+                (
+                    i.short_id,
+                    i.name,
+                    i.image,
+                    _status(i),
+                    ", ".join(str(p) for p in i.ports),
+                    _ago(i.created_at) + " ago",
+                )
                 for i in instances
             ],
         )
 
 
 def logs(
-    instance: str = typer.Argument(..., help="Instance name or id."),
-    follow: bool = typer.Option(False, "--follow", "-f", help="Keep printing until the instance ends."),
-    results: bool = typer.Option(False, "--results", help="Print the app's results lines instead of its console."),
+    instance: Annotated[str, typer.Argument(help="Instance name or id.")],
+    follow: Annotated[
+        bool, typer.Option("--follow", "-f", help="Keep printing until the instance ends.")
+    ] = False,
+    results: Annotated[
+        bool,
+        typer.Option("--results", help="Print the app's results lines instead of its console."),
+    ] = False,
 ) -> None:
     """Print an instance's console output (or, with --results, its results device)."""
     stream = sys.stdout.buffer
     with contextlib.suppress(KeyboardInterrupt):
-        for chunk in _manager().follow(instance, "results" if results else "console", follow=follow):
+        for chunk in _manager().follow(
+            instance, "results" if results else "console", follow=follow
+        ):
             stream.write(chunk)
             stream.flush()
 
 
 def stop(
-    instances: list[str] = typer.Argument(..., help="Instance names or ids."),
-    timeout: float = typer.Option(10.0, "--time", "-t", help="Seconds to wait for the app before killing the VM."),
+    instances: Annotated[list[str], typer.Argument(help="Instance names or ids.")],
+    timeout: Annotated[
+        float,
+        typer.Option("--time", "-t", help="Seconds to wait for the app before killing the VM."),
+    ] = 10.0,
 ) -> None:
     """Stop instances gracefully: SIGTERM to the app, kill after --time seconds."""
     manager = _manager()
@@ -187,7 +240,9 @@ def stop(
         out.print(instance.name)
 
 
-def kill(instances: list[str] = typer.Argument(..., help="Instance names or ids.")) -> None:
+def kill(
+    instances: Annotated[list[str], typer.Argument(help="Instance names or ids.")],
+) -> None:
     """Kill instances at once (the VM is ended without warning the app)."""
     manager = _manager()
     for key in instances:
@@ -195,8 +250,10 @@ def kill(instances: list[str] = typer.Argument(..., help="Instance names or ids.
 
 
 def rm(
-    instances: list[str] = typer.Argument(..., help="Instance names or ids."),
-    force: bool = typer.Option(False, "--force", "-f", help="Kill running instances first."),
+    instances: Annotated[list[str], typer.Argument(help="Instance names or ids.")],
+    force: Annotated[
+        bool, typer.Option("--force", "-f", help="Kill running instances first.")
+    ] = False,
 ) -> None:
     """Remove ended instances and their logs (running ones need --force)."""
     manager = _manager()
@@ -204,7 +261,9 @@ def rm(
         out.print(manager.remove(key, force=force).name)
 
 
-def inspect(target: str = typer.Argument(..., help="Instance name/id, or an image reference.")) -> None:
+def inspect(
+    target: Annotated[str, typer.Argument(help="Instance name/id, or an image reference.")],
+) -> None:
     """Print an instance's (or else an image's) full record as JSON."""
     try:
         instance = _manager().get(target)
@@ -220,8 +279,10 @@ def inspect(target: str = typer.Argument(..., help="Instance name/id, or an imag
 
 
 def stats(
-    instances: list[str] = typer.Argument(None, help="Instance names or ids (default: all running)."),
-    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+    instances: Annotated[
+        list[str] | None, typer.Argument(help="Instance names or ids (default: all running).")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ) -> None:
     """Show the host memory (RSS) and CPU time of each instance's VM."""
     manager = _manager()
@@ -229,13 +290,23 @@ def stats(
     rows: list[dict[str, Any]] = []
     for i in targets:
         s = manager.stats(i.id)
-        rows.append({"id": i.short_id, "name": i.name, "rss_bytes": s.rss_bytes, "cpu_seconds": s.cpu_seconds})
+        rows.append(
+            {
+                "id": i.short_id,
+                "name": i.name,
+                "rss_bytes": s.rss_bytes,
+                "cpu_seconds": s.cpu_seconds,
+            }
+        )
     if as_json:
         print_json(rows)
     else:
         print_table(
             ["INSTANCE ID", "NAME", "MEM (RSS)", "CPU TIME"],
-            [(r["id"], r["name"], format_size(r["rss_bytes"]), f"{r['cpu_seconds']:.2f}s") for r in rows],
+            [
+                (r["id"], r["name"], format_size(r["rss_bytes"]), f"{r['cpu_seconds']:.2f}s")
+                for r in rows
+            ],
         )
 
 

@@ -1,6 +1,6 @@
 """The edge-node side: instance lifecycle on one host (and, later, the agent serving it)."""
 
-from ukedge.host._layers import LayerCache
+from ukedge.host._layers import UnpackedLayers
 from ukedge.host._manager import InstanceManager, open_manager
 from ukedge.host._models import Instance, InstanceState, PortMapping, RunRequest, parse_port_mapping
 from ukedge.host._names import NAME_PATTERN, random_name
@@ -10,9 +10,9 @@ __all__ = [
     "Instance",
     "InstanceManager",
     "InstanceState",
-    "LayerCache",
     "PortMapping",
     "RunRequest",
+    "UnpackedLayers",
     "open_manager",
     "parse_port_mapping",
     "random_name",

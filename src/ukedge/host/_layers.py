@@ -17,12 +17,12 @@ from pathlib import Path
 from ukedge.errors import ImageError
 from ukedge.image import Descriptor, ImageStore, digest_hex, mediatypes
 
-__all__ = ["LayerCache"]
+__all__ = ["UnpackedLayers"]
 
 _CHUNK = 1 << 20
 
 
-class LayerCache:
+class UnpackedLayers:
     def __init__(self, root: Path) -> None:
         self.root = root
         self.root.mkdir(parents=True, exist_ok=True)
@@ -54,11 +54,15 @@ class LayerCache:
                 raise ImageError(f"layer {source.name}: corrupt gzip data ({exc})") from exc
         elif media_type == mediatypes.INITRD_ZSTD:
             result = subprocess.run(
-                ["zstd", "-q", "-d", "-f", str(source), "-o", str(dest)], capture_output=True, text=True
+                ["zstd", "-q", "-d", "-f", str(source), "-o", str(dest)],
+                capture_output=True,
+                text=True,
             )
             if result.returncode != 0:
                 raise ImageError(f"layer {source.name}: zstd failed: {result.stderr.strip()}")
         elif media_type == mediatypes.KERNEL:
             shutil.copyfile(source, dest)
         else:
-            raise ImageError(f"layer media type {media_type!r} is not a kernel or initrd this host can boot")
+            raise ImageError(
+                f"layer media type {media_type!r} is not a kernel or initrd this host can boot"
+            )

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from ukedge.build.guest import guest_cmdline, launch_archive
 from ukedge.errors import InstanceError, MachineError, UkedgeError, UsageError
-from ukedge.host._layers import LayerCache
+from ukedge.host._layers import UnpackedLayers
 from ukedge.host._models import Instance, InstanceState, RunRequest
 from ukedge.host._names import NAME_PATTERN, random_name
 from ukedge.host._state import InstanceRecords
@@ -42,7 +42,9 @@ _LOG_POLL_S = 0.05
 class InstanceManager:
     """Creates, starts, observes, stops and removes instances on this host."""
 
-    def __init__(self, root: Path, store: ImageStore, backend: MachineBackend, layers: LayerCache) -> None:
+    def __init__(
+        self, root: Path, store: ImageStore, backend: MachineBackend, layers: UnpackedLayers
+    ) -> None:
         self.root = root
         self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.store = store
@@ -60,7 +62,8 @@ class InstanceManager:
         name = request.name or self._free_name()
         if not NAME_PATTERN.match(name):
             raise UsageError(
-                f"invalid instance name {name!r}: letters, digits, '_', '.', '-'; at most 63 characters"
+                f"invalid instance name {name!r}: use letters, digits, '_', '.', '-' "
+                "(at most 63 characters)"
             )
         instance = Instance(
             id=secrets.token_hex(16),
@@ -97,27 +100,45 @@ class InstanceManager:
                 workdir=workdir / "vm",
                 initrds=[*initrds, launch],
                 cmdline=guest_cmdline(
-                    config.boot.cmdline, ip=_GUEST_IP, gateway=_GATEWAY, dns=_DNS, seed=os.urandom(32)
+                    config.boot.cmdline,
+                    ip=_GUEST_IP,
+                    gateway=_GATEWAY,
+                    dns=_DNS,
+                    seed=os.urandom(32),
+                    clock=time.time(),
                 ),
                 memory_mib=instance.memory_mib,
                 vcpus=instance.vcpus,
                 ports=[
-                    PortForward(p.host_port, p.guest_port, p.host_ip, "udp" if p.protocol == "udp" else "tcp")
+                    PortForward(
+                        p.host_port,
+                        p.guest_port,
+                        p.host_ip,
+                        "udp" if p.protocol == "udp" else "tcp",
+                    )
                     for p in request.ports
                 ],
             )
             self._set(instance.id, state=InstanceState.STARTING)
             machine = self.backend.start(spec)
         except UkedgeError as exc:
-            self._set(instance.id, state=InstanceState.FAILED, error=str(exc), finished_at=time.time())
+            self._set(
+                instance.id, state=InstanceState.FAILED, error=str(exc), finished_at=time.time()
+            )
             raise
-        return self._set(instance.id, state=InstanceState.RUNNING, pid=machine.pid, started_at=time.time())
+        return self._set(
+            instance.id, state=InstanceState.RUNNING, pid=machine.pid, started_at=time.time()
+        )
 
     def _boot_files(self, manifest: ImageManifest) -> tuple[Path, list[Path]]:
-        kernels = [layer for layer in manifest.layers if layer.media_type in mediatypes.KERNEL_TYPES]
+        kernels = [
+            layer for layer in manifest.layers if layer.media_type in mediatypes.KERNEL_TYPES
+        ]
         if len(kernels) != 1:
             raise InstanceError(f"image must have exactly one kernel layer, found {len(kernels)}")
-        initrds = [layer for layer in manifest.layers if layer.media_type in mediatypes.INITRD_TYPES]
+        initrds = [
+            layer for layer in manifest.layers if layer.media_type in mediatypes.INITRD_TYPES
+        ]
         return (
             self.layers.unpacked(self.store, kernels[0]),
             [self.layers.unpacked(self.store, layer) for layer in initrds],
@@ -159,10 +180,15 @@ class InstanceManager:
         try:
             status = self._machine(instance).status()
         except MachineError as exc:
-            return self._set(instance.id, state=InstanceState.FAILED, error=str(exc), finished_at=time.time())
+            return self._set(
+                instance.id, state=InstanceState.FAILED, error=str(exc), finished_at=time.time()
+            )
         if status.state is MachineState.EXITED:
             return self._set(
-                instance.id, state=InstanceState.EXITED, exit_code=status.exit_code, finished_at=time.time()
+                instance.id,
+                state=InstanceState.EXITED,
+                exit_code=status.exit_code,
+                finished_at=time.time(),
             )
         if status.state is MachineState.FAILED:
             return self._set(
@@ -193,7 +219,9 @@ class InstanceManager:
     def stats(self, key: str) -> MachineStats:
         instance = self.get(key)
         if not instance.state.active:
-            raise InstanceError(f"instance {instance.name} is {instance.state.value}; it has no stats")
+            raise InstanceError(
+                f"instance {instance.name} is {instance.state.value}; it has no stats"
+            )
         return self._machine(instance).stats()
 
     # -- control ---------------------------------------------------------------------------------
@@ -219,7 +247,8 @@ class InstanceManager:
         if instance.state.active:
             if not force:
                 raise InstanceError(
-                    f"instance {instance.name} is {instance.state.value}; stop it first or use --force"
+                    f"instance {instance.name} is {instance.state.value}; "
+                    "stop it first or use --force"
                 )
             self._machine(instance).kill()
         self.records.delete(instance.id)
@@ -260,5 +289,5 @@ def open_manager(backend: str = "qemu") -> InstanceManager:
         paths.instances_dir(),
         ImageStore(paths.store_dir()),
         vmm.create(backend),
-        LayerCache(paths.cache_dir() / "layers"),
+        UnpackedLayers(paths.cache_dir() / "unpacked"),
     )

@@ -43,7 +43,9 @@ class PortMapping(BaseModel):
         return f"{self.host_ip}:{self.host_port}->{self.guest_port}/{self.protocol}"
 
 
-_PUBLISH = re.compile(r"^(?:(?P<ip>[0-9.]+|\[[0-9a-fA-F:]+\]):)?(?P<host>\d+):(?P<guest>\d+)(?:/(?P<proto>tcp|udp))?$")
+_PUBLISH = re.compile(
+    r"^(?:(?P<ip>[0-9.]+|\[[0-9a-fA-F:]+\]):)?(?P<host>\d+):(?P<guest>\d+)(?:/(?P<proto>tcp|udp))?$"
+)
 
 
 def parse_port_mapping(text: str) -> PortMapping:
@@ -57,7 +59,9 @@ def parse_port_mapping(text: str) -> PortMapping:
     host, guest = int(m["host"]), int(m["guest"])
     for label, port in (("host", host), ("guest", guest)):
         if not 1 <= port <= 65535:
-            raise UsageError(f"invalid port mapping {text!r}: {label} port {port} is not in 1-65535")
+            raise UsageError(
+                f"invalid port mapping {text!r}: {label} port {port} is not in 1-65535"
+            )
     return PortMapping(
         host_ip=(m["ip"] or "127.0.0.1").strip("[]"),
         host_port=host,

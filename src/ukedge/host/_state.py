@@ -60,7 +60,9 @@ class InstanceRecords:
     def add(self, instance: Instance) -> None:
         try:
             with Session(self._engine) as session, session.begin():
-                session.add(_InstanceRow(id=instance.id, name=instance.name, doc=instance.model_dump_json()))
+                session.add(
+                    _InstanceRow(id=instance.id, name=instance.name, doc=instance.model_dump_json())
+                )
         except IntegrityError as exc:
             raise InstanceError(
                 f"the name {instance.name!r} is already in use; remove that instance "
@@ -93,9 +95,13 @@ class InstanceRecords:
         with Session(self._engine) as session:
             row = session.scalars(select(_InstanceRow).where(_InstanceRow.name == key)).first()
             if row is None:
-                rows = session.scalars(select(_InstanceRow).where(_InstanceRow.id.startswith(key))).all()
+                rows = session.scalars(
+                    select(_InstanceRow).where(_InstanceRow.id.startswith(key))
+                ).all()
                 if len(rows) > 1:
-                    raise InstanceError(f"instance id prefix {key!r} is ambiguous; give more digits")
+                    raise InstanceError(
+                        f"instance id prefix {key!r} is ambiguous; give more digits"
+                    )
                 row = rows[0] if rows and len(key) >= 3 else None
             if row is None:
                 raise InstanceError(f"no such instance: {key} (see `ukedge ps -a`)")

@@ -3,6 +3,7 @@
 This package imports nothing else of ukedge but :mod:`ukedge.errors`; everything else builds on it.
 """
 
+from ukedge.image import _mediatypes as mediatypes
 from ukedge.image._config import (
     BootConfig,
     HealthCheck,
@@ -27,7 +28,6 @@ from ukedge.image._reference import (
     parse_reference,
 )
 from ukedge.image._store import BlobWriter, ImageStore, StoredImage
-from ukedge.image import _mediatypes as mediatypes
 
 __all__ = [
     "DEFAULT_TAG",

@@ -222,7 +222,9 @@ class ImageStore:
             key=lambda i: i.ref,
         )
 
-    def add_manifest(self, manifest: bytes, ref: str | None, media_type: str = OCI_MANIFEST) -> Descriptor:
+    def add_manifest(
+        self, manifest: bytes, ref: str | None, media_type: str = OCI_MANIFEST
+    ) -> Descriptor:
         """Store a manifest whose blobs are all present and, if ``ref`` is given, tag it."""
         if media_type not in _MANIFEST_TYPES | _INDEX_TYPES:
             raise ImageError(f"unsupported manifest media type {media_type!r}")
@@ -258,7 +260,9 @@ class ImageStore:
     def resolve(self, ref: str) -> StoredImage:
         """Find an image by reference, by full digest, or by a unique image-id prefix."""
         images = self.images()
-        if ref.startswith("sha256:") or (len(ref) >= 4 and all(c in "0123456789abcdef" for c in ref)):
+        if ref.startswith("sha256:") or (
+            len(ref) >= 4 and all(c in "0123456789abcdef" for c in ref)
+        ):
             hexpart = ref.removeprefix("sha256:")
             hits = {i.digest: i for i in images if digest_hex(i.digest).startswith(hexpart)}
             if len(hits) == 1:
@@ -372,7 +376,7 @@ class ImageStore:
     def load(self, source: Path) -> list[str]:
         """Import every tagged image of an OCI archive; verifies each blob before any is kept."""
         try:
-            tar = tarfile.open(source)
+            tar = tarfile.open(source)  # noqa: SIM115 - closed by the with-block below
         except (OSError, tarfile.TarError) as exc:
             raise ImageError(f"{source}: not a readable OCI archive ({exc})") from exc
         with tar, tempfile.TemporaryDirectory(dir=self.root, prefix=".load-") as tmp:

@@ -1,0 +1,61 @@
+"""``ukedge doctor``: what this host offers for running unikernels, and what is missing."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from ukedge import paths
+from ukedge.cli._console import print_json, print_table
+from ukedge.errors import UkedgeError
+from ukedge.kernel import list_kernels
+from ukedge.units import format_size
+from ukedge.vmm import probe_accelerator, qemu_version
+
+__all__ = ["doctor"]
+
+
+def _meminfo() -> dict[str, int]:
+    fields: dict[str, int] = {}
+    with Path("/proc/meminfo").open() as f:
+        for line in f:
+            key, _, rest = line.partition(":")
+            fields[key] = int(rest.split()[0]) * 1024
+    return fields
+
+
+def doctor(
+    probe: Annotated[
+        bool, typer.Option("--probe", help="Probe KVM again instead of using the cached verdict.")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+) -> None:
+    """Check QEMU, the accelerator (KVM or TCG), built kernels, tools and memory."""
+    checks: dict[str, Any] = {}
+    try:
+        checks["qemu"] = qemu_version()
+    except UkedgeError as exc:
+        checks["qemu"] = f"MISSING: {exc}"
+    verdict = probe_accelerator(force=probe)
+    checks["accelerator"] = f"{verdict.accel} ({verdict.source}: {verdict.reason})"
+    kernels = list_kernels()
+    checks["kernels"] = ", ".join(f"{k.profile} {k.version} [{k.key[:12]}]" for k in kernels) or (
+        "none built yet: run `ukedge kernel build`"
+    )
+    checks["static C compiler"] = shutil.which("musl-gcc") or shutil.which("gcc") or "MISSING"
+    checks["skopeo"] = shutil.which("skopeo") or "not installed (only interop tests need it)"
+    mem = _meminfo()
+    checks["memory"] = (
+        f"{format_size(mem['MemAvailable'])} available of {format_size(mem['MemTotal'])}"
+    )
+    checks["cpus"] = os.cpu_count()
+    checks["home"] = str(paths.home())
+    checks["cache"] = str(paths.cache_dir())
+    if as_json:
+        print_json(checks)
+    else:
+        print_table(["CHECK", "RESULT"], list(checks.items()))

@@ -1,0 +1,88 @@
+"""The instance commands as a user runs them: `ukedge` subprocesses against real VMs."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from hostkit import free_port, ukedge_cmd, wait_http
+
+
+def ukedge(*args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*ukedge_cmd(), *args], capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.mark.vm
+def test_foreground_run_streams_console_and_exits_with_app_status(cli_home: Path) -> None:
+    result = ukedge("run", "--rm", "-e", "HELLO_EXIT=3", "hello-c:1", "from", "cli")
+    assert result.returncode == 3, result.stderr
+    assert "Hello, from cli!" in result.stdout
+    assert ukedge("ps", "-aq").stdout.strip() == "", "--rm removed the instance"
+    assert ukedge("run", "hello-c:1").returncode == 0
+
+
+@pytest.mark.vm
+def test_detached_instance_outlives_the_cli(cli_home: Path) -> None:
+    port = free_port()
+    started = ukedge("run", "-d", "--name", "agg", "-p", f"{port}:8080", "sensor-agg:1")
+    assert started.returncode == 0, started.stderr
+    instance_id = started.stdout.strip()
+    assert len(instance_id) == 32
+    assert wait_http(f"http://127.0.0.1:{port}/healthz").status_code == 200
+    httpx.post(f"http://127.0.0.1:{port}/readings", json={"sensor": "s", "value": 1.5})
+    assert httpx.get(f"http://127.0.0.1:{port}/stats").json()["s"]["count"] == 1
+    listed = json.loads(ukedge("ps", "--json").stdout)
+    assert [(i["name"], i["state"]) for i in listed] == [("agg", "running")]
+    assert "agg" in ukedge("ps").stdout
+    inspected = json.loads(ukedge("inspect", "agg").stdout)
+    assert inspected["id"] == instance_id
+    assert inspected["ports"][0]["host_port"] == port
+    stopped = ukedge("stop", "-t", "20", "agg")
+    assert stopped.returncode == 0, stopped.stderr
+    after = json.loads(ukedge("ps", "-a", "--json").stdout)
+    assert after[0]["state"] == "exited"
+    assert "Exited" in ukedge("ps", "-a").stdout
+    assert ukedge("logs", "agg").returncode == 0
+    assert ukedge("rm", "agg").returncode == 0
+    assert ukedge("ps", "-aq").stdout.strip() == ""
+
+
+@pytest.mark.vm
+def test_logs_follow_ends_when_the_instance_ends(cli_home: Path) -> None:
+    started = ukedge("run", "-d", "hello-c:1", "followed")
+    instance_id = started.stdout.strip()
+    began = time.monotonic()
+    followed = ukedge("logs", "-f", instance_id[:12], timeout=120)
+    assert followed.returncode == 0
+    assert "Hello, followed!" in followed.stdout
+    assert time.monotonic() - began < 120
+    results = ukedge("logs", "--results", instance_id)
+    assert json.loads(results.stdout.splitlines()[-1])
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["run", "-p", "8080", "hello-c:1"], "invalid port mapping '8080'"),
+        (["run", "-e", "NOEQUALS", "hello-c:1"], "invalid environment setting 'NOEQUALS'"),
+        (["run", "-m", "lots", "hello-c:1"], "invalid size 'lots'"),
+        (["run", "--name", "bad name!", "hello-c:1"], "invalid instance name"),
+        (["run", "-d", "--rm", "hello-c:1"], "--rm cannot be combined with --detach"),
+        (["run", "Bad/Ref", "x"], "invalid image reference"),
+        (["run", "missing:1"], "no such image: missing:1"),
+        (["stop", "ghost"], "no such instance: ghost"),
+        (["logs", "ghost"], "no such instance: ghost"),
+        (["rm", "ghost"], "no such instance: ghost"),
+    ],
+)
+def test_bad_input_gets_a_clear_error_and_changes_nothing(
+    cli_home: Path, args: list[str], message: str
+) -> None:
+    result = ukedge(*args)
+    assert result.returncode != 0
+    assert message in result.stderr
+    assert ukedge("ps", "-aq").stdout.strip() == ""

@@ -1,0 +1,53 @@
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from ukedge.errors import InstanceError
+from ukedge.host import Instance, InstanceState
+from ukedge.host._state import InstanceRecords
+
+
+def _instance(id_: str, name: str) -> Instance:
+    return Instance(
+        id=id_,
+        name=name,
+        image="app:1",
+        image_digest="sha256:" + "0" * 64,
+        state=InstanceState.CREATED,
+        created_at=time.time(),
+        memory_mib=64,
+        vcpus=1,
+        workdir="/tmp/x",
+    )
+
+
+def test_names_are_unique_and_lookup_by_name_or_prefix(tmp_path: Path) -> None:
+    records = InstanceRecords(tmp_path / "state.db")
+    records.add(_instance("abc123", "one"))
+    records.add(_instance("abd456", "two"))
+    with pytest.raises(InstanceError, match="already in use"):
+        records.add(_instance("fff000", "one"))
+    assert records.find("one").id == "abc123"
+    assert records.find("abd").name == "two"
+    with pytest.raises(InstanceError, match="ambiguous"):
+        records.find("ab")
+    with pytest.raises(InstanceError, match="no such instance: zzz"):
+        records.find("zzz")
+
+
+def test_update_is_persisted_across_handles(tmp_path: Path) -> None:
+    db = tmp_path / "state.db"
+    InstanceRecords(db).add(_instance("abc123", "one"))
+    InstanceRecords(db).update(
+        "abc123", lambda i: i.model_copy(update={"state": InstanceState.EXITED, "exit_code": 3})
+    )
+    again = InstanceRecords(db).find("one")
+    assert (again.state, again.exit_code) == (InstanceState.EXITED, 3)
+
+
+def test_update_of_unknown_instance_fails(tmp_path: Path) -> None:
+    with pytest.raises(InstanceError, match="no such instance"):
+        InstanceRecords(tmp_path / "state.db").update("nope", lambda i: i)
