@@ -1,0 +1,238 @@
+#!/usr/bin/env python3
+"""Boot benchmark (issue: unikernel images end to end): image sizes, boot-to-ready, idle RSS.
+
+For each example it builds the image (kernel and runtime layers cached), then starts it N times
+through the same instance manager `ukedge run` uses and measures wall time from the start call
+until the app is ready: hello-c until its VM has exited (exit status collected), sensor-agg until
+`GET /stats` answers on the published port. In the same run it starts the same app as a plain
+host process (the static binary; `python3 main.py`) as the baseline and prints the ratio, because
+this machine is shared and noisy and only same-run ratios compare. It also times a rebuild of the
+unchanged app (same digest expected) and the idle RSS of sensor-agg's QEMU.
+
+Usage: .venv/bin/python bench/boot.py [--runs 7] [--json FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+from rich.console import Console
+from rich.table import Table
+
+from ukedge import paths, vmm
+from ukedge.build import build_image
+from ukedge.host import InstanceManager, RunRequest, UnpackedLayers, parse_port_mapping
+from ukedge.image import ImageStore
+from ukedge.units import format_size
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLES = ROOT / "examples"
+console = Console()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _wait_http(url: str, deadline_s: float = 60.0) -> None:
+    deadline = time.monotonic() + deadline_s
+    with httpx.Client(timeout=1.0) as client:
+        while time.monotonic() < deadline:
+            try:
+                if client.get(url).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.005)
+    raise RuntimeError(f"{url} not ready after {deadline_s}s")
+
+
+def _spread(samples: list[float]) -> dict[str, float]:
+    return {"min": min(samples), "median": statistics.median(samples), "max": max(samples)}
+
+
+def _runs(n: int, once: Callable[[], float]) -> list[float]:
+    once()  # warm caches (unpacked layers, page cache) so every sampled run is comparable
+    return [once() for _ in range(n)]
+
+
+def bench_hello(manager: InstanceManager, n: int, work: Path) -> dict[str, object]:
+    def vm_once() -> float:
+        began = time.perf_counter()
+        instance = manager.run(RunRequest(image="hello-c:bench", env={"HELLO_EXIT": "3"}))
+        final = manager.wait(instance.id, timeout=120)
+        elapsed = time.perf_counter() - began
+        if final.exit_code != 3:
+            raise RuntimeError(f"hello-c exited {final.exit_code}, expected 3: {final.error}")
+        manager.remove(instance.id)
+        return elapsed
+
+    binary = work / "hello"
+    cc = (
+        "musl-gcc"
+        if subprocess.run(["which", "musl-gcc"], capture_output=True).returncode == 0
+        else "gcc"
+    )
+    subprocess.run(
+        [cc, "-static", "-Os", "-o", str(binary), str(EXAMPLES / "hello-c" / "hello.c")], check=True
+    )
+
+    def host_once() -> float:
+        began = time.perf_counter()
+        subprocess.run(
+            [str(binary), "world"], env={"HELLO_EXIT": "0"}, capture_output=True, check=True
+        )
+        return time.perf_counter() - began
+
+    return {"vm": _runs(n, vm_once), "host": _runs(n, host_once)}
+
+
+def bench_sensor(manager: InstanceManager, n: int, work: Path) -> dict[str, object]:
+    rss: list[int] = []
+
+    def vm_once() -> float:
+        port = _free_port()
+        began = time.perf_counter()
+        instance = manager.run(
+            RunRequest(image="sensor-agg:bench", ports=[parse_port_mapping(f"{port}:8080")])
+        )
+        _wait_http(f"http://127.0.0.1:{port}/stats")
+        elapsed = time.perf_counter() - began
+        if not rss:
+            time.sleep(2.0)  # idle: no requests, the guest waits in epoll
+            rss.append(manager.stats(instance.id).rss_bytes)
+        manager.remove(instance.id, force=True)
+        return elapsed
+
+    def host_once() -> float:
+        port = _free_port()
+        env = {**os.environ, "PORT": str(port), "RESULTS_FILE": str(work / "results.jsonl")}
+        began = time.perf_counter()
+        proc = subprocess.Popen(
+            [sys.executable, "-S", "-u", str(EXAMPLES / "sensor-agg" / "main.py")],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            _wait_http(f"http://127.0.0.1:{port}/stats")
+            return time.perf_counter() - began
+        finally:
+            proc.terminate()
+            proc.wait(10)
+
+    vm = _runs(n, vm_once)
+    return {"vm": vm, "host": _runs(n, host_once), "idle_rss": rss[0]}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--runs", type=int, default=7, help="sampled runs per measurement (>= 5)")
+    parser.add_argument("--json", type=Path, help="also write the figures to this file")
+    opts = parser.parse_args()
+    if opts.runs < 5:
+        parser.error("--runs must be at least 5")
+
+    with tempfile.TemporaryDirectory(prefix="ukedge-bench-") as tmp:
+        work = Path(tmp)
+        os.environ["UKEDGE_HOME"] = str(work / "home")
+        store = ImageStore(work / "store")
+        sizes: dict[str, dict[str, object]] = {}
+        rebuild: dict[str, dict[str, object]] = {}
+        for app in ("hello-c", "sensor-agg"):
+            first = build_image(EXAMPLES / app, [f"{app}:bench"], store=store)
+            began = time.perf_counter()
+            again = build_image(EXAMPLES / app, [f"{app}:bench"], store=store)
+            rebuild[app] = {
+                "seconds": time.perf_counter() - began,
+                "same_digest": again.digest == first.digest,
+            }
+            sizes[app] = {
+                "layers": {
+                    layer.media_type.rsplit(".", 2)[-2] + f"#{i}": layer.size
+                    for i, layer in enumerate(first.manifest.layers)
+                },
+                "total": first.manifest.config.size
+                + sum(layer.size for layer in first.manifest.layers),
+            }
+        verdict = vmm.probe_accelerator()
+        manager = InstanceManager(
+            work / "instances",
+            store,
+            vmm.create("qemu"),
+            UnpackedLayers(paths.cache_dir() / "unpacked"),
+        )
+        hello = bench_hello(manager, opts.runs, work)
+        sensor = bench_sensor(manager, opts.runs, work)
+
+    figures = {
+        "date": time.strftime("%Y-%m-%d"),
+        "machine": f"{os.cpu_count()} cores {platform.machine()}, Linux {platform.release()}",
+        "accelerator": verdict.accel,
+        "runs": opts.runs,
+        "sizes": sizes,
+        "rebuild": rebuild,
+        "hello-c": {k: _spread(v) if isinstance(v, list) else v for k, v in hello.items()},
+        "sensor-agg": {k: _spread(v) if isinstance(v, list) else v for k, v in sensor.items()},
+    }
+    _print(figures)
+    if opts.json:
+        opts.json.write_text(json.dumps(figures, indent=2))
+    return 0
+
+
+def _print(f: dict[str, object]) -> None:
+    console.print(
+        f"[bold]ukedge boot benchmark[/bold]  {f['date']}  {f['machine']}  "
+        f"accelerator: {f['accelerator']}  runs: {f['runs']}"
+    )
+    table = Table(title="boot-to-ready wall time (s): VM vs the same app as a host process")
+    for col in ("app", "ready when", "VM min", "VM median", "VM max", "host median", "VM/host"):
+        table.add_column(col)
+    for app, ready in (("hello-c", "VM exited"), ("sensor-agg", "GET /stats answers")):
+        data = f[app]
+        assert isinstance(data, dict)
+        vm, host = data["vm"], data["host"]
+        table.add_row(
+            app,
+            ready,
+            f"{vm['min']:.3f}",
+            f"{vm['median']:.3f}",
+            f"{vm['max']:.3f}",
+            f"{host['median']:.3f}",
+            f"{vm['median'] / host['median']:.1f}x",
+        )
+    console.print(table)
+    sizes = Table(title="image size (compressed blobs, as pushed)")
+    for col in ("app", "layers", "total", "rebuild (s)", "same digest"):
+        sizes.add_column(col)
+    for app, info in f["sizes"].items():  # type: ignore[attr-defined]
+        layers = ", ".join(f"{k}: {format_size(v)}" for k, v in info["layers"].items())
+        rb = f["rebuild"][app]  # type: ignore[index]
+        sizes.add_row(
+            app, layers, format_size(info["total"]), f"{rb['seconds']:.2f}", str(rb["same_digest"])
+        )
+    console.print(sizes)
+    sensor = f["sensor-agg"]
+    assert isinstance(sensor, dict)
+    console.print(f"idle sensor-agg QEMU RSS: {format_size(sensor['idle_rss'])}")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
