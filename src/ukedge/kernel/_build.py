@@ -319,22 +319,23 @@ class _Runner:
             )
         except OSError as exc:
             raise KernelError(f"cannot run {cmd[0]}: {exc}; log: {self.log_path}") from exc
-        try:
-            assert proc.stdout is not None
-            for line in proc.stdout:
-                write(line)
-                tail.append(line.rstrip("\n"))
-                if _STEP.match(line):
-                    steps += 1
-                    if progress:
-                        progress(steps, max(total or 0, steps + 1))
-            rc = proc.wait()
-        except BaseException:
-            # Cancelled (Ctrl-C) or failed while reading: take the whole make tree down with us.
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGTERM)
-            proc.wait()
-            raise
+        with proc:
+            try:
+                assert proc.stdout is not None
+                for line in proc.stdout:
+                    write(line)
+                    tail.append(line.rstrip("\n"))
+                    if _STEP.match(line):
+                        steps += 1
+                        if progress:
+                            progress(steps, max(total or 0, steps + 1))
+                rc = proc.wait()
+            except BaseException:
+                # Cancelled (Ctrl-C) or failed while reading: take the whole make tree down too.
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGTERM)
+                proc.wait()
+                raise
         flush()
         if rc != 0:
             last = "\n".join(tail)

@@ -1,0 +1,223 @@
+"""Booting the real kernel + guest init + a tiny static app under QEMU, without the vmm package
+(so these tests pin the guest contract itself, whatever the backend does)."""
+
+from __future__ import annotations
+
+import io
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from ukedge.build._cpio import CpioArchive
+from ukedge.build.guest import (
+    CONTROL_PORT,
+    RESULTS_PORT,
+    add_platform,
+    guest_cmdline,
+    launch_archive,
+    parse_exit_line,
+)
+from ukedge.image import ImageConfig, KernelInfo
+from ukedge.kernel import Kernel
+
+#: The test application: one static binary whose first argument picks what it checks.
+APP_SOURCE = r"""
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+static volatile sig_atomic_t got;
+static void on_signal(int sig) { got = sig; }
+
+int main(int argc, char **argv) {
+    const char *mode = argc > 1 ? argv[1] : "";
+    if (strcmp(mode, "report") == 0) {
+        char host[65] = "", cwd[256] = "";
+        gethostname(host, sizeof host);
+        if (!getcwd(cwd, sizeof cwd)) strcpy(cwd, "?");
+        printf("host=%s cwd=%s argc=%d", host, cwd, argc);
+        for (int i = 2; i < argc; i++) printf(" arg%d=[%s]", i, argv[i]);
+        printf(" FOO=[%s] PATH=[%s] time=%ld\n", getenv("FOO") ? getenv("FOO") : "(unset)",
+               getenv("PATH") ? getenv("PATH") : "(unset)", (long)time(NULL));
+        int fd = open("/dev/ukedge-results", O_WRONLY);
+        if (fd < 0) { perror("open /dev/ukedge-results"); return 99; }
+        dprintf(fd, "{\"seq\": 1}\n{\"seq\": 2}\n");
+        close(fd);
+        return 3;
+    }
+    if (strcmp(mode, "net") == 0) {
+        int s = socket(AF_INET, SOCK_DGRAM, 0);
+        struct sockaddr_in dst = {.sin_family = AF_INET, .sin_port = htons(53)};
+        inet_pton(AF_INET, "10.0.2.2", &dst.sin_addr);
+        if (connect(s, (struct sockaddr *)&dst, sizeof dst) != 0) { perror("connect"); return 98; }
+        struct sockaddr_in me; socklen_t len = sizeof me;
+        getsockname(s, (struct sockaddr *)&me, &len);
+        char buf[64]; int fd = open("/etc/resolv.conf", O_RDONLY); ssize_t n = read(fd, buf, 63);
+        buf[n > 0 ? n : 0] = 0;
+        printf("local=%s resolv=[%s]\n", inet_ntoa(me.sin_addr), buf);
+        return 0;
+    }
+    if (strcmp(mode, "wait") == 0) {
+        signal(SIGTERM, on_signal);
+        printf("waiting for SIGTERM\n");
+        fflush(stdout);
+        while (!got) pause();
+        printf("got signal %d\n", got);
+        return 42;
+    }
+    if (strcmp(mode, "kill") == 0) { kill(getpid(), SIGKILL); }
+    return 1;
+}
+"""
+
+
+def compile_app(dest: Path) -> Path:
+    cc = shutil.which("musl-gcc") or "gcc"
+    source = dest.with_suffix(".c")
+    source.write_text(APP_SOURCE)
+    subprocess.run([cc, "-static", "-Os", "-s", "-o", str(dest), str(source)], check=True)
+    return dest
+
+
+def image_config(entrypoint: Sequence[str] = ("/app/probe",), **kw: object) -> ImageConfig:
+    return ImageConfig.model_validate(
+        {
+            "name": "probe",
+            "runtime": "static",
+            "entrypoint": list(entrypoint),
+            "kernel": KernelInfo(profile="minimal", version="6.1"),
+            **kw,
+        }
+    )
+
+
+def initramfs(app: Path, launch: bytes) -> bytes:
+    archive = CpioArchive()
+    add_platform(archive)
+    archive.add_file("app/probe", app, 0o755)
+    buf = io.BytesIO()
+    archive.write(buf)
+    return buf.getvalue() + launch
+
+
+@dataclass
+class Boot:
+    workdir: Path
+    proc: subprocess.Popen[bytes]
+
+    @property
+    def console(self) -> Path:
+        return self.workdir / "console.log"
+
+    @property
+    def results(self) -> Path:
+        return self.workdir / "results.jsonl"
+
+    @property
+    def control(self) -> Path:
+        return self.workdir / "control.sock"
+
+    def console_text(self) -> str:
+        return self.console.read_text(errors="replace") if self.console.exists() else ""
+
+    def wait_for_console(self, needle: str, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while needle not in self.console_text():
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                text = self.console_text()
+                raise AssertionError(f"{needle!r} never appeared on the console:\n{text}")
+            time.sleep(0.05)
+
+    def send_control(self, line: str) -> None:
+        with socket.socket(socket.AF_UNIX) as s:
+            s.connect(str(self.control))
+            s.sendall(line.encode() + b"\n")
+            time.sleep(0.2)  # let QEMU read it before the connection closes
+
+    def wait(self, timeout: float = 90) -> int | None:
+        """QEMU's end; returns the app status from the exit line."""
+        try:
+            self.proc.wait(timeout=timeout)
+        finally:
+            if self.proc.poll() is None:
+                self.proc.kill()
+                self.proc.wait()
+        qemu_log = (self.workdir / "qemu.log").read_text(errors="replace")
+        assert self.proc.returncode == 0, f"QEMU exited with {self.proc.returncode}: {qemu_log}"
+        return parse_exit_line(self.console_text())
+
+
+def boot(
+    kernel: Kernel,
+    app: Path,
+    workdir: Path,
+    config: ImageConfig,
+    *,
+    env: Mapping[str, str] | None = None,
+    args: Sequence[str] | None = None,
+    hostname: str | None = None,
+    network: bool = False,
+) -> Boot:
+    workdir.mkdir(parents=True, exist_ok=True)
+    initrd = workdir / "initrd.img"
+    initrd.write_bytes(
+        initramfs(app, launch_archive(config, env=env or {}, args=args, hostname=hostname))
+    )
+    cmdline = guest_cmdline(
+        kernel.cmdline,
+        ip="10.0.2.15/24" if network else None,
+        gateway="10.0.2.2" if network else None,
+        dns="10.0.2.3" if network else None,
+        seed=bytes(range(32)),
+    )
+    argv = [
+        "qemu-system-x86_64",
+        "-nodefaults",
+        "-no-user-config",
+        "-nographic",
+        "-no-reboot",
+        "-M",
+        "pc",
+        "-bios",
+        "/usr/share/qemu/qboot.rom",
+        "-m",
+        "64",
+        "-kernel",
+        str(kernel.vmlinux),
+        "-initrd",
+        str(initrd),
+        "-append",
+        cmdline,
+        "-serial",
+        f"file:{workdir / 'console.log'}",
+        "-device",
+        "virtio-serial-pci,id=vser0",
+        "-chardev",
+        f"file,id=results,path={workdir / 'results.jsonl'}",
+        "-device",
+        f"virtserialport,bus=vser0.0,chardev=results,name={RESULTS_PORT}",
+        "-chardev",
+        f"socket,id=control,path={workdir / 'control.sock'},server=on,wait=off",
+        "-device",
+        f"virtserialport,bus=vser0.0,chardev=control,name={CONTROL_PORT}",
+    ]
+    if network:
+        argv += ["-netdev", "user,id=n0", "-device", "virtio-net-pci,netdev=n0,romfile="]
+    with (workdir / "qemu.log").open("wb") as log:
+        proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=log)
+    deadline = time.monotonic() + 10
+    while not (workdir / "control.sock").exists() and proc.poll() is None:
+        if time.monotonic() > deadline:
+            break
+        time.sleep(0.01)
+    return Boot(workdir, proc)
