@@ -208,6 +208,12 @@ class Bench:
         job = lambda c: pull_blob(c, "bench/big0", self.big_digest)  # noqa: E731
         return self.big_mib / timed(lambda: run_parallel(1, [job], url))
 
+    def big_pull_curl(self, url: str, rep: int) -> float:
+        """The same pull with curl (C, writes to /dev/null): the server's side of the pipe."""
+        blob_url = f"{url}/v2/bench/big0/blobs/{self.big_digest}"
+        argv = ["curl", "-sSf", "-o", "/dev/null", blob_url]
+        return self.big_mib / timed(lambda: subprocess.run(argv, check=True))
+
     def big_push_8(self, url: str, rep: int) -> float:
         jobs = [
             (lambda c, i=i, p=p, d=d: push_blob(c, f"bench/part{i}-{rep}", d, p))
@@ -310,6 +316,7 @@ def _hammer(url: str, count: int) -> list[float]:
 THROUGHPUT = [
     "big_push_1",
     "big_pull_1",
+    "big_pull_curl",
     "big_push_8",
     "big_pull_8",
     "small_push_1",
@@ -353,6 +360,7 @@ def run_all(servers: list[Server], bench: Bench, reps: int) -> dict[str, dict[st
 ROWS = [
     ("big_push_1", "push 1×256 MiB, 1 client", "MiB/s", True),
     ("big_pull_1", "pull 1×256 MiB, 1 client", "MiB/s", True),
+    ("big_pull_curl", "pull 1×256 MiB, 1 client (curl)", "MiB/s", True),
     ("big_push_8", "push 8×32 MiB, 8 clients", "MiB/s", True),
     ("big_pull_8", "pull 8×32 MiB, 8 clients", "MiB/s", True),
     ("small_push_1", "push 200×64 KiB, 1 client", "blobs/s", True),
@@ -375,6 +383,25 @@ def table(ours: dict[str, float], theirs: dict[str, float], big_mib: int) -> str
         ratio = a / b if b else float("nan")
         label = label.replace("256", str(big_mib)).replace("32 MiB", f"{big_mib // 8} MiB")
         lines.append(f"| {label} | {a:.1f} {unit} | {b:.1f} {unit} | {ratio:.2f}× |")
+    return "\n".join(lines)
+
+
+def targets(ours: dict[str, float], theirs: dict[str, float]) -> str:
+    """The issue's targets, met or not, in this run."""
+    checks = [
+        ("large-blob push ≥ 0.8× distribution", ours["big_push_1"] / theirs["big_push_1"], 0.8),
+        ("large-blob pull ≥ 0.8× distribution", ours["big_pull_1"] / theirs["big_pull_1"], 0.8),
+    ]
+    lines = ["| target | this run | met |", "| --- | ---: | :---: |"]
+    for label, ratio, want in checks:
+        lines.append(f"| {label} | {ratio:.2f}× | {'yes' if ratio >= want else 'no'} |")
+    p99 = ours["manifest_p99"]
+    lines.append(
+        f"| manifest GET p99 ≤ 10 ms (8 clients) | {p99:.1f} ms | {'yes' if p99 <= 10 else 'no'} |"
+    )
+    rss = ours["rss_push"]
+    met = "yes" if rss * 1.048576 <= 150 else "no"
+    lines.append(f"| peak hub RSS during 256 MiB push ≤ 150 MB | {rss:.0f} MiB | {met} |")
     return "\n".join(lines)
 
 
@@ -414,6 +441,7 @@ def main() -> None:
         f"alternates between the two servers {args.reps} times and the best run counts "
         "(highest throughput, lowest latency), so background load hits both alike.\n\n"
     )
+    text += "\n\n" + targets(results["ukedge hub"], results["distribution"])
     print(text)
     if args.out:
         Path(args.out).write_text(header + text + "\n")
