@@ -11,6 +11,11 @@ it was made from; a restore with other memory, vCPUs, machine type or kernel is 
 QEMU would fail late and obscurely). Host-side settings may differ on restore: port forwards,
 work directory, the console and results files.
 
+``start`` of a restored machine returns only once QEMU has loaded the state and runs the
+guest (~0.2 s): QEMU listens on the forwarded ports from the beginning, and a connection
+accepted while the incoming state is loaded is lost when the network state is replaced by
+the saved one (the client hangs until its timeout). Boots from scratch never wait like this.
+
 Caveats a caller must know (restored machines are clones):
 * RNG: every clone starts with the same kernel RNG state. virtio-rng keeps feeding the
   kernel, but until the next reseed clones can produce equal random numbers; an app that
@@ -23,6 +28,7 @@ Caveats a caller must know (restored machines are clones):
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import time
@@ -137,4 +143,42 @@ def check_compatible(spec: MachineSpec, options: QemuOptions, accel: str) -> Non
         raise UsageError(
             f"snapshot {path} was made of a different machine; start it with the same "
             f"settings or make a new snapshot ({'; '.join(diffs)})"
+        )
+
+
+def wait_restored(machine: _QemuMachine, timeout: float) -> None:
+    """Block until ``machine`` has loaded its snapshot and runs; kill it if it cannot."""
+    deadline = time.monotonic() + timeout
+
+    async def poll(session: _qmp.Session) -> str:
+        while True:
+            info = await session.execute("query-status")
+            status = info.get("status") if isinstance(info, dict) else None
+            if status != "inmigrate" or time.monotonic() > deadline:
+                return str(status)
+            await asyncio.sleep(0.005)
+
+    status = "inmigrate"
+    while time.monotonic() < deadline:
+        if machine.state.final:
+            raise MachineError(
+                f"machine {machine.machine_id} failed to restore from "
+                f"{machine.spec.restore_from}: {machine.status().detail}",
+                machine.machine_id,
+            )
+        if not machine.qmp_path.exists():
+            time.sleep(0.005)
+            continue
+        try:
+            status = _qmp.run(machine.qmp_path, poll, machine_id=machine.machine_id)
+            break
+        except MachineError:
+            time.sleep(0.005)  # QEMU not accepting yet, or it just died (checked above)
+    if status != "running":
+        with contextlib.suppress(MachineError):
+            machine.kill()
+        raise MachineError(
+            f"machine {machine.machine_id} did not resume from {machine.spec.restore_from} "
+            f"(QEMU status {status!r} after {timeout:g} s); it was killed",
+            machine.machine_id,
         )

@@ -376,6 +376,8 @@ class _QemuBackend:
     """Starts QEMU machines; see :func:`qemu_backend`."""
 
     name = "qemu"
+    #: How long ``start`` waits for a restore from a snapshot to finish.
+    restore_timeout = 60.0
 
     def __init__(self, options: QemuOptions) -> None:
         self.options = options
@@ -475,7 +477,10 @@ class _QemuBackend:
         }
         _atomic_write_json(paths.state, record)
         log.debug("started machine %s: pid %d, %s", spec.machine_id, pid, " ".join(argv))
-        return _QemuMachine(paths, record)
+        machine = _QemuMachine(paths, record)
+        if spec.restore_from is not None:
+            _snapshot.wait_restored(machine, self.restore_timeout)
+        return machine
 
     def attach(self, workdir: Path) -> Machine:
         paths = MachinePaths(Path(workdir).resolve())
