@@ -7,8 +7,7 @@ import os
 
 import httpx
 import pytest
-
-from conftest import RunningHub, image_manifest, push_blob, push_image, sha
+from hub_fixtures import RunningHub, image_manifest, push_blob, push_image, sha
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"

@@ -13,8 +13,7 @@ import time
 from pathlib import Path
 
 import httpx
-
-from conftest import free_port, push_blob, sha
+from hub_fixtures import free_port, push_blob, sha
 
 
 def start(data: Path, port: int) -> subprocess.Popen[bytes]:

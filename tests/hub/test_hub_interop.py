@@ -12,8 +12,7 @@ import tarfile
 from pathlib import Path
 
 import pytest
-
-from conftest import RunningHub, push_image
+from hub_fixtures import RunningHub, push_image
 
 pytestmark = pytest.mark.interop
 

@@ -10,11 +10,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hub_fixtures import push_blob
 from typer.testing import CliRunner
 
 import ukedge.hub
 import ukedge.hub.storage
-from conftest import push_blob
 from ukedge.cli.main import app as cli
 from ukedge.errors import UsageError
 from ukedge.hub import JsonFormatter, load_settings

@@ -1,0 +1,151 @@
+"""Hub test helpers: a real hub on a free port (uvicorn in a thread) and helpers that push to it.
+
+A uniquely named module (not conftest): every test directory shares one import namespace.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+
+from ukedge.hub import Hub, HubSettings, create_app
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class RunningHub:
+    url: str
+    settings: HubSettings
+    hub: Hub
+    server: uvicorn.Server
+    thread: threading.Thread
+
+    def client(self, **kwargs: Any) -> httpx.Client:
+        return httpx.Client(base_url=self.url, timeout=30, **kwargs)
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(10)
+
+
+def start_hub(data: Path, **overrides: Any) -> RunningHub:
+    port = free_port()
+    values: dict[str, Any] = {
+        "data_dir": data,
+        "addr": f"127.0.0.1:{port}",
+        "fsync": False,
+        "access_log": False,
+    }
+    values.update(overrides)
+    settings = HubSettings(**values)
+    hub = Hub(settings)
+    app = create_app(settings, hub)
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 15
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError("hub did not start")
+        time.sleep(0.02)
+    return RunningHub(f"http://127.0.0.1:{port}", settings, hub, server, thread)
+
+
+@pytest.fixture
+def hub_factory(tmp_path: Path) -> Iterator[Callable[..., RunningHub]]:
+    started: list[RunningHub] = []
+
+    def make(**overrides: Any) -> RunningHub:
+        running = start_hub(tmp_path / f"hub{len(started)}", **overrides)
+        started.append(running)
+        return running
+
+    yield make
+    for running in started:
+        running.stop()
+
+
+@pytest.fixture
+def hub(hub_factory: Callable[..., RunningHub]) -> RunningHub:
+    return hub_factory()
+
+
+@pytest.fixture
+def client(hub: RunningHub) -> Iterator[httpx.Client]:
+    with hub.client() as c:
+        yield c
+
+
+def sha(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def push_blob(client: httpx.Client, repo: str, data: bytes) -> str:
+    digest = sha(data)
+    r = client.post(f"/v2/{repo}/blobs/uploads/", params={"digest": digest}, content=data)
+    assert r.status_code == 201, r.text
+    return digest
+
+
+def image_manifest(
+    client: httpx.Client,
+    repo: str,
+    layers: list[bytes],
+    *,
+    config: bytes = b'{"architecture":"amd64","os":"linux"}',
+    artifact_type: str | None = None,
+    subject: dict[str, Any] | None = None,
+) -> bytes:
+    config_digest = push_blob(client, repo, config)
+    doc: dict[str, Any] = {
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {
+            "mediaType": "application/vnd.oci.image.config.v1+json",
+            "digest": config_digest,
+            "size": len(config),
+        },
+        "layers": [
+            {
+                "mediaType": "application/vnd.oci.image.layer.v1.tar",
+                "digest": push_blob(client, repo, layer),
+                "size": len(layer),
+            }
+            for layer in layers
+        ],
+    }
+    if artifact_type:
+        doc["artifactType"] = artifact_type
+    if subject:
+        doc["subject"] = subject
+    return json.dumps(doc).encode()
+
+
+def push_image(
+    client: httpx.Client, repo: str, tag: str, layers: list[bytes], **kwargs: Any
+) -> tuple[str, bytes]:
+    manifest = image_manifest(client, repo, layers, **kwargs)
+    r = client.put(
+        f"/v2/{repo}/manifests/{tag}",
+        content=manifest,
+        headers={"Content-Type": "application/vnd.oci.image.manifest.v1+json"},
+    )
+    assert r.status_code == 201, r.text
+    return r.headers["Docker-Content-Digest"], manifest
