@@ -4,6 +4,7 @@ plain stdout for results so that ``--json`` output pipes cleanly."""
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Sequence
 from typing import Any
 
@@ -12,8 +13,9 @@ from rich.table import Table
 
 __all__ = ["err", "out", "print_json", "print_table"]
 
-#: Results (tables, ids, JSON) go to stdout.
-out = Console(highlight=False, soft_wrap=True)
+#: Results (tables, ids, JSON) go to stdout; piped into a file or another program, tables keep
+#: one row per line (as ``docker ps`` does) instead of wrapping at 80 columns.
+out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 320)
 #: Progress bars, notices and errors go to stderr.
 err = Console(stderr=True, highlight=False)
 

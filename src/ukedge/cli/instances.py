@@ -7,10 +7,12 @@ import contextlib
 import signal
 import sys
 import time
+from collections.abc import Iterator
 from typing import Annotated, Any
 
 import typer
 
+from ukedge.build.guest import EXIT_PREFIX
 from ukedge.cli._console import err, out, print_json, print_table
 from ukedge.errors import ImageError, InstanceError, UsageError
 from ukedge.host import (
@@ -142,6 +144,23 @@ def _accelerator_notice() -> None:
         err.print(verdict.notice, style="yellow")
 
 
+# Lines of the guest protocol, not of the app: the exit status becomes our own exit status.
+_PLATFORM_LINES = (EXIT_PREFIX.encode(), b"reboot: Restarting system")
+
+
+def _app_lines(chunks: Iterator[bytes]) -> Iterator[bytes]:
+    """Whole console lines, without the guest's exit report (foreground ``run`` only)."""
+    pending = b""
+    for chunk in chunks:
+        pending += chunk
+        *lines, pending = pending.split(b"\n")
+        for line in lines:
+            if not line.startswith(_PLATFORM_LINES):
+                yield line + b"\n"
+    if pending and not pending.startswith(_PLATFORM_LINES):
+        yield pending
+
+
 def _attach(manager: InstanceManager, instance: Instance) -> int:
     """Stream the console until the instance ends; Ctrl-C stops, a second one kills."""
     interrupts = 0
@@ -160,8 +179,8 @@ def _attach(manager: InstanceManager, instance: Instance) -> int:
     try:
         while True:
             try:
-                for chunk in manager.follow(instance.id):
-                    stream.write(chunk)
+                for line in _app_lines(manager.follow(instance.id)):
+                    stream.write(line)
                     stream.flush()
                 break
             except KeyboardInterrupt:
