@@ -217,7 +217,7 @@ class _QemuMachine:
             )
         return result
 
-    def mark_failed(self, detail: str) -> None:
+    def _mark_failed(self, detail: str) -> None:
         """Record a final FAILED status without touching the process."""
         self._save(final={"state": MachineState.FAILED.value, "exit_code": None, "detail": detail})
 
@@ -505,7 +505,7 @@ class _QemuBackend:
         if _proc.is_alive(machine.pid, int(record["starttime"])):
             # Same pid and start time but not our command line: the record is not this
             # process's; never adopt (or signal) it.
-            machine.mark_failed(f"pid {machine.pid} is not this machine's QEMU; not adopted")
+            machine._mark_failed(f"pid {machine.pid} is not this machine's QEMU; not adopted")
         else:
             machine.status()  # gone: record how it ended
         return machine
