@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import select
+import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +18,15 @@ from pathlib import Path
 from ukedge.vmm.base import MachineStats
 
 _CLK_TCK = os.sysconf("SC_CLK_TCK")
+_DEFAULT_SIGNALS = (
+    signal.SIGTERM,
+    signal.SIGINT,
+    signal.SIGHUP,
+    signal.SIGQUIT,
+    signal.SIGUSR1,
+    signal.SIGUSR2,
+    signal.SIGPIPE,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,7 +93,17 @@ def spawn_detached(argv: list[str], log_path: Path, fd3: Path | None = None) -> 
         ]
         if fd3 is not None:  # e.g. a snapshot for -incoming fd:3
             actions.append((os.POSIX_SPAWN_OPEN, 3, str(fd3), os.O_RDONLY, 0))
-        return os.posix_spawn(argv[0], argv, dict(os.environ), file_actions=actions, setsid=True)
+        return os.posix_spawn(
+            argv[0],
+            argv,
+            dict(os.environ),
+            file_actions=actions,
+            setsid=True,
+            # Signal mask and ignored signals survive exec: a caller that blocks or ignores
+            # SIGTERM (a worker thread, a daemon) must not pass that on to the hypervisor.
+            setsigmask=(),
+            setsigdef=_DEFAULT_SIGNALS,
+        )
     finally:
         os.close(log_fd)
 
