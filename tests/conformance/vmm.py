@@ -330,6 +330,17 @@ class MachineBackendSuite:
                 received += chunk
         assert received == b"ping over hostfwd\n"
 
+    def test_start_reports_a_busy_host_port(
+        self, backend: MachineBackend, guest: Guest, machines: list[Machine]
+    ) -> None:
+        with socket.socket() as busy:
+            busy.bind(("127.0.0.1", 0))
+            busy.listen()
+            port = busy.getsockname()[1]
+            spec = guest.spec("busyport", "exit", ports=(PortForward(port, 80),))
+            with pytest.raises(MachineError, match=str(port)):
+                machines.append(backend.start(spec))
+
     def test_attach_to_an_ended_machine_reports_its_end(
         self, backend: MachineBackend, guest: Guest, machines: list[Machine]
     ) -> None:

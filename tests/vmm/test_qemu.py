@@ -129,12 +129,21 @@ def test_run_as_drops_privileges_under_the_sandbox(guest: Any) -> None:
 
 @pytest.mark.vm
 def test_qemu_start_failure_is_reported(guest: Any) -> None:
-    """QEMU refusing its configuration ends the machine FAILED with QEMU's own message."""
+    """QEMU refusing its configuration is start's error, with QEMU's own message."""
     from ukedge.errors import MachineError
-    from ukedge.vmm import MachineState
 
     backend = vmm.create("qemu", extra_args=("-device", "no-such-device"))
-    machine = backend.start(guest.spec("bad", "exit"))
+    with pytest.raises(MachineError, match="no-such-device"):
+        backend.start(guest.spec("bad", "exit"))
+    machine = backend.attach(guest.workroot / "bad")
+    assert machine.status().state is vmm.MachineState.FAILED
+
+
+@pytest.mark.vm
+def test_without_confirm_start_failures_surface_on_wait(guest: Any) -> None:
+    from ukedge.errors import MachineError
+
+    backend = vmm.create("qemu", confirm_start=False, extra_args=("-device", "no-such-device"))
+    machine = backend.start(guest.spec("bad-late", "exit"))
     with pytest.raises(MachineError, match="no-such-device"):
         machine.wait(BOOT_TIMEOUT)
-    assert machine.status().state is MachineState.FAILED

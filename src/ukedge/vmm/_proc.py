@@ -75,7 +75,15 @@ def same_process(pid: int, starttime: int, marker: str) -> bool:
     st = read_stat(pid)
     if st is None or st.starttime != starttime:
         return False
-    return any(marker in arg for arg in cmdline(pid))
+    args = cmdline(pid)
+    # Right after a spawn the new program's arguments may not be mapped yet (the parent of a
+    # vfork-style spawn resumes during exec): an empty command line means "ask again".
+    for _ in range(100):
+        if args or not is_alive(pid, starttime):
+            break
+        time.sleep(0.002)
+        args = cmdline(pid)
+    return any(marker in arg for arg in args)
 
 
 def spawn_detached(argv: list[str], log_path: Path, fd3: Path | None = None) -> int:
@@ -141,6 +149,7 @@ def wait_gone(pid: int, starttime: int, timeout: float | None) -> bool:
     try:
         # The pid might have been reused between the check and pidfd_open.
         if not is_alive(pid, starttime):
+            reap(pid)
             return True
         poller = select.poll()
         poller.register(fd, select.POLLIN)
@@ -150,7 +159,10 @@ def wait_gone(pid: int, starttime: int, timeout: float | None) -> bool:
                 reap(pid)
                 return True
             if deadline is not None and time.monotonic() >= deadline:
-                return not is_alive(pid, starttime)
+                if is_alive(pid, starttime):
+                    return False
+                reap(pid)
+                return True
     finally:
         os.close(fd)
 

@@ -45,6 +45,9 @@ class QemuOptions:
     #: Firmware for ``pc``: qboot jumps straight to the kernel (SeaBIOS costs ~100 ms).
     bios: Path = field(default_factory=lambda: Path("/usr/share/qemu/qboot.rom"))
     sandbox: bool = True
+    #: ``start`` returns only once QEMU runs the guest (a QMP round trip, in parallel with the
+    #: boot), so a refused configuration such as a busy host port is start's error.
+    confirm_start: bool = True
     #: Add a virtio-balloon with free page reporting: a guest kernel with
     #: CONFIG_PAGE_REPORTING hands freed pages back, so an idle machine's RSS shrinks.
     balloon: bool = False
@@ -71,6 +74,7 @@ class QemuOptions:
             "cpu": self.cpu,
             "bios": str(self.bios),
             "sandbox": self.sandbox,
+            "confirm_start": self.confirm_start,
             "balloon": self.balloon,
             "run_as": self.run_as,
             "extra_args": list(self.extra_args),

@@ -28,7 +28,6 @@ Caveats a caller must know (restored machines are clones):
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
 import time
@@ -143,42 +142,4 @@ def check_compatible(spec: MachineSpec, options: QemuOptions, accel: str) -> Non
         raise UsageError(
             f"snapshot {path} was made of a different machine; start it with the same "
             f"settings or make a new snapshot ({'; '.join(diffs)})"
-        )
-
-
-def wait_restored(machine: _QemuMachine, timeout: float) -> None:
-    """Block until ``machine`` has loaded its snapshot and runs; kill it if it cannot."""
-    deadline = time.monotonic() + timeout
-
-    async def poll(session: _qmp.Session) -> str:
-        while True:
-            info = await session.execute("query-status")
-            status = info.get("status") if isinstance(info, dict) else None
-            if status != "inmigrate" or time.monotonic() > deadline:
-                return str(status)
-            await asyncio.sleep(0.005)
-
-    status = "inmigrate"
-    while time.monotonic() < deadline:
-        if machine.state.final:
-            raise MachineError(
-                f"machine {machine.machine_id} failed to restore from "
-                f"{machine.spec.restore_from}: {machine.status().detail}",
-                machine.machine_id,
-            )
-        if not machine.qmp_path.exists():
-            time.sleep(0.005)
-            continue
-        try:
-            status = _qmp.run(machine.qmp_path, poll, machine_id=machine.machine_id)
-            break
-        except MachineError:
-            time.sleep(0.005)  # QEMU not accepting yet, or it just died (checked above)
-    if status != "running":
-        with contextlib.suppress(MachineError):
-            machine.kill()
-        raise MachineError(
-            f"machine {machine.machine_id} did not resume from {machine.spec.restore_from} "
-            f"(QEMU status {status!r} after {timeout:g} s); it was killed",
-            machine.machine_id,
         )

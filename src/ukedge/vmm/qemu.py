@@ -10,6 +10,7 @@ host agent keep control of machines they did not start (or started in an earlier
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
 import json
@@ -217,6 +218,52 @@ class _QemuMachine:
             )
         return result
 
+    def _await_started(self, timeout: float, *, restored: bool) -> None:
+        """Return once QEMU has set the machine up and runs the guest; raise if it gave up.
+
+        QEMU answers on QMP only after every device and port forward is in place, so a
+        configuration QEMU refuses (a host port already in use) is reported by ``start``
+        instead of surfacing later as a FAILED machine. The guest boots meanwhile: waiting
+        here costs the boot nothing. A restored machine is waited for until its state is
+        loaded: connections accepted before that are lost when the saved network state
+        replaces the live one.
+        """
+        deadline = time.monotonic() + timeout
+
+        async def poll(session: _qmp.Session) -> str:
+            while True:
+                info = await session.execute("query-status")
+                status = info.get("status") if isinstance(info, dict) else None
+                if not restored or status != "inmigrate" or time.monotonic() > deadline:
+                    return str(status)
+                await asyncio.sleep(0.005)
+
+        status = "unknown"
+        while time.monotonic() < deadline:
+            current = self.status()
+            if current.state.final:
+                raise MachineError(
+                    f"machine {self.machine_id} did not start: {current.detail}", self.machine_id
+                )
+            if self._paths.qmp.exists():
+                try:
+                    status = _qmp.run(self._paths.qmp, poll, machine_id=self.machine_id)
+                    break
+                except MachineError:
+                    pass  # not serving QMP yet, or just died (checked above)
+            time.sleep(0.005)
+        else:
+            log.warning("machine %s: QEMU not up after %g s; not waiting", self.machine_id, timeout)
+            return
+        if restored and status != "running":
+            with contextlib.suppress(MachineError):
+                self.kill()
+            raise MachineError(
+                f"machine {self.machine_id} did not resume from {self.spec.restore_from} "
+                f"(QEMU status {status!r}); it was killed",
+                self.machine_id,
+            )
+
     def _mark_failed(self, detail: str) -> None:
         """Record a final FAILED status without touching the process."""
         self._save(final={"state": MachineState.FAILED.value, "exit_code": None, "detail": detail})
@@ -376,8 +423,8 @@ class _QemuBackend:
     """Starts QEMU machines; see :func:`qemu_backend`."""
 
     name = "qemu"
-    #: How long ``start`` waits for a restore from a snapshot to finish.
-    restore_timeout = 60.0
+    #: How long ``start`` waits for QEMU to come up (and a restore to finish).
+    start_timeout = 60.0
 
     def __init__(self, options: QemuOptions) -> None:
         self.options = options
@@ -478,8 +525,8 @@ class _QemuBackend:
         _atomic_write_json(paths.state, record)
         log.debug("started machine %s: pid %d, %s", spec.machine_id, pid, " ".join(argv))
         machine = _QemuMachine(paths, record)
-        if spec.restore_from is not None:
-            _snapshot.wait_restored(machine, self.restore_timeout)
+        if self.options.confirm_start or spec.restore_from is not None:
+            machine._await_started(self.start_timeout, restored=spec.restore_from is not None)
         return machine
 
     def attach(self, workdir: Path) -> Machine:
