@@ -9,6 +9,8 @@ inline on the event loop; only ``fsync`` (which may wait for the disk) goes to a
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 import shutil
 import uuid
@@ -63,17 +65,28 @@ class FilesystemDriver:
         f.seek(offset)
 
         async def chunks() -> AsyncIterator[bytes]:
+            # Read ahead in a worker thread: the next chunk is copied out of the page cache
+            # while the event loop is still sending this one (two cores, both busy).
+            loop = asyncio.get_running_loop()
             remaining = length
+
+            def want() -> int:
+                return _CHUNK if remaining is None else min(_CHUNK, remaining)
+
             try:
-                while remaining is None or remaining > 0:
-                    want = _CHUNK if remaining is None else min(_CHUNK, remaining)
-                    data = f.read(want)
+                pending = loop.run_in_executor(None, f.read, want()) if want() else None
+                while pending is not None:
+                    data = await pending
                     if not data:
                         return
                     if remaining is not None:
                         remaining -= len(data)
+                    pending = loop.run_in_executor(None, f.read, want()) if want() else None
                     yield data
             finally:
+                if pending is not None:
+                    with contextlib.suppress(Exception):
+                        await pending
                 f.close()
 
         return chunks()
