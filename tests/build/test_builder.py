@@ -156,7 +156,8 @@ def test_python_image(sensor: tuple[ImageStore, BuildResult]) -> None:
     assert config.entrypoint == ["python3", "-S", "-u", "/app/main.py"]
     assert config.env["WINDOW_SECONDS"] == "10"
     assert config.env["PYTHONDONTWRITEBYTECODE"] == "1"
-    assert "PYTHONPATH" not in config.env, "no requirements, nothing extra on the path"
+    assert config.env["PYTHONPATH"] == "/usr/lib/python3.11", "loose stdlib before the zip"
+    assert config.memory_mib == 96
     assert [p.port for p in config.ports] == [8080]
     assert config.healthcheck is not None and config.healthcheck.path == "/healthz"
     runtime = layer_entries(store, result.layers[1].digest)
@@ -180,6 +181,21 @@ def test_source_date_epoch_sets_created(store: ImageStore, monkeypatch: pytest.M
         "org.opencontainers.image.created": "2023-11-14T22:13:20Z",
     }
     assert build_image(EXAMPLES / "hello-c", ["hello-c:sde"], store=store).digest == first.digest
+
+
+def test_memory_default_and_minimum(store: ImageStore, tmp_path: Path) -> None:
+    ctx = _bad_context(tmp_path, "[app]\nname = 'mem'\nruntime = 'python'\n", **{"main.py": ""})
+    result = build_image(ctx, ["mem:1"], store=store)
+    initrd = sum(layer.uncompressed_size for layer in result.layers[1:])
+    assert result.config.memory_mib >= 64 and result.config.memory_mib % 16 == 0
+    assert result.config.memory_mib << 20 > result.layers[0].uncompressed_size + 2 * initrd
+    before = snapshot(store)
+    (ctx / "Ukfile").write_text(
+        "[app]\nname = 'mem'\nruntime = 'python'\n[resources]\nmemory = '32M'\n"
+    )
+    with pytest.raises(UkfileError, match=r"resources\.memory: 32M is too little to boot"):
+        build_image(ctx, ["mem:2"], store=store)
+    assert snapshot(store) == before
 
 
 def test_tags(store: ImageStore) -> None:
@@ -291,7 +307,7 @@ def test_python_requirements_land_on_pythonpath(
     )
     result = build_image(ctx, ["req:1"], store=store, cache=tmp_path / "cache")
     site = "usr/local/lib/python3.11/site-packages"
-    assert result.config.env["PYTHONPATH"] == "/" + site
+    assert result.config.env["PYTHONPATH"] == "/usr/lib/python3.11:/" + site
     assert result.config.entrypoint == ["python3", "-u", "/app/main.py"], "the default"
     files = layer_entries(store, result.layers[2].digest)
     assert f"{site}/tinypkg/__init__.py" in files

@@ -11,7 +11,12 @@ from pathlib import Path
 import pytest
 
 from ukedge.build import DROPPED_STDLIB, KEPT_EXTENSIONS, find_python
-from ukedge.build._python import PythonInstall, python_runtime_key, stage_python_runtime
+from ukedge.build._python import (
+    PythonInstall,
+    hot_modules,
+    python_runtime_key,
+    stage_python_runtime,
+)
 
 pytestmark = pytest.mark.skipif(
     not Path("/usr/bin/python3.11").exists(), reason="needs Debian's python3.11"
@@ -65,21 +70,28 @@ def test_dropped_stdlib_is_absent(staged: Path) -> None:
 
 
 def test_only_kept_extension_modules(staged: Path) -> None:
-    kept = {p.name.split(".", 1)[0] for p in (staged / _LIB / "lib-dynload").iterdir()}
-    assert kept == set(KEPT_EXTENSIONS) & kept
+    kept = {p.name.split(".", 1)[0] for p in (staged / _LIB).glob("*.so")}
+    assert kept <= set(KEPT_EXTENSIONS)
     assert {"_asyncio", "_json", "_decimal", "_ctypes"} <= kept
     assert not {"_ssl", "_hashlib", "_sqlite3", "_testcapi", "_curses"} & kept
+    assert list((staged / _LIB / "lib-dynload").iterdir()) == [], "kept as getpath's landmark"
 
 
-def test_stdlib_is_zipped_unchecked_hash_bytecode(staged: Path) -> None:
+def test_hot_modules_loose_the_rest_zipped(py: PythonInstall, staged: Path) -> None:
+    hot = hot_modules(py)
+    assert {"encodings", "json", "re", "enum.pyc", "socket.pyc", "logging"} <= hot
     names = _zip_names(staged)
-    assert "json/__init__.pyc" in names and "asyncio/__init__.pyc" in names
+    assert "email/__init__.pyc" in names and "unittest/__init__.pyc" in names
+    assert not [n for n in names if n.split("/", 1)[0] in hot]
+    assert (staged / _LIB / "json" / "decoder.pyc").is_file()
     assert (staged / _LIB / "os.pyc").is_file(), "os.pyc is the prefix landmark"
     with zipfile.ZipFile(staged / "usr/lib/python311.zip") as zf:
-        header = zf.read("json/decoder.pyc")[:8]
+        zipped = zf.read("email/message.pyc")[:8]
         assert {info.date_time for info in zf.infolist()} == {(1980, 1, 1, 0, 0, 0)}
-    flags = int.from_bytes(header[4:8], "little")
-    assert flags == 0b01, "hash-based and unchecked: valid whatever the file times"
+    loose = (staged / _LIB / "json" / "decoder.pyc").read_bytes()[:8]
+    for header in (zipped, loose):
+        flags = int.from_bytes(header[4:8], "little")
+        assert flags == 0b01, "hash-based and unchecked: valid whatever the file times"
 
 
 def test_runtime_key_is_stable(py: PythonInstall) -> None:
@@ -105,22 +117,32 @@ def test_staging_is_reproducible(py: PythonInstall, staged: Path, tmp_path: Path
 @pytest.mark.skipif(os.geteuid() != 0 or shutil.which("chroot") is None, reason="needs root")
 def test_runtime_runs_alone_in_a_chroot(staged: Path) -> None:
     code = (
-        "import sys, json, asyncio, decimal, ctypes, zoneinfo, hashlib, socket, lzma, bz2, uuid\n"
-        "print(sys.prefix, json.__file__, hashlib.sha256(b'x').hexdigest()[:8])\n"
+        "import sys, json, socket, logging\n"
+        "print(sys.path_importer_cache.get('/usr/lib/python311.zip', 'zip never read'))\n"
+        "import asyncio, decimal, ctypes, zoneinfo, hashlib, lzma, bz2, uuid, email.message\n"
+        "print(sys.prefix, json.__file__, email.__file__, hashlib.sha256(b'x').hexdigest()[:8])\n"
         "try:\n    import ssl\nexcept ImportError:\n    print('no ssl')\n"
         "try:\n    json.loads('{')\nexcept ValueError as e:\n"
         "    print(e.__traceback__.tb_next.tb_frame.f_code.co_filename)\n"
     )
     proc = subprocess.run(
-        [str(shutil.which("chroot")), str(staged), "/usr/bin/python3", "-c", code],
+        [str(shutil.which("chroot")), str(staged), "/usr/bin/python3", "-S", "-c", code],
         capture_output=True,
         text=True,
-        env={"PATH": "/usr/bin", "PYTHONDONTWRITEBYTECODE": "1"},
+        env={
+            "PATH": "/usr/bin",
+            "PYTHONDONTWRITEBYTECODE": "1",
+            "PYTHONPATH": "/usr/lib/python3.11",
+        },
         timeout=60,
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stderr == "", "no getpath warnings, no import noise"
     lines = proc.stdout.splitlines()
-    assert lines[0] == "/usr /usr/lib/python311.zip/json/__init__.pyc 2d711642"
-    assert lines[1] == "no ssl"
-    assert lines[2] == "/usr/lib/python3.11/json/__init__.py", "tracebacks show guest paths"
+    assert lines[0] == "zip never read", "hot imports are satisfied before the zip"
+    assert lines[1] == (
+        "/usr /usr/lib/python3.11/json/__init__.pyc "
+        "/usr/lib/python311.zip/email/__init__.pyc 2d711642"
+    )
+    assert lines[2] == "no ssl"
+    assert lines[3] == "/usr/lib/python3.11/json/__init__.py", "tracebacks show guest paths"

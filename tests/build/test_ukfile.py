@@ -34,7 +34,8 @@ def test_minimal_python_ukfile_gets_defaults(tmp_path: Path) -> None:
     assert uk.app.name == "demo"
     assert uk.app.entrypoint is None
     assert uk.app.workdir == "/app"
-    assert uk.resources.memory_mib == 64
+    assert uk.resources.memory is None, "the builder picks enough to boot"
+    assert uk.resources.memory_mib is None
     assert uk.resources.vcpus == 1
     assert uk.kernel.profile == "minimal"
     assert uk.files.include == ["**"]

@@ -21,8 +21,46 @@ sys.path.insert(0, str(APP))
 
 from sensoragg.aggregate import Aggregator, ReadingError, parse_readings  # noqa: E402
 from sensoragg.http import Request  # noqa: E402
+from sensoragg.lean import dumps, loads  # noqa: E402
 from sensoragg.results import ResultsSink  # noqa: E402
 from sensoragg.service import Service  # noqa: E402
+
+# -- JSON from the C core --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '{"sensor": "t1", "value": 21.5}',
+        ' [ {"sensor":"a","value":-1e3,"ts":1700000000.25}, {"sensor":"\\u00e9\\n","value":0} ] ',
+        '"plain"',
+        "[true, false, null, 1, 2.0, [], {}]",
+        '{"nested": {"deep": [1, [2, [3]]]}, "big": 123456789012345678901234567890}',
+    ],
+)
+def test_lean_json_matches_the_json_module(text: str) -> None:
+    assert loads(text) == json.loads(text)
+    assert loads(text.encode()) == json.loads(text)
+    value = json.loads(text)
+    assert dumps(value) == json.dumps(value, separators=(",", ":"), sort_keys=True)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("", "expecting a value at character 0"),
+        ("  {", "Expecting property name"),
+        ('{"a": 1} x', "extra data after the document at character 8"),
+        ('{"a": NaN}', "NaN is not a JSON number"),
+        ('{"a": -Infinity}', "-Infinity is not a JSON number"),
+        ('["unterminated]', "Unterminated string"),
+        (b"\xff", "utf-8"),
+    ],
+)
+def test_lean_json_errors(text: str | bytes, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        loads(text)
+
 
 # -- validation ----------------------------------------------------------------------------------
 

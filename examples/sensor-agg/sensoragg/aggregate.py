@@ -14,7 +14,7 @@ refused, so every summary that was written stays true.
 """
 
 import math
-from collections import deque
+from _collections import deque  # collections' C core: the package is slow to import
 
 __all__ = ["Aggregator", "Reading", "ReadingError", "parse_readings"]
 

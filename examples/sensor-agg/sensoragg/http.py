@@ -1,17 +1,17 @@
 """A small HTTP/1.1 server on ``epoll``: one thread, non-blocking sockets, keep-alive.
 
-``http.server`` would import email, mimetypes, html and more, and even ``selectors`` costs
-milliseconds per boot that an emulated CPU turns into tenths of a second; this module needs only
-socket, select and time.
+``http.server`` would import email, mimetypes, html and more, and even ``socket`` and
+``selectors`` cost milliseconds per boot that an emulated CPU turns into tenths of a second; this
+module needs only ``select``, ``time`` and the C socket module (see :mod:`sensoragg.lean`).
 It implements what a JSON API needs: persistent connections (HTTP/1.1 default, ``Connection:
 close``, HTTP/1.0 keep-alive), pipelined requests, ``Content-Length`` and chunked request
 bodies, ``Expect: 100-continue``, HEAD, limits on header and body size, and an idle timeout.
 """
 
 import select
-import socket
 import time
-from collections.abc import Callable
+
+from sensoragg.lean import accept, listen
 
 __all__ = ["HTTPServer", "Request", "Response"]
 
@@ -66,7 +66,6 @@ class Response:
         self.headers = headers or {}
 
 
-Handler = Callable[[Request], Response]
 
 
 class _HTTPError(Exception):
@@ -79,7 +78,7 @@ class _HTTPError(Exception):
 class _Conn:
     __slots__ = ("buf", "close_after", "continued", "last", "out", "sock", "writing")
 
-    def __init__(self, sock: socket.socket) -> None:
+    def __init__(self, sock: "_socket.socket") -> None:
         self.sock = sock
         self.buf = bytearray()
         self.out = bytearray()
@@ -133,14 +132,10 @@ def _parse_chunked(buf: bytearray, start: int) -> tuple[bytes, int] | None:
 class HTTPServer:
     """Serves ``handler`` on ``(host, port)``; :meth:`serve` runs until :meth:`stop`."""
 
-    def __init__(self, host: str, port: int, handler: Handler) -> None:
+    def __init__(self, host: str, port: int, handler: "Callable[[Request], Response]") -> None:
         self.handler = handler
         self.poller = select.epoll()
-        self.listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.listener.bind((host, port))
-        self.listener.listen(128)
-        self.listener.setblocking(False)
+        self.listener = listen(host, port)
         self.port = self.listener.getsockname()[1]
         self.poller.register(self.listener.fileno(), select.EPOLLIN)
         self.conns: dict[int, _Conn] = {}
@@ -178,13 +173,9 @@ class HTTPServer:
     def _accept(self) -> None:
         while True:
             try:
-                sock, _addr = self.listener.accept()
-            except (BlockingIOError, InterruptedError):
+                sock = accept(self.listener)
+            except OSError:  # BlockingIOError: nobody waiting; others: a client that gave up
                 return
-            except OSError:
-                return
-            sock.setblocking(False)
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             conn = _Conn(sock)
             self.conns[sock.fileno()] = conn
             self.poller.register(sock.fileno(), select.EPOLLIN)

@@ -4,9 +4,10 @@ The device is opened without ``O_CREAT``: on a plain host (the benchmark's basel
 exist and must not be created as an ordinary file under /dev.
 """
 
-import json
 import os
 import sys
+
+from sensoragg.lean import dumps
 
 __all__ = ["RESULTS_DEVICE", "ResultsSink"]
 
@@ -28,7 +29,7 @@ class ResultsSink:
                 self.where = fallback
 
     def write(self, doc: object) -> None:
-        line = (json.dumps(doc, separators=(",", ":"), sort_keys=True) + "\n").encode()
+        line = (dumps(doc) + "\n").encode()
         if self.fd is None:
             sys.stdout.write(line.decode())
             sys.stdout.flush()

@@ -1,26 +1,25 @@
 """The sensor-agg service: HTTP routes over an :class:`Aggregator`, and the loop that closes
 windows on time and writes their summaries to the results sink."""
 
-import json
+import _signal
 import os
-import signal
 import time
-from collections.abc import Callable
 
 from sensoragg.aggregate import Aggregator, ReadingError, parse_readings
 from sensoragg.http import HTTPServer, Request, Response
+from sensoragg.lean import dumps, loads
 from sensoragg.results import ResultsSink
 
 __all__ = ["Service", "main"]
 
 
 def _json(status: int, doc: object) -> Response:
-    return Response(status, json.dumps(doc, separators=(",", ":")).encode())
+    return Response(status, dumps(doc).encode())
 
 
 class Service:
     def __init__(
-        self, aggregator: Aggregator, sink: ResultsSink, clock: Callable[[], float] = time.time
+        self, aggregator: Aggregator, sink: ResultsSink, clock: "Callable[[], float]" = time.time
     ) -> None:
         self.agg = aggregator
         self.sink = sink
@@ -45,7 +44,7 @@ class Service:
         now = self.clock()
         self.flush(now)  # a reading for a window that just ended must not reopen it
         try:
-            doc = json.loads(body)
+            doc = loads(body)
         except (ValueError, UnicodeDecodeError) as exc:
             return _json(400, {"error": f"body is not valid JSON: {exc}"})
         try:
@@ -71,8 +70,8 @@ def main() -> int:
     def stop(signum: int, frame: object) -> None:
         server.stop()
 
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
+    _signal.signal(_signal.SIGTERM, stop)  # _signal: the signal module would import enum
+    _signal.signal(_signal.SIGINT, stop)
     print(f"sensor-agg listening on {host}:{server.port} (window {window:g}s, "
           f"results to {sink.where})", flush=True)
     try:

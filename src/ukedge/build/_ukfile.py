@@ -26,7 +26,7 @@ A Ukfile is TOML (``DIR/Ukfile``)::
     WINDOW_SECONDS = "10"
 
     [resources]
-    memory = "64M"
+    memory = "96M"                     # default: what the image needs to boot, at least 64M
     vcpus = 1
 
     [[ports]]
@@ -249,12 +249,15 @@ class FilesSection(_Section):
 
 
 class ResourcesSection(_Section):
-    memory: str | int = "64M"
+    #: ``None``: the builder picks enough for the image to boot (at least 64 MiB).
+    memory: str | int | None = None
     vcpus: int = Field(default=1, ge=1, le=64)
 
     @field_validator("memory")
     @classmethod
-    def _memory(cls, v: str | int) -> str | int:
+    def _memory(cls, v: str | int | None) -> str | int | None:
+        if v is None:
+            return v
         try:
             size = parse_size(v, default_unit="M")
         except UsageError:
@@ -268,8 +271,8 @@ class ResourcesSection(_Section):
         return v
 
     @property
-    def memory_mib(self) -> int:
-        return parse_size(self.memory, default_unit="M") >> 20
+    def memory_mib(self) -> int | None:
+        return None if self.memory is None else parse_size(self.memory, default_unit="M") >> 20
 
 
 class PortSection(_Section):

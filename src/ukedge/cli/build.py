@@ -82,10 +82,12 @@ def build(
                 bar.start_task(task)
                 bar.update(task, visible=True, detail=detail)
                 return
+            if stage == "write":
+                detail = f"id {detail.removeprefix('sha256:')[:12]}"
             bar.update(task, total=1, completed=1, detail=detail)
             if not as_json:
-                note = "cached" if event == "cached" else "built"
-                err.print(f" [green]✔[/] {_LABELS[stage]:<15} {note:<7} {detail}")
+                note = {"cached": "cached", "done": "written" if stage == "write" else "built"}
+                err.print(f" [green]✔[/] {_LABELS[stage]:<15} {note[event]:<8} {detail}")
 
         def kernel_progress(done: int, total: int | None) -> None:
             bar.update(tasks["kernel"], completed=done, total=total, detail="building the kernel")
