@@ -241,6 +241,8 @@ class _QemuMachine:
         status = "unknown"
         while time.monotonic() < deadline:
             current = self.status()
+            if current.state is MachineState.EXITED and not restored:
+                return  # so fast that the app already ended (KVM): started, and done
             if current.state.final:
                 raise MachineError(
                     f"machine {self.machine_id} did not start: {current.detail}", self.machine_id
