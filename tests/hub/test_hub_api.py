@@ -466,3 +466,13 @@ def test_web_page_escapes_what_pushers_control(client: httpx.Client) -> None:
     assert "<script>alert(1)" not in page.text
     assert "&lt;script&gt;alert(1)" in page.text
     assert 'data-repository="web/app"' in page.text
+
+
+def test_empty_blob(client: httpx.Client) -> None:
+    """Zero-byte layers exist in the wild (and in the conformance suite)."""
+    empty = push_blob(client, "empty", b"")
+    r = client.get(f"/v2/empty/blobs/{empty}")
+    assert (r.status_code, r.content, r.headers["Content-Length"]) == (200, b"", "0")
+    location = client.post("/v2/empty/blobs/uploads/").headers["Location"]
+    assert client.put(location, params={"digest": empty}).status_code == 201
+    assert client.post("/v2/other/blobs/uploads/", params={"mount": empty}).status_code == 202
