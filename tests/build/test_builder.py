@@ -305,7 +305,7 @@ def test_python_requirements_land_on_pythonpath(
         "[app]\nname = 'req'\nruntime = 'python'\n[python]\nrequirements = ['tinypkg==1.0']\n",
         **{"main.py": "import tinypkg\nprint(tinypkg.VALUE)\n"},
     )
-    result = build_image(ctx, ["req:1"], store=store, cache=tmp_path / "cache")
+    result = build_image(ctx, ["req:1"], store=store)
     site = "usr/local/lib/python3.11/site-packages"
     assert result.config.env["PYTHONPATH"] == "/usr/lib/python3.11:/" + site
     assert result.config.entrypoint == ["python3", "-u", "/app/main.py"], "the default"
