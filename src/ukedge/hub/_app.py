@@ -34,7 +34,7 @@ from ukedge.hub._gc import GcReport, collect
 from ukedge.hub._manifests import ManifestService
 from ukedge.hub._metrics import HubMetrics, MetricsMiddleware
 from ukedge.hub._settings import HubSettings
-from ukedge.hub._v2 import V2_METHODS, V2Api
+from ukedge.hub._v2 import V2_METHODS, V2Api, V2Shortcut
 from ukedge.hub._web import render_index
 
 __all__ = ["Hub", "create_app"]
@@ -251,6 +251,7 @@ def create_app(settings: HubSettings, hub: Hub | None = None) -> FastAPI:
     def index(request: Request) -> HTMLResponse:
         return HTMLResponse(render_index(visible(request), request.url.netloc))
 
+    app.add_middleware(V2Shortcut, api=v2)
     app.add_middleware(MetricsMiddleware, metrics=hub.metrics, access=settings.access_log)
     return app
 

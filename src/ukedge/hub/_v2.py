@@ -17,6 +17,7 @@ from urllib.parse import urlencode
 
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response, StreamingResponse
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ukedge.errors import UkedgeError
 from ukedge.hub._errors import Code, DistributionError, to_response
@@ -27,7 +28,7 @@ from ukedge.image import mediatypes
 if TYPE_CHECKING:
     from ukedge.hub._app import Hub
 
-__all__ = ["V2_METHODS", "V2Api"]
+__all__ = ["V2_METHODS", "V2Api", "V2Shortcut"]
 
 log = logging.getLogger(__name__)
 
@@ -370,3 +371,24 @@ class V2Api:
         ("tags", "GET"): tags_list,
         ("referrers", "GET"): referrers,
     }
+
+
+class V2Shortcut:
+    """Middleware that hands ``/v2`` requests straight to :class:`V2Api`.
+
+    Pulls are most of a registry's traffic; skipping the router and FastAPI's per-route
+    machinery for them keeps a manifest GET to a handful of Python calls. Every other path
+    goes on to the app. (The ``/v2`` routes stay registered too, for tools that walk them.)
+    """
+
+    def __init__(self, app: ASGIApp, api: V2Api) -> None:
+        self.app = app
+        self.api = api
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "")
+        if scope["type"] == "http" and (path == "/v2" or path.startswith("/v2/")):
+            response = await self.api.handle(Request(scope, receive))
+            await response(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
