@@ -68,11 +68,15 @@ int main(int argc, char **argv) {
         return 0;
     }
     if (strcmp(mode, "wait") == 0) {
+        struct timespec t0, t1;
         signal(SIGTERM, on_signal);
+        clock_gettime(CLOCK_MONOTONIC, &t0);
         printf("waiting for SIGTERM\n");
         fflush(stdout);
         while (!got) pause();
-        printf("got signal %d\n", got);
+        clock_gettime(CLOCK_MONOTONIC, &t1);
+        printf("got signal %d after %.3f s\n", got,
+               (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9);
         return 42;
     }
     if (strcmp(mode, "kill") == 0) { kill(getpid(), SIGKILL); }

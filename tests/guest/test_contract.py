@@ -1,8 +1,10 @@
 from __future__ import annotations
 
+import time
+
 import pytest
 
-from ukedge.build.guest import guest_cmdline, parse_exit_line
+from ukedge.build.guest import guest_cmdline, host_tsc_khz, parse_exit_line
 from ukedge.errors import UsageError
 
 
@@ -14,21 +16,43 @@ def test_cmdline_appends_what_init_reads() -> None:
         dns="10.0.2.3",
         seed=bytes(range(4)),
         clock=1700000000.25,
+        tsc_khz=2000000,
     )
     assert line == (
         "console=ttyS0 quiet ukedge.ip=10.0.2.15/24 ukedge.gw=10.0.2.2 ukedge.dns=10.0.2.3 "
-        "ukedge.seed=00010203 ukedge.time=1700000000.250"
+        "ukedge.seed=00010203 tsc_early_khz=2000000 tsc=reliable ukedge.time=1700000000.250"
     )
 
 
 def test_cmdline_without_network_has_only_clock() -> None:
-    line = guest_cmdline("console=ttyS0", ip=None, gateway=None, dns=None, seed=None, clock=5.0)
+    line = guest_cmdline(
+        "console=ttyS0", ip=None, gateway=None, dns=None, seed=None, clock=5.0, tsc_khz=None
+    )
     assert line == "console=ttyS0 ukedge.time=5.000"
 
 
 def test_cmdline_defaults_clock_to_now() -> None:
-    line = guest_cmdline("", ip=None, gateway=None, dns=None, seed=None)
+    line = guest_cmdline("", ip=None, gateway=None, dns=None, seed=None, tsc_khz=None)
     assert float(line.removeprefix("ukedge.time=")) > 1.6e9
+
+
+def test_cmdline_passes_the_measured_host_tsc() -> None:
+    line = guest_cmdline("", ip=None, gateway=None, dns=None, seed=None).split()
+    khz = host_tsc_khz()
+    if khz is None:
+        assert not any(p.startswith("tsc_early_khz=") for p in line)
+    else:
+        assert f"tsc_early_khz={khz}" in line and "tsc=reliable" in line
+
+
+def test_host_tsc_is_plausible_and_cached() -> None:
+    khz = host_tsc_khz()
+    if khz is None:
+        pytest.skip("this host has no invariant TSC (or is not x86_64)")
+    assert 100_000 < khz < 10_000_000  # 100 MHz .. 10 GHz
+    started = time.monotonic()
+    assert host_tsc_khz() == khz
+    assert time.monotonic() - started < 0.05  # cached per host boot
 
 
 def test_cmdline_ip_without_prefix_gets_24() -> None:
@@ -46,10 +70,17 @@ def test_cmdline_ip_without_prefix_gets_24() -> None:
         ({"gateway": "10.0.2.2"}, "needs a guest ip"),
         ({"seed": b""}, "seed"),
         ({"seed": bytes(257)}, "seed"),
+        ({"tsc_khz": 5}, "TSC frequency"),
     ],
 )
 def test_cmdline_rejects_bad_values(kwargs: dict[str, object], message: str) -> None:
-    args: dict[str, object] = {"ip": None, "gateway": None, "dns": None, "seed": None}
+    args: dict[str, object] = {
+        "ip": None,
+        "gateway": None,
+        "dns": None,
+        "seed": None,
+        "tsc_khz": None,
+    }
     args.update(kwargs)
     with pytest.raises(UsageError, match=message):
         guest_cmdline("console=ttyS0", **args)  # type: ignore[arg-type]

@@ -226,6 +226,8 @@ def _build(
             runner.run(["strip", "--strip-all", "-o", str(out / "vmlinux"), "vmlinux"])
             shutil.copyfile(src / "arch/x86/boot/bzImage", out / "bzImage")
             shutil.copyfile(src / ".config", out / "config")
+            # Symbols for reading oopses and for sampling boot profiles (RIP -> function).
+            shutil.copyfile(src / "System.map", out / "System.map")
         shutil.copyfile(log_path, out / "build.log")
         meta = {
             "profile": prof.name,

@@ -18,6 +18,7 @@ from ukedge.build.guest._launch import (
     launch_records,
     parse_launch,
 )
+from ukedge.build.guest._tsc import host_tsc_khz
 
 __all__ = [
     "CONTROL_PORT",
@@ -30,6 +31,7 @@ __all__ = [
     "compiler",
     "ensure_init",
     "guest_cmdline",
+    "host_tsc_khz",
     "init_source",
     "launch_archive",
     "launch_records",

@@ -9,7 +9,9 @@ from __future__ import annotations
 import re
 import time
 from ipaddress import IPv4Address, IPv4Interface
+from typing import Literal
 
+from ukedge.build.guest._tsc import host_tsc_khz
 from ukedge.errors import UsageError
 
 __all__ = [
@@ -52,13 +54,17 @@ def guest_cmdline(
     dns: str | None,
     seed: bytes | None,
     clock: float | None = None,
+    tsc_khz: int | Literal["auto"] | None = "auto",
 ) -> str:
     """The kernel command line for one boot: the image's ``base`` plus what init reads.
 
     ``ip`` is ``address/prefix`` for eth0 (without it the guest has only loopback); ``seed`` is
     credited to the guest RNG; ``clock`` sets the guest's wall clock (default: the host's now),
-    since the guest may have no RTC. Values are checked here because the kernel splits the
-    command line on spaces and init ignores what it cannot parse.
+    since the guest may have no RTC. ``tsc_khz`` (default: measured on this host, see
+    :func:`host_tsc_khz`) lets the guest kernel skip TSC calibration and use the TSC clock
+    (``tsc_early_khz=``, ``tsc=reliable``); None leaves calibration to the guest. Values are
+    checked here because the kernel splits the command line on spaces and init ignores what it
+    cannot parse.
     """
     parts = base.split()
     if ip is not None:
@@ -80,6 +86,11 @@ def guest_cmdline(
         if not 0 < len(seed) <= _MAX_SEED:
             raise UsageError(f"guest RNG seed must be 1 to {_MAX_SEED} bytes, got {len(seed)}")
         parts.append(f"ukedge.seed={seed.hex()}")
+    khz = host_tsc_khz() if tsc_khz == "auto" else tsc_khz
+    if khz is not None:
+        if not 1000 <= khz <= 100_000_000:
+            raise UsageError(f"TSC frequency {khz} kHz is out of range")
+        parts += [f"tsc_early_khz={khz}", "tsc=reliable"]
     now = time.time() if clock is None else clock
     parts.append(f"ukedge.time={now:.3f}")
     return " ".join(parts)
