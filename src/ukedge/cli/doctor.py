@@ -12,9 +12,7 @@ import typer
 from ukedge import paths
 from ukedge.cli._console import print_json, print_table
 from ukedge.errors import UkedgeError
-from ukedge.kernel import list_kernels
 from ukedge.units import format_size
-from ukedge.vmm import probe_accelerator, qemu_version
 
 __all__ = ["doctor"]
 
@@ -35,6 +33,9 @@ def doctor(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ) -> None:
     """Check QEMU, the accelerator (KVM or TCG), built kernels, tools and memory."""
+    from ukedge.kernel import list_kernels
+    from ukedge.vmm import probe_accelerator, qemu_version
+
     checks: dict[str, Any] = {}
     try:
         checks["qemu"] = qemu_version()

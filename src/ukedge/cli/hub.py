@@ -8,14 +8,16 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 
-from ukedge import hub
 from ukedge.cli._console import err, out, print_json, print_table
 from ukedge.errors import UsageError
 from ukedge.units import format_size
+
+if TYPE_CHECKING:
+    from ukedge import hub
 
 __all__ = ["app"]
 
@@ -35,6 +37,8 @@ _ROBOT_SCOPE = typer.Option(
 
 
 def _settings(config: Path | None, **values: Any) -> hub.HubSettings:
+    from ukedge import hub  # FastAPI and uvicorn load only when a hub command runs
+
     return hub.load_settings(config, **values)
 
 
@@ -72,6 +76,8 @@ def serve(
         f"hub on http://{settings.addr} (data {settings.data_dir}, auth {settings.auth})",
         highlight=False,
     )
+    from ukedge import hub
+
     hub.serve(settings)
 
 
@@ -96,6 +102,8 @@ def user_add(
         password = typer.prompt("Password", hide_input=True, confirmation_prompt=True)
     if not password:
         raise UsageError("empty password")
+    from ukedge import hub
+
     hub.add_user(_settings(config, data_dir=data), name, password, scope or None)
     err.print(f"user {name} added")
 
@@ -109,6 +117,8 @@ def token_create(
     config: Path = _CONFIG,
 ) -> None:
     """Create a robot token and print it once; use it as the password of any user name."""
+    from ukedge import hub
+
     robot = hub.create_robot_token(_settings(config, data_dir=data), name, scope, expires)
     err.print(f"robot token {robot.name}: {', '.join(robot.grants)} (shown once)")
     out.print(robot.token, markup=False, highlight=False)
@@ -123,6 +133,8 @@ def gc(
     json_out: bool = typer.Option(False, "--json", help="Print the report as JSON."),
 ) -> None:
     """Sweep blobs no manifest references and expire old uploads, while the hub keeps serving."""
+    from ukedge import hub
+
     report = hub.run_gc(_settings(config, data_dir=data, gc_grace=grace), dry_run=dry_run)
     if json_out:
         print_json(report.as_json())

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import datetime as dt
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from ukedge.cli._console import err, out, print_json, print_table
-from ukedge.image import ImageStore, StoredImage, parse_reference
-from ukedge.paths import store_dir
 from ukedge.units import format_size
+
+if TYPE_CHECKING:
+    from ukedge.image import ImageStore, StoredImage
 
 __all__ = ["image_app", "register"]
 
@@ -21,6 +22,9 @@ image_app = typer.Typer(
 
 
 def _store() -> ImageStore:
+    from ukedge.image import ImageStore
+    from ukedge.paths import store_dir
+
     return ImageStore(store_dir())
 
 
@@ -32,6 +36,8 @@ def _created(store: ImageStore, image: StoredImage, created: str | None) -> str:
 
 
 def image_summary(store: ImageStore, image: StoredImage) -> dict[str, Any]:
+    from ukedge.image import parse_reference
+
     _, manifest = store.manifest(image.ref)
     config = store.config(manifest)
     ref = parse_reference(image.ref)

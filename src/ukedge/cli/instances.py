@@ -8,29 +8,34 @@ import signal
 import sys
 import time
 from collections.abc import Iterator
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from ukedge.build.guest import EXIT_PREFIX
 from ukedge.cli._console import err, out, print_json, print_table
 from ukedge.errors import ImageError, InstanceError, UsageError
-from ukedge.host import (
-    Instance,
-    InstanceManager,
-    InstanceState,
-    RunRequest,
-    open_manager,
-    parse_port_mapping,
-)
 from ukedge.units import format_size, parse_size
-from ukedge.vmm import probe_accelerator
+
+if TYPE_CHECKING:
+    from ukedge.host import Instance, InstanceManager, RunRequest
 
 __all__ = ["register"]
 
+# The packages behind these commands (SQLAlchemy, pydantic, QMP) load only when a command runs,
+# so `ukedge --help` and the other commands start fast.
+
 
 def _manager() -> InstanceManager:
+    from ukedge.host import open_manager
+
     return open_manager()
+
+
+def _request(**fields: Any) -> RunRequest:
+    from ukedge.host import RunRequest, parse_port_mapping
+
+    fields["ports"] = [parse_port_mapping(p) for p in fields.get("ports") or []]
+    return RunRequest(**fields)
 
 
 def _parse_env(items: list[str]) -> dict[str, str]:
@@ -55,6 +60,8 @@ def _ago(timestamp: float | None) -> str:
 
 
 def _status(instance: Instance) -> str:
+    from ukedge.host import InstanceState
+
     match instance.state:
         case InstanceState.RUNNING:
             return f"Up {_ago(instance.started_at)}"
@@ -103,6 +110,12 @@ def run(
     remove: Annotated[
         bool, typer.Option("--rm", help="Remove the instance when it exits (foreground only).")
     ] = False,
+    cold: Annotated[
+        bool,
+        typer.Option(
+            "--cold", help="Boot from scratch even when a prewarmed snapshot of this image exists."
+        ),
+    ] = False,
 ) -> None:
     """Boot an image as a unikernel VM.
 
@@ -111,23 +124,26 @@ def run(
 
     With -d the VM keeps running after this command returns; follow it with `ukedge logs -f`.
 
+    After `ukedge image prewarm IMAGE` the VM resumes from a snapshot of the ready app instead
+    of booting (same image, env and args); --cold boots anyway.
+
     Example: ukedge run -d -p 18080:8080 sensor-agg:1
     """
     if detach and remove:
         raise UsageError("--rm cannot be combined with --detach; use `ukedge rm` later")
-    request = RunRequest(
+    request = _request(
         image=image,
         name=name,
         args=args or None,
         env=_parse_env(env or []),
-        ports=[parse_port_mapping(p) for p in publish or []],
+        ports=publish,
         memory_mib=parse_size(memory, default_unit="M") // (1 << 20) if memory else None,
         vcpus=cpus,
         hostname=hostname,
     )
     manager = _manager()
     _accelerator_notice()
-    instance = manager.run(request)
+    instance = manager.run(request, cold=cold)
     if detach:
         out.print(instance.id)
         return
@@ -139,30 +155,34 @@ def run(
 
 def _accelerator_notice() -> None:
     """Say once per host (when the probe actually ran) that VMs will be emulated."""
+    from ukedge.vmm import probe_accelerator
+
     verdict = probe_accelerator()
     if verdict.notice and verdict.source == "probe":
         err.print(verdict.notice, style="yellow")
 
 
-# Lines of the guest protocol, not of the app: the exit status becomes our own exit status.
-_PLATFORM_LINES = (EXIT_PREFIX.encode(), b"reboot: Restarting system")
-
-
 def _app_lines(chunks: Iterator[bytes]) -> Iterator[bytes]:
-    """Whole console lines, without the guest's exit report (foreground ``run`` only)."""
+    """Whole console lines, without the guest's exit report (foreground ``run`` only): the
+    exit status becomes our own exit status."""
+    from ukedge.build.guest import EXIT_PREFIX
+
+    platform_lines = (EXIT_PREFIX.encode(), b"reboot: Restarting system")
     pending = b""
     for chunk in chunks:
         pending += chunk
         *lines, pending = pending.split(b"\n")
         for line in lines:
-            if not line.startswith(_PLATFORM_LINES):
+            if not line.startswith(platform_lines):
                 yield line + b"\n"
-    if pending and not pending.startswith(_PLATFORM_LINES):
+    if pending and not pending.startswith(platform_lines):
         yield pending
 
 
 def _attach(manager: InstanceManager, instance: Instance) -> int:
     """Stream the console until the instance ends; Ctrl-C stops, a second one kills."""
+    from ukedge.host import InstanceState
+
     interrupts = 0
 
     def on_interrupt(_sig: int, _frame: object) -> None:
@@ -329,6 +349,44 @@ def stats(
         )
 
 
+def prewarm(
+    image: Annotated[str, typer.Argument(help="Image with a health check.")],
+    args: Annotated[
+        list[str] | None, typer.Argument(help="Arguments, as `ukedge run` would get them.")
+    ] = None,
+    env: Annotated[
+        list[str] | None,
+        typer.Option("--env", "-e", help="Environment, as `ukedge run` would get it. Repeatable."),
+    ] = None,
+    memory: Annotated[
+        str | None, typer.Option("--memory", "-m", help="Guest memory (default: the image's).")
+    ] = None,
+) -> None:
+    """Boot an image until its health check passes and keep a snapshot of that ready guest.
+
+    Later `ukedge run`s with the same image, env, args and memory resume from the snapshot in a
+    fraction of a boot (a Python app under TCG boots in seconds). Resumed guests get a fresh RNG
+    seed and the current time from the host.
+    """
+    manager = _manager()
+    _accelerator_notice()
+    began = time.monotonic()
+    with err.status(f"booting {image} until its health check passes…"):
+        path = manager.prewarm(
+            _request(
+                image=image,
+                args=args or None,
+                env=_parse_env(env or []),
+                memory_mib=parse_size(memory, default_unit="M") // (1 << 20) if memory else None,
+            )
+        )
+    err.print(f"snapshot ready in {time.monotonic() - began:.1f}s")
+    out.print(str(path))
+
+
 def register(app: typer.Typer) -> None:
+    from ukedge.cli.images import image_app
+
     for command in (run, ps, logs, stop, kill, rm, inspect, stats):
         app.command(command.__name__)(command)
+    image_app.command("prewarm")(prewarm)

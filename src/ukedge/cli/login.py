@@ -8,7 +8,6 @@ import typer
 
 from ukedge.cli._console import err
 from ukedge.errors import UsageError
-from ukedge.registry import CredentialStore, login, logout
 
 __all__ = ["login_command", "logout_command", "register"]
 
@@ -30,6 +29,8 @@ def login_command(
     They are stored in <ukedge home>/auth.json (or $UKEDGE_AUTH_FILE) with mode 0600.
     UKEDGE_REGISTRY_USER and UKEDGE_REGISTRY_PASSWORD, when set, override saved credentials.
     """
+    from ukedge.registry import CredentialStore, login
+
     if username is None:
         if not sys.stdin.isatty() or password_stdin:
             raise UsageError("give the user name with -u USER")
@@ -52,6 +53,8 @@ def login_command(
 
 def logout_command(registry: str = typer.Argument(..., help="Registry host, HOST[:PORT].")) -> None:
     """Forget the saved credentials of a registry."""
+    from ukedge.registry import logout
+
     if logout(registry):
         err.print(f"Removed the credentials of {registry}")
     else:

@@ -5,10 +5,6 @@ from __future__ import annotations
 import typer
 
 from ukedge.cli._console import err, out, print_json
-from ukedge.cli._transfer import RichTransferProgress
-from ukedge.image import ImageStore
-from ukedge.paths import store_dir
-from ukedge.registry import DEFAULT_PLATFORM, ClientOptions, pull
 
 __all__ = ["pull_image", "register"]
 
@@ -22,7 +18,7 @@ def pull_image(
         False, "--insecure", help="Plain HTTP (default only for localhost/127.0.0.1 registries)."
     ),
     platform: str = typer.Option(
-        DEFAULT_PLATFORM, "--platform", help="OS/ARCH to pick from an index."
+        "linux/amd64", "--platform", help="OS/ARCH to pick from an index."
     ),
     jobs: int = typer.Option(4, "--jobs", "-j", min=1, max=32, help="Blobs transferred at once."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
@@ -33,6 +29,11 @@ def pull_image(
     The image is tagged in the local store under its full reference (HOST/NAME:TAG). Prints the
     manifest digest.
     """
+    from ukedge.cli._transfer import RichTransferProgress
+    from ukedge.image import ImageStore
+    from ukedge.paths import store_dir
+    from ukedge.registry import ClientOptions, pull
+
     options = ClientOptions(insecure=True if insecure else None, max_workers=jobs)
     progress = RichTransferProgress(enabled=not quiet and not as_json)
     with progress:

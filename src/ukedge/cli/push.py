@@ -5,10 +5,6 @@ from __future__ import annotations
 import typer
 
 from ukedge.cli._console import err, out, print_json
-from ukedge.cli._transfer import RichTransferProgress
-from ukedge.image import ImageStore
-from ukedge.paths import store_dir
-from ukedge.registry import ClientOptions, push, push_target
 from ukedge.units import parse_size
 
 __all__ = ["push_image", "register"]
@@ -39,6 +35,11 @@ def push_image(
     Credentials come from `ukedge login HOST` (or UKEDGE_REGISTRY_USER/_PASSWORD). Prints the
     manifest digest.
     """
+    from ukedge.cli._transfer import RichTransferProgress
+    from ukedge.image import ImageStore
+    from ukedge.paths import store_dir
+    from ukedge.registry import ClientOptions, push, push_target
+
     options = ClientOptions(
         insecure=True if insecure else None, chunk_size=parse_size(chunk_size), max_workers=jobs
     )

@@ -5,7 +5,6 @@ from __future__ import annotations
 import typer
 
 from ukedge.cli._console import err, print_json, print_table
-from ukedge.registry import search
 
 __all__ = ["register", "search_command"]
 
@@ -24,6 +23,8 @@ def search_command(
     as_json: bool = typer.Option(False, "--json", help="Print a JSON array."),
 ) -> None:
     """Search the registry's catalog: repository names, and the name and labels of each image."""
+    from ukedge.registry import search
+
     hits = search(term, registry=registry, insecure=True if insecure else None, limit=limit)
     if as_json:
         print_json([hit.to_dict() for hit in hits])

@@ -5,7 +5,6 @@ from __future__ import annotations
 import typer
 
 from ukedge.cli._console import out, print_json
-from ukedge.registry import list_tags
 
 __all__ = ["register", "tags_command"]
 
@@ -20,6 +19,8 @@ def tags_command(
     as_json: bool = typer.Option(False, "--json", help="Print a JSON array."),
 ) -> None:
     """List the tags of a repository, one per line."""
+    from ukedge.registry import list_tags
+
     tags = list_tags(repository, insecure=True if insecure else None)
     if as_json:
         print_json(tags)

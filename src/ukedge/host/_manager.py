@@ -14,17 +14,29 @@ import logging
 import os
 import secrets
 import shutil
+import socket
+import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from ukedge.build.guest import guest_cmdline, launch_archive
 from ukedge.errors import InstanceError, MachineError, UkedgeError, UsageError
+from ukedge.host._health import wait_healthy
 from ukedge.host._layers import UnpackedLayers
-from ukedge.host._models import Instance, InstanceState, RunRequest
+from ukedge.host._models import Instance, InstanceState, PortMapping, RunRequest
 from ukedge.host._names import NAME_PATTERN, random_name
 from ukedge.host._state import InstanceRecords
-from ukedge.image import ImageConfig, ImageManifest, ImageStore, mediatypes
+from ukedge.image import (
+    ImageConfig,
+    ImageManifest,
+    ImageStore,
+    StoredImage,
+    canonical_json,
+    digest_bytes,
+    mediatypes,
+)
 from ukedge.vmm import Machine, MachineBackend, MachineSpec, MachineState, MachineStats, PortForward
 
 __all__ = ["InstanceManager", "open_manager"]
@@ -39,11 +51,37 @@ _DNS = "10.0.2.3"
 _LOG_POLL_S = 0.05
 
 
+@dataclass(frozen=True)
+class _Plan:
+    """What one run of an image needs, resolved once from the store."""
+
+    image: StoredImage
+    config: ImageConfig
+    kernel: Path
+    initrds: list[Path]
+    launch: bytes
+    memory_mib: int
+    vcpus: int
+    #: Snapshot key: equal for runs whose guests are identical up to seed and clock.
+    key: str
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
 class InstanceManager:
     """Creates, starts, observes, stops and removes instances on this host."""
 
     def __init__(
-        self, root: Path, store: ImageStore, backend: MachineBackend, layers: UnpackedLayers
+        self,
+        root: Path,
+        store: ImageStore,
+        backend: MachineBackend,
+        layers: UnpackedLayers,
+        snapshots: Path | None = None,
     ) -> None:
         self.root = root
         self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -51,75 +89,47 @@ class InstanceManager:
         self.backend = backend
         self.layers = layers
         self.records = InstanceRecords(root / "state.db")
+        #: Snapshots of ready guests (``prewarm``); derived data, shared by every instance.
+        self.snapshots = snapshots or root / "snapshots"
 
     # -- creation --------------------------------------------------------------------------------
 
-    def run(self, request: RunRequest) -> Instance:
-        """Create an instance from ``request`` and start its machine; returns once QEMU runs."""
-        image, manifest = self.store.manifest(request.image)
-        config = self.store.config(manifest)
-        kernel, initrds = self._boot_files(manifest)
+    def run(self, request: RunRequest, *, cold: bool = False) -> Instance:
+        """Create an instance from ``request`` and start its machine; returns once QEMU runs.
+
+        When a snapshot of the same image and launch settings exists (``prewarm``), the machine
+        resumes from it instead of booting, unless ``cold`` asks for a real boot.
+        """
+        plan = self._plan(request)
         name = request.name or self._free_name()
         if not NAME_PATTERN.match(name):
             raise UsageError(
                 f"invalid instance name {name!r}: use letters, digits, '_', '.', '-' "
                 "(at most 63 characters)"
             )
+        instance_id = secrets.token_hex(16)
         instance = Instance(
-            id=secrets.token_hex(16),
+            id=instance_id,
             name=name,
-            image=image.ref,
-            image_digest=image.digest,
+            image=plan.image.ref,
+            image_digest=plan.image.digest,
             state=InstanceState.CREATED,
             created_at=time.time(),
-            memory_mib=request.memory_mib or config.memory_mib,
-            vcpus=request.vcpus or config.vcpus,
+            memory_mib=plan.memory_mib,
+            vcpus=plan.vcpus,
             ports=request.ports,
             env=request.env,
             args=request.args,
-            workdir=str(self.root / "placeholder"),
+            workdir=str(self.root / instance_id),
         )
-        instance = instance.model_copy(update={"workdir": str(self.root / instance.id)})
-        self._check_ports(instance, config)
+        self._check_ports(instance, plan.config)
+        snapshot = None if cold else self._snapshot_if_any(plan.key)
         self.records.add(instance)
         workdir = Path(instance.workdir)
         try:
             workdir.mkdir(mode=0o700)
-            launch = workdir / "launch.cpio"
-            launch.write_bytes(
-                launch_archive(
-                    config,
-                    env=request.env,
-                    args=request.args,
-                    hostname=request.hostname or config.name,
-                )
-            )
-            spec = MachineSpec(
-                machine_id=instance.id,
-                kernel=kernel,
-                workdir=workdir / "vm",
-                initrds=[*initrds, launch],
-                cmdline=guest_cmdline(
-                    config.boot.cmdline,
-                    ip=_GUEST_IP,
-                    gateway=_GATEWAY,
-                    dns=_DNS,
-                    seed=os.urandom(32),
-                    clock=time.time(),
-                ),
-                memory_mib=instance.memory_mib,
-                vcpus=instance.vcpus,
-                ports=[
-                    PortForward(
-                        p.host_port,
-                        p.guest_port,
-                        p.host_ip,
-                        "udp" if p.protocol == "udp" else "tcp",
-                    )
-                    for p in request.ports
-                ],
-            )
-            self._set(instance.id, state=InstanceState.STARTING)
+            spec = self._spec(plan, instance_id, workdir, request.ports, snapshot)
+            self._set(instance.id, state=InstanceState.STARTING, restored=snapshot is not None)
             machine = self.backend.start(spec)
         except UkedgeError as exc:
             self._set(
@@ -128,6 +138,105 @@ class InstanceManager:
             raise
         return self._set(
             instance.id, state=InstanceState.RUNNING, pid=machine.pid, started_at=time.time()
+        )
+
+    def prewarm(self, request: RunRequest, *, timeout: float = 300.0) -> Path:
+        """Boot ``request``'s image until its health check passes and save that machine as the
+        snapshot later runs with the same image and launch settings resume from.
+
+        Booting a Python app under TCG takes seconds; resuming the ready guest takes a fraction
+        of that. Returns the snapshot directory (an existing one is reused).
+        """
+        plan = self._plan(request)
+        check = plan.config.healthcheck
+        if check is None:
+            raise InstanceError(
+                f"{plan.image.ref} has no health check, so there is no moment at which its app is "
+                "known to be ready to snapshot; add [healthcheck] to its Ukfile"
+            )
+        target = self.snapshots / plan.key
+        if target.is_dir():
+            return target
+        self.snapshots.mkdir(parents=True, exist_ok=True)
+        workdir = Path(tempfile.mkdtemp(dir=self.root, prefix=".prewarm-"))
+        port = _free_port()
+        forward = PortMapping(host_port=port, guest_port=check.port)
+        machine = self.backend.start(self._spec(plan, workdir.name[1:], workdir, [forward], None))
+        try:
+            wait_healthy(
+                check, "127.0.0.1", port, timeout=timeout, alive=lambda: not machine.state.final
+            )
+            staging = self.snapshots / f".{plan.key}.{os.getpid()}.tmp"
+            shutil.rmtree(staging, ignore_errors=True)
+            machine.snapshot(staging)
+            staging.replace(target)
+        finally:
+            with contextlib.suppress(UkedgeError):
+                machine.kill()
+            shutil.rmtree(workdir, ignore_errors=True)
+        return target
+
+    def _snapshot_if_any(self, key: str) -> Path | None:
+        path = self.snapshots / key
+        return path if path.is_dir() else None
+
+    def _plan(self, request: RunRequest) -> _Plan:
+        image, manifest = self.store.manifest(request.image)
+        config = self.store.config(manifest)
+        kernel, initrds = self._boot_files(manifest)
+        launch = launch_archive(
+            config, env=request.env, args=request.args, hostname=request.hostname or config.name
+        )
+        memory = request.memory_mib or config.memory_mib
+        vcpus = request.vcpus or config.vcpus
+        # Everything the guest sees at boot except the per-boot seed and clock: two runs with
+        # the same key may resume from the same snapshot.
+        key = digest_bytes(
+            canonical_json(
+                {
+                    "image": image.digest,
+                    "launch": digest_bytes(launch),
+                    "memory_mib": memory,
+                    "vcpus": vcpus,
+                    "cmdline": config.boot.cmdline,
+                    "backend": self.backend.name,
+                }
+            )
+        ).split(":", 1)[1]
+        return _Plan(image, config, kernel, initrds, launch, memory, vcpus, key)
+
+    def _spec(
+        self,
+        plan: _Plan,
+        machine_id: str,
+        workdir: Path,
+        ports: Sequence[PortMapping],
+        restore_from: Path | None,
+    ) -> MachineSpec:
+        launch = workdir / "launch.cpio"
+        launch.write_bytes(plan.launch)
+        return MachineSpec(
+            machine_id=machine_id,
+            kernel=plan.kernel,
+            workdir=workdir / "vm",
+            initrds=[*plan.initrds, launch],
+            cmdline=guest_cmdline(
+                plan.config.boot.cmdline,
+                ip=_GUEST_IP,
+                gateway=_GATEWAY,
+                dns=_DNS,
+                seed=os.urandom(32),
+                clock=time.time(),
+            ),
+            memory_mib=plan.memory_mib,
+            vcpus=plan.vcpus,
+            ports=[
+                PortForward(
+                    p.host_port, p.guest_port, p.host_ip, "udp" if p.protocol == "udp" else "tcp"
+                )
+                for p in ports
+            ],
+            restore_from=restore_from,
         )
 
     def _boot_files(self, manifest: ImageManifest) -> tuple[Path, list[Path]]:
@@ -290,4 +399,5 @@ def open_manager(backend: str = "qemu") -> InstanceManager:
         ImageStore(paths.store_dir()),
         vmm.create(backend),
         UnpackedLayers(paths.cache_dir() / "unpacked"),
+        paths.cache_dir() / "snapshots",
     )

@@ -114,6 +114,8 @@ class Instance(BaseModel):
     args: list[str] | None = None
     workdir: str
     backend: str = "qemu"
+    #: Resumed from a snapshot of a ready guest (``ukedge image prewarm``) instead of booted.
+    restored: bool = False
 
     @property
     def short_id(self) -> str:
