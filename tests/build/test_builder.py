@@ -227,6 +227,12 @@ _STATIC = "[app]\nname = 'bad'\nruntime = 'static'\n[static]\n"
     [
         ("[app]\nname = 'bad'\nruntime = 'cobol'\n", {}, UkfileError, "unknown runtime 'cobol'"),
         ("[app\n", {}, UkfileError, "invalid TOML"),
+        (
+            "[app]\nname = 'bad'\nruntime = 'python'\n[kernel]\nprofile = 'huge'\n",
+            {"main.py": ""},
+            UkfileError,
+            r"kernel\.profile: unknown profile 'huge'; known profiles: .*minimal",
+        ),
         (_STATIC + "sources = ['missing.c']\n", {}, UkfileError, "missing.c does not exist"),
         (
             _STATIC + "sources = ['bad.c']\n",

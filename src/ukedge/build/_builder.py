@@ -155,6 +155,15 @@ def _plan(context: Path, tags: Sequence[str]) -> _Plan:
     uk = load_ukfile(ukfile_path)
     shown = str(ukfile_path)
     refs = [str(parse_reference(t)) for t in tags] or [f"{uk.app.name}:latest"]
+    from ukedge.kernel import profiles
+
+    known = profiles()
+    if uk.kernel.profile not in known:
+        raise UkfileError(
+            shown,
+            "kernel.profile",
+            f"unknown profile {uk.kernel.profile!r}; known profiles: {', '.join(known)}",
+        )
     app_dir = PurePosixPath(uk.files.dest)
 
     skip: set[str] = set()
