@@ -92,6 +92,7 @@ def test_attach_adopts_and_stop_falls_back_to_powerdown(
     machine = vmm.create("qemu", accel="tcg").attach(tmp_path / "wd")
     assert machine.state is MachineState.RUNNING
     assert machine.pid == fake_qemu.pid
+    assert machine.qmp("query-status") == {"status": "running", "running": True}  # type: ignore[attr-defined]
     # The fake's control chardev is not frontend-open, so stop() must press the power button;
     # the fake then "powers off" reporting status 143.
     assert machine.stop(timeout=10) == 143

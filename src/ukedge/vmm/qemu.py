@@ -391,7 +391,7 @@ class _QemuMachine:
     def _control_open(self) -> bool:
         """Whether the guest has opened its control port (so it will act on ``stop``)."""
         try:
-            (chardevs,) = self.qmp("query-chardev")
+            chardevs = self.qmp("query-chardev")
         except MachineError:
             return False
         if not isinstance(chardevs, list):
@@ -401,13 +401,13 @@ class _QemuMachine:
             for c in chardevs
         )
 
-    def qmp(self, command: str, args: dict[str, Any] | None = None, *more: Any) -> list[object]:
-        """Run QMP commands in one short session: ``qmp("query-status")`` or several as
-        ``qmp("a", None, ("b", {...}))``. Raises MachineError (StateError when ended)."""
+    def qmp(self, command: str, args: dict[str, Any] | None = None) -> object:
+        """Run one QMP command in a short session and return its result (an escape hatch
+        for callers that need more than this interface). Raises MachineError (StateError
+        when the machine has ended)."""
         self._require_live(command)
-        commands: list[tuple[str, dict[str, Any] | None]] = [(command, args)]
-        commands += [(name, a) for name, a in more]
-        return _qmp.execute(self._paths.qmp, commands, machine_id=self.machine_id)
+        (result,) = _qmp.execute(self._paths.qmp, [(command, args)], machine_id=self.machine_id)
+        return result
 
     def snapshot(self, path: Path, *, resume: bool = False) -> None:
         self._require_live("snapshot")
