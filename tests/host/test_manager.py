@@ -94,3 +94,31 @@ def test_unknown_image_leaves_no_instance(manager: InstanceManager) -> None:
     with pytest.raises(ImageError, match="no such image"):
         manager.run(RunRequest(image="nope:1"))
     assert manager.list(all_instances=True) == []
+
+
+def test_prewarmed_snapshot_resumes_ready_and_independent(manager: InstanceManager) -> None:
+    snapshot = manager.prewarm(RunRequest(image="sensor-agg:1"))
+    assert (snapshot / "vmstate").is_file()
+    assert manager.prewarm(RunRequest(image="sensor-agg:1")) == snapshot, "reused, not remade"
+    ports = [free_port(), free_port()]
+    clones = [
+        manager.run(RunRequest(image="sensor-agg:1", ports=[parse_port_mapping(f"{p}:8080")]))
+        for p in ports
+    ]
+    assert all(manager.get(c.id).restored for c in clones)
+    for i, port in enumerate(ports):
+        base = f"http://127.0.0.1:{port}"
+        assert wait_http(f"{base}/stats").status_code == 200
+        httpx.post(f"{base}/readings", json={"sensor": f"s{i}", "value": float(i)})
+    # Two clones of one snapshot keep separate state.
+    assert list(httpx.get(f"http://127.0.0.1:{ports[0]}/stats").json()) == ["s0"]
+    assert list(httpx.get(f"http://127.0.0.1:{ports[1]}/stats").json()) == ["s1"]
+    cold = manager.run(RunRequest(image="sensor-agg:1"), cold=True)
+    assert not manager.get(cold.id).restored
+    other_env = manager.run(RunRequest(image="sensor-agg:1", env={"WINDOW_SECONDS": "3"}))
+    assert not manager.get(other_env.id).restored, "different launch settings: no snapshot"
+
+
+def test_prewarm_needs_a_health_check(manager: InstanceManager) -> None:
+    with pytest.raises(InstanceError, match="has no health check"):
+        manager.prewarm(RunRequest(image="hello-c:1"))
