@@ -9,7 +9,7 @@ Measures, for both registries in the same run:
 
 Both servers run as subprocesses on 127.0.0.1 with filesystem storage in a temp dir; the client
 is the same small httpx client (POST, then PUT ?digest= with a streamed body; GET streamed).
-Prints a table with ratios and writes it to /work/notes/hub-bench.md (or --out).
+Prints a table with ratios; --out also writes it, with a header naming the run, to a file.
 
     python bench/hub.py [--quick] [--out FILE]
 """
@@ -408,7 +408,7 @@ def targets(ours: dict[str, float], theirs: dict[str, float]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="64 MiB instead of 256 MiB")
-    parser.add_argument("--out", default="/work/notes/hub-bench.md")
+    parser.add_argument("--out", help="also write the table (markdown) to this file")
     parser.add_argument("--reps", type=int, default=3, help="runs per measurement (best counts)")
     args = parser.parse_args()
     big_size = (64 if args.quick else 256) * MiB
