@@ -181,6 +181,9 @@ def test_not_utf8(tmp_path: Path) -> None:
         (_BASE + "[files]\ninclude = ['/etc/passwd']\n", "files.include", "relative"),
         (_BASE + "[files]\ndest = 'app'\n", "files.dest", "absolute path"),
         (_BASE + "[files.copy]\n'../secret' = '/x'\n", "files.copy", "inside the build directory"),
+        (_BASE + "[files.copy]\n'my-init' = '/init'\n", "files.copy", "init owns or mounts"),
+        (_BASE + "[files]\ndest = '/tmp/app'\n", "files.dest", "inside /tmp"),
+        (_BASE + "[files]\ndest = '/'\n", "files.dest", "use a directory such as /app"),
         (_BASE + "[static]\nsources = ['a.c']\n", "static", "only valid with runtime = 'static'"),
         (
             "[app]\nname = 'x'\nruntime = 'static'\n",

@@ -125,6 +125,10 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
+#: Guest paths the platform owns: init, and what it mounts over (files put there would vanish).
+_RESERVED = ("/init", "/proc", "/sys", "/dev", "/tmp", "/run", "/ukedge")
+
+
 def _guest_path(value: str) -> str:
     p = PurePosixPath(value)
     if not p.is_absolute():
@@ -132,6 +136,18 @@ def _guest_path(value: str) -> str:
     if ".." in p.parts:
         raise ValueError(f"{value!r} must not contain '..'")
     return str(p)
+
+
+def _file_dest(value: str) -> str:
+    path = _guest_path(value)
+    for reserved in _RESERVED:
+        if path == reserved or path.startswith(reserved + "/"):
+            raise ValueError(
+                f"{value!r} is inside {reserved}, which ukedge's init owns or mounts over"
+            )
+    if path == "/":
+        raise ValueError("'/' is not a place for app files; use a directory such as /app")
+    return path
 
 
 def _context_path(value: str) -> str:
@@ -240,12 +256,12 @@ class FilesSection(_Section):
     @field_validator("dest")
     @classmethod
     def _dest(cls, v: str) -> str:
-        return _guest_path(v)
+        return _file_dest(v)
 
     @field_validator("copy_")
     @classmethod
     def _copy(cls, v: dict[str, str]) -> dict[str, str]:
-        return {_context_path(src): _guest_path(dst) for src, dst in v.items()}
+        return {_context_path(src): _file_dest(dst) for src, dst in v.items()}
 
 
 class ResourcesSection(_Section):
