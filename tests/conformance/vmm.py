@@ -3,8 +3,9 @@
 A backend's test module subclasses :class:`MachineBackendSuite` and supplies two fixtures:
 ``backend`` (a configured :class:`~ukedge.vmm.MachineBackend`) and ``starter`` (argv of a
 separate process that starts a machine from a spec given as JSON, see
-:func:`starter_command`); every check here then runs against that backend. The guest is the real ukedge kernel (``ukedge.kernel.ensure_kernel``, built once
-per machine and cached) with the real guest init and a tiny static C test app compiled here.
+:func:`starter_command`); every check here then runs against that backend. The guest is the
+real ukedge kernel (``ukedge.kernel.ensure_kernel``, built once per machine and cached) with
+the real guest init and a tiny static C test app compiled here.
 ``UKEDGE_TEST_KERNEL=/path/to/vmlinux`` boots another kernel instead (bring your own kernel).
 """
 
