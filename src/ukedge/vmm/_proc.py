@@ -78,7 +78,7 @@ def same_process(pid: int, starttime: int, marker: str) -> bool:
     args = cmdline(pid)
     # Right after a spawn the new program's arguments may not be mapped yet (the parent of a
     # vfork-style spawn resumes during exec): an empty command line means "ask again".
-    for _ in range(100):
+    for _ in range(500):  # up to ~1 s: an exec can be preempted for long on a loaded host
         if args or not is_alive(pid, starttime):
             break
         time.sleep(0.002)
