@@ -17,6 +17,7 @@ import io
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -222,10 +223,21 @@ class MachineBackendSuite:
         """Machines a test started; any still running at the end are killed."""
         started: list[Machine] = []
         yield started
+        leaked = []
         for machine in started:
             if not machine.state.final:
                 with contextlib.suppress(StateError):  # it may end on its own meanwhile
                     machine.kill()
+            # A machine reported ended while its hypervisor still runs would leak a VM.
+            try:
+                cmdline = Path(f"/proc/{machine.pid}/cmdline").read_bytes()
+            except (FileNotFoundError, ProcessLookupError):
+                continue
+            if str(machine.workdir).encode() in cmdline:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(machine.pid, signal.SIGKILL)
+                leaked.append(f"{machine.machine_id} (pid {machine.pid}, {machine.status()})")
+        assert not leaked, f"hypervisors outlived their machines: {leaked}"
 
     def test_exit_status_console_and_results(
         self, backend: MachineBackend, guest: Guest, machines: list[Machine]
