@@ -135,16 +135,30 @@ def ensure_kernel(
     root = paths.kernels_dir()
     final = root / key
     if not force and (cached := _from_meta(final)):
-        return Kernel(**{**asdict(cached), "cmdline": prof.cmdline})
+        return _current_cmdline(cached, prof)
     root.mkdir(parents=True, exist_ok=True)
     with _lock(root / f".{key}.lock"):
         if not force and (cached := _from_meta(final)):  # built by someone we waited for
-            return Kernel(**{**asdict(cached), "cmdline": prof.cmdline})
+            return _current_cmdline(cached, prof)
         _build(prof, tarball, key, final, progress)
     built = _from_meta(final)
     if built is None:
         raise KernelError(f"kernel build for {profile} finished but {final} is incomplete")
     return built
+
+
+def _current_cmdline(kernel: Kernel, prof: Profile) -> Kernel:
+    """The command line is not part of the key (tuning it needs no rebuild), so a cached build
+    takes the profile's current one, recorded so that ``list_kernels`` agrees."""
+    if kernel.cmdline == prof.cmdline:
+        return kernel
+    meta_path = kernel.vmlinux.parent / _META
+    meta = json.loads(meta_path.read_text())
+    meta["cmdline"] = prof.cmdline
+    tmp = meta_path.with_name(f".{_META}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+    tmp.replace(meta_path)
+    return Kernel(**{**asdict(kernel), "cmdline": prof.cmdline})
 
 
 @contextlib.contextmanager

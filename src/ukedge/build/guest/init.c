@@ -369,10 +369,11 @@ static int scan_ports(struct ports *out)
 
 static void find_ports(struct ports *out)
 {
-	/* Port names arrive over virtio-serial's control queue; wait at most ~100 ms for them. */
+	/* Port names arrive over virtio-serial's control queue: while a port has none yet and ours
+	 * are not both found, wait for them, at most ~100 ms. */
 	for (int i = 0; i < 50; i++) {
 		memset(out, 0, sizeof *out);
-		if (scan_ports(out) == 0)
+		if (scan_ports(out) == 0 || (out->results[0] && out->control[0]))
 			break;
 		struct timespec ts = {0, 2 * 1000 * 1000};
 		nanosleep(&ts, NULL);
