@@ -25,7 +25,9 @@ def probes(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """Count probe runs; the probe answers 'KVM works' so no real KVM is touched."""
     calls: list[str] = []
 
-    def fake_run(binary: str, accel: str, timeout: float = 0) -> tuple[bool, str]:
+    def fake_run(
+        binary: str, accel: str, timeout: float = 0, cpu: str | None = None
+    ) -> tuple[bool, str]:
         calls.append(accel)
         return True, "test"
 
@@ -129,3 +131,30 @@ def test_kvm_probe_answers_within_its_timeout() -> None:
     assert why
     if not works:
         assert "KVM test VM" in why
+
+
+@pytest.mark.skipif(not Path("/dev/kvm").exists(), reason="needs /dev/kvm")
+def test_a_hanging_kvm_guest_is_killed_at_the_timeout() -> None:
+    """With the default CPU model nested KVM here hangs in protected mode: the probe must
+    kill QEMU at its timeout (elsewhere KVM may simply work)."""
+    import time
+
+    started = time.monotonic()
+    works, why = _accel.run_probe("qemu-system-x86_64", "kvm", timeout=1.0, cpu="qemu64")
+    assert time.monotonic() - started < 4.0
+    if not works:
+        assert "hung" in why or "failed" in why
+    assert not _probe_processes(), "the probe left a QEMU running"
+
+
+def _probe_processes() -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if b"ukedge-probe-" in (entry / "cmdline").read_bytes():
+                found.append(int(entry.name))
+        except OSError:
+            continue
+    return found

@@ -165,8 +165,13 @@ def _write_cache(key: dict[str, Any], verdict: AccelVerdict) -> None:
         raise
 
 
-def run_probe(binary: str, accel: Accel, timeout: float = PROBE_TIMEOUT) -> tuple[bool, str]:
-    """Boot the probe guest under ``accel``; (works, why) with a one-line reason."""
+def run_probe(
+    binary: str, accel: Accel, timeout: float = PROBE_TIMEOUT, cpu: str | None = None
+) -> tuple[bool, str]:
+    """Boot the probe guest under ``accel``; (works, why) with a one-line reason.
+
+    ``cpu`` defaults to the model machines use with that accelerator (``host`` under KVM).
+    """
     with tempfile.TemporaryDirectory(prefix="ukedge-probe-") as tmp:
         firmware = Path(tmp) / "probe.bin"
         firmware.write_bytes(probe_firmware())
@@ -181,7 +186,7 @@ def run_probe(binary: str, accel: Accel, timeout: float = PROBE_TIMEOUT) -> tupl
             "-accel",
             accel,
             "-cpu",
-            "host" if accel == "kvm" else "max",
+            cpu or ("host" if accel == "kvm" else "max"),
             "-m",
             "16",
             "-bios",
