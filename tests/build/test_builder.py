@@ -198,6 +198,16 @@ def test_memory_default_and_minimum(store: ImageStore, tmp_path: Path) -> None:
     assert snapshot(store) == before
 
 
+def test_app_pythonpath_goes_first(store: ImageStore, tmp_path: Path) -> None:
+    ctx = _bad_context(
+        tmp_path,
+        "[app]\nname = 'pp'\nruntime = 'python'\n[env]\nPYTHONPATH = '/app/lib'\n",
+        **{"main.py": ""},
+    )
+    result = build_image(ctx, ["pp:1"], store=store)
+    assert result.config.env["PYTHONPATH"] == "/app/lib:/usr/lib/python3.11"
+
+
 def test_tags(store: ImageStore) -> None:
     result = build_image(EXAMPLES / "hello-c", ["hello-c:1", "edge/hello:v2"], store=store)
     assert [i.ref for i in store.images()] == ["edge/hello:v2", "hello-c:1"]

@@ -201,7 +201,13 @@ def _plan(context: Path, tags: Sequence[str]) -> _Plan:
         if requirements:
             env["PYTHONPATH"] = f"{env['PYTHONPATH']}:{PYTHON_PACKAGES_DIR}"
         default_entry = ["python3", "-u", str(app_dir / "main.py")]
+    user_path = uk.env.get("PYTHONPATH")
     env.update(uk.env)
+    if user_path and uk.app.runtime == "python":
+        # the app's directories first, but keep the runtime's: the loose stdlib and packages
+        env["PYTHONPATH"] = f"{user_path}:{PYTHON_ENV['PYTHONPATH']}"
+        if requirements:
+            env["PYTHONPATH"] += f":{PYTHON_PACKAGES_DIR}"
 
     files = select_files(context, uk.files, ukfile=shown, skip=frozenset(skip))
     if uk.app.entrypoint is not None:
