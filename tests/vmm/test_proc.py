@@ -74,3 +74,20 @@ def test_read_stat_handles_odd_process_names(tmp_path: Path) -> None:
     finally:
         os.kill(pid, signal.SIGKILL)
         _proc.wait_gone(pid, st.starttime, 10)
+
+
+def test_no_thp_reaches_the_child_and_not_the_caller(tmp_path: Path) -> None:
+    def thp_line(text: str) -> str:
+        return next((ln for ln in text.splitlines() if ln.startswith("THP_enabled")), "")
+
+    if not thp_line(Path("/proc/self/status").read_text()):
+        pytest.skip("kernel does not report THP_enabled")
+    for no_thp, expected in ((True, "0"), (False, "1")):
+        log = tmp_path / f"{no_thp}.log"
+        argv = ["/bin/grep", "THP_enabled", "/proc/self/status"]
+        pid = _proc.spawn_detached(argv, log, no_thp=no_thp)
+        st = _proc.read_stat(pid)
+        assert st is not None
+        assert _proc.wait_gone(pid, st.starttime, 10)
+        assert thp_line(log.read_text()).split() == ["THP_enabled:", expected]
+        assert thp_line(Path("/proc/self/status").read_text()).split()[1] == "1"

@@ -504,7 +504,7 @@ class _QemuBackend:
         argv = build_argv(spec, options, accel, paths, initrd, incoming=incoming)
         try:
             state_file = _snapshot.state_file(spec.restore_from) if spec.restore_from else None
-            pid = _proc.spawn_detached(argv, paths.log, fd3=state_file)
+            pid = _proc.spawn_detached(argv, paths.log, fd3=state_file, no_thp=options.no_thp)
         except OSError as exc:
             raise MachineError(
                 f"cannot start {argv[0]} for machine {spec.machine_id}: {exc}", spec.machine_id
