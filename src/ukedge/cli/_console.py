@@ -16,8 +16,8 @@ __all__ = ["err", "out", "print_json", "print_table"]
 #: Results (tables, ids, JSON) go to stdout; piped into a file or another program, tables keep
 #: one row per line (as ``docker ps`` does) instead of wrapping at 80 columns.
 out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 320)
-#: Progress bars, notices and errors go to stderr.
-err = Console(stderr=True, highlight=False)
+#: Progress bars, notices and errors go to stderr; a message is never broken at 80 columns.
+err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 def print_json(data: Any) -> None:

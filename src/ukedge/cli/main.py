@@ -47,6 +47,10 @@ def _root(
 ) -> None:
     level = logging.DEBUG if verbose else getattr(logging, os.environ.get("UKEDGE_LOG", "WARNING"))
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    if not verbose:
+        # qemu.qmp logs a refused connection at ERROR; for us that is a machine that has just
+        # ended, which the command reports in its own words.
+        logging.getLogger("qemu.qmp").setLevel(logging.CRITICAL)
 
 
 # Command groups register themselves below (one import and one line each).
