@@ -251,8 +251,8 @@ def _build(
             "source": str(tarball),
         }
         (out / _META).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
-        if final.exists():  # --force: replace the old build
-            shutil.rmtree(final)
+        if final.exists():  # --force: swap the old build out, then drop it
+            final.rename(work / "old")
         out.rename(final)
         _remember_units(prof.name, units)
         if progress:
