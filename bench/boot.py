@@ -103,18 +103,22 @@ def bench_hello(manager: InstanceManager, n: int, work: Path) -> dict[str, objec
 
 def bench_sensor(manager: InstanceManager, n: int, work: Path) -> dict[str, object]:
     rss: list[int] = []
+    restored_rss: list[int] = []
+    cold = True
 
     def vm_once() -> float:
         port = _free_port()
         began = time.perf_counter()
         instance = manager.run(
-            RunRequest(image="sensor-agg:bench", ports=[parse_port_mapping(f"{port}:8080")])
+            RunRequest(image="sensor-agg:bench", ports=[parse_port_mapping(f"{port}:8080")]),
+            cold=cold,
         )
         _wait_http(f"http://127.0.0.1:{port}/stats")
         elapsed = time.perf_counter() - began
-        if not rss:
+        sample = rss if cold else restored_rss
+        if not sample:
             time.sleep(2.0)  # idle: no requests, the guest waits in epoll
-            rss.append(manager.stats(instance.id).rss_bytes)
+            sample.append(manager.stats(instance.id).rss_bytes)
         manager.remove(instance.id, force=True)
         return elapsed
 
@@ -136,7 +140,19 @@ def bench_sensor(manager: InstanceManager, n: int, work: Path) -> dict[str, obje
             proc.wait(10)
 
     vm = _runs(n, vm_once)
-    return {"vm": vm, "host": _runs(n, host_once), "idle_rss": rss[0]}
+    began = time.perf_counter()
+    manager.prewarm(RunRequest(image="sensor-agg:bench"))
+    prewarm_s = time.perf_counter() - began
+    cold = False
+    restored = _runs(n, vm_once)
+    return {
+        "vm": vm,
+        "restored": restored,
+        "host": _runs(n, host_once),
+        "idle_rss": rss[0],
+        "restored_idle_rss": restored_rss[0],
+        "prewarm_s": prewarm_s,
+    }
 
 
 def main() -> int:
@@ -205,10 +221,15 @@ def _print(f: dict[str, object]) -> None:
     table = Table(title="boot-to-ready wall time (s): VM vs the same app as a host process")
     for col in ("app", "ready when", "VM min", "VM median", "VM max", "host median", "VM/host"):
         table.add_column(col)
-    for app, ready in (("hello-c", "VM exited"), ("sensor-agg", "GET /stats answers")):
+    rows = (
+        ("hello-c", "vm", "VM exited (boot)"),
+        ("sensor-agg", "vm", "GET /stats answers (boot)"),
+        ("sensor-agg", "restored", "GET /stats answers (resumed from prewarm snapshot)"),
+    )
+    for app, key, ready in rows:
         data = f[app]
         assert isinstance(data, dict)
-        vm, host = data["vm"], data["host"]
+        vm, host = data[key], data["host"]
         table.add_row(
             app,
             ready,
@@ -231,7 +252,11 @@ def _print(f: dict[str, object]) -> None:
     console.print(sizes)
     sensor = f["sensor-agg"]
     assert isinstance(sensor, dict)
-    console.print(f"idle sensor-agg QEMU RSS: {format_size(sensor['idle_rss'])}")
+    console.print(
+        f"idle sensor-agg QEMU RSS: {format_size(sensor['idle_rss'])} booted, "
+        f"{format_size(sensor['restored_idle_rss'])} resumed; "
+        f"prewarm (boot until healthy + snapshot): {sensor['prewarm_s']:.2f} s"
+    )
 
 
 if __name__ == "__main__":
