@@ -180,10 +180,7 @@ def main() -> int:
                 "same_digest": again.digest == first.digest,
             }
             sizes[app] = {
-                "layers": {
-                    layer.media_type.rsplit(".", 2)[-2] + f"#{i}": layer.size
-                    for i, layer in enumerate(first.manifest.layers)
-                },
+                "layers": {layer.role: layer.size for layer in first.layers},
                 "total": first.manifest.config.size
                 + sum(layer.size for layer in first.manifest.layers),
             }
