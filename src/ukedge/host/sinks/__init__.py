@@ -1,0 +1,27 @@
+"""Result sinks: where the host agent forwards what apps write to their results device."""
+
+from ukedge.host.sinks._factory import SinkFactory, create, register, sink_schemes
+from ukedge.host.sinks.base import (
+    ResultRecord,
+    ResultSink,
+    SinkError,
+    SinkUnavailable,
+    check_batch,
+)
+from ukedge.host.sinks.mqtt import MqttSink, topic_for
+
+register("mqtt", MqttSink.from_url)
+
+__all__ = [
+    "MqttSink",
+    "ResultRecord",
+    "ResultSink",
+    "SinkError",
+    "SinkFactory",
+    "SinkUnavailable",
+    "check_batch",
+    "create",
+    "register",
+    "sink_schemes",
+    "topic_for",
+]
