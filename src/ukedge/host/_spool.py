@@ -31,6 +31,7 @@ from sqlalchemy import (
     create_engine,
     delete,
     event,
+    insert,
     select,
 )
 from sqlalchemy.engine import Connection, Engine
@@ -225,15 +226,22 @@ class ResultSpool:
                     f"instance {instance_id}: results read from byte {at}, but the spool is at "
                     f"byte {stream.offset}; read again from offset()"
                 )
-            seq = stream.next_seq
-            for text, error in lines:
-                session.add(
-                    _Record(instance_id=instance_id, seq=seq, ts=now, line=text, error=error)
-                )
-                if error is not None:
-                    log.warning("instance %s result %d kept as error: %s", instance_id, seq, error)
-                seq += 1
-            stream.next_seq = seq
+            first = stream.next_seq
+            rows = [
+                {"instance_id": instance_id, "seq": seq, "ts": now, "line": text, "error": error}
+                for seq, (text, error) in enumerate(lines, first)
+            ]
+            if rows:
+                session.execute(insert(_Record), rows)
+            for row in rows:
+                if row["error"] is not None:
+                    log.warning(
+                        "instance %s result %d kept as error: %s",
+                        instance_id,
+                        row["seq"],
+                        row["error"],
+                    )
+            stream.next_seq = first + len(rows)
             stream.offset = at + consumed
         return len(lines)
 
@@ -302,11 +310,12 @@ class ResultSpool:
         with self._session() as session:
             if session.get(_Sink, sink) is None:
                 raise SpoolError(f"unknown sink {sink!r}; add_sink() it first")
-            acked = dict(
-                session.execute(
+            acked = {
+                row.instance_id: row.acked
+                for row in session.execute(
                     select(_Cursor.instance_id, _Cursor.acked).where(_Cursor.sink == sink)
-                ).tuples()
-            )
+                )
+            }
             out: list[ResultRecord] = []
             for stream in session.scalars(select(_Stream).order_by(_Stream.instance_id)):
                 after = acked.get(stream.instance_id, 0)
@@ -383,13 +392,14 @@ class ResultSpool:
             for stream in session.scalars(select(_Stream)):
                 limit = stream.next_seq - 1 - self.keep
                 if sinks:
-                    cursors = dict(
-                        session.execute(
+                    cursors = {
+                        row.sink: row.acked
+                        for row in session.execute(
                             select(_Cursor.sink, _Cursor.acked).where(
                                 _Cursor.instance_id == stream.instance_id
                             )
-                        ).tuples()
-                    )
+                        )
+                    }
                     limit = min([limit, *(cursors.get(s, 0) for s in sinks)])
                 if limit <= 0:
                     continue
