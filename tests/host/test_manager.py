@@ -122,3 +122,26 @@ def test_prewarmed_snapshot_resumes_ready_and_independent(manager: InstanceManag
 def test_prewarm_needs_a_health_check(manager: InstanceManager) -> None:
     with pytest.raises(InstanceError, match="has no health check"):
         manager.prewarm(RunRequest(image="hello-c:1"))
+
+
+def test_resumed_clone_gets_the_current_clock(manager: InstanceManager) -> None:
+    """The clock stood still in the snapshot; the host sets it when the clone resumes."""
+    env = {"WINDOW_SECONDS": "1"}
+    manager.prewarm(RunRequest(image="sensor-agg:1", env=env))
+    time.sleep(8)  # the snapshot's clock is now 8 s behind
+    port = free_port()
+    instance = manager.run(
+        RunRequest(image="sensor-agg:1", env=env, ports=[parse_port_mapping(f"{port}:8080")])
+    )
+    assert manager.get(instance.id).restored
+    base = f"http://127.0.0.1:{port}"
+    wait_http(f"{base}/stats")
+    deadline = time.monotonic() + 30
+    lines: list[str] = []
+    while time.monotonic() < deadline and not lines:
+        httpx.post(f"{base}/readings", json={"sensor": "t", "value": 1.0})
+        time.sleep(0.3)
+        lines = manager.results_path(instance).read_text().splitlines()
+    assert lines, "no window closed"
+    window_end = json.loads(lines[0])["window_end"]
+    assert abs(window_end - time.time()) < 4, "the guest clock is the snapshot's, not now"

@@ -16,13 +16,11 @@ guest (~0.2 s): QEMU listens on the forwarded ports from the beginning, and a co
 accepted while the incoming state is loaded is lost when the network state is replaced by
 the saved one (the client hangs until its timeout). Boots from scratch never wait like this.
 
-Caveats a caller must know (restored machines are clones):
-* RNG: every clone starts with the same kernel RNG state. virtio-rng keeps feeding the
-  kernel, but until the next reseed clones can produce equal random numbers; an app that
-  generates secrets at start-up must do so after restore. (``-device vmgenid`` would make the
-  kernel reseed at once, but it needs ACPI, which the minimal kernel does not have.)
-* Clock: the guest clock continues from the snapshot's time; it is behind by the age of the
-  snapshot until something sets it.
+Restored machines are clones. Right after a restore the backend writes ``time <now>`` and
+``seed <32 random bytes>`` on the guest's control port, so the guest clock is current (it
+stood still in the snapshot) and its RNG is reseeded; until that line is read (milliseconds)
+every clone has the snapshot's RNG state, so an app must not draw secrets before it serves.
+Guests without the control port keep the snapshot's clock and RNG (a warning is logged).
 """
 
 from __future__ import annotations

@@ -265,6 +265,21 @@ class _QemuMachine:
                 f"(QEMU status {status!r}); it was killed",
                 self.machine_id,
             )
+        if restored:
+            self._refresh_clone()
+
+    def _refresh_clone(self) -> None:
+        """Give a resumed guest the current time and fresh entropy over its control port: its
+        clock stood still in the snapshot, and every clone starts with the same RNG state."""
+        line = f"time {time.time():.6f}\nseed {os.urandom(32).hex()}\n".encode()
+        ctl = self._send_control(line)
+        if ctl is None:
+            log.warning(
+                "machine %s resumed without a control port: its clock and RNG are the snapshot's",
+                self.machine_id,
+            )
+            return
+        ctl.close()
 
     def _mark_failed(self, detail: str) -> None:
         """Record a final FAILED status without touching the process."""

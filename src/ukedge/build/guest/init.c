@@ -50,6 +50,7 @@
 
 /* From <linux/random.h> and <linux/input*.h>, which musl does not ship. */
 #define RNDADDENTROPY 0x40085203
+#define RNDRESEEDCRNG 0x5207 /* _IO('R', 0x07), <linux/random.h> */
 #define EV_KEY 1
 #define KEY_POWER 116
 struct kernel_input_event {
@@ -240,6 +241,9 @@ static void seed_rng(const char *hex)
 	int fd = open("/dev/urandom", O_WRONLY | O_CLOEXEC);
 	if (fd < 0 || ioctl(fd, RNDADDENTROPY, &info) != 0)
 		say("seeding the RNG: %s", strerror(errno));
+	/* Use the new entropy now, not at the next scheduled reseed (matters for resumed clones). */
+	else if (ioctl(fd, RNDRESEEDCRNG) != 0)
+		say("reseeding the RNG: %s", strerror(errno));
 	if (fd >= 0)
 		close(fd);
 	/* Keep the seed out of the application's view of /proc/cmdline-derived memory. */
@@ -525,7 +529,11 @@ static void request_stop(pid_t app, const char *why)
 	kill(app, SIGTERM);
 }
 
-/* Act on the lines the host wrote on the control port ("stop" or "kill"). */
+/*
+ * Act on the lines the host wrote on the control port: "stop", "kill", and after the host
+ * resumed this guest from a snapshot "time <unix seconds>" (the clock stood still in the
+ * snapshot) and "seed <hex>" (every clone of a snapshot starts with the same RNG state).
+ */
 static void read_control(int fd, pid_t app, char *buf, size_t *len, size_t size)
 {
 	ssize_t r;
@@ -542,6 +550,10 @@ static void read_control(int fd, pid_t app, char *buf, size_t *len, size_t size)
 				request_stop(app, "control port");
 			else if (strcmp(buf, "kill") == 0)
 				kill(app, SIGKILL);
+			else if (strncmp(buf, "time ", 5) == 0)
+				set_clock(buf + 5);
+			else if (strncmp(buf, "seed ", 5) == 0)
+				seed_rng(buf + 5);
 			else if (buf[0])
 				say("unknown control command: %.60s", buf);
 			size_t used = (size_t)(nl - buf) + 1;
