@@ -157,7 +157,7 @@ def test_the_thread_paces_itself_and_stops(spool: ResultSpool, tmp_path: Path) -
         idle_rounds = calls
     assert not fwd.running
     assert [r.line for r in sink.got] == ['{"late": 1}']
-    assert 5 <= idle_rounds <= 21, f"{idle_rounds} rounds in 1 s at a 50 ms interval"
+    assert 2 <= idle_rounds <= 21, f"{idle_rounds} rounds in 1 s at a 50 ms interval"
 
 
 def test_manager_sources_tail_every_instance_the_manager_knows(

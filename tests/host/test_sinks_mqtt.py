@@ -145,9 +145,8 @@ class Subscriber:
     def close(self) -> None:
         self.client.disconnect()
         self.client.loop_stop()
-        sock = self.client.socket()
-        if sock is not None:
-            sock.close()
+        # paho 2.2 closes its sockets only when the client is garbage-collected.
+        self.client._reset_sockets()
 
 
 class BrokerPeer:

@@ -64,6 +64,7 @@ class MqttSink:
         self.timeout = timeout
         self._closed = False
         self._connected = threading.Event()
+        self._ever_connected = False
         self._client = paho.Client(
             CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=True
         )
@@ -137,6 +138,7 @@ class MqttSink:
             )
             return
         log.info("connected to MQTT broker %s:%s", self.host, self.port)
+        self._ever_connected = True
         self._connected.set()
 
     def _on_disconnect(
@@ -158,7 +160,10 @@ class MqttSink:
             raise SinkError(self.name, "deliver() after close()")
         check_batch(self.name, batch)
         deadline = time.monotonic() + self.timeout
-        if not self._connected.wait(min(self.timeout, 1.0)) or not self._client.is_connected():
+        # Right after start the first connection may still be on its way; later, a missing one
+        # is reported at once so that a dead broker does not slow the forwarder's other work.
+        first_wait = 0.0 if self._ever_connected else min(self.timeout, 1.0)
+        if not self._connected.wait(first_wait) or not self._client.is_connected():
             raise SinkUnavailable(
                 self.name, f"not connected to MQTT broker {self.host}:{self.port}"
             )
@@ -192,10 +197,9 @@ class MqttSink:
         self._closed = True
         self._client.disconnect()
         self._client.loop_stop()
-        # The network thread may have been between reconnect attempts with a fresh socket.
-        sock = self._client.socket()
-        if sock is not None:
-            sock.close()
+        # paho 2.2 closes its broker socket (left open when the thread stopped between reconnect
+        # attempts) and its wake-up socket pair only when the client is garbage-collected.
+        self._client._reset_sockets()
 
     def __repr__(self) -> str:
         return f"MqttSink(name={self.name!r}, broker={self.host}:{self.port})"
