@@ -176,6 +176,8 @@ class ResultSpool:
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.path = path
         self.keep = keep
+        #: Results-file size at which each instance was last found fully read (a hint only).
+        self._known: dict[str, int] = {}
         self._engine: Engine = create_engine(f"sqlite:///{path}")
         event.listen(self._engine, "connect", _on_connect)
         event.listen(self._engine, "begin", _on_begin)
@@ -251,6 +253,14 @@ class ResultSpool:
         Returns the number of records added; a missing file adds nothing. A file shorter than
         the stored offset is a new file under the old name: it is read from its start.
         """
+        try:
+            size = path.stat().st_size
+        except FileNotFoundError:
+            return 0
+        if self._known.get(instance_id) == size:
+            # Unchanged since this object last read it (the spool's offset only grows, up to the
+            # size): skip the database, so tailing many idle instances costs one stat() each.
+            return 0
         added = 0
         while True:
             at = self.offset(instance_id)
@@ -266,6 +276,7 @@ class ResultSpool:
                         self._reset_offset(instance_id)
                         at = 0
                     if size == at:
+                        self._known[instance_id] = size
                         return added
                     f.seek(at)
                     data = f.read(_READ_CHUNK)
@@ -276,9 +287,13 @@ class ResultSpool:
             except _OffsetMoved:
                 continue  # another reader (a second agent process) got there first: read on
             if len(data) < _READ_CHUNK:
+                # Read to the end; what is left unconsumed is a partial line that can only
+                # change by growing the file.
+                self._known[instance_id] = at + len(data)
                 return added
 
     def _reset_offset(self, instance_id: str) -> None:
+        self._known.pop(instance_id, None)
         with self._session() as session:
             stream = session.get(_Stream, instance_id)
             if stream is not None:
@@ -417,6 +432,7 @@ class ResultSpool:
             session.execute(delete(_Record).where(_Record.instance_id == instance_id))
             session.execute(delete(_Cursor).where(_Cursor.instance_id == instance_id))
             session.execute(delete(_Stream).where(_Stream.instance_id == instance_id))
+        self._known.pop(instance_id, None)
 
     def close(self) -> None:
         self._engine.dispose()
