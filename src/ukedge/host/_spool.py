@@ -104,6 +104,10 @@ class _Cursor(_Base):
     acked: Mapped[int] = mapped_column(Integer, default=0)
 
 
+#: Records are read as plain rows, not ORM objects: the forwarder reads every one of them.
+_RECORD_COLUMNS = (_Record.instance_id, _Record.seq, _Record.ts, _Record.line, _Record.error)
+
+
 def _on_connect(dbapi_connection: Any, _record: object) -> None:
     # SQLAlchemy issues BEGIN itself (IMMEDIATE, see _on_begin): the forwarder thread and an API
     # thread (or a second process) then serialise instead of failing at commit.
@@ -336,8 +340,8 @@ class ResultSpool:
                 after = acked.get(stream.instance_id, 0)
                 if after >= stream.next_seq - 1:
                     continue
-                rows = session.scalars(
-                    select(_Record)
+                rows = session.execute(
+                    select(*_RECORD_COLUMNS)
                     .where(_Record.instance_id == stream.instance_id, _Record.seq > after)
                     .order_by(_Record.seq)
                     .limit(limit)
@@ -382,8 +386,8 @@ class ResultSpool:
             stream = session.get(_Stream, instance_id)
             if stream is None:
                 return []
-            rows = session.scalars(
-                select(_Record)
+            rows = session.execute(
+                select(*_RECORD_COLUMNS)
                 .where(_Record.instance_id == instance_id, _Record.seq > after)
                 .order_by(_Record.seq)
                 .limit(limit)
