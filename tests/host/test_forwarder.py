@@ -26,6 +26,7 @@ from ukedge.host import (
     ResultForwarder,
     ResultSource,
     ResultSpool,
+    RunRequest,
     UnpackedLayers,
     manager_sources,
 )
@@ -348,3 +349,33 @@ def test_a_restarted_forwarder_loses_nothing(
     assert first_arrivals(seqs) == list(range(1, total + 1))
     assert all(m["result"] == {"i": m["seq"] - 1} for m in got)
     spool.close()
+
+
+@pytest.mark.vm
+@pytest.mark.interop
+@needs_mosquitto
+def test_a_real_apps_results_reach_the_broker(
+    manager: InstanceManager, tmp_path: Path, broker: MosquittoBroker, subscriber: Subscriber
+) -> None:
+    """hello-c in a QEMU VM writes its JSON line to /dev/ukedge-results; it arrives over MQTT."""
+    spool = ResultSpool(tmp_path / "results-spool.db")
+    sink = mqtt_sink(broker)
+    fwd = ResultForwarder(spool, [sink], manager_sources(manager), "edge-vm")
+    try:
+        with fwd:
+            instances = [
+                manager.run(RunRequest(image="hello-c:1", args=[f"vm{i}"])) for i in range(2)
+            ]
+            for instance in instances:
+                assert manager.wait(instance.id, timeout=120).state is InstanceState.EXITED
+            for instance in instances:
+                wait_for({1}, subscriber, instance.id, timeout=60)
+    finally:
+        sink.close()
+        spool.close()
+    for instance in instances:
+        [line] = manager.results_path(instance).read_text().splitlines()
+        [msg] = subscriber.all_received(instance.id)
+        assert msg["result"] == json.loads(line)
+        assert (msg["seq"], msg["node"], msg["instance"]) == (1, "edge-vm", instance.id)
+    assert subscriber.topics() == {f"ukedge/edge-vm/{i.id}/results" for i in instances}
