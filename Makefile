@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 UKEDGE := $(VENV)/bin/ukedge
 # Debian packages the platform and its tests use (qemu, kernel build, static init, interop tools).
 DEB_PACKAGES := qemu-system-x86 qemu-utils linux-source-6.1 build-essential flex bison bc \
-	libelf-dev libssl-dev musl-tools cpio skopeo python3.11 zstd xz-utils docker-registry \
+	libelf-dev libssl-dev musl-tools cpio skopeo python3.11 python3.11-venv zstd xz-utils docker-registry \
 	chromium chromium-driver curl mosquitto
 PYTEST_ARGS ?=
 
@@ -20,7 +20,8 @@ deps:
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
 	fi
 
-$(VENV)/.installed: pyproject.toml
+# Order-only on deps: a fresh Debian needs python3.11-venv before `python3 -m venv` works.
+$(VENV)/.installed: pyproject.toml | deps
 	python3 -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
 	$(VENV)/bin/pip install -q -e '.[dev]'
