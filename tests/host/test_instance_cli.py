@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -86,3 +87,26 @@ def test_bad_input_gets_a_clear_error_and_changes_nothing(
     assert result.returncode != 0
     assert message in result.stderr
     assert ukedge("ps", "-aq").stdout.strip() == ""
+
+
+@pytest.mark.vm
+def test_ctrl_c_stops_the_app_gracefully_and_output_is_not_repeated(cli_home: Path) -> None:
+    port = free_port()
+    proc = subprocess.Popen(
+        [*ukedge_cmd(), "run", "--name", "fg", "-p", f"{port}:8080", "sensor-agg:1"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        wait_http(f"http://127.0.0.1:{port}/healthz")
+        time.sleep(0.5)
+        proc.send_signal(signal.SIGINT)
+        stdout, stderr = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert "stopping (SIGTERM to the app" in stderr
+    assert stdout.count("sensor-agg listening") == 1, stdout
+    assert "ukedge-exit" not in stdout
+    assert proc.returncode == 0, "the app ends cleanly on SIGTERM and its status is ours"
+    assert json.loads(ukedge("ps", "-a", "--json").stdout)[0]["state"] == "exited"

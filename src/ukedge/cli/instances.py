@@ -162,25 +162,21 @@ def _accelerator_notice() -> None:
         err.print(verdict.notice, style="yellow")
 
 
-def _app_lines(chunks: Iterator[bytes]) -> Iterator[bytes]:
-    """Whole console lines, without the guest's exit report (foreground ``run`` only): the
-    exit status becomes our own exit status."""
-    from ukedge.build.guest import EXIT_PREFIX
-
-    platform_lines = (EXIT_PREFIX.encode(), b"reboot: Restarting system")
+def _console_lines(chunks: Iterator[bytes]) -> Iterator[bytes]:
+    """Whole console lines (the last one may lack its newline when the instance ended)."""
     pending = b""
     for chunk in chunks:
         pending += chunk
         *lines, pending = pending.split(b"\n")
         for line in lines:
-            if not line.startswith(platform_lines):
-                yield line + b"\n"
-    if pending and not pending.startswith(platform_lines):
+            yield line + b"\n"
+    if pending:
         yield pending
 
 
 def _attach(manager: InstanceManager, instance: Instance) -> int:
     """Stream the console until the instance ends; Ctrl-C stops, a second one kills."""
+    from ukedge.build.guest import EXIT_PREFIX
     from ukedge.host import InstanceState
 
     interrupts = 0
@@ -197,11 +193,16 @@ def _attach(manager: InstanceManager, instance: Instance) -> int:
     previous = signal.signal(signal.SIGINT, on_interrupt)
     stream = sys.stdout.buffer
     try:
+        # The guest's exit report is protocol, not app output: its status becomes ours.
+        hidden = (EXIT_PREFIX.encode(), b"reboot: Restarting system")
+        shown = 0  # bytes of whole lines handled, so an interrupted follow resumes after them
         while True:
             try:
-                for line in _app_lines(manager.follow(instance.id)):
-                    stream.write(line)
-                    stream.flush()
+                for line in _console_lines(manager.follow(instance.id, offset=shown)):
+                    shown += len(line)
+                    if not line.startswith(hidden):
+                        stream.write(line)
+                        stream.flush()
                 break
             except KeyboardInterrupt:
                 manager.stop(instance.id, timeout=10)

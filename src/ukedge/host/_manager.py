@@ -372,11 +372,13 @@ class InstanceManager:
     def results_path(self, instance: Instance) -> Path:
         return Path(instance.workdir) / "vm" / "results.jsonl"
 
-    def follow(self, key: str, path_of: str = "console", *, follow: bool = True) -> Iterator[bytes]:
-        """Yield the console (or results) as it grows; ends when the instance has ended."""
+    def follow(
+        self, key: str, path_of: str = "console", *, follow: bool = True, offset: int = 0
+    ) -> Iterator[bytes]:
+        """Yield the console (or results) from byte ``offset`` as it grows; ends when the
+        instance has ended."""
         instance = self.records.find(key)
         path = self.console_path(instance) if path_of == "console" else self.results_path(instance)
-        offset = 0
         while True:
             done = not follow or not self.get(instance.id).state.active
             if path.exists():
