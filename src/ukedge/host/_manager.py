@@ -17,7 +17,7 @@ import shutil
 import socket
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -91,6 +91,9 @@ class InstanceManager:
         self.records = InstanceRecords(root / "state.db")
         #: Snapshots of ready guests (``prewarm``); derived data, shared by every instance.
         self.snapshots = snapshots or root / "snapshots"
+        #: Called with an ended instance just before ``remove`` deletes its directory, so that
+        #: whoever reads its files (the results forwarder) can take what is left.
+        self.before_remove: list[Callable[[Instance], None]] = []
 
     # -- creation --------------------------------------------------------------------------------
 
@@ -360,6 +363,9 @@ class InstanceManager:
                     "stop it first or use --force"
                 )
             self._machine(instance).kill()
+            instance = self.get(instance.id)
+        for hook in self.before_remove:
+            hook(instance)
         self.records.delete(instance.id)
         shutil.rmtree(instance.workdir, ignore_errors=True)
         return instance
