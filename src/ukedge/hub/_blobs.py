@@ -142,15 +142,7 @@ class BlobService:
         """Size of a blob linked to ``repository``; BLOB_UNKNOWN otherwise."""
         check_digest(digest)
         with self.db.read() as conn:
-            size = conn.execute(
-                select(blobs.c.size)
-                .select_from(
-                    blob_links.join(blobs, blobs.c.digest == blob_links.c.digest).join(
-                        repositories, repositories.c.id == blob_links.c.repo_id
-                    )
-                )
-                .where(repositories.c.name == repository, blob_links.c.digest == digest)
-            ).scalar()
+            size = _linked_size(conn, repository, digest)
         if size is None:
             raise DistributionError(Code.BLOB_UNKNOWN, detail={"digest": digest})
         return BlobInfo(digest, size)
@@ -185,15 +177,7 @@ class BlobService:
         """Link a blob of ``source_repo`` into ``repository``; False if the source lacks it."""
         check_digest(digest)
         with self.db.write() as conn:
-            size = conn.execute(
-                select(blobs.c.size)
-                .select_from(
-                    blob_links.join(blobs, blobs.c.digest == blob_links.c.digest).join(
-                        repositories, repositories.c.id == blob_links.c.repo_id
-                    )
-                )
-                .where(repositories.c.name == source_repo, blob_links.c.digest == digest)
-            ).scalar()
+            size = _linked_size(conn, source_repo, digest)
             if size is None:
                 return False
             self._publish_row(conn, repository, digest, size)
@@ -434,3 +418,17 @@ def _range_headers(repository: str, upload_id: str, offset: int) -> dict[str, st
         "Range": f"0-{max(offset - 1, 0)}",
         "Docker-Upload-UUID": upload_id,
     }
+
+
+def _linked_size(conn: Connection, repository: str, digest: str) -> int | None:
+    """Size of ``digest`` if ``repository`` links it (uploaded or mounted there), else None."""
+    size = conn.execute(
+        select(blobs.c.size)
+        .select_from(
+            blob_links.join(blobs, blobs.c.digest == blob_links.c.digest).join(
+                repositories, repositories.c.id == blob_links.c.repo_id
+            )
+        )
+        .where(repositories.c.name == repository, blob_links.c.digest == digest)
+    ).scalar()
+    return None if size is None else int(size)
