@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import sys
 import time
 
@@ -11,12 +10,6 @@ import httpx
 
 def ukedge_cmd() -> list[str]:
     return [sys.executable, "-m", "ukedge.cli.main"]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def wait_http(url: str, timeout: float = 60.0) -> httpx.Response:

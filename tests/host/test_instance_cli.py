@@ -10,7 +10,9 @@ from pathlib import Path
 
 import httpx
 import pytest
-from hostkit import free_port, ukedge_cmd, wait_http
+from hostkit import ukedge_cmd, wait_http
+
+from netkit import free_port
 
 
 def ukedge(*args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:

@@ -7,8 +7,9 @@ import time
 
 import httpx
 import pytest
-from hostkit import free_port, wait_http
+from hostkit import wait_http
 
+from netkit import free_port
 from ukedge.errors import ImageError, InstanceError
 from ukedge.host import InstanceManager, InstanceState, RunRequest, parse_port_mapping
 

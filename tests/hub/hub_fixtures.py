@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -19,13 +18,8 @@ import httpx
 import pytest
 import uvicorn
 
+from netkit import free_port
 from ukedge.hub import Hub, HubSettings, create_app
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass

@@ -13,7 +13,9 @@ import time
 from pathlib import Path
 
 import httpx
-from hub_fixtures import free_port, push_blob, sha
+from hub_fixtures import push_blob, sha
+
+from netkit import free_port
 
 
 def start(data: Path, port: int) -> subprocess.Popen[bytes]:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import socket
 import subprocess
 import threading
 import time
@@ -22,16 +21,11 @@ from typing import Any
 import httpx
 import pytest
 
+from netkit import free_port
 from ukedge.image import ImageConfig, ImageManifest, ImageStore, KernelInfo, mediatypes
 from ukedge.registry import BlobOutcome
 
 DOCKER_REGISTRY = "/usr/bin/docker-registry"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass

@@ -1,0 +1,13 @@
+"""Network helpers every test directory uses (pytest puts ``tests/`` on sys.path for its
+conftest, so this imports as ``netkit``)."""
+
+from __future__ import annotations
+
+import socket
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
