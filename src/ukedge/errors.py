@@ -13,6 +13,8 @@
      │    ├── StateError       an operation the machine's current state does not allow
      │    └── MachineTimeoutError  a machine did not reach a state in time
      ├── InstanceError         the instance manager: unknown instance, name in use
+     │    └── AdmissionError   the node has no room for the instance (memory, vCPUs)
+     ├── AgentError            talking to a host agent: unreachable, token refused
      ├── RegistryError         talking to an OCI registry (client side)
      │    ├── AuthenticationError  credentials missing, wrong, or lacking a permission
      │    └── NotFoundError        no such repository, manifest, tag or blob
@@ -25,6 +27,8 @@ Errors from libraries (httpx, SQLAlchemy, qemu.qmp) are re-raised as these with 
 from __future__ import annotations
 
 __all__ = [
+    "AdmissionError",
+    "AgentError",
     "AuthenticationError",
     "BuildError",
     "DigestMismatchError",
@@ -115,6 +119,22 @@ class MachineTimeoutError(MachineError):
 
 class InstanceError(UkedgeError):
     """The instance manager cannot find or change an instance."""
+
+
+class AdmissionError(InstanceError):
+    """The node cannot take the instance: its memory or vCPUs would exceed what is allocatable
+    (times the over-commit ratio). Nothing was created."""
+
+
+class AgentError(UkedgeError):
+    """A host agent could not be reached, refused the token, or answered out of protocol.
+
+    ``status`` is the HTTP status when there was a response.
+    """
+
+    def __init__(self, message: str, *, status: int | None = None) -> None:
+        self.status = status
+        super().__init__(message)
 
 
 class RegistryError(UkedgeError):

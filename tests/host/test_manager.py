@@ -114,7 +114,7 @@ def test_prewarmed_snapshot_resumes_ready_and_independent(manager: InstanceManag
     # Two clones of one snapshot keep separate state.
     assert list(httpx.get(f"http://127.0.0.1:{ports[0]}/stats").json()) == ["s0"]
     assert list(httpx.get(f"http://127.0.0.1:{ports[1]}/stats").json()) == ["s1"]
-    cold = manager.run(RunRequest(image="sensor-agg:1"), cold=True)
+    cold = manager.run(RunRequest(image="sensor-agg:1", cold=True))
     assert not manager.get(cold.id).restored
     other_env = manager.run(RunRequest(image="sensor-agg:1", env={"WINDOW_SECONDS": "3"}))
     assert not manager.get(other_env.id).restored, "different launch settings: no snapshot"

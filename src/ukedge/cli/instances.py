@@ -32,10 +32,10 @@ def _manager() -> InstanceManager:
 
 
 def _request(**fields: Any) -> RunRequest:
-    from ukedge.host import RunRequest, parse_port_mapping
+    from ukedge.host import parse_port_mapping, run_request
 
     fields["ports"] = [parse_port_mapping(p) for p in fields.get("ports") or []]
-    return RunRequest(**fields)
+    return run_request(**fields)
 
 
 def _parse_env(items: list[str]) -> dict[str, str]:
@@ -140,10 +140,11 @@ def run(
         memory_mib=parse_size(memory, default_unit="M") // (1 << 20) if memory else None,
         vcpus=cpus,
         hostname=hostname,
+        cold=cold,
     )
     manager = _manager()
     _accelerator_notice()
-    instance = manager.run(request, cold=cold)
+    instance = manager.run(request)
     if detach:
         out.print(instance.id)
         return

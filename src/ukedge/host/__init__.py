@@ -4,18 +4,44 @@ from ukedge.host._forwarder import ForwardRound, ResultForwarder, ResultSource, 
 from ukedge.host._health import check_once, wait_healthy
 from ukedge.host._layers import UnpackedLayers
 from ukedge.host._manager import InstanceManager, open_manager
-from ukedge.host._models import Instance, InstanceState, PortMapping, RunRequest, parse_port_mapping
+from ukedge.host._models import (
+    HealthStatus,
+    ImageSummary,
+    Instance,
+    InstanceEvent,
+    InstanceState,
+    InstanceStats,
+    NodeInfo,
+    PortMapping,
+    PruneReport,
+    RestartPolicy,
+    RunRequest,
+    parse_port_mapping,
+    parse_restart_policy,
+    run_request,
+    validation_message,
+)
 from ukedge.host._names import NAME_PATTERN, random_name
+from ukedge.host._service import NodeService, OutputStream
 from ukedge.host._spool import MAX_LINE_BYTES, ResultSpool, SpoolError
 
 __all__ = [
     "MAX_LINE_BYTES",
     "NAME_PATTERN",
     "ForwardRound",
+    "HealthStatus",
+    "ImageSummary",
     "Instance",
+    "InstanceEvent",
     "InstanceManager",
     "InstanceState",
+    "InstanceStats",
+    "NodeInfo",
+    "NodeService",
+    "OutputStream",
     "PortMapping",
+    "PruneReport",
+    "RestartPolicy",
     "ResultForwarder",
     "ResultSource",
     "ResultSpool",
@@ -26,6 +52,9 @@ __all__ = [
     "manager_sources",
     "open_manager",
     "parse_port_mapping",
+    "parse_restart_policy",
     "random_name",
+    "run_request",
+    "validation_message",
     "wait_healthy",
 ]

@@ -97,11 +97,11 @@ class InstanceManager:
 
     # -- creation --------------------------------------------------------------------------------
 
-    def run(self, request: RunRequest, *, cold: bool = False) -> Instance:
+    def run(self, request: RunRequest) -> Instance:
         """Create an instance from ``request`` and start its machine; returns once QEMU runs.
 
         When a snapshot of the same image and launch settings exists (``prewarm``), the machine
-        resumes from it instead of booting, unless ``cold`` asks for a real boot.
+        resumes from it instead of booting, unless ``request.cold`` asks for a real boot.
         """
         plan = self._plan(request)
         name = request.name or self._free_name()
@@ -126,7 +126,7 @@ class InstanceManager:
             workdir=str(self.root / instance_id),
         )
         self._check_ports(instance, plan.config)
-        snapshot = None if cold else self._snapshot_if_any(plan.key)
+        snapshot = None if request.cold else self._snapshot_if_any(plan.key)
         self.records.add(instance)
         workdir = Path(instance.workdir)
         try:

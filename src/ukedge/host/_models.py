@@ -8,12 +8,39 @@ from __future__ import annotations
 
 import enum
 import re
+from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from ukedge.errors import UsageError
+from ukedge.host._names import NAME_PATTERN
 
-__all__ = ["Instance", "InstanceState", "PortMapping", "RunRequest", "parse_port_mapping"]
+__all__ = [
+    "HealthStatus",
+    "ImageSummary",
+    "Instance",
+    "InstanceEvent",
+    "InstanceState",
+    "InstanceStats",
+    "NodeInfo",
+    "PortMapping",
+    "PruneReport",
+    "RestartPolicy",
+    "RunRequest",
+    "parse_port_mapping",
+    "parse_restart_policy",
+    "run_request",
+    "validation_message",
+]
+
+_HOSTNAME = re.compile(r"^(?=.{1,63}$)[a-zA-Z0-9]([a-zA-Z0-9-]*[a-zA-Z0-9])?$")
 
 
 class InstanceState(enum.StrEnum):
@@ -70,27 +97,110 @@ def parse_port_mapping(text: str) -> PortMapping:
     )
 
 
+class HealthStatus(enum.StrEnum):
+    """What the image's health check last said about a running instance."""
+
+    NONE = "none"  # the image has no health check
+    STARTING = "starting"  # not yet passed once (within the start period)
+    HEALTHY = "healthy"
+    UNHEALTHY = "unhealthy"  # failed ``retries`` probes in a row
+
+
+class RestartPolicy(BaseModel):
+    """When the manager starts an ended instance again: ``no``, ``on-failure[:N]``, ``always``.
+
+    ``on-failure`` means a non-zero exit status, a failed machine or an unhealthy app; ``N``
+    caps the restarts. A stop asked by the user never triggers a restart.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: Literal["no", "on-failure", "always"] = "no"
+    max_retries: int | None = Field(default=None, ge=1, le=10_000)
+
+    @model_validator(mode="after")
+    def _retries_only_on_failure(self) -> RestartPolicy:
+        if self.max_retries is not None and self.name != "on-failure":
+            raise ValueError("max_retries applies only to the on-failure policy")
+        return self
+
+    def __str__(self) -> str:
+        return f"{self.name}:{self.max_retries}" if self.max_retries else self.name
+
+
+def parse_restart_policy(text: str) -> RestartPolicy:
+    """``no``, ``always``, ``on-failure`` or ``on-failure:N``, as ``docker run --restart``."""
+    name, sep, count = text.partition(":")
+    if name not in ("no", "on-failure", "always") or (sep and name != "on-failure"):
+        raise UsageError(
+            f"invalid restart policy {text!r}: expected no, always, on-failure or on-failure:N"
+        )
+    if not sep:
+        return RestartPolicy(name=name)  # type: ignore[arg-type]
+    if not count.isdigit() or int(count) < 1:
+        raise UsageError(f"invalid restart policy {text!r}: N must be a positive integer")
+    return RestartPolicy(name="on-failure", max_retries=int(count))
+
+
 class RunRequest(BaseModel):
-    """An image reference plus overrides of what its config says."""
+    """An image reference plus overrides of what its config says.
+
+    Validated here rather than in each caller, so ``ukedge run`` and the agent's REST API
+    refuse the same input with the same message.
+    """
 
     model_config = ConfigDict(extra="forbid")
 
-    image: str
+    image: str = Field(min_length=1, max_length=512)
     name: str | None = None
-    args: list[str] | None = None
+    args: list[str] | None = Field(default=None, max_length=256)
     env: dict[str, str] = Field(default_factory=dict)
-    ports: list[PortMapping] = Field(default_factory=list)
+    ports: list[PortMapping] = Field(default_factory=list, max_length=64)
     memory_mib: int | None = Field(default=None, ge=16, le=1 << 20)
     vcpus: int | None = Field(default=None, ge=1, le=64)
     hostname: str | None = None
+    restart: RestartPolicy = Field(default_factory=RestartPolicy)
+    #: Boot from scratch even when a prewarmed snapshot of this image exists.
+    cold: bool = False
+    #: Scale to zero: the agent listens on the published ports itself, boots the VM on the first
+    #: connection and stops it after ``idle_timeout_s`` without connections.
+    on_demand: bool = False
+    idle_timeout_s: float = Field(default=30.0, gt=0, le=86_400)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, name: str | None) -> str | None:
+        if name is not None and not NAME_PATTERN.match(name):
+            raise ValueError(
+                f"invalid instance name {name!r}: use letters, digits, '_', '.', '-' "
+                "(at most 63 characters, starting with a letter or digit)"
+            )
+        return name
+
+    @field_validator("hostname")
+    @classmethod
+    def _hostname(cls, hostname: str | None) -> str | None:
+        if hostname is not None and not _HOSTNAME.match(hostname):
+            raise ValueError(f"invalid hostname {hostname!r}: letters, digits and '-', 1-63")
+        return hostname
 
     @field_validator("env")
     @classmethod
     def _env_names(cls, env: dict[str, str]) -> dict[str, str]:
-        for key in env:
+        if len(env) > 256:
+            raise ValueError("at most 256 environment variables")
+        for key, value in env.items():
             if not key or "=" in key or "\0" in key:
                 raise ValueError(f"invalid environment variable name {key!r}")
+            if "\0" in value:
+                raise ValueError(f"environment variable {key} contains a NUL byte")
         return env
+
+    @model_validator(mode="after")
+    def _on_demand_needs_a_port(self) -> RunRequest:
+        if self.on_demand and not any(p.protocol == "tcp" for p in self.ports):
+            raise ValueError("an on-demand instance needs a published TCP port (-p) to listen on")
+        return self
 
 
 class Instance(BaseModel):
@@ -116,7 +226,105 @@ class Instance(BaseModel):
     backend: str = "qemu"
     #: Resumed from a snapshot of a ready guest (``ukedge image prewarm``) instead of booted.
     restored: bool = False
+    restart: RestartPolicy = Field(default_factory=RestartPolicy)
+    #: Restarts made by the restart policy since the instance was created.
+    restart_count: int = 0
+    health: HealthStatus = HealthStatus.NONE
+    on_demand: bool = False
+    idle_timeout_s: float | None = None
 
     @property
     def short_id(self) -> str:
         return self.id[:12]
+
+
+class InstanceStats(BaseModel):
+    """What the host pays for one running instance."""
+
+    id: str
+    name: str
+    rss_bytes: int
+    #: Proportional set size: shared pages (the mapped kernel) divided among their users.
+    pss_bytes: int | None = None
+    cpu_seconds: float
+
+
+class InstanceEvent(BaseModel):
+    """One state change of one instance, as the agent's event stream reports it."""
+
+    time: float
+    id: str
+    name: str
+    state: InstanceState
+    previous: InstanceState | None = None
+    health: HealthStatus = HealthStatus.NONE
+    exit_code: int | None = None
+    #: ``create``, ``start``, ``restart``, ``health``, ``stop``, ``die``, ``remove`` (docker's).
+    action: str
+
+
+class ImageSummary(BaseModel):
+    """One image of a node's store, as ``ukedge images`` lists it."""
+
+    ref: str
+    repository: str
+    tag: str | None
+    id: str
+    digest: str
+    created: str
+    #: Compressed bytes, as pushed (layers + config).
+    size: int
+    runtime: str
+    layers: list[int]
+    #: When an instance last started from it (the LRU order of cache eviction); None: never.
+    last_used: float | None = None
+    #: Some instance (of any state) refers to it, so eviction and prune keep it.
+    in_use: bool = False
+
+
+class PruneReport(BaseModel):
+    removed: list[str] = Field(default_factory=list)
+    reclaimed_bytes: int = 0
+
+
+class NodeInfo(BaseModel):
+    """What a node offers, as the agent reports it (and, later, the controller schedules on)."""
+
+    name: str
+    labels: dict[str, str] = Field(default_factory=dict)
+    version: str
+    architecture: str
+    cpus: int
+    memory_total_bytes: int
+    #: What instances may use: total less the reserve kept for the host itself.
+    memory_allocatable_bytes: int
+    #: Guest memory and vCPUs of the active instances (what admission counts).
+    memory_committed_bytes: int
+    vcpus_committed: int
+    overcommit_ratio: float
+    accelerator: str
+    accelerator_detail: str = ""
+    qemu_version: str
+    images: int
+    image_bytes: int
+    image_budget_bytes: int | None = None
+    instances: int
+    instances_running: int
+
+
+def validation_message(exc: ValidationError) -> str:
+    """pydantic's errors as one line per field (``ports.0.host_port: …``), for CLI and API."""
+    parts = []
+    for error in exc.errors():
+        where = ".".join(str(p) for p in error["loc"]) or "request"
+        message = str(error["msg"]).removeprefix("Value error, ")
+        parts.append(f"{where}: {message}")
+    return "; ".join(parts)
+
+
+def run_request(**fields: object) -> RunRequest:
+    """A :class:`RunRequest`, or a :class:`UsageError` naming each bad field."""
+    try:
+        return RunRequest.model_validate(fields)
+    except ValidationError as exc:
+        raise UsageError(f"invalid run request: {validation_message(exc)}") from None
