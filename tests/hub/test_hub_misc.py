@@ -17,7 +17,8 @@ import ukedge.hub
 import ukedge.hub.storage
 from ukedge.cli.main import app as cli
 from ukedge.errors import UsageError
-from ukedge.hub import JsonFormatter, load_settings
+from ukedge.hub import load_settings
+from ukedge.serverlog import JsonFormatter
 
 
 @pytest.mark.parametrize("module", ["ukedge.hub", "ukedge.hub.storage"])

@@ -27,7 +27,7 @@ from ukedge.hub._auth import DEFAULT_USER_GRANTS, Grant, RobotToken, parse_grant
 from ukedge.hub._errors import Code, DistributionError
 from ukedge.hub._gc import GcReport
 from ukedge.hub._manifests import SIGNATURE_TYPES
-from ukedge.hub._serve import JsonFormatter, add_user, create_robot_token, run_gc, serve
+from ukedge.hub._serve import add_user, create_robot_token, run_gc, serve
 from ukedge.hub._settings import ENV_PREFIX, HubSettings, load_settings
 
 logging.getLogger(__name__).addHandler(logging.NullHandler())
@@ -42,7 +42,6 @@ __all__ = [
     "Grant",
     "Hub",
     "HubSettings",
-    "JsonFormatter",
     "RobotToken",
     "add_user",
     "create_app",

@@ -3,55 +3,24 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
-import sys
-from typing import Any
 
 import uvicorn
 
+from ukedge import serverlog
 from ukedge.hub._app import Hub, create_app
 from ukedge.hub._auth import RobotToken
 from ukedge.hub._gc import GcReport
 from ukedge.hub._settings import HubSettings
 
-__all__ = ["JsonFormatter", "add_user", "create_robot_token", "run_gc", "serve"]
+__all__ = ["add_user", "create_robot_token", "run_gc", "serve"]
 
 log = logging.getLogger(__name__)
-_STD = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime"}
-
-
-class JsonFormatter(logging.Formatter):
-    """One JSON object per line: time, level, logger, message and any ``extra`` fields."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        entry: dict[str, Any] = {
-            "ts": round(record.created, 3),
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "msg": record.getMessage(),
-        }
-        entry.update({k: v for k, v in record.__dict__.items() if k not in _STD})
-        if record.exc_info:
-            entry["exc"] = self.formatException(record.exc_info)
-        return json.dumps(entry, default=str)
-
-
-def _configure_logging(settings: HubSettings) -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    if settings.log_format == "json":
-        handler.setFormatter(JsonFormatter())
-    else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    root = logging.getLogger("ukedge")
-    root.handlers[:] = [handler]
-    root.setLevel(logging.INFO)
-    root.propagate = False
 
 
 def serve(settings: HubSettings) -> None:
     """Run the hub under uvicorn until interrupted (blocks)."""
-    _configure_logging(settings)
+    serverlog.configure(settings.log_format)
     hub = Hub(settings)
     if not hub.auth.enabled and settings.host not in ("127.0.0.1", "localhost", "::1"):
         log.warning(

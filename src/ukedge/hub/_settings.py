@@ -3,22 +3,16 @@ environment variables, and explicit values (command-line flags)."""
 
 from __future__ import annotations
 
-import json
-import os
-import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from ukedge import paths
-from ukedge.errors import UsageError
+from ukedge import config, paths
 
 __all__ = ["ENV_PREFIX", "HubSettings", "load_settings"]
 
 ENV_PREFIX = "UKEDGE_HUB_"
-_LIST_FIELDS = {"anonymous_pull"}
-_DICT_FIELDS = {"storage_config"}
 
 
 class HubSettings(BaseModel):
@@ -83,47 +77,19 @@ class HubSettings(BaseModel):
         return config
 
 
-def _from_env(environ: dict[str, str]) -> dict[str, Any]:
-    values: dict[str, Any] = {}
-    for field in HubSettings.model_fields:
-        raw = environ.get(ENV_PREFIX + field.upper())
-        if raw is None:
-            continue
-        if field in _LIST_FIELDS:
-            values[field] = [part.strip() for part in raw.split(",") if part.strip()]
-        elif field in _DICT_FIELDS:
-            values[field] = json.loads(raw)
-        else:
-            values[field] = raw
-    return values
-
-
 def load_settings(
     config_file: Path | None = None,
     environ: dict[str, str] | None = None,
     **overrides: Any,
 ) -> HubSettings:
-    """Merge the sources; ``None`` overrides are ignored so unset flags do not mask the rest.
-
-    The TOML file may hold the keys at top level or under a ``[hub]`` table. Raises
-    :class:`~ukedge.errors.UsageError` naming the bad setting.
+    """Merge defaults, ``config_file`` (keys at top level or under ``[hub]``), ``UKEDGE_HUB_*``
+    variables and ``overrides`` (``None`` values ignored); see :func:`ukedge.config.load_settings`.
     """
-    values: dict[str, Any] = {}
-    if config_file is not None:
-        try:
-            data = tomllib.loads(Path(config_file).read_text())
-        except (OSError, tomllib.TOMLDecodeError) as exc:
-            raise UsageError(f"cannot read hub config {config_file}: {exc}") from exc
-        values.update(data.get("hub", data))
-    try:
-        values.update(_from_env(dict(os.environ if environ is None else environ)))
-    except json.JSONDecodeError as exc:
-        raise UsageError(f"{ENV_PREFIX}STORAGE_CONFIG is not JSON: {exc}") from exc
-    values.update({k: v for k, v in overrides.items() if v is not None})
-    try:
-        return HubSettings(**values)
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
-        )
-        raise UsageError(f"invalid hub settings: {problems}") from exc
+    return config.load_settings(
+        HubSettings,
+        env_prefix=ENV_PREFIX,
+        section="hub",
+        config_file=config_file,
+        environ=environ,
+        overrides=overrides,
+    )

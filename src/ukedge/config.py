@@ -1,0 +1,87 @@
+"""Settings of the servers (hub, host agent), merged from four sources in one way.
+
+Lowest to highest precedence: the model's defaults, a TOML file (keys at top level or under a
+``[section]`` table), ``<PREFIX><FIELD>`` environment variables, explicit values (command-line
+flags; ``None`` means "not given"). Every server gets the same precedence and the same error
+messages, so an operator learns it once.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tomllib
+import typing
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ValidationError
+
+from ukedge.errors import UsageError
+
+__all__ = ["load_settings"]
+
+_M = TypeVar("_M", bound=BaseModel)
+
+
+def _kind(annotation: Any) -> str:
+    """``list``, ``dict`` or ``scalar``: how an environment variable's text maps to the field."""
+    origin = typing.get_origin(annotation)
+    if origin in (list, tuple, set):
+        return "list"
+    if origin is dict:
+        return "dict"
+    for arg in typing.get_args(annotation):  # Optional[list[str]] and friends
+        kind = _kind(arg)
+        if kind != "scalar":
+            return kind
+    return "scalar"
+
+
+def _from_env(model: type[BaseModel], prefix: str, environ: Mapping[str, str]) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    for name, field in model.model_fields.items():
+        variable = prefix + name.upper()
+        raw = environ.get(variable)
+        if raw is None:
+            continue
+        kind = _kind(field.annotation)
+        if kind == "list":
+            values[name] = [part.strip() for part in raw.split(",") if part.strip()]
+        elif kind == "dict":
+            try:
+                values[name] = json.loads(raw)
+            except json.JSONDecodeError as exc:
+                raise UsageError(f"{variable} is not JSON: {exc}") from exc
+        else:
+            values[name] = raw
+    return values
+
+
+def load_settings(
+    model: type[_M],
+    *,
+    env_prefix: str,
+    section: str,
+    config_file: Path | None = None,
+    environ: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> _M:
+    """Merge the sources into ``model``; raises :class:`UsageError` naming each bad setting."""
+    values: dict[str, Any] = {}
+    if config_file is not None:
+        try:
+            data = tomllib.loads(Path(config_file).read_text())
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise UsageError(f"cannot read {section} config {config_file}: {exc}") from exc
+        values.update(data.get(section, data))
+    values.update(_from_env(model, env_prefix, os.environ if environ is None else environ))
+    values.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    try:
+        return model(**values)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
+        )
+        raise UsageError(f"invalid {section} settings: {problems}") from exc
