@@ -24,7 +24,7 @@ import os
 import shutil
 import tarfile
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, BinaryIO
@@ -301,6 +301,18 @@ class ImageStore:
             index.manifests = [d for d in index.manifests if d.ref_name != image.ref]
         return self.gc()
 
+    def untag(self, refs: Iterable[str]) -> list[str]:
+        """Remove several tags in one index write, sweeping nothing; returns the tags removed.
+
+        For callers that drop many images at once (a cache eviction, a prune) and then run one
+        :meth:`collect` instead of one sweep per tag.
+        """
+        wanted = {self._normalise(ref) for ref in refs}
+        with self._index_transaction() as index:
+            gone = sorted(d.ref_name for d in index.manifests if d.ref_name in wanted)
+            index.manifests = [d for d in index.manifests if d.ref_name not in wanted]
+        return [ref for ref in gone if ref]
+
     def image_size(self, manifest: ImageManifest) -> int:
         return manifest.config.size + sum(layer.size for layer in manifest.layers)
 
@@ -328,7 +340,11 @@ class ImageStore:
 
     def gc(self) -> list[str]:
         """Delete every blob no tagged image reaches. Safe against concurrent writers."""
-        removed: list[str] = []
+        return sorted(self.collect())
+
+    def collect(self) -> dict[str, int]:
+        """:meth:`gc`, also saying how many bytes each removed blob held (what was reclaimed)."""
+        removed: dict[str, int] = {}
         with self._flock(".gc.lock", fcntl.LOCK_EX):
             keep = self._reachable()
             for path in self.blobs_dir.iterdir():
@@ -337,9 +353,23 @@ class ImageStore:
                     continue
                 digest = "sha256:" + path.name
                 if digest not in keep:
-                    path.unlink(missing_ok=True)
-                    removed.append(digest)
-        return sorted(removed)
+                    try:
+                        size = path.stat().st_size
+                        path.unlink()
+                    except FileNotFoundError:
+                        continue  # another process's sweep got there first
+                    removed[digest] = size
+        return removed
+
+    def disk_usage(self) -> int:
+        """Bytes of the blobs on disk: each blob once, however many images share it."""
+        total = 0
+        for path in self.blobs_dir.iterdir():
+            if path.name.startswith("."):
+                continue  # a blob being written is not the store's yet
+            with contextlib.suppress(FileNotFoundError):
+                total += path.stat().st_size
+        return total
 
     # -- archives ------------------------------------------------------------------------------
 
