@@ -13,6 +13,7 @@
      │    ├── StateError       an operation the machine's current state does not allow
      │    └── MachineTimeoutError  a machine did not reach a state in time
      ├── InstanceError         the instance manager: unknown instance, name in use
+     │    ├── NoSuchInstanceError  no instance has that name, id or id prefix
      │    └── AdmissionError   the node has no room for the instance (memory, vCPUs)
      ├── AgentError            talking to a host agent: unreachable, token refused
      ├── RegistryError         talking to an OCI registry (client side)
@@ -38,6 +39,7 @@ __all__ = [
     "KernelError",
     "MachineError",
     "MachineTimeoutError",
+    "NoSuchInstanceError",
     "NotFoundError",
     "RegistryError",
     "StateError",
@@ -119,6 +121,10 @@ class MachineTimeoutError(MachineError):
 
 class InstanceError(UkedgeError):
     """The instance manager cannot find or change an instance."""
+
+
+class NoSuchInstanceError(InstanceError):
+    """No instance has the name, id or id prefix asked for."""
 
 
 class AdmissionError(InstanceError):

@@ -17,7 +17,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
-from ukedge.errors import InstanceError
+from ukedge.errors import InstanceError, NoSuchInstanceError
 from ukedge.host._models import Instance
 
 __all__ = ["InstanceRecords"]
@@ -74,7 +74,7 @@ class InstanceRecords:
         with Session(self._engine) as session, session.begin():
             row = session.get(_InstanceRow, instance_id)
             if row is None:
-                raise InstanceError(f"no such instance: {instance_id}")
+                raise NoSuchInstanceError(f"no such instance: {instance_id}")
             updated = change(Instance.model_validate_json(row.doc))
             row.doc = updated.model_dump_json()
             return updated
@@ -104,7 +104,7 @@ class InstanceRecords:
                     )
                 row = rows[0] if rows and len(key) >= 3 else None
             if row is None:
-                raise InstanceError(f"no such instance: {key} (see `ukedge ps -a`)")
+                raise NoSuchInstanceError(f"no such instance: {key} (see `ukedge ps -a`)")
             return Instance.model_validate_json(row.doc)
 
     def close(self) -> None:
