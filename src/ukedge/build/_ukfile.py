@@ -68,7 +68,7 @@ from pydantic import (
 )
 
 from ukedge.errors import UkfileError, UsageError
-from ukedge.units import parse_size
+from ukedge.units import parse_duration, parse_size
 
 __all__ = [
     "UKFILE_NAME",
@@ -88,26 +88,6 @@ __all__ = [
 UKFILE_NAME = "Ukfile"
 _APP_NAME = re.compile(r"^[a-z0-9](?:[a-z0-9._-]{0,61}[a-z0-9])?$")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
-_DURATION_FACTORS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
-
-
-def parse_duration(value: str | float) -> float:
-    """Seconds in ``"500ms"``, ``"2s"``, ``"1m"`` or a bare number of seconds."""
-    if isinstance(value, bool):
-        raise ValueError(f"invalid duration {value!r}: expected e.g. 500ms, 2s or 1.5")
-    if isinstance(value, int | float):
-        seconds = float(value)
-    else:
-        m = _DURATION.match(value)
-        if not m:
-            raise ValueError(f"invalid duration {value!r}: expected e.g. 500ms, 2s, 1m or 1.5")
-        seconds = float(m.group(1)) * _DURATION_FACTORS[m.group(2)]
-    if seconds < 0:
-        raise ValueError(f"invalid duration {value!r}: must not be negative")
-    return seconds
-
-
 def _to_duration(value: Any) -> Any:
     return parse_duration(value) if isinstance(value, str | int | float) else value
 
