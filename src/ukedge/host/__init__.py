@@ -2,6 +2,7 @@
 
 from ukedge.host._forwarder import ForwardRound, ResultForwarder, ResultSource, manager_sources
 from ukedge.host._health import check_once, wait_healthy
+from ukedge.host._images import ImageCache, budget_from_env, open_image_cache
 from ukedge.host._layers import UnpackedLayers
 from ukedge.host._manager import InstanceManager, open_manager
 from ukedge.host._models import (
@@ -22,6 +23,7 @@ from ukedge.host._models import (
     validation_message,
 )
 from ukedge.host._names import NAME_PATTERN, random_name
+from ukedge.host._ondemand import OnDemandProxy, ProxyState, Upstream
 from ukedge.host._service import NodeService, OutputStream
 from ukedge.host._spool import MAX_LINE_BYTES, ResultSpool, SpoolError
 
@@ -30,6 +32,7 @@ __all__ = [
     "NAME_PATTERN",
     "ForwardRound",
     "HealthStatus",
+    "ImageCache",
     "ImageSummary",
     "Instance",
     "InstanceEvent",
@@ -38,8 +41,10 @@ __all__ = [
     "InstanceStats",
     "NodeInfo",
     "NodeService",
+    "OnDemandProxy",
     "OutputStream",
     "PortMapping",
+    "ProxyState",
     "PruneReport",
     "RestartPolicy",
     "ResultForwarder",
@@ -48,8 +53,11 @@ __all__ = [
     "RunRequest",
     "SpoolError",
     "UnpackedLayers",
+    "Upstream",
+    "budget_from_env",
     "check_once",
     "manager_sources",
+    "open_image_cache",
     "open_manager",
     "parse_port_mapping",
     "parse_restart_policy",
