@@ -3,6 +3,7 @@
 from ukedge.host._forwarder import ForwardRound, ResultForwarder, ResultSource, manager_sources
 from ukedge.host._health import check_once, wait_healthy
 from ukedge.host._images import ImageCache, budget_from_env, open_image_cache
+from ukedge.host._images import ImageCache, budget_from_env, open_image_cache
 from ukedge.host._layers import UnpackedLayers
 from ukedge.host._manager import InstanceManager, open_manager
 from ukedge.host._models import (
@@ -33,6 +34,7 @@ __all__ = [
     "ForwardRound",
     "HealthStatus",
     "ImageCache",
+    "ImageCache",
     "ImageSummary",
     "Instance",
     "InstanceEvent",
@@ -55,8 +57,10 @@ __all__ = [
     "UnpackedLayers",
     "Upstream",
     "budget_from_env",
+    "budget_from_env",
     "check_once",
     "manager_sources",
+    "open_image_cache",
     "open_image_cache",
     "open_manager",
     "parse_port_mapping",

@@ -1,0 +1,397 @@
+"""The node's image cache: the one content-addressed store every instance boots from, under a
+size budget.
+
+A pull fetches only the blobs the store lacks and verifies each (``ukedge.registry.pull``);
+afterwards, if the store is over its budget, images are evicted least recently used first until
+it fits. An image some instance refers to (in any state: an exited instance may be started
+again) is never evicted or pruned, and neither is the image just pulled; when those alone exceed
+the budget the cache stays over it and says so in the log.
+
+What an eviction frees is measured, not predicted: layers are shared between images (the kernel,
+a runtime), so the cache removes one image, sweeps the blobs nothing else references, and reads
+the store's real usage again before deciding whether to remove the next.
+
+Recency is the later of the last start of an instance (:meth:`ImageCache.touch`) and the last
+pull; an image that was neither pulled through the cache nor used counts from when the store
+received its manifest. A pull thus counts as a use: an image pulled ahead of a deployment is
+not the first to go. The times live in a small SQLite table beside the store, so the order
+survives restarts and the agent and a local CLI can share the store.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import datetime as dt
+import fcntl
+import logging
+import os
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+from ukedge.errors import ImageError, UsageError
+from ukedge.host._image_usage import ImageUsage, UsageRecord
+from ukedge.host._layers import UnpackedLayers
+from ukedge.host._manager import InstanceManager, open_manager
+from ukedge.host._models import ImageSummary, PruneReport
+from ukedge.image import (
+    ImageManifest,
+    ImageStore,
+    StoredImage,
+    digest_hex,
+    mediatypes,
+    parse_reference,
+)
+from ukedge.registry import DEFAULT_PLATFORM, ClientOptions, RegistryClient, TransferProgress
+from ukedge.registry import pull as registry_pull
+from ukedge.units import format_size, parse_size
+
+__all__ = ["BUDGET_ENV", "ImageCache", "budget_from_env", "image_summary", "open_image_cache"]
+
+log = logging.getLogger(__name__)
+
+#: The local CLI's cache budget (``2G``, ``500M``); unset or empty: no budget.
+BUDGET_ENV = "UKEDGE_IMAGE_BUDGET"
+_USAGE_DB = ".ukedge-usage.db"
+_LOCK = ".cache.lock"
+_MANIFEST_TYPES = frozenset({mediatypes.OCI_MANIFEST, mediatypes.DOCKER_MANIFEST})
+
+
+def budget_from_env(environ: dict[str, str] | None = None) -> int | None:
+    """The budget ``UKEDGE_IMAGE_BUDGET`` names, in bytes; None when it is unset or empty."""
+    text = (os.environ if environ is None else environ).get(BUDGET_ENV, "").strip()
+    if not text:
+        return None
+    try:
+        return parse_size(text)
+    except UsageError as exc:
+        raise UsageError(f"{BUDGET_ENV}: {exc}") from None
+
+
+def _iso(timestamp: float) -> str:
+    return dt.datetime.fromtimestamp(timestamp, dt.UTC).isoformat(timespec="seconds")
+
+
+def image_summary(
+    store: ImageStore,
+    image: StoredImage,
+    *,
+    last_used: float | None = None,
+    in_use: bool = False,
+) -> ImageSummary:
+    """One row of ``ukedge images``.
+
+    An image that is not a ukedge image (an OCI container image pulled by mistake, a tagged
+    index) is still listed, with what can be said about it, so that it can be seen and removed.
+    """
+    ref = parse_reference(image.ref)
+    created: str | None = None
+    runtime = ""
+    size = image.descriptor.size
+    layers: list[int] = []
+    if image.descriptor.media_type in _MANIFEST_TYPES:
+        manifest = ImageManifest.model_validate_json(store.read_blob(image.digest))
+        size = store.image_size(manifest)
+        layers = [layer.size for layer in manifest.layers]
+        try:
+            config = store.config(manifest)
+        except ImageError:
+            runtime = "(not ukedge)"
+        else:
+            created, runtime = config.created, config.runtime
+    else:
+        runtime = "(index)"
+    if not created:
+        created = _iso(store.blob_path(image.digest).stat().st_mtime)
+    return ImageSummary(
+        ref=image.ref,
+        repository=ref.name,
+        tag=ref.tag,
+        id=image.id,
+        digest=image.digest,
+        created=created,
+        size=size,
+        runtime=runtime,
+        layers=layers,
+        last_used=last_used,
+        in_use=in_use,
+    )
+
+
+class ImageCache:
+    """The store of one node, with LRU eviction under ``budget`` bytes (None: unlimited).
+
+    ``in_use`` returns the manifest digest of every existing instance, one entry per instance
+    (the agent computes it from the instance manager's records); those images are kept. A set
+    works too, but then a refusal can only say "used by 1 instance".
+    """
+
+    def __init__(
+        self,
+        store: ImageStore,
+        layers: UnpackedLayers,
+        budget: int | None = None,
+        in_use: Callable[[], Iterable[str]] | None = None,
+        *,
+        usage_path: Path | None = None,
+    ) -> None:
+        if budget is not None and budget < 0:
+            raise UsageError(f"invalid image cache budget {budget}: it must be 0 or more bytes")
+        self.store = store
+        self.layers = layers
+        self.budget = budget
+        self.in_use: Callable[[], Iterable[str]] = in_use or (lambda: ())
+        self.usage = ImageUsage(usage_path or store.root / _USAGE_DB)
+        self._thread_lock = threading.Lock()
+
+    def close(self) -> None:
+        """Close the usage table (also done when the cache is garbage-collected)."""
+        self.usage.close()
+
+    # -- reading -----------------------------------------------------------------------------------
+
+    def _users(self) -> collections.Counter[str]:
+        return collections.Counter(self.in_use())
+
+    def images(self) -> list[ImageSummary]:
+        """Every tag of the store, sorted by reference, with its last use and whether it is used."""
+        users = self._users()
+        usage = self.usage.all()
+        rows = []
+        for image in self.store.images():
+            record = usage.get(image.digest)
+            try:
+                rows.append(
+                    image_summary(
+                        self.store,
+                        image,
+                        last_used=record.last_used if record else None,
+                        in_use=image.digest in users,
+                    )
+                )
+            except (ImageError, FileNotFoundError):
+                continue  # removed by another process while we listed
+        return rows
+
+    def summary(self, ref: str) -> ImageSummary:
+        """The :meth:`images` row of one image."""
+        image = self.store.resolve(ref)
+        record = self.usage.all().get(image.digest)
+        return image_summary(
+            self.store,
+            image,
+            last_used=record.last_used if record else None,
+            in_use=image.digest in self._users(),
+        )
+
+    def inspect(self, ref: str) -> dict[str, Any]:
+        """``{"ref", "digest", "size", "manifest", "config"}``, as ``ukedge image inspect``
+        prints it."""
+        image, manifest = self.store.manifest(ref)
+        return {
+            "ref": image.ref,
+            "digest": image.digest,
+            "size": self.store.image_size(manifest),
+            "manifest": manifest.model_dump(mode="json", by_alias=True, exclude_none=True),
+            "config": self.store.config(manifest).model_dump(mode="json", exclude_none=True),
+        }
+
+    def usage_bytes(self) -> int:
+        """Bytes of blobs on disk (shared layers once): what the budget is compared with."""
+        return self.store.disk_usage()
+
+    # -- pull and use ------------------------------------------------------------------------------
+
+    def pull(
+        self,
+        ref: str,
+        *,
+        progress: TransferProgress | None = None,
+        options: ClientOptions | None = None,
+        platform: str = DEFAULT_PLATFORM,
+        cancel: threading.Event | None = None,
+        client: RegistryClient | None = None,
+    ) -> ImageSummary:
+        """Pull ``ref`` (only the missing blobs, each verified), then keep the cache in budget.
+
+        The image just pulled is never evicted to make room for itself.
+        """
+        stored = registry_pull(
+            self.store,
+            ref,
+            progress=progress,
+            client=client,
+            options=options,
+            platform=platform,
+            cancel=cancel,
+        )
+        self.usage.pulled(stored.digest)
+        self._evict(keep={stored.digest})
+        return self.summary(stored.ref)
+
+    def touch(self, digest: str) -> None:
+        """An instance started from the image ``digest``: it moves to the back of the LRU order."""
+        self.usage.touch(digest)
+
+    # -- removal -----------------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _exclusive(self) -> Iterator[None]:
+        """One removal at a time, across threads and processes (the agent and a local CLI), so
+        two evictions do not both remove an image to free the same bytes."""
+        with self._thread_lock, (self.store.root / _LOCK).open("a") as f:
+            fcntl.flock(f, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(f, fcntl.LOCK_UN)
+
+    def _tags_by_digest(self) -> dict[str, list[str]]:
+        tags: dict[str, list[str]] = collections.defaultdict(list)
+        for image in self.store.images():
+            tags[image.digest].append(image.ref)
+        return tags
+
+    def _drop(self, refs: Iterable[str]) -> dict[str, int]:
+        """Untag ``refs``, sweep, and forget what went: unpacked layers and usage rows."""
+        self.store.untag(refs)
+        removed = self.store.collect()
+        for digest in removed:
+            # Derived data keyed by blob digest; only blobs this sweep removed, because the
+            # unpacked directory may be shared with other stores (UKEDGE_CACHE).
+            (self.layers.root / digest_hex(digest)).unlink(missing_ok=True)
+        if removed:
+            self.usage.forget(removed)
+        return removed
+
+    def remove(self, ref: str, *, force: bool = False) -> list[str]:
+        """Untag an image and delete the blobs no other image needs.
+
+        Returns Docker's report lines: ``Untagged: REF`` for each name removed, then
+        ``Deleted: DIGEST`` for each blob deleted. By name, only that name goes (the image stays
+        while it has another); by id or digest, every name of the image goes, which needs
+        ``force`` when there are several. An image some instance uses is refused unless
+        ``force`` (or it keeps another name).
+        """
+        with self._exclusive():
+            image = self.store.resolve(ref)
+            tags = self._tags_by_digest()[image.digest]
+            by_name = _names(ref, image.ref)
+            refs = [image.ref] if by_name else tags
+            if not by_name and len(tags) > 1 and not force:
+                raise ImageError(
+                    f"image {image.id} has {len(tags)} names ({', '.join(tags)}); remove them by "
+                    "name, or all at once with --force"
+                )
+            if set(refs) >= set(tags) and not force:
+                count = self._users()[image.digest]
+                if count:
+                    raise ImageError(
+                        f"image {image.ref} is used by {count} instance"
+                        f"{'s' if count > 1 else ''} (any state); remove "
+                        f"{'them' if count > 1 else 'it'} first (`ukedge rm`), or use --force"
+                    )
+            removed = self._drop(refs)
+        lines = [f"Untagged: {r}" for r in refs] + [f"Deleted: {d}" for d in sorted(removed)]
+        log.info("removed %s: %s blob(s), %s", image.ref, len(removed), _fmt(sum(removed.values())))
+        return lines
+
+    def prune(self) -> PruneReport:
+        """Remove every image no instance uses (all its names and blobs)."""
+        with self._exclusive():
+            users = self._users()
+            refs = [
+                ref
+                for digest, names in self._tags_by_digest().items()
+                if digest not in users
+                for ref in names
+            ]
+            removed = self._drop(refs) if refs else {}
+        report = PruneReport(removed=sorted(refs), reclaimed_bytes=sum(removed.values()))
+        if refs:
+            log.info("pruned %d image name(s), %s", len(refs), _fmt(report.reclaimed_bytes))
+        return report
+
+    def evict(self) -> PruneReport:
+        """Remove the least recently used images no instance uses until the store fits its
+        budget; nothing without a budget."""
+        return self._evict(keep=set())
+
+    def _recency(self, digest: str, record: UsageRecord | None) -> float:
+        times = [t for t in (record.last_used, record.pulled_at) if t is not None] if record else []
+        if times:
+            return max(times)
+        try:
+            return self.store.blob_path(digest).stat().st_mtime
+        except FileNotFoundError:
+            return 0.0
+
+    def _evict(self, keep: set[str]) -> PruneReport:
+        report = PruneReport()
+        budget = self.budget
+        if budget is None:
+            return report
+        with self._exclusive():
+            used = self.store.disk_usage()
+            if used <= budget:
+                return report
+            users = self._users()
+            tags = self._tags_by_digest()
+            usage = self.usage.all()
+            victims = sorted(
+                (d for d in tags if d not in users and d not in keep),
+                key=lambda d: (self._recency(d, usage.get(d)), d),
+            )
+            for digest in victims:
+                if used <= budget:
+                    break
+                removed = self._drop(tags[digest])
+                used = self.store.disk_usage()
+                freed = sum(removed.values())
+                report.removed.extend(tags[digest])
+                report.reclaimed_bytes += freed
+                record = usage.get(digest)
+                log.info(
+                    "evicted %s (last used %s): freed %s; the cache holds %s of its %s budget",
+                    ", ".join(tags[digest]),
+                    _iso(record.last_used) if record and record.last_used else "never",
+                    _fmt(freed),
+                    _fmt(used),
+                    _fmt(budget),
+                )
+            if used > budget:
+                log.warning(
+                    "the image cache holds %s, over its budget of %s: the images left are used "
+                    "by instances or were just pulled; remove instances to let them go",
+                    _fmt(used),
+                    _fmt(budget),
+                )
+        report.removed.sort()
+        return report
+
+
+def _names(given: str, resolved: str) -> bool:
+    """Whether the user named the image by a reference (not by an id or digest)."""
+    try:
+        return str(parse_reference(given)) == resolved
+    except UsageError:
+        return False
+
+
+def _fmt(n: int) -> str:
+    return f"{format_size(n)} ({n} bytes)"
+
+
+def open_image_cache(manager: InstanceManager | None = None) -> ImageCache:
+    """This user's cache (``ukedge.paths``), as the local CLI uses it: the local instance
+    manager's store and unpacked layers, its instances' images in use, and the budget
+    ``UKEDGE_IMAGE_BUDGET`` names."""
+    local = manager or open_manager()
+    return ImageCache(
+        local.store,
+        local.layers,
+        budget_from_env(),
+        lambda: [instance.image_digest for instance in local.records.all()],
+    )
