@@ -51,3 +51,35 @@ def test_update_is_persisted_across_handles(tmp_path: Path) -> None:
 def test_update_of_unknown_instance_fails(tmp_path: Path) -> None:
     with pytest.raises(InstanceError, match="no such instance"):
         InstanceRecords(tmp_path / "state.db").update("nope", lambda i: i)
+
+
+def test_change_returns_both_sides_and_writes_nothing_when_equal(tmp_path: Path) -> None:
+    records = InstanceRecords(tmp_path / "state.db")
+    records.add(_instance("abc123", "one"))
+    before, after = records.change(
+        "abc123", lambda i: i.model_copy(update={"state": InstanceState.RUNNING})
+    )
+    assert (before.state, after.state) == (InstanceState.CREATED, InstanceState.RUNNING)
+    same_before, same_after = records.change("abc123", lambda i: i)
+    assert same_before == same_after == after
+
+
+def test_guards_see_the_other_records_and_refuse_inside_the_transaction(tmp_path: Path) -> None:
+    records = InstanceRecords(tmp_path / "state.db")
+    records.add(_instance("abc123", "one"))
+
+    def at_most_one(instance: Instance, others: list[Instance]) -> None:
+        if others:
+            raise InstanceError(f"{instance.name}: {[o.name for o in others]} exist")
+
+    with pytest.raises(InstanceError, match=r"two: \['one'\] exist"):
+        records.add(_instance("def456", "two"), guard=at_most_one)
+    assert [i.name for i in records.all()] == ["one"]
+    records.add(_instance("def456", "two"))
+    with pytest.raises(InstanceError, match="exist"):
+        records.change(
+            "abc123",
+            lambda i: i.model_copy(update={"state": InstanceState.RUNNING}),
+            guard=at_most_one,
+        )
+    assert records.find("one").state is InstanceState.CREATED

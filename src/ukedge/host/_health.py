@@ -14,16 +14,17 @@ from collections.abc import Callable
 import httpx
 
 from ukedge.errors import InstanceError
+from ukedge.host._models import HealthStatus
 from ukedge.image import HealthCheck
 
-__all__ = ["check_once", "wait_healthy"]
+__all__ = ["check_once", "next_health", "wait_healthy"]
 
 _POLL_S = 0.02
 
 
-def check_once(check: HealthCheck, host: str, port: int) -> bool:
+def check_once(check: HealthCheck, host: str, port: int, *, max_timeout: float = 2.0) -> bool:
     """One probe; ``True`` when the app answers as the health check asks."""
-    timeout = min(check.timeout_s, 2.0)
+    timeout = min(check.timeout_s, max_timeout)
     if check.type == "http":
         try:
             return httpx.get(f"http://{host}:{port}{check.path}", timeout=timeout).status_code < 400
@@ -62,3 +63,21 @@ def wait_healthy(
                 f"within {timeout:.0f}s"
             )
         time.sleep(_POLL_S)
+
+
+def next_health(
+    status: HealthStatus, failures: int, *, passed: bool, retries: int, in_start_period: bool
+) -> tuple[HealthStatus, int]:
+    """The health after one probe, and the failures in a row so far (Docker's rules).
+
+    A pass makes the app healthy at once. Failures count only once the start period is over
+    or the app has passed before; ``retries`` of them in a row make it unhealthy.
+    """
+    if passed:
+        return HealthStatus.HEALTHY, 0
+    if in_start_period and status is HealthStatus.STARTING:
+        return status, 0
+    failures += 1
+    if failures >= retries:
+        return HealthStatus.UNHEALTHY, failures
+    return status, failures

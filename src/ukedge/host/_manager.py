@@ -1,34 +1,69 @@
 """The instance manager: the one implementation of instance lifecycle on a host.
 
 ``ukedge run`` uses it in-process (daemonless, like podman and kraft) and the host agent serves
-the same manager over REST. An instance is an image plus overrides, started as one machine of a
-hypervisor backend; its record (SQLite) says what was asked and what was last seen, the machine's
-work directory holds what the hypervisor knows. Reading an instance reconciles the two: a machine
-that ended while nobody watched becomes ``exited`` with the app's status, or ``failed``.
+the same manager over REST. An instance is an image plus overrides; each start runs one machine
+of a hypervisor backend in the instance's directory. Its record (SQLite) says what was asked and
+what was last seen, the machine's work directory holds what the hypervisor knows. Reading an
+instance reconciles the two: a machine that ended while nobody watched becomes ``exited`` with
+the app's status, or ``failed``.
+
+Every record change goes through :meth:`InstanceManager._change`, which commits it and then
+tells the ``listeners`` (the agent's event stream). :meth:`InstanceManager.supervise` is the
+agent's reconcile pass: health probes, restart policies with back-off.
+
+Threads: the agent calls ``supervise`` from one thread while REST calls run in others. Each
+instance has a lock; operations that decide from an instance's state and then act on its machine
+(start, stop, kill, remove, a policy restart) hold it, and ``supervise`` skips an instance whose
+lock is taken. Across processes, the decisive writes re-check the record inside their SQLite
+transaction (a start that finds a stop arrived while it booted kills what it started).
 """
 
 from __future__ import annotations
 
+import builtins
+import concurrent.futures
 import contextlib
 import logging
 import os
+import pwd
 import secrets
 import shutil
 import socket
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from ukedge.build.guest import guest_cmdline, launch_archive
-from ukedge.errors import InstanceError, MachineError, UkedgeError, UsageError
-from ukedge.host._health import wait_healthy
+from ukedge.errors import (
+    AdmissionError,
+    InstanceError,
+    MachineError,
+    NoSuchInstanceError,
+    UkedgeError,
+    UsageError,
+)
+from ukedge.host._admission import Capacity, Committed, admit, committed, holds_resources
+from ukedge.host._console import earlier_consoles, keep_previous_run, read_console, read_results
+from ukedge.host._health import check_once, next_health, wait_healthy
 from ukedge.host._layers import UnpackedLayers
-from ukedge.host._models import Instance, InstanceState, PortMapping, RunRequest
+from ukedge.host._models import (
+    HealthStatus,
+    Instance,
+    InstanceEvent,
+    InstanceState,
+    InstanceStats,
+    PortMapping,
+    RunRequest,
+)
 from ukedge.host._names import NAME_PATTERN, random_name
+from ukedge.host._restart import is_failure, next_delay, wants_restart
+from ukedge.host._service import OutputStream
 from ukedge.host._state import InstanceRecords
 from ukedge.image import (
+    HealthCheck,
     ImageConfig,
     ImageManifest,
     ImageStore,
@@ -37,9 +72,9 @@ from ukedge.image import (
     digest_bytes,
     mediatypes,
 )
-from ukedge.vmm import Machine, MachineBackend, MachineSpec, MachineState, MachineStats, PortForward
+from ukedge.vmm import Machine, MachineBackend, MachineSpec, MachineState, PortForward
 
-__all__ = ["InstanceManager", "open_manager"]
+__all__ = ["InstanceManager", "default_qemu_user", "open_manager"]
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +84,14 @@ _GUEST_IP = "10.0.2.15/24"
 _GATEWAY = "10.0.2.2"
 _DNS = "10.0.2.3"
 _LOG_POLL_S = 0.05
+#: A probe in ``supervise`` never waits longer than this for the app.
+_PROBE_TIMEOUT_S = 1.0
+#: An instance left ``starting`` this long with no machine: the process starting it died.
+_STALE_START_S = 180.0
+#: See ``InstanceManager.unhealthy_grace_s``.
+_UNHEALTHY_GRACE_S = 60.0
+#: Tries to start a machine whose ephemeral loopback forwards another process took first.
+_FORWARD_TRIES = 3
 
 
 @dataclass(frozen=True)
@@ -72,8 +115,26 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def _default_action(state: InstanceState) -> str:
+    return {
+        InstanceState.CREATED: "create",
+        InstanceState.STARTING: "starting",
+        InstanceState.RUNNING: "start",
+        InstanceState.STOPPING: "stop",
+        InstanceState.EXITED: "die",
+        InstanceState.FAILED: "die",
+    }[state]
+
+
+@dataclass
+class _Probe:
+    run: int
+    started: float
+    future: concurrent.futures.Future[bool]
+
+
 class InstanceManager:
-    """Creates, starts, observes, stops and removes instances on this host."""
+    """Creates, starts, observes, restarts, stops and removes instances on this host."""
 
     def __init__(
         self,
@@ -82,6 +143,8 @@ class InstanceManager:
         backend: MachineBackend,
         layers: UnpackedLayers,
         snapshots: Path | None = None,
+        *,
+        capacity: Capacity | None = None,
     ) -> None:
         self.root = root
         self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -91,19 +154,86 @@ class InstanceManager:
         self.records = InstanceRecords(root / "state.db")
         #: Snapshots of ready guests (``prewarm``); derived data, shared by every instance.
         self.snapshots = snapshots or root / "snapshots"
+        #: What instances may use; None: no admission control.
+        self.capacity = capacity
         #: Called with an ended instance just before ``remove`` deletes its directory, so that
         #: whoever reads its files (the results forwarder) can take what is left.
         self.before_remove: list[Callable[[Instance], None]] = []
+        #: Called with every event, synchronously, after the change is committed. A listener
+        #: that raises is logged and skipped.
+        self.listeners: list[Callable[[InstanceEvent], None]] = []
+        self._locks: dict[str, threading.RLock] = {}
+        self._locks_guard = threading.Lock()
+        self._probes: dict[str, _Probe] = {}
+        self._probe_due: dict[str, tuple[int, float]] = {}
+        self._pool: concurrent.futures.ThreadPoolExecutor | None = None
+        #: How long an app that has not passed its health check yet may stay unhealthy before
+        #: its restart policy kills it (boots under TCG take seconds; start periods are often 0).
+        self.unhealthy_grace_s = _UNHEALTHY_GRACE_S
+        #: Health checks by image digest (an image's config never changes).
+        self._checks: dict[str, HealthCheck | None] = {}
+
+    def close(self) -> None:
+        """Stop the probe threads and close the database (machines keep running)."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None
+        self.records.close()
+
+    # -- records and events ------------------------------------------------------------------------
+
+    def _lock(self, instance_id: str) -> threading.RLock:
+        with self._locks_guard:
+            return self._locks.setdefault(instance_id, threading.RLock())
+
+    def _change(
+        self,
+        instance_id: str,
+        change: Callable[[Instance], Instance],
+        *,
+        action: str | None = None,
+        guard: Callable[[Instance, list[Instance]], None] | None = None,
+    ) -> Instance:
+        """Commit one change of one record, then report it: the one place events come from."""
+        before, after = self.records.change(instance_id, change, guard=guard)
+        if after == before:
+            return after
+        if after.state is not before.state:
+            self._emit(after, action or _default_action(after.state), before.state)
+        elif action is not None:
+            self._emit(after, action, before.state)
+        elif after.health is not before.health:
+            self._emit(after, "health_status", before.state)
+        return after
+
+    def _set(self, instance_id: str, *, action: str | None = None, **changes: object) -> Instance:
+        return self._change(instance_id, lambda i: i.model_copy(update=changes), action=action)
+
+    def _emit(self, instance: Instance, action: str, previous: InstanceState | None) -> None:
+        event = InstanceEvent(
+            time=time.time(),
+            id=instance.id,
+            name=instance.name,
+            state=instance.state,
+            previous=previous,
+            health=instance.health,
+            exit_code=instance.exit_code,
+            action=action,
+        )
+        for listener in list(self.listeners):
+            try:
+                listener(event)
+            except Exception:
+                log.exception("instance event listener %r failed on %s", listener, action)
 
     # -- creation --------------------------------------------------------------------------------
 
-    def run(self, request: RunRequest) -> Instance:
-        """Create an instance from ``request`` and start its machine; returns once QEMU runs.
+    def create(self, request: RunRequest) -> Instance:
+        """Record an instance of ``request``'s image (state ``created``); nothing runs yet.
 
-        When a snapshot of the same image and launch settings exists (``prewarm``), the machine
-        resumes from it instead of booting, unless ``request.cold`` asks for a real boot.
+        Raises AdmissionError when the node could not run it beside what it has committed.
         """
-        plan = self._plan(request)
+        plan = self._plan(request.image, request)
         name = request.name or self._free_name()
         if not NAME_PATTERN.match(name):
             raise UsageError(
@@ -124,24 +254,194 @@ class InstanceManager:
             env=request.env,
             args=request.args,
             workdir=str(self.root / instance_id),
+            backend=self.backend.name,
+            restart=request.restart,
+            on_demand=request.on_demand,
+            idle_timeout_s=request.idle_timeout_s if request.on_demand else None,
+            hostname=request.hostname,
+            cold=request.cold,
+            health=HealthStatus.NONE,
         )
-        self._check_ports(instance, plan.config)
-        snapshot = None if request.cold else self._snapshot_if_any(plan.key)
-        self.records.add(instance)
+        for mapping in instance.ports:
+            if plan.config.ports and mapping.guest_port not in {p.port for p in plan.config.ports}:
+                log.info("guest port %s is not declared by %s", mapping.guest_port, instance.image)
+        self._refresh_active()
+        self.records.add(instance, guard=self._guard)
+        try:
+            Path(instance.workdir).mkdir(mode=0o700)
+        except OSError:
+            self.records.delete(instance.id)
+            raise
+        self._emit(instance, "create", None)
+        return instance
+
+    def start(self, key: str) -> Instance:
+        """Start a created, exited or failed instance: a new machine in the same directory.
+
+        Returns once the machine runs. The console of earlier runs stays readable (``follow``)
+        and the results file grows on.
+        """
+        instance = self.records.find(key)
+        with self._lock(instance.id):
+            return self._start(instance.id, restart=False)
+
+    def run(self, request: RunRequest) -> Instance:
+        """Create an instance and start it; returns once QEMU runs. An on-demand instance is
+        only created: the agent's proxy starts it on the first connection.
+
+        When a snapshot of the same image and launch settings exists (``prewarm``), the machine
+        resumes from it instead of booting, unless ``request.cold`` asks for a real boot.
+        """
+        instance = self.create(request)
+        if request.on_demand:
+            return instance
+        try:
+            return self.start(instance.id)
+        except AdmissionError:
+            # Another process took the room between create and start: leave nothing behind.
+            self._discard(instance)
+            raise
+
+    def _discard(self, instance: Instance) -> None:
+        self.records.delete(instance.id)
+        shutil.rmtree(instance.workdir, ignore_errors=True)
+        self._emit(instance, "remove", instance.state)
+
+    def _start(self, instance_id: str, *, restart: bool) -> Instance:
+        instance = self._refresh(self.records.find(instance_id))
+        if instance.state.active:
+            raise InstanceError(
+                f"instance {instance.name} is already {instance.state.value}; stop it first"
+            )
+        plan = self._plan(instance.image_digest, instance)
+        snapshot = None if instance.cold else self._snapshot_if_any(plan.key)
+        check = plan.config.healthcheck
+
+        def starting(i: Instance) -> Instance:
+            return i.model_copy(
+                update={
+                    "state": InstanceState.STARTING,
+                    "restored": snapshot is not None,
+                    "stopped_by_user": False,
+                    "exit_code": None,
+                    "error": None,
+                    "pid": None,
+                    "started_at": time.time(),
+                    "finished_at": None,
+                    "health": HealthStatus.STARTING if check else HealthStatus.NONE,
+                    "health_failures": 0,
+                    "healthy_at": None,
+                    "restart_at": None,
+                    "restart_count": i.restart_count + (1 if restart else 0),
+                    "restart_delay_s": i.restart_delay_s if restart else None,
+                    "runs": i.runs + 1,
+                }
+            )
+
+        if not restart and instance.restart_at is None:
+            # The instance counted against capacity only while it ran or waited to: check.
+            self._refresh_active()
+        instance = self._change(instance_id, starting, guard=self._guard)
         workdir = Path(instance.workdir)
         try:
-            workdir.mkdir(mode=0o700)
-            spec = self._spec(plan, instance_id, workdir, request.ports, snapshot)
-            self._set(instance.id, state=InstanceState.STARTING, restored=snapshot is not None)
-            machine = self.backend.start(spec)
+            keep_previous_run(workdir)
+            machine, upstream = self._boot(plan, instance, workdir, snapshot, check)
         except UkedgeError as exc:
-            self._set(
-                instance.id, state=InstanceState.FAILED, error=str(exc), finished_at=time.time()
-            )
+            self._change(instance_id, self._ended(InstanceState.FAILED, None, str(exc), restart))
             raise
-        return self._set(
-            instance.id, state=InstanceState.RUNNING, pid=machine.pid, started_at=time.time()
+        pid = machine.pid
+
+        def running(i: Instance) -> Instance:
+            if i.state is not InstanceState.STARTING:
+                return i  # stopped (by another process) while it booted
+            return i.model_copy(
+                update={"state": InstanceState.RUNNING, "pid": pid, "upstream_ports": upstream}
+            )
+
+        current = self._change(instance_id, running, action="restart" if restart else "start")
+        if current.state is not InstanceState.RUNNING:
+            log.info("instance %s was stopped while it started; stopping it", current.name)
+            with contextlib.suppress(MachineError):
+                machine.kill()
+            self._change(
+                instance_id,
+                lambda i: (
+                    i.model_copy(update={"pid": pid}) if i.state.active and i.pid is None else i
+                ),
+            )
+            return self._refresh(self.records.find(instance_id))
+        return current
+
+    def _boot(
+        self,
+        plan: _Plan,
+        instance: Instance,
+        workdir: Path,
+        snapshot: Path | None,
+        check: HealthCheck | None,
+    ) -> tuple[Machine, list[PortMapping]]:
+        """Start the machine with fresh loopback forwards; retried when another process took
+        one of those ports between choosing and binding it."""
+        published = [p for p in instance.ports if not (instance.on_demand and p.protocol == "tcp")]
+        for attempt in range(1, _FORWARD_TRIES + 1):
+            upstream = self._upstream_ports(instance, check)
+            spec = self._spec(plan, instance.id, workdir, [*published, *upstream], snapshot)
+            try:
+                return self.backend.start(spec), upstream
+            except MachineError as exc:
+                if not upstream or "host forwarding" not in str(exc) or attempt == _FORWARD_TRIES:
+                    raise
+                log.info("instance %s: loopback forward taken meanwhile; retrying", instance.name)
+        raise AssertionError("unreachable")
+
+    def _upstream_ports(self, instance: Instance, check: HealthCheck | None) -> list[PortMapping]:
+        guest_ports: list[int] = []
+        if instance.on_demand:
+            guest_ports += [p.guest_port for p in instance.ports if p.protocol == "tcp"]
+        elif check is not None:
+            published = {p.guest_port for p in instance.ports if p.protocol == "tcp"}
+            if check.port not in published:
+                guest_ports.append(check.port)
+        if check is not None and instance.on_demand and check.port not in guest_ports:
+            guest_ports.append(check.port)
+        return [
+            PortMapping(host_ip="127.0.0.1", host_port=_free_port(), guest_port=port)
+            for port in dict.fromkeys(guest_ports)
+        ]
+
+    def upstream(self, instance: Instance, guest_port: int) -> tuple[str, int]:
+        """Where the host reaches ``guest_port`` of the running ``instance`` (TCP): a loopback
+        forward of the manager's (on-demand proxy, health checks) or a published port."""
+        for mapping in instance.upstream_ports:
+            if mapping.guest_port == guest_port:
+                return mapping.host_ip, mapping.host_port
+        if not instance.on_demand:
+            for mapping in instance.ports:
+                if mapping.guest_port == guest_port and mapping.protocol == "tcp":
+                    host = "127.0.0.1" if mapping.host_ip == "0.0.0.0" else mapping.host_ip
+                    return host, mapping.host_port
+        raise InstanceError(
+            f"instance {instance.name} has no host-side forward to guest port {guest_port}"
+            + ("" if instance.state.active else f" (it is {instance.state.value})")
         )
+
+    def _guard(self, instance: Instance, others: list[Instance]) -> None:
+        """Refuse a record that would claim a host port another instance holds, or more memory
+        or vCPUs than the node has left. Runs inside the writing transaction."""
+        for other in others:
+            if not holds_resources(other):
+                continue
+            busy = {(p.host_ip, p.host_port, p.protocol) for p in other.ports}
+            for mapping in instance.ports:
+                if (mapping.host_ip, mapping.host_port, mapping.protocol) in busy:
+                    raise InstanceError(
+                        f"host port {mapping.host_ip}:{mapping.host_port} is already published "
+                        f"by instance {other.name}; stop it or pick another port"
+                    )
+        if self.capacity is not None:
+            admit(
+                self.capacity, committed(others), instance.name, instance.memory_mib, instance.vcpus
+            )
 
     def prewarm(self, request: RunRequest, *, timeout: float = 300.0) -> Path:
         """Boot ``request``'s image until its health check passes and save that machine as the
@@ -150,7 +450,7 @@ class InstanceManager:
         Booting a Python app under TCG takes seconds; resuming the ready guest takes a fraction
         of that. Returns the snapshot directory (an existing one is reused).
         """
-        plan = self._plan(request)
+        plan = self._plan(request.image, request)
         check = plan.config.healthcheck
         if check is None:
             raise InstanceError(
@@ -164,7 +464,8 @@ class InstanceManager:
         workdir = Path(tempfile.mkdtemp(dir=self.root, prefix=".prewarm-"))
         port = _free_port()
         forward = PortMapping(host_port=port, guest_port=check.port)
-        machine = self.backend.start(self._spec(plan, workdir.name[1:], workdir, [forward], None))
+        spec = self._spec(plan, workdir.name[1:], workdir, [forward], None)
+        machine = self.backend.start(spec)
         try:
             wait_healthy(
                 check, "127.0.0.1", port, timeout=timeout, alive=lambda: not machine.state.final
@@ -183,15 +484,15 @@ class InstanceManager:
         path = self.snapshots / key
         return path if path.is_dir() else None
 
-    def _plan(self, request: RunRequest) -> _Plan:
-        image, manifest = self.store.manifest(request.image)
+    def _plan(self, ref: str, what: RunRequest | Instance) -> _Plan:
+        image, manifest = self.store.manifest(ref)
         config = self.store.config(manifest)
         kernel, initrds = self._boot_files(manifest)
         launch = launch_archive(
-            config, env=request.env, args=request.args, hostname=request.hostname or config.name
+            config, env=what.env, args=what.args, hostname=what.hostname or config.name
         )
-        memory = request.memory_mib or config.memory_mib
-        vcpus = request.vcpus or config.vcpus
+        memory = what.memory_mib or config.memory_mib
+        vcpus = what.vcpus or config.vcpus
         # Everything the guest sees at boot except the per-boot seed and clock: two runs with
         # the same key may resume from the same snapshot.
         key = digest_bytes(
@@ -264,62 +565,105 @@ class InstanceManager:
                 return name
         return f"{random_name()}_{secrets.token_hex(2)}"
 
-    def _check_ports(self, instance: Instance, config: ImageConfig) -> None:
-        declared = {p.port for p in config.ports}
-        for mapping in instance.ports:
-            if declared and mapping.guest_port not in declared:
-                log.info("guest port %s is not declared by %s", mapping.guest_port, instance.image)
-        for other in self.list(all_instances=False):
-            busy = {(p.host_ip, p.host_port, p.protocol) for p in other.ports}
-            for mapping in instance.ports:
-                if (mapping.host_ip, mapping.host_port, mapping.protocol) in busy:
-                    raise InstanceError(
-                        f"host port {mapping.host_ip}:{mapping.host_port} is already published by "
-                        f"instance {other.name}; stop it or pick another port"
-                    )
-
     # -- observation -----------------------------------------------------------------------------
-
-    def _set(self, instance_id: str, **changes: object) -> Instance:
-        return self.records.update(instance_id, lambda i: i.model_copy(update=changes))
 
     def _machine(self, instance: Instance) -> Machine:
         return self.backend.attach(Path(instance.workdir) / "vm")
 
+    @staticmethod
+    def _ended(
+        state: InstanceState, exit_code: int | None, error: str | None, policy_applies: bool
+    ) -> Callable[[Instance], Instance]:
+        """The change that records an ended run, and whether (and when) the policy restarts it."""
+
+        def change(i: Instance) -> Instance:
+            now = time.time()
+            failed = is_failure(state, exit_code, unhealthy=i.health is HealthStatus.UNHEALTHY)
+            restart = policy_applies and wants_restart(
+                i.restart,
+                failed=failed,
+                restart_count=i.restart_count,
+                stopped_by_user=i.stopped_by_user,
+            )
+            delay = next_delay(i.restart_delay_s, now - (i.started_at or now)) if restart else None
+            return i.model_copy(
+                update={
+                    "state": state,
+                    "exit_code": exit_code,
+                    "error": error if error is not None else i.error,
+                    "finished_at": now,
+                    "restart_at": now + delay if delay is not None else None,
+                    "restart_delay_s": delay if delay is not None else i.restart_delay_s,
+                }
+            )
+
+        return change
+
     def _refresh(self, instance: Instance) -> Instance:
         if not instance.state.active:
             return instance
+        if instance.pid is None:
+            # Between "starting" and the machine's start (another thread or process boots it).
+            started = instance.started_at or instance.created_at
+            if time.time() - started < _STALE_START_S:
+                return instance
+            return self._change(
+                instance.id,
+                self._when_pid(
+                    None,
+                    self._ended(
+                        InstanceState.FAILED,
+                        None,
+                        "the process starting the machine ended before the machine ran",
+                        True,
+                    ),
+                ),
+            )
         try:
-            status = self._machine(instance).status()
+            machine = self._machine(instance)
+            if machine.pid != instance.pid:
+                return instance  # another start replaced the machine; its record follows
+            status = machine.status()
         except MachineError as exc:
-            return self._set(
-                instance.id, state=InstanceState.FAILED, error=str(exc), finished_at=time.time()
-            )
+            ended = self._ended(InstanceState.FAILED, None, str(exc), True)
+            return self._change(instance.id, self._when_pid(instance.pid, ended))
         if status.state is MachineState.EXITED:
-            return self._set(
-                instance.id,
-                state=InstanceState.EXITED,
-                exit_code=status.exit_code,
-                finished_at=time.time(),
-            )
-        if status.state is MachineState.FAILED:
-            return self._set(
-                instance.id,
-                state=InstanceState.FAILED,
-                exit_code=status.exit_code,
-                error=status.detail or "the machine ended without reporting an exit status",
-                finished_at=time.time(),
-            )
-        return instance
+            ended = self._ended(InstanceState.EXITED, status.exit_code, None, True)
+        elif status.state is MachineState.FAILED:
+            detail = status.detail or "the machine ended without reporting an exit status"
+            ended = self._ended(InstanceState.FAILED, status.exit_code, detail, True)
+        else:
+            return instance
+        return self._change(instance.id, self._when_pid(instance.pid, ended))
+
+    @staticmethod
+    def _when_pid(
+        pid: int | None, change: Callable[[Instance], Instance]
+    ) -> Callable[[Instance], Instance]:
+        """Apply ``change`` only if the record still describes the machine that was observed
+        (so two observers record one end once, and never over a newer run)."""
+        return lambda i: change(i) if i.state.active and i.pid == pid else i
+
+    def _refresh_active(self) -> None:
+        for instance in self.records.all():
+            with contextlib.suppress(NoSuchInstanceError):
+                self._refresh(instance)
 
     def get(self, key: str) -> Instance:
         return self._refresh(self.records.find(key))
 
     def list(self, *, all_instances: bool = False) -> list[Instance]:
-        instances = [self._refresh(i) for i in self.records.all()]
+        instances = []
+        for record in self.records.all():
+            with contextlib.suppress(NoSuchInstanceError):
+                instances.append(self._refresh(record))
         if not all_instances:
             instances = [i for i in instances if i.state.active]
         return sorted(instances, key=lambda i: i.created_at, reverse=True)
+
+    def committed(self) -> Committed:
+        """Guest memory and vCPUs promised to instances now (what admission counts)."""
+        return committed(self.list(all_instances=True))
 
     def wait(self, key: str, timeout: float | None = None) -> Instance:
         instance = self.records.find(key)
@@ -328,84 +672,320 @@ class InstanceManager:
                 self._machine(instance).wait(timeout)
         return self.get(instance.id)
 
-    def stats(self, key: str) -> MachineStats:
+    def stats(self, key: str) -> InstanceStats:
         instance = self.get(key)
         if not instance.state.active:
             raise InstanceError(
                 f"instance {instance.name} is {instance.state.value}; it has no stats"
             )
-        return self._machine(instance).stats()
+        stats = self._machine(instance).stats()
+        return InstanceStats(
+            id=instance.id,
+            name=instance.name,
+            rss_bytes=stats.rss_bytes,
+            pss_bytes=stats.pss_bytes,
+            cpu_seconds=stats.cpu_seconds,
+        )
 
     # -- control ---------------------------------------------------------------------------------
 
     def stop(self, key: str, timeout: float = 10.0) -> Instance:
-        """Ask the app to end (SIGTERM in the guest), kill after ``timeout``; returns the result."""
-        instance = self.get(key)
-        if not instance.state.active:
-            return instance
-        self._set(instance.id, state=InstanceState.STOPPING)
-        self._machine(instance).stop(timeout)
-        return self.get(instance.id)
+        """Ask the app to end (SIGTERM in the guest), kill after ``timeout``; returns the result.
+
+        The restart policy does not apply to this end; a restart the policy had scheduled for
+        an ended instance is cancelled.
+        """
+        instance = self.records.find(key)
+        with self._lock(instance.id):
+            instance = self._refresh(instance)
+            if not instance.state.active:
+                return self._change(
+                    instance.id,
+                    lambda i: (
+                        i
+                        if i.state.active
+                        else i.model_copy(update={"stopped_by_user": True, "restart_at": None})
+                    ),
+                    action="stop" if instance.restart_at is not None else None,
+                )
+            self._set(
+                instance.id,
+                state=InstanceState.STOPPING,
+                stopped_by_user=True,
+                restart_at=None,
+            )
+            with contextlib.suppress(MachineError):
+                self._machine(instance).stop(timeout)
+            return self.get(instance.id)
 
     def kill(self, key: str) -> Instance:
-        instance = self.get(key)
-        if not instance.state.active:
-            raise InstanceError(f"instance {instance.name} is not running ({instance.state.value})")
-        self._machine(instance).kill()
-        return self.get(instance.id)
+        """End the machine at once; the restart policy does not apply."""
+        instance = self.records.find(key)
+        with self._lock(instance.id):
+            instance = self._refresh(instance)
+            if not instance.state.active:
+                raise InstanceError(
+                    f"instance {instance.name} is not running ({instance.state.value})"
+                )
+            self._set(instance.id, action="kill", stopped_by_user=True, restart_at=None)
+            with contextlib.suppress(MachineError):
+                self._machine(instance).kill()
+            return self.get(instance.id)
 
     def remove(self, key: str, *, force: bool = False) -> Instance:
-        instance = self.get(key)
-        if instance.state.active:
-            if not force:
-                raise InstanceError(
-                    f"instance {instance.name} is {instance.state.value}; "
-                    "stop it first or use --force"
-                )
-            self._machine(instance).kill()
-            instance = self.get(instance.id)
-        for hook in self.before_remove:
-            hook(instance)
-        self.records.delete(instance.id)
-        shutil.rmtree(instance.workdir, ignore_errors=True)
+        instance = self.records.find(key)
+        with self._lock(instance.id):
+            instance = self._refresh(instance)
+            if instance.state.active:
+                if not force:
+                    raise InstanceError(
+                        f"instance {instance.name} is {instance.state.value}; "
+                        "stop it first or use --force"
+                    )
+                instance = self.kill(instance.id)
+            for hook in self.before_remove:
+                hook(instance)
+            self.records.delete(instance.id)
+            shutil.rmtree(instance.workdir, ignore_errors=True)
+            self._emit(instance, "remove", instance.state)
+        with self._locks_guard:
+            self._locks.pop(instance.id, None)
+        self._probe_due.pop(instance.id, None)
         return instance
 
-    # -- output ------------------------------------------------------------------------------------
+    # -- supervision -----------------------------------------------------------------------------
+
+    def supervise(self) -> None:
+        """One reconcile pass (the agent calls it every ~0.5 s from one thread): record ended
+        machines, probe health where due, kill what the policy restarts for being unhealthy,
+        and start again what the restart policy says once its back-off has passed.
+
+        An instance busy with another operation (a stop in progress) is left for the next pass.
+        Probes run in a small thread pool; a pass waits at most about a second for them.
+        """
+        self._apply_probes()
+        for record in self.records.all():
+            lock = self._lock(record.id)
+            if not lock.acquire(blocking=False):
+                continue
+            try:
+                self._supervise_one(record)
+            except NoSuchInstanceError:
+                pass  # removed meanwhile
+            except UkedgeError as exc:
+                log.warning("instance %s: %s", record.name, exc)
+            except Exception:
+                log.exception("supervising instance %s failed", record.name)
+            finally:
+                lock.release()
+        pending = [p.future for p in self._probes.values()]
+        if pending:
+            concurrent.futures.wait(pending, timeout=_PROBE_TIMEOUT_S + 0.2)
+            self._apply_probes()
+
+    def _supervise_one(self, record: Instance) -> None:
+        instance = self._refresh(record)
+        if instance.state is InstanceState.RUNNING:
+            if self._restart_unhealthy(instance):
+                self._kill_unhealthy(instance)
+            elif instance.health is not HealthStatus.NONE:
+                self._maybe_probe(instance)
+            return
+        if (
+            not instance.state.active
+            and instance.restart_at is not None
+            and not instance.stopped_by_user
+            and instance.restart_at <= time.time()
+        ):
+            log.info(
+                "restarting instance %s (restart %d, policy %s)",
+                instance.name,
+                instance.restart_count + 1,
+                instance.restart,
+            )
+            try:
+                self._start(instance.id, restart=True)
+            except AdmissionError as exc:
+                self._set(
+                    instance.id,
+                    error=str(exc),
+                    restart_at=time.time() + next_delay(instance.restart_delay_s, 0.0),
+                    restart_delay_s=next_delay(instance.restart_delay_s, 0.0),
+                )
+                raise
+
+    def _restart_unhealthy(self, instance: Instance) -> bool:
+        """Whether an unhealthy app is killed so that its restart policy starts it again.
+
+        Only an app that passed its check in this run, or has had ``unhealthy_grace_s`` (at
+        least its start period) to pass it: a slow first boot is not a failure.
+        """
+        if instance.health is not HealthStatus.UNHEALTHY:
+            return False
+        if instance.healthy_at is None:
+            check = self._health_check(instance)
+            grace = max(self.unhealthy_grace_s, check.start_period_s if check else 0.0)
+            if time.time() - (instance.started_at or 0.0) < grace:
+                return False
+        return wants_restart(
+            instance.restart,
+            failed=True,
+            restart_count=instance.restart_count,
+            stopped_by_user=instance.stopped_by_user,
+        )
+
+    def _kill_unhealthy(self, instance: Instance) -> None:
+        log.info("instance %s is unhealthy; killing it for its restart policy", instance.name)
+        self._set(
+            instance.id,
+            error=f"unhealthy: {instance.health_failures} health checks failed in a row",
+        )
+        with contextlib.suppress(MachineError):
+            self._machine(instance).kill()
+        self._refresh(self.records.find(instance.id))
+
+    def _maybe_probe(self, instance: Instance) -> None:
+        if instance.id in self._probes:
+            return
+        check = self._health_check(instance)
+        if check is None:
+            return
+        now = time.monotonic()
+        run, due = self._probe_due.get(instance.id, (instance.runs, now))
+        if run != instance.runs:
+            due = now  # a new run: probe at once
+        if now < due:
+            return
+        self._probe_due[instance.id] = (instance.runs, now + check.interval_s)
+        host, port = self.upstream(instance, check.port)
+        if self._pool is None:
+            self._pool = concurrent.futures.ThreadPoolExecutor(4, thread_name_prefix="ukedge-probe")
+        future = self._pool.submit(check_once, check, host, port, max_timeout=_PROBE_TIMEOUT_S)
+        self._probes[instance.id] = _Probe(instance.runs, time.time(), future)
+
+    def _health_check(self, instance: Instance) -> HealthCheck | None:
+        digest = instance.image_digest
+        if digest not in self._checks:
+            try:
+                _, manifest = self.store.manifest(digest)
+            except UkedgeError:
+                return None  # the image went away; the running machine is probed no more
+            self._checks[digest] = self.store.config(manifest).healthcheck
+        return self._checks[digest]
+
+    def _apply_probes(self) -> None:
+        for instance_id, probe in list(self._probes.items()):
+            self._apply_probe(instance_id, probe)
+
+    def _apply_probe(self, instance_id: str, probe: _Probe) -> None:
+        """Record a finished probe's verdict (if the run it probed still runs)."""
+        if not probe.future.done():
+            return
+        del self._probes[instance_id]
+        try:
+            passed = probe.future.result()
+            check = self._health_check(self.records.find(instance_id))
+        except NoSuchInstanceError:
+            return
+        except Exception:
+            log.exception("health probe of instance %s failed", instance_id)
+            return
+        if check is None:
+            return
+
+        def change(i: Instance) -> Instance:
+            if i.state is not InstanceState.RUNNING or i.runs != probe.run:
+                return i
+            health, failures = next_health(
+                i.health,
+                i.health_failures,
+                passed=passed,
+                retries=check.retries,
+                in_start_period=probe.started - (i.started_at or 0) < check.start_period_s,
+            )
+            healthy_at = i.healthy_at or (probe.started if passed else None)
+            return i.model_copy(
+                update={"health": health, "health_failures": failures, "healthy_at": healthy_at}
+            )
+
+        with contextlib.suppress(NoSuchInstanceError):
+            self._change(instance_id, change)
+
+    # -- output ----------------------------------------------------------------------------------
 
     def console_path(self, instance: Instance) -> Path:
+        """The current (or last) run's console."""
         return Path(instance.workdir) / "vm" / "console.log"
 
+    def console_paths(self, instance: Instance) -> builtins.list[Path]:
+        """Every run's console, oldest first: what ``follow`` reads as one stream."""
+        return [*earlier_consoles(Path(instance.workdir)), self.console_path(instance)]
+
     def results_path(self, instance: Instance) -> Path:
+        """Results of every run, appended in order (never truncated: readers keep offsets)."""
         return Path(instance.workdir) / "vm" / "results.jsonl"
 
     def follow(
-        self, key: str, path_of: str = "console", *, follow: bool = True, offset: int = 0
+        self,
+        key: str,
+        stream: OutputStream = "console",
+        *,
+        follow: bool = True,
+        offset: int = 0,
     ) -> Iterator[bytes]:
-        """Yield the console (or results) from byte ``offset`` as it grows; ends when the
-        instance has ended."""
+        """Yield the console (every run's, in order) or the results from byte ``offset`` as
+        they grow; with ``follow``, until the instance has ended."""
         instance = self.records.find(key)
-        path = self.console_path(instance) if path_of == "console" else self.results_path(instance)
         while True:
             done = not follow or not self.get(instance.id).state.active
-            if path.exists():
-                with path.open("rb") as f:
-                    f.seek(offset)
-                    while chunk := f.read(1 << 16):
-                        offset += len(chunk)
-                        yield chunk
+            workdir = Path(instance.workdir)
+            read = read_console if stream == "console" else read_results
+            for chunk in read(workdir, offset):
+                offset += len(chunk)
+                yield chunk
             if done:
                 return
             time.sleep(_LOG_POLL_S)
 
 
-def open_manager(backend: str = "qemu") -> InstanceManager:
-    """The manager over this user's store, instances and layer cache (``ukedge.paths``)."""
+def default_qemu_user() -> str | None:
+    """The user QEMU drops to: ``nobody`` when this process is root, else None (QEMU runs as
+    the caller, who is unprivileged already)."""
+    if os.geteuid() != 0:
+        return None
+    try:
+        pwd.getpwnam("nobody")
+    except KeyError:
+        log.warning("running as root and there is no user 'nobody': QEMU keeps root")
+        return None
+    return "nobody"
+
+
+def open_manager(
+    backend: str = "qemu",
+    *,
+    qemu_user: str | None = "auto",
+    capacity: Capacity | None = None,
+) -> InstanceManager:
+    """The manager over this user's store, instances and layer cache (``ukedge.paths``).
+
+    ``qemu_user``: the unprivileged user QEMU switches to after setting up the machine;
+    ``"auto"`` is :func:`default_qemu_user`, None keeps QEMU as the caller.
+    """
     from ukedge import paths, vmm
 
+    user = default_qemu_user() if qemu_user == "auto" else qemu_user
+    if user is not None:
+        try:
+            pwd.getpwnam(user)
+        except KeyError:
+            raise UsageError(f"no such user {user!r} for QEMU to run as") from None
+    config = {"run_as": user} if backend == "qemu" and user is not None else {}
     return InstanceManager(
         paths.instances_dir(),
         ImageStore(paths.store_dir()),
-        vmm.create(backend),
+        vmm.create(backend, **config),
         UnpackedLayers(paths.cache_dir() / "unpacked"),
         paths.cache_dir() / "snapshots",
+        capacity=capacity,
     )

@@ -227,11 +227,32 @@ class Instance(BaseModel):
     #: Resumed from a snapshot of a ready guest (``ukedge image prewarm``) instead of booted.
     restored: bool = False
     restart: RestartPolicy = Field(default_factory=RestartPolicy)
-    #: Restarts made by the restart policy since the instance was created.
+    #: Restarts made by the restart policy since the instance was created (``on-failure:N``
+    #: gives up once it reaches N).
     restart_count: int = 0
     health: HealthStatus = HealthStatus.NONE
     on_demand: bool = False
     idle_timeout_s: float | None = None
+    hostname: str | None = None
+    #: Always boot from scratch, never from a prewarmed snapshot.
+    cold: bool = False
+    #: The last stop or kill was asked for (user, proxy), so the restart policy does not apply;
+    #: cleared by the next start.
+    stopped_by_user: bool = False
+    #: Host-side forwards the manager added for itself at the last start (loopback, ephemeral
+    #: ports): the health check's guest port when it is not published, and, for an on-demand
+    #: instance, every published TCP port (the agent's proxy owns the published host port).
+    upstream_ports: list[PortMapping] = Field(default_factory=list)
+    #: Failed health probes in a row.
+    health_failures: int = 0
+    #: When the current run first passed its health check (None: not yet).
+    healthy_at: float | None = None
+    #: When the restart policy starts this ended instance again (epoch seconds); None: never.
+    restart_at: float | None = None
+    #: The back-off before the last policy restart (doubles per restart, see ``_restart``).
+    restart_delay_s: float | None = None
+    #: Machines started so far; the console of each earlier run is kept beside the current one.
+    runs: int = 0
 
     @property
     def short_id(self) -> str:
@@ -259,7 +280,11 @@ class InstanceEvent(BaseModel):
     previous: InstanceState | None = None
     health: HealthStatus = HealthStatus.NONE
     exit_code: int | None = None
-    #: ``create``, ``start``, ``restart``, ``health``, ``stop``, ``die``, ``remove`` (docker's).
+    #: What happened, docker's names: ``create`` (→ created), ``starting`` (→ starting),
+    #: ``start`` or ``restart`` (→ running; ``restart`` when the restart policy started it),
+    #: ``stop`` (→ stopping, or a pending restart cancelled), ``kill`` (asked; ``die``
+    #: follows), ``die`` (→ exited or failed), ``health_status`` (health changed while the
+    #: state did not), ``remove`` (the record is gone).
     action: str
 
 

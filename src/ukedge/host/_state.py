@@ -20,7 +20,10 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 from ukedge.errors import InstanceError, NoSuchInstanceError
 from ukedge.host._models import Instance
 
-__all__ = ["InstanceRecords"]
+__all__ = ["Guard", "InstanceRecords"]
+
+#: Checks a record about to be written against all the others; raises to refuse the write.
+Guard = Callable[[Instance, list[Instance]], None]
 
 
 class _Base(DeclarativeBase):
@@ -57,9 +60,13 @@ class InstanceRecords:
         event.listen(self._engine, "begin", _on_begin)
         _Base.metadata.create_all(self._engine)
 
-    def add(self, instance: Instance) -> None:
+    def add(self, instance: Instance, *, guard: Guard | None = None) -> None:
+        """Insert a record; ``guard`` sees every other record in the same transaction and may
+        raise to refuse (admission, ports), so two processes cannot both take the last room."""
         try:
             with Session(self._engine) as session, session.begin():
+                if guard is not None:
+                    guard(instance, self._others(session, instance.id))
                 session.add(
                     _InstanceRow(id=instance.id, name=instance.name, doc=instance.model_dump_json())
                 )
@@ -71,13 +78,36 @@ class InstanceRecords:
 
     def update(self, instance_id: str, change: Callable[[Instance], Instance]) -> Instance:
         """Read, change and write one record in a single transaction."""
+        return self.change(instance_id, change)[1]
+
+    def change(
+        self,
+        instance_id: str,
+        change: Callable[[Instance], Instance],
+        *,
+        guard: Guard | None = None,
+    ) -> tuple[Instance, Instance]:
+        """Read, change and write one record in a single transaction; returns (before, after).
+
+        ``guard`` runs inside the transaction on the changed record and all the others. Nothing
+        is written when the change returns an equal record.
+        """
         with Session(self._engine) as session, session.begin():
             row = session.get(_InstanceRow, instance_id)
             if row is None:
                 raise NoSuchInstanceError(f"no such instance: {instance_id}")
-            updated = change(Instance.model_validate_json(row.doc))
-            row.doc = updated.model_dump_json()
-            return updated
+            before = Instance.model_validate_json(row.doc)
+            after = change(before)
+            if after != before:
+                if guard is not None:
+                    guard(after, self._others(session, instance_id))
+                row.doc = after.model_dump_json()
+            return before, after
+
+    @staticmethod
+    def _others(session: Session, instance_id: str) -> list[Instance]:
+        rows = session.scalars(select(_InstanceRow).where(_InstanceRow.id != instance_id)).all()
+        return [Instance.model_validate_json(row.doc) for row in rows]
 
     def delete(self, instance_id: str) -> None:
         with Session(self._engine) as session, session.begin():

@@ -1,0 +1,124 @@
+"""Creating instances, admission and events: real images, records only (nothing boots)."""
+
+from __future__ import annotations
+
+import stat
+from pathlib import Path
+
+import pytest
+
+from netkit import free_port
+from ukedge import paths, vmm
+from ukedge.errors import AdmissionError, InstanceError
+from ukedge.host import (
+    Instance,
+    InstanceEvent,
+    InstanceManager,
+    InstanceState,
+    RunRequest,
+    UnpackedLayers,
+    parse_port_mapping,
+)
+from ukedge.host._admission import Capacity
+from ukedge.image import ImageStore
+
+MIB = 1 << 20
+
+
+def _manager(example_store: Path, home: Path, capacity: Capacity | None) -> InstanceManager:
+    return InstanceManager(
+        home / "instances",
+        ImageStore(example_store),
+        vmm.create("qemu"),
+        UnpackedLayers(paths.cache_dir() / "unpacked"),
+        capacity=capacity,
+    )
+
+
+def test_create_records_a_private_directory_and_starts_nothing(
+    example_store: Path, ukedge_home: Path
+) -> None:
+    manager = _manager(example_store, ukedge_home, None)
+    events: list[InstanceEvent] = []
+
+    def broken(_: InstanceEvent) -> None:
+        raise RuntimeError("a listener bug")
+
+    manager.listeners += [broken, events.append]
+    instance = manager.create(RunRequest(image="hello-c:1", name="quiet"))
+    assert instance.state is InstanceState.CREATED
+    workdir = Path(instance.workdir)
+    assert stat.S_IMODE(workdir.stat().st_mode) == 0o700
+    assert stat.S_IMODE(manager.root.stat().st_mode) == 0o700
+    assert not (workdir / "vm").exists(), "no machine yet"
+    assert manager.get("quiet").state is InstanceState.CREATED
+    assert manager.list() == [], "a created instance is not active"
+    assert [(e.action, e.state, e.name) for e in events] == [
+        ("create", InstanceState.CREATED, "quiet")
+    ]
+    assert b"".join(manager.follow("quiet", follow=False)) == b""
+    stopped = manager.stop("quiet")
+    assert stopped.state is InstanceState.CREATED
+    assert len(events) == 1, "stopping what does not run changes no state"
+    manager.remove("quiet")
+    assert [e.action for e in events] == ["create", "remove"]
+    assert not workdir.exists()
+
+
+def test_on_demand_instances_are_created_not_started_and_hold_their_room(
+    example_store: Path, ukedge_home: Path
+) -> None:
+    capacity = Capacity(memory_allocatable_bytes=200 * MIB, cpus=4)
+    manager = _manager(example_store, ukedge_home, capacity)
+    port = free_port()
+    lazy = manager.run(
+        RunRequest(
+            image="sensor-agg:1",
+            name="lazy",
+            ports=[parse_port_mapping(f"{port}:8080")],
+            on_demand=True,
+            idle_timeout_s=5,
+        )
+    )
+    assert lazy.state is InstanceState.CREATED
+    assert (lazy.on_demand, lazy.idle_timeout_s, lazy.memory_mib) == (True, 5, 96)
+    committed = manager.committed()
+    assert (committed.memory_bytes, committed.vcpus) == (96 * MIB, 1)
+    with pytest.raises(InstanceError, match="has no host-side forward to guest port 8080"):
+        manager.upstream(lazy, 8080)
+    with pytest.raises(InstanceError, match=f"{port} is already published by instance lazy"):
+        manager.create(RunRequest(image="hello-c:1", ports=[parse_port_mapping(f"{port}:8080")]))
+    with pytest.raises(AdmissionError) as refused:
+        manager.create(RunRequest(image="sensor-agg:1", name="big", memory_mib=128))
+    assert "node cannot take instance big (128 MiB, 1 vCPU)" in str(refused.value)
+    assert "104 MiB of 200 MiB allocatable memory left at over-commit 1" in str(refused.value)
+    assert [i.name for i in manager.list(all_instances=True)] == ["lazy"], "nothing half-made"
+    assert sorted(p.name for p in manager.root.iterdir() if p.is_dir()) == [lazy.id]
+    small = manager.create(RunRequest(image="hello-c:1", name="small"))
+    assert small.memory_mib == 32
+    manager.remove("lazy")
+    assert manager.committed().memory_bytes == 0, "a created, not on-demand instance holds none"
+
+
+def test_starting_an_active_instance_is_refused(example_store: Path, ukedge_home: Path) -> None:
+    manager = _manager(example_store, ukedge_home, None)
+    instance = manager.create(RunRequest(image="hello-c:1", name="busy"))
+    manager.records.update(
+        instance.id,
+        lambda i: i.model_copy(update={"state": InstanceState.STARTING, "started_at": 1e10}),
+    )
+    with pytest.raises(InstanceError, match="busy is already starting"):
+        manager.start("busy")
+
+
+def test_a_start_abandoned_by_a_dead_process_fails(example_store: Path, ukedge_home: Path) -> None:
+    manager = _manager(example_store, ukedge_home, None)
+    instance = manager.create(RunRequest(image="hello-c:1", name="orphan"))
+
+    def abandoned(i: Instance) -> Instance:
+        return i.model_copy(update={"state": InstanceState.STARTING, "started_at": 1.0})
+
+    manager.records.update(instance.id, abandoned)
+    found = manager.get("orphan")
+    assert found.state is InstanceState.FAILED
+    assert "ended before the machine ran" in (found.error or "")
