@@ -20,6 +20,7 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from conformance.sinks import ResultSinkSuite, make_records
+from netkit import free_port
 from ukedge.errors import UsageError
 from ukedge.host.sinks import MqttSink, ResultRecord, ResultSink, SinkUnavailable, create, topic_for
 
@@ -29,12 +30,6 @@ MOSQUITTO = shutil.which("mosquitto") or (
 needs_mosquitto = pytest.mark.skipif(
     MOSQUITTO is None, reason="needs Debian's mosquitto (apt-get install mosquitto; make deps)"
 )
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class MosquittoBroker:

@@ -1,5 +1,6 @@
-"""Instance commands in the Docker idiom: ``run``, ``ps``, ``logs``, ``stop``, ``kill``, ``rm``,
-``inspect`` and ``stats``. Each parses its flags, calls the instance manager and renders."""
+"""Instance commands in the Docker idiom: ``run``, ``start``, ``ps``, ``logs``, ``stop``, ``kill``,
+``rm``, ``inspect``, ``stats`` and ``events``. Each parses its flags, calls the node (this machine
+or, with ``--host``, an agent) and renders."""
 
 from __future__ import annotations
 
@@ -13,22 +14,17 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from ukedge.cli._console import err, out, print_json, print_table
+from ukedge.cli._context import node, remote_host
 from ukedge.errors import ImageError, InstanceError, UsageError
-from ukedge.units import format_size, parse_size
+from ukedge.units import format_size, parse_duration, parse_size
 
 if TYPE_CHECKING:
-    from ukedge.host import Instance, InstanceManager, RunRequest
+    from ukedge.host import Instance, NodeService, RunRequest
 
 __all__ = ["register"]
 
 # The packages behind these commands (SQLAlchemy, pydantic, QMP) load only when a command runs,
 # so `ukedge --help` and the other commands start fast.
-
-
-def _manager() -> InstanceManager:
-    from ukedge.host import open_manager
-
-    return open_manager()
 
 
 def _request(**fields: Any) -> RunRequest:
@@ -64,7 +60,12 @@ def _status(instance: Instance) -> str:
 
     match instance.state:
         case InstanceState.RUNNING:
-            return f"Up {_ago(instance.started_at)}"
+            health = "" if instance.health.value == "none" else f" ({instance.health.value})"
+            return f"Up {_ago(instance.started_at)}{health}"
+        case InstanceState.CREATED if instance.on_demand:
+            return "Idle (on demand)"
+        case InstanceState.EXITED if instance.on_demand and instance.exit_code in (0, None):
+            return f"Idle (on demand) {_ago(instance.finished_at)}"
         case InstanceState.EXITED:
             return f"Exited ({instance.exit_code}) {_ago(instance.finished_at)} ago"
         case InstanceState.FAILED:
@@ -116,6 +117,26 @@ def run(
             "--cold", help="Boot from scratch even when a prewarmed snapshot of this image exists."
         ),
     ] = False,
+    restart: Annotated[
+        str,
+        typer.Option(
+            "--restart",
+            help="Restart policy: no, on-failure[:N] (non-zero exit, failed VM or unhealthy app; "
+            "at most N times) or always; back-off doubles from 0.1 s to 60 s.",
+        ),
+    ] = "no",
+    on_demand: Annotated[
+        bool,
+        typer.Option(
+            "--on-demand",
+            help="Scale to zero: listen on the published port, boot the VM on the first "
+            "connection, stop it after --idle-timeout without connections. Implies -d.",
+        ),
+    ] = False,
+    idle_timeout: Annotated[
+        str,
+        typer.Option("--idle-timeout", help="With --on-demand: stop after this long idle."),
+    ] = "30s",
 ) -> None:
     """Boot an image as a unikernel VM.
 
@@ -127,10 +148,20 @@ def run(
     After `ukedge image prewarm IMAGE` the VM resumes from a snapshot of the ready app instead
     of booting (same image, env and args); --cold boots anyway.
 
-    Example: ukedge run -d -p 18080:8080 sensor-agg:1
+    An image missing from the node is pulled first (a short name from the node's hub).
+
+    Examples: ukedge run -d -p 18080:8080 --restart on-failure:5 sensor-agg:1;
+    ukedge --host tcp://edge-7:7600 run -d --on-demand --idle-timeout 30s -p 8080:8080 web:2
     """
+    from ukedge.host import parse_restart_policy
+
+    detach = detach or on_demand
     if detach and remove:
         raise UsageError("--rm cannot be combined with --detach; use `ukedge rm` later")
+    try:
+        idle_seconds = parse_duration(idle_timeout)
+    except ValueError as exc:
+        raise UsageError(f"--idle-timeout: {exc}") from None
     request = _request(
         image=image,
         name=name,
@@ -141,21 +172,26 @@ def run(
         vcpus=cpus,
         hostname=hostname,
         cold=cold,
+        restart=parse_restart_policy(restart),
+        on_demand=on_demand,
+        idle_timeout_s=idle_seconds,
     )
-    manager = _manager()
+    target = node()
     _accelerator_notice()
-    instance = manager.run(request)
+    instance = target.run(request)
     if detach:
         out.print(instance.id)
         return
-    status = _attach(manager, instance)
+    status = _attach(target, instance)
     if remove:
-        manager.remove(instance.id)
+        target.remove(instance.id)
     sys.exit(status)
 
 
 def _accelerator_notice() -> None:
     """Say once per host (when the probe actually ran) that VMs will be emulated."""
+    if remote_host():
+        return  # the agent's probe, not ours; `ukedge info` shows its verdict
     from ukedge.vmm import probe_accelerator
 
     verdict = probe_accelerator()
@@ -175,7 +211,7 @@ def _console_lines(chunks: Iterator[bytes]) -> Iterator[bytes]:
         yield pending
 
 
-def _attach(manager: InstanceManager, instance: Instance) -> int:
+def _attach(manager: NodeService, instance: Instance) -> int:
     """Stream the console until the instance ends; Ctrl-C stops, a second one kills."""
     from ukedge.build.guest import EXIT_PREFIX
     from ukedge.host import InstanceState
@@ -224,7 +260,7 @@ def ps(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print instance ids only.")] = False,
 ) -> None:
     """List instances (running ones unless -a)."""
-    instances = _manager().list(all_instances=all_instances)
+    instances = node().list(all_instances=all_instances)
     if as_json:
         print_json([i.model_dump(mode="json") for i in instances])
     elif quiet:
@@ -260,9 +296,7 @@ def logs(
     """Print an instance's console output (or, with --results, its results device)."""
     stream = sys.stdout.buffer
     with contextlib.suppress(KeyboardInterrupt):
-        for chunk in _manager().follow(
-            instance, "results" if results else "console", follow=follow
-        ):
+        for chunk in node().follow(instance, "results" if results else "console", follow=follow):
             stream.write(chunk)
             stream.flush()
 
@@ -274,8 +308,11 @@ def stop(
         typer.Option("--time", "-t", help="Seconds to wait for the app before killing the VM."),
     ] = 10.0,
 ) -> None:
-    """Stop instances gracefully: SIGTERM to the app, kill after --time seconds."""
-    manager = _manager()
+    """Stop instances gracefully: SIGTERM to the app, kill after --time seconds.
+
+    A stopped instance is not restarted by its restart policy (an on-demand one stops listening
+    until `ukedge start`)."""
+    manager = node()
     for key in instances:
         instance = manager.stop(key, timeout)
         out.print(instance.name)
@@ -285,7 +322,7 @@ def kill(
     instances: Annotated[list[str], typer.Argument(help="Instance names or ids.")],
 ) -> None:
     """Kill instances at once (the VM is ended without warning the app)."""
-    manager = _manager()
+    manager = node()
     for key in instances:
         out.print(manager.kill(key).name)
 
@@ -297,7 +334,7 @@ def rm(
     ] = False,
 ) -> None:
     """Remove ended instances and their logs (running ones need --force)."""
-    manager = _manager()
+    manager = node()
     for key in instances:
         out.print(manager.remove(key, force=force).name)
 
@@ -306,13 +343,12 @@ def inspect(
     target: Annotated[str, typer.Argument(help="Instance name/id, or an image reference.")],
 ) -> None:
     """Print an instance's (or else an image's) full record as JSON."""
+    service = node()
     try:
-        instance = _manager().get(target)
+        instance = service.get(target)
     except InstanceError:
-        from ukedge.cli.images import inspect_image
-
         try:
-            inspect_image(target)
+            print_json(service.inspect_image(target))
         except (ImageError, UsageError):
             raise InstanceError(f"no such instance or image: {target}") from None
         return
@@ -325,30 +361,60 @@ def stats(
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ) -> None:
-    """Show the host memory (RSS) and CPU time of each instance's VM."""
-    manager = _manager()
+    """Show what each instance's VM costs the host: memory (RSS, and PSS, which shares the
+    mapped kernel among its users) and CPU time."""
+    manager = node()
     targets = [manager.get(k) for k in instances] if instances else manager.list()
-    rows: list[dict[str, Any]] = []
-    for i in targets:
-        s = manager.stats(i.id)
-        rows.append(
-            {
-                "id": i.short_id,
-                "name": i.name,
-                "rss_bytes": s.rss_bytes,
-                "cpu_seconds": s.cpu_seconds,
-            }
-        )
+    rows = [manager.stats(i.id) for i in targets]
     if as_json:
-        print_json(rows)
+        print_json([r.model_dump(mode="json") for r in rows])
     else:
         print_table(
-            ["INSTANCE ID", "NAME", "MEM (RSS)", "CPU TIME"],
+            ["INSTANCE ID", "NAME", "MEM (RSS)", "MEM (PSS)", "CPU TIME"],
             [
-                (r["id"], r["name"], format_size(r["rss_bytes"]), f"{r['cpu_seconds']:.2f}s")
+                (
+                    r.id[:12],
+                    r.name,
+                    format_size(r.rss_bytes),
+                    format_size(r.pss_bytes) if r.pss_bytes is not None else "-",
+                    f"{r.cpu_seconds:.2f}s",
+                )
                 for r in rows
             ],
         )
+
+
+def start(
+    instances: Annotated[list[str], typer.Argument(help="Instance names or ids.")],
+) -> None:
+    """Start ended instances again (same image, settings and logs; the policy's count resets).
+
+    An on-demand instance goes back to listening; its VM boots on the next connection."""
+    manager = node()
+    for key in instances:
+        out.print(manager.start(key).name)
+
+
+def events(
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
+) -> None:
+    """Follow instance state changes as they happen (create, start, die, restart, health…)."""
+    import datetime as dt
+
+    with contextlib.suppress(KeyboardInterrupt):
+        for event in node().events():
+            if as_json:
+                out.print(event.model_dump_json(), markup=False)
+                continue
+            when = dt.datetime.fromtimestamp(event.time).isoformat(timespec="milliseconds")
+            detail = f" exit={event.exit_code}" if event.exit_code is not None else ""
+            if event.health.value != "none":
+                detail += f" health={event.health.value}"
+            out.print(
+                f"{when} {event.action:<8} {event.name} ({event.id[:12]}) "
+                f"{event.state.value}{detail}",
+                markup=False,
+            )
 
 
 def prewarm(
@@ -370,7 +436,7 @@ def prewarm(
     fraction of a boot (a Python app under TCG boots in seconds). Resumed guests get a fresh RNG
     seed and the current time from the host.
     """
-    manager = _manager()
+    manager = node()
     _accelerator_notice()
     began = time.monotonic()
     with err.status(f"booting {image} until its health check passes…"):
@@ -389,6 +455,6 @@ def prewarm(
 def register(app: typer.Typer) -> None:
     from ukedge.cli.images import image_app
 
-    for command in (run, ps, logs, stop, kill, rm, inspect, stats):
+    for command in (run, start, ps, logs, stop, kill, rm, inspect, stats, events):
         app.command(command.__name__)(command)
     image_app.command("prewarm")(prewarm)

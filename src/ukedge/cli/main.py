@@ -13,8 +13,9 @@ import sys
 import typer
 
 from ukedge import __version__
+from ukedge.cli import _context
 from ukedge.cli._console import err
-from ukedge.errors import UkedgeError
+from ukedge.errors import UkedgeError, UsageError
 
 __all__ = ["app", "main"]
 
@@ -38,13 +39,40 @@ def _version(value: bool) -> None:
         raise typer.Exit()
 
 
+#: Commands that work on this machine's files whatever --host says (docker builds on the daemon;
+#: ukedge builds here, and ships images through a hub).
+_LOCAL_ONLY = frozenset({"build", "push", "tag", "login", "logout", "kernel", "hub", "doctor"})
+
+
 @app.callback()
 def _root(
+    ctx: typer.Context,
+    host: str = typer.Option(
+        None,
+        "--host",
+        "-H",
+        envvar="UKEDGE_HOST",
+        help="Act on the host agent at this address (unix:///PATH, tcp://HOST:PORT, "
+        "http://HOST:PORT) instead of this machine.",
+    ),
+    token: str = typer.Option(
+        None,
+        "--token",
+        envvar="UKEDGE_HOST_TOKEN",
+        help="The agent's bearer token (for TCP; on the agent's own machine it is read from "
+        "<UKEDGE_HOME>/agent/token).",
+    ),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Log debug detail to stderr."),
     version: bool = typer.Option(
         False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
     ),
 ) -> None:
+    if host and ctx.invoked_subcommand in _LOCAL_ONLY:
+        raise UsageError(
+            f"`ukedge {ctx.invoked_subcommand}` works on this machine and does not take --host "
+            "(unset UKEDGE_HOST); push images to a hub and pull or run them on the agent"
+        )
+    _context.set_target(host, token)
     level = logging.DEBUG if verbose else getattr(logging, os.environ.get("UKEDGE_LOG", "WARNING"))
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     if not verbose:
@@ -77,6 +105,11 @@ build.register(app)
 from ukedge.cli import hub  # noqa: E402
 
 app.add_typer(hub.app, name="hub")
+
+from ukedge.cli import host  # noqa: E402
+
+app.add_typer(host.app, name="host")
+app.command("info")(host.info)
 
 
 def main() -> None:

@@ -1,8 +1,11 @@
-"""The edge-node side: instance lifecycle on one host (and, later, the agent serving it)."""
+"""The edge-node side: instance lifecycle on one host, and the host agent serving it over REST."""
 
+from ukedge.host._agent import DEFAULT_ADDR, Agent, AgentSettings, load_agent_settings
+from ukedge.host._api import create_agent_app
+from ukedge.host._client import HOST_ENV, TOKEN_ENV, AgentClient
+from ukedge.host._events import EventBus, Subscription
 from ukedge.host._forwarder import ForwardRound, ResultForwarder, ResultSource, manager_sources
 from ukedge.host._health import check_once, wait_healthy
-from ukedge.host._images import ImageCache, budget_from_env, open_image_cache
 from ukedge.host._images import ImageCache, budget_from_env, open_image_cache
 from ukedge.host._layers import UnpackedLayers
 from ukedge.host._manager import InstanceManager, open_manager
@@ -24,16 +27,24 @@ from ukedge.host._models import (
     validation_message,
 )
 from ukedge.host._names import NAME_PATTERN, random_name
-from ukedge.host._ondemand import OnDemandProxy, ProxyState, Upstream
+from ukedge.host._node import LocalNode, open_local_node
+from ukedge.host._ondemand import OnDemandController, OnDemandProxy, ProxyState, Upstream
+from ukedge.host._serve import ensure_token, serve
 from ukedge.host._service import NodeService, OutputStream
 from ukedge.host._spool import MAX_LINE_BYTES, ResultSpool, SpoolError
 
 __all__ = [
+    "DEFAULT_ADDR",
+    "HOST_ENV",
     "MAX_LINE_BYTES",
     "NAME_PATTERN",
+    "TOKEN_ENV",
+    "Agent",
+    "AgentClient",
+    "AgentSettings",
+    "EventBus",
     "ForwardRound",
     "HealthStatus",
-    "ImageCache",
     "ImageCache",
     "ImageSummary",
     "Instance",
@@ -41,8 +52,10 @@ __all__ = [
     "InstanceManager",
     "InstanceState",
     "InstanceStats",
+    "LocalNode",
     "NodeInfo",
     "NodeService",
+    "OnDemandController",
     "OnDemandProxy",
     "OutputStream",
     "PortMapping",
@@ -54,19 +67,23 @@ __all__ = [
     "ResultSpool",
     "RunRequest",
     "SpoolError",
+    "Subscription",
     "UnpackedLayers",
     "Upstream",
     "budget_from_env",
-    "budget_from_env",
     "check_once",
+    "create_agent_app",
+    "ensure_token",
+    "load_agent_settings",
     "manager_sources",
     "open_image_cache",
-    "open_image_cache",
+    "open_local_node",
     "open_manager",
     "parse_port_mapping",
     "parse_restart_policy",
     "random_name",
     "run_request",
+    "serve",
     "validation_message",
     "wait_healthy",
 ]

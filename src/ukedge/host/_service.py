@@ -43,6 +43,9 @@ class NodeService(Protocol):
         Raises ``AdmissionError`` when the node has no room, ``UsageError`` for bad input.
         """
 
+    def start(self, key: str) -> Instance:
+        """Start an ended (or created) instance again, in its own directory, logs continued."""
+
     def list(self, *, all_instances: bool = False) -> list[Instance]:
         """Active instances, newest first; ended ones too with ``all_instances``."""
 

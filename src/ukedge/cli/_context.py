@@ -1,0 +1,43 @@
+"""Which node the commands act on: this machine (daemonless) or a host agent.
+
+``--host URL`` or ``UKEDGE_HOST`` (the Docker-context idiom) sends instance and image commands
+to an agent; without either they run in-process. Commands get a
+:class:`~ukedge.host.NodeService` either way and render what it returns, so the output is the
+same wherever the node is.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ukedge.host import NodeService
+
+__all__ = ["node", "remote_host", "set_target"]
+
+_target: dict[str, str | None] = {"host": None, "token": None}
+_node: list[NodeService] = []
+
+
+def set_target(host: str | None, token: str | None) -> None:
+    _target["host"] = host or None
+    _target["token"] = token or None
+    _node.clear()
+
+
+def remote_host() -> str | None:
+    """The agent address commands go to, or ``None`` for this machine."""
+    return _target["host"]
+
+
+def node() -> NodeService:
+    """The node of this invocation (made once; agents and stores open lazily)."""
+    if not _node:
+        from ukedge import host
+
+        address = _target["host"]
+        if address:
+            _node.append(host.AgentClient(address, token=_target["token"]))
+        else:
+            _node.append(host.open_local_node())
+    return _node[0]

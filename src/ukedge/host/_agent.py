@@ -1,0 +1,231 @@
+"""The host agent: one node's manager, image cache, supervisor and results forwarder, wired.
+
+:class:`Agent` is the composition root the REST server (``ukedge host serve``) and tests build.
+It owns the background work that makes a node more than the CLI: a supervisor thread that
+reconciles instances (restart policies, health checks), the results forwarder, and the
+on-demand listeners. Everything durable lives under ``data_dir``, so an agent killed with
+``kill -9`` and started again on the same directory finds its images, its instances (the VMs
+keep running: they are not the agent's children) and its undelivered results.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import platform
+import threading
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from ukedge import config, paths, vmm
+from ukedge.errors import UsageError
+from ukedge.host import sinks as result_sinks
+from ukedge.host._admission import Capacity, host_capacity
+from ukedge.host._forwarder import ResultForwarder, manager_sources
+from ukedge.host._images import ImageCache
+from ukedge.host._layers import UnpackedLayers
+from ukedge.host._manager import InstanceManager
+from ukedge.host._names import NAME_PATTERN
+from ukedge.host._node import LocalNode
+from ukedge.host._spool import ResultSpool
+from ukedge.image import ImageStore
+from ukedge.units import parse_size
+
+__all__ = ["DEFAULT_ADDR", "ENV_PREFIX", "Agent", "AgentSettings", "load_agent_settings"]
+
+log = logging.getLogger(__name__)
+
+ENV_PREFIX = "UKEDGE_AGENT_"
+DEFAULT_ADDR = "127.0.0.1:7600"
+
+
+class AgentSettings(BaseModel):
+    """What ``ukedge host serve`` is told, by flag, ``UKEDGE_AGENT_*`` variable or TOML file."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    #: Images, instances, results spool, token and socket; keep it on a persistent disk.
+    data_dir: Path = Field(default_factory=lambda: paths.home() / "agent")
+    #: TCP address of the REST API (bearer token required); empty turns TCP off.
+    addr: str = DEFAULT_ADDR
+    #: Unix socket of the REST API (no token: file permissions guard it); default in data_dir.
+    socket: Path | None = None
+    #: Registry (HOST[:PORT]) for image references that name none.
+    hub: str | None = None
+    name: str = Field(default_factory=lambda: platform.node() or "localhost")
+    labels: dict[str, str] = Field(default_factory=dict)
+    #: Result sinks (``mqtt://broker:1883``); each keeps its own cursor in the spool.
+    mqtt: list[str] = Field(default_factory=list)
+    #: Guest memory instances may commit (``8G``); default: host memory less a reserve.
+    memory: str | None = None
+    #: vCPUs instances may commit; default: the host's CPUs.
+    cpus: int | None = Field(default=None, ge=1)
+    #: Admission multiplies memory and vCPUs by this (idle VMs rarely touch all their memory).
+    overcommit: float = Field(default=1.0, gt=0, le=100)
+    #: Size budget of the image cache (``4G``); least recently used unused images go first.
+    image_budget: str | None = None
+    #: User QEMU drops to when the agent runs as root; ``""`` keeps root (not advised).
+    qemu_user: str | None = None
+    #: Seconds between supervisor passes (restarts, health checks).
+    supervise_interval: float = Field(default=0.5, gt=0, le=60)
+    log_format: Literal["json", "text"] = "json"
+
+    @field_validator("addr")
+    @classmethod
+    def _addr(cls, value: str) -> str:
+        if not value:
+            return value
+        host, sep, port = value.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"{value!r} is not HOST:PORT (for example {DEFAULT_ADDR})")
+        return value
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not NAME_PATTERN.match(value):
+            raise ValueError(f"invalid node name {value!r}: letters, digits, '_', '.', '-'")
+        return value
+
+    @field_validator("memory", "image_budget")
+    @classmethod
+    def _size(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                parse_size(value, default_unit="M")
+            except UsageError as exc:
+                raise ValueError(str(exc)) from None
+        return value
+
+    @property
+    def host(self) -> str:
+        return self.addr.rpartition(":")[0].strip("[]")
+
+    @property
+    def port(self) -> int:
+        return int(self.addr.rpartition(":")[2])
+
+    @property
+    def socket_path(self) -> Path:
+        return self.socket or self.data_dir / "agent.sock"
+
+    @property
+    def token_path(self) -> Path:
+        return self.data_dir / "token"
+
+
+def load_agent_settings(
+    config_file: Path | None = None,
+    environ: dict[str, str] | None = None,
+    **overrides: Any,
+) -> AgentSettings:
+    """Defaults < ``config_file`` (``[agent]`` table or top level) < ``UKEDGE_AGENT_*`` < flags."""
+    return config.load_settings(
+        AgentSettings,
+        env_prefix=ENV_PREFIX,
+        section="agent",
+        config_file=config_file,
+        environ=environ,
+        overrides=overrides,
+    )
+
+
+def _size(text: str | None) -> int | None:
+    return parse_size(text, default_unit="M") if text else None
+
+
+def _capacity(settings: AgentSettings) -> Capacity:
+    """The host's figures, with what the operator set in their place."""
+    host = host_capacity(settings.overcommit)
+    return Capacity(
+        memory_allocatable_bytes=_size(settings.memory) or host.memory_allocatable_bytes,
+        cpus=settings.cpus or host.cpus,
+        overcommit_ratio=settings.overcommit,
+    )
+
+
+def _default_qemu_user(setting: str | None) -> str | None:
+    if setting is not None:
+        return setting or None
+    return "nobody" if os.geteuid() == 0 else None
+
+
+class Agent:
+    """A node's services, started and stopped together."""
+
+    def __init__(self, settings: AgentSettings) -> None:
+        self.settings = settings
+        data = settings.data_dir
+        data.mkdir(parents=True, exist_ok=True, mode=0o700)
+        data.chmod(0o700)
+        capacity = _capacity(settings)
+        backend = vmm.create("qemu", run_as=_default_qemu_user(settings.qemu_user))
+        store = ImageStore(data / "store")
+        layers = UnpackedLayers(data / "cache" / "unpacked")
+        self.manager = InstanceManager(
+            data / "instances",
+            store,
+            backend,
+            layers,
+            data / "cache" / "snapshots",
+            capacity=capacity,
+        )
+        budget = (
+            parse_size(settings.image_budget, default_unit="M") if settings.image_budget else None
+        )
+        self.images = ImageCache(store, layers, budget=budget, in_use=self._images_in_use)
+        self.node = LocalNode(
+            self.manager, self.images, name=settings.name, labels=settings.labels, hub=settings.hub
+        )
+        self.spool = ResultSpool(data / "results.db")
+        self.forwarder = ResultForwarder(
+            self.spool,
+            [result_sinks.create(url, url) for url in settings.mqtt],
+            manager_sources(self.manager),
+            settings.name,
+        )
+        self.manager.before_remove.append(
+            lambda i: self._drain_results(i.id, self.manager.results_path(i))
+        )
+        self._stop = threading.Event()
+        self._supervisor: threading.Thread | None = None
+
+    def _images_in_use(self) -> set[str]:
+        return {i.image_digest for i in self.manager.records.all()}
+
+    def _drain_results(self, instance_id: str, path: Path) -> None:
+        if self.forwarder.sinks:
+            self.forwarder.drain(instance_id, path)
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the background work; instances from an earlier run are re-adopted first."""
+        adopted = self.manager.list()
+        if adopted:
+            log.info("re-adopted %d running instance(s)", len(adopted))
+        if self.forwarder.sinks:
+            self.forwarder.start()
+        self._stop.clear()
+        self._supervisor = threading.Thread(
+            target=self._supervise, name="ukedge-supervisor", daemon=True
+        )
+        self._supervisor.start()
+
+    def _supervise(self) -> None:
+        while not self._stop.wait(self.settings.supervise_interval):
+            try:
+                self.manager.supervise()
+            except Exception:
+                log.exception("supervisor pass failed")
+
+    def close(self) -> None:
+        """Stop the background work. Instances keep running; the next agent re-adopts them."""
+        self._stop.set()
+        if self._supervisor is not None:
+            self._supervisor.join(timeout=30)
+        if self.forwarder.running:
+            self.forwarder.stop()
+        self.node.close()

@@ -1,0 +1,333 @@
+"""The host agent's REST API: one node's instances and images over HTTP (FastAPI).
+
+Routes are thin over :class:`~ukedge.host.NodeService`, so the API does exactly what the local
+CLI does. Blocking work (QMP, SQLite, registry transfers) runs in the thread pool; streams
+(logs, pull progress, events) are async generators that poll a thread for the next piece, so a
+client that goes away frees its thread within a second.
+
+Errors keep their ukedge class across the wire (``{"error": {"kind", "message"}}``), so the
+remote CLI raises the same error, with the same message and exit code, as the local one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import queue
+import threading
+import time
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
+
+import anyio
+from fastapi import Body, FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
+from fastapi.sse import EventSourceResponse, ServerSentEvent
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from ukedge import __version__
+from ukedge.errors import (
+    AdmissionError,
+    DigestMismatchError,
+    ImageError,
+    InstanceError,
+    MachineError,
+    NoSuchInstanceError,
+    NotFoundError,
+    RegistryError,
+    UkedgeError,
+    UsageError,
+)
+from ukedge.host._metrics import AgentMetrics, MetricsMiddleware
+from ukedge.host._models import (
+    ImageSummary,
+    Instance,
+    InstanceStats,
+    NodeInfo,
+    PruneReport,
+    RunRequest,
+)
+from ukedge.host._node import LocalNode
+from ukedge.host._service import OutputStream
+from ukedge.registry import BlobOutcome
+
+__all__ = ["API_PREFIX", "create_agent_app", "error_status"]
+
+API_PREFIX = "/v1"
+_KEEPALIVE_S = 10.0
+_PROGRESS_EVERY_S = 0.1
+_LOG_POLL_S = 0.05
+
+#: Most specific first: the first class an error is an instance of decides its status.
+_STATUS: list[tuple[type[UkedgeError], int]] = [
+    (NoSuchInstanceError, 404),
+    (AdmissionError, 409),
+    (UsageError, 400),
+    (DigestMismatchError, 502),
+    (ImageError, 404),
+    (InstanceError, 409),
+    (NotFoundError, 404),
+    (RegistryError, 502),
+    (MachineError, 500),
+]
+
+
+def error_status(exc: UkedgeError) -> int:
+    for cls, status in _STATUS:
+        if isinstance(exc, cls):
+            return status
+    return 500
+
+
+def _error_body(kind: str, message: str) -> dict[str, Any]:
+    return {"error": {"kind": kind, "message": message}}
+
+
+def create_agent_app(node: LocalNode, *, metrics: AgentMetrics | None = None) -> FastAPI:
+    """The API over ``node``. Authentication is the server's business (see ``_serve``)."""
+    app = FastAPI(
+        title="ukedge host agent",
+        version=__version__,
+        description="Runs unikernel images as VMs on one edge node: images, instances, "
+        "logs, stats and events.",
+    )
+    metrics = metrics or AgentMetrics(node)
+    app.add_middleware(MetricsMiddleware, metrics=metrics)
+
+    @app.exception_handler(UkedgeError)
+    async def _ukedge_error(_request: Request, exc: UkedgeError) -> JSONResponse:
+        return JSONResponse(_error_body(type(exc).__name__, str(exc)), error_status(exc))
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc'] if p != 'body') or 'body'}: "
+            f"{str(e['msg']).removeprefix('Value error, ')}"
+            for e in exc.errors()
+        )
+        return JSONResponse(_error_body("UsageError", f"invalid request: {problems}"), 422)
+
+    # -- service ---------------------------------------------------------------------------------
+
+    @app.get("/healthz", include_in_schema=False)
+    def healthz() -> PlainTextResponse:
+        return PlainTextResponse("ok\n")
+
+    @app.get("/metrics", include_in_schema=False)
+    def prometheus() -> PlainTextResponse:
+        return PlainTextResponse(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get(f"{API_PREFIX}/node", response_model=NodeInfo, tags=["node"])
+    def node_info() -> NodeInfo:
+        return node.info()
+
+    # -- images ----------------------------------------------------------------------------------
+
+    @app.get(f"{API_PREFIX}/images", response_model=list[ImageSummary], tags=["images"])
+    def list_images() -> list[ImageSummary]:
+        return node.images()
+
+    @app.get(f"{API_PREFIX}/images/inspect", tags=["images"])
+    def inspect_image(ref: Annotated[str, Query(min_length=1, max_length=512)]) -> Any:
+        return node.inspect_image(ref)
+
+    @app.delete(f"{API_PREFIX}/images", response_model=list[str], tags=["images"])
+    def remove_image(
+        ref: Annotated[str, Query(min_length=1, max_length=512)], force: bool = False
+    ) -> list[str]:
+        return node.remove_image(ref, force=force)
+
+    @app.post(f"{API_PREFIX}/images/prune", response_model=PruneReport, tags=["images"])
+    def prune_images() -> PruneReport:
+        return node.prune_images()
+
+    @app.post(
+        f"{API_PREFIX}/images/pull",
+        response_class=EventSourceResponse,
+        tags=["images"],
+        summary="Pull an image; progress as server-sent events",
+    )
+    async def pull_image(
+        request: Request, ref: Annotated[str, Body(embed=True, min_length=1, max_length=512)]
+    ) -> AsyncIterator[ServerSentEvent]:
+        """Events: ``start`` {digest, label, total}, ``progress`` {digest, completed},
+        ``finish`` {digest, outcome}; then ``done`` (the image summary) or ``error``
+        {kind, message}. Closing the stream cancels the pull."""
+        events: queue.Queue[ServerSentEvent | None] = queue.Queue()
+        cancel = threading.Event()
+        progress = _QueueProgress(events, cancel)
+
+        def work() -> None:
+            try:
+                summary = node.pull(ref, progress=progress)
+                events.put(ServerSentEvent(event="done", data=summary.model_dump(mode="json")))
+            except UkedgeError as exc:
+                events.put(
+                    ServerSentEvent(
+                        event="error", data={"kind": type(exc).__name__, "message": str(exc)}
+                    )
+                )
+            finally:
+                events.put(None)
+
+        worker = threading.Thread(target=work, name="ukedge-pull", daemon=True)
+        worker.start()
+        try:
+            while True:
+                event = await anyio.to_thread.run_sync(_next, events)
+                if event is _IDLE:
+                    if await request.is_disconnected():
+                        return
+                    continue
+                if event is None:
+                    return
+                assert isinstance(event, ServerSentEvent)
+                yield event
+        finally:
+            cancel.set()
+
+    @app.post(f"{API_PREFIX}/images/prewarm", tags=["images"])
+    def prewarm(request: RunRequest) -> dict[str, str]:
+        return {"snapshot": node.prewarm(request)}
+
+    # -- instances -------------------------------------------------------------------------------
+
+    @app.post(
+        f"{API_PREFIX}/instances", response_model=Instance, status_code=201, tags=["instances"]
+    )
+    def create_instance(request: RunRequest) -> Instance:
+        return node.run(request)
+
+    @app.get(f"{API_PREFIX}/instances", response_model=list[Instance], tags=["instances"])
+    def list_instances(all: bool = False) -> list[Instance]:
+        return node.list(all_instances=all)
+
+    @app.get(f"{API_PREFIX}/instances/{{key}}", response_model=Instance, tags=["instances"])
+    def get_instance(key: str) -> Instance:
+        return node.get(key)
+
+    @app.post(f"{API_PREFIX}/instances/{{key}}/start", response_model=Instance, tags=["instances"])
+    def start_instance(key: str) -> Instance:
+        return node.start(key)
+
+    @app.post(f"{API_PREFIX}/instances/{{key}}/stop", response_model=Instance, tags=["instances"])
+    def stop_instance(key: str, timeout: Annotated[float, Query(ge=0, le=3600)] = 10.0) -> Instance:
+        return node.stop(key, timeout)
+
+    @app.post(f"{API_PREFIX}/instances/{{key}}/kill", response_model=Instance, tags=["instances"])
+    def kill_instance(key: str) -> Instance:
+        return node.kill(key)
+
+    @app.post(f"{API_PREFIX}/instances/{{key}}/wait", response_model=Instance, tags=["instances"])
+    def wait_instance(
+        key: str, timeout: Annotated[float | None, Query(ge=0, le=86_400)] = None
+    ) -> Instance:
+        return node.wait(key, timeout)
+
+    @app.delete(f"{API_PREFIX}/instances/{{key}}", response_model=Instance, tags=["instances"])
+    def remove_instance(key: str, force: bool = False) -> Instance:
+        return node.remove(key, force=force)
+
+    @app.get(
+        f"{API_PREFIX}/instances/{{key}}/stats", response_model=InstanceStats, tags=["instances"]
+    )
+    def instance_stats(key: str) -> InstanceStats:
+        return node.stats(key)
+
+    @app.get(
+        f"{API_PREFIX}/instances/{{key}}/logs",
+        response_class=StreamingResponse,
+        tags=["instances"],
+        summary="Console or results bytes from an offset; with follow, until the instance ends",
+    )
+    async def instance_logs(
+        key: str,
+        stream: OutputStream = "console",
+        follow: bool = False,
+        offset: Annotated[int, Query(ge=0)] = 0,
+    ) -> StreamingResponse:
+        instance = await anyio.to_thread.run_sync(node.get, key)
+
+        def read_from(start: int) -> tuple[bytes, bool]:
+            # Whether it still runs is asked before reading, so the last output is never lost.
+            active = node.get(instance.id).state.active
+            data = b"".join(node.follow(instance.id, stream, follow=False, offset=start))
+            return data, active
+
+        async def chunks() -> AsyncIterator[bytes]:
+            position = offset
+            while True:
+                data, active = await anyio.to_thread.run_sync(read_from, position)
+                if data:
+                    position += len(data)
+                    yield data
+                if not follow or not active:
+                    return
+                if not data:
+                    await asyncio.sleep(_LOG_POLL_S)
+
+        return StreamingResponse(chunks(), media_type="application/octet-stream")
+
+    @app.get(
+        f"{API_PREFIX}/events",
+        response_class=EventSourceResponse,
+        tags=["instances"],
+        summary="Instance state changes as server-sent events",
+    )
+    async def events(request: Request) -> AsyncIterator[ServerSentEvent]:
+        with node.bus.subscribe() as subscription:
+            quiet_since = time.monotonic()
+            while not await request.is_disconnected():
+                event = await anyio.to_thread.run_sync(subscription.get, 1.0)
+                if event is not None:
+                    quiet_since = time.monotonic()
+                    yield ServerSentEvent(event="instance", data=event.model_dump(mode="json"))
+                elif time.monotonic() - quiet_since > _KEEPALIVE_S:
+                    quiet_since = time.monotonic()
+                    yield ServerSentEvent(comment="keepalive")
+
+    return app
+
+
+_IDLE = object()
+
+
+def _next(events: queue.Queue[ServerSentEvent | None]) -> object:
+    try:
+        return events.get(timeout=1.0)
+    except queue.Empty:
+        return _IDLE
+
+
+class _QueueProgress:
+    """Pull progress into an SSE queue; ``progress`` events at most every 100 ms per blob.
+
+    Raising from a callback aborts the pull (see ``TransferProgress``): that is how a client
+    that closed the stream cancels it.
+    """
+
+    def __init__(self, events: queue.Queue[ServerSentEvent | None], cancel: threading.Event):
+        self._events = events
+        self._cancel = cancel
+        self._last: dict[str, float] = {}
+
+    def _check(self) -> None:
+        if self._cancel.is_set():
+            raise UsageError("pull cancelled: the client closed the progress stream")
+
+    def start(self, digest: str, label: str, total: int) -> None:
+        self._check()
+        data = {"digest": digest, "label": label, "total": total}
+        self._events.put(ServerSentEvent(event="start", data=data))
+
+    def update(self, digest: str, completed: int) -> None:
+        self._check()
+        now = time.monotonic()
+        if now - self._last.get(digest, 0.0) >= _PROGRESS_EVERY_S:
+            self._last[digest] = now
+            data = {"digest": digest, "completed": completed}
+            self._events.put(ServerSentEvent(event="progress", data=data))
+
+    def finish(self, digest: str, outcome: BlobOutcome) -> None:
+        data = {"digest": digest, "outcome": str(outcome)}
+        self._events.put(ServerSentEvent(event="finish", data=data))

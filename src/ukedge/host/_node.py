@@ -1,0 +1,214 @@
+"""The node in this process: the instance manager and the image cache behind :class:`NodeService`.
+
+``ukedge run`` without ``--host`` uses a ``LocalNode`` directly (daemonless); the host agent
+serves one over REST. Whatever both need beyond the manager lives here, once: resolving a short
+image reference against the node's hub and pulling an image that is missing before a run (as
+``docker run`` does), keeping the cache's LRU order, and the node's capacity figures.
+"""
+
+from __future__ import annotations
+
+import builtins
+import os
+import platform
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from ukedge import __version__
+from ukedge.errors import ImageError
+from ukedge.host._events import EventBus
+from ukedge.host._images import ImageCache
+from ukedge.host._manager import InstanceManager
+from ukedge.host._models import (
+    ImageSummary,
+    Instance,
+    InstanceEvent,
+    InstanceState,
+    InstanceStats,
+    NodeInfo,
+    PruneReport,
+    RunRequest,
+)
+from ukedge.host._service import OutputStream
+from ukedge.image import parse_reference
+from ukedge.registry import TransferProgress
+
+__all__ = ["LocalNode", "open_local_node"]
+
+_EVENT_POLL_S = 0.5
+
+
+def _memory_total() -> int:
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("MemTotal:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+class LocalNode:
+    """A :class:`~ukedge.host.NodeService` over this process's manager and image cache."""
+
+    def __init__(
+        self,
+        manager: InstanceManager,
+        images: ImageCache,
+        *,
+        name: str | None = None,
+        labels: dict[str, str] | None = None,
+        hub: str | None = None,
+    ) -> None:
+        self.manager = manager
+        self.cache = images
+        self.name = name or platform.node() or "localhost"
+        self.labels = dict(labels or {})
+        #: Registry (HOST[:PORT]) for image references that name none.
+        self.hub = hub.removeprefix("http://").removeprefix("https://").rstrip("/") if hub else None
+        self.bus = EventBus()
+        manager.listeners.append(self._on_event)
+
+    def _on_event(self, event: InstanceEvent) -> None:
+        if event.action in ("start", "restart"):
+            instance = self.manager.records.find(event.id)
+            self.cache.touch(instance.image_digest)
+        self.bus.publish(event)
+
+    def close(self) -> None:
+        if self._on_event in self.manager.listeners:
+            self.manager.listeners.remove(self._on_event)
+
+    # -- node --------------------------------------------------------------------------------------
+
+    def info(self) -> NodeInfo:
+        from ukedge.vmm import probe_accelerator, qemu_version
+
+        verdict = probe_accelerator()
+        instances = self.manager.list(all_instances=True)
+        capacity = self.manager.capacity
+        committed = self.manager.committed()
+        images = self.cache.images()
+        return NodeInfo(
+            name=self.name,
+            labels=self.labels,
+            version=__version__,
+            architecture=platform.machine(),
+            cpus=os.cpu_count() or 1,
+            memory_total_bytes=_memory_total(),
+            memory_allocatable_bytes=(
+                capacity.memory_allocatable_bytes if capacity else _memory_total()
+            ),
+            memory_committed_bytes=committed.memory_bytes,
+            vcpus_committed=committed.vcpus,
+            overcommit_ratio=capacity.overcommit_ratio if capacity else 1.0,
+            accelerator=verdict.accel,
+            accelerator_detail=verdict.reason,
+            qemu_version=verdict.qemu_version or qemu_version(),
+            images=len(images),
+            image_bytes=self.cache.usage_bytes(),
+            image_budget_bytes=self.cache.budget,
+            instances=len(instances),
+            instances_running=sum(1 for i in instances if i.state is InstanceState.RUNNING),
+        )
+
+    # -- instances ---------------------------------------------------------------------------------
+
+    def _qualified(self, ref: str) -> str:
+        """``ref`` on the node's hub when it names no registry (and the node has a hub)."""
+        if self.hub and parse_reference(ref).registry is None:
+            return f"{self.hub}/{ref}"
+        return ref
+
+    def _local_or_pull(self, ref: str) -> str:
+        """The reference to run: the stored image, else pulled from its registry first."""
+        try:
+            self.cache.store.resolve(ref)
+            return ref
+        except ImageError:
+            qualified = self._qualified(ref)
+            if parse_reference(qualified).registry is None:
+                raise
+        try:
+            self.cache.store.resolve(qualified)
+        except ImageError:
+            self.cache.pull(qualified)
+        return qualified
+
+    def run(self, request: RunRequest) -> Instance:
+        ref = self._local_or_pull(request.image)
+        if ref != request.image:
+            request = request.model_copy(update={"image": ref})
+        return self.manager.run(request)
+
+    def start(self, key: str) -> Instance:
+        return self.manager.start(key)
+
+    def list(self, *, all_instances: bool = False) -> builtins.list[Instance]:
+        return self.manager.list(all_instances=all_instances)
+
+    def get(self, key: str) -> Instance:
+        return self.manager.get(key)
+
+    def wait(self, key: str, timeout: float | None = None) -> Instance:
+        return self.manager.wait(key, timeout)
+
+    def stop(self, key: str, timeout: float = 10.0) -> Instance:
+        return self.manager.stop(key, timeout)
+
+    def kill(self, key: str) -> Instance:
+        return self.manager.kill(key)
+
+    def remove(self, key: str, *, force: bool = False) -> Instance:
+        return self.manager.remove(key, force=force)
+
+    def stats(self, key: str) -> InstanceStats:
+        return self.manager.stats(key)
+
+    def follow(
+        self,
+        key: str,
+        stream: OutputStream = "console",
+        *,
+        follow: bool = True,
+        offset: int = 0,
+    ) -> Iterator[bytes]:
+        return self.manager.follow(key, stream, follow=follow, offset=offset)
+
+    def prewarm(self, request: RunRequest) -> str:
+        ref = self._local_or_pull(request.image)
+        return str(self.manager.prewarm(request.model_copy(update={"image": ref})))
+
+    def events(self, *, stop: threading.Event | None = None) -> Iterator[InstanceEvent]:
+        with self.bus.subscribe() as subscription:
+            while stop is None or not stop.is_set():
+                event = subscription.get(_EVENT_POLL_S)
+                if event is not None:
+                    yield event
+
+    # -- images ------------------------------------------------------------------------------------
+
+    def images(self) -> builtins.list[ImageSummary]:
+        return self.cache.images()
+
+    def inspect_image(self, ref: str) -> dict[str, Any]:
+        return self.cache.inspect(ref)
+
+    def pull(self, ref: str, *, progress: TransferProgress | None = None) -> ImageSummary:
+        return self.cache.pull(self._qualified(ref), progress=progress)
+
+    def remove_image(self, ref: str, *, force: bool = False) -> builtins.list[str]:
+        return self.cache.remove(ref, force=force)
+
+    def prune_images(self) -> PruneReport:
+        return self.cache.prune()
+
+
+def open_local_node() -> LocalNode:
+    """This user's node (``ukedge.paths``), as the CLI uses it without ``--host``; short image
+    names resolve against ``UKEDGE_REGISTRY`` when set."""
+    from ukedge.host._images import open_image_cache
+    from ukedge.host._manager import open_manager
+    from ukedge.registry import default_registry
+
+    manager = open_manager()
+    return LocalNode(manager, open_image_cache(manager), hub=default_registry())

@@ -1,0 +1,141 @@
+"""The host agent's API without booting VMs: token and socket access, input validation, errors
+that keep their class across the wire, node info, events, metrics, OpenAPI."""
+
+from __future__ import annotations
+
+import stat
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from agentkit import AgentProcess, running_agent
+
+from ukedge.errors import AgentError, ImageError, NoSuchInstanceError, UsageError
+from ukedge.host import AgentClient, run_request
+
+
+@pytest.fixture(scope="module")
+def agent(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AgentProcess]:
+    data = tmp_path_factory.mktemp("agent") / "data"
+    with running_agent(data, "--name", "edge-1", "--labels", "zone=a,tier=edge") as agent:
+        yield agent
+
+
+def test_token_is_made_once_kept_private_and_printed_once(tmp_path: Path) -> None:
+    with running_agent(tmp_path / "data") as agent:
+        token = agent.token
+        assert stat.S_IMODE((agent.data / "token").stat().st_mode) == 0o600
+        assert token in agent.starts[0]
+        agent.stop()
+        agent.start()
+        assert agent.token == token
+        assert token not in agent.starts[1].removeprefix(agent.starts[0])
+
+
+def test_tcp_needs_the_token_the_unix_socket_does_not(agent: AgentProcess) -> None:
+    assert httpx.get(f"{agent.url}/healthz").text == "ok\n"
+    refused = httpx.get(f"{agent.url}/v1/instances")
+    assert refused.status_code == 401
+    assert "token" in refused.json()["error"]["message"]
+    wrong = httpx.get(f"{agent.url}/v1/instances", headers={"Authorization": "Bearer nope"})
+    assert wrong.status_code == 401
+    with pytest.raises(AgentError, match="needs its token"):
+        agent.client(token="wrong").list()
+    assert agent.client().list() == []
+    assert agent.client(unix=True).list() == []
+    assert stat.S_IMODE(agent.socket.stat().st_mode) == 0o600
+
+
+def test_node_info(agent: AgentProcess) -> None:
+    info = agent.client(unix=True).info()
+    assert info.name == "edge-1"
+    assert info.labels == {"zone": "a", "tier": "edge"}
+    assert info.cpus >= 1
+    assert 0 < info.memory_allocatable_bytes < info.memory_total_bytes
+    assert info.accelerator in ("kvm", "tcg")
+    assert info.qemu_version
+    assert info.images == 0 and info.instances == 0
+
+
+@pytest.mark.parametrize(
+    ("payload", "field"),
+    [
+        ({"image": "x", "ports": [{"host_port": 70000, "guest_port": 80}]}, "ports.0.host_port"),
+        ({"image": "x", "name": "no spaces"}, "name"),
+        ({"image": "x", "memory_mib": 1}, "memory_mib"),
+        ({"image": "x", "vcpus": 0}, "vcpus"),
+        ({"image": "x", "restart": {"name": "sometimes"}}, "restart.name"),
+        ({"image": "x", "on_demand": True}, "published TCP port"),
+        ({"image": "x", "env": {"A=B": "c"}}, "env"),
+        ({"image": "x", "surprise": 1}, "surprise"),
+        ({"image": ""}, "image"),
+        ({}, "image"),
+    ],
+)
+def test_bad_payloads_are_refused_naming_the_field(
+    agent: AgentProcess, payload: dict[str, object], field: str
+) -> None:
+    response = httpx.post(
+        f"{agent.url}/v1/instances",
+        json=payload,
+        headers={"Authorization": f"Bearer {agent.token}"},
+    )
+    assert response.status_code == 422, response.text
+    error = response.json()["error"]
+    assert error["kind"] == "UsageError"
+    assert field in error["message"]
+    assert agent.client().list(all_instances=True) == []
+
+
+def test_errors_keep_their_class_and_message(agent: AgentProcess) -> None:
+    client = agent.client()
+    with pytest.raises(NoSuchInstanceError, match="no such instance: ghost"):
+        client.get("ghost")
+    with pytest.raises(ImageError):
+        client.run(run_request(image="missing:1"))
+    with pytest.raises(UsageError):
+        client.pull("not a reference")
+    response = httpx.get(
+        f"{agent.url}/v1/instances/ghost", headers={"Authorization": f"Bearer {agent.token}"}
+    )
+    assert response.status_code == 404
+
+
+def test_unreachable_agent_is_a_clear_error(tmp_path: Path) -> None:
+    with (
+        AgentClient(f"unix://{tmp_path}/none.sock") as client,
+        pytest.raises(AgentError, match="cannot reach the host agent"),
+    ):
+        client.list()
+    with pytest.raises(AgentError, match="invalid agent address"):
+        AgentClient("nowhere")
+
+
+def test_openapi_and_metrics(agent: AgentProcess) -> None:
+    headers = {"Authorization": f"Bearer {agent.token}"}
+    spec = httpx.get(f"{agent.url}/openapi.json", headers=headers).json()
+    assert "/v1/instances" in spec["paths"] and "/v1/images/pull" in spec["paths"]
+    agent.client().list()
+    metrics = httpx.get(f"{agent.url}/metrics", headers=headers).text
+    assert 'ukedge_agent_requests_total{method="GET",route="/v1/instances",status="200"}' in metrics
+    assert 'ukedge_agent_instances{state="running"} 0.0' in metrics
+
+
+def test_settings_file_and_environment(tmp_path: Path) -> None:
+    from ukedge.host import load_agent_settings
+
+    config = tmp_path / "agent.toml"
+    config.write_text('[agent]\nname = "from-file"\noverride = 1\n')
+    with pytest.raises(UsageError, match="override"):
+        load_agent_settings(config, {})
+    config.write_text('[agent]\nname = "from-file"\noverride = 1\n'.replace("override = 1\n", ""))
+    env = {"UKEDGE_AGENT_NAME": "from-env", "UKEDGE_AGENT_MQTT": "mqtt://a:1,mqtt://b:2"}
+    settings = load_agent_settings(config, env)
+    assert settings.name == "from-env"
+    assert settings.mqtt == ["mqtt://a:1", "mqtt://b:2"]
+    assert load_agent_settings(config, env, name="from-flag").name == "from-flag"
+    with pytest.raises(UsageError, match="addr"):
+        load_agent_settings(None, {}, addr="nowhere")
+    with pytest.raises(UsageError, match="memory"):
+        load_agent_settings(None, {}, memory="lots")
