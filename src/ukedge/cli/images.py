@@ -1,8 +1,14 @@
-"""Local image commands: ``images``, ``tag``, ``rmi`` and ``image save|load|ls|rm|inspect``."""
+"""Local image commands: ``images``, ``tag``, ``rmi`` and ``image save|load|ls|rm|inspect|prune``.
+
+Listing, inspecting, removing and pruning go through the node's image cache (``ukedge.host``),
+which knows which images instances use and keeps the budget; the ``render_*`` functions only
+draw what it returns, so a remote node's answers render the same way.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -12,9 +18,17 @@ from ukedge.cli._console import err, out, print_json, print_table
 from ukedge.units import format_size
 
 if TYPE_CHECKING:
-    from ukedge.image import ImageStore, StoredImage
+    from ukedge.host import ImageCache, ImageSummary, PruneReport
+    from ukedge.image import ImageStore
 
-__all__ = ["image_app", "register"]
+__all__ = [
+    "image_app",
+    "register",
+    "render_images",
+    "render_inspect",
+    "render_prune",
+    "render_removal",
+]
 
 image_app = typer.Typer(
     help="Manage images in the local store (an OCI image layout).", no_args_is_help=True
@@ -28,30 +42,58 @@ def _store() -> ImageStore:
     return ImageStore(store_dir())
 
 
-def _created(store: ImageStore, image: StoredImage, created: str | None) -> str:
-    if created:
-        return created
-    mtime = store.blob_path(image.digest).stat().st_mtime
-    return dt.datetime.fromtimestamp(mtime, dt.UTC).isoformat(timespec="seconds")
+def _cache() -> ImageCache:
+    from ukedge.host import open_image_cache
+
+    return open_image_cache()
 
 
-def image_summary(store: ImageStore, image: StoredImage) -> dict[str, Any]:
-    from ukedge.image import parse_reference
+def _when(timestamp: float | None) -> str:
+    if timestamp is None:
+        return "never"
+    return dt.datetime.fromtimestamp(timestamp, dt.UTC).isoformat(timespec="seconds")
 
-    _, manifest = store.manifest(image.ref)
-    config = store.config(manifest)
-    ref = parse_reference(image.ref)
-    return {
-        "ref": image.ref,
-        "repository": ref.name,
-        "tag": ref.tag,
-        "id": image.id,
-        "digest": image.digest,
-        "created": _created(store, image, config.created),
-        "size": store.image_size(manifest),
-        "runtime": config.runtime,
-        "layers": [layer.size for layer in manifest.layers],
-    }
+
+def render_images(rows: Sequence[ImageSummary], *, as_json: bool, quiet: bool) -> None:
+    if as_json:
+        print_json([row.model_dump(mode="json") for row in rows])
+    elif quiet:
+        for row in rows:
+            out.print(row.id)
+    else:
+        print_table(
+            ["REPOSITORY", "TAG", "IMAGE ID", "RUNTIME", "CREATED", "LAST USED", "SIZE"],
+            [
+                (
+                    r.repository,
+                    r.tag,
+                    r.id,
+                    r.runtime,
+                    r.created,
+                    _when(r.last_used) + (" (in use)" if r.in_use else ""),
+                    format_size(r.size),
+                )
+                for r in rows
+            ],
+        )
+
+
+def render_inspect(doc: dict[str, Any]) -> None:
+    print_json(doc)
+
+
+def render_removal(lines: Sequence[str]) -> None:
+    for line in lines:
+        out.print(line)
+
+
+def render_prune(report: PruneReport, *, as_json: bool) -> None:
+    if as_json:
+        print_json(report.model_dump(mode="json"))
+        return
+    for ref in report.removed:
+        out.print(f"Untagged: {ref}")
+    out.print(f"Total reclaimed space: {format_size(report.reclaimed_bytes)}")
 
 
 def list_images(
@@ -61,45 +103,14 @@ def list_images(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print image ids only.")] = False,
 ) -> None:
     """List images in the local store (sizes are compressed, as pushed)."""
-    store = _store()
-    rows = [image_summary(store, image) for image in store.images()]
-    if as_json:
-        print_json(rows)
-    elif quiet:
-        for row in rows:
-            out.print(row["id"])
-    else:
-        print_table(
-            ["REPOSITORY", "TAG", "IMAGE ID", "RUNTIME", "CREATED", "SIZE"],
-            [
-                (
-                    r["repository"],
-                    r["tag"],
-                    r["id"],
-                    r["runtime"],
-                    r["created"],
-                    format_size(r["size"]),
-                )
-                for r in rows
-            ],
-        )
+    render_images(_cache().images(), as_json=as_json, quiet=quiet)
 
 
 def inspect_image(
     ref: Annotated[str, typer.Argument(help="Image reference, digest or id prefix.")],
 ) -> None:
     """Print an image's manifest, config and digest as JSON."""
-    store = _store()
-    image, manifest = store.manifest(ref)
-    print_json(
-        {
-            "ref": image.ref,
-            "digest": image.digest,
-            "size": store.image_size(manifest),
-            "manifest": manifest.model_dump(mode="json", by_alias=True, exclude_none=True),
-            "config": store.config(manifest).model_dump(mode="json", exclude_none=True),
-        }
-    )
+    render_inspect(_cache().inspect(ref))
 
 
 def tag_image(
@@ -113,15 +124,30 @@ def tag_image(
 
 def remove_images(
     refs: Annotated[list[str], typer.Argument(help="Images to untag.")],
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force", "-f", help="Remove even images instances use, or every name of an id."
+        ),
+    ] = False,
 ) -> None:
-    """Untag images and delete blobs that no other image uses."""
-    store = _store()
+    """Untag images and delete blobs that no other image uses.
+
+    An image an instance uses (in any state) is refused without --force.
+    """
+    cache = _cache()
     for ref in refs:
-        image = store.resolve(ref)
-        removed = store.remove(image.ref)
-        out.print(f"Untagged: {image.ref}")
-        for digest in removed:
-            out.print(f"Deleted: {digest}")
+        render_removal(cache.remove(ref, force=force))
+
+
+def prune_images(
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+) -> None:
+    """Remove every image no instance uses, and the blobs only they needed.
+
+    Prints each name removed and the bytes reclaimed.
+    """
+    render_prune(_cache().prune(), as_json=as_json)
 
 
 def save_images(
@@ -149,6 +175,7 @@ image_app.command("ls")(list_images)
 image_app.command("inspect")(inspect_image)
 image_app.command("tag")(tag_image)
 image_app.command("rm")(remove_images)
+image_app.command("prune")(prune_images)
 image_app.command("save")(save_images)
 image_app.command("load")(load_images)
 

@@ -1,4 +1,5 @@
-"""``ukedge pull``: fetch an image from a registry into the local store."""
+"""``ukedge pull``: fetch an image from a registry into the local store (the node's image
+cache, so the cache budget applies)."""
 
 from __future__ import annotations
 
@@ -27,27 +28,26 @@ def pull_image(
     """Pull an image: only the blobs the store lacks, each verified against its digest.
 
     The image is tagged in the local store under its full reference (HOST/NAME:TAG). Prints the
-    manifest digest.
+    manifest digest. With UKEDGE_IMAGE_BUDGET set (e.g. 2G), least recently used images no
+    instance uses are then removed until the store fits.
     """
     from ukedge.cli._transfer import RichTransferProgress
-    from ukedge.image import ImageStore
-    from ukedge.paths import store_dir
-    from ukedge.registry import ClientOptions, pull
+    from ukedge.host import open_image_cache
+    from ukedge.registry import ClientOptions
 
     options = ClientOptions(insecure=True if insecure else None, max_workers=jobs)
     progress = RichTransferProgress(enabled=not quiet and not as_json)
+    cache = open_image_cache()
     with progress:
-        stored = pull(
-            ImageStore(store_dir()), image, progress=progress, options=options, platform=platform
-        )
+        pulled = cache.pull(image, progress=progress, options=options, platform=platform)
     if as_json:
         print_json(
-            {"ref": stored.ref, "id": stored.id, "digest": stored.digest, "blobs": progress.blobs}
+            {"ref": pulled.ref, "id": pulled.id, "digest": pulled.digest, "blobs": progress.blobs}
         )
         return
     if not quiet:
-        err.print(f"pulled {stored.ref}: {progress.summary()}")
-    out.print(stored.digest)
+        err.print(f"pulled {pulled.ref}: {progress.summary()}")
+    out.print(pulled.digest)
 
 
 def register(app: typer.Typer) -> None:
