@@ -5,12 +5,18 @@ Kept free of I/O so every flag choice is unit-tested without starting QEMU.
 
 from __future__ import annotations
 
+import hashlib
+import os
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 from ukedge.errors import UsageError
 from ukedge.vmm.base import MachineSpec
+
+#: Longest Unix socket path we hand QEMU (``sun_path`` holds 107 bytes and a NUL).
+_MAX_SOCKET_PATH = 100
 
 #: The seccomp policy every machine runs under (DESIGN.md, issue 4 item 7).
 SANDBOX = "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny"
@@ -101,12 +107,25 @@ class MachinePaths:
         return self.workdir / "machine.json"
 
     @property
+    def sockets(self) -> Path:
+        """Where the Unix sockets go: the work directory, unless its path is too long for one.
+
+        A socket path has at most 107 bytes (``sun_path``), and agents keep instances deep in
+        their data directory; then the sockets live in a short per-user directory named by a
+        hash of the work directory, so a restarted agent finds them again.
+        """
+        if len(str(self.workdir)) + len("/control.sock") <= _MAX_SOCKET_PATH:
+            return self.workdir
+        tag = hashlib.sha256(str(self.workdir).encode()).hexdigest()[:24]
+        return Path(tempfile.gettempdir()) / f"ukedge-{os.getuid()}" / tag
+
+    @property
     def qmp(self) -> Path:
-        return self.workdir / "qmp.sock"
+        return self.sockets / "qmp.sock"
 
     @property
     def control(self) -> Path:
-        return self.workdir / "control.sock"
+        return self.sockets / "control.sock"
 
     @property
     def console(self) -> Path:

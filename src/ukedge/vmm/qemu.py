@@ -19,6 +19,7 @@ import os
 import shutil
 import signal
 import socket
+import stat
 import tempfile
 import time
 from pathlib import Path
@@ -488,6 +489,9 @@ class _QemuBackend:
         workdir = paths.workdir
         workdir.mkdir(mode=0o700, parents=True, exist_ok=True)
         workdir.chmod(0o700)
+        if paths.sockets != workdir:
+            _private_dir(paths.sockets.parent)
+            _private_dir(paths.sockets)
         if paths.state.exists():
             with contextlib.suppress(MachineError):
                 old = self.attach(workdir)
@@ -573,6 +577,15 @@ class _QemuBackend:
         else:
             machine.status()  # gone: record how it ended
         return machine
+
+
+def _private_dir(path: Path) -> None:
+    """A directory only we may use (in a shared /tmp: refuse one someone else made)."""
+    path.mkdir(mode=0o700, exist_ok=True)
+    st = path.lstat()
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid():
+        raise MachineError(f"{path} is not a directory of user {os.getuid()}; remove it")
+    path.chmod(0o700)
 
 
 def qemu_backend(**config: Any) -> MachineBackend:
