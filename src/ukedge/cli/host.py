@@ -68,7 +68,7 @@ def serve(
         typer.Option("--memory", help="Guest memory instances may commit [host memory - reserve]."),
     ] = None,
     cpus: Annotated[
-        int | None, typer.Option("--cpus", help="vCPUs instances may commit [host CPUs].")
+        int | None, typer.Option("--cpus", help="vCPUs instances may commit [4 × host CPUs].")
     ] = None,
     overcommit: Annotated[
         float | None,

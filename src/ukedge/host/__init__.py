@@ -1,7 +1,13 @@
-"""The edge-node side: instance lifecycle on one host, and the host agent serving it over REST."""
+"""The edge-node side: instance lifecycle on one host, and the host agent serving it over REST.
 
-from ukedge.host._agent import DEFAULT_ADDR, Agent, AgentSettings, load_agent_settings
-from ukedge.host._api import create_agent_app
+The server half (the agent, its FastAPI app, uvicorn) loads on first use, so the CLI's local
+commands do not pay for importing a web framework they never run.
+"""
+
+import importlib
+import typing
+from typing import Any
+
 from ukedge.host._client import HOST_ENV, TOKEN_ENV, AgentClient
 from ukedge.host._events import EventBus, Subscription
 from ukedge.host._forwarder import ForwardRound, ResultForwarder, ResultSource, manager_sources
@@ -29,7 +35,6 @@ from ukedge.host._models import (
 from ukedge.host._names import NAME_PATTERN, random_name
 from ukedge.host._node import LocalNode, open_local_node
 from ukedge.host._ondemand import OnDemandController, OnDemandProxy, ProxyState, Upstream
-from ukedge.host._serve import ensure_token, serve
 from ukedge.host._service import NodeService, OutputStream
 from ukedge.host._spool import MAX_LINE_BYTES, ResultSpool, SpoolError
 
@@ -87,3 +92,27 @@ __all__ = [
     "validation_message",
     "wait_healthy",
 ]
+
+if typing.TYPE_CHECKING:
+    from ukedge.host._agent import DEFAULT_ADDR, Agent, AgentSettings, load_agent_settings
+    from ukedge.host._api import create_agent_app
+    from ukedge.host._serve import ensure_token, serve
+
+_LAZY = {
+    "DEFAULT_ADDR": "ukedge.host._agent",
+    "Agent": "ukedge.host._agent",
+    "AgentSettings": "ukedge.host._agent",
+    "load_agent_settings": "ukedge.host._agent",
+    "create_agent_app": "ukedge.host._api",
+    "ensure_token": "ukedge.host._serve",
+    "serve": "ukedge.host._serve",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'ukedge.host' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value

@@ -39,6 +39,8 @@ log = logging.getLogger(__name__)
 
 ENV_PREFIX = "UKEDGE_AGENT_"
 DEFAULT_ADDR = "127.0.0.1:7600"
+#: vCPUs per host CPU admission allows by default: a vCPU is a thread that mostly sleeps.
+_VCPUS_PER_CPU = 4
 
 
 class AgentSettings(BaseModel):
@@ -60,7 +62,7 @@ class AgentSettings(BaseModel):
     mqtt: list[str] = Field(default_factory=list)
     #: Guest memory instances may commit (``8G``); default: host memory less a reserve.
     memory: str | None = None
-    #: vCPUs instances may commit; default: the host's CPUs.
+    #: vCPUs instances may commit; default: 4 per host CPU (idle unikernels barely use theirs).
     cpus: int | None = Field(default=None, ge=1)
     #: Admission multiplies memory and vCPUs by this (idle VMs rarely touch all their memory).
     overcommit: float = Field(default=1.0, gt=0, le=100)
@@ -141,7 +143,7 @@ def _capacity(settings: AgentSettings) -> Capacity:
     host = host_capacity(settings.overcommit)
     return Capacity(
         memory_allocatable_bytes=_size(settings.memory) or host.memory_allocatable_bytes,
-        cpus=settings.cpus or host.cpus,
+        cpus=settings.cpus or host.cpus * _VCPUS_PER_CPU,
         overcommit_ratio=settings.overcommit,
     )
 

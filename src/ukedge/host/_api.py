@@ -275,7 +275,10 @@ def create_agent_app(node: LocalNode, *, metrics: AgentMetrics | None = None) ->
         summary="Instance state changes as server-sent events",
     )
     async def events(request: Request) -> AsyncIterator[ServerSentEvent]:
+        """A ``ready`` event once subscribed (nothing after it is missed), then ``instance``
+        events."""
         with node.bus.subscribe() as subscription:
+            yield ServerSentEvent(event="ready", data={})
             quiet_since = time.monotonic()
             while not await request.is_disconnected():
                 event = await anyio.to_thread.run_sync(subscription.get, 1.0)

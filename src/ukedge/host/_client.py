@@ -232,7 +232,18 @@ class AgentClient:
         return str(self._request("POST", "/images/prewarm", "prewarm", json=body)["snapshot"])
 
     def events(self, *, stop: threading.Event | None = None) -> Iterator[InstanceEvent]:
-        for event in self._sse("GET", "/events", "events"):
+        """Subscribed when this returns: every change after the call is in the iterator."""
+        stream = self._sse("GET", "/events", "events")
+        for event in stream:
+            if event.event == "ready":
+                break
+        return self._instance_events(stream, stop)
+
+    @staticmethod
+    def _instance_events(
+        stream: Iterator[ServerSentEvent], stop: threading.Event | None
+    ) -> Iterator[InstanceEvent]:
+        for event in stream:
             if stop is not None and stop.is_set():
                 return
             if event.event == "instance":

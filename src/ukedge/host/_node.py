@@ -18,7 +18,7 @@ from typing import Any
 
 from ukedge import __version__
 from ukedge.errors import ImageError
-from ukedge.host._events import EventBus
+from ukedge.host._events import EventBus, Subscription
 from ukedge.host._images import ImageCache
 from ukedge.host._manager import InstanceManager
 from ukedge.host._models import (
@@ -179,7 +179,14 @@ class LocalNode:
         return str(self.manager.prewarm(request.model_copy(update={"image": ref})))
 
     def events(self, *, stop: threading.Event | None = None) -> Iterator[InstanceEvent]:
-        with self.bus.subscribe() as subscription:
+        """Subscribed when this returns: every change after the call is in the iterator."""
+        return self._events(self.bus.subscribe(), stop)
+
+    @staticmethod
+    def _events(
+        subscription: Subscription, stop: threading.Event | None
+    ) -> Iterator[InstanceEvent]:
+        with subscription:
             while stop is None or not stop.is_set():
                 event = subscription.get(_EVENT_POLL_S)
                 if event is not None:
