@@ -11,8 +11,8 @@ keep running: they are not the agent's children) and its undelivered results.
 from __future__ import annotations
 
 import logging
-import os
 import platform
+import pwd
 import threading
 from pathlib import Path
 from typing import Any, Literal
@@ -26,7 +26,7 @@ from ukedge.host._admission import Capacity, host_capacity
 from ukedge.host._forwarder import ResultForwarder, manager_sources
 from ukedge.host._images import ImageCache
 from ukedge.host._layers import UnpackedLayers
-from ukedge.host._manager import InstanceManager
+from ukedge.host._manager import InstanceManager, default_qemu_user
 from ukedge.host._names import NAME_PATTERN
 from ukedge.host._node import LocalNode
 from ukedge.host._spool import ResultSpool
@@ -148,10 +148,16 @@ def _capacity(settings: AgentSettings) -> Capacity:
     )
 
 
-def _default_qemu_user(setting: str | None) -> str | None:
-    if setting is not None:
-        return setting or None
-    return "nobody" if os.geteuid() == 0 else None
+def _qemu_user(setting: str | None) -> str | None:
+    """``None``: the default (``nobody`` when root); ``""``: keep QEMU as the agent's user."""
+    if setting is None:
+        return default_qemu_user()
+    if setting:
+        try:
+            pwd.getpwnam(setting)
+        except KeyError:
+            raise UsageError(f"no such user {setting!r} for QEMU to run as (--qemu-user)") from None
+    return setting or None
 
 
 class Agent:
@@ -163,7 +169,8 @@ class Agent:
         data.mkdir(parents=True, exist_ok=True, mode=0o700)
         data.chmod(0o700)
         capacity = _capacity(settings)
-        backend = vmm.create("qemu", run_as=_default_qemu_user(settings.qemu_user))
+        user = _qemu_user(settings.qemu_user)
+        backend = vmm.create("qemu", **({"run_as": user} if user else {}))
         store = ImageStore(data / "store")
         layers = UnpackedLayers(data / "cache" / "unpacked")
         self.manager = InstanceManager(
