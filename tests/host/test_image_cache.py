@@ -8,6 +8,7 @@ test_image_cache_hub.py.
 
 from __future__ import annotations
 
+import gzip
 import logging
 import os
 import shutil
@@ -272,3 +273,29 @@ def test_budget_from_env() -> None:
     assert budget_from_env({"UKEDGE_IMAGE_BUDGET": "500MiB"}) == 500 << 20
     with pytest.raises(UsageError, match="UKEDGE_IMAGE_BUDGET: invalid size 'lots'"):
         budget_from_env({"UKEDGE_IMAGE_BUDGET": "lots"})
+
+
+def test_prune_of_a_node_owning_its_unpacked_layers_sweeps_leftovers(tmp_path: Path) -> None:
+    cache, _ = _cache(tmp_path)
+    kernel = gzip.compress(os.urandom(5000))
+    make_image(cache.store, "a:1", kernel=kernel, app=gzip.compress(os.urandom(3000)))
+    layers = cache.store.manifest("a:1")[1].layers
+    for layer in layers:
+        cache.layers.unpacked(cache.store, layer)
+    cache.store.remove("a:1")  # behind the cache's back: its unpacked copies stay
+    leftover = cache.layers.root / digest_hex(layers[-1].digest)
+    assert leftover.exists()
+    cache.prune()
+    assert leftover.exists(), "the directory may serve other stores too"
+
+    own = ImageCache(cache.store, cache.layers, own_layers=True)
+    kept = make_image(cache.store, "b:1", kernel=kernel, app=gzip.compress(os.urandom(3000)))
+    kept_layers = cache.store.manifest("b:1")[1].layers
+    for layer in kept_layers:
+        own.layers.unpacked(own.store, layer)
+    (own.layers.root / ".partial.1.tmp").write_bytes(b"x")  # an unpack in progress
+    own.in_use = lambda: [kept]
+    assert own.prune().removed == []
+    assert not leftover.exists()
+    assert all((own.layers.root / digest_hex(layer.digest)).exists() for layer in kept_layers)
+    assert (own.layers.root / ".partial.1.tmp").exists()

@@ -26,6 +26,7 @@ import datetime as dt
 import fcntl
 import logging
 import os
+import re
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -57,6 +58,7 @@ BUDGET_ENV = "UKEDGE_IMAGE_BUDGET"
 _USAGE_DB = ".ukedge-usage.db"
 _LOCK = ".cache.lock"
 _MANIFEST_TYPES = frozenset({mediatypes.OCI_MANIFEST, mediatypes.DOCKER_MANIFEST})
+_UNPACKED_NAME = re.compile(r"^[0-9a-f]{64}$")
 
 
 def budget_from_env(environ: dict[str, str] | None = None) -> int | None:
@@ -126,6 +128,11 @@ class ImageCache:
     ``in_use`` returns the manifest digest of every existing instance, one entry per instance
     (the agent computes it from the instance manager's records); those images are kept. A set
     works too, but then a refusal can only say "used by 1 instance".
+
+    Removing blobs also deletes their unpacked copies; with ``own_layers`` (the unpacked
+    directory serves this store alone, as in an agent's data directory) ``prune`` also deletes
+    copies whose blob went some other way. Without it, copies are left alone: ``UKEDGE_CACHE``
+    may share one unpacked directory between several stores.
     """
 
     def __init__(
@@ -136,6 +143,7 @@ class ImageCache:
         in_use: Callable[[], Iterable[str]] | None = None,
         *,
         usage_path: Path | None = None,
+        own_layers: bool = False,
     ) -> None:
         if budget is not None and budget < 0:
             raise UsageError(f"invalid image cache budget {budget}: it must be 0 or more bytes")
@@ -144,6 +152,10 @@ class ImageCache:
         self.budget = budget
         self.in_use: Callable[[], Iterable[str]] = in_use or (lambda: ())
         self.usage = ImageUsage(usage_path or store.root / _USAGE_DB)
+        #: The unpacked-layer directory belongs to this store alone (an agent's data directory),
+        #: so prune may delete every entry whose blob the store no longer holds, including
+        #: those left by removals made without the cache.
+        self.own_layers = own_layers
         self._thread_lock = threading.Lock()
 
     def close(self) -> None:
@@ -266,6 +278,12 @@ class ImageCache:
             self.usage.forget(removed)
         return removed
 
+    def _sweep_unpacked(self) -> None:
+        for path in self.layers.root.iterdir():
+            if _UNPACKED_NAME.match(path.name) and not self.store.has_blob("sha256:" + path.name):
+                path.unlink(missing_ok=True)
+                log.debug("deleted the unpacked copy of sha256:%s: its blob is gone", path.name)
+
     def remove(self, ref: str, *, force: bool = False) -> list[str]:
         """Untag an image and delete the blobs no other image needs.
 
@@ -299,7 +317,8 @@ class ImageCache:
         return lines
 
     def prune(self) -> PruneReport:
-        """Remove every image no instance uses (all its names and blobs)."""
+        """Remove every image no instance uses (all its names and blobs), and their unpacked
+        layers."""
         with self._exclusive():
             users = self._users()
             refs = [
@@ -309,6 +328,8 @@ class ImageCache:
                 for ref in names
             ]
             removed = self._drop(refs) if refs else {}
+            if self.own_layers:
+                self._sweep_unpacked()
         report = PruneReport(removed=sorted(refs), reclaimed_bytes=sum(removed.values()))
         if refs:
             log.info("pruned %d image name(s), %s", len(refs), _fmt(report.reclaimed_bytes))
