@@ -8,13 +8,14 @@ import importlib
 import typing
 from typing import Any
 
+from ukedge.host._admission import Capacity, Committed, host_capacity
 from ukedge.host._client import HOST_ENV, TOKEN_ENV, AgentClient
 from ukedge.host._events import EventBus, Subscription
 from ukedge.host._forwarder import ForwardRound, ResultForwarder, ResultSource, manager_sources
 from ukedge.host._health import check_once, wait_healthy
 from ukedge.host._images import ImageCache, budget_from_env, open_image_cache
 from ukedge.host._layers import UnpackedLayers
-from ukedge.host._manager import InstanceManager, open_manager
+from ukedge.host._manager import InstanceManager, default_qemu_user, open_manager
 from ukedge.host._models import (
     HealthStatus,
     ImageSummary,
@@ -47,6 +48,8 @@ __all__ = [
     "Agent",
     "AgentClient",
     "AgentSettings",
+    "Capacity",
+    "Committed",
     "EventBus",
     "ForwardRound",
     "HealthStatus",
@@ -78,7 +81,9 @@ __all__ = [
     "budget_from_env",
     "check_once",
     "create_agent_app",
+    "default_qemu_user",
     "ensure_token",
+    "host_capacity",
     "load_agent_settings",
     "manager_sources",
     "open_image_cache",

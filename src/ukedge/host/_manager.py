@@ -88,8 +88,8 @@ _LOG_POLL_S = 0.05
 _PROBE_TIMEOUT_S = 1.0
 #: An instance left ``starting`` this long with no machine: the process starting it died.
 _STALE_START_S = 180.0
-#: See ``InstanceManager.unhealthy_grace_s``.
-_UNHEALTHY_GRACE_S = 60.0
+#: See ``InstanceManager.min_start_period_s``.
+_MIN_START_PERIOD_S = 30.0
 #: Tries to start a machine whose ephemeral loopback forwards another process took first.
 _FORWARD_TRIES = 3
 
@@ -167,9 +167,10 @@ class InstanceManager:
         self._probes: dict[str, _Probe] = {}
         self._probe_due: dict[str, tuple[int, float]] = {}
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
-        #: How long an app that has not passed its health check yet may stay unhealthy before
-        #: its restart policy kills it (boots under TCG take seconds; start periods are often 0).
-        self.unhealthy_grace_s = _UNHEALTHY_GRACE_S
+        #: The least start period: until an app first passes its health check it is
+        #: ``starting``, not ``unhealthy``, for at least this long (a boot under TCG takes
+        #: seconds, and images often declare no start period).
+        self.min_start_period_s = _MIN_START_PERIOD_S
         #: Health checks by image digest (an image's config never changes).
         self._checks: dict[str, HealthCheck | None] = {}
 
@@ -815,19 +816,8 @@ class InstanceManager:
                 raise
 
     def _restart_unhealthy(self, instance: Instance) -> bool:
-        """Whether an unhealthy app is killed so that its restart policy starts it again.
-
-        Only an app that passed its check in this run, or has had ``unhealthy_grace_s`` (at
-        least its start period) to pass it: a slow first boot is not a failure.
-        """
-        if instance.health is not HealthStatus.UNHEALTHY:
-            return False
-        if instance.healthy_at is None:
-            check = self._health_check(instance)
-            grace = max(self.unhealthy_grace_s, check.start_period_s if check else 0.0)
-            if time.time() - (instance.started_at or 0.0) < grace:
-                return False
-        return wants_restart(
+        """Whether an unhealthy app is killed so that its restart policy starts it again."""
+        return instance.health is HealthStatus.UNHEALTHY and wants_restart(
             instance.restart,
             failed=True,
             restart_count=instance.restart_count,
@@ -892,6 +882,7 @@ class InstanceManager:
             return
         if check is None:
             return
+        start_period = max(check.start_period_s, self.min_start_period_s)
 
         def change(i: Instance) -> Instance:
             if i.state is not InstanceState.RUNNING or i.runs != probe.run:
@@ -901,7 +892,7 @@ class InstanceManager:
                 i.health_failures,
                 passed=passed,
                 retries=check.retries,
-                in_start_period=probe.started - (i.started_at or 0) < check.start_period_s,
+                in_start_period=probe.started - (i.started_at or 0) < start_period,
             )
             healthy_at = i.healthy_at or (probe.started if passed else None)
             return i.model_copy(
