@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from ukedge.host import NodeService
 
-__all__ = ["node", "remote_host", "set_target"]
+__all__ = ["local_only", "node", "remote_host", "set_target"]
 
 _target: dict[str, str | None] = {"host": None, "token": None}
 _node: list[NodeService] = []
@@ -41,3 +41,14 @@ def node() -> NodeService:
         else:
             _node.append(host.open_local_node())
     return _node[0]
+
+
+def local_only(command: str) -> None:
+    """Refuse ``--host`` for a command that works on this machine's files."""
+    if _target["host"]:
+        from ukedge.errors import UsageError
+
+        raise UsageError(
+            f"`ukedge {command}` works on this machine and does not take --host "
+            "(unset UKEDGE_HOST); push images to a hub and pull or run them on the agent"
+        )

@@ -15,10 +15,11 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from ukedge.cli._console import err, out, print_json, print_table
+from ukedge.cli._context import local_only, node
 from ukedge.units import format_size
 
 if TYPE_CHECKING:
-    from ukedge.host import ImageCache, ImageSummary, PruneReport
+    from ukedge.host import ImageSummary, PruneReport
     from ukedge.image import ImageStore
 
 __all__ = [
@@ -40,12 +41,6 @@ def _store() -> ImageStore:
     from ukedge.paths import store_dir
 
     return ImageStore(store_dir())
-
-
-def _cache() -> ImageCache:
-    from ukedge.host import open_image_cache
-
-    return open_image_cache()
 
 
 def _when(timestamp: float | None) -> str:
@@ -102,15 +97,15 @@ def list_images(
     ] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print image ids only.")] = False,
 ) -> None:
-    """List images in the local store (sizes are compressed, as pushed)."""
-    render_images(_cache().images(), as_json=as_json, quiet=quiet)
+    """List the node's images (sizes are compressed, as pushed)."""
+    render_images(node().images(), as_json=as_json, quiet=quiet)
 
 
 def inspect_image(
     ref: Annotated[str, typer.Argument(help="Image reference, digest or id prefix.")],
 ) -> None:
     """Print an image's manifest, config and digest as JSON."""
-    render_inspect(_cache().inspect(ref))
+    render_inspect(node().inspect_image(ref))
 
 
 def tag_image(
@@ -118,6 +113,7 @@ def tag_image(
     target: Annotated[str, typer.Argument(help="New reference, e.g. localhost:5000/team/app:1.")],
 ) -> None:
     """Give an image another name; both names share the same blobs."""
+    local_only("image tag")
     image = _store().tag(source, target)
     err.print(f"tagged {image.ref} → {image.id}")
 
@@ -135,9 +131,9 @@ def remove_images(
 
     An image an instance uses (in any state) is refused without --force.
     """
-    cache = _cache()
+    target = node()
     for ref in refs:
-        render_removal(cache.remove(ref, force=force))
+        render_removal(target.remove_image(ref, force=force))
 
 
 def prune_images(
@@ -147,7 +143,7 @@ def prune_images(
 
     Prints each name removed and the bytes reclaimed.
     """
-    render_prune(_cache().prune(), as_json=as_json)
+    render_prune(node().prune_images(), as_json=as_json)
 
 
 def save_images(
@@ -157,6 +153,7 @@ def save_images(
     ],
 ) -> None:
     """Write images to an OCI archive that `ukedge image load`, skopeo or oras can read."""
+    local_only("image save")
     _store().save(refs, output)
     err.print(f"saved {len(refs)} image(s) to {output}")
 
@@ -167,6 +164,7 @@ def load_images(
     ],
 ) -> None:
     """Import every tagged image of an OCI archive; each blob is verified first."""
+    local_only("image load")
     for ref in _store().load(source):
         out.print(f"Loaded image: {ref}")
 

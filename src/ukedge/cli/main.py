@@ -15,7 +15,7 @@ import typer
 from ukedge import __version__
 from ukedge.cli import _context
 from ukedge.cli._console import err
-from ukedge.errors import UkedgeError, UsageError
+from ukedge.errors import UkedgeError
 
 __all__ = ["app", "main"]
 
@@ -67,12 +67,9 @@ def _root(
         False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
     ),
 ) -> None:
-    if host and ctx.invoked_subcommand in _LOCAL_ONLY:
-        raise UsageError(
-            f"`ukedge {ctx.invoked_subcommand}` works on this machine and does not take --host "
-            "(unset UKEDGE_HOST); push images to a hub and pull or run them on the agent"
-        )
     _context.set_target(host, token)
+    if ctx.invoked_subcommand in _LOCAL_ONLY:
+        _context.local_only(ctx.invoked_subcommand)
     level = logging.DEBUG if verbose else getattr(logging, os.environ.get("UKEDGE_LOG", "WARNING"))
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     if not verbose:

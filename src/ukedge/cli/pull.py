@@ -6,6 +6,7 @@ from __future__ import annotations
 import typer
 
 from ukedge.cli._console import err, out, print_json
+from ukedge.cli._context import node, remote_host
 
 __all__ = ["pull_image", "register"]
 
@@ -25,7 +26,10 @@ def pull_image(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
-    """Pull an image: only the blobs the store lacks, each verified against its digest.
+    """Pull an image: only the blobs the node lacks, each verified against its digest.
+
+    With --host the agent pulls (a NAME:TAG alone from its --hub); --insecure, --platform and
+    --jobs then follow the agent's settings.
 
     The image is tagged in the local store under its full reference (HOST/NAME:TAG). Prints the
     manifest digest. With UKEDGE_IMAGE_BUDGET set (e.g. 2G), least recently used images no
@@ -35,11 +39,16 @@ def pull_image(
     from ukedge.host import open_image_cache
     from ukedge.registry import ClientOptions
 
-    options = ClientOptions(insecure=True if insecure else None, max_workers=jobs)
     progress = RichTransferProgress(enabled=not quiet and not as_json)
-    cache = open_image_cache()
     with progress:
-        pulled = cache.pull(image, progress=progress, options=options, platform=platform)
+        if remote_host():
+            # The agent pulls with its own settings (its hub, its registry credentials).
+            pulled = node().pull(image, progress=progress)
+        else:
+            options = ClientOptions(insecure=True if insecure else None, max_workers=jobs)
+            pulled = open_image_cache().pull(
+                image, progress=progress, options=options, platform=platform
+            )
     if as_json:
         print_json(
             {"ref": pulled.ref, "id": pulled.id, "digest": pulled.digest, "blobs": progress.blobs}

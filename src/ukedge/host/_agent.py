@@ -181,10 +181,13 @@ class Agent:
             data / "cache" / "snapshots",
             capacity=capacity,
         )
-        budget = (
-            parse_size(settings.image_budget, default_unit="M") if settings.image_budget else None
+        self.images = ImageCache(
+            store,
+            layers,
+            budget=_size(settings.image_budget),
+            in_use=self._images_in_use,
+            own_layers=True,  # the unpacked layers of this data dir serve this store alone
         )
-        self.images = ImageCache(store, layers, budget=budget, in_use=self._images_in_use)
         self.node = LocalNode(
             self.manager, self.images, name=settings.name, labels=settings.labels, hub=settings.hub
         )
@@ -201,8 +204,9 @@ class Agent:
         self._stop = threading.Event()
         self._supervisor: threading.Thread | None = None
 
-    def _images_in_use(self) -> set[str]:
-        return {i.image_digest for i in self.manager.records.all()}
+    def _images_in_use(self) -> list[str]:
+        """One digest per instance, so a refusal can say how many instances use an image."""
+        return [i.image_digest for i in self.manager.records.all()]
 
     def _drain_results(self, instance_id: str, path: Path) -> None:
         if self.forwarder.sinks:
@@ -215,6 +219,7 @@ class Agent:
         adopted = self.manager.list()
         if adopted:
             log.info("re-adopted %d running instance(s)", len(adopted))
+        self.images.evict()  # the budget may have been lowered while the agent was down
         if self.forwarder.sinks:
             self.forwarder.start()
         self._stop.clear()
