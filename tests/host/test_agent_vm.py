@@ -1,0 +1,182 @@
+"""The host agent with real VMs and a real hub: pull, run, kill -9 and re-adopt, admission,
+results through a sink that was down, the remote CLI."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from agentkit import push_examples, running_agent
+from hostkit import ukedge_cmd, wait_http
+from hub_fixtures import RunningHub, start_hub
+from test_sinks_mqtt import MosquittoBroker, Subscriber, needs_mosquitto
+
+from netkit import free_port
+from ukedge.errors import AdmissionError
+from ukedge.host import InstanceState, PortMapping, run_request
+from ukedge.image import ImageStore
+from ukedge.registry import BlobOutcome
+
+pytestmark = pytest.mark.vm
+
+
+@pytest.fixture(scope="module")
+def hub(tmp_path_factory: pytest.TempPathFactory, example_store: Path) -> Iterator[str]:
+    running: RunningHub = start_hub(tmp_path_factory.mktemp("hub"))
+    addr = running.url.removeprefix("http://")
+    push_examples(ImageStore(example_store), addr, "hello-c:1", "sensor-agg:1")
+    yield addr
+    running.stop()
+
+
+class _Recorder:
+    def __init__(self) -> None:
+        self.outcomes: dict[str, str] = {}
+
+    def start(self, digest: str, label: str, total: int) -> None:
+        pass
+
+    def update(self, digest: str, completed: int) -> None:
+        pass
+
+    def finish(self, digest: str, outcome: BlobOutcome) -> None:
+        self.outcomes[digest] = str(outcome)
+
+
+def _sensor(name: str, port: int, **extra: Any) -> Any:
+    return run_request(
+        image="sensor-agg:1",
+        name=name,
+        ports=[PortMapping(host_port=port, guest_port=8080)],
+        **extra,
+    )
+
+
+def test_pull_run_three_then_kill9_and_readopt(tmp_path: Path, hub: str) -> None:
+    with running_agent(tmp_path / "data", "--hub", hub) as agent:
+        client = agent.client()
+        progress = _Recorder()
+        pulled = client.pull("sensor-agg:1", progress=progress)
+        assert pulled.ref == f"{hub}/sensor-agg:1"
+        assert set(progress.outcomes.values()) == {"downloaded"}
+        again = _Recorder()
+        client.pull("sensor-agg:1", progress=again)
+        assert set(again.outcomes.values()) <= {"cached"}
+
+        ports = [free_port() for _ in range(3)]
+        for i, port in enumerate(ports):
+            client.run(_sensor(f"s{i}", port))
+        for port in ports:
+            assert wait_http(f"http://127.0.0.1:{port}/healthz").status_code == 200
+        before = {i.name: i for i in client.list()}
+        assert set(before) == {"s0", "s1", "s2"}
+        console = b"".join(client.follow("s0", follow=False))
+
+        agent.kill9()
+        for port in ports:  # the VMs are not the agent's children: they keep serving
+            assert httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=5).status_code == 200
+        agent.start()
+
+        client = agent.client()
+        after = {i.name: i for i in client.list()}
+        assert set(after) == {"s0", "s1", "s2"}
+        for name, instance in after.items():
+            assert instance.state is InstanceState.RUNNING
+            assert instance.pid == before[name].pid
+        assert b"".join(client.follow("s0", follow=False)).startswith(console)
+        ps = agent.cli("ps").stdout
+        assert all(name in ps for name in ("s0", "s1", "s2")) and "Up " in ps
+
+        stopped = client.stop("s1", timeout=10)
+        assert stopped.state in (InstanceState.EXITED, InstanceState.FAILED)
+        assert {i.name for i in client.list()} == {"s0", "s2"}
+        assert client.stats("s0").rss_bytes > 0
+        client.remove("s0", force=True)
+        client.remove("s2", force=True)
+        assert [i.name for i in client.list(all_instances=True)] == ["s1"]
+
+
+def test_admission_refuses_what_does_not_fit(tmp_path: Path, hub: str) -> None:
+    # sensor-agg asks for 96 MiB: one fits in 160 MiB, a second does not.
+    with running_agent(tmp_path / "data", "--hub", hub, "--memory", "160M") as agent:
+        client = agent.client()
+        client.run(_sensor("first", free_port()))
+        with pytest.raises(AdmissionError, match="node cannot take instance second"):
+            client.run(_sensor("second", free_port()))
+        assert [i.name for i in client.list(all_instances=True)] == ["first"]
+        refused = agent.cli("run", "-d", "--name", "third", "sensor-agg:1", check=False)
+        assert refused.returncode != 0
+        assert "node cannot take instance third" in refused.stderr
+        client.remove("first", force=True)
+
+
+@needs_mosquitto
+def test_results_wait_in_the_spool_while_the_sink_is_down(tmp_path: Path, hub: str) -> None:
+    broker = MosquittoBroker(tmp_path)  # not started: the sink is down
+    with running_agent(tmp_path / "data", "--hub", hub, "--mqtt", broker.url) as agent:
+        client = agent.client()
+        ids = [
+            client.run(run_request(image="hello-c:1", name=f"h{i}", args=[f"run{i}"])).id
+            for i in range(3)
+        ]
+        for instance_id in ids:
+            assert client.wait(instance_id, timeout=60).exit_code == 0
+        agent.kill9()  # nothing delivered yet, and the agent is gone
+        agent.start()
+        broker.start()
+        subscriber = Subscriber(broker)
+        try:
+            for i, instance_id in enumerate(ids):
+                (envelope,) = subscriber.received(instance_id, 1, timeout=60)
+                assert envelope["result"]["args"] == [f"run{i}"]
+                assert envelope["seq"] == 1
+        finally:
+            subscriber.close()
+            broker.stop()
+
+
+def test_remote_cli_prints_what_local_prints(tmp_path: Path, hub: str) -> None:
+    with running_agent(tmp_path / "data", "--hub", hub) as agent:
+        pulled = agent.cli("pull", "hello-c:1")
+        assert pulled.stdout.startswith("sha256:")
+        ran = agent.cli("run", "--name", "fg", "-e", "HELLO_EXIT=3", "hello-c:1", "x", check=False)
+        assert ran.returncode == 3
+        assert "Hello, x!" in ran.stdout
+        listed = agent.cli("ps", "-a", "--json")
+        (record,) = json.loads(listed.stdout)
+        assert record["name"] == "fg" and record["exit_code"] == 3
+        assert "Hello, x!" in agent.cli("logs", "fg").stdout
+        images = agent.cli("images").stdout
+        assert "hello-c" in images
+        assert agent.cli("rm", "fg").stdout.strip() == "fg"
+        missing = agent.cli("logs", "fg", check=False)
+        assert missing.returncode != 0 and "no such instance: fg" in missing.stderr
+        local = subprocess.run(
+            [*ukedge_cmd(), "--host", agent.url, "build", "."], capture_output=True, text=True
+        )
+        assert local.returncode != 0 and "does not take --host" in local.stderr
+
+
+def test_events_stream_state_changes(tmp_path: Path, hub: str) -> None:
+    with running_agent(tmp_path / "data", "--hub", hub) as agent:
+        client = agent.client()
+        client.pull("hello-c:1")
+        seen: list[tuple[str, str]] = []
+        events = agent.client().events()
+        instance = client.run(run_request(image="hello-c:1", name="ev"))
+        deadline = time.monotonic() + 60
+        for event in events:
+            assert event.id == instance.id
+            seen.append((event.action, event.state.value))
+            if event.state in (InstanceState.EXITED, InstanceState.FAILED):
+                break
+            assert time.monotonic() < deadline
+        actions = [action for action, _ in seen]
+        assert actions[0] == "create" and "start" in actions and actions[-1] == "die"
+        assert seen[-1][1] == "exited"
