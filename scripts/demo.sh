@@ -2,7 +2,9 @@
 # `make demo`: the main job end to end on the embedded defaults, as far as the platform goes today:
 # kernel (cached) → build both examples → push them to a hub and pull them back → run hello-c in
 # the foreground → run sensor-agg (as pulled from the hub) detached with a published port, feed
-# it readings, read its stats and results → stop and remove it.
+# it readings, read its stats and results → stop and remove it → start a host agent (edge node)
+# that pulls from the hub, run sensor-agg on it with `--host`, kill -9 the agent, start it again
+# and find the instance still running → an on-demand instance that boots on the first request.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 UKEDGE=${UKEDGE:-.venv/bin/ukedge}
@@ -11,9 +13,16 @@ HUB_PORT=${DEMO_HUB_PORT:-15000}
 HUB="127.0.0.1:$HUB_PORT"
 HUB_DATA=$(mktemp -d)
 HUB_PID=
+AGENT_PORT=${DEMO_AGENT_PORT:-17600}
+AGENT_DATA=$(mktemp -d)
+AGENT_PID=
 cleanup() {
   [ -n "$HUB_PID" ] && kill "$HUB_PID" 2>/dev/null
-  rm -rf "$HUB_DATA" "$HUB_DATA.log"
+  if [ -n "$AGENT_PID" ]; then
+    UKEDGE_HOST="unix://$AGENT_DATA/agent.sock" $UKEDGE rm -f edge-sensor edge-ondemand >/dev/null 2>&1
+    kill "$AGENT_PID" 2>/dev/null
+  fi
+  rm -rf "$HUB_DATA" "$HUB_DATA.log" "$AGENT_DATA" "$AGENT_DATA.log"
 }
 trap cleanup EXIT
 step() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
@@ -74,4 +83,41 @@ $UKEDGE logs demo-sensor | tail -n 5
 $UKEDGE stop demo-sensor
 $UKEDGE ps -a
 $UKEDGE rm demo-sensor
+
+start_agent() {
+  $UKEDGE host serve --addr "127.0.0.1:$AGENT_PORT" --data "$AGENT_DATA" --hub "$HUB" \
+    --name edge-1 --labels site=demo --log-format text 2>>"$AGENT_DATA.log" &
+  AGENT_PID=$!
+  for _ in $(seq 1 200); do
+    curl -fsS "http://127.0.0.1:$AGENT_PORT/healthz" >/dev/null 2>&1 && return
+    sleep 0.1
+  done
+  echo "the agent did not start; its log:" >&2; cat "$AGENT_DATA.log" >&2; exit 1
+}
+
+step "start a host agent (edge node edge-1) that pulls from the hub at $HUB"
+start_agent
+export UKEDGE_HOST="http://127.0.0.1:$AGENT_PORT"
+UKEDGE_HOST_TOKEN=$(cat "$AGENT_DATA/token")
+export UKEDGE_HOST_TOKEN
+$UKEDGE info
+
+step "run sensor-agg on the agent: the short name is pulled from its hub first"
+AGENT_APP_PORT=$((PORT + 1))
+$UKEDGE run -d --name edge-sensor --restart on-failure:3 -p "$AGENT_APP_PORT:8080" demo/sensor-agg:1
+for _ in $(seq 1 100); do
+  curl -fsS "http://127.0.0.1:$AGENT_APP_PORT/healthz" >/dev/null 2>&1 && break
+  sleep 0.1
+done
+$UKEDGE ps
+$UKEDGE images
+
+step "kill -9 the agent and start it again: the VM kept running and is re-adopted"
+kill -9 "$AGENT_PID"; wait "$AGENT_PID" 2>/dev/null || true
+curl -fsS "http://127.0.0.1:$AGENT_APP_PORT/healthz"; echo " (served while no agent runs)"
+start_agent
+$UKEDGE ps
+$UKEDGE stats
+$UKEDGE stop edge-sensor
+$UKEDGE rm edge-sensor
 step "done"
