@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import stat
+import time
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,7 @@ from ukedge.host import (
     RunRequest,
     UnpackedLayers,
     parse_port_mapping,
+    parse_restart_policy,
 )
 from ukedge.host._admission import Capacity
 from ukedge.image import ImageStore
@@ -122,3 +124,35 @@ def test_a_start_abandoned_by_a_dead_process_fails(example_store: Path, ukedge_h
     found = manager.get("orphan")
     assert found.state is InstanceState.FAILED
     assert "ended before the machine ran" in (found.error or "")
+
+
+def test_a_restart_that_cannot_start_backs_off_instead_of_spinning(
+    example_store: Path, ukedge_home: Path
+) -> None:
+    manager = _manager(example_store, ukedge_home, None)
+    instance = manager.create(
+        RunRequest(image="hello-c:1", name="gone", restart=parse_restart_policy("always"))
+    )
+
+    def image_removed_and_restart_due(i: Instance) -> Instance:
+        return i.model_copy(
+            update={
+                "state": InstanceState.EXITED,
+                "exit_code": 1,
+                "image_digest": "sha256:" + "e" * 64,
+                "restart_at": time.time() - 1,
+                "restart_delay_s": 0.4,
+            }
+        )
+
+    manager.records.update(instance.id, image_removed_and_restart_due)
+    manager.supervise()
+    after = manager.get("gone")
+    assert after.state is InstanceState.EXITED and after.runs == 0
+    assert "no such image" in (after.error or "")
+    assert after.restart_delay_s == pytest.approx(0.8)
+    assert after.restart_at is not None and after.restart_at > time.time()
+    manager.supervise()
+    assert manager.get("gone").restart_delay_s == pytest.approx(0.8), "not due yet: untouched"
+    manager.stop("gone")
+    assert manager.get("gone").restart_at is None, "a user stop cancels the pending restart"

@@ -806,14 +806,23 @@ class InstanceManager:
             )
             try:
                 self._start(instance.id, restart=True)
-            except AdmissionError as exc:
-                self._set(
-                    instance.id,
-                    error=str(exc),
-                    restart_at=time.time() + next_delay(instance.restart_delay_s, 0.0),
-                    restart_delay_s=next_delay(instance.restart_delay_s, 0.0),
-                )
+            except UkedgeError as exc:
+                # A start that failed before its machine existed (image gone, no room) leaves
+                # the record as it was: try again after a longer back-off, not every pass.
+                self._change(instance.id, self._retry_later(instance.restart_at, str(exc)))
                 raise
+
+    @staticmethod
+    def _retry_later(due: float, error: str) -> Callable[[Instance], Instance]:
+        def change(i: Instance) -> Instance:
+            if i.state.active or i.restart_at != due:
+                return i  # the failed start got as far as recording its own end
+            delay = next_delay(i.restart_delay_s, 0.0)
+            return i.model_copy(
+                update={"error": error, "restart_at": time.time() + delay, "restart_delay_s": delay}
+            )
+
+        return change
 
     def _restart_unhealthy(self, instance: Instance) -> bool:
         """Whether an unhealthy app is killed so that its restart policy starts it again."""
