@@ -88,6 +88,10 @@ _LOG_POLL_S = 0.05
 _PROBE_TIMEOUT_S = 1.0
 #: An instance left ``starting`` this long with no machine: the process starting it died.
 _STALE_START_S = 180.0
+#: See ``InstanceManager.steady_probe_interval_s``.
+_STEADY_PROBE_INTERVAL_S = 5.0
+#: How long a supervise pass waits for the probes it started (the rest apply next pass).
+_PROBE_WAIT_S = 0.1
 #: See ``InstanceManager.min_start_period_s``.
 _MIN_START_PERIOD_S = 30.0
 #: Tries to start a machine whose ephemeral loopback forwards another process took first.
@@ -167,10 +171,14 @@ class InstanceManager:
         self._probes: dict[str, _Probe] = {}
         self._probe_due: dict[str, tuple[int, float]] = {}
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
+        self._machines: dict[str, Machine] = {}
         #: The least start period: until an app first passes its health check it is
         #: ``starting``, not ``unhealthy``, for at least this long (a boot under TCG takes
         #: seconds, and images often declare no start period).
         self.min_start_period_s = _MIN_START_PERIOD_S
+        #: Once an app has passed its check, it is probed at most this often: images give
+        #: short intervals to be seen ready soon, and each probe wakes an idle guest.
+        self.steady_probe_interval_s = _STEADY_PROBE_INTERVAL_S
         #: Health checks by image digest (an image's config never changes).
         self._checks: dict[str, HealthCheck | None] = {}
 
@@ -569,7 +577,14 @@ class InstanceManager:
     # -- observation -----------------------------------------------------------------------------
 
     def _machine(self, instance: Instance) -> Machine:
-        return self.backend.attach(Path(instance.workdir) / "vm")
+        """The instance's machine; re-attached only when the run changed (attaching parses the
+        machine's whole record, and supervise asks for every instance twice a second)."""
+        cached = self._machines.get(instance.id)
+        if cached is not None and instance.pid is not None and cached.pid == instance.pid:
+            return cached
+        machine = self.backend.attach(Path(instance.workdir) / "vm")
+        self._machines[instance.id] = machine
+        return machine
 
     @staticmethod
     def _ended(
@@ -752,6 +767,7 @@ class InstanceManager:
         with self._locks_guard:
             self._locks.pop(instance.id, None)
         self._probe_due.pop(instance.id, None)
+        self._machines.pop(instance.id, None)
         return instance
 
     # -- supervision -----------------------------------------------------------------------------
@@ -762,7 +778,8 @@ class InstanceManager:
         and start again what the restart policy says once its back-off has passed.
 
         An instance busy with another operation (a stop in progress) is left for the next pass.
-        Probes run in a small thread pool; a pass waits at most about a second for them.
+        Probes run in a small thread pool; a pass waits for them briefly, and records what
+        a slower probe found in the next pass.
         """
         self._apply_probes()
         for record in self.records.all():
@@ -781,7 +798,7 @@ class InstanceManager:
                 lock.release()
         pending = [p.future for p in self._probes.values()]
         if pending:
-            concurrent.futures.wait(pending, timeout=_PROBE_TIMEOUT_S + 0.2)
+            concurrent.futures.wait(pending, timeout=_PROBE_WAIT_S)
             self._apply_probes()
 
     def _supervise_one(self, record: Instance) -> None:
@@ -855,7 +872,10 @@ class InstanceManager:
             due = now  # a new run: probe at once
         if now < due:
             return
-        self._probe_due[instance.id] = (instance.runs, now + check.interval_s)
+        interval = check.interval_s
+        if instance.healthy_at is not None:
+            interval = max(interval, self.steady_probe_interval_s)
+        self._probe_due[instance.id] = (instance.runs, now + interval)
         host, port = self.upstream(instance, check.port)
         if self._pool is None:
             self._pool = concurrent.futures.ThreadPoolExecutor(4, thread_name_prefix="ukedge-probe")
