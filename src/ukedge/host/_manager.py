@@ -682,11 +682,20 @@ class InstanceManager:
         return committed(self.list(all_instances=True))
 
     def wait(self, key: str, timeout: float | None = None) -> Instance:
-        instance = self.records.find(key)
-        if instance.state.active:
-            with contextlib.suppress(MachineError):
-                self._machine(instance).wait(timeout)
-        return self.get(instance.id)
+        """Block until the current run has ended (or ``timeout``); returns the record."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        instance_id = self.records.find(key).id
+        while True:
+            instance = self.get(instance_id)
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if not instance.state.active or (remaining is not None and remaining <= 0):
+                return instance
+            if instance.pid is not None:  # else its machine is being started
+                with contextlib.suppress(MachineError):
+                    self._machine(instance).wait(remaining)
+                if not self.get(instance_id).state.active:
+                    continue
+            time.sleep(_LOG_POLL_S)
 
     def stats(self, key: str) -> InstanceStats:
         instance = self.get(key)
