@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import subprocess
 import threading
 import time
 from collections.abc import Callable
@@ -10,7 +11,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from hostkit import wait_http
+from hostkit import ukedge_cmd, wait_http
 
 from netkit import free_port
 from ukedge.errors import AdmissionError
@@ -185,6 +186,45 @@ def test_a_stop_racing_the_restart_loop_leaves_no_machine_running(
         supervisor.join()
     manager.stop("race", timeout=5)
     assert not manager.get("race").state.active
+
+
+def test_a_stop_from_another_process_ends_the_restart_loop(
+    manager: InstanceManager, cli_home: Path
+) -> None:
+    """The supervising process and a CLI process share the records; only SQLite serialises."""
+    instance = manager.run(
+        RunRequest(
+            image="hello-c:1", name="race2", args=["r"], restart=parse_restart_policy("always")
+        )
+    )
+    halt = threading.Event()
+
+    def loop() -> None:
+        while not halt.is_set():
+            manager.supervise()
+            time.sleep(0.01)
+
+    supervisor = threading.Thread(target=loop)
+    supervisor.start()
+    try:
+        for delay in (0.1, 0.6, 1.1):
+            time.sleep(delay)
+            stop = subprocess.run(
+                [*ukedge_cmd(), "stop", "-t", "5", "race2"], capture_output=True, text=True
+            )
+            assert stop.returncode == 0, stop.stderr
+            deadline = time.monotonic() + 10
+            while manager.get("race2").state.active and time.monotonic() < deadline:
+                time.sleep(0.1)  # a start caught mid-way ends itself
+            time.sleep(0.5)
+            after = manager.get("race2")
+            assert not after.state.active, f"running after a stop: {after!r}"
+            assert after.restart_at is None and after.stopped_by_user
+            assert _qemus_in(instance.workdir) == [], "a machine outlived the stop"
+            manager.start("race2")
+    finally:
+        halt.set()
+        supervisor.join()
 
 
 def test_health_is_probed_through_a_loopback_forward(manager: InstanceManager) -> None:

@@ -326,7 +326,17 @@ class InstanceManager:
         snapshot = None if instance.cold else self._snapshot_if_any(plan.key)
         check = plan.config.healthcheck
 
+        claimed = False
+
         def starting(i: Instance) -> Instance:
+            # Decided again inside the transaction: another process may have started the
+            # instance, or (for a policy restart) stopped it, since it was read above.
+            nonlocal claimed
+            claimed = not (
+                i.state.active or (restart and (i.stopped_by_user or i.restart_at is None))
+            )
+            if not claimed:
+                return i
             return i.model_copy(
                 update={
                     "state": InstanceState.STARTING,
@@ -351,6 +361,13 @@ class InstanceManager:
             # The instance counted against capacity only while it ran or waited to: check.
             self._refresh_active()
         instance = self._change(instance_id, starting, guard=self._guard)
+        if not claimed:
+            if restart:
+                log.info("restart of %s cancelled: it was stopped or started", instance.name)
+                return instance
+            raise InstanceError(
+                f"instance {instance.name} is already {instance.state.value}; stop it first"
+            )
         workdir = Path(instance.workdir)
         try:
             keep_previous_run(workdir)
