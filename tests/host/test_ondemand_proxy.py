@@ -233,6 +233,24 @@ def test_a_dead_upstream_is_deactivated_and_the_next_connection_boots_it_again()
     _run(vm, body, connect_timeout_s=0.3)
 
 
+def test_a_connection_retrying_a_forgotten_upstream_follows_the_new_activation() -> None:
+    vm = FakeVM(boot_s=0.05)
+
+    async def body(proxy: OnDemandProxy) -> None:
+        assert await _exchange(proxy, b"one") == b"one<eof>"
+        vm.crash()  # stopped behind the proxy's back
+        began = time.monotonic()
+        pending = asyncio.create_task(_exchange(proxy, b"two"))
+        await asyncio.sleep(0.2)  # the connection is retrying the dead address
+        proxy.forget_upstream()  # what the controller does when the manager reports the stop
+        assert await pending == b"two<eof>"
+        assert time.monotonic() - began < 5.0
+        assert vm.activations == 2
+        assert vm.deactivations == 0
+
+    _run(vm, body, connect_timeout_s=30.0)
+
+
 def test_wake_activates_without_a_connection_and_idles_out() -> None:
     vm = FakeVM(boot_s=0.05)
 

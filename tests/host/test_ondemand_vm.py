@@ -115,3 +115,35 @@ def test_a_new_controller_adopts_the_running_vm_and_resumes_from_the_prewarm_sna
             httpx.get(f"http://127.0.0.1:{port}/stats", timeout=5)
     finally:
         second.close()
+
+
+def test_a_stop_and_a_start_behind_the_proxys_back_are_followed(manager: InstanceManager) -> None:
+    manager.prewarm(RunRequest(image="sensor-agg:1"))
+    port = free_port()
+    instance = _on_demand(manager, port, idle_s=3.0)
+    controller = OnDemandController(manager)
+    url = f"http://127.0.0.1:{port}/stats"
+    try:
+        controller.sync()
+        [proxy] = controller.proxies(instance.id)
+        assert httpx.get(url, timeout=_BOOT_S).status_code == 200
+        assert proxy.state is ProxyState.ACTIVE
+
+        # `ukedge stop`: the controller hears the manager's event and forgets the old VM, so
+        # the next request boots a new one at once instead of trying the dead address.
+        manager.stop(instance.id)
+        _until(lambda: proxy.state is ProxyState.IDLE, 10)
+        began = time.monotonic()
+        assert httpx.get(url, timeout=_BOOT_S).status_code == 200
+        assert time.monotonic() - began < 30
+        assert manager.get(instance.id).runs == 2
+
+        # `ukedge stop` then `ukedge start` (new loopback forwards): followed, then idled out.
+        manager.stop(instance.id)
+        manager.start(instance.id)
+        _until(lambda: proxy.upstream == manager.upstream(manager.get(instance.id), 8080), 30)
+        assert httpx.get(url, timeout=30).status_code == 200
+        assert manager.get(instance.id).runs == 3
+        _until(lambda: not manager.get(instance.id).state.active, 30)
+    finally:
+        controller.close()

@@ -33,7 +33,7 @@ from typing import Any, TypeVar
 from ukedge.errors import InstanceError, UkedgeError, UsageError
 from ukedge.host._health import wait_healthy
 from ukedge.host._manager import InstanceManager
-from ukedge.host._models import Instance, PortMapping
+from ukedge.host._models import Instance, InstanceEvent, InstanceState, PortMapping
 from ukedge.image import HealthCheck
 
 __all__ = ["OnDemandController", "OnDemandProxy", "ProxyState", "Upstream"]
@@ -186,6 +186,9 @@ class OnDemandProxy:
         self.deactivations = 0
         #: Seconds the last completed activation took.
         self.last_activation_s: float | None = None
+        #: Bumped whenever the upstream appears or goes, so a caller that read the VM's state
+        #: in another thread can tell whether the proxy moved on meanwhile.
+        self.generation = 0
 
     # -- life of the listener ------------------------------------------------------------------
 
@@ -223,6 +226,11 @@ class OnDemandProxy:
         return ProxyState.IDLE if self._upstream is None else ProxyState.ACTIVE
 
     @property
+    def upstream(self) -> Upstream | None:
+        """Where connections go now; None while scaled to zero or in transition."""
+        return self._upstream
+
+    @property
     def connections(self) -> int:
         """Client connections open now (including those waiting for activation)."""
         return len(self._clients)
@@ -244,6 +252,7 @@ class OnDemandProxy:
         if self._activation is None and self._deactivation is None:
             self._disarm_idle()
             self._upstream = None
+            self.generation += 1
 
     async def close(self) -> None:
         """Stop listening and drop every connection; the upstream is left as it is (an agent
@@ -300,6 +309,7 @@ class OnDemandProxy:
         finally:
             self._activation = None
         self._upstream = upstream
+        self.generation += 1
         self.activations += 1
         self.last_activation_s = time.monotonic() - began
         log.info(
@@ -317,6 +327,7 @@ class OnDemandProxy:
             return
         self._disarm_idle()
         self._upstream = None
+        self.generation += 1
         self._deactivation = self._spawn_shared(self._deactivate(reason))
 
     async def _deactivate(self, reason: str) -> None:
@@ -328,6 +339,7 @@ class OnDemandProxy:
             log.warning("on-demand %s: deactivation failed: %s", self.name, exc)
         finally:
             self._deactivation = None
+            self.generation += 1
 
     def _spawn_shared(self, coro: Coroutine[Any, Any, _T]) -> asyncio.Task[_T]:
         """A task several waiters await (shielded); its failure is theirs to report."""
@@ -405,6 +417,9 @@ class OnDemandProxy:
                         f"accept connections ({exc.strerror or exc})"
                     ) from exc
                 await asyncio.sleep(_CONNECT_RETRY_S)
+                if self._upstream != upstream:  # forgotten or replaced meanwhile
+                    upstream = await self._ensure_active()
+                    deadline = time.monotonic() + self.connect_timeout_s
         if client.lost or client.transport is None:
             transport.close()
         else:
@@ -441,10 +456,13 @@ class OnDemandController:
     """Keeps one :class:`OnDemandProxy` listening on each published TCP port of every on-demand
     instance of ``manager``.
 
-    Call :meth:`sync` (or ``await`` :meth:`async_sync` on the loop) after creating, stopping or
-    removing an instance and once at start-up: it opens the listeners of new on-demand instances,
-    closes those of removed ones, and adopts a VM that already runs (an agent restarted while it
-    ran) instead of booting another; the idle timer then applies to it as to one it booted.
+    Call :meth:`sync` (or ``await`` :meth:`async_sync` on the loop) once at start-up and after
+    creating an on-demand instance: it opens the listeners of new on-demand instances (raising
+    when a port is taken), closes those of removed ones, and adopts a VM that already runs (an
+    agent restarted while it ran, a restart by the restart policy, ``ukedge start``) instead of
+    booting another; the idle timer then applies to it as to one it booted. The controller also
+    listens to the manager's events and syncs by itself after every change of an instance's
+    state or a removal, so a VM that ended or restarted behind the proxy's back is noticed.
 
     Activation starts the instance (the manager resumes it from the image's prewarm snapshot when
     there is one) and waits until the guest port answers the image's health check (or, when that
@@ -469,9 +487,10 @@ class OnDemandController:
         self.loop: asyncio.AbstractEventLoop = loop or self._thread.loop  # type: ignore[union-attr]
         self._proxies: dict[_Key, OnDemandProxy] = {}
         self._checks: dict[tuple[str, int], HealthCheck] = {}
-        self._lock = threading.Lock()  # one sync at a time, from whichever thread
         self._async_lock: asyncio.Lock | None = None
         self._closed = False
+        self._kicked = False
+        self.manager.listeners.append(self._on_event)
 
     # -- what callers see ----------------------------------------------------------------------
 
@@ -499,6 +518,7 @@ class OnDemandController:
         async with self._async_lock:
             if self._closed:
                 raise InstanceError("the on-demand controller is closed")
+            generations = {k: p.generation for k, p in self._proxies.items()}
             instances = await asyncio.to_thread(self.manager.list, all_instances=True)
             wanted: dict[_Key, tuple[Instance, PortMapping]] = {
                 (i.id, p.host_ip, p.host_port): (i, p)
@@ -521,13 +541,44 @@ class OnDemandController:
                         errors.append(str(exc))
                         continue
                     self._proxies[key] = proxy
-                if instance.state.active and proxy.state is ProxyState.IDLE:
-                    # Running already (started before an agent restart, or by hand): adopt it.
-                    self._spawn(proxy.wake(), f"adopting {instance.name}")
-                elif not instance.state.active and proxy.state is ProxyState.ACTIVE:
-                    proxy.forget_upstream()  # stopped behind the proxy's back
+                if generations.get(key, proxy.generation) != proxy.generation:
+                    continue  # the proxy moved on while the manager was read
+                self._follow(proxy, instance, mapping)
             if errors:
                 raise InstanceError("; ".join(errors))
+
+    def _follow(self, proxy: OnDemandProxy, instance: Instance, mapping: PortMapping) -> None:
+        """Bring the proxy in line with a VM that started or ended without it."""
+        if proxy.state is ProxyState.IDLE and instance.state is InstanceState.RUNNING:
+            self._spawn(proxy.wake(), f"adopting {instance.name}")
+        elif proxy.state is ProxyState.ACTIVE:
+            if not instance.state.active:
+                proxy.forget_upstream()
+            elif instance.state is InstanceState.RUNNING:
+                with contextlib.suppress(InstanceError):
+                    if self.manager.upstream(instance, mapping.guest_port) != proxy.upstream:
+                        proxy.forget_upstream()  # restarted: new loopback forwards
+                        self._spawn(proxy.wake(), f"adopting {instance.name} again")
+
+    def _on_event(self, event: InstanceEvent) -> None:
+        """A manager event (any thread): sync soon, once for a burst of events."""
+        if self._closed or self.loop.is_closed():
+            return
+        if event.action in ("create", "remove") or event.previous is not event.state:
+            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+                self.loop.call_soon_threadsafe(self._kick)
+
+    def _kick(self) -> None:
+        if self._kicked or self._closed:
+            return
+        self._kicked = True
+
+        async def later() -> None:
+            self._kicked = False
+            if not self._closed:
+                await self.async_sync()
+
+        self._spawn(later(), "syncing after an instance event")
 
     def close(self) -> None:
         """Close every listener (the VMs keep running; see :meth:`OnDemandProxy.close`) and the
@@ -542,6 +593,8 @@ class OnDemandController:
 
     async def aclose(self) -> None:
         self._closed = True
+        with contextlib.suppress(ValueError):
+            self.manager.listeners.remove(self._on_event)
         proxies, self._proxies = list(self._proxies.values()), {}
         for proxy in proxies:
             await proxy.close()
