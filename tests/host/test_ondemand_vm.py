@@ -3,7 +3,9 @@ stops after idling, boots again; adopted, not rebooted, by a controller that sta
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures
+import threading
 import time
 from collections.abc import Callable
 
@@ -121,7 +123,12 @@ def test_a_stop_and_a_start_behind_the_proxys_back_are_followed(manager: Instanc
     manager.prewarm(RunRequest(image="sensor-agg:1"))
     port = free_port()
     instance = _on_demand(manager, port, idle_s=3.0)
-    controller = OnDemandController(manager)
+    # The agent's way: the controller runs on a loop it is given (uvicorn's), sync() is called
+    # from other threads.
+    loop = asyncio.new_event_loop()
+    runner = threading.Thread(target=loop.run_forever, daemon=True)
+    runner.start()
+    controller = OnDemandController(manager, loop=loop)
     url = f"http://127.0.0.1:{port}/stats"
     try:
         controller.sync()
@@ -147,3 +154,7 @@ def test_a_stop_and_a_start_behind_the_proxys_back_are_followed(manager: Instanc
         _until(lambda: not manager.get(instance.id).state.active, 30)
     finally:
         controller.close()
+        loop.call_soon_threadsafe(loop.stop)
+        runner.join()
+        loop.run_until_complete(loop.shutdown_default_executor())
+        loop.close()

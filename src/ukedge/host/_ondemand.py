@@ -20,6 +20,7 @@ own loop thread.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import enum
 import errno
@@ -162,6 +163,7 @@ class OnDemandProxy:
         *,
         name: str = "",
         connect_timeout_s: float = 5.0,
+        executor: concurrent.futures.Executor | None = None,
     ) -> None:
         if idle_timeout_s <= 0:
             raise ValueError(f"idle_timeout_s must be positive, got {idle_timeout_s}")
@@ -171,6 +173,8 @@ class OnDemandProxy:
         self.connect_timeout_s = connect_timeout_s
         self._activate_fn = activate
         self._deactivate_fn = deactivate
+        #: Where activate() and deactivate() run; None: the loop's default executor.
+        self._executor = executor
         self._server: asyncio.Server | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._upstream: Upstream | None = None
@@ -302,7 +306,8 @@ class OnDemandProxy:
         began = time.monotonic()
         try:
             log.info("on-demand %s: activating", self.name)
-            upstream = await asyncio.to_thread(self._activate_fn)
+            assert self._loop is not None
+            upstream = await self._loop.run_in_executor(self._executor, self._activate_fn)
         except Exception as exc:
             log.warning("on-demand %s: activation failed: %s", self.name, exc)
             raise
@@ -333,7 +338,8 @@ class OnDemandProxy:
     async def _deactivate(self, reason: str) -> None:
         log.info("on-demand %s: deactivating (%s)", self.name, reason)
         try:
-            await asyncio.to_thread(self._deactivate_fn)
+            assert self._loop is not None
+            await self._loop.run_in_executor(self._executor, self._deactivate_fn)
             self.deactivations += 1
         except Exception as exc:
             log.warning("on-demand %s: deactivation failed: %s", self.name, exc)
@@ -487,9 +493,15 @@ class OnDemandController:
         self.loop: asyncio.AbstractEventLoop = loop or self._thread.loop  # type: ignore[union-attr]
         self._proxies: dict[_Key, OnDemandProxy] = {}
         self._checks: dict[tuple[str, int], HealthCheck] = {}
+        # Boots block a thread each for seconds; a pool of their own keeps a burst of cold
+        # starts from queueing behind the loop's small default executor (cpu count + 4).
+        self._executor = concurrent.futures.ThreadPoolExecutor(
+            max_workers=64, thread_name_prefix="ukedge-on-demand"
+        )
         self._async_lock: asyncio.Lock | None = None
         self._closed = False
         self._kicked = False
+        self._tasks: set[asyncio.Task[object]] = set()
         self.manager.listeners.append(self._on_event)
 
     # -- what callers see ----------------------------------------------------------------------
@@ -519,7 +531,9 @@ class OnDemandController:
             if self._closed:
                 raise InstanceError("the on-demand controller is closed")
             generations = {k: p.generation for k, p in self._proxies.items()}
-            instances = await asyncio.to_thread(self.manager.list, all_instances=True)
+            instances = await self.loop.run_in_executor(
+                self._executor, lambda: self.manager.list(all_instances=True)
+            )
             wanted: dict[_Key, tuple[Instance, PortMapping]] = {
                 (i.id, p.host_ip, p.host_port): (i, p)
                 for i in instances
@@ -592,12 +606,20 @@ class OnDemandController:
             self._thread = None
 
     async def aclose(self) -> None:
+        """:meth:`close` on the controller's loop (the agent's lifespan shutdown)."""
         self._closed = True
         with contextlib.suppress(ValueError):
             self.manager.listeners.remove(self._on_event)
-        proxies, self._proxies = list(self._proxies.values()), {}
-        for proxy in proxies:
-            await proxy.close()
+        if self._async_lock is None:
+            self._async_lock = asyncio.Lock()
+        async with self._async_lock:  # after a sync in progress, which may open listeners
+            proxies, self._proxies = list(self._proxies.values()), {}
+            for proxy in proxies:
+                await proxy.close()
+        for task in list(self._tasks):  # adoptions of closed proxies end with them
+            with contextlib.suppress(BaseException):
+                await task
+        self._executor.shutdown(wait=False)  # close() waited for the proxies' threads
 
     # -- the proxies' callbacks (worker threads) -----------------------------------------------
 
@@ -609,6 +631,7 @@ class OnDemandController:
             lambda: self._deactivate(key),
             instance.idle_timeout_s or 30.0,
             name=f"{instance.name} {mapping}",
+            executor=self._executor,
         )
 
     def _activate(self, instance_id: str, guest_port: int) -> Upstream:
@@ -665,8 +688,10 @@ class OnDemandController:
 
     def _spawn(self, coro: Coroutine[Any, Any, object], what: str) -> None:
         task = self.loop.create_task(coro)
+        self._tasks.add(task)
 
         def done(t: asyncio.Task[object]) -> None:
+            self._tasks.discard(t)
             if not t.cancelled() and t.exception() is not None:
                 log.warning("on-demand: %s failed: %s", what, t.exception())
 
