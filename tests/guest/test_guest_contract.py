@@ -24,6 +24,15 @@ def test_cmdline_appends_what_init_reads() -> None:
     )
 
 
+def test_cmdline_of_a_snapshot_source_zeroes_freed_pages() -> None:
+    source = guest_cmdline(
+        "quiet", ip=None, gateway=None, dns=None, seed=None, snapshot_source=True
+    )
+    plain = guest_cmdline("quiet", ip=None, gateway=None, dns=None, seed=None)
+    assert "init_on_free=1" in source.split()
+    assert "init_on_free=1" not in plain.split()
+
+
 def test_cmdline_without_network_has_only_clock() -> None:
     line = guest_cmdline(
         "console=ttyS0", ip=None, gateway=None, dns=None, seed=None, clock=5.0, tsc_khz=None

@@ -55,6 +55,7 @@ def guest_cmdline(
     seed: bytes | None,
     clock: float | None = None,
     tsc_khz: int | Literal["auto"] | None = "auto",
+    snapshot_source: bool = False,
 ) -> str:
     """The kernel command line for one boot: the image's ``base`` plus what init reads.
 
@@ -65,6 +66,14 @@ def guest_cmdline(
     (``tsc_early_khz=``, ``tsc=reliable``); None leaves calibration to the guest. Values are
     checked here because the kernel splits the command line on spaces and init ignores what it
     cannot parse.
+
+    ``snapshot_source`` is for a boot that will be saved as a snapshot for others to resume
+    from (prewarm): the guest kernel then zeroes every page it frees (``init_on_free=1``), so
+    the freed initramfs and boot-time garbage go into the snapshot as zero pages, which a
+    resumed QEMU never writes: a resumed idle sensor-agg's RSS drops from 94 to 76 MiB. Not for
+    ordinary boots: the kernel then zeroes all guest RAM as it starts (cold sensor-agg boot
+    2.0 s → 2.5 s, and every page ends up resident). Resumed guests keep zeroing what they
+    free, which costs little in an idle or steady app.
     """
     parts = base.split()
     if ip is not None:
@@ -91,6 +100,8 @@ def guest_cmdline(
         if not 1000 <= khz <= 100_000_000:
             raise UsageError(f"TSC frequency {khz} kHz is out of range")
         parts += [f"tsc_early_khz={khz}", "tsc=reliable"]
+    if snapshot_source:
+        parts.append("init_on_free=1")
     now = time.time() if clock is None else clock
     parts.append(f"ukedge.time={now:.3f}")
     return " ".join(parts)
