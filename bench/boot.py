@@ -110,8 +110,9 @@ def bench_sensor(manager: InstanceManager, n: int, work: Path) -> dict[str, obje
         port = _free_port()
         began = time.perf_counter()
         instance = manager.run(
-            RunRequest(image="sensor-agg:bench", ports=[parse_port_mapping(f"{port}:8080")]),
-            cold=cold,
+            RunRequest(
+                image="sensor-agg:bench", ports=[parse_port_mapping(f"{port}:8080")], cold=cold
+            )
         )
         _wait_http(f"http://127.0.0.1:{port}/stats")
         elapsed = time.perf_counter() - began
@@ -167,6 +168,7 @@ def main() -> int:
 
     with tempfile.TemporaryDirectory(prefix="ukedge-bench-") as tmp:
         work = Path(tmp)
+        os.environ["UKEDGE_CACHE"] = str(paths.cache_dir())  # the built kernel, not a rebuild
         os.environ["UKEDGE_HOME"] = str(work / "home")
         store = ImageStore(work / "store")
         sizes: dict[str, dict[str, object]] = {}

@@ -1,0 +1,424 @@
+#!/usr/bin/env python3
+"""Density benchmark (issue: host agent): how many idle sensor-agg instances fit in host memory.
+
+Starts idle sensor-agg instances through the instance manager (what `ukedge run` and the agent
+use), one after another, until their QEMU processes' summed RSS reaches the memory allotment
+(`--memory`, default 1G) or `--max` instances run. Each instance is started, waited for until its
+health check passes, then left alone for `--settle` seconds before the next one. Two rows: resumed
+from the image's prewarm snapshot (what the manager does by default once `ukedge image prewarm`
+ran), and cold-booted.
+
+Per instance it reports three measures of the host memory an idle instance costs:
+- RSS of its QEMU (VmRSS): counts shared pages (the mapped vmlinux, QEMU's own binary and
+  libraries, pages KSM merged) in every instance, so it overstates the total;
+- PSS of its QEMU (smaps_rollup): shared pages split between the processes that map them;
+- the drop of MemAvailable (/proc/meminfo) while the instances run, against the mean of the
+  readings before the first start and after the last removal, divided by the number of
+  instances: what the host really lost, including memory no process maps (QEMU's page tables,
+  kernel slab); other work on the machine adds noise to it, and clean file pages (the mapped
+  vmlinux and initrd) count as available.
+The baseline, measured in the same run, is the same app as a plain host process
+(`python3 -S -u main.py`, as in bench/boot.py), several at once, by the same measures.
+
+`--ksm` turns on the host's kernel same-page merging (/sys/kernel/mm/ksm/run) for the run and
+restores the previous setting at the end; QEMU marks guest RAM mergeable by default.
+
+Every instance is removed at the end, also on Ctrl-C.
+
+Usage: .venv/bin/python bench/density.py [--memory 1G] [--max 24] [--json FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import platform
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+
+from boot import EXAMPLES, _free_port, _spread, _wait_http
+from rich.console import Console
+from rich.table import Table
+
+from ukedge import paths, vmm
+from ukedge.build import build_image
+from ukedge.host import (
+    InstanceManager,
+    RunRequest,
+    UnpackedLayers,
+    parse_port_mapping,
+    wait_healthy,
+)
+from ukedge.image import ImageStore
+from ukedge.units import format_size, parse_size
+
+IMAGE = "sensor-agg:bench"
+GIB = 1 << 30
+KSM = Path("/sys/kernel/mm/ksm")
+console = Console(stderr=True)
+
+
+@dataclass
+class Row:
+    """One way of starting instances, and what they cost."""
+
+    label: str
+    started: int = 0
+    #: Instances whose cumulative RSS (in start order, sampled while they ran) fit the allotment.
+    fit: int = 0
+    start_s: list[float] = field(default_factory=list)
+    rss: list[int] = field(default_factory=list)
+    pss: list[int] = field(default_factory=list)
+    avail_drop: int = 0
+    #: Host CPU the idle instances used while settling, percent of one core per instance.
+    idle_cpu_pct: list[float] = field(default_factory=list)
+    stopped_by: str = ""
+
+    def figures(self) -> dict[str, object]:
+        n = max(self.started, 1)
+        return {
+            "label": self.label,
+            "started": self.started,
+            "fit_in_allotment": self.fit,
+            "stopped_by": self.stopped_by,
+            "start_s": _spread(self.start_s) if self.start_s else None,
+            "rss": _spread([float(x) for x in self.rss]) if self.rss else None,
+            "pss": _spread([float(x) for x in self.pss]) if self.pss else None,
+            "rss_mean": sum(self.rss) / n,
+            "pss_mean": sum(self.pss) / n,
+            "avail_drop_per_instance": self.avail_drop / n,
+            "idle_cpu_pct_median": statistics.median(self.idle_cpu_pct)
+            if self.idle_cpu_pct
+            else None,
+            "per_gib": {
+                "rss": GIB / (sum(self.rss) / n) if self.rss else None,
+                "pss": GIB / (sum(self.pss) / n) if self.pss else None,
+                "mem_available": GIB / (self.avail_drop / n) if self.avail_drop > 0 else None,
+            },
+        }
+
+
+def _mem_available() -> int:
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("MemAvailable:"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError("no MemAvailable in /proc/meminfo")
+
+
+def _proc_mem(pid: int) -> tuple[int, int]:
+    """(RSS, PSS) of a process, from smaps_rollup."""
+    rss = pss = 0
+    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+        if line.startswith("Rss:"):
+            rss = int(line.split()[1]) * 1024
+        elif line.startswith("Pss:"):
+            pss = int(line.split()[1]) * 1024
+    return rss, pss
+
+
+def _proc_cpu(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _settle_and_sample(pids: list[int], settle: float) -> tuple[list[float], int]:
+    """Sleep ``settle`` seconds; return each process's CPU use meanwhile (% of one core) and
+    MemAvailable at the end."""
+    before = [_proc_cpu(p) for p in pids]
+    began = time.monotonic()
+    time.sleep(settle)
+    spent = time.monotonic() - began
+    cpu = [100.0 * (_proc_cpu(p) - b) / spent for p, b in zip(pids, before, strict=True)]
+    return cpu, _mem_available()
+
+
+def _drift_corrected(before: int, during: int) -> int:
+    """MemAvailable lost while the processes ran: against the mean of the readings before the
+    first start and after the last removal, so a steady drift from other work cancels out."""
+    time.sleep(1.0)  # exiting processes give their memory back asynchronously
+    return (before + _mem_available()) // 2 - during
+
+
+#: KSM scan rate during the run (pages per 20 ms wake-up; the kernel's default is 100, which
+#: takes minutes to pass over a few GiB of guests).
+KSM_PAGES_TO_SCAN = 2000
+
+
+@contextlib.contextmanager
+def _ksm(enabled: bool) -> Iterator[None]:
+    """Kernel same-page merging on for the run (root only), settings restored afterwards."""
+    if not enabled:
+        yield
+        return
+    settings = {"run": "1", "pages_to_scan": str(KSM_PAGES_TO_SCAN)}
+    previous = {name: (KSM / name).read_text().strip() for name in settings}
+    try:
+        for name, value in settings.items():
+            (KSM / name).write_text(value + "\n")
+    except OSError as exc:
+        raise SystemExit(f"--ksm needs root and a kernel with KSM ({KSM}: {exc})") from None
+    try:
+        yield
+    finally:
+        for name, value in previous.items():
+            (KSM / name).write_text(value + "\n")
+
+
+def _ksm_settle(timeout: float = 180.0) -> None:
+    """Wait until KSM has passed twice over every mergeable page (a page is merged on the
+    second pass that finds it unchanged)."""
+    if (KSM / "run").read_text().strip() != "1":
+        return
+    target = int((KSM / "full_scans").read_text()) + 2
+    deadline = time.monotonic() + timeout
+    while int((KSM / "full_scans").read_text()) < target and time.monotonic() < deadline:
+        time.sleep(0.5)
+    console.print(
+        f"  KSM: {(KSM / 'pages_sharing').read_text().strip()} pages sharing "
+        f"{(KSM / 'pages_shared').read_text().strip()} shared pages"
+    )
+
+
+def _alive(manager: InstanceManager, instance_id: str) -> Callable[[], bool]:
+    return lambda: manager.get(instance_id).state.active
+
+
+def bench_vm(
+    manager: InstanceManager,
+    row: Row,
+    *,
+    cold: bool,
+    allotment: int,
+    limit: int,
+    settle: float,
+) -> None:
+    """Start instances until their summed RSS reaches ``allotment`` or ``limit`` run."""
+    _, manifest = manager.store.manifest(IMAGE)
+    check = manager.store.config(manifest).healthcheck
+    assert check is not None, "sensor-agg declares a health check"
+    instances: list[str] = []
+    pids: list[int] = []
+    baseline_avail = _mem_available()
+    try:
+        while len(instances) < limit:
+            port = _free_port()
+            began = time.perf_counter()
+            instance = manager.run(
+                RunRequest(
+                    image=IMAGE, ports=[parse_port_mapping(f"{port}:{check.port}")], cold=cold
+                )
+            )
+            instances.append(instance.id)
+            assert instance.pid is not None
+            pids.append(instance.pid)
+            alive = _alive(manager, instance.id)
+            wait_healthy(check, "127.0.0.1", port, timeout=120.0, alive=alive)
+            row.start_s.append(time.perf_counter() - began)
+            time.sleep(settle)
+            used = sum(_proc_mem(p)[0] for p in pids)
+            console.print(
+                f"  {row.label}: {len(pids)} running, QEMU RSS sum {_mib(used)} MiB, "
+                f"MemAvailable drop {_mib(baseline_avail - _mem_available())} MiB"
+            )
+            if used <= allotment:
+                row.fit = len(pids)
+            if used >= allotment:
+                row.stopped_by = f"RSS sum reached {format_size(allotment)}"
+                break
+        else:
+            row.stopped_by = f"--max {limit}"
+        row.started = len(instances)
+        _ksm_settle()
+        row.idle_cpu_pct, avail = _settle_and_sample(pids, max(settle, 3.0))
+        for pid in pids:
+            rss, pss = _proc_mem(pid)
+            row.rss.append(rss)
+            row.pss.append(pss)
+    finally:
+        for iid in instances:
+            with contextlib.suppress(Exception):
+                manager.remove(iid, force=True)
+    row.avail_drop = _drift_corrected(baseline_avail, avail)
+
+
+def bench_host(row: Row, work: Path, count: int, settle: float) -> None:
+    """The same app as plain host processes, ``count`` at once."""
+    procs: list[subprocess.Popen[bytes]] = []
+    baseline_avail = _mem_available()
+    try:
+        for i in range(count):
+            port = _free_port()
+            env = {**os.environ, "PORT": str(port), "RESULTS_FILE": str(work / f"r{i}.jsonl")}
+            began = time.perf_counter()
+            procs.append(
+                subprocess.Popen(
+                    [sys.executable, "-S", "-u", str(EXAMPLES / "sensor-agg" / "main.py")],
+                    env=env,
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
+            )
+            _wait_http(f"http://127.0.0.1:{port}/healthz")
+            row.start_s.append(time.perf_counter() - began)
+        row.started = row.fit = count
+        row.stopped_by = f"{count} processes"
+        pids = [p.pid for p in procs]
+        row.idle_cpu_pct, avail = _settle_and_sample(pids, max(settle, 3.0))
+        for pid in pids:
+            rss, pss = _proc_mem(pid)
+            row.rss.append(rss)
+            row.pss.append(pss)
+    finally:
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            proc.wait(10)
+    row.avail_drop = _drift_corrected(baseline_avail, avail)
+
+
+def _interrupt_on_sigterm() -> None:
+    def handler(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, handler)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--memory", default="1G", help="host memory allotment (QEMU RSS sum)")
+    parser.add_argument("--max", type=int, default=24, help="at most this many instances per row")
+    parser.add_argument("--settle", type=float, default=2.0, help="idle seconds after each start")
+    parser.add_argument("--baseline", type=int, default=8, help="host processes for the baseline")
+    parser.add_argument(
+        "--rows", default="resumed,cold", help="which rows: resumed, cold (comma-separated)"
+    )
+    parser.add_argument("--tb-size", type=int, help="TCG translation cache, MiB (backend option)")
+    parser.add_argument("--ksm", action="store_true", help="enable host KSM during the run")
+    parser.add_argument("--json", type=Path, help="also write the figures to this file")
+    opts = parser.parse_args()
+    allotment = parse_size(opts.memory)
+    rows_wanted = [r.strip() for r in opts.rows.split(",") if r.strip()]
+    if not rows_wanted or set(rows_wanted) - {"resumed", "cold"}:
+        parser.error("--rows takes resumed and/or cold")
+    _interrupt_on_sigterm()
+
+    backend_options: dict[str, object] = {}
+    if opts.tb_size:
+        backend_options["tb_size_mib"] = opts.tb_size
+    rows: list[Row] = []
+    with tempfile.TemporaryDirectory(prefix="ukedge-density-") as tmp, _ksm(opts.ksm):
+        work = Path(tmp)
+        # Keep the shared cache (built kernel, runtime layers); only the home is throw-away.
+        os.environ["UKEDGE_CACHE"] = str(paths.cache_dir())
+        os.environ["UKEDGE_HOME"] = str(work / "home")
+        store = ImageStore(work / "store")
+        began = time.perf_counter()
+        build_image(EXAMPLES / "sensor-agg", [IMAGE], store=store)
+        console.print(f"build: {time.perf_counter() - began:.2f} s")
+        verdict = vmm.probe_accelerator()
+        manager = InstanceManager(
+            work / "instances",
+            store,
+            vmm.create("qemu", **backend_options),
+            UnpackedLayers(paths.cache_dir() / "unpacked"),
+        )
+        load_before = os.getloadavg()
+        host = Row("host process (python3 main.py)")
+        bench_host(host, work, opts.baseline, opts.settle)
+        rows.append(host)
+        for mode in rows_wanted:
+            if mode == "resumed":
+                began = time.perf_counter()
+                manager.prewarm(RunRequest(image=IMAGE))
+                console.print(f"prewarm: {time.perf_counter() - began:.2f} s")
+            row = Row(f"VM, {mode}" + (" from prewarm snapshot" if mode == "resumed" else " boot"))
+            bench_vm(
+                manager,
+                row,
+                cold=mode == "cold",
+                allotment=allotment,
+                limit=opts.max,
+                settle=opts.settle,
+            )
+            rows.append(row)
+        load_after = os.getloadavg()
+
+    figures = {
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "machine": f"{os.cpu_count()} cores {platform.machine()}, Linux {platform.release()}",
+        "accelerator": verdict.accel,
+        "load_average": {"before": load_before[0], "after": load_after[0]},
+        "memory_allotment": allotment,
+        "backend_options": backend_options,
+        "ksm": opts.ksm,
+        "rows": [r.figures() for r in rows],
+    }
+    _print(figures)
+    if opts.json:
+        opts.json.write_text(json.dumps(figures, indent=2))
+    return 0
+
+
+def _mib(value: object) -> str:
+    return f"{float(value) / (1 << 20):.1f}" if isinstance(value, int | float) else "-"
+
+
+def _print(f: dict[str, object]) -> None:
+    out = Console(width=200)
+    load = f["load_average"]
+    assert isinstance(load, dict)
+    out.print(
+        f"[bold]ukedge density benchmark[/bold]  {f['date']}  {f['machine']}  "
+        f"accelerator: {f['accelerator']}  load avg {load['before']:.1f} → {load['after']:.1f}  "
+        f"allotment {_mib(f['memory_allotment'])} MiB  "
+        f"options {f['backend_options'] or 'default'}{'  KSM on' if f['ksm'] else ''}"
+    )
+    table = Table(title="idle sensor-agg instances: host memory per instance (MiB) and per GiB")
+    for col in (
+        "row",
+        "started",
+        "fit",
+        "RSS min/med/max",
+        "PSS mean",
+        "MemAvail drop",
+        "per GiB: RSS",
+        "PSS",
+        "MemAvail",
+        "idle CPU %",
+    ):
+        table.add_column(col)
+    for row in f["rows"]:  # type: ignore[attr-defined]
+        rss, per = row["rss"], row["per_gib"]
+        table.add_row(
+            row["label"],
+            str(row["started"]),
+            str(row["fit_in_allotment"]),
+            f"{_mib(rss['min'])} / {_mib(rss['median'])} / {_mib(rss['max'])}" if rss else "-",
+            _mib(row["pss_mean"]),
+            _mib(row["avail_drop_per_instance"]),
+            *(f"{per[k]:.1f}" if per[k] else "-" for k in ("rss", "pss", "mem_available")),
+            f"{row['idle_cpu_pct_median']:.1f}" if row["idle_cpu_pct_median"] is not None else "-",
+        )
+    out.print(table)
+    for row in f["rows"]:  # type: ignore[attr-defined]
+        start = row["start_s"]
+        out.print(
+            f"{row['label']}: stopped by {row['stopped_by']}; start-to-healthy "
+            f"min {start['min']:.2f} / median {start['median']:.2f} / max {start['max']:.2f} s"
+        )
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
