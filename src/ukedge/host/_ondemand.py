@@ -596,7 +596,8 @@ class OnDemandController:
 
     def close(self) -> None:
         """Close every listener (the VMs keep running; see :meth:`OnDemandProxy.close`) and the
-        controller's own loop when it has one."""
+        controller's own loop when it has one. With a loop given to it, call this from another
+        thread while that loop still runs, or ``await`` :meth:`aclose` on the loop."""
         if self._on_loop():
             raise UsageError("OnDemandController.close() on its own loop; await aclose() there")
         if not self.loop.is_closed():
