@@ -81,7 +81,11 @@ class _Pipe(asyncio.Protocol):
             # somewhere to send them.
             transport.pause_reading()
         else:
+            # The upstream side: link up and let the client's bytes flow at once (a loop turn
+            # earlier than when create_connection() returns).
             self.peer.peer = self
+            if not self.peer.lost and self.peer.transport is not None:
+                self.peer.transport.resume_reading()
 
     def data_received(self, data: bytes) -> None:
         peer = self.peer
@@ -428,8 +432,6 @@ class OnDemandProxy:
                     deadline = time.monotonic() + self.connect_timeout_s
         if client.lost or client.transport is None:
             transport.close()
-        else:
-            client.transport.resume_reading()
 
 
 # -- the instances' side -------------------------------------------------------------------------
