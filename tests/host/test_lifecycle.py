@@ -153,6 +153,26 @@ def test_always_restarts_a_clean_exit_until_the_user_stops_it(manager: InstanceM
     assert after.exit_code in (0, 137, 143)
 
 
+def test_a_kill_is_reported_and_never_restarted(manager: InstanceManager) -> None:
+    events: list[InstanceEvent] = []
+    manager.listeners.append(events.append)
+    manager.run(
+        RunRequest(image="sensor-agg:1", name="victim", restart=parse_restart_policy("always"))
+    )
+    killed = manager.kill("victim")
+    assert (killed.state, killed.exit_code) == (InstanceState.EXITED, 137)
+    assert killed.stopped_by_user and killed.restart_at is None
+    for _ in range(5):
+        manager.supervise()
+        time.sleep(0.1)
+    assert manager.get("victim").runs == 1
+    assert [(e.action, e.state, e.previous) for e in events[-2:]] == [
+        ("kill", InstanceState.RUNNING, InstanceState.RUNNING),
+        ("die", InstanceState.EXITED, InstanceState.RUNNING),
+    ]
+    assert events[-1].exit_code == 137
+
+
 def test_a_stop_racing_the_restart_loop_leaves_no_machine_running(
     manager: InstanceManager,
 ) -> None:
