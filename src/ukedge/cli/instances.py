@@ -122,7 +122,8 @@ def run(
         typer.Option(
             "--restart",
             help="Restart policy: no, on-failure[:N] (non-zero exit, failed VM or unhealthy app; "
-            "at most N times) or always; back-off doubles from 0.1 s to 60 s.",
+            "at most N times) or always; back-off doubles from 0.1 s to 60 s. The agent's "
+            "supervisor applies it, so it needs --host.",
         ),
     ] = "no",
     on_demand: Annotated[
@@ -130,7 +131,8 @@ def run(
         typer.Option(
             "--on-demand",
             help="Scale to zero: listen on the published port, boot the VM on the first "
-            "connection, stop it after --idle-timeout without connections. Implies -d.",
+            "connection, stop it after --idle-timeout without connections. Implies -d; the "
+            "agent listens, so it needs --host.",
         ),
     ] = False,
     idle_timeout: Annotated[
@@ -156,6 +158,13 @@ def run(
     from ukedge.host import parse_restart_policy
 
     detach = detach or on_demand
+    if not remote_host() and (on_demand or restart != "no"):
+        # Both need a process that outlives this command: the agent's supervisor restarts,
+        # its listener boots on demand.
+        raise UsageError(
+            f"{'--on-demand' if on_demand else '--restart'} needs a host agent: start one with "
+            "`ukedge host serve` and pass --host (or set UKEDGE_HOST)"
+        )
     if detach and remove:
         raise UsageError("--rm cannot be combined with --detach; use `ukedge rm` later")
     try:

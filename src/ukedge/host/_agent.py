@@ -243,3 +243,4 @@ class Agent:
         if self.forwarder.running:
             self.forwarder.stop()
         self.node.close()
+        self.manager.close()
