@@ -21,6 +21,17 @@ from ukedge.errors import InstanceError
 from ukedge.host import OnDemandProxy, ProxyState
 
 
+@pytest.fixture(autouse=True, params=["asyncio", "uvloop"])
+def event_loop_kind(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every test on asyncio's loop and on uvloop's (the one the agent runs under uvicorn):
+    uvloop starts reading a new connection whatever connection_made paused."""
+    if request.param == "uvloop":
+        import uvloop
+
+        monkeypatch.setattr(asyncio, "run", uvloop.run)
+    return str(request.param)
+
+
 class _Echo(socketserver.BaseRequestHandler):
     def handle(self) -> None:
         conn: socket.socket = self.request

@@ -28,6 +28,7 @@ import logging
 import socket
 import threading
 import time
+import typing
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
@@ -72,9 +73,13 @@ class _Pipe(asyncio.Protocol):
         self.eof = False
         self.lost = False
         self._on_lost = on_lost
+        #: Bytes read before the upstream was linked (some loops, uvloop among them, start
+        #: reading right after connection_made whatever it paused).
+        self._early: list[bytes] = []
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
+        # A stream transport, though not always an asyncio.Transport subclass (uvloop's are not).
+        transport = typing.cast(asyncio.Transport, transport)
         self.transport = transport
         if self.peer is None:
             # A client waiting for its upstream: leave its bytes in the kernel until there is
@@ -83,18 +88,30 @@ class _Pipe(asyncio.Protocol):
         else:
             # The upstream side: link up and let the client's bytes flow at once (a loop turn
             # earlier than when create_connection() returns).
-            self.peer.peer = self
-            if not self.peer.lost and self.peer.transport is not None:
-                self.peer.transport.resume_reading()
+            client = self.peer
+            client.peer = self
+            for chunk in client._early:
+                transport.write(chunk)
+            client._early.clear()
+            if client.eof and transport.can_write_eof():
+                transport.write_eof()
+            if not client.lost and client.transport is not None and not client.eof:
+                client.transport.resume_reading()
 
     def data_received(self, data: bytes) -> None:
         peer = self.peer
         if peer is not None and peer.transport is not None:
             peer.transport.write(data)
+        else:
+            self._early.append(data)
+            if self.transport is not None:
+                self.transport.pause_reading()
 
     def eof_received(self) -> bool:
         self.eof = True
         peer = self.peer
+        if peer is None and not self.lost:
+            return True  # a client that sent all before its upstream exists: pass it on later
         if peer is None or peer.transport is None or peer.lost:
             return False  # nothing to pass it on to: close
         if peer.eof:
