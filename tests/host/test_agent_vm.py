@@ -4,6 +4,7 @@ results through a sink that was down, the remote CLI."""
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -18,7 +19,7 @@ from hub_fixtures import RunningHub, start_hub
 from test_sinks_mqtt import MosquittoBroker, Subscriber, needs_mosquitto
 
 from netkit import free_port
-from ukedge.errors import AdmissionError
+from ukedge.errors import AdmissionError, InstanceError
 from ukedge.host import InstanceState, PortMapping, run_request
 from ukedge.image import ImageStore
 from ukedge.registry import BlobOutcome
@@ -180,3 +181,47 @@ def test_events_stream_state_changes(tmp_path: Path, hub: str) -> None:
         actions = [action for action, _ in seen]
         assert actions[0] == "create" and "start" in actions and actions[-1] == "die"
         assert seen[-1][1] == "exited"
+
+
+def test_on_demand_instance_boots_on_request_and_stops_when_idle(tmp_path: Path, hub: str) -> None:
+    with running_agent(tmp_path / "data", "--hub", hub) as agent:
+        client = agent.client()
+        port = free_port()
+        instance = client.run(_sensor("od", port, on_demand=True, idle_timeout_s=3.0))
+        assert instance.state is InstanceState.CREATED  # listening, not booted
+        assert "Idle (on demand)" in agent.cli("ps", "-a").stdout
+
+        began = time.monotonic()
+        assert httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=60).status_code == 200
+        first = time.monotonic() - began
+        assert client.get("od").state is InstanceState.RUNNING
+
+        deadline = time.monotonic() + 60
+        while client.get("od").state.active:  # idle for 3 s: scaled to zero
+            assert time.monotonic() < deadline, "the idle on-demand VM was not stopped"
+            time.sleep(0.2)
+
+        agent.kill9()  # the listener goes with the agent and comes back with it
+        agent.start()
+        assert httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=60).status_code == 200
+        assert client.get("od").state is InstanceState.RUNNING
+        print(f"first request after {first:.2f} s")
+        agent.client().remove("od", force=True)
+        with pytest.raises(httpx.TransportError):
+            httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=5)
+
+
+def test_on_demand_needs_an_agent_and_a_free_port(tmp_path: Path, hub: str) -> None:
+    local = subprocess.run(
+        [*ukedge_cmd(), "run", "--on-demand", "-p", "8080:8080", "sensor-agg:1"],
+        capture_output=True,
+        text=True,
+    )
+    assert local.returncode == 2 and "needs a host agent" in local.stderr
+    with running_agent(tmp_path / "data", "--hub", hub) as agent, socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        with pytest.raises(InstanceError, match=f"127.0.0.1:{port}"):
+            agent.client().run(_sensor("od", port, on_demand=True))
+        assert agent.client().list(all_instances=True) == []

@@ -319,8 +319,8 @@ def stop(
 ) -> None:
     """Stop instances gracefully: SIGTERM to the app, kill after --time seconds.
 
-    A stopped instance is not restarted by its restart policy (an on-demand one stops listening
-    until `ukedge start`)."""
+    A stopped instance is not restarted by its restart policy. An on-demand instance is scaled
+    to zero: its listener stays and the next connection boots it (`ukedge rm` removes it)."""
     manager = node()
     for key in instances:
         instance = manager.stop(key, timeout)

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ukedge import __version__
-from ukedge.errors import ImageError
+from ukedge.errors import ImageError, InstanceError, UsageError
 from ukedge.host._events import EventBus, Subscription
 from ukedge.host._images import ImageCache
 from ukedge.host._manager import InstanceManager
@@ -31,6 +31,7 @@ from ukedge.host._models import (
     PruneReport,
     RunRequest,
 )
+from ukedge.host._ondemand import OnDemandController
 from ukedge.host._service import OutputStream
 from ukedge.image import parse_reference
 from ukedge.registry import TransferProgress
@@ -66,6 +67,8 @@ class LocalNode:
         #: Registry (HOST[:PORT]) for image references that name none.
         self.hub = hub.removeprefix("http://").removeprefix("https://").rstrip("/") if hub else None
         self.bus = EventBus()
+        #: Listens for on-demand instances; only a long-running process (the agent) has one.
+        self.on_demand: OnDemandController | None = None
         manager.listeners.append(self._on_event)
 
     def _on_event(self, event: InstanceEvent) -> None:
@@ -135,10 +138,22 @@ class LocalNode:
         return qualified
 
     def run(self, request: RunRequest) -> Instance:
+        if request.on_demand and self.on_demand is None:
+            raise UsageError(
+                "on-demand instances need a host agent to listen for them: start one with "
+                "`ukedge host serve` and pass --host (or set UKEDGE_HOST)"
+            )
         ref = self._local_or_pull(request.image)
         if ref != request.image:
             request = request.model_copy(update={"image": ref})
-        return self.manager.run(request)
+        instance = self.manager.run(request)
+        if instance.on_demand and self.on_demand is not None:
+            try:
+                self.on_demand.sync()  # listening before the caller hears of the instance
+            except InstanceError:
+                self.manager.remove(instance.id, force=True)
+                raise
+        return instance
 
     def start(self, key: str) -> Instance:
         return self.manager.start(key)

@@ -8,6 +8,7 @@ server, so they share one event loop and one agent.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hmac
 import logging
@@ -22,9 +23,10 @@ from fastapi import FastAPI
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ukedge import serverlog
-from ukedge.errors import UsageError
+from ukedge.errors import InstanceError, UsageError
 from ukedge.host._agent import Agent, AgentSettings
 from ukedge.host._api import create_agent_app
+from ukedge.host._ondemand import OnDemandController
 
 __all__ = ["BearerAuth", "ensure_token", "serve"]
 
@@ -138,9 +140,19 @@ def build_app(agent: Agent, token: str) -> ASGIApp:
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         agent.start()
+        # On-demand listeners share the server's loop; the first sync re-opens the listeners
+        # of an earlier run and adopts their VMs that still run.
+        ondemand = OnDemandController(agent.manager, loop=asyncio.get_running_loop())
+        agent.node.on_demand = ondemand
+        try:
+            await ondemand.async_sync()
+        except InstanceError as exc:
+            log.warning("some on-demand listeners could not open: %s", exc)
         try:
             yield
         finally:
+            agent.node.on_demand = None
+            await ondemand.aclose()
             agent.close()
 
     app.router.lifespan_context = lifespan
