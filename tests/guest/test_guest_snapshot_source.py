@@ -1,0 +1,77 @@
+"""A boot meant to be snapshotted (guest_cmdline(snapshot_source=True)) leaves the pages its
+kernel freed out of the snapshot: the guest zeroes them, and zero pages cost a restore nothing."""
+
+from __future__ import annotations
+
+import importlib.util
+import io
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ukedge import vmm
+from ukedge.build._cpio import CpioArchive
+from ukedge.build.guest import guest_cmdline
+from ukedge.vmm import MachineSpec
+
+PADDING = 8 << 20
+
+
+def _conformance() -> Any:
+    name = "conformance_vmm"
+    if name in sys.modules:
+        return sys.modules[name]
+    path = Path(__file__).parents[1] / "conformance" / "vmm.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.vm
+def test_snapshot_source_boot_saves_freed_initramfs_as_zero_pages(tmp_path: Path) -> None:
+    conformance = _conformance()
+    (tmp_path / "guest").mkdir()
+    guest = conformance._build_guest(tmp_path / "guest")
+    # 8 MiB of incompressible data in the initramfs: the unpacked file stays in the guest's
+    # RAM either way; the archive copy is freed once unpacked (and poisoned, unless zeroed).
+    archive = CpioArchive()
+    blob = tmp_path / "blob"
+    blob.write_bytes(os.urandom(PADDING))
+    archive.add_file("padding.bin", blob, 0o644)
+    buf = io.BytesIO()
+    archive.write(buf)
+    padding = tmp_path / "padding.cpio"
+    padding.write_bytes(buf.getvalue())
+
+    backend = vmm.create("qemu")
+    sizes: dict[bool, int] = {}
+    for source in (False, True):
+        base = guest.spec(f"src{int(source)}", "echo", "7777")
+        cmdline = guest_cmdline(
+            guest.cmdline, ip=None, gateway=None, dns=None, seed=None, snapshot_source=source
+        )
+        spec = MachineSpec.from_json(
+            {
+                **base.to_json(),
+                "cmdline": cmdline,
+                "initrds": [str(padding), *(str(p) for p in base.initrds)],
+            }
+        )
+        machine = backend.start(spec)
+        try:
+            conformance.wait_for(
+                conformance.console_has(machine, "conformance app listening"),
+                conformance.BOOT_TIMEOUT,
+                "the app",
+            )
+            machine.snapshot(tmp_path / f"snap{int(source)}")
+        finally:
+            machine.kill()
+        sizes[source] = (tmp_path / f"snap{int(source)}" / "vmstate").stat().st_size
+    assert sizes[False] - sizes[True] > PADDING, sizes
