@@ -2,11 +2,11 @@
 """Density benchmark (issue: host agent): how many idle sensor-agg instances fit in host memory.
 
 Starts idle sensor-agg instances through the instance manager (what `ukedge run` and the agent
-use), one after another, until their QEMU processes' summed RSS reaches the memory allotment
-(`--memory`, default 1G) or `--max` instances run. Each instance is started, waited for until its
-health check passes, then left alone for `--settle` seconds before the next one. Two rows: resumed
-from the image's prewarm snapshot (what the manager does by default once `ukedge image prewarm`
-ran), and cold-booted.
+use), one after another, until their QEMU processes' summed RSS (`--by pss`: PSS) reaches the
+memory allotment (`--memory`, default 1G) or `--max` instances run. Each instance is started,
+waited for until its health check passes, then left alone for `--settle` seconds before the next
+one. Two rows: resumed from the image's prewarm snapshot (what the manager does by default once
+`ukedge image prewarm` ran), and cold-booted.
 
 Per instance it reports three measures of the host memory an idle instance costs:
 - RSS of its QEMU (VmRSS): counts shared pages (the mapped vmlinux, QEMU's own binary and
@@ -60,7 +60,7 @@ from ukedge.host import (
     wait_healthy,
 )
 from ukedge.image import ImageStore
-from ukedge.units import format_size, parse_size
+from ukedge.units import parse_size
 
 IMAGE = "sensor-agg:bench"
 GIB = 1 << 30
@@ -149,18 +149,18 @@ def _drift_corrected(before: int, during: int) -> int:
     return (before + _mem_available()) // 2 - during
 
 
-#: KSM scan rate during the run (pages per 20 ms wake-up; the kernel's default is 100, which
-#: takes minutes to pass over a few GiB of guests).
-KSM_PAGES_TO_SCAN = 2000
+#: KSM scan rate during the run (pages per 20 ms wake-up): the kernel default, which merges a
+#: dozen resumed guests within a minute for <1% of a core.
+KSM_PAGES_TO_SCAN = 100
 
 
 @contextlib.contextmanager
-def _ksm(enabled: bool) -> Iterator[None]:
+def _ksm(enabled: bool, pages_to_scan: int) -> Iterator[None]:
     """Kernel same-page merging on for the run (root only), settings restored afterwards."""
     if not enabled:
         yield
         return
-    settings = {"run": "1", "pages_to_scan": str(KSM_PAGES_TO_SCAN)}
+    settings = {"run": "1", "pages_to_scan": str(pages_to_scan)}
     previous = {name: (KSM / name).read_text().strip() for name in settings}
     try:
         for name, value in settings.items():
@@ -175,18 +175,30 @@ def _ksm(enabled: bool) -> Iterator[None]:
 
 
 def _ksm_settle(timeout: float = 180.0) -> None:
-    """Wait until KSM has passed twice over every mergeable page (a page is merged on the
-    second pass that finds it unchanged)."""
+    """Wait until KSM has passed three times over every mergeable page: the pass in progress,
+    one that records each page's checksum, one that merges the pages found unchanged."""
     if (KSM / "run").read_text().strip() != "1":
         return
-    target = int((KSM / "full_scans").read_text()) + 2
+    target = int((KSM / "full_scans").read_text()) + 3
     deadline = time.monotonic() + timeout
     while int((KSM / "full_scans").read_text()) < target and time.monotonic() < deadline:
         time.sleep(0.5)
+    ksmd = _ksmd_pid()
+    cpu = _settle_and_sample([ksmd], 5.0)[0][0] if ksmd else float("nan")
     console.print(
         f"  KSM: {(KSM / 'pages_sharing').read_text().strip()} pages sharing "
-        f"{(KSM / 'pages_shared').read_text().strip()} shared pages"
+        f"{(KSM / 'pages_shared').read_text().strip()} shared pages; ksmd at "
+        f"{(KSM / 'pages_to_scan').read_text().strip()} pages/wake-up uses {cpu:.1f}% of a "
+        "core once merged"
     )
+
+
+def _ksmd_pid() -> int | None:
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError):
+            if stat.read_text().startswith(f"{stat.parent.name} (ksmd)"):
+                return int(stat.parent.name)
+    return None
 
 
 def _alive(manager: InstanceManager, instance_id: str) -> Callable[[], bool]:
@@ -201,8 +213,9 @@ def bench_vm(
     allotment: int,
     limit: int,
     settle: float,
+    by: str,
 ) -> None:
-    """Start instances until their summed RSS reaches ``allotment`` or ``limit`` run."""
+    """Start instances until their summed RSS (or PSS) reaches ``allotment`` or ``limit`` run."""
     _, manifest = manager.store.manifest(IMAGE)
     check = manager.store.config(manifest).healthcheck
     assert check is not None, "sensor-agg declares a health check"
@@ -225,15 +238,15 @@ def bench_vm(
             wait_healthy(check, "127.0.0.1", port, timeout=120.0, alive=alive)
             row.start_s.append(time.perf_counter() - began)
             time.sleep(settle)
-            used = sum(_proc_mem(p)[0] for p in pids)
+            used = sum(_proc_mem(p)[0 if by == "rss" else 1] for p in pids)
             console.print(
-                f"  {row.label}: {len(pids)} running, QEMU RSS sum {_mib(used)} MiB, "
+                f"  {row.label}: {len(pids)} running, QEMU {by.upper()} sum {_mib(used)} MiB, "
                 f"MemAvailable drop {_mib(baseline_avail - _mem_available())} MiB"
             )
             if used <= allotment:
                 row.fit = len(pids)
             if used >= allotment:
-                row.stopped_by = f"RSS sum reached {format_size(allotment)}"
+                row.stopped_by = f"{by.upper()} sum reached {_mib(allotment)} MiB"
                 break
         else:
             row.stopped_by = f"--max {limit}"
@@ -298,6 +311,12 @@ def main() -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--memory", default="1G", help="host memory allotment (QEMU RSS sum)")
+    parser.add_argument(
+        "--by",
+        choices=("rss", "pss"),
+        default="rss",
+        help="what counts against --memory: QEMU RSS (default) or PSS (sees KSM sharing)",
+    )
     parser.add_argument("--max", type=int, default=24, help="at most this many instances per row")
     parser.add_argument("--settle", type=float, default=2.0, help="idle seconds after each start")
     parser.add_argument("--baseline", type=int, default=8, help="host processes for the baseline")
@@ -306,6 +325,9 @@ def main() -> int:
     )
     parser.add_argument("--tb-size", type=int, help="TCG translation cache, MiB (backend option)")
     parser.add_argument("--ksm", action="store_true", help="enable host KSM during the run")
+    parser.add_argument(
+        "--ksm-pages", type=int, default=KSM_PAGES_TO_SCAN, help="KSM pages_to_scan with --ksm"
+    )
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
     opts = parser.parse_args()
     allotment = parse_size(opts.memory)
@@ -318,7 +340,10 @@ def main() -> int:
     if opts.tb_size:
         backend_options["tb_size_mib"] = opts.tb_size
     rows: list[Row] = []
-    with tempfile.TemporaryDirectory(prefix="ukedge-density-") as tmp, _ksm(opts.ksm):
+    with (
+        tempfile.TemporaryDirectory(prefix="ukedge-density-") as tmp,
+        _ksm(opts.ksm, opts.ksm_pages),
+    ):
         work = Path(tmp)
         # Keep the shared cache (built kernel, runtime layers); only the home is throw-away.
         os.environ["UKEDGE_CACHE"] = str(paths.cache_dir())
@@ -351,6 +376,7 @@ def main() -> int:
                 allotment=allotment,
                 limit=opts.max,
                 settle=opts.settle,
+                by=opts.by,
             )
             rows.append(row)
         load_after = os.getloadavg()
@@ -361,8 +387,9 @@ def main() -> int:
         "accelerator": verdict.accel,
         "load_average": {"before": load_before[0], "after": load_after[0]},
         "memory_allotment": allotment,
+        "allotment_counted_by": opts.by,
         "backend_options": backend_options,
-        "ksm": opts.ksm,
+        "ksm": opts.ksm_pages if opts.ksm else None,
         "rows": [r.figures() for r in rows],
     }
     _print(figures)
@@ -379,11 +406,12 @@ def _print(f: dict[str, object]) -> None:
     out = Console(width=200)
     load = f["load_average"]
     assert isinstance(load, dict)
+    ksm = f"  KSM on ({f['ksm']} pages/scan)" if f["ksm"] else ""
     out.print(
         f"[bold]ukedge density benchmark[/bold]  {f['date']}  {f['machine']}  "
         f"accelerator: {f['accelerator']}  load avg {load['before']:.1f} → {load['after']:.1f}  "
-        f"allotment {_mib(f['memory_allotment'])} MiB  "
-        f"options {f['backend_options'] or 'default'}{'  KSM on' if f['ksm'] else ''}"
+        f"allotment {_mib(f['memory_allotment'])} MiB of {str(f['allotment_counted_by']).upper()}  "
+        f"options {f['backend_options'] or 'default'}{ksm}"
     )
     table = Table(title="idle sensor-agg instances: host memory per instance (MiB) and per GiB")
     for col in (
