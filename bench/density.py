@@ -174,6 +174,14 @@ def _ksm(enabled: bool, pages_to_scan: int) -> Iterator[None]:
             (KSM / name).write_text(value + "\n")
 
 
+def _ksm_running() -> int | None:
+    """pages_to_scan when the host already runs KSM, else None."""
+    with contextlib.suppress(OSError):
+        if (KSM / "run").read_text().strip() == "1":
+            return int((KSM / "pages_to_scan").read_text())
+    return None
+
+
 def _ksm_settle(timeout: float = 180.0) -> None:
     """Wait until KSM has passed three times over every mergeable page: the pass in progress,
     one that records each page's checksum, one that merges the pages found unchanged."""
@@ -258,7 +266,9 @@ def bench_vm(
             row.rss.append(rss)
             row.pss.append(pss)
     finally:
-        for iid in instances:
+        # Every instance of this manager is the bench's (its root is a temporary directory),
+        # including one whose run() was interrupted before it returned.
+        for iid in {*instances, *(i.id for i in manager.list(all_instances=True))}:
             with contextlib.suppress(Exception):
                 manager.remove(iid, force=True)
     row.avail_drop = _drift_corrected(baseline_avail, avail)
@@ -299,11 +309,15 @@ def bench_host(row: Row, work: Path, count: int, settle: float) -> None:
     row.avail_drop = _drift_corrected(baseline_avail, avail)
 
 
-def _interrupt_on_sigterm() -> None:
+def _interrupt_on_signals() -> None:
+    """SIGTERM, and SIGINT even where the caller left it ignored (a background job), end the
+    run through KeyboardInterrupt, so the cleanup in ``finally`` blocks runs."""
+
     def handler(signum: int, frame: FrameType | None) -> None:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
 
 
 def main() -> int:
@@ -334,7 +348,7 @@ def main() -> int:
     rows_wanted = [r.strip() for r in opts.rows.split(",") if r.strip()]
     if not rows_wanted or set(rows_wanted) - {"resumed", "cold"}:
         parser.error("--rows takes resumed and/or cold")
-    _interrupt_on_sigterm()
+    _interrupt_on_signals()
 
     backend_options: dict[str, object] = {}
     if opts.tb_size:
@@ -389,7 +403,8 @@ def main() -> int:
         "memory_allotment": allotment,
         "allotment_counted_by": opts.by,
         "backend_options": backend_options,
-        "ksm": opts.ksm_pages if opts.ksm else None,
+        # KSM may also be on because the host runs it anyway: say so, it changes PSS.
+        "ksm": opts.ksm_pages if opts.ksm else _ksm_running(),
         "rows": [r.figures() for r in rows],
     }
     _print(figures)
@@ -449,4 +464,8 @@ def _print(f: dict[str, object]) -> None:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    try:
+        raise SystemExit(main())
+    except KeyboardInterrupt:
+        console.print("interrupted; every instance started was removed")
+        raise SystemExit(130) from None
