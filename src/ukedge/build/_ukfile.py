@@ -88,6 +88,8 @@ __all__ = [
 UKFILE_NAME = "Ukfile"
 _APP_NAME = re.compile(r"^[a-z0-9](?:[a-z0-9._-]{0,61}[a-z0-9])?$")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
 def _to_duration(value: Any) -> Any:
     return parse_duration(value) if isinstance(value, str | int | float) else value
 
