@@ -24,9 +24,13 @@ def print_json(data: Any) -> None:
     out.print_json(json.dumps(data, default=str), indent=2)
 
 
-def print_table(columns: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
-    """A borderless table in the ``docker ps`` idiom."""
-    table = Table(box=None, pad_edge=False, show_edge=False, header_style="bold")
+def print_table(
+    columns: Sequence[str], rows: Sequence[Sequence[object]], *, header: bool = True
+) -> None:
+    """A borderless table in the ``docker ps`` idiom (``header=False``: key/value facts)."""
+    table = Table(
+        box=None, pad_edge=False, show_edge=False, header_style="bold", show_header=header
+    )
     for column in columns:
         table.add_column(column, overflow="fold")
     for row in rows:

@@ -154,4 +154,5 @@ def info(
             ("Images", f"{facts.images}, {format_size(facts.image_bytes)} (budget {budget})"),
             ("Instances", f"{facts.instances} ({facts.instances_running} running)"),
         ],
+        header=False,
     )
