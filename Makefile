@@ -48,6 +48,9 @@ lint: venv
 
 bench: deps venv kernel
 	$(PY) bench/boot.py
+	$(PY) bench/hub.py
+	$(PY) bench/density.py
+	$(PY) bench/ondemand.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -17,12 +17,16 @@ AGENT_PORT=${DEMO_AGENT_PORT:-17600}
 AGENT_DATA=$(mktemp -d)
 AGENT_PID=
 cleanup() {
+  status=$?
+  set +e
   [ -n "$HUB_PID" ] && kill "$HUB_PID" 2>/dev/null
   if [ -n "$AGENT_PID" ]; then
+    # Whatever a failed step left behind: the VMs outlive the agent by design.
     UKEDGE_HOST="unix://$AGENT_DATA/agent.sock" $UKEDGE rm -f edge-sensor edge-ondemand >/dev/null 2>&1
     kill "$AGENT_PID" 2>/dev/null
   fi
   rm -rf "$HUB_DATA" "$HUB_DATA.log" "$AGENT_DATA" "$AGENT_DATA.log"
+  exit "$status"
 }
 trap cleanup EXIT
 step() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
@@ -89,7 +93,9 @@ start_agent() {
     --name edge-1 --labels site=demo --log-format text 2>>"$AGENT_DATA.log" &
   AGENT_PID=$!
   for _ in $(seq 1 200); do
-    curl -fsS "http://127.0.0.1:$AGENT_PORT/healthz" >/dev/null 2>&1 && return
+    # Our agent's socket, not just any agent on the port.
+    [ -S "$AGENT_DATA/agent.sock" ] && curl -fsS "http://127.0.0.1:$AGENT_PORT/healthz" >/dev/null 2>&1 && return
+    kill -0 "$AGENT_PID" 2>/dev/null || break
     sleep 0.1
   done
   echo "the agent did not start; its log:" >&2; cat "$AGENT_DATA.log" >&2; exit 1
@@ -120,4 +126,19 @@ $UKEDGE ps
 $UKEDGE stats
 $UKEDGE stop edge-sensor
 $UKEDGE rm edge-sensor
+
+step "an on-demand instance: the agent listens, the first request boots the VM, idling stops it"
+OD_PORT=$((PORT + 2))
+$UKEDGE run --on-demand --idle-timeout 5s --name edge-ondemand -p "$OD_PORT:8080" demo/sensor-agg:1
+$UKEDGE ps -a
+curl -fsS -o /dev/null -w 'first request (boots the VM): %{time_total} s\n' "http://127.0.0.1:$OD_PORT/healthz"
+curl -fsS -o /dev/null -w 'second request (warm): %{time_total} s\n' "http://127.0.0.1:$OD_PORT/healthz"
+$UKEDGE ps
+echo "waiting for the idle timeout…"
+for _ in $(seq 1 100); do
+  $UKEDGE ps -q | grep -q . || break
+  sleep 0.2
+done
+$UKEDGE ps -a
+$UKEDGE rm edge-ondemand
 step "done"
