@@ -490,7 +490,7 @@ class InstanceManager:
         workdir = Path(tempfile.mkdtemp(dir=self.root, prefix=".prewarm-"))
         port = _free_port()
         forward = PortMapping(host_port=port, guest_port=check.port)
-        spec = self._spec(plan, workdir.name[1:], workdir, [forward], None)
+        spec = self._spec(plan, workdir.name[1:], workdir, [forward], None, snapshot_source=True)
         machine = self.backend.start(spec)
         try:
             wait_healthy(
@@ -530,6 +530,9 @@ class InstanceManager:
                     "vcpus": vcpus,
                     "cmdline": config.boot.cmdline,
                     "backend": self.backend.name,
+                    # Bumped when the way a snapshot is made changes (zeroed-1: the prewarm boot
+                    # zeroes what it frees, so a resumed guest never faults those pages in).
+                    "snapshot": "zeroed-1",
                 }
             )
         ).split(":", 1)[1]
@@ -542,6 +545,8 @@ class InstanceManager:
         workdir: Path,
         ports: Sequence[PortMapping],
         restore_from: Path | None,
+        *,
+        snapshot_source: bool = False,
     ) -> MachineSpec:
         launch = workdir / "launch.cpio"
         launch.write_bytes(plan.launch)
@@ -557,6 +562,7 @@ class InstanceManager:
                 dns=_DNS,
                 seed=os.urandom(32),
                 clock=time.time(),
+                snapshot_source=snapshot_source,
             ),
             memory_mib=plan.memory_mib,
             vcpus=plan.vcpus,
