@@ -688,6 +688,12 @@ class InstanceManager:
             with contextlib.suppress(NoSuchInstanceError):
                 self._refresh(instance)
 
+    def _current(self, instance_id: str) -> Instance:
+        """The record as it is now, for a caller holding the instance's lock: one read before
+        the lock may predate a restart the supervisor made meanwhile (and a stop would then
+        miss the new machine)."""
+        return self._refresh(self.records.find(instance_id))
+
     def get(self, key: str) -> Instance:
         return self._refresh(self.records.find(key))
 
@@ -743,9 +749,9 @@ class InstanceManager:
         The restart policy does not apply to this end; a restart the policy had scheduled for
         an ended instance is cancelled.
         """
-        instance = self.records.find(key)
-        with self._lock(instance.id):
-            instance = self._refresh(instance)
+        instance_id = self.records.find(key).id
+        with self._lock(instance_id):
+            instance = self._current(instance_id)
             if not instance.state.active:
                 return self._change(
                     instance.id,
@@ -768,9 +774,9 @@ class InstanceManager:
 
     def kill(self, key: str) -> Instance:
         """End the machine at once; the restart policy does not apply."""
-        instance = self.records.find(key)
-        with self._lock(instance.id):
-            instance = self._refresh(instance)
+        instance_id = self.records.find(key).id
+        with self._lock(instance_id):
+            instance = self._current(instance_id)
             if not instance.state.active:
                 raise InstanceError(
                     f"instance {instance.name} is not running ({instance.state.value})"
@@ -781,9 +787,9 @@ class InstanceManager:
             return self.get(instance.id)
 
     def remove(self, key: str, *, force: bool = False) -> Instance:
-        instance = self.records.find(key)
-        with self._lock(instance.id):
-            instance = self._refresh(instance)
+        instance_id = self.records.find(key).id
+        with self._lock(instance_id):
+            instance = self._current(instance_id)
             if instance.state.active:
                 if not force:
                     raise InstanceError(
@@ -819,7 +825,8 @@ class InstanceManager:
             if not lock.acquire(blocking=False):
                 continue
             try:
-                self._supervise_one(record)
+                # Read again under the lock: the list above may predate a stop or start.
+                self._supervise_one(self.records.find(record.id))
             except NoSuchInstanceError:
                 pass  # removed meanwhile
             except UkedgeError as exc:
