@@ -20,9 +20,24 @@ from pydantic import BaseModel, ValidationError
 
 from ukedge.errors import UsageError
 
-__all__ = ["load_settings"]
+__all__ = ["check_listen_addr", "load_settings", "split_listen_addr"]
 
 _M = TypeVar("_M", bound=BaseModel)
+
+
+def check_listen_addr(value: str, *, example: str) -> str:
+    """A server's ``HOST:PORT`` setting, refused as a pydantic validator refuses (ValueError),
+    so the message lands among the other bad settings."""
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"{value!r} is not HOST:PORT (for example {example})")
+    return value
+
+
+def split_listen_addr(addr: str) -> tuple[str, int]:
+    """``(host, port)`` of a checked ``HOST:PORT``; an IPv6 host loses its brackets."""
+    host, _, port = addr.rpartition(":")
+    return host.strip("[]"), int(port)
 
 
 def _kind(annotation: Any) -> str:

@@ -77,12 +77,7 @@ class AgentSettings(BaseModel):
     @field_validator("addr")
     @classmethod
     def _addr(cls, value: str) -> str:
-        if not value:
-            return value
-        host, sep, port = value.rpartition(":")
-        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-            raise ValueError(f"{value!r} is not HOST:PORT (for example {DEFAULT_ADDR})")
-        return value
+        return value and config.check_listen_addr(value, example=DEFAULT_ADDR)
 
     @field_validator("name")
     @classmethod
@@ -103,11 +98,11 @@ class AgentSettings(BaseModel):
 
     @property
     def host(self) -> str:
-        return self.addr.rpartition(":")[0].strip("[]")
+        return config.split_listen_addr(self.addr)[0]
 
     @property
     def port(self) -> int:
-        return int(self.addr.rpartition(":")[2])
+        return config.split_listen_addr(self.addr)[1]
 
     @property
     def socket_path(self) -> Path:

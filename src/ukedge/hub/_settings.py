@@ -48,10 +48,7 @@ class HubSettings(BaseModel):
     @field_validator("addr")
     @classmethod
     def _addr(cls, value: str) -> str:
-        host, sep, port = value.rpartition(":")
-        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-            raise ValueError(f"{value!r} is not HOST:PORT (for example 127.0.0.1:5000)")
-        return value
+        return config.check_listen_addr(value, example="127.0.0.1:5000")
 
     @property
     def host(self) -> str:
