@@ -750,27 +750,27 @@ class InstanceManager:
         an ended instance is cancelled.
         """
         instance_id = self.records.find(key).id
+
+        def stopping(i: Instance) -> Instance:
+            # Decided in the transaction: another process's supervisor may have begun a policy
+            # restart since the read below; that run is then stopped too (its starter sees
+            # "stopping" and kills the machine it was booting).
+            update: dict[str, object] = {"stopped_by_user": True, "restart_at": None}
+            if i.state.active:
+                update["state"] = InstanceState.STOPPING
+            return i.model_copy(update=update)
+
         with self._lock(instance_id):
             instance = self._current(instance_id)
-            if not instance.state.active:
-                return self._change(
-                    instance.id,
-                    lambda i: (
-                        i
-                        if i.state.active
-                        else i.model_copy(update={"stopped_by_user": True, "restart_at": None})
-                    ),
-                    action="stop" if instance.restart_at is not None else None,
-                )
-            self._set(
-                instance.id,
-                state=InstanceState.STOPPING,
-                stopped_by_user=True,
-                restart_at=None,
+            instance = self._change(
+                instance_id,
+                stopping,
+                action="stop" if instance.restart_at is not None else None,
             )
-            with contextlib.suppress(MachineError):
-                self._machine(instance).stop(timeout)
-            return self.get(instance.id)
+            if instance.state is InstanceState.STOPPING:
+                with contextlib.suppress(MachineError):
+                    self._machine(instance).stop(timeout)
+            return self.get(instance_id)
 
     def kill(self, key: str) -> Instance:
         """End the machine at once; the restart policy does not apply."""
