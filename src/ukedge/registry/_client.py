@@ -68,6 +68,9 @@ _OCTET = "application/octet-stream"
 _LINK_NEXT = re.compile(r'<([^>]+)>\s*;\s*rel="?next"?')
 _MAX_PAGES = 10000
 _MAX_RANGE_RETRIES = 3
+#: A manifest PUT answered with one of these codes is tried again (see ``put_manifest``).
+_LAGGING_BLOB_CODES = frozenset({"DIGEST_INVALID", "MANIFEST_BLOB_UNKNOWN", "BLOB_UNKNOWN"})
+_MANIFEST_TRIES = 3
 #: Answers that mean "try again shortly" (overload, a proxy between restarts, rate limits).
 _RETRY_STATUS = frozenset({429, 502, 503, 504})
 _T = TypeVar("_T")
@@ -399,15 +402,26 @@ class RegistryClient:
     def put_manifest(self, repository: str, reference: str, data: bytes, media_type: str) -> str:
         """Store a manifest under a tag (or its digest); returns its digest."""
         what = f"push manifest {repository}:{reference}"
-        response = self._send(
-            "PUT",
-            f"/v2/{repository}/manifests/{reference}",
-            what=what,
-            ok={200, 201, 202},
-            content=data,
-            headers={"Content-Type": media_type},
-            retry=True,
-        )
+        for attempt in range(1, _MANIFEST_TRIES + 1):
+            try:
+                response = self._send(
+                    "PUT",
+                    f"/v2/{repository}/manifests/{reference}",
+                    what=what,
+                    ok={200, 201, 202},
+                    content=data,
+                    headers={"Content-Type": media_type},
+                    retry=True,
+                )
+                break
+            except RegistryError as exc:
+                # The blobs were just pushed, so a registry that cannot see one of them is
+                # racing another push of the same blob (CNCF distribution's filesystem driver
+                # writes the repository's blob link in place: a reader can find it empty,
+                # distribution/distribution#4489). A moment later the link is whole.
+                if exc.code not in _LAGGING_BLOB_CODES or attempt == _MANIFEST_TRIES:
+                    raise
+                time.sleep(0.1 * attempt)
         digest = digest_bytes(data)
         stored = response.headers.get("Docker-Content-Digest")
         if stored and stored.startswith("sha256:") and stored != digest:
