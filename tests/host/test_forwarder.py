@@ -126,6 +126,19 @@ def test_partial_confirmations_are_retried_until_all_arrive(
     assert [r.seq for r in sink.got if r.instance_id == "b"] == [1, 2, 3]
 
 
+def test_a_sink_no_longer_configured_stops_holding_records_back(
+    spool: ResultSpool, tmp_path: Path
+) -> None:
+    f = tmp_path / "a.jsonl"
+    write(f, "{}")
+    gone = ListSink("mqtt://old:1883")
+    gone.down = True
+    ResultForwarder(spool, [gone, ListSink("kept")], lambda: sources_for(("a", f)), "n").run_once()
+    assert spool.sinks() == ["kept", "mqtt://old:1883"]
+    ResultForwarder(spool, [ListSink("kept")], lambda: sources_for(("a", f)), "n")
+    assert spool.sinks() == ["kept"]
+
+
 def test_settings_are_checked(spool: ResultSpool) -> None:
     with pytest.raises(UsageError, match="unique"):
         ResultForwarder(spool, [ListSink("x"), ListSink("x")], list, "n")

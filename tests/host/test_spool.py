@@ -285,3 +285,22 @@ def test_kill_9_mid_ingest_loses_and_duplicates_nothing(tmp_path: Path) -> None:
     got = probe.records("i", limit=count + 10)
     assert [r.seq for r in got] == list(range(1, count + 1))
     assert [json.loads(r.line)["i"] for r in got] == list(range(count))
+
+
+def test_removed_instances_are_forgotten_once_every_sink_has_them(
+    spool: ResultSpool, tmp_path: Path
+) -> None:
+    f1, f2 = tmp_path / "1.jsonl", tmp_path / "2.jsonl"
+    append(f1, b"{}\n{}\n")
+    append(f2, b"{}\n")
+    spool.ingest_file("gone", "n", f1)
+    spool.ingest_file("live", "n", f2)
+    for sink in ("a", "b"):
+        spool.ack(sink, "live", 1)
+    spool.ack("a", "gone", 2)
+    spool.ack("b", "gone", 1)
+    assert spool.forget_delivered({"live"}) == [], "sink b still waits for record 2"
+    spool.ack("b", "gone", 2)
+    assert spool.forget_delivered({"live"}) == ["gone"]
+    assert spool.records("gone") == [] and spool.last_seq("gone") == 0
+    assert [r.seq for r in spool.records("live")] == [1], "a live instance keeps its records"

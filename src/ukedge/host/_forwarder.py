@@ -103,6 +103,14 @@ class ResultForwarder:
         self._last_prune = 0.0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        for stale in sorted(set(spool.sinks()) - set(names)):
+            # A sink of an earlier configuration: records would wait for it for ever.
+            log.warning(
+                "result sink %s is no longer configured; records it had not received are not "
+                "kept for it any more",
+                stale,
+            )
+            spool.remove_sink(stale)
         for sink in self.sinks:
             spool.add_sink(sink.name)
 
@@ -173,6 +181,7 @@ class ResultForwarder:
         if now - self._last_prune >= _PRUNE_EVERY_S:
             self._last_prune = now
             self.spool.prune()
+            self.spool.forget_delivered({source.instance_id for source in self.sources()})
         return result
 
     def drain(self, instance_id: str, path: Path) -> int:

@@ -12,6 +12,7 @@ import gzip
 import os
 import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 
 from ukedge.errors import ImageError
@@ -35,7 +36,10 @@ class UnpackedLayers:
         source = store.blob_path(layer.digest)
         if not source.exists():
             raise ImageError(f"layer {layer.digest} is missing from the store {store.root}")
-        tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+        # A name of its own per unpack: two threads may boot the same new image at once.
+        fd, name = tempfile.mkstemp(dir=self.root, prefix=f".{target.name}.", suffix=".tmp")
+        os.close(fd)
+        tmp = Path(name)
         try:
             self._unpack(layer.media_type, source, tmp)
             tmp.replace(target)

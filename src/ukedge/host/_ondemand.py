@@ -656,13 +656,15 @@ class OnDemandController:
 
     def _activate(self, instance_id: str, guest_port: int) -> Upstream:
         instance = self.manager.get(instance_id)
-        if not instance.state.active:
+        if instance.state is not InstanceState.RUNNING:
+            # Also when starting or stopping: start() waits for the instance's lock, so it
+            # follows a boot or a stop in progress here (and then boots, or says "running").
             try:
                 instance = self.manager.start(instance_id)
             except InstanceError:
                 # Another published port of the same instance started it meanwhile.
                 instance = self.manager.get(instance_id)
-                if not instance.state.active:
+                if instance.state is not InstanceState.RUNNING:
                     raise
         upstream = self.manager.upstream(instance, guest_port)
         try:
@@ -694,7 +696,10 @@ class OnDemandController:
 
     def _deactivate(self, key: _Key) -> None:
         others = [p for k, p in list(self._proxies.items()) if k[0] == key[0] and k != key]
-        if any(p.connections or p.state is not ProxyState.IDLE for p in others):
+        # A peer that is deactivating too does not hold the machine: both then stop it (stop
+        # is idempotent), where waiting for each other would leave it running for good.
+        busy = (ProxyState.ACTIVATING, ProxyState.ACTIVE)
+        if any(p.connections or p.state in busy for p in others):
             return  # another published port of the same instance is still in use
         self.manager.stop(key[0], timeout=self.stop_timeout_s)
 

@@ -17,7 +17,7 @@ import json
 import logging
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -50,7 +50,7 @@ log = logging.getLogger(__name__)
 MAX_LINE_BYTES = 1 << 20
 #: How much of a results file one ingest reads at most.
 _READ_CHUNK = 4 << 20
-_NODE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+_NODE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}\Z")
 
 
 class SpoolError(UkedgeError):
@@ -429,6 +429,30 @@ class ResultSpool:
                 )
                 removed += int(getattr(result, "rowcount", 0) or 0)
         return removed
+
+    def forget_delivered(self, live: Collection[str]) -> list[str]:
+        """Forget the streams of instances not in ``live`` (removed) once every registered sink
+        has acked their last record; returns their ids. Without this a node that runs many
+        short-lived instances would keep each one's tail of records for ever."""
+        done = []
+        with self._session() as session:
+            sinks = list(session.scalars(select(_Sink.name)))
+            for stream in session.scalars(select(_Stream)):
+                if stream.instance_id in live:
+                    continue
+                cursors = {
+                    row.sink: row.acked
+                    for row in session.execute(
+                        select(_Cursor.sink, _Cursor.acked).where(
+                            _Cursor.instance_id == stream.instance_id
+                        )
+                    )
+                }
+                if all(cursors.get(sink, 0) >= stream.next_seq - 1 for sink in sinks):
+                    done.append(stream.instance_id)
+        for instance_id in done:
+            self.forget(instance_id)
+        return done
 
     def forget(self, instance_id: str) -> None:
         """Drop an instance's stream, records and cursors (its results file is gone for good)."""
