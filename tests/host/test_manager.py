@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import time
 
 import httpx
@@ -95,6 +96,21 @@ def test_unknown_image_leaves_no_instance(manager: InstanceManager) -> None:
     with pytest.raises(ImageError, match="no such image"):
         manager.run(RunRequest(image="nope:1"))
     assert manager.list(all_instances=True) == []
+
+
+def test_a_port_another_program_holds_is_refused_before_anything_is_recorded(
+    manager: InstanceManager,
+) -> None:
+    port = free_port()
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", port))
+        holder.listen()
+        with pytest.raises(InstanceError, match=f"127.0.0.1:{port} cannot be bound.*in use"):
+            manager.run(
+                RunRequest(image="hello-c:1", name="web", ports=[parse_port_mapping(f"{port}:80")])
+            )
+    assert manager.list(all_instances=True) == []
+    assert [p.name for p in manager.root.iterdir() if p.is_dir()] == [], "no instance directory"
 
 
 def test_prewarmed_snapshot_resumes_ready_and_independent(manager: InstanceManager) -> None:

@@ -23,6 +23,7 @@ from __future__ import annotations
 import builtins
 import concurrent.futures
 import contextlib
+import errno
 import logging
 import os
 import pwd
@@ -117,6 +118,24 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def _check_bindable(ports: Sequence[PortMapping]) -> None:
+    """Refuse, before anything is recorded, a published port another program on the node holds
+    (or an address the node does not have): QEMU would fail on it only once started."""
+    for mapping in ports:
+        kind = socket.SOCK_DGRAM if mapping.protocol == "udp" else socket.SOCK_STREAM
+        with socket.socket(socket.AF_INET, kind) as probe:
+            if kind == socket.SOCK_STREAM:
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as QEMU binds
+            try:
+                probe.bind((mapping.host_ip, mapping.host_port))
+            except OSError as exc:
+                why = "it is in use" if exc.errno == errno.EADDRINUSE else exc.strerror
+                raise InstanceError(
+                    f"cannot publish {mapping}: {mapping.host_ip}:{mapping.host_port} cannot be "
+                    f"bound on this node ({why})"
+                ) from None
 
 
 def _default_action(state: InstanceState) -> str:
@@ -275,11 +294,18 @@ class InstanceManager:
             if plan.config.ports and mapping.guest_port not in {p.port for p in plan.config.ports}:
                 log.info("guest port %s is not declared by %s", mapping.guest_port, instance.image)
         self._refresh_active()
-        self.records.add(instance, guard=self._guard)
+        # The directory first: a crash between the two then leaves an empty directory, not a
+        # record whose every start fails.
+        Path(instance.workdir).mkdir(mode=0o700)
         try:
-            Path(instance.workdir).mkdir(mode=0o700)
-        except OSError:
-            self.records.delete(instance.id)
+            self.records.add(instance, guard=self._guard)
+            # After the guard, which names the instance holding a port, the check that finds
+            # other programs holding one.
+            _check_bindable(instance.ports)
+        except BaseException:
+            with contextlib.suppress(NoSuchInstanceError):
+                self.records.delete(instance.id)
+            shutil.rmtree(instance.workdir, ignore_errors=True)
             raise
         self._emit(instance, "create", None)
         return instance
@@ -306,8 +332,9 @@ class InstanceManager:
             return instance
         try:
             return self.start(instance.id)
-        except AdmissionError:
-            # Another process took the room between create and start: leave nothing behind.
+        except (AdmissionError, UsageError):
+            # Another process took the room between create and start, or the start refused
+            # the request: leave nothing behind, so the name stays free for a corrected run.
             self._discard(instance)
             raise
 
@@ -351,6 +378,7 @@ class InstanceManager:
                     "health_failures": 0,
                     "healthy_at": None,
                     "restart_at": None,
+                    "upstream_ports": [],  # the last run's forwards; this run picks its own
                     "restart_count": i.restart_count + (1 if restart else 0),
                     "restart_delay_s": i.restart_delay_s if restart else None,
                     "runs": i.runs + 1,
@@ -384,7 +412,14 @@ class InstanceManager:
                 update={"state": InstanceState.RUNNING, "pid": pid, "upstream_ports": upstream}
             )
 
-        current = self._change(instance_id, running, action="restart" if restart else "start")
+        try:
+            current = self._change(instance_id, running, action="restart" if restart else "start")
+        except BaseException:
+            # Removed by another process meanwhile (rm -f), or interrupted: a machine nobody
+            # records would run on unseen.
+            with contextlib.suppress(MachineError):
+                machine.kill()
+            raise
         if current.state is not InstanceState.RUNNING:
             log.info("instance %s was stopped while it started; stopping it", current.name)
             with contextlib.suppress(MachineError):
@@ -457,9 +492,8 @@ class InstanceManager:
         for other in others:
             if not holds_resources(other):
                 continue
-            busy = {(p.host_ip, p.host_port, p.protocol) for p in other.ports}
             for mapping in instance.ports:
-                if (mapping.host_ip, mapping.host_port, mapping.protocol) in busy:
+                if any(mapping.overlaps(theirs) for theirs in other.ports):
                     raise InstanceError(
                         f"host port {mapping.host_ip}:{mapping.host_port} is already published "
                         f"by instance {other.name}; stop it or pick another port"
@@ -491,18 +525,30 @@ class InstanceManager:
         port = _free_port()
         forward = PortMapping(host_port=port, guest_port=check.port)
         spec = self._spec(plan, workdir.name[1:], workdir, [forward], None, snapshot_source=True)
-        machine = self.backend.start(spec)
+        # Names of its own: two prewarms of one image (two REST calls) may run at once.
+        staging = Path(tempfile.mkdtemp(dir=self.snapshots, prefix=f".{plan.key}.", suffix=".tmp"))
         try:
-            wait_healthy(
-                check, "127.0.0.1", port, timeout=timeout, alive=lambda: not machine.state.final
-            )
-            staging = self.snapshots / f".{plan.key}.{os.getpid()}.tmp"
-            shutil.rmtree(staging, ignore_errors=True)
-            machine.snapshot(staging)
-            staging.replace(target)
+            machine = self.backend.start(spec)
+            try:
+                wait_healthy(
+                    check,
+                    "127.0.0.1",
+                    port,
+                    timeout=timeout,
+                    alive=lambda: not machine.state.final,
+                )
+                machine.snapshot(staging)
+            finally:
+                with contextlib.suppress(UkedgeError):
+                    machine.kill()
+            try:
+                staging.replace(target)
+            except OSError as exc:
+                if exc.errno not in (errno.EEXIST, errno.ENOTEMPTY):
+                    raise
+                # The other prewarm finished first; its snapshot is as good as this one.
         finally:
-            with contextlib.suppress(UkedgeError):
-                machine.kill()
+            shutil.rmtree(staging, ignore_errors=True)
             shutil.rmtree(workdir, ignore_errors=True)
         return target
 
@@ -646,6 +692,7 @@ class InstanceManager:
             started = instance.started_at or instance.created_at
             if time.time() - started < _STALE_START_S:
                 return instance
+            self._kill_orphan(instance)
             return self._change(
                 instance.id,
                 self._when_pid(
@@ -674,6 +721,18 @@ class InstanceManager:
         else:
             return instance
         return self._change(instance.id, self._when_pid(instance.pid, ended))
+
+    def _kill_orphan(self, instance: Instance) -> None:
+        """The machine a starter that died (kill -9) may have launched before it recorded the
+        pid: the workdir's previous run was moved aside when this start began, so a live
+        machine there is that orphan."""
+        try:
+            machine = self.backend.attach(Path(instance.workdir) / "vm")
+            if not machine.state.final:
+                log.warning("instance %s: killing a machine its dead starter left", instance.name)
+                machine.kill()
+        except MachineError:
+            pass  # no machine was launched, or it has ended
 
     @staticmethod
     def _when_pid(
@@ -781,10 +840,19 @@ class InstanceManager:
                 raise InstanceError(
                     f"instance {instance.name} is not running ({instance.state.value})"
                 )
-            self._set(instance.id, action="kill", stopped_by_user=True, restart_at=None)
+
+            def killing(i: Instance) -> Instance:
+                update: dict[str, object] = {"stopped_by_user": True, "restart_at": None}
+                if i.state is InstanceState.STARTING:
+                    # Another process is booting it: "stopping" makes that starter kill the
+                    # machine it launches (there is no pid to kill here yet).
+                    update["state"] = InstanceState.STOPPING
+                return i.model_copy(update=update)
+
+            instance = self._change(instance_id, killing, action="kill")
             with contextlib.suppress(MachineError):
                 self._machine(instance).kill()
-            return self.get(instance.id)
+            return self.get(instance_id)
 
     def remove(self, key: str, *, force: bool = False) -> Instance:
         instance_id = self.records.find(key).id
@@ -796,7 +864,9 @@ class InstanceManager:
                         f"instance {instance.name} is {instance.state.value}; "
                         "stop it first or use --force"
                     )
-                instance = self.kill(instance.id)
+                with contextlib.suppress(InstanceError):  # it ended meanwhile
+                    self.kill(instance_id)
+                instance = self._current(instance_id)
             for hook in self.before_remove:
                 hook(instance)
             self.records.delete(instance.id)
@@ -862,9 +932,9 @@ class InstanceManager:
             )
             try:
                 self._start(instance.id, restart=True)
-            except UkedgeError as exc:
-                # A start that failed before its machine existed (image gone, no room) leaves
-                # the record as it was: try again after a longer back-off, not every pass.
+            except Exception as exc:
+                # A start that failed before its machine existed (image gone, no room, a bug)
+                # leaves the record as it was: try again after a longer back-off, not every pass.
                 self._change(instance.id, self._retry_later(instance.restart_at, str(exc)))
                 raise
 
