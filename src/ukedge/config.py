@@ -55,6 +55,14 @@ def _kind(annotation: Any) -> str:
 
 
 def _from_env(model: type[BaseModel], prefix: str, environ: Mapping[str, str]) -> dict[str, Any]:
+    known = {prefix + name.upper() for name in model.model_fields}
+    unknown = sorted(v for v in environ if v.startswith(prefix) and v not in known)
+    if unknown:
+        # A misspelt variable would otherwise be ignored without a word.
+        raise UsageError(
+            f"unknown setting {', '.join(unknown)}; the {prefix}* variables are: "
+            f"{', '.join(sorted(known))}"
+        )
     values: dict[str, Any] = {}
     for name, field in model.model_fields.items():
         variable = prefix + name.upper()

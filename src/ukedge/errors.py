@@ -35,6 +35,7 @@ __all__ = [
     "DigestMismatchError",
     "HubError",
     "ImageError",
+    "ImageInUseError",
     "InstanceError",
     "KernelError",
     "MachineError",
@@ -74,6 +75,10 @@ class UkfileError(UsageError):
 
 class ImageError(UkedgeError):
     """The local image store cannot do what was asked."""
+
+
+class ImageInUseError(ImageError):
+    """An image cannot be removed as asked: instances or other names depend on it."""
 
 
 class DigestMismatchError(ImageError):

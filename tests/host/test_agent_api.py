@@ -40,7 +40,8 @@ def test_tcp_needs_the_token_the_unix_socket_does_not(agent: AgentProcess) -> No
     assert "token" in refused.json()["error"]["message"]
     wrong = httpx.get(f"{agent.url}/v1/instances", headers={"Authorization": "Bearer nope"})
     assert wrong.status_code == 401
-    with pytest.raises(AgentError, match="needs its token"):
+    assert "not this agent's" in wrong.json()["error"]["message"]
+    with pytest.raises(AgentError, match="not this agent's"):
         agent.client(token="wrong").list()
     assert agent.client().list() == []
     assert agent.client(unix=True).list() == []
@@ -71,6 +72,23 @@ def test_node_info(agent: AgentProcess) -> None:
         ({"image": "x", "surprise": 1}, "surprise"),
         ({"image": ""}, "image"),
         ({}, "image"),
+        ({"image": "x", "name": "nl\n"}, "name"),
+        ({"image": "x", "hostname": "hh\n"}, "hostname"),
+        (
+            {"image": "x", "ports": [{"host_ip": "::1", "host_port": 18090, "guest_port": 80}]},
+            "ports.0.host_ip",
+        ),
+        (
+            {
+                "image": "x",
+                "ports": [
+                    {"host_port": 18090, "guest_port": 80},
+                    {"host_ip": "0.0.0.0", "host_port": 18090, "guest_port": 81},
+                ],
+            },
+            "published twice",
+        ),
+        ({"image": "x", "env": {"BIG": "x" * 70_000}}, "at most 65536"),
     ],
 )
 def test_bad_payloads_are_refused_naming_the_field(
@@ -100,6 +118,32 @@ def test_errors_keep_their_class_and_message(agent: AgentProcess) -> None:
         f"{agent.url}/v1/instances/ghost", headers={"Authorization": f"Bearer {agent.token}"}
     )
     assert response.status_code == 404
+    with pytest.raises(NoSuchInstanceError):
+        client.get("___")  # not SQL wildcards
+    with pytest.raises(NoSuchInstanceError):
+        client.get("hub.example:5000/app:1")  # an image reference is no instance key
+
+
+def test_bodies_over_the_limit_are_refused_unread(agent: AgentProcess) -> None:
+    response = httpx.post(
+        f"{agent.url}/v1/instances",
+        content=b"{" + b" " * (2 << 20) + b"}",
+        headers={"Authorization": f"Bearer {agent.token}", "Content-Type": "application/json"},
+    )
+    assert response.status_code == 413
+    assert "request body over" in response.json()["error"]["message"]
+
+    def chunked() -> Iterator[bytes]:  # no Content-Length: counted as it arrives
+        for _ in range(40):
+            yield b" " * 65536
+
+    response = httpx.post(
+        f"{agent.url}/v1/instances",
+        content=chunked(),
+        headers={"Authorization": f"Bearer {agent.token}", "Content-Type": "application/json"},
+    )
+    assert response.status_code == 413
+    assert agent.client().list(all_instances=True) == []
 
 
 def test_unreachable_agent_is_a_clear_error(tmp_path: Path) -> None:
@@ -139,3 +183,5 @@ def test_settings_file_and_environment(tmp_path: Path) -> None:
         load_agent_settings(None, {}, addr="nowhere")
     with pytest.raises(UsageError, match="memory"):
         load_agent_settings(None, {}, memory="lots")
+    with pytest.raises(UsageError, match=r"unknown setting UKEDGE_AGENT_DATA;.*DATA_DIR"):
+        load_agent_settings(None, {"UKEDGE_AGENT_DATA": "/srv"})

@@ -314,7 +314,13 @@ def stop(
     instances: Annotated[list[str], typer.Argument(help="Instance names or ids.")],
     timeout: Annotated[
         float,
-        typer.Option("--time", "-t", help="Seconds to wait for the app before killing the VM."),
+        typer.Option(
+            "--time",
+            "-t",
+            min=0,
+            max=3600,
+            help="Seconds to wait for the app before killing the VM.",
+        ),
     ] = 10.0,
 ) -> None:
     """Stop instances gracefully: SIGTERM to the app, kill after --time seconds.

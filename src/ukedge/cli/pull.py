@@ -7,6 +7,7 @@ import typer
 
 from ukedge.cli._console import err, out, print_json
 from ukedge.cli._context import node, remote_host
+from ukedge.errors import UsageError
 
 __all__ = ["pull_image", "register"]
 
@@ -43,6 +44,20 @@ def pull_image(
     with progress:
         if remote_host():
             # The agent pulls with its own settings (its hub, its registry credentials).
+            given = [
+                flag
+                for flag, used in (
+                    ("--insecure", insecure),
+                    ("--platform", platform != "linux/amd64"),
+                    ("--jobs", jobs != 4),
+                )
+                if used
+            ]
+            if given:
+                raise UsageError(
+                    f"{', '.join(given)} cannot be used with --host: the agent pulls with its "
+                    "own settings"
+                )
             pulled = node().pull(image, progress=progress)
         else:
             options = ClientOptions(insecure=True if insecure else None, max_workers=jobs)

@@ -30,6 +30,7 @@ from ukedge.errors import (
     AdmissionError,
     DigestMismatchError,
     ImageError,
+    ImageInUseError,
     InstanceError,
     MachineError,
     NoSuchInstanceError,
@@ -57,6 +58,8 @@ API_PREFIX = "/v1"
 _KEEPALIVE_S = 10.0
 _PROGRESS_EVERY_S = 0.1
 _LOG_POLL_S = 0.05
+_WAIT_POLL_S = 0.2
+_EVENT_POLL_S = 0.05
 
 #: Most specific first: the first class an error is an instance of decides its status.
 _STATUS: list[tuple[type[UkedgeError], int]] = [
@@ -64,6 +67,7 @@ _STATUS: list[tuple[type[UkedgeError], int]] = [
     (AdmissionError, 409),
     (UsageError, 400),
     (DigestMismatchError, 502),
+    (ImageInUseError, 409),
     (ImageError, 404),
     (InstanceError, 409),
     (NotFoundError, 404),
@@ -219,10 +223,23 @@ def create_agent_app(node: LocalNode, *, metrics: AgentMetrics | None = None) ->
         return node.kill(key)
 
     @app.post(f"{API_PREFIX}/instances/{{key}}/wait", response_model=Instance, tags=["instances"])
-    def wait_instance(
-        key: str, timeout: Annotated[float | None, Query(ge=0, le=86_400)] = None
+    async def wait_instance(
+        request: Request,
+        key: str,
+        timeout: Annotated[float | None, Query(ge=0, le=86_400)] = None,
     ) -> Instance:
-        return node.wait(key, timeout)
+        # Polled on the event loop, a worker thread only for each short look: waits that
+        # block a thread each would starve every other route once a few dozen clients wait.
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            instance = await anyio.to_thread.run_sync(node.get, key)
+            if not instance.state.active:
+                return instance
+            if deadline is not None and time.monotonic() >= deadline:
+                return instance
+            if await request.is_disconnected():
+                return instance  # nobody reads the answer
+            await asyncio.sleep(_WAIT_POLL_S)
 
     @app.delete(f"{API_PREFIX}/instances/{{key}}", response_model=Instance, tags=["instances"])
     def remove_instance(key: str, force: bool = False) -> Instance:
@@ -281,13 +298,16 @@ def create_agent_app(node: LocalNode, *, metrics: AgentMetrics | None = None) ->
             yield ServerSentEvent(event="ready", data={})
             quiet_since = time.monotonic()
             while not await request.is_disconnected():
-                event = await anyio.to_thread.run_sync(subscription.get, 1.0)
+                # Polled without a worker thread: one per subscriber would starve the API.
+                event = subscription.get(0)
                 if event is not None:
                     quiet_since = time.monotonic()
                     yield ServerSentEvent(event="instance", data=event.model_dump(mode="json"))
-                elif time.monotonic() - quiet_since > _KEEPALIVE_S:
+                    continue
+                if time.monotonic() - quiet_since > _KEEPALIVE_S:
                     quiet_since = time.monotonic()
                     yield ServerSentEvent(comment="keepalive")
+                await asyncio.sleep(_EVENT_POLL_S)
 
     return app
 

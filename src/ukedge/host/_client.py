@@ -21,7 +21,7 @@ import httpx
 from httpx_sse import ServerSentEvent, SSEError, connect_sse
 
 from ukedge import errors, paths
-from ukedge.errors import AgentError, UkedgeError
+from ukedge.errors import AgentError, NoSuchInstanceError, UkedgeError
 from ukedge.host._models import (
     ImageSummary,
     Instance,
@@ -31,6 +31,7 @@ from ukedge.host._models import (
     PruneReport,
     RunRequest,
 )
+from ukedge.host._names import NAME_PATTERN
 from ukedge.host._service import OutputStream
 from ukedge.registry import BlobOutcome, TransferProgress
 
@@ -153,6 +154,10 @@ class AgentClient:
 
     @staticmethod
     def _key(key: str) -> str:
+        # Instance names and ids never hold "/" or other odd characters; the server's router
+        # would decode an escaped "/" and answer a bare 404 instead of "no such instance".
+        if not NAME_PATTERN.match(key):
+            raise NoSuchInstanceError(f"no such instance: {key} (see `ukedge ps -a`)")
         return quote(key, safe="")
 
     # -- node --------------------------------------------------------------------------------------

@@ -32,7 +32,7 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from ukedge.errors import ImageError, UsageError
+from ukedge.errors import ImageError, ImageInUseError, UsageError
 from ukedge.host._image_usage import ImageUsage, UsageRecord
 from ukedge.host._layers import UnpackedLayers
 from ukedge.host._manager import InstanceManager, open_manager
@@ -58,7 +58,7 @@ BUDGET_ENV = "UKEDGE_IMAGE_BUDGET"
 _USAGE_DB = ".ukedge-usage.db"
 _LOCK = ".cache.lock"
 _MANIFEST_TYPES = frozenset({mediatypes.OCI_MANIFEST, mediatypes.DOCKER_MANIFEST})
-_UNPACKED_NAME = re.compile(r"^[0-9a-f]{64}$")
+_UNPACKED_NAME = re.compile(r"^[0-9a-f]{64}\Z")
 
 
 def budget_from_env(environ: dict[str, str] | None = None) -> int | None:
@@ -299,14 +299,14 @@ class ImageCache:
             by_name = _names(ref, image.ref)
             refs = [image.ref] if by_name else tags
             if not by_name and len(tags) > 1 and not force:
-                raise ImageError(
+                raise ImageInUseError(
                     f"image {image.id} has {len(tags)} names ({', '.join(tags)}); remove them by "
                     "name, or all at once with --force"
                 )
             if set(refs) >= set(tags) and not force:
                 count = self._users()[image.digest]
                 if count:
-                    raise ImageError(
+                    raise ImageInUseError(
                         f"image {image.ref} is used by {count} instance"
                         f"{'s' if count > 1 else ''} (any state); remove "
                         f"{'them' if count > 1 else 'it'} first (`ukedge rm`), or use --force"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import enum
 import re
+from ipaddress import IPv4Address
 from typing import Literal
 
 from pydantic import (
@@ -23,6 +24,7 @@ from ukedge.errors import UsageError
 from ukedge.host._names import NAME_PATTERN
 
 __all__ = [
+    "MAX_LAUNCH_BYTES",
     "HealthStatus",
     "ImageSummary",
     "Instance",
@@ -40,7 +42,10 @@ __all__ = [
     "validation_message",
 ]
 
-_HOSTNAME = re.compile(r"^(?=.{1,63}$)[a-zA-Z0-9]([a-zA-Z0-9-]*[a-zA-Z0-9])?$")
+#: The most bytes of arguments plus environment one instance takes.
+MAX_LAUNCH_BYTES = 64 * 1024
+
+_HOSTNAME = re.compile(r"^(?=.{1,63}\Z)[a-zA-Z0-9]([a-zA-Z0-9-]*[a-zA-Z0-9])?\Z")
 
 
 class InstanceState(enum.StrEnum):
@@ -66,8 +71,29 @@ class PortMapping(BaseModel):
     guest_port: int = Field(ge=1, le=65535)
     protocol: str = Field(default="tcp", pattern="^(tcp|udp)$")
 
+    @field_validator("host_ip")
+    @classmethod
+    def _ipv4(cls, value: str) -> str:
+        # Checked here, before an instance record exists: QEMU's user-mode network forwards
+        # IPv4 host addresses only.
+        try:
+            return str(IPv4Address(value))
+        except ValueError:
+            raise ValueError(
+                f"host address {value!r} is not an IPv4 address (IPv6 and host names cannot "
+                "be published; use 127.0.0.1, 0.0.0.0 or one of the node's IPv4 addresses)"
+            ) from None
+
     def __str__(self) -> str:
         return f"{self.host_ip}:{self.host_port}->{self.guest_port}/{self.protocol}"
+
+    def overlaps(self, other: PortMapping) -> bool:
+        """Whether both want the same host socket (0.0.0.0 takes the port on every address)."""
+        return (
+            self.host_port == other.host_port
+            and self.protocol == other.protocol
+            and (self.host_ip == other.host_ip or "0.0.0.0" in (self.host_ip, other.host_ip))
+        )
 
 
 _PUBLISH = re.compile(
@@ -89,12 +115,15 @@ def parse_port_mapping(text: str) -> PortMapping:
             raise UsageError(
                 f"invalid port mapping {text!r}: {label} port {port} is not in 1-65535"
             )
-    return PortMapping(
-        host_ip=(m["ip"] or "127.0.0.1").strip("[]"),
-        host_port=host,
-        guest_port=guest,
-        protocol=m["proto"] or "tcp",
-    )
+    try:
+        return PortMapping(
+            host_ip=(m["ip"] or "127.0.0.1").strip("[]"),
+            host_port=host,
+            guest_port=guest,
+            protocol=m["proto"] or "tcp",
+        )
+    except ValidationError as exc:
+        raise UsageError(f"invalid port mapping {text!r}: {validation_message(exc)}") from None
 
 
 class HealthStatus(enum.StrEnum):
@@ -195,6 +224,28 @@ class RunRequest(BaseModel):
             if "\0" in value:
                 raise ValueError(f"environment variable {key} contains a NUL byte")
         return env
+
+    @model_validator(mode="after")
+    def _launch_size(self) -> RunRequest:
+        # Arguments and environment travel to the guest in its launch archive and are kept
+        # in the instance record: cap them where every caller's input passes.
+        size = sum(len(a.encode()) for a in self.args or []) + sum(
+            len(k.encode()) + len(v.encode()) for k, v in self.env.items()
+        )
+        if size > MAX_LAUNCH_BYTES:
+            raise ValueError(
+                f"arguments and environment take {size} bytes; at most {MAX_LAUNCH_BYTES} "
+                "(put bulk data in the image or fetch it from the app)"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _distinct_ports(self) -> RunRequest:
+        for i, mapping in enumerate(self.ports):
+            for other in self.ports[:i]:
+                if mapping.overlaps(other):
+                    raise ValueError(f"host port of {mapping} is published twice ({other})")
+        return self
 
     @model_validator(mode="after")
     def _on_demand_needs_a_port(self) -> RunRequest:

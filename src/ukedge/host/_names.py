@@ -8,7 +8,7 @@ import secrets
 __all__ = ["NAME_PATTERN", "random_name"]
 
 #: Names become directory names, hostnames and URL path segments: keep them tame.
-NAME_PATTERN = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}$")
+NAME_PATTERN = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}\Z")
 
 _ADJECTIVES = (
     "agile",

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hmac
+import json
 import logging
 import os
 import secrets
@@ -20,7 +21,7 @@ from pathlib import Path
 
 import uvicorn
 from fastapi import FastAPI
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ukedge import serverlog
 from ukedge.errors import InstanceError, UsageError
@@ -28,12 +29,14 @@ from ukedge.host._agent import Agent, AgentSettings
 from ukedge.host._api import create_agent_app
 from ukedge.host._ondemand import OnDemandController
 
-__all__ = ["BearerAuth", "ensure_token", "serve"]
+__all__ = ["MAX_BODY_BYTES", "BearerAuth", "BodyLimit", "ensure_token", "serve"]
 
 log = logging.getLogger(__name__)
 
 #: Paths anyone who reaches the port may read: liveness for supervisors and load balancers.
 _OPEN_PATHS = frozenset({"/healthz"})
+#: The largest request body the API reads (a RunRequest at its limits is far smaller).
+MAX_BODY_BYTES = 1 << 20
 
 
 def ensure_token(path: Path) -> tuple[str, bool]:
@@ -43,6 +46,9 @@ def ensure_token(path: Path) -> tuple[str, bool]:
     except FileNotFoundError:
         token = ""
     if token:
+        if path.stat().st_mode & 0o077:
+            log.warning("%s was readable by others; made it 0600 (rotate the token)", path)
+            path.chmod(0o600)
         return token, False
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     token = secrets.token_urlsafe(32)
@@ -63,39 +69,98 @@ class BearerAuth:
         self._socket = str(socket_path)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or self._allowed(scope):
+        if scope["type"] == "lifespan":
             await self.app(scope, receive, send)
             return
-        body = (
-            b'{"error": {"kind": "AgentError", "message": "this agent needs its token: '
-            b"pass --token or set UKEDGE_HOST_TOKEN (the agent printed it on first start "
-            b'and keeps it in <data>/token)"}}'
-        )
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 401,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"www-authenticate", b'Bearer realm="ukedge-agent"'),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
+        verdict = self._verdict(scope)
+        if verdict is None:
+            await self.app(scope, receive, send)
+        elif scope["type"] == "http":
+            await _send_error(
+                send,
+                401,
+                "AgentError",
+                f"{verdict}: pass --token or set UKEDGE_HOST_TOKEN (the agent printed it on "
+                "first start and keeps it in <data>/token)",
+                [(b"www-authenticate", b'Bearer realm="ukedge-agent"')],
+            )
+        else:
+            await send({"type": "websocket.close", "code": 1008})
 
-    def _allowed(self, scope: Scope) -> bool:
+    def _verdict(self, scope: Scope) -> str | None:
+        """None when the request may pass, else why not."""
         server = scope.get("server")
         if server is not None and server[1] is None and server[0] == self._socket:
-            return True
-        if scope["path"] in _OPEN_PATHS:
-            return True
+            return None
+        if scope["type"] == "http" and scope["path"] in _OPEN_PATHS:
+            return None
         for name, value in scope["headers"]:
             if name == b"authorization":
                 scheme, _, credentials = value.partition(b" ")
-                return scheme.lower() == b"bearer" and hmac.compare_digest(
+                if scheme.lower() == b"bearer" and hmac.compare_digest(
                     credentials.strip(), self._token
-                )
-        return False
+                ):
+                    return None
+                return "the token given is not this agent's"
+        return "this agent needs its token"
+
+
+class BodyLimit:
+    """Refuses request bodies over ``limit`` bytes with 413 before the app reads any of it.
+
+    Every body the API takes is a small JSON document; without a cap one request could make
+    the agent hold (and store in an instance record) whatever a client sends.
+    """
+
+    def __init__(self, app: ASGIApp, limit: int = MAX_BODY_BYTES) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        for name, value in scope["headers"]:
+            if name == b"content-length" and value.isdigit() and int(value) > self.limit:
+                await self._refuse(send)
+                return
+        messages: list[Message] = []
+        size = 0
+        while True:
+            message = await receive()
+            messages.append(message)
+            if message["type"] != "http.request":
+                break
+            size += len(message.get("body", b""))
+            if size > self.limit:
+                await self._refuse(send)
+                return
+            if not message.get("more_body", False):
+                break
+        buffered = iter(messages)
+
+        async def replay() -> Message:
+            return next(buffered, None) or await receive()
+
+        await self.app(scope, replay, send)
+
+    async def _refuse(self, send: Send) -> None:
+        message = f"request body over {self.limit} bytes; every request of this API is smaller"
+        await _send_error(send, 413, "UsageError", message, [])
+
+
+async def _send_error(
+    send: Send, status: int, kind: str, message: str, headers: list[tuple[bytes, bytes]]
+) -> None:
+    body = json.dumps({"error": {"kind": kind, "message": message}}).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [(b"content-type", b"application/json"), *headers],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
 
 
 def _unix_listener(path: Path) -> socket.socket:
@@ -114,6 +179,12 @@ def _unix_listener(path: Path) -> socket.socket:
     old = os.umask(0o177)
     try:
         listener.bind(str(path))
+    except OSError as exc:
+        listener.close()
+        raise UsageError(
+            f"cannot listen on {path}: {exc.strerror or exc} (a socket path may have at most "
+            "107 bytes; pick a shorter --socket or --data)"
+        ) from exc
     finally:
         os.umask(old)
     listener.listen(128)
@@ -156,7 +227,7 @@ def build_app(agent: Agent, token: str) -> ASGIApp:
             agent.close()
 
     app.router.lifespan_context = lifespan
-    return BearerAuth(app, token, agent.settings.socket_path)
+    return BearerAuth(BodyLimit(app), token, agent.settings.socket_path)
 
 
 def serve(settings: AgentSettings, token: str) -> None:

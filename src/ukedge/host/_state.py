@@ -126,7 +126,7 @@ class InstanceRecords:
             row = session.scalars(select(_InstanceRow).where(_InstanceRow.name == key)).first()
             if row is None:
                 rows = session.scalars(
-                    select(_InstanceRow).where(_InstanceRow.id.startswith(key))
+                    select(_InstanceRow).where(_InstanceRow.id.startswith(key, autoescape=True))
                 ).all()
                 if len(rows) > 1:
                     raise InstanceError(

@@ -12,7 +12,7 @@ from ukedge.errors import UsageError
 __all__ = ["DIGEST_PATTERN", "digest_bytes", "digest_file", "digest_hex", "validate_digest"]
 
 #: sha256 only: it is the algorithm every registry supports and the one ukedge writes.
-DIGEST_PATTERN = re.compile(r"^sha256:[a-f0-9]{64}$")
+DIGEST_PATTERN = re.compile(r"^sha256:[a-f0-9]{64}\Z")
 _CHUNK = 1 << 20
 
 

@@ -29,7 +29,7 @@ __all__ = ["MqttSink", "topic_for"]
 log = logging.getLogger(__name__)
 
 _DEFAULT_PORT = 1883
-_TOPIC_PART = re.compile(r"^[^/+#\x00]+$")
+_TOPIC_PART = re.compile(r"^[^/+#\x00]+\Z")
 
 
 def topic_for(node: str, instance_id: str) -> str:
