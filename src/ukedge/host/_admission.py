@@ -119,14 +119,14 @@ def admit(capacity: Capacity, committed: Committed, name: str, memory_mib: int, 
     if memory > memory_left:
         raise AdmissionError(
             f"node cannot take {what}: {_size(max(0, memory_left))} of "
-            f"{_size(capacity.memory_allocatable_bytes)} allocatable memory left at "
+            f"{_size(capacity.memory_limit_bytes)} allocatable memory left at "
             f"over-commit {ratio} ({committed.instances} instances hold "
             f"{_size(committed.memory_bytes)}); stop or remove an instance, lower "
             "--memory, or raise --overcommit"
         )
     if vcpus > vcpus_left:
         raise AdmissionError(
-            f"node cannot take {what}: {max(0, vcpus_left)} of {capacity.cpus} allocatable "
+            f"node cannot take {what}: {max(0, vcpus_left)} of {capacity.vcpu_limit} allocatable "
             f"vCPUs left at over-commit {ratio} ({committed.instances} instances hold "
             f"{committed.vcpus}); stop or remove an instance, lower --cpus, or raise --overcommit"
         )
