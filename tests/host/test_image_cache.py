@@ -258,6 +258,21 @@ def test_prune_removes_unused_images_and_their_unpacked_layers(tmp_path: Path) -
     assert cache.prune().removed == []
 
 
+def test_removals_tell_what_went_for_derived_data(tmp_path: Path) -> None:
+    """The agent hooks the manager's prewarm snapshots here: they are keyed by manifest."""
+    told: list[set[str]] = []
+    cache = ImageCache(
+        ImageStore(tmp_path / "store"),
+        UnpackedLayers(tmp_path / "unpacked"),
+        on_remove=lambda digests: told.append(set(digests)),
+    )
+    gone, kept = _app(cache.store, "gone:1"), _app(cache.store, "kept:1")
+    cache.remove("gone:1")
+    assert len(told) == 1 and gone in told[0] and kept not in told[0]
+    cache.prune()
+    assert kept in told[-1]
+
+
 def test_no_budget_never_evicts(tmp_path: Path) -> None:
     cache, _ = _cache(tmp_path)
     _app(cache.store, "a:1")

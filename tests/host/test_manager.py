@@ -134,6 +134,10 @@ def test_prewarmed_snapshot_resumes_ready_and_independent(manager: InstanceManag
     assert not manager.get(cold.id).restored
     other_env = manager.run(RunRequest(image="sensor-agg:1", env={"WINDOW_SECONDS": "3"}))
     assert not manager.get(other_env.id).restored, "different launch settings: no snapshot"
+    # Removing the image (the image cache calls this) removes its snapshots too.
+    digest = manager.store.resolve("sensor-agg:1").digest
+    assert manager.drop_snapshots({"sha256:" + "0" * 64}) == []
+    assert manager.drop_snapshots({digest}) == [snapshot] and not snapshot.exists()
 
 
 def test_prewarm_needs_a_health_check(manager: InstanceManager) -> None:

@@ -182,6 +182,7 @@ class Agent:
             budget=_size(settings.image_budget),
             in_use=self._images_in_use,
             own_layers=True,  # the unpacked layers of this data dir serve this store alone
+            on_remove=self.manager.drop_snapshots,
         )
         self.node = LocalNode(
             self.manager, self.images, name=settings.name, labels=settings.labels, hub=settings.hub

@@ -28,7 +28,7 @@ import logging
 import os
 import re
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -144,6 +144,7 @@ class ImageCache:
         *,
         usage_path: Path | None = None,
         own_layers: bool = False,
+        on_remove: Callable[[Collection[str]], object] | None = None,
     ) -> None:
         if budget is not None and budget < 0:
             raise UsageError(f"invalid image cache budget {budget}: it must be 0 or more bytes")
@@ -156,6 +157,9 @@ class ImageCache:
         #: so prune may delete every entry whose blob the store no longer holds, including
         #: those left by removals made without the cache.
         self.own_layers = own_layers
+        #: Told the digests of blobs (manifests among them) that removals deleted, for data
+        #: derived from them elsewhere (the instance manager's prewarm snapshots).
+        self.on_remove = on_remove
         self._thread_lock = threading.Lock()
 
     def close(self) -> None:
@@ -276,6 +280,8 @@ class ImageCache:
             (self.layers.root / digest_hex(digest)).unlink(missing_ok=True)
         if removed:
             self.usage.forget(removed)
+            if self.on_remove is not None:
+                self.on_remove(set(removed))
         return removed
 
     def _sweep_unpacked(self) -> None:
@@ -415,4 +421,5 @@ def open_image_cache(manager: InstanceManager | None = None) -> ImageCache:
         local.layers,
         budget_from_env(),
         lambda: [instance.image_digest for instance in local.records.all()],
+        on_remove=local.drop_snapshots,
     )

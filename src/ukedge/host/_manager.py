@@ -33,7 +33,7 @@ import socket
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -89,6 +89,8 @@ _LOG_POLL_S = 0.05
 _PROBE_TIMEOUT_S = 1.0
 #: An instance left ``starting`` this long with no machine: the process starting it died.
 _STALE_START_S = 180.0
+#: In a snapshot directory: the manifest digest of the image it was made from.
+_SNAPSHOT_IMAGE = "image"
 #: See ``InstanceManager.steady_probe_interval_s``.
 _STEADY_PROBE_INTERVAL_S = 5.0
 #: How long a supervise pass waits for the probes it started (the rest apply next pass).
@@ -538,6 +540,7 @@ class InstanceManager:
                     alive=lambda: not machine.state.final,
                 )
                 machine.snapshot(staging)
+                (staging / _SNAPSHOT_IMAGE).write_text(plan.image.digest)
             finally:
                 with contextlib.suppress(UkedgeError):
                     machine.kill()
@@ -551,6 +554,23 @@ class InstanceManager:
             shutil.rmtree(staging, ignore_errors=True)
             shutil.rmtree(workdir, ignore_errors=True)
         return target
+
+    def drop_snapshots(self, image_digests: Collection[str]) -> list[Path]:
+        """Delete the prewarm snapshots of these images (the image cache calls it when it
+        removes images: a snapshot holds a guest's memory, and nothing else would ever delete
+        it). Returns what went."""
+        dropped: list[Path] = []
+        if not self.snapshots.is_dir():
+            return dropped
+        for path in self.snapshots.iterdir():
+            try:
+                digest = (path / _SNAPSHOT_IMAGE).read_text().strip()
+            except OSError:
+                continue  # staging, or made before snapshots named their image
+            if digest in image_digests:
+                shutil.rmtree(path, ignore_errors=True)
+                dropped.append(path)
+        return dropped
 
     def _snapshot_if_any(self, key: str) -> Path | None:
         path = self.snapshots / key
