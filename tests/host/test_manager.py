@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import socket
 import time
 
@@ -166,3 +167,16 @@ def test_resumed_clone_gets_the_current_clock(manager: InstanceManager) -> None:
     assert lines, "no window closed"
     window_end = json.loads(lines[0])["window_end"]
     assert abs(window_end - time.time()) < 4, "the guest clock is the snapshot's, not now"
+
+
+def test_leftovers_of_an_unfinished_prewarm_are_swept_once_old(manager: InstanceManager) -> None:
+    old, fresh = manager.root / ".prewarm-old", manager.root / ".prewarm-new"
+    staging = manager.snapshots / ".abc.x.tmp"
+    for path in (old, fresh, staging):
+        (path / "vm").mkdir(parents=True)
+    long_ago = time.time() - 7200
+    for path in (old, staging):
+        os.utime(path, (long_ago, long_ago))
+    assert manager.sweep_prewarm_leftovers() == 2
+    assert not old.exists() and not staging.exists()
+    assert fresh.exists(), "a prewarm may be running in another process"

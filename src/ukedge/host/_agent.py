@@ -216,6 +216,9 @@ class Agent:
         if adopted:
             log.info("re-adopted %d running instance(s)", len(adopted))
         self.images.evict()  # the budget may have been lowered while the agent was down
+        swept = self.manager.sweep_prewarm_leftovers()
+        if swept:
+            log.info("removed %d leftover(s) of prewarms an earlier agent did not finish", swept)
         if self.forwarder.sinks:
             self.forwarder.start()
         self._stop.clear()

@@ -555,6 +555,26 @@ class InstanceManager:
             shutil.rmtree(workdir, ignore_errors=True)
         return target
 
+    def sweep_prewarm_leftovers(self, older_than_s: float = 3600.0) -> int:
+        """Kill and delete what a prewarm killed mid-way (kill -9 of the agent) left: its
+        machine and directories. Only those older than any prewarm's time limit, so a
+        prewarm running now in another process is left alone. Returns how many went."""
+        cutoff = time.time() - older_than_s
+        leftovers = [*self.root.glob(".prewarm-*")]
+        if self.snapshots.is_dir():
+            leftovers += self.snapshots.glob(".*.tmp")
+        swept = 0
+        for path in leftovers:
+            try:
+                if path.stat().st_mtime > cutoff:
+                    continue
+            except FileNotFoundError:
+                continue
+            self._kill_orphan_in(path / "vm")
+            shutil.rmtree(path, ignore_errors=True)
+            swept += 1
+        return swept
+
     def drop_snapshots(self, image_digests: Collection[str]) -> list[Path]:
         """Delete the prewarm snapshots of these images (the image cache calls it when it
         removes images: a snapshot holds a guest's memory, and nothing else would ever delete
@@ -746,13 +766,16 @@ class InstanceManager:
         """The machine a starter that died (kill -9) may have launched before it recorded the
         pid: the workdir's previous run was moved aside when this start began, so a live
         machine there is that orphan."""
+        self._kill_orphan_in(Path(instance.workdir) / "vm")
+
+    def _kill_orphan_in(self, machine_dir: Path) -> None:
         try:
-            machine = self.backend.attach(Path(instance.workdir) / "vm")
+            machine = self.backend.attach(machine_dir)
             if not machine.state.final:
-                log.warning("instance %s: killing a machine its dead starter left", instance.name)
+                log.warning("killing machine %s: the process that started it died", machine_dir)
                 machine.kill()
         except MachineError:
-            pass  # no machine was launched, or it has ended
+            pass  # no machine was launched there, or it has ended
 
     @staticmethod
     def _when_pid(
