@@ -159,6 +159,20 @@ def test_evict_removes_least_recently_used_first(tmp_path: Path) -> None:
     assert cache.evict().removed == []  # within budget now
 
 
+def test_a_pinned_image_is_not_evicted_until_unpinned(tmp_path: Path) -> None:
+    """A run pins the image it pulls until its instance refers to it."""
+    cache, _ = _cache(tmp_path)
+    old = _app(cache.store, "old:1", 100_000)
+    cache.usage.pulled(old, time.time() - 3600)
+    _app(cache.store, "new:1", 100_000)
+    cache.budget = cache.usage_bytes() - 50_000  # one must go: old, by recency
+    with cache.pinned("old:1", "hub.example:5000/old:1"):
+        assert cache.evict().removed == ["new:1"]
+    assert _refs(cache) == ["old:1"]
+    _app(cache.store, "new:1", 100_000)
+    assert cache.evict().removed == ["old:1"], "unpinned, the least recently used goes again"
+
+
 def test_never_used_images_go_in_the_order_the_store_got_them(tmp_path: Path) -> None:
     cache, _ = _cache(tmp_path)
     old, new = _app(cache.store, "old:1"), _app(cache.store, "new:1")

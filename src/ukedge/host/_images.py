@@ -161,6 +161,8 @@ class ImageCache:
         #: derived from them elsewhere (the instance manager's prewarm snapshots).
         self.on_remove = on_remove
         self._thread_lock = threading.Lock()
+        self._pins: collections.Counter[str] = collections.Counter()
+        self._pins_lock = threading.Lock()
 
     def close(self) -> None:
         """Close the usage table (also done when the cache is garbage-collected)."""
@@ -252,6 +254,32 @@ class ImageCache:
         self.usage.touch(digest)
 
     # -- removal -----------------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def pinned(self, *refs: str) -> Iterator[None]:
+        """Keep the images ``refs`` name (once they exist) from eviction meanwhile.
+
+        A run pulls its image and only then records its instance; without a pin another
+        thread's pull could evict the image in between. In-process only: the agent's REST
+        calls are threads of one process.
+        """
+        with self._pins_lock:
+            self._pins.update(refs)
+        try:
+            yield
+        finally:
+            with self._pins_lock:
+                self._pins.subtract(refs)
+                self._pins = +self._pins  # drop the zero counts
+
+    def _pinned_digests(self) -> set[str]:
+        with self._pins_lock:
+            refs = list(self._pins)
+        digests = set()
+        for ref in refs:
+            with contextlib.suppress(ImageError, UsageError):
+                digests.add(self.store.resolve(ref).digest)
+        return digests
 
     @contextlib.contextmanager
     def _exclusive(self) -> Iterator[None]:
@@ -367,8 +395,9 @@ class ImageCache:
             users = self._users()
             tags = self._tags_by_digest()
             usage = self.usage.all()
+            spared = keep | self._pinned_digests()
             victims = sorted(
-                (d for d in tags if d not in users and d not in keep),
+                (d for d in tags if d not in users and d not in spared),
                 key=lambda d: (self._recency(d, usage.get(d)), d),
             )
             for digest in victims:

@@ -9,6 +9,7 @@ image reference against the node's hub and pulling an image that is missing befo
 from __future__ import annotations
 
 import builtins
+import contextlib
 import os
 import platform
 import threading
@@ -17,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ukedge import __version__
-from ukedge.errors import ImageError, InstanceError, UsageError
+from ukedge.errors import ImageError, InstanceError, UkedgeError, UsageError
 from ukedge.host._events import EventBus, Subscription
 from ukedge.host._images import ImageCache
 from ukedge.host._manager import InstanceManager
@@ -143,10 +144,14 @@ class LocalNode:
                 "on-demand instances need a host agent to listen for them: start one with "
                 "`ukedge host serve` and pass --host (or set UKEDGE_HOST)"
             )
-        ref = self._local_or_pull(request.image)
-        if ref != request.image:
-            request = request.model_copy(update={"image": ref})
-        instance = self.manager.run(request)
+        pins = [request.image]
+        with contextlib.suppress(UkedgeError):  # a bad reference fails below, with its message
+            pins.append(self._qualified(request.image))
+        with self.cache.pinned(*pins):  # until the instance records its image
+            ref = self._local_or_pull(request.image)
+            if ref != request.image:
+                request = request.model_copy(update={"image": ref})
+            instance = self.manager.run(request)
         if instance.on_demand and self.on_demand is not None:
             try:
                 self.on_demand.sync()  # listening before the caller hears of the instance
