@@ -70,7 +70,6 @@ _MAX_PAGES = 10000
 _MAX_RANGE_RETRIES = 3
 #: A manifest PUT answered with one of these codes is tried again (see ``put_manifest``).
 _LAGGING_BLOB_CODES = frozenset({"DIGEST_INVALID", "MANIFEST_BLOB_UNKNOWN", "BLOB_UNKNOWN"})
-_MANIFEST_TRIES = 3
 #: Answers that mean "try again shortly" (overload, a proxy between restarts, rate limits).
 _RETRY_STATUS = frozenset({429, 502, 503, 504})
 _T = TypeVar("_T")
@@ -216,8 +215,10 @@ class RegistryClient:
         headers: dict[str, str] | None = None,
         params: dict[str, str] | None = None,
         retry: bool | None = None,
+        retry_codes: Collection[str] = (),
     ) -> httpx.Response:
-        """One request; GET and HEAD (or ``retry=True``) are retried on transient failures."""
+        """One request; GET and HEAD (or ``retry=True``) are retried on transient failures and
+        on the registry error codes in ``retry_codes``."""
 
         def once() -> httpx.Response:
             with transport_errors(self.registry, self.base_url, what):
@@ -230,14 +231,16 @@ class RegistryClient:
 
         if retry is None:
             retry = method in ("GET", "HEAD")
-        return self._with_retries(what, once) if retry else once()
+        return self._with_retries(what, once, retry_codes) if retry else once()
 
-    def _with_retries(self, what: str, attempt: Callable[[], _T]) -> _T:
+    def _with_retries(
+        self, what: str, attempt: Callable[[], _T], codes: Collection[str] = ()
+    ) -> _T:
         for n in range(self.retries + 1):
             try:
                 return attempt()
             except RegistryError as exc:
-                if n >= self.retries or not _retryable(exc):
+                if n >= self.retries or not (_retryable(exc) or exc.code in codes):
                     raise
                 delay = self.retry_delay * 2**n
                 log.warning("%s failed (%s); retrying in %.1f s", what, exc, delay)
@@ -402,26 +405,20 @@ class RegistryClient:
     def put_manifest(self, repository: str, reference: str, data: bytes, media_type: str) -> str:
         """Store a manifest under a tag (or its digest); returns its digest."""
         what = f"push manifest {repository}:{reference}"
-        for attempt in range(1, _MANIFEST_TRIES + 1):
-            try:
-                response = self._send(
-                    "PUT",
-                    f"/v2/{repository}/manifests/{reference}",
-                    what=what,
-                    ok={200, 201, 202},
-                    content=data,
-                    headers={"Content-Type": media_type},
-                    retry=True,
-                )
-                break
-            except RegistryError as exc:
-                # The blobs were just pushed, so a registry that cannot see one of them is
-                # racing another push of the same blob (CNCF distribution's filesystem driver
-                # writes the repository's blob link in place: a reader can find it empty,
-                # distribution/distribution#4489). A moment later the link is whole.
-                if exc.code not in _LAGGING_BLOB_CODES or attempt == _MANIFEST_TRIES:
-                    raise
-                time.sleep(0.1 * attempt)
+        # The blobs were just pushed, so a registry that cannot see one of them is racing
+        # another push of the same blob (CNCF distribution's filesystem driver writes the
+        # repository's blob link in place: a reader can find it empty,
+        # distribution/distribution#4489); a moment later the link is whole.
+        response = self._send(
+            "PUT",
+            f"/v2/{repository}/manifests/{reference}",
+            what=what,
+            ok={200, 201, 202},
+            content=data,
+            headers={"Content-Type": media_type},
+            retry=True,
+            retry_codes=_LAGGING_BLOB_CODES,
+        )
         digest = digest_bytes(data)
         stored = response.headers.get("Docker-Content-Digest")
         if stored and stored.startswith("sha256:") and stored != digest:
