@@ -411,14 +411,7 @@ class ResultSpool:
             for stream in session.scalars(select(_Stream)):
                 limit = stream.next_seq - 1 - self.keep
                 if sinks:
-                    cursors = {
-                        row.sink: row.acked
-                        for row in session.execute(
-                            select(_Cursor.sink, _Cursor.acked).where(
-                                _Cursor.instance_id == stream.instance_id
-                            )
-                        )
-                    }
+                    cursors = self._cursors(session, stream.instance_id)
                     limit = min([limit, *(cursors.get(s, 0) for s in sinks)])
                 if limit <= 0:
                     continue
@@ -440,19 +433,20 @@ class ResultSpool:
             for stream in session.scalars(select(_Stream)):
                 if stream.instance_id in live:
                     continue
-                cursors = {
-                    row.sink: row.acked
-                    for row in session.execute(
-                        select(_Cursor.sink, _Cursor.acked).where(
-                            _Cursor.instance_id == stream.instance_id
-                        )
-                    )
-                }
+                cursors = self._cursors(session, stream.instance_id)
                 if all(cursors.get(sink, 0) >= stream.next_seq - 1 for sink in sinks):
                     done.append(stream.instance_id)
         for instance_id in done:
             self.forget(instance_id)
         return done
+
+    @staticmethod
+    def _cursors(session: Session, instance_id: str) -> dict[str, int]:
+        """How far each sink has acked the instance's records."""
+        rows = session.execute(
+            select(_Cursor.sink, _Cursor.acked).where(_Cursor.instance_id == instance_id)
+        )
+        return {row.sink: row.acked for row in rows}
 
     def forget(self, instance_id: str) -> None:
         """Drop an instance's stream, records and cursors (its results file is gone for good)."""
