@@ -570,7 +570,7 @@ class InstanceManager:
                     continue
             except FileNotFoundError:
                 continue
-            self._kill_orphan_in(path / "vm")
+            self._kill_orphaned_machine(path / "vm")
             shutil.rmtree(path, ignore_errors=True)
             swept += 1
         return swept
@@ -732,7 +732,9 @@ class InstanceManager:
             started = instance.started_at or instance.created_at
             if time.time() - started < _STALE_START_S:
                 return instance
-            self._kill_orphan(instance)
+            # The starter may have launched the machine before it died; this start moved the
+            # workdir's previous run aside, so a live machine there is that orphan.
+            self._kill_orphaned_machine(Path(instance.workdir) / "vm")
             return self._change(
                 instance.id,
                 self._when_pid(
@@ -762,13 +764,8 @@ class InstanceManager:
             return instance
         return self._change(instance.id, self._when_pid(instance.pid, ended))
 
-    def _kill_orphan(self, instance: Instance) -> None:
-        """The machine a starter that died (kill -9) may have launched before it recorded the
-        pid: the workdir's previous run was moved aside when this start began, so a live
-        machine there is that orphan."""
-        self._kill_orphan_in(Path(instance.workdir) / "vm")
-
-    def _kill_orphan_in(self, machine_dir: Path) -> None:
+    def _kill_orphaned_machine(self, machine_dir: Path) -> None:
+        """Kill a machine whose starter died (kill -9) before recording or stopping it."""
         try:
             machine = self.backend.attach(machine_dir)
             if not machine.state.final:
@@ -789,12 +786,6 @@ class InstanceManager:
         for instance in self.records.all():
             with contextlib.suppress(NoSuchInstanceError):
                 self._refresh(instance)
-
-    def _current(self, instance_id: str) -> Instance:
-        """The record as it is now, for a caller holding the instance's lock: one read before
-        the lock may predate a restart the supervisor made meanwhile (and a stop would then
-        miss the new machine)."""
-        return self._refresh(self.records.find(instance_id))
 
     def get(self, key: str) -> Instance:
         return self._refresh(self.records.find(key))
@@ -863,7 +854,9 @@ class InstanceManager:
             return i.model_copy(update=update)
 
         with self._lock(instance_id):
-            instance = self._current(instance_id)
+            # Read again under the lock (here and in kill and remove): the read above may
+            # predate a restart the supervisor made meanwhile.
+            instance = self.get(instance_id)
             instance = self._change(
                 instance_id,
                 stopping,
@@ -878,7 +871,7 @@ class InstanceManager:
         """End the machine at once; the restart policy does not apply."""
         instance_id = self.records.find(key).id
         with self._lock(instance_id):
-            instance = self._current(instance_id)
+            instance = self.get(instance_id)
             if not instance.state.active:
                 raise InstanceError(
                     f"instance {instance.name} is not running ({instance.state.value})"
@@ -900,7 +893,7 @@ class InstanceManager:
     def remove(self, key: str, *, force: bool = False) -> Instance:
         instance_id = self.records.find(key).id
         with self._lock(instance_id):
-            instance = self._current(instance_id)
+            instance = self.get(instance_id)
             if instance.state.active:
                 if not force:
                     raise InstanceError(
@@ -909,7 +902,7 @@ class InstanceManager:
                     )
                 with contextlib.suppress(InstanceError):  # it ended meanwhile
                     self.kill(instance_id)
-                instance = self._current(instance_id)
+                instance = self.get(instance_id)
             for hook in self.before_remove:
                 hook(instance)
             self.records.delete(instance.id)
