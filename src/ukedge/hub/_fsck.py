@@ -104,7 +104,8 @@ async def check(
         if repaired:
             listed.discard(digest)
         report.problems.append(FsckProblem(kind, digest, message, repaired=repaired))
-    _check_references(db, report)
+    bad = {p.digest for p in report.problems}
+    _check_references(db, report, listed - bad)
     report.strays = await _count_strays(storage, listed)
     for p in report.problems:
         fixed = " (repaired)" if p.repaired else ""
@@ -153,18 +154,16 @@ async def _drop(
     return True
 
 
-def _check_references(db: Database, report: FsckReport) -> None:
+def _check_references(db: Database, report: FsckReport, servable: set[str]) -> None:
+    """Manifests naming a blob that is not ``servable`` (no row, or content found bad)."""
     with db.read() as conn:
         report.manifests_checked = len(conn.execute(select(manifests.c.digest)).all())
-        missing = conn.execute(
+        refs = conn.execute(
             select(repositories.c.name, manifest_refs.c.manifest_digest, manifest_refs.c.digest)
             .select_from(
                 manifest_refs.join(repositories, repositories.c.id == manifest_refs.c.repo_id)
             )
-            .where(
-                manifest_refs.c.kind == "blob",
-                ~select(blobs.c.digest).where(blobs.c.digest == manifest_refs.c.digest).exists(),
-            )
+            .where(manifest_refs.c.kind == "blob")
             .order_by(repositories.c.name, manifest_refs.c.manifest_digest)
         ).all()
         dangling = conn.execute(
@@ -176,7 +175,9 @@ def _check_references(db: Database, report: FsckReport) -> None:
                 .exists()
             )
         ).all()
-    for repo, manifest, digest in missing:
+    for repo, manifest, digest in refs:
+        if digest in servable:
+            continue
         report.problems.append(
             FsckProblem(
                 "manifest-blob-missing",
