@@ -29,7 +29,7 @@ from ukedge.hub import storage as storage_pkg
 from ukedge.hub._auth import Authority, Principal
 from ukedge.hub._blobs import BlobService
 from ukedge.hub._db import Database
-from ukedge.hub._errors import Code, DistributionError, error_handler
+from ukedge.hub._errors import Code, DistributionError, error_handler, internal_error_handler
 from ukedge.hub._gc import GcReport, collect
 from ukedge.hub._manifests import ManifestService
 from ukedge.hub._metrics import HubMetrics, MetricsMiddleware
@@ -165,6 +165,7 @@ def create_app(settings: HubSettings, hub: Hub | None = None) -> FastAPI:
     )
     app.state.hub = hub
     app.add_exception_handler(UkedgeError, error_handler)
+    app.add_exception_handler(Exception, internal_error_handler)
     v2 = V2Api(hub)
     # First in the route list: every pull and push request goes here.
     app.router.routes[0:0] = [

@@ -20,7 +20,7 @@ from starlette.responses import Response, StreamingResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ukedge.errors import UkedgeError
-from ukedge.hub._errors import Code, DistributionError, to_response
+from ukedge.hub._errors import Code, DistributionError, internal_error_response, to_response
 from ukedge.hub._manifests import read_limited
 from ukedge.hub._names import check_digest, check_name
 from ukedge.image import mediatypes
@@ -28,7 +28,7 @@ from ukedge.image import mediatypes
 if TYPE_CHECKING:
     from ukedge.hub._app import Hub
 
-__all__ = ["V2_METHODS", "V2Api", "V2Shortcut"]
+__all__ = ["MAX_PAGE", "V2_METHODS", "V2Api", "V2Shortcut"]
 
 log = logging.getLogger(__name__)
 
@@ -41,17 +41,25 @@ _PATTERNS = [
     ("tags", re.compile(r"^/v2/(?P<name>.+)/tags/list$")),
     ("referrers", re.compile(r"^/v2/(?P<name>.+)/referrers/(?P<digest>[^/]+)$")),
 ]
-_RANGE = re.compile(r"^(?:bytes[ =])?(\d+)-(\d+)$")
-_BYTES = re.compile(r"^bytes=(\d*)-(\d*)$")
+# Byte counts are ASCII digits, at most 18 of them: below 2**63 (SQLite's integers) and far
+# below the length at which int() refuses a string (4,300 digits), whatever a client sends.
+_DIGITS = 18
+_RANGE = re.compile(r"^(?:bytes[ =])?([0-9]{1,18})-([0-9]{1,18})$")
+_BYTES = re.compile(r"^bytes=([0-9]*)-([0-9]*)$")
+_COUNT = re.compile(r"^[0-9]{1,18}$")
 _SMALL_BLOB = 256 * 1024
+#: Largest page of ``_catalog`` and ``tags/list`` (``?n=``); more is refused, as distribution does.
+MAX_PAGE = 10000
 
 
 def _int_header(request: Request, name: str) -> int | None:
     value = request.headers.get(name)
     if value is None:
         return None
-    if not value.strip().isdigit():
-        raise DistributionError(Code.SIZE_INVALID, f"{name} {value!r} is not a byte count")
+    if not _COUNT.match(value.strip()):
+        raise DistributionError(
+            Code.SIZE_INVALID, f"{name} {value[:40]!r} is not a byte count (at most 18 digits)"
+        )
     return int(value)
 
 
@@ -64,7 +72,7 @@ def _content_range(request: Request) -> tuple[int | None, int | None]:
     match = _RANGE.match(raw.strip())
     if not match or int(match[2]) < int(match[1]):
         raise DistributionError(
-            Code.RANGE_INVALID, f"Content-Range {raw!r} is not <start>-<end>", status=416
+            Code.RANGE_INVALID, f"Content-Range {raw[:60]!r} is not <start>-<end>", status=416
         )
     start, end = int(match[1]), int(match[2])
     if length is not None and length != end - start + 1:
@@ -80,9 +88,12 @@ def _page(request: Request) -> tuple[int | None, str | None]:
     raw_n = request.query_params.get("n")
     n: int | None = None
     if raw_n is not None:
-        if not raw_n.isdigit():
+        if not _COUNT.match(raw_n) or int(raw_n) > MAX_PAGE:
             raise DistributionError(
-                Code.UNSUPPORTED, f"n={raw_n!r} must be a non-negative integer", status=400
+                Code.PAGINATION_NUMBER_INVALID,
+                f"n={raw_n[:40]!r} must be an integer from 0 to {MAX_PAGE}; "
+                "follow the Link header for the next page",
+                detail={"n": raw_n[:40], "max": MAX_PAGE},
             )
         n = int(raw_n)
     return n, request.query_params.get("last")
@@ -130,6 +141,8 @@ class V2Api:
             # from its previous offset (GET the session for it).
             log.info("client disconnected during %s %s", request.method, request.scope["path"])
             return Response(None, 400)
+        except Exception as exc:  # a bug: still the spec's JSON error, never a bare 500
+            response = internal_error_response(exc, request)
         response.headers.update(_API_VERSION)
         return response
 
@@ -177,6 +190,13 @@ class V2Api:
         if raw is not None:
             m = _BYTES.match(raw.strip())
             if m and (m[1] or m[2]):
+                if max(len(m[1]), len(m[2])) > _DIGITS:
+                    raise DistributionError(
+                        Code.RANGE_INVALID,
+                        f"range {raw[:60]!r} is outside the blob's {info.size} bytes",
+                        status=416,
+                        headers={"Content-Range": f"bytes */{info.size}"},
+                    )
                 if m[1]:
                     start = int(m[1])
                     end = min(int(m[2]), info.size - 1) if m[2] else info.size - 1
