@@ -161,8 +161,7 @@ class Agent:
     def __init__(self, settings: AgentSettings) -> None:
         self.settings = settings
         data = settings.data_dir
-        data.mkdir(parents=True, exist_ok=True, mode=0o700)
-        data.chmod(0o700)
+        paths.private_dir(data)
         capacity = _capacity(settings)
         user = _qemu_user(settings.qemu_user)
         backend = vmm.create("qemu", **({"run_as": user} if user else {}))

@@ -23,7 +23,7 @@ from pydantic import BaseModel
 from starlette.responses import Response
 from starlette.routing import Route
 
-from ukedge import __version__
+from ukedge import __version__, paths
 from ukedge.errors import UkedgeError
 from ukedge.hub import storage as storage_pkg
 from ukedge.hub._auth import Authority, Principal
@@ -48,7 +48,10 @@ class Hub:
     def __init__(self, settings: HubSettings, metrics: HubMetrics | None = None) -> None:
         self.settings = settings
         self.metrics = metrics or HubMetrics()
-        settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        paths.private_dir(settings.data_dir)
+        paths.private_file(settings.db_path)  # password hashes: ours alone, -wal/-shm alike
+        for journal in settings.data_dir.glob(f"{settings.db_path.name}-*"):
+            journal.chmod(0o600)
         self.db = Database(settings.db_path)
         self.storage = storage_pkg.create(
             settings.storage_driver, settings.driver_config(), self.metrics.observe_storage

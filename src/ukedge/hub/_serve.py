@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import Any
 
 import uvicorn
+from starlette.types import ASGIApp
 
 from ukedge import serverlog
 from ukedge.hub._app import Hub, create_app
@@ -14,7 +16,14 @@ from ukedge.hub._fsck import FsckReport, check
 from ukedge.hub._gc import GcReport
 from ukedge.hub._settings import HubSettings
 
-__all__ = ["add_user", "create_robot_token", "run_fsck", "run_gc", "serve"]
+__all__ = [
+    "add_user",
+    "create_robot_token",
+    "run_fsck",
+    "run_gc",
+    "serve",
+    "server_config",
+]
 
 log = logging.getLogger(__name__)
 
@@ -37,16 +46,27 @@ def serve(settings: HubSettings) -> None:
             "add a user (ukedge hub user add) or pass --auth on",
             settings.addr,
         )
-    app = create_app(settings, hub)
-    config = uvicorn.Config(
-        app,
-        host=settings.host,
-        port=settings.port,
-        log_level="warning",
-        access_log=False,
-        timeout_keep_alive=30,
-    )
-    uvicorn.Server(config).run()
+    uvicorn.Server(server_config(settings, create_app(settings, hub))).run()
+
+
+def server_config(settings: HubSettings, app: ASGIApp, **overrides: Any) -> uvicorn.Config:
+    """How uvicorn runs the hub; tests that serve a hub in-process use it too.
+
+    uvicorn believes ``X-Forwarded-For`` from 127.0.0.1 unless told otherwise, which let any
+    local client pick the address the login throttle counts: only the proxies the operator
+    names (``trusted_proxies``) are believed, none by default.
+    """
+    values: dict[str, Any] = {
+        "host": settings.host,
+        "port": settings.port,
+        "log_level": "warning",
+        "access_log": False,
+        "timeout_keep_alive": 30,
+        "proxy_headers": bool(settings.trusted_proxies),
+        "forwarded_allow_ips": list(settings.trusted_proxies) or "",
+    }
+    values.update(overrides)
+    return uvicorn.Config(app, **values)
 
 
 def add_user(settings: HubSettings, name: str, password: str, grants: list[str] | None) -> None:

@@ -8,10 +8,11 @@ handler in :mod:`ukedge.hub._errors`.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, ClassVar
 from urllib.parse import urlencode
 
@@ -113,6 +114,30 @@ def _paged(
     return Response(json.dumps(body), 200, headers=headers, media_type="application/json")
 
 
+async def _idle_bounded(source: AsyncIterator[bytes], seconds: float) -> AsyncIterator[bytes]:
+    """The request body, failing (408) when no bytes arrive for ``seconds``.
+
+    Without it a client declaring a huge Content-Length that then goes silent would hold its
+    upload session's lock for good, and every PATCH, PUT and DELETE on the session would wait
+    behind it. The failed chunk is truncated away; the session stays usable.
+    """
+    chunks = source.__aiter__()
+    while True:
+        try:
+            async with asyncio.timeout(seconds):
+                chunk = await anext(chunks)
+        except StopAsyncIteration:
+            return
+        except TimeoutError:
+            raise DistributionError(
+                Code.SIZE_INVALID,
+                f"the request body stalled (nothing for {seconds:g} s); what arrived of this "
+                "request was dropped: GET the upload for its offset and resume from there",
+                status=408,
+            ) from None
+        yield chunk
+
+
 class V2Api:
     """Routes ``/v2/…`` requests to handlers; owned by one :class:`~ukedge.hub._app.Hub`."""
 
@@ -120,6 +145,9 @@ class V2Api:
         self.hub = hub
         self.blobs = hub.blobs
         self.manifests = hub.manifests
+
+    def _body(self, request: Request) -> AsyncIterator[bytes]:
+        return _idle_bounded(request.stream(), self.hub.settings.body_timeout)
 
     def _realm(self, request: Request) -> str:
         return self.hub.settings.realm or f"{str(request.base_url).rstrip('/')}/token"
@@ -272,7 +300,7 @@ class V2Api:
         digest = params.get("digest")
         if digest is not None:
             length = _int_header(request, "content-length")
-            info = await self.blobs.put_monolithic(name, digest, request.stream(), length)
+            info = await self.blobs.put_monolithic(name, digest, self._body(request), length)
             return self._created(name, info.digest)
         status = self.blobs.start(name)
         self.hub.metrics.uploads.set(self.blobs.uploads_in_progress)
@@ -293,7 +321,7 @@ class V2Api:
     async def upload_patch(self, request: Request, name: str, match: re.Match[str]) -> Response:
         self._allow(request, name, "pull", "push")
         start, length = _content_range(request)
-        status = await self.blobs.append(name, match["id"], request.stream(), start, length)
+        status = await self.blobs.append(name, match["id"], self._body(request), start, length)
         return self._upload_response(202, name, status.id, status.offset)
 
     async def upload_put(self, request: Request, name: str, match: re.Match[str]) -> Response:
@@ -302,7 +330,8 @@ class V2Api:
         if not digest:
             raise DistributionError(Code.DIGEST_INVALID, "PUT needs ?digest=<digest of the blob>")
         start, length = _content_range(request)
-        info = await self.blobs.commit(name, match["id"], digest, request.stream(), start, length)
+        body = self._body(request)
+        info = await self.blobs.commit(name, match["id"], digest, body, start, length)
         self.hub.metrics.uploads.set(self.blobs.uploads_in_progress)
         return self._created(name, info.digest)
 
@@ -336,7 +365,7 @@ class V2Api:
                 status=413,
                 detail={"limit": limit},
             )
-        content = await read_limited(request.stream(), limit)
+        content = await read_limited(self._body(request), limit)
         result = self.manifests.put(
             name, match["reference"], content, request.headers.get("content-type")
         )
