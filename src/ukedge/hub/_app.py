@@ -1,8 +1,9 @@
 """The hub as an ASGI app: :func:`create_app` wires settings, storage, metadata, auth and routes.
 
-The ``/v2/`` distribution API is one raw route (excluded from the OpenAPI schema: its shape is
-the spec's); the hub's own endpoints (``/token``, ``/healthz``, ``/api/repositories``) are
-FastAPI routes with response models, so ``/openapi.json`` and ``/docs`` describe them.
+The ``/v2/`` distribution API is one raw route, described in the OpenAPI document by
+:mod:`ukedge.hub._openapi`; the hub's own endpoints (``/token``, ``/healthz``,
+``/api/repositories``) are FastAPI routes with response models, so ``/openapi.json`` and
+``/docs`` describe them.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from ukedge.hub._errors import Code, DistributionError, error_handler, internal_
 from ukedge.hub._gc import GcReport, collect
 from ukedge.hub._manifests import ManifestService
 from ukedge.hub._metrics import HubMetrics, MetricsMiddleware
+from ukedge.hub._openapi import describe_v2
 from ukedge.hub._settings import HubSettings
 from ukedge.hub._v2 import V2_METHODS, V2Api, V2Shortcut
 from ukedge.hub._web import render_index
@@ -161,8 +163,8 @@ def create_app(settings: HubSettings, hub: Hub | None = None) -> FastAPI:
         version=__version__,
         description=(
             "OCI distribution registry for unikernel images. The `/v2/` API follows the OCI "
-            "Distribution Specification v1.1 and is not repeated here; this schema describes "
-            "the hub's own endpoints."
+            "Distribution Specification v1.1 (tag `distribution`); the other endpoints are "
+            "the hub's own."
         ),
         lifespan=lifespan,
     )
@@ -255,6 +257,7 @@ def create_app(settings: HubSettings, hub: Hub | None = None) -> FastAPI:
     def index(request: Request) -> HTMLResponse:
         return HTMLResponse(render_index(visible(request), request.url.netloc))
 
+    describe_v2(app)
     app.add_middleware(V2Shortcut, api=v2)
     app.add_middleware(MetricsMiddleware, metrics=hub.metrics, access=settings.access_log)
     return app
