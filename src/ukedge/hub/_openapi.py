@@ -9,12 +9,13 @@ Distribution Specification v1.1; errors are the spec's ``{"errors": [...]}`` bod
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from fastapi import FastAPI
 
 from ukedge.hub._v2 import MAX_PAGE
-from ukedge.image import mediatypes
+from ukedge.image import NAME_PATTERN, TAG_PATTERN, mediatypes
 
 __all__ = ["describe_v2", "v2_paths"]
 
@@ -91,9 +92,26 @@ def _param(name: str, where: str, description: str, **schema: Any) -> dict[str, 
     }
 
 
-_NAME = _param("name", "path", "Repository name: lowercase components separated by '/'.")
-_DIGEST = _param("digest", "path", "Content digest, sha256:<64 hex>.")
-_REFERENCE = _param("reference", "path", "A tag ([A-Za-z0-9_][A-Za-z0-9._-]{0,127}) or a digest.")
+def _body_of(pattern: re.Pattern[str]) -> str:
+    """A Python ``^…\\Z`` pattern as the bare expression JSON Schema regexes can embed."""
+    return pattern.pattern.removeprefix("^").removesuffix("\\Z")
+
+
+_DIGEST_RE = "sha256:[a-f0-9]{64}"
+_NAME = _param(
+    "name",
+    "path",
+    "Repository name: lowercase components separated by '/'.",
+    pattern=f"^{_body_of(NAME_PATTERN)}$",
+    maxLength=255,
+)
+_DIGEST = _param("digest", "path", "Content digest.", pattern=f"^{_DIGEST_RE}$")
+_REFERENCE = _param(
+    "reference",
+    "path",
+    "A tag or a digest.",
+    pattern=f"^(?:{_body_of(TAG_PATTERN)}|{_DIGEST_RE})$",
+)
 _UUID = _param("uuid", "path", "Upload session id from the Location of the POST.")
 _PAGE = [
     _param("n", "query", f"At most this many results (0 to {MAX_PAGE}).", type="integer"),
