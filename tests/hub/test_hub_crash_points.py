@@ -208,7 +208,6 @@ CASES = [
 def check_invariants(data: Path) -> None:
     report = run_fsck(HubSettings(data_dir=data, fsync=False), verify=True)
     assert report.ok, report.as_json()
-    assert report.blobs_checked > 0 or not report.problems
 
 
 @pytest.fixture
