@@ -27,7 +27,7 @@ from ukedge.hub import run_fsck
 
 pytestmark = pytest.mark.fuzz
 
-EXAMPLES = 50
+EXAMPLES = 40
 
 
 @pytest.fixture(scope="module")

@@ -114,7 +114,14 @@ _REFERENCE = _param(
 )
 _UUID = _param("uuid", "path", "Upload session id from the Location of the POST.")
 _PAGE = [
-    _param("n", "query", f"At most this many results (0 to {MAX_PAGE}).", type="integer"),
+    _param(
+        "n",
+        "query",
+        "At most this many results.",
+        type="integer",
+        minimum=0,
+        maximum=MAX_PAGE,
+    ),
     _param("last", "query", "Continue after this result (from the Link header)."),
 ]
 _MANIFEST_TYPES = [mediatypes.OCI_MANIFEST, mediatypes.OCI_INDEX]
