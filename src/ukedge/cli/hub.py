@@ -19,7 +19,7 @@ from ukedge.units import format_size
 if TYPE_CHECKING:
     from ukedge import hub
 
-__all__ = ["app"]
+__all__ = ["app", "register"]
 
 app = typer.Typer(help="Run and administer the ukedge hub (an OCI registry).", no_args_is_help=True)
 
@@ -148,3 +148,7 @@ def gc(
         ],
     )
     err.print(f"gc {verb} {len(report.blobs)} blob(s) in {report.seconds:.2f}s")
+
+
+def register(root: typer.Typer) -> None:
+    root.add_typer(app, name="hub")
