@@ -32,21 +32,42 @@ class _Commands(MutableMapping[str, _click.Command]):
         self._table = table
         self._scratch = scratch
         self._built: dict[str, _click.Command] = {}
-        self._loaded: set[str] = set()
+        self._apps: dict[str, typer.Typer] = {}
 
-    def _load(self, module: str) -> None:
+    def _registered(self, module: str) -> typer.Typer:
         # A module registers all its commands at once (``register`` may add to shared groups,
         # so it runs once per process); the scratch app carries the root's help settings.
-        if module in self._loaded:
-            return
-        app = self._scratch()
-        importlib.import_module(f"ukedge.cli.{module}").register(app)
-        self._built.update(typer.main.get_group(app).commands)
-        self._loaded.add(module)
+        if module not in self._apps:
+            app = self._scratch()
+            importlib.import_module(f"ukedge.cli.{module}").register(app)
+            self._apps[module] = app
+        return self._apps[module]
+
+    def _build(self, name: str) -> _click.Command:
+        # Only the command asked for becomes a click command: typer reads every parameter's
+        # annotation to do that, which costs more than registering the whole module.
+        app = self._registered(self._table[name][0])
+        for command in app.registered_commands:
+            assert command.callback is not None
+            if (command.name or typer.main.get_command_name(command.callback.__name__)) == name:
+                return typer.main.get_command_from_info(
+                    command,
+                    pretty_exceptions_short=app.pretty_exceptions_short,
+                    rich_markup_mode=app.rich_markup_mode,
+                )
+        for group in app.registered_groups:
+            if group.name == name:
+                return typer.main.get_group_from_info(
+                    group,
+                    pretty_exceptions_short=app.pretty_exceptions_short,
+                    rich_markup_mode=app.rich_markup_mode,
+                    suggest_commands=app.suggest_commands,
+                )
+        raise LookupError(f"ukedge.cli.{self._table[name][0]} does not register {name!r}")
 
     def __getitem__(self, name: str) -> _click.Command:
         if name not in self._built and name in self._table:
-            self._load(self._table[name][0])
+            self._built[name] = self._build(name)
         return self._built[name]
 
     def __setitem__(self, name: str, command: _click.Command) -> None:
@@ -75,6 +96,9 @@ class LazyGroup(TyperGroup):
         super().__init__(**attrs)
         self.commands = _Commands(self.table, type(self).scratch)
         self._listing = False
+
+    def list_commands(self, ctx: _click.Context) -> list[str]:
+        return list(self.commands)  # the names only (typer's own reads every command)
 
     def get_command(self, ctx: _click.Context, cmd_name: str) -> _click.Command | None:
         if self._listing and cmd_name in self.table:

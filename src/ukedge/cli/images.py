@@ -16,6 +16,7 @@ import typer
 
 from ukedge.cli._console import err, out, print_json, print_table
 from ukedge.cli._context import local_only, node
+from ukedge.cli.instances import prewarm
 from ukedge.units import format_size
 
 if TYPE_CHECKING:
@@ -176,6 +177,7 @@ image_app.command("rm")(remove_images)
 image_app.command("prune")(prune_images)
 image_app.command("save")(save_images)
 image_app.command("load")(load_images)
+image_app.command("prewarm")(prewarm)  # an instance command (it boots one), listed with images
 
 
 def register(app: typer.Typer) -> None:
@@ -183,7 +185,4 @@ def register(app: typer.Typer) -> None:
     app.command("images")(list_images)
     app.command("tag")(tag_image)
     app.command("rmi")(remove_images)
-    from ukedge.cli.instances import prewarm
-
-    image_app.command("prewarm")(prewarm)
     app.add_typer(image_app, name="image")
