@@ -18,6 +18,8 @@ import argparse
 import json
 import os
 import platform
+import resource
+import shutil
 import statistics
 import subprocess
 import sys
@@ -33,8 +35,10 @@ from ukedge import paths
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"
-console = Console()
+console = Console(width=max(100, shutil.get_terminal_size().columns))
 
+RUN = "ukedge run --rm hello-c"
+VM = "VM alone (manager)"
 #: The issue's targets, in seconds: wall time of the command, or what `run` adds to the VM.
 TARGETS = {"ukedge --version": 0.1, "ukedge ps": 0.2, "run overhead": 0.15}
 
@@ -45,11 +49,23 @@ def _ukedge() -> list[str]:
     return [str(script)] if script.exists() else [sys.executable, "-m", "ukedge.cli.main"]
 
 
-def _timed(argv: list[str], expect: int = 0) -> Callable[[], float]:
+#: CPU seconds (user + system) of each sampled child process, by measure: unlike wall time it
+#: hardly moves when other work shares the machine.
+CPU: dict[str, list[float]] = {}
+
+
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _timed(argv: list[str], expect: int = 0, name: str = "") -> Callable[[], float]:
     def once() -> float:
+        cpu = _children_cpu()
         began = time.perf_counter()
         done = subprocess.run(argv, capture_output=True)
         elapsed = time.perf_counter() - began
+        CPU.setdefault(name, []).append(_children_cpu() - cpu)
         if done.returncode != expect:
             raise RuntimeError(
                 f"{' '.join(argv)} exited {done.returncode}, expected {expect}: "
@@ -99,24 +115,22 @@ def main() -> int:
 
         ukedge = _ukedge()
         measures: dict[str, Callable[[], float]] = {
-            "python -c pass": _timed([sys.executable, "-c", "pass"]),
-            "ukedge --version": _timed([*ukedge, "--version"]),
-            "ukedge ps": _timed([*ukedge, "ps"]),
-            "ukedge run --rm hello-c": _timed(
-                [*ukedge, "run", "--rm", "-e", "HELLO_EXIT=3", "hello-c:bench"], expect=3
-            ),
-            "VM alone (in-process manager)": vm_once,
+            "python -c pass": _timed([sys.executable, "-c", "pass"], name="python -c pass"),
+            "ukedge --version": _timed([*ukedge, "--version"], name="ukedge --version"),
+            "ukedge ps": _timed([*ukedge, "ps"], name="ukedge ps"),
+            RUN: _timed([*ukedge, "run", "--rm", "-e", "HELLO_EXIT=3", "hello-c:bench"], 3, RUN),
+            VM: vm_once,
         }
         for once in measures.values():
             once()  # warm the page cache, unpacked layers and .pyc files
+        CPU.clear()
         samples: dict[str, list[float]] = {name: [] for name in measures}
         for _ in range(opts.runs):
             for name, once in measures.items():
                 samples[name].append(once())
         manager.close()
 
-    run = samples["ukedge run --rm hello-c"]
-    vm = samples["VM alone (in-process manager)"]
+    run, vm = samples[RUN], samples[VM]
     figures = {
         "date": time.strftime("%Y-%m-%d"),
         "machine": f"{os.cpu_count()} cores {platform.machine()}, Linux {platform.release()}",
@@ -124,6 +138,7 @@ def main() -> int:
         "accelerator": verdict.accel,
         "runs": opts.runs,
         "commands": {name: _spread(s) for name, s in samples.items()},
+        "cpu": {name: _spread(s) for name, s in CPU.items()},
         # Paired by round: each round's run and VM-alone ran back to back.
         "run overhead": _spread([r - v for r, v in zip(run, vm, strict=True)]),
     }
@@ -141,8 +156,10 @@ def _print(f: dict[str, object]) -> None:
     commands = f["commands"]
     assert isinstance(commands, dict)
     baseline = commands["python -c pass"]["median"]
+    cpu = f["cpu"]
+    assert isinstance(cpu, dict)
     table = Table(title="wall time (s), each a fresh process except the in-process VM")
-    for col in ("measure", "min", "median", "max", "x python -c pass", "target"):
+    for col in ("measure", "min", "median", "max", "x pass", "CPU s", "target"):
         table.add_column(col)
     rows = [*commands.items(), ("run overhead", f["run overhead"])]
     for name, spread in rows:
@@ -156,12 +173,14 @@ def _print(f: dict[str, object]) -> None:
             f"{spread['median']:.3f}",
             f"{spread['max']:.3f}",
             f"{spread['median'] / baseline:.1f}x" if name != "run overhead" else "",
+            f"{cpu[name]['median']:.3f}" if name in cpu else "",
             verdict,
         )
     console.print(table)
     console.print(
         "run overhead: `ukedge run --rm` minus the same VM started, waited for and removed "
-        "through the instance manager in this process (per round, then the spread)"
+        "through the instance manager in this process (per round, then the spread); CPU s: "
+        "median user+system seconds of the command's process (steady when the machine is busy)"
     )
 
 

@@ -16,13 +16,47 @@ from typing import Any, ClassVar
 import typer
 import typer.main
 from typer import _click
-from typer.core import TyperCommand, TyperGroup
+from typer.core import TyperCommand, TyperGroup, TyperOption
+from typer.models import DefaultPlaceholder
+
+from ukedge.errors import UsageError
 
 __all__ = ["LazyGroup", "Spec"]
 
 #: A command of the root group: the ``ukedge.cli`` module whose ``register(app)`` adds it, and
 #: its one-line help for listings.
 Spec = tuple[str, str]
+
+
+class _FlagsTakeNoValue(_click.Command):
+    """Help that shows no ``<bool>`` placeholder beside a flag, as if it took a value."""
+
+    def get_params(self, ctx: _click.Context) -> list[_click.Parameter]:
+        params = super().get_params(ctx)
+        for param in params:
+            if isinstance(param, TyperOption) and param.is_flag and param.metavar is None:
+                param.metavar = ""
+        return params
+
+
+class _Command(_FlagsTakeNoValue, TyperCommand):
+    pass
+
+
+class _Group(_FlagsTakeNoValue, TyperGroup):
+    pass
+
+
+def _use_own_classes(app: typer.Typer) -> None:
+    """Build ``app``'s commands and groups, at any depth, with the classes above."""
+    for command in app.registered_commands:
+        if command.cls in (None, TyperCommand):
+            command.cls = _Command
+    for group in app.registered_groups:
+        if isinstance(group.cls, DefaultPlaceholder) or group.cls in (None, TyperGroup):
+            group.cls = _Group
+        if group.typer_instance is not None:
+            _use_own_classes(group.typer_instance)
 
 
 class _Commands(MutableMapping[str, _click.Command]):
@@ -40,6 +74,7 @@ class _Commands(MutableMapping[str, _click.Command]):
         if module not in self._apps:
             app = self._scratch()
             importlib.import_module(f"ukedge.cli.{module}").register(app)
+            _use_own_classes(app)
             self._apps[module] = app
         return self._apps[module]
 
@@ -84,13 +119,15 @@ class _Commands(MutableMapping[str, _click.Command]):
         return len(set(self._table) | set(self._built))
 
 
-class LazyGroup(TyperGroup):
+class LazyGroup(_Group):
     """The root group over a table of name -> (module, one-line help)."""
 
     #: A subclass sets both (typer constructs the group itself, from the class alone): the
     #: commands, and the factory of the scratch apps their modules register into.
     table: ClassVar[dict[str, Spec]] = {}
     scratch: ClassVar[Callable[[], typer.Typer]] = typer.Typer
+    #: Names users try from other tools that have no counterpart here -> what to do instead.
+    unavailable: ClassVar[dict[str, str]] = {}
 
     def __init__(self, **attrs: Any) -> None:
         super().__init__(**attrs)
@@ -105,6 +142,13 @@ class LazyGroup(TyperGroup):
             # Listing needs the name and first line only: a stand-in, nothing imported.
             return TyperCommand(name=cmd_name, help=self.table[cmd_name][1])
         return super().get_command(ctx, cmd_name)
+
+    def resolve_command(
+        self, ctx: _click.Context, args: list[str]
+    ) -> tuple[str | None, _click.Command | None, list[str]]:
+        if args and args[0] in self.unavailable:
+            raise UsageError(f"`ukedge {args[0]}`: {self.unavailable[args[0]]}")
+        return super().resolve_command(ctx, args)
 
     def format_help(self, ctx: _click.Context, formatter: _click.HelpFormatter) -> None:
         self._listing = True

@@ -74,7 +74,12 @@ def render_images(rows: Sequence[ImageSummary], *, as_json: bool, quiet: bool) -
         )
 
 
-def render_inspect(doc: dict[str, Any]) -> None:
+def render_inspect(doc: dict[str, Any], asked: str) -> None:
+    """The record as JSON; on stderr, the tag assumed when ``asked`` named none."""
+    name = asked.rsplit("/", 1)[-1]
+    by_id = str(doc.get("digest", "")).removeprefix("sha256:").startswith(asked)
+    if ":" not in name and "@" not in name and not by_id and doc.get("ref") != asked:
+        err.print(f"no tag given: showing {doc.get('ref')} (the default tag is latest)")
     print_json(doc)
 
 
@@ -106,7 +111,7 @@ def inspect_image(
     ref: Annotated[str, typer.Argument(help="Image reference, digest or id prefix.")],
 ) -> None:
     """Print an image's manifest, config and digest as JSON."""
-    render_inspect(node().inspect_image(ref))
+    render_inspect(node().inspect_image(ref), ref)
 
 
 def tag_image(
