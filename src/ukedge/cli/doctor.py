@@ -14,7 +14,7 @@ from ukedge.cli._console import print_json, print_table
 from ukedge.errors import UkedgeError
 from ukedge.units import format_size
 
-__all__ = ["doctor"]
+__all__ = ["doctor", "register"]
 
 
 def _meminfo() -> dict[str, int]:
@@ -60,3 +60,7 @@ def doctor(
         print_json(checks)
     else:
         print_table(["CHECK", "RESULT"], list(checks.items()))
+
+
+def register(app: typer.Typer) -> None:
+    app.command("doctor")(doctor)

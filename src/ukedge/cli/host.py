@@ -17,7 +17,7 @@ from ukedge.cli._context import node
 from ukedge.errors import UsageError
 from ukedge.units import format_size
 
-__all__ = ["app", "info"]
+__all__ = ["app", "info", "register"]
 
 app = typer.Typer(help="Run the host agent of an edge node.", no_args_is_help=True)
 
@@ -156,3 +156,8 @@ def info(
         ],
         header=False,
     )
+
+
+def register(root: typer.Typer) -> None:
+    root.add_typer(app, name="host")
+    root.command("info")(info)

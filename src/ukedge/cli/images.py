@@ -183,4 +183,7 @@ def register(app: typer.Typer) -> None:
     app.command("images")(list_images)
     app.command("tag")(tag_image)
     app.command("rmi")(remove_images)
+    from ukedge.cli.instances import prewarm
+
+    image_app.command("prewarm")(prewarm)
     app.add_typer(image_app, name="image")

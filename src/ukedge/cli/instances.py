@@ -21,7 +21,7 @@ from ukedge.units import format_size, parse_duration, parse_size
 if TYPE_CHECKING:
     from ukedge.host import Instance, NodeService, RunRequest
 
-__all__ = ["register"]
+__all__ = ["prewarm", "register"]
 
 # The packages behind these commands (SQLAlchemy, pydantic, QMP) load only when a command runs,
 # so `ukedge --help` and the other commands start fast.
@@ -468,8 +468,6 @@ def prewarm(
 
 
 def register(app: typer.Typer) -> None:
-    from ukedge.cli.images import image_app
-
+    """The instance commands (``image prewarm`` is registered with its group, in ``images``)."""
     for command in (run, start, ps, logs, stop, kill, rm, inspect, stats, events):
         app.command(command.__name__)(command)
-    image_app.command("prewarm")(prewarm)
