@@ -2,7 +2,7 @@
 ``python``), reproducible initrd layers and the builder that writes them into the local store.
 
 The guest init (the platform adaptation layer every runtime layer carries) lives in
-:mod:`ukedge.build.guest`.
+:mod:`ukedge.build.guest`; the cpio writer and the host↔guest contract in :mod:`ukedge.guest`.
 """
 
 from ukedge.build._builder import (
@@ -13,7 +13,6 @@ from ukedge.build._builder import (
     Stage,
     build_image,
 )
-from ukedge.build._cpio import CpioArchive, CpioEntry, gzip_file, source_date_epoch
 from ukedge.build._elf import ElfInfo, NotElfError, read_elf
 from ukedge.build._files import DEFAULT_EXCLUDES, AppFile, select_files
 from ukedge.build._python import DROPPED_STDLIB, KEPT_EXTENSIONS, PYTHON_ENV, find_python
@@ -29,8 +28,6 @@ __all__ = [
     "AppFile",
     "BuildProgress",
     "BuildResult",
-    "CpioArchive",
-    "CpioEntry",
     "ElfInfo",
     "LayerReport",
     "NotElfError",
@@ -38,10 +35,8 @@ __all__ = [
     "Ukfile",
     "build_image",
     "find_python",
-    "gzip_file",
     "load_ukfile",
     "parse_duration",
     "read_elf",
     "select_files",
-    "source_date_epoch",
 ]

@@ -222,7 +222,7 @@ def _console_lines(chunks: Iterator[bytes]) -> Iterator[bytes]:
 
 def _attach(manager: NodeService, instance: Instance) -> int:
     """Stream the console until the instance ends; Ctrl-C stops, a second one kills."""
-    from ukedge.build.guest import EXIT_PREFIX
+    from ukedge.guest import is_protocol_line
     from ukedge.host import InstanceState
 
     interrupts = 0
@@ -240,13 +240,12 @@ def _attach(manager: NodeService, instance: Instance) -> int:
     stream = sys.stdout.buffer
     try:
         # The guest's exit report is protocol, not app output: its status becomes ours.
-        hidden = (EXIT_PREFIX.encode(), b"reboot: Restarting system")
         shown = 0  # bytes of whole lines handled, so an interrupted follow resumes after them
         while True:
             try:
                 for line in _console_lines(manager.follow(instance.id, offset=shown)):
                     shown += len(line)
-                    if not line.startswith(hidden):
+                    if not is_protocol_line(line):
                         stream.write(line)
                         stream.flush()
                 break
