@@ -9,8 +9,8 @@ import sys
 
 import pytest
 
+from ukedge.cli._console import print_image_record
 from ukedge.cli.doctor import _gist
-from ukedge.cli.images import render_inspect
 
 
 @pytest.mark.parametrize("command", ["exec", "attach"])
@@ -30,7 +30,7 @@ _DOC = {"ref": "sensor-agg:latest", "digest": "sha256:" + "ab12" * 16}
 
 
 def test_inspect_says_which_tag_it_assumed(capsys: pytest.CaptureFixture[str]) -> None:
-    render_inspect(_DOC, "sensor-agg")
+    print_image_record(_DOC, "sensor-agg")
     captured = capsys.readouterr()
     assert "no tag given: showing sensor-agg:latest" in captured.err
     assert '"ref": "sensor-agg:latest"' in captured.out
@@ -42,7 +42,7 @@ def test_inspect_says_which_tag_it_assumed(capsys: pytest.CaptureFixture[str]) -
 def test_inspect_by_tag_digest_or_id_assumes_nothing(
     asked: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    render_inspect(_DOC, asked)
+    print_image_record(_DOC, asked)
     assert capsys.readouterr().err == ""
 
 

@@ -121,21 +121,23 @@ class Guest:
         memory_mib: int = 64,
     ) -> MachineSpec:
         """A machine running the test app with ``args``; its launch archive is the last initrd."""
-        from ukedge.build.guest import guest_cmdline, launch_archive
-        from ukedge.image import ImageConfig, KernelInfo
+        from ukedge.build.guest import host_tsc_khz
+        from ukedge.guest import guest_cmdline, launch_archive
 
-        config = ImageConfig(
-            name="conformance",
-            runtime="static",
-            entrypoint=["/app/conformance"],
-            args=list(args),
-            kernel=KernelInfo(profile="minimal", version="6.1"),
-        )
         workdir = self.workroot / name
         launch = self.workroot / f"{name}.launch.cpio"
-        launch.write_bytes(launch_archive(config))
+        launch.write_bytes(
+            launch_archive(
+                argv=["/app/conformance", *args], env={}, workdir="/", hostname="conformance"
+            )
+        )
         cmdline = guest_cmdline(
-            self.cmdline, ip="10.0.2.15/24", gateway="10.0.2.2", dns="10.0.2.3", seed=os.urandom(32)
+            self.cmdline,
+            ip="10.0.2.15/24",
+            gateway="10.0.2.2",
+            dns="10.0.2.3",
+            seed=os.urandom(32),
+            tsc_khz=host_tsc_khz(),
         )
         return MachineSpec(
             machine_id=name,
@@ -149,8 +151,8 @@ class Guest:
 
 
 def _build_guest(root: Path) -> Guest:
-    from ukedge.build._cpio import CpioArchive
     from ukedge.build.guest import add_platform
+    from ukedge.guest import CpioArchive
     from ukedge.kernel import ensure_kernel, load_profile
 
     cc = shutil.which("musl-gcc") or shutil.which("gcc")

@@ -12,11 +12,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from ukedge.build._cpio import CpioArchive
-from ukedge.build.guest import (
+from ukedge.build.guest import add_platform, host_tsc_khz
+from ukedge.guest import (
     CONTROL_PORT,
     RESULTS_PORT,
-    add_platform,
+    CpioArchive,
     guest_cmdline,
     launch_archive,
     parse_exit_line,
@@ -175,7 +175,15 @@ def boot(
     workdir.mkdir(parents=True, exist_ok=True)
     initrd = workdir / "initrd.img"
     initrd.write_bytes(
-        initramfs(app, launch_archive(config, env=env or {}, args=args, hostname=hostname))
+        initramfs(
+            app,
+            launch_archive(
+                argv=[*config.entrypoint, *(config.args if args is None else args)],
+                env={**config.env, **(env or {})},
+                workdir=config.workdir,
+                hostname=hostname or config.name,
+            ),
+        )
     )
     cmdline = guest_cmdline(
         kernel.cmdline,
@@ -183,6 +191,7 @@ def boot(
         gateway="10.0.2.2" if network else None,
         dns="10.0.2.3" if network else None,
         seed=bytes(range(32)),
+        tsc_khz=host_tsc_khz(),
     )
     argv = [
         "qemu-system-x86_64",

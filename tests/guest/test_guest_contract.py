@@ -4,8 +4,9 @@ import time
 
 import pytest
 
-from ukedge.build.guest import guest_cmdline, host_tsc_khz, parse_exit_line
+from ukedge.build.guest import host_tsc_khz
 from ukedge.errors import UsageError
+from ukedge.guest import guest_cmdline
 
 
 def test_cmdline_appends_what_init_reads() -> None:
@@ -43,15 +44,6 @@ def test_cmdline_without_network_has_only_clock() -> None:
 def test_cmdline_defaults_clock_to_now() -> None:
     line = guest_cmdline("", ip=None, gateway=None, dns=None, seed=None, tsc_khz=None)
     assert float(line.removeprefix("ukedge.time=")) > 1.6e9
-
-
-def test_cmdline_passes_the_measured_host_tsc() -> None:
-    line = guest_cmdline("", ip=None, gateway=None, dns=None, seed=None).split()
-    khz = host_tsc_khz()
-    if khz is None:
-        assert not any(p.startswith("tsc_early_khz=") for p in line)
-    else:
-        assert f"tsc_early_khz={khz}" in line and "tsc=reliable" in line
 
 
 def test_host_tsc_is_plausible_and_cached() -> None:
@@ -93,20 +85,3 @@ def test_cmdline_rejects_bad_values(kwargs: dict[str, object], message: str) -> 
     args.update(kwargs)
     with pytest.raises(UsageError, match=message):
         guest_cmdline("console=ttyS0", **args)  # type: ignore[arg-type]
-
-
-def test_parse_exit_line_takes_the_last() -> None:
-    text = (
-        'booting\nukedge-exit: {"status": 1}\napp output\r\n'
-        'ukedge-exit: {"status": 137}\r\n[    0.5] reboot: Restarting system\n'
-    )
-    assert parse_exit_line(text) == 137
-
-
-def test_parse_exit_line_after_partial_app_line() -> None:
-    assert parse_exit_line('no newline from appukedge-exit: {"status": 0}\n') == 0
-
-
-@pytest.mark.parametrize("text", ["", "kernel panic\n", 'ukedge-exit: {"status": x}\n'])
-def test_parse_exit_line_none_without_line(text: str) -> None:
-    assert parse_exit_line(text) is None

@@ -3,35 +3,30 @@ from __future__ import annotations
 import io
 import stat
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from ukedge.build._cpio import CpioArchive
-from ukedge.build.guest import (
+from ukedge.build.guest import add_platform, ensure_init
+from ukedge.errors import UsageError
+from ukedge.guest import (
     LAUNCH_MAGIC,
     LAUNCH_PATH,
-    add_platform,
-    ensure_init,
+    CpioArchive,
     launch_archive,
     launch_records,
     parse_launch,
 )
-from ukedge.errors import UsageError
-from ukedge.image import ImageConfig, KernelInfo
 
 
-def _config(**kw: object) -> ImageConfig:
-    base: dict[str, object] = {
-        "name": "demo",
-        "runtime": "static",
-        "entrypoint": ["/app/demo", "--flag"],
-        "args": ["default"],
+def _launch(**kw: Any) -> dict[str, Any]:
+    base: dict[str, Any] = {
+        "argv": ["/app/demo", "--flag", "default"],
         "env": {"A": "1", "B": "x=y"},
         "workdir": "/app",
-        "kernel": KernelInfo(profile="minimal", version="6.1.0"),
+        "hostname": "demo",
     }
-    base.update(kw)
-    return ImageConfig.model_validate(base)
+    return {**base, **kw}
 
 
 def _members(data: bytes) -> dict[str, tuple[int, bytes, int, int]]:
@@ -52,23 +47,17 @@ def _members(data: bytes) -> dict[str, tuple[int, bytes, int, int]]:
 
 
 def test_records_round_trip() -> None:
-    data = launch_records(_config(), env={"B": "over", "C": "new line\nok"}, hostname="h1")
+    data = launch_records(**_launch(env={"B": "over", "C": "new line\nok"}, hostname="h1"))
     assert data.startswith(LAUNCH_MAGIC.encode() + b"\0")
     parsed = parse_launch(data)
     assert parsed["arg"] == ["/app/demo", "--flag", "default"]
-    assert parsed["env"] == ["A=1", "B=over", "C=new line\nok"]
+    assert parsed["env"] == ["B=over", "C=new line\nok"]
     assert parsed["workdir"] == ["/app"]
     assert parsed["hostname"] == ["h1"]
 
 
-def test_args_override_config_args_and_hostname_defaults_to_name() -> None:
-    parsed = parse_launch(launch_records(_config(), args=["x", ""]))
-    assert parsed["arg"] == ["/app/demo", "--flag", "x", ""]
-    assert parsed["hostname"] == ["demo"]
-
-
-def test_empty_args_override_too() -> None:
-    assert parse_launch(launch_records(_config(), args=[]))["arg"] == ["/app/demo", "--flag"]
+def test_empty_arguments_survive() -> None:
+    assert parse_launch(launch_records(**_launch(argv=["x", ""])))["arg"] == ["x", ""]
 
 
 @pytest.mark.parametrize(
@@ -77,29 +66,27 @@ def test_empty_args_override_too() -> None:
         ({"env": {"A=B": "1"}}, "environment variable name"),
         ({"env": {"": "1"}}, "environment variable name"),
         ({"env": {"A": "a\0b"}}, "NUL"),
-        ({"args": ["a\0b"]}, "NUL"),
+        ({"argv": ["a\0b"]}, "NUL"),
         ({"hostname": "has space"}, "hostname"),
+        ({"hostname": "new\nline"}, "hostname"),
         ({"hostname": "x" * 65}, "hostname"),
+        ({"hostname": ""}, "hostname"),
+        ({"workdir": "app"}, "workdir"),
     ],
 )
 def test_bad_launch_input(kwargs: dict[str, object], message: str) -> None:
     with pytest.raises(UsageError, match=message):
-        launch_records(_config(), **kwargs)  # type: ignore[arg-type]
-
-
-def test_relative_workdir_rejected() -> None:
-    with pytest.raises(UsageError, match="workdir"):
-        launch_records(_config(workdir="app"))
+        launch_records(**_launch(**kwargs))
 
 
 def test_launch_archive_holds_only_the_launch_file() -> None:
-    data = launch_archive(_config(), env={"X": "1"})
+    data = launch_archive(**_launch(env={"X": "1"}))
     members = _members(data)
     assert set(members) == {"ukedge", LAUNCH_PATH.lstrip("/")}
     mode, body, _, _ = members[LAUNCH_PATH.lstrip("/")]
     assert stat.S_ISREG(mode)
-    assert body == launch_records(_config(), env={"X": "1"})
-    assert launch_archive(_config(), env={"X": "1"}) == data  # reproducible
+    assert body == launch_records(**_launch(env={"X": "1"}))
+    assert launch_archive(**_launch(env={"X": "1"})) == data  # reproducible
 
 
 def test_parse_launch_rejects_foreign_data() -> None:

@@ -7,6 +7,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -60,6 +63,33 @@ def start_hub(data: Path, **overrides: Any) -> RunningHub:
             raise RuntimeError("hub did not start")
         time.sleep(0.02)
     return RunningHub(f"http://127.0.0.1:{port}", settings, hub, server, thread)
+
+
+def start_hub_process(
+    data: Path,
+    port: int,
+    *,
+    env: dict[str, str] | None = None,
+    args: tuple[str, ...] = (),
+) -> subprocess.Popen[bytes]:
+    """``ukedge hub serve`` as a child process (what a crash test kills), once it answers."""
+    exe = Path(sys.executable).with_name("ukedge")
+    proc = subprocess.Popen(
+        [str(exe), "hub", "serve", "--addr", f"127.0.0.1:{port}", "--data", str(data), *args],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, **(env or {})},
+    )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, "hub exited"
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+                return proc
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    proc.kill()
+    raise AssertionError("hub did not start")
 
 
 @pytest.fixture

@@ -7,33 +7,13 @@ import hashlib
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import httpx
-from hub_fixtures import push_blob, sha
+from hub_fixtures import push_blob, sha, start_hub_process
 
 from netkit import free_port
-
-
-def start(data: Path, port: int) -> subprocess.Popen[bytes]:
-    exe = Path(sys.executable).with_name("ukedge")
-    proc = subprocess.Popen(
-        [str(exe), "hub", "serve", "--addr", f"127.0.0.1:{port}", "--data", str(data)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, "hub exited"
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
-                return proc
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    raise AssertionError("hub did not start")
 
 
 def test_sigkill_during_chunked_upload_then_resume(tmp_path: Path) -> None:
@@ -42,7 +22,7 @@ def test_sigkill_during_chunked_upload_then_resume(tmp_path: Path) -> None:
     url = f"http://127.0.0.1:{port}"
     blob = os.urandom(6 * 1024 * 1024 + 123)
     chunk = 1024 * 1024
-    proc = start(data, port)
+    proc = start_hub_process(data, port)
     try:
         with httpx.Client(base_url=url, timeout=30) as c:
             location = c.post("/v2/edge/app/blobs/uploads/").headers["Location"]
@@ -70,7 +50,7 @@ def test_sigkill_during_chunked_upload_then_resume(tmp_path: Path) -> None:
         if proc.poll() is None:
             proc.kill()
 
-    proc = start(data, port)
+    proc = start_hub_process(data, port)
     try:
         with httpx.Client(base_url=url, timeout=30) as c:
             r = c.get(location)

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -21,6 +22,17 @@ class TestFilesystemDriver(StorageDriverSuite):
 
         run(driver.write("a", chunks()))
         assert list((tmp_path / "store" / "_tmp").iterdir()) == []
+
+    def test_move_refreshes_mtime(self, driver: CheckedDriver, tmp_path: Path) -> None:
+        """A session file last written long ago must not look like an old stray once published."""
+
+        async def chunks():  # type: ignore[no-untyped-def]
+            yield b"x"
+
+        run(driver.write("uploads/s", chunks(), append=True))
+        os.utime(tmp_path / "store" / "uploads" / "s", (1000, 1000))
+        run(driver.move("uploads/s", "blobs/b"))
+        assert run(driver.stat("blobs/b")).modified > 1000
 
 
 def test_factory_picks_by_name_and_reports_unknown(tmp_path: Path) -> None:

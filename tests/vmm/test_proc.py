@@ -91,3 +91,33 @@ def test_no_thp_reaches_the_child_and_not_the_caller(tmp_path: Path) -> None:
         assert _proc.wait_gone(pid, st.starttime, 10)
         assert thp_line(log.read_text()).split() == ["THP_enabled:", expected]
         assert thp_line(Path("/proc/self/status").read_text()).split()[1] == "1"
+
+
+def _wait_not_zombie(pid: int, timeout: float = 30.0) -> _proc.ProcStat | None:
+    """Poll until ``pid`` is no zombie (collected) or ``timeout`` passes; the last stat."""
+    deadline = time.monotonic() + timeout
+    st = _proc.read_stat(pid)
+    while st is not None and time.monotonic() < deadline:
+        time.sleep(0.02)
+        st = _proc.read_stat(pid)
+    return st
+
+
+def test_a_child_killed_from_outside_leaves_no_zombie(tmp_path: Path) -> None:
+    """Nobody here waits for the child (as when another process or the OOM killer ends a
+    machine); it is collected all the same, and its wait status is kept for reap()."""
+    pid = _proc.spawn_detached(["/bin/sleep", "30"], tmp_path / "log")
+    os.kill(pid, signal.SIGKILL)
+    st = _wait_not_zombie(pid)
+    assert st is None, f"pid {pid} left as {st}"
+    status = _proc.reap(pid)
+    assert status is not None and os.WIFSIGNALED(status)
+    assert os.WTERMSIG(status) == signal.SIGKILL
+    assert _proc.reap(pid) is None  # handed out once
+
+
+def test_a_child_that_exits_by_itself_leaves_no_zombie(tmp_path: Path) -> None:
+    pid = _proc.spawn_detached(["/bin/sh", "-c", "exit 3"], tmp_path / "log")
+    assert _wait_not_zombie(pid) is None
+    status = _proc.reap(pid)
+    assert status is not None and os.WEXITSTATUS(status) == 3

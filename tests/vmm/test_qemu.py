@@ -147,3 +147,33 @@ def test_without_confirm_start_failures_surface_on_wait(guest: Any) -> None:
     machine = backend.start(guest.spec("bad-late", "exit"))
     with pytest.raises(MachineError, match="no-such-device"):
         machine.wait(BOOT_TIMEOUT)
+
+
+@pytest.mark.vm
+def test_machines_leave_no_zombie_children(backend: MachineBackend, guest: Any) -> None:
+    """QEMU is this process's child: however a machine ends (stopped through another handle
+    on its directory, or killed by someone else), it is collected, not left defunct."""
+    import signal
+
+    from ukedge.vmm import MachineState
+
+    stopped = backend.start(guest.spec("reap-stop", "wait"))
+    killed = backend.start(guest.spec("reap-kill", "wait"))
+    try:
+        for machine in (stopped, killed):
+            conformance.wait_for(
+                conformance.console_has(machine, "conformance app waiting"), BOOT_TIMEOUT, "app"
+            )
+        backend.attach(stopped.workdir).stop(timeout=BOOT_TIMEOUT)
+        os.kill(killed.pid, signal.SIGKILL)
+        for machine in (stopped, killed):
+            conformance.wait_for(
+                lambda m=machine: not Path(f"/proc/{m.pid}").exists(), 30, "no zombie"
+            )
+        status = killed.status()
+        assert status.state is MachineState.FAILED
+        assert "killed by SIGKILL" in (status.detail or "")
+    finally:
+        for machine in (stopped, killed):
+            if not machine.state.final:
+                machine.kill()

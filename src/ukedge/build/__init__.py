@@ -2,8 +2,9 @@
 ``python``), reproducible initrd layers and the builder that writes them into the local store.
 
 The guest init (the platform adaptation layer every runtime layer carries) lives in
-:mod:`ukedge.build.guest`. Everything here loads on first use, so that importing the guest side
-(as the instance manager does) does not import the builder.
+:mod:`ukedge.build.guest`; the cpio writer and the host↔guest contract in :mod:`ukedge.guest`.
+Everything here loads on first use, so that importing :mod:`ukedge.build.guest` (as the
+instance manager does) does not import the builder.
 """
 
 import typing
@@ -19,7 +20,6 @@ if typing.TYPE_CHECKING:
         Stage,
         build_image,
     )
-    from ukedge.build._cpio import CpioArchive, CpioEntry, gzip_file, source_date_epoch
     from ukedge.build._elf import ElfInfo, NotElfError, read_elf
     from ukedge.build._files import DEFAULT_EXCLUDES, AppFile, select_files
     from ukedge.build._python import DROPPED_STDLIB, KEPT_EXTENSIONS, PYTHON_ENV, find_python
@@ -35,8 +35,6 @@ __all__ = [
     "AppFile",
     "BuildProgress",
     "BuildResult",
-    "CpioArchive",
-    "CpioEntry",
     "ElfInfo",
     "LayerReport",
     "NotElfError",
@@ -44,12 +42,10 @@ __all__ = [
     "Ukfile",
     "build_image",
     "find_python",
-    "gzip_file",
     "load_ukfile",
     "parse_duration",
     "read_elf",
     "select_files",
-    "source_date_epoch",
 ]
 
 _LAZY = {
@@ -59,10 +55,6 @@ _LAZY = {
     "LayerReport": "ukedge.build._builder",
     "Stage": "ukedge.build._builder",
     "build_image": "ukedge.build._builder",
-    "CpioArchive": "ukedge.build._cpio",
-    "CpioEntry": "ukedge.build._cpio",
-    "gzip_file": "ukedge.build._cpio",
-    "source_date_epoch": "ukedge.build._cpio",
     "ElfInfo": "ukedge.build._elf",
     "NotElfError": "ukedge.build._elf",
     "read_elf": "ukedge.build._elf",

@@ -26,7 +26,6 @@ from pathlib import Path, PurePosixPath
 from typing import Literal
 
 from ukedge import paths
-from ukedge.build._cpio import CpioArchive, source_date_epoch
 from ukedge.build._files import AppFile, select_files
 from ukedge.build._layers import LayerCache, LayerFile, gzip_layer, initrd_layer, layer_format_key
 from ukedge.build._pip import install_requirements, read_requirements_file
@@ -42,6 +41,7 @@ from ukedge.build._python import (
 from ukedge.build._static import check_static_binary, compile_static
 from ukedge.build._ukfile import UKFILE_NAME, Ukfile, load_ukfile
 from ukedge.errors import BuildError, UkfileError
+from ukedge.guest import CpioArchive, source_date_epoch
 from ukedge.image import (
     BootConfig,
     Descriptor,

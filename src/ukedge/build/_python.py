@@ -32,9 +32,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from ukedge.build._cpio import CpioArchive
 from ukedge.build._elf import read_elf
 from ukedge.errors import BuildError
+from ukedge.guest import CpioArchive
 
 __all__ = [
     "DROPPED_STDLIB",

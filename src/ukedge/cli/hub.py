@@ -1,4 +1,4 @@
-"""``ukedge hub``: run the registry, manage its users and robot tokens, collect garbage.
+"""``ukedge hub``: run the registry, manage its users and robot tokens, collect garbage, fsck.
 
 Settings come from flags, then ``UKEDGE_HUB_*`` environment variables, then ``--config FILE``
 (TOML), then defaults; see :class:`ukedge.hub.HubSettings`.
@@ -148,6 +148,50 @@ def gc(
         ],
     )
     err.print(f"gc {verb} {len(report.blobs)} blob(s) in {report.seconds:.2f}s")
+
+
+@app.command()
+def fsck(
+    repair: bool = typer.Option(
+        False, "--repair", help="Drop blobs whose content is missing or corrupt (pushes redo them)."
+    ),
+    quick: bool = typer.Option(False, "--quick", help="Check sizes only; do not hash content."),
+    data: Path = _DATA,
+    config: Path = _CONFIG,
+    json_out: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+) -> None:
+    """Check that every blob the hub lists is in storage and intact, and every manifest whole.
+
+    Safe while the hub serves. Exits 1 while a problem remains (after --repair: one repair cannot
+    fix, such as a manifest whose blob is lost; the message says what to push again).
+    """
+    from ukedge import hub
+
+    report = hub.run_fsck(_settings(config, data_dir=data), repair=repair, verify=not quick)
+    if json_out:
+        print_json(report.as_json())
+    else:
+        if report.problems:
+            print_table(
+                ["problem", "digest", "repository", "repaired", "what to do"],
+                [
+                    [p.kind, p.digest, p.repository or "-", _yes(p.repaired), p.message]
+                    for p in report.problems
+                ],
+            )
+        err.print(
+            f"fsck checked {report.blobs_checked} blob(s)"
+            f"{' (content hashed)' if report.verified else ' (sizes only)'} and "
+            f"{report.manifests_checked} manifest(s): {len(report.problems)} problem(s), "
+            f"{len(report.unrepaired)} remaining; {report.strays} stray file(s) for GC",
+            highlight=False,
+        )
+    if not report.ok:
+        raise typer.Exit(1)
+
+
+def _yes(flag: bool) -> str:
+    return "yes" if flag else "no"
 
 
 def register(root: typer.Typer) -> None:

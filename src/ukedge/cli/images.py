@@ -10,11 +10,11 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from ukedge.cli._console import err, out, print_json, print_table
+from ukedge.cli._console import err, out, print_image_record, print_json, print_table
 from ukedge.cli._context import local_only, node
 from ukedge.cli.instances import prewarm
 from ukedge.units import format_size
@@ -27,7 +27,6 @@ __all__ = [
     "image_app",
     "register",
     "render_images",
-    "render_inspect",
     "render_prune",
     "render_removal",
 ]
@@ -74,15 +73,6 @@ def render_images(rows: Sequence[ImageSummary], *, as_json: bool, quiet: bool) -
         )
 
 
-def render_inspect(doc: dict[str, Any], asked: str) -> None:
-    """The record as JSON; on stderr, the tag assumed when ``asked`` named none."""
-    name = asked.rsplit("/", 1)[-1]
-    by_id = str(doc.get("digest", "")).removeprefix("sha256:").startswith(asked)
-    if ":" not in name and "@" not in name and not by_id and doc.get("ref") != asked:
-        err.print(f"no tag given: showing {doc.get('ref')} (the default tag is latest)")
-    print_json(doc)
-
-
 def render_removal(lines: Sequence[str]) -> None:
     for line in lines:
         out.print(line)
@@ -111,7 +101,7 @@ def inspect_image(
     ref: Annotated[str, typer.Argument(help="Image reference, digest or id prefix.")],
 ) -> None:
     """Print an image's manifest, config and digest as JSON."""
-    render_inspect(node().inspect_image(ref), ref)
+    print_image_record(node().inspect_image(ref), ref)
 
 
 def tag_image(

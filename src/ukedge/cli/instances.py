@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from ukedge.cli._console import err, out, print_json, print_table
+from ukedge.cli._console import err, out, print_image_record, print_json, print_table
 from ukedge.cli._context import node, remote_host
 from ukedge.errors import ImageError, InstanceError, UsageError
 from ukedge.units import format_size, parse_duration, parse_size
@@ -230,7 +230,7 @@ _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 def _attach(manager: NodeService, instance: Instance) -> int:
     """Stream the console until the instance ends; the first stop signal (Ctrl-C, SIGTERM,
     SIGHUP) stops the app, a second one kills the VM."""
-    from ukedge.build.guest import EXIT_PREFIX
+    from ukedge.guest import is_protocol_line
     from ukedge.host import InstanceState
 
     interrupts = 0
@@ -251,13 +251,12 @@ def _attach(manager: NodeService, instance: Instance) -> int:
     stream = sys.stdout.buffer
     try:
         # The guest's exit report is protocol, not app output: its status becomes ours.
-        hidden = (EXIT_PREFIX.encode(), b"reboot: Restarting system")
         shown = 0  # bytes of whole lines handled, so an interrupted follow resumes after them
         while True:
             try:
                 for line in _console_lines(manager.follow(instance.id, offset=shown)):
                     shown += len(line)
-                    if not line.startswith(hidden) and not hung_up:
+                    if not is_protocol_line(line) and not hung_up:
                         stream.write(line)
                         stream.flush()
                 break
@@ -382,13 +381,11 @@ def inspect(
     try:
         instance = service.get(target)
     except InstanceError:
-        from ukedge.cli.images import render_inspect
-
         try:
             image = service.inspect_image(target)
         except (ImageError, UsageError):
             raise InstanceError(f"no such instance or image: {target}") from None
-        render_inspect(image, target)
+        print_image_record(image, target)
         return
     print_json(instance.model_dump(mode="json"))
 

@@ -37,7 +37,7 @@ from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from ukedge.build.guest import guest_cmdline, launch_archive
+from ukedge.build.guest import host_tsc_khz
 from ukedge.errors import (
     AdmissionError,
     InstanceError,
@@ -46,6 +46,7 @@ from ukedge.errors import (
     UkedgeError,
     UsageError,
 )
+from ukedge.guest import guest_cmdline, launch_archive
 from ukedge.host._admission import Capacity, Committed, admit, committed, holds_resources
 from ukedge.host._console import earlier_consoles, keep_previous_run, read_console, read_results
 from ukedge.host._health import check_once, next_health, wait_healthy
@@ -601,7 +602,10 @@ class InstanceManager:
         config = self.store.config(manifest)
         kernel, initrds = self._boot_files(manifest)
         launch = launch_archive(
-            config, env=what.env, args=what.args, hostname=what.hostname or config.name
+            argv=[*config.entrypoint, *(config.args if what.args is None else what.args)],
+            env={**config.env, **(what.env or {})},
+            workdir=config.workdir,
+            hostname=what.hostname or config.name,
         )
         memory = what.memory_mib or config.memory_mib
         vcpus = what.vcpus or config.vcpus
@@ -648,6 +652,7 @@ class InstanceManager:
                 dns=_DNS,
                 seed=os.urandom(32),
                 clock=time.time(),
+                tsc_khz=host_tsc_khz(),
                 snapshot_source=snapshot_source,
             ),
             memory_mib=plan.memory_mib,

@@ -1,7 +1,8 @@
 """The ukedge hub: an OCI Distribution Spec v1.1 registry for unikernel (and container) images.
 
 ``create_app(settings)`` builds the ASGI app; :func:`serve`, :func:`add_user`,
-:func:`create_robot_token` and :func:`run_gc` are what the ``ukedge hub`` commands call.
+:func:`create_robot_token`, :func:`run_gc` and :func:`run_fsck` are what the ``ukedge hub``
+commands call.
 
 Operating it:
 
@@ -17,6 +18,9 @@ Operating it:
 * **GC** (``hub gc``, or ``hub serve --gc-interval``) runs online, without a read-only window:
   blobs younger than ``gc_grace`` are never swept, and a database-level guard keeps a blob a
   racing manifest PUT references (see :mod:`ukedge.hub._gc`).
+* **Consistency** (``hub fsck [--repair]``; ``hub serve`` runs the size-only check, repairing,
+  before it listens): a blob is recorded only once its content is durably in place, and the check
+  reconciles what a disk fault or an older hub left (see :mod:`ukedge.hub._fsck`).
 * **Settings**: flags, then ``UKEDGE_HUB_*`` variables, then ``--config FILE`` (TOML).
 """
 
@@ -25,9 +29,10 @@ import logging
 from ukedge.hub._app import Hub, create_app
 from ukedge.hub._auth import DEFAULT_USER_GRANTS, Grant, RobotToken, parse_grant
 from ukedge.hub._errors import Code, DistributionError
+from ukedge.hub._fsck import FsckProblem, FsckReport
 from ukedge.hub._gc import GcReport
 from ukedge.hub._manifests import SIGNATURE_TYPES
-from ukedge.hub._serve import add_user, create_robot_token, run_gc, serve
+from ukedge.hub._serve import add_user, create_robot_token, run_fsck, run_gc, serve
 from ukedge.hub._settings import ENV_PREFIX, HubSettings, load_settings
 
 logging.getLogger(__name__).addHandler(logging.NullHandler())
@@ -38,6 +43,8 @@ __all__ = [
     "SIGNATURE_TYPES",
     "Code",
     "DistributionError",
+    "FsckProblem",
+    "FsckReport",
     "GcReport",
     "Grant",
     "Hub",
@@ -48,6 +55,7 @@ __all__ = [
     "create_robot_token",
     "load_settings",
     "parse_grant",
+    "run_fsck",
     "run_gc",
     "serve",
 ]

@@ -6,10 +6,20 @@ session offset, so a session survives a hub restart). A blob is readable in a re
 ``blob_links`` links them (it was uploaded or mounted there), so a digest cannot be fished out of
 someone else's repository.
 
-Publishing a blob (upload commit, mount) first records it in the database with a fresh
-``touched_at`` and only then renames the content into place; GC deletes rows only when
-``touched_at`` is older than its grace and re-checks the row after moving a file out, so the two
-can run at the same time without losing a blob (see :mod:`ukedge.hub._gc`).
+Publishing a blob (upload commit) first moves the verified content into place, durably (the
+driver fsyncs the file and the directory before :meth:`~ukedge.hub.storage.StorageDriver.move`
+returns), and only then records it in the database with a fresh ``touched_at``. So the metadata
+never lists a blob whose content is not on disk: a kill between the two leaves a file without a row
+(GC's stray sweep removes it after the grace; a retried push simply replaces it), never a row
+without a file (which ``HEAD`` would vouch for and ``GET`` could not serve). A mount only adds a
+row for content already in place. GC deletes rows only when ``touched_at`` is older than its grace
+and re-checks the row after moving a file out, so the two can run at the same time without losing
+a blob (see :mod:`ukedge.hub._gc`); the move refreshes the file's mtime, so GC's sweep of stray
+(row-less, old) files never takes content that is between its move and its row.
+
+Crash points (:func:`ukedge.faults.crash_point`) mark each step of a commit: ``hub.blob.verified``
+(digest checked, nothing published), ``hub.blob.after_rename`` (content in place, no row yet) and
+``hub.blob.committed`` (row committed, response not sent).
 """
 
 from __future__ import annotations
@@ -27,6 +37,7 @@ from typing import Any
 from sqlalchemy import Connection, delete, insert, select, update
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
+from ukedge.faults import crash_point
 from ukedge.hub._db import Database, blob_links, blobs, repositories, uploads
 from ukedge.hub._errors import Code, DistributionError
 from ukedge.hub._names import check_digest
@@ -167,11 +178,14 @@ class BlobService:
     async def _publish(
         self, repository: str, digest: str, size: int, source: str, upload_id: str | None = None
     ) -> None:
+        crash_point("hub.blob.verified")
+        await self.storage.move(source, blob_path(digest))
+        crash_point("hub.blob.after_rename")
         with self.db.write() as conn:
             self._publish_row(conn, repository, digest, size)
             if upload_id is not None:
                 conn.execute(delete(uploads).where(uploads.c.id == upload_id))
-        await self.storage.move(source, blob_path(digest))
+        crash_point("hub.blob.committed")
 
     def mount(self, repository: str, digest: str, source_repo: str) -> bool:
         """Link a blob of ``source_repo`` into ``repository``; False if the source lacks it."""

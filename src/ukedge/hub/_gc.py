@@ -13,6 +13,10 @@ rests on three rules, all enforced by the database:
 3. **Move, re-check, then delete.** The file is first renamed into ``trash/``; if the row came
    back meanwhile (an upload of the same content published it again), the file is moved back.
    Only then is it deleted.
+
+Crash points: ``hub.gc.row_deleted`` (row gone, file still in place: a stray the next pass
+sweeps), ``hub.gc.trashed`` (file in ``trash/``), ``hub.gc.removed`` (file deleted) and
+``hub.gc.upload_expired`` (session row gone, its file not yet).
 """
 
 from __future__ import annotations
@@ -25,11 +29,12 @@ from dataclasses import dataclass, field
 
 from sqlalchemy import and_, delete, exists, select
 
+from ukedge.faults import crash_point
 from ukedge.hub._blobs import blob_path, upload_path
 from ukedge.hub._db import Database, blobs, manifest_refs, uploads
 from ukedge.hub.storage import CheckedDriver, PathNotFoundError
 
-__all__ = ["GcReport", "collect"]
+__all__ = ["GcReport", "collect", "trash_blob"]
 
 log = logging.getLogger(__name__)
 
@@ -109,6 +114,7 @@ async def collect(
         if not dry_run:
             with db.write() as conn:
                 conn.execute(delete(uploads).where(uploads.c.id == upload_id))
+            crash_point("hub.gc.upload_expired")
             await _remove(storage, upload_path(upload_id))
     # Upload files without a session row: monolithic pushes cut off by a crash.
     try:
@@ -152,16 +158,18 @@ async def _sweep(db: Database, storage: CheckedDriver, digest: str, cutoff: floa
         ).rowcount
     if not gone:
         return False
-    return await _trash(db, storage, digest)
+    crash_point("hub.gc.row_deleted")
+    return await trash_blob(db, storage, digest)
 
 
-async def _trash(db: Database, storage: CheckedDriver, digest: str) -> bool:
+async def trash_blob(db: Database, storage: CheckedDriver, digest: str) -> bool:
     """Move the content to trash, re-check its row, then delete it or put it back."""
     trash = f"trash/{digest.split(':', 1)[1]}-{uuid.uuid4().hex[:8]}"
     try:
         await storage.move(blob_path(digest), trash)
     except PathNotFoundError:
         return True
+    crash_point("hub.gc.trashed")
     with db.read() as conn:
         back = conn.execute(select(blobs.c.digest).where(blobs.c.digest == digest)).first()
     if back is not None:
@@ -172,6 +180,7 @@ async def _trash(db: Database, storage: CheckedDriver, digest: str) -> bool:
             await storage.move(trash, blob_path(digest))
         return False
     await _remove(storage, trash)
+    crash_point("hub.gc.removed")
     return True
 
 
@@ -193,7 +202,7 @@ async def _sweep_strays(
                 continue
             with contextlib.suppress(PathNotFoundError):
                 info = await storage.stat(path)
-                if info.modified < cutoff and await _trash(db, storage, digest):
+                if info.modified < cutoff and await trash_blob(db, storage, digest):
                     report.blobs.append(digest)
                     report.bytes_freed += info.size
 

@@ -4,6 +4,13 @@ A manifest PUT checks, inside one ``BEGIN IMMEDIATE`` transaction, that every bl
 is linked to the repository and then records those references; GC's delete of an unreferenced blob
 is a conditional statement in the same kind of transaction, so one of the two always sees the
 other (no blob a fresh manifest needs is swept).
+
+A put (manifest, references and tag) and a delete are each one transaction, so a kill leaves all
+of it or none. Crash points: ``hub.manifest.put.checked`` (references checked),
+``hub.manifest.put.stored`` (manifest and references written), ``hub.tag.moved`` (tag points at
+the new manifest) and ``hub.manifest.put.committed``; ``hub.manifest.delete.removed`` /
+``hub.tag.deleted`` (rows deleted) and ``hub.manifest.delete.committed``. All but the
+``committed`` ones are inside the open transaction.
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ from typing import Any
 from sqlalchemy import Connection, delete, func, select, text
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
+from ukedge.faults import crash_point
 from ukedge.hub._blobs import repo_id
 from ukedge.hub._db import Database, blob_links, manifest_refs, manifests, repositories, tags
 from ukedge.hub._errors import Code, DistributionError
@@ -221,6 +229,7 @@ class ManifestService:
             rid = repo_id(conn, repository, create=True)
             assert rid is not None
             self._check_refs(conn, rid, parsed)
+            crash_point("hub.manifest.put.checked")
             conn.execute(
                 sqlite_insert(manifests)
                 .values(
@@ -249,6 +258,7 @@ class ManifestService:
                     .values(repo_id=rid, manifest_digest=digest, **ref)
                     .on_conflict_do_nothing()
                 )
+            crash_point("hub.manifest.put.stored")
             if not is_digest(reference):
                 conn.execute(
                     sqlite_insert(tags)
@@ -258,6 +268,8 @@ class ManifestService:
                         set_={"digest": digest, "updated_at": now},
                     )
                 )
+                crash_point("hub.tag.moved")
+        crash_point("hub.manifest.put.committed")
         return PutResult(digest, parsed.subject)
 
     @staticmethod
@@ -307,6 +319,7 @@ class ManifestService:
                 gone = conn.execute(
                     delete(tags).where(tags.c.repo_id == rid, tags.c.name == reference)
                 ).rowcount
+                crash_point("hub.tag.deleted")
             else:
                 gone = conn.execute(
                     delete(manifests).where(
@@ -320,8 +333,10 @@ class ManifestService:
                         manifest_refs.c.manifest_digest == reference,
                     )
                 )
+                crash_point("hub.manifest.delete.removed")
             if not gone:
                 raise DistributionError(Code.MANIFEST_UNKNOWN, detail={"reference": reference})
+        crash_point("hub.manifest.delete.committed")
 
     # -- reading ------------------------------------------------------------------------------
 

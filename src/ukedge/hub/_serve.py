@@ -1,4 +1,4 @@
-"""Entry points behind the ``ukedge hub`` commands: serve, users, robot tokens, GC."""
+"""Entry points behind the ``ukedge hub`` commands: serve, users, robot tokens, GC, fsck."""
 
 from __future__ import annotations
 
@@ -10,18 +10,27 @@ import uvicorn
 from ukedge import serverlog
 from ukedge.hub._app import Hub, create_app
 from ukedge.hub._auth import RobotToken
+from ukedge.hub._fsck import FsckReport, check
 from ukedge.hub._gc import GcReport
 from ukedge.hub._settings import HubSettings
 
-__all__ = ["add_user", "create_robot_token", "run_gc", "serve"]
+__all__ = ["add_user", "create_robot_token", "run_fsck", "run_gc", "serve"]
 
 log = logging.getLogger(__name__)
 
 
 def serve(settings: HubSettings) -> None:
-    """Run the hub under uvicorn until interrupted (blocks)."""
+    """Reconcile metadata with storage, then run the hub under uvicorn until interrupted."""
     serverlog.configure(settings.log_format)
     hub = Hub(settings)
+    report = asyncio.run(check(hub.db, hub.storage, verify=False, repair=True))
+    log.info(
+        "start-up check: %d blobs, %d problems (%d repaired), %d stray files",
+        report.blobs_checked,
+        len(report.problems),
+        len(report.problems) - len(report.unrepaired),
+        report.strays,
+    )
     if not hub.auth.enabled and settings.host not in ("127.0.0.1", "localhost", "::1"):
         log.warning(
             "auth is off and the hub listens on %s: anyone who reaches it can push and delete; "
@@ -63,5 +72,14 @@ def run_gc(settings: HubSettings, *, dry_run: bool = False) -> GcReport:
     hub = Hub(settings)
     try:
         return asyncio.run(hub.gc(dry_run=dry_run))
+    finally:
+        hub.close()
+
+
+def run_fsck(settings: HubSettings, *, repair: bool = False, verify: bool = True) -> FsckReport:
+    """Check (and repair) metadata against storage; safe while ``hub serve`` runs."""
+    hub = Hub(settings)
+    try:
+        return asyncio.run(check(hub.db, hub.storage, verify=verify, repair=repair))
     finally:
         hub.close()

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from ukedge.errors import UsageError
+from ukedge.guest import CONTROL_PORT, RESULTS_PORT
 from ukedge.vmm.base import MachineSpec
 
 #: Longest Unix socket path we hand QEMU (``sun_path`` holds 107 bytes and a NUL).
@@ -24,9 +25,6 @@ SANDBOX = "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=de
 #: allowed; once QEMU runs unprivileged there is nothing to elevate to, and spawn=deny still
 #: keeps it from executing set-uid programs.
 SANDBOX_RUNAS = "on,obsolete=deny,elevateprivileges=allow,spawn=deny,resourcecontrol=deny"
-#: Names of the virtio-serial ports the guest init looks for (guest contract).
-RESULTS_PORT = "ukedge.results"
-CONTROL_PORT = "ukedge.control"
 
 MachineType = Literal["pc", "microvm"]
 Accel = Literal["kvm", "tcg"]

@@ -30,15 +30,12 @@ import json
 import os
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from ukedge.errors import MachineError, UsageError
 from ukedge.vmm import _qmp
 from ukedge.vmm._qemu_argv import QemuOptions
 from ukedge.vmm.base import MachineSpec
-
-if TYPE_CHECKING:
-    from ukedge.vmm.qemu import _QemuMachine
 
 _VERSION = 1
 _META = "snapshot.json"
@@ -66,7 +63,23 @@ def _fingerprint(spec: MachineSpec, options: QemuOptions, accel: str) -> dict[st
     }
 
 
-def save(machine: _QemuMachine, path: Path, *, resume: bool) -> None:
+class SavedMachine(Protocol):
+    """What :func:`save` reads of a QEMU machine (the backend's machine type imports this
+    module, so it is described here rather than imported back)."""
+
+    @property
+    def machine_id(self) -> str: ...
+    @property
+    def spec(self) -> MachineSpec: ...
+    @property
+    def accel(self) -> str: ...
+    @property
+    def options(self) -> QemuOptions: ...
+    @property
+    def qmp_path(self) -> Path: ...
+
+
+def save(machine: SavedMachine, path: Path, *, resume: bool) -> None:
     """Migrate ``machine``'s state into ``path``/vmstate (QEMU pauses it for the final pass)
     and record what it was made from."""
     options = machine.options

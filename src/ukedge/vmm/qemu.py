@@ -26,9 +26,9 @@ from pathlib import Path
 from typing import Any
 
 from ukedge.errors import MachineError, MachineTimeoutError, StateError, UsageError
+from ukedge.guest import read_exit_status
 from ukedge.vmm import _proc, _qmp, _snapshot
 from ukedge.vmm._accel import probe_accelerator
-from ukedge.vmm._exitline import read_exit_status
 from ukedge.vmm._qemu_argv import (
     Accel,
     MachinePaths,

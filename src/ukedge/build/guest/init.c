@@ -7,7 +7,9 @@
  * the console and resets the VM (QEMU runs with -no-reboot, so a reset ends QEMU).
  *
  * The contract with the host (kernel command line parameters, launch file, exit line, ports) is
- * documented in ukedge/build/guest/_contract.py and must change together with it.
+ * the Python package ukedge.guest and must change together with it. Built with
+ * -DUKEDGE_INIT_SELFTEST, main() is replaced by one that runs this file's parsers and writers
+ * on the host, so tests/guest/test_init_agrees.py can check both sides read the same corpus.
  *
  * Written against the kernel ABI only (no libc extras, no kernel headers: musl-gcc ships none),
  * so it builds with musl-gcc or gcc -static alike. Nothing here waits for anything: boot time
@@ -88,11 +90,17 @@ static void say(const char *fmt, ...)
 			say(__VA_ARGS__);                                                          \
 	} while (0)
 
+/* The exit line for status (0-255): EXIT_PREFIX {"status": N} and a newline. */
+static int format_exit(char *line, size_t size, int status)
+{
+	return snprintf(line, size, EXIT_PREFIX "{\"status\": %d}\n", status);
+}
+
 /* Print the exit line, make sure it left the UART, and reset the machine. Never returns. */
 static void finish(int status)
 {
 	char line[64];
-	int n = snprintf(line, sizeof line, EXIT_PREFIX "{\"status\": %d}\n", status);
+	int n = format_exit(line, sizeof line, status);
 	sync();
 	(void)!write(console_fd, line, (size_t)n);
 	tcdrain(console_fd);
@@ -161,10 +169,10 @@ struct params {
 
 static char cmdline[4096];
 
-static void parse_cmdline(struct params *p)
+static void parse_cmdline(struct params *p, const char *path)
 {
 	char *save = NULL, *tok;
-	if (read_file("/proc/cmdline", cmdline, sizeof cmdline) < 0)
+	if (read_file(path, cmdline, sizeof cmdline) < 0)
 		return;
 	for (tok = strtok_r(cmdline, " \t\n", &save); tok; tok = strtok_r(NULL, " \t\n", &save)) {
 		if (strncmp(tok, "ukedge.", 7) != 0)
@@ -411,18 +419,18 @@ static int env_has(const struct launch *l, const char *name)
 	return 0;
 }
 
-static int load_launch(struct launch *l)
+static int load_launch(struct launch *l, const char *path)
 {
 	struct stat st;
-	int fd = open(LAUNCH_PATH, O_RDONLY | O_CLOEXEC);
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
 	if (fd < 0 || fstat(fd, &st) != 0) {
-		say("cannot open %s: %s (was the launch archive appended as the last initrd?)",
-		    LAUNCH_PATH, strerror(errno));
+		say("cannot open %s: %s (was the launch archive appended as the last initrd?)", path,
+		    strerror(errno));
 		return -1;
 	}
 	l->data = malloc((size_t)st.st_size + 1);
 	if (!l->data || read(fd, l->data, (size_t)st.st_size) != st.st_size) {
-		say("cannot read %s", LAUNCH_PATH);
+		say("cannot read %s", path);
 		close(fd);
 		return -1;
 	}
@@ -432,7 +440,7 @@ static int load_launch(struct launch *l)
 	l->hostname = "ukedge";
 	char *p = l->data, *end = l->data + st.st_size;
 	if (strcmp(p, LAUNCH_MAGIC) != 0) {
-		say("%s does not start with %s", LAUNCH_PATH, LAUNCH_MAGIC);
+		say("%s does not start with %s", path, LAUNCH_MAGIC);
 		return -1;
 	}
 	for (p += strlen(p) + 1; p < end; p += strlen(p) + 1) {
@@ -448,7 +456,7 @@ static int load_launch(struct launch *l)
 			DEBUG("ignoring unknown launch record %.40s", p);
 	}
 	if (l->argc == 0) {
-		say("%s names no program (no arg= record)", LAUNCH_PATH);
+		say("%s names no program (no arg= record)", path);
 		return -1;
 	}
 	if (!env_has(l, "PATH"))
@@ -628,6 +636,7 @@ static int supervise(pid_t app, int sfd, int control_fd)
 	}
 }
 
+#ifndef UKEDGE_INIT_SELFTEST
 int main(void)
 {
 	struct params params = {0};
@@ -653,14 +662,14 @@ int main(void)
 	int sfd = signalfd(-1, &mask, SFD_NONBLOCK | SFD_CLOEXEC);
 
 	mount_all();
-	parse_cmdline(&params);
+	parse_cmdline(&params, "/proc/cmdline");
 	if (params.time)
 		set_clock(params.time);
 	if (params.seed)
 		seed_rng(params.seed);
 
 	memset(&launch, 0, sizeof launch);
-	if (load_launch(&launch) != 0)
+	if (load_launch(&launch, LAUNCH_PATH) != 0)
 		finish(127);
 	if (sethostname(launch.hostname, strlen(launch.hostname)) != 0)
 		say("sethostname: %s", strerror(errno));
@@ -700,3 +709,61 @@ int main(void)
 	finish(supervise(app, sfd, control_fd));
 	return 0;
 }
+#else
+/*
+ * On the host, for tests: "constants" prints the contract's names; "exit N..." prints the exit
+ * line for each N; "cmdline FILE" and "launch FILE" parse FILE as init does at boot and print
+ * what it found, one "key=value" record per line (launch records end in NUL instead).
+ */
+static void show(const char *key, const char *value)
+{
+	if (value)
+		printf("%s=%s\n", key, value);
+}
+
+int main(int argc, char **argv)
+{
+	if (argc == 2 && strcmp(argv[1], "constants") == 0) {
+		show("LAUNCH_PATH", LAUNCH_PATH);
+		show("LAUNCH_MAGIC", LAUNCH_MAGIC);
+		show("RESULTS_PORT", RESULTS_PORT);
+		show("CONTROL_PORT", CONTROL_PORT);
+		show("RESULTS_DEVICE", RESULTS_DEVICE);
+		show("EXIT_PREFIX", EXIT_PREFIX);
+		return 0;
+	}
+	if (argc >= 2 && strcmp(argv[1], "exit") == 0) {
+		for (int i = 2; i < argc; i++) {
+			char line[64];
+			int n = format_exit(line, sizeof line, atoi(argv[i]));
+			fwrite(line, 1, (size_t)n, stdout);
+		}
+		return 0;
+	}
+	if (argc == 3 && strcmp(argv[1], "cmdline") == 0) {
+		struct params p = {0};
+		parse_cmdline(&p, argv[2]);
+		show("ip", p.ip);
+		show("gw", p.gw);
+		show("dns", p.dns);
+		show("seed", p.seed);
+		show("time", p.time);
+		if (debug)
+			show("debug", "1");
+		return 0;
+	}
+	if (argc == 3 && strcmp(argv[1], "launch") == 0) {
+		static struct launch l;
+		if (load_launch(&l, argv[2]) != 0)
+			return 1;
+		for (int i = 0; i < l.argc; i++)
+			printf("arg=%s%c", l.argv[i], 0);
+		for (int i = 0; i < l.envc; i++)
+			printf("env=%s%c", l.envp[i], 0);
+		printf("workdir=%s%chostname=%s%c", l.workdir, 0, l.hostname, 0);
+		return 0;
+	}
+	fprintf(stderr, "usage: init-selftest constants | exit N... | cmdline FILE | launch FILE\n");
+	return 2;
+}
+#endif

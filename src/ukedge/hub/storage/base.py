@@ -103,14 +103,19 @@ class StorageDriver(Protocol):
         part of it, and a failure (an exception from ``chunks`` included) leaves the old content
         in place. With ``append`` the bytes go after the existing content (a missing path starts
         empty); a failure truncates back to the size before the call. Parent prefixes are made
-        as needed.
+        as needed. Appends are not durable on return (the session file's size after a crash is
+        what reached the disk); :meth:`move` makes them so.
         """
         ...
 
     async def move(self, src: str, dst: str) -> None:
         """Rename ``src`` to ``dst`` atomically, replacing ``dst`` if it exists.
 
-        Raises :class:`PathNotFoundError` when ``src`` does not exist.
+        Durable on return: once this returns, ``dst`` holds all of ``src``'s content and the
+        rename itself survives a crash or power cut (the hub records a blob in its metadata only
+        after this returns, so the metadata never names content that is not on disk). ``dst``'s
+        modification time is the time of the move, so a sweep of old files never takes content
+        published a moment ago. Raises :class:`PathNotFoundError` when ``src`` does not exist.
         """
         ...
 

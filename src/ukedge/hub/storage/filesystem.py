@@ -3,8 +3,11 @@
 Writes go to ``<root>/_tmp/`` (same filesystem) and are renamed into place, so a blob path holds
 either nothing or whole content, even after a SIGKILL. Appends (chunked uploads) write straight to
 the session file: after a crash its size is exactly the bytes received, which is the offset a
-resumed upload continues from. Local writes land in the page cache in microseconds, so they run
-inline on the event loop; only ``fsync`` (which may wait for the disk) goes to a worker thread.
+resumed upload continues from. A move fsyncs the file, renames it, then fsyncs the directory that
+received it: a rename is only durable once its directory is (ext4, xfs), and the hub commits a
+blob's metadata right after the move. Local writes land in the page cache in microseconds, so they
+run inline on the event loop; only ``fsync`` (which may wait for the disk) goes to a worker thread.
+With ``fsync`` off (tests, scratch hubs) nothing is synced and a power cut may lose recent blobs.
 """
 
 from __future__ import annotations
@@ -132,9 +135,13 @@ class FilesystemDriver:
             raise PathNotFoundError(self.name, src)
         target = self._full(dst)
         target.parent.mkdir(parents=True, exist_ok=True)
-        if self.fsync and source.is_file():
-            await anyio.to_thread.run_sync(_fsync_path, source)
+        if source.is_file():
+            os.utime(source)  # see the contract: a sweep of old files must not take it
+            if self.fsync:
+                await anyio.to_thread.run_sync(_fsync_path, source)
         source.replace(target)
+        if self.fsync:
+            await anyio.to_thread.run_sync(_fsync_path, target.parent)
 
     async def delete(self, path: str) -> None:
         full = self._full(path)
@@ -157,6 +164,7 @@ class FilesystemDriver:
 
 
 def _fsync_path(path: Path) -> None:
+    """fsync a file or a directory (a directory's entries: the renames into it)."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)

@@ -1,49 +1,19 @@
-"""The contract between the host and the guest init: names, command line, exit line.
+"""The kernel command line of one boot: the image's own plus the ``ukedge.*`` keys init reads.
 
-Everything the host and ``init.c`` must agree on lives here (and in ``init.c``), so that the two
-sides change together. The human-readable version is the "guest contract" in the docs.
+Values are checked here because the kernel splits the command line on spaces and init ignores
+what it cannot parse. ``parse_cmdline()`` in ``init.c`` is the other side.
 """
 
 from __future__ import annotations
 
-import re
 import time
 from ipaddress import IPv4Address, IPv4Interface
-from typing import Literal
 
-from ukedge.build.guest._tsc import host_tsc_khz
 from ukedge.errors import UsageError
 
-__all__ = [
-    "CONTROL_PORT",
-    "EXIT_PREFIX",
-    "LAUNCH_PATH",
-    "RESULTS_DEVICE",
-    "RESULTS_PORT",
-    "guest_cmdline",
-    "parse_exit_line",
-]
+__all__ = ["guest_cmdline"]
 
-#: Where the application finds the results device (a symlink made by init).
-RESULTS_DEVICE = "/dev/ukedge-results"
-#: Name of the virtio-serial port the host reads results from.
-RESULTS_PORT = "ukedge.results"
-#: Name of the virtio-serial port the host writes control lines (``stop``, ``kill``) to.
-CONTROL_PORT = "ukedge.control"
-#: The per-run launch file inside the guest (from the last initrd).
-LAUNCH_PATH = "/ukedge/launch"
-#: Init prints ``ukedge-exit: {"status": N}`` on the console when the application ends.
-EXIT_PREFIX = "ukedge-exit: "
-
-_EXIT_RE = re.compile(r'ukedge-exit: \{"status": (\d{1,3})\}')
 _MAX_SEED = 256
-
-
-def parse_exit_line(text: str) -> int | None:
-    """The status in the last exit line of a console log, or None when the guest printed none
-    (it crashed, was killed, or is still running)."""
-    matches = _EXIT_RE.findall(text)
-    return int(matches[-1]) if matches else None
 
 
 def guest_cmdline(
@@ -54,18 +24,16 @@ def guest_cmdline(
     dns: str | None,
     seed: bytes | None,
     clock: float | None = None,
-    tsc_khz: int | Literal["auto"] | None = "auto",
+    tsc_khz: int | None = None,
     snapshot_source: bool = False,
 ) -> str:
     """The kernel command line for one boot: the image's ``base`` plus what init reads.
 
     ``ip`` is ``address/prefix`` for eth0 (without it the guest has only loopback); ``seed`` is
     credited to the guest RNG; ``clock`` sets the guest's wall clock (default: the host's now),
-    since the guest may have no RTC. ``tsc_khz`` (default: measured on this host, see
-    :func:`host_tsc_khz`) lets the guest kernel skip TSC calibration and use the TSC clock
-    (``tsc_early_khz=``, ``tsc=reliable``); None leaves calibration to the guest. Values are
-    checked here because the kernel splits the command line on spaces and init ignores what it
-    cannot parse.
+    since the guest may have no RTC. ``tsc_khz`` (the host's, from
+    :func:`ukedge.build.guest.host_tsc_khz`) lets the guest kernel skip TSC calibration and use
+    the TSC clock (``tsc_early_khz=``, ``tsc=reliable``); None leaves calibration to the guest.
 
     ``snapshot_source`` is for a boot that will be saved as a snapshot for others to resume
     from (prewarm): the guest kernel then zeroes every page it frees (``init_on_free=1``), so
@@ -95,11 +63,10 @@ def guest_cmdline(
         if not 0 < len(seed) <= _MAX_SEED:
             raise UsageError(f"guest RNG seed must be 1 to {_MAX_SEED} bytes, got {len(seed)}")
         parts.append(f"ukedge.seed={seed.hex()}")
-    khz = host_tsc_khz() if tsc_khz == "auto" else tsc_khz
-    if khz is not None:
-        if not 1000 <= khz <= 100_000_000:
-            raise UsageError(f"TSC frequency {khz} kHz is out of range")
-        parts += [f"tsc_early_khz={khz}", "tsc=reliable"]
+    if tsc_khz is not None:
+        if not 1000 <= tsc_khz <= 100_000_000:
+            raise UsageError(f"TSC frequency {tsc_khz} kHz is out of range")
+        parts += [f"tsc_early_khz={tsc_khz}", "tsc=reliable"]
     if snapshot_source:
         parts.append("init_on_free=1")
     now = time.time() if clock is None else clock

@@ -1,0 +1,31 @@
+"""The names the host and the guest init agree on.
+
+``init.c`` (in :mod:`ukedge.build.guest`) spells each of these as a ``#define`` of the same
+name; ``tests/guest/test_init_agrees.py`` compiles the init's parsers and writers and checks
+them against this package, so the two sides cannot drift apart unnoticed. The human-readable
+version is "The guest contract" in ``docs/image-format.md``.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "CONTROL_PORT",
+    "EXIT_PREFIX",
+    "LAUNCH_MAGIC",
+    "LAUNCH_PATH",
+    "RESULTS_DEVICE",
+    "RESULTS_PORT",
+]
+
+#: Where the application finds the results device (a symlink made by init).
+RESULTS_DEVICE = "/dev/ukedge-results"
+#: Name of the virtio-serial port the host reads results from.
+RESULTS_PORT = "ukedge.results"
+#: Name of the virtio-serial port the host writes control lines (``stop``, ``kill``) to.
+CONTROL_PORT = "ukedge.control"
+#: The per-run launch file inside the guest (from the last initrd).
+LAUNCH_PATH = "/ukedge/launch"
+#: First record of every launch file; bump the number on an incompatible change.
+LAUNCH_MAGIC = "ukedge-launch=1"
+#: Init prints ``ukedge-exit: {"status": N}`` on the console when the application ends.
+EXIT_PREFIX = "ukedge-exit: "
