@@ -75,7 +75,8 @@ def test_ps_loads_no_server_builder_or_other_command(tmp_path: Path) -> None:
     loaded = _loaded(["ps"], tmp_path)
     assert "ukedge.cli.instances" in loaded  # the probe ran the command
     others = ("ukedge.cli.build", "ukedge.cli.kernel", "ukedge.cli.hub", "ukedge.cli.push")
-    assert _present(loaded, others + SERVER_AND_BUILD) == []
+    http = ("httpx", "ukedge.registry._client", "ukedge.registry._transfer")
+    assert _present(loaded, others + http + SERVER_AND_BUILD) == []
 
 
 def _first_paragraph(command: object) -> str:

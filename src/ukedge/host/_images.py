@@ -30,7 +30,7 @@ import re
 import threading
 from collections.abc import Callable, Collection, Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ukedge.errors import ImageError, ImageInUseError, UsageError
 from ukedge.host._image_usage import ImageUsage, UsageRecord
@@ -45,8 +45,10 @@ from ukedge.image import (
     mediatypes,
     parse_reference,
 )
-from ukedge.registry import DEFAULT_PLATFORM, ClientOptions, RegistryClient, TransferProgress
-from ukedge.registry import pull as registry_pull
+from ukedge.registry import DEFAULT_PLATFORM, TransferProgress
+
+if TYPE_CHECKING:
+    from ukedge.registry import ClientOptions, RegistryClient
 from ukedge.units import format_size, parse_size
 
 __all__ = ["BUDGET_ENV", "ImageCache", "budget_from_env", "image_summary", "open_image_cache"]
@@ -236,7 +238,9 @@ class ImageCache:
 
         The image just pulled is never evicted to make room for itself.
         """
-        stored = registry_pull(
+        from ukedge import registry  # httpx and the transfer code load when a pull runs
+
+        stored = registry.pull(
             self.store,
             ref,
             progress=progress,
