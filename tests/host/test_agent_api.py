@@ -62,7 +62,7 @@ def test_node_info(agent: AgentProcess) -> None:
 @pytest.mark.parametrize(
     ("payload", "field"),
     [
-        ({"image": "x", "ports": [{"host_port": 70000, "guest_port": 80}]}, "ports.0.host_port"),
+        ({"image": "x", "ports": [{"host_port": 70000, "guest_port": 80}]}, "ports[0].host_port"),
         ({"image": "x", "name": "no spaces"}, "name"),
         ({"image": "x", "memory_mib": 1}, "memory_mib"),
         ({"image": "x", "vcpus": 0}, "vcpus"),
@@ -76,7 +76,7 @@ def test_node_info(agent: AgentProcess) -> None:
         ({"image": "x", "hostname": "hh\n"}, "hostname"),
         (
             {"image": "x", "ports": [{"host_ip": "::1", "host_port": 18090, "guest_port": 80}]},
-            "ports.0.host_ip",
+            "ports[0].host_ip",
         ),
         (
             {

@@ -31,7 +31,6 @@ from ukedge.host._models import (
     parse_port_mapping,
     parse_restart_policy,
     run_request,
-    validation_message,
 )
 from ukedge.host._names import NAME_PATTERN, random_name
 from ukedge.host._node import LocalNode, open_local_node
@@ -94,7 +93,6 @@ __all__ = [
     "random_name",
     "run_request",
     "serve",
-    "validation_message",
     "wait_healthy",
 ]
 

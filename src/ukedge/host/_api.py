@@ -51,6 +51,7 @@ from ukedge.host._models import (
 from ukedge.host._node import LocalNode
 from ukedge.host._service import OutputStream
 from ukedge.registry import BlobOutcome
+from ukedge.validation import validation_message
 
 __all__ = ["API_PREFIX", "create_agent_app", "error_status"]
 
@@ -104,11 +105,7 @@ def create_agent_app(node: LocalNode, *, metrics: AgentMetrics | None = None) ->
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc'] if p != 'body') or 'body'}: "
-            f"{str(e['msg']).removeprefix('Value error, ')}"
-            for e in exc.errors()
-        )
+        problems = validation_message(exc, whole="body")
         return JSONResponse(_error_body("UsageError", f"invalid request: {problems}"), 422)
 
     # -- service ---------------------------------------------------------------------------------
