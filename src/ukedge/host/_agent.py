@@ -73,6 +73,8 @@ class AgentSettings(BaseModel):
     #: Seconds between supervisor passes (restarts, health checks).
     supervise_interval: float = Field(default=0.5, gt=0, le=60)
     log_format: Literal["json", "text"] = "json"
+    #: One log record per request (``ukedge.host.access``), as the hub writes.
+    access_log: bool = True
 
     @field_validator("addr")
     @classmethod
