@@ -35,8 +35,9 @@ LAYERS: list[tuple[str, ...]] = [
     ("server", "sqlite"),
     # Settings and logging set-up of the programs: config formats its errors with ``validation``.
     ("config", "serverlog"),
-    # Leaf helpers: pydantic error text, type aliases, units, the data directory, crash points.
-    ("validation", "types", "units", "paths", "faults"),
+    # Leaf helpers: pydantic error text, backends by name, type aliases, units, the data
+    # directory, crash points.
+    ("validation", "backends", "types", "units", "paths", "faults"),
     ("errors",),
     ("ukedge",),
 ]

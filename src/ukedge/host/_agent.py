@@ -167,7 +167,7 @@ class Agent:
         data.chmod(0o700)
         capacity = _capacity(settings)
         user = _qemu_user(settings.qemu_user)
-        backend = vmm.create("qemu", **({"run_as": user} if user else {}))
+        backend = vmm.create("qemu", {"run_as": user} if user else None)
         store = ImageStore(data / "store")
         layers = UnpackedLayers(data / "cache" / "unpacked")
         self.manager = InstanceManager(

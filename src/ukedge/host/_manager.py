@@ -1149,7 +1149,7 @@ def open_manager(
     return InstanceManager(
         paths.instances_dir(),
         ImageStore(paths.store_dir()),
-        vmm.create(backend, **config),
+        vmm.create(backend, config),
         UnpackedLayers(paths.cache_dir() / "unpacked"),
         paths.cache_dir() / "snapshots",
         capacity=capacity,
