@@ -122,3 +122,29 @@ def test_a_port_in_use_is_a_usage_error_naming_the_address() -> None:
         port = taken.getsockname()[1]
         with pytest.raises(UsageError, match=rf"cannot listen on 127\.0\.0\.1:{port}: .*in use"):
             server.tcp_listener("127.0.0.1", port)
+
+
+@pytest.mark.parametrize("program", ["hub", "host"])
+def test_both_servers_refuse_a_port_in_use_naming_it(program: str, tmp_path: Path) -> None:
+    """The hub and the agent bind through the kit: a taken port is a clear error, exit 1."""
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(Path(__file__).resolve().parents[2] / "src"),
+        "UKEDGE_HOME": str(tmp_path / "home"),
+    }
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        argv = [sys.executable, "-m", "ukedge.cli.main", program, "serve"]
+        argv += ["--addr", f"127.0.0.1:{port}", "--data", str(tmp_path / program)]
+        result = subprocess.run(
+            argv,
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=120,
+        )
+    assert result.returncode != 0
+    assert f"cannot listen on 127.0.0.1:{port}" in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr
