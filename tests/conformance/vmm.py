@@ -400,10 +400,10 @@ class MachineBackendSuite:
 
 def starter_command(backend_name: str, config: dict[str, object]) -> list[str]:
     """argv of a separate Python process that starts a machine from a spec (JSON, last arg)
-    with ``vmm.create(backend_name, **config)`` and exits at once."""
+    with ``vmm.create(backend_name, config)`` and exits at once."""
     code = (
         "import json, sys; from ukedge import vmm; "
-        f"b = vmm.create({backend_name!r}, **json.loads({json.dumps(json.dumps(config))})); "
+        f"b = vmm.create({backend_name!r}, json.loads({json.dumps(json.dumps(config))})); "
         "b.start(vmm.MachineSpec.from_json(json.loads(sys.argv[1])))"
     )
     return [sys.executable, "-c", code]

@@ -4,6 +4,7 @@ that keep their class across the wire, node info, events, metrics, OpenAPI."""
 from __future__ import annotations
 
 import stat
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -34,7 +35,7 @@ def test_token_is_made_once_kept_private_and_printed_once(tmp_path: Path) -> Non
 
 
 def test_tcp_needs_the_token_the_unix_socket_does_not(agent: AgentProcess) -> None:
-    assert httpx.get(f"{agent.url}/healthz").text == "ok\n"
+    assert httpx.get(f"{agent.url}/healthz").json()["status"] == "ok"
     refused = httpx.get(f"{agent.url}/v1/instances")
     assert refused.status_code == 401
     assert "token" in refused.json()["error"]["message"]
@@ -62,7 +63,7 @@ def test_node_info(agent: AgentProcess) -> None:
 @pytest.mark.parametrize(
     ("payload", "field"),
     [
-        ({"image": "x", "ports": [{"host_port": 70000, "guest_port": 80}]}, "ports.0.host_port"),
+        ({"image": "x", "ports": [{"host_port": 70000, "guest_port": 80}]}, "ports[0].host_port"),
         ({"image": "x", "name": "no spaces"}, "name"),
         ({"image": "x", "memory_mib": 1}, "memory_mib"),
         ({"image": "x", "vcpus": 0}, "vcpus"),
@@ -76,7 +77,7 @@ def test_node_info(agent: AgentProcess) -> None:
         ({"image": "x", "hostname": "hh\n"}, "hostname"),
         (
             {"image": "x", "ports": [{"host_ip": "::1", "host_port": 18090, "guest_port": 80}]},
-            "ports.0.host_ip",
+            "ports[0].host_ip",
         ),
         (
             {
@@ -185,3 +186,17 @@ def test_settings_file_and_environment(tmp_path: Path) -> None:
         load_agent_settings(None, {}, memory="lots")
     with pytest.raises(UsageError, match=r"unknown setting UKEDGE_AGENT_DATA;.*DATA_DIR"):
         load_agent_settings(None, {"UKEDGE_AGENT_DATA": "/srv"})
+
+
+def test_requests_are_access_logged_like_the_hubs(agent: AgentProcess) -> None:
+    headers = {"Authorization": f"Bearer {agent.token}"}
+    assert httpx.get(f"{agent.url}/v1/instances?all=true", headers=headers).status_code == 200
+    deadline = time.monotonic() + 30
+    while True:
+        lines = [
+            line for line in agent.log.read_text().splitlines() if "ukedge.host.access" in line
+        ]
+        if any("GET /v1/instances 200" in line for line in lines):
+            break
+        assert time.monotonic() < deadline, f"no access log lines for the requests: {lines}"
+        time.sleep(0.05)

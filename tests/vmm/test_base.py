@@ -64,7 +64,7 @@ def test_final_states() -> None:
 
 
 def test_create_picks_backend_by_name() -> None:
-    backend = vmm.create("qemu", accel="tcg")
+    backend = vmm.create("qemu", {"accel": "tcg"})
     assert backend.name == "qemu"
     assert isinstance(backend, vmm.MachineBackend)
     assert vmm.backends() == ["qemu"]
@@ -74,4 +74,4 @@ def test_create_rejects_unknown_backend_and_option() -> None:
     with pytest.raises(UsageError, match="unknown VM backend 'firecracker'"):
         vmm.create("firecracker")
     with pytest.raises(UsageError, match="bad QEMU backend option"):
-        vmm.create("qemu", turbo=True)
+        vmm.create("qemu", {"turbo": True})

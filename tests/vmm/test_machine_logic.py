@@ -89,7 +89,7 @@ def test_execute_works_inside_a_running_event_loop(
 def test_attach_adopts_and_stop_falls_back_to_powerdown(
     tmp_path: Path, fake_qemu: subprocess.Popen[bytes]
 ) -> None:
-    machine = vmm.create("qemu", accel="tcg").attach(tmp_path / "wd")
+    machine = vmm.create("qemu", {"accel": "tcg"}).attach(tmp_path / "wd")
     assert machine.state is MachineState.RUNNING
     assert machine.pid == fake_qemu.pid
     assert machine.qmp("query-status") == {"status": "running", "running": True}  # type: ignore[attr-defined]
@@ -103,7 +103,7 @@ def test_attach_adopts_and_stop_falls_back_to_powerdown(
     with pytest.raises(StateError):
         machine.stats()
     # The final status is recorded for later readers.
-    again = vmm.create("qemu", accel="tcg").attach(tmp_path / "wd")
+    again = vmm.create("qemu", {"accel": "tcg"}).attach(tmp_path / "wd")
     assert again.status().exit_code == 143
 
 
@@ -114,7 +114,7 @@ def test_attach_never_adopts_a_reused_pid(tmp_path: Path) -> None:
     try:
         # Same pid and start time, but not this machine's command line.
         _record(workdir, other.pid)
-        machine = vmm.create("qemu", accel="tcg").attach(workdir)
+        machine = vmm.create("qemu", {"accel": "tcg"}).attach(workdir)
         assert machine.state is MachineState.FAILED
         assert "not adopted" in machine.status().detail
         with pytest.raises(StateError):
@@ -124,7 +124,7 @@ def test_attach_never_adopts_a_reused_pid(tmp_path: Path) -> None:
         data = json.loads((workdir / "machine.json").read_text())
         data["starttime"] -= 1
         (workdir / "machine.json").write_text(json.dumps(data))
-        machine = vmm.create("qemu", accel="tcg").attach(workdir)
+        machine = vmm.create("qemu", {"accel": "tcg"}).attach(workdir)
         assert machine.state.final
         with pytest.raises(StateError):
             machine.kill()

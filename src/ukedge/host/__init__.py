@@ -13,9 +13,9 @@ from ukedge.host._client import HOST_ENV, TOKEN_ENV, AgentClient
 from ukedge.host._events import EventBus, Subscription
 from ukedge.host._forwarder import ForwardRound, ResultForwarder, ResultSource, manager_sources
 from ukedge.host._health import check_once, wait_healthy
-from ukedge.host._images import ImageCache, budget_from_env, open_image_cache
+from ukedge.host._images import ImageCache, budget_from_env
 from ukedge.host._layers import UnpackedLayers
-from ukedge.host._manager import InstanceManager, default_qemu_user, open_manager
+from ukedge.host._manager import InstanceManager
 from ukedge.host._models import (
     HealthStatus,
     ImageSummary,
@@ -31,13 +31,21 @@ from ukedge.host._models import (
     parse_port_mapping,
     parse_restart_policy,
     run_request,
-    validation_message,
 )
 from ukedge.host._names import NAME_PATTERN, random_name
-from ukedge.host._node import LocalNode, open_local_node
+from ukedge.host._node import LocalNode
 from ukedge.host._ondemand import OnDemandController, OnDemandProxy, ProxyState, Upstream
 from ukedge.host._service import NodeService, OutputStream
 from ukedge.host._spool import MAX_LINE_BYTES, ResultSpool, SpoolError
+from ukedge.host._wiring import (
+    NodeLayout,
+    default_qemu_user,
+    open_image_cache,
+    open_local_node,
+    open_manager,
+    open_node,
+    resolve_qemu_user,
+)
 
 __all__ = [
     "DEFAULT_ADDR",
@@ -62,6 +70,7 @@ __all__ = [
     "InstanceStats",
     "LocalNode",
     "NodeInfo",
+    "NodeLayout",
     "NodeService",
     "OnDemandController",
     "OnDemandProxy",
@@ -89,12 +98,13 @@ __all__ = [
     "open_image_cache",
     "open_local_node",
     "open_manager",
+    "open_node",
     "parse_port_mapping",
     "parse_restart_policy",
     "random_name",
+    "resolve_qemu_user",
     "run_request",
     "serve",
-    "validation_message",
     "wait_healthy",
 ]
 

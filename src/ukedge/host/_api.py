@@ -12,6 +12,7 @@ remote CLI raises the same error, with the same message and exit code, as the lo
 from __future__ import annotations
 
 import asyncio
+import logging
 import queue
 import threading
 import time
@@ -21,9 +22,8 @@ from typing import Annotated, Any
 import anyio
 from fastapi import Body, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 from fastapi.sse import EventSourceResponse, ServerSentEvent
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from ukedge import __version__
 from ukedge.errors import (
@@ -39,7 +39,7 @@ from ukedge.errors import (
     UkedgeError,
     UsageError,
 )
-from ukedge.host._metrics import AgentMetrics, MetricsMiddleware
+from ukedge.host._metrics import AgentMetrics
 from ukedge.host._models import (
     ImageSummary,
     Instance,
@@ -51,10 +51,13 @@ from ukedge.host._models import (
 from ukedge.host._node import LocalNode
 from ukedge.host._service import OutputStream
 from ukedge.registry import BlobOutcome
+from ukedge.server import MetricsMiddleware, add_operations
+from ukedge.validation import validation_message
 
 __all__ = ["API_PREFIX", "create_agent_app", "error_status"]
 
 API_PREFIX = "/v1"
+_access_log = logging.getLogger("ukedge.host.access")
 _KEEPALIVE_S = 10.0
 _PROGRESS_EVERY_S = 0.1
 _LOG_POLL_S = 0.05
@@ -87,7 +90,9 @@ def _error_body(kind: str, message: str) -> dict[str, Any]:
     return {"error": {"kind": kind, "message": message}}
 
 
-def create_agent_app(node: LocalNode, *, metrics: AgentMetrics | None = None) -> FastAPI:
+def create_agent_app(
+    node: LocalNode, *, metrics: AgentMetrics | None = None, access_log: bool = True
+) -> FastAPI:
     """The API over ``node``. Authentication is the server's business (see ``_serve``)."""
     app = FastAPI(
         title="ukedge host agent",
@@ -96,7 +101,10 @@ def create_agent_app(node: LocalNode, *, metrics: AgentMetrics | None = None) ->
         "logs, stats and events.",
     )
     metrics = metrics or AgentMetrics(node)
-    app.add_middleware(MetricsMiddleware, metrics=metrics)
+    app.add_middleware(
+        MetricsMiddleware, metrics=metrics.http, access_log=_access_log if access_log else None
+    )
+    add_operations(app, metrics.registry)
 
     @app.exception_handler(UkedgeError)
     async def _ukedge_error(_request: Request, exc: UkedgeError) -> JSONResponse:
@@ -104,22 +112,10 @@ def create_agent_app(node: LocalNode, *, metrics: AgentMetrics | None = None) ->
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc'] if p != 'body') or 'body'}: "
-            f"{str(e['msg']).removeprefix('Value error, ')}"
-            for e in exc.errors()
-        )
+        problems = validation_message(exc, whole="body")
         return JSONResponse(_error_body("UsageError", f"invalid request: {problems}"), 422)
 
     # -- service ---------------------------------------------------------------------------------
-
-    @app.get("/healthz", include_in_schema=False)
-    def healthz() -> PlainTextResponse:
-        return PlainTextResponse("ok\n")
-
-    @app.get("/metrics", include_in_schema=False)
-    def prometheus() -> PlainTextResponse:
-        return PlainTextResponse(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     @app.get(f"{API_PREFIX}/node", response_model=NodeInfo, tags=["node"])
     def node_info() -> NodeInfo:

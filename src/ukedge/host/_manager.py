@@ -26,7 +26,6 @@ import contextlib
 import errno
 import logging
 import os
-import pwd
 import secrets
 import shutil
 import socket
@@ -76,7 +75,7 @@ from ukedge.image import (
 )
 from ukedge.vmm import Machine, MachineBackend, MachineSpec, MachineState, PortForward
 
-__all__ = ["InstanceManager", "default_qemu_user", "open_manager"]
+__all__ = ["InstanceManager"]
 
 log = logging.getLogger(__name__)
 
@@ -1116,46 +1115,3 @@ class InstanceManager:
             if done:
                 return
             time.sleep(_LOG_POLL_S)
-
-
-def default_qemu_user() -> str | None:
-    """The user QEMU drops to: ``nobody`` when this process is root, else None (QEMU runs as
-    the caller, who is unprivileged already)."""
-    if os.geteuid() != 0:
-        return None
-    try:
-        pwd.getpwnam("nobody")
-    except KeyError:
-        log.warning("running as root and there is no user 'nobody': QEMU keeps root")
-        return None
-    return "nobody"
-
-
-def open_manager(
-    backend: str = "qemu",
-    *,
-    qemu_user: str | None = "auto",
-    capacity: Capacity | None = None,
-) -> InstanceManager:
-    """The manager over this user's store, instances and layer cache (``ukedge.paths``).
-
-    ``qemu_user``: the unprivileged user QEMU switches to after setting up the machine;
-    ``"auto"`` is :func:`default_qemu_user`, None keeps QEMU as the caller.
-    """
-    from ukedge import paths, vmm
-
-    user = default_qemu_user() if qemu_user == "auto" else qemu_user
-    if user is not None:
-        try:
-            pwd.getpwnam(user)
-        except KeyError:
-            raise UsageError(f"no such user {user!r} for QEMU to run as") from None
-    config = {"run_as": user} if backend == "qemu" and user is not None else {}
-    return InstanceManager(
-        paths.instances_dir(),
-        ImageStore(paths.store_dir()),
-        vmm.create(backend, **config),
-        UnpackedLayers(paths.cache_dir() / "unpacked"),
-        paths.cache_dir() / "snapshots",
-        capacity=capacity,
-    )

@@ -22,6 +22,7 @@ from pydantic import (
 
 from ukedge.errors import UsageError
 from ukedge.host._names import NAME_PATTERN
+from ukedge.validation import validation_message
 
 __all__ = [
     "MAX_LAUNCH_BYTES",
@@ -39,7 +40,6 @@ __all__ = [
     "parse_port_mapping",
     "parse_restart_policy",
     "run_request",
-    "validation_message",
 ]
 
 #: The most bytes of arguments plus environment one instance takes.
@@ -386,16 +386,6 @@ class NodeInfo(BaseModel):
     image_budget_bytes: int | None = None
     instances: int
     instances_running: int
-
-
-def validation_message(exc: ValidationError) -> str:
-    """pydantic's errors as one line per field (``ports.0.host_port: …``), for CLI and API."""
-    parts = []
-    for error in exc.errors():
-        where = ".".join(str(p) for p in error["loc"]) or "request"
-        message = str(error["msg"]).removeprefix("Value error, ")
-        parts.append(f"{where}: {message}")
-    return "; ".join(parts)
 
 
 def run_request(**fields: object) -> RunRequest:

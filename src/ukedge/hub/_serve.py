@@ -5,9 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
-import uvicorn
-
-from ukedge import serverlog
+from ukedge import server, serverlog
 from ukedge.hub._app import Hub, create_app
 from ukedge.hub._auth import RobotToken
 from ukedge.hub._fsck import FsckReport, check
@@ -37,16 +35,7 @@ def serve(settings: HubSettings) -> None:
             "add a user (ukedge hub user add) or pass --auth on",
             settings.addr,
         )
-    app = create_app(settings, hub)
-    config = uvicorn.Config(
-        app,
-        host=settings.host,
-        port=settings.port,
-        log_level="warning",
-        access_log=False,
-        timeout_keep_alive=30,
-    )
-    uvicorn.Server(config).run()
+    server.run(create_app(settings, hub), [server.tcp_listener(settings.host, settings.port)])
 
 
 def add_user(settings: HubSettings, name: str, password: str, grants: list[str] | None) -> None:

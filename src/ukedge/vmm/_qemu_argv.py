@@ -32,7 +32,7 @@ Accel = Literal["kvm", "tcg"]
 
 @dataclass(frozen=True, slots=True)
 class QemuOptions:
-    """Backend-wide settings of the QEMU backend (``vmm.create("qemu", **options)``)."""
+    """Backend-wide settings of the QEMU backend (``vmm.create("qemu", options)``)."""
 
     binary: str = "qemu-system-x86_64"
     #: ``pc`` boots the PVH vmlinux through qboot; ``microvm`` uses virtio-mmio, no PCI.

@@ -22,6 +22,7 @@ import socket
 import stat
 import tempfile
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -588,7 +589,7 @@ def _private_dir(path: Path) -> None:
     path.chmod(0o700)
 
 
-def qemu_backend(**config: Any) -> MachineBackend:
+def qemu_backend(config: Mapping[str, Any]) -> MachineBackend:
     """The QEMU backend with the given :class:`QemuOptions` fields."""
     try:
         options = QemuOptions(**config)
