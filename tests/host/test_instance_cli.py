@@ -14,6 +14,9 @@ from hostkit import ukedge_cmd, wait_http
 
 from netkit import free_port
 
+# Every test runs against the example store (cli_home), which is built with the kernel.
+pytestmark = pytest.mark.kernel
+
 
 def ukedge(*args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
     return subprocess.run([*ukedge_cmd(), *args], capture_output=True, text=True, timeout=timeout)

@@ -24,6 +24,9 @@ from ukedge.host import (
 from ukedge.host._admission import Capacity
 from ukedge.image import ImageStore
 
+# Every test records instances of the example images (example_store builds them).
+pytestmark = pytest.mark.kernel
+
 MIB = 1 << 20
 
 

@@ -34,6 +34,7 @@ def _notes(elf: bytes) -> list[tuple[bytes, int]]:
     return found
 
 
+@pytest.mark.kernel
 def test_built_kernel_is_cached_and_bootable_by_pvh() -> None:
     kernel = ensure_kernel("minimal")  # built by `make kernel` before the suite runs
     started = time.monotonic()
