@@ -146,8 +146,7 @@ class Agent:
     def __init__(self, settings: AgentSettings) -> None:
         self.settings = settings
         data = settings.data_dir
-        data.mkdir(parents=True, exist_ok=True, mode=0o700)
-        data.chmod(0o700)
+        paths.private_dir(data)
         self.node = open_node(
             NodeLayout.data_dir(data),
             qemu_user=settings.qemu_user,

@@ -8,7 +8,7 @@ commands never pay for it.
 
 from ukedge.server._metrics import HttpMetrics, MetricsMiddleware, matched_route
 from ukedge.server._operations import Health, add_operations
-from ukedge.server._run import run, tcp_listener
+from ukedge.server._run import run, tcp_listener, uvicorn_config
 
 __all__ = [
     "Health",
@@ -18,4 +18,5 @@ __all__ = [
     "matched_route",
     "run",
     "tcp_listener",
+    "uvicorn_config",
 ]
