@@ -284,7 +284,6 @@ class InstanceManager:
             env=request.env,
             args=request.args,
             workdir=str(self.root / instance_id),
-            backend=self.backend.name,
             restart=request.restart,
             on_demand=request.on_demand,
             idle_timeout_s=request.idle_timeout_s if request.on_demand else None,

@@ -274,7 +274,6 @@ class Instance(BaseModel):
     env: dict[str, str] = Field(default_factory=dict)
     args: list[str] | None = None
     workdir: str
-    backend: str = "qemu"
     #: Resumed from a snapshot of a ready guest (``ukedge image prewarm``) instead of booted.
     restored: bool = False
     restart: RestartPolicy = Field(default_factory=RestartPolicy)

@@ -145,10 +145,6 @@ class _QemuMachine:
         return self._paths.results
 
     @property
-    def control_path(self) -> Path:
-        return self._paths.control
-
-    @property
     def qmp_path(self) -> Path:
         return self._paths.qmp
 
