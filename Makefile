@@ -51,6 +51,7 @@ bench: deps venv kernel
 	$(PY) bench/hub.py
 	$(PY) bench/density.py
 	$(PY) bench/ondemand.py
+	$(PY) bench/cli.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

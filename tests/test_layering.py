@@ -37,8 +37,8 @@ LAYERS: list[tuple[str, ...]] = [
     # Settings and logging set-up of the programs: config formats its errors with ``validation``.
     ("config", "serverlog"),
     # Leaf helpers: pydantic error text, backends by name, type aliases, units, the data
-    # directory, crash points.
-    ("validation", "backends", "types", "units", "paths", "faults"),
+    # directory, crash points, lazy package re-exports.
+    ("validation", "backends", "types", "units", "paths", "faults", "_lazy"),
     ("errors",),
     ("ukedge",),
 ]

@@ -29,6 +29,7 @@ def test_build_prints_id_tags_and_digest() -> None:
     assert lines[0] == f"Successfully built {digest[7:19]}"
     assert lines[1:3] == ["Successfully tagged hello-c:1", "Successfully tagged hello:latest"]
     assert "kernel" in proc.stderr and "app" in proc.stderr
+    assert "hello-c (static binary)" in proc.stderr and "0 files" not in proc.stderr
     store = ImageStore(store_dir())
     assert store.resolve("hello-c:1").digest == digest == store.resolve("hello:latest").digest
 

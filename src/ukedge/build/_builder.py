@@ -265,7 +265,7 @@ def build_image(
         scratch = Path(tmp)
         report("app", "start", plan.uk.app.name)
         app_layer = _app_layer(plan, py, scratch, cache_root)
-        report("app", "done", f"{len(plan.files)} files")
+        report("app", "done", _app_summary(plan))
 
         memory_mib = _memory_mib(plan, vst.st_size, runtime_layer, app_layer)
         config = _config(plan, kernel.profile, kernel.version, kernel.cmdline, memory_mib)
@@ -353,6 +353,16 @@ def _runtime_layer(cache: LayerCache, fmt: str, py: PythonInstall | None) -> tup
         return layer
 
     return cache.get_or_build("runtime-python", key, build_python)
+
+
+def _app_summary(plan: _Plan) -> str:
+    """What the app layer holds, for the progress line: a static app's binary is in it too."""
+    count = len(plan.files)
+    files = f"{count} file{'' if count == 1 else 's'}"
+    if plan.uk.app.runtime != "static":
+        return files
+    binary = plan.binary.name if plan.binary is not None else plan.uk.app.name
+    return f"{binary} (static binary)" + (f" and {files}" if count else "")
 
 
 def _app_layer(plan: _Plan, py: PythonInstall | None, scratch: Path, cache_root: Path) -> LayerFile:

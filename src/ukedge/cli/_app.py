@@ -93,9 +93,20 @@ def _typer(**settings: Any) -> typer.Typer:
     return typer.Typer(rich_markup_mode="markdown", **settings)
 
 
+#: Docker commands that have no meaning for a unikernel, answered with what to use instead.
+_UNAVAILABLE = {
+    "exec": "a unikernel runs one application and has no shell or other program to execute; "
+    "follow its console with `ukedge logs -f NAME`, its results with `ukedge logs --results NAME`, "
+    "and rebuild the image to change what it runs",
+    "attach": "use `ukedge logs -f NAME` to follow an instance's console (a unikernel reads no "
+    "terminal input; `ukedge run` without -d streams the console until the app ends)",
+}
+
+
 class _Root(LazyGroup):
     table = _COMMANDS
     scratch = staticmethod(_typer)
+    unavailable = _UNAVAILABLE
 
 
 app = _typer(

@@ -26,6 +26,18 @@ def _meminfo() -> dict[str, int]:
     return fields
 
 
+#: The table's accelerator line keeps the reason's gist; QEMU's own words are in --json.
+_GIST_MAX = 60
+
+
+def _gist(reason: str) -> str:
+    """``a KVM test VM failed`` for ``a KVM test VM failed: <170 columns of QEMU assertion>``."""
+    if len(reason) <= _GIST_MAX:
+        return reason
+    head = reason.split(": ", 1)[0]
+    return f"{head[:_GIST_MAX]}; QEMU's message in `ukedge doctor --json`"
+
+
 def doctor(
     probe: Annotated[
         bool, typer.Option("--probe", help="Probe KVM again instead of using the cached verdict.")
@@ -42,7 +54,8 @@ def doctor(
     except UkedgeError as exc:
         checks["qemu"] = f"MISSING: {exc}"
     verdict = probe_accelerator(force=probe)
-    checks["accelerator"] = f"{verdict.accel} ({verdict.source}: {verdict.reason})"
+    reason = verdict.reason if as_json else _gist(verdict.reason)
+    checks["accelerator"] = f"{verdict.accel} ({verdict.source}: {reason})"
     kernels = list_kernels()
     checks["kernels"] = ", ".join(f"{k.profile} {k.version} [{k.key[:12]}]" for k in kernels) or (
         "none built yet: run `ukedge kernel build`"

@@ -1,17 +1,15 @@
 """The edge-node side: instance lifecycle on one host, and the host agent serving it over REST.
 
-The server half (the agent, its FastAPI app, uvicorn) loads on first use, so the CLI's local
-commands do not pay for importing a web framework they never run.
+The server half (the agent, its FastAPI app, uvicorn), the agent client (httpx) and the results
+side (spool, forwarder, MQTT sink) load on first use, so the CLI's local commands do not pay for
+importing what they never run.
 """
 
-import importlib
 import typing
-from typing import Any
 
+from ukedge._lazy import lazy_exports
 from ukedge.host._admission import Capacity, Committed, host_capacity
-from ukedge.host._client import HOST_ENV, TOKEN_ENV, AgentClient
 from ukedge.host._events import EventBus, Subscription
-from ukedge.host._forwarder import ForwardRound, ResultForwarder, ResultSource, manager_sources
 from ukedge.host._health import check_once, wait_healthy
 from ukedge.host._images import ImageCache, budget_from_env
 from ukedge.host._layers import UnpackedLayers
@@ -36,7 +34,6 @@ from ukedge.host._names import NAME_PATTERN, random_name
 from ukedge.host._node import LocalNode
 from ukedge.host._ondemand import OnDemandController, OnDemandProxy, ProxyState, Upstream
 from ukedge.host._service import NodeService, OutputStream
-from ukedge.host._spool import MAX_LINE_BYTES, ResultSpool, SpoolError
 from ukedge.host._wiring import (
     NodeLayout,
     default_qemu_user,
@@ -111,7 +108,10 @@ __all__ = [
 if typing.TYPE_CHECKING:
     from ukedge.host._agent import DEFAULT_ADDR, Agent, AgentSettings, load_agent_settings
     from ukedge.host._api import create_agent_app
+    from ukedge.host._client import HOST_ENV, TOKEN_ENV, AgentClient
+    from ukedge.host._forwarder import ForwardRound, ResultForwarder, ResultSource, manager_sources
     from ukedge.host._serve import ensure_token, serve
+    from ukedge.host._spool import MAX_LINE_BYTES, ResultSpool, SpoolError
 
 _LAZY = {
     "DEFAULT_ADDR": "ukedge.host._agent",
@@ -119,15 +119,19 @@ _LAZY = {
     "AgentSettings": "ukedge.host._agent",
     "load_agent_settings": "ukedge.host._agent",
     "create_agent_app": "ukedge.host._api",
+    "HOST_ENV": "ukedge.host._client",
+    "TOKEN_ENV": "ukedge.host._client",
+    "AgentClient": "ukedge.host._client",
+    "ForwardRound": "ukedge.host._forwarder",
+    "ResultForwarder": "ukedge.host._forwarder",
+    "ResultSource": "ukedge.host._forwarder",
+    "manager_sources": "ukedge.host._forwarder",
+    "MAX_LINE_BYTES": "ukedge.host._spool",
+    "ResultSpool": "ukedge.host._spool",
+    "SpoolError": "ukedge.host._spool",
     "ensure_token": "ukedge.host._serve",
     "serve": "ukedge.host._serve",
 }
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'ukedge.host' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_exports(globals(), _LAZY)
