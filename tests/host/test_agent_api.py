@@ -126,6 +126,17 @@ def test_pull_refuses_unknown_fields_as_run_requests_do(agent: AgentProcess) -> 
         assert "surprise" in response.json()["error"]["message"]
 
 
+def test_bodies_that_are_not_json_get_the_one_error_shape(agent: AgentProcess) -> None:
+    headers = {"Authorization": f"Bearer {agent.token}", "Content-Type": "application/json"}
+    for body in (b"&\xff", b"{"):
+        response = httpx.post(f"{agent.url}/v1/images/pull", content=body, headers=headers)
+        assert response.status_code in (400, 422), response.text
+        assert response.json()["error"]["kind"] == "UsageError", response.text
+    missing = httpx.get(f"{agent.url}/v1/nothing-here", headers=headers)
+    assert missing.status_code == 404
+    assert missing.json()["error"]["kind"] == "UsageError"
+
+
 def test_errors_keep_their_class_and_message(agent: AgentProcess) -> None:
     client = agent.client()
     with pytest.raises(NoSuchInstanceError, match="no such instance: ghost"):

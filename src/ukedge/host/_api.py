@@ -24,6 +24,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ukedge import __version__
 from ukedge.errors import (
@@ -91,7 +92,8 @@ def _error_body(kind: str, message: str) -> dict[str, Any]:
 
 #: What each error status means on this API (docs/api.md says the same).
 _ERRORS: dict[int, str] = {
-    400: "Bad input the schema cannot express (an image reference that does not parse)",
+    400: "Bad input the schema cannot express (a body that is not JSON, a reference that does "
+    "not parse)",
     401: "No bearer token, or not this agent's (TCP only; the Unix socket needs none)",
     404: "No such instance or image",
     409: "Admission refused, host port taken, instance in the wrong state, or image in use",
@@ -133,6 +135,15 @@ def create_agent_app(node: LocalNode, *, metrics: AgentMetrics | None = None) ->
     @app.exception_handler(UkedgeError)
     async def _ukedge_error(_request: Request, exc: UkedgeError) -> JSONResponse:
         return JSONResponse(_error_body(type(exc).__name__, str(exc)), error_status(exc))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        # FastAPI's own refusals (a body that is not JSON, an unknown route or method) in the
+        # one error shape, so a client reads every error the same way.
+        kind = "UsageError" if exc.status_code < 500 else "AgentError"
+        return JSONResponse(
+            _error_body(kind, str(exc.detail)), exc.status_code, headers=exc.headers
+        )
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -197,7 +208,7 @@ def create_agent_app(node: LocalNode, *, metrics: AgentMetrics | None = None) ->
         response_class=EventSourceResponse,
         tags=["images"],
         summary="Pull an image; progress as server-sent events",
-        responses=_errors(413, events=True),
+        responses=_errors(400, 413, events=True),
     )
     async def pull_image(request: Request, body: PullRequest) -> AsyncIterator[ServerSentEvent]:
         """Events: ``start`` {digest, label, total}, ``progress`` {digest, completed},
