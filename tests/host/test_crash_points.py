@@ -285,3 +285,20 @@ def test_crash_while_forwarding_loses_no_result_and_repeats_none_it_acked(
         assert delivered[:2] == delivered[2:4]
     else:
         assert repeats == 0, "what was marked delivered is never sent again"
+
+
+def test_every_host_crash_point_is_exercised_here() -> None:
+    """A crash point added to the host without a case above would claim safety untested."""
+    import re
+
+    import ukedge.host
+
+    source = Path(ukedge.host.__file__).parent
+    declared = {
+        name
+        for path in source.rglob("*.py")
+        for name in re.findall(r'crash_point\("(host\.[a-z_.]+)"\)', path.read_text())
+    }
+    here = set(re.findall(r'"(host\.[a-z_]+\.[a-z_]+)"', Path(__file__).read_text()))
+    assert declared, "no crash points found: the pattern is out of date"
+    assert declared <= here, f"not exercised: {sorted(declared - here)}"
