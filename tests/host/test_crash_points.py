@@ -190,10 +190,11 @@ def test_crash_while_creating(node: Node, point: str) -> None:
 
 
 @pytest.mark.vm
-def test_crash_after_claiming_the_start_fails_the_run_and_the_policy_restarts_it(
-    node: Node,
+@pytest.mark.parametrize("point", ["host.start.after_claim", "vmm.start.after_spawn"])
+def test_crash_before_the_machine_is_recorded_fails_the_run_and_the_policy_restarts_it(
+    node: Node, point: str
 ) -> None:
-    node.crash("host.start.after_claim", "run", IMAGE, "s1", "on-failure:3")
+    node.crash(point, "run", IMAGE, "s1", "on-failure:3")
     s1 = node.recover_and_check()["s1"]
     assert s1.state is InstanceState.FAILED
     assert "died while starting" in (s1.error or "")
@@ -288,17 +289,19 @@ def test_crash_while_forwarding_loses_no_result_and_repeats_none_it_acked(
 
 
 def test_every_host_crash_point_is_exercised_here() -> None:
-    """A crash point added to the host without a case above would claim safety untested."""
+    """A crash point added to the host or the VMM without a case above would claim safety
+    untested."""
     import re
 
     import ukedge.host
+    import ukedge.vmm
 
-    source = Path(ukedge.host.__file__).parent
     declared = {
         name
-        for path in source.rglob("*.py")
-        for name in re.findall(r'crash_point\("(host\.[a-z_.]+)"\)', path.read_text())
+        for package in (ukedge.host, ukedge.vmm)
+        for path in Path(package.__file__).parent.rglob("*.py")
+        for name in re.findall(r'crash_point\("((?:host|vmm)\.[a-z_.]+)"\)', path.read_text())
     }
-    here = set(re.findall(r'"(host\.[a-z_]+\.[a-z_]+)"', Path(__file__).read_text()))
+    here = set(re.findall(r'"((?:host|vmm)\.[a-z_]+\.[a-z_]+)"', Path(__file__).read_text()))
     assert declared, "no crash points found: the pattern is out of date"
     assert declared <= here, f"not exercised: {sorted(declared - here)}"

@@ -816,6 +816,8 @@ class InstanceManager:
             return i.state is instance.state and i.pid is None and i.runs == instance.runs
 
         if machine is None:
+            # Its starter may have died between spawning QEMU and recording it.
+            self._kill_orphaned_machine(Path(instance.workdir) / "vm")
             log.warning("instance %s: %s", instance.name, _DIED_STARTING)
             ended = self._ended(InstanceState.FAILED, None, _DIED_STARTING, True)
             return self._change(instance.id, lambda i: ended(i) if same_run(i) else i)
@@ -861,6 +863,7 @@ class InstanceManager:
                 machine.kill()
         except MachineError:
             pass  # no machine was launched there, or it has ended
+        self.backend.kill_strays(machine_dir)  # launched, but its record never written
 
     @staticmethod
     def _when_pid(
