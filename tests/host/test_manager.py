@@ -14,6 +14,7 @@ from hostkit import wait_http
 from netkit import free_port
 from ukedge.errors import ImageError, InstanceError
 from ukedge.host import InstanceManager, InstanceState, RunRequest, parse_port_mapping
+from ukedge.host._oplock import holding
 
 pytestmark = pytest.mark.vm
 
@@ -175,14 +176,19 @@ def test_resumed_clone_gets_the_current_clock(manager: InstanceManager) -> None:
     assert window_end < read_before + 2, "the guest clock runs ahead of the host's"
 
 
-def test_leftovers_of_an_unfinished_prewarm_are_swept_once_old(manager: InstanceManager) -> None:
-    old, fresh = manager.root / ".prewarm-old", manager.root / ".prewarm-new"
-    staging = manager.snapshots / ".abc.x.tmp"
-    for path in (old, fresh, staging):
+def test_leftovers_of_an_unfinished_prewarm_are_swept_once_its_process_died(
+    manager: InstanceManager,
+) -> None:
+    dead, live = manager.root / ".prewarm-dead", manager.root / ".prewarm-live"
+    staging, fresh_staging = manager.snapshots / ".abc.x.tmp", manager.snapshots / ".abc.y.tmp"
+    for path in (dead, live, staging, fresh_staging):
         (path / "vm").mkdir(parents=True)
     long_ago = time.time() - 7200
-    for path in (old, staging):
-        os.utime(path, (long_ago, long_ago))
-    assert manager.sweep_prewarm_leftovers() == 2
-    assert not old.exists() and not staging.exists()
-    assert fresh.exists(), "a prewarm may be running in another process"
+    os.utime(staging, (long_ago, long_ago))
+    with holding(live):  # a prewarm running in another process holds its directory's lock
+        assert manager.sweep_prewarm_leftovers() == 2
+        assert not dead.exists() and not staging.exists()
+        assert live.exists(), "a prewarm is running in another process"
+        assert fresh_staging.exists(), "it may be that prewarm's snapshot being written"
+    assert manager.sweep_prewarm_leftovers() == 2, "once no prewarm runs, everything goes"
+    assert not live.exists() and not fresh_staging.exists()

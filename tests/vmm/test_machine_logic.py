@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import subprocess
 import sys
 import time
@@ -152,3 +153,28 @@ def test_dead_pid_without_exit_line_is_failed(tmp_path: Path) -> None:
     with pytest.raises(MachineError, match="failed"):
         machine.wait(0)
     assert (workdir / "machine.json").exists()
+
+
+def test_kill_strays_kills_only_what_names_the_machine_socket(tmp_path: Path) -> None:
+    """A QEMU spawned but never recorded (its starter was killed in between) is found by its
+    private QMP socket path; an unrelated process, even one reading the directory, is not."""
+    from ukedge.vmm._qemu_argv import MachinePaths
+
+    workdir = tmp_path / "vm"
+    workdir.mkdir()
+    qmp = MachinePaths(workdir.resolve()).qmp
+    stray = _proc.spawn_detached(["/bin/sh", "-c", "sleep 300", str(qmp)], tmp_path / "a.log")
+    reader = _proc.spawn_detached(
+        ["/bin/sh", "-c", "sleep 300", str(workdir / "console.log")], tmp_path / "b.log"
+    )
+    reader_stat = _proc.read_stat(reader)
+    assert reader_stat is not None
+    try:
+        deadline = time.monotonic() + 10
+        while str(qmp) not in _proc.cmdline(stray) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert vmm.create("qemu").kill_strays(workdir) == [stray]
+        assert _proc.read_stat(stray) is None
+        assert _proc.is_alive(reader, reader_stat.starttime)
+    finally:
+        os.kill(reader, 9)

@@ -45,6 +45,7 @@ from ukedge.errors import (
     UkedgeError,
     UsageError,
 )
+from ukedge.faults import crash_point
 from ukedge.guest import guest_cmdline, launch_archive
 from ukedge.host._admission import Capacity, Committed, admit, committed, holds_resources
 from ukedge.host._console import earlier_consoles, keep_previous_run, read_console, read_results
@@ -60,6 +61,7 @@ from ukedge.host._models import (
     RunRequest,
 )
 from ukedge.host._names import NAME_PATTERN, random_name
+from ukedge.host._oplock import abandoned, holding
 from ukedge.host._restart import is_failure, next_delay, wants_restart
 from ukedge.host._service import OutputStream
 from ukedge.host._state import InstanceRecords
@@ -87,8 +89,8 @@ _DNS = "10.0.2.3"
 _LOG_POLL_S = 0.05
 #: A probe in ``supervise`` never waits longer than this for the app.
 _PROBE_TIMEOUT_S = 1.0
-#: An instance left ``starting`` this long with no machine: the process starting it died.
-_STALE_START_S = 180.0
+#: Why an instance is failed whose starter died before its machine ran (kill -9 of the agent).
+_DIED_STARTING = "the agent (or the process starting it) died while starting it; no machine ran"
 #: In a snapshot directory: the manifest digest of the image it was made from.
 _SNAPSHOT_IMAGE = "image"
 #: See ``InstanceManager.steady_probe_interval_s``.
@@ -298,8 +300,10 @@ class InstanceManager:
         # The directory first: a crash between the two then leaves an empty directory, not a
         # record whose every start fails.
         Path(instance.workdir).mkdir(mode=0o700)
+        crash_point("host.create.after_mkdir")
         try:
             self.records.add(instance, guard=self._guard)
+            crash_point("host.create.after_record")
             # After the guard, which names the instance holding a port, the check that finds
             # other programs holding one.
             _check_bindable(instance.ports)
@@ -350,6 +354,13 @@ class InstanceManager:
             raise InstanceError(
                 f"instance {instance.name} is already {instance.state.value}; stop it first"
             )
+        # Held from before "starting" is written until "running" (or the end) is: a reader that
+        # finds "starting" with the lock free knows the starter died (see _recover).
+        with holding(Path(instance.workdir)):
+            return self._start_locked(instance, restart=restart)
+
+    def _start_locked(self, instance: Instance, *, restart: bool) -> Instance:
+        instance_id = instance.id
         plan = self._plan(instance.image_digest, instance)
         snapshot = None if instance.cold else self._snapshot_if_any(plan.key)
         check = plan.config.healthcheck
@@ -397,6 +408,7 @@ class InstanceManager:
             raise InstanceError(
                 f"instance {instance.name} is already {instance.state.value}; stop it first"
             )
+        crash_point("host.start.after_claim")
         workdir = Path(instance.workdir)
         try:
             keep_previous_run(workdir)
@@ -404,6 +416,7 @@ class InstanceManager:
         except UkedgeError as exc:
             self._change(instance_id, self._ended(InstanceState.FAILED, None, str(exc), restart))
             raise
+        crash_point("host.start.after_boot")
         pid = machine.pid
 
         def running(i: Instance) -> Instance:
@@ -421,6 +434,7 @@ class InstanceManager:
             with contextlib.suppress(MachineError):
                 machine.kill()
             raise
+        crash_point("host.start.after_running")
         if current.state is not InstanceState.RUNNING:
             log.info("instance %s was stopped while it started; stopping it", current.name)
             with contextlib.suppress(MachineError):
@@ -523,6 +537,13 @@ class InstanceManager:
             return target
         self.snapshots.mkdir(parents=True, exist_ok=True)
         workdir = Path(tempfile.mkdtemp(dir=self.root, prefix=".prewarm-"))
+        # Held while the prewarm's machine may run: a leftover whose lock is free is a dead
+        # prewarm's, which the next agent sweeps at once (sweep_prewarm_leftovers).
+        with holding(workdir):
+            return self._prewarm_in(workdir, plan, check, timeout)
+
+    def _prewarm_in(self, workdir: Path, plan: _Plan, check: HealthCheck, timeout: float) -> Path:
+        target = self.snapshots / plan.key
         port = _free_port()
         forward = PortMapping(host_port=port, guest_port=check.port)
         spec = self._spec(plan, workdir.name[1:], workdir, [forward], None, snapshot_source=True)
@@ -530,6 +551,7 @@ class InstanceManager:
         staging = Path(tempfile.mkdtemp(dir=self.snapshots, prefix=f".{plan.key}.", suffix=".tmp"))
         try:
             machine = self.backend.start(spec)
+            crash_point("host.prewarm.after_boot")
             try:
                 wait_healthy(
                     check,
@@ -540,6 +562,7 @@ class InstanceManager:
                 )
                 machine.snapshot(staging)
                 (staging / _SNAPSHOT_IMAGE).write_text(plan.image.digest)
+                crash_point("host.prewarm.after_snapshot")
             finally:
                 with contextlib.suppress(UkedgeError):
                     machine.kill()
@@ -549,6 +572,7 @@ class InstanceManager:
                 if exc.errno not in (errno.EEXIST, errno.ENOTEMPTY):
                     raise
                 # The other prewarm finished first; its snapshot is as good as this one.
+            crash_point("host.prewarm.after_rename")
         finally:
             shutil.rmtree(staging, ignore_errors=True)
             shutil.rmtree(workdir, ignore_errors=True)
@@ -556,20 +580,27 @@ class InstanceManager:
 
     def sweep_prewarm_leftovers(self, older_than_s: float = 3600.0) -> int:
         """Kill and delete what a prewarm killed mid-way (kill -9 of the agent) left: its
-        machine and directories. Only those older than any prewarm's time limit, so a
-        prewarm running now in another process is left alone. Returns how many went."""
-        cutoff = time.time() - older_than_s
-        leftovers = [*self.root.glob(".prewarm-*")]
-        if self.snapshots.is_dir():
-            leftovers += self.snapshots.glob(".*.tmp")
+        machine and directories. A prewarm directory goes once its operation lock is free (its
+        process died); a half-written snapshot once no prewarm runs, or once it is older than
+        any prewarm's time limit. Returns how many went."""
         swept = 0
-        for path in leftovers:
+        running = False
+        for path in self.root.glob(".prewarm-*"):
+            if not abandoned(path):
+                running = True
+                continue
+            self._kill_orphaned_machine(path / "vm")
+            shutil.rmtree(path, ignore_errors=True)
+            swept += 1
+        if not self.snapshots.is_dir():
+            return swept
+        cutoff = time.time() - older_than_s
+        for path in self.snapshots.glob(".*.tmp"):
             try:
-                if path.stat().st_mtime > cutoff:
+                if running and path.stat().st_mtime > cutoff:
                     continue
             except FileNotFoundError:
                 continue
-            self._kill_orphaned_machine(path / "vm")
             shutil.rmtree(path, ignore_errors=True)
             swept += 1
         return swept
@@ -731,30 +762,24 @@ class InstanceManager:
         if not instance.state.active:
             return instance
         if instance.pid is None:
-            # Between "starting" and the machine's start (another thread or process boots it).
-            started = instance.started_at or instance.created_at
-            if time.time() - started < _STALE_START_S:
-                return instance
-            # The starter may have launched the machine before it died; this start moved the
-            # workdir's previous run aside, so a live machine there is that orphan.
-            self._kill_orphaned_machine(Path(instance.workdir) / "vm")
-            return self._change(
-                instance.id,
-                self._when_pid(
-                    None,
-                    self._ended(
-                        InstanceState.FAILED,
-                        None,
-                        "the process starting the machine ended before the machine ran",
-                        True,
-                    ),
-                ),
-            )
+            # Between "starting" and the machine's start: another thread or process boots it,
+            # unless that process died meanwhile.
+            return self._recover(instance) if self._abandoned(instance) else instance
         try:
             machine = self._machine(instance)
             if machine.pid != instance.pid:
                 return instance  # another start replaced the machine; its record follows
             status = machine.status()
+            if (
+                not status.state.final
+                and instance.state is InstanceState.STOPPING
+                and self._abandoned(instance)
+            ):
+                # The process stopping it died before the machine ended: finish the stop.
+                log.warning("instance %s: its stop was cut short; killing it", instance.name)
+                with contextlib.suppress(MachineError):
+                    machine.kill()
+                status = machine.status()
         except MachineError as exc:
             ended = self._ended(InstanceState.FAILED, None, str(exc), True)
             return self._change(instance.id, self._when_pid(instance.pid, ended))
@@ -767,6 +792,71 @@ class InstanceManager:
             return instance
         return self._change(instance.id, self._when_pid(instance.pid, ended))
 
+    def _abandoned(self, instance: Instance) -> bool:
+        """Whether ``instance`` is in a transitional state nobody is finishing: its operation
+        lock is free and the record still reads as it did (the operation did not just end)."""
+        if not abandoned(Path(instance.workdir)):
+            return False
+        with contextlib.suppress(NoSuchInstanceError):
+            now = self.records.find(instance.id)
+            return (now.state, now.pid, now.runs) == (instance.state, instance.pid, instance.runs)
+        return False
+
+    def _recover(self, instance: Instance) -> Instance:
+        """Finish a start whose process died before it recorded the machine's pid.
+
+        A machine that runs is this run's (the start moved nothing else there while the
+        instance was inactive): it is adopted, or killed if a stop came meanwhile. Without
+        one the run failed, and the restart policy applies as to any failed run.
+        """
+        machine: Machine | None = None
+        with contextlib.suppress(MachineError):
+            found = self.backend.attach(Path(instance.workdir) / "vm")
+            if not found.state.final:
+                machine = found
+
+        def same_run(i: Instance) -> bool:
+            return i.state is instance.state and i.pid is None and i.runs == instance.runs
+
+        if machine is None:
+            # Its starter may have died between spawning QEMU and recording it.
+            self._kill_orphaned_machine(Path(instance.workdir) / "vm")
+            log.warning("instance %s: %s", instance.name, _DIED_STARTING)
+            ended = self._ended(InstanceState.FAILED, None, _DIED_STARTING, True)
+            return self._change(instance.id, lambda i: ended(i) if same_run(i) else i)
+        pid = machine.pid
+        if instance.state is InstanceState.STARTING:
+            published = {(p.host_ip, p.host_port, p.guest_port, p.protocol) for p in instance.ports}
+            upstream = [
+                PortMapping(host_ip=f.host_ip, host_port=f.host_port, guest_port=f.guest_port)
+                for f in machine.spec.ports
+                if (f.host_ip, f.host_port, f.guest_port, f.protocol) not in published
+            ]
+            log.warning(
+                "instance %s: adopting machine pid %d; its starter died", instance.name, pid
+            )
+            update: dict[str, object] = {
+                "state": InstanceState.RUNNING,
+                "pid": pid,
+                "upstream_ports": upstream,
+            }
+            return self._change(
+                instance.id,
+                lambda i: i.model_copy(update=update) if same_run(i) else i,
+                action="start",
+            )
+        # "stopping": a stop or kill came while it started, and the starter died before it
+        # could kill what it booted.
+        log.warning(
+            "instance %s: killing machine pid %d; it was stopped while starting", instance.name, pid
+        )
+        with contextlib.suppress(MachineError):
+            machine.kill()
+        current = self._change(
+            instance.id, lambda i: i.model_copy(update={"pid": pid}) if same_run(i) else i
+        )
+        return self._refresh(current) if current.pid == pid else current
+
     def _kill_orphaned_machine(self, machine_dir: Path) -> None:
         """Kill a machine whose starter died (kill -9) before recording or stopping it."""
         try:
@@ -776,6 +866,7 @@ class InstanceManager:
                 machine.kill()
         except MachineError:
             pass  # no machine was launched there, or it has ended
+        self.backend.kill_strays(machine_dir)  # launched, but its record never written
 
     @staticmethod
     def _when_pid(
@@ -858,16 +949,20 @@ class InstanceManager:
 
         with self._lock(instance_id):
             # Read again under the lock (here and in kill and remove): the read above may
-            # predate a restart the supervisor made meanwhile.
+            # predate a restart the supervisor made meanwhile. The read also finishes what a
+            # dead process left half-done, which the operation lock below would hide.
             instance = self.get(instance_id)
-            instance = self._change(
-                instance_id,
-                stopping,
-                action="stop" if instance.restart_at is not None else None,
-            )
-            if instance.state is InstanceState.STOPPING:
-                with contextlib.suppress(MachineError):
-                    self._machine(instance).stop(timeout)
+            with holding(Path(instance.workdir)):
+                instance = self._change(
+                    instance_id,
+                    stopping,
+                    action="stop" if instance.restart_at is not None else None,
+                )
+                crash_point("host.stop.after_stopping")
+                if instance.state is InstanceState.STOPPING:
+                    with contextlib.suppress(MachineError):
+                        self._machine(instance).stop(timeout)
+                crash_point("host.stop.after_machine_stop")
             return self.get(instance_id)
 
     def kill(self, key: str) -> Instance:
@@ -908,7 +1003,9 @@ class InstanceManager:
                 instance = self.get(instance_id)
             for hook in self.before_remove:
                 hook(instance)
+            crash_point("host.remove.before_delete")
             self.records.delete(instance.id)
+            crash_point("host.remove.after_delete")
             shutil.rmtree(instance.workdir, ignore_errors=True)
             self._emit(instance, "remove", instance.state)
         with self._locks_guard:

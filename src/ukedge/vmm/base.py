@@ -289,6 +289,13 @@ class MachineBackend(Protocol):
         """
         ...
 
+    def kill_strays(self, workdir: Path) -> list[int]:
+        """Kill hypervisors started in ``workdir`` that its state does not record, and return
+        their pids: a starter killed between spawning one and recording it leaves such a
+        process, which nothing else would ever find. Only for a directory in which nobody is
+        starting a machine now (``start`` calls it itself before it spawns)."""
+        ...
+
     def attach(self, workdir: Path) -> Machine:
         """Re-adopt the machine whose state is in ``workdir`` (started by any process).
 

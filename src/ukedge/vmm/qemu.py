@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from ukedge.errors import MachineError, MachineTimeoutError, StateError, UsageError
+from ukedge.faults import crash_point
 from ukedge.guest import read_exit_status
 from ukedge.vmm import _proc, _qmp, _snapshot
 from ukedge.vmm._accel import probe_accelerator
@@ -348,18 +349,7 @@ class _QemuMachine:
             _proc.wait_gone(self.pid, self._starttime(), _KILL_GRACE)
 
     def _signal(self, signum: int) -> None:
-        """Signal our QEMU through a pidfd, so a reused pid is never signalled."""
-        try:
-            fd = os.pidfd_open(self.pid)
-        except ProcessLookupError:
-            return
-        try:
-            if _proc.is_alive(self.pid, self._starttime()):
-                signal.pidfd_send_signal(fd, signum)
-        except ProcessLookupError:
-            pass
-        finally:
-            os.close(fd)
+        _proc.send_signal(self.pid, self._starttime(), signum)
 
     def stop(self, timeout: float = 10.0) -> int:
         status = self.status()
@@ -497,6 +487,9 @@ class _QemuBackend:
                         f"{workdir} holds running machine {old.machine_id} (pid {old.pid}); "
                         "stop it or use another work directory"
                     )
+        # A QEMU of this directory that no machine.json records would hold the machine's
+        # ports and run on unseen beside the new one.
+        self.kill_strays(workdir)
         for stale in (paths.state, paths.qmp, paths.control, paths.console, paths.log):
             stale.unlink(missing_ok=True)
 
@@ -525,6 +518,7 @@ class _QemuBackend:
             raise MachineError(
                 f"cannot start {argv[0]} for machine {spec.machine_id}: {exc}", spec.machine_id
             ) from exc
+        crash_point("vmm.start.after_spawn")
         st = _proc.read_stat(pid)
         record: dict[str, Any] = {
             "version": _STATE_VERSION,
@@ -546,6 +540,14 @@ class _QemuBackend:
         if self.options.confirm_start or spec.restore_from is not None:
             machine._await_started(self.start_timeout, restored=spec.restore_from is not None)
         return machine
+
+    def kill_strays(self, workdir: Path) -> list[int]:
+        # The QMP socket path is private to the machine and only its QEMU's arguments name it.
+        paths = MachinePaths(Path(workdir).resolve())
+        killed = _proc.kill_naming(str(paths.qmp), _KILL_GRACE)
+        for pid in killed:
+            log.warning("killed QEMU pid %d of %s: no machine record named it", pid, workdir)
+        return killed
 
     def attach(self, workdir: Path) -> Machine:
         paths = MachinePaths(Path(workdir).resolve())
