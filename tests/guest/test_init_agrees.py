@@ -42,6 +42,7 @@ def test_names_are_the_same(selftest: Path) -> None:
     assert set(c_names) == {
         "LAUNCH_PATH",
         "LAUNCH_MAGIC",
+        "SEED_PATH",
         "RESULTS_PORT",
         "CONTROL_PORT",
         "RESULTS_DEVICE",
@@ -73,7 +74,7 @@ def test_every_exit_line_init_prints_reads_back(selftest: Path) -> None:
 def test_command_line_parses_in_init_as_meant(
     selftest: Path, tmp_path: Path, kwargs: dict[str, object], expected: dict[str, str]
 ) -> None:
-    args: dict[str, object] = {"ip": None, "gateway": None, "dns": None, "seed": None}
+    args: dict[str, object] = {"ip": None, "gateway": None, "dns": None}
     args.update(kwargs)
     line = guest_cmdline("console=ttyS0 quiet ukedge.debug", **args)  # type: ignore[arg-type]
     (tmp_path / "cmdline").write_text(line + "\n")  # /proc/cmdline ends in a newline

@@ -15,6 +15,7 @@ from ukedge.guest._contract import (
     LAUNCH_PATH,
     RESULTS_DEVICE,
     RESULTS_PORT,
+    SEED_PATH,
 )
 from ukedge.guest._cpio import CpioArchive, CpioEntry, gzip_file, source_date_epoch
 from ukedge.guest._exitline import (
@@ -23,7 +24,13 @@ from ukedge.guest._exitline import (
     parse_exit_line,
     read_exit_status,
 )
-from ukedge.guest._launch import check_hostname, launch_archive, launch_records, parse_launch
+from ukedge.guest._launch import (
+    check_hostname,
+    launch_archive,
+    launch_records,
+    parse_launch,
+    seed_archive,
+)
 
 __all__ = [
     "CONTROL_PORT",
@@ -32,6 +39,7 @@ __all__ = [
     "LAUNCH_PATH",
     "RESULTS_DEVICE",
     "RESULTS_PORT",
+    "SEED_PATH",
     "CpioArchive",
     "CpioEntry",
     "check_hostname",
@@ -44,5 +52,6 @@ __all__ = [
     "parse_exit_line",
     "parse_launch",
     "read_exit_status",
+    "seed_archive",
     "source_date_epoch",
 ]

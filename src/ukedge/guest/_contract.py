@@ -15,6 +15,7 @@ __all__ = [
     "LAUNCH_PATH",
     "RESULTS_DEVICE",
     "RESULTS_PORT",
+    "SEED_PATH",
 ]
 
 #: Where the application finds the results device (a symlink made by init).
@@ -25,6 +26,10 @@ RESULTS_PORT = "ukedge.results"
 CONTROL_PORT = "ukedge.control"
 #: The per-run launch file inside the guest (from the last initrd).
 LAUNCH_PATH = "/ukedge/launch"
+#: The per-boot RNG seed inside the guest (from the last initrd); init credits it to the kernel
+#: RNG and deletes it. It travels in a file only QEMU's user can read, never on the command line
+#: (which every local user sees in ``ps``).
+SEED_PATH = "/ukedge/seed"
 #: First record of every launch file; bump the number on an incompatible change.
 LAUNCH_MAGIC = "ukedge-launch=1"
 #: Init prints ``ukedge-exit: {"status": N}`` on the console when the application ends.

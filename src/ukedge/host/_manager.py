@@ -46,7 +46,7 @@ from ukedge.errors import (
     UkedgeError,
     UsageError,
 )
-from ukedge.guest import guest_cmdline, launch_archive
+from ukedge.guest import guest_cmdline, launch_archive, seed_archive
 from ukedge.host._admission import Capacity, Committed, admit, committed, holds_resources
 from ukedge.host._console import earlier_consoles, keep_previous_run, read_console, read_results
 from ukedge.host._health import check_once, next_health, wait_healthy
@@ -638,8 +638,13 @@ class InstanceManager:
         *,
         snapshot_source: bool = False,
     ) -> MachineSpec:
+        # The launch archive and this boot's RNG seed, readable by QEMU's user only: the seed
+        # must not be on the command line, which every local user sees in ps.
         launch = workdir / "launch.cpio"
-        launch.write_bytes(plan.launch)
+        launch.unlink(missing_ok=True)  # an earlier run's may have another mode
+        fd = os.open(launch, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(plan.launch + seed_archive(os.urandom(32)))
         return MachineSpec(
             machine_id=machine_id,
             kernel=plan.kernel,
@@ -650,7 +655,6 @@ class InstanceManager:
                 ip=_GUEST_IP,
                 gateway=_GATEWAY,
                 dns=_DNS,
-                seed=os.urandom(32),
                 clock=time.time(),
                 tsc_khz=host_tsc_khz(),
                 snapshot_source=snapshot_source,

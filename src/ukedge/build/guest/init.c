@@ -44,6 +44,8 @@
 
 #define LAUNCH_PATH "/ukedge/launch"
 #define LAUNCH_MAGIC "ukedge-launch=1"
+#define SEED_PATH "/ukedge/seed"
+#define MAX_SEED 256
 #define RESULTS_PORT "ukedge.results"
 #define CONTROL_PORT "ukedge.control"
 #define RESULTS_DEVICE "/dev/ukedge-results"
@@ -163,7 +165,6 @@ struct params {
 	char *ip;   /* ukedge.ip=A.B.C.D/prefix */
 	char *gw;   /* ukedge.gw=A.B.C.D */
 	char *dns;  /* ukedge.dns=A.B.C.D */
-	char *seed; /* ukedge.seed=<hex> */
 	char *time; /* ukedge.time=<seconds since the epoch>[.<fraction>] */
 };
 
@@ -191,8 +192,6 @@ static void parse_cmdline(struct params *p, const char *path)
 			p->gw = value;
 		else if (strcmp(key, "dns") == 0)
 			p->dns = value;
-		else if (strcmp(key, "seed") == 0)
-			p->seed = value;
 		else if (strcmp(key, "time") == 0)
 			p->time = value;
 	}
@@ -224,38 +223,79 @@ static int hexval(char c)
 	return -1;
 }
 
-static void seed_rng(const char *hex)
+/*
+ * Credit a seed to the kernel RNG and reseed it at once (matters for resumed clones, which
+ * would otherwise keep the snapshot's state until the next scheduled reseed). Only seeds that
+ * came over a channel no other local user can read reach here: the seed file in the initrd
+ * (mode 0600 on the host) and the control port (a socket in a 0700 directory); never the
+ * kernel command line, which every user on the host sees in ps.
+ */
+static void credit_seed(const unsigned char *seed, size_t len, const char *from)
 {
 	struct {
 		int entropy_count;
 		int buf_size;
-		unsigned char buf[256];
+		unsigned char buf[MAX_SEED];
 	} info;
+	if (len == 0 || len > sizeof info.buf) {
+		say("ignoring a seed of %zu bytes from %s (want 1 to %d)", len, from, MAX_SEED);
+		return;
+	}
+	memcpy(info.buf, seed, len);
+	info.buf_size = (int)len;
+	info.entropy_count = (int)len * 8;
+	int fd = open("/dev/urandom", O_WRONLY | O_CLOEXEC);
+	if (fd < 0 || ioctl(fd, RNDADDENTROPY, &info) != 0)
+		say("seeding the RNG: %s", strerror(errno));
+	else if (ioctl(fd, RNDRESEEDCRNG) != 0)
+		say("reseeding the RNG: %s", strerror(errno));
+	else
+		DEBUG("credited %zu bits of entropy from %s", len * 8, from);
+	if (fd >= 0)
+		close(fd);
+	memset(&info, 0, sizeof info);
+}
+
+/* A "seed <hex>" control line. */
+static void seed_from_hex(const char *hex)
+{
+	unsigned char buf[MAX_SEED];
 	size_t len = strlen(hex), i;
-	if (len % 2 || len / 2 > sizeof info.buf) {
-		say("ignoring bad ukedge.seed (want an even number of hex digits, at most 512)");
+	if (len % 2 || len / 2 > sizeof buf) {
+		say("ignoring a bad seed (want an even number of hex digits, at most %d)", 2 * MAX_SEED);
 		return;
 	}
 	for (i = 0; i < len / 2; i++) {
 		int hi = hexval(hex[2 * i]), lo = hexval(hex[2 * i + 1]);
 		if (hi < 0 || lo < 0) {
-			say("ignoring bad ukedge.seed (not hex)");
+			say("ignoring a bad seed (not hex)");
 			return;
 		}
-		info.buf[i] = (unsigned char)(hi << 4 | lo);
+		buf[i] = (unsigned char)(hi << 4 | lo);
 	}
-	info.buf_size = (int)(len / 2);
-	info.entropy_count = (int)(len / 2) * 8;
-	int fd = open("/dev/urandom", O_WRONLY | O_CLOEXEC);
-	if (fd < 0 || ioctl(fd, RNDADDENTROPY, &info) != 0)
-		say("seeding the RNG: %s", strerror(errno));
-	/* Use the new entropy now, not at the next scheduled reseed (matters for resumed clones). */
-	else if (ioctl(fd, RNDRESEEDCRNG) != 0)
-		say("reseeding the RNG: %s", strerror(errno));
-	if (fd >= 0)
-		close(fd);
-	/* Keep the seed out of the application's view of /proc/cmdline-derived memory. */
-	memset(&info, 0, sizeof info);
+	credit_seed(buf, len / 2, "the control port");
+	memset(buf, 0, sizeof buf);
+}
+
+/* The boot's seed file: credited, then deleted so the application never sees it. */
+static void seed_from_file(const char *path)
+{
+	unsigned char buf[MAX_SEED + 1];
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0) {
+		if (errno != ENOENT)
+			say("open %s: %s", path, strerror(errno));
+		return;
+	}
+	ssize_t n = read(fd, buf, sizeof buf);
+	close(fd);
+	if (unlink(path) != 0)
+		say("unlink %s: %s", path, strerror(errno));
+	if (n < 0)
+		say("read %s: %s", path, strerror(errno));
+	else
+		credit_seed(buf, (size_t)n, path);
+	memset(buf, 0, sizeof buf);
 }
 
 /* ---- network ---- */
@@ -561,7 +601,7 @@ static void read_control(int fd, pid_t app, char *buf, size_t *len, size_t size)
 			else if (strncmp(buf, "time ", 5) == 0)
 				set_clock(buf + 5);
 			else if (strncmp(buf, "seed ", 5) == 0)
-				seed_rng(buf + 5);
+				seed_from_hex(buf + 5);
 			else if (buf[0])
 				say("unknown control command: %.60s", buf);
 			size_t used = (size_t)(nl - buf) + 1;
@@ -665,8 +705,7 @@ int main(void)
 	parse_cmdline(&params, "/proc/cmdline");
 	if (params.time)
 		set_clock(params.time);
-	if (params.seed)
-		seed_rng(params.seed);
+	seed_from_file(SEED_PATH);
 
 	memset(&launch, 0, sizeof launch);
 	if (load_launch(&launch, LAUNCH_PATH) != 0)
@@ -726,6 +765,7 @@ int main(int argc, char **argv)
 	if (argc == 2 && strcmp(argv[1], "constants") == 0) {
 		show("LAUNCH_PATH", LAUNCH_PATH);
 		show("LAUNCH_MAGIC", LAUNCH_MAGIC);
+		show("SEED_PATH", SEED_PATH);
 		show("RESULTS_PORT", RESULTS_PORT);
 		show("CONTROL_PORT", CONTROL_PORT);
 		show("RESULTS_DEVICE", RESULTS_DEVICE);
@@ -746,7 +786,6 @@ int main(int argc, char **argv)
 		show("ip", p.ip);
 		show("gw", p.gw);
 		show("dns", p.dns);
-		show("seed", p.seed);
 		show("time", p.time);
 		if (debug)
 			show("debug", "1");
