@@ -38,7 +38,7 @@ def _run(binary: Path, *args: str) -> bytes:
 def test_names_are_the_same(selftest: Path) -> None:
     lines = _run(selftest, "constants").decode().splitlines()
     c_names = dict(line.split("=", 1) for line in lines)
-    assert c_names == {name: getattr(guest, name) for name in c_names}
+    assert c_names == {name: str(getattr(guest, name)) for name in c_names}
     assert set(c_names) == {
         "LAUNCH_PATH",
         "LAUNCH_MAGIC",
@@ -47,6 +47,7 @@ def test_names_are_the_same(selftest: Path) -> None:
         "CONTROL_PORT",
         "RESULTS_DEVICE",
         "EXIT_PREFIX",
+        "RESUME_SIGNAL",
     }
 
 

@@ -15,8 +15,10 @@ from ukedge.guest._contract import (
     LAUNCH_PATH,
     RESULTS_DEVICE,
     RESULTS_PORT,
+    RESUME_SIGNAL,
     SEED_PATH,
 )
+from ukedge.guest._control import resume_message
 from ukedge.guest._cpio import CpioArchive, CpioEntry, gzip_file, source_date_epoch
 from ukedge.guest._exitline import (
     format_exit_line,
@@ -39,6 +41,7 @@ __all__ = [
     "LAUNCH_PATH",
     "RESULTS_DEVICE",
     "RESULTS_PORT",
+    "RESUME_SIGNAL",
     "SEED_PATH",
     "CpioArchive",
     "CpioEntry",
@@ -52,6 +55,7 @@ __all__ = [
     "parse_exit_line",
     "parse_launch",
     "read_exit_status",
+    "resume_message",
     "seed_archive",
     "source_date_epoch",
 ]

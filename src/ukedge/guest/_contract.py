@@ -8,6 +8,8 @@ version is "The guest contract" in ``docs/image-format.md``.
 
 from __future__ import annotations
 
+import signal
+
 __all__ = [
     "CONTROL_PORT",
     "EXIT_PREFIX",
@@ -15,6 +17,7 @@ __all__ = [
     "LAUNCH_PATH",
     "RESULTS_DEVICE",
     "RESULTS_PORT",
+    "RESUME_SIGNAL",
     "SEED_PATH",
 ]
 
@@ -34,3 +37,6 @@ SEED_PATH = "/ukedge/seed"
 LAUNCH_MAGIC = "ukedge-launch=1"
 #: Init prints ``ukedge-exit: {"status": N}`` on the console when the application ends.
 EXIT_PREFIX = "ukedge-exit: "
+#: Init sends this to the app's process group when a resumed clone has its own clock, entropy,
+#: MAC and hostname. Ignored by default, so apps that do not ask for it never notice.
+RESUME_SIGNAL = int(signal.SIGWINCH)

@@ -111,6 +111,7 @@ class _Plan:
     kernel: Path
     initrds: list[Path]
     launch: bytes
+    hostname: str
     memory_mib: int
     vcpus: int
     #: Snapshot key: equal for runs whose guests are identical up to seed and clock.
@@ -601,12 +602,14 @@ class InstanceManager:
         image, manifest = self.store.manifest(ref)
         config = self.store.config(manifest)
         kernel, initrds = self._boot_files(manifest)
-        launch = launch_archive(
-            argv=[*config.entrypoint, *(config.args if what.args is None else what.args)],
-            env={**config.env, **(what.env or {})},
-            workdir=config.workdir,
-            hostname=what.hostname or config.name,
-        )
+        argv = [*config.entrypoint, *(config.args if what.args is None else what.args)]
+        env = {**config.env, **(what.env or {})}
+        # Each instance is its own host (its name) unless the run names one; a resumed clone
+        # is told its hostname, so the snapshot key counts the launch without it.
+        instance_name = what.name if isinstance(what, Instance) else None
+        hostname = what.hostname or instance_name or config.name
+        launch = launch_archive(argv=argv, env=env, workdir=config.workdir, hostname=hostname)
+        shared = launch_archive(argv=argv, env=env, workdir=config.workdir, hostname=config.name)
         memory = what.memory_mib or config.memory_mib
         vcpus = what.vcpus or config.vcpus
         # Everything the guest sees at boot except the per-boot seed and clock: two runs with
@@ -615,7 +618,7 @@ class InstanceManager:
             canonical_json(
                 {
                     "image": image.digest,
-                    "launch": digest_bytes(launch),
+                    "launch": digest_bytes(shared),
                     "memory_mib": memory,
                     "vcpus": vcpus,
                     "cmdline": config.boot.cmdline,
@@ -626,7 +629,7 @@ class InstanceManager:
                 }
             )
         ).split(":", 1)[1]
-        return _Plan(image, config, kernel, initrds, launch, memory, vcpus, key)
+        return _Plan(image, config, kernel, initrds, launch, hostname, memory, vcpus, key)
 
     def _spec(
         self,
@@ -668,6 +671,7 @@ class InstanceManager:
                 for p in ports
             ],
             restore_from=restore_from,
+            hostname=plan.hostname,
         )
 
     def _boot_files(self, manifest: ImageManifest) -> tuple[Path, list[Path]]:

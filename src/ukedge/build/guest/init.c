@@ -21,6 +21,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <net/if.h>
+#include <net/if_arp.h>
 #include <net/route.h>
 #include <netinet/in.h>
 #include <signal.h>
@@ -50,6 +51,9 @@
 #define CONTROL_PORT "ukedge.control"
 #define RESULTS_DEVICE "/dev/ukedge-results"
 #define EXIT_PREFIX "ukedge-exit: "
+/* Sent to the application's process group once a resumed clone has its own clock, entropy, MAC
+ * and hostname: ignored by default, so only runtimes that reseed on it (ukedge's python) see it. */
+#define RESUME_SIGNAL SIGWINCH
 #define DEFAULT_PATH "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 /* From <linux/random.h> and <linux/input*.h>, which musl does not ship. */
@@ -322,10 +326,56 @@ static int set_addr(int sock, const char *name, unsigned long req, in_addr_t add
 	return ioctl(sock, req, &ifr);
 }
 
-static void setup_network(const struct params *p, const char *hostname)
+/* eth0's address once configured ("" without one), for /etc/hosts after a hostname change. */
+static char ipbuf[64];
+
+static void write_hosts(const char *hostname)
 {
 	char hosts[512];
-	char ipbuf[64] = "";
+	snprintf(hosts, sizeof hosts, "127.0.0.1\tlocalhost\n%s\t%s\n", ipbuf[0] ? ipbuf : "127.0.1.1",
+		 hostname);
+	write_file("/etc/hosts", hosts);
+}
+
+/*
+ * Give eth0 another MAC address (a resumed clone has the snapshot's). virtio-net tells QEMU over
+ * its control queue, so QEMU's receive filter follows; with arp_notify the kernel announces the
+ * new address (gratuitous ARP), so QEMU's user-mode network sends to it from then on.
+ */
+static void set_mac(const char *text)
+{
+	unsigned int b[6];
+	char end;
+	if (sscanf(text, "%2x:%2x:%2x:%2x:%2x:%2x%c", &b[0], &b[1], &b[2], &b[3], &b[4], &b[5], &end) !=
+		    6 ||
+	    (b[0] & 1)) {
+		say("ignoring bad MAC address %.40s", text);
+		return;
+	}
+	write_file("/proc/sys/net/ipv4/conf/eth0/arp_notify", "1\n");
+	struct ifreq ifr;
+	memset(&ifr, 0, sizeof ifr);
+	strncpy(ifr.ifr_name, "eth0", IFNAMSIZ - 1);
+	ifr.ifr_hwaddr.sa_family = ARPHRD_ETHER;
+	for (int i = 0; i < 6; i++)
+		ifr.ifr_hwaddr.sa_data[i] = (char)b[i];
+	int sock = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+	if (sock < 0 || ioctl(sock, SIOCSIFHWADDR, &ifr) != 0)
+		say("setting the MAC address of eth0: %s", strerror(errno));
+	if (sock >= 0)
+		close(sock);
+}
+
+static void set_hostname(const char *hostname)
+{
+	if (sethostname(hostname, strlen(hostname)) != 0)
+		say("sethostname: %s", strerror(errno));
+	else
+		write_hosts(hostname);
+}
+
+static void setup_network(const struct params *p)
+{
 	int sock = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
 	if (sock < 0) {
 		say("socket: %s", strerror(errno));
@@ -333,6 +383,7 @@ static void setup_network(const struct params *p, const char *hostname)
 	}
 	if (if_up(sock, "lo") != 0)
 		say("bringing up lo: %s", strerror(errno));
+	ipbuf[0] = '\0';
 	if (p->ip) {
 		int prefix = 24;
 		struct in_addr addr;
@@ -380,9 +431,6 @@ static void setup_network(const struct params *p, const char *hostname)
 		snprintf(resolv, sizeof resolv, "nameserver %s\n", p->dns);
 		write_file("/etc/resolv.conf", resolv);
 	}
-	snprintf(hosts, sizeof hosts, "127.0.0.1\tlocalhost\n%s\t%s\n", ipbuf[0] ? ipbuf : "127.0.1.1",
-		 hostname);
-	write_file("/etc/hosts", hosts);
 }
 
 /* ---- virtio-serial ports by name ---- */
@@ -580,7 +628,9 @@ static void request_stop(pid_t app, const char *why)
 /*
  * Act on the lines the host wrote on the control port: "stop", "kill", and after the host
  * resumed this guest from a snapshot "time <unix seconds>" (the clock stood still in the
- * snapshot) and "seed <hex>" (every clone of a snapshot starts with the same RNG state).
+ * snapshot), "seed <hex>" (every clone of a snapshot starts with the same RNG state),
+ * "mac <address>" and "hostname <name>" (the clone's own), then "resumed": the application's
+ * process group gets RESUME_SIGNAL, so its runtime can reseed what it seeded from the kernel.
  */
 static void read_control(int fd, pid_t app, char *buf, size_t *len, size_t size)
 {
@@ -602,6 +652,12 @@ static void read_control(int fd, pid_t app, char *buf, size_t *len, size_t size)
 				set_clock(buf + 5);
 			else if (strncmp(buf, "seed ", 5) == 0)
 				seed_from_hex(buf + 5);
+			else if (strncmp(buf, "mac ", 4) == 0)
+				set_mac(buf + 4);
+			else if (strncmp(buf, "hostname ", 9) == 0)
+				set_hostname(buf + 9);
+			else if (strcmp(buf, "resumed") == 0)
+				kill(-app, RESUME_SIGNAL);
 			else if (buf[0])
 				say("unknown control command: %.60s", buf);
 			size_t used = (size_t)(nl - buf) + 1;
@@ -710,9 +766,8 @@ int main(void)
 	memset(&launch, 0, sizeof launch);
 	if (load_launch(&launch, LAUNCH_PATH) != 0)
 		finish(127);
-	if (sethostname(launch.hostname, strlen(launch.hostname)) != 0)
-		say("sethostname: %s", strerror(errno));
-	setup_network(&params, launch.hostname);
+	setup_network(&params);
+	set_hostname(launch.hostname);
 	find_ports(&ports);
 	int control_fd = -1;
 	if (ports.control[0]) {
@@ -770,6 +825,7 @@ int main(int argc, char **argv)
 		show("CONTROL_PORT", CONTROL_PORT);
 		show("RESULTS_DEVICE", RESULTS_DEVICE);
 		show("EXIT_PREFIX", EXIT_PREFIX);
+		printf("RESUME_SIGNAL=%d\n", RESUME_SIGNAL);
 		return 0;
 	}
 	if (argc >= 2 && strcmp(argv[1], "exit") == 0) {
