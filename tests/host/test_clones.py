@@ -12,6 +12,7 @@ from hostkit import wait_http
 
 from netkit import free_port
 from ukedge.build import build_image
+from ukedge.errors import InstanceError
 from ukedge.host import InstanceManager, RunRequest, parse_port_mapping
 from ukedge.image import ImageStore
 from ukedge.vmm._qemu_argv import guest_mac
@@ -72,13 +73,17 @@ interval = "200ms"
 """
 
 
+def _build(store: Path, root: Path, tag: str, app_lines: str = "") -> str:
+    """The probe app with ``app_lines`` added to its Ukfile's [app] section, tagged ``tag``."""
+    (root / "main.py").write_text(textwrap.dedent(APP))
+    (root / "Ukfile").write_text(UKFILE.replace("[app]\n", "[app]\n" + app_lines, 1))
+    build_image(root, [tag], store=ImageStore(store))
+    return tag
+
+
 @pytest.fixture(scope="module")
 def probe_image(example_store: Path, tmp_path_factory: pytest.TempPathFactory) -> str:
-    context = tmp_path_factory.mktemp("clone-probe")
-    (context / "main.py").write_text(textwrap.dedent(APP))
-    (context / "Ukfile").write_text(UKFILE)
-    build_image(context, ["clone-probe:1"], store=ImageStore(example_store))
-    return "clone-probe:1"
+    return _build(example_store, tmp_path_factory.mktemp("clone-probe"), "clone-probe:1")
 
 
 def _identity(port: int) -> dict[str, object]:
@@ -133,3 +138,33 @@ def test_a_booted_instance_has_its_own_mac_and_hostname_unless_the_run_names_one
     first, second = _identity(port), _identity(named_port)
     assert first["hostname"] == plain.name and first["mac"] == guest_mac(plain.id)
     assert second["hostname"] == "edge-7" and second["mac"] == guest_mac(named.id)
+
+
+def test_pre_app_snapshot_is_taken_before_the_app_starts(
+    manager: InstanceManager, example_store: Path, tmp_path: Path
+) -> None:
+    """snapshot = "pre-app": even what the app draws as it starts differs between clones."""
+    image = _build(example_store, tmp_path, "clone-probe:pre-app", 'snapshot = "pre-app"\n')
+    snapshot = manager.prewarm(RunRequest(image=image))
+    assert (snapshot / "vmstate").is_file()
+    ports = [free_port(), free_port()]
+    clones = [
+        manager.run(RunRequest(image=image, ports=[parse_port_mapping(f"{p}:8080")])) for p in ports
+    ]
+    assert all(manager.get(c.id).restored for c in clones)
+    first, second = (_identity(p) for p in ports)
+    assert first["first"] != second["first"]
+    assert first["hostname"] == clones[0].name and second["hostname"] == clones[1].name
+
+
+def test_snapshot_off_and_a_fixed_hostname(
+    manager: InstanceManager, example_store: Path, tmp_path: Path
+) -> None:
+    lines = 'snapshot = "off"\nhostname = "fixed-1"\n'
+    image = _build(example_store, tmp_path, "clone-probe:off", lines)
+    with pytest.raises(InstanceError, match='snapshot = "off"'):
+        manager.prewarm(RunRequest(image=image))
+    port = free_port()
+    instance = manager.run(RunRequest(image=image, ports=[parse_port_mapping(f"{port}:8080")]))
+    assert not manager.get(instance.id).restored
+    assert _identity(port)["hostname"] == "fixed-1"

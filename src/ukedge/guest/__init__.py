@@ -11,6 +11,7 @@ from ukedge.guest._cmdline import guest_cmdline
 from ukedge.guest._contract import (
     CONTROL_PORT,
     EXIT_PREFIX,
+    HELD_LINE,
     LAUNCH_MAGIC,
     LAUNCH_PATH,
     RESULTS_DEVICE,
@@ -22,6 +23,7 @@ from ukedge.guest._control import resume_message
 from ukedge.guest._cpio import CpioArchive, CpioEntry, gzip_file, source_date_epoch
 from ukedge.guest._exitline import (
     format_exit_line,
+    is_held,
     is_protocol_line,
     parse_exit_line,
     read_exit_status,
@@ -37,6 +39,7 @@ from ukedge.guest._launch import (
 __all__ = [
     "CONTROL_PORT",
     "EXIT_PREFIX",
+    "HELD_LINE",
     "LAUNCH_MAGIC",
     "LAUNCH_PATH",
     "RESULTS_DEVICE",
@@ -49,6 +52,7 @@ __all__ = [
     "format_exit_line",
     "guest_cmdline",
     "gzip_file",
+    "is_held",
     "is_protocol_line",
     "launch_archive",
     "launch_records",

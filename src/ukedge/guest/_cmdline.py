@@ -25,6 +25,7 @@ def guest_cmdline(
     clock: float | None = None,
     tsc_khz: int | None = None,
     snapshot_source: bool = False,
+    hold: bool = False,
 ) -> str:
     """The kernel command line for one boot: the image's ``base`` plus what init reads.
 
@@ -41,6 +42,9 @@ def guest_cmdline(
     ordinary boots: the kernel then zeroes all guest RAM as it starts (cold sensor-agg boot
     2.0 s → 2.5 s, and every page ends up resident). Resumed guests keep zeroing what they
     free, which costs little in an idle or steady app.
+
+    ``hold`` makes init print :data:`~ukedge.guest.HELD_LINE` and wait for ``resumed`` on the
+    control port before it starts the app: the moment a ``pre-app`` prewarm snapshots.
     """
     parts = base.split()
     if ip is not None:
@@ -64,6 +68,8 @@ def guest_cmdline(
         parts += [f"tsc_early_khz={tsc_khz}", "tsc=reliable"]
     if snapshot_source:
         parts.append("init_on_free=1")
+    if hold:
+        parts.append("ukedge.hold")
     now = time.time() if clock is None else clock
     parts.append(f"ukedge.time={now:.3f}")
     return " ".join(parts)

@@ -13,6 +13,7 @@ import signal
 __all__ = [
     "CONTROL_PORT",
     "EXIT_PREFIX",
+    "HELD_LINE",
     "LAUNCH_MAGIC",
     "LAUNCH_PATH",
     "RESULTS_DEVICE",
@@ -40,3 +41,6 @@ EXIT_PREFIX = "ukedge-exit: "
 #: Init sends this to the app's process group when a resumed clone has its own clock, entropy,
 #: MAC and hostname. Ignored by default, so apps that do not ask for it never notice.
 RESUME_SIGNAL = int(signal.SIGWINCH)
+#: Init prints this line when ``ukedge.hold`` makes it wait before starting the app (a
+#: ``snapshot = "pre-app"`` prewarm snapshots the machine then); ``resumed`` releases it.
+HELD_LINE = "ukedge-held"

@@ -46,7 +46,7 @@ from ukedge.errors import (
     UkedgeError,
     UsageError,
 )
-from ukedge.guest import guest_cmdline, launch_archive, seed_archive
+from ukedge.guest import HELD_LINE, guest_cmdline, is_held, launch_archive, seed_archive
 from ukedge.host._admission import Capacity, Committed, admit, committed, holds_resources
 from ukedge.host._console import earlier_consoles, keep_previous_run, read_console, read_results
 from ukedge.host._health import check_once, next_health, wait_healthy
@@ -116,6 +116,18 @@ class _Plan:
     vcpus: int
     #: Snapshot key: equal for runs whose guests are identical up to seed and clock.
     key: str
+
+
+def _wait_held(machine: Machine, timeout: float) -> None:
+    """Wait until the guest init, booted with ``hold``, waits before starting the app."""
+    deadline = time.monotonic() + timeout
+    while not is_held(machine.console_path.read_text(errors="replace")):
+        if machine.state.final or time.monotonic() > deadline:
+            raise InstanceError(
+                f"machine {machine.machine_id} never reached the point before its app starts "
+                f"(no {HELD_LINE!r} on its console within {timeout:g} s); see its console"
+            )
+        time.sleep(0.05)
 
 
 def _free_port() -> int:
@@ -354,7 +366,8 @@ class InstanceManager:
                 f"instance {instance.name} is already {instance.state.value}; stop it first"
             )
         plan = self._plan(instance.image_digest, instance)
-        snapshot = None if instance.cold else self._snapshot_if_any(plan.key)
+        cold = instance.cold or plan.config.snapshot == "off"
+        snapshot = None if cold else self._snapshot_if_any(plan.key)
         check = plan.config.healthcheck
 
         claimed = False
@@ -516,7 +529,13 @@ class InstanceManager:
         """
         plan = self._plan(request.image, request)
         check = plan.config.healthcheck
-        if check is None:
+        pre_app = plan.config.snapshot == "pre-app"
+        if plan.config.snapshot == "off":
+            raise InstanceError(
+                f'{plan.image.ref} is built with snapshot = "off" in its Ukfile: its app '
+                "cannot be cloned, so every run boots"
+            )
+        if check is None and not pre_app:
             raise InstanceError(
                 f"{plan.image.ref} has no health check, so there is no moment at which its app is "
                 "known to be ready to snapshot; add [healthcheck] to its Ukfile"
@@ -527,20 +546,26 @@ class InstanceManager:
         self.snapshots.mkdir(parents=True, exist_ok=True)
         workdir = Path(tempfile.mkdtemp(dir=self.root, prefix=".prewarm-"))
         port = _free_port()
-        forward = PortMapping(host_port=port, guest_port=check.port)
-        spec = self._spec(plan, workdir.name[1:], workdir, [forward], None, snapshot_source=True)
+        forwards = [] if check is None else [PortMapping(host_port=port, guest_port=check.port)]
+        spec = self._spec(
+            plan, workdir.name[1:], workdir, forwards, None, snapshot_source=True, hold=pre_app
+        )
         # Names of its own: two prewarms of one image (two REST calls) may run at once.
         staging = Path(tempfile.mkdtemp(dir=self.snapshots, prefix=f".{plan.key}.", suffix=".tmp"))
         try:
             machine = self.backend.start(spec)
             try:
-                wait_healthy(
-                    check,
-                    "127.0.0.1",
-                    port,
-                    timeout=timeout,
-                    alive=lambda: not machine.state.final,
-                )
+                if pre_app:
+                    _wait_held(machine, timeout)
+                else:
+                    assert check is not None
+                    wait_healthy(
+                        check,
+                        "127.0.0.1",
+                        port,
+                        timeout=timeout,
+                        alive=lambda: not machine.state.final,
+                    )
                 machine.snapshot(staging)
                 (staging / _SNAPSHOT_IMAGE).write_text(plan.image.digest)
             finally:
@@ -604,10 +629,10 @@ class InstanceManager:
         kernel, initrds = self._boot_files(manifest)
         argv = [*config.entrypoint, *(config.args if what.args is None else what.args)]
         env = {**config.env, **(what.env or {})}
-        # Each instance is its own host (its name) unless the run names one; a resumed clone
-        # is told its hostname, so the snapshot key counts the launch without it.
+        # Each instance is its own host (its name) unless the run or the Ukfile names one; a
+        # resumed clone is told its hostname, so the snapshot key counts the launch without it.
         instance_name = what.name if isinstance(what, Instance) else None
-        hostname = what.hostname or instance_name or config.name
+        hostname = what.hostname or config.hostname or instance_name or config.name
         launch = launch_archive(argv=argv, env=env, workdir=config.workdir, hostname=hostname)
         shared = launch_archive(argv=argv, env=env, workdir=config.workdir, hostname=config.name)
         memory = what.memory_mib or config.memory_mib
@@ -640,6 +665,7 @@ class InstanceManager:
         restore_from: Path | None,
         *,
         snapshot_source: bool = False,
+        hold: bool = False,
     ) -> MachineSpec:
         # The launch archive and this boot's RNG seed, readable by QEMU's user only: the seed
         # must not be on the command line, which every local user sees in ps.
@@ -661,6 +687,7 @@ class InstanceManager:
                 clock=time.time(),
                 tsc_khz=host_tsc_khz(),
                 snapshot_source=snapshot_source,
+                hold=hold,
             ),
             memory_mib=plan.memory_mib,
             vcpus=plan.vcpus,

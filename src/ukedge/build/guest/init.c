@@ -54,6 +54,9 @@
 /* Sent to the application's process group once a resumed clone has its own clock, entropy, MAC
  * and hostname: ignored by default, so only runtimes that reseed on it (ukedge's python) see it. */
 #define RESUME_SIGNAL SIGWINCH
+/* Printed on the console when ukedge.hold makes init wait before starting the application (a
+ * "pre-app" prewarm snapshots the machine then); "resumed" on the control port releases it. */
+#define HELD_LINE "ukedge-held"
 #define DEFAULT_PATH "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 /* From <linux/random.h> and <linux/input*.h>, which musl does not ship. */
@@ -170,6 +173,7 @@ struct params {
 	char *gw;   /* ukedge.gw=A.B.C.D */
 	char *dns;  /* ukedge.dns=A.B.C.D */
 	char *time; /* ukedge.time=<seconds since the epoch>[.<fraction>] */
+	int hold;   /* ukedge.hold: wait for "resumed" on the control port before starting the app */
 };
 
 static char cmdline[4096];
@@ -186,6 +190,8 @@ static void parse_cmdline(struct params *p, const char *path)
 		if (!eq) {
 			if (strcmp(key, "debug") == 0)
 				debug = 1;
+			else if (strcmp(key, "hold") == 0)
+				p->hold = 1;
 			continue;
 		}
 		*eq = '\0';
@@ -632,6 +638,9 @@ static void request_stop(pid_t app, const char *why)
  * "mac <address>" and "hostname <name>" (the clone's own), then "resumed": the application's
  * process group gets RESUME_SIGNAL, so its runtime can reseed what it seeded from the kernel.
  */
+/* Set by "resumed" while init holds before starting the application (app is 0 then). */
+static int released;
+
 static void read_control(int fd, pid_t app, char *buf, size_t *len, size_t size)
 {
 	ssize_t r;
@@ -644,10 +653,14 @@ static void read_control(int fd, pid_t app, char *buf, size_t *len, size_t size)
 			*nl = '\0';
 			if (nl > buf && nl[-1] == '\r')
 				nl[-1] = '\0';
-			if (strcmp(buf, "stop") == 0)
+			if (strcmp(buf, "stop") == 0 && app > 0)
 				request_stop(app, "control port");
-			else if (strcmp(buf, "kill") == 0)
+			else if (strcmp(buf, "stop") == 0)
+				finish(128 + SIGTERM);
+			else if (strcmp(buf, "kill") == 0 && app > 0)
 				kill(app, SIGKILL);
+			else if (strcmp(buf, "kill") == 0)
+				finish(128 + SIGKILL);
 			else if (strncmp(buf, "time ", 5) == 0)
 				set_clock(buf + 5);
 			else if (strncmp(buf, "seed ", 5) == 0)
@@ -656,8 +669,10 @@ static void read_control(int fd, pid_t app, char *buf, size_t *len, size_t size)
 				set_mac(buf + 4);
 			else if (strncmp(buf, "hostname ", 9) == 0)
 				set_hostname(buf + 9);
-			else if (strcmp(buf, "resumed") == 0)
+			else if (strcmp(buf, "resumed") == 0 && app > 0)
 				kill(-app, RESUME_SIGNAL);
+			else if (strcmp(buf, "resumed") == 0)
+				released = 1;
 			else if (buf[0])
 				say("unknown control command: %.60s", buf);
 			size_t used = (size_t)(nl - buf) + 1;
@@ -667,6 +682,36 @@ static void read_control(int fd, pid_t app, char *buf, size_t *len, size_t size)
 		if (*len == size - 1)
 			*len = 0; /* longer than any command: drop it */
 	}
+}
+
+/*
+ * ukedge.hold: say so on the console and wait, before the application exists, until the host
+ * resumed this machine (from the snapshot a "pre-app" prewarm takes now) and said "resumed",
+ * after giving it its own clock, entropy, MAC and hostname. The application then starts from
+ * that state, as in a fresh boot.
+ */
+static void hold_for_resume(int control_fd)
+{
+	char ctl[256];
+	size_t len = 0;
+	int ep = epoll_create1(EPOLL_CLOEXEC);
+	struct epoll_event ev = {.events = EPOLLIN | EPOLLET, .data.fd = control_fd};
+	if (ep < 0 || epoll_ctl(ep, EPOLL_CTL_ADD, control_fd, &ev) != 0) {
+		say("epoll: %s; starting the application without holding", strerror(errno));
+		return;
+	}
+	(void)!write(console_fd, HELD_LINE "\n", strlen(HELD_LINE) + 1);
+	tcdrain(console_fd);
+	read_control(control_fd, 0, ctl, &len, sizeof ctl);
+	while (!released) {
+		struct epoll_event events[1];
+		if (epoll_wait(ep, events, 1, -1) < 0 && errno != EINTR) {
+			say("epoll_wait: %s; starting the application", strerror(errno));
+			break;
+		}
+		read_control(control_fd, 0, ctl, &len, sizeof ctl);
+	}
+	close(ep);
 }
 
 /*
@@ -777,6 +822,10 @@ int main(void)
 		if (control_fd < 0)
 			say("open control port %s: %s", path, strerror(errno));
 	}
+	if (params.hold && control_fd >= 0)
+		hold_for_resume(control_fd);
+	else if (params.hold)
+		say("ukedge.hold without a control port: starting the application at once");
 
 	pid_t app = fork();
 	if (app < 0) {
@@ -826,6 +875,7 @@ int main(int argc, char **argv)
 		show("RESULTS_DEVICE", RESULTS_DEVICE);
 		show("EXIT_PREFIX", EXIT_PREFIX);
 		printf("RESUME_SIGNAL=%d\n", RESUME_SIGNAL);
+		show("HELD_LINE", HELD_LINE);
 		return 0;
 	}
 	if (argc >= 2 && strcmp(argv[1], "exit") == 0) {
@@ -845,6 +895,8 @@ int main(int argc, char **argv)
 		show("time", p.time);
 		if (debug)
 			show("debug", "1");
+		if (p.hold)
+			show("hold", "1");
 		return 0;
 	}
 	if (argc == 3 && strcmp(argv[1], "launch") == 0) {
