@@ -525,7 +525,9 @@ class InstanceManager:
         snapshot later runs with the same image and launch settings resume from.
 
         Booting a Python app under TCG takes seconds; resuming the ready guest takes a fraction
-        of that. Returns the snapshot directory (an existing one is reused).
+        of that. Returns the snapshot directory (an existing one is reused). An image built
+        with ``snapshot = "pre-app"`` is saved before its app starts instead (init holds there
+        until a clone is resumed); one with ``"off"`` is refused.
         """
         plan = self._plan(request.image, request)
         check = plan.config.healthcheck
