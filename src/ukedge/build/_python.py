@@ -83,7 +83,8 @@ DROPPED_STDLIB: dict[str, str] = {
     "config-3.11-x86_64-linux-gnu": "static libpython and build files for embedding (25 MB)",
     "site-packages": "host packages",
     "dist-packages": "host packages",
-    "sitecustomize.py": "Debian's link to /etc/python3.11, which the guest does not have",
+    "sitecustomize.py": "Debian's link to /etc/python3.11, which the guest does not have "
+    "(ukedge's own resume hook takes the name)",
     "EXTERNALLY-MANAGED": "a marker for pip on the host",
     "__phello__": "frozen-module demo package",
     "__hello__.py": "frozen-module demo",
