@@ -129,7 +129,7 @@ class Guest:
     ) -> MachineSpec:
         """A machine running the test app with ``args``; its launch archive is the last initrd."""
         from ukedge.build.guest import host_tsc_khz
-        from ukedge.guest import guest_cmdline, launch_archive
+        from ukedge.guest import guest_cmdline, launch_archive, seed_archive
 
         workdir = self.workroot / name
         launch = self.workroot / f"{name}.launch.cpio"
@@ -137,13 +137,13 @@ class Guest:
             launch_archive(
                 argv=["/app/conformance", *args], env={}, workdir="/", hostname="conformance"
             )
+            + seed_archive(os.urandom(32))
         )
         cmdline = guest_cmdline(
             self.cmdline,
             ip="10.0.2.15/24",
             gateway="10.0.2.2",
             dns="10.0.2.3",
-            seed=os.urandom(32),
             tsc_khz=host_tsc_khz(),
         )
         return MachineSpec(

@@ -5,12 +5,15 @@ from __future__ import annotations
 import json
 import os
 import socket
+import stat
 import time
+from pathlib import Path
 
 import httpx
 import pytest
 from hostkit import wait_http
 
+from cpiokit import cpio_members
 from netkit import free_port
 from ukedge.errors import ImageError, InstanceError
 from ukedge.host import InstanceManager, InstanceState, RunRequest, parse_port_mapping
@@ -113,6 +116,22 @@ def test_a_port_another_program_holds_is_refused_before_anything_is_recorded(
             )
     assert manager.list(all_instances=True) == []
     assert [p.name for p in manager.root.iterdir() if p.is_dir()] == [], "no instance directory"
+
+
+def test_the_rng_seed_is_not_on_qemus_command_line(manager: InstanceManager) -> None:
+    """Every local user reads /proc/PID/cmdline; the seed goes in a 0600 initrd instead."""
+    instance = manager.run(RunRequest(image="sensor-agg:1"))
+    pid = manager.get(instance.id).pid
+    assert pid is not None
+    cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    launch = Path(instance.workdir) / "launch.cpio"
+    assert stat.S_IMODE(launch.stat().st_mode) == 0o600
+    seed = cpio_members(launch.read_bytes())["ukedge/seed"][1]
+    assert len(seed) == 32
+    assert b"-initrd" in cmdline and b"-append" in cmdline
+    assert b"seed" not in cmdline and seed.hex().encode() not in cmdline
+    record = (Path(instance.workdir) / "vm" / "machine.json").read_text()
+    assert "seed" not in record and seed.hex() not in record
 
 
 def test_prewarmed_snapshot_resumes_ready_and_independent(manager: InstanceManager) -> None:

@@ -22,6 +22,7 @@ def test_spec_round_trips_through_json(tmp_path: Path) -> None:
         vcpus=2,
         ports=[PortForward(8080, 80)],
         restore_from=tmp_path / "snap",
+        hostname="edge-7",
     )
     assert MachineSpec.from_json(spec.to_json()) == spec
     assert spec.initrds == (tmp_path / "a", tmp_path / "b")
@@ -35,6 +36,8 @@ def test_spec_round_trips_through_json(tmp_path: Path) -> None:
         {"machine_id": "../x"},
         {"memory_mib": 8},
         {"vcpus": 0},
+        {"hostname": "two words"},
+        {"hostname": ""},
         {"ports": [PortForward(80, 80), PortForward(80, 81)]},
     ],
 )

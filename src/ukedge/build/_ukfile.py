@@ -87,6 +87,7 @@ __all__ = [
 ]
 
 UKFILE_NAME = "Ukfile"
+_HOSTNAME = re.compile(r"^[a-zA-Z0-9](?:[a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?\Z")
 _APP_NAME = re.compile(r"^[a-z0-9](?:[a-z0-9._-]{0,61}[a-z0-9])?\Z")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\Z")
 
@@ -146,6 +147,18 @@ class AppSection(_Section):
     entrypoint: Command | None = None
     args: list[str] = Field(default_factory=list)
     workdir: str = "/app"
+    #: When prewarm may snapshot the app: "ready" (health check passes), "pre-app" (before the
+    #: app starts, for apps that cannot reseed on resume) or "off".
+    snapshot: Literal["ready", "pre-app", "off"] = "ready"
+    #: The guest hostname of every instance (default: each instance's name).
+    hostname: str | None = None
+
+    @field_validator("hostname")
+    @classmethod
+    def _hostname(cls, v: str | None) -> str | None:
+        if v is not None and not _HOSTNAME.match(v):
+            raise ValueError(f"invalid hostname {v!r}: 1-63 letters, digits or '-'")
+        return v
 
     @field_validator("name")
     @classmethod

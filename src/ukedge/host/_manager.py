@@ -46,7 +46,7 @@ from ukedge.errors import (
     UsageError,
 )
 from ukedge.faults import crash_point
-from ukedge.guest import guest_cmdline, launch_archive
+from ukedge.guest import HELD_LINE, guest_cmdline, is_held, launch_archive, seed_archive
 from ukedge.host._admission import Capacity, Committed, admit, committed, holds_resources
 from ukedge.host._console import earlier_consoles, keep_previous_run, read_console, read_results
 from ukedge.host._health import check_once, next_health, wait_healthy
@@ -112,10 +112,23 @@ class _Plan:
     kernel: Path
     initrds: list[Path]
     launch: bytes
+    hostname: str
     memory_mib: int
     vcpus: int
     #: Snapshot key: equal for runs whose guests are identical up to seed and clock.
     key: str
+
+
+def _wait_held(machine: Machine, timeout: float) -> None:
+    """Wait until the guest init, booted with ``hold``, waits before starting the app."""
+    deadline = time.monotonic() + timeout
+    while not is_held(machine.console_path.read_text(errors="replace")):
+        if machine.state.final or time.monotonic() > deadline:
+            raise InstanceError(
+                f"machine {machine.machine_id} never reached the point before its app starts "
+                f"(no {HELD_LINE!r} on its console within {timeout:g} s); see its console"
+            )
+        time.sleep(0.05)
 
 
 def _free_port() -> int:
@@ -362,7 +375,8 @@ class InstanceManager:
     def _start_locked(self, instance: Instance, *, restart: bool) -> Instance:
         instance_id = instance.id
         plan = self._plan(instance.image_digest, instance)
-        snapshot = None if instance.cold else self._snapshot_if_any(plan.key)
+        cold = instance.cold or plan.config.snapshot == "off"
+        snapshot = None if cold else self._snapshot_if_any(plan.key)
         check = plan.config.healthcheck
 
         claimed = False
@@ -523,11 +537,19 @@ class InstanceManager:
         snapshot later runs with the same image and launch settings resume from.
 
         Booting a Python app under TCG takes seconds; resuming the ready guest takes a fraction
-        of that. Returns the snapshot directory (an existing one is reused).
+        of that. Returns the snapshot directory (an existing one is reused). An image built
+        with ``snapshot = "pre-app"`` is saved before its app starts instead (init holds there
+        until a clone is resumed); one with ``"off"`` is refused.
         """
         plan = self._plan(request.image, request)
         check = plan.config.healthcheck
-        if check is None:
+        pre_app = plan.config.snapshot == "pre-app"
+        if plan.config.snapshot == "off":
+            raise InstanceError(
+                f'{plan.image.ref} is built with snapshot = "off" in its Ukfile: its app '
+                "cannot be cloned, so every run boots"
+            )
+        if check is None and not pre_app:
             raise InstanceError(
                 f"{plan.image.ref} has no health check, so there is no moment at which its app is "
                 "known to be ready to snapshot; add [healthcheck] to its Ukfile"
@@ -540,26 +562,40 @@ class InstanceManager:
         # Held while the prewarm's machine may run: a leftover whose lock is free is a dead
         # prewarm's, which the next agent sweeps at once (sweep_prewarm_leftovers).
         with holding(workdir):
-            return self._prewarm_in(workdir, plan, check, timeout)
+            return self._prewarm_in(workdir, plan, check, timeout, pre_app=pre_app)
 
-    def _prewarm_in(self, workdir: Path, plan: _Plan, check: HealthCheck, timeout: float) -> Path:
+    def _prewarm_in(
+        self,
+        workdir: Path,
+        plan: _Plan,
+        check: HealthCheck | None,
+        timeout: float,
+        *,
+        pre_app: bool,
+    ) -> Path:
         target = self.snapshots / plan.key
         port = _free_port()
-        forward = PortMapping(host_port=port, guest_port=check.port)
-        spec = self._spec(plan, workdir.name[1:], workdir, [forward], None, snapshot_source=True)
+        forwards = [] if check is None else [PortMapping(host_port=port, guest_port=check.port)]
+        spec = self._spec(
+            plan, workdir.name[1:], workdir, forwards, None, snapshot_source=True, hold=pre_app
+        )
         # Names of its own: two prewarms of one image (two REST calls) may run at once.
         staging = Path(tempfile.mkdtemp(dir=self.snapshots, prefix=f".{plan.key}.", suffix=".tmp"))
         try:
             machine = self.backend.start(spec)
             crash_point("host.prewarm.after_boot")
             try:
-                wait_healthy(
-                    check,
-                    "127.0.0.1",
-                    port,
-                    timeout=timeout,
-                    alive=lambda: not machine.state.final,
-                )
+                if pre_app:
+                    _wait_held(machine, timeout)
+                else:
+                    assert check is not None
+                    wait_healthy(
+                        check,
+                        "127.0.0.1",
+                        port,
+                        timeout=timeout,
+                        alive=lambda: not machine.state.final,
+                    )
                 machine.snapshot(staging)
                 (staging / _SNAPSHOT_IMAGE).write_text(plan.image.digest)
                 crash_point("host.prewarm.after_snapshot")
@@ -630,12 +666,14 @@ class InstanceManager:
         image, manifest = self.store.manifest(ref)
         config = self.store.config(manifest)
         kernel, initrds = self._boot_files(manifest)
-        launch = launch_archive(
-            argv=[*config.entrypoint, *(config.args if what.args is None else what.args)],
-            env={**config.env, **(what.env or {})},
-            workdir=config.workdir,
-            hostname=what.hostname or config.name,
-        )
+        argv = [*config.entrypoint, *(config.args if what.args is None else what.args)]
+        env = {**config.env, **(what.env or {})}
+        # Each instance is its own host (its name) unless the run or the Ukfile names one; a
+        # resumed clone is told its hostname, so the snapshot key counts the launch without it.
+        instance_name = what.name if isinstance(what, Instance) else None
+        hostname = what.hostname or config.hostname or instance_name or config.name
+        launch = launch_archive(argv=argv, env=env, workdir=config.workdir, hostname=hostname)
+        shared = launch_archive(argv=argv, env=env, workdir=config.workdir, hostname=config.name)
         memory = what.memory_mib or config.memory_mib
         vcpus = what.vcpus or config.vcpus
         # Everything the guest sees at boot except the per-boot seed and clock: two runs with
@@ -644,7 +682,7 @@ class InstanceManager:
             canonical_json(
                 {
                     "image": image.digest,
-                    "launch": digest_bytes(launch),
+                    "launch": digest_bytes(shared),
                     "memory_mib": memory,
                     "vcpus": vcpus,
                     "cmdline": config.boot.cmdline,
@@ -655,7 +693,7 @@ class InstanceManager:
                 }
             )
         ).split(":", 1)[1]
-        return _Plan(image, config, kernel, initrds, launch, memory, vcpus, key)
+        return _Plan(image, config, kernel, initrds, launch, hostname, memory, vcpus, key)
 
     def _spec(
         self,
@@ -666,9 +704,15 @@ class InstanceManager:
         restore_from: Path | None,
         *,
         snapshot_source: bool = False,
+        hold: bool = False,
     ) -> MachineSpec:
+        # The launch archive and this boot's RNG seed, readable by QEMU's user only: the seed
+        # must not be on the command line, which every local user sees in ps.
         launch = workdir / "launch.cpio"
-        launch.write_bytes(plan.launch)
+        launch.unlink(missing_ok=True)  # an earlier run's may have another mode
+        fd = os.open(launch, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(plan.launch + seed_archive(os.urandom(32)))
         return MachineSpec(
             machine_id=machine_id,
             kernel=plan.kernel,
@@ -679,10 +723,10 @@ class InstanceManager:
                 ip=_GUEST_IP,
                 gateway=_GATEWAY,
                 dns=_DNS,
-                seed=os.urandom(32),
                 clock=time.time(),
                 tsc_khz=host_tsc_khz(),
                 snapshot_source=snapshot_source,
+                hold=hold,
             ),
             memory_mib=plan.memory_mib,
             vcpus=plan.vcpus,
@@ -693,6 +737,7 @@ class InstanceManager:
                 for p in ports
             ],
             restore_from=restore_from,
+            hostname=plan.hostname,
         )
 
     def _boot_files(self, manifest: ImageManifest) -> tuple[Path, list[Path]]:

@@ -28,7 +28,7 @@ from typing import Any
 
 from ukedge.errors import MachineError, MachineTimeoutError, StateError, UsageError
 from ukedge.faults import crash_point
-from ukedge.guest import read_exit_status
+from ukedge.guest import read_exit_status, resume_message
 from ukedge.vmm import _proc, _qmp, _snapshot
 from ukedge.vmm._accel import probe_accelerator
 from ukedge.vmm._qemu_argv import (
@@ -36,6 +36,7 @@ from ukedge.vmm._qemu_argv import (
     MachinePaths,
     QemuOptions,
     build_argv,
+    guest_mac,
 )
 from ukedge.vmm.base import (
     KILLED_STATUS,
@@ -268,13 +269,20 @@ class _QemuMachine:
             self._refresh_clone()
 
     def _refresh_clone(self) -> None:
-        """Give a resumed guest the current time and fresh entropy over its control port: its
-        clock stood still in the snapshot, and every clone starts with the same RNG state."""
-        line = f"time {time.time():.6f}\nseed {os.urandom(32).hex()}\n".encode()
-        ctl = self._send_control(line)
+        """Give a resumed guest the current time, fresh entropy, its own MAC address and hostname
+        over its control port: every clone starts with the snapshot's, and the clock stood
+        still in it. Init then signals the app so its runtime can reseed too."""
+        message = resume_message(
+            clock=time.time(),
+            seed=os.urandom(32),
+            mac=guest_mac(self.machine_id),
+            hostname=self.spec.hostname,
+        )
+        ctl = self._send_control(message)
         if ctl is None:
             log.warning(
-                "machine %s resumed without a control port: its clock and RNG are the snapshot's",
+                "machine %s resumed without a control port: its clock, RNG, MAC and hostname "
+                "are the snapshot's",
                 self.machine_id,
             )
             return
