@@ -30,14 +30,15 @@ LAYERS: list[tuple[str, ...]] = [
     ("host", "hub"),
     ("registry", "vmm", "build", "kernel"),
     ("guest", "image"),
-    # Shared plumbing for the servers (ASGI kit) and the stores (SQLite set-up): used by host,
-    # hub and the controller, never by the layers below them.
+    # Shared plumbing of the servers (the ASGI kit) and the stores (the SQLite set-up): below
+    # every package so that any may use it (host, hub and the controller do); it imports only
+    # the leaves under it. ``image`` and ``guest`` are held to ``errors`` by ONLY.
     ("server", "sqlite"),
     # Settings and logging set-up of the programs: config formats its errors with ``validation``.
     ("config", "serverlog"),
-    # Leaf helpers: pydantic error text, type aliases, units, the data directory, crash points,
-    # lazy package re-exports.
-    ("validation", "types", "units", "paths", "faults", "_lazy"),
+    # Leaf helpers: pydantic error text, backends by name, type aliases, units, the data
+    # directory, crash points, lazy package re-exports.
+    ("validation", "backends", "types", "units", "paths", "faults", "_lazy"),
     ("errors",),
     ("ukedge",),
 ]

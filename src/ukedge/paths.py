@@ -12,7 +12,15 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-__all__ = ["cache_dir", "home", "instances_dir", "kernels_dir", "store_dir"]
+__all__ = [
+    "cache_dir",
+    "home",
+    "instances_dir",
+    "kernels_dir",
+    "private_dir",
+    "private_file",
+    "store_dir",
+]
 
 
 def home() -> Path:
@@ -43,3 +51,23 @@ def kernels_dir() -> Path:
 def instances_dir() -> Path:
     """Per-instance state of the local instance manager."""
     return home() / "instances"
+
+
+def private_dir(path: Path) -> Path:
+    """Make ``path`` (and its parents) and leave it 0700, whatever mode it had.
+
+    A server's data directory holds secrets (password hashes, signing keys, tokens); an operator
+    who made it with ``mkdir`` (0755) would otherwise leave them to every local user, the QEMU
+    user ``nobody`` included.
+    """
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    path.chmod(0o700)
+    return path
+
+
+def private_file(path: Path) -> Path:
+    """Create ``path`` empty if missing and leave it 0600 (before SQLite opens it: SQLite gives
+    its ``-wal`` and ``-shm`` files the database file's mode)."""
+    os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600))
+    path.chmod(0o600)
+    return path

@@ -9,6 +9,7 @@ import pytest
 
 from ukedge.guest import (
     format_exit_line,
+    is_held,
     is_protocol_line,
     parse_exit_line,
     read_exit_status,
@@ -80,3 +81,11 @@ def test_protocol_lines_are_the_exit_line_and_the_reset() -> None:
     assert is_protocol_line(b"reboot: Restarting system\r\n")
     assert not is_protocol_line(b"hello ukedge-exit: nothing\n")
     assert not is_protocol_line(b"[    1.2] reboot: Restarting system\n")
+
+
+def test_held_is_a_whole_line() -> None:
+    assert is_held("[    0.9] booted\r\nukedge-held\r\n")
+    assert is_held("ukedge-held\n")
+    assert not is_held("ukedge-held")  # not a line yet
+    assert not is_held("app: ukedge-held\r\n")
+    assert is_protocol_line(b"ukedge-held\r\n")

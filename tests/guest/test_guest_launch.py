@@ -7,15 +7,18 @@ from typing import Any
 
 import pytest
 
+from cpiokit import cpio_members
 from ukedge.build.guest import add_platform, ensure_init
 from ukedge.errors import UsageError
 from ukedge.guest import (
     LAUNCH_MAGIC,
     LAUNCH_PATH,
+    SEED_PATH,
     CpioArchive,
     launch_archive,
     launch_records,
     parse_launch,
+    seed_archive,
 )
 
 
@@ -27,23 +30,6 @@ def _launch(**kw: Any) -> dict[str, Any]:
         "hostname": "demo",
     }
     return {**base, **kw}
-
-
-def _members(data: bytes) -> dict[str, tuple[int, bytes, int, int]]:
-    """Parse a newc archive: path -> (mode, data, rdevmajor, rdevminor)."""
-    out: dict[str, tuple[int, bytes, int, int]] = {}
-    pos = 0
-    while True:
-        assert data[pos : pos + 6] == b"070701"
-        fields = [int(data[pos + 6 + 8 * i : pos + 14 + 8 * i], 16) for i in range(13)]
-        namesize, filesize = fields[11], fields[6]
-        name_start = pos + 110
-        name = data[name_start : name_start + namesize - 1].decode()
-        body = name_start + namesize + (-(110 + namesize) % 4)
-        if name == "TRAILER!!!":
-            return out
-        out[name] = (fields[1], data[body : body + filesize], fields[9], fields[10])
-        pos = body + filesize + (-filesize % 4)
 
 
 def test_records_round_trip() -> None:
@@ -81,12 +67,27 @@ def test_bad_launch_input(kwargs: dict[str, object], message: str) -> None:
 
 def test_launch_archive_holds_only_the_launch_file() -> None:
     data = launch_archive(**_launch(env={"X": "1"}))
-    members = _members(data)
+    members = cpio_members(data)
     assert set(members) == {"ukedge", LAUNCH_PATH.lstrip("/")}
     mode, body, _, _ = members[LAUNCH_PATH.lstrip("/")]
     assert stat.S_ISREG(mode)
     assert body == launch_records(**_launch(env={"X": "1"}))
     assert launch_archive(**_launch(env={"X": "1"})) == data  # reproducible
+
+
+def test_seed_archive_holds_only_the_seed_readable_by_its_owner() -> None:
+    seed = bytes(range(32))
+    members = cpio_members(launch_archive(**_launch()) + seed_archive(seed))
+    mode, body, _, _ = members[SEED_PATH.lstrip("/")]
+    assert stat.S_ISREG(mode) and stat.S_IMODE(mode) == 0o400
+    assert body == seed
+    assert set(members) == {"ukedge", LAUNCH_PATH.lstrip("/"), SEED_PATH.lstrip("/")}
+
+
+@pytest.mark.parametrize("size", [0, 257])
+def test_seed_archive_refuses_what_init_cannot_take(size: int) -> None:
+    with pytest.raises(UsageError, match="1 to 256 bytes"):
+        seed_archive(bytes(size))
 
 
 def test_parse_launch_rejects_foreign_data() -> None:
@@ -101,7 +102,7 @@ def test_add_platform_puts_init_and_skeleton() -> None:
     add_platform(archive)
     buf = io.BytesIO()
     archive.write(buf)
-    members = _members(buf.getvalue())
+    members = cpio_members(buf.getvalue())
     mode, body, _, _ = members["init"]
     assert stat.S_ISREG(mode) and mode & 0o111
     assert body == ensure_init().read_bytes()

@@ -58,7 +58,6 @@ def test_snapshot_source_boot_saves_freed_initramfs_as_zero_pages(tmp_path: Path
             ip=None,
             gateway=None,
             dns=None,
-            seed=None,
             tsc_khz=host_tsc_khz(),
             snapshot_source=source,
         )

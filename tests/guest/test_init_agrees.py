@@ -38,14 +38,17 @@ def _run(binary: Path, *args: str) -> bytes:
 def test_names_are_the_same(selftest: Path) -> None:
     lines = _run(selftest, "constants").decode().splitlines()
     c_names = dict(line.split("=", 1) for line in lines)
-    assert c_names == {name: getattr(guest, name) for name in c_names}
+    assert c_names == {name: str(getattr(guest, name)) for name in c_names}
     assert set(c_names) == {
         "LAUNCH_PATH",
         "LAUNCH_MAGIC",
+        "SEED_PATH",
         "RESULTS_PORT",
         "CONTROL_PORT",
         "RESULTS_DEVICE",
         "EXIT_PREFIX",
+        "RESUME_SIGNAL",
+        "HELD_LINE",
     }
 
 
@@ -68,12 +71,13 @@ def test_every_exit_line_init_prints_reads_back(selftest: Path) -> None:
         ),
         ({"ip": "192.168.7.9", "clock": 1700000000.0}, {"ip": "192.168.7.9/24"}),
         ({"clock": 5.0, "tsc_khz": 2_000_000}, {"time": "5.000"}),
+        ({"clock": 5.0, "hold": True}, {"hold": "1"}),
     ],
 )
 def test_command_line_parses_in_init_as_meant(
     selftest: Path, tmp_path: Path, kwargs: dict[str, object], expected: dict[str, str]
 ) -> None:
-    args: dict[str, object] = {"ip": None, "gateway": None, "dns": None, "seed": None}
+    args: dict[str, object] = {"ip": None, "gateway": None, "dns": None}
     args.update(kwargs)
     line = guest_cmdline("console=ttyS0 quiet ukedge.debug", **args)  # type: ignore[arg-type]
     (tmp_path / "cmdline").write_text(line + "\n")  # /proc/cmdline ends in a newline

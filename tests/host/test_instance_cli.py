@@ -14,6 +14,9 @@ from hostkit import ukedge_cmd, wait_http
 
 from netkit import free_port
 
+# Every test runs against the example store (cli_home), which is built with the kernel.
+pytestmark = pytest.mark.kernel
+
 
 def ukedge(*args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
     return subprocess.run([*ukedge_cmd(), *args], capture_output=True, text=True, timeout=timeout)
@@ -58,11 +61,10 @@ def test_detached_instance_outlives_the_cli(cli_home: Path) -> None:
 def test_logs_follow_ends_when_the_instance_ends(cli_home: Path) -> None:
     started = ukedge("run", "-d", "hello-c:1", "followed")
     instance_id = started.stdout.strip()
-    began = time.monotonic()
+    # A follow that did not end with the instance runs into the subprocess timeout and fails.
     followed = ukedge("logs", "-f", instance_id[:12], timeout=120)
     assert followed.returncode == 0
     assert "Hello, followed!" in followed.stdout
-    assert time.monotonic() - began < 120
     results = ukedge("logs", "--results", instance_id)
     assert json.loads(results.stdout.splitlines()[-1])
 

@@ -22,7 +22,7 @@ import pytest
 import uvicorn
 
 from netkit import free_port
-from ukedge.hub import Hub, HubSettings, create_app
+from ukedge.hub import Hub, HubSettings, create_app, server_config
 
 
 @dataclass
@@ -53,7 +53,7 @@ def start_hub(data: Path, **overrides: Any) -> RunningHub:
     settings = HubSettings(**values)
     hub = Hub(settings)
     app = create_app(settings, hub)
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+    config = server_config(settings, app, lifespan="on")
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

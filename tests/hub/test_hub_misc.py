@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from hub_fixtures import push_blob
 from typer.testing import CliRunner
@@ -18,6 +19,7 @@ import ukedge.hub.storage
 from ukedge.cli.main import app as cli
 from ukedge.errors import UsageError
 from ukedge.hub import load_settings
+from ukedge.hub._v2 import V2Api
 from ukedge.serverlog import JsonFormatter
 
 
@@ -125,3 +127,30 @@ def test_token_endpoint_checks_service(hub_factory: Any) -> None:
         r = c.get("/token", params={"service": "someone-else"})
     assert r.status_code == 403
     assert r.json()["errors"][0]["code"] == "DENIED"
+
+
+def test_openapi_describes_every_v2_endpoint(client: httpx.Client) -> None:
+    """Every (endpoint, method) the /v2 dispatcher serves is in /openapi.json, and no other."""
+    paths = client.get("/openapi.json").json()["paths"]
+    where = {
+        "blob": "/v2/{name}/blobs/{digest}",
+        "upload": "/v2/{name}/blobs/uploads/{uuid}",
+        "manifest": "/v2/{name}/manifests/{reference}",
+        "tags": "/v2/{name}/tags/list",
+        "referrers": "/v2/{name}/referrers/{digest}",
+    }
+    served = {
+        (
+            "/v2/{name}/blobs/uploads/" if (kind, method) == ("upload", "POST") else where[kind],
+            method,
+        )
+        for kind, method in V2Api._handlers
+    } | {("/v2/", "GET"), ("/v2/_catalog", "GET")}
+    described = {
+        (path, method.upper())
+        for path, ops in paths.items()
+        if path.startswith("/v2")
+        for method in ops
+    }
+    assert described == served
+    assert paths["/v2/{name}/blobs/{digest}"]["get"]["responses"]["416"]

@@ -32,7 +32,7 @@ CONFIG: dict[str, object] = {}
 
 @pytest.fixture(scope="module")
 def backend() -> MachineBackend:
-    return vmm.create("qemu", **CONFIG)
+    return vmm.create("qemu", CONFIG)
 
 
 @pytest.fixture
@@ -108,7 +108,7 @@ def test_snapshot_restores_clones_with_their_own_ports(
 @pytest.mark.vm
 @pytest.mark.skipif(os.geteuid() != 0, reason="dropping privileges needs root")
 def test_run_as_drops_privileges_under_the_sandbox(guest: Any) -> None:
-    machine = vmm.create("qemu", run_as="nobody").start(guest.spec("runas", "wait"))
+    machine = vmm.create("qemu", {"run_as": "nobody"}).start(guest.spec("runas", "wait"))
     try:
         conformance.wait_for(
             conformance.console_has(machine, "conformance app waiting"),
@@ -132,7 +132,7 @@ def test_qemu_start_failure_is_reported(guest: Any) -> None:
     """QEMU refusing its configuration is start's error, with QEMU's own message."""
     from ukedge.errors import MachineError
 
-    backend = vmm.create("qemu", extra_args=("-device", "no-such-device"))
+    backend = vmm.create("qemu", {"extra_args": ("-device", "no-such-device")})
     with pytest.raises(MachineError, match="no-such-device"):
         backend.start(guest.spec("bad", "exit"))
     machine = backend.attach(guest.workroot / "bad")
@@ -143,7 +143,9 @@ def test_qemu_start_failure_is_reported(guest: Any) -> None:
 def test_without_confirm_start_failures_surface_on_wait(guest: Any) -> None:
     from ukedge.errors import MachineError
 
-    backend = vmm.create("qemu", confirm_start=False, extra_args=("-device", "no-such-device"))
+    backend = vmm.create(
+        "qemu", {"confirm_start": False, "extra_args": ("-device", "no-such-device")}
+    )
     machine = backend.start(guest.spec("bad-late", "exit"))
     with pytest.raises(MachineError, match="no-such-device"):
         machine.wait(BOOT_TIMEOUT)

@@ -489,4 +489,6 @@ def _config(plan: _Plan, profile: str, version: str, cmdline: str, memory_mib: i
         kernel=KernelInfo(profile=profile, version=version),
         boot=BootConfig(protocol="linux-pvh", cmdline=cmdline),
         labels=dict(uk.labels),
+        snapshot=None if uk.app.snapshot == "ready" else uk.app.snapshot,
+        hostname=uk.app.hostname,
     )

@@ -28,6 +28,12 @@ _CONFIG = typer.Option(None, "--config", help="TOML settings file (keys of HubSe
 _ANON = typer.Option(
     None, "--anonymous-pull", help="Glob of repositories anyone may pull, e.g. 'public/*'."
 )
+_PROXIES = typer.Option(
+    None,
+    "--trusted-proxy",
+    help="Address or network of a reverse proxy whose X-Forwarded-For is believed; "
+    "repeat for several [none].",
+)
 _USER_SCOPE = typer.Option(
     None, "--scope", help="Grant, e.g. repository:team/*:pull,push [all repositories]."
 )
@@ -58,6 +64,10 @@ def serve(
         None, "--gc-grace", help="Never sweep blobs touched more recently (seconds) [1800]."
     ),
     realm: str = typer.Option(None, "--realm", help="Public token URL, if behind a proxy."),
+    trusted_proxy: list[str] = _PROXIES,
+    body_timeout: float = typer.Option(
+        None, "--body-timeout", help="Seconds a request body may stall before a 408 [60]."
+    ),
     log_format: str = typer.Option(None, "--log-format", help="json or text [json]."),
 ) -> None:
     """Serve the OCI distribution API, the token endpoint, the web page and /metrics."""
@@ -70,6 +80,8 @@ def serve(
         gc_interval=gc_interval,
         gc_grace=gc_grace,
         realm=realm,
+        trusted_proxies=trusted_proxy or None,
+        body_timeout=body_timeout,
         log_format=log_format,
     )
     err.print(

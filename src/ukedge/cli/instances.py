@@ -106,7 +106,7 @@ def run(
         str | None, typer.Option("--name", help="Name the instance (default: a random one).")
     ] = None,
     hostname: Annotated[
-        str | None, typer.Option("--hostname", help="Guest hostname (default: the app's name).")
+        str | None, typer.Option("--hostname", help="Guest hostname [the instance's name].")
     ] = None,
     remove: Annotated[
         bool, typer.Option("--rm", help="Remove the instance when it exits (foreground only).")

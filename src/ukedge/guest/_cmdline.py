@@ -1,7 +1,9 @@
 """The kernel command line of one boot: the image's own plus the ``ukedge.*`` keys init reads.
 
 Values are checked here because the kernel splits the command line on spaces and init ignores
-what it cannot parse. ``parse_cmdline()`` in ``init.c`` is the other side.
+what it cannot parse. ``parse_cmdline()`` in ``init.c`` is the other side. Nothing secret goes
+here: every local user reads QEMU's command line in ``ps``; the RNG seed travels in
+:func:`~ukedge.guest.seed_archive` instead.
 """
 
 from __future__ import annotations
@@ -13,8 +15,6 @@ from ukedge.errors import UsageError
 
 __all__ = ["guest_cmdline"]
 
-_MAX_SEED = 256
-
 
 def guest_cmdline(
     base: str,
@@ -22,16 +22,16 @@ def guest_cmdline(
     ip: str | None,
     gateway: str | None,
     dns: str | None,
-    seed: bytes | None,
     clock: float | None = None,
     tsc_khz: int | None = None,
     snapshot_source: bool = False,
+    hold: bool = False,
 ) -> str:
     """The kernel command line for one boot: the image's ``base`` plus what init reads.
 
-    ``ip`` is ``address/prefix`` for eth0 (without it the guest has only loopback); ``seed`` is
-    credited to the guest RNG; ``clock`` sets the guest's wall clock (default: the host's now),
-    since the guest may have no RTC. ``tsc_khz`` (the host's, from
+    ``ip`` is ``address/prefix`` for eth0 (without it the guest has only loopback); ``clock``
+    sets the guest's wall clock (default: the host's now), since the guest may have no RTC.
+    ``tsc_khz`` (the host's, from
     :func:`ukedge.build.guest.host_tsc_khz`) lets the guest kernel skip TSC calibration and use
     the TSC clock (``tsc_early_khz=``, ``tsc=reliable``); None leaves calibration to the guest.
 
@@ -42,6 +42,9 @@ def guest_cmdline(
     ordinary boots: the kernel then zeroes all guest RAM as it starts (cold sensor-agg boot
     2.0 s → 2.5 s, and every page ends up resident). Resumed guests keep zeroing what they
     free, which costs little in an idle or steady app.
+
+    ``hold`` makes init print :data:`~ukedge.guest.HELD_LINE` and wait for ``resumed`` on the
+    control port before it starts the app: the moment a ``pre-app`` prewarm snapshots.
     """
     parts = base.split()
     if ip is not None:
@@ -59,16 +62,14 @@ def guest_cmdline(
             raise UsageError(f"guest {name} {value!r} is not an IPv4 address") from None
     if gateway is not None and ip is None:
         raise UsageError("a guest gateway needs a guest ip")
-    if seed is not None:
-        if not 0 < len(seed) <= _MAX_SEED:
-            raise UsageError(f"guest RNG seed must be 1 to {_MAX_SEED} bytes, got {len(seed)}")
-        parts.append(f"ukedge.seed={seed.hex()}")
     if tsc_khz is not None:
         if not 1000 <= tsc_khz <= 100_000_000:
             raise UsageError(f"TSC frequency {tsc_khz} kHz is out of range")
         parts += [f"tsc_early_khz={tsc_khz}", "tsc=reliable"]
     if snapshot_source:
         parts.append("init_on_free=1")
+    if hold:
+        parts.append("ukedge.hold")
     now = time.time() if clock is None else clock
     parts.append(f"ukedge.time={now:.3f}")
     return " ".join(parts)

@@ -14,9 +14,15 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ukedge.guest._contract import EXIT_PREFIX
+from ukedge.guest._contract import EXIT_PREFIX, HELD_LINE
 
-__all__ = ["format_exit_line", "is_protocol_line", "parse_exit_line", "read_exit_status"]
+__all__ = [
+    "format_exit_line",
+    "is_held",
+    "is_protocol_line",
+    "parse_exit_line",
+    "read_exit_status",
+]
 
 #: The exit line is among the last lines of a console log; reading the tail keeps a chatty
 #: app's long log cheap to check.
@@ -68,5 +74,12 @@ def read_exit_status(console: Path) -> int | None:
 
 def is_protocol_line(line: bytes) -> bool:
     """Whether a console line is the guest's report to the host rather than app output: the
-    exit line, and the kernel's reset message after it (``ukedge run`` hides both)."""
-    return line.startswith((EXIT_PREFIX.encode(), _REBOOT_LINE))
+    exit line, the kernel's reset message after it and init's hold line (``ukedge run`` hides
+    them)."""
+    return line.startswith((EXIT_PREFIX.encode(), _REBOOT_LINE, HELD_LINE.encode()))
+
+
+def is_held(console: str) -> bool:
+    """Whether the console shows init holding before the app starts (``ukedge.hold``): a line
+    of its own, ended by the serial console's CR LF."""
+    return any(line.rstrip("\r") == HELD_LINE for line in console.split("\n")[:-1])

@@ -12,12 +12,14 @@ import io
 from collections.abc import Mapping, Sequence
 
 from ukedge.errors import UsageError
-from ukedge.guest._contract import LAUNCH_MAGIC, LAUNCH_PATH
+from ukedge.guest._contract import LAUNCH_MAGIC, LAUNCH_PATH, SEED_PATH
 from ukedge.guest._cpio import CpioArchive
 
-__all__ = ["check_hostname", "launch_archive", "launch_records", "parse_launch"]
+__all__ = ["check_hostname", "launch_archive", "launch_records", "parse_launch", "seed_archive"]
 
 _ENV_NAME_FORBIDDEN = ("=", "\0")
+#: What init's RNDADDENTROPY buffer holds.
+MAX_SEED = 256
 
 
 def launch_records(
@@ -77,6 +79,20 @@ def launch_archive(
     archive = CpioArchive()
     records = launch_records(argv=argv, env=env, workdir=workdir, hostname=hostname)
     archive.add_file(LAUNCH_PATH, records)
+    buf = io.BytesIO()
+    archive.write(buf)
+    return buf.getvalue()
+
+
+def seed_archive(seed: bytes) -> bytes:
+    """An uncompressed newc cpio holding only :data:`SEED_PATH`: the guest's RNG seed for one
+    boot, appended after the launch archive. The caller writes it where only QEMU's user can
+    read it (mode 0600); it is kept apart from the launch archive, which is the same for every
+    run a prewarm snapshot serves."""
+    if not 0 < len(seed) <= MAX_SEED:
+        raise UsageError(f"guest RNG seed must be 1 to {MAX_SEED} bytes, got {len(seed)}")
+    archive = CpioArchive()
+    archive.add_file(SEED_PATH, seed, 0o400)
     buf = io.BytesIO()
     archive.write(buf)
     return buf.getvalue()

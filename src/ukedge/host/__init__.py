@@ -11,9 +11,9 @@ from ukedge._lazy import lazy_exports
 from ukedge.host._admission import Capacity, Committed, host_capacity
 from ukedge.host._events import EventBus, Subscription
 from ukedge.host._health import check_once, wait_healthy
-from ukedge.host._images import ImageCache, budget_from_env, open_image_cache
+from ukedge.host._images import ImageCache, budget_from_env
 from ukedge.host._layers import UnpackedLayers
-from ukedge.host._manager import InstanceManager, default_qemu_user, open_manager
+from ukedge.host._manager import InstanceManager
 from ukedge.host._models import (
     HealthStatus,
     ImageSummary,
@@ -29,12 +29,20 @@ from ukedge.host._models import (
     parse_port_mapping,
     parse_restart_policy,
     run_request,
-    validation_message,
 )
 from ukedge.host._names import NAME_PATTERN, random_name
-from ukedge.host._node import LocalNode, open_local_node
+from ukedge.host._node import LocalNode
 from ukedge.host._ondemand import OnDemandController, OnDemandProxy, ProxyState, Upstream
 from ukedge.host._service import NodeService, OutputStream
+from ukedge.host._wiring import (
+    NodeLayout,
+    default_qemu_user,
+    open_image_cache,
+    open_local_node,
+    open_manager,
+    open_node,
+    resolve_qemu_user,
+)
 
 __all__ = [
     "DEFAULT_ADDR",
@@ -59,6 +67,7 @@ __all__ = [
     "InstanceStats",
     "LocalNode",
     "NodeInfo",
+    "NodeLayout",
     "NodeService",
     "OnDemandController",
     "OnDemandProxy",
@@ -86,12 +95,13 @@ __all__ = [
     "open_image_cache",
     "open_local_node",
     "open_manager",
+    "open_node",
     "parse_port_mapping",
     "parse_restart_policy",
     "random_name",
+    "resolve_qemu_user",
     "run_request",
     "serve",
-    "validation_message",
     "wait_healthy",
 ]
 

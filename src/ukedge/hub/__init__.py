@@ -32,7 +32,14 @@ from ukedge.hub._errors import Code, DistributionError
 from ukedge.hub._fsck import FsckProblem, FsckReport
 from ukedge.hub._gc import GcReport
 from ukedge.hub._manifests import SIGNATURE_TYPES
-from ukedge.hub._serve import add_user, create_robot_token, run_fsck, run_gc, serve
+from ukedge.hub._serve import (
+    add_user,
+    create_robot_token,
+    run_fsck,
+    run_gc,
+    serve,
+    server_config,
+)
 from ukedge.hub._settings import ENV_PREFIX, HubSettings, load_settings
 
 logging.getLogger(__name__).addHandler(logging.NullHandler())
@@ -58,4 +65,5 @@ __all__ = [
     "run_fsck",
     "run_gc",
     "serve",
+    "server_config",
 ]

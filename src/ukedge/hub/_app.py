@@ -1,8 +1,9 @@
 """The hub as an ASGI app: :func:`create_app` wires settings, storage, metadata, auth and routes.
 
-The ``/v2/`` distribution API is one raw route (excluded from the OpenAPI schema: its shape is
-the spec's); the hub's own endpoints (``/token``, ``/healthz``, ``/api/repositories``) are
-FastAPI routes with response models, so ``/openapi.json`` and ``/docs`` describe them.
+The ``/v2/`` distribution API is one raw route, described in the OpenAPI document by
+:mod:`ukedge.hub._openapi`; the hub's own endpoints (``/token``, ``/healthz``,
+``/api/repositories``) are FastAPI routes with response models, so ``/openapi.json`` and
+``/docs`` describe them.
 """
 
 from __future__ import annotations
@@ -18,28 +19,29 @@ from typing import Annotated, Any
 
 from fastapi import FastAPI, Query, Request
 from fastapi.responses import HTMLResponse
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel
-from starlette.responses import Response
 from starlette.routing import Route
 
-from ukedge import __version__
+from ukedge import __version__, paths
 from ukedge.errors import UkedgeError
 from ukedge.hub import storage as storage_pkg
 from ukedge.hub._auth import Authority, Principal
 from ukedge.hub._blobs import BlobService
 from ukedge.hub._db import Database
-from ukedge.hub._errors import Code, DistributionError, error_handler
+from ukedge.hub._errors import Code, DistributionError, error_handler, internal_error_handler
 from ukedge.hub._gc import GcReport, collect
 from ukedge.hub._manifests import ManifestService
-from ukedge.hub._metrics import HubMetrics, MetricsMiddleware
+from ukedge.hub._metrics import HubMetrics, route_template
+from ukedge.hub._openapi import describe_v2
 from ukedge.hub._settings import HubSettings
 from ukedge.hub._v2 import V2_METHODS, V2Api, V2Shortcut
 from ukedge.hub._web import render_index
+from ukedge.server import MetricsMiddleware, add_operations
 
 __all__ = ["Hub", "create_app"]
 
 log = logging.getLogger(__name__)
+_access_log = logging.getLogger("ukedge.hub.access")
 
 
 class Hub:
@@ -48,7 +50,10 @@ class Hub:
     def __init__(self, settings: HubSettings, metrics: HubMetrics | None = None) -> None:
         self.settings = settings
         self.metrics = metrics or HubMetrics()
-        settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        paths.private_dir(settings.data_dir)
+        paths.private_file(settings.db_path)  # password hashes: ours alone, -wal/-shm alike
+        for journal in settings.data_dir.glob(f"{settings.db_path.name}-*"):
+            journal.chmod(0o600)
         self.db = Database(settings.db_path)
         self.storage = storage_pkg.create(
             settings.storage_driver, settings.driver_config(), self.metrics.observe_storage
@@ -93,12 +98,6 @@ class TokenResponse(BaseModel):
     access_token: str
     expires_in: int
     issued_at: str
-
-
-class Health(BaseModel):
-    status: str
-    version: str
-    auth: bool
 
 
 class TagSummary(BaseModel):
@@ -158,13 +157,14 @@ def create_app(settings: HubSettings, hub: Hub | None = None) -> FastAPI:
         version=__version__,
         description=(
             "OCI distribution registry for unikernel images. The `/v2/` API follows the OCI "
-            "Distribution Specification v1.1 and is not repeated here; this schema describes "
-            "the hub's own endpoints."
+            "Distribution Specification v1.1 (tag `distribution`); the other endpoints are "
+            "the hub's own."
         ),
         lifespan=lifespan,
     )
     app.state.hub = hub
     app.add_exception_handler(UkedgeError, error_handler)
+    app.add_exception_handler(Exception, internal_error_handler)
     v2 = V2Api(hub)
     # First in the route list: every pull and push request goes here.
     app.router.routes[0:0] = [
@@ -208,16 +208,12 @@ def create_app(settings: HubSettings, hub: Hub | None = None) -> FastAPI:
         scopes = [str(s) for s in form.getlist("scope")]
         return hub.auth.issue(principal, scopes).as_json()
 
-    @app.get("/healthz", response_model=Health, tags=["operations"])
-    async def healthz() -> dict[str, Any]:
-        """Liveness and readiness: the metadata database answers."""
-        return {"status": "ok", "version": __version__, "auth": hub.auth.enabled}
-
-    @app.get("/metrics", tags=["operations"], response_class=Response)
-    async def metrics() -> Response:
-        """Prometheus metrics: requests, latency, bytes, uploads, storage, GC."""
-        hub.metrics.uploads.set(hub.blobs.uploads_in_progress)
-        return Response(generate_latest(hub.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+    add_operations(
+        app,
+        hub.metrics.registry,
+        health=lambda: {"auth": hub.auth.enabled},
+        before_scrape=lambda: hub.metrics.uploads.set(hub.blobs.uploads_in_progress),
+    )
 
     def visible(request: Request) -> list[dict[str, Any]]:
         repos = hub.manifests.overview()
@@ -251,8 +247,14 @@ def create_app(settings: HubSettings, hub: Hub | None = None) -> FastAPI:
     def index(request: Request) -> HTMLResponse:
         return HTMLResponse(render_index(visible(request), request.url.netloc))
 
+    describe_v2(app)
     app.add_middleware(V2Shortcut, api=v2)
-    app.add_middleware(MetricsMiddleware, metrics=hub.metrics, access=settings.access_log)
+    app.add_middleware(
+        MetricsMiddleware,
+        metrics=hub.metrics.http,
+        route=lambda scope: route_template(scope["path"]),
+        access_log=_access_log if settings.access_log else None,
+    )
     return app
 
 

@@ -373,6 +373,8 @@ class Authority:
                 algorithms=["EdDSA"],
                 audience=self.service,
                 issuer=_ISSUER,
+                # A token without an expiry would be good forever: refuse it, even signed.
+                options={"require": ["exp", "iat", "iss", "aud"]},
             )
         except jwt.PyJWTError:
             return None

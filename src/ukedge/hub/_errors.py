@@ -2,7 +2,8 @@
 
 Handlers raise :class:`DistributionError` (a :class:`~ukedge.errors.HubError`) with a spec code;
 anything else from the ukedge tree is mapped by :func:`to_response`, so the wire format
-``{"errors": [{"code", "message", "detail"}]}`` is written in exactly one function.
+``{"errors": [{"code", "message", "detail"}]}`` is written in exactly one function. Any other
+exception is a bug: :func:`internal_error_response` logs it and still answers in that format.
 """
 
 from __future__ import annotations
@@ -18,7 +19,14 @@ from starlette.responses import Response
 from ukedge.errors import DigestMismatchError, HubError, UkedgeError, UsageError
 from ukedge.hub.storage import InvalidPathError, PathNotFoundError, StorageError
 
-__all__ = ["Code", "DistributionError", "error_handler", "to_response"]
+__all__ = [
+    "Code",
+    "DistributionError",
+    "error_handler",
+    "internal_error_handler",
+    "internal_error_response",
+    "to_response",
+]
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +47,7 @@ class Code(enum.Enum):
     UNAUTHORIZED = (401, "authentication required")
     DENIED = (403, "requested access to the resource is denied")
     UNSUPPORTED = (405, "the operation is unsupported")
+    PAGINATION_NUMBER_INVALID = (400, "invalid number of results requested")
     TOOMANYREQUESTS = (429, "too many requests")
     RANGE_INVALID = (416, "requested range not satisfiable")
     UNKNOWN = (500, "unknown error")
@@ -111,3 +120,22 @@ async def error_handler(request: Request, exc: Exception) -> Response:
     """Starlette exception handler for every :class:`UkedgeError`."""
     assert isinstance(exc, UkedgeError)
     return to_response(exc, head=request.method == "HEAD")
+
+
+def internal_error_response(exc: BaseException, request: Request) -> Response:
+    """A bug's answer: logged with its traceback, answered as UNKNOWN (500) in the spec's JSON."""
+    log.error(
+        "unhandled error in %s %s",
+        request.method,
+        request.url.path,
+        exc_info=(type(exc), exc, exc.__traceback__),
+    )
+    err = DistributionError(
+        Code.UNKNOWN, f"internal error ({type(exc).__name__}); the hub logged the details"
+    )
+    return to_response(err, head=request.method == "HEAD")
+
+
+async def internal_error_handler(request: Request, exc: Exception) -> Response:
+    """Starlette handler for any exception no other handler took (registered for Exception)."""
+    return internal_error_response(exc, request)

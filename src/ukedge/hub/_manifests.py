@@ -54,6 +54,7 @@ SIGNATURE_TYPES = frozenset(
     }
 )
 _FOREIGN = "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip"
+_MAX_SIZE = 2**63 - 1  # what the metadata's integer columns hold
 
 
 @dataclass(frozen=True)
@@ -91,8 +92,8 @@ def _descriptor(value: Any, where: str) -> dict[str, Any]:
     if not isinstance(digest, str):
         raise _invalid(f"{where}.digest is missing")
     check_digest(digest)
-    if not isinstance(size, int) or isinstance(size, bool) or size < 0:
-        raise _invalid(f"{where}.size must be a non-negative integer")
+    if not isinstance(size, int) or isinstance(size, bool) or not 0 <= size <= _MAX_SIZE:
+        raise _invalid(f"{where}.size must be an integer from 0 to 2^63-1")
     if not isinstance(media_type, str) or not media_type:
         raise _invalid(f"{where}.mediaType is missing")
     return value
@@ -116,6 +117,8 @@ def parse_manifest(content: bytes, content_type: str | None) -> _Parsed:
         doc = json.loads(content)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise _invalid(f"manifest is not JSON: {exc}") from exc
+    except RecursionError as exc:
+        raise _invalid("manifest JSON is nested too deeply") from exc
     if not isinstance(doc, dict):
         raise _invalid("manifest must be a JSON object")
     if doc.get("schemaVersion") != 2:
@@ -171,6 +174,8 @@ def parse_manifest(content: bytes, content_type: str | None) -> _Parsed:
             child = _descriptor(raw, f"manifests[{i}]")
             total += child["size"]
             child_refs.append(child["digest"])
+    if total > _MAX_SIZE:
+        raise _invalid("the sizes of the manifest's descriptors add up to more than 2^63-1")
     return _Parsed(media_type, artifact_type, subject, annotations, blob_refs, child_refs, total)
 
 

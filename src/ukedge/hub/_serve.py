@@ -4,17 +4,26 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import Any
 
 import uvicorn
+from starlette.types import ASGIApp
 
-from ukedge import serverlog
+from ukedge import server, serverlog
 from ukedge.hub._app import Hub, create_app
 from ukedge.hub._auth import RobotToken
 from ukedge.hub._fsck import FsckReport, check
 from ukedge.hub._gc import GcReport
 from ukedge.hub._settings import HubSettings
 
-__all__ = ["add_user", "create_robot_token", "run_fsck", "run_gc", "serve"]
+__all__ = [
+    "add_user",
+    "create_robot_token",
+    "run_fsck",
+    "run_gc",
+    "serve",
+    "server_config",
+]
 
 log = logging.getLogger(__name__)
 
@@ -37,16 +46,19 @@ def serve(settings: HubSettings) -> None:
             "add a user (ukedge hub user add) or pass --auth on",
             settings.addr,
         )
-    app = create_app(settings, hub)
-    config = uvicorn.Config(
+    listener = server.tcp_listener(settings.host, settings.port)
+    server.run(create_app(settings, hub), [listener], trusted_proxies=settings.trusted_proxies)
+
+
+def server_config(settings: HubSettings, app: ASGIApp, **overrides: Any) -> uvicorn.Config:
+    """How uvicorn runs the hub on its own address (tests that serve a hub in-process)."""
+    return server.uvicorn_config(
         app,
+        trusted_proxies=settings.trusted_proxies,
         host=settings.host,
         port=settings.port,
-        log_level="warning",
-        access_log=False,
-        timeout_keep_alive=30,
+        **overrides,
     )
-    uvicorn.Server(config).run()
 
 
 def add_user(settings: HubSettings, name: str, password: str, grants: list[str] | None) -> None:

@@ -3,6 +3,7 @@ environment variables, and explicit values (command-line flags)."""
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 from typing import Any, Literal
 
@@ -44,11 +45,30 @@ class HubSettings(BaseModel):
     max_manifest_bytes: int = 4 * 1024 * 1024
     log_format: Literal["json", "text"] = "json"
     access_log: bool = True
+    #: Addresses or networks (``10.0.0.0/8``) of reverse proxies whose ``X-Forwarded-For`` and
+    #: ``X-Forwarded-Proto`` are believed. None by default: the login throttle counts the peer's
+    #: own address, which no client can choose.
+    trusted_proxies: list[str] = Field(default_factory=list)
+    #: Seconds a request body may stall (no bytes arrive) before the hub gives up on it (408);
+    #: bounds how long a silent client holds an upload session.
+    body_timeout: float = Field(default=60, gt=0)
 
     @field_validator("addr")
     @classmethod
     def _addr(cls, value: str) -> str:
         return config.check_listen_addr(value, example="127.0.0.1:5000")
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _proxies(cls, value: list[str]) -> list[str]:
+        for item in value:
+            try:
+                ipaddress.ip_network(item, strict=False)
+            except ValueError:
+                raise ValueError(
+                    f"trusted proxy {item!r} is not an IP address or network (10.0.0.5, 10.0.0.0/8)"
+                ) from None
+        return value
 
     @property
     def host(self) -> str:

@@ -8,10 +8,11 @@ handler in :mod:`ukedge.hub._errors`.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, ClassVar, Protocol
 from urllib.parse import urlencode
 
@@ -20,7 +21,7 @@ from starlette.responses import Response, StreamingResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ukedge.errors import UkedgeError
-from ukedge.hub._errors import Code, DistributionError, to_response
+from ukedge.hub._errors import Code, DistributionError, internal_error_response, to_response
 from ukedge.hub._manifests import read_limited
 from ukedge.hub._names import check_digest, check_name
 from ukedge.image import mediatypes
@@ -32,7 +33,7 @@ if TYPE_CHECKING:
     from ukedge.hub._metrics import HubMetrics
     from ukedge.hub._settings import HubSettings
 
-__all__ = ["V2_METHODS", "V2Api", "V2Shortcut"]
+__all__ = ["MAX_PAGE", "V2_METHODS", "V2Api", "V2Shortcut"]
 
 log = logging.getLogger(__name__)
 
@@ -45,17 +46,25 @@ _PATTERNS = [
     ("tags", re.compile(r"^/v2/(?P<name>.+)/tags/list$")),
     ("referrers", re.compile(r"^/v2/(?P<name>.+)/referrers/(?P<digest>[^/]+)$")),
 ]
-_RANGE = re.compile(r"^(?:bytes[ =])?(\d+)-(\d+)$")
-_BYTES = re.compile(r"^bytes=(\d*)-(\d*)$")
+# Byte counts are ASCII digits, at most 18 of them: below 2**63 (SQLite's integers) and far
+# below the length at which int() refuses a string (4,300 digits), whatever a client sends.
+_DIGITS = 18
+_RANGE = re.compile(r"^(?:bytes[ =])?([0-9]{1,18})-([0-9]{1,18})$")
+_BYTES = re.compile(r"^bytes=([0-9]*)-([0-9]*)$")
+_COUNT = re.compile(r"^[0-9]{1,18}$")
 _SMALL_BLOB = 256 * 1024
+#: Largest page of ``_catalog`` and ``tags/list`` (``?n=``); more is refused, as distribution does.
+MAX_PAGE = 10000
 
 
 def _int_header(request: Request, name: str) -> int | None:
     value = request.headers.get(name)
     if value is None:
         return None
-    if not value.strip().isdigit():
-        raise DistributionError(Code.SIZE_INVALID, f"{name} {value!r} is not a byte count")
+    if not _COUNT.match(value.strip()):
+        raise DistributionError(
+            Code.SIZE_INVALID, f"{name} {value[:40]!r} is not a byte count (at most 18 digits)"
+        )
     return int(value)
 
 
@@ -68,7 +77,7 @@ def _content_range(request: Request) -> tuple[int | None, int | None]:
     match = _RANGE.match(raw.strip())
     if not match or int(match[2]) < int(match[1]):
         raise DistributionError(
-            Code.RANGE_INVALID, f"Content-Range {raw!r} is not <start>-<end>", status=416
+            Code.RANGE_INVALID, f"Content-Range {raw[:60]!r} is not <start>-<end>", status=416
         )
     start, end = int(match[1]), int(match[2])
     if length is not None and length != end - start + 1:
@@ -84,9 +93,12 @@ def _page(request: Request) -> tuple[int | None, str | None]:
     raw_n = request.query_params.get("n")
     n: int | None = None
     if raw_n is not None:
-        if not raw_n.isdigit():
+        if not _COUNT.match(raw_n) or int(raw_n) > MAX_PAGE:
             raise DistributionError(
-                Code.UNSUPPORTED, f"n={raw_n!r} must be a non-negative integer", status=400
+                Code.PAGINATION_NUMBER_INVALID,
+                f"n={raw_n[:40]!r} must be an integer from 0 to {MAX_PAGE}; "
+                "follow the Link header for the next page",
+                detail={"n": raw_n[:40], "max": MAX_PAGE},
             )
         n = int(raw_n)
     return n, request.query_params.get("last")
@@ -122,6 +134,30 @@ class HubParts(Protocol):
     def manifests(self) -> ManifestService: ...
 
 
+async def _idle_bounded(source: AsyncIterator[bytes], seconds: float) -> AsyncIterator[bytes]:
+    """The request body, failing (408) when no bytes arrive for ``seconds``.
+
+    Without it a client declaring a huge Content-Length that then goes silent would hold its
+    upload session's lock for good, and every PATCH, PUT and DELETE on the session would wait
+    behind it. The failed chunk is truncated away; the session stays usable.
+    """
+    chunks = source.__aiter__()
+    while True:
+        try:
+            async with asyncio.timeout(seconds):
+                chunk = await anext(chunks)
+        except StopAsyncIteration:
+            return
+        except TimeoutError:
+            raise DistributionError(
+                Code.SIZE_INVALID,
+                f"the request body stalled (nothing for {seconds:g} s); what arrived of this "
+                "request was dropped: GET the upload for its offset and resume from there",
+                status=408,
+            ) from None
+        yield chunk
+
+
 class V2Api:
     """Routes ``/v2/…`` requests to handlers; owned by one :class:`~ukedge.hub._app.Hub`."""
 
@@ -129,6 +165,9 @@ class V2Api:
         self.hub = hub
         self.blobs = hub.blobs
         self.manifests = hub.manifests
+
+    def _body(self, request: Request) -> AsyncIterator[bytes]:
+        return _idle_bounded(request.stream(), self.hub.settings.body_timeout)
 
     def _realm(self, request: Request) -> str:
         return self.hub.settings.realm or f"{str(request.base_url).rstrip('/')}/token"
@@ -150,6 +189,8 @@ class V2Api:
             # from its previous offset (GET the session for it).
             log.info("client disconnected during %s %s", request.method, request.scope["path"])
             return Response(None, 400)
+        except Exception as exc:  # a bug: still the spec's JSON error, never a bare 500
+            response = internal_error_response(exc, request)
         response.headers.update(_API_VERSION)
         return response
 
@@ -197,6 +238,13 @@ class V2Api:
         if raw is not None:
             m = _BYTES.match(raw.strip())
             if m and (m[1] or m[2]):
+                if max(len(m[1]), len(m[2])) > _DIGITS:
+                    raise DistributionError(
+                        Code.RANGE_INVALID,
+                        f"range {raw[:60]!r} is outside the blob's {info.size} bytes",
+                        status=416,
+                        headers={"Content-Range": f"bytes */{info.size}"},
+                    )
                 if m[1]:
                     start = int(m[1])
                     end = min(int(m[2]), info.size - 1) if m[2] else info.size - 1
@@ -272,7 +320,7 @@ class V2Api:
         digest = params.get("digest")
         if digest is not None:
             length = _int_header(request, "content-length")
-            info = await self.blobs.put_monolithic(name, digest, request.stream(), length)
+            info = await self.blobs.put_monolithic(name, digest, self._body(request), length)
             return self._created(name, info.digest)
         status = self.blobs.start(name)
         self.hub.metrics.uploads.set(self.blobs.uploads_in_progress)
@@ -293,7 +341,7 @@ class V2Api:
     async def upload_patch(self, request: Request, name: str, match: re.Match[str]) -> Response:
         self._allow(request, name, "pull", "push")
         start, length = _content_range(request)
-        status = await self.blobs.append(name, match["id"], request.stream(), start, length)
+        status = await self.blobs.append(name, match["id"], self._body(request), start, length)
         return self._upload_response(202, name, status.id, status.offset)
 
     async def upload_put(self, request: Request, name: str, match: re.Match[str]) -> Response:
@@ -302,7 +350,8 @@ class V2Api:
         if not digest:
             raise DistributionError(Code.DIGEST_INVALID, "PUT needs ?digest=<digest of the blob>")
         start, length = _content_range(request)
-        info = await self.blobs.commit(name, match["id"], digest, request.stream(), start, length)
+        body = self._body(request)
+        info = await self.blobs.commit(name, match["id"], digest, body, start, length)
         self.hub.metrics.uploads.set(self.blobs.uploads_in_progress)
         return self._created(name, info.digest)
 
@@ -336,7 +385,7 @@ class V2Api:
                 status=413,
                 detail={"limit": limit},
             )
-        content = await read_limited(request.stream(), limit)
+        content = await read_limited(self._body(request), limit)
         result = self.manifests.put(
             name, match["reference"], content, request.headers.get("content-type")
         )

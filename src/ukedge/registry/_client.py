@@ -441,14 +441,6 @@ class RegistryClient:
             )
         return digest
 
-    def delete_manifest(self, repository: str, digest: str) -> None:
-        self._send(
-            "DELETE",
-            f"/v2/{repository}/manifests/{digest}",
-            what=f"delete {repository}@{digest}",
-            ok={202, 200},
-        )
-
     # -- blobs -----------------------------------------------------------------------------------
 
     def blob_size(self, repository: str, digest: str) -> int | None:

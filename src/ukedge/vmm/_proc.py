@@ -74,6 +74,48 @@ def cmdline(pid: int) -> list[str]:
     return [part.decode(errors="replace") for part in raw.split(b"\0") if part]
 
 
+def pids_naming(marker: str) -> list[int]:
+    """Live processes (not this one) with ``marker`` inside one of their arguments."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or entry.name == str(os.getpid()):
+            continue
+        pid = int(entry.name)
+        st = read_stat(pid)
+        if st is not None and st.state not in ("Z", "X") and any(marker in a for a in cmdline(pid)):
+            found.append(pid)
+    return found
+
+
+def send_signal(pid: int, starttime: int, signum: int) -> None:
+    """Signal the process through a pidfd, so a reused pid is never signalled."""
+    try:
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return
+    try:
+        if is_alive(pid, starttime):
+            signal.pidfd_send_signal(fd, signum)
+    except ProcessLookupError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def kill_naming(marker: str, timeout: float) -> list[int]:
+    """SIGKILL every process with ``marker`` inside one of its arguments and wait until each
+    is gone; return their pids."""
+    killed = []
+    for pid in pids_naming(marker):
+        st = read_stat(pid)
+        if st is None:
+            continue
+        send_signal(pid, st.starttime, signal.SIGKILL)
+        wait_gone(pid, st.starttime, timeout)
+        killed.append(pid)
+    return killed
+
+
 def is_alive(pid: int, starttime: int) -> bool:
     """True while the process with this pid and start time exists and is not a zombie."""
     st = read_stat(pid)

@@ -16,11 +16,13 @@ guest (~0.2 s): QEMU listens on the forwarded ports from the beginning, and a co
 accepted while the incoming state is loaded is lost when the network state is replaced by
 the saved one (the client hangs until its timeout). Boots from scratch never wait like this.
 
-Restored machines are clones. Right after a restore the backend writes ``time <now>`` and
-``seed <32 random bytes>`` on the guest's control port, so the guest clock is current (it
-stood still in the snapshot) and its RNG is reseeded; until that line is read (milliseconds)
-every clone has the snapshot's RNG state, so an app must not draw secrets before it serves.
-Guests without the control port keep the snapshot's clock and RNG (a warning is logged).
+Restored machines are clones. Right after a restore the backend writes the resume message
+(``ukedge.guest.resume_message``: ``time``, ``seed``, ``mac``, ``hostname``, ``resumed``) on
+the guest's control port, so the guest clock is current (it stood still in the snapshot), its
+kernel RNG is reseeded, it has its own MAC address and hostname, and the app's runtime is told
+to reseed its own generators; until those lines are read (milliseconds) every clone has the
+snapshot's state, so an app must not draw secrets before it serves. Guests without the control
+port keep the snapshot's clock, RNG, MAC and hostname (a warning is logged).
 """
 
 from __future__ import annotations
