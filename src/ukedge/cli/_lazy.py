@@ -3,8 +3,11 @@
 Typer turns every registered function into a click command up front, and the modules behind
 them import their packages (the builder, the kernel profiles, rich's progress bars). The root
 group here knows each command only by name, module and one-line help: running a command imports
-its module and builds just that module's commands; listing the commands (``ukedge --help``)
-imports nothing. A test checks that each one-line help is the first paragraph of the real one.
+its module and builds just that command; listing the commands (``ukedge --help``) imports
+nothing. A test checks that each one-line help is the first paragraph of the real one.
+
+The classes here also shape the help (no value placeholder beside a flag) and answer commands
+users bring from Docker that a unikernel has no use for (``exec``) with what to do instead.
 """
 
 from __future__ import annotations
@@ -69,8 +72,8 @@ class _Commands(MutableMapping[str, _click.Command]):
         self._apps: dict[str, typer.Typer] = {}
 
     def _registered(self, module: str) -> typer.Typer:
-        # A module registers all its commands at once (``register`` may add to shared groups,
-        # so it runs once per process); the scratch app carries the root's help settings.
+        # A module registers all its commands at once, once per process; the scratch app
+        # carries the root's help settings.
         if module not in self._apps:
             app = self._scratch()
             importlib.import_module(f"ukedge.cli.{module}").register(app)
