@@ -36,7 +36,7 @@ test: deps venv kernel
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
 test-fast: venv
-	$(VENV)/bin/pytest -m 'not vm and not interop' $(PYTEST_ARGS)
+	$(VENV)/bin/pytest -m 'not vm and not interop and not kernel' $(PYTEST_ARGS)
 
 demo: deps venv kernel
 	bash scripts/demo.sh
@@ -51,6 +51,7 @@ bench: deps venv kernel
 	$(PY) bench/hub.py
 	$(PY) bench/density.py
 	$(PY) bench/ondemand.py
+	$(PY) bench/cli.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -370,7 +370,7 @@ def main() -> int:
         manager = InstanceManager(
             work / "instances",
             store,
-            vmm.create("qemu", **backend_options),
+            vmm.create("qemu", backend_options),
             UnpackedLayers(paths.cache_dir() / "unpacked"),
         )
         load_before = os.getloadavg()

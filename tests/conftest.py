@@ -19,6 +19,14 @@ _REAL_CACHE = Path(
 )
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """A VM boots a built kernel, so every ``vm`` test is a ``kernel`` test too: ``-m kernel``
+    selects all that need one and ``-m 'not kernel'`` runs on a machine without it."""
+    for item in items:
+        if item.get_closest_marker("vm") and not item.get_closest_marker("kernel"):
+            item.add_marker(pytest.mark.kernel)
+
+
 @pytest.fixture(autouse=True)
 def ukedge_home(
     tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch

@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, ValidationError
 
 from ukedge.errors import UsageError
+from ukedge.validation import validation_message
 
 __all__ = ["check_listen_addr", "load_settings", "split_listen_addr"]
 
@@ -104,7 +105,5 @@ def load_settings(
     try:
         return model(**values)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
-        )
+        problems = validation_message(exc, whole="settings")
         raise UsageError(f"invalid {section} settings: {problems}") from exc

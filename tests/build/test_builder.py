@@ -17,6 +17,9 @@ from ukedge.build import BuildResult, build_image, read_elf
 from ukedge.errors import BuildError, UkfileError
 from ukedge.image import ImageManifest, ImageStore, mediatypes
 
+# Every test here builds an image (the failure cases into a store that holds a built one).
+pytestmark = pytest.mark.kernel
+
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"
 

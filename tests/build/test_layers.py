@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from ukedge.build import CpioArchive
 from ukedge.build._layers import LayerCache, LayerFile, gzip_layer, initrd_layer
+from ukedge.guest import CpioArchive
 from ukedge.image import digest_file, mediatypes
 
 

@@ -64,6 +64,8 @@ def test_dropped_stdlib_is_absent(staged: Path) -> None:
     names = _zip_names(staged)
     tops = {n.split("/", 1)[0] for n in names} | {p.name for p in (staged / _LIB).iterdir()}
     for dropped in DROPPED_STDLIB:
+        if dropped == "sitecustomize.py":
+            continue  # Debian's is dropped; ukedge's own takes its name (tested below)
         stem = dropped.removesuffix(".py")
         assert dropped not in tops and f"{stem}.pyc" not in tops, dropped
     assert not list(staged.rglob("*.py")), "sources must be dropped where bytecode exists"
@@ -146,3 +148,26 @@ def test_runtime_runs_alone_in_a_chroot(staged: Path) -> None:
     )
     assert lines[2] == "no ssl"
     assert lines[3] == "/usr/lib/python3.11/json/__init__.py", "tracebacks show guest paths"
+
+
+def test_runtime_reseeds_random_on_the_resume_signal(staged: Path) -> None:
+    """ukedge's sitecustomize: what init sends a resumed clone makes random draw afresh, as
+    after a fork; without site (-S) nothing is installed."""
+    code = (
+        "import os, random, signal, sys\n"
+        "random.seed(7)\n"
+        "os.kill(os.getpid(), signal.SIGWINCH)\n"
+        "print(random.random() != random.Random(7).random())\n"
+    )
+    outputs = []
+    for flags in ([], ["-S"]):
+        proc = subprocess.run(
+            [str(shutil.which("chroot")), str(staged), "/usr/bin/python3", *flags, "-c", code],
+            capture_output=True,
+            text=True,
+            env={"PATH": "/usr/bin", "PYTHONNOUSERSITE": "1", "PYTHONPATH": "/usr/lib/python3.11"},
+            timeout=60,
+        )
+        assert proc.returncode == 0, proc.stderr
+        outputs.append(proc.stdout.strip())
+    assert outputs == ["True", "False"]

@@ -97,6 +97,14 @@ team = "edge"
     assert uk.python is not None and uk.python.requirements == ["idna==3.10"]
 
 
+def test_snapshot_and_hostname_default_to_ready_and_per_instance(tmp_path: Path) -> None:
+    uk = load_ukfile(_write(tmp_path, _BASE))
+    assert uk.app.snapshot == "ready" and uk.app.hostname is None
+    fixed = _BASE.replace("[app]", "[app]\nsnapshot = 'pre-app'\nhostname = 'edge-1'")
+    uk = load_ukfile(_write(tmp_path, fixed))
+    assert uk.app.snapshot == "pre-app" and uk.app.hostname == "edge-1"
+
+
 def test_ukfile_path_may_be_the_file(tmp_path: Path) -> None:
     _write(tmp_path, _BASE)
     assert load_ukfile(tmp_path / "Ukfile").app.name == "demo"
@@ -217,6 +225,9 @@ def test_not_utf8(tmp_path: Path) -> None:
         ),
         (_BASE + "[python]\nrequirement = ['a']\n", "python.requirement", "unknown key"),
         (_BASE + "[build]\n", "build", "unknown key"),
+        (_BASE.replace("[app]", "[app]\nsnapshot = 'later'"), "app.snapshot", "'ready'"),
+        (_BASE.replace("[app]", "[app]\nhostname = 'a b'"), "app.hostname", "invalid hostname"),
+        (_BASE.replace("[app]", "[app]\nhostname = 'x_y'"), "app.hostname", "invalid hostname"),
     ],
 )
 def test_bad_ukfile_names_field_and_problem(

@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from ukedge.image import ImageStore
 from ukedge.paths import store_dir
 
@@ -18,6 +20,7 @@ def _run(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([UKEDGE, *args], capture_output=True, text=True, timeout=900)
 
 
+@pytest.mark.kernel
 def test_build_prints_id_tags_and_digest() -> None:
     proc = _run("build", str(EXAMPLES / "hello-c"), "-t", "hello-c:1", "-t", "hello:latest")
     assert proc.returncode == 0, proc.stderr
@@ -26,10 +29,12 @@ def test_build_prints_id_tags_and_digest() -> None:
     assert lines[0] == f"Successfully built {digest[7:19]}"
     assert lines[1:3] == ["Successfully tagged hello-c:1", "Successfully tagged hello:latest"]
     assert "kernel" in proc.stderr and "app" in proc.stderr
+    assert "hello-c (static binary)" in proc.stderr and "0 files" not in proc.stderr
     store = ImageStore(store_dir())
     assert store.resolve("hello-c:1").digest == digest == store.resolve("hello:latest").digest
 
 
+@pytest.mark.kernel
 def test_build_json() -> None:
     proc = _run("build", str(EXAMPLES / "hello-c"), "--json")
     assert proc.returncode == 0, proc.stderr

@@ -12,14 +12,15 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from ukedge.build._cpio import CpioArchive
-from ukedge.build.guest import (
+from ukedge.build.guest import add_platform, host_tsc_khz
+from ukedge.guest import (
     CONTROL_PORT,
     RESULTS_PORT,
-    add_platform,
+    CpioArchive,
     guest_cmdline,
     launch_archive,
     parse_exit_line,
+    seed_archive,
 )
 from ukedge.image import ImageConfig, KernelInfo
 from ukedge.kernel import Kernel
@@ -47,8 +48,9 @@ int main(int argc, char **argv) {
         if (!getcwd(cwd, sizeof cwd)) strcpy(cwd, "?");
         printf("host=%s cwd=%s argc=%d", host, cwd, argc);
         for (int i = 2; i < argc; i++) printf(" arg%d=[%s]", i, argv[i]);
-        printf(" FOO=[%s] PATH=[%s] time=%ld\n", getenv("FOO") ? getenv("FOO") : "(unset)",
+        printf(" FOO=[%s] PATH=[%s] time=%ld", getenv("FOO") ? getenv("FOO") : "(unset)",
                getenv("PATH") ? getenv("PATH") : "(unset)", (long)time(NULL));
+        printf(" seedfile=%s\n", access("/ukedge/seed", F_OK) == 0 ? "present" : "gone");
         int fd = open("/dev/ukedge-results", O_WRONLY);
         if (fd < 0) { perror("open /dev/ukedge-results"); return 99; }
         dprintf(fd, "{\"seq\": 1}\n{\"seq\": 2}\n");
@@ -171,18 +173,28 @@ def boot(
     args: Sequence[str] | None = None,
     hostname: str | None = None,
     network: bool = False,
+    debug: bool = False,
 ) -> Boot:
     workdir.mkdir(parents=True, exist_ok=True)
     initrd = workdir / "initrd.img"
     initrd.write_bytes(
-        initramfs(app, launch_archive(config, env=env or {}, args=args, hostname=hostname))
+        initramfs(
+            app,
+            launch_archive(
+                argv=[*config.entrypoint, *(config.args if args is None else args)],
+                env={**config.env, **(env or {})},
+                workdir=config.workdir,
+                hostname=hostname or config.name,
+            )
+            + seed_archive(bytes(range(32))),
+        )
     )
     cmdline = guest_cmdline(
-        kernel.cmdline,
+        kernel.cmdline + (" ukedge.debug" if debug else ""),
         ip="10.0.2.15/24" if network else None,
         gateway="10.0.2.2" if network else None,
         dns="10.0.2.3" if network else None,
-        seed=bytes(range(32)),
+        tsc_khz=host_tsc_khz(),
     )
     argv = [
         "qemu-system-x86_64",

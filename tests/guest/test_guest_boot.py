@@ -35,6 +35,7 @@ def test_exit_status_env_args_hostname_results(kernel: Kernel, app: Path, tmp_pa
         env={"FOO": "two words"},
         args=["report", "a b", ""],
         hostname="edge-7",
+        debug=True,
     )
     assert vm.wait() == 3
     text = vm.console_text()
@@ -45,6 +46,9 @@ def test_exit_status_env_args_hostname_results(kernel: Kernel, app: Path, tmp_pa
     lines = vm.results.read_text().splitlines()
     assert [json.loads(line) for line in lines] == [{"seq": 1}, {"seq": 2}]
     assert text.count("ukedge-exit:") == 1
+    # The seed came in the initrd (not on the command line): credited, then gone from the guest.
+    assert "credited 256 bits of entropy from /ukedge/seed" in text
+    assert "seedfile=gone" in text
 
 
 def test_stop_on_control_port_sends_sigterm(kernel: Kernel, app: Path, tmp_path: Path) -> None:

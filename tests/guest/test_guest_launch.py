@@ -3,72 +3,47 @@ from __future__ import annotations
 import io
 import stat
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from ukedge.build._cpio import CpioArchive
-from ukedge.build.guest import (
+from cpiokit import cpio_members
+from ukedge.build.guest import add_platform, ensure_init
+from ukedge.errors import UsageError
+from ukedge.guest import (
     LAUNCH_MAGIC,
     LAUNCH_PATH,
-    add_platform,
-    ensure_init,
+    SEED_PATH,
+    CpioArchive,
     launch_archive,
     launch_records,
     parse_launch,
+    seed_archive,
 )
-from ukedge.errors import UsageError
-from ukedge.image import ImageConfig, KernelInfo
 
 
-def _config(**kw: object) -> ImageConfig:
-    base: dict[str, object] = {
-        "name": "demo",
-        "runtime": "static",
-        "entrypoint": ["/app/demo", "--flag"],
-        "args": ["default"],
+def _launch(**kw: Any) -> dict[str, Any]:
+    base: dict[str, Any] = {
+        "argv": ["/app/demo", "--flag", "default"],
         "env": {"A": "1", "B": "x=y"},
         "workdir": "/app",
-        "kernel": KernelInfo(profile="minimal", version="6.1.0"),
+        "hostname": "demo",
     }
-    base.update(kw)
-    return ImageConfig.model_validate(base)
-
-
-def _members(data: bytes) -> dict[str, tuple[int, bytes, int, int]]:
-    """Parse a newc archive: path -> (mode, data, rdevmajor, rdevminor)."""
-    out: dict[str, tuple[int, bytes, int, int]] = {}
-    pos = 0
-    while True:
-        assert data[pos : pos + 6] == b"070701"
-        fields = [int(data[pos + 6 + 8 * i : pos + 14 + 8 * i], 16) for i in range(13)]
-        namesize, filesize = fields[11], fields[6]
-        name_start = pos + 110
-        name = data[name_start : name_start + namesize - 1].decode()
-        body = name_start + namesize + (-(110 + namesize) % 4)
-        if name == "TRAILER!!!":
-            return out
-        out[name] = (fields[1], data[body : body + filesize], fields[9], fields[10])
-        pos = body + filesize + (-filesize % 4)
+    return {**base, **kw}
 
 
 def test_records_round_trip() -> None:
-    data = launch_records(_config(), env={"B": "over", "C": "new line\nok"}, hostname="h1")
+    data = launch_records(**_launch(env={"B": "over", "C": "new line\nok"}, hostname="h1"))
     assert data.startswith(LAUNCH_MAGIC.encode() + b"\0")
     parsed = parse_launch(data)
     assert parsed["arg"] == ["/app/demo", "--flag", "default"]
-    assert parsed["env"] == ["A=1", "B=over", "C=new line\nok"]
+    assert parsed["env"] == ["B=over", "C=new line\nok"]
     assert parsed["workdir"] == ["/app"]
     assert parsed["hostname"] == ["h1"]
 
 
-def test_args_override_config_args_and_hostname_defaults_to_name() -> None:
-    parsed = parse_launch(launch_records(_config(), args=["x", ""]))
-    assert parsed["arg"] == ["/app/demo", "--flag", "x", ""]
-    assert parsed["hostname"] == ["demo"]
-
-
-def test_empty_args_override_too() -> None:
-    assert parse_launch(launch_records(_config(), args=[]))["arg"] == ["/app/demo", "--flag"]
+def test_empty_arguments_survive() -> None:
+    assert parse_launch(launch_records(**_launch(argv=["x", ""])))["arg"] == ["x", ""]
 
 
 @pytest.mark.parametrize(
@@ -77,29 +52,42 @@ def test_empty_args_override_too() -> None:
         ({"env": {"A=B": "1"}}, "environment variable name"),
         ({"env": {"": "1"}}, "environment variable name"),
         ({"env": {"A": "a\0b"}}, "NUL"),
-        ({"args": ["a\0b"]}, "NUL"),
+        ({"argv": ["a\0b"]}, "NUL"),
         ({"hostname": "has space"}, "hostname"),
+        ({"hostname": "new\nline"}, "hostname"),
         ({"hostname": "x" * 65}, "hostname"),
+        ({"hostname": ""}, "hostname"),
+        ({"workdir": "app"}, "workdir"),
     ],
 )
 def test_bad_launch_input(kwargs: dict[str, object], message: str) -> None:
     with pytest.raises(UsageError, match=message):
-        launch_records(_config(), **kwargs)  # type: ignore[arg-type]
-
-
-def test_relative_workdir_rejected() -> None:
-    with pytest.raises(UsageError, match="workdir"):
-        launch_records(_config(workdir="app"))
+        launch_records(**_launch(**kwargs))
 
 
 def test_launch_archive_holds_only_the_launch_file() -> None:
-    data = launch_archive(_config(), env={"X": "1"})
-    members = _members(data)
+    data = launch_archive(**_launch(env={"X": "1"}))
+    members = cpio_members(data)
     assert set(members) == {"ukedge", LAUNCH_PATH.lstrip("/")}
     mode, body, _, _ = members[LAUNCH_PATH.lstrip("/")]
     assert stat.S_ISREG(mode)
-    assert body == launch_records(_config(), env={"X": "1"})
-    assert launch_archive(_config(), env={"X": "1"}) == data  # reproducible
+    assert body == launch_records(**_launch(env={"X": "1"}))
+    assert launch_archive(**_launch(env={"X": "1"})) == data  # reproducible
+
+
+def test_seed_archive_holds_only_the_seed_readable_by_its_owner() -> None:
+    seed = bytes(range(32))
+    members = cpio_members(launch_archive(**_launch()) + seed_archive(seed))
+    mode, body, _, _ = members[SEED_PATH.lstrip("/")]
+    assert stat.S_ISREG(mode) and stat.S_IMODE(mode) == 0o400
+    assert body == seed
+    assert set(members) == {"ukedge", LAUNCH_PATH.lstrip("/"), SEED_PATH.lstrip("/")}
+
+
+@pytest.mark.parametrize("size", [0, 257])
+def test_seed_archive_refuses_what_init_cannot_take(size: int) -> None:
+    with pytest.raises(UsageError, match="1 to 256 bytes"):
+        seed_archive(bytes(size))
 
 
 def test_parse_launch_rejects_foreign_data() -> None:
@@ -114,7 +102,7 @@ def test_add_platform_puts_init_and_skeleton() -> None:
     add_platform(archive)
     buf = io.BytesIO()
     archive.write(buf)
-    members = _members(buf.getvalue())
+    members = cpio_members(buf.getvalue())
     mode, body, _, _ = members["init"]
     assert stat.S_ISREG(mode) and mode & 0o111
     assert body == ensure_init().read_bytes()

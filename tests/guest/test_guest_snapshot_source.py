@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 
 from ukedge import vmm
-from ukedge.build._cpio import CpioArchive
-from ukedge.build.guest import guest_cmdline
+from ukedge.build.guest import host_tsc_khz
+from ukedge.guest import CpioArchive, guest_cmdline
 from ukedge.vmm import MachineSpec
 
 PADDING = 8 << 20
@@ -54,7 +54,12 @@ def test_snapshot_source_boot_saves_freed_initramfs_as_zero_pages(tmp_path: Path
     for source in (False, True):
         base = guest.spec(f"src{int(source)}", "echo", "7777")
         cmdline = guest_cmdline(
-            guest.cmdline, ip=None, gateway=None, dns=None, seed=None, snapshot_source=source
+            guest.cmdline,
+            ip=None,
+            gateway=None,
+            dns=None,
+            tsc_khz=host_tsc_khz(),
+            snapshot_source=source,
         )
         spec = MachineSpec.from_json(
             {

@@ -4,6 +4,7 @@ that keep their class across the wire, node info, events, metrics, OpenAPI."""
 from __future__ import annotations
 
 import stat
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -34,7 +35,7 @@ def test_token_is_made_once_kept_private_and_printed_once(tmp_path: Path) -> Non
 
 
 def test_tcp_needs_the_token_the_unix_socket_does_not(agent: AgentProcess) -> None:
-    assert httpx.get(f"{agent.url}/healthz").text == "ok\n"
+    assert httpx.get(f"{agent.url}/healthz").json()["status"] == "ok"
     refused = httpx.get(f"{agent.url}/v1/instances")
     assert refused.status_code == 401
     assert "token" in refused.json()["error"]["message"]
@@ -62,7 +63,7 @@ def test_node_info(agent: AgentProcess) -> None:
 @pytest.mark.parametrize(
     ("payload", "field"),
     [
-        ({"image": "x", "ports": [{"host_port": 70000, "guest_port": 80}]}, "ports.0.host_port"),
+        ({"image": "x", "ports": [{"host_port": 70000, "guest_port": 80}]}, "ports[0].host_port"),
         ({"image": "x", "name": "no spaces"}, "name"),
         ({"image": "x", "memory_mib": 1}, "memory_mib"),
         ({"image": "x", "vcpus": 0}, "vcpus"),
@@ -76,7 +77,7 @@ def test_node_info(agent: AgentProcess) -> None:
         ({"image": "x", "hostname": "hh\n"}, "hostname"),
         (
             {"image": "x", "ports": [{"host_ip": "::1", "host_port": 18090, "guest_port": 80}]},
-            "ports.0.host_ip",
+            "ports[0].host_ip",
         ),
         (
             {
@@ -89,6 +90,16 @@ def test_node_info(agent: AgentProcess) -> None:
             "published twice",
         ),
         ({"image": "x", "env": {"BIG": "x" * 70_000}}, "at most 65536"),
+        # Strict numbers and flags: what a lenient parser would coerce is refused.
+        ({"image": "x", "vcpus": True}, "vcpus"),
+        ({"image": "x", "memory_mib": "64"}, "memory_mib"),
+        ({"image": "x", "cold": "yes"}, "cold"),
+        ({"image": "x", "on_demand": 1}, "on_demand"),
+        ({"image": "x", "ports": [{"host_port": "18090", "guest_port": 80}]}, "host_port"),
+        ({"image": "x", "restart": {"name": "on-failure", "max_retries": 1.5}}, "max_retries"),
+        # Bytes the guest cannot take: the schema's error (422), not a later 400.
+        ({"image": "x", "args": ["a\0b"]}, "args: argument 0 contains a NUL"),
+        ({"image": "x\0y"}, "image"),
     ],
 )
 def test_bad_payloads_are_refused_naming_the_field(
@@ -104,6 +115,27 @@ def test_bad_payloads_are_refused_naming_the_field(
     assert error["kind"] == "UsageError"
     assert field in error["message"]
     assert agent.client().list(all_instances=True) == []
+
+
+def test_pull_refuses_unknown_fields_as_run_requests_do(agent: AgentProcess) -> None:
+    headers = {"Authorization": f"Bearer {agent.token}"}
+    for route in ("/v1/images/pull", "/v1/images/prewarm", "/v1/instances"):
+        response = httpx.post(
+            f"{agent.url}{route}", json={"ref": "x", "image": "x", "surprise": 1}, headers=headers
+        )
+        assert response.status_code == 422, (route, response.text)
+        assert "surprise" in response.json()["error"]["message"]
+
+
+def test_bodies_that_are_not_json_get_the_one_error_shape(agent: AgentProcess) -> None:
+    headers = {"Authorization": f"Bearer {agent.token}", "Content-Type": "application/json"}
+    for body in (b"&\xff", b"{"):
+        response = httpx.post(f"{agent.url}/v1/images/pull", content=body, headers=headers)
+        assert response.status_code in (400, 422), response.text
+        assert response.json()["error"]["kind"] == "UsageError", response.text
+    missing = httpx.get(f"{agent.url}/v1/nothing-here", headers=headers)
+    assert missing.status_code == 404
+    assert missing.json()["error"]["kind"] == "UsageError"
 
 
 def test_errors_keep_their_class_and_message(agent: AgentProcess) -> None:
@@ -156,6 +188,33 @@ def test_unreachable_agent_is_a_clear_error(tmp_path: Path) -> None:
         AgentClient("nowhere")
 
 
+def test_openapi_documents_every_error_answer(agent: AgentProcess) -> None:
+    """Each API route lists the statuses it can answer with, in the one error shape (``/healthz``
+    is open and takes no input: it answers 200 or nothing)."""
+    headers = {"Authorization": f"Bearer {agent.token}"}
+    spec = httpx.get(f"{agent.url}/openapi.json", headers=headers).json()
+    error_schema = {"$ref": "#/components/schemas/ErrorResponse"}
+    api_paths = {path: ops for path, ops in spec["paths"].items() if path.startswith("/v1/")}
+    assert api_paths, "the API's routes are missing from the document"
+    for path, operations in api_paths.items():
+        for method, operation in operations.items():
+            where = f"{method.upper()} {path}"
+            responses = operation["responses"]
+            expected = {"401", "422", "500"}
+            if "{key}" in path:
+                expected.add("404")
+            if method in ("post", "delete") and path.startswith("/v1/instances/{key}"):
+                expected |= set() if path.endswith("/wait") else {"409"}
+            if method == "post" and path in ("/v1/instances", "/v1/images/prewarm"):
+                expected |= {"400", "404", "409", "413", "502"}
+            assert expected <= set(responses), f"{where}: {sorted(expected - set(responses))}"
+            for status, response in responses.items():
+                if status.startswith(("4", "5")):
+                    schema = response["content"]["application/json"]["schema"]
+                    assert schema == error_schema, f"{where} {status}: {schema}"
+    assert "HTTPValidationError" not in spec["components"]["schemas"], "not our error shape"
+
+
 def test_openapi_and_metrics(agent: AgentProcess) -> None:
     headers = {"Authorization": f"Bearer {agent.token}"}
     spec = httpx.get(f"{agent.url}/openapi.json", headers=headers).json()
@@ -185,3 +244,17 @@ def test_settings_file_and_environment(tmp_path: Path) -> None:
         load_agent_settings(None, {}, memory="lots")
     with pytest.raises(UsageError, match=r"unknown setting UKEDGE_AGENT_DATA;.*DATA_DIR"):
         load_agent_settings(None, {"UKEDGE_AGENT_DATA": "/srv"})
+
+
+def test_requests_are_access_logged_like_the_hubs(agent: AgentProcess) -> None:
+    headers = {"Authorization": f"Bearer {agent.token}"}
+    assert httpx.get(f"{agent.url}/v1/instances?all=true", headers=headers).status_code == 200
+    deadline = time.monotonic() + 30
+    while True:
+        lines = [
+            line for line in agent.log.read_text().splitlines() if "ukedge.host.access" in line
+        ]
+        if any("GET /v1/instances 200" in line for line in lines):
+            break
+        assert time.monotonic() < deadline, f"no access log lines for the requests: {lines}"
+        time.sleep(0.05)

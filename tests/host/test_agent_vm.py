@@ -19,7 +19,8 @@ from hub_fixtures import RunningHub, start_hub
 from test_sinks_mqtt import MosquittoBroker, Subscriber, needs_mosquitto
 
 from netkit import free_port
-from ukedge.errors import AdmissionError, InstanceError
+from ukedge.errors import AdmissionError, AgentError, InstanceError
+from ukedge.faults import CRASH_POINT_ENV
 from ukedge.host import InstanceState, PortMapping, run_request
 from ukedge.image import ImageStore
 from ukedge.registry import BlobOutcome
@@ -101,6 +102,43 @@ def test_pull_run_three_then_kill9_and_readopt(tmp_path: Path, hub: str) -> None
         client.remove("s0", force=True)
         client.remove("s2", force=True)
         assert [i.name for i in client.list(all_instances=True)] == ["s1"]
+
+
+def test_kill9_during_a_run_leaves_no_ghost(
+    tmp_path: Path, hub: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The agent dies inside POST /v1/instances, once before its QEMU runs and once after. The
+    restarted agent fails the first ("died while starting"; its restart policy starts it again)
+    and adopts the second (the QEMU pid machine.json names); neither holds capacity as a ghost."""
+    with running_agent(tmp_path / "data", "--hub", hub, "--memory", "200M") as agent:
+        agent.client().pull("sensor-agg:1")
+        for name, point in (("early", "host.start.after_claim"), ("late", "host.start.after_boot")):
+            agent.stop()
+            monkeypatch.setenv(CRASH_POINT_ENV, point)
+            agent.start()
+            with pytest.raises(AgentError):
+                agent.client().run(_sensor(name, free_port(), restart={"name": "always"}))
+            assert agent.process is not None and agent.process.wait(60) == -9
+            monkeypatch.delenv(CRASH_POINT_ENV)
+            agent.start()
+        client = agent.client()
+        late = client.get("late")
+        assert late.state is InstanceState.RUNNING
+        machine = json.loads((Path(late.workdir) / "vm" / "machine.json").read_text())
+        assert late.pid == machine["pid"], "the QEMU that runs is adopted"
+        early = client.get("early")
+        assert early.runs >= 1 and early.restart_count <= 1
+        deadline = time.monotonic() + 180  # the policy restarts the failed run
+        while client.get("early").state is not InstanceState.RUNNING:
+            assert time.monotonic() < deadline, client.get("early")
+            time.sleep(0.2)
+        assert client.get("early").restart_count == 1
+        info = client.info()
+        assert info.memory_committed_bytes == 2 * 96 * (1 << 20), "two instances, no ghosts"
+        events = agent.log.read_text()
+        assert "died while starting" in events
+        for name in ("early", "late"):
+            client.remove(name, force=True)
 
 
 def test_admission_refuses_what_does_not_fit(tmp_path: Path, hub: str) -> None:

@@ -246,6 +246,7 @@ def test_remove_by_id_takes_every_name_and_asks_for_force_when_several(tmp_path:
     assert cache.images() == []
 
 
+@pytest.mark.kernel
 def test_prune_removes_unused_images_and_their_unpacked_layers(tmp_path: Path) -> None:
     """Real builds: two images sharing kernel and init layers; one is in use."""
     cache, users = _cache(tmp_path)

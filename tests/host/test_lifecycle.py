@@ -70,6 +70,34 @@ def _supervise_until(
         time.sleep(0.05)
 
 
+def _restarting_control(manager: InstanceManager) -> str:
+    """An instance the ``always`` policy keeps restarting: the witness that supervision ran
+    long enough for a restart to happen (see :func:`_until_control_restarted`)."""
+    manager.run(
+        RunRequest(
+            image="hello-c:1", name="control", args=["c"], restart=parse_restart_policy("always")
+        )
+    )
+    return "control"
+
+
+def _until_control_restarted(
+    manager: InstanceManager, control: str, past: int, *, supervise: bool = True
+) -> None:
+    """Supervise (or, with ``supervise=False``, let the supervising thread run) until the
+    control has more than ``past`` policy restarts. Its back-off then spans at least the one
+    an instance with ``past`` restarts would have waited, so an instance that was not
+    restarted meanwhile was not going to be: a wait on an event, not on a clock."""
+    deadline = time.monotonic() + BOOT_TIMEOUT * (past + 2)
+    while manager.get(control).restart_count <= past:
+        assert time.monotonic() < deadline, (
+            f"the control was not restarted: {manager.get(control)!r}"
+        )
+        if supervise:
+            manager.supervise()
+        time.sleep(0.05)
+
+
 def _qemus_in(workdir: str) -> list[int]:
     """Pids of live QEMU processes whose command line names ``workdir``."""
     pids = []
@@ -163,10 +191,8 @@ def test_always_restarts_a_clean_exit_until_the_user_stops_it(manager: InstanceM
     stopped = manager.stop("again", timeout=5)
     assert stopped.stopped_by_user and stopped.restart_at is None
     runs = stopped.runs
-    time.sleep(0.5)
-    for _ in range(10):
-        manager.supervise()
-        time.sleep(0.05)
+    control = _restarting_control(manager)
+    _until_control_restarted(manager, control, past=stopped.restart_count)
     after = manager.get("again")
     assert not after.state.active
     assert after.runs == runs, "a stop asked by the user is never followed by a restart"
@@ -182,15 +208,16 @@ def test_a_kill_is_reported_and_never_restarted(manager: InstanceManager) -> Non
     killed = manager.kill("victim")
     assert (killed.state, killed.exit_code) == (InstanceState.EXITED, 137)
     assert killed.stopped_by_user and killed.restart_at is None
-    for _ in range(5):
-        manager.supervise()
-        time.sleep(0.1)
+    victim_events = [e for e in events if e.name == "victim"]
+    control = _restarting_control(manager)
+    _until_control_restarted(manager, control, past=0)
     assert manager.get("victim").runs == 1
-    assert [(e.action, e.state, e.previous) for e in events[-2:]] == [
+    assert [(e.action, e.state, e.previous) for e in victim_events[-2:]] == [
         ("kill", InstanceState.RUNNING, InstanceState.RUNNING),
         ("die", InstanceState.EXITED, InstanceState.RUNNING),
     ]
-    assert events[-1].exit_code == 137
+    assert victim_events[-1].exit_code == 137
+    assert [e for e in events if e.name == "victim"] == victim_events, "nothing after the kill"
 
 
 def test_a_stop_racing_the_restart_loop_leaves_no_machine_running(
@@ -202,11 +229,15 @@ def test_a_stop_racing_the_restart_loop_leaves_no_machine_running(
             image="hello-c:1", name="race", args=["r"], restart=parse_restart_policy("always")
         )
     )
+    control = _restarting_control(manager)
     with _supervising(manager):
         for delay in (0.3, 0.9, 1.7):
-            time.sleep(delay)
-            manager.stop("race", timeout=5)
-            time.sleep(0.4)  # a few supervise passes
+            time.sleep(delay)  # lands the stop in a different phase of the restart loop
+            stopped = manager.stop("race", timeout=5)
+            _until_control_restarted(
+                manager, control, past=manager.get(control).restart_count, supervise=False
+            )
+            assert manager.get("race").runs == stopped.runs, "restarted after a stop"
             instance = manager.get("race")
             assert not instance.state.active, f"restarted after a stop: {instance!r}"
             assert instance.restart_at is None
@@ -225,18 +256,24 @@ def test_a_stop_from_another_process_ends_the_restart_loop(
             image="hello-c:1", name="race2", args=["r"], restart=parse_restart_policy("always")
         )
     )
+    control = _restarting_control(manager)
     with _supervising(manager):
         for delay in (0.1, 0.6, 1.1):
-            time.sleep(delay)
+            time.sleep(delay)  # lands the stop in a different phase of the restart loop
             stop = subprocess.run(
                 [*ukedge_cmd(), "stop", "-t", "5", "race2"], capture_output=True, text=True
             )
             assert stop.returncode == 0, stop.stderr
-            deadline = time.monotonic() + 10
-            while manager.get("race2").state.active and time.monotonic() < deadline:
-                time.sleep(0.1)  # a start caught mid-way ends itself
-            time.sleep(0.5)
+            deadline = time.monotonic() + BOOT_TIMEOUT
+            while manager.get("race2").state.active:
+                assert time.monotonic() < deadline, "a start caught mid-way did not end itself"
+                time.sleep(0.1)
+            runs = manager.get("race2").runs
+            _until_control_restarted(
+                manager, control, past=manager.get(control).restart_count, supervise=False
+            )
             after = manager.get("race2")
+            assert after.runs == runs, f"restarted after a stop: {after!r}"
             assert not after.state.active, f"running after a stop: {after!r}"
             assert after.restart_at is None and after.stopped_by_user
             assert _qemus_in(instance.workdir) == [], "a machine outlived the stop"
@@ -277,11 +314,10 @@ def test_unhealthy_app_is_restarted_by_its_policy(manager: InstanceManager) -> N
     assert earlier.exists()
     # The restart was the last one the policy allows: unhealthy again, it is left running.
     sick = _supervise_until(manager, "sick", lambda i: i.health is HealthStatus.UNHEALTHY)
-    deadline = time.monotonic() + 3
-    while time.monotonic() < deadline:
-        manager.supervise()
-        time.sleep(0.1)
-    still = manager.get("sick")
+    # Three more failed probes: the manager judged the unhealthy run three more times.
+    still = _supervise_until(
+        manager, "sick", lambda i: i.health_failures >= sick.health_failures + 3 or i.runs > 2
+    )
     assert still.state is InstanceState.RUNNING and still.runs == sick.runs == 2
     assert still.health is HealthStatus.UNHEALTHY
 

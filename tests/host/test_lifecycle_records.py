@@ -22,7 +22,11 @@ from ukedge.host import (
     parse_restart_policy,
 )
 from ukedge.host._admission import Capacity
+from ukedge.host._oplock import holding
 from ukedge.image import ImageStore
+
+# Every test records instances of the example images (example_store builds them).
+pytestmark = pytest.mark.kernel
 
 MIB = 1 << 20
 
@@ -105,25 +109,41 @@ def test_on_demand_instances_are_created_not_started_and_hold_their_room(
 def test_starting_an_active_instance_is_refused(example_store: Path, ukedge_home: Path) -> None:
     manager = _manager(example_store, ukedge_home, None)
     instance = manager.create(RunRequest(image="hello-c:1", name="busy"))
-    manager.records.update(
-        instance.id,
-        lambda i: i.model_copy(update={"state": InstanceState.STARTING, "started_at": 1e10}),
+    # Another process is starting it: it holds the instance's operation lock.
+    with holding(Path(instance.workdir)):
+        manager.records.update(
+            instance.id,
+            lambda i: i.model_copy(update={"state": InstanceState.STARTING, "started_at": 1.0}),
+        )
+        assert manager.get("busy").state is InstanceState.STARTING, "not taken for abandoned"
+        with pytest.raises(InstanceError, match="busy is already starting"):
+            manager.start("busy")
+
+
+def test_a_start_abandoned_by_a_dead_process_fails_and_its_policy_applies(
+    example_store: Path, ukedge_home: Path
+) -> None:
+    """The starter died (kill -9) after recording "starting", before any machine ran: the next
+    read (a restarted agent's first supervise pass) fails the run at once, whatever its age,
+    and the restart policy schedules a new start; the ghost holds no capacity meanwhile."""
+    manager = _manager(example_store, ukedge_home, Capacity(64 * MIB, 2))
+    instance = manager.create(
+        RunRequest(image="hello-c:1", name="orphan", restart=parse_restart_policy("always"))
     )
-    with pytest.raises(InstanceError, match="busy is already starting"):
-        manager.start("busy")
-
-
-def test_a_start_abandoned_by_a_dead_process_fails(example_store: Path, ukedge_home: Path) -> None:
-    manager = _manager(example_store, ukedge_home, None)
-    instance = manager.create(RunRequest(image="hello-c:1", name="orphan"))
 
     def abandoned(i: Instance) -> Instance:
-        return i.model_copy(update={"state": InstanceState.STARTING, "started_at": 1.0})
+        return i.model_copy(
+            update={"state": InstanceState.STARTING, "started_at": time.time(), "runs": 1}
+        )
 
     manager.records.update(instance.id, abandoned)
     found = manager.get("orphan")
     assert found.state is InstanceState.FAILED
-    assert "ended before the machine ran" in (found.error or "")
+    assert "died while starting" in (found.error or "")
+    assert found.restart_at is not None, "the restart policy applies to the failed run"
+    assert manager.committed().memory_bytes == 32 * MIB, "held while a restart is due"
+    manager.stop("orphan")
+    assert manager.committed().memory_bytes == 0
 
 
 def test_a_restart_that_cannot_start_backs_off_instead_of_spinning(

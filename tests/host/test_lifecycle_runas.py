@@ -14,8 +14,13 @@ import pytest
 from hostkit import wait_http
 
 from netkit import free_port
-from ukedge.host import InstanceState, RunRequest, parse_port_mapping
-from ukedge.host._manager import default_qemu_user, open_manager
+from ukedge.host import (
+    InstanceState,
+    RunRequest,
+    default_qemu_user,
+    open_manager,
+    parse_port_mapping,
+)
 
 pytestmark = [
     pytest.mark.vm,

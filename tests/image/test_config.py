@@ -33,6 +33,10 @@ def test_canonical_json_is_stable_and_round_trips() -> None:
         ("entrypoint", []),
         ("ports", [{"port": 70000}]),
         ("bogus", 1),
+        ("snapshot", "ready"),  # the default is written as no field at all
+        ("snapshot", "later"),
+        ("hostname", "two words"),
+        ("hostname", "-x"),
     ],
 )
 def test_schema_rejects(field: str, value: object) -> None:
@@ -43,3 +47,10 @@ def test_schema_rejects(field: str, value: object) -> None:
 def test_healthcheck_path_must_be_absolute() -> None:
     with pytest.raises(ValidationError, match="must start with"):
         _config(healthcheck={"type": "http", "port": 8080, "path": "stats"})
+
+
+def test_snapshot_and_hostname_are_absent_unless_set() -> None:
+    """Images built before these fields existed keep their config digest."""
+    assert b"snapshot" not in _config().to_json() and b"hostname" not in _config().to_json()
+    fixed = _config(snapshot="pre-app", hostname="edge-1")
+    assert ImageConfig.from_json(fixed.to_json()) == fixed

@@ -112,6 +112,20 @@ def test_blob_writer_cleans_up_on_error(tmp_path: Path) -> None:
     assert list(store.blobs_dir.iterdir()) == []
 
 
+def _flock_waiters(path: Path) -> int:
+    """How many flock requests on ``path`` the kernel holds blocked (``->`` in /proc/locks)."""
+    try:
+        inode = path.stat().st_ino
+    except FileNotFoundError:
+        return 0
+    count = 0
+    for line in Path("/proc/locks").read_text().splitlines():
+        fields = line.split()
+        if len(fields) > 6 and fields[1] == "->" and fields[2] == "FLOCK":
+            count += fields[6].rsplit(":", 1)[-1] == str(inode)
+    return count
+
+
 def test_gc_waits_for_writers_holding_a_lease(tmp_path: Path) -> None:
     store = ImageStore(tmp_path)
     entered = threading.Event()
@@ -126,10 +140,15 @@ def test_gc_waits_for_writers_holding_a_lease(tmp_path: Path) -> None:
     with store.lease():
         blob = store.put_bytes(b"fresh layer", mediatypes.INITRD_GZIP)
         entered.set()
-        time.sleep(0.2)
+        # Wait until the kernel reports gc's lock request as blocked behind the lease (or gc
+        # finished, which is the bug this test is for).
+        deadline = time.monotonic() + 60
+        while not done and not _flock_waiters(tmp_path / ".gc.lock"):
+            assert time.monotonic() < deadline, "gc neither blocked on the lease nor finished"
+            time.sleep(0.01)
         assert not done, "gc must not run while a writer holds a lease"
         assert store.has_blob(blob.digest)
-    thread.join(5)
+    thread.join(60)
     assert done == [[blob.digest]], "once released, the unreferenced blob is swept"
 
 

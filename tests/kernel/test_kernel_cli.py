@@ -2,12 +2,14 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from typer.testing import CliRunner
 
 from ukedge.cli.main import app
 from ukedge.kernel import ensure_kernel
 
 
+@pytest.mark.kernel
 def test_kernel_build_is_instant_when_cached_and_ls_lists_it() -> None:
     kernel = ensure_kernel("minimal")  # built by `make kernel` before the suite runs
     runner = CliRunner()

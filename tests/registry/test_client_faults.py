@@ -138,6 +138,18 @@ def test_unreachable_registry_names_itself(tmp_path: Path) -> None:
         client.ping()
 
 
+def test_refused_connection_fails_at_once_without_retry_warnings(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Nothing listening is not transient (issue 16.5: twelve warnings over 4 s before)."""
+    with (
+        RegistryClient("127.0.0.1:1", state_dir=tmp_path, retries=5) as client,
+        pytest.raises(RegistryError, match=r"Connection refused\); is it running"),
+    ):
+        client.ping()
+    assert [r.getMessage() for r in caplog.records if "retrying" in r.getMessage()] == []
+
+
 def test_token_flow_sends_credentials_to_the_realm_and_retries(tmp_path: Path) -> None:
     """The exact wire exchange of the token flow (the hub tests run the same flow for real)."""
     seen: list[tuple[str, str | None]] = []

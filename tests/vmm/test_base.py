@@ -22,6 +22,7 @@ def test_spec_round_trips_through_json(tmp_path: Path) -> None:
         vcpus=2,
         ports=[PortForward(8080, 80)],
         restore_from=tmp_path / "snap",
+        hostname="edge-7",
     )
     assert MachineSpec.from_json(spec.to_json()) == spec
     assert spec.initrds == (tmp_path / "a", tmp_path / "b")
@@ -35,6 +36,8 @@ def test_spec_round_trips_through_json(tmp_path: Path) -> None:
         {"machine_id": "../x"},
         {"memory_mib": 8},
         {"vcpus": 0},
+        {"hostname": "two words"},
+        {"hostname": ""},
         {"ports": [PortForward(80, 80), PortForward(80, 81)]},
     ],
 )
@@ -64,7 +67,7 @@ def test_final_states() -> None:
 
 
 def test_create_picks_backend_by_name() -> None:
-    backend = vmm.create("qemu", accel="tcg")
+    backend = vmm.create("qemu", {"accel": "tcg"})
     assert backend.name == "qemu"
     assert isinstance(backend, vmm.MachineBackend)
     assert vmm.backends() == ["qemu"]
@@ -74,4 +77,4 @@ def test_create_rejects_unknown_backend_and_option() -> None:
     with pytest.raises(UsageError, match="unknown VM backend 'firecracker'"):
         vmm.create("firecracker")
     with pytest.raises(UsageError, match="bad QEMU backend option"):
-        vmm.create("qemu", turbo=True)
+        vmm.create("qemu", {"turbo": True})

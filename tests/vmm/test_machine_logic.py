@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import subprocess
 import sys
 import time
@@ -89,7 +90,7 @@ def test_execute_works_inside_a_running_event_loop(
 def test_attach_adopts_and_stop_falls_back_to_powerdown(
     tmp_path: Path, fake_qemu: subprocess.Popen[bytes]
 ) -> None:
-    machine = vmm.create("qemu", accel="tcg").attach(tmp_path / "wd")
+    machine = vmm.create("qemu", {"accel": "tcg"}).attach(tmp_path / "wd")
     assert machine.state is MachineState.RUNNING
     assert machine.pid == fake_qemu.pid
     assert machine.qmp("query-status") == {"status": "running", "running": True}  # type: ignore[attr-defined]
@@ -103,7 +104,7 @@ def test_attach_adopts_and_stop_falls_back_to_powerdown(
     with pytest.raises(StateError):
         machine.stats()
     # The final status is recorded for later readers.
-    again = vmm.create("qemu", accel="tcg").attach(tmp_path / "wd")
+    again = vmm.create("qemu", {"accel": "tcg"}).attach(tmp_path / "wd")
     assert again.status().exit_code == 143
 
 
@@ -114,7 +115,7 @@ def test_attach_never_adopts_a_reused_pid(tmp_path: Path) -> None:
     try:
         # Same pid and start time, but not this machine's command line.
         _record(workdir, other.pid)
-        machine = vmm.create("qemu", accel="tcg").attach(workdir)
+        machine = vmm.create("qemu", {"accel": "tcg"}).attach(workdir)
         assert machine.state is MachineState.FAILED
         assert "not adopted" in machine.status().detail
         with pytest.raises(StateError):
@@ -124,7 +125,7 @@ def test_attach_never_adopts_a_reused_pid(tmp_path: Path) -> None:
         data = json.loads((workdir / "machine.json").read_text())
         data["starttime"] -= 1
         (workdir / "machine.json").write_text(json.dumps(data))
-        machine = vmm.create("qemu", accel="tcg").attach(workdir)
+        machine = vmm.create("qemu", {"accel": "tcg"}).attach(workdir)
         assert machine.state.final
         with pytest.raises(StateError):
             machine.kill()
@@ -152,3 +153,28 @@ def test_dead_pid_without_exit_line_is_failed(tmp_path: Path) -> None:
     with pytest.raises(MachineError, match="failed"):
         machine.wait(0)
     assert (workdir / "machine.json").exists()
+
+
+def test_kill_strays_kills_only_what_names_the_machine_socket(tmp_path: Path) -> None:
+    """A QEMU spawned but never recorded (its starter was killed in between) is found by its
+    private QMP socket path; an unrelated process, even one reading the directory, is not."""
+    from ukedge.vmm._qemu_argv import MachinePaths
+
+    workdir = tmp_path / "vm"
+    workdir.mkdir()
+    qmp = MachinePaths(workdir.resolve()).qmp
+    stray = _proc.spawn_detached(["/bin/sh", "-c", "sleep 300", str(qmp)], tmp_path / "a.log")
+    reader = _proc.spawn_detached(
+        ["/bin/sh", "-c", "sleep 300", str(workdir / "console.log")], tmp_path / "b.log"
+    )
+    reader_stat = _proc.read_stat(reader)
+    assert reader_stat is not None
+    try:
+        deadline = time.monotonic() + 10
+        while str(qmp) not in _proc.cmdline(stray) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert vmm.create("qemu").kill_strays(workdir) == [stray]
+        assert _proc.read_stat(stray) is None
+        assert _proc.is_alive(reader, reader_stat.starttime)
+    finally:
+        os.kill(reader, 9)

@@ -32,7 +32,7 @@ CONFIG: dict[str, object] = {}
 
 @pytest.fixture(scope="module")
 def backend() -> MachineBackend:
-    return vmm.create("qemu", **CONFIG)
+    return vmm.create("qemu", CONFIG)
 
 
 @pytest.fixture
@@ -108,7 +108,7 @@ def test_snapshot_restores_clones_with_their_own_ports(
 @pytest.mark.vm
 @pytest.mark.skipif(os.geteuid() != 0, reason="dropping privileges needs root")
 def test_run_as_drops_privileges_under_the_sandbox(guest: Any) -> None:
-    machine = vmm.create("qemu", run_as="nobody").start(guest.spec("runas", "wait"))
+    machine = vmm.create("qemu", {"run_as": "nobody"}).start(guest.spec("runas", "wait"))
     try:
         conformance.wait_for(
             conformance.console_has(machine, "conformance app waiting"),
@@ -132,7 +132,7 @@ def test_qemu_start_failure_is_reported(guest: Any) -> None:
     """QEMU refusing its configuration is start's error, with QEMU's own message."""
     from ukedge.errors import MachineError
 
-    backend = vmm.create("qemu", extra_args=("-device", "no-such-device"))
+    backend = vmm.create("qemu", {"extra_args": ("-device", "no-such-device")})
     with pytest.raises(MachineError, match="no-such-device"):
         backend.start(guest.spec("bad", "exit"))
     machine = backend.attach(guest.workroot / "bad")
@@ -143,7 +143,39 @@ def test_qemu_start_failure_is_reported(guest: Any) -> None:
 def test_without_confirm_start_failures_surface_on_wait(guest: Any) -> None:
     from ukedge.errors import MachineError
 
-    backend = vmm.create("qemu", confirm_start=False, extra_args=("-device", "no-such-device"))
+    backend = vmm.create(
+        "qemu", {"confirm_start": False, "extra_args": ("-device", "no-such-device")}
+    )
     machine = backend.start(guest.spec("bad-late", "exit"))
     with pytest.raises(MachineError, match="no-such-device"):
         machine.wait(BOOT_TIMEOUT)
+
+
+@pytest.mark.vm
+def test_machines_leave_no_zombie_children(backend: MachineBackend, guest: Any) -> None:
+    """QEMU is this process's child: however a machine ends (stopped through another handle
+    on its directory, or killed by someone else), it is collected, not left defunct."""
+    import signal
+
+    from ukedge.vmm import MachineState
+
+    stopped = backend.start(guest.spec("reap-stop", "wait"))
+    killed = backend.start(guest.spec("reap-kill", "wait"))
+    try:
+        for machine in (stopped, killed):
+            conformance.wait_for(
+                conformance.console_has(machine, "conformance app waiting"), BOOT_TIMEOUT, "app"
+            )
+        backend.attach(stopped.workdir).stop(timeout=BOOT_TIMEOUT)
+        os.kill(killed.pid, signal.SIGKILL)
+        for machine in (stopped, killed):
+            conformance.wait_for(
+                lambda m=machine: not Path(f"/proc/{m.pid}").exists(), 30, "no zombie"
+            )
+        status = killed.status()
+        assert status.state is MachineState.FAILED
+        assert "killed by SIGKILL" in (status.detail or "")
+    finally:
+        for machine in (stopped, killed):
+            if not machine.state.final:
+                machine.kill()

@@ -8,7 +8,14 @@ import pytest
 
 from ukedge.errors import UsageError
 from ukedge.vmm import MachineSpec, PortForward
-from ukedge.vmm._qemu_argv import SANDBOX, SANDBOX_RUNAS, MachinePaths, QemuOptions, build_argv
+from ukedge.vmm._qemu_argv import (
+    SANDBOX,
+    SANDBOX_RUNAS,
+    MachinePaths,
+    QemuOptions,
+    build_argv,
+    guest_mac,
+)
 
 
 def _spec(tmp_path: Path, **kw: object) -> MachineSpec:
@@ -60,7 +67,7 @@ def test_pc_boots_through_qboot_with_pci_devices(tmp_path: Path) -> None:
     assert _value(argv, "-M") == ["pc"]
     assert _value(argv, "-bios") == ["/usr/share/qemu/qboot.rom"]
     devices = _value(argv, "-device")
-    assert "virtio-net-pci,netdev=net0,romfile=" in devices
+    assert f"virtio-net-pci,netdev=net0,mac={guest_mac('m-1')},romfile=" in devices
     assert "virtio-rng-pci,rng=rng0" in devices
     assert any(d.startswith("virtio-serial-pci,") for d in devices)
 
@@ -72,7 +79,7 @@ def test_microvm_uses_mmio_devices_and_no_bios(tmp_path: Path) -> None:
     assert "x-option-roms=off" in machine
     assert "-bios" not in argv
     devices = _value(argv, "-device")
-    assert "virtio-net-device,netdev=net0" in devices
+    assert f"virtio-net-device,netdev=net0,mac={guest_mac('m-1')}" in devices
     assert "virtio-rng-device,rng=rng0" in devices
     assert not any("-pci" in d for d in devices)
 
@@ -164,3 +171,18 @@ def test_initrds_are_joined_at_4_byte_boundaries(tmp_path: Path) -> None:
         parts.append(part)
     joined = _concat_initrds(tuple(parts), tmp_path / "initrd.img")
     assert joined.read_bytes() == b"\1" * 5 + b"\0" * 3 + b"\2" * 8 + b"\3" * 3
+
+
+def test_each_machine_gets_its_own_mac(tmp_path: Path) -> None:
+    macs = set()
+    for machine_id in ("m-1", "m-2", "0123456789abcdef0123456789abcdef"):
+        nic = next(
+            d for d in _value(_argv(tmp_path, machine_id=machine_id), "-device") if "net" in d
+        )
+        assert f"mac={guest_mac(machine_id)}" in nic.split(",")
+        macs.add(guest_mac(machine_id))
+    assert len(macs) == 3 and "52:54:00:12:34:56" not in macs
+    for mac in macs:
+        first = int(mac[:2], 16)
+        assert first & 0b10 and not first & 0b01, "locally administered, unicast"
+    assert guest_mac("m-1") == guest_mac("m-1"), "a restarted machine keeps its MAC"

@@ -26,7 +26,6 @@ from pathlib import Path, PurePosixPath
 from typing import Literal
 
 from ukedge import paths
-from ukedge.build._cpio import CpioArchive, source_date_epoch
 from ukedge.build._files import AppFile, select_files
 from ukedge.build._layers import LayerCache, LayerFile, gzip_layer, initrd_layer, layer_format_key
 from ukedge.build._pip import install_requirements, read_requirements_file
@@ -42,6 +41,7 @@ from ukedge.build._python import (
 from ukedge.build._static import check_static_binary, compile_static
 from ukedge.build._ukfile import UKFILE_NAME, Ukfile, load_ukfile
 from ukedge.errors import BuildError, UkfileError
+from ukedge.guest import CpioArchive, source_date_epoch
 from ukedge.image import (
     BootConfig,
     Descriptor,
@@ -265,7 +265,7 @@ def build_image(
         scratch = Path(tmp)
         report("app", "start", plan.uk.app.name)
         app_layer = _app_layer(plan, py, scratch, cache_root)
-        report("app", "done", f"{len(plan.files)} files")
+        report("app", "done", _app_summary(plan))
 
         memory_mib = _memory_mib(plan, vst.st_size, runtime_layer, app_layer)
         config = _config(plan, kernel.profile, kernel.version, kernel.cmdline, memory_mib)
@@ -353,6 +353,16 @@ def _runtime_layer(cache: LayerCache, fmt: str, py: PythonInstall | None) -> tup
         return layer
 
     return cache.get_or_build("runtime-python", key, build_python)
+
+
+def _app_summary(plan: _Plan) -> str:
+    """What the app layer holds, for the progress line: a static app's binary is in it too."""
+    count = len(plan.files)
+    files = f"{count} file{'' if count == 1 else 's'}"
+    if plan.uk.app.runtime != "static":
+        return files
+    binary = plan.binary.name if plan.binary is not None else plan.uk.app.name
+    return f"{binary} (static binary)" + (f" and {files}" if count else "")
 
 
 def _app_layer(plan: _Plan, py: PythonInstall | None, scratch: Path, cache_root: Path) -> LayerFile:
@@ -479,4 +489,6 @@ def _config(plan: _Plan, profile: str, version: str, cmdline: str, memory_mib: i
         kernel=KernelInfo(profile=profile, version=version),
         boot=BootConfig(protocol="linux-pvh", cmdline=cmdline),
         labels=dict(uk.labels),
+        snapshot=None if uk.app.snapshot == "ready" else uk.app.snapshot,
+        hostname=uk.app.hostname,
     )

@@ -15,9 +15,8 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from ukedge.build import _cpio
-from ukedge.build._cpio import CpioArchive, gzip_file, source_date_epoch
 from ukedge.errors import BuildError
+from ukedge.guest import CpioArchive, _cpio, gzip_file, source_date_epoch
 from ukedge.image import digest_file
 
 __all__ = ["LayerCache", "LayerFile", "gzip_layer", "initrd_layer", "layer_format_key"]

@@ -32,9 +32,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from ukedge.build._cpio import CpioArchive
 from ukedge.build._elf import read_elf
 from ukedge.errors import BuildError
+from ukedge.guest import CpioArchive
 
 __all__ = [
     "DROPPED_STDLIB",
@@ -53,6 +53,9 @@ log = logging.getLogger(__name__)
 
 #: The interpreter the runtime is cut from; ``UKEDGE_PYTHON`` overrides it (same layout needed).
 PYTHON_EXECUTABLE = Path("/usr/bin/python3.11")
+
+#: The resume hook every python image carries as ``sitecustomize`` (see that file).
+_SITECUSTOMIZE = Path(__file__).with_name("_guest_sitecustomize.py")
 
 #: What every python image gets in its environment (the Ukfile's [env] wins).
 PYTHON_ENV = {
@@ -80,7 +83,8 @@ DROPPED_STDLIB: dict[str, str] = {
     "config-3.11-x86_64-linux-gnu": "static libpython and build files for embedding (25 MB)",
     "site-packages": "host packages",
     "dist-packages": "host packages",
-    "sitecustomize.py": "Debian's link to /etc/python3.11, which the guest does not have",
+    "sitecustomize.py": "Debian's link to /etc/python3.11, which the guest does not have "
+    "(ukedge's own resume hook takes the name)",
     "EXTERNALLY-MANAGED": "a marker for pip on the host",
     "__phello__": "frozen-module demo package",
     "__hello__.py": "frozen-module demo",
@@ -255,6 +259,8 @@ def stage_python_runtime(py: PythonInstall, dest: Path, *, zip_stdlib: bool = Tr
         link = dest / interpreter.lstrip("/")
         link.parent.mkdir(parents=True, exist_ok=True)
         link.symlink_to(loader_guest)
+    # ukedge's own sitecustomize (Debian's is dropped): reseeds on resume from a snapshot.
+    shutil.copyfile(_SITECUSTOMIZE, stdlib_dest / "sitecustomize.py")
     compile_tree(py, stdlib_dest, py.guest_path(py.stdlib), drop_sources=True)
     if zip_stdlib:
         hot = hot_modules(py)
@@ -389,6 +395,7 @@ def python_runtime_key(py: PythonInstall) -> str:
     """
     h = hashlib.sha256()
     h.update(Path(__file__).read_bytes())
+    h.update(_SITECUSTOMIZE.read_bytes())
     for path in [py.executable, *_stdlib_files(py)]:
         st = path.stat()
         h.update(f"{path}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())

@@ -69,6 +69,7 @@ from pydantic import (
 
 from ukedge.errors import UkfileError, UsageError
 from ukedge.units import parse_duration, parse_size
+from ukedge.validation import validation_problems
 
 __all__ = [
     "UKFILE_NAME",
@@ -86,6 +87,7 @@ __all__ = [
 ]
 
 UKFILE_NAME = "Ukfile"
+_HOSTNAME = re.compile(r"^[a-zA-Z0-9](?:[a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?\Z")
 _APP_NAME = re.compile(r"^[a-z0-9](?:[a-z0-9._-]{0,61}[a-z0-9])?\Z")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\Z")
 
@@ -145,6 +147,18 @@ class AppSection(_Section):
     entrypoint: Command | None = None
     args: list[str] = Field(default_factory=list)
     workdir: str = "/app"
+    #: When prewarm may snapshot the app: "ready" (health check passes), "pre-app" (before the
+    #: app starts, for apps that cannot reseed on resume) or "off".
+    snapshot: Literal["ready", "pre-app", "off"] = "ready"
+    #: The guest hostname of every instance (default: each instance's name).
+    hostname: str | None = None
+
+    @field_validator("hostname")
+    @classmethod
+    def _hostname(cls, v: str | None) -> str | None:
+        if v is not None and not _HOSTNAME.match(v):
+            raise ValueError(f"invalid hostname {v!r}: 1-63 letters, digits or '-'")
+        return v
 
     @field_validator("name")
     @classmethod
@@ -363,32 +377,6 @@ class _FieldError(ValueError):
         super().__init__(problem)
 
 
-def _field_name(loc: tuple[int | str, ...]) -> str:
-    parts: list[str] = []
-    for item in loc:
-        if isinstance(item, int):
-            parts[-1:] = [f"{parts[-1]}[{item}]"] if parts else [f"[{item}]"]
-        elif item == "copy_":
-            parts.append("copy")
-        else:
-            parts.append(str(item))
-    return ".".join(parts)
-
-
-def _problem(error: Any) -> str:
-    kind = error["type"]
-    msg: str = error["msg"]
-    if kind == "extra_forbidden":
-        return "unknown key (check the spelling; see the Ukfile reference)"
-    if kind == "missing":
-        return "required but missing"
-    for prefix in ("Value error, ", "Assertion failed, "):
-        msg = msg.removeprefix(prefix)
-    if kind.endswith("_type") and "input" in error:
-        msg += f" (got {type(error['input']).__name__} {error['input']!r})"
-    return msg
-
-
 def load_ukfile(path: Path) -> Ukfile:
     """Read and validate a Ukfile; ``path`` may be the file or its directory (the build context)."""
     path = Path(path)
@@ -416,8 +404,8 @@ def load_ukfile(path: Path) -> Ukfile:
         inner = ctx.get("error")
         if isinstance(inner, _FieldError):
             raise UkfileError(shown, inner.field, inner.problem) from exc
-        problem = _problem(first)
+        field, problem = validation_problems([first])[0]
         if len(errors) > 1:
             problem += f" (and {len(errors) - 1} more problem{'s' if len(errors) > 2 else ''})"
-        raise UkfileError(shown, _field_name(first["loc"]) or None, problem) from exc
+        raise UkfileError(shown, field or None, problem) from exc
     return model

@@ -11,7 +11,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-__all__ = ["err", "out", "print_json", "print_table"]
+__all__ = ["err", "out", "print_image_record", "print_json", "print_table"]
 
 #: Results (tables, ids, JSON) go to stdout; piped into a file or another program, tables keep
 #: one row per line (as ``docker ps`` does) instead of wrapping at 80 columns.
@@ -36,3 +36,12 @@ def print_table(
     for row in rows:
         table.add_row(*(str(cell) for cell in row))
     out.print(table)
+
+
+def print_image_record(doc: dict[str, Any], asked: str) -> None:
+    """The record as JSON; on stderr, the tag assumed when ``asked`` named none."""
+    name = asked.rsplit("/", 1)[-1]
+    by_id = str(doc.get("digest", "")).removeprefix("sha256:").startswith(asked)
+    if ":" not in name and "@" not in name and not by_id and doc.get("ref") != asked:
+        err.print(f"no tag given: showing {doc.get('ref')} (the default tag is latest)")
+    print_json(doc)

@@ -14,7 +14,7 @@ from ukedge.cli._console import print_json, print_table
 from ukedge.errors import UkedgeError
 from ukedge.units import format_size
 
-__all__ = ["doctor"]
+__all__ = ["doctor", "register"]
 
 
 def _meminfo() -> dict[str, int]:
@@ -24,6 +24,18 @@ def _meminfo() -> dict[str, int]:
             key, _, rest = line.partition(":")
             fields[key] = int(rest.split()[0]) * 1024
     return fields
+
+
+#: The table's accelerator line keeps the reason's gist; QEMU's own words are in --json.
+_GIST_MAX = 60
+
+
+def _gist(reason: str) -> str:
+    """``a KVM test VM failed`` for ``a KVM test VM failed: <170 columns of QEMU assertion>``."""
+    if len(reason) <= _GIST_MAX:
+        return reason
+    head = reason.split(": ", 1)[0]
+    return f"{head[:_GIST_MAX]}; QEMU's message in `ukedge doctor --json`"
 
 
 def doctor(
@@ -42,7 +54,8 @@ def doctor(
     except UkedgeError as exc:
         checks["qemu"] = f"MISSING: {exc}"
     verdict = probe_accelerator(force=probe)
-    checks["accelerator"] = f"{verdict.accel} ({verdict.source}: {verdict.reason})"
+    reason = verdict.reason if as_json else _gist(verdict.reason)
+    checks["accelerator"] = f"{verdict.accel} ({verdict.source}: {reason})"
     kernels = list_kernels()
     checks["kernels"] = ", ".join(f"{k.profile} {k.version} [{k.key[:12]}]" for k in kernels) or (
         "none built yet: run `ukedge kernel build`"
@@ -60,3 +73,7 @@ def doctor(
         print_json(checks)
     else:
         print_table(["CHECK", "RESULT"], list(checks.items()))
+
+
+def register(app: typer.Typer) -> None:
+    app.command("doctor")(doctor)

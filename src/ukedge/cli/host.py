@@ -17,7 +17,7 @@ from ukedge.cli._context import node
 from ukedge.errors import UsageError
 from ukedge.units import format_size
 
-__all__ = ["app", "info"]
+__all__ = ["app", "info", "register"]
 
 app = typer.Typer(help="Run the host agent of an edge node.", no_args_is_help=True)
 
@@ -46,7 +46,7 @@ def serve(
     ] = None,
     socket: Annotated[
         Path | None,
-        typer.Option("--socket", help="Unix socket of the API, no token [<data>/agent.sock]."),
+        typer.Option("--socket", help="Unix socket of the API, no token [`<data>/agent.sock`]."),
     ] = None,
     hub: Annotated[
         str | None,
@@ -91,7 +91,7 @@ def serve(
 ) -> None:
     """Run the host agent: a REST API over this node's images and instances.
 
-    On first start it makes a bearer token (kept in <data>/token, mode 0600) and prints it once;
+    On first start it makes a bearer token (kept in `<data>/token`, mode 0600) and prints it once;
     clients on other machines pass it with --token or UKEDGE_HOST_TOKEN. The Unix socket needs
     no token. Instances keep running when the agent stops; a restarted agent re-adopts them.
 
@@ -156,3 +156,8 @@ def info(
         ],
         header=False,
     )
+
+
+def register(root: typer.Typer) -> None:
+    root.add_typer(app, name="host")
+    root.command("info")(info)

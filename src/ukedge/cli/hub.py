@@ -19,7 +19,7 @@ from ukedge.units import format_size
 if TYPE_CHECKING:
     from ukedge import hub
 
-__all__ = ["app"]
+__all__ = ["app", "register"]
 
 app = typer.Typer(help="Run and administer the ukedge hub (an OCI registry).", no_args_is_help=True)
 
@@ -204,3 +204,7 @@ def fsck(
 
 def _yes(flag: bool) -> str:
     return "yes" if flag else "no"
+
+
+def register(root: typer.Typer) -> None:
+    root.add_typer(app, name="hub")

@@ -10,12 +10,13 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from ukedge.cli._console import err, out, print_json, print_table
+from ukedge.cli._console import err, out, print_image_record, print_json, print_table
 from ukedge.cli._context import local_only, node
+from ukedge.cli.instances import prewarm
 from ukedge.units import format_size
 
 if TYPE_CHECKING:
@@ -26,7 +27,6 @@ __all__ = [
     "image_app",
     "register",
     "render_images",
-    "render_inspect",
     "render_prune",
     "render_removal",
 ]
@@ -73,10 +73,6 @@ def render_images(rows: Sequence[ImageSummary], *, as_json: bool, quiet: bool) -
         )
 
 
-def render_inspect(doc: dict[str, Any]) -> None:
-    print_json(doc)
-
-
 def render_removal(lines: Sequence[str]) -> None:
     for line in lines:
         out.print(line)
@@ -105,7 +101,7 @@ def inspect_image(
     ref: Annotated[str, typer.Argument(help="Image reference, digest or id prefix.")],
 ) -> None:
     """Print an image's manifest, config and digest as JSON."""
-    render_inspect(node().inspect_image(ref))
+    print_image_record(node().inspect_image(ref), ref)
 
 
 def tag_image(
@@ -176,6 +172,7 @@ image_app.command("rm")(remove_images)
 image_app.command("prune")(prune_images)
 image_app.command("save")(save_images)
 image_app.command("load")(load_images)
+image_app.command("prewarm")(prewarm)  # an instance command (it boots one), listed with images
 
 
 def register(app: typer.Typer) -> None:

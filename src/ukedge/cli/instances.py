@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from ukedge.cli._console import err, out, print_json, print_table
+from ukedge.cli._console import err, out, print_image_record, print_json, print_table
 from ukedge.cli._context import node, remote_host
 from ukedge.errors import ImageError, InstanceError, UsageError
 from ukedge.units import format_size, parse_duration, parse_size
@@ -21,7 +21,7 @@ from ukedge.units import format_size, parse_duration, parse_size
 if TYPE_CHECKING:
     from ukedge.host import Instance, NodeService, RunRequest
 
-__all__ = ["register"]
+__all__ = ["prewarm", "register"]
 
 # The packages behind these commands (SQLAlchemy, pydantic, QMP) load only when a command runs,
 # so `ukedge --help` and the other commands start fast.
@@ -106,7 +106,7 @@ def run(
         str | None, typer.Option("--name", help="Name the instance (default: a random one).")
     ] = None,
     hostname: Annotated[
-        str | None, typer.Option("--hostname", help="Guest hostname (default: the app's name).")
+        str | None, typer.Option("--hostname", help="Guest hostname [the instance's name].")
     ] = None,
     remove: Annotated[
         bool, typer.Option("--rm", help="Remove the instance when it exits (foreground only).")
@@ -144,6 +144,8 @@ def run(
 
     In the foreground the guest console streams to your terminal and the command exits with
     the app's exit status. Ctrl-C stops the app (SIGTERM); a second Ctrl-C kills the VM.
+    SIGTERM and SIGHUP to this command (a `timeout`, a service stop, a closed terminal) stop
+    the app the same way, and --rm still removes the instance.
 
     With -d the VM keeps running after this command returns; follow it with `ukedge logs -f`.
 
@@ -220,45 +222,62 @@ def _console_lines(chunks: Iterator[bytes]) -> Iterator[bytes]:
         yield pending
 
 
+#: Signals that stop a foreground instance as Ctrl-C does: a `timeout`, a service manager's stop
+#: and a closed terminal must not leave the VM running unattended (and --rm must still apply).
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
 def _attach(manager: NodeService, instance: Instance) -> int:
-    """Stream the console until the instance ends; Ctrl-C stops, a second one kills."""
-    from ukedge.build.guest import EXIT_PREFIX
+    """Stream the console until the instance ends; the first stop signal (Ctrl-C, SIGTERM,
+    SIGHUP) stops the app, a second one kills the VM."""
+    from ukedge.guest import is_protocol_line
     from ukedge.host import InstanceState
 
     interrupts = 0
+    hung_up = False
 
-    def on_interrupt(_sig: int, _frame: object) -> None:
-        nonlocal interrupts
+    def on_signal(signum: int, _frame: object) -> None:
+        nonlocal interrupts, hung_up
         interrupts += 1
+        hung_up = hung_up or signum == signal.SIGHUP
         if interrupts == 1:
-            err.print("\nstopping (SIGTERM to the app; Ctrl-C again to kill)…")
+            if not hung_up:
+                err.print(f"\nstopping (SIGTERM to the app; {_again(signum)} again to kill)…")
             raise KeyboardInterrupt
         with contextlib.suppress(InstanceError):
             manager.kill(instance.id)
 
-    previous = signal.signal(signal.SIGINT, on_interrupt)
+    previous = {signum: signal.signal(signum, on_signal) for signum in _STOP_SIGNALS}
     stream = sys.stdout.buffer
     try:
         # The guest's exit report is protocol, not app output: its status becomes ours.
-        hidden = (EXIT_PREFIX.encode(), b"reboot: Restarting system")
         shown = 0  # bytes of whole lines handled, so an interrupted follow resumes after them
         while True:
             try:
                 for line in _console_lines(manager.follow(instance.id, offset=shown)):
                     shown += len(line)
-                    if not line.startswith(hidden):
+                    if not is_protocol_line(line) and not hung_up:
                         stream.write(line)
                         stream.flush()
                 break
             except KeyboardInterrupt:
                 manager.stop(instance.id, timeout=10)
+            except OSError:
+                if not hung_up:  # else the terminal is gone: keep following, print nothing
+                    raise
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
     final = manager.get(instance.id)
     if final.state is InstanceState.FAILED:
         err.print(f"instance {final.name} failed: {final.error}", style="red")
         return 125
     return final.exit_code if final.exit_code is not None else 125
+
+
+def _again(signum: int) -> str:
+    """How the user sends the second signal: the same key, or the same signal again."""
+    return "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
 
 
 def ps(
@@ -363,9 +382,10 @@ def inspect(
         instance = service.get(target)
     except InstanceError:
         try:
-            print_json(service.inspect_image(target))
+            image = service.inspect_image(target)
         except (ImageError, UsageError):
             raise InstanceError(f"no such instance or image: {target}") from None
+        print_image_record(image, target)
         return
     print_json(instance.model_dump(mode="json"))
 
@@ -468,8 +488,6 @@ def prewarm(
 
 
 def register(app: typer.Typer) -> None:
-    from ukedge.cli.images import image_app
-
+    """The instance commands (``image prewarm`` is registered with its group, in ``images``)."""
     for command in (run, start, ps, logs, stop, kill, rm, inspect, stats, events):
         app.command(command.__name__)(command)
-    image_app.command("prewarm")(prewarm)

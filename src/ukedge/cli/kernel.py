@@ -11,7 +11,7 @@ from ukedge.cli._console import err, out, print_json, print_table
 from ukedge.kernel import Kernel, ensure_kernel, list_kernels
 from ukedge.units import format_size
 
-__all__ = ["app"]
+__all__ = ["app", "register"]
 
 app = typer.Typer(help="Build and list kernel profiles.", no_args_is_help=True)
 
@@ -79,3 +79,7 @@ def ls(
             for r in rows
         ],
     )
+
+
+def register(root: typer.Typer) -> None:
+    root.add_typer(app, name="kernel")

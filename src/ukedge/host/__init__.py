@@ -1,21 +1,19 @@
 """The edge-node side: instance lifecycle on one host, and the host agent serving it over REST.
 
-The server half (the agent, its FastAPI app, uvicorn) loads on first use, so the CLI's local
-commands do not pay for importing a web framework they never run.
+The server half (the agent, its FastAPI app, uvicorn), the agent client (httpx) and the results
+side (spool, forwarder, MQTT sink) load on first use, so the CLI's local commands do not pay for
+importing what they never run.
 """
 
-import importlib
 import typing
-from typing import Any
 
+from ukedge._lazy import lazy_exports
 from ukedge.host._admission import Capacity, Committed, host_capacity
-from ukedge.host._client import HOST_ENV, TOKEN_ENV, AgentClient
 from ukedge.host._events import EventBus, Subscription
-from ukedge.host._forwarder import ForwardRound, ResultForwarder, ResultSource, manager_sources
 from ukedge.host._health import check_once, wait_healthy
-from ukedge.host._images import ImageCache, budget_from_env, open_image_cache
+from ukedge.host._images import ImageCache, budget_from_env
 from ukedge.host._layers import UnpackedLayers
-from ukedge.host._manager import InstanceManager, default_qemu_user, open_manager
+from ukedge.host._manager import InstanceManager
 from ukedge.host._models import (
     HealthStatus,
     ImageSummary,
@@ -31,13 +29,20 @@ from ukedge.host._models import (
     parse_port_mapping,
     parse_restart_policy,
     run_request,
-    validation_message,
 )
 from ukedge.host._names import NAME_PATTERN, random_name
-from ukedge.host._node import LocalNode, open_local_node
+from ukedge.host._node import LocalNode
 from ukedge.host._ondemand import OnDemandController, OnDemandProxy, ProxyState, Upstream
 from ukedge.host._service import NodeService, OutputStream
-from ukedge.host._spool import MAX_LINE_BYTES, ResultSpool, SpoolError
+from ukedge.host._wiring import (
+    NodeLayout,
+    default_qemu_user,
+    open_image_cache,
+    open_local_node,
+    open_manager,
+    open_node,
+    resolve_qemu_user,
+)
 
 __all__ = [
     "DEFAULT_ADDR",
@@ -62,6 +67,7 @@ __all__ = [
     "InstanceStats",
     "LocalNode",
     "NodeInfo",
+    "NodeLayout",
     "NodeService",
     "OnDemandController",
     "OnDemandProxy",
@@ -89,19 +95,23 @@ __all__ = [
     "open_image_cache",
     "open_local_node",
     "open_manager",
+    "open_node",
     "parse_port_mapping",
     "parse_restart_policy",
     "random_name",
+    "resolve_qemu_user",
     "run_request",
     "serve",
-    "validation_message",
     "wait_healthy",
 ]
 
 if typing.TYPE_CHECKING:
     from ukedge.host._agent import DEFAULT_ADDR, Agent, AgentSettings, load_agent_settings
     from ukedge.host._api import create_agent_app
+    from ukedge.host._client import HOST_ENV, TOKEN_ENV, AgentClient
+    from ukedge.host._forwarder import ForwardRound, ResultForwarder, ResultSource, manager_sources
     from ukedge.host._serve import ensure_token, serve
+    from ukedge.host._spool import MAX_LINE_BYTES, ResultSpool, SpoolError
 
 _LAZY = {
     "DEFAULT_ADDR": "ukedge.host._agent",
@@ -109,15 +119,19 @@ _LAZY = {
     "AgentSettings": "ukedge.host._agent",
     "load_agent_settings": "ukedge.host._agent",
     "create_agent_app": "ukedge.host._api",
+    "HOST_ENV": "ukedge.host._client",
+    "TOKEN_ENV": "ukedge.host._client",
+    "AgentClient": "ukedge.host._client",
+    "ForwardRound": "ukedge.host._forwarder",
+    "ResultForwarder": "ukedge.host._forwarder",
+    "ResultSource": "ukedge.host._forwarder",
+    "manager_sources": "ukedge.host._forwarder",
+    "MAX_LINE_BYTES": "ukedge.host._spool",
+    "ResultSpool": "ukedge.host._spool",
+    "SpoolError": "ukedge.host._spool",
     "ensure_token": "ukedge.host._serve",
     "serve": "ukedge.host._serve",
 }
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'ukedge.host' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_exports(globals(), _LAZY)

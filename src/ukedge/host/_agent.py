@@ -12,25 +12,20 @@ from __future__ import annotations
 
 import logging
 import platform
-import pwd
 import threading
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from ukedge import config, paths, vmm
+from ukedge import config, paths
 from ukedge.errors import UsageError
 from ukedge.host import sinks as result_sinks
 from ukedge.host._admission import Capacity, host_capacity
 from ukedge.host._forwarder import ResultForwarder, manager_sources
-from ukedge.host._images import ImageCache
-from ukedge.host._layers import UnpackedLayers
-from ukedge.host._manager import InstanceManager, default_qemu_user
 from ukedge.host._names import NAME_PATTERN
-from ukedge.host._node import LocalNode
 from ukedge.host._spool import ResultSpool
-from ukedge.image import ImageStore
+from ukedge.host._wiring import NodeLayout, open_node
 from ukedge.units import parse_size
 
 __all__ = ["DEFAULT_ADDR", "ENV_PREFIX", "Agent", "AgentSettings", "load_agent_settings"]
@@ -73,6 +68,8 @@ class AgentSettings(BaseModel):
     #: Seconds between supervisor passes (restarts, health checks).
     supervise_interval: float = Field(default=0.5, gt=0, le=60)
     log_format: Literal["json", "text"] = "json"
+    #: One log record per request (``ukedge.host.access``), as the hub writes.
+    access_log: bool = True
 
     @field_validator("addr")
     @classmethod
@@ -143,18 +140,6 @@ def _capacity(settings: AgentSettings) -> Capacity:
     )
 
 
-def _qemu_user(setting: str | None) -> str | None:
-    """``None``: the default (``nobody`` when root); ``""``: keep QEMU as the agent's user."""
-    if setting is None:
-        return default_qemu_user()
-    if setting:
-        try:
-            pwd.getpwnam(setting)
-        except KeyError:
-            raise UsageError(f"no such user {setting!r} for QEMU to run as (--qemu-user)") from None
-    return setting or None
-
-
 class Agent:
     """A node's services, started and stopped together."""
 
@@ -162,30 +147,17 @@ class Agent:
         self.settings = settings
         data = settings.data_dir
         paths.private_dir(data)
-        capacity = _capacity(settings)
-        user = _qemu_user(settings.qemu_user)
-        backend = vmm.create("qemu", **({"run_as": user} if user else {}))
-        store = ImageStore(data / "store")
-        layers = UnpackedLayers(data / "cache" / "unpacked")
-        self.manager = InstanceManager(
-            data / "instances",
-            store,
-            backend,
-            layers,
-            data / "cache" / "snapshots",
-            capacity=capacity,
-        )
-        self.images = ImageCache(
-            store,
-            layers,
+        self.node = open_node(
+            NodeLayout.data_dir(data),
+            qemu_user=settings.qemu_user,
+            capacity=_capacity(settings),
             budget=_size(settings.image_budget),
-            in_use=self._images_in_use,
-            own_layers=True,  # the unpacked layers of this data dir serve this store alone
-            on_remove=self.manager.drop_snapshots,
+            hub=settings.hub,
+            name=settings.name,
+            labels=settings.labels,
         )
-        self.node = LocalNode(
-            self.manager, self.images, name=settings.name, labels=settings.labels, hub=settings.hub
-        )
+        self.manager = self.node.manager
+        self.images = self.node.cache
         self.spool = ResultSpool(data / "results.db")
         self.forwarder = ResultForwarder(
             self.spool,
@@ -198,10 +170,6 @@ class Agent:
         )
         self._stop = threading.Event()
         self._supervisor: threading.Thread | None = None
-
-    def _images_in_use(self) -> list[str]:
-        """One digest per instance, so a refusal can say how many instances use an image."""
-        return [i.image_digest for i in self.manager.records.all()]
 
     def _drain_results(self, instance_id: str, path: Path) -> None:
         if self.forwarder.sinks:

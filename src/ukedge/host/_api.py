@@ -12,6 +12,7 @@ remote CLI raises the same error, with the same message and exit code, as the lo
 from __future__ import annotations
 
 import asyncio
+import logging
 import queue
 import threading
 import time
@@ -19,11 +20,11 @@ from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 import anyio
-from fastapi import Body, FastAPI, Query, Request
+from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 from fastapi.sse import EventSourceResponse, ServerSentEvent
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ukedge import __version__
 from ukedge.errors import (
@@ -39,22 +40,27 @@ from ukedge.errors import (
     UkedgeError,
     UsageError,
 )
-from ukedge.host._metrics import AgentMetrics, MetricsMiddleware
+from ukedge.host._metrics import AgentMetrics
 from ukedge.host._models import (
+    ErrorResponse,
     ImageSummary,
     Instance,
     InstanceStats,
     NodeInfo,
     PruneReport,
+    PullRequest,
     RunRequest,
 )
 from ukedge.host._node import LocalNode
 from ukedge.host._service import OutputStream
 from ukedge.registry import BlobOutcome
+from ukedge.server import MetricsMiddleware, add_operations
+from ukedge.validation import validation_message
 
 __all__ = ["API_PREFIX", "create_agent_app", "error_status"]
 
 API_PREFIX = "/v1"
+_access_log = logging.getLogger("ukedge.host.access")
 _KEEPALIVE_S = 10.0
 _PROGRESS_EVERY_S = 0.1
 _LOG_POLL_S = 0.05
@@ -87,7 +93,40 @@ def _error_body(kind: str, message: str) -> dict[str, Any]:
     return {"error": {"kind": kind, "message": message}}
 
 
-def create_agent_app(node: LocalNode, *, metrics: AgentMetrics | None = None) -> FastAPI:
+#: What each error status means on this API (docs/api.md says the same).
+_ERRORS: dict[int, str] = {
+    400: "Bad input the schema cannot express (a body that is not JSON, a reference that does "
+    "not parse)",
+    401: "No bearer token, or not this agent's (TCP only; the Unix socket needs none)",
+    404: "No such instance or image",
+    409: "Admission refused, host port taken, instance in the wrong state, or image in use",
+    413: "Request body over 1 MiB (refused unread)",
+    422: "A field is invalid, or unknown; the message names it",
+    500: "The hypervisor failed",
+    502: "The registry failed, or sent a blob that does not match its digest",
+}
+
+
+def _errors(*statuses: int, events: bool = False) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` for a route: the given statuses plus those every route may give.
+
+    ``events``: the route answers with server-sent events, but its errors are JSON like every
+    other route's (FastAPI would describe them in the route's own media type).
+    """
+    json_error = {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorResponse"}}}
+    return {
+        status: (
+            {"description": _ERRORS[status], "content": json_error}
+            if events
+            else {"model": ErrorResponse, "description": _ERRORS[status]}
+        )
+        for status in sorted({401, 422, 500, *statuses})
+    }
+
+
+def create_agent_app(
+    node: LocalNode, *, metrics: AgentMetrics | None = None, access_log: bool = True
+) -> FastAPI:
     """The API over ``node``. Authentication is the server's business (see ``_serve``)."""
     app = FastAPI(
         title="ukedge host agent",
@@ -96,52 +135,67 @@ def create_agent_app(node: LocalNode, *, metrics: AgentMetrics | None = None) ->
         "logs, stats and events.",
     )
     metrics = metrics or AgentMetrics(node)
-    app.add_middleware(MetricsMiddleware, metrics=metrics)
+    app.add_middleware(
+        MetricsMiddleware, metrics=metrics.http, access_log=_access_log if access_log else None
+    )
+    add_operations(app, metrics.registry)
 
     @app.exception_handler(UkedgeError)
     async def _ukedge_error(_request: Request, exc: UkedgeError) -> JSONResponse:
         return JSONResponse(_error_body(type(exc).__name__, str(exc)), error_status(exc))
 
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        # FastAPI's own refusals (a body that is not JSON, an unknown route or method) in the
+        # one error shape, so a client reads every error the same way.
+        kind = "UsageError" if exc.status_code < 500 else "AgentError"
+        return JSONResponse(
+            _error_body(kind, str(exc.detail)), exc.status_code, headers=exc.headers
+        )
+
     @app.exception_handler(RequestValidationError)
     async def _invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc'] if p != 'body') or 'body'}: "
-            f"{str(e['msg']).removeprefix('Value error, ')}"
-            for e in exc.errors()
-        )
+        problems = validation_message(exc, whole="body")
         return JSONResponse(_error_body("UsageError", f"invalid request: {problems}"), 422)
 
     # -- service ---------------------------------------------------------------------------------
 
-    @app.get("/healthz", include_in_schema=False)
-    def healthz() -> PlainTextResponse:
-        return PlainTextResponse("ok\n")
-
-    @app.get("/metrics", include_in_schema=False)
-    def prometheus() -> PlainTextResponse:
-        return PlainTextResponse(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
-
-    @app.get(f"{API_PREFIX}/node", response_model=NodeInfo, tags=["node"])
+    @app.get(f"{API_PREFIX}/node", response_model=NodeInfo, tags=["node"], responses=_errors())
     def node_info() -> NodeInfo:
         return node.info()
 
     # -- images ----------------------------------------------------------------------------------
 
-    @app.get(f"{API_PREFIX}/images", response_model=list[ImageSummary], tags=["images"])
+    @app.get(
+        f"{API_PREFIX}/images",
+        response_model=list[ImageSummary],
+        tags=["images"],
+        responses=_errors(),
+    )
     def list_images() -> list[ImageSummary]:
         return node.images()
 
-    @app.get(f"{API_PREFIX}/images/inspect", tags=["images"])
+    @app.get(f"{API_PREFIX}/images/inspect", tags=["images"], responses=_errors(400, 404))
     def inspect_image(ref: Annotated[str, Query(min_length=1, max_length=512)]) -> Any:
         return node.inspect_image(ref)
 
-    @app.delete(f"{API_PREFIX}/images", response_model=list[str], tags=["images"])
+    @app.delete(
+        f"{API_PREFIX}/images",
+        response_model=list[str],
+        tags=["images"],
+        responses=_errors(400, 404, 409),
+    )
     def remove_image(
         ref: Annotated[str, Query(min_length=1, max_length=512)], force: bool = False
     ) -> list[str]:
         return node.remove_image(ref, force=force)
 
-    @app.post(f"{API_PREFIX}/images/prune", response_model=PruneReport, tags=["images"])
+    @app.post(
+        f"{API_PREFIX}/images/prune",
+        response_model=PruneReport,
+        tags=["images"],
+        responses=_errors(409),
+    )
     def prune_images() -> PruneReport:
         return node.prune_images()
 
@@ -150,10 +204,9 @@ def create_agent_app(node: LocalNode, *, metrics: AgentMetrics | None = None) ->
         response_class=EventSourceResponse,
         tags=["images"],
         summary="Pull an image; progress as server-sent events",
+        responses=_errors(400, 413, events=True),
     )
-    async def pull_image(
-        request: Request, ref: Annotated[str, Body(embed=True, min_length=1, max_length=512)]
-    ) -> AsyncIterator[ServerSentEvent]:
+    async def pull_image(request: Request, body: PullRequest) -> AsyncIterator[ServerSentEvent]:
         """Events: ``start`` {digest, label, total}, ``progress`` {digest, completed},
         ``finish`` {digest, outcome}; then ``done`` (the image summary) or ``error``
         {kind, message}. Closing the stream cancels the pull."""
@@ -163,7 +216,7 @@ def create_agent_app(node: LocalNode, *, metrics: AgentMetrics | None = None) ->
 
         def work() -> None:
             try:
-                summary = node.pull(ref, progress=progress)
+                summary = node.pull(body.ref, progress=progress)
                 events.put(ServerSentEvent(event="done", data=summary.model_dump(mode="json")))
             except UkedgeError as exc:
                 events.put(
@@ -190,39 +243,75 @@ def create_agent_app(node: LocalNode, *, metrics: AgentMetrics | None = None) ->
         finally:
             cancel.set()
 
-    @app.post(f"{API_PREFIX}/images/prewarm", tags=["images"])
+    @app.post(
+        f"{API_PREFIX}/images/prewarm", tags=["images"], responses=_errors(400, 404, 409, 413, 502)
+    )
     def prewarm(request: RunRequest) -> dict[str, str]:
         return {"snapshot": node.prewarm(request)}
 
     # -- instances -------------------------------------------------------------------------------
 
     @app.post(
-        f"{API_PREFIX}/instances", response_model=Instance, status_code=201, tags=["instances"]
+        f"{API_PREFIX}/instances",
+        response_model=Instance,
+        status_code=201,
+        tags=["instances"],
+        responses=_errors(400, 404, 409, 413, 502),
     )
     def create_instance(request: RunRequest) -> Instance:
         return node.run(request)
 
-    @app.get(f"{API_PREFIX}/instances", response_model=list[Instance], tags=["instances"])
+    @app.get(
+        f"{API_PREFIX}/instances",
+        response_model=list[Instance],
+        tags=["instances"],
+        responses=_errors(),
+    )
     def list_instances(all: bool = False) -> list[Instance]:
         return node.list(all_instances=all)
 
-    @app.get(f"{API_PREFIX}/instances/{{key}}", response_model=Instance, tags=["instances"])
+    @app.get(
+        f"{API_PREFIX}/instances/{{key}}",
+        response_model=Instance,
+        tags=["instances"],
+        responses=_errors(404),
+    )
     def get_instance(key: str) -> Instance:
         return node.get(key)
 
-    @app.post(f"{API_PREFIX}/instances/{{key}}/start", response_model=Instance, tags=["instances"])
+    @app.post(
+        f"{API_PREFIX}/instances/{{key}}/start",
+        response_model=Instance,
+        tags=["instances"],
+        responses=_errors(400, 404, 409),
+    )
     def start_instance(key: str) -> Instance:
         return node.start(key)
 
-    @app.post(f"{API_PREFIX}/instances/{{key}}/stop", response_model=Instance, tags=["instances"])
+    @app.post(
+        f"{API_PREFIX}/instances/{{key}}/stop",
+        response_model=Instance,
+        tags=["instances"],
+        responses=_errors(404, 409),
+    )
     def stop_instance(key: str, timeout: Annotated[float, Query(ge=0, le=3600)] = 10.0) -> Instance:
         return node.stop(key, timeout)
 
-    @app.post(f"{API_PREFIX}/instances/{{key}}/kill", response_model=Instance, tags=["instances"])
+    @app.post(
+        f"{API_PREFIX}/instances/{{key}}/kill",
+        response_model=Instance,
+        tags=["instances"],
+        responses=_errors(404, 409),
+    )
     def kill_instance(key: str) -> Instance:
         return node.kill(key)
 
-    @app.post(f"{API_PREFIX}/instances/{{key}}/wait", response_model=Instance, tags=["instances"])
+    @app.post(
+        f"{API_PREFIX}/instances/{{key}}/wait",
+        response_model=Instance,
+        tags=["instances"],
+        responses=_errors(404),
+    )
     async def wait_instance(
         request: Request,
         key: str,
@@ -241,12 +330,20 @@ def create_agent_app(node: LocalNode, *, metrics: AgentMetrics | None = None) ->
                 return instance  # nobody reads the answer
             await asyncio.sleep(_WAIT_POLL_S)
 
-    @app.delete(f"{API_PREFIX}/instances/{{key}}", response_model=Instance, tags=["instances"])
+    @app.delete(
+        f"{API_PREFIX}/instances/{{key}}",
+        response_model=Instance,
+        tags=["instances"],
+        responses=_errors(404, 409),
+    )
     def remove_instance(key: str, force: bool = False) -> Instance:
         return node.remove(key, force=force)
 
     @app.get(
-        f"{API_PREFIX}/instances/{{key}}/stats", response_model=InstanceStats, tags=["instances"]
+        f"{API_PREFIX}/instances/{{key}}/stats",
+        response_model=InstanceStats,
+        tags=["instances"],
+        responses=_errors(404, 409),
     )
     def instance_stats(key: str) -> InstanceStats:
         return node.stats(key)
@@ -256,6 +353,7 @@ def create_agent_app(node: LocalNode, *, metrics: AgentMetrics | None = None) ->
         response_class=StreamingResponse,
         tags=["instances"],
         summary="Console or results bytes from an offset; with follow, until the instance ends",
+        responses=_errors(404),
     )
     async def instance_logs(
         key: str,
@@ -290,6 +388,7 @@ def create_agent_app(node: LocalNode, *, metrics: AgentMetrics | None = None) ->
         response_class=EventSourceResponse,
         tags=["instances"],
         summary="Instance state changes as server-sent events",
+        responses=_errors(events=True),
     )
     async def events(request: Request) -> AsyncIterator[ServerSentEvent]:
         """A ``ready`` event once subscribed (nothing after it is missed), then ``instance``

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ukedge.errors import UkedgeError, UsageError
+from ukedge.faults import crash_point
 from ukedge.host._spool import ResultSpool
 from ukedge.host.sinks import ResultRecord, ResultSink, SinkUnavailable
 
@@ -124,6 +125,7 @@ class ResultForwarder:
                 added += self.spool.ingest_file(source.instance_id, self.node, source.path)
             except OSError as exc:
                 log.warning("cannot read results of instance %s: %s", source.instance_id, exc)
+            crash_point("host.spool.after_ingest")
         return added
 
     def deliver(self, sink: ResultSink, *, now: float | None = None) -> tuple[int, bool]:
@@ -148,7 +150,11 @@ class ResultForwarder:
                 self._back_off(sink.name)
                 log.info("%s; retrying in %.1f s", exc, backoff.delay)
                 raise
+            # A crash here (sent, not yet marked delivered) resends the batch after a restart:
+            # delivery is at least once, and a consumer drops a repeated (instance, seq).
+            crash_point("host.spool.after_send")
             self.spool.ack(sink.name, instance_id, up_to)
+            crash_point("host.spool.after_ack")
             acked += sum(1 for r in records if r.seq <= up_to)
             more = more or len(records) >= self.batch or up_to < records[-1].seq
         backoff.delay = 0.0

@@ -11,8 +11,6 @@ import socket
 import time
 from collections.abc import Callable
 
-import httpx
-
 from ukedge.errors import InstanceError
 from ukedge.host._models import HealthStatus
 from ukedge.image import HealthCheck
@@ -26,6 +24,8 @@ def check_once(check: HealthCheck, host: str, port: int, *, max_timeout: float =
     """One probe; ``True`` when the app answers as the health check asks."""
     timeout = min(check.timeout_s, max_timeout)
     if check.type == "http":
+        import httpx  # loads with the first HTTP check, not with every command that lists instances
+
         try:
             return httpx.get(f"http://{host}:{port}{check.path}", timeout=timeout).status_code < 400
         except httpx.HTTPError:

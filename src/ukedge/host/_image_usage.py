@@ -10,26 +10,27 @@ in images, not in the tags that name them.
 
 from __future__ import annotations
 
-import contextlib
-import sqlite3
-import threading
 import time
-import weakref
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from sqlalchemy import Column, Float, MetaData, Table, Text, bindparam, select
+from sqlalchemy.dialects.sqlite import insert
+
 from ukedge.errors import ImageError
+from ukedge.sqlite import SQLiteDatabase
 
 __all__ = ["ImageUsage", "UsageRecord"]
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS image_usage (
-    digest    TEXT PRIMARY KEY,
-    pulled_at REAL,
-    last_used REAL
+_metadata = MetaData()
+_usage = Table(
+    "image_usage",
+    _metadata,
+    Column("digest", Text, primary_key=True),
+    Column("pulled_at", Float),
+    Column("last_used", Float),
 )
-"""
 
 
 @dataclass(frozen=True)
@@ -46,71 +47,44 @@ class ImageUsage:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        # One connection for the life of the cache, shared by the agent's threads under a lock:
-        # closing the last connection to a WAL database checkpoints it, which would make every
-        # touch cost a checkpoint if each opened its own.
-        try:
-            self._db = sqlite3.connect(
-                path, timeout=10.0, isolation_level=None, check_same_thread=False
-            )
-        except sqlite3.Error as exc:
-            raise ImageError(f"cannot open the image usage table {path}: {exc}") from exc
-        self._finalizer = weakref.finalize(self, self._db.close)
-        self._lock = threading.Lock()
-        try:
-            self._db.execute("PRAGMA journal_mode=WAL")
-            # A power cut may lose the last few touches (an eviction order slightly off),
-            # never the table: WAL with NORMAL syncs at checkpoints, not at every commit.
-            self._db.execute("PRAGMA synchronous=NORMAL")
-        except sqlite3.Error as exc:
-            self.close()
-            raise ImageError(f"the image usage table {path}: {exc}") from exc
-        with self._transaction() as db:
-            db.execute(_SCHEMA)
+        # A power cut may lose the last few touches (an eviction order slightly off), never the
+        # table: WAL with synchronous=NORMAL syncs at checkpoints, not at every commit. The
+        # pool keeps the connections open for the life of the cache, so a touch does not
+        # checkpoint the file as closing its last connection would.
+        self._db = SQLiteDatabase(
+            path, what="the image usage table", error=ImageError, synchronous="NORMAL"
+        )
+        self._db.create_all(_metadata)
 
     def close(self) -> None:
-        self._finalizer()
+        self._db.close()
 
-    @contextlib.contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
-            db = self._db
-            try:
-                db.execute("BEGIN IMMEDIATE")
-                try:
-                    yield db
-                except BaseException:
-                    db.execute("ROLLBACK")
-                    raise
-                db.execute("COMMIT")
-            except sqlite3.Error as exc:
-                raise ImageError(f"the image usage table {self.path}: {exc}") from exc
+    def _set(self, column: str, digest: str, when: float | None) -> None:
+        insert_row = insert(_usage).values(
+            {"digest": digest, column: time.time() if when is None else when}
+        )
+        upsert = insert_row.on_conflict_do_update(
+            index_elements=[_usage.c.digest], set_={column: insert_row.excluded[column]}
+        )
+        with self._db.write() as db:
+            db.execute(upsert)
 
     def touch(self, digest: str, when: float | None = None) -> None:
         """An instance started from ``digest`` now (or at ``when``)."""
-        with self._transaction() as db:
-            db.execute(
-                "INSERT INTO image_usage (digest, last_used) VALUES (?, ?) "
-                "ON CONFLICT (digest) DO UPDATE SET last_used = excluded.last_used",
-                (digest, time.time() if when is None else when),
-            )
+        self._set("last_used", digest, when)
 
     def pulled(self, digest: str, when: float | None = None) -> None:
         """``digest`` was pulled now (or at ``when``)."""
-        with self._transaction() as db:
-            db.execute(
-                "INSERT INTO image_usage (digest, pulled_at) VALUES (?, ?) "
-                "ON CONFLICT (digest) DO UPDATE SET pulled_at = excluded.pulled_at",
-                (digest, time.time() if when is None else when),
-            )
+        self._set("pulled_at", digest, when)
 
     def all(self) -> dict[str, UsageRecord]:
-        with self._transaction() as db:
-            rows = db.execute("SELECT digest, pulled_at, last_used FROM image_usage").fetchall()
-        return {row[0]: UsageRecord(row[0], row[1], row[2]) for row in rows}
+        with self._db.read() as db:
+            rows = db.execute(select(_usage.c.digest, _usage.c.pulled_at, _usage.c.last_used))
+            return {row[0]: UsageRecord(row[0], row[1], row[2]) for row in rows}
 
     def forget(self, digests: Iterable[str]) -> None:
         """Drop the rows of images that left the store."""
-        with self._transaction() as db:
-            db.executemany("DELETE FROM image_usage WHERE digest = ?", [(d,) for d in digests])
+        gone = [{"gone": d} for d in digests]
+        if gone:
+            with self._db.write() as db:
+                db.execute(_usage.delete().where(_usage.c.digest == bindparam("gone")), gone)

@@ -30,12 +30,11 @@ import re
 import threading
 from collections.abc import Callable, Collection, Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ukedge.errors import ImageError, ImageInUseError, UsageError
 from ukedge.host._image_usage import ImageUsage, UsageRecord
 from ukedge.host._layers import UnpackedLayers
-from ukedge.host._manager import InstanceManager, open_manager
 from ukedge.host._models import ImageSummary, PruneReport
 from ukedge.image import (
     ImageManifest,
@@ -45,11 +44,13 @@ from ukedge.image import (
     mediatypes,
     parse_reference,
 )
-from ukedge.registry import DEFAULT_PLATFORM, ClientOptions, RegistryClient, TransferProgress
-from ukedge.registry import pull as registry_pull
+from ukedge.registry import DEFAULT_PLATFORM, TransferProgress
+
+if TYPE_CHECKING:
+    from ukedge.registry import ClientOptions, RegistryClient
 from ukedge.units import format_size, parse_size
 
-__all__ = ["BUDGET_ENV", "ImageCache", "budget_from_env", "image_summary", "open_image_cache"]
+__all__ = ["BUDGET_ENV", "ImageCache", "budget_from_env", "image_summary"]
 
 log = logging.getLogger(__name__)
 
@@ -236,7 +237,9 @@ class ImageCache:
 
         The image just pulled is never evicted to make room for itself.
         """
-        stored = registry_pull(
+        from ukedge import registry  # httpx and the transfer code load when a pull runs
+
+        stored = registry.pull(
             self.store,
             ref,
             progress=progress,
@@ -438,17 +441,3 @@ def _names(given: str, resolved: str) -> bool:
 
 def _fmt(n: int) -> str:
     return f"{format_size(n)} ({n} bytes)"
-
-
-def open_image_cache(manager: InstanceManager | None = None) -> ImageCache:
-    """This user's cache (``ukedge.paths``), as the local CLI uses it: the local instance
-    manager's store and unpacked layers, its instances' images in use, and the budget
-    ``UKEDGE_IMAGE_BUDGET`` names."""
-    local = manager or open_manager()
-    return ImageCache(
-        local.store,
-        local.layers,
-        budget_from_env(),
-        lambda: [instance.image_digest for instance in local.records.all()],
-        on_remove=local.drop_snapshots,
-    )

@@ -26,7 +26,6 @@ import contextlib
 import errno
 import logging
 import os
-import pwd
 import secrets
 import shutil
 import socket
@@ -37,7 +36,7 @@ from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from ukedge.build.guest import guest_cmdline, launch_archive
+from ukedge.build.guest import host_tsc_khz
 from ukedge.errors import (
     AdmissionError,
     InstanceError,
@@ -46,6 +45,8 @@ from ukedge.errors import (
     UkedgeError,
     UsageError,
 )
+from ukedge.faults import crash_point
+from ukedge.guest import HELD_LINE, guest_cmdline, is_held, launch_archive, seed_archive
 from ukedge.host._admission import Capacity, Committed, admit, committed, holds_resources
 from ukedge.host._console import earlier_consoles, keep_previous_run, read_console, read_results
 from ukedge.host._health import check_once, next_health, wait_healthy
@@ -60,6 +61,7 @@ from ukedge.host._models import (
     RunRequest,
 )
 from ukedge.host._names import NAME_PATTERN, random_name
+from ukedge.host._oplock import abandoned, holding
 from ukedge.host._restart import is_failure, next_delay, wants_restart
 from ukedge.host._service import OutputStream
 from ukedge.host._state import InstanceRecords
@@ -75,7 +77,7 @@ from ukedge.image import (
 )
 from ukedge.vmm import Machine, MachineBackend, MachineSpec, MachineState, PortForward
 
-__all__ = ["InstanceManager", "default_qemu_user", "open_manager"]
+__all__ = ["InstanceManager"]
 
 log = logging.getLogger(__name__)
 
@@ -87,8 +89,8 @@ _DNS = "10.0.2.3"
 _LOG_POLL_S = 0.05
 #: A probe in ``supervise`` never waits longer than this for the app.
 _PROBE_TIMEOUT_S = 1.0
-#: An instance left ``starting`` this long with no machine: the process starting it died.
-_STALE_START_S = 180.0
+#: Why an instance is failed whose starter died before its machine ran (kill -9 of the agent).
+_DIED_STARTING = "the agent (or the process starting it) died while starting it; no machine ran"
 #: In a snapshot directory: the manifest digest of the image it was made from.
 _SNAPSHOT_IMAGE = "image"
 #: See ``InstanceManager.steady_probe_interval_s``.
@@ -110,10 +112,23 @@ class _Plan:
     kernel: Path
     initrds: list[Path]
     launch: bytes
+    hostname: str
     memory_mib: int
     vcpus: int
     #: Snapshot key: equal for runs whose guests are identical up to seed and clock.
     key: str
+
+
+def _wait_held(machine: Machine, timeout: float) -> None:
+    """Wait until the guest init, booted with ``hold``, waits before starting the app."""
+    deadline = time.monotonic() + timeout
+    while not is_held(machine.console_path.read_text(errors="replace")):
+        if machine.state.final or time.monotonic() > deadline:
+            raise InstanceError(
+                f"machine {machine.machine_id} never reached the point before its app starts "
+                f"(no {HELD_LINE!r} on its console within {timeout:g} s); see its console"
+            )
+        time.sleep(0.05)
 
 
 def _free_port() -> int:
@@ -284,7 +299,6 @@ class InstanceManager:
             env=request.env,
             args=request.args,
             workdir=str(self.root / instance_id),
-            backend=self.backend.name,
             restart=request.restart,
             on_demand=request.on_demand,
             idle_timeout_s=request.idle_timeout_s if request.on_demand else None,
@@ -299,8 +313,10 @@ class InstanceManager:
         # The directory first: a crash between the two then leaves an empty directory, not a
         # record whose every start fails.
         Path(instance.workdir).mkdir(mode=0o700)
+        crash_point("host.create.after_mkdir")
         try:
             self.records.add(instance, guard=self._guard)
+            crash_point("host.create.after_record")
             # After the guard, which names the instance holding a port, the check that finds
             # other programs holding one.
             _check_bindable(instance.ports)
@@ -351,8 +367,16 @@ class InstanceManager:
             raise InstanceError(
                 f"instance {instance.name} is already {instance.state.value}; stop it first"
             )
+        # Held from before "starting" is written until "running" (or the end) is: a reader that
+        # finds "starting" with the lock free knows the starter died (see _recover).
+        with holding(Path(instance.workdir)):
+            return self._start_locked(instance, restart=restart)
+
+    def _start_locked(self, instance: Instance, *, restart: bool) -> Instance:
+        instance_id = instance.id
         plan = self._plan(instance.image_digest, instance)
-        snapshot = None if instance.cold else self._snapshot_if_any(plan.key)
+        cold = instance.cold or plan.config.snapshot == "off"
+        snapshot = None if cold else self._snapshot_if_any(plan.key)
         check = plan.config.healthcheck
 
         claimed = False
@@ -398,6 +422,7 @@ class InstanceManager:
             raise InstanceError(
                 f"instance {instance.name} is already {instance.state.value}; stop it first"
             )
+        crash_point("host.start.after_claim")
         workdir = Path(instance.workdir)
         try:
             keep_previous_run(workdir)
@@ -405,6 +430,7 @@ class InstanceManager:
         except UkedgeError as exc:
             self._change(instance_id, self._ended(InstanceState.FAILED, None, str(exc), restart))
             raise
+        crash_point("host.start.after_boot")
         pid = machine.pid
 
         def running(i: Instance) -> Instance:
@@ -422,6 +448,7 @@ class InstanceManager:
             with contextlib.suppress(MachineError):
                 machine.kill()
             raise
+        crash_point("host.start.after_running")
         if current.state is not InstanceState.RUNNING:
             log.info("instance %s was stopped while it started; stopping it", current.name)
             with contextlib.suppress(MachineError):
@@ -510,11 +537,19 @@ class InstanceManager:
         snapshot later runs with the same image and launch settings resume from.
 
         Booting a Python app under TCG takes seconds; resuming the ready guest takes a fraction
-        of that. Returns the snapshot directory (an existing one is reused).
+        of that. Returns the snapshot directory (an existing one is reused). An image built
+        with ``snapshot = "pre-app"`` is saved before its app starts instead (init holds there
+        until a clone is resumed); one with ``"off"`` is refused.
         """
         plan = self._plan(request.image, request)
         check = plan.config.healthcheck
-        if check is None:
+        pre_app = plan.config.snapshot == "pre-app"
+        if plan.config.snapshot == "off":
+            raise InstanceError(
+                f'{plan.image.ref} is built with snapshot = "off" in its Ukfile: its app '
+                "cannot be cloned, so every run boots"
+            )
+        if check is None and not pre_app:
             raise InstanceError(
                 f"{plan.image.ref} has no health check, so there is no moment at which its app is "
                 "known to be ready to snapshot; add [healthcheck] to its Ukfile"
@@ -524,23 +559,46 @@ class InstanceManager:
             return target
         self.snapshots.mkdir(parents=True, exist_ok=True)
         workdir = Path(tempfile.mkdtemp(dir=self.root, prefix=".prewarm-"))
+        # Held while the prewarm's machine may run: a leftover whose lock is free is a dead
+        # prewarm's, which the next agent sweeps at once (sweep_prewarm_leftovers).
+        with holding(workdir):
+            return self._prewarm_in(workdir, plan, check, timeout, pre_app=pre_app)
+
+    def _prewarm_in(
+        self,
+        workdir: Path,
+        plan: _Plan,
+        check: HealthCheck | None,
+        timeout: float,
+        *,
+        pre_app: bool,
+    ) -> Path:
+        target = self.snapshots / plan.key
         port = _free_port()
-        forward = PortMapping(host_port=port, guest_port=check.port)
-        spec = self._spec(plan, workdir.name[1:], workdir, [forward], None, snapshot_source=True)
+        forwards = [] if check is None else [PortMapping(host_port=port, guest_port=check.port)]
+        spec = self._spec(
+            plan, workdir.name[1:], workdir, forwards, None, snapshot_source=True, hold=pre_app
+        )
         # Names of its own: two prewarms of one image (two REST calls) may run at once.
         staging = Path(tempfile.mkdtemp(dir=self.snapshots, prefix=f".{plan.key}.", suffix=".tmp"))
         try:
             machine = self.backend.start(spec)
+            crash_point("host.prewarm.after_boot")
             try:
-                wait_healthy(
-                    check,
-                    "127.0.0.1",
-                    port,
-                    timeout=timeout,
-                    alive=lambda: not machine.state.final,
-                )
+                if pre_app:
+                    _wait_held(machine, timeout)
+                else:
+                    assert check is not None
+                    wait_healthy(
+                        check,
+                        "127.0.0.1",
+                        port,
+                        timeout=timeout,
+                        alive=lambda: not machine.state.final,
+                    )
                 machine.snapshot(staging)
                 (staging / _SNAPSHOT_IMAGE).write_text(plan.image.digest)
+                crash_point("host.prewarm.after_snapshot")
             finally:
                 with contextlib.suppress(UkedgeError):
                     machine.kill()
@@ -550,6 +608,7 @@ class InstanceManager:
                 if exc.errno not in (errno.EEXIST, errno.ENOTEMPTY):
                     raise
                 # The other prewarm finished first; its snapshot is as good as this one.
+            crash_point("host.prewarm.after_rename")
         finally:
             shutil.rmtree(staging, ignore_errors=True)
             shutil.rmtree(workdir, ignore_errors=True)
@@ -557,20 +616,27 @@ class InstanceManager:
 
     def sweep_prewarm_leftovers(self, older_than_s: float = 3600.0) -> int:
         """Kill and delete what a prewarm killed mid-way (kill -9 of the agent) left: its
-        machine and directories. Only those older than any prewarm's time limit, so a
-        prewarm running now in another process is left alone. Returns how many went."""
-        cutoff = time.time() - older_than_s
-        leftovers = [*self.root.glob(".prewarm-*")]
-        if self.snapshots.is_dir():
-            leftovers += self.snapshots.glob(".*.tmp")
+        machine and directories. A prewarm directory goes once its operation lock is free (its
+        process died); a half-written snapshot once no prewarm runs, or once it is older than
+        any prewarm's time limit. Returns how many went."""
         swept = 0
-        for path in leftovers:
+        running = False
+        for path in self.root.glob(".prewarm-*"):
+            if not abandoned(path):
+                running = True
+                continue
+            self._kill_orphaned_machine(path / "vm")
+            shutil.rmtree(path, ignore_errors=True)
+            swept += 1
+        if not self.snapshots.is_dir():
+            return swept
+        cutoff = time.time() - older_than_s
+        for path in self.snapshots.glob(".*.tmp"):
             try:
-                if path.stat().st_mtime > cutoff:
+                if running and path.stat().st_mtime > cutoff:
                     continue
             except FileNotFoundError:
                 continue
-            self._kill_orphaned_machine(path / "vm")
             shutil.rmtree(path, ignore_errors=True)
             swept += 1
         return swept
@@ -600,9 +666,14 @@ class InstanceManager:
         image, manifest = self.store.manifest(ref)
         config = self.store.config(manifest)
         kernel, initrds = self._boot_files(manifest)
-        launch = launch_archive(
-            config, env=what.env, args=what.args, hostname=what.hostname or config.name
-        )
+        argv = [*config.entrypoint, *(config.args if what.args is None else what.args)]
+        env = {**config.env, **(what.env or {})}
+        # Each instance is its own host (its name) unless the run or the Ukfile names one; a
+        # resumed clone is told its hostname, so the snapshot key counts the launch without it.
+        instance_name = what.name if isinstance(what, Instance) else None
+        hostname = what.hostname or config.hostname or instance_name or config.name
+        launch = launch_archive(argv=argv, env=env, workdir=config.workdir, hostname=hostname)
+        shared = launch_archive(argv=argv, env=env, workdir=config.workdir, hostname=config.name)
         memory = what.memory_mib or config.memory_mib
         vcpus = what.vcpus or config.vcpus
         # Everything the guest sees at boot except the per-boot seed and clock: two runs with
@@ -611,7 +682,7 @@ class InstanceManager:
             canonical_json(
                 {
                     "image": image.digest,
-                    "launch": digest_bytes(launch),
+                    "launch": digest_bytes(shared),
                     "memory_mib": memory,
                     "vcpus": vcpus,
                     "cmdline": config.boot.cmdline,
@@ -622,7 +693,7 @@ class InstanceManager:
                 }
             )
         ).split(":", 1)[1]
-        return _Plan(image, config, kernel, initrds, launch, memory, vcpus, key)
+        return _Plan(image, config, kernel, initrds, launch, hostname, memory, vcpus, key)
 
     def _spec(
         self,
@@ -633,9 +704,15 @@ class InstanceManager:
         restore_from: Path | None,
         *,
         snapshot_source: bool = False,
+        hold: bool = False,
     ) -> MachineSpec:
+        # The launch archive and this boot's RNG seed, readable by QEMU's user only: the seed
+        # must not be on the command line, which every local user sees in ps.
         launch = workdir / "launch.cpio"
-        launch.write_bytes(plan.launch)
+        launch.unlink(missing_ok=True)  # an earlier run's may have another mode
+        fd = os.open(launch, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(plan.launch + seed_archive(os.urandom(32)))
         return MachineSpec(
             machine_id=machine_id,
             kernel=plan.kernel,
@@ -646,9 +723,10 @@ class InstanceManager:
                 ip=_GUEST_IP,
                 gateway=_GATEWAY,
                 dns=_DNS,
-                seed=os.urandom(32),
                 clock=time.time(),
+                tsc_khz=host_tsc_khz(),
                 snapshot_source=snapshot_source,
+                hold=hold,
             ),
             memory_mib=plan.memory_mib,
             vcpus=plan.vcpus,
@@ -659,6 +737,7 @@ class InstanceManager:
                 for p in ports
             ],
             restore_from=restore_from,
+            hostname=plan.hostname,
         )
 
     def _boot_files(self, manifest: ImageManifest) -> tuple[Path, list[Path]]:
@@ -728,30 +807,24 @@ class InstanceManager:
         if not instance.state.active:
             return instance
         if instance.pid is None:
-            # Between "starting" and the machine's start (another thread or process boots it).
-            started = instance.started_at or instance.created_at
-            if time.time() - started < _STALE_START_S:
-                return instance
-            # The starter may have launched the machine before it died; this start moved the
-            # workdir's previous run aside, so a live machine there is that orphan.
-            self._kill_orphaned_machine(Path(instance.workdir) / "vm")
-            return self._change(
-                instance.id,
-                self._when_pid(
-                    None,
-                    self._ended(
-                        InstanceState.FAILED,
-                        None,
-                        "the process starting the machine ended before the machine ran",
-                        True,
-                    ),
-                ),
-            )
+            # Between "starting" and the machine's start: another thread or process boots it,
+            # unless that process died meanwhile.
+            return self._recover(instance) if self._abandoned(instance) else instance
         try:
             machine = self._machine(instance)
             if machine.pid != instance.pid:
                 return instance  # another start replaced the machine; its record follows
             status = machine.status()
+            if (
+                not status.state.final
+                and instance.state is InstanceState.STOPPING
+                and self._abandoned(instance)
+            ):
+                # The process stopping it died before the machine ended: finish the stop.
+                log.warning("instance %s: its stop was cut short; killing it", instance.name)
+                with contextlib.suppress(MachineError):
+                    machine.kill()
+                status = machine.status()
         except MachineError as exc:
             ended = self._ended(InstanceState.FAILED, None, str(exc), True)
             return self._change(instance.id, self._when_pid(instance.pid, ended))
@@ -764,6 +837,71 @@ class InstanceManager:
             return instance
         return self._change(instance.id, self._when_pid(instance.pid, ended))
 
+    def _abandoned(self, instance: Instance) -> bool:
+        """Whether ``instance`` is in a transitional state nobody is finishing: its operation
+        lock is free and the record still reads as it did (the operation did not just end)."""
+        if not abandoned(Path(instance.workdir)):
+            return False
+        with contextlib.suppress(NoSuchInstanceError):
+            now = self.records.find(instance.id)
+            return (now.state, now.pid, now.runs) == (instance.state, instance.pid, instance.runs)
+        return False
+
+    def _recover(self, instance: Instance) -> Instance:
+        """Finish a start whose process died before it recorded the machine's pid.
+
+        A machine that runs is this run's (the start moved nothing else there while the
+        instance was inactive): it is adopted, or killed if a stop came meanwhile. Without
+        one the run failed, and the restart policy applies as to any failed run.
+        """
+        machine: Machine | None = None
+        with contextlib.suppress(MachineError):
+            found = self.backend.attach(Path(instance.workdir) / "vm")
+            if not found.state.final:
+                machine = found
+
+        def same_run(i: Instance) -> bool:
+            return i.state is instance.state and i.pid is None and i.runs == instance.runs
+
+        if machine is None:
+            # Its starter may have died between spawning QEMU and recording it.
+            self._kill_orphaned_machine(Path(instance.workdir) / "vm")
+            log.warning("instance %s: %s", instance.name, _DIED_STARTING)
+            ended = self._ended(InstanceState.FAILED, None, _DIED_STARTING, True)
+            return self._change(instance.id, lambda i: ended(i) if same_run(i) else i)
+        pid = machine.pid
+        if instance.state is InstanceState.STARTING:
+            published = {(p.host_ip, p.host_port, p.guest_port, p.protocol) for p in instance.ports}
+            upstream = [
+                PortMapping(host_ip=f.host_ip, host_port=f.host_port, guest_port=f.guest_port)
+                for f in machine.spec.ports
+                if (f.host_ip, f.host_port, f.guest_port, f.protocol) not in published
+            ]
+            log.warning(
+                "instance %s: adopting machine pid %d; its starter died", instance.name, pid
+            )
+            update: dict[str, object] = {
+                "state": InstanceState.RUNNING,
+                "pid": pid,
+                "upstream_ports": upstream,
+            }
+            return self._change(
+                instance.id,
+                lambda i: i.model_copy(update=update) if same_run(i) else i,
+                action="start",
+            )
+        # "stopping": a stop or kill came while it started, and the starter died before it
+        # could kill what it booted.
+        log.warning(
+            "instance %s: killing machine pid %d; it was stopped while starting", instance.name, pid
+        )
+        with contextlib.suppress(MachineError):
+            machine.kill()
+        current = self._change(
+            instance.id, lambda i: i.model_copy(update={"pid": pid}) if same_run(i) else i
+        )
+        return self._refresh(current) if current.pid == pid else current
+
     def _kill_orphaned_machine(self, machine_dir: Path) -> None:
         """Kill a machine whose starter died (kill -9) before recording or stopping it."""
         try:
@@ -773,6 +911,7 @@ class InstanceManager:
                 machine.kill()
         except MachineError:
             pass  # no machine was launched there, or it has ended
+        self.backend.kill_strays(machine_dir)  # launched, but its record never written
 
     @staticmethod
     def _when_pid(
@@ -855,16 +994,20 @@ class InstanceManager:
 
         with self._lock(instance_id):
             # Read again under the lock (here and in kill and remove): the read above may
-            # predate a restart the supervisor made meanwhile.
+            # predate a restart the supervisor made meanwhile. The read also finishes what a
+            # dead process left half-done, which the operation lock below would hide.
             instance = self.get(instance_id)
-            instance = self._change(
-                instance_id,
-                stopping,
-                action="stop" if instance.restart_at is not None else None,
-            )
-            if instance.state is InstanceState.STOPPING:
-                with contextlib.suppress(MachineError):
-                    self._machine(instance).stop(timeout)
+            with holding(Path(instance.workdir)):
+                instance = self._change(
+                    instance_id,
+                    stopping,
+                    action="stop" if instance.restart_at is not None else None,
+                )
+                crash_point("host.stop.after_stopping")
+                if instance.state is InstanceState.STOPPING:
+                    with contextlib.suppress(MachineError):
+                        self._machine(instance).stop(timeout)
+                crash_point("host.stop.after_machine_stop")
             return self.get(instance_id)
 
     def kill(self, key: str) -> Instance:
@@ -905,7 +1048,9 @@ class InstanceManager:
                 instance = self.get(instance_id)
             for hook in self.before_remove:
                 hook(instance)
+            crash_point("host.remove.before_delete")
             self.records.delete(instance.id)
+            crash_point("host.remove.after_delete")
             shutil.rmtree(instance.workdir, ignore_errors=True)
             self._emit(instance, "remove", instance.state)
         with self._locks_guard:
@@ -1111,46 +1256,3 @@ class InstanceManager:
             if done:
                 return
             time.sleep(_LOG_POLL_S)
-
-
-def default_qemu_user() -> str | None:
-    """The user QEMU drops to: ``nobody`` when this process is root, else None (QEMU runs as
-    the caller, who is unprivileged already)."""
-    if os.geteuid() != 0:
-        return None
-    try:
-        pwd.getpwnam("nobody")
-    except KeyError:
-        log.warning("running as root and there is no user 'nobody': QEMU keeps root")
-        return None
-    return "nobody"
-
-
-def open_manager(
-    backend: str = "qemu",
-    *,
-    qemu_user: str | None = "auto",
-    capacity: Capacity | None = None,
-) -> InstanceManager:
-    """The manager over this user's store, instances and layer cache (``ukedge.paths``).
-
-    ``qemu_user``: the unprivileged user QEMU switches to after setting up the machine;
-    ``"auto"`` is :func:`default_qemu_user`, None keeps QEMU as the caller.
-    """
-    from ukedge import paths, vmm
-
-    user = default_qemu_user() if qemu_user == "auto" else qemu_user
-    if user is not None:
-        try:
-            pwd.getpwnam(user)
-        except KeyError:
-            raise UsageError(f"no such user {user!r} for QEMU to run as") from None
-    config = {"run_as": user} if backend == "qemu" and user is not None else {}
-    return InstanceManager(
-        paths.instances_dir(),
-        ImageStore(paths.store_dir()),
-        vmm.create(backend, **config),
-        UnpackedLayers(paths.cache_dir() / "unpacked"),
-        paths.cache_dir() / "snapshots",
-        capacity=capacity,
-    )

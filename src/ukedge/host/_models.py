@@ -22,9 +22,12 @@ from pydantic import (
 
 from ukedge.errors import UsageError
 from ukedge.host._names import NAME_PATTERN
+from ukedge.validation import validation_message
 
 __all__ = [
     "MAX_LAUNCH_BYTES",
+    "ApiError",
+    "ErrorResponse",
     "HealthStatus",
     "ImageSummary",
     "Instance",
@@ -34,12 +37,12 @@ __all__ = [
     "NodeInfo",
     "PortMapping",
     "PruneReport",
+    "PullRequest",
     "RestartPolicy",
     "RunRequest",
     "parse_port_mapping",
     "parse_restart_policy",
     "run_request",
-    "validation_message",
 ]
 
 #: The most bytes of arguments plus environment one instance takes.
@@ -67,8 +70,8 @@ class PortMapping(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     host_ip: str = "127.0.0.1"
-    host_port: int = Field(ge=1, le=65535)
-    guest_port: int = Field(ge=1, le=65535)
+    host_port: int = Field(ge=1, le=65535, strict=True)
+    guest_port: int = Field(ge=1, le=65535, strict=True)
     protocol: str = Field(default="tcp", pattern="^(tcp|udp)$")
 
     @field_validator("host_ip")
@@ -145,7 +148,7 @@ class RestartPolicy(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     name: Literal["no", "on-failure", "always"] = "no"
-    max_retries: int | None = Field(default=None, ge=1, le=10_000)
+    max_retries: int | None = Field(default=None, ge=1, le=10_000, strict=True)
 
     @model_validator(mode="after")
     def _retries_only_on_failure(self) -> RestartPolicy:
@@ -175,7 +178,8 @@ class RunRequest(BaseModel):
     """An image reference plus overrides of what its config says.
 
     Validated here rather than in each caller, so ``ukedge run`` and the agent's REST API
-    refuse the same input with the same message.
+    refuse the same input with the same message. Numbers and flags are strict: ``true`` is no
+    vCPU count and ``"yes"`` no flag, whatever a lenient parser would make of them.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -185,16 +189,16 @@ class RunRequest(BaseModel):
     args: list[str] | None = Field(default=None, max_length=256)
     env: dict[str, str] = Field(default_factory=dict)
     ports: list[PortMapping] = Field(default_factory=list, max_length=64)
-    memory_mib: int | None = Field(default=None, ge=16, le=1 << 20)
-    vcpus: int | None = Field(default=None, ge=1, le=64)
+    memory_mib: int | None = Field(default=None, ge=16, le=1 << 20, strict=True)
+    vcpus: int | None = Field(default=None, ge=1, le=64, strict=True)
     hostname: str | None = None
     restart: RestartPolicy = Field(default_factory=RestartPolicy)
     #: Boot from scratch even when a prewarmed snapshot of this image exists.
-    cold: bool = False
+    cold: bool = Field(default=False, strict=True)
     #: Scale to zero: the agent listens on the published ports itself, boots the VM on the first
     #: connection and stops it after ``idle_timeout_s`` without connections.
-    on_demand: bool = False
-    idle_timeout_s: float = Field(default=30.0, gt=0, le=86_400)
+    on_demand: bool = Field(default=False, strict=True)
+    idle_timeout_s: float = Field(default=30.0, gt=0, le=86_400, strict=True)
 
     @field_validator("name")
     @classmethod
@@ -205,6 +209,22 @@ class RunRequest(BaseModel):
                 "(at most 63 characters, starting with a letter or digit)"
             )
         return name
+
+    @field_validator("image")
+    @classmethod
+    def _image(cls, image: str) -> str:
+        if not image.isprintable():
+            raise ValueError(f"invalid image reference {image!r}: it has control characters")
+        return image
+
+    @field_validator("args")
+    @classmethod
+    def _args(cls, args: list[str] | None) -> list[str] | None:
+        # The guest receives them as C strings: a NUL would cut one short.
+        for i, arg in enumerate(args or []):
+            if "\0" in arg:
+                raise ValueError(f"argument {i} contains a NUL byte")
+        return args
 
     @field_validator("hostname")
     @classmethod
@@ -254,6 +274,26 @@ class RunRequest(BaseModel):
         return self
 
 
+class PullRequest(BaseModel):
+    """What ``POST /v1/images/pull`` takes."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    ref: str = Field(min_length=1, max_length=512)
+
+
+class ApiError(BaseModel):
+    #: The ukedge error class (``NoSuchInstanceError``), so a client raises the same one.
+    kind: str
+    message: str
+
+
+class ErrorResponse(BaseModel):
+    """Every error answer of the agent's API (``{"error": {"kind", "message"}}``)."""
+
+    error: ApiError
+
+
 class Instance(BaseModel):
     """One VM started from an image, as the manager tracks it."""
 
@@ -274,7 +314,6 @@ class Instance(BaseModel):
     env: dict[str, str] = Field(default_factory=dict)
     args: list[str] | None = None
     workdir: str
-    backend: str = "qemu"
     #: Resumed from a snapshot of a ready guest (``ukedge image prewarm``) instead of booted.
     restored: bool = False
     restart: RestartPolicy = Field(default_factory=RestartPolicy)
@@ -386,16 +425,6 @@ class NodeInfo(BaseModel):
     image_budget_bytes: int | None = None
     instances: int
     instances_running: int
-
-
-def validation_message(exc: ValidationError) -> str:
-    """pydantic's errors as one line per field (``ports.0.host_port: …``), for CLI and API."""
-    parts = []
-    for error in exc.errors():
-        where = ".".join(str(p) for p in error["loc"]) or "request"
-        message = str(error["msg"]).removeprefix("Value error, ")
-        parts.append(f"{where}: {message}")
-    return "; ".join(parts)
 
 
 def run_request(**fields: object) -> RunRequest:

@@ -37,7 +37,7 @@ from ukedge.host._service import OutputStream
 from ukedge.image import parse_reference
 from ukedge.registry import TransferProgress
 
-__all__ = ["LocalNode", "open_local_node"]
+__all__ = ["LocalNode"]
 
 _EVENT_POLL_S = 0.5
 
@@ -228,14 +228,3 @@ class LocalNode:
 
     def prune_images(self) -> PruneReport:
         return self.cache.prune()
-
-
-def open_local_node() -> LocalNode:
-    """This user's node (``ukedge.paths``), as the CLI uses it without ``--host``; short image
-    names resolve against ``UKEDGE_REGISTRY`` when set."""
-    from ukedge.host._images import open_image_cache
-    from ukedge.host._manager import open_manager
-    from ukedge.registry import default_registry
-
-    manager = open_manager()
-    return LocalNode(manager, open_image_cache(manager), hub=default_registry())

@@ -19,11 +19,10 @@ import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-import uvicorn
 from fastapi import FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ukedge import serverlog
+from ukedge import server, serverlog
 from ukedge.errors import InstanceError, UsageError
 from ukedge.host._agent import Agent, AgentSettings
 from ukedge.host._api import create_agent_app
@@ -191,22 +190,9 @@ def _unix_listener(path: Path) -> socket.socket:
     return listener
 
 
-def _tcp_listener(host: str, port: int) -> socket.socket:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    listener = socket.socket(family, socket.SOCK_STREAM)
-    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        listener.bind((host, port))
-    except OSError as exc:
-        listener.close()
-        raise UsageError(f"cannot listen on {host}:{port}: {exc.strerror}") from exc
-    listener.listen(128)
-    return listener
-
-
 def build_app(agent: Agent, token: str) -> ASGIApp:
     """The API with the agent's background work tied to the server's lifespan."""
-    app: FastAPI = create_agent_app(agent.node)
+    app: FastAPI = create_agent_app(agent.node, access_log=agent.settings.access_log)
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -236,23 +222,14 @@ def serve(settings: AgentSettings, token: str) -> None:
     agent = Agent(settings)
     listeners = [_unix_listener(settings.socket_path)]
     if settings.addr:
-        listeners.append(_tcp_listener(settings.host, settings.port))
+        listeners.append(server.tcp_listener(settings.host, settings.port))
     log.info(
         "agent %s serving on %s%s",
         settings.name,
         settings.socket_path,
         f" and http://{settings.addr}" if settings.addr else "",
     )
-    config = uvicorn.Config(
-        build_app(agent, token),
-        log_level="warning",
-        access_log=False,
-        timeout_keep_alive=30,
-        lifespan="on",
-    )
     try:
-        uvicorn.Server(config).run(sockets=listeners)
+        server.run(build_app(agent, token), listeners)
     finally:
-        for listener in listeners:
-            listener.close()
         settings.socket_path.unlink(missing_ok=True)

@@ -17,29 +17,16 @@ import json
 import logging
 import re
 import time
-from collections.abc import Collection, Iterator
-from contextlib import contextmanager
+from collections.abc import Collection
 from pathlib import Path
-from typing import Any
 
-from sqlalchemy import (
-    Float,
-    ForeignKey,
-    Integer,
-    String,
-    Text,
-    create_engine,
-    delete,
-    event,
-    insert,
-    select,
-)
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy import Float, ForeignKey, Integer, String, Text, delete, insert, select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from ukedge.errors import UkedgeError, UsageError
 from ukedge.host.sinks import ResultRecord
+from ukedge.sqlite import SQLiteDatabase
 
 __all__ = ["MAX_LINE_BYTES", "ResultSpool", "SpoolError"]
 
@@ -108,21 +95,6 @@ class _Cursor(_Base):
 _RECORD_COLUMNS = (_Record.instance_id, _Record.seq, _Record.ts, _Record.line, _Record.error)
 
 
-def _on_connect(dbapi_connection: Any, _record: object) -> None:
-    # SQLAlchemy issues BEGIN itself (IMMEDIATE, see _on_begin): the forwarder thread and an API
-    # thread (or a second process) then serialise instead of failing at commit.
-    dbapi_connection.isolation_level = None
-    cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA synchronous=NORMAL")
-    cursor.execute("PRAGMA busy_timeout=10000")
-    cursor.close()
-
-
-def _on_begin(connection: Connection) -> None:
-    connection.exec_driver_sql("BEGIN IMMEDIATE")
-
-
 def _parse(raw: bytes) -> tuple[str, str | None]:
     """The stored text of one line and why it is not valid JSON (``None`` if it is)."""
     try:
@@ -177,32 +149,28 @@ class ResultSpool:
 
     def __init__(self, path: Path, *, keep: int = 1000) -> None:
         """``keep``: acked records per instance that :meth:`prune` leaves for reading."""
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.path = path
         self.keep = keep
         #: Results-file size at which each instance was last found fully read (a hint only).
         self._known: dict[str, int] = {}
-        self._engine: Engine = create_engine(f"sqlite:///{path}")
-        event.listen(self._engine, "connect", _on_connect)
-        event.listen(self._engine, "begin", _on_begin)
-        try:
-            _Base.metadata.create_all(self._engine)
-        except SQLAlchemyError as exc:
-            raise SpoolError(f"cannot open results spool {path}: {exc}") from exc
-
-    @contextmanager
-    def _session(self) -> Iterator[Session]:
-        try:
-            with Session(self._engine) as session, session.begin():
-                yield session
-        except SQLAlchemyError as exc:
-            raise SpoolError(f"results spool {self.path}: {exc}") from exc
+        # Every transaction BEGIN IMMEDIATE (ukedge.sqlite): the forwarder thread and an API
+        # thread (or a second process) serialise instead of failing at commit. synchronous=
+        # NORMAL: a power cut may lose the last ingest, which the offset then reads again.
+        self._db = SQLiteDatabase(
+            path,
+            what="results spool",
+            error=SpoolError,
+            wrap=(SQLAlchemyError,),
+            synchronous="NORMAL",
+            mode=0o700,
+        )
+        self._db.create_all(_Base.metadata)
 
     # -- intake ------------------------------------------------------------------------------------
 
     def offset(self, instance_id: str) -> int:
         """How many bytes of the instance's results file are already in the spool."""
-        with self._session() as session:
+        with self._db.session() as session:
             stream = session.get(_Stream, instance_id)
             return stream.offset if stream else 0
 
@@ -222,7 +190,7 @@ class ResultSpool:
         if consumed == 0:
             return 0
         now = time.time()
-        with self._session() as session:
+        with self._db.session() as session:
             stream = session.get(_Stream, instance_id)
             if stream is None:
                 stream = _Stream(instance_id=instance_id, node=node, offset=0, next_seq=1)
@@ -298,7 +266,7 @@ class ResultSpool:
 
     def _reset_offset(self, instance_id: str) -> None:
         self._known.pop(instance_id, None)
-        with self._session() as session:
+        with self._db.session() as session:
             stream = session.get(_Stream, instance_id)
             if stream is not None:
                 stream.offset = 0
@@ -307,18 +275,18 @@ class ResultSpool:
 
     def add_sink(self, name: str) -> None:
         """Register a sink: from now on prune waits for it too. Idempotent."""
-        with self._session() as session:
+        with self._db.session() as session:
             if session.get(_Sink, name) is None:
                 session.add(_Sink(name=name))
 
     def remove_sink(self, name: str) -> None:
         """Forget a sink and its cursors, so records no longer wait for it."""
-        with self._session() as session:
+        with self._db.session() as session:
             session.execute(delete(_Cursor).where(_Cursor.sink == name))
             session.execute(delete(_Sink).where(_Sink.name == name))
 
     def sinks(self) -> list[str]:
-        with self._session() as session:
+        with self._db.session() as session:
             return sorted(session.scalars(select(_Sink.name)))
 
     def pending(self, sink: str, limit: int = 256) -> list[ResultRecord]:
@@ -326,7 +294,7 @@ class ResultSpool:
 
         The limit is per instance so that one chatty app cannot starve the others.
         """
-        with self._session() as session:
+        with self._db.session() as session:
             if session.get(_Sink, sink) is None:
                 raise SpoolError(f"unknown sink {sink!r}; add_sink() it first")
             acked = {
@@ -357,7 +325,7 @@ class ResultSpool:
 
         A cursor only moves forward (a late, smaller ack changes nothing).
         """
-        with self._session() as session:
+        with self._db.session() as session:
             if session.get(_Sink, sink) is None:
                 raise SpoolError(f"unknown sink {sink!r}; add_sink() it first")
             stream = session.get(_Stream, instance_id)
@@ -374,7 +342,7 @@ class ResultSpool:
                 cursor.acked = up_to_seq
 
     def acked(self, sink: str, instance_id: str) -> int:
-        with self._session() as session:
+        with self._db.session() as session:
             cursor = session.get(_Cursor, (sink, instance_id))
             return cursor.acked if cursor else 0
 
@@ -382,7 +350,7 @@ class ResultSpool:
 
     def records(self, instance_id: str, after: int = 0, limit: int = 1000) -> list[ResultRecord]:
         """Stored records of one instance with ``seq > after``, oldest first."""
-        with self._session() as session:
+        with self._db.session() as session:
             stream = session.get(_Stream, instance_id)
             if stream is None:
                 return []
@@ -397,7 +365,7 @@ class ResultSpool:
             ]
 
     def last_seq(self, instance_id: str) -> int:
-        with self._session() as session:
+        with self._db.session() as session:
             stream = session.get(_Stream, instance_id)
             return stream.next_seq - 1 if stream else 0
 
@@ -406,7 +374,7 @@ class ResultSpool:
         instance; returns how many went. With no sink registered nothing waits for delivery,
         so only the tail is kept."""
         removed = 0
-        with self._session() as session:
+        with self._db.session() as session:
             sinks = list(session.scalars(select(_Sink.name)))
             for stream in session.scalars(select(_Stream)):
                 limit = stream.next_seq - 1 - self.keep
@@ -428,7 +396,7 @@ class ResultSpool:
         has acked their last record; returns their ids. Without this a node that runs many
         short-lived instances would keep each one's tail of records for ever."""
         done = []
-        with self._session() as session:
+        with self._db.session() as session:
             sinks = list(session.scalars(select(_Sink.name)))
             for stream in session.scalars(select(_Stream)):
                 if stream.instance_id in live:
@@ -450,11 +418,11 @@ class ResultSpool:
 
     def forget(self, instance_id: str) -> None:
         """Drop an instance's stream, records and cursors (its results file is gone for good)."""
-        with self._session() as session:
+        with self._db.session() as session:
             session.execute(delete(_Record).where(_Record.instance_id == instance_id))
             session.execute(delete(_Cursor).where(_Cursor.instance_id == instance_id))
             session.execute(delete(_Stream).where(_Stream.instance_id == instance_id))
         self._known.pop(instance_id, None)
 
     def close(self) -> None:
-        self._engine.dispose()
+        self._db.close()

@@ -10,15 +10,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
-from sqlalchemy import String, Text, create_engine, event, select
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy import String, Text, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from ukedge.errors import InstanceError, NoSuchInstanceError
 from ukedge.host._models import Instance
+from ukedge.sqlite import SQLiteDatabase
 
 __all__ = ["Guard", "InstanceRecords"]
 
@@ -38,33 +37,19 @@ class _InstanceRow(_Base):
     doc: Mapped[str] = mapped_column(Text)
 
 
-def _on_connect(dbapi_connection: Any, _record: object) -> None:
-    # Let SQLAlchemy's "begin" hook issue BEGIN IMMEDIATE: read-modify-write transactions from
-    # several processes then serialise instead of failing with "database is locked" at commit.
-    dbapi_connection.isolation_level = None
-    cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA busy_timeout=10000")
-    cursor.close()
-
-
-def _on_begin(connection: Connection) -> None:
-    connection.exec_driver_sql("BEGIN IMMEDIATE")
-
-
 class InstanceRecords:
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._engine: Engine = create_engine(f"sqlite:///{path}")
-        event.listen(self._engine, "connect", _on_connect)
-        event.listen(self._engine, "begin", _on_begin)
-        _Base.metadata.create_all(self._engine)
+        # synchronous=FULL: a record written is there after a power cut too (it names a VM).
+        # Every transaction, reads too, is BEGIN IMMEDIATE (ukedge.sqlite): read-modify-write
+        # sequences from several processes serialise instead of failing at commit.
+        self._db = SQLiteDatabase(path, what="instance records", synchronous="FULL")
+        self._db.create_all(_Base.metadata)
 
     def add(self, instance: Instance, *, guard: Guard | None = None) -> None:
         """Insert a record; ``guard`` sees every other record in the same transaction and may
         raise to refuse (admission, ports), so two processes cannot both take the last room."""
         try:
-            with Session(self._engine) as session, session.begin():
+            with self._db.session() as session:
                 if guard is not None:
                     guard(instance, self._others(session, instance.id))
                 session.add(
@@ -92,7 +77,7 @@ class InstanceRecords:
         ``guard`` runs inside the transaction on the changed record and all the others. Nothing
         is written when the change returns an equal record.
         """
-        with Session(self._engine) as session, session.begin():
+        with self._db.session() as session:
             row = session.get(_InstanceRow, instance_id)
             if row is None:
                 raise NoSuchInstanceError(f"no such instance: {instance_id}")
@@ -110,19 +95,19 @@ class InstanceRecords:
         return [Instance.model_validate_json(row.doc) for row in rows]
 
     def delete(self, instance_id: str) -> None:
-        with Session(self._engine) as session, session.begin():
+        with self._db.session() as session:
             row = session.get(_InstanceRow, instance_id)
             if row is not None:
                 session.delete(row)
 
     def all(self) -> list[Instance]:
-        with Session(self._engine) as session:
+        with Session(self._db.engine) as session:
             rows = session.scalars(select(_InstanceRow)).all()
             return [Instance.model_validate_json(row.doc) for row in rows]
 
     def find(self, key: str) -> Instance:
         """By name, full id or unique id prefix — as ``docker`` resolves container names."""
-        with Session(self._engine) as session:
+        with Session(self._db.engine) as session:
             row = session.scalars(select(_InstanceRow).where(_InstanceRow.name == key)).first()
             if row is None:
                 rows = session.scalars(
@@ -138,4 +123,4 @@ class InstanceRecords:
             return Instance.model_validate_json(row.doc)
 
     def close(self) -> None:
-        self._engine.dispose()
+        self._db.close()

@@ -19,9 +19,7 @@ from typing import Annotated, Any
 
 from fastapi import FastAPI, Query, Request
 from fastapi.responses import HTMLResponse
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel
-from starlette.responses import Response
 from starlette.routing import Route
 
 from ukedge import __version__, paths
@@ -33,15 +31,17 @@ from ukedge.hub._db import Database
 from ukedge.hub._errors import Code, DistributionError, error_handler, internal_error_handler
 from ukedge.hub._gc import GcReport, collect
 from ukedge.hub._manifests import ManifestService
-from ukedge.hub._metrics import HubMetrics, MetricsMiddleware
+from ukedge.hub._metrics import HubMetrics, route_template
 from ukedge.hub._openapi import describe_v2
 from ukedge.hub._settings import HubSettings
 from ukedge.hub._v2 import V2_METHODS, V2Api, V2Shortcut
 from ukedge.hub._web import render_index
+from ukedge.server import MetricsMiddleware, add_operations
 
 __all__ = ["Hub", "create_app"]
 
 log = logging.getLogger(__name__)
+_access_log = logging.getLogger("ukedge.hub.access")
 
 
 class Hub:
@@ -98,12 +98,6 @@ class TokenResponse(BaseModel):
     access_token: str
     expires_in: int
     issued_at: str
-
-
-class Health(BaseModel):
-    status: str
-    version: str
-    auth: bool
 
 
 class TagSummary(BaseModel):
@@ -214,16 +208,12 @@ def create_app(settings: HubSettings, hub: Hub | None = None) -> FastAPI:
         scopes = [str(s) for s in form.getlist("scope")]
         return hub.auth.issue(principal, scopes).as_json()
 
-    @app.get("/healthz", response_model=Health, tags=["operations"])
-    async def healthz() -> dict[str, Any]:
-        """Liveness and readiness: the metadata database answers."""
-        return {"status": "ok", "version": __version__, "auth": hub.auth.enabled}
-
-    @app.get("/metrics", tags=["operations"], response_class=Response)
-    async def metrics() -> Response:
-        """Prometheus metrics: requests, latency, bytes, uploads, storage, GC."""
-        hub.metrics.uploads.set(hub.blobs.uploads_in_progress)
-        return Response(generate_latest(hub.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+    add_operations(
+        app,
+        hub.metrics.registry,
+        health=lambda: {"auth": hub.auth.enabled},
+        before_scrape=lambda: hub.metrics.uploads.set(hub.blobs.uploads_in_progress),
+    )
 
     def visible(request: Request) -> list[dict[str, Any]]:
         repos = hub.manifests.overview()
@@ -259,7 +249,12 @@ def create_app(settings: HubSettings, hub: Hub | None = None) -> FastAPI:
 
     describe_v2(app)
     app.add_middleware(V2Shortcut, api=v2)
-    app.add_middleware(MetricsMiddleware, metrics=hub.metrics, access=settings.access_log)
+    app.add_middleware(
+        MetricsMiddleware,
+        metrics=hub.metrics.http,
+        route=lambda scope: route_template(scope["path"]),
+        access_log=_access_log if settings.access_log else None,
+    )
     return app
 
 

@@ -6,24 +6,23 @@ they are small and must change atomically with tags and references), tags, the b
 manifests each manifest references (``manifest_refs``: the GC's mark set), upload sessions, users
 and robot tokens.
 
-Two engines share the file: reads begin a deferred transaction (WAL readers never wait), writes
-``BEGIN IMMEDIATE`` so that check-then-write sequences (a manifest PUT checking its blobs, the GC
-deleting an unreferenced blob) are serialised against each other, across processes too.
+Set up by :mod:`ukedge.sqlite`: reads begin a deferred transaction (WAL readers never wait),
+writes ``BEGIN IMMEDIATE`` so that check-then-write sequences (a manifest PUT checking its blobs,
+the GC deleting an unreferenced blob) are serialised against each other, across processes too.
+``synchronous=NORMAL``: a power cut may lose the last pushes (the client pushes again), never
+the consistency of what is kept.
 """
 
 from __future__ import annotations
 
 import contextlib
-import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 from sqlalchemy import (
     BigInteger,
     Column,
     Connection,
-    Engine,
     Float,
     ForeignKey,
     Index,
@@ -34,12 +33,10 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
-    create_engine,
-    event,
 )
-from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
 from ukedge.errors import HubError
+from ukedge.sqlite import SQLiteDatabase
 
 __all__ = [
     "Database",
@@ -158,66 +155,33 @@ class MetadataError(HubError):
     """The metadata database failed (locked past the busy timeout, disk full, corrupt)."""
 
 
-def _engine(path: Path, begin: str) -> Engine:
-    engine = create_engine(
-        f"sqlite:///{path}",
-        connect_args={"check_same_thread": False, "timeout": 30},
-        pool_size=8,
-        max_overflow=16,
-    )
-
-    @event.listens_for(engine, "connect")
-    def _connect(dbapi: sqlite3.Connection, _record: Any) -> None:
-        dbapi.isolation_level = None  # we issue BEGIN ourselves
-        cur = dbapi.cursor()
-        cur.execute("PRAGMA journal_mode=WAL")
-        cur.execute("PRAGMA synchronous=NORMAL")
-        cur.execute("PRAGMA foreign_keys=ON")
-        cur.execute("PRAGMA busy_timeout=30000")
-        cur.close()
-
-    @event.listens_for(engine, "begin")
-    def _begin(conn: Connection) -> None:
-        conn.exec_driver_sql(begin)
-
-    return engine
-
-
 class Database:
     """The metadata database of one hub data directory."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._writer = _engine(path, "BEGIN IMMEDIATE")
-        self._reader = _engine(path, "BEGIN")
-        try:
-            with self._writer.begin() as conn:
-                metadata.create_all(conn)
-        except SQLAlchemyError as exc:
-            raise HubError(f"cannot open hub database {path}: {exc}") from exc
+        self._db = SQLiteDatabase(
+            path,
+            what="hub database",
+            error=MetadataError,
+            synchronous="NORMAL",
+            busy_timeout=30.0,
+            pool_size=8,
+            max_overflow=16,
+        )
+        self._db.create_all(metadata)  # MetadataError (a HubError) naming the file
 
     @contextlib.contextmanager
     def read(self) -> Iterator[Connection]:
         """A read-only snapshot; never blocks on writers (WAL)."""
-        try:
-            with self._reader.connect() as conn:
-                try:
-                    yield conn
-                finally:
-                    conn.rollback()
-        except OperationalError as exc:
-            raise MetadataError(f"hub database {self.path}: {exc.orig}") from exc
+        with self._db.read() as conn:
+            yield conn
 
     @contextlib.contextmanager
     def write(self) -> Iterator[Connection]:
         """One serialised write transaction; commits on success, rolls back on any error."""
-        try:
-            with self._writer.begin() as conn:
-                yield conn
-        except OperationalError as exc:
-            raise MetadataError(f"hub database {self.path}: {exc.orig}") from exc
+        with self._db.write() as conn:
+            yield conn
 
     def dispose(self) -> None:
-        self._writer.dispose()
-        self._reader.dispose()
+        self._db.close()

@@ -9,7 +9,7 @@ from typing import Any
 import uvicorn
 from starlette.types import ASGIApp
 
-from ukedge import serverlog
+from ukedge import server, serverlog
 from ukedge.hub._app import Hub, create_app
 from ukedge.hub._auth import RobotToken
 from ukedge.hub._fsck import FsckReport, check
@@ -46,27 +46,19 @@ def serve(settings: HubSettings) -> None:
             "add a user (ukedge hub user add) or pass --auth on",
             settings.addr,
         )
-    uvicorn.Server(server_config(settings, create_app(settings, hub))).run()
+    listener = server.tcp_listener(settings.host, settings.port)
+    server.run(create_app(settings, hub), [listener], trusted_proxies=settings.trusted_proxies)
 
 
 def server_config(settings: HubSettings, app: ASGIApp, **overrides: Any) -> uvicorn.Config:
-    """How uvicorn runs the hub; tests that serve a hub in-process use it too.
-
-    uvicorn believes ``X-Forwarded-For`` from 127.0.0.1 unless told otherwise, which let any
-    local client pick the address the login throttle counts: only the proxies the operator
-    names (``trusted_proxies``) are believed, none by default.
-    """
-    values: dict[str, Any] = {
-        "host": settings.host,
-        "port": settings.port,
-        "log_level": "warning",
-        "access_log": False,
-        "timeout_keep_alive": 30,
-        "proxy_headers": bool(settings.trusted_proxies),
-        "forwarded_allow_ips": list(settings.trusted_proxies) or "",
-    }
-    values.update(overrides)
-    return uvicorn.Config(app, **values)
+    """How uvicorn runs the hub on its own address (tests that serve a hub in-process)."""
+    return server.uvicorn_config(
+        app,
+        trusted_proxies=settings.trusted_proxies,
+        host=settings.host,
+        port=settings.port,
+        **overrides,
+    )
 
 
 def add_user(settings: HubSettings, name: str, password: str, grants: list[str] | None) -> None:

@@ -13,7 +13,7 @@ import json
 import logging
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, ClassVar, Protocol
 from urllib.parse import urlencode
 
 from starlette.requests import ClientDisconnect, Request
@@ -27,7 +27,11 @@ from ukedge.hub._names import check_digest, check_name
 from ukedge.image import mediatypes
 
 if TYPE_CHECKING:
-    from ukedge.hub._app import Hub
+    from ukedge.hub._auth import Authority
+    from ukedge.hub._blobs import BlobService
+    from ukedge.hub._manifests import ManifestService
+    from ukedge.hub._metrics import HubMetrics
+    from ukedge.hub._settings import HubSettings
 
 __all__ = ["MAX_PAGE", "V2_METHODS", "V2Api", "V2Shortcut"]
 
@@ -114,6 +118,22 @@ def _paged(
     return Response(json.dumps(body), 200, headers=headers, media_type="application/json")
 
 
+class HubParts(Protocol):
+    """The parts of a :class:`~ukedge.hub._app.Hub` the API uses (named here, not imported from
+    ``_app``, which imports this module: the two would be one module in two files)."""
+
+    @property
+    def settings(self) -> HubSettings: ...
+    @property
+    def metrics(self) -> HubMetrics: ...
+    @property
+    def auth(self) -> Authority: ...
+    @property
+    def blobs(self) -> BlobService: ...
+    @property
+    def manifests(self) -> ManifestService: ...
+
+
 async def _idle_bounded(source: AsyncIterator[bytes], seconds: float) -> AsyncIterator[bytes]:
     """The request body, failing (408) when no bytes arrive for ``seconds``.
 
@@ -141,7 +161,7 @@ async def _idle_bounded(source: AsyncIterator[bytes], seconds: float) -> AsyncIt
 class V2Api:
     """Routes ``/v2/…`` requests to handlers; owned by one :class:`~ukedge.hub._app.Hub`."""
 
-    def __init__(self, hub: Hub) -> None:
+    def __init__(self, hub: HubParts) -> None:
         self.hub = hub
         self.blobs = hub.blobs
         self.manifests = hub.manifests

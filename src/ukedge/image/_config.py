@@ -84,6 +84,14 @@ class ImageConfig(_Model):
     kernel: KernelInfo
     boot: BootConfig = Field(default_factory=BootConfig)
     labels: dict[str, str] = Field(default_factory=dict)
+    #: When a prewarm snapshot of this image is taken: None ("ready") once its health check
+    #: passes; "pre-app" after the kernel, init and runtime start, before the app does (for apps
+    #: that cannot reseed what they seed at start); "off": never (every run boots).
+    snapshot: Literal["pre-app", "off"] | None = None
+    #: The guest hostname of every instance; None: each instance's own name.
+    hostname: str | None = Field(
+        default=None, pattern=r"^[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?$"
+    )
 
     def to_json(self) -> bytes:
         return canonical_json(self.model_dump(mode="json", exclude_none=True))

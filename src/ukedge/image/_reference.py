@@ -51,9 +51,6 @@ class Reference:
         """What a registry calls the reference: the digest when pinned, else the tag."""
         return self.digest or self.tag or DEFAULT_TAG
 
-    def with_tag(self, tag: str) -> Reference:
-        return Reference(self.repository, tag, None, self.registry)
-
     def __str__(self) -> str:
         text = self.name
         if self.tag:

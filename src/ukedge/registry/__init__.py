@@ -2,16 +2,15 @@
 
 Used by the CLI and by the host agent (which pulls with :func:`pull` into its own store). The
 ukedge hub is one such registry; CNCF distribution, zot or Harbor are others.
+
+What talks HTTP (the client, auth, transfers, login, search: httpx) loads on first use, so that
+the host's local commands, which only name a progress type or the default registry, do not
+import an HTTP stack.
 """
 
-from ukedge.registry._auth import Challenge, RegistryAuth, parse_challenge
-from ukedge.registry._client import (
-    DEFAULT_CHUNK_SIZE,
-    MANIFEST_MEDIA_TYPES,
-    MAX_MANIFEST_SIZE,
-    RegistryClient,
-    RemoteManifest,
-)
+import typing
+
+from ukedge._lazy import lazy_exports
 from ukedge.registry._credentials import (
     AUTH_FILE_ENV,
     PASSWORD_ENV,
@@ -20,10 +19,9 @@ from ukedge.registry._credentials import (
     CredentialStore,
     credentials_for,
 )
-from ukedge.registry._login import login, logout
 from ukedge.registry._progress import BlobOutcome, NullProgress, TransferProgress
-from ukedge.registry._search import SearchHit, list_tags, search
 from ukedge.registry._settings import (
+    DEFAULT_PLATFORM,
     DEFAULT_REGISTRY_ENV,
     INSECURE_REGISTRIES_ENV,
     default_registry,
@@ -32,15 +30,26 @@ from ukedge.registry._settings import (
     remote_reference,
 )
 from ukedge.registry._state import BlobLocations, UploadRecord, UploadSessions
-from ukedge.registry._transfer import (
-    DEFAULT_PLATFORM,
-    ClientOptions,
-    blob_label,
-    pull,
-    push,
-    push_target,
-    select_platform,
-)
+
+if typing.TYPE_CHECKING:
+    from ukedge.registry._auth import Challenge, RegistryAuth, parse_challenge
+    from ukedge.registry._client import (
+        DEFAULT_CHUNK_SIZE,
+        MANIFEST_MEDIA_TYPES,
+        MAX_MANIFEST_SIZE,
+        RegistryClient,
+        RemoteManifest,
+    )
+    from ukedge.registry._login import login, logout
+    from ukedge.registry._search import SearchHit, list_tags, search
+    from ukedge.registry._transfer import (
+        ClientOptions,
+        blob_label,
+        pull,
+        push,
+        push_target,
+        select_platform,
+    )
 
 __all__ = [
     "AUTH_FILE_ENV",
@@ -82,3 +91,27 @@ __all__ = [
     "search",
     "select_platform",
 ]
+
+_LAZY = {
+    "Challenge": "ukedge.registry._auth",
+    "RegistryAuth": "ukedge.registry._auth",
+    "parse_challenge": "ukedge.registry._auth",
+    "DEFAULT_CHUNK_SIZE": "ukedge.registry._client",
+    "MANIFEST_MEDIA_TYPES": "ukedge.registry._client",
+    "MAX_MANIFEST_SIZE": "ukedge.registry._client",
+    "RegistryClient": "ukedge.registry._client",
+    "RemoteManifest": "ukedge.registry._client",
+    "login": "ukedge.registry._login",
+    "logout": "ukedge.registry._login",
+    "SearchHit": "ukedge.registry._search",
+    "list_tags": "ukedge.registry._search",
+    "search": "ukedge.registry._search",
+    "ClientOptions": "ukedge.registry._transfer",
+    "blob_label": "ukedge.registry._transfer",
+    "pull": "ukedge.registry._transfer",
+    "push": "ukedge.registry._transfer",
+    "push_target": "ukedge.registry._transfer",
+    "select_platform": "ukedge.registry._transfer",
+}
+
+__getattr__ = lazy_exports(globals(), _LAZY)

@@ -97,9 +97,22 @@ class RemoteManifest:
         return json.loads(self.data)
 
 
+def _refused(exc: BaseException) -> bool:
+    """Nothing listens at the address: the address is wrong or the registry is down, and a
+    retry a second later would only delay the error (as ``docker push`` does not)."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, ConnectionRefusedError):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
 def _retryable(exc: RegistryError) -> bool:
     """A dropped connection, a timeout or an overloaded registry: worth another try."""
-    return isinstance(exc.__cause__, httpx.TransportError) or exc.status in _RETRY_STATUS
+    if isinstance(exc.__cause__, httpx.TransportError):
+        return not _refused(exc.__cause__)
+    return exc.status in _RETRY_STATUS
 
 
 def _range_offset(header: str | None, hint: int) -> int:
@@ -243,7 +256,8 @@ class RegistryClient:
                 if n >= self.retries or not (_retryable(exc) or exc.code in codes):
                     raise
                 delay = self.retry_delay * 2**n
-                log.warning("%s failed (%s); retrying in %.1f s", what, exc, delay)
+                said = str(exc) if str(exc).startswith(what) else f"{what} failed ({exc})"
+                log.warning("%s; retrying in %.1f s", said, delay)
                 time.sleep(delay)
         raise AssertionError("unreachable")
 
@@ -426,14 +440,6 @@ class RegistryClient:
                 f"{what}: registry stored it as {stored}, but its bytes hash to {digest}"
             )
         return digest
-
-    def delete_manifest(self, repository: str, digest: str) -> None:
-        self._send(
-            "DELETE",
-            f"/v2/{repository}/manifests/{digest}",
-            what=f"delete {repository}@{digest}",
-            ok={202, 200},
-        )
 
     # -- blobs -----------------------------------------------------------------------------------
 

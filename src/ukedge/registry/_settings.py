@@ -16,6 +16,7 @@ from ukedge.errors import UsageError
 from ukedge.image import Reference, parse_reference
 
 __all__ = [
+    "DEFAULT_PLATFORM",
     "DEFAULT_REGISTRY_ENV",
     "INSECURE_REGISTRIES_ENV",
     "default_registry",
@@ -24,6 +25,8 @@ __all__ = [
     "remote_reference",
 ]
 
+#: The platform pulled from a multi-platform image unless another is asked for.
+DEFAULT_PLATFORM = "linux/amd64"
 DEFAULT_REGISTRY_ENV = "UKEDGE_REGISTRY"
 INSECURE_REGISTRIES_ENV = "UKEDGE_INSECURE_REGISTRIES"
 _LOOPBACK = frozenset({"localhost", "127.0.0.1", "[::1]", "::1"})

@@ -30,10 +30,9 @@ from ukedge.image import (
 )
 from ukedge.registry._client import DEFAULT_CHUNK_SIZE, RegistryClient, RemoteManifest
 from ukedge.registry._progress import BlobOutcome, NullProgress, TransferProgress
-from ukedge.registry._settings import remote_reference
+from ukedge.registry._settings import DEFAULT_PLATFORM, remote_reference
 
 __all__ = [
-    "DEFAULT_PLATFORM",
     "ClientOptions",
     "blob_label",
     "pull",
@@ -44,7 +43,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-DEFAULT_PLATFORM = "linux/amd64"
 _INDEX_TYPES = frozenset({mediatypes.OCI_INDEX, mediatypes.DOCKER_MANIFEST_LIST})
 _T = TypeVar("_T")
 

@@ -3,6 +3,12 @@
 Machines must outlive the process that starts them and be re-adoptable by another one, so a
 machine is identified by (pid, start time in clock ticks since boot): a pid alone may have been
 reused by an unrelated process since the state file was written.
+
+A machine stays the child of the process that spawned it, and the kernel keeps a dead child as
+a zombie until its parent waits for it. Whoever observes the end (another process through the
+machine's directory, a ``kill -9`` from outside, nobody at all) is often not the parent, so every
+spawned child gets a reaper thread that waits for it the moment it ends and keeps its wait
+status for :func:`reap`. One thread per live machine, blocked in ``waitpid``, costs nothing.
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ import functools
 import os
 import select
 import signal
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -65,6 +72,48 @@ def cmdline(pid: int) -> list[str]:
     except (FileNotFoundError, ProcessLookupError):
         return []
     return [part.decode(errors="replace") for part in raw.split(b"\0") if part]
+
+
+def pids_naming(marker: str) -> list[int]:
+    """Live processes (not this one) with ``marker`` inside one of their arguments."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or entry.name == str(os.getpid()):
+            continue
+        pid = int(entry.name)
+        st = read_stat(pid)
+        if st is not None and st.state not in ("Z", "X") and any(marker in a for a in cmdline(pid)):
+            found.append(pid)
+    return found
+
+
+def send_signal(pid: int, starttime: int, signum: int) -> None:
+    """Signal the process through a pidfd, so a reused pid is never signalled."""
+    try:
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return
+    try:
+        if is_alive(pid, starttime):
+            signal.pidfd_send_signal(fd, signum)
+    except ProcessLookupError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def kill_naming(marker: str, timeout: float) -> list[int]:
+    """SIGKILL every process with ``marker`` inside one of its arguments and wait until each
+    is gone; return their pids."""
+    killed = []
+    for pid in pids_naming(marker):
+        st = read_stat(pid)
+        if st is None:
+            continue
+        send_signal(pid, st.starttime, signal.SIGKILL)
+        wait_gone(pid, st.starttime, timeout)
+        killed.append(pid)
+    return killed
 
 
 def is_alive(pid: int, starttime: int) -> bool:
@@ -141,7 +190,7 @@ def spawn_detached(
         if fd3 is not None:  # e.g. a snapshot for -incoming fd:3
             actions.append((os.POSIX_SPAWN_OPEN, 3, str(fd3), os.O_RDONLY, 0))
         with _thp_disabled(no_thp):
-            return os.posix_spawn(
+            pid = os.posix_spawn(
                 argv[0],
                 argv,
                 dict(os.environ),
@@ -154,26 +203,65 @@ def spawn_detached(
             )
     finally:
         os.close(log_fd)
+    _watch(pid)
+    return pid
 
 
 #: Wait statuses of children reaped in this process, for whoever asks after the reaping.
 _reaped: dict[int, int] = {}
+#: The reaper thread of each child still being waited for.
+_reapers: dict[int, threading.Thread] = {}
+_reaper_lock = threading.Lock()
+#: How long :func:`reap` waits for a reaper thread to collect a child that has just ended.
+_REAPER_JOIN_S = 2.0
+
+
+def _watch(pid: int) -> None:
+    thread = threading.Thread(
+        target=_reap_when_ended, args=(pid,), name=f"ukedge-reap-{pid}", daemon=True
+    )
+    with _reaper_lock:
+        _reapers[pid] = thread
+    thread.start()
+
+
+def _reap_when_ended(pid: int) -> None:
+    try:
+        _, status = os.waitpid(pid, 0)
+    except ChildProcessError:  # collected elsewhere (a caller's own waitpid)
+        status = None
+    with _reaper_lock:
+        if status is not None:
+            _reaped[pid] = status
+        _reapers.pop(pid, None)
 
 
 def reap(pid: int) -> int | None:
-    """Collect ``pid`` if it is our exited child; return its wait status, else None.
+    """The wait status of ``pid`` if it is our child and has ended, else None; call it once
+    the process is seen dead. The status is handed out once.
 
     Only processes started by this process have a wait status to give; for re-adopted
     machines the guest's exit line is the only account of how they ended.
     """
+    _collect(pid)
+    with _reaper_lock:
+        return _reaped.pop(pid, None)
+
+
+def _collect(pid: int) -> None:
+    """Make sure an ended child of ours is no zombie (its status kept for :func:`reap`)."""
+    with _reaper_lock:
+        thread = _reapers.get(pid)
+    if thread is not None:
+        thread.join(_REAPER_JOIN_S)  # it returns as soon as the child has ended
+        return
     try:
         done, status = os.waitpid(pid, os.WNOHANG)
     except ChildProcessError:
-        return _reaped.pop(pid, None)
-    if done != pid:
-        return None
-    _reaped[pid] = status
-    return status
+        return
+    if done == pid:
+        with _reaper_lock:
+            _reaped[pid] = status
 
 
 def wait_gone(pid: int, starttime: int, timeout: float | None) -> bool:
@@ -189,19 +277,19 @@ def wait_gone(pid: int, starttime: int, timeout: float | None) -> bool:
     try:
         # The pid might have been reused between the check and pidfd_open.
         if not is_alive(pid, starttime):
-            reap(pid)
+            _collect(pid)
             return True
         poller = select.poll()
         poller.register(fd, select.POLLIN)
         while True:
             left = None if deadline is None else max(0.0, deadline - time.monotonic())
             if poller.poll(None if left is None else int(left * 1000) + 1):
-                reap(pid)
+                _collect(pid)
                 return True
             if deadline is not None and time.monotonic() >= deadline:
                 if is_alive(pid, starttime):
                     return False
-                reap(pid)
+                _collect(pid)
                 return True
     finally:
         os.close(fd)

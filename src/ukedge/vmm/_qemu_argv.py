@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from ukedge.errors import UsageError
+from ukedge.guest import CONTROL_PORT, RESULTS_PORT
 from ukedge.vmm.base import MachineSpec
 
 #: Longest Unix socket path we hand QEMU (``sun_path`` holds 107 bytes and a NUL).
@@ -24,9 +25,6 @@ SANDBOX = "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=de
 #: allowed; once QEMU runs unprivileged there is nothing to elevate to, and spawn=deny still
 #: keeps it from executing set-uid programs.
 SANDBOX_RUNAS = "on,obsolete=deny,elevateprivileges=allow,spawn=deny,resourcecontrol=deny"
-#: Names of the virtio-serial ports the guest init looks for (guest contract).
-RESULTS_PORT = "ukedge.results"
-CONTROL_PORT = "ukedge.control"
 
 MachineType = Literal["pc", "microvm"]
 Accel = Literal["kvm", "tcg"]
@@ -34,7 +32,7 @@ Accel = Literal["kvm", "tcg"]
 
 @dataclass(frozen=True, slots=True)
 class QemuOptions:
-    """Backend-wide settings of the QEMU backend (``vmm.create("qemu", **options)``)."""
+    """Backend-wide settings of the QEMU backend (``vmm.create("qemu", options)``)."""
 
     binary: str = "qemu-system-x86_64"
     #: ``pc`` boots the PVH vmlinux through qboot; ``microvm`` uses virtio-mmio, no PCI.
@@ -144,6 +142,15 @@ class MachinePaths:
         return self.workdir / "initrd.img"
 
 
+def guest_mac(machine_id: str) -> str:
+    """The guest's MAC address: locally administered, unicast, and derived from the machine id,
+    so machines differ (QEMU's default, 52:54:00:12:34:56, is every guest's) and a restarted
+    machine keeps its own."""
+    digest = bytearray(hashlib.sha256(b"ukedge-mac\0" + machine_id.encode()).digest()[:6])
+    digest[0] = (digest[0] & 0xFC) | 0x02
+    return ":".join(f"{b:02x}" for b in digest)
+
+
 def _hostfwd(spec: MachineSpec) -> str:
     return "".join(
         f",hostfwd={p.protocol}:{p.host_ip}:{p.host_port}-:{p.guest_port}" for p in spec.ports
@@ -226,7 +233,7 @@ def build_argv(
         f"virtserialport,bus=vser0.0,nr=2,chardev=control,name={CONTROL_PORT}",
     ]
     # User-mode networking: no host privileges or bridges needed; ports via hostfwd.
-    net = f"virtio-net-{bus},netdev=net0"
+    net = f"virtio-net-{bus},netdev=net0,mac={guest_mac(spec.machine_id)}"
     if not mmio:
         net += ",romfile="  # no iPXE option ROM: nothing network-boots here.
     argv += ["-netdev", f"user,id=net0{_hostfwd(spec)}", "-device", net]

@@ -62,7 +62,12 @@ class Session:
 async def _session(socket_path: Path, body: Callable[[Session], Awaitable[T]], timeout: float) -> T:
     client = QMPClient("ukedge")
     try:
-        await asyncio.wait_for(client.connect(str(socket_path)), timeout)
+        try:
+            await asyncio.wait_for(client.connect(str(socket_path)), timeout)
+        except AssertionError as exc:
+            # qemu.qmp asserts (instead of raising) when QEMU hangs up mid-handshake, which a
+            # machine that ends just then does: it is the same as a closed connection.
+            raise EOFError("QEMU closed the QMP connection during the handshake") from exc
         return await body(Session(client, timeout))
     finally:
         # disconnect() re-raises what ended the session (EOFError when QEMU quit right after

@@ -2,29 +2,24 @@
 
 from __future__ import annotations
 
-import importlib
-from collections.abc import Callable
+from collections.abc import Mapping
 from typing import Any
 
-from ukedge.errors import UsageError
+from ukedge.backends import Backends
 from ukedge.vmm.base import MachineBackend
 
-#: name -> "module:factory"; modules are imported only when their backend is asked for.
-_BACKENDS: dict[str, str] = {
-    "qemu": "ukedge.vmm.qemu:qemu_backend",
-}
+__all__ = ["backends", "create"]
+
+#: Modules are imported only when their backend is asked for.
+_BACKENDS: Backends[MachineBackend] = Backends("VM backend")
+_BACKENDS.register("qemu", "ukedge.vmm.qemu:qemu_backend")
 
 
 def backends() -> list[str]:
     """Names ``create`` accepts."""
-    return sorted(_BACKENDS)
+    return _BACKENDS.names()
 
 
-def create(name: str, **config: Any) -> MachineBackend:
+def create(name: str, config: Mapping[str, Any] | None = None) -> MachineBackend:
     """The backend called ``name`` configured with ``config`` (see each backend's options)."""
-    target = _BACKENDS.get(name)
-    if target is None:
-        raise UsageError(f"unknown VM backend {name!r}; known: {', '.join(backends())}")
-    module, _, attr = target.partition(":")
-    factory: Callable[..., MachineBackend] = getattr(importlib.import_module(module), attr)
-    return factory(**config)
+    return _BACKENDS.create(name, config)

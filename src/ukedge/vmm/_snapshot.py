@@ -16,11 +16,13 @@ guest (~0.2 s): QEMU listens on the forwarded ports from the beginning, and a co
 accepted while the incoming state is loaded is lost when the network state is replaced by
 the saved one (the client hangs until its timeout). Boots from scratch never wait like this.
 
-Restored machines are clones. Right after a restore the backend writes ``time <now>`` and
-``seed <32 random bytes>`` on the guest's control port, so the guest clock is current (it
-stood still in the snapshot) and its RNG is reseeded; until that line is read (milliseconds)
-every clone has the snapshot's RNG state, so an app must not draw secrets before it serves.
-Guests without the control port keep the snapshot's clock and RNG (a warning is logged).
+Restored machines are clones. Right after a restore the backend writes the resume message
+(``ukedge.guest.resume_message``: ``time``, ``seed``, ``mac``, ``hostname``, ``resumed``) on
+the guest's control port, so the guest clock is current (it stood still in the snapshot), its
+kernel RNG is reseeded, it has its own MAC address and hostname, and the app's runtime is told
+to reseed its own generators; until those lines are read (milliseconds) every clone has the
+snapshot's state, so an app must not draw secrets before it serves. Guests without the control
+port keep the snapshot's clock, RNG, MAC and hostname (a warning is logged).
 """
 
 from __future__ import annotations
@@ -30,15 +32,12 @@ import json
 import os
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from ukedge.errors import MachineError, UsageError
 from ukedge.vmm import _qmp
 from ukedge.vmm._qemu_argv import QemuOptions
 from ukedge.vmm.base import MachineSpec
-
-if TYPE_CHECKING:
-    from ukedge.vmm.qemu import _QemuMachine
 
 _VERSION = 1
 _META = "snapshot.json"
@@ -66,7 +65,23 @@ def _fingerprint(spec: MachineSpec, options: QemuOptions, accel: str) -> dict[st
     }
 
 
-def save(machine: _QemuMachine, path: Path, *, resume: bool) -> None:
+class SavedMachine(Protocol):
+    """What :func:`save` reads of a QEMU machine (the backend's machine type imports this
+    module, so it is described here rather than imported back)."""
+
+    @property
+    def machine_id(self) -> str: ...
+    @property
+    def spec(self) -> MachineSpec: ...
+    @property
+    def accel(self) -> str: ...
+    @property
+    def options(self) -> QemuOptions: ...
+    @property
+    def qmp_path(self) -> Path: ...
+
+
+def save(machine: SavedMachine, path: Path, *, resume: bool) -> None:
     """Migrate ``machine``'s state into ``path``/vmstate (QEMU pauses it for the final pass)
     and record what it was made from."""
     options = machine.options

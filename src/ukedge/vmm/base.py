@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Literal, Protocol, runtime_checkable
 
 from ukedge.errors import UsageError
+from ukedge.guest import check_hostname
 
 __all__ = [
     "KILLED_STATUS",
@@ -85,7 +86,10 @@ class MachineSpec:
     machine's own directory (created 0700 by ``start``); its console log, results file, control
     and QMP sockets and state file live there. ``restore_from`` names a snapshot made by
     ``Machine.snapshot`` of a machine with the same kernel, initrds, memory and vCPUs; the new
-    machine resumes from it instead of booting (host port forwards may differ).
+    machine resumes from it instead of booting (host port forwards may differ). ``hostname`` is
+    told to a resumed guest (a booted one reads its own from the launch archive); each
+    machine's MAC address is derived from its ``machine_id``, so two machines on one node never
+    share one.
     """
 
     machine_id: str
@@ -97,6 +101,7 @@ class MachineSpec:
     vcpus: int = 1
     ports: Sequence[PortForward] = ()
     restore_from: Path | None = None
+    hostname: str | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "kernel", Path(self.kernel))
@@ -109,6 +114,8 @@ class MachineSpec:
             raise UsageError(
                 f"machine_id must be letters, digits, '-', '_' or '.', got {self.machine_id!r}"
             )
+        if self.hostname is not None:
+            check_hostname(self.hostname)
         if not isinstance(self.memory_mib, int) or not 16 <= self.memory_mib <= 1 << 20:
             raise UsageError(f"memory must be 16 MiB to 1 TiB, got {self.memory_mib!r} MiB")
         if not isinstance(self.vcpus, int) or not 1 <= self.vcpus <= 255:
@@ -131,6 +138,7 @@ class MachineSpec:
             "vcpus": self.vcpus,
             "ports": [p.to_json() for p in self.ports],
             "restore_from": str(self.restore_from) if self.restore_from else None,
+            "hostname": self.hostname,
         }
 
     @classmethod
@@ -146,6 +154,7 @@ class MachineSpec:
             vcpus=int(data["vcpus"]),
             ports=[PortForward.from_json(p) for p in data.get("ports", [])],
             restore_from=Path(restore) if restore else None,
+            hostname=data.get("hostname"),
         )
 
 
@@ -287,6 +296,13 @@ class MachineBackend(Protocol):
         wait for the guest. Raises UsageError for a missing kernel/initrd or a workdir that
         already holds a live machine, MachineError when the hypervisor cannot start.
         """
+        ...
+
+    def kill_strays(self, workdir: Path) -> list[int]:
+        """Kill hypervisors started in ``workdir`` that its state does not record, and return
+        their pids: a starter killed between spawning one and recording it leaves such a
+        process, which nothing else would ever find. Only for a directory in which nobody is
+        starting a machine now (``start`` calls it itself before it spawns)."""
         ...
 
     def attach(self, workdir: Path) -> Machine:

@@ -22,18 +22,21 @@ import socket
 import stat
 import tempfile
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from ukedge.errors import MachineError, MachineTimeoutError, StateError, UsageError
+from ukedge.faults import crash_point
+from ukedge.guest import read_exit_status, resume_message
 from ukedge.vmm import _proc, _qmp, _snapshot
 from ukedge.vmm._accel import probe_accelerator
-from ukedge.vmm._exitline import read_exit_status
 from ukedge.vmm._qemu_argv import (
     Accel,
     MachinePaths,
     QemuOptions,
     build_argv,
+    guest_mac,
 )
 from ukedge.vmm.base import (
     KILLED_STATUS,
@@ -142,10 +145,6 @@ class _QemuMachine:
     @property
     def results_path(self) -> Path:
         return self._paths.results
-
-    @property
-    def control_path(self) -> Path:
-        return self._paths.control
 
     @property
     def qmp_path(self) -> Path:
@@ -270,13 +269,20 @@ class _QemuMachine:
             self._refresh_clone()
 
     def _refresh_clone(self) -> None:
-        """Give a resumed guest the current time and fresh entropy over its control port: its
-        clock stood still in the snapshot, and every clone starts with the same RNG state."""
-        line = f"time {time.time():.6f}\nseed {os.urandom(32).hex()}\n".encode()
-        ctl = self._send_control(line)
+        """Give a resumed guest the current time, fresh entropy, its own MAC address and hostname
+        over its control port: every clone starts with the snapshot's, and the clock stood
+        still in it. Init then signals the app so its runtime can reseed too."""
+        message = resume_message(
+            clock=time.time(),
+            seed=os.urandom(32),
+            mac=guest_mac(self.machine_id),
+            hostname=self.spec.hostname,
+        )
+        ctl = self._send_control(message)
         if ctl is None:
             log.warning(
-                "machine %s resumed without a control port: its clock and RNG are the snapshot's",
+                "machine %s resumed without a control port: its clock, RNG, MAC and hostname "
+                "are the snapshot's",
                 self.machine_id,
             )
             return
@@ -351,18 +357,7 @@ class _QemuMachine:
             _proc.wait_gone(self.pid, self._starttime(), _KILL_GRACE)
 
     def _signal(self, signum: int) -> None:
-        """Signal our QEMU through a pidfd, so a reused pid is never signalled."""
-        try:
-            fd = os.pidfd_open(self.pid)
-        except ProcessLookupError:
-            return
-        try:
-            if _proc.is_alive(self.pid, self._starttime()):
-                signal.pidfd_send_signal(fd, signum)
-        except ProcessLookupError:
-            pass
-        finally:
-            os.close(fd)
+        _proc.send_signal(self.pid, self._starttime(), signum)
 
     def stop(self, timeout: float = 10.0) -> int:
         status = self.status()
@@ -500,6 +495,9 @@ class _QemuBackend:
                         f"{workdir} holds running machine {old.machine_id} (pid {old.pid}); "
                         "stop it or use another work directory"
                     )
+        # A QEMU of this directory that no machine.json records would hold the machine's
+        # ports and run on unseen beside the new one.
+        self.kill_strays(workdir)
         for stale in (paths.state, paths.qmp, paths.control, paths.console, paths.log):
             stale.unlink(missing_ok=True)
 
@@ -528,6 +526,7 @@ class _QemuBackend:
             raise MachineError(
                 f"cannot start {argv[0]} for machine {spec.machine_id}: {exc}", spec.machine_id
             ) from exc
+        crash_point("vmm.start.after_spawn")
         st = _proc.read_stat(pid)
         record: dict[str, Any] = {
             "version": _STATE_VERSION,
@@ -549,6 +548,14 @@ class _QemuBackend:
         if self.options.confirm_start or spec.restore_from is not None:
             machine._await_started(self.start_timeout, restored=spec.restore_from is not None)
         return machine
+
+    def kill_strays(self, workdir: Path) -> list[int]:
+        # The QMP socket path is private to the machine and only its QEMU's arguments name it.
+        paths = MachinePaths(Path(workdir).resolve())
+        killed = _proc.kill_naming(str(paths.qmp), _KILL_GRACE)
+        for pid in killed:
+            log.warning("killed QEMU pid %d of %s: no machine record named it", pid, workdir)
+        return killed
 
     def attach(self, workdir: Path) -> Machine:
         paths = MachinePaths(Path(workdir).resolve())
@@ -588,7 +595,7 @@ def _private_dir(path: Path) -> None:
     path.chmod(0o700)
 
 
-def qemu_backend(**config: Any) -> MachineBackend:
+def qemu_backend(config: Mapping[str, Any]) -> MachineBackend:
     """The QEMU backend with the given :class:`QemuOptions` fields."""
     try:
         options = QemuOptions(**config)

@@ -1,4 +1,5 @@
-"""Compiling the guest init (``init.c``) once per source and compiler.
+"""Compiling the guest init (``init.c``) once per source and compiler, and putting it into a
+runtime layer.
 
 The binary is static (musl when ``musl-gcc`` is installed, else glibc's ``gcc -static``), size
 optimised and stripped; it is cached under ``cache_dir()/init/<hash>/init`` where the hash
@@ -18,8 +19,9 @@ from pathlib import Path
 
 from ukedge import paths
 from ukedge.errors import BuildError
+from ukedge.guest import CpioArchive
 
-__all__ = ["compiler", "ensure_init", "init_source"]
+__all__ = ["add_platform", "compiler", "ensure_init", "init_source"]
 
 log = logging.getLogger(__name__)
 
@@ -75,3 +77,15 @@ def ensure_init() -> Path:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return binary
+
+
+def add_platform(archive: CpioArchive) -> None:
+    """Put PID 1 and the directories it mounts on into ``archive`` (an image's runtime layer).
+
+    ``dev/console`` must exist in the initramfs itself: the kernel opens it as init's stdio
+    before init can mount devtmpfs.
+    """
+    archive.add_file("init", ensure_init(), 0o755)
+    for name in ("dev", "proc", "sys", "tmp", "run", "etc", "ukedge"):
+        archive.add_dir(name, 0o1777 if name == "tmp" else 0o755)
+    archive.add_char_device("dev/console", 5, 1, 0o600)

@@ -7,7 +7,9 @@
  * the console and resets the VM (QEMU runs with -no-reboot, so a reset ends QEMU).
  *
  * The contract with the host (kernel command line parameters, launch file, exit line, ports) is
- * documented in ukedge/build/guest/_contract.py and must change together with it.
+ * the Python package ukedge.guest and must change together with it. Built with
+ * -DUKEDGE_INIT_SELFTEST, main() is replaced by one that runs this file's parsers and writers
+ * on the host, so tests/guest/test_init_agrees.py can check both sides read the same corpus.
  *
  * Written against the kernel ABI only (no libc extras, no kernel headers: musl-gcc ships none),
  * so it builds with musl-gcc or gcc -static alike. Nothing here waits for anything: boot time
@@ -19,6 +21,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <net/if.h>
+#include <net/if_arp.h>
 #include <net/route.h>
 #include <netinet/in.h>
 #include <signal.h>
@@ -42,10 +45,18 @@
 
 #define LAUNCH_PATH "/ukedge/launch"
 #define LAUNCH_MAGIC "ukedge-launch=1"
+#define SEED_PATH "/ukedge/seed"
+#define MAX_SEED 256
 #define RESULTS_PORT "ukedge.results"
 #define CONTROL_PORT "ukedge.control"
 #define RESULTS_DEVICE "/dev/ukedge-results"
 #define EXIT_PREFIX "ukedge-exit: "
+/* Sent to the application's process group once a resumed clone has its own clock, entropy, MAC
+ * and hostname: ignored by default, so only runtimes that reseed on it (ukedge's python) see it. */
+#define RESUME_SIGNAL SIGWINCH
+/* Printed on the console when ukedge.hold makes init wait before starting the application (a
+ * "pre-app" prewarm snapshots the machine then); "resumed" on the control port releases it. */
+#define HELD_LINE "ukedge-held"
 #define DEFAULT_PATH "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 /* From <linux/random.h> and <linux/input*.h>, which musl does not ship. */
@@ -88,11 +99,17 @@ static void say(const char *fmt, ...)
 			say(__VA_ARGS__);                                                          \
 	} while (0)
 
+/* The exit line for status (0-255): EXIT_PREFIX {"status": N} and a newline. */
+static int format_exit(char *line, size_t size, int status)
+{
+	return snprintf(line, size, EXIT_PREFIX "{\"status\": %d}\n", status);
+}
+
 /* Print the exit line, make sure it left the UART, and reset the machine. Never returns. */
 static void finish(int status)
 {
 	char line[64];
-	int n = snprintf(line, sizeof line, EXIT_PREFIX "{\"status\": %d}\n", status);
+	int n = format_exit(line, sizeof line, status);
 	sync();
 	(void)!write(console_fd, line, (size_t)n);
 	tcdrain(console_fd);
@@ -155,16 +172,16 @@ struct params {
 	char *ip;   /* ukedge.ip=A.B.C.D/prefix */
 	char *gw;   /* ukedge.gw=A.B.C.D */
 	char *dns;  /* ukedge.dns=A.B.C.D */
-	char *seed; /* ukedge.seed=<hex> */
 	char *time; /* ukedge.time=<seconds since the epoch>[.<fraction>] */
+	int hold;   /* ukedge.hold: wait for "resumed" on the control port before starting the app */
 };
 
 static char cmdline[4096];
 
-static void parse_cmdline(struct params *p)
+static void parse_cmdline(struct params *p, const char *path)
 {
 	char *save = NULL, *tok;
-	if (read_file("/proc/cmdline", cmdline, sizeof cmdline) < 0)
+	if (read_file(path, cmdline, sizeof cmdline) < 0)
 		return;
 	for (tok = strtok_r(cmdline, " \t\n", &save); tok; tok = strtok_r(NULL, " \t\n", &save)) {
 		if (strncmp(tok, "ukedge.", 7) != 0)
@@ -173,6 +190,8 @@ static void parse_cmdline(struct params *p)
 		if (!eq) {
 			if (strcmp(key, "debug") == 0)
 				debug = 1;
+			else if (strcmp(key, "hold") == 0)
+				p->hold = 1;
 			continue;
 		}
 		*eq = '\0';
@@ -183,8 +202,6 @@ static void parse_cmdline(struct params *p)
 			p->gw = value;
 		else if (strcmp(key, "dns") == 0)
 			p->dns = value;
-		else if (strcmp(key, "seed") == 0)
-			p->seed = value;
 		else if (strcmp(key, "time") == 0)
 			p->time = value;
 	}
@@ -216,38 +233,79 @@ static int hexval(char c)
 	return -1;
 }
 
-static void seed_rng(const char *hex)
+/*
+ * Credit a seed to the kernel RNG and reseed it at once (matters for resumed clones, which
+ * would otherwise keep the snapshot's state until the next scheduled reseed). Only seeds that
+ * came over a channel no other local user can read reach here: the seed file in the initrd
+ * (mode 0600 on the host) and the control port (a socket in a 0700 directory); never the
+ * kernel command line, which every user on the host sees in ps.
+ */
+static void credit_seed(const unsigned char *seed, size_t len, const char *from)
 {
 	struct {
 		int entropy_count;
 		int buf_size;
-		unsigned char buf[256];
+		unsigned char buf[MAX_SEED];
 	} info;
+	if (len == 0 || len > sizeof info.buf) {
+		say("ignoring a seed of %zu bytes from %s (want 1 to %d)", len, from, MAX_SEED);
+		return;
+	}
+	memcpy(info.buf, seed, len);
+	info.buf_size = (int)len;
+	info.entropy_count = (int)len * 8;
+	int fd = open("/dev/urandom", O_WRONLY | O_CLOEXEC);
+	if (fd < 0 || ioctl(fd, RNDADDENTROPY, &info) != 0)
+		say("seeding the RNG: %s", strerror(errno));
+	else if (ioctl(fd, RNDRESEEDCRNG) != 0)
+		say("reseeding the RNG: %s", strerror(errno));
+	else
+		DEBUG("credited %zu bits of entropy from %s", len * 8, from);
+	if (fd >= 0)
+		close(fd);
+	memset(&info, 0, sizeof info);
+}
+
+/* A "seed <hex>" control line. */
+static void seed_from_hex(const char *hex)
+{
+	unsigned char buf[MAX_SEED];
 	size_t len = strlen(hex), i;
-	if (len % 2 || len / 2 > sizeof info.buf) {
-		say("ignoring bad ukedge.seed (want an even number of hex digits, at most 512)");
+	if (len % 2 || len / 2 > sizeof buf) {
+		say("ignoring a bad seed (want an even number of hex digits, at most %d)", 2 * MAX_SEED);
 		return;
 	}
 	for (i = 0; i < len / 2; i++) {
 		int hi = hexval(hex[2 * i]), lo = hexval(hex[2 * i + 1]);
 		if (hi < 0 || lo < 0) {
-			say("ignoring bad ukedge.seed (not hex)");
+			say("ignoring a bad seed (not hex)");
 			return;
 		}
-		info.buf[i] = (unsigned char)(hi << 4 | lo);
+		buf[i] = (unsigned char)(hi << 4 | lo);
 	}
-	info.buf_size = (int)(len / 2);
-	info.entropy_count = (int)(len / 2) * 8;
-	int fd = open("/dev/urandom", O_WRONLY | O_CLOEXEC);
-	if (fd < 0 || ioctl(fd, RNDADDENTROPY, &info) != 0)
-		say("seeding the RNG: %s", strerror(errno));
-	/* Use the new entropy now, not at the next scheduled reseed (matters for resumed clones). */
-	else if (ioctl(fd, RNDRESEEDCRNG) != 0)
-		say("reseeding the RNG: %s", strerror(errno));
-	if (fd >= 0)
-		close(fd);
-	/* Keep the seed out of the application's view of /proc/cmdline-derived memory. */
-	memset(&info, 0, sizeof info);
+	credit_seed(buf, len / 2, "the control port");
+	memset(buf, 0, sizeof buf);
+}
+
+/* The boot's seed file: credited, then deleted so the application never sees it. */
+static void seed_from_file(const char *path)
+{
+	unsigned char buf[MAX_SEED + 1];
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0) {
+		if (errno != ENOENT)
+			say("open %s: %s", path, strerror(errno));
+		return;
+	}
+	ssize_t n = read(fd, buf, sizeof buf);
+	close(fd);
+	if (unlink(path) != 0)
+		say("unlink %s: %s", path, strerror(errno));
+	if (n < 0)
+		say("read %s: %s", path, strerror(errno));
+	else
+		credit_seed(buf, (size_t)n, path);
+	memset(buf, 0, sizeof buf);
 }
 
 /* ---- network ---- */
@@ -274,10 +332,56 @@ static int set_addr(int sock, const char *name, unsigned long req, in_addr_t add
 	return ioctl(sock, req, &ifr);
 }
 
-static void setup_network(const struct params *p, const char *hostname)
+/* eth0's address once configured ("" without one), for /etc/hosts after a hostname change. */
+static char ipbuf[64];
+
+static void write_hosts(const char *hostname)
 {
 	char hosts[512];
-	char ipbuf[64] = "";
+	snprintf(hosts, sizeof hosts, "127.0.0.1\tlocalhost\n%s\t%s\n", ipbuf[0] ? ipbuf : "127.0.1.1",
+		 hostname);
+	write_file("/etc/hosts", hosts);
+}
+
+/*
+ * Give eth0 another MAC address (a resumed clone has the snapshot's). virtio-net tells QEMU over
+ * its control queue, so QEMU's receive filter follows; with arp_notify the kernel announces the
+ * new address (gratuitous ARP), so QEMU's user-mode network sends to it from then on.
+ */
+static void set_mac(const char *text)
+{
+	unsigned int b[6];
+	char end;
+	if (sscanf(text, "%2x:%2x:%2x:%2x:%2x:%2x%c", &b[0], &b[1], &b[2], &b[3], &b[4], &b[5], &end) !=
+		    6 ||
+	    (b[0] & 1)) {
+		say("ignoring bad MAC address %.40s", text);
+		return;
+	}
+	write_file("/proc/sys/net/ipv4/conf/eth0/arp_notify", "1\n");
+	struct ifreq ifr;
+	memset(&ifr, 0, sizeof ifr);
+	strncpy(ifr.ifr_name, "eth0", IFNAMSIZ - 1);
+	ifr.ifr_hwaddr.sa_family = ARPHRD_ETHER;
+	for (int i = 0; i < 6; i++)
+		ifr.ifr_hwaddr.sa_data[i] = (char)b[i];
+	int sock = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+	if (sock < 0 || ioctl(sock, SIOCSIFHWADDR, &ifr) != 0)
+		say("setting the MAC address of eth0: %s", strerror(errno));
+	if (sock >= 0)
+		close(sock);
+}
+
+static void set_hostname(const char *hostname)
+{
+	if (sethostname(hostname, strlen(hostname)) != 0)
+		say("sethostname: %s", strerror(errno));
+	else
+		write_hosts(hostname);
+}
+
+static void setup_network(const struct params *p)
+{
 	int sock = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
 	if (sock < 0) {
 		say("socket: %s", strerror(errno));
@@ -285,6 +389,7 @@ static void setup_network(const struct params *p, const char *hostname)
 	}
 	if (if_up(sock, "lo") != 0)
 		say("bringing up lo: %s", strerror(errno));
+	ipbuf[0] = '\0';
 	if (p->ip) {
 		int prefix = 24;
 		struct in_addr addr;
@@ -332,9 +437,6 @@ static void setup_network(const struct params *p, const char *hostname)
 		snprintf(resolv, sizeof resolv, "nameserver %s\n", p->dns);
 		write_file("/etc/resolv.conf", resolv);
 	}
-	snprintf(hosts, sizeof hosts, "127.0.0.1\tlocalhost\n%s\t%s\n", ipbuf[0] ? ipbuf : "127.0.1.1",
-		 hostname);
-	write_file("/etc/hosts", hosts);
 }
 
 /* ---- virtio-serial ports by name ---- */
@@ -411,18 +513,18 @@ static int env_has(const struct launch *l, const char *name)
 	return 0;
 }
 
-static int load_launch(struct launch *l)
+static int load_launch(struct launch *l, const char *path)
 {
 	struct stat st;
-	int fd = open(LAUNCH_PATH, O_RDONLY | O_CLOEXEC);
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
 	if (fd < 0 || fstat(fd, &st) != 0) {
-		say("cannot open %s: %s (was the launch archive appended as the last initrd?)",
-		    LAUNCH_PATH, strerror(errno));
+		say("cannot open %s: %s (was the launch archive appended as the last initrd?)", path,
+		    strerror(errno));
 		return -1;
 	}
 	l->data = malloc((size_t)st.st_size + 1);
 	if (!l->data || read(fd, l->data, (size_t)st.st_size) != st.st_size) {
-		say("cannot read %s", LAUNCH_PATH);
+		say("cannot read %s", path);
 		close(fd);
 		return -1;
 	}
@@ -432,7 +534,7 @@ static int load_launch(struct launch *l)
 	l->hostname = "ukedge";
 	char *p = l->data, *end = l->data + st.st_size;
 	if (strcmp(p, LAUNCH_MAGIC) != 0) {
-		say("%s does not start with %s", LAUNCH_PATH, LAUNCH_MAGIC);
+		say("%s does not start with %s", path, LAUNCH_MAGIC);
 		return -1;
 	}
 	for (p += strlen(p) + 1; p < end; p += strlen(p) + 1) {
@@ -448,7 +550,7 @@ static int load_launch(struct launch *l)
 			DEBUG("ignoring unknown launch record %.40s", p);
 	}
 	if (l->argc == 0) {
-		say("%s names no program (no arg= record)", LAUNCH_PATH);
+		say("%s names no program (no arg= record)", path);
 		return -1;
 	}
 	if (!env_has(l, "PATH"))
@@ -532,8 +634,13 @@ static void request_stop(pid_t app, const char *why)
 /*
  * Act on the lines the host wrote on the control port: "stop", "kill", and after the host
  * resumed this guest from a snapshot "time <unix seconds>" (the clock stood still in the
- * snapshot) and "seed <hex>" (every clone of a snapshot starts with the same RNG state).
+ * snapshot), "seed <hex>" (every clone of a snapshot starts with the same RNG state),
+ * "mac <address>" and "hostname <name>" (the clone's own), then "resumed": the application's
+ * process group gets RESUME_SIGNAL, so its runtime can reseed what it seeded from the kernel.
  */
+/* Set by "resumed" while init holds before starting the application (app is 0 then). */
+static int released;
+
 static void read_control(int fd, pid_t app, char *buf, size_t *len, size_t size)
 {
 	ssize_t r;
@@ -546,14 +653,26 @@ static void read_control(int fd, pid_t app, char *buf, size_t *len, size_t size)
 			*nl = '\0';
 			if (nl > buf && nl[-1] == '\r')
 				nl[-1] = '\0';
-			if (strcmp(buf, "stop") == 0)
+			if (strcmp(buf, "stop") == 0 && app > 0)
 				request_stop(app, "control port");
-			else if (strcmp(buf, "kill") == 0)
+			else if (strcmp(buf, "stop") == 0)
+				finish(128 + SIGTERM);
+			else if (strcmp(buf, "kill") == 0 && app > 0)
 				kill(app, SIGKILL);
+			else if (strcmp(buf, "kill") == 0)
+				finish(128 + SIGKILL);
 			else if (strncmp(buf, "time ", 5) == 0)
 				set_clock(buf + 5);
 			else if (strncmp(buf, "seed ", 5) == 0)
-				seed_rng(buf + 5);
+				seed_from_hex(buf + 5);
+			else if (strncmp(buf, "mac ", 4) == 0)
+				set_mac(buf + 4);
+			else if (strncmp(buf, "hostname ", 9) == 0)
+				set_hostname(buf + 9);
+			else if (strcmp(buf, "resumed") == 0 && app > 0)
+				kill(-app, RESUME_SIGNAL);
+			else if (strcmp(buf, "resumed") == 0)
+				released = 1;
 			else if (buf[0])
 				say("unknown control command: %.60s", buf);
 			size_t used = (size_t)(nl - buf) + 1;
@@ -563,6 +682,36 @@ static void read_control(int fd, pid_t app, char *buf, size_t *len, size_t size)
 		if (*len == size - 1)
 			*len = 0; /* longer than any command: drop it */
 	}
+}
+
+/*
+ * ukedge.hold: say so on the console and wait, before the application exists, until the host
+ * resumed this machine (from the snapshot a "pre-app" prewarm takes now) and said "resumed",
+ * after giving it its own clock, entropy, MAC and hostname. The application then starts from
+ * that state, as in a fresh boot.
+ */
+static void hold_for_resume(int control_fd)
+{
+	char ctl[256];
+	size_t len = 0;
+	int ep = epoll_create1(EPOLL_CLOEXEC);
+	struct epoll_event ev = {.events = EPOLLIN | EPOLLET, .data.fd = control_fd};
+	if (ep < 0 || epoll_ctl(ep, EPOLL_CTL_ADD, control_fd, &ev) != 0) {
+		say("epoll: %s; starting the application without holding", strerror(errno));
+		return;
+	}
+	(void)!write(console_fd, HELD_LINE "\n", strlen(HELD_LINE) + 1);
+	tcdrain(console_fd);
+	read_control(control_fd, 0, ctl, &len, sizeof ctl);
+	while (!released) {
+		struct epoll_event events[1];
+		if (epoll_wait(ep, events, 1, -1) < 0 && errno != EINTR) {
+			say("epoll_wait: %s; starting the application", strerror(errno));
+			break;
+		}
+		read_control(control_fd, 0, ctl, &len, sizeof ctl);
+	}
+	close(ep);
 }
 
 /*
@@ -628,6 +777,7 @@ static int supervise(pid_t app, int sfd, int control_fd)
 	}
 }
 
+#ifndef UKEDGE_INIT_SELFTEST
 int main(void)
 {
 	struct params params = {0};
@@ -653,18 +803,16 @@ int main(void)
 	int sfd = signalfd(-1, &mask, SFD_NONBLOCK | SFD_CLOEXEC);
 
 	mount_all();
-	parse_cmdline(&params);
+	parse_cmdline(&params, "/proc/cmdline");
 	if (params.time)
 		set_clock(params.time);
-	if (params.seed)
-		seed_rng(params.seed);
+	seed_from_file(SEED_PATH);
 
 	memset(&launch, 0, sizeof launch);
-	if (load_launch(&launch) != 0)
+	if (load_launch(&launch, LAUNCH_PATH) != 0)
 		finish(127);
-	if (sethostname(launch.hostname, strlen(launch.hostname)) != 0)
-		say("sethostname: %s", strerror(errno));
-	setup_network(&params, launch.hostname);
+	setup_network(&params);
+	set_hostname(launch.hostname);
 	find_ports(&ports);
 	int control_fd = -1;
 	if (ports.control[0]) {
@@ -674,6 +822,10 @@ int main(void)
 		if (control_fd < 0)
 			say("open control port %s: %s", path, strerror(errno));
 	}
+	if (params.hold && control_fd >= 0)
+		hold_for_resume(control_fd);
+	else if (params.hold)
+		say("ukedge.hold without a control port: starting the application at once");
 
 	pid_t app = fork();
 	if (app < 0) {
@@ -700,3 +852,65 @@ int main(void)
 	finish(supervise(app, sfd, control_fd));
 	return 0;
 }
+#else
+/*
+ * On the host, for tests: "constants" prints the contract's names; "exit N..." prints the exit
+ * line for each N; "cmdline FILE" and "launch FILE" parse FILE as init does at boot and print
+ * what it found, one "key=value" record per line (launch records end in NUL instead).
+ */
+static void show(const char *key, const char *value)
+{
+	if (value)
+		printf("%s=%s\n", key, value);
+}
+
+int main(int argc, char **argv)
+{
+	if (argc == 2 && strcmp(argv[1], "constants") == 0) {
+		show("LAUNCH_PATH", LAUNCH_PATH);
+		show("LAUNCH_MAGIC", LAUNCH_MAGIC);
+		show("SEED_PATH", SEED_PATH);
+		show("RESULTS_PORT", RESULTS_PORT);
+		show("CONTROL_PORT", CONTROL_PORT);
+		show("RESULTS_DEVICE", RESULTS_DEVICE);
+		show("EXIT_PREFIX", EXIT_PREFIX);
+		printf("RESUME_SIGNAL=%d\n", RESUME_SIGNAL);
+		show("HELD_LINE", HELD_LINE);
+		return 0;
+	}
+	if (argc >= 2 && strcmp(argv[1], "exit") == 0) {
+		for (int i = 2; i < argc; i++) {
+			char line[64];
+			int n = format_exit(line, sizeof line, atoi(argv[i]));
+			fwrite(line, 1, (size_t)n, stdout);
+		}
+		return 0;
+	}
+	if (argc == 3 && strcmp(argv[1], "cmdline") == 0) {
+		struct params p = {0};
+		parse_cmdline(&p, argv[2]);
+		show("ip", p.ip);
+		show("gw", p.gw);
+		show("dns", p.dns);
+		show("time", p.time);
+		if (debug)
+			show("debug", "1");
+		if (p.hold)
+			show("hold", "1");
+		return 0;
+	}
+	if (argc == 3 && strcmp(argv[1], "launch") == 0) {
+		static struct launch l;
+		if (load_launch(&l, argv[2]) != 0)
+			return 1;
+		for (int i = 0; i < l.argc; i++)
+			printf("arg=%s%c", l.argv[i], 0);
+		for (int i = 0; i < l.envc; i++)
+			printf("env=%s%c", l.envp[i], 0);
+		printf("workdir=%s%chostname=%s%c", l.workdir, 0, l.hostname, 0);
+		return 0;
+	}
+	fprintf(stderr, "usage: init-selftest constants | exit N... | cmdline FILE | launch FILE\n");
+	return 2;
+}
+#endif

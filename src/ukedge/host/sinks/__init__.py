@@ -1,6 +1,6 @@
 """Result sinks: where the host agent forwards what apps write to their results device."""
 
-from ukedge.host.sinks._factory import SinkFactory, create, register, sink_schemes
+from ukedge.host.sinks._factory import create, register, sink_schemes
 from ukedge.host.sinks.base import (
     ResultRecord,
     ResultSink,
@@ -10,14 +10,13 @@ from ukedge.host.sinks.base import (
 )
 from ukedge.host.sinks.mqtt import MqttSink, topic_for
 
-register("mqtt", MqttSink.from_url)
+register("mqtt", MqttSink.from_config)
 
 __all__ = [
     "MqttSink",
     "ResultRecord",
     "ResultSink",
     "SinkError",
-    "SinkFactory",
     "SinkUnavailable",
     "check_batch",
     "create",

@@ -2,27 +2,25 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from urllib.parse import urlsplit
 
+from ukedge.backends import Backends, Factory
 from ukedge.errors import UsageError
 from ukedge.host.sinks.base import ResultSink
 
 __all__ = ["create", "register", "sink_schemes"]
 
-#: ``(name, url) -> sink`` per URL scheme.
-SinkFactory = Callable[[str, str], ResultSink]
-
-_FACTORIES: dict[str, SinkFactory] = {}
+#: Factories get ``{"name": …, "url": …}``.
+_SINKS: Backends[ResultSink] = Backends("result sink URL scheme")
 
 
-def register(scheme: str, factory: SinkFactory) -> None:
-    """Make ``create`` build URLs of ``scheme`` with ``factory``."""
-    _FACTORIES[scheme] = factory
+def register(scheme: str, factory: Factory[ResultSink] | str) -> None:
+    """Make ``create`` build URLs of ``scheme`` with ``factory`` (given ``name`` and ``url``)."""
+    _SINKS.register(scheme, factory)
 
 
 def sink_schemes() -> list[str]:
-    return sorted(_FACTORIES)
+    return _SINKS.names()
 
 
 def create(name: str, url: str) -> ResultSink:
@@ -33,12 +31,4 @@ def create(name: str, url: str) -> ResultSink:
     """
     if not name or not name.strip():
         raise UsageError("a result sink needs a non-empty name")
-    scheme = urlsplit(url).scheme
-    try:
-        factory = _FACTORIES[scheme]
-    except KeyError:
-        raise UsageError(
-            f"unknown result sink URL {url!r}: supported schemes are "
-            f"{', '.join(s + '://' for s in sink_schemes())}"
-        ) from None
-    return factory(name, url)
+    return _SINKS.create(urlsplit(url).scheme, {"name": name, "url": url})

@@ -15,7 +15,8 @@ import logging
 import re
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import paho.mqtt.client as paho
@@ -77,6 +78,11 @@ class MqttSink:
         self._client.on_disconnect = self._on_disconnect
         self._client.connect_async(host, port, keepalive=keepalive)
         self._client.loop_start()
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> MqttSink:
+        """The sink ``config["name"]`` for ``config["url"]`` (``sinks.create``'s factory)."""
+        return cls.from_url(str(config["name"]), str(config["url"]))
 
     @classmethod
     def from_url(cls, name: str, url: str) -> MqttSink:

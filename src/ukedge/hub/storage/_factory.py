@@ -2,33 +2,27 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Mapping
 from typing import Any
 
-from ukedge.errors import UsageError
+from ukedge.backends import Backends, Factory
 from ukedge.hub.storage._checked import CheckedDriver, Observer
 from ukedge.hub.storage.base import StorageDriver
 
 __all__ = ["create", "driver_names", "register"]
 
-_FACTORIES: dict[str, Callable[[dict[str, Any]], StorageDriver]] = {}
+_DRIVERS: Backends[StorageDriver] = Backends("storage driver")
 
 
-def register(name: str, factory: Callable[[dict[str, Any]], StorageDriver]) -> None:
+def register(name: str, factory: Factory[StorageDriver] | str) -> None:
     """Make a backend available to :func:`create` under ``name``."""
-    _FACTORIES[name] = factory
+    _DRIVERS.register(name, factory)
 
 
 def driver_names() -> list[str]:
-    return sorted(_FACTORIES)
+    return _DRIVERS.names()
 
 
-def create(name: str, config: dict[str, Any], observe: Observer | None = None) -> CheckedDriver:
+def create(name: str, config: Mapping[str, Any], observe: Observer | None = None) -> CheckedDriver:
     """The driver called ``name`` built from ``config``, wrapped in :class:`CheckedDriver`."""
-    try:
-        factory = _FACTORIES[name]
-    except KeyError:
-        raise UsageError(
-            f"unknown storage driver {name!r}; available: {', '.join(driver_names())}"
-        ) from None
-    return CheckedDriver(factory(config), observe)
+    return CheckedDriver(_DRIVERS.create(name, config), observe)

@@ -17,7 +17,7 @@ import contextlib
 import os
 import shutil
 import uuid
-from collections.abc import AsyncIterable, AsyncIterator
+from collections.abc import AsyncIterable, AsyncIterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +42,7 @@ class FilesystemDriver:
         (self.root / _TMP).mkdir(parents=True, exist_ok=True)
 
     @classmethod
-    def from_config(cls, config: dict[str, Any]) -> FilesystemDriver:
+    def from_config(cls, config: Mapping[str, Any]) -> FilesystemDriver:
         if "root" not in config:
             raise StorageError("filesystem", "", "config needs 'root', the directory to store in")
         return cls(Path(config["root"]), fsync=bool(config.get("fsync", True)))

@@ -1,0 +1,103 @@
+"""The CLI loads only what a command uses (issue 9.8): each case runs ``ukedge`` in a fresh
+interpreter and looks at which modules it imported, so a module-level import that drags a
+server, the builder or a transfer stack into every command fails here, whatever the timing."""
+
+from __future__ import annotations
+
+import inspect
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import typer.main
+
+from ukedge.cli import _app
+
+#: Print the modules a CLI invocation loaded, as JSON on the last line of stderr.
+_PROBE = """
+import json, sys
+sys.argv = ["ukedge", *{args!r}]
+from ukedge.cli.main import main
+try:
+    main()
+except SystemExit:
+    pass
+sys.stderr.write("\\n" + json.dumps(sorted(sys.modules)) + "\\n")
+"""
+
+#: Never needed to list instances or print help: servers, the builder, kernel builds, transfers.
+SERVER_AND_BUILD = (
+    "fastapi",
+    "uvicorn",
+    "starlette",
+    "prometheus_client",
+    "paho",
+    "ukedge.hub",
+    "ukedge.kernel",
+    "ukedge.build._builder",
+    "ukedge.host._api",
+    "ukedge.host._serve",
+    "ukedge.host._agent",
+    "ukedge.host._spool",
+)
+
+
+def _loaded(args: list[str], home: Path) -> set[str]:
+    done = subprocess.run(
+        [sys.executable, "-c", _PROBE.format(args=args)],
+        capture_output=True,
+        text=True,
+        env={"UKEDGE_HOME": str(home), "PATH": "/usr/bin:/bin", "PYTHONPATH": ":".join(sys.path)},
+        timeout=120,
+    )
+    return set(json.loads(done.stderr.strip().splitlines()[-1]))
+
+
+def _present(loaded: set[str], names: tuple[str, ...]) -> list[str]:
+    return sorted(n for n in names if n in loaded or any(m.startswith(n + ".") for m in loaded))
+
+
+def test_version_loads_neither_the_parser_nor_rich(tmp_path: Path) -> None:
+    loaded = _loaded(["--version"], tmp_path)
+    assert _present(loaded, ("typer", "rich", "pydantic", "ukedge.host")) == []
+
+
+def test_help_lists_every_command_without_importing_their_modules(tmp_path: Path) -> None:
+    loaded = _loaded(["--help"], tmp_path)
+    command_modules = tuple(f"ukedge.cli.{module}" for module, _ in _app._COMMANDS.values())
+    heavy = ("ukedge.host", "ukedge.registry", "ukedge.vmm", "sqlalchemy", "httpx", "rich.progress")
+    assert _present(loaded, command_modules + heavy + SERVER_AND_BUILD) == []
+
+
+def test_ps_loads_no_server_builder_or_other_command(tmp_path: Path) -> None:
+    loaded = _loaded(["ps"], tmp_path)
+    assert "ukedge.cli.instances" in loaded  # the probe ran the command
+    others = ("ukedge.cli.build", "ukedge.cli.kernel", "ukedge.cli.hub", "ukedge.cli.push")
+    http = ("httpx", "ukedge.registry._client", "ukedge.registry._transfer")
+    assert _present(loaded, others + http + SERVER_AND_BUILD) == []
+
+
+def _first_paragraph(command: object) -> str:
+    help_text = getattr(command, "short_help", None) or getattr(command, "help", None) or ""
+    return inspect.cleandoc(help_text).split("\n\n")[0].replace("\n", " ").strip()
+
+
+@pytest.mark.parametrize("name", list(_app._COMMANDS))
+def test_listing_shows_each_commands_own_first_help_line(name: str) -> None:
+    group = typer.main.get_command(_app.app)
+    assert isinstance(group, _app.LazyGroup)
+    assert _first_paragraph(group.commands[name]) == _app._COMMANDS[name][1]
+
+
+def test_every_registered_command_is_in_the_table() -> None:
+    """A command a module registers but the table misses would be unreachable."""
+    for module in {module for module, _ in _app._COMMANDS.values()}:
+        app = _app._typer()
+        __import__(f"ukedge.cli.{module}", fromlist=["register"]).register(app)
+        names = {
+            c.name or typer.main.get_command_name(c.callback.__name__)  # type: ignore[union-attr]
+            for c in app.registered_commands
+        } | {g.name for g in app.registered_groups}
+        assert {n: _app._COMMANDS.get(n, ("-",))[0] for n in names} == dict.fromkeys(names, module)

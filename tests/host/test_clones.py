@@ -1,0 +1,170 @@
+"""Clones of one prewarm snapshot are separate machines: their own app random state (the python
+runtime reseeds on resume), MAC address and hostname. Real VMs, a real python image."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import httpx
+import pytest
+from hostkit import wait_http
+
+from netkit import free_port
+from ukedge.build import build_image
+from ukedge.errors import InstanceError
+from ukedge.host import InstanceManager, RunRequest, parse_port_mapping
+from ukedge.image import ImageStore
+from ukedge.vmm._qemu_argv import guest_mac
+
+pytestmark = pytest.mark.vm
+
+#: Draws from random at import (before the snapshot) and answers what a clone must own.
+APP = """
+import json
+import random
+import socket
+from http.server import BaseHTTPRequestHandler, HTTPServer
+
+FIRST = random.random()
+
+
+def mac():
+    with open("/sys/class/net/eth0/address") as fh:
+        return fh.read().strip()
+
+
+class Handler(BaseHTTPRequestHandler):
+    def do_GET(self):
+        body = b"ok"
+        if self.path == "/identity":
+            body = json.dumps(
+                {"first": FIRST, "random": random.random(), "mac": mac(),
+                 "hostname": socket.gethostname()}
+            ).encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+HTTPServer(("0.0.0.0", 8080), Handler).serve_forever()
+"""
+
+UKFILE = """
+[app]
+name = "clone-probe"
+runtime = "python"
+
+[resources]
+memory = "96M"
+
+[[ports]]
+port = 8080
+
+[healthcheck]
+type = "http"
+port = 8080
+path = "/healthz"
+interval = "200ms"
+"""
+
+
+def _build(store: Path, root: Path, tag: str, app_lines: str = "") -> str:
+    """The probe app with ``app_lines`` added to its Ukfile's [app] section, tagged ``tag``."""
+    (root / "main.py").write_text(textwrap.dedent(APP))
+    (root / "Ukfile").write_text(UKFILE.replace("[app]\n", "[app]\n" + app_lines, 1))
+    build_image(root, [tag], store=ImageStore(store))
+    return tag
+
+
+@pytest.fixture(scope="module")
+def probe_image(example_store: Path, tmp_path_factory: pytest.TempPathFactory) -> str:
+    return _build(example_store, tmp_path_factory.mktemp("clone-probe"), "clone-probe:1")
+
+
+def _identity(port: int) -> dict[str, object]:
+    wait_http(f"http://127.0.0.1:{port}/healthz")
+    answer = httpx.get(f"http://127.0.0.1:{port}/identity", timeout=30)
+    answer.raise_for_status()
+    data: dict[str, object] = answer.json()
+    return data
+
+
+def test_clones_of_one_snapshot_have_their_own_random_mac_and_hostname(
+    manager: InstanceManager, probe_image: str
+) -> None:
+    manager.prewarm(RunRequest(image=probe_image))
+    ports = [free_port(), free_port()]
+    clones = [
+        manager.run(
+            RunRequest(
+                image=probe_image, name=f"clone-{i}", ports=[parse_port_mapping(f"{p}:8080")]
+            )
+        )
+        for i, p in enumerate(ports)
+    ]
+    assert all(manager.get(c.id).restored for c in clones)
+    seen = [_identity(p) for p in ports]
+    # Drawn before the snapshot: the same in both (what the app made of it is its own).
+    assert seen[0]["first"] == seen[1]["first"]
+    # Drawn after the resume: the runtime reseeded random in each clone.
+    assert seen[0]["random"] != seen[1]["random"]
+    for clone, identity in zip(clones, seen, strict=True):
+        assert identity["hostname"] == clone.name
+        assert identity["mac"] == guest_mac(clone.id)
+    assert seen[0]["mac"] != seen[1]["mac"]
+
+
+def test_a_booted_instance_has_its_own_mac_and_hostname_unless_the_run_names_one(
+    manager: InstanceManager, probe_image: str
+) -> None:
+    port, named_port = free_port(), free_port()
+    plain = manager.run(
+        RunRequest(image=probe_image, cold=True, ports=[parse_port_mapping(f"{port}:8080")])
+    )
+    named = manager.run(
+        RunRequest(
+            image=probe_image,
+            cold=True,
+            hostname="edge-7",
+            ports=[parse_port_mapping(f"{named_port}:8080")],
+        )
+    )
+    assert not manager.get(plain.id).restored
+    first, second = _identity(port), _identity(named_port)
+    assert first["hostname"] == plain.name and first["mac"] == guest_mac(plain.id)
+    assert second["hostname"] == "edge-7" and second["mac"] == guest_mac(named.id)
+
+
+def test_pre_app_snapshot_is_taken_before_the_app_starts(
+    manager: InstanceManager, example_store: Path, tmp_path: Path
+) -> None:
+    """snapshot = "pre-app": even what the app draws as it starts differs between clones."""
+    image = _build(example_store, tmp_path, "clone-probe:pre-app", 'snapshot = "pre-app"\n')
+    snapshot = manager.prewarm(RunRequest(image=image))
+    assert (snapshot / "vmstate").is_file()
+    ports = [free_port(), free_port()]
+    clones = [
+        manager.run(RunRequest(image=image, ports=[parse_port_mapping(f"{p}:8080")])) for p in ports
+    ]
+    assert all(manager.get(c.id).restored for c in clones)
+    first, second = (_identity(p) for p in ports)
+    assert first["first"] != second["first"]
+    assert first["hostname"] == clones[0].name and second["hostname"] == clones[1].name
+
+
+def test_snapshot_off_and_a_fixed_hostname(
+    manager: InstanceManager, example_store: Path, tmp_path: Path
+) -> None:
+    lines = 'snapshot = "off"\nhostname = "fixed-1"\n'
+    image = _build(example_store, tmp_path, "clone-probe:off", lines)
+    with pytest.raises(InstanceError, match='snapshot = "off"'):
+        manager.prewarm(RunRequest(image=image))
+    port = free_port()
+    instance = manager.run(RunRequest(image=image, ports=[parse_port_mapping(f"{port}:8080")]))
+    assert not manager.get(instance.id).restored
+    assert _identity(port)["hostname"] == "fixed-1"

@@ -1,0 +1,90 @@
+"""Property-based requests from the host agent's own OpenAPI document, over real HTTP.
+
+Schemathesis generates valid and invalid requests for every operation against a real agent
+process (``ukedge host serve``, token on TCP): none may answer 5xx, and every status must be one
+the document lists for its route. Afterwards the node's invariants must hold (no record in a
+transitional state, no QEMU nobody adopted).
+
+Bounded and deterministic: a fixed number of examples per operation, ``derandomize`` (the same
+requests every run), no example database. ``GET /v1/events`` is left out: it is an endless
+stream by design. Marked ``fuzz``; ``make test`` runs it.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import hypothesis
+import pytest
+import schemathesis
+from agentkit import AgentProcess, running_agent
+from hypothesis import strategies as st
+from invariants import host_problems
+from schemathesis import GenerationMode
+from schemathesis.checks import not_a_server_error, status_code_conformance
+
+pytestmark = pytest.mark.fuzz
+
+EXAMPLES = 100
+
+
+@pytest.fixture(scope="module")
+def fuzz_agent(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AgentProcess]:
+    data = tmp_path_factory.mktemp("fuzz-agent") / "data"
+    with running_agent(data, "--name", "fuzz") as agent:
+        yield agent
+
+
+def test_no_server_errors_and_only_documented_statuses(fuzz_agent: AgentProcess) -> None:
+    headers = {"Authorization": f"Bearer {fuzz_agent.token}"}
+    schema = schemathesis.openapi.from_url(f"{fuzz_agent.url}/openapi.json", headers=headers)
+    failures: list[str] = []
+    operations = 0
+    for result in schema.get_all_operations():
+        operation = result.ok()
+        if operation.path == "/v1/events":
+            continue
+        operations += 1
+        cases = st.one_of(
+            operation.as_strategy(GenerationMode.POSITIVE),
+            operation.as_strategy(GenerationMode.NEGATIVE),
+        )
+
+        @hypothesis.given(case=cases)
+        @hypothesis.settings(
+            max_examples=EXAMPLES,
+            derandomize=True,
+            database=None,
+            deadline=None,
+            suppress_health_check=list(hypothesis.HealthCheck),
+            phases=[hypothesis.Phase.generate],
+        )
+        def run(case: Any) -> None:
+            case.call_and_validate(
+                headers=headers,
+                timeout=60,
+                checks=[not_a_server_error, status_code_conformance],
+            )
+
+        try:
+            run()
+        except Exception as exc:  # collect every operation's failure, not only the first
+            failures.append(f"{operation.label}: {exc}")
+    assert operations >= 15
+    assert not failures, "\n\n".join(failures)
+    problems = host_problems(fuzz_agent.data / "instances", fuzz_agent.data / "snapshots")
+    assert not problems, problems
+    assert fuzz_agent.process is not None and fuzz_agent.process.poll() is None, "agent alive"
+    # The agent's own count agrees: many requests, none answered 5xx.
+    metrics = httpx.get(f"{fuzz_agent.url}/metrics", headers=headers).text
+    by_status: dict[str, float] = {}
+    for line in metrics.splitlines():
+        found = re.match(r'ukedge_agent_requests_total\{.*status="(\d+)".*\} (\S+)', line)
+        if found:
+            by_status[found[1]] = by_status.get(found[1], 0) + float(found[2])
+    print("FUZZ agent", operations, "operations", by_status)
+    assert sum(by_status.values()) >= operations * EXAMPLES / 2
+    assert not [status for status in by_status if status.startswith("5")], by_status

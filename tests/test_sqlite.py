@@ -1,0 +1,113 @@
+"""The shared SQLite set-up: pragmas, serialised read-modify-write, snapshots, error mapping."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import Column, Integer, MetaData, Table, select, text
+from sqlalchemy.exc import IntegrityError
+
+from ukedge.errors import UkedgeError
+from ukedge.sqlite import SQLiteDatabase
+
+_metadata = MetaData()
+_counter = Table(
+    "counter", _metadata, Column("id", Integer, primary_key=True), Column("n", Integer)
+)
+
+
+class _StoreError(UkedgeError):
+    pass
+
+
+def _open(path: Path, **kwargs: Any) -> SQLiteDatabase:
+    db = SQLiteDatabase(path, what="test store", error=_StoreError, **kwargs)
+    db.create_all(_metadata)
+    return db
+
+
+def test_connections_get_wal_busy_timeout_foreign_keys_and_durability(tmp_path: Path) -> None:
+    db = _open(tmp_path / "s.db", synchronous="NORMAL", busy_timeout=2.5)
+    with db.write() as conn:
+        assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+        assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+        assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 1  # NORMAL
+        assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() == 2500
+    db.close()
+    full = _open(tmp_path / "f.db", foreign_keys=False)
+    with full.read() as conn:
+        assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 2  # FULL
+        assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 0
+    full.close()
+
+
+def test_read_modify_write_from_many_connections_loses_no_update(tmp_path: Path) -> None:
+    """Separate engines stand for separate processes; a deferred BEGIN would fail some with
+    "database is locked" at their first write, BEGIN IMMEDIATE makes them queue."""
+    path = tmp_path / "s.db"
+    first = _open(path)
+    with first.write() as conn:
+        conn.execute(_counter.insert().values(id=1, n=0))
+    stores = [first, *(_open(path) for _ in range(3))]
+    errors: list[BaseException] = []
+
+    def bump(db: SQLiteDatabase) -> None:
+        try:
+            for _ in range(25):
+                with db.write() as conn:
+                    n = conn.execute(select(_counter.c.n).where(_counter.c.id == 1)).scalar_one()
+                    conn.execute(_counter.update().where(_counter.c.id == 1).values(n=n + 1))
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=bump, args=(db,)) for db in stores for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert not errors
+    with first.read() as conn:
+        assert conn.execute(select(_counter.c.n)).scalar_one() == 25 * len(threads)
+    for db in stores:
+        db.close()
+
+
+def test_a_failed_block_rolls_back_and_other_errors_pass_through(tmp_path: Path) -> None:
+    db = _open(tmp_path / "s.db")
+    with db.write() as conn:
+        conn.execute(_counter.insert().values(id=1, n=1))
+    with pytest.raises(IntegrityError), db.write() as conn:
+        conn.execute(_counter.update().values(n=5))
+        conn.execute(_counter.insert().values(id=1, n=2))  # duplicate key
+    with db.read() as conn:
+        assert conn.execute(select(_counter.c.n)).scalar_one() == 1
+    db.close()
+
+
+def test_a_lock_held_past_the_busy_timeout_is_the_store_error(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    db = _open(path, busy_timeout=0.2)
+    other = sqlite3.connect(path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    try:
+        locked = r"test store .*s\.db: database is locked"
+        with pytest.raises(_StoreError, match=locked), db.write() as conn:
+            conn.execute(text("SELECT 1"))
+        # A reader is not held up by the writer (WAL, deferred BEGIN).
+        with db.read() as conn:
+            assert conn.execute(select(_counter.c.n)).all() == []
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    db.close()
+
+
+def test_a_file_that_is_not_a_database_is_the_store_error(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    path.write_bytes(b"this is not sqlite" * 100)
+    with pytest.raises(_StoreError, match=r"cannot open test store"):
+        _open(path)
