@@ -16,6 +16,12 @@ instance has a lock; operations that decide from an instance's state and then ac
 (start, stop, kill, remove, a policy restart) hold it, and ``supervise`` skips an instance whose
 lock is taken. Across processes, the decisive writes re-check the record inside their SQLite
 transaction (a start that finds a stop arrived while it booted kills what it started).
+
+Crashes: a start, stop or prewarm holds its instance's operation lock (``_oplock``) from before
+it writes a transitional state (``starting``, ``stopping``) until it has written the next, so
+a reader that finds such a state with the lock free knows the process doing it died and
+finishes the job (:meth:`InstanceManager._recover`): the restarted agent's first read adopts a
+machine a dead starter left, fails the run when none runs, kills what a dead stop left.
 """
 
 from __future__ import annotations
