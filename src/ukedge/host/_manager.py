@@ -612,6 +612,24 @@ class InstanceManager:
             swept += 1
         return swept
 
+    def sweep_removed_leftovers(self) -> int:
+        """Delete what a remove killed mid-way left: instance directories whose record is gone.
+
+        Only directories that held a machine (a ``vm`` directory) and whose operation lock is
+        free: a create in another process makes its (empty) directory before its record.
+        Returns how many went."""
+        recorded = {i.id for i in self.records.all()}
+        swept = 0
+        for path in self.root.iterdir():
+            if path.name in recorded or path.name.startswith(".") or not (path / "vm").is_dir():
+                continue
+            if not abandoned(path) or path.name in {i.id for i in self.records.all()}:
+                continue
+            self._kill_orphaned_machine(path / "vm")
+            shutil.rmtree(path, ignore_errors=True)
+            swept += 1
+        return swept
+
     def drop_snapshots(self, image_digests: Collection[str]) -> list[Path]:
         """Delete the prewarm snapshots of these images (the image cache calls it when it
         removes images: a snapshot holds a guest's memory, and nothing else would ever delete
