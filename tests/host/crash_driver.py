@@ -3,7 +3,7 @@
 ``python crash_driver.py DATA STORE OP ARGS...`` runs OP on the instance manager (or the results
 forwarder) over ``DATA``, as the agent would, and exits. With ``UKEDGE_CRASH_POINT`` set the
 process kills itself at that point; ``recover`` is then what a restarted agent does first
-(``Agent.start``: re-read every instance, sweep what dead prewarms left).
+(``Agent.start``: re-read every instance, sweep what dead prewarms and removes left).
 """
 
 from __future__ import annotations
@@ -95,6 +95,7 @@ def main(argv: list[str]) -> None:
         elif op == "recover":
             mgr.list()
             mgr.sweep_prewarm_leftovers()
+            mgr.sweep_removed_leftovers()
         else:
             raise SystemExit(f"unknown operation {op!r}")
     finally:

@@ -236,6 +236,7 @@ def test_crash_while_removing_leaves_no_machine(node: Node, point: str) -> None:
         assert not records["r1"].state.active
         node.ok("rm", "r1")
     assert node.records() == {}
+    assert [p.name for p in node.instances.iterdir() if p.is_dir()] == [], "nothing left"
 
 
 # -- prewarm --------------------------------------------------------------------------------------

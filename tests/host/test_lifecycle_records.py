@@ -176,3 +176,21 @@ def test_a_restart_that_cannot_start_backs_off_instead_of_spinning(
     assert manager.get("gone").restart_delay_s == pytest.approx(0.8), "not due yet: untouched"
     manager.stop("gone")
     assert manager.get("gone").restart_at is None, "a user stop cancels the pending restart"
+
+
+def test_directories_of_cut_short_removes_are_swept_and_nothing_else(
+    example_store: Path, ukedge_home: Path
+) -> None:
+    manager = _manager(example_store, ukedge_home, None)
+    kept = manager.create(RunRequest(image="hello-c:1", name="kept"))
+    (Path(kept.workdir) / "vm").mkdir()
+    removed = manager.root / ("a" * 32)  # its record went, the process died before rmtree
+    being_created = manager.root / ("b" * 32)  # another process made it, its record comes next
+    being_removed = manager.root / ("c" * 32)  # another process is removing it now
+    for path in (removed, being_removed):
+        (path / "vm").mkdir(parents=True)
+    being_created.mkdir()
+    with holding(being_removed):
+        assert manager.sweep_removed_leftovers() == 1
+    assert not removed.exists()
+    assert being_created.exists() and being_removed.exists() and Path(kept.workdir).exists()

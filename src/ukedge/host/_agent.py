@@ -186,6 +186,11 @@ class Agent:
         swept = self.manager.sweep_prewarm_leftovers()
         if swept:
             log.info("removed %d leftover(s) of prewarms an earlier agent did not finish", swept)
+        swept = self.manager.sweep_removed_leftovers()
+        if swept:
+            log.info(
+                "removed %d instance directories an earlier agent did not finish removing", swept
+            )
         if self.forwarder.sinks:
             self.forwarder.start()
         self._stop.clear()

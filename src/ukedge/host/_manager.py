@@ -16,6 +16,12 @@ instance has a lock; operations that decide from an instance's state and then ac
 (start, stop, kill, remove, a policy restart) hold it, and ``supervise`` skips an instance whose
 lock is taken. Across processes, the decisive writes re-check the record inside their SQLite
 transaction (a start that finds a stop arrived while it booted kills what it started).
+
+Crashes: a start, stop or prewarm holds its instance's operation lock (``_oplock``) from before
+it writes a transitional state (``starting``, ``stopping``) until it has written the next, so
+a reader that finds such a state with the lock free knows the process doing it died and
+finishes the job (:meth:`InstanceManager._recover`): the restarted agent's first read adopts a
+machine a dead starter left, fails the run when none runs, kills what a dead stop left.
 """
 
 from __future__ import annotations
@@ -637,6 +643,24 @@ class InstanceManager:
                     continue
             except FileNotFoundError:
                 continue
+            shutil.rmtree(path, ignore_errors=True)
+            swept += 1
+        return swept
+
+    def sweep_removed_leftovers(self) -> int:
+        """Delete what a remove killed mid-way left: instance directories whose record is gone.
+
+        Only directories that held a machine (a ``vm`` directory) and whose operation lock is
+        free: a create in another process makes its (empty) directory before its record.
+        Returns how many went."""
+        recorded = {i.id for i in self.records.all()}
+        swept = 0
+        for path in self.root.iterdir():
+            if path.name in recorded or path.name.startswith(".") or not (path / "vm").is_dir():
+                continue
+            if not abandoned(path) or path.name in {i.id for i in self.records.all()}:
+                continue
+            self._kill_orphaned_machine(path / "vm")
             shutil.rmtree(path, ignore_errors=True)
             swept += 1
         return swept
