@@ -12,7 +12,7 @@ import pytest
 from ukedge import vmm
 from ukedge.backends import Backends
 from ukedge.errors import UsageError
-from ukedge.host import sinks
+from ukedge.host.results import sinks
 from ukedge.hub import storage
 
 

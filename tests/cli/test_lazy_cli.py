@@ -37,10 +37,10 @@ SERVER_AND_BUILD = (
     "ukedge.hub",
     "ukedge.kernel",
     "ukedge.build._builder",
-    "ukedge.host._api",
-    "ukedge.host._serve",
-    "ukedge.host._agent",
-    "ukedge.host._spool",
+    "ukedge.host.agent._api",
+    "ukedge.host.agent._serve",
+    "ukedge.host.agent._agent",
+    "ukedge.host.results._spool",
 )
 
 

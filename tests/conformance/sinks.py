@@ -1,11 +1,11 @@
-"""The result-sink conformance suite: every sink in ``ukedge.host.sinks`` must pass it.
+"""The result-sink conformance suite: every sink in ``ukedge.host.results.sinks`` must pass it.
 
 A sink's test module subclasses :class:`ResultSinkSuite` and supplies two fixtures:
 
 * ``peer``: a :class:`SinkPeer`, the real destination (an MQTT broker plus a subscriber, the
   controller…), running, with a way to read what arrived and to stop and start it;
-* ``sink``: a fresh sink built with ``ukedge.host.sinks.create`` pointing at ``peer``, with a
-  delivery timeout of a few seconds; the fixture closes it afterwards.
+* ``sink``: a fresh sink built with ``ukedge.host.results.sinks.create`` pointing at ``peer``,
+  with a delivery timeout of a few seconds; the fixture closes it afterwards.
 
 Sinks that need infrastructure this machine lacks skip in their fixtures, naming what they need.
 """
@@ -19,7 +19,7 @@ from typing import Any, Protocol
 import pytest
 
 from ukedge.errors import UsageError
-from ukedge.host.sinks import ResultRecord, ResultSink, SinkError, SinkUnavailable
+from ukedge.host.results.sinks import ResultRecord, ResultSink, SinkError, SinkUnavailable
 
 #: How long a peer may take to show what a sink confirmed.
 ARRIVAL_TIMEOUT = 15.0
@@ -81,7 +81,7 @@ def deliver_until_up(sink: ResultSink, batch: list[ResultRecord]) -> int:
 
 
 class ResultSinkSuite:
-    """The contract of :class:`ukedge.host.sinks.ResultSink`, checked against a real peer."""
+    """The contract of :class:`ukedge.host.results.sinks.ResultSink`, checked against a peer."""
 
     def test_has_a_name(self, sink: ResultSink) -> None:
         assert isinstance(sink, ResultSink)

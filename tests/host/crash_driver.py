@@ -23,7 +23,7 @@ from ukedge.host import (
     UnpackedLayers,
     parse_restart_policy,
 )
-from ukedge.host.sinks import ResultRecord
+from ukedge.host.results.sinks import ResultRecord
 from ukedge.image import ImageStore
 
 #: The instance id the ``forward`` operation files its results under.

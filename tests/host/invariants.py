@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ukedge.host import Instance, InstanceState
-from ukedge.host._state import InstanceRecords
+from ukedge.host.instances._state import InstanceRecords
 from ukedge.vmm import _proc
 
 _TRANSITIONAL = (InstanceState.STARTING, InstanceState.STOPPING)

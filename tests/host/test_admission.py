@@ -9,7 +9,7 @@ import pytest
 
 from ukedge.errors import AdmissionError, UsageError
 from ukedge.host import Instance, InstanceState
-from ukedge.host._admission import (
+from ukedge.host.instances._admission import (
     Capacity,
     Committed,
     admit,

@@ -25,7 +25,7 @@ from ukedge.build import build_image
 from ukedge.errors import MachineError
 from ukedge.faults import CRASH_POINT_ENV
 from ukedge.host import Instance, InstanceState
-from ukedge.host._state import InstanceRecords
+from ukedge.host.instances._state import InstanceRecords
 from ukedge.image import ImageStore
 
 DRIVER = Path(__file__).with_name("crash_driver.py")

@@ -30,7 +30,7 @@ from ukedge.host import (
     UnpackedLayers,
     manager_sources,
 )
-from ukedge.host.sinks import ResultRecord, ResultSink, SinkUnavailable, check_batch, create
+from ukedge.host.results.sinks import ResultRecord, ResultSink, SinkUnavailable, check_batch, create
 from ukedge.image import ImageStore
 
 

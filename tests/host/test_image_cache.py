@@ -208,7 +208,7 @@ def test_images_in_use_stay_even_over_budget(
     cache.touch(c)  # the most recently used, but in no instance
     users.digests = [a, b]  # an exited instance still counts: it may be started again
     cache.budget = 1000
-    with caplog.at_level(logging.INFO, logger="ukedge.host._images"):
+    with caplog.at_level(logging.INFO, logger="ukedge.host.images._cache"):
         report = cache.evict()
     assert report.removed == ["c:1"]
     assert _refs(cache) == ["a:1", "b:1"]

@@ -120,7 +120,7 @@ def test_budget_evicts_the_least_recently_used_image_no_instance_uses(
     time.sleep(0.01)
     cache.touch(a)  # an instance started from a: b is now the least recently used
 
-    with caplog.at_level(logging.INFO, logger="ukedge.host._images"):
+    with caplog.at_level(logging.INFO, logger="ukedge.host.images._cache"):
         cache.pull(refs["c"])
     assert [row.ref for row in cache.images()] == [refs["a"], refs["c"]]
     assert cache.usage_bytes() <= cache.budget
@@ -130,7 +130,7 @@ def test_budget_evicts_the_least_recently_used_image_no_instance_uses(
     users.digests = [a]
     cache.budget = 1000
     caplog.clear()
-    with caplog.at_level(logging.INFO, logger="ukedge.host._images"):
+    with caplog.at_level(logging.INFO, logger="ukedge.host.images._cache"):
         pulled = cache.pull(refs["b"])
     # b was just pulled and a is in use: both stay, over budget, with a warning
     assert [row.ref for row in cache.images()] == [refs["a"], refs["b"]]

@@ -27,7 +27,7 @@ from ukedge.host import (
     parse_port_mapping,
     parse_restart_policy,
 )
-from ukedge.host._admission import Capacity
+from ukedge.host.instances._admission import Capacity
 
 pytestmark = pytest.mark.vm
 

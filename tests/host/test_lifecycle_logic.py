@@ -6,8 +6,13 @@ from __future__ import annotations
 from pathlib import Path
 
 from ukedge.host import HealthStatus
-from ukedge.host._console import earlier_consoles, keep_previous_run, read_console, read_results
-from ukedge.host._health import next_health
+from ukedge.host.instances._console import (
+    earlier_consoles,
+    keep_previous_run,
+    read_console,
+    read_results,
+)
+from ukedge.host.instances._health import next_health
 
 
 def test_health_passes_at_once_and_fails_after_retries() -> None:

@@ -21,8 +21,8 @@ from ukedge.host import (
     parse_port_mapping,
     parse_restart_policy,
 )
-from ukedge.host._admission import Capacity
-from ukedge.host._oplock import holding
+from ukedge.host.instances._admission import Capacity
+from ukedge.host.instances._oplock import holding
 from ukedge.image import ImageStore
 
 # Every test records instances of the example images (example_store builds them).

@@ -17,7 +17,7 @@ from cpiokit import cpio_members
 from netkit import free_port
 from ukedge.errors import ImageError, InstanceError
 from ukedge.host import InstanceManager, InstanceState, RunRequest, parse_port_mapping
-from ukedge.host._oplock import holding
+from ukedge.host.instances._oplock import holding
 
 pytestmark = pytest.mark.vm
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from ukedge.host import InstanceState, parse_restart_policy
-from ukedge.host._restart import (
+from ukedge.host.instances._restart import (
     BACKOFF_INITIAL_S,
     BACKOFF_MAX_S,
     is_failure,

@@ -22,7 +22,14 @@ from paho.mqtt.enums import CallbackAPIVersion
 from conformance.sinks import ResultSinkSuite, make_records
 from netkit import free_port
 from ukedge.errors import UsageError
-from ukedge.host.sinks import MqttSink, ResultRecord, ResultSink, SinkUnavailable, create, topic_for
+from ukedge.host.results.sinks import (
+    MqttSink,
+    ResultRecord,
+    ResultSink,
+    SinkUnavailable,
+    create,
+    topic_for,
+)
 
 MOSQUITTO = shutil.which("mosquitto") or (
     "/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None

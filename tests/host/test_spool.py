@@ -261,7 +261,7 @@ def test_kill_9_mid_ingest_loses_and_duplicates_nothing(tmp_path: Path) -> None:
     script = textwrap.dedent(
         f"""
         from pathlib import Path
-        import ukedge.host._spool as s
+        import ukedge.host.results._spool as s
         s._READ_CHUNK = 64 << 10  # many small transactions, so the kill lands between some
         spool = s.ResultSpool(Path({str(db)!r}))
         print("ready", flush=True)

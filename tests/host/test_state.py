@@ -7,7 +7,7 @@ import pytest
 
 from ukedge.errors import InstanceError
 from ukedge.host import Instance, InstanceState
-from ukedge.host._state import InstanceRecords
+from ukedge.host.instances._state import InstanceRecords
 
 
 def _instance(id_: str, name: str) -> Instance:

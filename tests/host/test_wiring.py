@@ -18,7 +18,7 @@ from ukedge.host import (
     open_node,
     resolve_qemu_user,
 )
-from ukedge.host._agent import Agent
+from ukedge.host.agent._agent import Agent
 
 
 def test_the_qemu_user_setting_reads_the_same_everywhere() -> None:

@@ -8,12 +8,7 @@ importing what they never run.
 import typing
 
 from ukedge._lazy import lazy_exports
-from ukedge.host._admission import Capacity, Committed, host_capacity
 from ukedge.host._events import EventBus, Subscription
-from ukedge.host._health import check_once, wait_healthy
-from ukedge.host._images import ImageCache, budget_from_env
-from ukedge.host._layers import UnpackedLayers
-from ukedge.host._manager import InstanceManager
 from ukedge.host._models import (
     HealthStatus,
     ImageSummary,
@@ -32,7 +27,6 @@ from ukedge.host._models import (
 )
 from ukedge.host._names import NAME_PATTERN, random_name
 from ukedge.host._node import LocalNode
-from ukedge.host._ondemand import OnDemandController, OnDemandProxy, ProxyState, Upstream
 from ukedge.host._service import NodeService, OutputStream
 from ukedge.host._wiring import (
     NodeLayout,
@@ -43,6 +37,16 @@ from ukedge.host._wiring import (
     open_node,
     resolve_qemu_user,
 )
+from ukedge.host.images import ImageCache, UnpackedLayers, budget_from_env
+from ukedge.host.instances import (
+    Capacity,
+    Committed,
+    InstanceManager,
+    check_once,
+    host_capacity,
+    wait_healthy,
+)
+from ukedge.host.ondemand import OnDemandController, OnDemandProxy, ProxyState, Upstream
 
 __all__ = [
     "DEFAULT_ADDR",
@@ -106,31 +110,36 @@ __all__ = [
 ]
 
 if typing.TYPE_CHECKING:
-    from ukedge.host._agent import DEFAULT_ADDR, Agent, AgentSettings, load_agent_settings
-    from ukedge.host._api import create_agent_app
-    from ukedge.host._client import HOST_ENV, TOKEN_ENV, AgentClient
-    from ukedge.host._forwarder import ForwardRound, ResultForwarder, ResultSource, manager_sources
-    from ukedge.host._serve import ensure_token, serve
-    from ukedge.host._spool import MAX_LINE_BYTES, ResultSpool, SpoolError
+    from ukedge.host.agent._agent import DEFAULT_ADDR, Agent, AgentSettings, load_agent_settings
+    from ukedge.host.agent._api import create_agent_app
+    from ukedge.host.agent._client import HOST_ENV, TOKEN_ENV, AgentClient
+    from ukedge.host.agent._serve import ensure_token, serve
+    from ukedge.host.results._forwarder import (
+        ForwardRound,
+        ResultForwarder,
+        ResultSource,
+        manager_sources,
+    )
+    from ukedge.host.results._spool import MAX_LINE_BYTES, ResultSpool, SpoolError
 
 _LAZY = {
-    "DEFAULT_ADDR": "ukedge.host._agent",
-    "Agent": "ukedge.host._agent",
-    "AgentSettings": "ukedge.host._agent",
-    "load_agent_settings": "ukedge.host._agent",
-    "create_agent_app": "ukedge.host._api",
-    "HOST_ENV": "ukedge.host._client",
-    "TOKEN_ENV": "ukedge.host._client",
-    "AgentClient": "ukedge.host._client",
-    "ForwardRound": "ukedge.host._forwarder",
-    "ResultForwarder": "ukedge.host._forwarder",
-    "ResultSource": "ukedge.host._forwarder",
-    "manager_sources": "ukedge.host._forwarder",
-    "MAX_LINE_BYTES": "ukedge.host._spool",
-    "ResultSpool": "ukedge.host._spool",
-    "SpoolError": "ukedge.host._spool",
-    "ensure_token": "ukedge.host._serve",
-    "serve": "ukedge.host._serve",
+    "DEFAULT_ADDR": "ukedge.host.agent._agent",
+    "Agent": "ukedge.host.agent._agent",
+    "AgentSettings": "ukedge.host.agent._agent",
+    "load_agent_settings": "ukedge.host.agent._agent",
+    "create_agent_app": "ukedge.host.agent._api",
+    "HOST_ENV": "ukedge.host.agent._client",
+    "TOKEN_ENV": "ukedge.host.agent._client",
+    "AgentClient": "ukedge.host.agent._client",
+    "ForwardRound": "ukedge.host.results._forwarder",
+    "ResultForwarder": "ukedge.host.results._forwarder",
+    "ResultSource": "ukedge.host.results._forwarder",
+    "manager_sources": "ukedge.host.results._forwarder",
+    "MAX_LINE_BYTES": "ukedge.host.results._spool",
+    "ResultSpool": "ukedge.host.results._spool",
+    "SpoolError": "ukedge.host.results._spool",
+    "ensure_token": "ukedge.host.agent._serve",
+    "serve": "ukedge.host.agent._serve",
 }
 
 

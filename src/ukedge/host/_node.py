@@ -20,8 +20,6 @@ from typing import Any
 from ukedge import __version__
 from ukedge.errors import ImageError, InstanceError, UkedgeError, UsageError
 from ukedge.host._events import EventBus, Subscription
-from ukedge.host._images import ImageCache
-from ukedge.host._manager import InstanceManager
 from ukedge.host._models import (
     ImageSummary,
     Instance,
@@ -32,8 +30,10 @@ from ukedge.host._models import (
     PruneReport,
     RunRequest,
 )
-from ukedge.host._ondemand import OnDemandController
 from ukedge.host._service import OutputStream
+from ukedge.host.images import ImageCache
+from ukedge.host.instances import InstanceManager
+from ukedge.host.ondemand import OnDemandController
 from ukedge.image import parse_reference
 from ukedge.registry import TransferProgress
 

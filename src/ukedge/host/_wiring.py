@@ -22,11 +22,9 @@ from pathlib import Path
 
 from ukedge import paths, vmm
 from ukedge.errors import UsageError
-from ukedge.host._admission import Capacity
-from ukedge.host._images import ImageCache, budget_from_env
-from ukedge.host._layers import UnpackedLayers
-from ukedge.host._manager import InstanceManager
 from ukedge.host._node import LocalNode
+from ukedge.host.images import ImageCache, UnpackedLayers, budget_from_env
+from ukedge.host.instances import Capacity, InstanceManager
 from ukedge.image import ImageStore
 
 __all__ = [

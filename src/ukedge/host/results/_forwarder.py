@@ -20,11 +20,11 @@ from typing import TYPE_CHECKING
 
 from ukedge.errors import UkedgeError, UsageError
 from ukedge.faults import crash_point
-from ukedge.host._spool import ResultSpool
-from ukedge.host.sinks import ResultRecord, ResultSink, SinkUnavailable
+from ukedge.host.results._spool import ResultSpool
+from ukedge.host.results.sinks import ResultRecord, ResultSink, SinkUnavailable
 
 if TYPE_CHECKING:
-    from ukedge.host._manager import InstanceManager
+    from ukedge.host.instances import InstanceManager
 
 __all__ = ["ForwardRound", "ResultForwarder", "ResultSource", "manager_sources"]
 

@@ -25,7 +25,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from ukedge.errors import UkedgeError, UsageError
-from ukedge.host.sinks import ResultRecord
+from ukedge.host.results.sinks import ResultRecord
 from ukedge.sqlite import SQLiteDatabase
 
 __all__ = ["MAX_LINE_BYTES", "ResultSpool", "SpoolError"]

@@ -23,7 +23,7 @@ import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
 from ukedge.errors import UsageError
-from ukedge.host.sinks.base import ResultRecord, SinkError, SinkUnavailable, check_batch
+from ukedge.host.results.sinks.base import ResultRecord, SinkError, SinkUnavailable, check_batch
 
 __all__ = ["MqttSink", "topic_for"]
 
@@ -44,7 +44,7 @@ def topic_for(node: str, instance_id: str) -> str:
 
 
 class MqttSink:
-    """A :class:`~ukedge.host.sinks.ResultSink` publishing to one MQTT broker at QoS 1."""
+    """A :class:`~ukedge.host.results.sinks.ResultSink` publishing to one MQTT broker at QoS 1."""
 
     def __init__(
         self,

@@ -20,12 +20,11 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from ukedge import config, paths
 from ukedge.errors import UsageError
-from ukedge.host import sinks as result_sinks
-from ukedge.host._admission import Capacity, host_capacity
-from ukedge.host._forwarder import ResultForwarder, manager_sources
 from ukedge.host._names import NAME_PATTERN
-from ukedge.host._spool import ResultSpool
 from ukedge.host._wiring import NodeLayout, open_node
+from ukedge.host.instances import Capacity, host_capacity
+from ukedge.host.results import ResultForwarder, ResultSpool, manager_sources
+from ukedge.host.results import sinks as result_sinks
 from ukedge.units import parse_size
 
 __all__ = ["DEFAULT_ADDR", "ENV_PREFIX", "Agent", "AgentSettings", "load_agent_settings"]

@@ -33,9 +33,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ukedge.errors import ImageError, ImageInUseError, UsageError
-from ukedge.host._image_usage import ImageUsage, UsageRecord
-from ukedge.host._layers import UnpackedLayers
 from ukedge.host._models import ImageSummary, PruneReport
+from ukedge.host.images._layers import UnpackedLayers
+from ukedge.host.images._usage import ImageUsage, UsageRecord
 from ukedge.image import (
     ImageManifest,
     ImageStore,

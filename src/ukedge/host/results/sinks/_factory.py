@@ -6,7 +6,7 @@ from urllib.parse import urlsplit
 
 from ukedge.backends import Backends, Factory
 from ukedge.errors import UsageError
-from ukedge.host.sinks.base import ResultSink
+from ukedge.host.results.sinks.base import ResultSink
 
 __all__ = ["create", "register", "sink_schemes"]
 

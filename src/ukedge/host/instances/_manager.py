@@ -53,10 +53,6 @@ from ukedge.errors import (
 )
 from ukedge.faults import crash_point
 from ukedge.guest import HELD_LINE, guest_cmdline, is_held, launch_archive, seed_archive
-from ukedge.host._admission import Capacity, Committed, admit, committed, holds_resources
-from ukedge.host._console import earlier_consoles, keep_previous_run, read_console, read_results
-from ukedge.host._health import check_once, next_health, wait_healthy
-from ukedge.host._layers import UnpackedLayers
 from ukedge.host._models import (
     HealthStatus,
     Instance,
@@ -67,10 +63,19 @@ from ukedge.host._models import (
     RunRequest,
 )
 from ukedge.host._names import NAME_PATTERN, random_name
-from ukedge.host._oplock import abandoned, holding
-from ukedge.host._restart import is_failure, next_delay, wants_restart
 from ukedge.host._service import OutputStream
-from ukedge.host._state import InstanceRecords
+from ukedge.host.images import UnpackedLayers
+from ukedge.host.instances._admission import Capacity, Committed, admit, committed, holds_resources
+from ukedge.host.instances._console import (
+    earlier_consoles,
+    keep_previous_run,
+    read_console,
+    read_results,
+)
+from ukedge.host.instances._health import check_once, next_health, wait_healthy
+from ukedge.host.instances._oplock import abandoned, holding
+from ukedge.host.instances._restart import is_failure, next_delay, wants_restart
+from ukedge.host.instances._state import InstanceRecords
 from ukedge.image import (
     HealthCheck,
     ImageConfig,

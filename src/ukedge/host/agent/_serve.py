@@ -24,9 +24,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ukedge import server, serverlog
 from ukedge.errors import InstanceError, UsageError
-from ukedge.host._agent import Agent, AgentSettings
-from ukedge.host._api import create_agent_app
-from ukedge.host._ondemand import OnDemandController
+from ukedge.host.agent._agent import Agent, AgentSettings
+from ukedge.host.agent._api import create_agent_app
+from ukedge.host.ondemand import OnDemandController
 
 __all__ = ["MAX_BODY_BYTES", "BearerAuth", "BodyLimit", "ensure_token", "serve"]
 

@@ -40,7 +40,6 @@ from ukedge.errors import (
     UkedgeError,
     UsageError,
 )
-from ukedge.host._metrics import AgentMetrics
 from ukedge.host._models import (
     ErrorResponse,
     ImageSummary,
@@ -53,6 +52,7 @@ from ukedge.host._models import (
 )
 from ukedge.host._node import LocalNode
 from ukedge.host._service import OutputStream
+from ukedge.host.agent._metrics import AgentMetrics
 from ukedge.registry import BlobOutcome
 from ukedge.server import MetricsMiddleware, add_operations
 from ukedge.validation import validation_message
