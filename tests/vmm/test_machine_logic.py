@@ -158,7 +158,7 @@ def test_dead_pid_without_exit_line_is_failed(tmp_path: Path) -> None:
 def test_kill_strays_kills_only_what_names_the_machine_socket(tmp_path: Path) -> None:
     """A QEMU spawned but never recorded (its starter was killed in between) is found by its
     private QMP socket path; an unrelated process, even one reading the directory, is not."""
-    from ukedge.vmm._qemu_argv import MachinePaths
+    from ukedge.vmm import MachinePaths
 
     workdir = tmp_path / "vm"
     workdir.mkdir()

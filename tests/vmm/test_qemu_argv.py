@@ -7,11 +7,10 @@ from pathlib import Path
 import pytest
 
 from ukedge.errors import UsageError
-from ukedge.vmm import MachineSpec, PortForward
+from ukedge.vmm import MachinePaths, MachineSpec, PortForward
 from ukedge.vmm._qemu_argv import (
     SANDBOX,
     SANDBOX_RUNAS,
-    MachinePaths,
     QemuOptions,
     build_argv,
     guest_mac,

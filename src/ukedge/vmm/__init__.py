@@ -1,7 +1,9 @@
 """Hypervisor backends behind one interface (``base``), QEMU driven through QMP, and the
-accelerator probe (KVM when it really works here, else TCG)."""
+accelerator probe (KVM when it really works here, else TCG); the layout of a machine's work
+directory (``MachinePaths``)."""
 
 from ukedge.vmm._accel import AccelVerdict, probe_accelerator, qemu_version
+from ukedge.vmm._paths import MachinePaths
 from ukedge.vmm._registry import backends, create
 from ukedge.vmm.base import (
     KILLED_STATUS,
@@ -19,6 +21,7 @@ __all__ = [
     "AccelVerdict",
     "Machine",
     "MachineBackend",
+    "MachinePaths",
     "MachineSpec",
     "MachineState",
     "MachineStats",

@@ -6,18 +6,14 @@ Kept free of I/O so every flag choice is unit-tested without starting QEMU.
 from __future__ import annotations
 
 import hashlib
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 from ukedge.errors import UsageError
 from ukedge.guest import CONTROL_PORT, RESULTS_PORT
+from ukedge.vmm._paths import MachinePaths
 from ukedge.vmm.base import MachineSpec
-
-#: Longest Unix socket path we hand QEMU (``sun_path`` holds 107 bytes and a NUL).
-_MAX_SOCKET_PATH = 100
 
 #: The seccomp policy every machine runs under (DESIGN.md, issue 4 item 7).
 SANDBOX = "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny"
@@ -92,54 +88,6 @@ class QemuOptions:
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> QemuOptions:
         return cls(**{**data, "bios": Path(data["bios"]), "extra_args": tuple(data["extra_args"])})
-
-
-@dataclass(frozen=True, slots=True)
-class MachinePaths:
-    """The files of one machine inside its work directory."""
-
-    workdir: Path
-
-    @property
-    def state(self) -> Path:
-        return self.workdir / "machine.json"
-
-    @property
-    def sockets(self) -> Path:
-        """Where the Unix sockets go: the work directory, unless its path is too long for one.
-
-        A socket path has at most 107 bytes (``sun_path``), and agents keep instances deep in
-        their data directory; then the sockets live in a short per-user directory named by a
-        hash of the work directory, so a restarted agent finds them again.
-        """
-        if len(str(self.workdir)) + len("/control.sock") <= _MAX_SOCKET_PATH:
-            return self.workdir
-        tag = hashlib.sha256(str(self.workdir).encode()).hexdigest()[:24]
-        return Path(tempfile.gettempdir()) / f"ukedge-{os.getuid()}" / tag
-
-    @property
-    def qmp(self) -> Path:
-        return self.sockets / "qmp.sock"
-
-    @property
-    def control(self) -> Path:
-        return self.sockets / "control.sock"
-
-    @property
-    def console(self) -> Path:
-        return self.workdir / "console.log"
-
-    @property
-    def results(self) -> Path:
-        return self.workdir / "results.jsonl"
-
-    @property
-    def log(self) -> Path:
-        return self.workdir / "qemu.log"
-
-    @property
-    def initrd(self) -> Path:
-        return self.workdir / "initrd.img"
 
 
 def guest_mac(machine_id: str) -> str:

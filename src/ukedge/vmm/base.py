@@ -3,7 +3,8 @@
 A *backend* starts machines from a :class:`MachineSpec` and re-adopts machines that another
 process started (:meth:`MachineBackend.attach`). A *machine* is one running VM whose whole
 state lives in its own work directory, so any process (the CLI, a restarted host agent) can
-pick it up again from that directory alone.
+pick it up again from that directory alone. Where its console and results lie in that directory
+is part of the contract (:class:`~ukedge.vmm.MachinePaths`): the host reads them by path.
 
 The shared behaviour is checked by ``tests/conformance/vmm.py``; a backend's test module runs
 that suite by supplying a factory fixture.

@@ -31,9 +31,9 @@ from ukedge.faults import crash_point
 from ukedge.guest import read_exit_status, resume_message
 from ukedge.vmm import _proc, _qmp, _snapshot
 from ukedge.vmm._accel import probe_accelerator
+from ukedge.vmm._paths import MachinePaths
 from ukedge.vmm._qemu_argv import (
     Accel,
-    MachinePaths,
     QemuOptions,
     build_argv,
     guest_mac,

@@ -14,14 +14,31 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
-__all__ = ["earlier_consoles", "keep_previous_run", "read_console", "read_results"]
+from ukedge.vmm import MachinePaths
+
+__all__ = [
+    "earlier_consoles",
+    "keep_previous_run",
+    "machine_paths",
+    "read_console",
+    "read_results",
+]
 
 _LOGS = "logs"
+#: The subdirectory of an instance's directory its machines run in (the backend's work
+#: directory); the instance keeps its own files (launch archive, earlier runs' logs) beside it.
+_MACHINE_DIR = "vm"
 _CHUNK = 1 << 16
 
 
+def machine_paths(workdir: Path) -> MachinePaths:
+    """The files of the machine of the instance in ``workdir``, laid out as the backend
+    contract says (:class:`~ukedge.vmm.MachinePaths`)."""
+    return MachinePaths(workdir / _MACHINE_DIR)
+
+
 def _console(workdir: Path) -> Path:
-    return workdir / "vm" / "console.log"
+    return machine_paths(workdir).console
 
 
 def _run_number(path: Path) -> int:
@@ -41,18 +58,17 @@ def earlier_consoles(workdir: Path) -> list[Path]:
 def keep_previous_run(workdir: Path) -> None:
     """Before a start: move the last run's console (and QEMU log) aside, and end the results
     with a newline, so that a line cut short by a crash does not swallow the next run's first."""
-    vm = workdir / "vm"
-    console = _console(workdir)
+    paths = machine_paths(workdir)
+    console = paths.console
     if console.exists():
         logs = workdir / _LOGS
         logs.mkdir(mode=0o700, exist_ok=True)
         earlier = earlier_consoles(workdir)
         number = _run_number(earlier[-1]) + 1 if earlier else 1
-        qemu_log = vm / "qemu.log"
-        if qemu_log.exists():
-            qemu_log.replace(logs / f"qemu.{number:06d}.log")
+        if paths.log.exists():
+            paths.log.replace(logs / f"qemu.{number:06d}.log")
         console.rename(logs / f"console.{number:06d}.log")
-    with contextlib.suppress(FileNotFoundError), (vm / "results.jsonl").open("rb+") as f:
+    with contextlib.suppress(FileNotFoundError), paths.results.open("rb+") as f:
         if f.seek(0, os.SEEK_END) > 0:
             f.seek(-1, os.SEEK_END)
             if f.read(1) != b"\n":
@@ -61,7 +77,7 @@ def keep_previous_run(workdir: Path) -> None:
 
 def read_results(workdir: Path, offset: int) -> Iterator[bytes]:
     """The results file from byte ``offset`` to its current end."""
-    with contextlib.suppress(FileNotFoundError), (workdir / "vm" / "results.jsonl").open("rb") as f:
+    with contextlib.suppress(FileNotFoundError), machine_paths(workdir).results.open("rb") as f:
         f.seek(offset)
         while chunk := f.read(_CHUNK):
             yield chunk

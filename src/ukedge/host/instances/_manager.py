@@ -69,6 +69,7 @@ from ukedge.host.instances._admission import Capacity, Committed, admit, committ
 from ukedge.host.instances._console import (
     earlier_consoles,
     keep_previous_run,
+    machine_paths,
     read_console,
     read_results,
 )
@@ -636,7 +637,7 @@ class InstanceManager:
             if not abandoned(path):
                 running = True
                 continue
-            self._kill_orphaned_machine(path / "vm")
+            self._kill_orphaned_machine(machine_paths(path).workdir)
             shutil.rmtree(path, ignore_errors=True)
             swept += 1
         if not self.snapshots.is_dir():
@@ -661,11 +662,15 @@ class InstanceManager:
         recorded = {i.id for i in self.records.all()}
         swept = 0
         for path in self.root.iterdir():
-            if path.name in recorded or path.name.startswith(".") or not (path / "vm").is_dir():
+            if (
+                path.name in recorded
+                or path.name.startswith(".")
+                or not (machine_paths(path).workdir).is_dir()
+            ):
                 continue
             if not abandoned(path) or path.name in {i.id for i in self.records.all()}:
                 continue
-            self._kill_orphaned_machine(path / "vm")
+            self._kill_orphaned_machine(machine_paths(path).workdir)
             shutil.rmtree(path, ignore_errors=True)
             swept += 1
         return swept
@@ -745,7 +750,7 @@ class InstanceManager:
         return MachineSpec(
             machine_id=machine_id,
             kernel=plan.kernel,
-            workdir=workdir / "vm",
+            workdir=machine_paths(workdir).workdir,
             initrds=[*plan.initrds, launch],
             cmdline=guest_cmdline(
                 plan.config.boot.cmdline,
@@ -799,7 +804,7 @@ class InstanceManager:
         cached = self._machines.get(instance.id)
         if cached is not None and instance.pid is not None and cached.pid == instance.pid:
             return cached
-        machine = self.backend.attach(Path(instance.workdir) / "vm")
+        machine = self.backend.attach(machine_paths(Path(instance.workdir)).workdir)
         self._machines[instance.id] = machine
         return machine
 
@@ -885,7 +890,7 @@ class InstanceManager:
         """
         machine: Machine | None = None
         with contextlib.suppress(MachineError):
-            found = self.backend.attach(Path(instance.workdir) / "vm")
+            found = self.backend.attach(machine_paths(Path(instance.workdir)).workdir)
             if not found.state.final:
                 machine = found
 
@@ -894,7 +899,7 @@ class InstanceManager:
 
         if machine is None:
             # Its starter may have died between spawning QEMU and recording it.
-            self._kill_orphaned_machine(Path(instance.workdir) / "vm")
+            self._kill_orphaned_machine(machine_paths(Path(instance.workdir)).workdir)
             log.warning("instance %s: %s", instance.name, _DIED_STARTING)
             ended = self._ended(InstanceState.FAILED, None, _DIED_STARTING, True)
             return self._change(instance.id, lambda i: ended(i) if same_run(i) else i)
@@ -1254,7 +1259,7 @@ class InstanceManager:
 
     def console_path(self, instance: Instance) -> Path:
         """The current (or last) run's console."""
-        return Path(instance.workdir) / "vm" / "console.log"
+        return machine_paths(Path(instance.workdir)).console
 
     def console_paths(self, instance: Instance) -> builtins.list[Path]:
         """Every run's console, oldest first: what ``follow`` reads as one stream."""
@@ -1262,7 +1267,7 @@ class InstanceManager:
 
     def results_path(self, instance: Instance) -> Path:
         """Results of every run, appended in order (never truncated: readers keep offsets)."""
-        return Path(instance.workdir) / "vm" / "results.jsonl"
+        return machine_paths(Path(instance.workdir)).results
 
     def follow(
         self,
