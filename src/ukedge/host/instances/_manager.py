@@ -29,20 +29,15 @@ from __future__ import annotations
 import builtins
 import concurrent.futures
 import contextlib
-import errno
 import logging
-import os
 import secrets
 import shutil
-import socket
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Collection, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Collection, Iterator
 from pathlib import Path
 
-from ukedge.build.guest import host_tsc_khz
 from ukedge.errors import (
     AdmissionError,
     InstanceError,
@@ -52,7 +47,6 @@ from ukedge.errors import (
     UsageError,
 )
 from ukedge.faults import crash_point
-from ukedge.guest import HELD_LINE, guest_cmdline, is_held, launch_archive, seed_archive
 from ukedge.host._models import (
     HealthStatus,
     Instance,
@@ -65,7 +59,7 @@ from ukedge.host._models import (
 from ukedge.host._names import NAME_PATTERN, random_name
 from ukedge.host._service import OutputStream
 from ukedge.host.images import UnpackedLayers
-from ukedge.host.instances._admission import Capacity, Committed, admit, committed, holds_resources
+from ukedge.host.instances._admission import Capacity, Committed, admit, committed
 from ukedge.host.instances._console import (
     earlier_consoles,
     keep_previous_run,
@@ -73,38 +67,33 @@ from ukedge.host.instances._console import (
     read_console,
     read_results,
 )
-from ukedge.host.instances._health import check_once, next_health, wait_healthy
 from ukedge.host.instances._oplock import abandoned, holding
+from ukedge.host.instances._plan import Plan, machine_spec, plan_run
+from ukedge.host.instances._ports import check_bindable, check_unclaimed, upstream_ports
+from ukedge.host.instances._ports import upstream as upstream_of
+from ukedge.host.instances._probes import HealthProbes, probe_verdict
 from ukedge.host.instances._restart import is_failure, next_delay, wants_restart
+from ukedge.host.instances._snapshots import (
+    check_snapshottable,
+    drop_snapshots,
+    find_snapshot,
+    make_snapshot,
+    sweep_staging,
+)
 from ukedge.host.instances._state import InstanceRecords
 from ukedge.image import (
     HealthCheck,
-    ImageConfig,
-    ImageManifest,
     ImageStore,
-    StoredImage,
-    canonical_json,
-    digest_bytes,
-    mediatypes,
 )
-from ukedge.vmm import Machine, MachineBackend, MachineSpec, MachineState, PortForward
+from ukedge.vmm import Machine, MachineBackend, MachineState
 
 __all__ = ["InstanceManager"]
 
 log = logging.getLogger(__name__)
 
-# The guest side of QEMU's user-mode network; the host reaches the guest only through
-# forwarded ports, so every instance can use the same addresses.
-_GUEST_IP = "10.0.2.15/24"
-_GATEWAY = "10.0.2.2"
-_DNS = "10.0.2.3"
 _LOG_POLL_S = 0.05
-#: A probe in ``supervise`` never waits longer than this for the app.
-_PROBE_TIMEOUT_S = 1.0
 #: Why an instance is failed whose starter died before its machine ran (kill -9 of the agent).
 _DIED_STARTING = "the agent (or the process starting it) died while starting it; no machine ran"
-#: In a snapshot directory: the manifest digest of the image it was made from.
-_SNAPSHOT_IMAGE = "image"
 #: See ``InstanceManager.steady_probe_interval_s``.
 _STEADY_PROBE_INTERVAL_S = 5.0
 #: How long a supervise pass waits for the probes it started (the rest apply next pass).
@@ -113,58 +102,6 @@ _PROBE_WAIT_S = 0.1
 _MIN_START_PERIOD_S = 30.0
 #: Tries to start a machine whose ephemeral loopback forwards another process took first.
 _FORWARD_TRIES = 3
-
-
-@dataclass(frozen=True)
-class _Plan:
-    """What one run of an image needs, resolved once from the store."""
-
-    image: StoredImage
-    config: ImageConfig
-    kernel: Path
-    initrds: list[Path]
-    launch: bytes
-    hostname: str
-    memory_mib: int
-    vcpus: int
-    #: Snapshot key: equal for runs whose guests are identical up to seed and clock.
-    key: str
-
-
-def _wait_held(machine: Machine, timeout: float) -> None:
-    """Wait until the guest init, booted with ``hold``, waits before starting the app."""
-    deadline = time.monotonic() + timeout
-    while not is_held(machine.console_path.read_text(errors="replace")):
-        if machine.state.final or time.monotonic() > deadline:
-            raise InstanceError(
-                f"machine {machine.machine_id} never reached the point before its app starts "
-                f"(no {HELD_LINE!r} on its console within {timeout:g} s); see its console"
-            )
-        time.sleep(0.05)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _check_bindable(ports: Sequence[PortMapping]) -> None:
-    """Refuse, before anything is recorded, a published port another program on the node holds
-    (or an address the node does not have): QEMU would fail on it only once started."""
-    for mapping in ports:
-        kind = socket.SOCK_DGRAM if mapping.protocol == "udp" else socket.SOCK_STREAM
-        with socket.socket(socket.AF_INET, kind) as probe:
-            if kind == socket.SOCK_STREAM:
-                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as QEMU binds
-            try:
-                probe.bind((mapping.host_ip, mapping.host_port))
-            except OSError as exc:
-                why = "it is in use" if exc.errno == errno.EADDRINUSE else exc.strerror
-                raise InstanceError(
-                    f"cannot publish {mapping}: {mapping.host_ip}:{mapping.host_port} cannot be "
-                    f"bound on this node ({why})"
-                ) from None
 
 
 def _default_action(state: InstanceState) -> str:
@@ -176,13 +113,6 @@ def _default_action(state: InstanceState) -> str:
         InstanceState.EXITED: "die",
         InstanceState.FAILED: "die",
     }[state]
-
-
-@dataclass
-class _Probe:
-    run: int
-    started: float
-    future: concurrent.futures.Future[bool]
 
 
 class InstanceManager:
@@ -216,9 +146,7 @@ class InstanceManager:
         self.listeners: list[Callable[[InstanceEvent], None]] = []
         self._locks: dict[str, threading.RLock] = {}
         self._locks_guard = threading.Lock()
-        self._probes: dict[str, _Probe] = {}
-        self._probe_due: dict[str, tuple[int, float]] = {}
-        self._pool: concurrent.futures.ThreadPoolExecutor | None = None
+        self._probes = HealthProbes(store)
         self._machines: dict[str, Machine] = {}
         #: The least start period: until an app first passes its health check it is
         #: ``starting``, not ``unhealthy``, for at least this long (a boot under TCG takes
@@ -227,14 +155,10 @@ class InstanceManager:
         #: Once an app has passed its check, it is probed at most this often: images give
         #: short intervals to be seen ready soon, and each probe wakes an idle guest.
         self.steady_probe_interval_s = _STEADY_PROBE_INTERVAL_S
-        #: Health checks by image digest (an image's config never changes).
-        self._checks: dict[str, HealthCheck | None] = {}
 
     def close(self) -> None:
         """Stop the probe threads and close the database (machines keep running)."""
-        if self._pool is not None:
-            self._pool.shutdown(wait=False, cancel_futures=True)
-            self._pool = None
+        self._probes.close()
         self.records.close()
 
     # -- records and events ------------------------------------------------------------------------
@@ -331,7 +255,7 @@ class InstanceManager:
             crash_point("host.create.after_record")
             # After the guard, which names the instance holding a port, the check that finds
             # other programs holding one.
-            _check_bindable(instance.ports)
+            check_bindable(instance.ports)
         except BaseException:
             with contextlib.suppress(NoSuchInstanceError):
                 self.records.delete(instance.id)
@@ -388,7 +312,7 @@ class InstanceManager:
         instance_id = instance.id
         plan = self._plan(instance.image_digest, instance)
         cold = instance.cold or plan.config.snapshot == "off"
-        snapshot = None if cold else self._snapshot_if_any(plan.key)
+        snapshot = None if cold else find_snapshot(self.snapshots, plan.key)
         check = plan.config.healthcheck
 
         claimed = False
@@ -476,7 +400,7 @@ class InstanceManager:
 
     def _boot(
         self,
-        plan: _Plan,
+        plan: Plan,
         instance: Instance,
         workdir: Path,
         snapshot: Path | None,
@@ -486,8 +410,8 @@ class InstanceManager:
         one of those ports between choosing and binding it."""
         published = [p for p in instance.ports if not (instance.on_demand and p.protocol == "tcp")]
         for attempt in range(1, _FORWARD_TRIES + 1):
-            upstream = self._upstream_ports(instance, check)
-            spec = self._spec(plan, instance.id, workdir, [*published, *upstream], snapshot)
+            upstream = upstream_ports(instance, check)
+            spec = machine_spec(plan, instance.id, workdir, [*published, *upstream], snapshot)
             try:
                 return self.backend.start(spec), upstream
             except MachineError as exc:
@@ -496,53 +420,24 @@ class InstanceManager:
                 log.info("instance %s: loopback forward taken meanwhile; retrying", instance.name)
         raise AssertionError("unreachable")
 
-    def _upstream_ports(self, instance: Instance, check: HealthCheck | None) -> list[PortMapping]:
-        guest_ports: list[int] = []
-        if instance.on_demand:
-            guest_ports += [p.guest_port for p in instance.ports if p.protocol == "tcp"]
-        elif check is not None:
-            published = {p.guest_port for p in instance.ports if p.protocol == "tcp"}
-            if check.port not in published:
-                guest_ports.append(check.port)
-        if check is not None and instance.on_demand and check.port not in guest_ports:
-            guest_ports.append(check.port)
-        return [
-            PortMapping(host_ip="127.0.0.1", host_port=_free_port(), guest_port=port)
-            for port in dict.fromkeys(guest_ports)
-        ]
-
     def upstream(self, instance: Instance, guest_port: int) -> tuple[str, int]:
         """Where the host reaches ``guest_port`` of the running ``instance`` (TCP): a loopback
         forward of the manager's (on-demand proxy, health checks) or a published port."""
-        for mapping in instance.upstream_ports:
-            if mapping.guest_port == guest_port:
-                return mapping.host_ip, mapping.host_port
-        if not instance.on_demand:
-            for mapping in instance.ports:
-                if mapping.guest_port == guest_port and mapping.protocol == "tcp":
-                    host = "127.0.0.1" if mapping.host_ip == "0.0.0.0" else mapping.host_ip
-                    return host, mapping.host_port
-        raise InstanceError(
-            f"instance {instance.name} has no host-side forward to guest port {guest_port}"
-            + ("" if instance.state.active else f" (it is {instance.state.value})")
-        )
+        return upstream_of(instance, guest_port)
 
     def _guard(self, instance: Instance, others: list[Instance]) -> None:
         """Refuse a record that would claim a host port another instance holds, or more memory
         or vCPUs than the node has left. Runs inside the writing transaction."""
-        for other in others:
-            if not holds_resources(other):
-                continue
-            for mapping in instance.ports:
-                if any(mapping.overlaps(theirs) for theirs in other.ports):
-                    raise InstanceError(
-                        f"host port {mapping.host_ip}:{mapping.host_port} is already published "
-                        f"by instance {other.name}; stop it or pick another port"
-                    )
+        check_unclaimed(instance, others)
         if self.capacity is not None:
             admit(
                 self.capacity, committed(others), instance.name, instance.memory_mib, instance.vcpus
             )
+
+    def _plan(self, ref: str, what: RunRequest | Instance) -> Plan:
+        return plan_run(self.store, self.layers, self.backend.name, ref, what)
+
+    # -- prewarm snapshots -----------------------------------------------------------------------
 
     def prewarm(self, request: RunRequest, *, timeout: float = 300.0) -> Path:
         """Boot ``request``'s image until its health check passes and save that machine as the
@@ -554,18 +449,7 @@ class InstanceManager:
         until a clone is resumed); one with ``"off"`` is refused.
         """
         plan = self._plan(request.image, request)
-        check = plan.config.healthcheck
-        pre_app = plan.config.snapshot == "pre-app"
-        if plan.config.snapshot == "off":
-            raise InstanceError(
-                f'{plan.image.ref} is built with snapshot = "off" in its Ukfile: its app '
-                "cannot be cloned, so every run boots"
-            )
-        if check is None and not pre_app:
-            raise InstanceError(
-                f"{plan.image.ref} has no health check, so there is no moment at which its app is "
-                "known to be ready to snapshot; add [healthcheck] to its Ukfile"
-            )
+        check_snapshottable(plan)
         target = self.snapshots / plan.key
         if target.is_dir():
             return target
@@ -574,57 +458,7 @@ class InstanceManager:
         # Held while the prewarm's machine may run: a leftover whose lock is free is a dead
         # prewarm's, which the next agent sweeps at once (sweep_prewarm_leftovers).
         with holding(workdir):
-            return self._prewarm_in(workdir, plan, check, timeout, pre_app=pre_app)
-
-    def _prewarm_in(
-        self,
-        workdir: Path,
-        plan: _Plan,
-        check: HealthCheck | None,
-        timeout: float,
-        *,
-        pre_app: bool,
-    ) -> Path:
-        target = self.snapshots / plan.key
-        port = _free_port()
-        forwards = [] if check is None else [PortMapping(host_port=port, guest_port=check.port)]
-        spec = self._spec(
-            plan, workdir.name[1:], workdir, forwards, None, snapshot_source=True, hold=pre_app
-        )
-        # Names of its own: two prewarms of one image (two REST calls) may run at once.
-        staging = Path(tempfile.mkdtemp(dir=self.snapshots, prefix=f".{plan.key}.", suffix=".tmp"))
-        try:
-            machine = self.backend.start(spec)
-            crash_point("host.prewarm.after_boot")
-            try:
-                if pre_app:
-                    _wait_held(machine, timeout)
-                else:
-                    assert check is not None
-                    wait_healthy(
-                        check,
-                        "127.0.0.1",
-                        port,
-                        timeout=timeout,
-                        alive=lambda: not machine.state.final,
-                    )
-                machine.snapshot(staging)
-                (staging / _SNAPSHOT_IMAGE).write_text(plan.image.digest)
-                crash_point("host.prewarm.after_snapshot")
-            finally:
-                with contextlib.suppress(UkedgeError):
-                    machine.kill()
-            try:
-                staging.replace(target)
-            except OSError as exc:
-                if exc.errno not in (errno.EEXIST, errno.ENOTEMPTY):
-                    raise
-                # The other prewarm finished first; its snapshot is as good as this one.
-            crash_point("host.prewarm.after_rename")
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
-            shutil.rmtree(workdir, ignore_errors=True)
-        return target
+            return make_snapshot(self.backend, self.snapshots, workdir, plan, timeout)
 
     def sweep_prewarm_leftovers(self, older_than_s: float = 3600.0) -> int:
         """Kill and delete what a prewarm killed mid-way (kill -9 of the agent) left: its
@@ -640,18 +474,15 @@ class InstanceManager:
             self._kill_orphaned_machine(machine_paths(path).workdir)
             shutil.rmtree(path, ignore_errors=True)
             swept += 1
-        if not self.snapshots.is_dir():
-            return swept
-        cutoff = time.time() - older_than_s
-        for path in self.snapshots.glob(".*.tmp"):
-            try:
-                if running and path.stat().st_mtime > cutoff:
-                    continue
-            except FileNotFoundError:
-                continue
-            shutil.rmtree(path, ignore_errors=True)
-            swept += 1
-        return swept
+        return swept + sweep_staging(
+            self.snapshots, prewarm_running=running, older_than_s=older_than_s
+        )
+
+    def drop_snapshots(self, image_digests: Collection[str]) -> list[Path]:
+        """Delete the prewarm snapshots of these images (the image cache calls it when it
+        removes images: a snapshot holds a guest's memory, and nothing else would ever delete
+        it). Returns what went."""
+        return drop_snapshots(self.snapshots, image_digests)
 
     def sweep_removed_leftovers(self) -> int:
         """Delete what a remove killed mid-way left: instance directories whose record is gone.
@@ -674,119 +505,6 @@ class InstanceManager:
             shutil.rmtree(path, ignore_errors=True)
             swept += 1
         return swept
-
-    def drop_snapshots(self, image_digests: Collection[str]) -> list[Path]:
-        """Delete the prewarm snapshots of these images (the image cache calls it when it
-        removes images: a snapshot holds a guest's memory, and nothing else would ever delete
-        it). Returns what went."""
-        dropped: list[Path] = []
-        if not self.snapshots.is_dir():
-            return dropped
-        for path in self.snapshots.iterdir():
-            try:
-                digest = (path / _SNAPSHOT_IMAGE).read_text().strip()
-            except OSError:
-                continue  # staging, or made before snapshots named their image
-            if digest in image_digests:
-                shutil.rmtree(path, ignore_errors=True)
-                dropped.append(path)
-        return dropped
-
-    def _snapshot_if_any(self, key: str) -> Path | None:
-        path = self.snapshots / key
-        return path if path.is_dir() else None
-
-    def _plan(self, ref: str, what: RunRequest | Instance) -> _Plan:
-        image, manifest = self.store.manifest(ref)
-        config = self.store.config(manifest)
-        kernel, initrds = self._boot_files(manifest)
-        argv = [*config.entrypoint, *(config.args if what.args is None else what.args)]
-        env = {**config.env, **(what.env or {})}
-        # Each instance is its own host (its name) unless the run or the Ukfile names one; a
-        # resumed clone is told its hostname, so the snapshot key counts the launch without it.
-        instance_name = what.name if isinstance(what, Instance) else None
-        hostname = what.hostname or config.hostname or instance_name or config.name
-        launch = launch_archive(argv=argv, env=env, workdir=config.workdir, hostname=hostname)
-        shared = launch_archive(argv=argv, env=env, workdir=config.workdir, hostname=config.name)
-        memory = what.memory_mib or config.memory_mib
-        vcpus = what.vcpus or config.vcpus
-        # Everything the guest sees at boot except the per-boot seed and clock: two runs with
-        # the same key may resume from the same snapshot.
-        key = digest_bytes(
-            canonical_json(
-                {
-                    "image": image.digest,
-                    "launch": digest_bytes(shared),
-                    "memory_mib": memory,
-                    "vcpus": vcpus,
-                    "cmdline": config.boot.cmdline,
-                    "backend": self.backend.name,
-                    # Bumped when the way a snapshot is made changes (zeroed-1: the prewarm boot
-                    # zeroes what it frees, so a resumed guest never faults those pages in).
-                    "snapshot": "zeroed-1",
-                }
-            )
-        ).split(":", 1)[1]
-        return _Plan(image, config, kernel, initrds, launch, hostname, memory, vcpus, key)
-
-    def _spec(
-        self,
-        plan: _Plan,
-        machine_id: str,
-        workdir: Path,
-        ports: Sequence[PortMapping],
-        restore_from: Path | None,
-        *,
-        snapshot_source: bool = False,
-        hold: bool = False,
-    ) -> MachineSpec:
-        # The launch archive and this boot's RNG seed, readable by QEMU's user only: the seed
-        # must not be on the command line, which every local user sees in ps.
-        launch = workdir / "launch.cpio"
-        launch.unlink(missing_ok=True)  # an earlier run's may have another mode
-        fd = os.open(launch, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(plan.launch + seed_archive(os.urandom(32)))
-        return MachineSpec(
-            machine_id=machine_id,
-            kernel=plan.kernel,
-            workdir=machine_paths(workdir).workdir,
-            initrds=[*plan.initrds, launch],
-            cmdline=guest_cmdline(
-                plan.config.boot.cmdline,
-                ip=_GUEST_IP,
-                gateway=_GATEWAY,
-                dns=_DNS,
-                clock=time.time(),
-                tsc_khz=host_tsc_khz(),
-                snapshot_source=snapshot_source,
-                hold=hold,
-            ),
-            memory_mib=plan.memory_mib,
-            vcpus=plan.vcpus,
-            ports=[
-                PortForward(
-                    p.host_port, p.guest_port, p.host_ip, "udp" if p.protocol == "udp" else "tcp"
-                )
-                for p in ports
-            ],
-            restore_from=restore_from,
-            hostname=plan.hostname,
-        )
-
-    def _boot_files(self, manifest: ImageManifest) -> tuple[Path, list[Path]]:
-        kernels = [
-            layer for layer in manifest.layers if layer.media_type in mediatypes.KERNEL_TYPES
-        ]
-        if len(kernels) != 1:
-            raise InstanceError(f"image must have exactly one kernel layer, found {len(kernels)}")
-        initrds = [
-            layer for layer in manifest.layers if layer.media_type in mediatypes.INITRD_TYPES
-        ]
-        return (
-            self.layers.unpacked(self.store, kernels[0]),
-            [self.layers.unpacked(self.store, layer) for layer in initrds],
-        )
 
     def _free_name(self) -> str:
         taken = {i.name for i in self.records.all()}
@@ -1089,7 +807,7 @@ class InstanceManager:
             self._emit(instance, "remove", instance.state)
         with self._locks_guard:
             self._locks.pop(instance.id, None)
-        self._probe_due.pop(instance.id, None)
+        self._probes.forget(instance.id)
         self._machines.pop(instance.id, None)
         return instance
 
@@ -1120,7 +838,7 @@ class InstanceManager:
                 log.exception("supervising instance %s failed", record.name)
             finally:
                 lock.release()
-        pending = [p.future for p in self._probes.values()]
+        pending = self._probes.pending()
         if pending:
             concurrent.futures.wait(pending, timeout=_PROBE_WAIT_S)
             self._apply_probes()
@@ -1131,7 +849,7 @@ class InstanceManager:
             if self._restart_unhealthy(instance):
                 self._kill_unhealthy(instance)
             elif instance.health is not HealthStatus.NONE:
-                self._maybe_probe(instance)
+                self._probes.maybe_probe(instance, self.upstream, self.steady_probe_interval_s)
             return
         if (
             not instance.state.active
@@ -1184,76 +902,22 @@ class InstanceManager:
             self._machine(instance).kill()
         self._refresh(self.records.find(instance.id))
 
-    def _maybe_probe(self, instance: Instance) -> None:
-        if instance.id in self._probes:
-            return
-        check = self._health_check(instance)
-        if check is None:
-            return
-        now = time.monotonic()
-        run, due = self._probe_due.get(instance.id, (instance.runs, now))
-        if run != instance.runs:
-            due = now  # a new run: probe at once
-        if now < due:
-            return
-        interval = check.interval_s
-        if instance.healthy_at is not None:
-            interval = max(interval, self.steady_probe_interval_s)
-        self._probe_due[instance.id] = (instance.runs, now + interval)
-        host, port = self.upstream(instance, check.port)
-        if self._pool is None:
-            self._pool = concurrent.futures.ThreadPoolExecutor(4, thread_name_prefix="ukedge-probe")
-        future = self._pool.submit(check_once, check, host, port, max_timeout=_PROBE_TIMEOUT_S)
-        self._probes[instance.id] = _Probe(instance.runs, time.time(), future)
-
-    def _health_check(self, instance: Instance) -> HealthCheck | None:
-        digest = instance.image_digest
-        if digest not in self._checks:
-            try:
-                _, manifest = self.store.manifest(digest)
-            except UkedgeError:
-                return None  # the image went away; the running machine is probed no more
-            self._checks[digest] = self.store.config(manifest).healthcheck
-        return self._checks[digest]
-
     def _apply_probes(self) -> None:
-        for instance_id, probe in list(self._probes.items()):
-            self._apply_probe(instance_id, probe)
-
-    def _apply_probe(self, instance_id: str, probe: _Probe) -> None:
-        """Record a finished probe's verdict (if the run it probed still runs)."""
-        if not probe.future.done():
-            return
-        del self._probes[instance_id]
-        try:
-            passed = probe.future.result()
-            check = self._health_check(self.records.find(instance_id))
-        except NoSuchInstanceError:
-            return
-        except Exception:
-            log.exception("health probe of instance %s failed", instance_id)
-            return
-        if check is None:
-            return
-        start_period = max(check.start_period_s, self.min_start_period_s)
-
-        def change(i: Instance) -> Instance:
-            if i.state is not InstanceState.RUNNING or i.runs != probe.run:
-                return i
-            health, failures = next_health(
-                i.health,
-                i.health_failures,
-                passed=passed,
-                retries=check.retries,
-                in_start_period=probe.started - (i.started_at or 0) < start_period,
-            )
-            healthy_at = i.healthy_at or (probe.started if passed else None)
-            return i.model_copy(
-                update={"health": health, "health_failures": failures, "healthy_at": healthy_at}
-            )
-
-        with contextlib.suppress(NoSuchInstanceError):
-            self._change(instance_id, change)
+        """Record what the finished probes found."""
+        for instance_id, probe in self._probes.finished():
+            try:
+                passed = probe.future.result()
+                check = self._probes.check(self.records.find(instance_id))
+            except NoSuchInstanceError:
+                continue
+            except Exception:
+                log.exception("health probe of instance %s failed", instance_id)
+                continue
+            if check is None:
+                continue
+            change = probe_verdict(probe, passed, check, self.min_start_period_s)
+            with contextlib.suppress(NoSuchInstanceError):
+                self._change(instance_id, change)
 
     # -- output ----------------------------------------------------------------------------------
 

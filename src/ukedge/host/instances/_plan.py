@@ -1,0 +1,155 @@
+"""What one run of an image needs, resolved once from the store, and the machine spec of a boot.
+
+The plan's ``key`` names the prewarm snapshot a run may resume from: two runs with equal keys
+boot guests that are identical up to the per-boot seed and clock.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from ukedge.build.guest import host_tsc_khz
+from ukedge.errors import InstanceError
+from ukedge.guest import guest_cmdline, launch_archive, seed_archive
+from ukedge.host._models import Instance, PortMapping, RunRequest
+from ukedge.host.images import UnpackedLayers
+from ukedge.host.instances._console import machine_paths
+from ukedge.image import (
+    ImageConfig,
+    ImageManifest,
+    ImageStore,
+    StoredImage,
+    canonical_json,
+    digest_bytes,
+    mediatypes,
+)
+from ukedge.vmm import MachineSpec, PortForward
+
+__all__ = ["Plan", "machine_spec", "plan_run"]
+
+# The guest side of QEMU's user-mode network; the host reaches the guest only through
+# forwarded ports, so every instance can use the same addresses.
+_GUEST_IP = "10.0.2.15/24"
+_GATEWAY = "10.0.2.2"
+_DNS = "10.0.2.3"
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What one run of an image needs, resolved once from the store."""
+
+    image: StoredImage
+    config: ImageConfig
+    kernel: Path
+    initrds: list[Path]
+    launch: bytes
+    hostname: str
+    memory_mib: int
+    vcpus: int
+    #: Snapshot key: equal for runs whose guests are identical up to seed and clock.
+    key: str
+
+
+def plan_run(
+    store: ImageStore,
+    layers: UnpackedLayers,
+    backend_name: str,
+    ref: str,
+    what: RunRequest | Instance,
+) -> Plan:
+    """The plan of a run of image ``ref`` with ``what``'s overrides on ``backend_name``."""
+    image, manifest = store.manifest(ref)
+    config = store.config(manifest)
+    kernel, initrds = _boot_files(store, layers, manifest)
+    argv = [*config.entrypoint, *(config.args if what.args is None else what.args)]
+    env = {**config.env, **(what.env or {})}
+    # Each instance is its own host (its name) unless the run or the Ukfile names one; a
+    # resumed clone is told its hostname, so the snapshot key counts the launch without it.
+    instance_name = what.name if isinstance(what, Instance) else None
+    hostname = what.hostname or config.hostname or instance_name or config.name
+    launch = launch_archive(argv=argv, env=env, workdir=config.workdir, hostname=hostname)
+    shared = launch_archive(argv=argv, env=env, workdir=config.workdir, hostname=config.name)
+    memory = what.memory_mib or config.memory_mib
+    vcpus = what.vcpus or config.vcpus
+    # Everything the guest sees at boot except the per-boot seed and clock: two runs with
+    # the same key may resume from the same snapshot.
+    key = digest_bytes(
+        canonical_json(
+            {
+                "image": image.digest,
+                "launch": digest_bytes(shared),
+                "memory_mib": memory,
+                "vcpus": vcpus,
+                "cmdline": config.boot.cmdline,
+                "backend": backend_name,
+                # Bumped when the way a snapshot is made changes (zeroed-1: the prewarm boot
+                # zeroes what it frees, so a resumed guest never faults those pages in).
+                "snapshot": "zeroed-1",
+            }
+        )
+    ).split(":", 1)[1]
+    return Plan(image, config, kernel, initrds, launch, hostname, memory, vcpus, key)
+
+
+def machine_spec(
+    plan: Plan,
+    machine_id: str,
+    workdir: Path,
+    ports: Sequence[PortMapping],
+    restore_from: Path | None,
+    *,
+    snapshot_source: bool = False,
+    hold: bool = False,
+) -> MachineSpec:
+    """The spec of one boot of ``plan`` for the instance (or prewarm) directory ``workdir``;
+    writes the boot's launch archive there."""
+    # The launch archive and this boot's RNG seed, readable by QEMU's user only: the seed
+    # must not be on the command line, which every local user sees in ps.
+    launch = workdir / "launch.cpio"
+    launch.unlink(missing_ok=True)  # an earlier run's may have another mode
+    fd = os.open(launch, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(plan.launch + seed_archive(os.urandom(32)))
+    return MachineSpec(
+        machine_id=machine_id,
+        kernel=plan.kernel,
+        workdir=machine_paths(workdir).workdir,
+        initrds=[*plan.initrds, launch],
+        cmdline=guest_cmdline(
+            plan.config.boot.cmdline,
+            ip=_GUEST_IP,
+            gateway=_GATEWAY,
+            dns=_DNS,
+            clock=time.time(),
+            tsc_khz=host_tsc_khz(),
+            snapshot_source=snapshot_source,
+            hold=hold,
+        ),
+        memory_mib=plan.memory_mib,
+        vcpus=plan.vcpus,
+        ports=[
+            PortForward(
+                p.host_port, p.guest_port, p.host_ip, "udp" if p.protocol == "udp" else "tcp"
+            )
+            for p in ports
+        ],
+        restore_from=restore_from,
+        hostname=plan.hostname,
+    )
+
+
+def _boot_files(
+    store: ImageStore, layers: UnpackedLayers, manifest: ImageManifest
+) -> tuple[Path, list[Path]]:
+    kernels = [layer for layer in manifest.layers if layer.media_type in mediatypes.KERNEL_TYPES]
+    if len(kernels) != 1:
+        raise InstanceError(f"image must have exactly one kernel layer, found {len(kernels)}")
+    initrds = [layer for layer in manifest.layers if layer.media_type in mediatypes.INITRD_TYPES]
+    return (
+        layers.unpacked(store, kernels[0]),
+        [layers.unpacked(store, layer) for layer in initrds],
+    )
