@@ -13,7 +13,8 @@ import ukedge
 
 def _subpackages() -> list[str]:
     names = ["ukedge.errors", "ukedge.image"]
-    for info in pkgutil.iter_modules(ukedge.__path__, "ukedge."):
+    # Nested subpackages too (``ukedge.host.instances``): each room's __init__ is an API.
+    for info in pkgutil.walk_packages(ukedge.__path__, "ukedge."):
         if info.ispkg and info.name not in names:
             names.append(info.name)
     return names

@@ -232,3 +232,70 @@ def test_imports_are_all_seen(tmp_path: Path, source: str, expected: set[str]) -
     modules = {"ukedge.hub", "ukedge.hub._db", "ukedge.hub.mod", "ukedge._x"}
     seen = set(_imports("ukedge.hub.mod", path, modules))
     assert expected <= seen
+
+
+#: The rooms of ``host`` (DESIGN.md), highest first: a room may import lower rooms only, and
+#: other rooms through their package (``ukedge.host.instances``), never their private modules.
+#: ``ukedge.host`` itself is the facade re-exporting them all, so it sits above every room.
+HOST_ROOMS: list[tuple[str, ...]] = [
+    ("agent",),
+    ("_wiring",),
+    ("_node",),
+    ("ondemand", "results"),
+    ("instances",),
+    ("images",),
+    # The node-wide vocabulary: instance models, names, the event bus, the service interface.
+    ("_models", "_names", "_events", "_service"),
+]
+
+_HOST_RANK = {room: rank for rank, rooms in enumerate(HOST_ROOMS) for room in rooms}
+
+
+def _room(module: str) -> str | None:
+    """``ukedge.host.instances._manager`` -> ``instances``; None outside host or for the facade."""
+    parts = module.split(".")
+    return parts[2] if len(parts) > 2 and parts[:2] == ["ukedge", "host"] else None
+
+
+def _against_rooms(graph: dict[str, set[str]]) -> list[str]:
+    wrong = []
+    for module, targets in sorted(graph.items()):
+        source = _room(module)
+        if source is None:
+            continue
+        for target in sorted(targets):
+            dest = _room(target)
+            if target == "ukedge.host":
+                wrong.append(f"{module} -> {target} (the facade; import the room instead)")
+            if dest is None or dest == source:
+                continue
+            if source not in _HOST_RANK or dest not in _HOST_RANK:
+                wrong.append(f"{module} -> {target} (place its room in HOST_ROOMS)")
+            elif _HOST_RANK[dest] <= _HOST_RANK[source] and not (
+                {source, dest} <= set(HOST_ROOMS[-1])
+            ):
+                wrong.append(f"{module} -> {target} (upward or sideways: {source} -> {dest})")
+            elif any(part.startswith("_") for part in target.split(".")[3:4]):
+                wrong.append(f"{module} -> {target} (a room's private module; use its package)")
+    return wrong
+
+
+def test_host_rooms_follow_their_arrows() -> None:
+    """agent -> node wiring -> (ondemand, results) -> instances -> images -> vocabulary."""
+    wrong = _against_rooms(_graph())
+    assert not wrong, "imports against host's rooms:\n" + "\n".join(wrong)
+
+
+def test_room_checker_refuses_upward_and_private_edges() -> None:
+    graph = {
+        "ukedge.host.instances._manager": {"ukedge.host.agent", "ukedge.host._models"},
+        "ukedge.host.agent._api": {"ukedge.host.instances._manager", "ukedge.host.instances"},
+        "ukedge.host._models": {"ukedge.host._names", "ukedge.host"},
+    }
+    assert _against_rooms(graph) == [
+        "ukedge.host._models -> ukedge.host (the facade; import the room instead)",
+        "ukedge.host.agent._api -> ukedge.host.instances._manager (a room's private module; "
+        "use its package)",
+        "ukedge.host.instances._manager -> ukedge.host.agent (upward or sideways: instances -> "
+        "agent)",
+    ]
