@@ -46,7 +46,14 @@ from ukedge.errors import (
     UsageError,
 )
 from ukedge.faults import crash_point
-from ukedge.guest import HELD_LINE, guest_cmdline, is_held, launch_archive, seed_archive
+from ukedge.guest import (
+    HELD_LINE,
+    UNPACK_FAILED_STATUS,
+    guest_cmdline,
+    is_held,
+    launch_archive,
+    seed_archive,
+)
 from ukedge.host._admission import Capacity, Committed, admit, committed, holds_resources
 from ukedge.host._console import earlier_consoles, keep_previous_run, read_console, read_results
 from ukedge.host._health import check_once, next_health, wait_healthy
@@ -117,6 +124,20 @@ class _Plan:
     vcpus: int
     #: Snapshot key: equal for runs whose guests are identical up to seed and clock.
     key: str
+
+
+#: What the guest init prints when the kernel could not unpack the image (``unpack_failed``).
+_SHORT_OF_MEMORY_LINE = b"ukedge-init: guest memory is too small for this image"
+
+
+def _memory_message(memory_mib: int, need_mib: int | None) -> str:
+    """Why a guest cannot boot with ``memory_mib``: its layers unpack into a RAM root that the
+    kernel limits to half the memory it has left."""
+    need = f"needs ~{need_mib}M unpacked" if need_mib else "the kernel could not unpack its layers"
+    return (
+        f"guest memory {memory_mib}M is too small for this image ({need}); set [resources] "
+        "memory or -m"
+    )
 
 
 def _wait_held(machine: Machine, timeout: float) -> None:
@@ -675,6 +696,8 @@ class InstanceManager:
         launch = launch_archive(argv=argv, env=env, workdir=config.workdir, hostname=hostname)
         shared = launch_archive(argv=argv, env=env, workdir=config.workdir, hostname=config.name)
         memory = what.memory_mib or config.memory_mib
+        if config.min_memory_mib is not None and memory < config.min_memory_mib:
+            raise UsageError(_memory_message(memory, config.min_memory_mib))
         vcpus = what.vcpus or config.vcpus
         # Everything the guest sees at boot except the per-boot seed and clock: two runs with
         # the same key may resume from the same snapshot.
@@ -828,7 +851,11 @@ class InstanceManager:
         except MachineError as exc:
             ended = self._ended(InstanceState.FAILED, None, str(exc), True)
             return self._change(instance.id, self._when_pid(instance.pid, ended))
-        if status.state is MachineState.EXITED:
+        exited = status.state is MachineState.EXITED
+        if exited and self._short_of_memory(instance, status.exit_code):
+            error = _memory_message(instance.memory_mib, self._min_memory(instance.image_digest))
+            ended = self._ended(InstanceState.FAILED, status.exit_code, error, True)
+        elif status.state is MachineState.EXITED:
             ended = self._ended(InstanceState.EXITED, status.exit_code, None, True)
         elif status.state is MachineState.FAILED:
             detail = status.detail or "the machine ended without reporting an exit status"
@@ -836,6 +863,23 @@ class InstanceManager:
         else:
             return instance
         return self._change(instance.id, self._when_pid(instance.pid, ended))
+
+    def _short_of_memory(self, instance: Instance, exit_code: int | None) -> bool:
+        """Whether the guest init ended the run because the kernel could not unpack the image
+        (its status alone could be the app's own)."""
+        if exit_code != UNPACK_FAILED_STATUS:
+            return False
+        try:
+            with self.console_path(instance).open("rb") as f:
+                return _SHORT_OF_MEMORY_LINE in f.read(1 << 16)
+        except OSError:
+            return False
+
+    def _min_memory(self, image: str) -> int | None:
+        try:
+            return self.store.config(self.store.manifest(image)[1]).min_memory_mib
+        except UkedgeError:
+            return None
 
     def _abandoned(self, instance: Instance) -> bool:
         """Whether ``instance`` is in a transitional state nobody is finishing: its operation
