@@ -21,6 +21,7 @@ transaction (a start that finds a stop arrived while it booted kills what it sta
 from __future__ import annotations
 
 import builtins
+import collections
 import concurrent.futures
 import contextlib
 import errno
@@ -223,6 +224,9 @@ class InstanceManager:
         #: Called with every event, synchronously, after the change is committed. A listener
         #: that raises is logged and skipped.
         self.listeners: list[Callable[[InstanceEvent], None]] = []
+        #: Failed health probes of each instance (by id) since this manager started: the
+        #: record keeps only the current streak, which a passing probe resets.
+        self.health_check_failures: collections.Counter[str] = collections.Counter()
         self._locks: dict[str, threading.RLock] = {}
         self._locks_guard = threading.Lock()
         self._probes: dict[str, _Probe] = {}
@@ -1246,10 +1250,13 @@ class InstanceManager:
         if check is None:
             return
         start_period = max(check.start_period_s, self.min_start_period_s)
+        failed = False
 
         def change(i: Instance) -> Instance:
+            nonlocal failed
             if i.state is not InstanceState.RUNNING or i.runs != probe.run:
                 return i
+            failed = not passed
             health, failures = next_health(
                 i.health,
                 i.health_failures,
@@ -1264,6 +1271,8 @@ class InstanceManager:
 
         with contextlib.suppress(NoSuchInstanceError):
             self._change(instance_id, change)
+        if failed:
+            self.health_check_failures[instance_id] += 1
 
     # -- output ----------------------------------------------------------------------------------
 
