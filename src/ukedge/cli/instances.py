@@ -219,8 +219,9 @@ def _fail_if_it_died_at_once(target: NodeService, instance: Instance) -> None:
             return
         time.sleep(0.1)
         current = target.get(instance.id)
-    if current.state.active or (current.state is InstanceState.EXITED and current.exit_code == 0):
-        return
+    ended = current.state in (InstanceState.EXITED, InstanceState.FAILED)
+    if not ended or (current.state is InstanceState.EXITED and current.exit_code == 0):
+        return  # running, or created and waiting (on demand), or a short job that succeeded
     lines = [
         line
         for line in _console_lines(target.follow(instance.id, follow=False))

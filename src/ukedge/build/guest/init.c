@@ -515,7 +515,8 @@ static int unpack_failed(void)
 	int n = klogctl(3 /* SYSLOG_ACTION_READ_ALL */, buf, size);
 	buf[n > 0 ? n : 0] = 0;
 	const char *hit = strstr(buf, "Initramfs unpacking failed");
-	if (hit) {
+	int failed = hit != NULL;
+	if (failed) {
 		struct statvfs vfs;
 		unsigned long root_mib = 0;
 		if (statvfs("/", &vfs) == 0)
@@ -527,7 +528,7 @@ static int unpack_failed(void)
 		    root_mib, (int)len, hit);
 	}
 	free(buf);
-	return hit != NULL;
+	return failed;
 }
 
 /* ---- launch file ---- */
