@@ -12,6 +12,7 @@ stream by design. Marked ``fuzz``; ``make test`` runs it.
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Iterator
 from typing import Any
@@ -28,7 +29,8 @@ from schemathesis.checks import not_a_server_error, status_code_conformance
 
 pytestmark = pytest.mark.fuzz
 
-EXAMPLES = 100
+#: Examples per operation; ``UKEDGE_FUZZ_EXAMPLES`` raises it for a long run outside CI.
+EXAMPLES = int(os.environ.get("UKEDGE_FUZZ_EXAMPLES", "100"))
 
 
 @pytest.fixture(scope="module")

@@ -43,7 +43,7 @@ from ukedge.host._models import (
     InstanceState,
 )
 from ukedge.host.instances._lifecycle import InstanceLifecycle
-from ukedge.host.instances._probes import probe_verdict
+from ukedge.host.instances._probes import Probe, probe_applies, probe_verdict
 from ukedge.host.instances._restart import next_delay, wants_restart
 
 __all__ = ["InstanceManager"]
@@ -157,16 +157,29 @@ class InstanceManager(InstanceLifecycle):
     def _apply_probes(self) -> None:
         """Record what the finished probes found."""
         for instance_id, probe in self._probes.finished():
-            try:
-                passed = probe.future.result()
-                check = self._probes.check(self.records.find(instance_id))
-            except NoSuchInstanceError:
-                continue
-            except Exception:
-                log.exception("health probe of instance %s failed", instance_id)
-                continue
-            if check is None:
-                continue
-            change = probe_verdict(probe, passed, check, self.min_start_period_s)
-            with contextlib.suppress(NoSuchInstanceError):
-                self._change(instance_id, change)
+            self._apply_probe(instance_id, probe)
+
+    def _apply_probe(self, instance_id: str, probe: Probe) -> None:
+        """Record a finished probe's verdict (if the run it probed still runs)."""
+        try:
+            passed = probe.future.result()
+            check = self._probes.check(self.records.find(instance_id))
+        except NoSuchInstanceError:
+            return
+        except Exception:
+            log.exception("health probe of instance %s failed", instance_id)
+            return
+        if check is None:
+            return
+        verdict = probe_verdict(probe, passed, check, self.min_start_period_s)
+        failed = False
+
+        def change(i: Instance) -> Instance:
+            nonlocal failed
+            failed = not passed and probe_applies(probe, i)
+            return verdict(i)
+
+        with contextlib.suppress(NoSuchInstanceError):
+            self._change(instance_id, change)
+        if failed:
+            self.health_check_failures[instance_id] += 1

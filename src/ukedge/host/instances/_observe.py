@@ -12,6 +12,7 @@ free is finished (:meth:`ObservedInstances._recover`). The operations that chang
 from __future__ import annotations
 
 import builtins
+import collections
 import contextlib
 import logging
 import threading
@@ -23,7 +24,9 @@ from ukedge.errors import (
     InstanceError,
     MachineError,
     NoSuchInstanceError,
+    UkedgeError,
 )
+from ukedge.guest import UNPACK_FAILED_STATUS
 from ukedge.host._models import (
     HealthStatus,
     Instance,
@@ -42,6 +45,7 @@ from ukedge.host.instances._console import (
     read_results,
 )
 from ukedge.host.instances._oplock import abandoned
+from ukedge.host.instances._plan import memory_message
 from ukedge.host.instances._probes import HealthProbes
 from ukedge.host.instances._restart import is_failure, next_delay, wants_restart
 from ukedge.host.instances._state import InstanceRecords
@@ -55,6 +59,8 @@ __all__ = ["ObservedInstances"]
 log = logging.getLogger(__name__)
 
 _LOG_POLL_S = 0.05
+#: What the guest init prints when the kernel could not unpack the image (``unpack_failed``).
+_SHORT_OF_MEMORY_LINE = b"ukedge-init: guest memory is too small for this image"
 #: Why an instance is failed whose starter died before its machine ran (kill -9 of the agent).
 _DIED_STARTING = "the agent (or the process starting it) died while starting it; no machine ran"
 #: See ``InstanceManager.steady_probe_interval_s``.
@@ -104,6 +110,9 @@ class ObservedInstances:
         #: Called with every event, synchronously, after the change is committed. A listener
         #: that raises is logged and skipped.
         self.listeners: list[Callable[[InstanceEvent], None]] = []
+        #: Failed health probes of each instance (by id) since this manager started: the
+        #: record keeps only the current streak, which a passing probe resets.
+        self.health_check_failures: collections.Counter[str] = collections.Counter()
         self._locks: dict[str, threading.RLock] = {}
         self._locks_guard = threading.Lock()
         self._probes = HealthProbes(store)
@@ -233,7 +242,11 @@ class ObservedInstances:
         except MachineError as exc:
             ended = self._ended(InstanceState.FAILED, None, str(exc), True)
             return self._change(instance.id, self._when_pid(instance.pid, ended))
-        if status.state is MachineState.EXITED:
+        exited = status.state is MachineState.EXITED
+        if exited and self._short_of_memory(instance, status.exit_code):
+            error = memory_message(instance.memory_mib, self._min_memory(instance.image_digest))
+            ended = self._ended(InstanceState.FAILED, status.exit_code, error, True)
+        elif status.state is MachineState.EXITED:
             ended = self._ended(InstanceState.EXITED, status.exit_code, None, True)
         elif status.state is MachineState.FAILED:
             detail = status.detail or "the machine ended without reporting an exit status"
@@ -241,6 +254,23 @@ class ObservedInstances:
         else:
             return instance
         return self._change(instance.id, self._when_pid(instance.pid, ended))
+
+    def _short_of_memory(self, instance: Instance, exit_code: int | None) -> bool:
+        """Whether the guest init ended the run because the kernel could not unpack the image
+        (its status alone could be the app's own)."""
+        if exit_code != UNPACK_FAILED_STATUS:
+            return False
+        try:
+            with self.console_path(instance).open("rb") as f:
+                return _SHORT_OF_MEMORY_LINE in f.read(1 << 16)
+        except OSError:
+            return False
+
+    def _min_memory(self, image: str) -> int | None:
+        try:
+            return self.store.config(self.store.manifest(image)[1]).min_memory_mib
+        except UkedgeError:
+            return None
 
     def _abandoned(self, instance: Instance) -> bool:
         """Whether ``instance`` is in a transitional state nobody is finishing: its operation

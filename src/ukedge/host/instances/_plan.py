@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ukedge.build.guest import host_tsc_khz
-from ukedge.errors import InstanceError
+from ukedge.errors import InstanceError, UsageError
 from ukedge.guest import guest_cmdline, launch_archive, seed_archive
 from ukedge.host._models import Instance, PortMapping, RunRequest
 from ukedge.host.images import UnpackedLayers
@@ -29,13 +29,23 @@ from ukedge.image import (
 )
 from ukedge.vmm import MachineSpec, PortForward
 
-__all__ = ["Plan", "machine_spec", "plan_run"]
+__all__ = ["Plan", "machine_spec", "memory_message", "plan_run"]
 
 # The guest side of QEMU's user-mode network; the host reaches the guest only through
 # forwarded ports, so every instance can use the same addresses.
 _GUEST_IP = "10.0.2.15/24"
 _GATEWAY = "10.0.2.2"
 _DNS = "10.0.2.3"
+
+
+def memory_message(memory_mib: int, need_mib: int | None) -> str:
+    """Why a guest cannot boot with ``memory_mib``: its layers unpack into a RAM root that the
+    kernel limits to half the memory it has left."""
+    need = f"needs ~{need_mib}M unpacked" if need_mib else "the kernel could not unpack its layers"
+    return (
+        f"guest memory {memory_mib}M is too small for this image ({need}); set [resources] "
+        "memory or -m"
+    )
 
 
 @dataclass(frozen=True)
@@ -74,6 +84,8 @@ def plan_run(
     launch = launch_archive(argv=argv, env=env, workdir=config.workdir, hostname=hostname)
     shared = launch_archive(argv=argv, env=env, workdir=config.workdir, hostname=config.name)
     memory = what.memory_mib or config.memory_mib
+    if config.min_memory_mib is not None and memory < config.min_memory_mib:
+        raise UsageError(memory_message(memory, config.min_memory_mib))
     vcpus = what.vcpus or config.vcpus
     # Everything the guest sees at boot except the per-boot seed and clock: two runs with
     # the same key may resume from the same snapshot.

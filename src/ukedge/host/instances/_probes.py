@@ -14,7 +14,7 @@ from ukedge.host._models import Instance, InstanceState
 from ukedge.host.instances._health import check_once, next_health
 from ukedge.image import HealthCheck, ImageStore
 
-__all__ = ["HealthProbes", "Probe", "probe_verdict"]
+__all__ = ["HealthProbes", "Probe", "probe_applies", "probe_verdict"]
 
 #: A probe in ``supervise`` never waits longer than this for the app.
 _PROBE_TIMEOUT_S = 1.0
@@ -94,6 +94,11 @@ class HealthProbes:
         self._due.pop(instance_id, None)
 
 
+def probe_applies(probe: Probe, instance: Instance) -> bool:
+    """Whether ``probe`` probed ``instance``'s current run (and it still runs)."""
+    return instance.state is InstanceState.RUNNING and instance.runs == probe.run
+
+
 def probe_verdict(
     probe: Probe, passed: bool, check: HealthCheck, min_start_period_s: float
 ) -> Callable[[Instance], Instance]:
@@ -102,7 +107,7 @@ def probe_verdict(
     start_period = max(check.start_period_s, min_start_period_s)
 
     def change(i: Instance) -> Instance:
-        if i.state is not InstanceState.RUNNING or i.runs != probe.run:
+        if not probe_applies(probe, i):
             return i
         health, failures = next_health(
             i.health,
