@@ -115,7 +115,7 @@ def test_a_bug_still_answers_the_json_error(hub: RunningHub, monkeypatch: Any) -
         raise RuntimeError("a bug")
 
     monkeypatch.setattr(hub.hub.manifests, "get", boom)
-    monkeypatch.setattr(hub.hub.manifests, "overview", boom)
+    monkeypatch.setattr(hub.hub.overview, "repositories", boom)
     with hub.client() as c:
         r = c.get(f"/v2/edge/app/manifests/{sha(b'x')}")
         assert_error(r, 500, "UNKNOWN")
