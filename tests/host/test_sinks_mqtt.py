@@ -20,7 +20,7 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from conformance.sinks import ResultSinkSuite, make_records
-from netkit import free_port
+from kit.net import free_port
 from ukedge.errors import UsageError
 from ukedge.host.sinks import MqttSink, ResultRecord, ResultSink, SinkUnavailable, create, topic_for
 

@@ -18,9 +18,9 @@ from typing import Any
 import httpx
 import jwt
 import pytest
-from hub_fixtures import RunningHub, push_blob, push_image, sha
 from pydantic import ValidationError
 
+from kit.hub import RunningHub, push_blob, push_image, sha
 from ukedge.hub import Hub, HubSettings
 
 HUGE = "9" * 5000  # past int()'s 4,300-digit limit
