@@ -189,16 +189,26 @@ def test_source_date_epoch_sets_created(store: ImageStore, monkeypatch: pytest.M
 def test_memory_default_and_minimum(store: ImageStore, tmp_path: Path) -> None:
     ctx = _bad_context(tmp_path, "[app]\nname = 'mem'\nruntime = 'python'\n", **{"main.py": ""})
     result = build_image(ctx, ["mem:1"], store=store)
+    minimum = result.config.min_memory_mib
+    assert minimum is not None
+    assert result.config.memory_mib >= max(64, minimum) and result.config.memory_mib % 8 == 0
+    # The root (half the RAM left after the kernel and the compressed layers) holds the layers.
     initrd = sum(layer.uncompressed_size for layer in result.layers[1:])
-    assert result.config.memory_mib >= 64 and result.config.memory_mib % 16 == 0
-    assert result.config.memory_mib << 20 > result.layers[0].uncompressed_size + 2 * initrd
+    compressed = sum(layer.size for layer in result.layers[1:])
+    assert (minimum << 20) - result.layers[0].uncompressed_size - compressed > 2 * initrd * 0.9
     before = snapshot(store)
     (ctx / "Ukfile").write_text(
-        "[app]\nname = 'mem'\nruntime = 'python'\n[resources]\nmemory = '32M'\n"
+        f"[app]\nname = 'mem'\nruntime = 'python'\n[resources]\nmemory = '{minimum - 1}M'\n"
     )
-    with pytest.raises(UkfileError, match=r"resources\.memory: 32M is too little to boot"):
+    with pytest.raises(
+        UkfileError, match=rf"resources\.memory: {minimum - 1}M is too small to boot .* {minimum}M"
+    ):
         build_image(ctx, ["mem:2"], store=store)
     assert snapshot(store) == before
+    (ctx / "Ukfile").write_text(
+        f"[app]\nname = 'mem'\nruntime = 'python'\n[resources]\nmemory = '{minimum}M'\n"
+    )
+    assert build_image(ctx, ["mem:3"], store=store).config.memory_mib == minimum
 
 
 def test_app_pythonpath_goes_first(store: ImageStore, tmp_path: Path) -> None:

@@ -49,6 +49,7 @@ def test_names_are_the_same(selftest: Path) -> None:
         "EXIT_PREFIX",
         "RESUME_SIGNAL",
         "HELD_LINE",
+        "UNPACK_FAILED_STATUS",
     }
 
 

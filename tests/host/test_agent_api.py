@@ -223,6 +223,23 @@ def test_openapi_and_metrics(agent: AgentProcess) -> None:
     metrics = httpx.get(f"{agent.url}/metrics", headers=headers).text
     assert 'ukedge_agent_requests_total{method="GET",route="/v1/instances",status="200"}' in metrics
     assert 'ukedge_agent_instances{state="running"} 0.0' in metrics
+    assert "_created" not in metrics
+    # No sink configured: the backlog families are there, with no series.
+    assert "# TYPE ukedge_agent_results_backlog gauge" in metrics
+
+
+@pytest.mark.parametrize(
+    ("url", "label"),
+    [
+        ("mqtt://127.0.0.1:1883", "mqtt://127.0.0.1:1883"),
+        ("mqtt://user:secret@broker:1883/x", "mqtt://broker:1883/x"),
+        ("mqtts://user@broker", "mqtts://broker"),
+    ],
+)
+def test_sink_labels_never_carry_credentials(url: str, label: str) -> None:
+    from ukedge.host._metrics import _sink_label
+
+    assert _sink_label(url) == label
 
 
 def test_settings_file_and_environment(tmp_path: Path) -> None:

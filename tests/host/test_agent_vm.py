@@ -263,3 +263,63 @@ def test_on_demand_needs_an_agent_and_a_free_port(tmp_path: Path, hub: str) -> N
         with pytest.raises(InstanceError, match=f"127.0.0.1:{port}"):
             agent.client().run(_sensor("od", port, on_demand=True))
         assert agent.client().list(all_instances=True) == []
+
+
+def _metric(agent: Any, sample: str) -> float | None:
+    """The value of the ``sample`` (name and labels, as exposed) on the agent's /metrics."""
+    headers = {"Authorization": f"Bearer {agent.token}"}
+    text = httpx.get(f"{agent.url}/metrics", headers=headers, timeout=10).text
+    assert "_created" not in text, "counters carry no _created twin"
+    for line in text.splitlines():
+        if line.startswith(sample + " "):
+            return float(line.rsplit(" ", 1)[1])
+    return None
+
+
+def _wait_metric(agent: Any, sample: str, ok: Any, timeout: float = 120) -> float:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = _metric(agent, sample)
+        if value is not None and ok(value):
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{sample} is {value} after {timeout}s")
+        time.sleep(0.5)
+
+
+@needs_mosquitto
+def test_metrics_show_restarts_health_failures_and_the_results_backlog(
+    tmp_path: Path, hub: str
+) -> None:
+    broker = MosquittoBroker(tmp_path)  # not started: the sink is down
+    sink = f'{{sink="{broker.url}"}}'
+    with running_agent(tmp_path / "data", "--hub", hub, "--mqtt", broker.url) as agent:
+        client = agent.client()
+        done = client.run(run_request(image="hello-c:1", name="one", args=["r"]))
+        assert client.wait(done.id, timeout=90).exit_code == 0
+        assert _wait_metric(agent, f"ukedge_agent_results_backlog{sink}", lambda v: v >= 1) >= 1
+        age = f"ukedge_agent_results_oldest_undelivered_seconds{sink}"
+        assert _wait_metric(agent, age, lambda v: v > 0) > 0
+
+        client.run(
+            run_request(
+                image="hello-c:1",
+                name="flaky",
+                env={"HELLO_EXIT": "3"},
+                restart={"name": "on-failure", "max_retries": 2},
+            )
+        )
+        restarts = 'ukedge_agent_instance_restarts_total{instance="flaky"}'
+        assert _wait_metric(agent, restarts, lambda v: v >= 2, timeout=240) == 2
+        # The app listens on 9999; its health check asks 8080 and fails.
+        client.run(_sensor("sick", free_port(), env={"PORT": "9999"}))
+        failures = 'ukedge_agent_health_check_failures_total{instance="sick"}'
+        assert _wait_metric(agent, failures, lambda v: v >= 2, timeout=240) >= 2
+        assert _metric(agent, 'ukedge_agent_health_check_failures_total{instance="one"}') == 0
+
+        broker.start()
+        try:
+            assert _wait_metric(agent, f"ukedge_agent_results_backlog{sink}", lambda v: v == 0) == 0
+            assert _metric(agent, age) == 0
+        finally:
+            broker.stop()

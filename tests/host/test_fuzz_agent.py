@@ -12,6 +12,7 @@ stream by design. Marked ``fuzz``; ``make test`` runs it.
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Iterator
 from typing import Any
@@ -29,7 +30,8 @@ from kit.invariants import host_problems
 
 pytestmark = pytest.mark.fuzz
 
-EXAMPLES = 100
+#: Examples per operation; ``UKEDGE_FUZZ_EXAMPLES`` raises it for a long run outside CI.
+EXAMPLES = int(os.environ.get("UKEDGE_FUZZ_EXAMPLES", "100"))
 
 
 @pytest.fixture(scope="module")

@@ -16,6 +16,7 @@ import pytest
 
 from ukedge.errors import UsageError
 from ukedge.host import MAX_LINE_BYTES, ResultSpool, SpoolError
+from ukedge.host._spool import Backlog
 
 
 @pytest.fixture
@@ -175,6 +176,25 @@ def test_each_sink_has_its_own_cursor(spool: ResultSpool, tmp_path: Path) -> Non
     spool.ack("a", "x", 2)  # a late, smaller ack does not move the cursor back
     assert spool.acked("a", "x") == 3
     assert [r.seq for r in spool.pending("b", 2)] == [1, 2, 1]  # the limit is per instance
+
+
+def test_backlog_counts_each_sinks_undelivered_records_and_dates_the_oldest(
+    spool: ResultSpool,
+) -> None:
+    assert spool.backlog() == {"a": Backlog(0, None), "b": Backlog(0, None)}
+    spool.ingest("x", "n", b"{}\n{}\n{}\n", at=0)
+    time.sleep(0.01)  # the two instances' records get different read times
+    spool.ingest("y", "n", b"{}\n", at=0)
+    ts = {(r.instance_id, r.seq): r.ts for r in spool.pending("a", 10)}
+    assert ts[("x", 1)] < ts[("y", 1)]
+    assert spool.backlog() == {"a": Backlog(4, ts[("x", 1)]), "b": Backlog(4, ts[("x", 1)])}
+    spool.ack("a", "x", 3)
+    spool.ack("b", "x", 1)
+    assert spool.backlog() == {"a": Backlog(1, ts[("y", 1)]), "b": Backlog(3, ts[("x", 2)])}
+    spool.ack("a", "y", 1)
+    spool.prune()  # keeps what b still waits for
+    assert spool.backlog()["a"] == Backlog(0, None)
+    assert spool.backlog()["b"] == Backlog(3, ts[("x", 2)])
 
 
 def test_acks_are_checked(spool: ResultSpool) -> None:

@@ -98,6 +98,7 @@ def test_healthz_metrics_and_access_log(served: _Served) -> None:
     text = httpx.get(f"{served.url}/metrics").text
     assert 'demo_requests_total{method="GET",route="/items/{key}",status="200"} 2.0' in text
     assert 'demo_requests_total{method="GET",route="other",status="404"} 1.0' in text
+    assert "_created" not in text  # no timestamp twin beside every counter and histogram
     assert 'demo_request_seconds_count{method="GET",route="/items/{key}"} 2.0' in text
     assert "demo_sent_bytes_total" in text and "demo_received_bytes_total" in text
     # The access log is written when a response ends; the scrape above came after these.

@@ -28,6 +28,7 @@ from typing import Literal
 from ukedge import paths
 from ukedge.build._files import AppFile, select_files
 from ukedge.build._layers import LayerCache, LayerFile, gzip_layer, initrd_layer, layer_format_key
+from ukedge.build._memory import boot_memory
 from ukedge.build._pip import install_requirements, read_requirements_file
 from ukedge.build._python import (
     PYTHON_ENV,
@@ -267,8 +268,11 @@ def build_image(
         app_layer = _app_layer(plan, py, scratch, cache_root)
         report("app", "done", _app_summary(plan))
 
-        memory_mib = _memory_mib(plan, vst.st_size, runtime_layer, app_layer)
+        memory_mib, min_memory_mib = _memory_mib(plan, vst.st_size, runtime_layer, app_layer)
         config = _config(plan, kernel.profile, kernel.version, kernel.cmdline, memory_mib)
+        config = ImageConfig.model_validate(
+            config.model_dump() | {"min_memory_mib": min_memory_mib}
+        )
         config_bytes = config.to_json()
         layers = [kernel_layer, runtime_layer, app_layer]
         annotations = {_TITLE: plan.uk.app.name}
@@ -429,36 +433,29 @@ def _add_app_file(archive: CpioArchive, f: AppFile) -> None:
         archive.add_file(f.dest, f.source, mode)
 
 
-#: Guest memory the kernel needs beyond its own image and the initramfs (page tables, slab,
-#: the init and app processes); measured with the minimal profile: a 15.7 MB initramfs boots in
-#: 64 MiB, a 17.0 MB one does not ("Initramfs unpacking failed: write error").
-_BOOT_SLACK_MIB = 16
-_DEFAULT_MEMORY_MIB = 64
+def _memory_mib(plan: _Plan, kernel_size: int, *initrds: LayerFile) -> tuple[int, int]:
+    """``(memory, minimum)`` for the config: the Ukfile's memory if it is enough to boot, else
+    an error; without one, the computed default (see ``_memory``).
 
-
-def _memory_mib(plan: _Plan, kernel_size: int, *initrds: LayerFile) -> int:
-    """The guest memory for the config: the Ukfile's, if it is enough to boot, else an error;
-    without one, enough to boot (at least 64 MiB, rounded up to 16 MiB).
-
-    While the kernel unpacks the initramfs it holds the archive and the files it unpacks into
-    the RAM-backed root at once, so a python image needs more than its files' size suggests,
-    and a guest that is short fails at boot with a message no user connects to the Ukfile.
+    A guest that is short fails at boot with a message no user connects to the Ukfile, so the
+    build refuses it here, where the fix is one line.
     """
-    initrd = sum(layer.uncompressed_size for layer in initrds)
-    need = -(-(kernel_size + 2 * initrd) // (1 << 20)) + _BOOT_SLACK_MIB
+    need = boot_memory(
+        kernel_size, [layer.size for layer in initrds], sum(lf.rootfs_size for lf in initrds)
+    )
     given = plan.uk.resources.memory_mib
     if given is None:
-        return max(_DEFAULT_MEMORY_MIB, -(-need // 16) * 16)
-    if given < need:
+        return need.default_mib, need.minimum_mib
+    if given < need.minimum_mib:
         raise UkfileError(
             plan.ukfile,
             "resources.memory",
-            f"{plan.uk.resources.memory} is too little to boot this image: it needs at least "
-            f"{need}M (kernel {kernel_size / (1 << 20):.1f} MiB + initramfs "
-            f"{initrd / (1 << 20):.1f} MiB twice, held and unpacked at once, + "
-            f'{_BOOT_SLACK_MIB} MiB); set memory = "{-(-need // 16) * 16}M" or leave it out',
+            f"{plan.uk.resources.memory} is too small to boot this image: it needs at least "
+            f"{need.minimum_mib}M (its files take {need.unpacked / (1 << 20):.1f} MiB unpacked "
+            "in a root the kernel limits to half the RAM it has left after its own image and "
+            f'the compressed layers); set memory = "{need.default_mib}M" or leave it out',
         )
-    return given
+    return given, need.minimum_mib
 
 
 def _config(plan: _Plan, profile: str, version: str, cmdline: str, memory_mib: int) -> ImageConfig:

@@ -33,6 +33,9 @@ class LayerFile:
     digest: str
     size: int
     uncompressed_size: int
+    #: RAM its files take in the guest's tmpfs root (``CpioArchive.rootfs_size``); 0 for the
+    #: kernel, which is not unpacked there.
+    rootfs_size: int = 0
 
 
 def layer_format_key() -> str:
@@ -54,7 +57,7 @@ def initrd_layer(archive: CpioArchive, dest: Path, media_type: str) -> LayerFile
     finally:
         raw.unlink(missing_ok=True)
     digest, size = digest_file(dest)
-    return LayerFile(dest, media_type, digest, size, uncompressed)
+    return LayerFile(dest, media_type, digest, size, uncompressed, archive.rootfs_size())
 
 
 def gzip_layer(source: Path, dest: Path, media_type: str) -> LayerFile:
@@ -80,10 +83,20 @@ class LayerCache:
             info = json.loads(meta.read_text())
         except (OSError, ValueError):
             return None
-        if info.get("key") != key or not blob.is_file() or blob.stat().st_size != info["size"]:
+        if (
+            info.get("key") != key
+            or "rootfs_size" not in info
+            or not blob.is_file()
+            or blob.stat().st_size != info["size"]
+        ):
             return None
         return LayerFile(
-            blob, info["media_type"], info["digest"], info["size"], info["uncompressed_size"]
+            blob,
+            info["media_type"],
+            info["digest"],
+            info["size"],
+            info["uncompressed_size"],
+            info["rootfs_size"],
         )
 
     def get_or_build(
@@ -106,5 +119,10 @@ class LayerCache:
             tmp_meta.replace(meta)
         log.debug("cached %s layer %s (%d bytes)", kind, made.digest, made.size)
         return LayerFile(
-            blob, made.media_type, made.digest, made.size, made.uncompressed_size
+            blob,
+            made.media_type,
+            made.digest,
+            made.size,
+            made.uncompressed_size,
+            made.rootfs_size,
         ), False

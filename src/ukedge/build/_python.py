@@ -300,7 +300,8 @@ def hot_modules(py: PythonInstall) -> frozenset[str]:
     directory ahead of ``python311.zip``; everything else is zipped. A start that imports only
     hot modules then never reads the zip's directory, which is 0.2 s of interpreted code under
     TCG, while the zip (deflated) keeps the rest at 40% of its RAM: the root file system is RAM,
-    and a 64 MiB guest must hold the initramfs and its unpacked copy at once while it boots.
+    and the guest's memory must be twice what the root holds ("Guest memory" in
+    docs/image-format.md).
     """
     code = (
         f"import sys; import {', '.join(HOT_IMPORTS)}\n"

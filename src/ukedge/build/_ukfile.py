@@ -261,7 +261,8 @@ class FilesSection(_Section):
 
 
 class ResourcesSection(_Section):
-    #: ``None``: the builder picks enough for the image to boot (at least 64 MiB).
+    #: ``None``: the builder picks enough for the image to boot (at least 64 MiB; "Guest memory"
+    #: in docs/image-format.md).
     memory: str | int | None = None
     vcpus: int = Field(default=1, ge=1, le=64)
 

@@ -192,11 +192,49 @@ def run(
     instance = target.run(request)
     if detach:
         out.print(instance.id)
+        _fail_if_it_died_at_once(target, instance)
         return
     status = _attach(target, instance)
     if remove:
         target.remove(instance.id)
     sys.exit(status)
+
+
+#: How long `run -d` watches a new instance before leaving it: long enough for a guest that
+#: cannot boot (memory too small, a missing program) to end under emulation.
+_EARLY_WATCH_S = 5.0
+_EARLY_LINES = 10
+
+
+def _fail_if_it_died_at_once(target: NodeService, instance: Instance) -> None:
+    """Exit non-zero, with the reason and the last console lines, when a detached instance ends
+    in its first seconds: `run -d` exiting 0 for a VM that never ran would hide the cause."""
+    from ukedge.guest import is_protocol_line
+    from ukedge.host import InstanceState
+
+    deadline = time.monotonic() + _EARLY_WATCH_S
+    current = instance
+    while current.state.active and time.monotonic() < deadline:
+        if current.healthy_at is not None:
+            return
+        time.sleep(0.1)
+        current = target.get(instance.id)
+    ended = current.state in (InstanceState.EXITED, InstanceState.FAILED)
+    if not ended or (current.state is InstanceState.EXITED and current.exit_code == 0):
+        return  # running, or created and waiting (on demand), or a short job that succeeded
+    lines = [
+        line
+        for line in _console_lines(target.follow(instance.id, follow=False))
+        if not is_protocol_line(line)
+    ][-_EARLY_LINES:]
+    status = current.exit_code if current.exit_code is not None else 125
+    reason = current.error or f"exited with status {status}"
+    err.print(f"instance {current.name} ended at once: {reason}", style="red", markup=False)
+    if lines:
+        err.print("its last console lines:", highlight=False)
+        for line in lines:
+            err.print("  " + line.decode(errors="replace").rstrip(), highlight=False, markup=False)
+    sys.exit(status or 125)
 
 
 def _accelerator_notice() -> None:
@@ -270,7 +308,7 @@ def _attach(manager: NodeService, instance: Instance) -> int:
             signal.signal(signum, handler)
     final = manager.get(instance.id)
     if final.state is InstanceState.FAILED:
-        err.print(f"instance {final.name} failed: {final.error}", style="red")
+        err.print(f"instance {final.name} failed: {final.error}", style="red", markup=False)
         return 125
     return final.exit_code if final.exit_code is not None else 125
 

@@ -18,6 +18,7 @@ from ukedge.guest._contract import (
     RESULTS_PORT,
     RESUME_SIGNAL,
     SEED_PATH,
+    UNPACK_FAILED_STATUS,
 )
 from ukedge.guest._control import resume_message
 from ukedge.guest._cpio import CpioArchive, CpioEntry, gzip_file, source_date_epoch
@@ -46,6 +47,7 @@ __all__ = [
     "RESULTS_PORT",
     "RESUME_SIGNAL",
     "SEED_PATH",
+    "UNPACK_FAILED_STATUS",
     "CpioArchive",
     "CpioEntry",
     "check_hostname",

@@ -20,6 +20,7 @@ __all__ = [
     "RESULTS_PORT",
     "RESUME_SIGNAL",
     "SEED_PATH",
+    "UNPACK_FAILED_STATUS",
 ]
 
 #: Where the application finds the results device (a symlink made by init).
@@ -44,3 +45,6 @@ RESUME_SIGNAL = int(signal.SIGWINCH)
 #: Init prints this line when ``ukedge.hold`` makes it wait before starting the app (a
 #: ``snapshot = "pre-app"`` prewarm snapshots the machine then); ``resumed`` releases it.
 HELD_LINE = "ukedge-held"
+#: Init's exit status when the kernel could not unpack the image's layers into the guest's RAM
+#: root ("Initramfs unpacking failed"): the guest memory is too small for the image.
+UNPACK_FAILED_STATUS = 125

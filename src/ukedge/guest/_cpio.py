@@ -24,6 +24,9 @@ __all__ = ["CpioArchive", "CpioEntry", "gzip_file", "source_date_epoch"]
 _MAGIC = b"070701"
 _TRAILER = "TRAILER!!!"
 _CHUNK = 1 << 20
+#: The guest's page size and the longest symlink target tmpfs keeps inside its inode.
+_PAGE = 4096
+_SHORT_SYMLINK = 128
 
 
 def source_date_epoch() -> int:
@@ -111,6 +114,21 @@ class CpioArchive:
                 elif full.is_file():
                     executable = full.stat().st_mode & 0o111
                     self.add_file(dest, full, 0o755 if executable else 0o644)
+
+    def rootfs_size(self) -> int:
+        """Bytes of RAM the entries take once Linux unpacks them into its tmpfs root.
+
+        tmpfs charges whole pages: file data rounded up to 4 KiB, a page for a symlink target of
+        128 bytes or more, nothing for directories and devices. This, not the archive's size,
+        is what must fit under the root's size limit when the guest boots.
+        """
+        total = 0
+        for entry in self._entries.values():
+            if stat.S_ISREG(entry.mode):
+                total += -(-entry.size // _PAGE) * _PAGE
+            elif stat.S_ISLNK(entry.mode) and entry.size >= _SHORT_SYMLINK:
+                total += _PAGE
+        return total
 
     def write(self, out: BinaryIO) -> int:
         """Write the archive (sorted, trailer included); returns the number of bytes written."""

@@ -27,6 +27,7 @@ machine a dead starter left, fails the run when none runs, kills what a dead sto
 from __future__ import annotations
 
 import builtins
+import collections
 import concurrent.futures
 import contextlib
 import errno
@@ -52,7 +53,14 @@ from ukedge.errors import (
     UsageError,
 )
 from ukedge.faults import crash_point
-from ukedge.guest import HELD_LINE, guest_cmdline, is_held, launch_archive, seed_archive
+from ukedge.guest import (
+    HELD_LINE,
+    UNPACK_FAILED_STATUS,
+    guest_cmdline,
+    is_held,
+    launch_archive,
+    seed_archive,
+)
 from ukedge.host._admission import Capacity, Committed, admit, committed, holds_resources
 from ukedge.host._console import earlier_consoles, keep_previous_run, read_console, read_results
 from ukedge.host._health import check_once, next_health, wait_healthy
@@ -123,6 +131,20 @@ class _Plan:
     vcpus: int
     #: Snapshot key: equal for runs whose guests are identical up to seed and clock.
     key: str
+
+
+#: What the guest init prints when the kernel could not unpack the image (``unpack_failed``).
+_SHORT_OF_MEMORY_LINE = b"ukedge-init: guest memory is too small for this image"
+
+
+def _memory_message(memory_mib: int, need_mib: int | None) -> str:
+    """Why a guest cannot boot with ``memory_mib``: its layers unpack into a RAM root that the
+    kernel limits to half the memory it has left."""
+    need = f"needs ~{need_mib}M unpacked" if need_mib else "the kernel could not unpack its layers"
+    return (
+        f"guest memory {memory_mib}M is too small for this image ({need}); set [resources] "
+        "memory or -m"
+    )
 
 
 def _wait_held(machine: Machine, timeout: float) -> None:
@@ -208,6 +230,9 @@ class InstanceManager:
         #: Called with every event, synchronously, after the change is committed. A listener
         #: that raises is logged and skipped.
         self.listeners: list[Callable[[InstanceEvent], None]] = []
+        #: Failed health probes of each instance (by id) since this manager started: the
+        #: record keeps only the current streak, which a passing probe resets.
+        self.health_check_failures: collections.Counter[str] = collections.Counter()
         self._locks: dict[str, threading.RLock] = {}
         self._locks_guard = threading.Lock()
         self._probes: dict[str, _Probe] = {}
@@ -699,6 +724,8 @@ class InstanceManager:
         launch = launch_archive(argv=argv, env=env, workdir=config.workdir, hostname=hostname)
         shared = launch_archive(argv=argv, env=env, workdir=config.workdir, hostname=config.name)
         memory = what.memory_mib or config.memory_mib
+        if config.min_memory_mib is not None and memory < config.min_memory_mib:
+            raise UsageError(_memory_message(memory, config.min_memory_mib))
         vcpus = what.vcpus or config.vcpus
         # Everything the guest sees at boot except the per-boot seed and clock: two runs with
         # the same key may resume from the same snapshot.
@@ -852,7 +879,11 @@ class InstanceManager:
         except MachineError as exc:
             ended = self._ended(InstanceState.FAILED, None, str(exc), True)
             return self._change(instance.id, self._when_pid(instance.pid, ended))
-        if status.state is MachineState.EXITED:
+        exited = status.state is MachineState.EXITED
+        if exited and self._short_of_memory(instance, status.exit_code):
+            error = _memory_message(instance.memory_mib, self._min_memory(instance.image_digest))
+            ended = self._ended(InstanceState.FAILED, status.exit_code, error, True)
+        elif status.state is MachineState.EXITED:
             ended = self._ended(InstanceState.EXITED, status.exit_code, None, True)
         elif status.state is MachineState.FAILED:
             detail = status.detail or "the machine ended without reporting an exit status"
@@ -860,6 +891,23 @@ class InstanceManager:
         else:
             return instance
         return self._change(instance.id, self._when_pid(instance.pid, ended))
+
+    def _short_of_memory(self, instance: Instance, exit_code: int | None) -> bool:
+        """Whether the guest init ended the run because the kernel could not unpack the image
+        (its status alone could be the app's own)."""
+        if exit_code != UNPACK_FAILED_STATUS:
+            return False
+        try:
+            with self.console_path(instance).open("rb") as f:
+                return _SHORT_OF_MEMORY_LINE in f.read(1 << 16)
+        except OSError:
+            return False
+
+    def _min_memory(self, image: str) -> int | None:
+        try:
+            return self.store.config(self.store.manifest(image)[1]).min_memory_mib
+        except UkedgeError:
+            return None
 
     def _abandoned(self, instance: Instance) -> bool:
         """Whether ``instance`` is in a transitional state nobody is finishing: its operation
@@ -1226,10 +1274,13 @@ class InstanceManager:
         if check is None:
             return
         start_period = max(check.start_period_s, self.min_start_period_s)
+        failed = False
 
         def change(i: Instance) -> Instance:
+            nonlocal failed
             if i.state is not InstanceState.RUNNING or i.runs != probe.run:
                 return i
+            failed = not passed
             health, failures = next_health(
                 i.health,
                 i.health_failures,
@@ -1244,6 +1295,8 @@ class InstanceManager:
 
         with contextlib.suppress(NoSuchInstanceError):
             self._change(instance_id, change)
+        if failed:
+            self.health_check_failures[instance_id] += 1
 
     # -- output ----------------------------------------------------------------------------------
 

@@ -26,6 +26,7 @@ from ukedge import server, serverlog
 from ukedge.errors import InstanceError, UsageError
 from ukedge.host._agent import Agent, AgentSettings
 from ukedge.host._api import create_agent_app
+from ukedge.host._metrics import AgentMetrics
 from ukedge.host._ondemand import OnDemandController
 
 __all__ = ["MAX_BODY_BYTES", "BearerAuth", "BodyLimit", "ensure_token", "serve"]
@@ -192,7 +193,11 @@ def _unix_listener(path: Path) -> socket.socket:
 
 def build_app(agent: Agent, token: str) -> ASGIApp:
     """The API with the agent's background work tied to the server's lifespan."""
-    app: FastAPI = create_agent_app(agent.node, access_log=agent.settings.access_log)
+    app: FastAPI = create_agent_app(
+        agent.node,
+        metrics=AgentMetrics(agent.node, agent.spool),
+        access_log=agent.settings.access_log,
+    )
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:

@@ -18,6 +18,7 @@ import logging
 import re
 import time
 from collections.abc import Collection
+from dataclasses import dataclass
 from pathlib import Path
 
 from sqlalchemy import Float, ForeignKey, Integer, String, Text, delete, insert, select
@@ -28,7 +29,7 @@ from ukedge.errors import UkedgeError, UsageError
 from ukedge.host.sinks import ResultRecord
 from ukedge.sqlite import SQLiteDatabase
 
-__all__ = ["MAX_LINE_BYTES", "ResultSpool", "SpoolError"]
+__all__ = ["MAX_LINE_BYTES", "Backlog", "ResultSpool", "SpoolError"]
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +39,15 @@ MAX_LINE_BYTES = 1 << 20
 #: How much of a results file one ingest reads at most.
 _READ_CHUNK = 4 << 20
 _NODE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}\Z")
+
+
+@dataclass(frozen=True)
+class Backlog:
+    """What one sink has not acked yet: how many records, and when the oldest was read from
+    its results file (``None`` when nothing waits)."""
+
+    records: int
+    oldest_ts: float | None
 
 
 class SpoolError(UkedgeError):
@@ -363,6 +373,36 @@ class ResultSpool:
             return [
                 ResultRecord(r.instance_id, stream.node, r.seq, r.ts, r.line, r.error) for r in rows
             ]
+
+    def backlog(self) -> dict[str, Backlog]:
+        """Each registered sink's undelivered records: what a sink that is down holds back."""
+        with self._db.session() as session:
+            sinks = list(session.scalars(select(_Sink.name)))
+            streams = list(session.execute(select(_Stream.instance_id, _Stream.next_seq)))
+            out: dict[str, Backlog] = {}
+            for sink in sinks:
+                acked = {
+                    row.instance_id: row.acked
+                    for row in session.execute(
+                        select(_Cursor.instance_id, _Cursor.acked).where(_Cursor.sink == sink)
+                    )
+                }
+                records = 0
+                oldest: float | None = None
+                for stream in streams:
+                    after = acked.get(stream.instance_id, 0)
+                    if after >= stream.next_seq - 1:
+                        continue
+                    records += stream.next_seq - 1 - after
+                    ts = session.scalar(
+                        select(_Record.ts).where(
+                            _Record.instance_id == stream.instance_id, _Record.seq == after + 1
+                        )
+                    )
+                    if ts is not None and (oldest is None or ts < oldest):
+                        oldest = ts
+                out[sink] = Backlog(records, oldest)
+            return out
 
     def last_seq(self, instance_id: str) -> int:
         with self._db.session() as session:

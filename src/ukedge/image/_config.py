@@ -78,6 +78,9 @@ class ImageConfig(_Model):
     env: dict[str, str] = Field(default_factory=dict)
     workdir: str = "/"
     memory_mib: int = Field(default=64, ge=16, le=1 << 20)
+    #: The least memory this image boots with (its unpacked layers must fit in the guest's
+    #: tmpfs root); None in images built before it was recorded.
+    min_memory_mib: int | None = Field(default=None, ge=1, le=1 << 20)
     vcpus: int = Field(default=1, ge=1, le=64)
     ports: list[PortSpec] = Field(default_factory=list)
     healthcheck: HealthCheck | None = None

@@ -19,10 +19,15 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Histogram, disable_created_metrics
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 __all__ = ["HttpMetrics", "MetricsMiddleware", "matched_route"]
+
+# Every counter and histogram would also export a ``_created`` timestamp sample: noise on every
+# scrape that no dashboard of ours reads. The switch is process-wide, so it covers the hub's and
+# the agent's own metrics too (every server imports this module).
+disable_created_metrics()  # type: ignore[no-untyped-call]
 
 #: Latency buckets from a cached answer on loopback to a blob upload's final chunk.
 _BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10, 60)

@@ -31,12 +31,14 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/klog.h>
 #include <sys/mount.h>
 #include <sys/epoll.h>
 #include <sys/reboot.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <sys/types.h>
 #include <sys/wait.h>
 #include <termios.h>
@@ -57,6 +59,8 @@
 /* Printed on the console when ukedge.hold makes init wait before starting the application (a
  * "pre-app" prewarm snapshots the machine then); "resumed" on the control port releases it. */
 #define HELD_LINE "ukedge-held"
+/* Init's exit status when the kernel could not unpack the initramfs (guest memory too small). */
+#define UNPACK_FAILED_STATUS 125
 #define DEFAULT_PATH "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 /* From <linux/random.h> and <linux/input*.h>, which musl does not ship. */
@@ -493,6 +497,40 @@ static void find_ports(struct ports *out)
 	}
 }
 
+/* ---- initramfs check ---- */
+
+/*
+ * The kernel unpacks the initramfs into a tmpfs root limited to half the RAM it has; when the
+ * layers do not fit it logs "Initramfs unpacking failed" (only to its log under "quiet") and
+ * boots on with part of the files. Say so in the user's terms before anything else fails.
+ */
+static int unpack_failed(void)
+{
+	int size = klogctl(10 /* SYSLOG_ACTION_SIZE_BUFFER */, NULL, 0);
+	if (size <= 0)
+		return 0;
+	char *buf = malloc((size_t)size + 1);
+	if (!buf)
+		return 0;
+	int n = klogctl(3 /* SYSLOG_ACTION_READ_ALL */, buf, size);
+	buf[n > 0 ? n : 0] = 0;
+	const char *hit = strstr(buf, "Initramfs unpacking failed");
+	int failed = hit != NULL;
+	if (failed) {
+		struct statvfs vfs;
+		unsigned long root_mib = 0;
+		if (statvfs("/", &vfs) == 0)
+			root_mib = (unsigned long)(vfs.f_blocks * vfs.f_frsize >> 20);
+		size_t len = strcspn(hit, "\n");
+		say("guest memory is too small for this image: the kernel could not unpack its layers "
+		    "into the %luM RAM root it allows (half of what it has left) (%.*s); set "
+		    "[resources] memory or -m higher",
+		    root_mib, (int)len, hit);
+	}
+	free(buf);
+	return failed;
+}
+
 /* ---- launch file ---- */
 
 struct launch {
@@ -808,6 +846,8 @@ int main(void)
 		set_clock(params.time);
 	seed_from_file(SEED_PATH);
 
+	if (unpack_failed())
+		finish(UNPACK_FAILED_STATUS);
 	memset(&launch, 0, sizeof launch);
 	if (load_launch(&launch, LAUNCH_PATH) != 0)
 		finish(127);
@@ -876,6 +916,7 @@ int main(int argc, char **argv)
 		show("EXIT_PREFIX", EXIT_PREFIX);
 		printf("RESUME_SIGNAL=%d\n", RESUME_SIGNAL);
 		show("HELD_LINE", HELD_LINE);
+		printf("UNPACK_FAILED_STATUS=%d\n", UNPACK_FAILED_STATUS);
 		return 0;
 	}
 	if (argc >= 2 && strcmp(argv[1], "exit") == 0) {
