@@ -36,7 +36,7 @@ test: deps venv kernel
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
 test-fast: venv
-	$(VENV)/bin/pytest -m 'not vm and not interop and not kernel' $(PYTEST_ARGS)
+	$(VENV)/bin/pytest -m 'not vm and not interop and not kernel and not fuzz' $(PYTEST_ARGS)
 
 demo: deps venv kernel
 	bash scripts/demo.sh

@@ -13,6 +13,13 @@ from pathlib import Path
 
 import pytest
 
+# Helpers assert too; rewritten, their failures show the values like a test's own asserts.
+pytest.register_assert_rewrite("kit", "conformance")
+
+from kit.examples import cli_home, example_store  # noqa: E402  (fixtures every directory shares)
+
+__all__ = ["cli_home", "example_store", "ukedge_home"]
+
 _REAL_CACHE = Path(
     os.environ.get("UKEDGE_CACHE")
     or Path(os.environ.get("UKEDGE_HOME", Path.home() / ".local/share/ukedge")) / "cache"

@@ -11,8 +11,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from _wheel import make_wheel  # type: ignore[import-not-found]
 
+from kit.wheel import make_wheel
 from ukedge.build import BuildResult, build_image, read_elf
 from ukedge.errors import BuildError, UkfileError
 from ukedge.image import ImageManifest, ImageStore, mediatypes

@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from _wheel import make_wheel  # type: ignore[import-not-found]
 
+from kit.wheel import make_wheel
 from ukedge.build._pip import install_requirements, read_requirements_file
 from ukedge.errors import UkfileError
 

@@ -30,6 +30,7 @@ from pathlib import Path
 
 import pytest
 
+from kit.net import free_port
 from ukedge.errors import MachineError, MachineTimeoutError, StateError, UsageError
 from ukedge.vmm import (
     KILLED_STATUS,
@@ -188,12 +189,6 @@ def _build_guest(root: Path) -> Guest:
     workroot = root / "machines"
     workroot.mkdir()
     return Guest(kernel=kernel, cmdline=cmdline, app_layer=layer, workroot=workroot)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:

@@ -7,8 +7,8 @@ import time
 from pathlib import Path
 
 import pytest
-from guestkit import boot, compile_app, image_config
 
+from kit.guest import boot, compile_app, image_config
 from ukedge.kernel import Kernel, ensure_kernel
 
 pytestmark = pytest.mark.vm

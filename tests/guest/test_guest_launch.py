@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from cpiokit import cpio_members
+from kit.cpio import cpio_members
 from ukedge.build.guest import add_platform, ensure_init
 from ukedge.errors import UsageError
 from ukedge.guest import (

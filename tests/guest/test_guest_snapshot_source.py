@@ -3,15 +3,13 @@ kernel freed out of the snapshot: the guest zeroes them, and zero pages cost a r
 
 from __future__ import annotations
 
-import importlib.util
 import io
 import os
-import sys
 from pathlib import Path
-from typing import Any
 
 import pytest
 
+from conformance import vmm as conformance
 from ukedge import vmm
 from ukedge.build.guest import host_tsc_khz
 from ukedge.guest import CpioArchive, guest_cmdline
@@ -20,22 +18,8 @@ from ukedge.vmm import MachineSpec
 PADDING = 8 << 20
 
 
-def _conformance() -> Any:
-    name = "conformance_vmm"
-    if name in sys.modules:
-        return sys.modules[name]
-    path = Path(__file__).parents[1] / "conformance" / "vmm.py"
-    spec = importlib.util.spec_from_file_location(name, path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.mark.vm
 def test_snapshot_source_boot_saves_freed_initramfs_as_zero_pages(tmp_path: Path) -> None:
-    conformance = _conformance()
     (tmp_path / "guest").mkdir()
     guest = conformance._build_guest(tmp_path / "guest")
     # 8 MiB of incompressible data in the initramfs: the unpacked file stays in the guest's

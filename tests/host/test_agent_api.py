@@ -10,8 +10,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-from agentkit import AgentProcess, running_agent
 
+from kit.agent import AgentProcess, running_agent
 from ukedge.errors import AgentError, ImageError, NoSuchInstanceError, UsageError
 from ukedge.host import AgentClient, run_request
 

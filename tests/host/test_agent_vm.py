@@ -13,12 +13,12 @@ from typing import Any
 
 import httpx
 import pytest
-from agentkit import push_examples, running_agent
-from hostkit import ukedge_cmd, wait_http
-from hub_fixtures import RunningHub, start_hub
-from test_sinks_mqtt import MosquittoBroker, Subscriber, needs_mosquitto
 
-from netkit import free_port
+from kit.agent import push_examples, running_agent
+from kit.host import ukedge_cmd, wait_http
+from kit.hub import RunningHub, start_hub
+from kit.mqtt import MosquittoBroker, Subscriber, needs_mosquitto
+from kit.net import free_port
 from ukedge.errors import AdmissionError, AgentError, InstanceError
 from ukedge.faults import CRASH_POINT_ENV
 from ukedge.host import InstanceState, PortMapping, run_request

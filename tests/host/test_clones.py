@@ -8,9 +8,9 @@ from pathlib import Path
 
 import httpx
 import pytest
-from hostkit import wait_http
 
-from netkit import free_port
+from kit.host import wait_http
+from kit.net import free_port
 from ukedge.build import build_image
 from ukedge.errors import InstanceError
 from ukedge.host import InstanceManager, RunRequest, parse_port_mapping

@@ -1,8 +1,8 @@
 """Kill the host at every point where it changes durable state, restart it, check the node.
 
-Each case runs one operation in a process of its own (``crash_driver.py``) with
+Each case runs one operation in a process of its own (``tests/kit/crash_driver.py``) with
 ``UKEDGE_CRASH_POINT`` naming one point, so the process dies there as under ``kill -9``; then a
-new process does what a restarted agent does first, and ``invariants.host_problems`` looks at
+new process does what a restarted agent does first, and ``kit.invariants.host_problems`` looks at
 the records and at every QEMU on the machine. The image is a tiny C app that listens on a port
 and never ends (built once for the module), so a surviving machine is always visible.
 """
@@ -18,8 +18,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from invariants import host_problems, qemus_under
 
+from kit import program
+from kit.invariants import host_problems, qemus_under
 from ukedge import vmm
 from ukedge.build import build_image
 from ukedge.errors import MachineError
@@ -28,7 +29,7 @@ from ukedge.host import Instance, InstanceState
 from ukedge.host.instances._state import InstanceRecords
 from ukedge.image import ImageStore
 
-DRIVER = Path(__file__).with_name("crash_driver.py")
+DRIVER = program("crash_driver.py")
 IMAGE = "waiter:1"
 
 _WAITER_C = r"""

@@ -14,9 +14,9 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
-from test_sinks_mqtt import MosquittoBroker, Subscriber, needs_mosquitto
 
 from conformance.sinks import first_arrivals
+from kit.mqtt import MosquittoBroker, Subscriber, needs_mosquitto
 from ukedge import vmm
 from ukedge.errors import UsageError
 from ukedge.host import (

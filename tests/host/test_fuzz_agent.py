@@ -21,11 +21,12 @@ import httpx
 import hypothesis
 import pytest
 import schemathesis
-from agentkit import AgentProcess, running_agent
 from hypothesis import strategies as st
-from invariants import host_problems
 from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error, status_code_conformance
+
+from kit.agent import AgentProcess, running_agent
+from kit.invariants import host_problems
 
 pytestmark = pytest.mark.fuzz
 

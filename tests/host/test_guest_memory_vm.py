@@ -9,9 +9,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from hostkit import ukedge_cmd, wait_http
 
-from netkit import free_port
+from kit.host import ukedge_cmd, wait_http
+from kit.net import free_port
 from ukedge.image import ImageConfig, ImageManifest, ImageStore, mediatypes
 
 pytestmark = [pytest.mark.vm, pytest.mark.kernel]

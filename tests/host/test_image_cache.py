@@ -21,17 +21,13 @@ from pathlib import Path
 
 import pytest
 
+from kit.registry import make_image
 from ukedge.build import build_image
 from ukedge.errors import ImageError, UsageError
 from ukedge.host import ImageCache, UnpackedLayers, budget_from_env
 from ukedge.image import ImageStore, digest_hex
 
-_TESTS = Path(__file__).resolve().parents[1]
-if str(_TESTS / "registry") not in sys.path:
-    sys.path.insert(0, str(_TESTS / "registry"))
-from registry_fixtures import make_image  # noqa: E402
-
-EXAMPLES = _TESTS.parent / "examples"
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 KERNEL = os.urandom(200_000)
 
 

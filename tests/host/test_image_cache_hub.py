@@ -12,24 +12,18 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import sys
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import pytest
 
+from kit.hub import RunningHub, hub, hub_factory
+from kit.registry import Recorder, make_image
 from ukedge.errors import DigestMismatchError
 from ukedge.host import ImageCache, UnpackedLayers
 from ukedge.image import ImageStore
 from ukedge.registry import push
-
-_TESTS = Path(__file__).resolve().parents[1]
-for _helpers in ("hub", "registry"):
-    if str(_TESTS / _helpers) not in sys.path:
-        sys.path.insert(0, str(_TESTS / _helpers))
-from hub_fixtures import RunningHub, hub, hub_factory  # noqa: E402
-from registry_fixtures import Recorder, make_image  # noqa: E402
 
 __all__ = ["hub", "hub_factory"]  # fixtures, re-exported for pytest
 

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import httpx
 import pytest
-from hostkit import ukedge_cmd, wait_http
 
-from netkit import free_port
+from kit.host import ukedge_cmd, wait_http
+from kit.net import free_port
 from ukedge.errors import AdmissionError
 from ukedge.host import (
     HealthStatus,

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from netkit import free_port
+from kit.net import free_port
 from ukedge import paths, vmm
 from ukedge.errors import AdmissionError, InstanceError
 from ukedge.host import (

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import httpx
 import pytest
-from hostkit import wait_http
 
-from netkit import free_port
+from kit.host import wait_http
+from kit.net import free_port
 from ukedge.host import (
     InstanceState,
     RunRequest,

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import httpx
 import pytest
-from hostkit import wait_http
 
-from cpiokit import cpio_members
-from netkit import free_port
+from kit.cpio import cpio_members
+from kit.host import wait_http
+from kit.net import free_port
 from ukedge.errors import ImageError, InstanceError
 from ukedge.host import InstanceManager, InstanceState, RunRequest, parse_port_mapping
 from ukedge.host.instances._oplock import holding

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from netkit import free_port
+from kit.net import free_port
 from ukedge.errors import InstanceError
 from ukedge.host import OnDemandProxy, ProxyState
 

@@ -12,7 +12,7 @@ from collections.abc import Callable
 import httpx
 import pytest
 
-from netkit import free_port
+from kit.net import free_port
 from ukedge.host import (
     Instance,
     InstanceManager,

@@ -20,9 +20,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from test_sinks_mqtt import MosquittoBroker, needs_mosquitto
 
-from netkit import free_port
+from kit.mqtt import MosquittoBroker, needs_mosquitto
+from kit.net import free_port
 
 pytestmark = [pytest.mark.vm, pytest.mark.kernel, pytest.mark.interop, needs_mosquitto]
 

@@ -1,5 +1,5 @@
-"""Fixtures of the hub tests; the helpers live in hub_fixtures (a unique module name)."""
+"""Fixtures of the hub tests; they and the helpers live in :mod:`kit.hub`."""
 
-from hub_fixtures import client, hub, hub_factory
+from kit.hub import client, hub, hub_factory
 
 __all__ = ["client", "hub", "hub_factory"]

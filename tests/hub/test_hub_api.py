@@ -7,7 +7,8 @@ import os
 
 import httpx
 import pytest
-from hub_fixtures import RunningHub, image_manifest, push_blob, push_image, sha
+
+from kit.hub import RunningHub, image_manifest, push_blob, push_image, sha
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"

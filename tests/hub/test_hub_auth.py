@@ -8,8 +8,8 @@ from typing import Any
 
 import httpx
 import pytest
-from hub_fixtures import RunningHub, push_image, sha
 
+from kit.hub import RunningHub, push_image, sha
 from ukedge.errors import UsageError
 from ukedge.hub import parse_grant
 

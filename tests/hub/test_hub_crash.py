@@ -11,9 +11,9 @@ import time
 from pathlib import Path
 
 import httpx
-from hub_fixtures import push_blob, sha, start_hub_process
 
-from netkit import free_port
+from kit.hub import push_blob, sha, start_hub_process
+from kit.net import free_port
 
 
 def test_sigkill_during_chunked_upload_then_resume(tmp_path: Path) -> None:

@@ -30,9 +30,9 @@ from pathlib import Path
 
 import httpx
 import pytest
-from hub_fixtures import image_manifest, push_blob, sha, start_hub_process
 
-from netkit import free_port
+from kit.hub import image_manifest, push_blob, sha, start_hub_process
+from kit.net import free_port
 from ukedge.faults import CRASH_POINT_ENV
 from ukedge.hub import HubSettings, run_fsck
 

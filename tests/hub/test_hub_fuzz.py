@@ -19,11 +19,11 @@ from typing import Any
 import hypothesis
 import pytest
 import schemathesis
-from hub_fixtures import RunningHub, push_image, start_hub
 from hypothesis import strategies as st
 from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
 
+from kit.hub import RunningHub, push_image, start_hub
 from ukedge.hub import run_fsck
 
 pytestmark = pytest.mark.fuzz

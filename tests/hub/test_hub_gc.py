@@ -11,8 +11,8 @@ import time
 from typing import Any
 
 import httpx
-from hub_fixtures import RunningHub, image_manifest, push_blob, push_image, sha
 
+from kit.hub import RunningHub, image_manifest, push_blob, push_image, sha
 from ukedge.hub import run_gc
 
 

@@ -18,9 +18,9 @@ from typing import Any
 import httpx
 import jwt
 import pytest
-from hub_fixtures import RunningHub, push_blob, push_image, sha
 from pydantic import ValidationError
 
+from kit.hub import RunningHub, push_blob, push_image, sha
 from ukedge.hub import Hub, HubSettings
 
 HUGE = "9" * 5000  # past int()'s 4,300-digit limit
@@ -115,7 +115,7 @@ def test_a_bug_still_answers_the_json_error(hub: RunningHub, monkeypatch: Any) -
         raise RuntimeError("a bug")
 
     monkeypatch.setattr(hub.hub.manifests, "get", boom)
-    monkeypatch.setattr(hub.hub.manifests, "overview", boom)
+    monkeypatch.setattr(hub.hub.overview, "repositories", boom)
     with hub.client() as c:
         r = c.get(f"/v2/edge/app/manifests/{sha(b'x')}")
         assert_error(r, 500, "UNKNOWN")

@@ -12,7 +12,8 @@ import tarfile
 from pathlib import Path
 
 import pytest
-from hub_fixtures import RunningHub, push_image
+
+from kit.hub import RunningHub, push_image
 
 pytestmark = pytest.mark.interop
 

@@ -11,11 +11,11 @@ from typing import Any
 
 import httpx
 import pytest
-from hub_fixtures import push_blob
 from typer.testing import CliRunner
 
 import ukedge.hub
 import ukedge.hub.storage
+from kit.hub import push_blob
 from ukedge.cli.main import app as cli
 from ukedge.errors import UsageError
 from ukedge.hub import load_settings

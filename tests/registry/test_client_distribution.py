@@ -9,7 +9,8 @@ import warnings
 from pathlib import Path
 
 import pytest
-from registry_fixtures import (
+
+from kit.registry import (
     CountingTransport,
     Distribution,
     FlakyTransport,
@@ -20,7 +21,6 @@ from registry_fixtures import (
     push_concurrently,
     run_distribution,
 )
-
 from ukedge.errors import AuthenticationError, NotFoundError, RegistryError, UsageError
 from ukedge.image import Descriptor, ImageIndex, ImageStore, mediatypes
 from ukedge.registry import RegistryClient, login, pull, push

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-from registry_fixtures import make_image
 
+from kit.registry import make_image
 from ukedge.errors import AuthenticationError, DigestMismatchError, NotFoundError, RegistryError
 from ukedge.image import ImageStore, mediatypes
 from ukedge.registry import Credentials, RegistryClient, pull

@@ -13,18 +13,17 @@ from pathlib import Path
 
 import httpx
 import pytest
-from registry_fixtures import (
+
+from kit.hub import RunningHub, run_hub
+from kit.net import free_port
+from kit.registry import (
     CountingTransport,
-    HubServer,
     Interrupted,
     Recorder,
     blob_digests,
-    free_port,
     make_image,
     push_concurrently,
-    run_hub,
 )
-
 from ukedge.errors import AuthenticationError
 from ukedge.image import ImageStore
 from ukedge.registry import (
@@ -43,19 +42,19 @@ PASSWORD = "correct-horse-battery"
 
 
 @pytest.fixture
-def open_hub(tmp_path: Path) -> Iterator[HubServer]:
+def open_hub(tmp_path: Path) -> Iterator[RunningHub]:
     with run_hub(tmp_path / "hub", auth="off") as hub:
         yield hub
 
 
 @pytest.fixture
-def secured_hub(tmp_path: Path) -> Iterator[HubServer]:
+def secured_hub(tmp_path: Path) -> Iterator[RunningHub]:
     with run_hub(tmp_path / "hub", auth="on", anonymous_pull=["public/*"]) as hub:
         hub.hub.auth.add_user("alice", PASSWORD)
         yield hub
 
 
-def test_round_trip_and_resume_against_the_hub(open_hub: HubServer, tmp_path: Path) -> None:
+def test_round_trip_and_resume_against_the_hub(open_hub: RunningHub, tmp_path: Path) -> None:
     store, dst = ImageStore(tmp_path / "s"), ImageStore(tmp_path / "d")
     chunk = 32 * 1024
     digest = make_image(store, "app:1", kernel=os.urandom(10 * chunk + 7))
@@ -78,7 +77,7 @@ def test_round_trip_and_resume_against_the_hub(open_hub: HubServer, tmp_path: Pa
 
 
 def test_login_stores_credentials_0600_and_token_flow_pushes(
-    secured_hub: HubServer, tmp_path: Path, ukedge_home: Path
+    secured_hub: RunningHub, tmp_path: Path, ukedge_home: Path
 ) -> None:
     host = secured_hub.host
     assert login(host, "alice", PASSWORD) is True
@@ -108,20 +107,20 @@ def test_login_stores_credentials_0600_and_token_flow_pushes(
     assert logout(host) is False
 
 
-def test_wrong_password_is_refused_and_nothing_saved(secured_hub: HubServer) -> None:
+def test_wrong_password_is_refused_and_nothing_saved(secured_hub: RunningHub) -> None:
     with pytest.raises(AuthenticationError, match="refused a token"):
         login(secured_hub.host, "alice", "wrong-password")
     assert CredentialStore().get(secured_hub.host) is None
 
 
-def test_anonymous_push_says_to_log_in(secured_hub: HubServer, tmp_path: Path) -> None:
+def test_anonymous_push_says_to_log_in(secured_hub: RunningHub, tmp_path: Path) -> None:
     store = ImageStore(tmp_path / "s")
     make_image(store, "app:1")
     with pytest.raises(AuthenticationError, match=f"ukedge login {secured_hub.host}"):
         push(store, "app:1", f"{secured_hub.host}/team/app:1")
 
 
-def test_anonymous_pull_of_a_public_namespace(secured_hub: HubServer, tmp_path: Path) -> None:
+def test_anonymous_pull_of_a_public_namespace(secured_hub: RunningHub, tmp_path: Path) -> None:
     host = secured_hub.host
     store = ImageStore(tmp_path / "s")
     digest = make_image(store, "app:1")
@@ -135,7 +134,7 @@ def test_anonymous_pull_of_a_public_namespace(secured_hub: HubServer, tmp_path: 
 
 
 def test_robot_token_for_one_repository_cannot_push_another(
-    secured_hub: HubServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    secured_hub: RunningHub, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     host = secured_hub.host
     robot = secured_hub.hub.auth.create_robot("ci", ["repository:team/app:pull,push"])
@@ -149,7 +148,7 @@ def test_robot_token_for_one_repository_cannot_push_another(
         push(store, "app:1", f"{host}/team/other:1")
 
 
-def test_concurrent_pushes_sharing_layers_to_the_hub(open_hub: HubServer, tmp_path: Path) -> None:
+def test_concurrent_pushes_sharing_layers_to_the_hub(open_hub: RunningHub, tmp_path: Path) -> None:
     push_concurrently(open_hub.host, tmp_path)
 
 

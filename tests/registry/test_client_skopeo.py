@@ -12,8 +12,8 @@ import tarfile
 from pathlib import Path
 
 import pytest
-from registry_fixtures import Distribution, make_image
 
+from kit.registry import Distribution, make_image
 from ukedge.image import Descriptor, ImageManifest, ImageStore, mediatypes
 from ukedge.registry import RegistryClient, pull, push, search
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from netkit import free_port
+from kit.net import free_port
 from ukedge import __version__, server
 from ukedge.errors import UsageError
 

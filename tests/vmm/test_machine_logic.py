@@ -14,11 +14,12 @@ from pathlib import Path
 
 import pytest
 
+from kit import program
 from ukedge import vmm
 from ukedge.errors import MachineError, StateError
 from ukedge.vmm import MachineSpec, MachineState, _proc, _qmp
 
-FAKE = Path(__file__).with_name("fake_qmp.py")
+FAKE = program("fake_qmp.py")
 
 
 def _record(workdir: Path, pid: int, **extra: object) -> None:

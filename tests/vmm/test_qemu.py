@@ -2,31 +2,19 @@
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import socket
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from conformance import vmm as conformance
+from kit.net import free_port
 from ukedge import vmm
 from ukedge.vmm import MachineBackend
 
-
-def _load_suite() -> Any:
-    path = Path(__file__).parents[1] / "conformance" / "vmm.py"
-    spec = importlib.util.spec_from_file_location("conformance_vmm", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-conformance = _load_suite()
 CONFIG: dict[str, object] = {}
 
 
@@ -74,7 +62,7 @@ def test_snapshot_restores_clones_with_their_own_ports(
     clones = []
     try:
         for n in range(2):
-            port = conformance.free_port()
+            port = free_port()
             base = guest.spec(f"clone{n}", "echo", "7777", ports=(PortForward(port, 7777),))
             spec = MachineSpec.from_json({**base.to_json(), "restore_from": str(tmp_path / "snap")})
             clone = backend.start(spec)

@@ -31,7 +31,7 @@ from ukedge.hub._auth import DEFAULT_USER_GRANTS, Grant, RobotToken, parse_grant
 from ukedge.hub._errors import Code, DistributionError
 from ukedge.hub._fsck import FsckProblem, FsckReport
 from ukedge.hub._gc import GcReport
-from ukedge.hub._manifests import SIGNATURE_TYPES
+from ukedge.hub._manifest_parse import SIGNATURE_TYPES
 from ukedge.hub._serve import (
     add_user,
     create_robot_token,

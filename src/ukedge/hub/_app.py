@@ -33,6 +33,7 @@ from ukedge.hub._gc import GcReport, collect
 from ukedge.hub._manifests import ManifestService
 from ukedge.hub._metrics import HubMetrics, route_template
 from ukedge.hub._openapi import describe_v2
+from ukedge.hub._overview import Overview
 from ukedge.hub._settings import HubSettings
 from ukedge.hub._v2 import V2_METHODS, V2Api, V2Shortcut
 from ukedge.hub._web import render_index
@@ -60,6 +61,7 @@ class Hub:
         )
         self.blobs = BlobService(self.db, self.storage)
         self.manifests = ManifestService(self.db)
+        self.overview = Overview(self.db)
         self.auth = Authority(
             self.db,
             settings.key_path,
@@ -216,7 +218,7 @@ def create_app(settings: HubSettings, hub: Hub | None = None) -> FastAPI:
     )
 
     def visible(request: Request) -> list[dict[str, Any]]:
-        repos = hub.manifests.overview()
+        repos = hub.overview.repositories()
         if not hub.auth.enabled:
             return repos
         principal = principal_for(request)

@@ -1,4 +1,7 @@
-"""Manifests, tags, the catalog and the referrers API.
+"""Manifests, tags, the catalog and the referrers API: storage and lookups.
+
+What a valid manifest is lives in :mod:`ukedge.hub._manifest_parse`; the web page's overview of
+repositories in :mod:`ukedge.hub._overview`.
 
 A manifest PUT checks, inside one ``BEGIN IMMEDIATE`` transaction, that every blob it references
 is linked to the repository and then records those references; GC's delete of an unreferenced blob
@@ -18,43 +21,20 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections.abc import AsyncIterable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, delete, func, select, text
+from sqlalchemy import Connection, delete, select, text
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from ukedge.faults import crash_point
 from ukedge.hub._blobs import repo_id
 from ukedge.hub._db import Database, blob_links, manifest_refs, manifests, repositories, tags
 from ukedge.hub._errors import Code, DistributionError
+from ukedge.hub._manifest_parse import ParsedManifest, parse_manifest
 from ukedge.hub._names import check_digest, check_reference, is_digest
-from ukedge.image import mediatypes
 
-__all__ = [
-    "IMAGE_TYPES",
-    "INDEX_TYPES",
-    "MANIFEST_TYPES",
-    "SIGNATURE_TYPES",
-    "ManifestService",
-    "PutResult",
-    "StoredManifest",
-]
-
-IMAGE_TYPES = frozenset({mediatypes.OCI_MANIFEST, mediatypes.DOCKER_MANIFEST})
-INDEX_TYPES = frozenset({mediatypes.OCI_INDEX, mediatypes.DOCKER_MANIFEST_LIST})
-MANIFEST_TYPES = IMAGE_TYPES | INDEX_TYPES
-#: Referrer artifact types that mean "this is a signature" (cosign, notation).
-SIGNATURE_TYPES = frozenset(
-    {
-        "application/vnd.dev.cosign.artifact.sig.v1+json",
-        "application/vnd.cncf.notary.signature",
-        "application/vnd.dev.sigstore.bundle.v0.3+json",
-    }
-)
-_FOREIGN = "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip"
-_MAX_SIZE = 2**63 - 1  # what the metadata's integer columns hold
+__all__ = ["ManifestService", "PutResult", "StoredManifest"]
 
 
 @dataclass(frozen=True)
@@ -70,35 +50,6 @@ class PutResult:
     subject: str | None
 
 
-@dataclass
-class _Parsed:
-    media_type: str
-    artifact_type: str | None
-    subject: str | None
-    annotations: dict[str, str] | None
-    blob_refs: list[str]
-    child_refs: list[str]
-    total_size: int
-
-
-def _invalid(message: str, **detail: Any) -> DistributionError:
-    return DistributionError(Code.MANIFEST_INVALID, message, detail=detail or None)
-
-
-def _descriptor(value: Any, where: str) -> dict[str, Any]:
-    if not isinstance(value, dict):
-        raise _invalid(f"{where} must be a descriptor object")
-    digest, size, media_type = value.get("digest"), value.get("size"), value.get("mediaType")
-    if not isinstance(digest, str):
-        raise _invalid(f"{where}.digest is missing")
-    check_digest(digest)
-    if not isinstance(size, int) or isinstance(size, bool) or not 0 <= size <= _MAX_SIZE:
-        raise _invalid(f"{where}.size must be an integer from 0 to 2^63-1")
-    if not isinstance(media_type, str) or not media_type:
-        raise _invalid(f"{where}.mediaType is missing")
-    return value
-
-
 def _known_or_404(reference: str) -> None:
     """A reference no PUT could have stored is simply unknown (404), as clients expect."""
     try:
@@ -109,91 +60,6 @@ def _known_or_404(reference: str) -> None:
         raise DistributionError(
             Code.MANIFEST_UNKNOWN, f"no manifest {reference!r}", detail={"reference": reference}
         ) from exc
-
-
-def parse_manifest(content: bytes, content_type: str | None) -> _Parsed:
-    """Validate a manifest's JSON shape and collect what it references."""
-    try:
-        doc = json.loads(content)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise _invalid(f"manifest is not JSON: {exc}") from exc
-    except RecursionError as exc:
-        raise _invalid("manifest JSON is nested too deeply") from exc
-    if not isinstance(doc, dict):
-        raise _invalid("manifest must be a JSON object")
-    if doc.get("schemaVersion") != 2:
-        raise _invalid("schemaVersion must be 2", schemaVersion=doc.get("schemaVersion"))
-    declared = doc.get("mediaType")
-    content_type = (content_type or "").split(";")[0].strip() or None
-    if declared is not None and content_type and declared != content_type:
-        raise _invalid(
-            f"mediaType {declared!r} does not match Content-Type {content_type!r}",
-            mediaType=declared,
-        )
-    media_type = declared or content_type
-    if media_type is None:
-        media_type = mediatypes.OCI_INDEX if "manifests" in doc else mediatypes.OCI_MANIFEST
-    if media_type not in MANIFEST_TYPES:
-        raise _invalid(
-            f"unsupported manifest media type {media_type!r}; "
-            f"this hub takes {', '.join(sorted(MANIFEST_TYPES))}",
-            mediaType=media_type,
-        )
-    subject: str | None = None
-    if doc.get("subject") is not None:
-        subject = _descriptor(doc["subject"], "subject")["digest"]
-    annotations = doc.get("annotations")
-    if annotations is not None and not isinstance(annotations, dict):
-        raise _invalid("annotations must be an object")
-    artifact_type = doc.get("artifactType")
-    if artifact_type is not None and not isinstance(artifact_type, str):
-        raise _invalid("artifactType must be a string")
-    blob_refs: list[str] = []
-    child_refs: list[str] = []
-    total = len(content)
-    if media_type in IMAGE_TYPES:
-        config = _descriptor(doc.get("config"), "config")
-        layers = doc.get("layers", [])
-        if not isinstance(layers, list):
-            raise _invalid("layers must be a list")
-        blob_refs.append(config["digest"])
-        total += config["size"]
-        for i, raw in enumerate(layers):
-            layer = _descriptor(raw, f"layers[{i}]")
-            total += layer["size"]
-            if layer["mediaType"] == _FOREIGN and layer.get("urls"):
-                continue  # foreign layers live elsewhere by design
-            blob_refs.append(layer["digest"])
-        if artifact_type is None and config["mediaType"] != mediatypes.OCI_EMPTY:
-            artifact_type = config["mediaType"]
-    else:
-        children = doc.get("manifests")
-        if not isinstance(children, list):
-            raise _invalid("an index needs a manifests list")
-        for i, raw in enumerate(children):
-            child = _descriptor(raw, f"manifests[{i}]")
-            total += child["size"]
-            child_refs.append(child["digest"])
-    if total > _MAX_SIZE:
-        raise _invalid("the sizes of the manifest's descriptors add up to more than 2^63-1")
-    return _Parsed(media_type, artifact_type, subject, annotations, blob_refs, child_refs, total)
-
-
-async def read_limited(body: AsyncIterable[bytes], limit: int) -> bytes:
-    """The request body, refusing (413) as soon as it passes ``limit`` bytes."""
-    parts: list[bytes] = []
-    size = 0
-    async for chunk in body:
-        size += len(chunk)
-        if size > limit:
-            raise DistributionError(
-                Code.SIZE_INVALID,
-                f"manifest is larger than the {limit} bytes this hub accepts",
-                status=413,
-                detail={"limit": limit},
-            )
-        parts.append(chunk)
-    return b"".join(parts)
 
 
 class ManifestService:
@@ -278,7 +144,7 @@ class ManifestService:
         return PutResult(digest, parsed.subject)
 
     @staticmethod
-    def _check_refs(conn: Connection, rid: int, parsed: _Parsed) -> None:
+    def _check_refs(conn: Connection, rid: int, parsed: ParsedManifest) -> None:
         wanted = set(parsed.blob_refs)
         if wanted:
             have = set(
@@ -436,62 +302,3 @@ class ManifestService:
                 entry["annotations"] = json.loads(row[4])
             result.append(entry)
         return result
-
-    def overview(self) -> list[dict[str, Any]]:
-        """Every repository with its tags, sizes, push times and whether a signature refers."""
-        sig_types = sorted(SIGNATURE_TYPES)
-        with self.db.read() as conn:
-            rows = conn.execute(
-                select(
-                    repositories.c.name,
-                    tags.c.name,
-                    tags.c.digest,
-                    manifests.c.media_type,
-                    manifests.c.total_size,
-                    manifests.c.pushed_at,
-                    manifests.c.artifact_type,
-                )
-                .select_from(
-                    repositories.join(tags, tags.c.repo_id == repositories.c.id).join(
-                        manifests,
-                        (manifests.c.repo_id == tags.c.repo_id)
-                        & (manifests.c.digest == tags.c.digest),
-                    )
-                )
-                .order_by(repositories.c.name, tags.c.name)
-            ).all()
-            signed = {
-                (r[0], r[1])
-                for r in conn.execute(
-                    select(manifests.c.repo_id, manifests.c.subject).where(
-                        manifests.c.artifact_type.in_(sig_types)
-                    )
-                ).all()
-            }
-            ids: dict[str, int] = dict(
-                conn.execute(select(repositories.c.name, repositories.c.id)).all()
-            )
-            counts: dict[int, int] = dict(
-                conn.execute(
-                    select(manifests.c.repo_id, func.count()).group_by(manifests.c.repo_id)
-                ).all()
-            )
-        repos: dict[str, dict[str, Any]] = {}
-        for name, tag, digest, media_type, size, pushed, artifact in rows:
-            repo = repos.setdefault(
-                name,
-                {"name": name, "tags": [], "manifests": counts.get(ids[name], 0), "last_push": 0.0},
-            )
-            repo["tags"].append(
-                {
-                    "tag": tag,
-                    "digest": digest,
-                    "media_type": media_type,
-                    "artifact_type": artifact,
-                    "size": size,
-                    "pushed_at": pushed,
-                    "signed": (ids[name], digest) in signed,
-                }
-            )
-            repo["last_push"] = max(repo["last_push"], pushed)
-        return list(repos.values())

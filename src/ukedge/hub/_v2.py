@@ -22,7 +22,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ukedge.errors import UkedgeError
 from ukedge.hub._errors import Code, DistributionError, internal_error_response, to_response
-from ukedge.hub._manifests import read_limited
+from ukedge.hub._manifest_parse import read_limited
 from ukedge.hub._names import check_digest, check_name
 from ukedge.image import mediatypes
 

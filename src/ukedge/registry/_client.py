@@ -3,9 +3,8 @@
 Every request goes through one ``httpx.Client`` (thread-safe, connection-pooled) so that worker
 threads of a push or pull share connections and tokens. Blobs are streamed: a download goes
 piece by piece into a store :class:`~ukedge.image.BlobWriter`, which verifies the digest before
-anything is kept; an upload is one ``PUT`` for blobs up to ``chunk_size`` and ``POST`` → ``PATCH``
-chunks → ``PUT`` for larger ones, each chunk recorded so that an interrupted upload resumes where
-the registry stopped (see :mod:`ukedge.registry._state`).
+anything is kept; uploads (one ``PUT`` or resumable chunks) are :mod:`ukedge.registry._upload`'s,
+sent through this client's requests.
 
 Request bodies are bytes of at most ``chunk_size``, never one-shot streams, so a request that
 meets an auth challenge (an expired token in a long push) can be sent again.
@@ -13,7 +12,6 @@ meets an auth challenge (an expired token in a long push) can be sent again.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import re
@@ -30,7 +28,6 @@ from ukedge import __version__
 from ukedge.errors import (
     AuthenticationError,
     DigestMismatchError,
-    NotFoundError,
     RegistryError,
     UsageError,
 )
@@ -38,10 +35,11 @@ from ukedge.image import Descriptor, ImageStore, digest_bytes, mediatypes
 from ukedge.paths import home
 from ukedge.registry._auth import RegistryAuth, parse_challenge
 from ukedge.registry._credentials import Credentials, credentials_for
-from ukedge.registry._errors import error_from_response, transport_errors
-from ukedge.registry._progress import BlobOutcome
+from ukedge.registry._errors import error_from_response, raise_if_cancelled, transport_errors
+from ukedge.registry._progress import BlobOutcome, ByteProgress, ignore_bytes
 from ukedge.registry._settings import registry_url
 from ukedge.registry._state import BlobLocations, UploadSessions
+from ukedge.registry._upload import BlobUploader
 
 __all__ = [
     "DEFAULT_CHUNK_SIZE",
@@ -64,21 +62,13 @@ MANIFEST_MEDIA_TYPES = (
 )
 _ACCEPT = ", ".join(MANIFEST_MEDIA_TYPES)
 _PIECE = 1 << 20
-_OCTET = "application/octet-stream"
 _LINK_NEXT = re.compile(r'<([^>]+)>\s*;\s*rel="?next"?')
 _MAX_PAGES = 10000
-_MAX_RANGE_RETRIES = 3
 #: A manifest PUT answered with one of these codes is tried again (see ``put_manifest``).
 _LAGGING_BLOB_CODES = frozenset({"DIGEST_INVALID", "MANIFEST_BLOB_UNKNOWN", "BLOB_UNKNOWN"})
 #: Answers that mean "try again shortly" (overload, a proxy between restarts, rate limits).
 _RETRY_STATUS = frozenset({429, 502, 503, 504})
 _T = TypeVar("_T")
-
-Progress = Callable[[int], None]
-
-
-def _ignore(_: int) -> None:
-    pass
 
 
 @dataclass(frozen=True)
@@ -113,28 +103,6 @@ def _retryable(exc: RegistryError) -> bool:
     if isinstance(exc.__cause__, httpx.TransportError):
         return not _refused(exc.__cause__)
     return exc.status in _RETRY_STATUS
-
-
-def _range_offset(header: str | None, hint: int) -> int:
-    """Bytes received, from an upload's ``Range: 0-<last byte>`` header.
-
-    distribution answers ``0-0`` both for nothing and for one byte received; ``hint`` (what we
-    last recorded) breaks the tie.
-    """
-    if not header:
-        return 0
-    text = header.strip().removeprefix("bytes=")
-    start, sep, end = text.partition("-")
-    try:
-        last = int(end) if sep else -1
-        first = int(start)
-    except ValueError:
-        return 0
-    if first != 0 or last < 0:
-        return 0
-    if last == 0:
-        return 1 if hint == 1 else 0
-    return last + 1
 
 
 class RegistryClient:
@@ -176,6 +144,7 @@ class RegistryClient:
         self.state_dir = state_dir if state_dir is not None else home() / "registry"
         self.uploads = UploadSessions(self.state_dir)
         self.locations = BlobLocations(self.state_dir)
+        self._uploader = BlobUploader(self)
         self._http = httpx.Client(
             base_url=self.base_url,
             auth=self.auth,
@@ -260,11 +229,6 @@ class RegistryClient:
                 log.warning("%s; retrying in %.1f s", said, delay)
                 time.sleep(delay)
         raise AssertionError("unreachable")
-
-    @staticmethod
-    def _check_cancelled(cancel: threading.Event | None, what: str) -> None:
-        if cancel is not None and cancel.is_set():
-            raise RegistryError(f"{what}: cancelled")
 
     # -- registry --------------------------------------------------------------------------------
 
@@ -460,7 +424,7 @@ class RegistryClient:
         repository: str,
         descriptor: Descriptor,
         store: ImageStore,
-        on_progress: Progress = _ignore,
+        on_progress: ByteProgress = ignore_bytes,
         *,
         cancel: threading.Event | None = None,
     ) -> None:
@@ -495,7 +459,7 @@ class RegistryClient:
                             piece, skip = piece[cut:], skip - cut
                             if not piece:
                                 continue
-                        self._check_cancelled(cancel, what)
+                        raise_if_cancelled(cancel, what)
                         writer.write(piece)
                         if writer.size > descriptor.size:
                             raise RegistryError(
@@ -516,63 +480,19 @@ class RegistryClient:
             raise DigestMismatchError(digest, actual)
         return data
 
+    # -- uploads (the protocol is in ukedge.registry._upload) -----------------------------------
+
     def mount_blob(self, repository: str, digest: str, source: str) -> tuple[bool, str | None]:
         """Ask the registry to link ``digest`` from ``source`` into ``repository``.
 
         Returns ``(True, None)`` when mounted, ``(False, location)`` when the registry opened an
         upload session instead (so the caller uploads there), ``(False, None)`` when refused.
         """
-        what = f"mount blob {digest} from {source} into {repository}"
-        try:
-            response = self._send(
-                "POST",
-                f"/v2/{repository}/blobs/uploads/",
-                what=what,
-                ok={201, 202},
-                params={"mount": digest, "from": source},
-            )
-        except (AuthenticationError, NotFoundError) as exc:
-            log.debug("%s refused: %s", what, exc)
-            return False, None
-        if response.status_code == 201:
-            return True, None
-        location = response.headers.get("Location")
-        return False, self._url(location) if location else None
-
-    def _start_upload(self, repository: str, digest: str) -> str:
-        what = f"push blob {digest} to {repository}"
-        response = self._send("POST", f"/v2/{repository}/blobs/uploads/", what=what, ok={202})
-        location = response.headers.get("Location")
-        if not location:
-            raise RegistryError(
-                f"{what}: {self.registry} opened an upload without a Location header"
-            )
-        return self._url(location)
+        return self._uploader.mount(repository, digest, source)
 
     def upload_status(self, location: str, *, hint: int = 0) -> tuple[str, int]:
         """Ask where an upload session stands: ``(location, bytes received)``."""
-        response = self._send("GET", location, what="query upload status", ok={204, 200})
-        return self._url(response.headers.get("Location") or location), _range_offset(
-            response.headers.get("Range"), hint
-        )
-
-    def _resume(self, repository: str, digest: str, size: int) -> tuple[str, int] | None:
-        record = self.uploads.load(self.registry, repository, digest)
-        if record is None:
-            return None
-        try:
-            location, offset = self.upload_status(record.location, hint=record.offset)
-        except RegistryError as exc:
-            log.info(
-                "cannot resume upload of %s to %s (%s); starting over", digest, repository, exc
-            )
-            self.uploads.drop(self.registry, repository, digest)
-            return None
-        if offset > size:
-            self.uploads.drop(self.registry, repository, digest)
-            return None
-        log.info("resuming upload of %s to %s at byte %d of %d", digest, repository, offset, size)
-        return location, offset
+        return self._uploader.status(location, hint=hint)
 
     def upload_blob(
         self,
@@ -582,7 +502,7 @@ class RegistryClient:
         open_source: Callable[[], IO[bytes]],
         *,
         mount_from: Sequence[str] = (),
-        on_progress: Progress = _ignore,
+        on_progress: ByteProgress = ignore_bytes,
         cancel: threading.Event | None = None,
     ) -> BlobOutcome:
         """Put a blob into ``repository``: resume, mount, one ``PUT``, or chunks, in that order.
@@ -590,116 +510,12 @@ class RegistryClient:
         A transient failure is retried; a chunked upload then continues from the registry's
         offset (the same path as resuming after an interruption).
         """
-        is_cancelled = (lambda: cancel.is_set()) if cancel is not None else (lambda: False)
-        # Chunked uploads keep a session on disk; one pusher at a time may feed it.
-        lock = (
-            self.uploads.exclusive(self.registry, repository, digest, is_cancelled)
-            if size > self.chunk_size
-            else contextlib.nullcontext(False)
+        return self._uploader.upload(
+            repository,
+            digest,
+            size,
+            open_source,
+            mount_from=mount_from,
+            on_progress=on_progress,
+            cancel=cancel,
         )
-        with lock as waited:
-            if waited and self.blob_size(repository, digest) is not None:
-                on_progress(size)
-                return BlobOutcome.EXISTS
-            return self._with_retries(
-                f"push blob {digest} to {repository}",
-                lambda: self._upload_once(
-                    repository, digest, size, open_source, mount_from, on_progress, cancel
-                ),
-            )
-
-    def _upload_once(
-        self,
-        repository: str,
-        digest: str,
-        size: int,
-        open_source: Callable[[], IO[bytes]],
-        mount_from: Sequence[str],
-        on_progress: Progress,
-        cancel: threading.Event | None,
-    ) -> BlobOutcome:
-        resumed = self._resume(repository, digest, size)
-        location, offset = resumed if resumed else (None, 0)
-        if location is None:
-            for source in mount_from:
-                if source == repository:
-                    continue
-                mounted, location = self.mount_blob(repository, digest, source)
-                if mounted:
-                    on_progress(size)
-                    return BlobOutcome.MOUNTED
-                if location is not None:
-                    break
-        if location is None:
-            location = self._start_upload(repository, digest)
-        with open_source() as source_file:
-            if resumed is None and size <= self.chunk_size:
-                data = source_file.read(size + 1)
-                self._finish_upload(repository, digest, location, data)
-                on_progress(size)
-                return BlobOutcome.UPLOADED
-            self._upload_chunks(
-                repository, digest, size, location, offset, source_file, on_progress, cancel
-            )
-        return BlobOutcome.RESUMED if resumed else BlobOutcome.UPLOADED
-
-    def _finish_upload(self, repository: str, digest: str, location: str, data: bytes) -> None:
-        what = f"push blob {digest} to {repository}"
-        url = str(httpx.URL(location).copy_merge_params({"digest": digest}))
-        try:
-            self._send(
-                "PUT", url, what=what, ok={201, 204}, content=data, headers={"Content-Type": _OCTET}
-            )
-        except RegistryError as exc:
-            if exc.code in {"DIGEST_INVALID", "BLOB_UPLOAD_INVALID", "BLOB_UPLOAD_UNKNOWN"}:
-                self.uploads.drop(self.registry, repository, digest)
-            raise
-
-    def _upload_chunks(
-        self,
-        repository: str,
-        digest: str,
-        size: int,
-        location: str,
-        offset: int,
-        source: IO[bytes],
-        on_progress: Progress,
-        cancel: threading.Event | None,
-    ) -> None:
-        what = f"push blob {digest} to {repository}"
-        self.uploads.save(self.registry, repository, digest, location, offset)
-        on_progress(offset)
-        source.seek(offset)
-        realigned = 0
-        while offset < size:
-            self._check_cancelled(cancel, what)
-            data = source.read(min(self.chunk_size, size - offset))
-            if not data:
-                raise RegistryError(
-                    f"{what}: the local blob is shorter than its declared {size} bytes"
-                )
-            response = self._send(
-                "PATCH",
-                location,
-                what=what,
-                ok={202, 416},
-                content=data,
-                headers={
-                    "Content-Type": _OCTET,
-                    "Content-Range": f"{offset}-{offset + len(data) - 1}",
-                },
-            )
-            if response.status_code == 416:
-                # The registry holds a different number of bytes than we thought: ask, realign.
-                realigned += 1
-                if realigned > _MAX_RANGE_RETRIES:
-                    raise error_from_response(response, what, self.registry)
-                location, offset = self.upload_status(location, hint=offset)
-                source.seek(offset)
-                continue
-            location = self._url(response.headers.get("Location") or location)
-            offset += len(data)
-            self.uploads.save(self.registry, repository, digest, location, offset)
-            on_progress(offset)
-        self._finish_upload(repository, digest, location, b"")
-        self.uploads.drop(self.registry, repository, digest)

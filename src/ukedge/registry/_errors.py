@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import contextlib
 import json
+import threading
 from collections.abc import Iterator
 
 import httpx
 
 from ukedge.errors import AuthenticationError, NotFoundError, RegistryError
 
-__all__ = ["error_from_response", "registry_errors", "transport_errors"]
+__all__ = ["error_from_response", "raise_if_cancelled", "registry_errors", "transport_errors"]
 
 _NOT_FOUND_CODES = frozenset(
     {"BLOB_UNKNOWN", "MANIFEST_UNKNOWN", "NAME_UNKNOWN", "BLOB_UPLOAD_UNKNOWN"}
@@ -99,3 +100,9 @@ def transport_errors(registry: str, base_url: str, what: str) -> Iterator[None]:
         raise RegistryError(
             f"{what}: cannot reach {registry} at {base_url} ({text}); {hint}"
         ) from exc
+
+
+def raise_if_cancelled(cancel: threading.Event | None, what: str) -> None:
+    """Stop a transfer between pieces once its caller has set ``cancel``."""
+    if cancel is not None and cancel.is_set():
+        raise RegistryError(f"{what}: cancelled")

@@ -8,9 +8,17 @@ interrupted that way resumes where the registry stopped on the next push.
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable
 from typing import Protocol
 
-__all__ = ["BlobOutcome", "NullProgress", "TransferProgress"]
+__all__ = ["BlobOutcome", "ByteProgress", "NullProgress", "TransferProgress", "ignore_bytes"]
+
+#: Told the bytes of one blob transferred so far (absolute, not a delta).
+ByteProgress = Callable[[int], None]
+
+
+def ignore_bytes(_: int) -> None:
+    """The default :data:`ByteProgress`: reports nothing."""
 
 
 class BlobOutcome(enum.StrEnum):

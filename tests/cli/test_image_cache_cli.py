@@ -14,25 +14,19 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from hostkit import ukedge_cmd
 
+from kit.host import ukedge_cmd
+from kit.hub import RunningHub, hub, hub_factory
+from kit.registry import make_image
 from ukedge.build import build_image
 from ukedge.cli.main import main
 from ukedge.image import ImageStore
 from ukedge.paths import store_dir
-
-_TESTS = Path(__file__).resolve().parents[1]
-for _helpers in ("hub", "registry"):
-    if str(_TESTS / _helpers) not in sys.path:
-        sys.path.insert(0, str(_TESTS / _helpers))
-from hub_fixtures import RunningHub, hub, hub_factory  # noqa: E402
-from registry_fixtures import make_image  # noqa: E402
-
-from ukedge.registry import push  # noqa: E402
+from ukedge.registry import push
 
 __all__ = ["hub", "hub_factory"]  # fixtures, re-exported for pytest
 
-EXAMPLES = _TESTS.parent / "examples"
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 
 @dataclass

@@ -1,5 +1,4 @@
-"""Network helpers every test directory uses (pytest puts ``tests/`` on sys.path for its
-conftest, so this imports as ``netkit``)."""
+"""Network helpers every test directory uses."""
 
 from __future__ import annotations
 

@@ -16,12 +16,11 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
 
-from netkit import free_port
+from kit.net import free_port
 from ukedge.image import ImageConfig, ImageManifest, ImageStore, KernelInfo, mediatypes
 from ukedge.registry import BlobOutcome
 
@@ -200,47 +199,11 @@ def run_distribution(workdir: Path, *, extra_config: str = "") -> Iterator[Distr
         registry.stop()
 
 
-@dataclass
-class HubServer:
-    """A ukedge hub served by uvicorn in a thread on 127.0.0.1."""
-
-    host: str
-    hub: Any
-    server: Any
-
-
-@contextlib.contextmanager
-def run_hub(data: Path, **settings: Any) -> Iterator[HubServer]:
-    """The ukedge hub over real HTTP (the hub is another package; skip if it cannot be built)."""
-    hub_pkg = pytest.importorskip("ukedge.hub")
-    import uvicorn
-
-    port = free_port()
-    values: dict[str, Any] = {
-        "data_dir": data,
-        "addr": f"127.0.0.1:{port}",
-        "fsync": False,
-        "access_log": False,
-    }
-    values.update(settings)
-    hub_settings = hub_pkg.HubSettings(**values)
-    hub = hub_pkg.Hub(hub_settings)
-    app = hub_pkg.create_app(hub_settings, hub)
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 15
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError("hub did not start")
-        time.sleep(0.02)
-    try:
-        yield HubServer(f"127.0.0.1:{port}", hub, server)
-    finally:
-        server.should_exit = True
-        thread.join(10)
+@pytest.fixture
+def distribution(tmp_path: Path) -> Iterator[Distribution]:
+    """A fresh docker-registry on 127.0.0.1:<free port>, storage in the test's tmp dir."""
+    with run_distribution(tmp_path / "distribution") as registry:
+        yield registry
 
 
 class FlakyTransport(CountingTransport):

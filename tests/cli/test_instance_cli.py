@@ -10,9 +10,9 @@ from pathlib import Path
 
 import httpx
 import pytest
-from hostkit import ukedge_cmd, wait_http
 
-from netkit import free_port
+from kit.host import ukedge_cmd, wait_http
+from kit.net import free_port
 
 # Every test runs against the example store (cli_home), which is built with the kernel.
 pytestmark = pytest.mark.kernel

@@ -12,11 +12,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from registry_fixtures import Distribution, HubServer, make_image, run_hub
 
+from kit.hub import RunningHub, run_hub
+from kit.registry import Distribution, distribution, make_image
 from ukedge.cli.main import main
 from ukedge.image import ImageStore
 from ukedge.paths import store_dir
+
+__all__ = ["distribution"]  # a fixture, re-exported for pytest
 
 pytestmark = pytest.mark.interop
 
@@ -51,7 +54,7 @@ def ukedge(
 
 
 @pytest.fixture
-def secured_hub(tmp_path: Path) -> Iterator[HubServer]:
+def secured_hub(tmp_path: Path) -> Iterator[RunningHub]:
     with run_hub(tmp_path / "hub", auth="on") as hub:
         hub.hub.auth.add_user("alice", "correct-horse")
         yield hub
@@ -97,7 +100,7 @@ def test_push_without_registry_explains_the_choices(ukedge: Callable[..., Run]) 
 
 
 def test_login_and_logout(
-    secured_hub: HubServer, ukedge_home: Path, ukedge: Callable[..., Run]
+    secured_hub: RunningHub, ukedge_home: Path, ukedge: Callable[..., Run]
 ) -> None:
     host = secured_hub.host
     bad = ukedge("login", host, "-u", "alice", "--password-stdin", stdin="nope\n")

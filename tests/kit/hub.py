@@ -1,10 +1,12 @@
-"""Hub test helpers: a real hub on a free port (uvicorn in a thread) and helpers that push to it.
+"""Hub test helpers: a real hub on a free port (uvicorn in a thread), as a fixture or a context
+manager, ``ukedge hub serve`` as a child process, and helpers that push to a hub over its API.
 
-A uniquely named module (not conftest): every test directory shares one import namespace.
+The one in-process hub server of the tests: the hub, registry-client and host tests all use it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -21,7 +23,7 @@ import httpx
 import pytest
 import uvicorn
 
-from netkit import free_port
+from kit.net import free_port
 from ukedge.hub import Hub, HubSettings, create_app, server_config
 
 
@@ -32,6 +34,11 @@ class RunningHub:
     hub: Hub
     server: uvicorn.Server
     thread: threading.Thread
+
+    @property
+    def host(self) -> str:
+        """``127.0.0.1:PORT``: the registry name ``ukedge push`` and ``RegistryClient`` take."""
+        return self.url.removeprefix("http://")
 
     def client(self, **kwargs: Any) -> httpx.Client:
         return httpx.Client(base_url=self.url, timeout=30, **kwargs)
@@ -63,6 +70,16 @@ def start_hub(data: Path, **overrides: Any) -> RunningHub:
             raise RuntimeError("hub did not start")
         time.sleep(0.02)
     return RunningHub(f"http://127.0.0.1:{port}", settings, hub, server, thread)
+
+
+@contextlib.contextmanager
+def run_hub(data: Path, **overrides: Any) -> Iterator[RunningHub]:
+    """:func:`start_hub` for a ``with`` block: the hub stops when the block ends."""
+    running = start_hub(data, **overrides)
+    try:
+        yield running
+    finally:
+        running.stop()
 
 
 def start_hub_process(

@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
-from hostkit import ukedge_cmd
 
-from netkit import free_port
+from kit.host import ukedge_cmd
+from kit.net import free_port
 from ukedge import vmm
 from ukedge.errors import MachineError
 from ukedge.host import AgentClient
