@@ -12,26 +12,22 @@ stream by design. Marked ``fuzz``; ``make test`` runs it.
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Iterator
 from typing import Any
 
 import httpx
-import hypothesis
 import pytest
 import schemathesis
-from hypothesis import strategies as st
-from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error, status_code_conformance
 
 from kit.agent import AgentProcess, running_agent
+from kit.fuzz import examples, fuzz_operations
 from kit.invariants import host_problems
 
 pytestmark = pytest.mark.fuzz
 
-#: Examples per operation; ``UKEDGE_FUZZ_EXAMPLES`` raises it for a long run outside CI.
-EXAMPLES = int(os.environ.get("UKEDGE_FUZZ_EXAMPLES", "100"))
+EXAMPLES = examples(100)
 
 
 @pytest.fixture(scope="module")
@@ -44,38 +40,16 @@ def fuzz_agent(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AgentProces
 def test_no_server_errors_and_only_documented_statuses(fuzz_agent: AgentProcess) -> None:
     headers = {"Authorization": f"Bearer {fuzz_agent.token}"}
     schema = schemathesis.openapi.from_url(f"{fuzz_agent.url}/openapi.json", headers=headers)
-    failures: list[str] = []
-    operations = 0
-    for result in schema.get_all_operations():
-        operation = result.ok()
-        if operation.path == "/v1/events":
-            continue
-        operations += 1
-        cases = st.one_of(
-            operation.as_strategy(GenerationMode.POSITIVE),
-            operation.as_strategy(GenerationMode.NEGATIVE),
+
+    def call(case: Any) -> None:
+        case.call_and_validate(
+            headers=headers, timeout=60, checks=[not_a_server_error, status_code_conformance]
         )
 
-        @hypothesis.given(case=cases)
-        @hypothesis.settings(
-            max_examples=EXAMPLES,
-            derandomize=True,
-            database=None,
-            deadline=None,
-            suppress_health_check=list(hypothesis.HealthCheck),
-            phases=[hypothesis.Phase.generate],
-        )
-        def run(case: Any) -> None:
-            case.call_and_validate(
-                headers=headers,
-                timeout=60,
-                checks=[not_a_server_error, status_code_conformance],
-            )
-
-        try:
-            run()
-        except Exception as exc:  # collect every operation's failure, not only the first
-            failures.append(f"{operation.label}: {exc}")
+    # /v1/events is an endless stream by design.
+    operations, failures = fuzz_operations(
+        schema, max_examples=EXAMPLES, call=call, skip=["/v1/events"]
+    )
     assert operations >= 15
     assert not failures, "\n\n".join(failures)
     problems = host_problems(fuzz_agent.data / "instances", fuzz_agent.data / "snapshots")

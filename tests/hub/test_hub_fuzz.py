@@ -11,25 +11,21 @@ left out; ``make test`` runs it.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import hypothesis
 import pytest
 import schemathesis
-from hypothesis import strategies as st
-from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
 
+from kit.fuzz import examples, fuzz_operations
 from kit.hub import RunningHub, push_image, start_hub
 from ukedge.hub import run_fsck
 
 pytestmark = pytest.mark.fuzz
 
-#: Examples per operation; ``UKEDGE_FUZZ_EXAMPLES`` raises it for a long run outside CI.
-EXAMPLES = int(os.environ.get("UKEDGE_FUZZ_EXAMPLES", "40"))
+EXAMPLES = examples(40)
 
 
 @pytest.fixture(scope="module")
@@ -44,32 +40,11 @@ def fuzz_hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningHub]:
 def test_no_server_errors(fuzz_hub: RunningHub) -> None:
     """Valid and invalid requests for every operation; a failure names the operation and case."""
     schema = schemathesis.openapi.from_url(f"{fuzz_hub.url}/openapi.json")
-    failures: list[str] = []
-    operations = 0
-    for result in schema.get_all_operations():
-        operation = result.ok()
-        operations += 1
-        cases = st.one_of(
-            operation.as_strategy(GenerationMode.POSITIVE),
-            operation.as_strategy(GenerationMode.NEGATIVE),
-        )
 
-        @hypothesis.given(case=cases)
-        @hypothesis.settings(
-            max_examples=EXAMPLES,
-            derandomize=True,
-            database=None,
-            deadline=None,
-            suppress_health_check=list(hypothesis.HealthCheck),
-            phases=[hypothesis.Phase.generate],
-        )
-        def run(case: Any) -> None:
-            case.call_and_validate(checks=[not_a_server_error])
+    def call(case: Any) -> None:
+        case.call_and_validate(checks=[not_a_server_error])
 
-        try:
-            run()
-        except Exception as exc:  # collect every operation's failure, not only the first
-            failures.append(f"{operation.label}: {exc}")
+    operations, failures = fuzz_operations(schema, max_examples=EXAMPLES, call=call)
     assert operations >= 20  # /v2 included
     assert not failures, "\n\n".join(failures)
     # The hub's own count agrees: many requests, none answered 5xx.
