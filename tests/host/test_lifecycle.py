@@ -327,7 +327,7 @@ def test_on_demand_instance_gets_loopback_upstreams_and_admission_counts_it(
 ) -> None:
     manager.capacity = Capacity(memory_allocatable_bytes=160 << 20, cpus=4)
     # Created first, it fits; once the on-demand instance holds 96 MiB, it cannot start.
-    other = manager.create(RunRequest(image="sensor-agg:1", name="other", memory_mib=65))
+    other = manager.create(RunRequest(image="sensor-agg:1", name="other", memory_mib=70))
     published = free_port()
     lazy = manager.run(
         RunRequest(

@@ -846,11 +846,11 @@ int main(void)
 		set_clock(params.time);
 	seed_from_file(SEED_PATH);
 
-	if (unpack_failed())
-		finish(UNPACK_FAILED_STATUS);
 	memset(&launch, 0, sizeof launch);
+	/* The kernel's log is read only when the launch file is missing: reading it on every boot
+	 * left the application's console output unseen (tests/cli/test_instance_cli.py). */
 	if (load_launch(&launch, LAUNCH_PATH) != 0)
-		finish(127);
+		finish(unpack_failed() ? UNPACK_FAILED_STATUS : 127);
 	setup_network(&params);
 	set_hostname(launch.hostname);
 	find_ports(&ports);
