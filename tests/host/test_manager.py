@@ -151,6 +151,9 @@ def test_prewarmed_snapshot_resumes_ready_and_independent(manager: InstanceManag
     # Two clones of one snapshot keep separate state.
     assert list(httpx.get(f"http://127.0.0.1:{ports[0]}/stats").json()) == ["s0"]
     assert list(httpx.get(f"http://127.0.0.1:{ports[1]}/stats").json()) == ["s1"]
+    for clone in clones:  # the app started before the snapshot; its start-up lines still show
+        console = b"".join(manager.follow(clone.id, follow=False))
+        assert console.count(b"sensor-agg listening") == 1, console
     cold = manager.run(RunRequest(image="sensor-agg:1", cold=True))
     assert not manager.get(cold.id).restored
     other_env = manager.run(RunRequest(image="sensor-agg:1", env={"WINDOW_SECONDS": "3"}))
@@ -159,6 +162,19 @@ def test_prewarmed_snapshot_resumes_ready_and_independent(manager: InstanceManag
     digest = manager.store.resolve("sensor-agg:1").digest
     assert manager.drop_snapshots({"sha256:" + "0" * 64}) == []
     assert manager.drop_snapshots({digest}) == [snapshot] and not snapshot.exists()
+
+
+def test_a_snapshot_without_its_console_is_not_resumed_but_remade(
+    manager: InstanceManager,
+) -> None:
+    """Snapshots saved before they kept the app's start-up output would run with an empty
+    console: they are ignored, and the next prewarm replaces them."""
+    snapshot = manager.prewarm(RunRequest(image="sensor-agg:1"))
+    (snapshot / "console.log").unlink()
+    assert not manager.get(manager.run(RunRequest(image="sensor-agg:1")).id).restored
+    assert manager.prewarm(RunRequest(image="sensor-agg:1")) == snapshot
+    assert (snapshot / "console.log").is_file()
+    assert manager.get(manager.run(RunRequest(image="sensor-agg:1")).id).restored
 
 
 def test_prewarm_needs_a_health_check(manager: InstanceManager) -> None:

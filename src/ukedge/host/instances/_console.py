@@ -3,7 +3,10 @@
 The backend starts every machine with an empty console in its work directory (the guest's exit
 line is read from it), so before each start the last run's console moves to
 ``logs/console.N.log``; readers take the runs' consoles, oldest first, as one byte stream whose
-offsets stay valid across restarts. The results file is never moved or truncated: the results
+offsets stay valid across restarts. A run resumed from a prewarm snapshot starts after its app
+did (the snapshot was saved once the app was ready), so the snapshot's own console, what the app
+printed while it started, goes in as that run's earlier part: ``logs`` shows a resumed instance's
+start-up lines as it would a booted one's. The results file is never moved or truncated: the results
 spool keeps byte offsets into it, and each run appends.
 """
 
@@ -11,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,6 +23,7 @@ from ukedge.vmm import MachinePaths
 __all__ = [
     "earlier_consoles",
     "keep_previous_run",
+    "keep_snapshot_console",
     "machine_paths",
     "read_console",
     "read_results",
@@ -73,6 +78,20 @@ def keep_previous_run(workdir: Path) -> None:
             f.seek(-1, os.SEEK_END)
             if f.read(1) != b"\n":
                 f.write(b"\n")
+
+
+def keep_snapshot_console(workdir: Path, snapshot_console: Path) -> None:
+    """Before a start resumed from a snapshot: its console (kept by the snapshot) becomes the
+    next earlier run's, so this run's stream begins with the app's start-up output."""
+    logs = workdir / _LOGS
+    logs.mkdir(mode=0o700, exist_ok=True)
+    earlier = earlier_consoles(workdir)
+    number = _run_number(earlier[-1]) + 1 if earlier else 1
+    target = logs / f"console.{number:06d}.log"
+    staging = target.with_suffix(".tmp")
+    with contextlib.suppress(FileNotFoundError):  # the snapshot was dropped meanwhile
+        shutil.copyfile(snapshot_console, staging)
+        staging.replace(target)
 
 
 def read_results(workdir: Path, offset: int) -> Iterator[bytes]:

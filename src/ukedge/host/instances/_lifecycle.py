@@ -38,6 +38,7 @@ from ukedge.host._names import NAME_PATTERN, random_name
 from ukedge.host.instances._admission import admit, committed
 from ukedge.host.instances._console import (
     keep_previous_run,
+    keep_snapshot_console,
     machine_paths,
 )
 from ukedge.host.instances._observe import ObservedInstances
@@ -50,6 +51,7 @@ from ukedge.host.instances._snapshots import (
     drop_snapshots,
     find_snapshot,
     make_snapshot,
+    snapshot_console,
     sweep_staging,
 )
 from ukedge.image import (
@@ -223,6 +225,8 @@ class InstanceLifecycle(ObservedInstances):
         workdir = Path(instance.workdir)
         try:
             keep_previous_run(workdir)
+            if snapshot is not None:
+                keep_snapshot_console(workdir, snapshot_console(snapshot))
             machine, upstream = self._boot(plan, instance, workdir, snapshot, check)
         except UkedgeError as exc:
             self._change(instance_id, self._ended(InstanceState.FAILED, None, str(exc), restart))
@@ -311,9 +315,9 @@ class InstanceLifecycle(ObservedInstances):
         """
         plan = self._plan(request.image, request)
         check_snapshottable(plan)
-        target = self.snapshots / plan.key
-        if target.is_dir():
-            return target
+        existing = find_snapshot(self.snapshots, plan.key)
+        if existing is not None:
+            return existing
         self.snapshots.mkdir(parents=True, exist_ok=True)
         workdir = Path(tempfile.mkdtemp(dir=self.root, prefix=".prewarm-"))
         # Held while the prewarm's machine may run: a leftover whose lock is free is a dead

@@ -31,16 +31,26 @@ __all__ = [
     "drop_snapshots",
     "find_snapshot",
     "make_snapshot",
+    "snapshot_console",
     "sweep_staging",
 ]
 
 #: In a snapshot directory: the manifest digest of the image it was made from.
 _SNAPSHOT_IMAGE = "image"
+#: In a snapshot directory: the console of the boot it was saved from (the app's start-up output).
+_SNAPSHOT_CONSOLE = "console.log"
+
+
+def snapshot_console(snapshot: Path) -> Path:
+    """What the snapshot's guest printed before it was saved (absent in older snapshots)."""
+    return snapshot / _SNAPSHOT_CONSOLE
 
 
 def find_snapshot(snapshots: Path, key: str) -> Path | None:
+    """The plan's snapshot, if one was saved with its console (older ones are not resumed:
+    their runs would show none of the app's start-up output; the next prewarm replaces them)."""
     path = snapshots / key
-    return path if path.is_dir() else None
+    return path if snapshot_console(path).is_file() else None
 
 
 def check_snapshottable(plan: Plan) -> None:
@@ -87,11 +97,14 @@ def make_snapshot(
                 assert check is not None
                 _wait_ready(machine, check, port, timeout)
             machine.snapshot(staging)
+            shutil.copyfile(machine.console_path, snapshot_console(staging))
             (staging / _SNAPSHOT_IMAGE).write_text(plan.image.digest)
             crash_point("host.prewarm.after_snapshot")
         finally:
             with contextlib.suppress(UkedgeError):
                 machine.kill()
+        if target.is_dir() and find_snapshot(snapshots, plan.key) is None:
+            shutil.rmtree(target, ignore_errors=True)  # made before snapshots kept consoles
         try:
             staging.replace(target)
         except OSError as exc:
