@@ -6,7 +6,7 @@ UKEDGE := $(VENV)/bin/ukedge
 # Debian packages the platform and its tests use (qemu, kernel build, static init, interop tools).
 DEB_PACKAGES := qemu-system-x86 qemu-utils linux-source-6.1 build-essential flex bison bc \
 	libelf-dev libssl-dev musl-tools cpio skopeo python3.11 python3.11-venv zstd xz-utils docker-registry \
-	chromium chromium-driver curl mosquitto
+	chromium chromium-driver curl mosquitto postgresql
 PYTEST_ARGS ?=
 
 .PHONY: all deps venv kernel test test-fast demo lint bench clean
