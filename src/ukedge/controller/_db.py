@@ -76,7 +76,9 @@ nodes = Table(
     Column("name", String(253), nullable=False, unique=True),
     Column("credential_hash", String(64), nullable=False),
     Column("token_id", String(32), nullable=True),
-    Column("labels", JSON, nullable=False),
+    Column("labels", JSON, nullable=False),  # as the node reports them
+    # What the operator changed: {"set": {...}, "remove": [...]}, applied over the reported.
+    Column("label_overrides", JSON, nullable=False),
     Column("architecture", String(32), nullable=False),
     Column("accelerator", String(32), nullable=False, default=""),
     Column("capacity_memory_mib", Integer, nullable=False, default=0),
@@ -103,6 +105,8 @@ deployments = Table(
     metadata,
     Column("name", String(64), primary_key=True),
     Column("revision", Integer, nullable=False),  # the current revision
+    # Scaling is no new revision (as in Kubernetes): the count lives here, not in the spec.
+    Column("replicas", Integer, nullable=False),
     Column("previous_revision", Integer, nullable=True),  # what a failed rollout returns to
     Column("rollout_state", String(16), nullable=False, default="progressing"),
     Column("rollout_message", Text, nullable=False, default=""),
