@@ -183,11 +183,11 @@ class RunningController:
 
     def client(self, *, admin: bool = True, **kwargs: Any) -> httpx.Client:
         headers = {"Authorization": f"Bearer {self.controller.identity.admin_token}"}
+        kwargs.setdefault("timeout", 30)
         return httpx.Client(
             base_url=self.url,
             verify=pinned_context(self.controller.identity.cert_pem),
             headers=headers if admin else None,
-            timeout=30,
             **kwargs,
         )
 

@@ -95,8 +95,11 @@ class Leadership:
 
     def release(self) -> None:
         if self._session is not None:
+            # Invalidated, not returned to the pool: ending the session is what frees the lock.
             with contextlib.suppress(Exception):
-                self._session.close()  # ends the session: PostgreSQL frees the lock
+                self._session.invalidate()
+            with contextlib.suppress(Exception):
+                self._session.close()
             self._session = None
 
 
