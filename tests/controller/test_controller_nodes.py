@@ -106,10 +106,11 @@ class _Plan:
     events: list[str] = field(default_factory=list)
 
 
-def _deploy(api: Api, name: str = "web") -> None:
+def _deploy(api: Api, name: str = "web", digit: str = "a") -> None:
+    # Pinned already; its registry is unreachable, so it is taken unread.
     spec = {
         "name": name,
-        "image": "127.0.0.1:1/app@sha256:" + "a" * 64,
+        "image": "127.0.0.1:1/app@sha256:" + digit * 64,
         "memory_mib": 64,
         "vcpus": 1,
         "env": {"MODE": "edge"},
@@ -154,6 +155,13 @@ def test_desired_state_follows_the_generation(api: Api, controller: Controller) 
     assert record["state"] == ReplicaState.RUNNING
     assert record["node_name"] == "edge-1" and record["instance"] == "web-r1"
     assert api.admin.get("/v1/deployments/web").json()["rollout"]["state"] == "complete"
+
+    # A new revision: the node is told to fetch its image before the rollout reaches it.
+    _deploy(api, digit="b")
+    ahead = node.beat([report])
+    assert ahead.desired is not None
+    assert ahead.desired.prepull == ["127.0.0.1:1/app@sha256:" + "b" * 64]
+    assert [i.revision for i in ahead.desired.instances] == [1]
 
     assert api.admin.delete("/v1/deployments/web").status_code == 204
     gone = node.beat([report])

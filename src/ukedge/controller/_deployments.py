@@ -54,6 +54,18 @@ def _revision(connection: Connection, name: str, revision: int) -> Row[Any] | No
     ).first()
 
 
+def _tell_nodes(connection: Connection, name: str) -> None:
+    """The nodes running the deployment's replicas get a new desired state at their next
+    heartbeat (a new current revision: its image in ``prepull``, before the rollout reaches
+    them; a deletion: without the replicas)."""
+    held = connection.execute(
+        select(replicas.c.node_id).where(
+            replicas.c.deployment == name, replicas.c.node_id.is_not(None)
+        )
+    ).scalars()
+    bump_generations(connection, set(held))
+
+
 def _same(spec: DeploymentSpec, pinned: PinnedImage, current: Row[Any]) -> bool:
     ours = spec.model_dump(mode="json", exclude={"replicas"})
     theirs = {k: v for k, v in current.spec.items() if k != "replicas"}
@@ -137,6 +149,7 @@ def apply_spec(
             connection.execute(
                 revisions.insert().values(deployment=spec.name, revision=number, **values)
             )
+            _tell_nodes(connection, spec.name)
             changes |= {
                 "revision": number,
                 "previous_revision": row.revision,
@@ -164,12 +177,7 @@ def delete_deployment(db: Database, name: str) -> None:
     """Forget the deployment; the nodes that run its replicas stop them at their next beat."""
     with db.write() as connection:
         _find(connection, name)
-        held = connection.execute(
-            select(replicas.c.node_id).where(
-                replicas.c.deployment == name, replicas.c.node_id.is_not(None)
-            )
-        ).scalars()
-        bump_generations(connection, set(held))
+        _tell_nodes(connection, name)
         connection.execute(delete(replicas).where(replicas.c.deployment == name))
         connection.execute(delete(revisions).where(revisions.c.deployment == name))
         connection.execute(delete(deployments).where(deployments.c.name == name))
@@ -200,6 +208,7 @@ def rollback(db: Database, name: str, revision: int | None, *, now: float) -> De
                 status=404 if revision is not None else 409,
             )
         if target != row.revision:
+            _tell_nodes(connection, name)
             connection.execute(
                 update(deployments)
                 .where(deployments.c.name == name)

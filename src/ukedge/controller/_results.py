@@ -7,6 +7,10 @@ records are kept, so the agent may drop them from its spool. The autoincrement `
 records controller-wide: it is the paging cursor (``after_id``) and the SSE event id a client
 resumes from (``Last-Event-ID``).
 
+On PostgreSQL, batches from several controller processes take turns (a transaction-scoped
+advisory lock), so ids become visible in increasing order and a follower's cursor never passes
+a record that commits later.
+
 Followers are woken by an in-process :class:`Notifier` when this process stores a batch, and
 poll the table every half second besides, so records another controller process stored (several
 controllers on one PostgreSQL) reach them too.
@@ -20,7 +24,7 @@ import json
 import threading
 from typing import Any
 
-from sqlalchemy import Row, select
+from sqlalchemy import Row, select, text
 
 from ukedge.controller._db import Database, insert_ignoring_duplicates, nodes, results
 from ukedge.controller._models import ResultRecordOut
@@ -30,6 +34,8 @@ __all__ = ["Notifier", "ResultQuery", "query_results", "store_batch"]
 
 #: Longest result line kept (longer ones are cut; the spool caps lines at the node as well).
 _MAX_LINE = 64 * 1024
+#: Serialises result inserts on PostgreSQL ("ukedge-r" in ASCII); see :func:`store_batch`.
+_RESULTS_LOCK = 0x756B656467652D72
 
 
 class Notifier:
@@ -76,6 +82,11 @@ def store_batch(db: Database, node_id: str, batch: ResultBatch, *, now: float) -
         for record in batch.records
     ]
     with db.write() as connection:
+        if connection.dialect.name == "postgresql":
+            # Ids must commit in the order they are drawn, or a follower that has read id 12
+            # would never see an id 11 committed after it: batches take turns (SQLite's
+            # BEGIN IMMEDIATE serialises them anyway).
+            connection.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _RESULTS_LOCK})
         connection.execute(insert_ignoring_duplicates(connection, results), rows)
     return max(record.seq for record in batch.records)
 
