@@ -239,3 +239,41 @@ def test_bad_input_is_refused_naming_the_field(
     r = api.admin.request("PUT" if path.endswith("labels") else "POST", path, json=body)
     assert r.status_code == 422, r.text
     assert field in r.json()["detail"]
+
+
+@pytest.mark.parametrize(
+    ("state", "health", "exit_code", "restarts", "policy", "expected"),
+    [
+        (InstanceState.RUNNING, HealthStatus.HEALTHY, None, 0, "no", ReplicaState.RUNNING),
+        (InstanceState.RUNNING, HealthStatus.NONE, None, 0, "no", ReplicaState.RUNNING),
+        (InstanceState.RUNNING, HealthStatus.STARTING, None, 0, "no", ReplicaState.STARTING),
+        (InstanceState.RUNNING, HealthStatus.UNHEALTHY, None, 0, "no", ReplicaState.UNHEALTHY),
+        (InstanceState.STARTING, HealthStatus.NONE, None, 0, "no", ReplicaState.STARTING),
+        (InstanceState.EXITED, HealthStatus.NONE, 1, 0, "no", ReplicaState.FAILED),
+        (InstanceState.EXITED, HealthStatus.NONE, 1, 0, "always", ReplicaState.STARTING),
+        (InstanceState.EXITED, HealthStatus.NONE, 1, 2, "on-failure", ReplicaState.STARTING),
+        (InstanceState.EXITED, HealthStatus.NONE, 1, 3, "on-failure:3", ReplicaState.FAILED),
+        (InstanceState.EXITED, HealthStatus.NONE, 0, 0, "on-failure", ReplicaState.FAILED),
+        (InstanceState.FAILED, HealthStatus.NONE, None, 0, "on-failure", ReplicaState.STARTING),
+    ],
+)
+def test_what_a_report_means_for_the_replica(
+    state: InstanceState,
+    health: HealthStatus,
+    exit_code: int | None,
+    restarts: int,
+    policy: str,
+    expected: ReplicaState,
+) -> None:
+    from ukedge.controller._heartbeat import replica_state
+    from ukedge.host import parse_restart_policy
+
+    report = InstanceReport(
+        name="web-r1",
+        image="x",
+        state=state,
+        health=health,
+        exit_code=exit_code,
+        restart_count=restarts,
+    )
+    assert replica_state(report, parse_restart_policy(policy)) == expected

@@ -23,7 +23,7 @@ from ukedge.controller._db import Database, deployments, nodes, replicas, revisi
 from ukedge.controller._fleet import ReplicaState
 from ukedge.controller._models import DeploymentSpec
 from ukedge.controller._nodes import authenticate_node
-from ukedge.host import HealthStatus, InstanceState, RunRequest
+from ukedge.host import HealthStatus, InstanceState, RestartPolicy, RunRequest
 from ukedge.host.link import (
     DesiredInstance,
     DesiredState,
@@ -39,9 +39,18 @@ def instance_name(deployment: str, replica: str) -> str:
     return f"{deployment}-{replica}"
 
 
-def replica_state(report: InstanceReport) -> ReplicaState:
-    """What a replica's instance, as its node reports it, means to the planner."""
+def replica_state(report: InstanceReport, restart: RestartPolicy) -> ReplicaState:
+    """What a replica's instance, as its node reports it, means to the planner.
+
+    An ended instance its node will start again (by ``restart``, the deployment's policy, which
+    the node applies) is only between runs: FAILED, which makes the planner replace it
+    elsewhere, is kept for an instance the node has given up on.
+    """
     if report.state in (InstanceState.EXITED, InstanceState.FAILED):
+        failed = report.state == InstanceState.FAILED or report.exit_code != 0
+        retries_left = restart.max_retries is None or report.restart_count < restart.max_retries
+        if restart.name == "always" or (restart.name == "on-failure" and failed and retries_left):
+            return ReplicaState.STARTING
         return ReplicaState.FAILED
     if report.state != InstanceState.RUNNING:
         return ReplicaState.STARTING
@@ -145,7 +154,8 @@ def record_heartbeat(
                 owned_vcpus += row.vcpus
             if report.revision != row.revision:
                 continue  # the old revision of this replica: not yet updated
-            state = replica_state(report)
+            restart = RestartPolicy.model_validate(row.spec.get("restart") or {})
+            state = replica_state(report, restart)
             document = report.model_dump(mode="json")
             if row.state != state or row.report != document:
                 connection.execute(
