@@ -145,7 +145,9 @@ class ReconcileLoop:
             fleet.nodes,
             fleet.replicas,
             now=now,
-            grace_s=self.grace_s,
+            # The planner counts a lost node's grace from its last heartbeat; ours starts once
+            # the node is NotReady, so replicas move after timeout + grace (issue 10).
+            grace_s=self.not_ready_after_s + self.grace_s,
             strategy=self.strategy,
             new_id=lambda: secrets.token_hex(4),
         )

@@ -31,7 +31,8 @@ class ControllerSettings(BaseModel):
     db: str | None = None
     #: Seconds without a heartbeat after which a node is NotReady.
     not_ready_after_s: float = Field(default=15.0, gt=0, le=86_400)
-    #: Seconds a NotReady node's replicas are left before being placed elsewhere.
+    #: Seconds a NotReady node's replicas are left before being placed elsewhere (after the
+    #: NotReady timeout: replaced ``not_ready_after_s + grace_s`` after the last heartbeat).
     grace_s: float = Field(default=10.0, ge=0, le=86_400)
     #: How often agents are asked to heartbeat.
     heartbeat_interval_s: float = Field(default=5.0, gt=0, le=3600)
