@@ -194,17 +194,18 @@ class RunningController:
 
 @contextlib.contextmanager
 def running_controller(
-    controller: Controller, *, run_loop: bool = False
+    controller: Controller, *, run_loop: bool = False, tls: bool = True
 ) -> Iterator[RunningController]:
-    """The controller served over HTTPS on a free port of 127.0.0.1 (uvicorn in a thread)."""
+    """The controller served over HTTPS (or plain HTTP: ``tls=False``, for tools that do not
+    take a pinned certificate) on a free port of 127.0.0.1, by uvicorn in a thread."""
     port = free_port()
     identity = controller.identity
+    ssl = {"ssl_certfile": str(identity.cert_path), "ssl_keyfile": str(identity.key_path)}
     config = server.uvicorn_config(
         create_controller_app(controller, run_loop=run_loop),
         host="127.0.0.1",
         port=port,
-        ssl_certfile=str(identity.cert_path),
-        ssl_keyfile=str(identity.key_path),
+        **(ssl if tls else {}),
     )
     uv = uvicorn.Server(config)
     thread = threading.Thread(target=uv.run, daemon=True)
@@ -215,7 +216,8 @@ def running_controller(
             raise RuntimeError("controller did not start")
         time.sleep(0.02)
     try:
-        yield RunningController(f"https://127.0.0.1:{port}", controller, uv, thread)
+        scheme = "https" if tls else "http"
+        yield RunningController(f"{scheme}://127.0.0.1:{port}", controller, uv, thread)
     finally:
         uv.should_exit = True
         thread.join(15)

@@ -11,6 +11,7 @@ from ukedge.controller._controller import Controller
 from ukedge.controller._heartbeat import record_heartbeat
 from ukedge.controller._nodes import authenticate_node, enrol
 from ukedge.controller._results import store_batch
+from ukedge.errors import ControllerError
 from ukedge.host.link import (
     ENROL_PATH,
     HEARTBEAT_PATH,
@@ -23,6 +24,26 @@ from ukedge.host.link import (
 )
 
 __all__ = ["link_router"]
+
+#: The largest integer a database column holds (BIGINT, SQLite INTEGER).
+_MAX_INT = (1 << 63) - 1
+
+
+def _in_range(value: object, where: str = "") -> None:
+    """Refuse (422, naming the field) integers no column can hold: the wire models bound
+    what they must, not every count (a node could report any number)."""
+    if isinstance(value, bool):
+        return
+    if isinstance(value, int) and not -_MAX_INT <= value <= _MAX_INT:
+        raise ControllerError(
+            f"invalid request: {where or 'body'}: number out of range", status=422
+        )
+    if isinstance(value, dict):
+        for key, item in value.items():
+            _in_range(item, f"{where}.{key}" if where else str(key))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            _in_range(item, f"{where}[{index}]")
 
 
 def link_router(controller: Controller) -> APIRouter:
@@ -42,6 +63,7 @@ def link_router(controller: Controller) -> APIRouter:
     @router.post(HEARTBEAT_PATH, response_model=HeartbeatReply)
     def heartbeat(node_id: str, beat: Heartbeat, request: Request) -> HeartbeatReply:
         """The node's report; the answer carries its desired state when it has not applied it."""
+        _in_range(beat.model_dump())
         return record_heartbeat(
             controller.db,
             node_id,
@@ -54,6 +76,7 @@ def link_router(controller: Controller) -> APIRouter:
     @router.post(RESULTS_PATH)
     def results(node_id: str, batch: ResultBatch, request: Request) -> dict[str, Any]:
         """Store a batch of one instance's results (idempotent by node, instance and seq)."""
+        _in_range(batch.model_dump())
         with controller.db.read() as connection:
             authenticate_node(connection, node_id, bearer(request))
         stored = store_batch(controller.db, node_id, batch, now=controller.now())
