@@ -76,7 +76,7 @@ def test_logs_follow_ends_when_the_instance_ends(cli_home: Path) -> None:
         (["run", "-e", "NOEQUALS", "hello-c:1"], "invalid environment setting 'NOEQUALS'"),
         (["run", "-m", "lots", "hello-c:1"], "invalid size 'lots'"),
         (["run", "--name", "bad name!", "hello-c:1"], "invalid instance name"),
-        (["run", "-d", "--rm", "hello-c:1"], "--rm cannot be combined with --detach"),
+        (["run", "-d", "--rm", "hello-c:1"], "--rm with --detach needs a host agent"),
         (["run", "Bad/Ref", "x"], "invalid image reference"),
         (["run", "missing:1"], "no such image: missing:1"),
         (["stop", "ghost"], "no such instance: ghost"),

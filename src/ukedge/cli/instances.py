@@ -109,7 +109,10 @@ def run(
         str | None, typer.Option("--hostname", help="Guest hostname [the instance's name].")
     ] = None,
     remove: Annotated[
-        bool, typer.Option("--rm", help="Remove the instance when it exits (foreground only).")
+        bool,
+        typer.Option(
+            "--rm", help="Remove the instance when it exits (with -d: through a host agent only)."
+        ),
     ] = False,
     cold: Annotated[
         bool,
@@ -167,8 +170,12 @@ def run(
             f"{'--on-demand' if on_demand else '--restart'} needs a host agent: start one with "
             "`ukedge host serve` and pass --host (or set UKEDGE_HOST)"
         )
-    if detach and remove:
-        raise UsageError("--rm cannot be combined with --detach; use `ukedge rm` later")
+    if detach and remove and not remote_host():
+        # Removing it when it ends needs a process that outlives this command.
+        raise UsageError(
+            "--rm with --detach needs a host agent, which removes the instance when it ends: "
+            "start one with `ukedge host serve` and pass --host (or use `ukedge rm` later)"
+        )
     try:
         idle_seconds = parse_duration(idle_timeout)
     except ValueError as exc:
@@ -186,6 +193,8 @@ def run(
         restart=parse_restart_policy(restart),
         on_demand=on_demand,
         idle_timeout_s=idle_seconds,
+        # In the foreground this command removes it (after reading its exit status).
+        auto_remove=remove and detach,
     )
     target = node()
     _accelerator_notice()

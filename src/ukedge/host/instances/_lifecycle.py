@@ -103,6 +103,7 @@ class InstanceLifecycle(ObservedInstances):
             idle_timeout_s=request.idle_timeout_s if request.on_demand else None,
             hostname=request.hostname,
             cold=request.cold,
+            auto_remove=request.auto_remove,
             health=HealthStatus.NONE,
         )
         for mapping in instance.ports:
