@@ -43,7 +43,10 @@ def test_detached_instance_outlives_the_cli(cli_home: Path) -> None:
     assert httpx.get(f"http://127.0.0.1:{port}/stats").json()["s"]["count"] == 1
     listed = json.loads(ukedge("ps", "--json").stdout)
     assert [(i["name"], i["state"]) for i in listed] == [("agg", "running")]
-    assert "agg" in ukedge("ps").stdout
+    # Daemonless: nobody runs its health check, and it says so instead of "starting" forever.
+    assert "its health check is not run" in started.stderr
+    assert listed[0]["health"] == "unchecked"
+    assert "agg" in ukedge("ps").stdout and "(health unchecked)" in ukedge("ps").stdout
     inspected = json.loads(ukedge("inspect", "agg").stdout)
     assert inspected["id"] == instance_id
     assert inspected["ports"][0]["host_port"] == port

@@ -55,12 +55,17 @@ def _ago(timestamp: float | None) -> str:
     return f"{seconds} second{'s' if seconds != 1 else ''}"
 
 
+#: How ``ps`` shows health beside "Up …": nothing without a check, and a daemonless instance's
+#: check, which nobody runs, as unchecked rather than forever starting.
+_HEALTH_SHOWN = {"none": "", "unchecked": " (health unchecked)"}
+
+
 def _status(instance: Instance) -> str:
     from ukedge.host import InstanceState
 
     match instance.state:
         case InstanceState.RUNNING:
-            health = "" if instance.health.value == "none" else f" ({instance.health.value})"
+            health = _HEALTH_SHOWN.get(instance.health.value, f" ({instance.health.value})")
             return f"Up {_ago(instance.started_at)}{health}"
         case InstanceState.CREATED if instance.on_demand:
             return "Idle (on demand)"
@@ -202,6 +207,13 @@ def run(
     if detach:
         out.print(instance.id)
         _fail_if_it_died_at_once(target, instance)
+        if instance.health.value == "unchecked":
+            err.print(
+                "note: no agent supervises this instance, so its health check is not run "
+                "(ps shows it as unchecked); run it through `ukedge host serve` for health "
+                "checks and restarts",
+                style="yellow",
+            )
         return
     status = _attach(target, instance)
     if remove:

@@ -136,6 +136,10 @@ class HealthStatus(enum.StrEnum):
     STARTING = "starting"  # not yet passed once (within the start period)
     HEALTHY = "healthy"
     UNHEALTHY = "unhealthy"  # failed ``retries`` probes in a row
+    #: The image has a health check but no process runs it: an instance started daemonless
+    #: (``ukedge run`` without an agent) once its command has returned. An agent that finds
+    #: one probes it as it would a starting one.
+    UNCHECKED = "unchecked"
 
 
 class RestartPolicy(BaseModel):

@@ -121,6 +121,9 @@ class ObservedInstances:
         #: ``starting``, not ``unhealthy``, for at least this long (a boot under TCG takes
         #: seconds, and images often declare no start period).
         self.min_start_period_s = _MIN_START_PERIOD_S
+        #: Whether a supervisor (the agent's) will probe the instances this process starts;
+        #: the daemonless CLI's will not, and their health says "unchecked", not "starting".
+        self.checks_health = True
         #: Once an app has passed its check, it is probed at most this often: images give
         #: short intervals to be seen ready soon, and each probe wakes an idle guest.
         self.steady_probe_interval_s = _STEADY_PROBE_INTERVAL_S
