@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -142,3 +143,32 @@ def test_sigterm_or_sighup_stops_like_ctrl_c_and_rm_still_applies(
     if signum == signal.SIGTERM:
         assert "stopping (SIGTERM to the app; SIGTERM again to kill)" in stderr
     assert ukedge("ps", "-aq").stdout.strip() == "", "--rm removed the stopped instance"
+
+
+@pytest.mark.vm
+def test_events_in_one_shell_show_what_another_shell_runs(cli_home: Path) -> None:
+    """Daemonless `events` follows the node's journal, not only its own process (issue 16.3)."""
+    follower = subprocess.Popen(
+        [*ukedge_cmd(), "events", "--json"], stdout=subprocess.PIPE, text=True
+    )
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(follower.stdout or []), daemon=True)
+    reader.start()
+    try:
+        # Its position is taken once it has started, which this process cannot see: run
+        # again until one whole run shows, within a generous ceiling.
+        deadline = time.monotonic() + 300
+        seen: list[str] = []
+        while time.monotonic() < deadline and "remove" not in seen:
+            assert ukedge("run", "--rm", "--name", "ev", "hello-c:1").returncode == 0
+            poll_until = time.monotonic() + 10
+            while time.monotonic() < poll_until and "remove" not in seen:
+                seen = [e["action"] for e in map(json.loads, list(lines)) if e["name"] == "ev"]
+                time.sleep(0.1)
+        assert "start" in seen and "die" in seen and seen[-1] == "remove", seen
+    finally:
+        follower.terminate()
+        follower.wait(timeout=30)
+        reader.join(timeout=30)
+        if follower.stdout:
+            follower.stdout.close()

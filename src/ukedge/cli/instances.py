@@ -492,7 +492,12 @@ def start(
 def events(
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
 ) -> None:
-    """Follow instance state changes as they happen (create, start, die, restart, health…)."""
+    """Follow instance state changes as they happen (create, start, die, restart, health…).
+
+    It waits for new events until Ctrl-C; nothing from before it started is shown. Without
+    --host it sees what every ukedge command on this machine does (another shell's `run`,
+    `stop`, `rm`), from the node's event journal; with --host, the agent's stream.
+    """
     import datetime as dt
 
     with contextlib.suppress(KeyboardInterrupt):
