@@ -22,7 +22,10 @@ def test_admin_routes_need_the_admin_token(api: Api) -> None:
     assert wrong.status_code == 401
     assert "not this controller's" in wrong.json()["detail"]
     assert api.anon.get("/healthz").json()["status"] == "ok"
-    assert "ukedge_controller_requests_total" in api.anon.get("/metrics").text
+    api.enrol("edge-1")
+    metrics = api.anon.get("/metrics").text
+    assert "ukedge_controller_requests_total" in metrics
+    assert 'ukedge_controller_nodes{status="ready"} 1.0' in metrics
 
 
 def test_token_pins_the_certificate_and_enrols_many_nodes(api: Api) -> None:

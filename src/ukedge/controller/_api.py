@@ -27,6 +27,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from ukedge import __version__
 from ukedge.controller._auth import admin_guard
 from ukedge.controller._controller import Controller
+from ukedge.controller._metrics import FleetMetrics
 from ukedge.controller._routes_deployments import deployments_router
 from ukedge.controller._routes_fleet import fleet_router
 from ukedge.controller._routes_link import link_router
@@ -77,7 +78,15 @@ def create_controller_app(controller: Controller, *, run_loop: bool = True) -> F
         metrics=HttpMetrics("ukedge_controller", registry),
         access_log=_access_log if controller.settings.access_log else None,
     )
-    add_operations(app, registry)
+    fleet = FleetMetrics(controller, registry)
+    add_operations(
+        app,
+        registry,
+        health=lambda: {
+            "leader": controller.loop is not None and controller.loop.leadership.leading
+        },
+        before_scrape=fleet.refresh,
+    )
 
     @app.exception_handler(UkedgeError)
     async def _ukedge_error(_request: Request, exc: UkedgeError) -> JSONResponse:

@@ -66,6 +66,11 @@ class Leadership:
         self._session: Connection | None = None
 
     @property
+    def leading(self) -> bool:
+        """Whether this process led at its last check (without checking again)."""
+        return not self.shared or self._session is not None
+
+    @property
     def shared(self) -> bool:
         return self._db.dialect == "postgresql"
 
