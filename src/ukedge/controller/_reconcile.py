@@ -56,14 +56,16 @@ class Fleet:
 
 def mark_not_ready(connection: Connection, *, now: float, after_s: float) -> list[str]:
     """Nodes silent for ``after_s`` become NotReady and their replicas lost; their names."""
+    # One conditional UPDATE: a heartbeat that lands meanwhile is not overwritten (it either
+    # committed first, so the row no longer matches, or waits for this transaction).
     quiet = connection.execute(
-        select(nodes.c.id, nodes.c.name).where(
-            nodes.c.ready.is_(True), nodes.c.last_heartbeat < now - after_s
-        )
+        update(nodes)
+        .where(nodes.c.ready.is_(True), nodes.c.last_heartbeat < now - after_s)
+        .values(ready=False)
+        .returning(nodes.c.id, nodes.c.name)
     ).all()
     if quiet:
         ids = [row.id for row in quiet]
-        connection.execute(update(nodes).where(nodes.c.id.in_(ids)).values(ready=False))
         connection.execute(
             update(replicas)
             .where(replicas.c.node_id.in_(ids), replicas.c.state != ReplicaState.FAILED.value)
