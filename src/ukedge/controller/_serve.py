@@ -25,21 +25,23 @@ def serve(settings: ControllerSettings) -> None:
     """Run the controller until SIGINT or SIGTERM (blocks)."""
     serverlog.configure(settings.log_format)
     controller = Controller(settings)
-    listener = server.tcp_listener(settings.host, settings.port)
-    identity = controller.identity
-    log.info(
-        "controller serving on https://%s (certificate SHA-256 %s, database %s)",
-        settings.addr,
-        identity.fingerprint,
-        controller.db.shown,
-    )
-    config = server.uvicorn_config(
-        create_controller_app(controller),
-        ssl_certfile=str(identity.cert_path),
-        ssl_keyfile=str(identity.key_path),
-    )
     try:
-        uvicorn.Server(config).run(sockets=[listener])
+        listener = server.tcp_listener(settings.host, settings.port)
+        identity = controller.identity
+        log.info(
+            "controller serving on https://%s (certificate SHA-256 %s, database %s)",
+            settings.addr,
+            identity.fingerprint,
+            controller.db.shown,
+        )
+        config = server.uvicorn_config(
+            create_controller_app(controller),
+            ssl_certfile=str(identity.cert_path),
+            ssl_keyfile=str(identity.key_path),
+        )
+        try:
+            uvicorn.Server(config).run(sockets=[listener])
+        finally:
+            listener.close()
     finally:
-        listener.close()
         controller.close()
