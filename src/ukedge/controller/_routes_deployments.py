@@ -81,6 +81,6 @@ def deployments_router(controller: Controller, admin: Callable[[Request], None])
     @router.get("/v1/replicas", response_model=list[ReplicaRecord])
     def replicas(deployment: str | None = None, node: str | None = None) -> list[ReplicaRecord]:
         """Replicas, of one deployment and/or on one node (id or name)."""
-        return list_replicas(db, deployment=deployment, node=node)
+        return list_replicas(db, deployment=deployment or None, node=node or None)
 
     return router

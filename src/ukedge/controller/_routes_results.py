@@ -54,7 +54,10 @@ def results_router(controller: Controller, admin: Callable[[Request], None]) -> 
     ) -> list[ResultRecordOut]:
         """Results matching the filters (``since``/``until``: the record's own time), oldest
         first, with ids above ``after_id`` (pass the last id seen to read the next page)."""
-        query = ResultQuery(deployment=deployment, node=node, since=since, until=until)
+        # An empty filter (``?deployment=``, as a client passing None may send it) is no filter.
+        query = ResultQuery(
+            deployment=deployment or None, node=node or None, since=since, until=until
+        )
         return query_results(db, query, after_id=after_id, limit=limit)
 
     @router.get("/v1/results/stream", response_class=StreamingResponse)
@@ -68,7 +71,7 @@ def results_router(controller: Controller, admin: Callable[[Request], None]) -> 
         """Server-sent events: stored records after ``after_id`` (or ``Last-Event-ID``), then
         each new one as it arrives."""
         cursor = _resume_from(after_id, request.headers.get("last-event-id"))
-        query = ResultQuery(deployment=deployment, node=node, since=since)
+        query = ResultQuery(deployment=deployment or None, node=node or None, since=since)
 
         async def events() -> AsyncIterator[str]:
             nonlocal cursor
