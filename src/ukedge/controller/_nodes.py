@@ -14,7 +14,7 @@ import secrets
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import Connection, Row, delete, or_, select, update
+from sqlalchemy import Connection, Row, bindparam, delete, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from ukedge.controller._db import Database, nodes, replicas
@@ -80,9 +80,12 @@ def enrol(db: Database, request: EnrolRequest, *, now: float, interval: float) -
     return EnrolReply(node_id=node_id, credential=secret, heartbeat_interval_s=interval)
 
 
+_NODE_BY_ID = select(nodes).where(nodes.c.id == bindparam("node_id"))
+
+
 def authenticate_node(connection: Connection, node_id: str, credential: str) -> Row[Any]:
     """The node's row when ``credential`` is its own; refuses in constant time otherwise."""
-    row = connection.execute(select(nodes).where(nodes.c.id == node_id)).first()
+    row = connection.execute(_NODE_BY_ID, {"node_id": node_id}).first()
     expected = row.credential_hash if row is not None else hash_secret(secrets.token_hex(16))
     if not hmac.compare_digest(expected, hash_secret(credential)) or row is None:
         raise ControllerError(
