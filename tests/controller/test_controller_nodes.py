@@ -256,6 +256,8 @@ def test_bad_input_is_refused_naming_the_field(
         (InstanceState.EXITED, HealthStatus.NONE, 1, 0, "always", ReplicaState.STARTING),
         (InstanceState.EXITED, HealthStatus.NONE, 1, 2, "on-failure", ReplicaState.STARTING),
         (InstanceState.EXITED, HealthStatus.NONE, 1, 3, "on-failure:3", ReplicaState.FAILED),
+        (InstanceState.EXITED, HealthStatus.NONE, 1, 3, "always", ReplicaState.FAILED),
+        (InstanceState.RUNNING, HealthStatus.NONE, None, 7, "always", ReplicaState.RUNNING),
         (InstanceState.EXITED, HealthStatus.NONE, 0, 0, "on-failure", ReplicaState.FAILED),
         (InstanceState.FAILED, HealthStatus.NONE, None, 0, "on-failure", ReplicaState.STARTING),
     ],

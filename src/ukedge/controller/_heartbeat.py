@@ -32,11 +32,15 @@ from ukedge.host.link import (
     InstanceReport,
 )
 
-__all__ = ["desired_state", "instance_name", "record_heartbeat", "replica_state"]
+__all__ = ["CRASH_LOOP", "desired_state", "instance_name", "record_heartbeat", "replica_state"]
 
 
 def instance_name(deployment: str, replica: str) -> str:
     return f"{deployment}-{replica}"
+
+
+#: Restarts after which an instance that ended again counts as failed, whatever its policy.
+CRASH_LOOP = 3
 
 
 def replica_state(report: InstanceReport, restart: RestartPolicy) -> ReplicaState:
@@ -44,12 +48,15 @@ def replica_state(report: InstanceReport, restart: RestartPolicy) -> ReplicaStat
 
     An ended instance its node will start again (by ``restart``, the deployment's policy, which
     the node applies) is only between runs: FAILED, which makes the planner replace it
-    elsewhere, is kept for an instance the node has given up on.
+    elsewhere (or roll a new revision back), is kept for an instance the node has given up on,
+    or that keeps crashing (ended again after :data:`CRASH_LOOP` restarts).
     """
     if report.state in (InstanceState.EXITED, InstanceState.FAILED):
         failed = report.state == InstanceState.FAILED or report.exit_code != 0
         retries_left = restart.max_retries is None or report.restart_count < restart.max_retries
-        if restart.name == "always" or (restart.name == "on-failure" and failed and retries_left):
+        retries_left = retries_left and report.restart_count < CRASH_LOOP
+        restarts = restart.name == "always" or (restart.name == "on-failure" and failed)
+        if restarts and retries_left:
             return ReplicaState.STARTING
         return ReplicaState.FAILED
     if report.state != InstanceState.RUNNING:

@@ -193,6 +193,12 @@ def apply_plan(connection: Connection, plan: PlanLike, *, now: float) -> set[str
             if r.deployment in alive and r.node_id is not None and r.node_id in known
         }
     for name, revision in plan.rollbacks.items():
+        why = [e for e in plan.events if e.startswith(f"deployment {name}:")]
+        message = (
+            why[-1].partition(": ")[2]
+            if why
+            else f"the new revision's replicas failed; rolled back to revision {revision}"
+        )
         connection.execute(
             update(deployments)
             .where(deployments.c.name == name)
@@ -200,7 +206,7 @@ def apply_plan(connection: Connection, plan: PlanLike, *, now: float) -> set[str
                 revision=revision,
                 previous_revision=None,
                 rollout_state="rolled-back",
-                rollout_message=f"the new revision's replicas failed; back to revision {revision}",
+                rollout_message=message,
                 updated_at=now,
             )
         )
