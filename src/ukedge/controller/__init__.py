@@ -23,6 +23,7 @@ from ukedge.controller._models import (
     TokenCreated,
     TokenInfo,
 )
+from ukedge.controller._scheduler import per_node_targets, schedule
 
 __all__ = [
     "Deployment",
@@ -44,4 +45,6 @@ __all__ = [
     "ScoringStrategy",
     "TokenCreated",
     "TokenInfo",
+    "per_node_targets",
+    "schedule",
 ]
