@@ -23,6 +23,7 @@ from ukedge.controller._models import (
     TokenCreated,
     TokenInfo,
 )
+from ukedge.controller._planner import Plan, plan
 from ukedge.controller._scheduler import per_node_targets, schedule
 
 __all__ = [
@@ -34,6 +35,7 @@ __all__ = [
     "NodeView",
     "Placement",
     "PlacementSpec",
+    "Plan",
     "ReplicaRecord",
     "ReplicaState",
     "ReplicaView",
@@ -46,5 +48,6 @@ __all__ = [
     "TokenCreated",
     "TokenInfo",
     "per_node_targets",
+    "plan",
     "schedule",
 ]
