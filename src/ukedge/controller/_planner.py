@@ -45,7 +45,7 @@ from ukedge.controller._fleet import (
     Resources,
     ScoringStrategy,
 )
-from ukedge.controller._scheduler import matches, node_usage, per_node_targets, schedule
+from ukedge.controller._scheduler import Ledger, matches, per_node_targets, place
 
 __all__ = ["Plan", "plan"]
 
@@ -101,7 +101,7 @@ class _Pass:
     ) -> None:
         self.nodes = list(nodes)
         self.by_id = {node.id: node for node in nodes}
-        self.live = {(r.deployment, r.replica): r for r in replicas}
+        self.ledger = Ledger(replicas)
         self.now = now
         self.grace_s = grace_s
         self.strategy: ScoringStrategy = strategy
@@ -113,7 +113,7 @@ class _Pass:
 
     def remove(self, replica: ReplicaView) -> None:
         self.plan.remove.append(replica)
-        del self.live[(replica.deployment, replica.replica)]
+        self.ledger.release(replica)
 
     def add(self, deployment: DeploymentView, node_id: str) -> ReplicaView:
         replica = ReplicaView(
@@ -125,7 +125,7 @@ class _Pass:
             assigned_at=self.now,
         )
         self.plan.add.append(replica)
-        self.live[(replica.deployment, replica.replica)] = replica
+        self.ledger.take(replica)
         return replica
 
     def away_s(self, node: NodeView) -> float:
@@ -252,8 +252,7 @@ def _plan_replicated(ctx: _Pass, deployment: DeploymentView, sorted_: _Sorted) -
         reasons += [f"rolling out revision {deployment.revision}"] * count
 
     def placing() -> None:
-        live = list(ctx.live.values())
-        targets = schedule(deployment, count, ctx.nodes, live, strategy=ctx.strategy)
+        targets = place(deployment, count, ctx.nodes, ctx.ledger, strategy=ctx.strategy)
         for index, node_id in enumerate(targets):
             reason = reasons[index] if index < len(reasons) else f"{want} replicas wanted"
             if node_id is None:
@@ -299,21 +298,16 @@ def _plan_per_node(ctx: _Pass, deployment: DeploymentView, sorted_: _Sorted) -> 
             drop(old[node_id].pop(), f"revision {deployment.revision} runs there; removing it")
 
     def placing() -> None:
-        used = node_usage(ctx.live.values())
-
         def fits(node: NodeView, freed: Resources = _NOTHING) -> bool:
-            free = node.capacity - node.reserved - used.get(node.id, _NOTHING) + freed
-            return deployment.resources.fits_in(free)
+            return deployment.resources.fits_in(ctx.ledger.free(node) + freed)
 
-        def place(node: NodeView, reason: str) -> None:
+        def put(node: NodeView, reason: str) -> None:
             added = ctx.add(deployment, node.id)
-            used[node.id] = used.get(node.id, _NOTHING) + added.resources
             ctx.event(deployment, f"{reason}; placing {added.replica} there")
 
         def replace(stale: ReplicaView, node: NodeView, reason: str) -> None:
             drop(stale, f"runs revision {stale.revision}; removing it")
-            used[node.id] = used.get(node.id, _NOTHING) - stale.resources
-            place(node, reason)
+            put(node, reason)
 
         # Nodes holding a replica, none running (a node with none yet takes nothing away).
         unavailable = sum(
@@ -334,7 +328,7 @@ def _plan_per_node(ctx: _Pass, deployment: DeploymentView, sorted_: _Sorted) -> 
                 if node_id not in targets:
                     continue
                 if fits(node):
-                    place(node, f"node {node_id} matches")
+                    put(node, f"node {node_id} matches")
                 else:
                     ctx.event(deployment, f"node {node_id} matches but has no room for it")
                 continue
@@ -346,7 +340,7 @@ def _plan_per_node(ctx: _Pass, deployment: DeploymentView, sorted_: _Sorted) -> 
                 replace(stale, node, why)
             elif surge_left > 0 and fits(node):
                 surge_left -= 1
-                place(node, why)
+                put(node, why)
             elif unavailable_left > 0 and fits(node, stale.resources):
                 unavailable_left -= 1
                 replace(stale, node, why)

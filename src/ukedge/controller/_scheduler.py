@@ -40,8 +40,9 @@ from ukedge.controller._fleet import (
     ScoringStrategy,
 )
 
-__all__ = ["holds_resources", "matches", "node_usage", "per_node_targets", "schedule"]
+__all__ = ["Ledger", "holds_resources", "matches", "per_node_targets", "place", "schedule"]
 
+_NOTHING = Resources()
 _NodeKey = tuple[int, int, float, str]
 # The zone itself last: never compared, since a node (and so a top key) is in one zone only.
 _ZoneEntry = tuple[tuple[int, int], _NodeKey, str | None]
@@ -52,13 +53,33 @@ def holds_resources(replica: ReplicaView) -> bool:
     return replica.node_id is not None and replica.state is not ReplicaState.FAILED
 
 
-def node_usage(replicas: Iterable[ReplicaView]) -> dict[str, Resources]:
-    """What the replicas hold on each node (node id -> summed resources)."""
-    used: dict[str, Resources] = defaultdict(Resources)
-    for replica in replicas:
-        if replica.node_id is not None and holds_resources(replica):
-            used[replica.node_id] += replica.resources
-    return dict(used)
+class Ledger:
+    """Running totals over a set of replicas: what they hold on each node, and how many of each
+    deployment revision sit on each node. The planner keeps one for a whole pass and updates it
+    as it decides, so that placing for one deployment after another never re-reads every
+    replica of the fleet.
+    """
+
+    def __init__(self, replicas: Iterable[ReplicaView] = ()) -> None:
+        self.used: dict[str, Resources] = {}
+        self.counts: dict[tuple[str, int], Counter[str]] = defaultdict(Counter)
+        for replica in replicas:
+            self.take(replica)
+
+    def take(self, replica: ReplicaView) -> None:
+        if replica.node_id is None or not holds_resources(replica):
+            return
+        self.used[replica.node_id] = self.used.get(replica.node_id, _NOTHING) + replica.resources
+        self.counts[(replica.deployment, replica.revision)][replica.node_id] += 1
+
+    def release(self, replica: ReplicaView) -> None:
+        if replica.node_id is None or not holds_resources(replica):
+            return
+        self.used[replica.node_id] = self.used[replica.node_id] - replica.resources
+        self.counts[(replica.deployment, replica.revision)][replica.node_id] -= 1
+
+    def free(self, node: NodeView) -> Resources:
+        return node.capacity - node.reserved - self.used.get(node.id, _NOTHING)
 
 
 def matches(deployment: DeploymentView, node: NodeView) -> bool:
@@ -78,18 +99,6 @@ def per_node_targets(deployment: DeploymentView, nodes: Sequence[NodeView]) -> l
     return sorted(node.id for node in nodes if node.schedulable and matches(deployment, node))
 
 
-def _free_share(free: Resources, capacity: Resources) -> float:
-    shares = [
-        free_part / cap
-        for free_part, cap in (
-            (free.memory_mib, capacity.memory_mib),
-            (free.vcpus, capacity.vcpus),
-        )
-        if cap > 0
-    ]
-    return sum(shares) / len(shares) if shares else 0.0
-
-
 def schedule(
     deployment: DeploymentView,
     count: int,
@@ -106,29 +115,26 @@ def schedule(
     """
     if count <= 0:
         return []
-    need = deployment.resources
-    excluded = frozenset(exclude)
-    used = node_usage(replicas)
-    mine_on_node: Counter[str] = Counter()
-    for replica in replicas:
-        if (
-            replica.deployment == deployment.name
-            and replica.revision == deployment.revision
-            and replica.node_id is not None
-            and holds_resources(replica)
-        ):
-            mine_on_node[replica.node_id] += 1
+    return place(deployment, count, nodes, Ledger(replicas), strategy=strategy, exclude=exclude)
 
+
+def place(
+    deployment: DeploymentView,
+    count: int,
+    nodes: Sequence[NodeView],
+    ledger: Ledger,
+    *,
+    strategy: ScoringStrategy = "least-allocated",
+    exclude: Collection[str] = (),
+) -> list[str | None]:
+    """:func:`schedule` over a :class:`Ledger` of the existing replicas (left unchanged)."""
+    if count <= 0:
+        return []
+    need_mem, need_cpu = deployment.memory_mib, deployment.vcpus
+    excluded = frozenset(exclude)
+    held = ledger.counts.get((deployment.name, deployment.revision), Counter())
+    mine_on_node = Counter({node_id: many for node_id, many in held.items() if many > 0})
     spread_by = deployment.spread_by
-    candidates: dict[str, NodeView] = {}
-    for node in nodes:
-        if node.id in excluded or not node.schedulable or not matches(deployment, node):
-            continue
-        candidates[node.id] = node
-    zone_of: dict[str, str | None] = {
-        node_id: (node.labels.get(spread_by) if spread_by is not None else "")
-        for node_id, node in candidates.items()
-    }
     zone_count: Counter[str | None] = Counter()
     if spread_by is not None:
         labels_of = {node.id: node.labels for node in nodes}
@@ -137,27 +143,50 @@ def schedule(
                 zone_count[labels_of[node_id].get(spread_by)] += mine
     sign = -1.0 if strategy == "least-allocated" else 1.0
     layers = deployment.layers.items()
-    cached = {
-        node_id: sum(size for digest, size in layers if digest in node.cached_layers)
-        for node_id, node in candidates.items()
-    }
 
+    # Per candidate, in plain ints (this is the hot loop): what was free before this call,
+    # its capacity, its zone, its cached bytes; ``taken`` counts this call's placements.
+    free_before: dict[str, tuple[int, int, int, int]] = {}
+    cached: dict[str, int] = {}
+    zone_of: dict[str, str | None] = {}
+    taken: Counter[str] = Counter()
     current: dict[str, _NodeKey] = {}
 
     def key_of(node_id: str) -> _NodeKey | None:
-        node = candidates[node_id]
-        free = node.capacity - node.reserved - used.get(node_id, Resources())
-        if not need.fits_in(free):
+        free_mem, free_cpu, cap_mem, cap_cpu = free_before[node_id]
+        after = taken[node_id] + 1
+        free_mem -= after * need_mem
+        free_cpu -= after * need_cpu
+        if free_mem < 0 or free_cpu < 0:
             return None
-        share = _free_share(free - need, node.capacity)
+        if cap_mem > 0 and cap_cpu > 0:
+            share = (free_mem / cap_mem + free_cpu / cap_cpu) / 2
+        elif cap_mem > 0:
+            share = free_mem / cap_mem
+        elif cap_cpu > 0:
+            share = free_cpu / cap_cpu
+        else:
+            share = 0.0
         return (mine_on_node[node_id], -cached[node_id], sign * share, node_id)
 
     zone_heaps: dict[str | None, list[_NodeKey]] = defaultdict(list)
-    for node_id in candidates:
-        key = key_of(node_id)
+    for node in nodes:
+        if node.id in excluded or not node.schedulable or not matches(deployment, node):
+            continue
+        capacity, reserved = node.capacity, node.reserved
+        used = ledger.used.get(node.id, _NOTHING)
+        free_before[node.id] = (
+            capacity.memory_mib - reserved.memory_mib - used.memory_mib,
+            capacity.vcpus - reserved.vcpus - used.vcpus,
+            capacity.memory_mib,
+            capacity.vcpus,
+        )
+        cached[node.id] = sum(size for digest, size in layers if digest in node.cached_layers)
+        zone = zone_of[node.id] = node.labels.get(spread_by) if spread_by is not None else ""
+        key = key_of(node.id)
         if key is not None:
-            current[node_id] = key
-            zone_heaps[zone_of[node_id]].append(key)
+            current[node.id] = key
+            zone_heaps[zone].append(key)
     for heap in zone_heaps.values():
         heapq.heapify(heap)
 
@@ -189,7 +218,7 @@ def schedule(
             break
         node_id = entry[1][3]
         placed.append(node_id)
-        used[node_id] = used.get(node_id, Resources()) + need
+        taken[node_id] += 1
         mine_on_node[node_id] += 1
         zone_count[zone] += 1
         key = key_of(node_id)
