@@ -110,6 +110,19 @@ def test_spread_over_zones_before_nodes() -> None:
     assert schedule(app, 2, fleet, [old]) == ["a1", "b1"]
 
 
+def test_a_zone_counts_only_replicas_on_ready_nodes() -> None:
+    # Zone a lost node x1 and its replica; zone b still runs one: the replacement goes to a.
+    fleet = [
+        node("a1", zone="b"),
+        node("a2", zone="b"),
+        node("x1", zone="a", ready=False),
+        node("x2", zone="a"),
+    ]
+    app = deployment(spread_by="zone")
+    lost = replica(app, "r1", "x1", ReplicaState.LOST)
+    assert schedule(app, 1, fleet, [lost, replica(app, "r2", "a1")]) == ["x2"]
+
+
 def test_nodes_without_the_spread_label_only_when_labelled_ones_are_full() -> None:
     fleet = [node("x"), node("y", zone="a", memory_mib=512, vcpus=2)]
     app = deployment(spread_by="zone")

@@ -10,8 +10,8 @@ replica still holds them, since its node may come back with it running.
 Among candidates the order is lexicographic, most important first:
 
 1. spread over the values of ``spread_by``: the zone with the fewest replicas of this revision
-   (nodes without the label only when no labelled node fits), so zones never differ by more
-   than one while capacity allows;
+   on Ready nodes (nodes without the label only when no labelled node fits), so zones never
+   differ by more than one while capacity allows;
 2. spread over nodes: fewest replicas of this revision on the node (a second replica shares a
    node only when every candidate has one);
 3. bytes of the image's layers already cached on the node (edge links are slow);
@@ -137,7 +137,8 @@ def place(
     spread_by = deployment.spread_by
     zone_count: Counter[str | None] = Counter()
     if spread_by is not None:
-        labels_of = {node.id: node.labels for node in nodes}
+        # A NotReady node's replicas serve nobody: its zone is as empty as they leave it.
+        labels_of = {node.id: node.labels for node in nodes if node.ready}
         for node_id, mine in mine_on_node.items():
             if node_id in labels_of:
                 zone_count[labels_of[node_id].get(spread_by)] += mine
