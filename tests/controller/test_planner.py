@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-from collections import Counter
 from collections.abc import Sequence
 
 from fleet_cases import (
@@ -18,6 +17,7 @@ from fleet_cases import (
     replica,
     replicas_of,
     start_all,
+    used_on,
 )
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -228,7 +228,7 @@ def rollout_steps(web: DeploymentView, count: int) -> None:
         assert running >= web.replicas - web.max_unavailable, result.events
         assert len(state) <= web.replicas + web.max_surge, result.events
         state = start_all(state)
-    assert Counter(r.revision for r in state) == {web.revision: web.replicas}
+    assert [r.revision for r in state] == [web.revision] * web.replicas
 
 
 def test_rolling_update_with_surge() -> None:
@@ -403,3 +403,68 @@ def test_property_running_replicas_are_kept_while_a_deployment_is_short(
                 if r.deployment == app.name and r.revision == app.revision and r.state is RUNNING
             )
             assert running >= app.replicas, result.events
+
+
+@BOUNDED
+@given(case=fleets())
+def test_property_placements_never_over_commit_a_node(
+    case: tuple[list[DeploymentView], list[NodeView], list[ReplicaView]],
+) -> None:
+    apps, fleet, replicas = case
+    result = plan(apps, fleet, replicas, now=NOW, grace_s=GRACE, new_id=ids())
+    after = apply(replicas, result)
+    by_id = {n.id: n for n in fleet}
+    for added in result.add:
+        target = by_id[added.node_id or ""]
+        assert target.ready
+        assert used_on(target.id, after).fits_in(target.capacity - target.reserved)
+
+
+@BOUNDED
+@given(case=fleets())
+def test_property_nodes_starting_what_they_are_given_reach_a_fixpoint(
+    case: tuple[list[DeploymentView], list[NodeView], list[ReplicaView]],
+) -> None:
+    apps, fleet, replicas = case
+    state = list(replicas)
+    counter = ids("s")
+    for _ in range(40):
+        result = plan(apps, fleet, state, now=NOW, grace_s=GRACE, new_id=counter)
+        if result.rollbacks:
+            return  # the store changes a deployment: another input
+        if not result.add and not result.remove:
+            break
+        state = start_all(apply(state, result))
+    else:
+        raise AssertionError(f"no fixpoint after 40 passes: {result.events}")
+    # No surplus is left where it can be seen (lost replicas wait for their node to return).
+    ready = {n.id for n in fleet if n.ready}
+    for app in apps:
+        if app.mode == "replicated":
+            current = [
+                r
+                for r in state
+                if r.deployment == app.name and r.revision == app.revision and r.node_id in ready
+            ]
+            assert len(current) <= app.replicas, result.events
+
+
+@BOUNDED
+@given(
+    replicas=st.integers(0, 6),
+    max_surge=st.integers(0, 2),
+    max_unavailable=st.integers(0, 2),
+)
+def test_property_a_rolling_update_stays_within_its_bounds_and_completes(
+    replicas: int, max_surge: int, max_unavailable: int
+) -> None:
+    if max_surge == max_unavailable == 0:
+        max_unavailable = 1  # the spec refuses both 0
+    web = deployment(
+        replicas=replicas,
+        revision=2,
+        previous_revision=1,
+        max_surge=max_surge,
+        max_unavailable=max_unavailable,
+    )
+    rollout_steps(web, replicas)
