@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from collections import Counter
 from collections.abc import Sequence
 
 from fleet_cases import (
@@ -468,3 +469,44 @@ def test_property_a_rolling_update_stays_within_its_bounds_and_completes(
         max_unavailable=max_unavailable,
     )
     rollout_steps(web, replicas)
+
+
+@BOUNDED
+@given(
+    size=st.integers(1, 6),
+    max_surge=st.integers(0, 2),
+    max_unavailable=st.integers(0, 2),
+    tight=st.booleans(),
+)
+def test_property_a_per_node_rolling_update_stays_within_its_bounds_and_completes(
+    size: int, max_surge: int, max_unavailable: int, tight: bool
+) -> None:
+    if max_surge == max_unavailable == 0:
+        max_surge = 1
+    # ``tight``: a node has room for one replica only, so surging there is impossible.
+    fleet = [node(f"n{i}", memory_mib=256 if tight else 4096) for i in range(size)]
+    v1 = deployment("agent", mode="per-node")
+    state, _ = settle([v1], fleet, [])
+    v2 = dataclasses.replace(
+        v1,
+        revision=2,
+        previous_revision=1,
+        max_surge=max_surge,
+        max_unavailable=max_unavailable,
+    )
+    counter = ids("v2-")
+    for _ in range(4 * size + 4):
+        result = plan([v2], fleet, state, now=NOW, grace_s=GRACE, new_id=counter)
+        if empty(result):
+            break
+        state = apply(state, result)
+        per_node = Counter(r.node_id for r in state)
+        running = {r.node_id for r in state if r.state is RUNNING}
+        assert size - len(running) <= max_unavailable, result.events
+        assert sum(1 for many in per_node.values() if many > 1) <= max_surge, result.events
+        state = start_all(state)
+    if tight and max_unavailable == 0:
+        # No room to surge and no unavailability allowed: the rollout cannot move, and waits.
+        assert all(r.revision == 1 for r in state)
+    else:
+        assert sorted((r.node_id, r.revision) for r in state) == [(f"n{i}", 2) for i in range(size)]
