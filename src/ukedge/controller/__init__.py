@@ -23,6 +23,8 @@ from ukedge.controller._models import (
     TokenCreated,
     TokenInfo,
 )
+from ukedge.controller._planner import Plan, plan
+from ukedge.controller._scheduler import per_node_targets, schedule
 
 __all__ = [
     "Deployment",
@@ -33,6 +35,7 @@ __all__ = [
     "NodeView",
     "Placement",
     "PlacementSpec",
+    "Plan",
     "ReplicaRecord",
     "ReplicaState",
     "ReplicaView",
@@ -44,4 +47,7 @@ __all__ = [
     "ScoringStrategy",
     "TokenCreated",
     "TokenInfo",
+    "per_node_targets",
+    "plan",
+    "schedule",
 ]
