@@ -13,8 +13,10 @@ from ukedge.host._events import EventJournal
 
 
 def _event(n: int) -> InstanceEvent:
+    """Events of one size (a fixed time, names of two digits), so rotations fall where the
+    tests say they do."""
     return InstanceEvent(
-        time=time.time(), id=f"{n:032x}", name=f"i{n}", state=InstanceState.RUNNING, action="start"
+        time=1.5, id=f"{n:032x}", name=f"i{n:02d}", state=InstanceState.RUNNING, action="start"
     )
 
 
@@ -45,7 +47,7 @@ def test_a_follower_sees_only_what_comes_after_it_in_order(tmp_path: Path) -> No
         journal.append(_event(n))
     thread.join(timeout=30)
     stop.set()
-    assert [e.name for e in found] == ["i1", "i2", "i3"]
+    assert [e.name for e in found] == ["i01", "i02", "i03"]
 
 
 def test_a_follower_waits_for_a_journal_that_does_not_exist_yet(tmp_path: Path) -> None:
@@ -54,7 +56,7 @@ def test_a_follower_waits_for_a_journal_that_does_not_exist_yet(tmp_path: Path) 
     journal.append(_event(7))
     thread.join(timeout=30)
     stop.set()
-    assert [e.name for e in found] == ["i7"]
+    assert [e.name for e in found] == ["i07"]
 
 
 def test_rotation_loses_nothing_and_keeps_one_older_file(tmp_path: Path) -> None:
@@ -69,7 +71,7 @@ def test_rotation_loses_nothing_and_keeps_one_older_file(tmp_path: Path) -> None
                 time.sleep(0.01)
     thread.join(timeout=30)
     stop.set()
-    assert [e.name for e in found] == [f"i{n}" for n in range(40)]
+    assert [e.name for e in found] == [f"i{n:02d}" for n in range(40)]
     assert 40 * line_bytes > 3 * 1000, "the journal turned over several times"
     assert (tmp_path / "events.jsonl.1").exists()
     assert (tmp_path / "events.jsonl").stat().st_size <= 1000
@@ -82,11 +84,11 @@ def test_a_follower_two_rotations_behind_reads_the_kept_older_file(tmp_path: Pat
     journal.append(_event(0))
     stop = threading.Event()
     events = journal.follow(stop)  # positioned after i0
-    for n in range(1, 11):  # i1-i3 fill the first file, i4-i7 the second, i8-i10 the third
+    for n in range(1, 11):  # i01-i03 fill the first file, i04-i07 the second, i08-i10 the third
         journal.append(_event(n))
     seen = [next(events).name for _ in range(10)]
     stop.set()
-    assert seen == [f"i{n}" for n in range(1, 11)]
+    assert seen == [f"i{n:02d}" for n in range(1, 11)]
 
 
 _WRITER = """

@@ -30,6 +30,8 @@ from ukedge.controller._models import (
     TokenCreated,
     TokenInfo,
 )
+from ukedge.controller._planner import Plan, plan
+from ukedge.controller._scheduler import per_node_targets, schedule
 from ukedge.controller._settings import (
     DEFAULT_ADDR,
     ENV_PREFIX,
@@ -51,6 +53,7 @@ __all__ = [
     "NodeView",
     "Placement",
     "PlacementSpec",
+    "Plan",
     "ReplicaRecord",
     "ReplicaState",
     "ReplicaView",
@@ -64,6 +67,9 @@ __all__ = [
     "TokenInfo",
     "create_controller_app",
     "load_controller_settings",
+    "per_node_targets",
+    "plan",
+    "schedule",
     "serve",
 ]
 

@@ -16,17 +16,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib
 import logging
 import secrets
 import time
 from collections.abc import Callable, Sequence
-from typing import Any, Protocol
+from typing import Protocol
 
 from sqlalchemy import Connection, text
 
 from ukedge.controller._db import Database
 from ukedge.controller._fleet import DeploymentView, NodeView, ReplicaView, ScoringStrategy
+from ukedge.controller._planner import plan
 from ukedge.controller._reconcile import PlanLike, apply_plan, mark_not_ready, read_views
 
 __all__ = ["Leadership", "Planner", "ReconcileLoop", "default_planner"]
@@ -52,10 +52,8 @@ class Planner(Protocol):
 
 
 def default_planner() -> Planner:
-    """:func:`ukedge.controller._planner.plan`, loaded when the loop starts."""
-    module: Any = importlib.import_module("ukedge.controller._planner")
-    planner: Planner = module.plan
-    return planner
+    """The reconciler's planner: :func:`ukedge.controller._planner.plan`."""
+    return plan
 
 
 class Leadership:
@@ -145,7 +143,7 @@ class ReconcileLoop:
                 )
         with self.db.read() as connection:
             fleet = read_views(connection)
-        plan = self.planner(
+        decided = self.planner(
             fleet.deployments,
             fleet.nodes,
             fleet.replicas,
@@ -156,9 +154,9 @@ class ReconcileLoop:
             strategy=self.strategy,
             new_id=lambda: secrets.token_hex(4),
         )
-        if plan.add or plan.remove or plan.rollbacks or plan.events:
+        if decided.add or decided.remove or decided.rollbacks or decided.events:
             with self.db.write() as connection:
-                apply_plan(connection, plan, now=now)
+                apply_plan(connection, decided, now=now)
         self.passes += 1
         return True
 
