@@ -22,7 +22,14 @@ from kit.postgres import PostgresCluster
 from ukedge.controller import Controller
 from ukedge.controller._loop import ReconcileLoop
 from ukedge.host import HealthStatus, InstanceState
-from ukedge.host.link import DesiredInstance, InstanceReport, pinned_context
+from ukedge.host.link import (
+    ENROL_PATH,
+    DesiredInstance,
+    EnrolReply,
+    InstanceReport,
+    JoinToken,
+    pinned_context,
+)
 
 IMAGE = "127.0.0.1:1/app@sha256:" + "c" * 64  # pinned; its registry is never reached
 
@@ -250,3 +257,35 @@ def _wait(condition: Callable[[], bool], what: str, timeout: float = 30) -> None
     while not condition():
         assert time.monotonic() < deadline, f"waited {timeout}s for {what}"
         time.sleep(0.02)
+
+
+def test_the_served_loop_places_what_is_deployed(tmp_path: Path, db_url: str) -> None:
+    controller = make_controller(tmp_path / "controller", db_url, tick_s=0.1)
+    try:
+        with (
+            running_controller(controller, run_loop=True) as running,
+            running.client() as admin,
+            running.client(admin=False) as anon,
+        ):
+            token = JoinToken.parse(admin.post("/v1/tokens", json={}).json()["token"])
+            r = anon.post(
+                ENROL_PATH,
+                json={"token": token.credential, "name": "edge-1", "architecture": "amd64"},
+            )
+            node = Node(anon, "edge-1", EnrolReply.model_validate(r.json()))
+            node.beat()
+            body = {"name": "web", "image": IMAGE, "memory_mib": 64, "vcpus": 1, "replicas": 2}
+            assert admin.post("/v1/deployments", json=body).status_code == 200
+            desired: list[DesiredInstance] = []
+
+            def placed() -> bool:
+                reply = node.beat()
+                if reply.desired is not None:
+                    desired[:] = reply.desired.instances
+                return len(desired) == 2
+
+            _wait(placed, "the loop to place both replicas on the node")
+            assert {d.deployment for d in desired} == {"web"}
+            assert admin.get("/healthz").json()["leader"] is True
+    finally:
+        controller.close()
