@@ -75,6 +75,14 @@ def test_enrol_refuses_bad_expired_and_used_up_tokens(api: Api, controller: Cont
     assert [n["name"] for n in api.admin.get("/v1/nodes").json()] == ["edge-a"]
 
 
+def test_bodies_over_the_limit_are_refused_unread(api: Api) -> None:
+    from ukedge.controller._api import MAX_BODY_BYTES
+
+    huge = b"{" + b" " * MAX_BODY_BYTES + b"}"
+    r = api.anon.post(ENROL_PATH, content=huge, headers={"Content-Type": "application/json"})
+    assert r.status_code == 413 and "request body over" in r.json()["detail"]
+
+
 def test_a_node_name_is_enrolled_once(api: Api) -> None:
     token = api.token()
     api.enrol("edge-1", token)

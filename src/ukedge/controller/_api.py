@@ -14,6 +14,7 @@ only (tests that drive passes themselves).
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 from collections.abc import AsyncIterator
 
@@ -33,10 +34,14 @@ from ukedge.controller._routes_fleet import fleet_router
 from ukedge.controller._routes_link import link_router
 from ukedge.controller._routes_results import results_router
 from ukedge.errors import ControllerError, RegistryError, UkedgeError, UsageError
-from ukedge.server import HttpMetrics, MetricsMiddleware, add_operations
+from ukedge.server import BodyLimit, HttpMetrics, MetricsMiddleware, add_operations
 from ukedge.validation import validation_message
 
-__all__ = ["create_controller_app"]
+__all__ = ["MAX_BODY_BYTES", "create_controller_app"]
+
+#: The largest request body read: a full batch of results (10,000 records) of modest lines, or
+#: a heartbeat of a node running thousands of instances, fits; more is refused unread (413).
+MAX_BODY_BYTES = 32 << 20
 
 _access_log = logging.getLogger("ukedge.controller.access")
 
@@ -71,6 +76,12 @@ def create_controller_app(controller: Controller, *, run_loop: bool = True) -> F
         description="The cloud centre: enrols edge nodes, deploys and schedules unikernel "
         "replicas across them, and collects their results.",
         lifespan=lifespan,
+    )
+    # Inside the metrics middleware (added after it), so refused bodies are counted too.
+    app.add_middleware(
+        BodyLimit,
+        limit=MAX_BODY_BYTES,
+        error=lambda message: json.dumps({"detail": message}).encode(),
     )
     registry = CollectorRegistry()
     app.add_middleware(
