@@ -103,3 +103,10 @@ def test_every_registered_command_is_in_the_table() -> None:
             for c in app.registered_commands
         } | {g.name for g in app.registered_groups}
         assert {n: _app._COMMANDS.get(n, ("-",))[0] for n in names} == dict.fromkeys(names, module)
+
+
+def test_a_command_that_prints_nothing_through_rich_does_not_import_it(tmp_path: Path) -> None:
+    """``run`` streams the console itself; rich loads only when something is rendered."""
+    loaded = _loaded(["ps", "-q"], tmp_path)  # an empty node: no ids to print
+    assert "ukedge.cli.instances" in loaded
+    assert _present(loaded, ("rich",)) == []
