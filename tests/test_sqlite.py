@@ -213,3 +213,16 @@ def test_stdlib_file_that_is_not_a_database_is_the_store_error(tmp_path: Path) -
     path.write_bytes(b"this is not sqlite" * 100)
     with pytest.raises(_StoreError, match=r"cannot open test store"):
         _file(path)
+
+
+def test_stdlib_close_drops_the_pool_and_a_later_use_reconnects(tmp_path: Path) -> None:
+    db = _file(tmp_path / "s.db")
+    with db.write() as held:
+        db.close()  # while a block holds a connection: that one is closed when given back
+        held.execute("INSERT INTO counter (id, n) VALUES (1, 7)")
+    with pytest.raises(sqlite3.ProgrammingError):
+        held.execute("SELECT 1")
+    with db.read() as conn:
+        assert conn is not held
+        assert conn.execute("SELECT n FROM counter").fetchone()[0] == 7
+    db.close()

@@ -50,6 +50,8 @@ class SQLiteFile:
         self._settings = Settings(synchronous, busy_timeout, foreign_keys)
         self._pool_size = pool_size
         self._idle: list[sqlite3.Connection] = []
+        #: Bumped by close(): a connection taken before it is closed when given back.
+        self._generation = 0
         self._lock = threading.Lock()
         self.path.parent.mkdir(parents=True, exist_ok=True, mode=mode)
 
@@ -81,6 +83,7 @@ class SQLiteFile:
         """Close the idle connections (the file stays; a later use reconnects)."""
         with self._lock:
             idle, self._idle = self._idle, []
+            self._generation += 1
         for connection in idle:
             connection.close()
 
@@ -96,7 +99,7 @@ class SQLiteFile:
 
     @contextlib.contextmanager
     def _transaction(self, begin: str, *, commit: bool = True) -> Iterator[sqlite3.Connection]:
-        connection = self._take()
+        connection, generation = self._take()
         healthy = False
         try:
             connection.execute(begin)
@@ -111,20 +114,22 @@ class SQLiteFile:
                     connection.execute("ROLLBACK")
             healthy = True
         finally:
-            self._give_back(connection, healthy)
+            self._give_back(connection, generation, healthy)
 
-    def _take(self) -> sqlite3.Connection:
+    def _take(self) -> tuple[sqlite3.Connection, int]:
         with self._lock:
+            generation = self._generation
             if self._idle:
-                return self._idle.pop()
-        return connect(self.path, self._settings)
+                return self._idle.pop(), generation
+        return connect(self.path, self._settings), generation
 
-    def _give_back(self, connection: sqlite3.Connection, healthy: bool) -> None:
-        # A connection whose rollback failed, or beyond the pool's size, is closed; a healthy
-        # one that saw an error in the caller's block (rolled back) is reused.
+    def _give_back(self, connection: sqlite3.Connection, generation: int, healthy: bool) -> None:
+        # A connection whose rollback failed, taken before close(), or beyond the pool's size
+        # is closed; a healthy one that saw an error in the caller's block (rolled back) is
+        # reused.
         if healthy or not connection.in_transaction:
             with self._lock:
-                if len(self._idle) < self._pool_size:
+                if generation == self._generation and len(self._idle) < self._pool_size:
                     self._idle.append(connection)
                     return
         connection.close()
