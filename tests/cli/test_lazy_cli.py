@@ -112,3 +112,10 @@ def test_a_command_that_prints_nothing_through_rich_does_not_import_it(tmp_path:
     loaded = _loaded(["ps", "-q"], tmp_path)  # an empty node: no ids to print
     assert "ukedge.cli.instances" in loaded
     assert _present(loaded, ("rich",)) == []
+
+
+def test_run_opens_the_node_without_sqlalchemy_or_a_server(tmp_path: Path) -> None:
+    """``run`` of an image the node lacks goes the whole local path up to the image lookup."""
+    loaded = _loaded(["run", "--rm", "nope:404"], tmp_path)
+    assert "ukedge.vmm.qemu" in loaded  # the node and its VM backend were opened
+    assert _present(loaded, ("sqlalchemy", "httpx", "ukedge.server", *SERVER_AND_BUILD)) == []
