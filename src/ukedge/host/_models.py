@@ -51,6 +51,13 @@ MAX_LAUNCH_BYTES = 64 * 1024
 _HOSTNAME = re.compile(r"^(?=.{1,63}\Z)[a-zA-Z0-9]([a-zA-Z0-9-]*[a-zA-Z0-9])?\Z")
 
 
+class _Model(BaseModel):
+    """Each model builds its validator on first use: ``ukedge ps`` needs :class:`Instance`
+    only, and building every model of the node's API at import costs it tens of ms."""
+
+    model_config = ConfigDict(defer_build=True)
+
+
 class InstanceState(enum.StrEnum):
     """created → starting → running → stopping → exited | failed."""
 
@@ -66,7 +73,7 @@ class InstanceState(enum.StrEnum):
         return self in (InstanceState.STARTING, InstanceState.RUNNING, InstanceState.STOPPING)
 
 
-class PortMapping(BaseModel):
+class PortMapping(_Model):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     host_ip: str = "127.0.0.1"
@@ -142,7 +149,7 @@ class HealthStatus(enum.StrEnum):
     UNCHECKED = "unchecked"
 
 
-class RestartPolicy(BaseModel):
+class RestartPolicy(_Model):
     """When the manager starts an ended instance again: ``no``, ``on-failure[:N]``, ``always``.
 
     ``on-failure`` means a non-zero exit status, a failed machine or an unhealthy app; ``N``
@@ -178,7 +185,7 @@ def parse_restart_policy(text: str) -> RestartPolicy:
     return RestartPolicy(name="on-failure", max_retries=int(count))
 
 
-class RunRequest(BaseModel):
+class RunRequest(_Model):
     """An image reference plus overrides of what its config says.
 
     Validated here rather than in each caller, so ``ukedge run`` and the agent's REST API
@@ -291,7 +298,7 @@ class RunRequest(BaseModel):
         return self
 
 
-class PullRequest(BaseModel):
+class PullRequest(_Model):
     """What ``POST /v1/images/pull`` takes."""
 
     model_config = ConfigDict(extra="forbid")
@@ -299,19 +306,19 @@ class PullRequest(BaseModel):
     ref: str = Field(min_length=1, max_length=512)
 
 
-class ApiError(BaseModel):
+class ApiError(_Model):
     #: The ukedge error class (``NoSuchInstanceError``), so a client raises the same one.
     kind: str
     message: str
 
 
-class ErrorResponse(BaseModel):
+class ErrorResponse(_Model):
     """Every error answer of the agent's API (``{"error": {"kind", "message"}}``)."""
 
     error: ApiError
 
 
-class Instance(BaseModel):
+class Instance(_Model):
     """One VM started from an image, as the manager tracks it."""
 
     id: str
@@ -368,7 +375,7 @@ class Instance(BaseModel):
         return self.id[:12]
 
 
-class InstanceStats(BaseModel):
+class InstanceStats(_Model):
     """What the host pays for one running instance."""
 
     id: str
@@ -379,7 +386,7 @@ class InstanceStats(BaseModel):
     cpu_seconds: float
 
 
-class InstanceEvent(BaseModel):
+class InstanceEvent(_Model):
     """One state change of one instance, as the agent's event stream reports it."""
 
     time: float
@@ -397,7 +404,7 @@ class InstanceEvent(BaseModel):
     action: str
 
 
-class ImageSummary(BaseModel):
+class ImageSummary(_Model):
     """One image of a node's store, as ``ukedge images`` lists it."""
 
     ref: str
@@ -416,12 +423,12 @@ class ImageSummary(BaseModel):
     in_use: bool = False
 
 
-class PruneReport(BaseModel):
+class PruneReport(_Model):
     removed: list[str] = Field(default_factory=list)
     reclaimed_bytes: int = 0
 
 
-class NodeInfo(BaseModel):
+class NodeInfo(_Model):
     """What a node offers, as the agent reports it (and, later, the controller schedules on)."""
 
     name: str
