@@ -104,6 +104,7 @@ class InstanceLifecycle(ObservedInstances):
             hostname=request.hostname,
             cold=request.cold,
             health=HealthStatus.NONE,
+            labels=request.labels,
         )
         for mapping in instance.ports:
             if plan.config.ports and mapping.guest_port not in {p.port for p in plan.config.ports}:
