@@ -16,6 +16,8 @@
      │    ├── NoSuchInstanceError  no instance has that name, id or id prefix
      │    └── AdmissionError   the node has no room for the instance (memory, vCPUs)
      ├── AgentError            talking to a host agent: unreachable, token refused
+     ├── LinkError             a node talking to its controller: enrolment refused, bad answer
+     │    └── ControllerUnavailable  the controller cannot be reached now; retry later
      ├── RegistryError         talking to an OCI registry (client side)
      │    ├── AuthenticationError  credentials missing, wrong, or lacking a permission
      │    └── NotFoundError        no such repository, manifest, tag or blob
@@ -32,12 +34,14 @@ __all__ = [
     "AgentError",
     "AuthenticationError",
     "BuildError",
+    "ControllerUnavailable",
     "DigestMismatchError",
     "HubError",
     "ImageError",
     "ImageInUseError",
     "InstanceError",
     "KernelError",
+    "LinkError",
     "MachineError",
     "MachineTimeoutError",
     "NoSuchInstanceError",
@@ -146,6 +150,20 @@ class AgentError(UkedgeError):
     def __init__(self, message: str, *, status: int | None = None) -> None:
         self.status = status
         super().__init__(message)
+
+
+class LinkError(UkedgeError):
+    """A node's link to its controller failed: enrolment refused, credential revoked, an answer
+    out of protocol. ``status`` is the HTTP status when there was a response."""
+
+    def __init__(self, message: str, *, status: int | None = None) -> None:
+        self.status = status
+        super().__init__(message)
+
+
+class ControllerUnavailable(LinkError):
+    """The controller cannot be reached or answered 5xx: the node keeps running what it has
+    and tries again later."""
 
 
 class RegistryError(UkedgeError):
