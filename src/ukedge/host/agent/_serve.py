@@ -210,6 +210,7 @@ def build_app(agent: Agent, token: str) -> ASGIApp:
             await ondemand.async_sync()
         except InstanceError as exc:
             log.warning("some on-demand listeners could not open: %s", exc)
+        agent.start_link()
         try:
             yield
         finally:
