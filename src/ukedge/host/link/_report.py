@@ -51,6 +51,17 @@ def _missing_report(item: DesiredInstance, error: str) -> InstanceReport:
     )
 
 
+def _concerns(instance: Instance, item: DesiredInstance | None) -> bool:
+    """Whether an error about ``item`` is this instance's (not a hand-made namesake's)."""
+    if item is None:
+        return True
+    marks = marks_of(instance.labels)
+    return marks is not None and (marks.deployment, marks.replica) == (
+        item.deployment,
+        item.replica,
+    )
+
+
 def cached_layers(node: LocalNode) -> list[str]:
     """Digests of every blob in the node's store (layers, configs, manifests: the scheduler
     looks up the layers it knows of; a blob being written is not counted)."""
@@ -72,14 +83,20 @@ def build_heartbeat(
     capacity = manager.capacity or host_capacity()
     committed = manager.committed()
     instances = manager.list(all_instances=True)
-    reports = [
-        instance_report(i, errors[i.name][1] if i.name in errors else None) for i in instances
-    ]
-    present = {i.name for i in instances}
+    reports: list[InstanceReport] = []
+    reported: set[str] = set()
+    for instance in instances:
+        item, error = errors.get(instance.name, (None, None))
+        if error is not None and _concerns(instance, item):
+            reported.add(instance.name)
+            reports.append(instance_report(instance, error))
+        else:
+            reports.append(instance_report(instance))
+    # Desired instances that do not exist (or whose name another instance holds): failed.
     reports += [
         _missing_report(item, error)
         for name, (item, error) in sorted(errors.items())
-        if item is not None and name not in present
+        if item is not None and name not in reported
     ]
     return Heartbeat(
         name=node.name,
