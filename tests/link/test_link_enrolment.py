@@ -3,7 +3,6 @@ the way out, and the pin is checked against a real TLS server before any secret 
 
 from __future__ import annotations
 
-import datetime
 import socket
 import ssl
 import threading
@@ -11,11 +10,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
+from kit.tls import self_signed
 from ukedge.errors import UsageError
 from ukedge.host.agent import load_agent_settings
 from ukedge.host.link import (
@@ -133,38 +129,10 @@ def test_agent_settings_take_them_from_the_environment() -> None:
 # -- the pin, against a real TLS server --------------------------------------------------------
 
 
-def _self_signed(tmp_path: Path, name: str) -> tuple[Path, Path, str]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=1))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    pem = cert.public_bytes(serialization.Encoding.PEM).decode()
-    cert_path, key_path = tmp_path / f"{name}.crt", tmp_path / f"{name}.key"
-    cert_path.write_text(pem)
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return cert_path, key_path, pem
-
-
 @pytest.fixture
 def tls_server(tmp_path: Path) -> Iterator[tuple[str, str]]:
     """A TLS server on loopback whose certificate names some other host: (url, its PEM)."""
-    cert, key, pem = _self_signed(tmp_path, "controller.elsewhere")
+    cert, key, pem = self_signed(tmp_path, "controller.elsewhere")
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(cert, key)
     listener = socket.create_server(("127.0.0.1", 0))
@@ -211,7 +179,7 @@ def test_another_certificate_is_refused_before_enrolling(
     with pytest.raises(UsageError, match="is not the controller this join token was made for"):
         _ensure(tmp_path, url, TOKEN)
     assert not (tmp_path / FILE_NAME).exists()
-    _other, _key, other_pem = _self_signed(tmp_path, "other")
+    _other, _key, other_pem = self_signed(tmp_path, "other")
     host, port = url.removeprefix("https://").split(":")
     with (
         socket.create_connection((host, int(port)), timeout=10) as raw,

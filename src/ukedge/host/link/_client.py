@@ -72,10 +72,20 @@ def _call(client: httpx.Client, path: str, body: dict[str, Any], what: str) -> A
         ) from exc
 
 
-def _client(url: str, cert_pem: str, timeout: float, token: str | None) -> httpx.Client:
+def _client(
+    url: str,
+    cert_pem: str,
+    timeout: float,
+    token: str | None,
+    transport: httpx.BaseTransport | None = None,
+) -> httpx.Client:
     headers = {"authorization": f"Bearer {token}"} if token else {}
     return httpx.Client(
-        base_url=url, verify=pinned_context(cert_pem), timeout=timeout, headers=headers
+        base_url=url,
+        verify=pinned_context(cert_pem),
+        timeout=timeout,
+        headers=headers,
+        transport=transport,
     )
 
 
@@ -106,10 +116,12 @@ class LinkClient:
         credential: str,
         *,
         timeout: float = DEFAULT_TIMEOUT_S,
+        transport: httpx.BaseTransport | None = None,
     ) -> None:
+        """``transport``: httpx's, for unit tests of the error mapping only (default: TCP)."""
         self.url = url
         self.node_id = node_id
-        self._client = _client(url, cert_pem, timeout, credential)
+        self._client = _client(url, cert_pem, timeout, credential, transport)
 
     def heartbeat(self, heartbeat: Heartbeat) -> HeartbeatReply:
         body = _call(

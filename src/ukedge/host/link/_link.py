@@ -68,6 +68,8 @@ class ControllerLink:
         self.applied_generation = 0
         #: Whether the last heartbeat reached the controller.
         self.connected = False
+        #: Heartbeats in a row that did not reach the controller (or were refused).
+        self.failures = 0
         self._offline_since_logged = False
         self._stop = threading.Event()
         self._wake = threading.Event()
@@ -120,6 +122,7 @@ class ControllerLink:
                     )
                     self._offline_since_logged = True
                 self.connected = False
+                self.failures += 1
                 delay = min(max(delay * 2, self.interval), MAX_BACKOFF_S)
                 continue
             except LinkError as exc:
@@ -129,16 +132,19 @@ class ControllerLink:
                     log.error("controller refused the heartbeat: %s", exc)
                     self._offline_since_logged = True
                 self.connected = False
+                self.failures += 1
                 delay = min(max(delay * 2, self.interval), MAX_BACKOFF_S)
                 continue
             except Exception:
                 log.exception("heartbeat failed")
+                self.failures += 1
                 delay = min(max(delay * 2, self.interval), MAX_BACKOFF_S)
                 continue
             if self._offline_since_logged:
                 log.info("controller %s reachable again", self.enrolment.controller)
                 self._offline_since_logged = False
             self.connected = True
+            self.failures = 0
             delay = self.interval
 
     # -- reconcile ---------------------------------------------------------------------------------
