@@ -109,3 +109,33 @@ def test_a_failed_creation_is_reported_and_the_pass_goes_on(node: LocalNode) -> 
     assert reports["by-hand", "web"].state is InstanceState.FAILED
     assert "already in use" in (reports["by-hand", "web"].error or "")
     assert reports["by-hand", None].error is None
+
+
+def test_a_failed_creation_waits_for_its_back_off(node: LocalNode) -> None:
+    """No pull every pass over a slow link: a failure is tried again after a doubling pause,
+    at once when the desired instance changes."""
+    now = [100.0]
+    applier = Applier(node, clock=lambda: now[0])
+    broken = DesiredInstance(
+        name="web-r1",
+        deployment="web",
+        replica="r1",
+        revision=1,
+        request=RunRequest(image="no-such-image:1"),
+    )
+    state = DesiredState(generation=1, instances=[broken])
+    first = applier.apply(state)
+    assert "web-r1" in first.errors and first.deferred == []
+    again = applier.apply(state)
+    assert again.deferred == ["web-r1"]
+    assert again.errors["web-r1"] == first.errors["web-r1"]  # still reported
+    now[0] += 2.0  # RETRY_MIN_S
+    assert applier.apply(state).deferred == []  # tried (and failed) again: next pause 4 s
+    now[0] += 3.0
+    assert applier.apply(state).deferred == ["web-r1"]
+    other = broken.model_copy(
+        update={"revision": 2, "request": RunRequest(image="no-such-image:2")}
+    )
+    changed = applier.apply(DesiredState(generation=2, instances=[other]))
+    assert changed.deferred == []  # a changed instance is tried at once
+    assert "no-such-image:2" in changed.errors["web-r1"][1]

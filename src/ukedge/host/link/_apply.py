@@ -3,8 +3,10 @@ agent's REST API use (an image is pulled exactly as ``ukedge run --host`` pulls 
 
 Each action is independent: one that fails (an image that cannot be pulled, no room, a name a
 hand-made instance holds) is recorded against its instance name and reported in the next
-heartbeat, and the others go on. The pass is retried on the next round, so a failure heals by
-itself once its cause is gone. Nothing here raises for a single instance.
+heartbeat, and the others go on. A failed creation is tried again after a back-off (doubling
+from ``RETRY_MIN_S`` to ``RETRY_MAX_S``; at once when the desired instance changes), so a
+failure heals by itself once its cause is gone without a pull every few seconds over a slow
+edge link. Nothing here raises for a single instance.
 
 Crashes: every action is one call of the manager, whose records are transactions; a pass
 interrupted half-way is finished by the next one (the plan is recomputed from what is there).
@@ -14,8 +16,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 
 from ukedge.errors import InstanceError, UkedgeError
@@ -30,39 +33,70 @@ log = logging.getLogger(__name__)
 
 #: How long a removed or replaced instance's app gets to shut down before it is killed.
 STOP_TIMEOUT_S = 10.0
+#: The first and the longest pause before a failed creation is tried again.
+RETRY_MIN_S = 2.0
+RETRY_MAX_S = 120.0
 
 
 @dataclass(frozen=True)
 class ApplyResult:
-    """What one pass did; ``errors`` by instance name, with the desired instance it concerns."""
+    """What one pass did; ``errors`` by instance name, with the desired instance it concerns.
+    ``deferred``: failed earlier and waiting for their back-off (their error is repeated)."""
 
-    created: list[str]
-    replaced: list[str]
-    removed: list[str]
-    errors: dict[str, tuple[DesiredInstance | None, str]]
+    created: list[str] = field(default_factory=list)
+    replaced: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+    errors: dict[str, tuple[DesiredInstance | None, str]] = field(default_factory=dict)
+    deferred: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class _Retry:
+    """A failed creation: of what (the desired instance as JSON), when again, the error."""
+
+    wanted: str
+    at: float
+    delay: float
+    error: str
 
 
 class Applier:
     """Brings the node's controller instances to a desired state, one pass at a time."""
 
-    def __init__(self, node: LocalNode, *, stop_timeout: float = STOP_TIMEOUT_S) -> None:
+    def __init__(
+        self,
+        node: LocalNode,
+        *,
+        stop_timeout: float = STOP_TIMEOUT_S,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.node = node
         self.stop_timeout = stop_timeout
+        self._clock = clock
         #: Images already pre-pulled (one pull per reference, not one per pass).
         self._prepulled: set[str] = set()
+        #: Failed creations by instance name, waiting for their back-off.
+        self._retries: dict[str, _Retry] = {}
 
     def apply(self, desired: DesiredState) -> ApplyResult:
         instances = [i for i in self.node.list(all_instances=True) if DEPLOYMENT_LABEL in i.labels]
         plan = plan_reconcile(desired.instances, instances)
-        result = ApplyResult([], [], [], {})
+        result = ApplyResult()
+        now = self._clock()
+        names = {item.name for item in desired.instances}
+        self._retries = {k: v for k, v in self._retries.items() if k in names}
         for instance in plan.remove:
             if self._try(result, instance.name, None, partial(self._remove, instance)):
                 result.removed.append(instance.name)
         for instance, item in plan.replace:
-            if self._try(result, item.name, item, partial(self._replace, instance, item)):
+            if self._due(result, item, now) and self._attempt(
+                result, item, now, partial(self._replace, instance, item)
+            ):
                 result.replaced.append(item.name)
         for item in plan.create:
-            if self._try(result, item.name, item, partial(self._create, item)):
+            if self._due(result, item, now) and self._attempt(
+                result, item, now, partial(self._create, item)
+            ):
                 result.created.append(item.name)
         self._prepull(desired.prepull)
         if not plan.idle:
@@ -75,6 +109,31 @@ class Applier:
                 len(result.errors),
             )
         return result
+
+    def _due(self, result: ApplyResult, item: DesiredInstance, now: float) -> bool:
+        """Whether to try ``item`` now; else its last error stands, as deferred."""
+        retry = self._retries.get(item.name)
+        if retry is None or retry.wanted != item.model_dump_json() or now >= retry.at:
+            return True
+        result.errors[item.name] = (item, retry.error)
+        result.deferred.append(item.name)
+        return False
+
+    def _attempt(
+        self, result: ApplyResult, item: DesiredInstance, now: float, action: Callable[[], object]
+    ) -> bool:
+        if self._try(result, item.name, item, action):
+            self._retries.pop(item.name, None)
+            return True
+        wanted = item.model_dump_json()
+        last = self._retries.get(item.name)
+        delay = (
+            min(last.delay * 2, RETRY_MAX_S)
+            if last is not None and last.wanted == wanted
+            else RETRY_MIN_S
+        )
+        self._retries[item.name] = _Retry(wanted, now + delay, delay, result.errors[item.name][1])
+        return False
 
     @staticmethod
     def _try(

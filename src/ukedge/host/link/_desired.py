@@ -17,7 +17,10 @@ from pydantic import ValidationError
 from ukedge.host.link._files import read_private, write_private
 from ukedge.host.link._wire import DesiredState
 
-__all__ = ["DesiredStore"]
+__all__ = ["FILE_NAME", "DesiredStore"]
+
+#: In the agent's data directory.
+FILE_NAME = "desired.json"
 
 log = logging.getLogger(__name__)
 

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from ukedge.errors import UsageError
 from ukedge.host.link._client import enrol_request
+from ukedge.host.link._desired import FILE_NAME as DESIRED_FILE
 from ukedge.host.link._files import read_private, write_private
 from ukedge.host.link._token import JoinToken, fetch_certificate
 from ukedge.host.link._wire import EnrolRequest
@@ -98,6 +99,9 @@ def ensure_enrolment(
         architecture=architecture,
         labels=labels,
     )
+    # A desired state left by an earlier enrolment is another controller's: not to be applied
+    # before the new one has said what it wants.
+    (data_dir / DESIRED_FILE).unlink(missing_ok=True)
     write_private(path, enrolment.model_dump_json(indent=1), crash_name="link.enrolment.save")
     log.info("enrolled with %s as node %s", enrolment.controller, enrolment.node_id)
     return enrolment

@@ -27,6 +27,7 @@ from ukedge.errors import ControllerUnavailable, LinkError
 from ukedge.host._node import LocalNode
 from ukedge.host.link._apply import Applier
 from ukedge.host.link._client import LinkClient
+from ukedge.host.link._desired import FILE_NAME as DESIRED_FILE
 from ukedge.host.link._desired import DesiredStore
 from ukedge.host.link._enrolment import Enrolment
 from ukedge.host.link._report import build_heartbeat
@@ -58,7 +59,7 @@ class ControllerLink:
         self.client = client or LinkClient(
             enrolment.controller, enrolment.cert, enrolment.node_id, enrolment.credential
         )
-        self.desired = DesiredStore(data_dir / "desired.json")
+        self.desired = DesiredStore(data_dir / DESIRED_FILE)
         self.applier = Applier(node)
         self.interval = max(enrolment.heartbeat_interval_s, _MIN_INTERVAL_S)
         self._accelerator = accelerator
