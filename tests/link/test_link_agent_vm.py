@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from kit.tls import self_signed
+from kit.pins import self_signed_cert
 from ukedge import paths
 from ukedge.errors import NoSuchInstanceError
 from ukedge.host import Instance, InstanceState, RunRequest
@@ -58,7 +58,7 @@ def data(tmp_path: Path, example_store: Path) -> Iterator[Path]:
         controller=f"https://127.0.0.1:{port}",
         node_id="n-1",
         credential="cred",
-        cert=self_signed(tmp_path, "controller")[2],
+        cert=self_signed_cert(tmp_path, "controller")[2],
         heartbeat_interval_s=0.5,
     )
     write_private(data / FILE_NAME, enrolment.model_dump_json(), crash_name="test")

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from kit.tls import self_signed
+from kit.pins import self_signed_cert
 from ukedge.errors import UsageError
 from ukedge.host.agent import load_agent_settings
 from ukedge.host.link import (
@@ -132,7 +132,7 @@ def test_agent_settings_take_them_from_the_environment() -> None:
 @pytest.fixture
 def tls_server(tmp_path: Path) -> Iterator[tuple[str, str]]:
     """A TLS server on loopback whose certificate names some other host: (url, its PEM)."""
-    cert, key, pem = self_signed(tmp_path, "controller.elsewhere")
+    cert, key, pem = self_signed_cert(tmp_path, "controller.elsewhere")
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(cert, key)
     listener = socket.create_server(("127.0.0.1", 0))
@@ -179,7 +179,7 @@ def test_another_certificate_is_refused_before_enrolling(
     with pytest.raises(UsageError, match="is not the controller this join token was made for"):
         _ensure(tmp_path, url, TOKEN)
     assert not (tmp_path / FILE_NAME).exists()
-    _other, _key, other_pem = self_signed(tmp_path, "other")
+    _other, _key, other_pem = self_signed_cert(tmp_path, "other")
     host, port = url.removeprefix("https://").split(":")
     with (
         socket.create_connection((host, int(port)), timeout=10) as raw,

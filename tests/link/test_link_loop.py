@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from kit.tls import self_signed
+from kit.pins import self_signed_cert
 from ukedge.host import LocalNode, RunRequest
 from ukedge.host.link import (
     DEPLOYMENT_LABEL,
@@ -47,7 +47,7 @@ def _closed_port() -> int:
 
 @pytest.fixture
 def enrolment(tmp_path: Path) -> Enrolment:
-    pem = self_signed(tmp_path, "controller")[2]
+    pem = self_signed_cert(tmp_path, "controller")[2]
     return Enrolment(
         controller=f"https://127.0.0.1:{_closed_port()}",
         node_id="n-1",

@@ -14,8 +14,8 @@ import httpx
 import pytest
 
 from conformance.sinks import make_records
-from kit.tls import self_signed
-from ukedge.errors import ControllerUnavailable, LinkError, UsageError
+from kit.pins import self_signed_cert
+from ukedge.errors import LinkError, LinkUnavailable, UsageError
 from ukedge.host.link import ControllerSink, LinkClient, ResultBatch, ResultEntry
 from ukedge.host.results.sinks import ResultRecord, ResultSink, SinkError, SinkUnavailable
 
@@ -26,7 +26,7 @@ _BATCH = ResultBatch(instance="x", records=[ResultEntry(seq=1, ts=1.0, line="1")
 
 @pytest.fixture
 def pem(tmp_path: Path) -> str:
-    return self_signed(tmp_path, "controller")[2]
+    return self_signed_cert(tmp_path, "controller")[2]
 
 
 def _sink(pem: str, handler: Handler) -> ControllerSink:
@@ -125,7 +125,7 @@ def test_an_unreachable_controller_is_unavailable(pem: str) -> None:
     client = LinkClient(f"https://127.0.0.1:{port}", pem, "n", "c", timeout=5)
     sink = ControllerSink(LinkClient(f"https://127.0.0.1:{port}", pem, "n", "c", timeout=5))
     try:
-        with pytest.raises(ControllerUnavailable, match="unreachable"):
+        with pytest.raises(LinkUnavailable, match="unreachable"):
             client.post_results(_BATCH)
         with pytest.raises(SinkUnavailable, match="unreachable"):
             sink.deliver(make_records("f6", 1, 1))
@@ -147,4 +147,4 @@ def test_a_refusal_is_a_link_error_with_the_status(pem: str) -> None:
     with pytest.raises(LinkError, match="refused a results batch: HTTP 404 no such node n") as e:
         client.post_results(_BATCH)
     assert e.value.status == 404
-    assert not isinstance(e.value, ControllerUnavailable)
+    assert not isinstance(e.value, LinkUnavailable)

@@ -2,7 +2,7 @@
 
 Every connection trusts exactly the controller's certificate the join token pinned (no CA, no
 host-name check), and every call but enrolment carries the node's credential as bearer token.
-httpx's errors become ours at this boundary: :class:`ControllerUnavailable` when the controller
+httpx's errors become ours at this boundary: :class:`LinkUnavailable` when the controller
 cannot be reached or answers 5xx (the caller retries later, the node keeps running what it has),
 :class:`LinkError` when it refuses (4xx: the message carries the controller's ``detail``).
 """
@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 import httpx
 from pydantic import BaseModel
 
-from ukedge.errors import ControllerUnavailable, LinkError
+from ukedge.errors import LinkError, LinkUnavailable
 from ukedge.host.link._token import pinned_context
 from ukedge.host.link._wire import (
     ENROL_PATH,
@@ -49,11 +49,11 @@ def _call(client: httpx.Client, path: str, body: dict[str, Any], what: str) -> A
     try:
         response = client.post(path, json=body)
     except httpx.HTTPError as exc:
-        raise ControllerUnavailable(
+        raise LinkUnavailable(
             f"controller {client.base_url} unreachable ({what}): {exc or type(exc).__name__}"
         ) from exc
     if response.status_code >= 500:
-        raise ControllerUnavailable(
+        raise LinkUnavailable(
             f"controller {client.base_url} failed {what}: HTTP {response.status_code} "
             f"{_detail(response)}",
             status=response.status_code,

@@ -23,7 +23,7 @@ import logging
 import threading
 from pathlib import Path
 
-from ukedge.errors import ControllerUnavailable, LinkError
+from ukedge.errors import LinkError, LinkUnavailable
 from ukedge.host._node import LocalNode
 from ukedge.host.link._apply import Applier
 from ukedge.host.link._client import LinkClient
@@ -90,7 +90,7 @@ class ControllerLink:
 
     def heartbeat_once(self) -> HeartbeatReply:
         """Report once; save and hand on a desired state the answer carries. Raises
-        :class:`ControllerUnavailable` or :class:`LinkError`."""
+        :class:`LinkUnavailable` or :class:`LinkError`."""
         with self._lock:
             errors = dict(self._errors)
             applied = self.applied_generation
@@ -114,7 +114,7 @@ class ControllerLink:
         while not self._stop.wait(delay):
             try:
                 self.heartbeat_once()
-            except ControllerUnavailable as exc:
+            except LinkUnavailable as exc:
                 if not self._offline_since_logged:
                     log.warning(
                         "controller unreachable; running the last desired state and retrying "

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from ukedge.errors import ControllerUnavailable, LinkError
+from ukedge.errors import LinkError, LinkUnavailable
 from ukedge.host.link._client import LinkClient
 from ukedge.host.link._wire import ResultBatch, ResultEntry
 from ukedge.host.results.sinks import ResultRecord, SinkError, SinkUnavailable, check_batch
@@ -50,7 +50,7 @@ class ControllerSink:
         )
         try:
             stored = self._client.post_results(body)
-        except ControllerUnavailable as exc:
+        except LinkUnavailable as exc:
             raise SinkUnavailable(self.name, str(exc)) from exc
         except LinkError as exc:
             # A refusal (credential revoked, a batch the controller will not take) cannot be

@@ -10,10 +10,10 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-__all__ = ["self_signed"]
+__all__ = ["self_signed_cert"]
 
 
-def self_signed(directory: Path, name: str) -> tuple[Path, Path, str]:
+def self_signed_cert(directory: Path, name: str) -> tuple[Path, Path, str]:
     """A self-signed certificate for ``name`` and its key, written to ``directory``:
     ``(cert path, key path, cert PEM)``."""
     key = ec.generate_private_key(ec.SECP256R1())
