@@ -24,8 +24,8 @@ What each test checks:
   stopped, the instance keeps running and results made meanwhile arrive after it returns,
   none lost, none twice; the instance is not restarted (same id, same start time).
 * ``test_new_revision_replaces_and_delete_removes_never_touching_unlabelled``: a changed spec
-  replaces the instance (new id, revision 2); deleting the deployment removes it; an instance
-  started by hand on the node is untouched throughout.
+  brings a revision-2 instance and removes the revision-1 one; deleting the deployment removes
+  it; an instance started by hand on the node is untouched throughout.
 * ``TestControllerSinkConformance``: the shared result-sink suite against the controller, with
   the two differences an idempotent, credential-keyed destination has (overridden below).
 """
@@ -45,7 +45,7 @@ import pytest
 
 from conformance.sinks import ARRIVAL_TIMEOUT, ResultSinkSuite, deliver_until_up, make_records
 from kit.agent import AgentProcess, push_examples, running_agent
-from kit.host import ukedge_cmd
+from kit.host import ukedge_cmd, wait_http
 from kit.hub import RunningHub, start_hub
 from kit.net import free_port
 from ukedge.host import InstanceState, run_request
@@ -165,9 +165,12 @@ def _instance(agent: AgentProcess, revision: int | None = None) -> Any:
 
 
 def _post_readings(port: int, count: int) -> None:
+    wait_http(f"http://127.0.0.1:{port}/healthz", timeout=CEILING_S)
     for n in range(count):
         response = httpx.post(
-            f"http://127.0.0.1:{port}/readings", json={"sensor": "t1", "value": float(n)}
+            f"http://127.0.0.1:{port}/readings",
+            json={"sensor": "t1", "value": float(n)},
+            timeout=30,
         )
         assert response.status_code < 300, response.text
 
@@ -193,8 +196,14 @@ def test_enrol_heartbeat_and_reuse(tmp_path: Path, hub: str, controller: Any, ap
         api.token(),
     ) as agent:
         record = _wait(
-            lambda: (r := api("GET", "/v1/nodes")) and r[0]["status"] == "Ready" and r[0],
-            "the node Ready",
+            lambda: (
+                (r := api("GET", "/v1/nodes"))
+                and r[0]["status"] == "ready"
+                and r[0]["last_heartbeat"]
+                and r[0]["capacity_memory_mib"] > 0
+                and r[0]
+            ),
+            "the node ready after its first heartbeat",
         )
         assert record["name"] == "edge-1" and record["labels"] == {"zone": "a"}
         assert record["capacity_memory_mib"] > 0 and record["capacity_vcpus"] > 0
@@ -265,7 +274,18 @@ def test_new_revision_replaces_and_delete_removes_never_touching_unlabelled(
     first = _instance(node, revision=1)
     _deploy(api, hub, port, env={"WINDOW_SECONDS": "2"})
     second = _instance(node, revision=2)
-    assert second.id != first.id and second.name == first.name
+    assert second.id != first.id
+    # The rollout surges a new replica or replaces in place; either way revision 1 goes.
+    _wait(
+        lambda: (
+            not [
+                i
+                for i in node.client().list(all_instances=True)
+                if i.labels.get("ukedge.revision") == "1"
+            ]
+        ),
+        "revision 1 removed",
+    )
     api("DELETE", "/v1/deployments/web")
     _wait(
         lambda: (
