@@ -146,6 +146,10 @@ class HealthStatus(enum.StrEnum):
     STARTING = "starting"  # not yet passed once (within the start period)
     HEALTHY = "healthy"
     UNHEALTHY = "unhealthy"  # failed ``retries`` probes in a row
+    #: The image has a health check but no process runs it: an instance started daemonless
+    #: (``ukedge run`` without an agent) once its command has returned. An agent that finds
+    #: one probes it as it would a starting one.
+    UNCHECKED = "unchecked"
 
 
 class RestartPolicy(BaseModel):
@@ -184,28 +188,6 @@ def parse_restart_policy(text: str) -> RestartPolicy:
     return RestartPolicy(name="on-failure", max_retries=int(count))
 
 
-def check_labels(labels: dict[str, str]) -> dict[str, str]:
-    """Raise :class:`ValueError` naming the first bad label; returns ``labels``.
-
-    Labels mark instances for whoever manages them (the controller link only ever touches
-    instances carrying ``ukedge.deployment``); they never reach the guest.
-    """
-    if len(labels) > MAX_LABELS:
-        raise ValueError(f"at most {MAX_LABELS} labels, got {len(labels)}")
-    for key, value in labels.items():
-        if len(key) > _MAX_LABEL_KEY or not _LABEL_KEY.match(key):
-            raise ValueError(
-                f"invalid label key {key!r}: lower-case letters and digits, single '.' or '-' "
-                f"between them (e.g. com.example.tier), at most {_MAX_LABEL_KEY} characters"
-            )
-        if len(value) > _MAX_LABEL_VALUE or not value.isprintable():
-            raise ValueError(
-                f"invalid value of label {key}: printable characters only, at most "
-                f"{_MAX_LABEL_VALUE}"
-            )
-    return labels
-
-
 class RunRequest(BaseModel):
     """An image reference plus overrides of what its config says.
 
@@ -231,6 +213,9 @@ class RunRequest(BaseModel):
     #: connection and stops it after ``idle_timeout_s`` without connections.
     on_demand: bool = Field(default=False, strict=True)
     idle_timeout_s: float = Field(default=30.0, gt=0, le=86_400, strict=True)
+    #: Remove the instance once it has ended (``run --rm -d`` through an agent): the node does
+    #: it, as docker's daemon does, since no client is left to.
+    auto_remove: bool = Field(default=False, strict=True)
     #: Marks for whoever manages the instance (``ukedge.deployment`` for the controller link).
     labels: dict[str, str] = Field(default_factory=dict)
 
@@ -307,6 +292,16 @@ class RunRequest(BaseModel):
         return self
 
     @model_validator(mode="after")
+    def _removal_or_another_run(self) -> RunRequest:
+        # Removing an ended instance and starting it again (a restart policy, the next
+        # connection of an on-demand one) cannot both be what happens after it ends.
+        if self.auto_remove and self.restart.name != "no":
+            raise ValueError("auto_remove (--rm) cannot be combined with a restart policy")
+        if self.auto_remove and self.on_demand:
+            raise ValueError("auto_remove (--rm) cannot be combined with on_demand")
+        return self
+
+    @model_validator(mode="after")
     def _on_demand_needs_a_port(self) -> RunRequest:
         if self.on_demand and not any(p.protocol == "tcp" for p in self.ports):
             raise ValueError("an on-demand instance needs a published TCP port (-p) to listen on")
@@ -365,6 +360,8 @@ class Instance(BaseModel):
     hostname: str | None = None
     #: Always boot from scratch, never from a prewarmed snapshot.
     cold: bool = False
+    #: Removed by the node's supervisor once it has ended (``run --rm -d`` through an agent).
+    auto_remove: bool = False
     #: The last stop or kill was asked for (user, proxy), so the restart policy does not apply;
     #: cleared by the next start.
     stopped_by_user: bool = False
@@ -474,3 +471,25 @@ def run_request(**fields: object) -> RunRequest:
         return RunRequest.model_validate(fields)
     except ValidationError as exc:
         raise UsageError(f"invalid run request: {validation_message(exc)}") from None
+
+
+def check_labels(labels: dict[str, str]) -> dict[str, str]:
+    """Raise :class:`ValueError` naming the first bad label; returns ``labels``.
+
+    Labels mark instances for whoever manages them (the controller link only ever touches
+    instances carrying ``ukedge.deployment``); they never reach the guest.
+    """
+    if len(labels) > MAX_LABELS:
+        raise ValueError(f"at most {MAX_LABELS} labels, got {len(labels)}")
+    for key, value in labels.items():
+        if len(key) > _MAX_LABEL_KEY or not _LABEL_KEY.match(key):
+            raise ValueError(
+                f"invalid label key {key!r}: lower-case letters and digits, single '.' or '-' "
+                f"between them (e.g. com.example.tier), at most {_MAX_LABEL_KEY} characters"
+            )
+        if len(value) > _MAX_LABEL_VALUE or not value.isprintable():
+            raise ValueError(
+                f"invalid value of label {key}: printable characters only, at most "
+                f"{_MAX_LABEL_VALUE}"
+            )
+    return labels
