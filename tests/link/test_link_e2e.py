@@ -9,8 +9,10 @@ Needs a ``controller`` fixture (defined by the lead, not here) giving a running 
 * ``controller.stop()`` / ``controller.start()``: make it unreachable / bring it back on the
   same port and data (``start`` returns once it answers).
 
-Everything else goes through the controller's documented REST API (notes/controller.md) and
-the agent's. Skipped until ``ukedge.controller._serve`` exists.
+``kit.link_controller.RestartableController`` is such a controller (the fixture is four lines,
+in its docstring); with it the whole file passed on a scratch merge of wt-link, wt-ctl and
+wt-sched (15 tests). Everything else goes through the controller's documented REST API
+(notes/controller.md) and the agent's. Skipped until ``ukedge.controller._serve`` exists.
 
 What each test checks:
 
