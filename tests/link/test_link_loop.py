@@ -149,3 +149,19 @@ def test_a_desired_state_in_the_answer_is_saved_then_applied(
         assert link.connected
     finally:
         link.stop()
+
+
+def test_the_agents_metrics_show_an_outage(node: LocalNode, offline_link: ControllerLink) -> None:
+    from prometheus_client import generate_latest
+
+    from ukedge.host.agent._metrics import AgentMetrics
+
+    metrics = AgentMetrics(node, link=offline_link)
+    offline_link.start()
+    _wait(lambda: offline_link.failures >= 2, "two failed heartbeats")
+    text = generate_latest(metrics.registry).decode()
+    assert "ukedge_agent_controller_connected 0.0" in text
+    assert "ukedge_agent_controller_heartbeat_failures" in text
+    assert "ukedge_agent_controller_heartbeat_failures 0.0" not in text
+    assert "ukedge_agent_desired_generation 0.0" in text
+    assert "ukedge_agent_reconcile_errors 0.0" in text

@@ -78,6 +78,12 @@ class ControllerLink:
         self.reconciled = threading.Event()
         self._threads: list[threading.Thread] = []
 
+    @property
+    def errors(self) -> dict[str, tuple[DesiredInstance | None, str]]:
+        """The last reconcile pass's failures by instance name (reported in heartbeats)."""
+        with self._lock:
+            return dict(self._errors)
+
     # -- heartbeat ---------------------------------------------------------------------------------
 
     @property
