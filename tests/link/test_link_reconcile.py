@@ -154,7 +154,10 @@ def test_request_for_sets_the_name_and_the_controllers_labels() -> None:
     item = item.model_copy(
         update={
             "request": item.request.model_copy(
-                update={"labels": {"tier": "front", DEPLOYMENT_LABEL: "spoofed"}}
+                update={
+                    "labels": {"tier": "front", DEPLOYMENT_LABEL: "spoofed"},
+                    "auto_remove": True,
+                }
             )
         }
     )
@@ -167,4 +170,5 @@ def test_request_for_sets_the_name_and_the_controllers_labels() -> None:
         REVISION_LABEL: "7",
     }
     assert request.image == item.request.image
+    assert not request.auto_remove
     assert marks_of(request.labels) == Marks("web", "r1", 7)

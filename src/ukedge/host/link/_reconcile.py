@@ -61,14 +61,17 @@ def marks_of(labels: Mapping[str, str]) -> Marks | None:
 
 def request_for(desired: DesiredInstance) -> RunRequest:
     """The run request of a desired instance: its name and the controller's marks set (over any
-    the request itself carries)."""
+    the request itself carries). Never ``auto_remove``: a controller's instance goes when the
+    controller says so; one that removed itself would be made again at once."""
     labels = {
         **desired.request.labels,
         DEPLOYMENT_LABEL: desired.deployment,
         REPLICA_LABEL: desired.replica,
         REVISION_LABEL: str(desired.revision),
     }
-    return desired.request.model_copy(update={"name": desired.name, "labels": labels})
+    return desired.request.model_copy(
+        update={"name": desired.name, "labels": labels, "auto_remove": False}
+    )
 
 
 @dataclass
