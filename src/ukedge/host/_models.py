@@ -25,6 +25,7 @@ from ukedge.host._names import NAME_PATTERN
 from ukedge.validation import validation_message
 
 __all__ = [
+    "MAX_LABELS",
     "MAX_LAUNCH_BYTES",
     "ApiError",
     "ErrorResponse",
@@ -40,6 +41,7 @@ __all__ = [
     "PullRequest",
     "RestartPolicy",
     "RunRequest",
+    "check_labels",
     "parse_port_mapping",
     "parse_restart_policy",
     "run_request",
@@ -47,6 +49,14 @@ __all__ = [
 
 #: The most bytes of arguments plus environment one instance takes.
 MAX_LAUNCH_BYTES = 64 * 1024
+
+#: The most labels one instance carries, and the longest key and value.
+MAX_LABELS = 64
+_MAX_LABEL_KEY = 128
+_MAX_LABEL_VALUE = 1024
+#: Docker's label keys: lower-case letters and digits, single '.' or '-' between them
+#: (``com.example.tier``, ``ukedge.deployment``).
+_LABEL_KEY = re.compile(r"^[a-z0-9]+(?:[.-][a-z0-9]+)*\Z")
 
 _HOSTNAME = re.compile(r"^(?=.{1,63}\Z)[a-zA-Z0-9]([a-zA-Z0-9-]*[a-zA-Z0-9])?\Z")
 
@@ -213,6 +223,13 @@ class RunRequest(_Model):
     #: Remove the instance once it has ended (``run --rm -d`` through an agent): the node does
     #: it, as docker's daemon does, since no client is left to.
     auto_remove: bool = Field(default=False, strict=True)
+    #: Marks for whoever manages the instance (``ukedge.deployment`` for the controller link).
+    labels: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("labels")
+    @classmethod
+    def _labels(cls, labels: dict[str, str]) -> dict[str, str]:
+        return check_labels(labels)
 
     @field_validator("name")
     @classmethod
@@ -369,6 +386,8 @@ class Instance(_Model):
     restart_delay_s: float | None = None
     #: Machines started so far; the console of each earlier run is kept beside the current one.
     runs: int = 0
+    #: What the run request marked it with (records written before labels existed have none).
+    labels: dict[str, str] = Field(default_factory=dict)
 
     @property
     def short_id(self) -> str:
@@ -459,3 +478,25 @@ def run_request(**fields: object) -> RunRequest:
         return RunRequest.model_validate(fields)
     except ValidationError as exc:
         raise UsageError(f"invalid run request: {validation_message(exc)}") from None
+
+
+def check_labels(labels: dict[str, str]) -> dict[str, str]:
+    """Raise :class:`ValueError` naming the first bad label; returns ``labels``.
+
+    Labels mark instances for whoever manages them (the controller link only ever touches
+    instances carrying ``ukedge.deployment``); they never reach the guest.
+    """
+    if len(labels) > MAX_LABELS:
+        raise ValueError(f"at most {MAX_LABELS} labels, got {len(labels)}")
+    for key, value in labels.items():
+        if len(key) > _MAX_LABEL_KEY or not _LABEL_KEY.match(key):
+            raise ValueError(
+                f"invalid label key {key!r}: lower-case letters and digits, single '.' or '-' "
+                f"between them (e.g. com.example.tier), at most {_MAX_LABEL_KEY} characters"
+            )
+        if len(value) > _MAX_LABEL_VALUE or not value.isprintable():
+            raise ValueError(
+                f"invalid value of label {key}: printable characters only, at most "
+                f"{_MAX_LABEL_VALUE}"
+            )
+    return labels
