@@ -20,7 +20,9 @@
      ├── RegistryError         talking to an OCI registry (client side)
      │    ├── AuthenticationError  credentials missing, wrong, or lacking a permission
      │    └── NotFoundError        no such repository, manifest, tag or blob
-     └── HubError              the hub server
+     ├── HubError              the hub server
+     └── LinkError             a node talking to its controller: enrolment refused, bad answer
+          └── LinkUnavailable  the controller cannot be reached now; retry later
 
 Context travels in attributes (``digest``, ``machine_id``); the message says what to do next.
 Errors from libraries (httpx, SQLAlchemy, qemu.qmp) are re-raised as these with ``from exc``.
@@ -40,6 +42,8 @@ __all__ = [
     "ImageInUseError",
     "InstanceError",
     "KernelError",
+    "LinkError",
+    "LinkUnavailable",
     "MachineError",
     "MachineTimeoutError",
     "NoSuchInstanceError",
@@ -182,3 +186,17 @@ class NotFoundError(RegistryError):
 
 class HubError(UkedgeError):
     """The hub server cannot do what was asked."""
+
+
+class LinkError(UkedgeError):
+    """A node's link to its controller failed: enrolment refused, credential revoked, an answer
+    out of protocol. ``status`` is the HTTP status when there was a response."""
+
+    def __init__(self, message: str, *, status: int | None = None) -> None:
+        self.status = status
+        super().__init__(message)
+
+
+class LinkUnavailable(LinkError):
+    """The controller cannot be reached or answered 5xx: the node keeps running what it has
+    and tries again later."""

@@ -76,7 +76,11 @@ def test_ps_loads_no_server_builder_or_other_command(tmp_path: Path) -> None:
     assert "ukedge.cli.instances" in loaded  # the probe ran the command
     others = ("ukedge.cli.build", "ukedge.cli.kernel", "ukedge.cli.hub", "ukedge.cli.push")
     http = ("httpx", "ukedge.registry._client", "ukedge.registry._transfer")
-    assert _present(loaded, others + http + SERVER_AND_BUILD) == []
+    # The node's stores are read through sqlite3; SQLAlchemy is the servers' (issue 9.8). No
+    # machine is spoken to: QMP and its asyncio stay out.
+    servers_only = ("sqlalchemy", "ukedge.sqlite._engine", "ukedge.host.ondemand")
+    servers_only += ("ukedge.vmm._qmp", "ukedge.vmm._snapshot", "qemu.qmp")
+    assert _present(loaded, others + http + servers_only + SERVER_AND_BUILD) == []
 
 
 def _first_paragraph(command: object) -> str:
@@ -101,3 +105,17 @@ def test_every_registered_command_is_in_the_table() -> None:
             for c in app.registered_commands
         } | {g.name for g in app.registered_groups}
         assert {n: _app._COMMANDS.get(n, ("-",))[0] for n in names} == dict.fromkeys(names, module)
+
+
+def test_a_command_that_prints_nothing_through_rich_does_not_import_it(tmp_path: Path) -> None:
+    """``run`` streams the console itself; rich loads only when something is rendered."""
+    loaded = _loaded(["ps", "-q"], tmp_path)  # an empty node: no ids to print
+    assert "ukedge.cli.instances" in loaded
+    assert _present(loaded, ("rich",)) == []
+
+
+def test_run_opens_the_node_without_sqlalchemy_or_a_server(tmp_path: Path) -> None:
+    """``run`` of an image the node lacks goes the whole local path up to the image lookup."""
+    loaded = _loaded(["run", "--rm", "nope:404"], tmp_path)
+    assert "ukedge.vmm.qemu" in loaded  # the node and its VM backend were opened
+    assert _present(loaded, ("sqlalchemy", "httpx", "ukedge.server", *SERVER_AND_BUILD)) == []

@@ -1,9 +1,13 @@
 from __future__ import annotations
 
+import contextlib
+import sqlite3
 import time
 from pathlib import Path
 
 import pytest
+from sqlalchemy import String, Text, create_engine
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from ukedge.errors import InstanceError
 from ukedge.host import Instance, InstanceState
@@ -83,3 +87,48 @@ def test_guards_see_the_other_records_and_refuse_inside_the_transaction(tmp_path
             guard=at_most_one,
         )
     assert records.find("one").state is InstanceState.CREATED
+
+
+class _OldBase(DeclarativeBase):
+    pass
+
+
+class _OldRow(_OldBase):
+    """The records' table as the store declared it through SQLAlchemy's ORM until sqlite3."""
+
+    __tablename__ = "instances"
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True, index=True)
+    doc: Mapped[str] = mapped_column(Text)
+
+
+def _schema(path: Path) -> list[tuple[str, str, str | None]]:
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        rows = conn.execute("SELECT type, name, sql FROM sqlite_master ORDER BY name").fetchall()
+    return [(str(t), str(n), s) for t, n, s in rows]
+
+
+def test_a_store_written_through_sqlalchemy_opens_unchanged(tmp_path: Path) -> None:
+    """Data directories from before the store moved to sqlite3 (the table declared through
+    SQLAlchemy's ORM, as it was) open, read and take writes; new files get the same schema."""
+    old = tmp_path / "old" / "state.db"
+    old.parent.mkdir()
+    engine = create_engine(f"sqlite:///{old}")
+    _OldBase.metadata.create_all(engine)
+    with Session(engine) as session, session.begin():
+        session.add(
+            _OldRow(id="abc123", name="one", doc=_instance("abc123", "one").model_dump_json())
+        )
+    engine.dispose()
+
+    records = InstanceRecords(old)
+    assert records.find("abc").name == "one"
+    records.add(_instance("def456", "two"))
+    with pytest.raises(InstanceError, match="already in use"):
+        records.add(_instance("fff000", "one"))  # the old unique index holds
+    assert sorted(i.name for i in records.all()) == ["one", "two"]
+    records.close()
+
+    fresh = tmp_path / "new" / "state.db"
+    InstanceRecords(fresh).close()
+    assert _schema(fresh) == _schema(old)

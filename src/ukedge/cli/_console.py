@@ -1,23 +1,54 @@
 """Shared rendering for every command: one rich console on stderr for progress and notices, and
-plain stdout for results so that ``--json`` output pipes cleanly."""
+plain stdout for results so that ``--json`` output pipes cleanly.
+
+Both consoles are made on first use: a command that prints nothing through rich (``ukedge run``
+streaming a console to the end) does not import it.
+"""
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, cast
 
-from rich.console import Console
-from rich.table import Table
+if TYPE_CHECKING:
+    from rich.console import Console
 
-__all__ = ["err", "out", "print_image_record", "print_json", "print_table"]
+__all__ = ["err", "out", "print_image_record", "print_json", "print_table", "stderr", "stdout"]
 
-#: Results (tables, ids, JSON) go to stdout; piped into a file or another program, tables keep
-#: one row per line (as ``docker ps`` does) instead of wrapping at 80 columns.
-out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 320)
-#: Progress bars, notices and errors go to stderr; a message is never broken at 80 columns.
-err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+class _OnFirstUse:
+    """Stands for a :class:`~rich.console.Console` and makes it when first used (for calls
+    only: what needs the console itself, such as a ``Progress``, takes :func:`stderr`)."""
+
+    def __init__(self, make: Callable[[], Console]) -> None:
+        self._make = make
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._make(), name)
+
+
+@functools.cache
+def stdout() -> Console:
+    """Results (tables, ids, JSON); piped into a file or another program, tables keep one row
+    per line (as ``docker ps`` does) instead of wrapping at 80 columns."""
+    from rich.console import Console
+
+    return Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 320)
+
+
+@functools.cache
+def stderr() -> Console:
+    """Progress bars, notices and errors; a message is never broken at 80 columns."""
+    from rich.console import Console
+
+    return Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+out = cast("Console", _OnFirstUse(stdout))
+err = cast("Console", _OnFirstUse(stderr))
 
 
 def print_json(data: Any) -> None:
@@ -28,6 +59,8 @@ def print_table(
     columns: Sequence[str], rows: Sequence[Sequence[object]], *, header: bool = True
 ) -> None:
     """A borderless table in the ``docker ps`` idiom (``header=False``: key/value facts)."""
+    from rich.table import Table
+
     table = Table(
         box=None, pad_edge=False, show_edge=False, header_style="bold", show_header=header
     )

@@ -20,7 +20,7 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 
-from ukedge.cli._console import err
+from ukedge.cli._console import stderr
 from ukedge.registry import BlobOutcome
 from ukedge.units import format_size
 
@@ -38,7 +38,7 @@ class RichTransferProgress:
             DownloadColumn(),
             TransferSpeedColumn(),
             TextColumn("{task.fields[outcome]}"),
-            console=err,
+            console=stderr(),
             disable=not enabled,
             transient=False,
         )

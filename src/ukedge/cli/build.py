@@ -10,7 +10,7 @@ import typer
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from ukedge.build import BuildResult, Stage, build_image
-from ukedge.cli._console import err, out, print_json
+from ukedge.cli._console import err, out, print_json, stderr
 from ukedge.image import ImageStore
 from ukedge.paths import store_dir
 from ukedge.units import format_size
@@ -67,7 +67,7 @@ def build(
         BarColumn(),
         TextColumn("{task.fields[detail]}"),
         TimeElapsedColumn(),
-        console=err,
+        console=stderr(),
         transient=True,
         disable=as_json,
     ) as bar:

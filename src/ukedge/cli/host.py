@@ -63,6 +63,18 @@ def serve(
         list[str] | None,
         typer.Option("--mqtt", help="Forward results to mqtt://HOST:PORT (QoS 1). Repeatable."),
     ] = None,
+    controller: Annotated[
+        str | None,
+        typer.Option(
+            "--controller", help="Controller to enrol with (https://HOST:7700); kept once enrolled."
+        ),
+    ] = None,
+    join_token: Annotated[
+        str | None,
+        typer.Option(
+            "--join-token", help="Join token for the first start (controller token create)."
+        ),
+    ] = None,
     memory: Annotated[
         str | None,
         typer.Option("--memory", help="Guest memory instances may commit [host memory - reserve]."),
@@ -95,6 +107,10 @@ def serve(
     clients on other machines pass it with --token or UKEDGE_HOST_TOKEN. The Unix socket needs
     no token. Instances keep running when the agent stops; a restarted agent re-adopts them.
 
+    With --controller and --join-token the node enrols with a controller (once; the enrolment
+    is kept in `<data>/controller.json`), reports to it by heartbeat and runs the instances it
+    is given, also while the controller is unreachable.
+
     Example: ukedge host serve --addr 0.0.0.0:7600 --hub hub.local:5000 --mqtt mqtt://broker:1883
     """
     from ukedge import host
@@ -108,6 +124,8 @@ def serve(
         name=name,
         labels=_labels(labels),
         mqtt=mqtt or None,
+        controller=controller,
+        join_token=join_token,
         memory=memory,
         cpus=cpus,
         overcommit=overcommit,

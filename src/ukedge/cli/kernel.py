@@ -7,7 +7,7 @@ import time
 import typer
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 
-from ukedge.cli._console import err, out, print_json, print_table
+from ukedge.cli._console import err, out, print_json, print_table, stderr
 from ukedge.kernel import Kernel, ensure_kernel, list_kernels
 from ukedge.units import format_size
 
@@ -41,7 +41,7 @@ def build(
         BarColumn(),
         TaskProgressColumn(),
         TimeElapsedColumn(),
-        console=err,
+        console=stderr(),
         transient=True,
     ) as bar:
         task = bar.add_task("build", total=None)

@@ -1,8 +1,8 @@
 """The edge-node side: instance lifecycle on one host, and the host agent serving it over REST.
 
-The server half (the agent, its FastAPI app, uvicorn), the agent client (httpx) and the results
-side (spool, forwarder, MQTT sink) load on first use, so the CLI's local commands do not pay for
-importing what they never run.
+The server half (the agent, its FastAPI app, uvicorn), the agent client (httpx), the on-demand
+proxy (asyncio) and the results side (spool, forwarder, MQTT sink) load on first use, so the
+CLI's local commands do not pay for importing what they never run.
 """
 
 import typing
@@ -46,7 +46,6 @@ from ukedge.host.instances import (
     host_capacity,
     wait_healthy,
 )
-from ukedge.host.ondemand import OnDemandController, OnDemandProxy, ProxyState, Upstream
 
 __all__ = [
     "DEFAULT_ADDR",
@@ -114,6 +113,7 @@ if typing.TYPE_CHECKING:
     from ukedge.host.agent._api import create_agent_app
     from ukedge.host.agent._client import HOST_ENV, TOKEN_ENV, AgentClient
     from ukedge.host.agent._serve import ensure_token, serve
+    from ukedge.host.ondemand import OnDemandController, OnDemandProxy, ProxyState, Upstream
     from ukedge.host.results._forwarder import (
         ForwardRound,
         ResultForwarder,
@@ -139,6 +139,10 @@ _LAZY = {
     "ResultSpool": "ukedge.host.results._spool",
     "SpoolError": "ukedge.host.results._spool",
     "ensure_token": "ukedge.host.agent._serve",
+    "OnDemandController": "ukedge.host.ondemand",
+    "OnDemandProxy": "ukedge.host.ondemand",
+    "ProxyState": "ukedge.host.ondemand",
+    "Upstream": "ukedge.host.ondemand",
     "serve": "ukedge.host.agent._serve",
 }
 

@@ -25,6 +25,7 @@ from ukedge.host._names import NAME_PATTERN
 from ukedge.validation import validation_message
 
 __all__ = [
+    "MAX_LABELS",
     "MAX_LAUNCH_BYTES",
     "ApiError",
     "ErrorResponse",
@@ -40,6 +41,7 @@ __all__ = [
     "PullRequest",
     "RestartPolicy",
     "RunRequest",
+    "check_labels",
     "parse_port_mapping",
     "parse_restart_policy",
     "run_request",
@@ -48,7 +50,22 @@ __all__ = [
 #: The most bytes of arguments plus environment one instance takes.
 MAX_LAUNCH_BYTES = 64 * 1024
 
+#: The most labels one instance carries, and the longest key and value.
+MAX_LABELS = 64
+_MAX_LABEL_KEY = 128
+_MAX_LABEL_VALUE = 1024
+#: Docker's label keys: lower-case letters and digits, single '.' or '-' between them
+#: (``com.example.tier``, ``ukedge.deployment``).
+_LABEL_KEY = re.compile(r"^[a-z0-9]+(?:[.-][a-z0-9]+)*\Z")
+
 _HOSTNAME = re.compile(r"^(?=.{1,63}\Z)[a-zA-Z0-9]([a-zA-Z0-9-]*[a-zA-Z0-9])?\Z")
+
+
+class _Model(BaseModel):
+    """Each model builds its validator on first use: ``ukedge ps`` needs :class:`Instance`
+    only, and building every model of the node's API at import costs it tens of ms."""
+
+    model_config = ConfigDict(defer_build=True)
 
 
 class InstanceState(enum.StrEnum):
@@ -66,7 +83,7 @@ class InstanceState(enum.StrEnum):
         return self in (InstanceState.STARTING, InstanceState.RUNNING, InstanceState.STOPPING)
 
 
-class PortMapping(BaseModel):
+class PortMapping(_Model):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     host_ip: str = "127.0.0.1"
@@ -142,7 +159,7 @@ class HealthStatus(enum.StrEnum):
     UNCHECKED = "unchecked"
 
 
-class RestartPolicy(BaseModel):
+class RestartPolicy(_Model):
     """When the manager starts an ended instance again: ``no``, ``on-failure[:N]``, ``always``.
 
     ``on-failure`` means a non-zero exit status, a failed machine or an unhealthy app; ``N``
@@ -178,7 +195,7 @@ def parse_restart_policy(text: str) -> RestartPolicy:
     return RestartPolicy(name="on-failure", max_retries=int(count))
 
 
-class RunRequest(BaseModel):
+class RunRequest(_Model):
     """An image reference plus overrides of what its config says.
 
     Validated here rather than in each caller, so ``ukedge run`` and the agent's REST API
@@ -206,6 +223,13 @@ class RunRequest(BaseModel):
     #: Remove the instance once it has ended (``run --rm -d`` through an agent): the node does
     #: it, as docker's daemon does, since no client is left to.
     auto_remove: bool = Field(default=False, strict=True)
+    #: Marks for whoever manages the instance (``ukedge.deployment`` for the controller link).
+    labels: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("labels")
+    @classmethod
+    def _labels(cls, labels: dict[str, str]) -> dict[str, str]:
+        return check_labels(labels)
 
     @field_validator("name")
     @classmethod
@@ -291,7 +315,7 @@ class RunRequest(BaseModel):
         return self
 
 
-class PullRequest(BaseModel):
+class PullRequest(_Model):
     """What ``POST /v1/images/pull`` takes."""
 
     model_config = ConfigDict(extra="forbid")
@@ -299,19 +323,19 @@ class PullRequest(BaseModel):
     ref: str = Field(min_length=1, max_length=512)
 
 
-class ApiError(BaseModel):
+class ApiError(_Model):
     #: The ukedge error class (``NoSuchInstanceError``), so a client raises the same one.
     kind: str
     message: str
 
 
-class ErrorResponse(BaseModel):
+class ErrorResponse(_Model):
     """Every error answer of the agent's API (``{"error": {"kind", "message"}}``)."""
 
     error: ApiError
 
 
-class Instance(BaseModel):
+class Instance(_Model):
     """One VM started from an image, as the manager tracks it."""
 
     id: str
@@ -362,13 +386,15 @@ class Instance(BaseModel):
     restart_delay_s: float | None = None
     #: Machines started so far; the console of each earlier run is kept beside the current one.
     runs: int = 0
+    #: What the run request marked it with (records written before labels existed have none).
+    labels: dict[str, str] = Field(default_factory=dict)
 
     @property
     def short_id(self) -> str:
         return self.id[:12]
 
 
-class InstanceStats(BaseModel):
+class InstanceStats(_Model):
     """What the host pays for one running instance."""
 
     id: str
@@ -379,7 +405,7 @@ class InstanceStats(BaseModel):
     cpu_seconds: float
 
 
-class InstanceEvent(BaseModel):
+class InstanceEvent(_Model):
     """One state change of one instance, as the agent's event stream reports it."""
 
     time: float
@@ -397,7 +423,7 @@ class InstanceEvent(BaseModel):
     action: str
 
 
-class ImageSummary(BaseModel):
+class ImageSummary(_Model):
     """One image of a node's store, as ``ukedge images`` lists it."""
 
     ref: str
@@ -416,12 +442,12 @@ class ImageSummary(BaseModel):
     in_use: bool = False
 
 
-class PruneReport(BaseModel):
+class PruneReport(_Model):
     removed: list[str] = Field(default_factory=list)
     reclaimed_bytes: int = 0
 
 
-class NodeInfo(BaseModel):
+class NodeInfo(_Model):
     """What a node offers, as the agent reports it (and, later, the controller schedules on)."""
 
     name: str
@@ -452,3 +478,25 @@ def run_request(**fields: object) -> RunRequest:
         return RunRequest.model_validate(fields)
     except ValidationError as exc:
         raise UsageError(f"invalid run request: {validation_message(exc)}") from None
+
+
+def check_labels(labels: dict[str, str]) -> dict[str, str]:
+    """Raise :class:`ValueError` naming the first bad label; returns ``labels``.
+
+    Labels mark instances for whoever manages them (the controller link only ever touches
+    instances carrying ``ukedge.deployment``); they never reach the guest.
+    """
+    if len(labels) > MAX_LABELS:
+        raise ValueError(f"at most {MAX_LABELS} labels, got {len(labels)}")
+    for key, value in labels.items():
+        if len(key) > _MAX_LABEL_KEY or not _LABEL_KEY.match(key):
+            raise ValueError(
+                f"invalid label key {key!r}: lower-case letters and digits, single '.' or '-' "
+                f"between them (e.g. com.example.tier), at most {_MAX_LABEL_KEY} characters"
+            )
+        if len(value) > _MAX_LABEL_VALUE or not value.isprintable():
+            raise ValueError(
+                f"invalid value of label {key}: printable characters only, at most "
+                f"{_MAX_LABEL_VALUE}"
+            )
+    return labels

@@ -15,7 +15,7 @@ import platform
 import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ukedge import __version__
 from ukedge.errors import ImageError, InstanceError, UkedgeError, UsageError
@@ -33,9 +33,11 @@ from ukedge.host._models import (
 from ukedge.host._service import OutputStream
 from ukedge.host.images import ImageCache
 from ukedge.host.instances import InstanceManager
-from ukedge.host.ondemand import OnDemandController
 from ukedge.image import parse_reference
-from ukedge.registry import TransferProgress
+
+if TYPE_CHECKING:
+    from ukedge.host.ondemand import OnDemandController
+    from ukedge.registry import TransferProgress
 
 __all__ = ["LocalNode"]
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import builtins
 import threading
 from collections.abc import Iterator
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from ukedge.host._models import (
     ImageSummary,
@@ -22,7 +22,9 @@ from ukedge.host._models import (
     PruneReport,
     RunRequest,
 )
-from ukedge.registry import TransferProgress
+
+if TYPE_CHECKING:
+    from ukedge.registry import TransferProgress
 
 __all__ = ["NodeService", "OutputStream"]
 

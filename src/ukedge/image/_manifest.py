@@ -17,7 +17,7 @@ REF_NAME = "org.opencontainers.image.ref.name"
 
 
 class _Document(BaseModel):
-    model_config = ConfigDict(extra="allow", populate_by_name=True)
+    model_config = ConfigDict(extra="allow", populate_by_name=True, defer_build=True)
 
     def to_json(self) -> bytes:
         return canonical_json(self.model_dump(mode="json", by_alias=True, exclude_none=True))

@@ -6,11 +6,13 @@ marks, and the final status once someone observed it), the QMP and control socke
 console log, the results file and QEMU's own log. Any process can re-adopt the machine from
 that directory (:meth:`MachineBackend.attach`), which is how ``ukedge run -d`` and a restarted
 host agent keep control of machines they did not start (or started in an earlier life).
+
+QMP (asyncio, qemu.qmp) and the snapshot code load when a machine is started or spoken to:
+listing instances reads their work directories only, and ``ukedge ps`` does without them.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import dataclasses
 import json
@@ -29,7 +31,7 @@ from typing import Any
 from ukedge.errors import MachineError, MachineTimeoutError, StateError, UsageError
 from ukedge.faults import crash_point
 from ukedge.guest import read_exit_status, resume_message
-from ukedge.vmm import _proc, _qmp, _snapshot
+from ukedge.vmm import _proc
 from ukedge.vmm._accel import probe_accelerator
 from ukedge.vmm._paths import MachinePaths
 from ukedge.vmm._qemu_argv import (
@@ -228,6 +230,10 @@ class _QemuMachine:
         loaded: connections accepted before that are lost when the saved network state
         replaces the live one.
         """
+        import asyncio
+
+        from ukedge.vmm import _qmp
+
         deadline = time.monotonic() + timeout
 
         async def poll(session: _qmp.Session) -> str:
@@ -416,11 +422,15 @@ class _QemuMachine:
         """Run one QMP command in a short session and return its result (an escape hatch
         for callers that need more than this interface). Raises MachineError (StateError
         when the machine has ended)."""
+        from ukedge.vmm import _qmp
+
         self._require_live(command)
         (result,) = _qmp.execute(self._paths.qmp, [(command, args)], machine_id=self.machine_id)
         return result
 
     def snapshot(self, path: Path, *, resume: bool = False) -> None:
+        from ukedge.vmm import _snapshot
+
         self._require_live("snapshot")
         _snapshot.save(self, Path(path), resume=resume)
 
@@ -502,6 +512,8 @@ class _QemuBackend:
             stale.unlink(missing_ok=True)
 
     def start(self, spec: MachineSpec) -> Machine:
+        from ukedge.vmm import _snapshot
+
         self._check_inputs(spec)
         paths = MachinePaths(spec.workdir.resolve())
         spec = MachineSpec.from_json({**spec.to_json(), "workdir": str(paths.workdir)})

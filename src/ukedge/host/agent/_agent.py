@@ -2,10 +2,12 @@
 
 :class:`Agent` is the composition root the REST server (``ukedge host serve``) and tests build.
 It owns the background work that makes a node more than the CLI: a supervisor thread that
-reconciles instances (restart policies, health checks), the results forwarder, and the
-on-demand listeners. Everything durable lives under ``data_dir``, so an agent killed with
-``kill -9`` and started again on the same directory finds its images, its instances (the VMs
-keep running: they are not the agent's children) and its undelivered results.
+reconciles instances (restart policies, health checks), the results forwarder, the
+on-demand listeners and, when the node is enrolled with a controller, the controller link
+(heartbeats, the desired state, results to the controller). Everything durable lives under
+``data_dir``, so an agent killed with ``kill -9`` and started again on the same directory finds
+its images, its instances (the VMs keep running: they are not the agent's children), its
+undelivered results, its enrolment and its last desired state.
 """
 
 from __future__ import annotations
@@ -19,10 +21,18 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from ukedge import config, paths
-from ukedge.errors import UsageError
+from ukedge.errors import NoSuchInstanceError, UsageError
 from ukedge.host._names import NAME_PATTERN
 from ukedge.host._wiring import NodeLayout, open_node
 from ukedge.host.instances import Capacity, host_capacity
+from ukedge.host.link import (
+    ControllerLink,
+    ControllerSink,
+    JoinToken,
+    LinkClient,
+    ensure_enrolment,
+    marks_of,
+)
 from ukedge.host.results import ResultForwarder, ResultSpool, manager_sources
 from ukedge.host.results import sinks as result_sinks
 from ukedge.units import parse_size
@@ -54,6 +64,11 @@ class AgentSettings(BaseModel):
     labels: dict[str, str] = Field(default_factory=dict)
     #: Result sinks (``mqtt://broker:1883``); each keeps its own cursor in the spool.
     mqtt: list[str] = Field(default_factory=list)
+    #: The controller to enrol with (``https://HOST:7700``); once enrolled, the stored
+    #: enrolment is used and this may be left out.
+    controller: str | None = None
+    #: Join token for the first start (``ukedge controller token create``); not needed after.
+    join_token: str | None = None
     #: Guest memory instances may commit (``8G``); default: host memory less a reserve.
     memory: str | None = None
     #: vCPUs instances may commit; default: 4 per host CPU (idle unikernels barely use theirs).
@@ -74,6 +89,23 @@ class AgentSettings(BaseModel):
     @classmethod
     def _addr(cls, value: str) -> str:
         return value and config.check_listen_addr(value, example=DEFAULT_ADDR)
+
+    @field_validator("controller")
+    @classmethod
+    def _controller(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith("https://"):
+            raise ValueError(f"controller URL {value!r}: expected https://HOST[:PORT]")
+        return value
+
+    @field_validator("join_token")
+    @classmethod
+    def _join_token(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                JoinToken.parse(value)
+            except UsageError as exc:
+                raise ValueError(str(exc)) from None
+        return value
 
     @field_validator("name")
     @classmethod
@@ -146,6 +178,15 @@ class Agent:
         self.settings = settings
         data = settings.data_dir
         paths.private_dir(data)
+        # First, so that a refused enrolment leaves nothing open.
+        enrolment = ensure_enrolment(
+            data,
+            settings.controller,
+            settings.join_token,
+            name=settings.name,
+            architecture=platform.machine(),
+            labels=settings.labels,
+        )
         self.node = open_node(
             NodeLayout.data_dir(data),
             qemu_user=settings.qemu_user,
@@ -157,18 +198,40 @@ class Agent:
         )
         self.manager = self.node.manager
         self.images = self.node.cache
+        #: The controller link, when this node is enrolled (started by :meth:`start_link`).
+        self.link: ControllerLink | None = None
+        sinks: list[result_sinks.ResultSink] = [
+            result_sinks.create(url, url) for url in settings.mqtt
+        ]
+        if enrolment is not None:
+            self.link = ControllerLink(self.node, enrolment, data)
+            sinks.append(
+                ControllerSink(
+                    LinkClient(
+                        enrolment.controller,
+                        enrolment.cert,
+                        enrolment.node_id,
+                        enrolment.credential,
+                    ),
+                    self._deployment_of,
+                )
+            )
         self.spool = ResultSpool(data / "results.db")
         self.forwarder = ResultForwarder(
-            self.spool,
-            [result_sinks.create(url, url) for url in settings.mqtt],
-            manager_sources(self.manager),
-            settings.name,
+            self.spool, sinks, manager_sources(self.manager), settings.name
         )
         self.manager.before_remove.append(
             lambda i: self._drain_results(i.id, self.manager.results_path(i))
         )
         self._stop = threading.Event()
         self._supervisor: threading.Thread | None = None
+
+    def _deployment_of(self, instance_id: str) -> str | None:
+        try:
+            marks = marks_of(self.manager.records.find(instance_id).labels)
+        except NoSuchInstanceError:
+            return None
+        return marks.deployment if marks else None
 
     def _drain_results(self, instance_id: str, path: Path) -> None:
         if self.forwarder.sinks:
@@ -205,12 +268,23 @@ class Agent:
             except Exception:
                 log.exception("supervisor pass failed")
 
+    def start_link(self) -> None:
+        """Start heartbeats and the reconcile of the desired state (when enrolled). Separate
+        from :meth:`start` so that the server starts it once on-demand listening is set up:
+        the saved desired state is applied at once and may hold on-demand instances."""
+        if self.link is not None:
+            self.link.start()
+
     def close(self) -> None:
         """Stop the background work. Instances keep running; the next agent re-adopts them."""
+        if self.link is not None:
+            self.link.stop()
         self._stop.set()
         if self._supervisor is not None:
             self._supervisor.join(timeout=30)
         if self.forwarder.running:
             self.forwarder.stop()
+        for sink in self.forwarder.sinks:
+            sink.close()
         self.node.close()
         self.manager.close()

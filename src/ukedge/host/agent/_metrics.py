@@ -3,8 +3,9 @@
 Requests are counted and logged by :class:`ukedge.server.MetricsMiddleware` (``ukedge_agent_``
 request metrics, labelled by route template). Node figures (instances by state, committed
 memory, cached images, restarts and failed health probes per instance) and each result sink's
-backlog in the spool are read when scraped, so they are never stale and cost nothing between
-scrapes. Sinks are labelled by URL without its user and password.
+backlog in the spool, and the controller link's state when the node is enrolled, are read when
+scraped, so they are never stale and cost nothing between scrapes. Sinks are labelled by URL
+without its user and password.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from ukedge.server import HttpMetrics
 
 if TYPE_CHECKING:
     from ukedge.host._node import LocalNode
+    from ukedge.host.link import ControllerLink
     from ukedge.host.results import ResultSpool
 
 __all__ = ["AgentMetrics"]
@@ -114,12 +116,49 @@ class _SpoolCollector(Collector):
         yield age
 
 
-class AgentMetrics:
-    """``spool``: the results spool whose per-sink backlog to show (the agent's)."""
+class _LinkCollector(Collector):
+    """The controller link: an outage shows as connected 0 and failures growing."""
 
-    def __init__(self, node: LocalNode, spool: ResultSpool | None = None) -> None:
+    def __init__(self, link: ControllerLink) -> None:
+        self._link = link
+
+    def collect(self) -> Iterator[Metric]:
+        yield GaugeMetricFamily(
+            "ukedge_agent_controller_connected",
+            "1 when the last heartbeat reached the controller, else 0.",
+            value=1 if self._link.connected else 0,
+        )
+        yield GaugeMetricFamily(
+            "ukedge_agent_controller_heartbeat_failures",
+            "Heartbeats in a row that did not reach the controller (0 while connected).",
+            value=self._link.failures,
+        )
+        yield GaugeMetricFamily(
+            "ukedge_agent_desired_generation",
+            "Generation of the desired state the last reconcile pass applied (0: none).",
+            value=self._link.applied_generation,
+        )
+        yield GaugeMetricFamily(
+            "ukedge_agent_reconcile_errors",
+            "Desired instances the last reconcile pass could not create, replace or remove.",
+            value=len(self._link.errors),
+        )
+
+
+class AgentMetrics:
+    """``spool``: the results spool whose per-sink backlog to show (the agent's); ``link``:
+    the controller link, when the node is enrolled."""
+
+    def __init__(
+        self,
+        node: LocalNode,
+        spool: ResultSpool | None = None,
+        link: ControllerLink | None = None,
+    ) -> None:
         self.registry = CollectorRegistry()
         self.http = HttpMetrics("ukedge_agent", self.registry)
         self.registry.register(_NodeCollector(node))
         if spool is not None:
             self.registry.register(_SpoolCollector(spool))
+        if link is not None:
+            self.registry.register(_LinkCollector(link))

@@ -195,7 +195,7 @@ def build_app(agent: Agent, token: str) -> ASGIApp:
     """The API with the agent's background work tied to the server's lifespan."""
     app: FastAPI = create_agent_app(
         agent.node,
-        metrics=AgentMetrics(agent.node, agent.spool),
+        metrics=AgentMetrics(agent.node, agent.spool, agent.link),
         access_log=agent.settings.access_log,
     )
 
@@ -210,6 +210,7 @@ def build_app(agent: Agent, token: str) -> ASGIApp:
             await ondemand.async_sync()
         except InstanceError as exc:
             log.warning("some on-demand listeners could not open: %s", exc)
+        agent.start_link()
         try:
             yield
         finally:

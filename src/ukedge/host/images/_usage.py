@@ -15,22 +15,22 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from sqlalchemy import Column, Float, MetaData, Table, Text, bindparam, select
-from sqlalchemy.dialects.sqlite import insert
-
 from ukedge.errors import ImageError
-from ukedge.sqlite import SQLiteDatabase
+from ukedge.sqlite import SQLiteFile
 
 __all__ = ["ImageUsage", "UsageRecord"]
 
-_metadata = MetaData()
-_usage = Table(
-    "image_usage",
-    _metadata,
-    Column("digest", Text, primary_key=True),
-    Column("pulled_at", Float),
-    Column("last_used", Float),
+#: The table as SQLAlchemy created it before the store moved to :mod:`sqlite3` (same text).
+_SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS image_usage (\n\tdigest TEXT NOT NULL, \n\tpulled_at FLOAT, "
+    "\n\tlast_used FLOAT, \n\tPRIMARY KEY (digest)\n)",
 )
+#: Upserts of one time column; the column name comes from this table, never from a caller.
+_SET = {
+    column: f"INSERT INTO image_usage (digest, {column}) VALUES (?, ?) "
+    f"ON CONFLICT (digest) DO UPDATE SET {column} = excluded.{column}"
+    for column in ("pulled_at", "last_used")
+}
 
 
 @dataclass(frozen=True)
@@ -51,23 +51,17 @@ class ImageUsage:
         # table: WAL with synchronous=NORMAL syncs at checkpoints, not at every commit. The
         # pool keeps the connections open for the life of the cache, so a touch does not
         # checkpoint the file as closing its last connection would.
-        self._db = SQLiteDatabase(
+        self._db = SQLiteFile(
             path, what="the image usage table", error=ImageError, synchronous="NORMAL"
         )
-        self._db.create_all(_metadata)
+        self._db.create(_SCHEMA)
 
     def close(self) -> None:
         self._db.close()
 
     def _set(self, column: str, digest: str, when: float | None) -> None:
-        insert_row = insert(_usage).values(
-            {"digest": digest, column: time.time() if when is None else when}
-        )
-        upsert = insert_row.on_conflict_do_update(
-            index_elements=[_usage.c.digest], set_={column: insert_row.excluded[column]}
-        )
         with self._db.write() as db:
-            db.execute(upsert)
+            db.execute(_SET[column], (digest, time.time() if when is None else when))
 
     def touch(self, digest: str, when: float | None = None) -> None:
         """An instance started from ``digest`` now (or at ``when``)."""
@@ -79,12 +73,12 @@ class ImageUsage:
 
     def all(self) -> dict[str, UsageRecord]:
         with self._db.read() as db:
-            rows = db.execute(select(_usage.c.digest, _usage.c.pulled_at, _usage.c.last_used))
+            rows = db.execute("SELECT digest, pulled_at, last_used FROM image_usage")
             return {row[0]: UsageRecord(row[0], row[1], row[2]) for row in rows}
 
     def forget(self, digests: Iterable[str]) -> None:
         """Drop the rows of images that left the store."""
-        gone = [{"gone": d} for d in digests]
+        gone = [(d,) for d in digests]
         if gone:
             with self._db.write() as db:
-                db.execute(_usage.delete().where(_usage.c.digest == bindparam("gone")), gone)
+                db.executemany("DELETE FROM image_usage WHERE digest = ?", gone)

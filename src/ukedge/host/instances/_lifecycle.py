@@ -105,6 +105,7 @@ class InstanceLifecycle(ObservedInstances):
             cold=request.cold,
             auto_remove=request.auto_remove,
             health=HealthStatus.NONE,
+            labels=request.labels,
         )
         for mapping in instance.ports:
             if plan.config.ports and mapping.guest_port not in {p.port for p in plan.config.ports}:

@@ -8,54 +8,54 @@ locking serialises writers, WAL keeps readers from waiting.
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 
-from sqlalchemy import String, Text, select
-from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
-
 from ukedge.errors import InstanceError, NoSuchInstanceError
 from ukedge.host._models import Instance
-from ukedge.sqlite import SQLiteDatabase
+from ukedge.sqlite import SQLiteFile
 
 __all__ = ["Guard", "InstanceRecords"]
 
 #: Checks a record about to be written against all the others; raises to refuse the write.
 Guard = Callable[[Instance, list[Instance]], None]
 
+#: The table as SQLAlchemy created it before the store moved to :mod:`sqlite3` (same text, so
+#: files from either open alike; ``tests/host/test_state.py`` holds the two together).
+_SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS instances (\n\tid VARCHAR(64) NOT NULL, \n"
+    "\tname VARCHAR(64) NOT NULL, \n\tdoc TEXT NOT NULL, \n\tPRIMARY KEY (id)\n)",
+    "CREATE UNIQUE INDEX IF NOT EXISTS ix_instances_name ON instances (name)",
+)
 
-class _Base(DeclarativeBase):
-    pass
 
-
-class _InstanceRow(_Base):
-    __tablename__ = "instances"
-
-    id: Mapped[str] = mapped_column(String(64), primary_key=True)
-    name: Mapped[str] = mapped_column(String(64), unique=True, index=True)
-    doc: Mapped[str] = mapped_column(Text)
+def _like_prefix(key: str) -> str:
+    """``key`` as a LIKE prefix pattern with ``/`` as the escape character."""
+    escaped = key.replace("/", "//").replace("%", "/%").replace("_", "/_")
+    return escaped + "%"
 
 
 class InstanceRecords:
     def __init__(self, path: Path) -> None:
         # synchronous=FULL: a record written is there after a power cut too (it names a VM).
-        # Every transaction, reads too, is BEGIN IMMEDIATE (ukedge.sqlite): read-modify-write
-        # sequences from several processes serialise instead of failing at commit.
-        self._db = SQLiteDatabase(path, what="instance records", synchronous="FULL")
-        self._db.create_all(_Base.metadata)
+        # Every change is BEGIN IMMEDIATE (ukedge.sqlite): read-modify-write sequences from
+        # several processes serialise instead of failing at commit. Plain reads are snapshots.
+        self._db = SQLiteFile(path, what="instance records", synchronous="FULL")
+        self._db.create(_SCHEMA)
 
     def add(self, instance: Instance, *, guard: Guard | None = None) -> None:
         """Insert a record; ``guard`` sees every other record in the same transaction and may
         raise to refuse (admission, ports), so two processes cannot both take the last room."""
         try:
-            with self._db.session() as session:
+            with self._db.write() as db:
                 if guard is not None:
-                    guard(instance, self._others(session, instance.id))
-                session.add(
-                    _InstanceRow(id=instance.id, name=instance.name, doc=instance.model_dump_json())
+                    guard(instance, self._others(db, instance.id))
+                db.execute(
+                    "INSERT INTO instances (id, name, doc) VALUES (?, ?, ?)",
+                    (instance.id, instance.name, instance.model_dump_json()),
                 )
-        except IntegrityError as exc:
+        except sqlite3.IntegrityError as exc:
             raise InstanceError(
                 f"the name {instance.name!r} is already in use; remove that instance "
                 "(`ukedge rm`) or choose another --name"
@@ -77,50 +77,51 @@ class InstanceRecords:
         ``guard`` runs inside the transaction on the changed record and all the others. Nothing
         is written when the change returns an equal record.
         """
-        with self._db.session() as session:
-            row = session.get(_InstanceRow, instance_id)
+        with self._db.write() as db:
+            row = db.execute("SELECT doc FROM instances WHERE id = ?", (instance_id,)).fetchone()
             if row is None:
                 raise NoSuchInstanceError(f"no such instance: {instance_id}")
-            before = Instance.model_validate_json(row.doc)
+            before = Instance.model_validate_json(row[0])
             after = change(before)
             if after != before:
                 if guard is not None:
-                    guard(after, self._others(session, instance_id))
-                row.doc = after.model_dump_json()
+                    guard(after, self._others(db, instance_id))
+                db.execute(
+                    "UPDATE instances SET doc = ? WHERE id = ?",
+                    (after.model_dump_json(), instance_id),
+                )
             return before, after
 
     @staticmethod
-    def _others(session: Session, instance_id: str) -> list[Instance]:
-        rows = session.scalars(select(_InstanceRow).where(_InstanceRow.id != instance_id)).all()
-        return [Instance.model_validate_json(row.doc) for row in rows]
+    def _others(db: sqlite3.Connection, instance_id: str) -> list[Instance]:
+        rows = db.execute("SELECT doc FROM instances WHERE id != ?", (instance_id,))
+        return [Instance.model_validate_json(doc) for (doc,) in rows]
 
     def delete(self, instance_id: str) -> None:
-        with self._db.session() as session:
-            row = session.get(_InstanceRow, instance_id)
-            if row is not None:
-                session.delete(row)
+        with self._db.write() as db:
+            db.execute("DELETE FROM instances WHERE id = ?", (instance_id,))
 
     def all(self) -> list[Instance]:
-        with Session(self._db.engine) as session:
-            rows = session.scalars(select(_InstanceRow)).all()
-            return [Instance.model_validate_json(row.doc) for row in rows]
+        with self._db.read() as db:
+            rows = db.execute("SELECT doc FROM instances").fetchall()
+        return [Instance.model_validate_json(doc) for (doc,) in rows]
 
     def find(self, key: str) -> Instance:
         """By name, full id or unique id prefix — as ``docker`` resolves container names."""
-        with Session(self._db.engine) as session:
-            row = session.scalars(select(_InstanceRow).where(_InstanceRow.name == key)).first()
+        with self._db.read() as db:
+            row = db.execute("SELECT doc FROM instances WHERE name = ?", (key,)).fetchone()
             if row is None:
-                rows = session.scalars(
-                    select(_InstanceRow).where(_InstanceRow.id.startswith(key, autoescape=True))
-                ).all()
+                rows = db.execute(
+                    "SELECT doc FROM instances WHERE id LIKE ? ESCAPE '/'", (_like_prefix(key),)
+                ).fetchall()
                 if len(rows) > 1:
                     raise InstanceError(
                         f"instance id prefix {key!r} is ambiguous; give more digits"
                     )
                 row = rows[0] if rows and len(key) >= 3 else None
-            if row is None:
-                raise NoSuchInstanceError(f"no such instance: {key} (see `ukedge ps -a`)")
-            return Instance.model_validate_json(row.doc)
+        if row is None:
+            raise NoSuchInstanceError(f"no such instance: {key} (see `ukedge ps -a`)")
+        return Instance.model_validate_json(row[0])
 
     def close(self) -> None:
         self._db.close()

@@ -1,6 +1,23 @@
 """The controller link: how a host agent enrols with the controller, reports by heartbeat and
-runs the desired state the answers carry (the wire models here; the agent's loop beside them)."""
+runs the desired state the answers carry, and delivers its results there."""
 
+from ukedge.host.link._apply import Applier, ApplyResult
+from ukedge.host.link._client import LinkClient
+from ukedge.host.link._desired import DesiredStore
+from ukedge.host.link._enrolment import Enrolment, ensure_enrolment, load_enrolment
+from ukedge.host.link._link import ControllerLink
+from ukedge.host.link._reconcile import (
+    DEPLOYMENT_LABEL,
+    REPLICA_LABEL,
+    REVISION_LABEL,
+    Marks,
+    ReconcilePlan,
+    marks_of,
+    plan_reconcile,
+    request_for,
+)
+from ukedge.host.link._report import build_heartbeat, instance_report
+from ukedge.host.link._sink import CONTROLLER_SINK, ControllerSink
 from ukedge.host.link._token import (
     JoinToken,
     certificate_fingerprint,
@@ -24,21 +41,41 @@ from ukedge.host.link._wire import (
 )
 
 __all__ = [
+    "CONTROLLER_SINK",
+    "DEPLOYMENT_LABEL",
     "ENROL_PATH",
     "HEARTBEAT_PATH",
+    "REPLICA_LABEL",
     "RESULTS_PATH",
+    "REVISION_LABEL",
+    "Applier",
+    "ApplyResult",
+    "ControllerLink",
+    "ControllerSink",
     "DesiredInstance",
     "DesiredState",
+    "DesiredStore",
     "EnrolReply",
     "EnrolRequest",
+    "Enrolment",
     "Heartbeat",
     "HeartbeatReply",
     "InstanceReport",
     "JoinToken",
+    "LinkClient",
+    "Marks",
     "NodeResources",
+    "ReconcilePlan",
     "ResultBatch",
     "ResultEntry",
+    "build_heartbeat",
     "certificate_fingerprint",
+    "ensure_enrolment",
     "fetch_certificate",
+    "instance_report",
+    "load_enrolment",
+    "marks_of",
     "pinned_context",
+    "plan_reconcile",
+    "request_for",
 ]

@@ -1,31 +1,10 @@
-"""SQLite set-up for every ukedge store, in one place.
+"""One SQLite file through SQLAlchemy: write transactions, read snapshots, ORM sessions.
 
-Each store (instance records, the results spool, the image usage table, the hub's metadata, the
-controller's state) is one SQLite file shared by threads of one process and by several
-processes (the CLI beside the agent, two hub workers). They all need the same three things, and
-got them subtly differently when each wrote its own:
-
-* **WAL**, so readers never wait for a writer and a crash leaves the last committed state;
-* a **busy timeout**, so a second writer waits for the lock instead of failing at once;
-* **``BEGIN IMMEDIATE``** for every transaction that may write: a deferred transaction that reads
-  and then writes has to upgrade its lock at the first write, and when two do so at once SQLite
-  fails one with "database is locked" at once (the busy timeout cannot help: waiting would
-  deadlock). Taking the write lock at ``BEGIN`` makes check-then-write sequences (admission,
-  a manifest PUT checking its blobs, the GC's sweep) serialise instead, across processes too.
-
-Plus foreign keys on, so a schema's ``ForeignKey`` is a constraint and not a comment.
-
-The durability of a commit is each store's choice: ``synchronous=FULL`` (the default) makes a
-commit survive a power cut; ``NORMAL`` (WAL's usual setting) keeps the file consistent but may
-lose the last commits to a power cut, which suits data that is re-derived or re-delivered.
-
-Why SQLAlchemy and not raw :mod:`sqlite3`: three of the four stores already use it (the ORM for
-instance records and the spool, Core for the hub), the controller is written against it so that
-the same code runs on PostgreSQL at scale, and its pool keeps connections open for the life of
-the store (closing the last connection to a WAL file checkpoints it, which would make every
-small write cost a checkpoint). Only the set-up here is SQLite's; the stores' queries stay
-portable. The ``connect`` event switches off :mod:`sqlite3`'s own transaction handling so that
-the ``begin`` event decides how each transaction starts.
+For the stores whose code is SQLAlchemy's (the hub's metadata through Core, the results spool
+through the ORM, the controller, which also runs on PostgreSQL): the set-up of
+:mod:`ukedge.sqlite._setup` runs in the ``connect`` event, which switches off :mod:`sqlite3`'s
+own transaction handling so that the ``begin`` event decides how each transaction starts.
+Its pool keeps connections open for the life of the store.
 """
 
 from __future__ import annotations
@@ -34,13 +13,14 @@ import contextlib
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from sqlalchemy import Connection, Engine, MetaData, create_engine, event
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from ukedge.errors import UkedgeError
+from ukedge.sqlite._setup import Settings, Synchronous, configure
 
 __all__ = ["SQLiteDatabase"]
 
@@ -62,7 +42,7 @@ class SQLiteDatabase:
         what: str,
         error: type[UkedgeError] | None = None,
         wrap: tuple[type[Exception], ...] = (OperationalError,),
-        synchronous: Literal["FULL", "NORMAL"] = "FULL",
+        synchronous: Synchronous = "FULL",
         busy_timeout: float = 10.0,
         foreign_keys: bool = True,
         pool_size: int = 5,
@@ -73,13 +53,8 @@ class SQLiteDatabase:
         self.what = what
         self._error = error
         self._wrap = wrap
-        self._settings = {
-            "synchronous": synchronous,
-            "busy_timeout": busy_timeout,
-            "foreign_keys": foreign_keys,
-            "pool_size": pool_size,
-            "max_overflow": max_overflow,
-        }
+        self._settings = Settings(synchronous, busy_timeout, foreign_keys)
+        self._pool = {"pool_size": pool_size, "max_overflow": max_overflow}
         self.path.parent.mkdir(parents=True, exist_ok=True, mode=mode)
         self.engine = self._engine("BEGIN IMMEDIATE")
         self._reader: Engine | None = None
@@ -88,20 +63,13 @@ class SQLiteDatabase:
         settings = self._settings
         engine = create_engine(
             f"sqlite:///{self.path}",
-            connect_args={"check_same_thread": False, "timeout": settings["busy_timeout"]},
-            pool_size=settings["pool_size"],
-            max_overflow=settings["max_overflow"],
+            connect_args={"check_same_thread": False, "timeout": settings.busy_timeout},
+            **self._pool,
         )
 
         @event.listens_for(engine, "connect")
         def _connect(dbapi: sqlite3.Connection, _record: Any) -> None:
-            dbapi.isolation_level = None  # the "begin" event below issues BEGIN
-            cursor = dbapi.cursor()
-            cursor.execute("PRAGMA journal_mode=WAL")
-            cursor.execute(f"PRAGMA synchronous={settings['synchronous']}")
-            cursor.execute(f"PRAGMA foreign_keys={'ON' if settings['foreign_keys'] else 'OFF'}")
-            cursor.execute(f"PRAGMA busy_timeout={int(float(settings['busy_timeout']) * 1000)}")
-            cursor.close()
+            configure(dbapi, settings)  # the "begin" event below issues BEGIN
 
         @event.listens_for(engine, "begin")
         def _begin(connection: Connection) -> None:

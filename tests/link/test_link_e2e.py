@@ -1,0 +1,389 @@
+"""The controller link end to end: real host agents (``ukedge host serve`` processes), a real
+hub and a real controller. Written before the controller merged; the lead enables it.
+
+Needs a ``controller`` fixture (defined by the lead, not here) giving a running controller:
+
+* ``controller.url``: ``https://127.0.0.1:PORT``;
+* ``controller.cert``: its certificate (PEM);
+* ``controller.admin_token``: the admin bearer token;
+* ``controller.stop()`` / ``controller.start()``: make it unreachable / bring it back on the
+  same port and data (``start`` returns once it answers).
+
+``kit.link_controller.RestartableController`` is such a controller (the fixture is four lines,
+in its docstring); with it the whole file passed on a scratch merge of wt-link, wt-ctl and
+wt-sched (15 tests). Everything else goes through the controller's documented REST API
+(notes/controller.md) and the agent's. Skipped until ``ukedge.controller._serve`` exists.
+
+What each test checks:
+
+* ``test_enrol_heartbeat_and_reuse``: a join token enrols a node; the node shows Ready with
+  its name, architecture, labels and capacity; the enrolment is kept 0600; a restarted agent
+  reuses it without the token (same node id, one node); another --controller is refused.
+* ``test_deploy_runs_labelled_instances_and_results_reach_the_controller``: a deployment's
+  replica runs on the node as an instance labelled ukedge.deployment/replica/revision; the
+  app's results arrive at GET /v1/results under the deployment, each (instance, seq) once.
+* ``test_controller_outage_keeps_instances_and_loses_no_result``: with the controller
+  stopped, the instance keeps running and results made meanwhile arrive after it returns,
+  none lost, none twice; the instance is not restarted (same id, same start time).
+* ``test_new_revision_replaces_and_delete_removes_never_touching_unlabelled``: a changed spec
+  brings a revision-2 instance and removes the revision-1 one; deleting the deployment removes
+  it; an instance started by hand on the node is untouched throughout.
+* ``TestControllerSinkConformance``: the shared result-sink suite against the controller, with
+  the two differences an idempotent, credential-keyed destination has (overridden below).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from conformance.sinks import ARRIVAL_TIMEOUT, ResultSinkSuite, deliver_until_up, make_records
+from kit.agent import AgentProcess, push_examples, running_agent
+from kit.host import ukedge_cmd, wait_http
+from kit.hub import RunningHub, start_hub
+from kit.net import free_port
+from ukedge.host import InstanceState, run_request
+from ukedge.host.link import (
+    ControllerSink,
+    LinkClient,
+    ensure_enrolment,
+    pinned_context,
+)
+from ukedge.host.results.sinks import ResultRecord, ResultSink
+from ukedge.image import ImageStore
+
+pytestmark = [
+    pytest.mark.vm,
+    pytest.mark.skipif(
+        importlib.util.find_spec("ukedge.controller._serve") is None,
+        reason="needs the controller server (ukedge.controller._serve) and the lead's "
+        "`controller` fixture",
+    ),
+]
+
+CEILING_S = 240.0
+
+
+def _wait(condition: Callable[[], Any], what: str, ceiling: float = CEILING_S) -> Any:
+    deadline = time.monotonic() + ceiling
+    while True:
+        value = condition()
+        if value:
+            return value
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.2)
+
+
+class Api:
+    """The controller's REST API with the admin token, trusting exactly its certificate."""
+
+    def __init__(self, controller: Any) -> None:
+        self.client = httpx.Client(
+            base_url=controller.url,
+            verify=pinned_context(controller.cert),
+            headers={"authorization": f"Bearer {controller.admin_token}"},
+            timeout=30,
+        )
+
+    def __call__(self, method: str, path: str, **kwargs: Any) -> Any:
+        response = self.client.request(method, path, **kwargs)
+        assert response.status_code < 300, response.text
+        return response.json() if response.content else None
+
+    def token(self) -> str:
+        return str(self("POST", "/v1/tokens", json={"description": "e2e"})["token"])
+
+    def results(self, **params: Any) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = []
+        after = 0
+        while True:
+            page = self("GET", "/v1/results", params={**params, "after_id": after, "limit": 500})
+            out += page
+            if len(page) < 500:
+                return out
+            after = page[-1]["id"]
+
+
+@pytest.fixture
+def api(controller: Any) -> Iterator[Api]:
+    a = Api(controller)
+    yield a
+    a.client.close()
+
+
+@pytest.fixture(scope="module")
+def hub(tmp_path_factory: pytest.TempPathFactory, example_store: Path) -> Iterator[str]:
+    running: RunningHub = start_hub(tmp_path_factory.mktemp("hub"))
+    addr = running.url.removeprefix("http://")
+    push_examples(ImageStore(example_store), addr, "hello-c:1", "sensor-agg:1")
+    yield addr
+    running.stop()
+
+
+@pytest.fixture
+def node(tmp_path: Path, hub: str, controller: Any, api: Api) -> Iterator[AgentProcess]:
+    args = ["--hub", hub, "--name", "edge-1", "--labels", "zone=a", "--controller"]
+    with running_agent(tmp_path / "agent", *args, controller.url, "--join-token", api.token()) as a:
+        yield a
+
+
+def _node_record(api: Api) -> dict[str, Any]:
+    [record] = api("GET", "/v1/nodes")
+    return dict(record)
+
+
+def _deploy(api: Api, hub: str, port: int, **extra: Any) -> None:
+    spec = {
+        "name": "web",
+        "image": f"{hub}/sensor-agg:1",
+        "replicas": 1,
+        "env": {"WINDOW_SECONDS": "1"},
+        "ports": [{"host_port": port, "guest_port": 8080}],
+        **extra,
+    }
+    api("POST", "/v1/deployments", json=spec)
+
+
+def _instance(agent: AgentProcess, revision: int | None = None) -> Any:
+    def find() -> Any:
+        for i in agent.client().list(all_instances=True):
+            if (
+                i.labels.get("ukedge.deployment") == "web"
+                and i.state is InstanceState.RUNNING
+                and (revision is None or i.labels.get("ukedge.revision") == str(revision))
+            ):
+                return i
+        return None
+
+    return _wait(find, f"a running instance of web (revision {revision})")
+
+
+def _post_readings(port: int, count: int) -> None:
+    wait_http(f"http://127.0.0.1:{port}/healthz", timeout=CEILING_S)
+    for n in range(count):
+        response = httpx.post(
+            f"http://127.0.0.1:{port}/readings",
+            json={"sensor": "t1", "value": float(n)},
+            timeout=30,
+        )
+        assert response.status_code < 300, response.text
+
+
+def _local_results(agent: AgentProcess, instance_id: str) -> list[Any]:
+    text = b"".join(agent.client().follow(instance_id, "results", follow=False)).decode()
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+def test_enrol_heartbeat_and_reuse(tmp_path: Path, hub: str, controller: Any, api: Api) -> None:
+    data = tmp_path / "agent"
+    with running_agent(
+        data,
+        "--hub",
+        hub,
+        "--name",
+        "edge-1",
+        "--labels",
+        "zone=a",
+        "--controller",
+        controller.url,
+        "--join-token",
+        api.token(),
+    ) as agent:
+        record = _wait(
+            lambda: (
+                (r := api("GET", "/v1/nodes"))
+                and r[0]["status"] == "ready"
+                and r[0]["last_heartbeat"]
+                and r[0]["capacity_memory_mib"] > 0
+                and r[0]
+            ),
+            "the node ready after its first heartbeat",
+        )
+        assert record["name"] == "edge-1" and record["labels"] == {"zone": "a"}
+        assert record["capacity_memory_mib"] > 0 and record["capacity_vcpus"] > 0
+        assert (data / "controller.json").stat().st_mode & 0o777 == 0o600
+        agent.stop()
+        agent.args = ["--hub", hub, "--name", "edge-1"]  # no --controller, no token
+        agent.start()
+        _wait(lambda: _node_record(api)["last_heartbeat"] != record["last_heartbeat"], "beat")
+        assert _node_record(api)["id"] == record["id"]
+        agent.stop()
+    other = [*ukedge_cmd(), "host", "serve", "--data", str(data), "--addr", ""]
+    proc = subprocess.run(
+        [*other, "--controller", "https://127.0.0.1:1"], capture_output=True, text=True, check=False
+    )
+    assert proc.returncode != 0
+    assert "enrolled with the controller" in proc.stderr
+
+
+def test_deploy_runs_labelled_instances_and_results_reach_the_controller(
+    node: AgentProcess, api: Api, hub: str
+) -> None:
+    port = free_port()
+    _deploy(api, hub, port)
+    instance = _instance(node, revision=1)
+    assert instance.labels["ukedge.replica"]
+    _post_readings(port, 5)
+    got = _wait(lambda: api.results(deployment="web"), "results of web at the controller")
+    assert {r["node_name"] for r in got} == {"edge-1"}
+    keys = [(r["instance"], r["seq"]) for r in got]
+    assert len(keys) == len(set(keys))
+
+
+def test_controller_outage_keeps_instances_and_loses_no_result(
+    node: AgentProcess, api: Api, hub: str, controller: Any
+) -> None:
+    port = free_port()
+    _deploy(api, hub, port)
+    before = _instance(node, revision=1)
+    controller.stop()
+    try:
+        _post_readings(port, 3)
+        # Windows close while the controller is down: the app's results file grows.
+        made = _wait(lambda: _local_results(node, before.id), "results made during the outage")
+        _post_readings(port, 3)
+        during = node.client().get(before.id)
+        assert during.state is InstanceState.RUNNING
+    finally:
+        controller.start()
+
+    def arrived() -> list[dict[str, Any]]:
+        return [r for r in api.results(deployment="web") if r["instance"] == before.id]
+
+    # Every line the app wrote during the outage reaches the controller, each once.
+    _wait(lambda: len(arrived()) >= len(made), "the outage's results at the controller")
+    seqs = [r["seq"] for r in arrived()]
+    assert len(seqs) == len(set(seqs))
+    assert set(range(1, len(made) + 1)) <= set(seqs)
+    after = node.client().get(before.id)
+    assert (after.id, after.started_at, after.runs) == (before.id, before.started_at, before.runs)
+
+
+def test_new_revision_replaces_and_delete_removes_never_touching_unlabelled(
+    node: AgentProcess, api: Api, hub: str
+) -> None:
+    by_hand = node.client().run(run_request(image=f"{hub}/hello-c:1", name="by-hand"))
+    port = free_port()
+    _deploy(api, hub, port)
+    first = _instance(node, revision=1)
+    _deploy(api, hub, port, env={"WINDOW_SECONDS": "2"})
+    second = _instance(node, revision=2)
+    assert second.id != first.id
+    # The rollout surges a new replica or replaces in place; either way revision 1 goes.
+    _wait(
+        lambda: (
+            not [
+                i
+                for i in node.client().list(all_instances=True)
+                if i.labels.get("ukedge.revision") == "1"
+            ]
+        ),
+        "revision 1 removed",
+    )
+    api("DELETE", "/v1/deployments/web")
+    _wait(
+        lambda: (
+            not [
+                i for i in node.client().list(all_instances=True) if "ukedge.deployment" in i.labels
+            ]
+        ),
+        "the deployment's instance removed",
+    )
+    assert node.client().get("by-hand").id == by_hand.id
+
+
+# -- the shared result-sink suite against the controller ------------------------------------------
+
+
+class ControllerPeer:
+    """The suite's SinkPeer: what GET /v1/results holds, as envelopes in arrival order."""
+
+    def __init__(self, controller: Any, api: Api) -> None:
+        self.controller = controller
+        self.api = api
+
+    def all_received(self, instance_id: str) -> list[dict[str, Any]]:
+        out = []
+        for r in self.api.results():
+            if r["instance"] != instance_id:
+                continue
+            envelope = {"instance": r["instance"], "node": r["node_name"], "seq": r["seq"]}
+            envelope["ts"] = r["ts"]
+            if r.get("error") is None:
+                envelope["result"] = r["result"]
+            else:
+                envelope.update(error=r["error"], raw=r["raw"])
+            out.append(envelope)
+        return out
+
+    def received(self, instance_id: str, count: int, timeout: float) -> list[dict[str, Any]]:
+        return list(
+            _wait(
+                lambda: (got := self.all_received(instance_id)) and len(got) >= count and got,
+                f"{count} records of {instance_id}",
+                timeout,
+            )
+        )
+
+    def stop(self) -> None:
+        self.controller.stop()
+
+    def start(self) -> None:
+        self.controller.start()
+
+
+class TestControllerSinkConformance(ResultSinkSuite):
+    @pytest.fixture
+    def peer(self, controller: Any, api: Api) -> ControllerPeer:
+        return ControllerPeer(controller, api)
+
+    @pytest.fixture
+    def sink(self, tmp_path: Path, controller: Any, api: Api) -> Iterator[ResultSink]:
+        enrolment = ensure_enrolment(
+            tmp_path,
+            controller.url,
+            api.token(),
+            name="edge-7",
+            architecture="x86_64",
+            labels={},
+        )
+        assert enrolment is not None
+        client = LinkClient(
+            enrolment.controller, enrolment.cert, enrolment.node_id, enrolment.credential, timeout=5
+        )
+        s = ControllerSink(client)
+        yield s
+        s.close()
+
+    def test_envelope_carries_metadata_and_the_apps_value(
+        self, sink: ResultSink, peer: ControllerPeer
+    ) -> None:
+        """The controller files records under the node whose credential sent them (edge-7
+        here), not under the record's own node field."""
+        record = ResultRecord("b2", "ignored", 3, 1_700_000_123.25, '{"temp": 21.5, "ok": true}')
+        assert deliver_until_up(sink, [record]) == 3
+        [msg] = peer.received("b2", 1, ARRIVAL_TIMEOUT)
+        assert msg == {
+            "instance": "b2",
+            "node": "edge-7",
+            "seq": 3,
+            "ts": 1_700_000_123.25,
+            "result": {"temp": 21.5, "ok": True},
+        }
+
+    def test_accepts_gaps_and_redelivery(self, sink: ResultSink, peer: ControllerPeer) -> None:
+        """The controller stores by (node, instance, seq): a redelivered batch is confirmed
+        again and stored once."""
+        batch = make_records("d4", 5, 3, step=2)
+        assert deliver_until_up(sink, batch) == 9
+        assert sink.deliver(batch) == 9
+        got = peer.received("d4", 3, ARRIVAL_TIMEOUT)
+        assert [m["seq"] for m in got] == [5, 7, 9]
