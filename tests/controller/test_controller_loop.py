@@ -289,3 +289,27 @@ def test_the_served_loop_places_what_is_deployed(tmp_path: Path, db_url: str) ->
             assert admin.get("/healthz").json()["leader"] is True
     finally:
         controller.close()
+
+
+def test_a_real_agent_enrols_and_reports(tmp_path: Path, db_url: str) -> None:
+    """``ukedge host serve --controller --join-token`` against this controller (no VM runs)."""
+    from kit.agent import running_agent
+
+    controller = make_controller(tmp_path / "controller", db_url, tick_s=0.2)
+    try:
+        with running_controller(controller, run_loop=True) as running, running.client() as admin:
+            token = admin.post("/v1/tokens", json={"uses": 1}).json()["token"]
+            args = ("--name", "edge-real", "--controller", running.url, "--join-token", token)
+            with running_agent(tmp_path / "agent", *args):
+
+                def reported() -> bool:
+                    nodes = admin.get("/v1/nodes").json()
+                    return bool(nodes) and nodes[0]["capacity_memory_mib"] > 0
+
+                _wait(reported, "the agent to enrol and heartbeat", timeout=120)
+                [node] = admin.get("/v1/nodes").json()
+                assert node["name"] == "edge-real" and node["status"] == "ready"
+                [info] = admin.get("/v1/tokens").json()
+                assert info["nodes_enrolled"] == 1 and info["uses_left"] == 0
+    finally:
+        controller.close()
