@@ -16,6 +16,7 @@
      │    ├── NoSuchInstanceError  no instance has that name, id or id prefix
      │    └── AdmissionError   the node has no room for the instance (memory, vCPUs)
      ├── AgentError            talking to a host agent: unreachable, token refused
+     ├── ControllerError       the controller: unknown node or deployment, refused credential
      ├── RegistryError         talking to an OCI registry (client side)
      │    ├── AuthenticationError  credentials missing, wrong, or lacking a permission
      │    └── NotFoundError        no such repository, manifest, tag or blob
@@ -34,6 +35,7 @@ __all__ = [
     "AgentError",
     "AuthenticationError",
     "BuildError",
+    "ControllerError",
     "DigestMismatchError",
     "HubError",
     "ImageError",
@@ -146,6 +148,15 @@ class AgentError(UkedgeError):
 
     ``status`` is the HTTP status when there was a response.
     """
+
+    def __init__(self, message: str, *, status: int | None = None) -> None:
+        self.status = status
+        super().__init__(message)
+
+
+class ControllerError(UkedgeError):
+    """The controller refused or failed a request (server side: the API answers ``status``;
+    client side: the status it answered, None when it could not be reached)."""
 
     def __init__(self, message: str, *, status: int | None = None) -> None:
         self.status = status

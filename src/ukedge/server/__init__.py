@@ -6,11 +6,13 @@ here, so they count, log and run the same way. Imported only by servers: the CLI
 commands never pay for it.
 """
 
+from ukedge.server._limits import BodyLimit
 from ukedge.server._metrics import HttpMetrics, MetricsMiddleware, matched_route
 from ukedge.server._operations import Health, add_operations
 from ukedge.server._run import run, tcp_listener, uvicorn_config
 
 __all__ = [
+    "BodyLimit",
     "Health",
     "HttpMetrics",
     "MetricsMiddleware",

@@ -1,0 +1,72 @@
+"""The controller's composition root: settings, identity, database (migrated), notifier, loop.
+
+Built once per process by ``serve`` (and by tests and ``ukedge up``); the API routes are thin
+over the modules it wires. Opening it makes the data directory (0700), the TLS identity and
+admin token on first start, and brings the schema to the newest migration.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from sqlalchemy import make_url
+
+from ukedge import paths
+from ukedge.controller._db import Database
+from ukedge.controller._identity import Identity, ensure_identity
+from ukedge.controller._loop import Planner, ReconcileLoop, default_planner
+from ukedge.controller._migrate import upgrade
+from ukedge.controller._pinning import PinnedImage, pin_image
+from ukedge.controller._results import Notifier
+from ukedge.controller._settings import ControllerSettings
+
+__all__ = ["Controller"]
+
+
+class Controller:
+    def __init__(
+        self,
+        settings: ControllerSettings,
+        *,
+        clock: Callable[[], float] = time.time,
+        pinner: Callable[[str, list[str]], PinnedImage] = pin_image,
+        planner: Planner | None = None,
+    ) -> None:
+        self.settings = settings
+        self.clock = clock
+        self.pinner = pinner
+        self.identity: Identity = ensure_identity(
+            settings.data_dir, settings.cert_path, settings.key_path, settings.token_path
+        )
+        url = make_url(settings.db_url)
+        if url.get_backend_name() == "sqlite" and url.database:
+            # Before SQLite opens it: its -wal and -shm files take the database file's mode.
+            path = Path(url.database)
+            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            paths.private_file(path)
+        self.db = Database(settings.db_url)
+        upgrade(self.db)
+        self.notifier = Notifier()
+        self._planner = planner
+        self.loop: ReconcileLoop | None = None
+
+    def make_loop(self) -> ReconcileLoop:
+        settings = self.settings
+        self.loop = ReconcileLoop(
+            self.db,
+            self._planner or default_planner(),
+            tick_s=settings.tick_s,
+            not_ready_after_s=settings.not_ready_after_s,
+            grace_s=settings.grace_s,
+            strategy=settings.scoring,
+            clock=self.clock,
+        )
+        return self.loop
+
+    def now(self) -> float:
+        return self.clock()
+
+    def close(self) -> None:
+        self.db.close()

@@ -1,0 +1,211 @@
+"""A node's heartbeat: what it reports is recorded, and the answer carries its desired state.
+
+One transaction per heartbeat: the node's row (capacity, allocation, cached layers, readiness,
+the generation it applied) and its replicas' states, matched to the instances it reports by
+the ``deployment``/``replica`` labels and the revision (an instance still at the old revision
+of a replica being updated does not count as the new one running). The reply carries the whole
+desired state when the node has not applied the current generation, and nothing otherwise, so
+steady-state heartbeats stay small.
+
+The desired state is each replica assigned to the node at *its own* revision (a rolling update
+moves replica by replica), with images pinned by digest; ``prepull`` names the current
+revision's image of each deployment the node runs older replicas of, so the node fetches it
+before the rollout reaches it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import Connection, Row, and_, bindparam, select, update
+
+from ukedge.controller._db import Database, deployments, nodes, replicas, revisions
+from ukedge.controller._fleet import ReplicaState
+from ukedge.controller._models import DeploymentSpec
+from ukedge.controller._nodes import authenticate_node
+from ukedge.host import HealthStatus, InstanceState, RestartPolicy, RunRequest
+from ukedge.host.link import (
+    DesiredInstance,
+    DesiredState,
+    Heartbeat,
+    HeartbeatReply,
+    InstanceReport,
+)
+
+__all__ = ["CRASH_LOOP", "desired_state", "instance_name", "record_heartbeat", "replica_state"]
+
+
+def instance_name(deployment: str, replica: str) -> str:
+    return f"{deployment}-{replica}"
+
+
+#: Restarts after which an instance that ended again counts as failed, whatever its policy.
+CRASH_LOOP = 3
+
+
+def replica_state(report: InstanceReport, restart: RestartPolicy) -> ReplicaState:
+    """What a replica's instance, as its node reports it, means to the planner.
+
+    An ended instance its node will start again (by ``restart``, the deployment's policy, which
+    the node applies) is only between runs: FAILED, which makes the planner replace it
+    elsewhere (or roll a new revision back), is kept for an instance the node has given up on,
+    or that keeps crashing (ended again after :data:`CRASH_LOOP` restarts).
+    """
+    if report.state in (InstanceState.EXITED, InstanceState.FAILED):
+        failed = report.state == InstanceState.FAILED or report.exit_code != 0
+        retries_left = restart.max_retries is None or report.restart_count < restart.max_retries
+        retries_left = retries_left and report.restart_count < CRASH_LOOP
+        restarts = restart.name == "always" or (restart.name == "on-failure" and failed)
+        if restarts and retries_left:
+            return ReplicaState.STARTING
+        return ReplicaState.FAILED
+    if report.state != InstanceState.RUNNING:
+        return ReplicaState.STARTING
+    if report.health == HealthStatus.UNHEALTHY:
+        return ReplicaState.UNHEALTHY
+    if report.health == HealthStatus.STARTING:
+        return ReplicaState.STARTING
+    return ReplicaState.RUNNING
+
+
+#: Built once: every heartbeat runs it, and building a statement costs more than running it.
+_NODE_REPLICAS = (
+    select(
+        replicas,
+        revisions.c.spec,
+        revisions.c.image_digest,
+        revisions.c.memory_mib,
+        revisions.c.vcpus,
+    )
+    .join(
+        revisions,
+        and_(
+            revisions.c.deployment == replicas.c.deployment,
+            revisions.c.revision == replicas.c.revision,
+        ),
+    )
+    .where(replicas.c.node_id == bindparam("node_id"))
+    .order_by(replicas.c.deployment, replicas.c.replica)
+)
+
+
+def _node_replicas(connection: Connection, node_id: str) -> list[Row[Any]]:
+    return list(connection.execute(_NODE_REPLICAS, {"node_id": node_id}).all())
+
+
+def desired_state(connection: Connection, node_id: str, generation: int) -> DesiredState:
+    rows = _node_replicas(connection, node_id)
+    instances = []
+    for row in rows:
+        spec = DeploymentSpec.model_validate(row.spec)
+        name = instance_name(row.deployment, row.replica)
+        request = RunRequest(
+            image=row.image_digest,
+            name=name,
+            args=spec.args,
+            env=spec.env,
+            ports=spec.ports,
+            memory_mib=row.memory_mib,
+            vcpus=row.vcpus,
+            restart=spec.restart,
+            on_demand=spec.on_demand,
+        )
+        instances.append(
+            DesiredInstance(
+                name=name,
+                deployment=row.deployment,
+                replica=row.replica,
+                revision=row.revision,
+                request=request,
+            )
+        )
+    prepull: list[str] = []
+    names = sorted({row.deployment for row in rows})
+    if names:
+        current = connection.execute(
+            select(deployments.c.name, deployments.c.revision, revisions.c.image_digest)
+            .join(
+                revisions,
+                and_(
+                    revisions.c.deployment == deployments.c.name,
+                    revisions.c.revision == deployments.c.revision,
+                ),
+            )
+            .where(deployments.c.name.in_(names))
+        ).all()
+        ours = {(row.deployment, row.image_digest) for row in rows}
+        for deployment, revision, image in current:
+            behind = any(r.deployment == deployment and r.revision != revision for r in rows)
+            if behind and (deployment, image) not in ours and image not in prepull:
+                prepull.append(image)
+    return DesiredState(generation=generation, instances=instances, prepull=prepull)
+
+
+def record_heartbeat(
+    db: Database,
+    node_id: str,
+    credential: str,
+    beat: Heartbeat,
+    *,
+    now: float,
+    interval: float,
+) -> HeartbeatReply:
+    with db.write() as connection:
+        node = authenticate_node(connection, node_id, credential)
+        rows = {(r.deployment, r.replica): r for r in _node_replicas(connection, node_id)}
+        owned_memory = owned_vcpus = 0
+        for report in beat.instances:
+            row = rows.pop((report.deployment or "", report.replica or ""), None)
+            if row is None:
+                continue  # not the controller's, or a replica since moved away
+            if report.state.active:
+                owned_memory += row.memory_mib
+                owned_vcpus += row.vcpus
+            if report.revision != row.revision:
+                continue  # the old revision of this replica: not yet updated
+            restart = RestartPolicy.model_validate(row.spec.get("restart") or {})
+            state = replica_state(report, restart)
+            document = report.model_dump(mode="json")
+            if row.state != state or row.report != document:
+                connection.execute(
+                    update(replicas)
+                    .where(
+                        replicas.c.deployment == row.deployment,
+                        replicas.c.replica == row.replica,
+                    )
+                    .values(state=state.value, report=document)
+                )
+        for row in rows.values():  # assigned but not reported
+            if row.state == ReplicaState.LOST:
+                connection.execute(
+                    update(replicas)
+                    .where(
+                        replicas.c.deployment == row.deployment,
+                        replicas.c.replica == row.replica,
+                    )
+                    .values(state=ReplicaState.PENDING.value)
+                )
+        connection.execute(
+            update(nodes)
+            .where(nodes.c.id == node_id)
+            .values(
+                labels=beat.labels,
+                architecture=beat.architecture,
+                accelerator=beat.accelerator,
+                capacity_memory_mib=beat.capacity.memory_mib,
+                capacity_vcpus=beat.capacity.vcpus,
+                allocated_memory_mib=beat.allocated.memory_mib,
+                allocated_vcpus=beat.allocated.vcpus,
+                reserved_memory_mib=max(0, beat.allocated.memory_mib - owned_memory),
+                reserved_vcpus=max(0, beat.allocated.vcpus - owned_vcpus),
+                cached_layers=sorted(set(beat.cached_layers)),
+                instances=len(beat.instances),
+                last_heartbeat=now,
+                ready=True,
+                applied_generation=beat.applied_generation,
+            )
+        )
+        desired = None
+        if node.generation != beat.applied_generation:
+            desired = desired_state(connection, node_id, node.generation)
+    return HeartbeatReply(desired=desired, heartbeat_interval_s=interval)

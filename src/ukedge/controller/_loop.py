@@ -1,0 +1,180 @@
+"""The leader's loop: one controller process schedules and reconciles, every one serves the API.
+
+Leadership on PostgreSQL is a session advisory lock (``pg_try_advisory_lock``) held on a
+connection of its own: when the leader dies, its session ends, PostgreSQL releases the lock and
+the next standby to try (each tries every tick) takes over within a tick. A leader that loses
+its connection stops acting at once (it checks the session before each pass) and competes again.
+On SQLite the database is one file of one machine and the process that serves it is the leader.
+
+Each pass (``tick_s``, about a second): nodes without a heartbeat for ``not_ready_after_s``
+become NotReady, the fleet is read as views, the pure planner decides, and its plan is written
+in one transaction. Passes run in a worker thread (the database calls block) so the API's event
+loop never waits for them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import time
+from collections.abc import Callable, Sequence
+from typing import Protocol
+
+from sqlalchemy import Connection, text
+
+from ukedge.controller._db import Database
+from ukedge.controller._fleet import DeploymentView, NodeView, ReplicaView, ScoringStrategy
+from ukedge.controller._planner import plan
+from ukedge.controller._reconcile import PlanLike, apply_plan, mark_not_ready, read_views
+
+__all__ = ["Leadership", "Planner", "ReconcileLoop", "default_planner"]
+
+log = logging.getLogger(__name__)
+
+#: The advisory lock key of the scheduling leader ("ukedge-l" in ASCII).
+LEADER_LOCK = 0x756B656467652D6C
+
+
+class Planner(Protocol):
+    def __call__(
+        self,
+        deployments: Sequence[DeploymentView],
+        nodes: Sequence[NodeView],
+        replicas: Sequence[ReplicaView],
+        *,
+        now: float,
+        grace_s: float,
+        strategy: ScoringStrategy = ...,
+        new_id: Callable[[], str],
+    ) -> PlanLike: ...
+
+
+def default_planner() -> Planner:
+    """The reconciler's planner: :func:`ukedge.controller._planner.plan`."""
+    return plan
+
+
+class Leadership:
+    """Whether this process is the scheduling leader (see the module's text)."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+        self._session: Connection | None = None
+
+    @property
+    def leading(self) -> bool:
+        """Whether this process led at its last check (without checking again)."""
+        return not self.shared or self._session is not None
+
+    @property
+    def shared(self) -> bool:
+        return self._db.dialect == "postgresql"
+
+    def hold(self) -> bool:
+        """True when this process leads now (acquiring the lock if it is free)."""
+        if not self.shared:
+            return True
+        if self._session is not None:
+            try:
+                self._session.execute(text("SELECT 1"))
+                return True
+            except Exception:
+                log.warning("lost the leader's database session; no longer leading")
+                self.release()
+        try:
+            session = self._db.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+        except Exception as exc:
+            log.warning("cannot reach the database to compete for leadership: %s", exc)
+            return False
+        won = session.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": LEADER_LOCK})
+        if won.scalar_one():
+            log.info("this controller is now the scheduling leader")
+            self._session = session
+            return True
+        session.close()
+        return False
+
+    def release(self) -> None:
+        if self._session is not None:
+            # Invalidated, not returned to the pool: ending the session is what frees the lock.
+            with contextlib.suppress(Exception):
+                self._session.invalidate()
+            with contextlib.suppress(Exception):
+                self._session.close()
+            self._session = None
+
+
+class ReconcileLoop:
+    """Runs passes while the app lives (started and stopped by its lifespan)."""
+
+    def __init__(
+        self,
+        db: Database,
+        planner: Planner,
+        *,
+        tick_s: float,
+        not_ready_after_s: float,
+        grace_s: float,
+        strategy: ScoringStrategy,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.db = db
+        self.planner = planner
+        self.tick_s = tick_s
+        self.not_ready_after_s = not_ready_after_s
+        self.grace_s = grace_s
+        self.strategy = strategy
+        self.clock = clock
+        self.leadership = Leadership(db)
+        self.passes = 0
+        self._task: asyncio.Task[None] | None = None
+
+    def run_once(self) -> bool:
+        """One pass when leading (blocking); False when another process leads."""
+        if not self.leadership.hold():
+            return False
+        now = self.clock()
+        with self.db.write() as connection:
+            for name in mark_not_ready(connection, now=now, after_s=self.not_ready_after_s):
+                log.warning(
+                    "node %s is NotReady: no heartbeat for %gs", name, self.not_ready_after_s
+                )
+        with self.db.read() as connection:
+            fleet = read_views(connection)
+        decided = self.planner(
+            fleet.deployments,
+            fleet.nodes,
+            fleet.replicas,
+            now=now,
+            # The planner counts a lost node's grace from its last heartbeat; ours starts once
+            # the node is NotReady, so replicas move after timeout + grace (issue 10).
+            grace_s=self.not_ready_after_s + self.grace_s,
+            strategy=self.strategy,
+            new_id=lambda: secrets.token_hex(4),
+        )
+        if decided.add or decided.remove or decided.rollbacks or decided.events:
+            with self.db.write() as connection:
+                apply_plan(connection, decided, now=now)
+        self.passes += 1
+        return True
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await asyncio.to_thread(self.run_once)
+            except Exception:
+                log.exception("reconcile pass failed; trying again next tick")
+            await asyncio.sleep(self.tick_s)
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="ukedge-reconcile")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        await asyncio.to_thread(self.leadership.release)

@@ -1,0 +1,127 @@
+"""The operator's side of the fleet: join tokens and nodes (admin token)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request, Response
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from ukedge.controller._controller import Controller
+from ukedge.controller._models import NodeRecord, TokenCreated, TokenInfo
+from ukedge.controller._nodes import (
+    delete_node,
+    find_node,
+    list_nodes,
+    node_record,
+    set_flags,
+    set_labels,
+)
+from ukedge.controller._tokens import create_token, delete_token, list_tokens
+
+__all__ = ["LabelChange", "TokenRequest", "fleet_router"]
+
+_LABEL_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,62}$")
+
+
+class TokenRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    description: str = Field(default="", max_length=512)
+    #: Seconds the token may be used for (None: no expiry).
+    ttl_s: float | None = Field(default=None, gt=0, le=366 * 86_400)
+    #: Nodes it may enrol (None: any number).
+    uses: int | None = Field(default=None, ge=1, le=1_000_000, strict=True)
+
+
+class LabelChange(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    set: dict[str, str] = Field(default_factory=dict, max_length=64)
+    remove: list[str] = Field(default_factory=list, max_length=64)
+
+    @field_validator("set")
+    @classmethod
+    def _set(cls, labels: dict[str, str]) -> dict[str, str]:
+        for key, value in labels.items():
+            if not _LABEL_KEY.match(key):
+                raise ValueError(
+                    f"invalid label name {key!r}: letters, digits, '.', '_', '/', '-', 1-63"
+                )
+            if len(value) > 253 or not value.isprintable():
+                raise ValueError(f"label {key}: value too long or not printable")
+        return labels
+
+
+def fleet_router(controller: Controller, admin: Callable[[Request], None]) -> APIRouter:
+    router = APIRouter(dependencies=[Depends(admin)])
+    db = controller.db
+
+    @router.post("/v1/tokens", response_model=TokenCreated, status_code=201, tags=["tokens"])
+    def create(body: TokenRequest) -> TokenCreated:
+        """A join token (shown once: only a hash of its secret is kept)."""
+        return create_token(
+            db,
+            fingerprint=controller.identity.fingerprint,
+            description=body.description,
+            ttl_s=body.ttl_s,
+            uses=body.uses,
+            now=controller.now(),
+        )
+
+    @router.get("/v1/tokens", response_model=list[TokenInfo], tags=["tokens"])
+    def tokens() -> list[TokenInfo]:
+        return list_tokens(db)
+
+    @router.delete("/v1/tokens/{token_id}", status_code=204, tags=["tokens"])
+    def revoke(token_id: str) -> Response:
+        delete_token(db, token_id)
+        return Response(status_code=204)
+
+    @router.get("/v1/nodes", response_model=list[NodeRecord], tags=["nodes"])
+    def nodes() -> list[NodeRecord]:
+        return list_nodes(db)
+
+    @router.get("/v1/nodes/{key}", response_model=NodeRecord, tags=["nodes"])
+    def node(key: str) -> NodeRecord:
+        """A node by id or name."""
+        with db.read() as connection:
+            return node_record(find_node(connection, key))
+
+    @router.put("/v1/nodes/{key}/labels", response_model=NodeRecord, tags=["nodes"])
+    def labels(key: str, body: LabelChange) -> NodeRecord:
+        """Set and remove labels (kept over what the node itself reports)."""
+        return set_labels(db, key, body.set, body.remove)
+
+    flags: dict[str, dict[str, Any]] = {
+        "cordon": {"cordoned": True},
+        "uncordon": {"cordoned": False, "draining": False},
+        "drain": {"draining": True},
+    }
+
+    def flag_route(values: dict[str, Any]) -> Callable[[str], NodeRecord]:
+        def change(key: str) -> NodeRecord:
+            return set_flags(db, key, **values)
+
+        return change
+
+    for action, values in flags.items():
+        router.add_api_route(
+            f"/v1/nodes/{{key}}/{action}",
+            flag_route(values),
+            methods=["POST"],
+            response_model=NodeRecord,
+            tags=["nodes"],
+            name=f"{action}_node",
+            summary=f"{action.capitalize()} a node",
+        )
+
+    @router.delete("/v1/nodes/{key}", status_code=204, tags=["nodes"])
+    def remove(key: str) -> Response:
+        """Forget a node: its credential stops working, its replicas are placed elsewhere."""
+        delete_node(db, key)
+        return Response(status_code=204)
+
+    return router
