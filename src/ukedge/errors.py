@@ -4,7 +4,9 @@
 
     UkedgeError
      ├── UsageError            bad input from a user: a flag, a file, a reference
-     │    └── UkfileError      a Ukfile that cannot be built (names file, field, problem)
+     │    └── InputFileError   a file the user wrote is wrong (names file, field, problem)
+     │         ├── UkfileError          a Ukfile that cannot be built
+     │         └── DeploymentFileError  a deployment file (`ukedge deploy -f`) that is not a spec
      ├── ImageError            the local image store: unknown image, corrupt blob, bad digest
      │    └── DigestMismatchError
      ├── KernelError           building or finding a kernel profile
@@ -16,6 +18,7 @@
      │    ├── NoSuchInstanceError  no instance has that name, id or id prefix
      │    └── AdmissionError   the node has no room for the instance (memory, vCPUs)
      ├── AgentError            talking to a host agent: unreachable, token refused
+     ├── ControllerError       talking to the controller: unreachable, token refused, a refusal
      ├── RegistryError         talking to an OCI registry (client side)
      │    ├── AuthenticationError  credentials missing, wrong, or lacking a permission
      │    └── NotFoundError        no such repository, manifest, tag or blob
@@ -32,10 +35,13 @@ __all__ = [
     "AgentError",
     "AuthenticationError",
     "BuildError",
+    "ControllerError",
+    "DeploymentFileError",
     "DigestMismatchError",
     "HubError",
     "ImageError",
     "ImageInUseError",
+    "InputFileError",
     "InstanceError",
     "KernelError",
     "MachineError",
@@ -62,8 +68,9 @@ class UsageError(UkedgeError):
     exit_code = 2
 
 
-class UkfileError(UsageError):
-    """A Ukfile that cannot be built; the message names the file, the field and the problem."""
+class InputFileError(UsageError):
+    """A file the user wrote does not say what it must; the message names the file, the field
+    (``None``: the file as a whole) and the problem."""
 
     def __init__(self, path: str, field: str | None, problem: str) -> None:
         self.path = path
@@ -71,6 +78,14 @@ class UkfileError(UsageError):
         self.problem = problem
         where = f"{path}: {field}" if field else path
         super().__init__(f"{where}: {problem}")
+
+
+class UkfileError(InputFileError):
+    """A Ukfile that cannot be built."""
+
+
+class DeploymentFileError(InputFileError):
+    """A deployment file (``ukedge deploy -f app.toml``) that is not a valid deployment spec."""
 
 
 class ImageError(UkedgeError):
@@ -139,6 +154,18 @@ class AdmissionError(InstanceError):
 
 class AgentError(UkedgeError):
     """A host agent could not be reached, refused the token, or answered out of protocol.
+
+    ``status`` is the HTTP status when there was a response.
+    """
+
+    def __init__(self, message: str, *, status: int | None = None) -> None:
+        self.status = status
+        super().__init__(message)
+
+
+class ControllerError(UkedgeError):
+    """The controller could not be reached, refused the admin token, or refused the request
+    (its ``detail`` is the message).
 
     ``status`` is the HTTP status when there was a response.
     """
