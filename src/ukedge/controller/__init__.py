@@ -1,5 +1,13 @@
-"""The cloud centre: nodes, deployments, the scheduler (pure), the reconciler, results."""
+"""The cloud centre: nodes, deployments, the scheduler (pure), the reconciler, results.
 
+The REST client (httpx) loads on first use, so a command that only reads a deployment file does
+not pay for it.
+"""
+
+import typing
+
+from ukedge._lazy import lazy_exports
+from ukedge.controller._deployfile import deployment_spec, load_deployment_file
 from ukedge.controller._fleet import (
     DeploymentView,
     NodeView,
@@ -25,6 +33,8 @@ from ukedge.controller._models import (
 )
 
 __all__ = [
+    "ControllerClient",
+    "ControllerConfig",
     "Deployment",
     "DeploymentSpec",
     "DeploymentView",
@@ -44,4 +54,17 @@ __all__ = [
     "ScoringStrategy",
     "TokenCreated",
     "TokenInfo",
+    "deployment_spec",
+    "load_deployment_file",
 ]
+
+if typing.TYPE_CHECKING:
+    from ukedge.controller._client import ControllerClient, ControllerConfig
+
+__getattr__ = lazy_exports(
+    globals(),
+    {
+        "ControllerClient": "ukedge.controller._client",
+        "ControllerConfig": "ukedge.controller._client",
+    },
+)
