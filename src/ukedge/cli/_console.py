@@ -3,21 +3,42 @@ plain stdout for results so that ``--json`` output pipes cleanly."""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import sys
+import time
 from collections.abc import Sequence
 from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 
-__all__ = ["err", "out", "print_image_record", "print_json", "print_table"]
+__all__ = ["ago", "err", "out", "print_image_record", "print_json", "print_table", "when"]
 
 #: Results (tables, ids, JSON) go to stdout; piped into a file or another program, tables keep
 #: one row per line (as ``docker ps`` does) instead of wrapping at 80 columns.
 out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 320)
 #: Progress bars, notices and errors go to stderr; a message is never broken at 80 columns.
 err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def ago(timestamp: float | None) -> str:
+    """How long ago, as ``docker ps`` says it (``3 minutes``); ``-`` for never."""
+    if timestamp is None:
+        return "-"
+    seconds = max(0, int(time.time() - timestamp))
+    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60)):
+        if seconds >= size:
+            n = seconds // size
+            return f"{n} {unit}{'s' if n > 1 else ''}"
+    return f"{seconds} second{'s' if seconds != 1 else ''}"
+
+
+def when(timestamp: float | None, never: str = "never") -> str:
+    """A moment as ISO 8601 in UTC, to the second."""
+    if timestamp is None:
+        return never
+    return dt.datetime.fromtimestamp(timestamp, dt.UTC).isoformat(timespec="seconds")
 
 
 def print_json(data: Any) -> None:

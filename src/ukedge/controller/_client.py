@@ -106,8 +106,9 @@ class ControllerConfig:
                 token = None
         if token is None:
             raise UsageError(
-                f"no admin token for the controller at {url}: set {TOKEN_ENV} (the controller "
-                f"keeps it in its data directory, admin.token; {token_file} does not exist here)"
+                f"no admin token for the controller at {url}: set {TOKEN_ENV} to the contents "
+                f"of its admin.token ({token_file} does not exist here; on this machine, start a "
+                "controller with `ukedge controller serve`)"
             )
         cert_path = cert or (Path(env[CERT_ENV]) if env.get(CERT_ENV) else None)
         source = str(cert_path) if cert_path else ""
