@@ -185,6 +185,7 @@ def _root(
 ) -> None:
     _context.set_target(host, token)
     _context.set_controller(controller)
+    ctx.call_on_close(_context.close_controller)
     if ctx.invoked_subcommand in _LOCAL_ONLY:
         _context.local_only(ctx.invoked_subcommand)
     level = logging.DEBUG if verbose else getattr(logging, os.environ.get("UKEDGE_LOG", "WARNING"))

@@ -16,7 +16,15 @@ if TYPE_CHECKING:
     from ukedge.controller import ControllerClient
     from ukedge.host import NodeService
 
-__all__ = ["controller", "local_only", "node", "remote_host", "set_controller", "set_target"]
+__all__ = [
+    "close_controller",
+    "controller",
+    "local_only",
+    "node",
+    "remote_host",
+    "set_controller",
+    "set_target",
+]
 
 _target: dict[str, str | None] = {"host": None, "token": None, "controller": None}
 _node: list[NodeService] = []
@@ -30,8 +38,14 @@ def set_target(host: str | None, token: str | None) -> None:
 
 
 def set_controller(url: str | None) -> None:
+    close_controller()
     _target["controller"] = url or None
-    _controller.clear()
+
+
+def close_controller() -> None:
+    """Close the controller client's connections (at the end of each invocation)."""
+    while _controller:
+        _controller.pop().close()
 
 
 def controller() -> ControllerClient:
