@@ -101,3 +101,10 @@ def test_every_registered_command_is_in_the_table() -> None:
             for c in app.registered_commands
         } | {g.name for g in app.registered_groups}
         assert {n: _app._COMMANDS.get(n, ("-",))[0] for n in names} == dict.fromkeys(names, module)
+
+
+def test_fleet_commands_load_no_server_and_no_other_command(tmp_path: Path) -> None:
+    loaded = _loaded(["node", "ls"], tmp_path)  # fails at once: no controller here
+    assert "ukedge.cli.nodes" in loaded
+    others = ("ukedge.cli.deployments", "ukedge.cli.results", "ukedge.cli.controller")
+    assert _present(loaded, others + SERVER_AND_BUILD) == []
