@@ -18,7 +18,7 @@
      │    ├── NoSuchInstanceError  no instance has that name, id or id prefix
      │    └── AdmissionError   the node has no room for the instance (memory, vCPUs)
      ├── AgentError            talking to a host agent: unreachable, token refused
-     ├── ControllerError       talking to the controller: unreachable, token refused, a refusal
+     ├── ControllerError       the controller: unknown node or deployment, refused credential
      ├── RegistryError         talking to an OCI registry (client side)
      │    ├── AuthenticationError  credentials missing, wrong, or lacking a permission
      │    └── NotFoundError        no such repository, manifest, tag or blob
@@ -164,11 +164,8 @@ class AgentError(UkedgeError):
 
 
 class ControllerError(UkedgeError):
-    """The controller could not be reached, refused the admin token, or refused the request
-    (its ``detail`` is the message).
-
-    ``status`` is the HTTP status when there was a response.
-    """
+    """The controller refused or failed a request (server side: the API answers ``status``;
+    client side: the status it answered, None when it could not be reached)."""
 
     def __init__(self, message: str, *, status: int | None = None) -> None:
         self.status = status

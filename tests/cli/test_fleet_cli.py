@@ -1,6 +1,6 @@
 """The fleet commands (node, deploy, deployments, rollout, replicas, results, controller token):
 what their tables and JSON show, how their arguments parse, and the commands run against the
-stand-in controller over real HTTPS (kit.controller) — the flags reach the controller as the
+stand-in controller over real HTTPS (kit.fake_controller) — the flags reach the controller as the
 spec they mean, a bad deployment file sends nothing, --wait follows a rollout to its end."""
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from kit.controller import NODE, TOKEN, FakeController
+from kit.fake_controller import NODE, TOKEN, FakeController
 from kit.tls import CertFiles, self_signed, serve_https
 from ukedge.cli._app import app
 from ukedge.cli.deployments import (

@@ -4,7 +4,7 @@ ControllerError with the server's detail, names the URL when nothing listens, an
 stream resumes after the last record with Last-Event-ID whether the server closes the stream
 cleanly or the connection breaks.
 
-The server is kit.controller's stand-in with the contract's routes (the real controller app is
+The server is kit.fake_controller's stand-in with the contract's routes (the real controller app is
 tested end to end once it is merged); what it checks and records is what the client is judged
 on.
 """
@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from kit.controller import NODE, TOKEN, FakeController
+from kit.fake_controller import NODE, TOKEN, FakeController
 from kit.net import free_port
 from kit.tls import CertFiles, self_signed, serve_https
 from ukedge.controller import ControllerClient, ControllerConfig, DeploymentSpec

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -80,17 +80,28 @@ def serve(
     Examples: ukedge controller serve;
     ukedge controller serve --addr 0.0.0.0:7700 --db postgresql://ukedge@db/ukedge --grace 30s
     """
-    from ukedge import controller as centre
+    import os
 
-    values: dict[str, Any] = {
-        "addr": addr,
-        "db": db,
-        "data_dir": data_dir,
-        "not_ready_after": seconds("--not-ready-after", not_ready_after),
-        "grace": seconds("--grace", grace),
-    }
-    # load_settings (-> ControllerSettings) and serve are the server's, written beside this.
-    settings = centre.load_settings(config, **values)
+    from ukedge import controller as centre
+    from ukedge.controller import CLIENT_ENV
+
+    # The client's variables (UKEDGE_CONTROLLER_TOKEN, _CERT) share the settings' prefix but
+    # are no server settings: left out, a shell set up for the CLI can start a controller too.
+    environ = {k: v for k, v in os.environ.items() if k not in CLIENT_ENV}
+    settings = centre.load_controller_settings(
+        config,
+        environ=environ,
+        addr=addr,
+        db=db,
+        data_dir=data_dir,
+        not_ready_after_s=seconds("--not-ready-after", not_ready_after),
+        grace_s=seconds("--grace", grace),
+    )
+    err.print(
+        f"controller on https://{settings.addr} (data {settings.data_dir}); the CLI here finds "
+        "its token and certificate there",
+        markup=False,
+    )
     centre.serve(settings)
 
 

@@ -33,6 +33,7 @@ from ukedge.controller._models import (
 )
 
 __all__ = [
+    "CLIENT_ENV",
     "ControllerClient",
     "ControllerConfig",
     "Deployment",
@@ -59,11 +60,12 @@ __all__ = [
 ]
 
 if typing.TYPE_CHECKING:
-    from ukedge.controller._client import ControllerClient, ControllerConfig
+    from ukedge.controller._client import CLIENT_ENV, ControllerClient, ControllerConfig
 
 __getattr__ = lazy_exports(
     globals(),
     {
+        "CLIENT_ENV": "ukedge.controller._client",
         "ControllerClient": "ukedge.controller._client",
         "ControllerConfig": "ukedge.controller._client",
     },

@@ -49,6 +49,7 @@ from ukedge.validation import validation_message
 
 __all__ = [
     "CERT_ENV",
+    "CLIENT_ENV",
     "DEFAULT_URL",
     "TOKEN_ENV",
     "URL_ENV",
@@ -59,6 +60,8 @@ __all__ = [
 URL_ENV = "UKEDGE_CONTROLLER"
 TOKEN_ENV = "UKEDGE_CONTROLLER_TOKEN"
 CERT_ENV = "UKEDGE_CONTROLLER_CERT"
+#: The variables the client reads (not settings of the server, whose prefix they share).
+CLIENT_ENV = frozenset({URL_ENV, TOKEN_ENV, CERT_ENV})
 DEFAULT_URL = "https://127.0.0.1:7700"
 
 _log = logging.getLogger(__name__)
