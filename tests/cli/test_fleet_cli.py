@@ -17,7 +17,7 @@ import pytest
 from typer.testing import CliRunner
 
 from kit.fake_controller import NODE, TOKEN, FakeController
-from kit.tls import CertFiles, self_signed, serve_https
+from kit.tls import CertFiles, self_signed, serve_asgi
 from ukedge.cli._app import app
 from ukedge.cli.deployments import (
     render_deployments,
@@ -182,7 +182,7 @@ def fake() -> FakeController:
 def url(fake: FakeController, certs: CertFiles, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     monkeypatch.setenv("UKEDGE_CONTROLLER_TOKEN", TOKEN)
     monkeypatch.setenv("UKEDGE_CONTROLLER_CERT", str(certs.cert))
-    with serve_https(fake.app(), certs) as base:
+    with serve_asgi(fake.app(), certs) as base:
         monkeypatch.setenv("UKEDGE_CONTROLLER", base)
         yield base
 

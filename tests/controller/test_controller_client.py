@@ -20,7 +20,7 @@ import pytest
 
 from kit.fake_controller import NODE, TOKEN, FakeController
 from kit.net import free_port
-from kit.tls import CertFiles, self_signed, serve_https
+from kit.tls import CertFiles, self_signed, serve_asgi
 from ukedge.controller import ControllerClient, ControllerConfig, DeploymentSpec
 from ukedge.errors import ControllerError
 
@@ -37,7 +37,7 @@ def fake() -> FakeController:
 
 @pytest.fixture
 def url(fake: FakeController, certs: CertFiles) -> Iterator[str]:
-    with serve_https(fake.app(), certs) as base:
+    with serve_asgi(fake.app(), certs) as base:
         yield base
 
 
@@ -61,6 +61,15 @@ def test_another_certificate_is_refused_with_what_to_do(url: str, tmp_path: Path
     assert "UKEDGE_CONTROLLER_CERT" in message
 
 
+def test_a_server_without_tls_is_named(fake: FakeController, certs: CertFiles) -> None:
+    with serve_asgi(fake.app(), None) as plain:
+        url = plain.replace("http://", "https://")
+        with _client(url, certs.pem) as client, pytest.raises(ControllerError) as caught:
+            client.nodes()
+    assert str(caught.value).startswith(f"TLS with the server at {url} failed (")
+    assert "It speaks HTTPS only" in str(caught.value)
+
+
 def test_wrong_token_says_which_setting_to_fix(url: str, certs: CertFiles) -> None:
     with _client(url, certs.pem, token="wrong") as client, pytest.raises(ControllerError) as caught:
         client.nodes()
@@ -71,10 +80,10 @@ def test_wrong_token_says_which_setting_to_fix(url: str, certs: CertFiles) -> No
 
 def test_refusals_carry_the_servers_detail(url: str, certs: CertFiles) -> None:
     with _client(url, certs.pem) as client:
-        with pytest.raises(ControllerError, match=r"^node edge-9: no such node: edge-9$") as nf:
+        with pytest.raises(ControllerError, match=r"^no such node: edge-9$") as nf:
             client.node("edge-9")
         assert nf.value.status == 404
-        with pytest.raises(ControllerError, match=r"token create: uses: Input should be") as bad:
+        with pytest.raises(ControllerError, match=r"^uses: Input should be") as bad:
             client.create_token("batch", uses=0)
         assert bad.value.status == 422
 

@@ -1,5 +1,5 @@
-"""TLS test helpers: a self-signed certificate, and an ASGI app served over HTTPS by uvicorn in a
-thread (the client side of the controller link is tested against real TLS, not a mock)."""
+"""TLS test helpers: a self-signed certificate, and an ASGI app served over HTTPS (or plain HTTP)
+by uvicorn in a thread: the controller's client is tested against real TLS, not a mock."""
 
 from __future__ import annotations
 
@@ -69,16 +69,12 @@ def self_signed(directory: Path, name: str = "test-controller") -> CertFiles:
 
 
 @contextlib.contextmanager
-def serve_https(app: ASGIApp, certs: CertFiles) -> Iterator[str]:
-    """Serve ``app`` on a free port of 127.0.0.1 over HTTPS; yields its base URL."""
+def serve_asgi(app: ASGIApp, certs: CertFiles | None) -> Iterator[str]:
+    """Serve ``app`` on a free port of 127.0.0.1, over HTTPS with ``certs`` (plain HTTP with
+    ``None``); yields its base URL."""
     port = free_port()
-    config = uvicorn_config(
-        app,
-        host="127.0.0.1",
-        port=port,
-        ssl_certfile=str(certs.cert),
-        ssl_keyfile=str(certs.key),
-    )
+    tls = {"ssl_certfile": str(certs.cert), "ssl_keyfile": str(certs.key)} if certs else {}
+    config = uvicorn_config(app, host="127.0.0.1", port=port, **tls)
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
@@ -88,7 +84,7 @@ def serve_https(app: ASGIApp, certs: CertFiles) -> Iterator[str]:
             raise RuntimeError("HTTPS test server did not start")
         time.sleep(0.02)
     try:
-        yield f"https://127.0.0.1:{port}"
+        yield f"{'https' if certs else 'http'}://127.0.0.1:{port}"
     finally:
         server.should_exit = True
         thread.join(10)

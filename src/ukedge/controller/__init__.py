@@ -62,11 +62,10 @@ __all__ = [
 if typing.TYPE_CHECKING:
     from ukedge.controller._client import CLIENT_ENV, ControllerClient, ControllerConfig
 
-__getattr__ = lazy_exports(
-    globals(),
-    {
-        "CLIENT_ENV": "ukedge.controller._client",
-        "ControllerClient": "ukedge.controller._client",
-        "ControllerConfig": "ukedge.controller._client",
-    },
-)
+_LAZY = {
+    "CLIENT_ENV": "ukedge.controller._client",
+    "ControllerClient": "ukedge.controller._client",
+    "ControllerConfig": "ukedge.controller._client",
+}
+
+__getattr__ = lazy_exports(globals(), _LAZY)

@@ -156,10 +156,6 @@ class ControllerClient:
             timeout=httpx.Timeout(timeout, connect=10.0),
         )
 
-    @classmethod
-    def from_env(cls, url: str | None = None) -> ControllerClient:
-        return cls(ControllerConfig.resolve(url))
-
     def close(self) -> None:
         self._http.close()
 
@@ -174,13 +170,18 @@ class ControllerClient:
     def _unreachable(self, exc: httpx.HTTPError) -> ControllerError:
         url = self.config.url
         cause: BaseException | None = exc
-        while cause is not None and not isinstance(cause, ssl.SSLCertVerificationError):
+        while cause is not None and not isinstance(cause, ssl.SSLError):
             cause = cause.__cause__ or cause.__context__
-        if cause is not None:
+        if isinstance(cause, ssl.SSLCertVerificationError):
             return ControllerError(
                 f"the server at {url} is not the controller whose certificate is "
                 f"{self.config.cert_source or 'trusted'} (its certificate does not match): point "
                 f"{CERT_ENV} at that controller's tls.crt, or --controller at the right address"
+            )
+        if cause is not None:
+            return ControllerError(
+                f"TLS with the server at {url} failed ({cause.reason or cause}): is it the "
+                f"controller? It speaks HTTPS only; check --controller / {URL_ENV}"
             )
         if isinstance(exc, httpx.ConnectError):
             return ControllerError(
@@ -207,7 +208,7 @@ class ControllerClient:
                 "admin.token"
             )
         elif detail:
-            message = f"{what}: {detail}"
+            message = str(detail)  # the controller's words name the node, deployment or field
         else:
             status = f"{response.status_code} {response.reason_phrase}"
             message = f"{what}: the controller answered {status}"
