@@ -237,6 +237,16 @@ def test_deploy_wait_follows_the_rollout_to_its_end(url: str, fake: FakeControll
     assert "web revision 1 progressing: 2/2 updated, 1 ready, 0 unavailable" in lines
 
 
+def test_token_create_prints_the_token_alone_on_stdout(url: str, fake: FakeController) -> None:
+    args = ["controller", "token", "create", "--ttl", "1h", "--uses", "3", "--description", "b"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert result.stdout == "UKJ1." + "ab" * 32 + ".tok0001.secretsecretsecret\n"
+    assert "3 use(s); shown once" in result.stderr
+    assert f"ukedge host serve --controller {url} --join-token" in result.stderr
+    assert fake.token_requests == [{"description": "b", "ttl_s": 3600.0, "uses": 3}]
+
+
 def _ukedge(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "ukedge.cli.main", *args],

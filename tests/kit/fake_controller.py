@@ -67,6 +67,7 @@ class FakeController:
         self.last_event_ids: list[str | None] = []
         self.labels: list[dict[str, Any]] = []
         self.cordoned: list[str] = []
+        self.token_requests: list[dict[str, Any]] = []
 
     def app(self) -> Starlette:
         async def authorised(request: Request) -> Response | None:
@@ -131,16 +132,26 @@ class FakeController:
             return JSONResponse(self.current)
 
         async def tokens(request: Request) -> Response:
-            # FastAPI's shape for a body its validation refused: a list of pydantic errors.
-            detail = [
-                {
-                    "type": "greater_than_equal",
-                    "loc": ["body", "uses"],
-                    "msg": "Input should be greater than or equal to 1",
-                    "input": 0,
-                }
-            ]
-            return JSONResponse({"detail": detail}, status_code=422)
+            body = await request.json()
+            self.token_requests.append(body)
+            if body.get("uses") is not None and body["uses"] < 1:
+                # FastAPI's shape for a body its validation refused: a list of pydantic errors.
+                detail = [
+                    {
+                        "type": "greater_than_equal",
+                        "loc": ["body", "uses"],
+                        "msg": "Input should be greater than or equal to 1",
+                        "input": body["uses"],
+                    }
+                ]
+                return JSONResponse({"detail": detail}, status_code=422)
+            created = {
+                "id": "tok0001",
+                "token": "UKJ1." + "ab" * 32 + ".tok0001.secretsecretsecret",
+                "expires_at": 5000.0 if body.get("ttl_s") else None,
+                "uses_left": body.get("uses"),
+            }
+            return JSONResponse(created, status_code=201)
 
         async def stream(request: Request) -> Response:
             last = request.headers.get("last-event-id")
