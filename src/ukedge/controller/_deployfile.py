@@ -116,19 +116,20 @@ def _merged(base: Mapping[str, Any], top: Mapping[str, Any]) -> dict[str, Any]:
     return merged
 
 
-def _flag_for(field: str, given: Mapping[str, Any]) -> str | None:
-    """The flag behind a (pydantic-dotted) field path, when a flag set it."""
-    parts = field.split(".")
-    for length in (2, 1):
-        key = ".".join(parts[:length]).split("[")[0]
-        head, _, tail = key.partition(".")
-        value = given.get(head)
-        if tail:
-            value = value.get(tail) if isinstance(value, Mapping) else None
-        if value is not None and key in FLAGS:
+def _flag_for(field: str, flags: Mapping[str, Any]) -> str | None:
+    """The flag behind the field a pydantic error names (``ports[0].host_port``,
+    ``placement.selector.zone``), when a flag set that field."""
+    given = {
+        f"{key}.{inner}" if inner is not None else key
+        for key, value in flags.items()
+        for inner in (value if key in ("placement", "strategy") else (None,))
+    }
+    parts = [part.split("[")[0] for part in field.split(".")]
+    for key in (".".join(parts[:2]), parts[0]):
+        if key in given:
             return FLAGS[key]
-    if field == "strategy" and isinstance(given.get("strategy"), Mapping):
-        return "--max-surge/--max-unavailable"
+    if field == "strategy" and any(key.startswith("strategy.") for key in given):
+        return "--max-surge/--max-unavailable"  # the two together cannot be 0
     return None
 
 
