@@ -65,6 +65,13 @@ def test_no_token_anywhere_says_which_variable_to_set(ukedge_home: Path) -> None
     assert "ukedge controller serve" in str(caught.value)
 
 
+def test_the_local_files_are_never_used_for_a_controller_elsewhere(local_controller: Path) -> None:
+    with pytest.raises(UsageError, match="no admin token for the controller at https://centre"):
+        ControllerConfig.resolve("https://centre:7700", environ={})
+    with pytest.raises(UsageError, match="no certificate to trust"):
+        ControllerConfig.resolve("https://centre:7700", token="t", environ={})
+
+
 def test_no_certificate_for_a_remote_controller_says_which_variable_to_set() -> None:
     environ = {"UKEDGE_CONTROLLER": "https://centre:7700", "UKEDGE_CONTROLLER_TOKEN": "t"}
     with pytest.raises(UsageError, match=r"set UKEDGE_CONTROLLER_CERT to a copy of its tls\.crt"):

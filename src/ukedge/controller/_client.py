@@ -70,8 +70,13 @@ _M = TypeVar("_M", bound=BaseModel)
 _SETTLED = frozenset({"complete", "rolled-back", "failed"})
 
 
-def _data_dir() -> Path:
-    return paths.home() / "controller"
+_LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+def _local_file(url: httpx.URL, name: str) -> Path | None:
+    """A file of the controller on this machine, when ``url`` is this machine: its admin token
+    is never sent to a controller elsewhere."""
+    return paths.home() / "controller" / name if url.host in _LOOPBACK else None
 
 
 @dataclass(frozen=True)
@@ -81,7 +86,7 @@ class ControllerConfig:
     url: str
     token: str
     cert_pem: str | None
-    #: Where each came from, for messages ("UKEDGE_CONTROLLER_CERT", a path…).
+    #: The file the certificate was read from, for messages.
     cert_source: str = ""
 
     @classmethod
@@ -97,42 +102,45 @@ class ControllerConfig:
         controller's files; raises :class:`UsageError` saying how to supply a missing one."""
         env = os.environ if environ is None else environ
         url = (url or env.get(URL_ENV) or DEFAULT_URL).rstrip("/")
-        scheme = httpx.URL(url).scheme if "://" in url else ""
-        if scheme not in ("https", "http") or not httpx.URL(url).host:
+        parsed = httpx.URL(url) if "://" in url else None
+        if parsed is None or parsed.scheme not in ("https", "http") or not parsed.host:
             raise UsageError(f"controller URL {url!r}: expected https://HOST[:PORT]")
         token = token or env.get(TOKEN_ENV) or None
-        token_file = _data_dir() / "admin.token"
-        if token is None:
+        token_file = _local_file(parsed, "admin.token")
+        if token is None and token_file is not None:
             try:
                 token = token_file.read_text().strip() or None
             except OSError:
                 token = None
         if token is None:
+            where = (
+                f"{token_file} does not exist here; on this machine, start a controller with "
+                "`ukedge controller serve`"
+                if token_file is not None
+                else "in the controller's data directory"
+            )
             raise UsageError(
                 f"no admin token for the controller at {url}: set {TOKEN_ENV} to the contents "
-                f"of its admin.token ({token_file} does not exist here; on this machine, start a "
-                "controller with `ukedge controller serve`)"
+                f"of its admin.token ({where})"
             )
+        if parsed.scheme == "http":
+            return cls(url, token, None)  # a TLS-terminating proxy in front; nothing to pin
         cert_path = cert or (Path(env[CERT_ENV]) if env.get(CERT_ENV) else None)
-        source = str(cert_path) if cert_path else ""
-        if scheme == "http":
-            return cls(url, token, None, "")  # a TLS-terminating proxy in front; nothing to pin
         if cert_path is None:
-            cert_path = _data_dir() / "tls.crt"
-            if not cert_path.is_file():
+            cert_path = _local_file(parsed, "tls.crt")
+            if cert_path is None or not cert_path.is_file():
+                where = f"; {cert_path} does not exist here" if cert_path is not None else ""
                 raise UsageError(
                     f"no certificate to trust for the controller at {url}: set {CERT_ENV} to a "
-                    f"copy of its tls.crt (in the controller's data directory; {cert_path} does "
-                    "not exist here)"
+                    f"copy of its tls.crt (in the controller's data directory{where})"
                 )
-            source = str(cert_path)
         try:
             pem = cert_path.read_text()
         except OSError as exc:
             raise UsageError(
                 f"cannot read the controller certificate {cert_path}: {exc.strerror or exc}"
             ) from exc
-        return cls(url, token, pem, source)
+        return cls(url, token, pem, str(cert_path))
 
 
 class ControllerClient:
