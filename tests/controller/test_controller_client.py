@@ -127,6 +127,18 @@ def test_result_stream_resumes_after_the_last_record(
     assert fake.last_event_ids == [None, "2", "3"]
 
 
+def test_result_stream_rides_out_a_controller_answering_503_while_it_starts(
+    url: str, certs: CertFiles, fake: FakeController
+) -> None:
+    fake.unavailable = 2
+    with _client(url, certs.pem) as client:
+        stream = client.stream_results(retry_s=0.05)
+        ids = [record.id for record in itertools.islice(stream, 4)]
+        stream.close()
+    assert ids == [1, 2, 3, 4]
+    assert fake.last_event_ids == [None, "2", "3", "3", "3"]
+
+
 def test_result_stream_starts_after_a_given_record_and_stops_on_request(
     url: str, certs: CertFiles, fake: FakeController
 ) -> None:

@@ -68,6 +68,8 @@ class FakeController:
         self.labels: list[dict[str, Any]] = []
         self.cordoned: list[str] = []
         self.token_requests: list[dict[str, Any]] = []
+        #: How many reconnects of the result stream, after its second connection, answer 503.
+        self.unavailable = 0
 
     def app(self) -> Starlette:
         async def authorised(request: Request) -> Response | None:
@@ -158,6 +160,9 @@ class FakeController:
             self.last_event_ids.append(last)
             connection = len(self.last_event_ids)
             start = int(last) + 1 if last is not None else 1
+            if connection > 2 and self.unavailable > 0:
+                self.unavailable -= 1
+                return JSONResponse({"detail": "starting"}, status_code=503)
 
             def event(record_id: int, kind: str = "") -> bytes:
                 data = json.dumps(_record(record_id))

@@ -66,6 +66,10 @@ DEFAULT_URL = "https://127.0.0.1:7700"
 
 _log = logging.getLogger(__name__)
 _M = TypeVar("_M", bound=BaseModel)
+#: Seconds of silence after which the result stream counts as cut: the controller sends a
+#: comment every 15 s when it has nothing to say, and a link that died without a FIN (an edge
+#: uplink, a NAT timeout) says nothing at all.
+_STREAM_SILENCE_S = 60.0
 #: Rollout states after which nothing more happens without a new request.
 _SETTLED = frozenset({"complete", "rolled-back", "failed"})
 
@@ -426,12 +430,13 @@ class ControllerClient:
     ) -> Iterator[ResultRecordOut]:
         """Results as the controller stores them, live, after ``after_id`` when given.
 
-        A dropped stream (a controller restart, a network cut, the server closing it) is
-        reopened after a pause (the server's ``retry:`` if it sent one, else ``retry_s``,
-        doubling to ``max_retry_s`` while it stays down) with ``Last-Event-ID`` naming the last
-        record delivered. A refusal (bad token, unknown deployment) ends it with an error; so
-        does a controller that cannot be reached at the first attempt. ``stop`` ends it at the
-        next event or retry.
+        A dropped stream (a controller restart, a network cut, the server closing it, a
+        server error, or silence longer than the controller's keep-alives allow) is reopened
+        after a pause (the server's ``retry:`` if it sent one, else ``retry_s``, doubling to
+        ``max_retry_s`` while it stays down) with ``Last-Event-ID`` naming the last record
+        delivered. A refusal (bad token, unknown deployment) ends it with an error; so does a
+        controller that cannot be reached at the first attempt. ``stop`` ends it at the next
+        event or retry.
         """
         params = _filters(deployment=deployment, node=node, since=since)
         last_id = after_id
@@ -447,8 +452,13 @@ class ControllerClient:
                     "/v1/results/stream",
                     params=params,
                     headers=headers,
-                    timeout=httpx.Timeout(10.0, read=None),
+                    timeout=httpx.Timeout(10.0, read=_STREAM_SILENCE_S),
                 ) as source:
+                    if connected_once and source.response.status_code >= 500:
+                        # A controller (or its proxy) still starting: as if it were down.
+                        raise httpx.RemoteProtocolError(
+                            f"{source.response.status_code} {source.response.reason_phrase}"
+                        )
                     self._raise_for(source.response, "results stream")
                     connected_once = True
                     pause = server_retry or retry_s
