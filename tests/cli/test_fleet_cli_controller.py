@@ -46,20 +46,25 @@ def ukedge(*args: str) -> str:
     return result.stdout
 
 
-def _enrol(running: Any, token: str, name: str) -> Any:
+@pytest.fixture
+def link(running: Any) -> Iterator[httpx.Client]:
+    """The nodes' side of the connection: no admin token, the controller's certificate pinned."""
+    verify = pinned_context(running.controller.identity.cert_pem)
+    with httpx.Client(base_url=running.url, verify=verify, timeout=30) as client:
+        yield client
+
+
+def _enrol(anon: httpx.Client, token: str, name: str) -> Any:
     """A node enrolled with the token the CLI printed, as the agent enrols."""
-    anon = httpx.Client(
-        base_url=running.url, verify=pinned_context(running.controller.identity.cert_pem)
-    )
     body = {"token": JoinToken.parse(token).credential, "name": name, "architecture": "amd64"}
     reply = anon.post(ENROL_PATH, json=body)
     assert reply.status_code == 200, reply.text
     return kit_controller.Node(anon, name, EnrolReply.model_validate(reply.json()))
 
 
-def test_token_enrol_list_label_cordon(running: Any) -> None:
+def test_token_enrol_list_label_cordon(link: httpx.Client) -> None:
     token = ukedge("controller", "token", "create", "--uses", "2", "--description", "site b")
-    node = _enrol(running, token.strip(), "edge-1")
+    node = _enrol(link, token.strip(), "edge-1")
     node.beat()
     [listed] = json.loads(ukedge("node", "ls", "--json"))
     assert (listed["id"], listed["name"], listed["status"]) == (node.id, "edge-1", "ready")
@@ -98,9 +103,9 @@ def test_deploy_revisions_and_rollback(running: Any, hub: RunningHub) -> None:
     assert json.loads(ukedge("deployments", "ls", "--json")) == []
 
 
-def test_results_listed_and_streamed(running: Any) -> None:
+def test_results_listed_and_streamed(link: httpx.Client) -> None:
     token = ukedge("controller", "token", "create").strip()
-    node = _enrol(running, token, "edge-1")
+    node = _enrol(link, token, "edge-1")
     node.send_results("app-1", [{"seq": 1, "ts": 10.0, "line": '{"mean": 1}'}])
     [first] = [json.loads(line) for line in ukedge("results", "--json").splitlines()]
     assert (first["node_name"], first["instance"], first["result"]) == (
