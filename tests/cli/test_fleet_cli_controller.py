@@ -7,7 +7,12 @@ Needs the controller server (kit.controller comes with it): skipped where it is 
 from __future__ import annotations
 
 import json
+import os
+import socket
+import subprocess
+import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,11 +24,14 @@ from typer.testing import CliRunner
 kit_controller = pytest.importorskip("kit.controller", reason="the controller server is not here")
 
 from kit.hub import RunningHub, hub, hub_factory, push_image  # noqa: E402
+from kit.net import free_port  # noqa: E402
 from ukedge.cli._app import app  # noqa: E402
 from ukedge.controller import ControllerClient, ControllerConfig  # noqa: E402
 from ukedge.host.link import ENROL_PATH, EnrolReply, JoinToken, pinned_context  # noqa: E402
 
 __all__ = ["hub", "hub_factory"]
+
+_UKEDGE = (sys.executable, "-m", "ukedge.cli.main")
 
 
 @pytest.fixture
@@ -132,3 +140,47 @@ def test_results_listed_and_streamed(link: httpx.Client) -> None:
     reader.join(60)
     assert not reader.is_alive()
     assert seen == [2, 3]
+
+
+def _listening(port: int) -> bool:
+    with socket.socket() as probe:
+        return probe.connect_ex(("127.0.0.1", port)) == 0
+
+
+def test_a_local_controller_needs_no_setup(tmp_path: Path) -> None:
+    """`ukedge controller serve` with defaults; the CLI on the same machine finds its token and
+    certificate. The client's own UKEDGE_CONTROLLER_TOKEN in the environment is no server
+    setting (the two share a prefix) and does not stop the server."""
+    port = free_port()
+    env = {**os.environ, "UKEDGE_HOME": str(tmp_path / "home")}
+    env.pop("UKEDGE_CONTROLLER", None)
+    env.pop("UKEDGE_CONTROLLER_CERT", None)
+    log = tmp_path / "controller.log"
+    with log.open("w") as sink:
+        server = subprocess.Popen(
+            [*_UKEDGE, "controller", "serve", "--addr", f"127.0.0.1:{port}", "--grace", "30s"],
+            env={**env, "UKEDGE_CONTROLLER_TOKEN": "not-a-setting"},
+            stdout=subprocess.DEVNULL,
+            stderr=sink,
+        )
+    try:
+        url = f"https://127.0.0.1:{port}"
+        deadline = time.monotonic() + 120
+        # The port opens once the identity is made and the schema migrated.
+        while not _listening(port):
+            assert server.poll() is None, log.read_text()
+            assert time.monotonic() < deadline, "the controller did not start"
+            time.sleep(0.2)
+        env.pop("UKEDGE_CONTROLLER_TOKEN", None)
+        done = subprocess.run(
+            [*_UKEDGE, "--controller", url, "node", "ls", "--json"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert done.returncode == 0, done.stderr
+        assert json.loads(done.stdout) == []
+    finally:
+        server.terminate()
+        server.wait(60)
