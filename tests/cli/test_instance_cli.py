@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -43,7 +44,10 @@ def test_detached_instance_outlives_the_cli(cli_home: Path) -> None:
     assert httpx.get(f"http://127.0.0.1:{port}/stats").json()["s"]["count"] == 1
     listed = json.loads(ukedge("ps", "--json").stdout)
     assert [(i["name"], i["state"]) for i in listed] == [("agg", "running")]
-    assert "agg" in ukedge("ps").stdout
+    # Daemonless: nobody runs its health check, and it says so instead of "starting" forever.
+    assert "its health check is not run" in started.stderr
+    assert listed[0]["health"] == "unchecked"
+    assert "agg" in ukedge("ps").stdout and "(health unchecked)" in ukedge("ps").stdout
     inspected = json.loads(ukedge("inspect", "agg").stdout)
     assert inspected["id"] == instance_id
     assert inspected["ports"][0]["host_port"] == port
@@ -76,7 +80,7 @@ def test_logs_follow_ends_when_the_instance_ends(cli_home: Path) -> None:
         (["run", "-e", "NOEQUALS", "hello-c:1"], "invalid environment setting 'NOEQUALS'"),
         (["run", "-m", "lots", "hello-c:1"], "invalid size 'lots'"),
         (["run", "--name", "bad name!", "hello-c:1"], "invalid instance name"),
-        (["run", "-d", "--rm", "hello-c:1"], "--rm cannot be combined with --detach"),
+        (["run", "-d", "--rm", "hello-c:1"], "--rm with --detach needs a host agent"),
         (["run", "Bad/Ref", "x"], "invalid image reference"),
         (["run", "missing:1"], "no such image: missing:1"),
         (["stop", "ghost"], "no such instance: ghost"),
@@ -139,3 +143,32 @@ def test_sigterm_or_sighup_stops_like_ctrl_c_and_rm_still_applies(
     if signum == signal.SIGTERM:
         assert "stopping (SIGTERM to the app; SIGTERM again to kill)" in stderr
     assert ukedge("ps", "-aq").stdout.strip() == "", "--rm removed the stopped instance"
+
+
+@pytest.mark.vm
+def test_events_in_one_shell_show_what_another_shell_runs(cli_home: Path) -> None:
+    """Daemonless `events` follows the node's journal, not only its own process (issue 16.3)."""
+    follower = subprocess.Popen(
+        [*ukedge_cmd(), "events", "--json"], stdout=subprocess.PIPE, text=True
+    )
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(follower.stdout or []), daemon=True)
+    reader.start()
+    try:
+        # Its position is taken once it has started, which this process cannot see: run
+        # again until one whole run shows, within a generous ceiling.
+        deadline = time.monotonic() + 300
+        seen: list[str] = []
+        while time.monotonic() < deadline and "remove" not in seen:
+            assert ukedge("run", "--rm", "--name", "ev", "hello-c:1").returncode == 0
+            poll_until = time.monotonic() + 10
+            while time.monotonic() < poll_until and "remove" not in seen:
+                seen = [e["action"] for e in map(json.loads, list(lines)) if e["name"] == "ev"]
+                time.sleep(0.1)
+        assert "start" in seen and "die" in seen and seen[-1] == "remove", seen
+    finally:
+        follower.terminate()
+        follower.wait(timeout=30)
+        reader.join(timeout=30)
+        if follower.stdout:
+            follower.stdout.close()

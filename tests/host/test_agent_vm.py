@@ -202,6 +202,23 @@ def test_remote_cli_prints_what_local_prints(tmp_path: Path, hub: str) -> None:
         assert local.returncode != 0 and "does not take --host" in local.stderr
 
 
+def test_rm_detached_through_an_agent_removes_the_instance_when_it_ends(
+    tmp_path: Path, hub: str
+) -> None:
+    """`run --rm -d` (issue 16.3): no client is left to remove it, so the agent does."""
+    with running_agent(tmp_path / "data", "--hub", hub) as agent:
+        events = agent.client().events()
+        ran = agent.cli("run", "--rm", "-d", "--name", "gone", "hello-c:1")
+        assert ran.returncode == 0, ran.stderr
+        actions = []
+        for event in events:  # bounded by pytest's timeout if the removal never comes
+            actions.append(event.action)
+            if event.action == "remove":
+                break
+        assert actions[-2:] == ["die", "remove"], actions
+        assert agent.cli("ps", "-aq").stdout.strip() == ""
+
+
 def test_events_stream_state_changes(tmp_path: Path, hub: str) -> None:
     with running_agent(tmp_path / "data", "--hub", hub) as agent:
         client = agent.client()

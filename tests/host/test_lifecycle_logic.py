@@ -95,3 +95,13 @@ def test_a_cut_results_line_is_ended_before_the_next_run(tmp_path: Path) -> None
     (empty / "vm" / "results.jsonl").touch()
     keep_previous_run(empty)
     assert (empty / "vm" / "results.jsonl").read_bytes() == b""
+
+
+def test_an_unchecked_instance_found_by_a_supervisor_is_probed_as_a_starting_one() -> None:
+    """A daemonless instance's health is "unchecked"; an agent on the same store probes it."""
+    in_period = next_health(
+        HealthStatus.UNCHECKED, 0, passed=False, retries=1, in_start_period=True
+    )
+    assert in_period == (HealthStatus.STARTING, 0)
+    passed = next_health(HealthStatus.UNCHECKED, 0, passed=True, retries=1, in_start_period=False)
+    assert passed == (HealthStatus.HEALTHY, 0)

@@ -38,3 +38,16 @@ def test_run_request_rejects_bad_env_names_and_sizes() -> None:
         RunRequest(image="x", env={"A=B": "1"})
     with pytest.raises(ValidationError, match="memory_mib"):
         RunRequest(image="x", memory_mib=1)
+
+
+def test_auto_remove_excludes_another_run_after_the_end() -> None:
+    assert RunRequest(image="x", auto_remove=True).auto_remove
+    with pytest.raises(ValidationError, match="cannot be combined with a restart policy"):
+        RunRequest(image="x", auto_remove=True, restart={"name": "on-failure"})
+    with pytest.raises(ValidationError, match="cannot be combined with on_demand"):
+        RunRequest(
+            image="x",
+            auto_remove=True,
+            on_demand=True,
+            ports=[PortMapping(host_port=18080, guest_port=8080)],
+        )

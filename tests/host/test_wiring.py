@@ -84,6 +84,7 @@ def test_the_cli_and_the_agent_wire_the_same_parts(
     local = open_local_node()
     assert local.cache.budget == 1 << 30 and not local.cache.own_layers
     assert local.manager.store.root == tmp_path / "home" / "store"
+    assert not local.manager.checks_health, "no supervisor outlives a daemonless command"
     agent = Agent(
         AgentSettings(data_dir=tmp_path / "agent", image_budget="2G", qemu_user="", name="edge-2")
     )
@@ -91,6 +92,7 @@ def test_the_cli_and_the_agent_wire_the_same_parts(
         assert agent.images is agent.node.cache and agent.manager is agent.node.manager
         assert agent.images.budget == 2 << 30 and agent.images.own_layers
         assert agent.manager.store.root == tmp_path / "agent" / "store"
+        assert agent.manager.checks_health
         assert (tmp_path / "agent").stat().st_mode & 0o777 == 0o700
     finally:
         agent.close()

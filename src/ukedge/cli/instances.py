@@ -44,12 +44,17 @@ def _parse_env(items: list[str]) -> dict[str, str]:
     return env
 
 
+#: How ``ps`` shows health beside "Up …": nothing without a check, and a daemonless instance's
+#: check, which nobody runs, as unchecked rather than forever starting.
+_HEALTH_SHOWN = {"none": "", "unchecked": " (health unchecked)"}
+
+
 def _status(instance: Instance) -> str:
     from ukedge.host import InstanceState
 
     match instance.state:
         case InstanceState.RUNNING:
-            health = "" if instance.health.value == "none" else f" ({instance.health.value})"
+            health = _HEALTH_SHOWN.get(instance.health.value, f" ({instance.health.value})")
             return f"Up {ago(instance.started_at)}{health}"
         case InstanceState.CREATED if instance.on_demand:
             return "Idle (on demand)"
@@ -98,7 +103,10 @@ def run(
         str | None, typer.Option("--hostname", help="Guest hostname [the instance's name].")
     ] = None,
     remove: Annotated[
-        bool, typer.Option("--rm", help="Remove the instance when it exits (foreground only).")
+        bool,
+        typer.Option(
+            "--rm", help="Remove the instance when it exits (with -d: through a host agent only)."
+        ),
     ] = False,
     cold: Annotated[
         bool,
@@ -156,8 +164,12 @@ def run(
             f"{'--on-demand' if on_demand else '--restart'} needs a host agent: start one with "
             "`ukedge host serve` and pass --host (or set UKEDGE_HOST)"
         )
-    if detach and remove:
-        raise UsageError("--rm cannot be combined with --detach; use `ukedge rm` later")
+    if detach and remove and not remote_host():
+        # Removing it when it ends needs a process that outlives this command.
+        raise UsageError(
+            "--rm with --detach needs a host agent, which removes the instance when it ends: "
+            "start one with `ukedge host serve` and pass --host (or use `ukedge rm` later)"
+        )
     try:
         idle_seconds = parse_duration(idle_timeout)
     except ValueError as exc:
@@ -175,6 +187,8 @@ def run(
         restart=parse_restart_policy(restart),
         on_demand=on_demand,
         idle_timeout_s=idle_seconds,
+        # In the foreground this command removes it (after reading its exit status).
+        auto_remove=remove and detach,
     )
     target = node()
     _accelerator_notice()
@@ -182,6 +196,13 @@ def run(
     if detach:
         out.print(instance.id)
         _fail_if_it_died_at_once(target, instance)
+        if instance.health.value == "unchecked":
+            err.print(
+                "note: no agent supervises this instance, so its health check is not run "
+                "(ps shows it as unchecked); run it through `ukedge host serve` for health "
+                "checks and restarts",
+                style="yellow",
+            )
         return
     status = _attach(target, instance)
     if remove:
@@ -460,7 +481,12 @@ def start(
 def events(
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
 ) -> None:
-    """Follow instance state changes as they happen (create, start, die, restart, health…)."""
+    """Follow instance state changes as they happen (create, start, die, restart, health…).
+
+    It waits for new events until Ctrl-C; nothing from before it started is shown. Without
+    --host it sees what every ukedge command on this machine does (another shell's `run`,
+    `stop`, `rm`), from the node's event journal; with --host, the agent's stream.
+    """
     import datetime as dt
 
     with contextlib.suppress(KeyboardInterrupt):

@@ -136,6 +136,10 @@ class HealthStatus(enum.StrEnum):
     STARTING = "starting"  # not yet passed once (within the start period)
     HEALTHY = "healthy"
     UNHEALTHY = "unhealthy"  # failed ``retries`` probes in a row
+    #: The image has a health check but no process runs it: an instance started daemonless
+    #: (``ukedge run`` without an agent) once its command has returned. An agent that finds
+    #: one probes it as it would a starting one.
+    UNCHECKED = "unchecked"
 
 
 class RestartPolicy(BaseModel):
@@ -199,6 +203,9 @@ class RunRequest(BaseModel):
     #: connection and stops it after ``idle_timeout_s`` without connections.
     on_demand: bool = Field(default=False, strict=True)
     idle_timeout_s: float = Field(default=30.0, gt=0, le=86_400, strict=True)
+    #: Remove the instance once it has ended (``run --rm -d`` through an agent): the node does
+    #: it, as docker's daemon does, since no client is left to.
+    auto_remove: bool = Field(default=False, strict=True)
 
     @field_validator("name")
     @classmethod
@@ -268,6 +275,16 @@ class RunRequest(BaseModel):
         return self
 
     @model_validator(mode="after")
+    def _removal_or_another_run(self) -> RunRequest:
+        # Removing an ended instance and starting it again (a restart policy, the next
+        # connection of an on-demand one) cannot both be what happens after it ends.
+        if self.auto_remove and self.restart.name != "no":
+            raise ValueError("auto_remove (--rm) cannot be combined with a restart policy")
+        if self.auto_remove and self.on_demand:
+            raise ValueError("auto_remove (--rm) cannot be combined with on_demand")
+        return self
+
+    @model_validator(mode="after")
     def _on_demand_needs_a_port(self) -> RunRequest:
         if self.on_demand and not any(p.protocol == "tcp" for p in self.ports):
             raise ValueError("an on-demand instance needs a published TCP port (-p) to listen on")
@@ -326,6 +343,8 @@ class Instance(BaseModel):
     hostname: str | None = None
     #: Always boot from scratch, never from a prewarmed snapshot.
     cold: bool = False
+    #: Removed by the node's supervisor once it has ended (``run --rm -d`` through an agent).
+    auto_remove: bool = False
     #: The last stop or kill was asked for (user, proxy), so the restart policy does not apply;
     #: cleared by the next start.
     stopped_by_user: bool = False

@@ -19,7 +19,7 @@ from typing import Any
 
 from ukedge import __version__
 from ukedge.errors import ImageError, InstanceError, UkedgeError, UsageError
-from ukedge.host._events import EventBus, Subscription
+from ukedge.host._events import EventBus
 from ukedge.host._models import (
     ImageSummary,
     Instance,
@@ -38,8 +38,6 @@ from ukedge.image import parse_reference
 from ukedge.registry import TransferProgress
 
 __all__ = ["LocalNode"]
-
-_EVENT_POLL_S = 0.5
 
 
 def _memory_total() -> int:
@@ -199,18 +197,9 @@ class LocalNode:
         return str(self.manager.prewarm(request.model_copy(update={"image": ref})))
 
     def events(self, *, stop: threading.Event | None = None) -> Iterator[InstanceEvent]:
-        """Subscribed when this returns: every change after the call is in the iterator."""
-        return self._events(self.bus.subscribe(), stop)
-
-    @staticmethod
-    def _events(
-        subscription: Subscription, stop: threading.Event | None
-    ) -> Iterator[InstanceEvent]:
-        with subscription:
-            while stop is None or not stop.is_set():
-                event = subscription.get(_EVENT_POLL_S)
-                if event is not None:
-                    yield event
+        """Every change after the call, made by any process on this node (the journal's
+        position is taken before this returns)."""
+        return self.manager.journal.follow(stop)
 
     # -- images ------------------------------------------------------------------------------------
 

@@ -168,4 +168,6 @@ def open_local_node() -> LocalNode:
     ``UKEDGE_IMAGE_BUDGET``, short image names against ``UKEDGE_REGISTRY`` when set."""
     from ukedge.registry import default_registry
 
-    return open_node(NodeLayout.local(), budget=budget_from_env(), hub=default_registry())
+    node = open_node(NodeLayout.local(), budget=budget_from_env(), hub=default_registry())
+    node.manager.checks_health = False  # no supervisor outlives the command
+    return node

@@ -73,6 +73,8 @@ def next_health(
     A pass makes the app healthy at once. Failures count only once the start period is over
     or the app has passed before; ``retries`` of them in a row make it unhealthy.
     """
+    if status is HealthStatus.UNCHECKED:
+        status = HealthStatus.STARTING
     if passed:
         return HealthStatus.HEALTHY, 0
     if in_start_period and status is HealthStatus.STARTING:

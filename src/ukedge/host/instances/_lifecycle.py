@@ -103,6 +103,7 @@ class InstanceLifecycle(ObservedInstances):
             idle_timeout_s=request.idle_timeout_s if request.on_demand else None,
             hostname=request.hostname,
             cold=request.cold,
+            auto_remove=request.auto_remove,
             health=HealthStatus.NONE,
         )
         for mapping in instance.ports:
@@ -199,7 +200,7 @@ class InstanceLifecycle(ObservedInstances):
                     "pid": None,
                     "started_at": time.time(),
                     "finished_at": None,
-                    "health": HealthStatus.STARTING if check else HealthStatus.NONE,
+                    "health": self._initial_health(check),
                     "health_failures": 0,
                     "healthy_at": None,
                     "restart_at": None,
@@ -262,6 +263,11 @@ class InstanceLifecycle(ObservedInstances):
             )
             return self._refresh(self.records.find(instance_id))
         return current
+
+    def _initial_health(self, check: HealthCheck | None) -> HealthStatus:
+        if check is None:
+            return HealthStatus.NONE
+        return HealthStatus.STARTING if self.checks_health else HealthStatus.UNCHECKED
 
     def _boot(
         self,

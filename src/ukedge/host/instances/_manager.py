@@ -104,6 +104,14 @@ class InstanceManager(InstanceLifecycle):
                 self._probes.maybe_probe(instance, self.upstream, self.steady_probe_interval_s)
             return
         if (
+            instance.auto_remove
+            and instance.state in (InstanceState.EXITED, InstanceState.FAILED)
+            and instance.restart_at is None
+        ):
+            log.info("instance %s has ended; removing it (--rm)", instance.name)
+            self.remove(instance.id)
+            return
+        if (
             not instance.state.active
             and instance.restart_at is not None
             and not instance.stopped_by_user

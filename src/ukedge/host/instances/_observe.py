@@ -27,6 +27,7 @@ from ukedge.errors import (
     UkedgeError,
 )
 from ukedge.guest import UNPACK_FAILED_STATUS
+from ukedge.host._events import EventJournal
 from ukedge.host._models import (
     HealthStatus,
     Instance,
@@ -110,6 +111,8 @@ class ObservedInstances:
         #: Called with every event, synchronously, after the change is committed. A listener
         #: that raises is logged and skipped.
         self.listeners: list[Callable[[InstanceEvent], None]] = []
+        #: Every process's events on this node, for followers in other processes.
+        self.journal = EventJournal(root / "events.jsonl")
         #: Failed health probes of each instance (by id) since this manager started: the
         #: record keeps only the current streak, which a passing probe resets.
         self.health_check_failures: collections.Counter[str] = collections.Counter()
@@ -121,6 +124,9 @@ class ObservedInstances:
         #: ``starting``, not ``unhealthy``, for at least this long (a boot under TCG takes
         #: seconds, and images often declare no start period).
         self.min_start_period_s = _MIN_START_PERIOD_S
+        #: Whether a supervisor (the agent's) will probe the instances this process starts;
+        #: the daemonless CLI's will not, and their health says "unchecked", not "starting".
+        self.checks_health = True
         #: Once an app has passed its check, it is probed at most this often: images give
         #: short intervals to be seen ready soon, and each probe wakes an idle guest.
         self.steady_probe_interval_s = _STEADY_PROBE_INTERVAL_S
@@ -175,6 +181,10 @@ class ObservedInstances:
                 listener(event)
             except Exception:
                 log.exception("instance event listener %r failed on %s", listener, action)
+        try:
+            self.journal.append(event)
+        except OSError as exc:  # the change is committed; only its announcement is lost
+            log.warning("cannot append to the event journal %s: %s", self.journal.path, exc)
 
     # -- observation -----------------------------------------------------------------------------
 
