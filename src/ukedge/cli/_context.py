@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from ukedge.controller import ControllerClient
+    from ukedge.controller import ControllerClient, FleetService
     from ukedge.host import NodeService
 
 __all__ = [
@@ -48,7 +48,7 @@ def close_controller() -> None:
         _controller.pop().close()
 
 
-def controller() -> ControllerClient:
+def controller() -> FleetService:
     """The controller of this invocation (settings resolved once, on first use)."""
     if not _controller:
         from ukedge.controller import ControllerClient, ControllerConfig

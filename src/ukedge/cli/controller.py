@@ -154,7 +154,7 @@ def token_create(
     ]
     err.print(
         f"join token {created.id} ({', '.join(limits)}; shown once). Enrol a node with:\n"
-        f"  ukedge host serve --controller {client.config.url} --join-token <the token below>",
+        f"  ukedge host serve --controller {client.url} --join-token <the token below>",
         markup=False,
     )
     out.print(created.token, markup=False, highlight=False)

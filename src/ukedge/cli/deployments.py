@@ -19,8 +19,8 @@ from ukedge.errors import ControllerError
 
 if TYPE_CHECKING:
     from ukedge.controller import (
-        ControllerClient,
         Deployment,
+        FleetService,
         ReplicaRecord,
         Revision,
         RolloutStatus,
@@ -125,7 +125,7 @@ def render_replicas(replicas: Sequence[ReplicaRecord], *, as_json: bool) -> None
     )
 
 
-def _follow(client: ControllerClient, deployment: Deployment) -> None:
+def _follow(client: FleetService, deployment: Deployment) -> None:
     """Draw the rollout of ``deployment``'s revision until it settles; raise if it did not
     complete. A bar on a terminal, a line per change otherwise (logs, CI)."""
     name, revision = deployment.name, deployment.revision
@@ -162,7 +162,7 @@ def _follow(client: ControllerClient, deployment: Deployment) -> None:
 
 
 def _print_deployment(
-    client: ControllerClient, deployment: Deployment, *, wait: bool, as_json: bool
+    client: FleetService, deployment: Deployment, *, wait: bool, as_json: bool
 ) -> None:
     if as_json:
         print_json(deployment.model_dump(mode="json"))

@@ -31,6 +31,7 @@ from ukedge.controller._models import (
     TokenCreated,
     TokenInfo,
 )
+from ukedge.controller._service import FleetService
 
 __all__ = [
     "CLIENT_ENV",
@@ -39,6 +40,7 @@ __all__ = [
     "Deployment",
     "DeploymentSpec",
     "DeploymentView",
+    "FleetService",
     "NodeRecord",
     "NodeStatus",
     "NodeView",

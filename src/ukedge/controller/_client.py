@@ -148,7 +148,8 @@ class ControllerConfig:
 
 
 class ControllerClient:
-    """One controller, over HTTPS; thread-safe like the httpx client it holds."""
+    """One controller over HTTPS, as a :class:`~ukedge.controller.FleetService`; thread-safe
+    like the httpx client it holds."""
 
     def __init__(self, config: ControllerConfig, *, timeout: float = 30.0) -> None:
         self.config = config
@@ -167,6 +168,10 @@ class ControllerClient:
             verify=verify,
             timeout=httpx.Timeout(timeout, connect=10.0),
         )
+
+    @property
+    def url(self) -> str:
+        return self.config.url
 
     def close(self) -> None:
         self._http.close()
