@@ -4,7 +4,9 @@
 
     UkedgeError
      ├── UsageError            bad input from a user: a flag, a file, a reference
-     │    └── UkfileError      a Ukfile that cannot be built (names file, field, problem)
+     │    └── InputFileError   a file the user wrote is wrong (names file, field, problem)
+     │         ├── UkfileError          a Ukfile that cannot be built
+     │         └── DeploymentFileError  a deployment file (`ukedge deploy -f`) that is not a spec
      ├── ImageError            the local image store: unknown image, corrupt blob, bad digest
      │    └── DigestMismatchError
      ├── KernelError           building or finding a kernel profile
@@ -36,10 +38,12 @@ __all__ = [
     "AuthenticationError",
     "BuildError",
     "ControllerError",
+    "DeploymentFileError",
     "DigestMismatchError",
     "HubError",
     "ImageError",
     "ImageInUseError",
+    "InputFileError",
     "InstanceError",
     "KernelError",
     "LinkError",
@@ -68,8 +72,9 @@ class UsageError(UkedgeError):
     exit_code = 2
 
 
-class UkfileError(UsageError):
-    """A Ukfile that cannot be built; the message names the file, the field and the problem."""
+class InputFileError(UsageError):
+    """A file the user wrote does not say what it must; the message names the file, the field
+    (``None``: the file as a whole) and the problem."""
 
     def __init__(self, path: str, field: str | None, problem: str) -> None:
         self.path = path
@@ -77,6 +82,14 @@ class UkfileError(UsageError):
         self.problem = problem
         where = f"{path}: {field}" if field else path
         super().__init__(f"{where}: {problem}")
+
+
+class UkfileError(InputFileError):
+    """A Ukfile that cannot be built."""
+
+
+class DeploymentFileError(InputFileError):
+    """A deployment file (``ukedge deploy -f app.toml``) that is not a valid deployment spec."""
 
 
 class ImageError(UkedgeError):

@@ -15,7 +15,14 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Protocol, runtime_checkable
 
-__all__ = ["HasErrors", "field_path", "problem", "validation_message", "validation_problems"]
+__all__ = [
+    "HasErrors",
+    "field_path",
+    "first_problem",
+    "problem",
+    "validation_message",
+    "validation_problems",
+]
 
 #: Longest text of a wrong value quoted back; a request may carry megabytes.
 _QUOTE = 60
@@ -67,6 +74,17 @@ def validation_problems(errors: HasErrors | Iterable[Mapping[str, Any]]) -> list
     """``(field, problem)`` for each error; the field is ``""`` for the whole object."""
     found = errors.errors() if isinstance(errors, HasErrors) else errors
     return [(field_path(tuple(e.get("loc", ()))), problem(e)) for e in found]
+
+
+def first_problem(errors: HasErrors | Iterable[Mapping[str, Any]]) -> tuple[str, str]:
+    """The first ``(field, problem)``, the problem saying how many more there are: a report on a
+    file (a Ukfile, a deployment file) names one field, and the user fixes them in turn."""
+    found = list(errors.errors() if isinstance(errors, HasErrors) else errors)
+    field, text = validation_problems(found[:1])[0]
+    if len(found) > 1:
+        more = len(found) - 1
+        text += f" (and {more} more problem{'s' if more > 1 else ''})"
+    return field, text
 
 
 def validation_message(

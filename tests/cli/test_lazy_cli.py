@@ -119,3 +119,10 @@ def test_run_opens_the_node_without_sqlalchemy_or_a_server(tmp_path: Path) -> No
     loaded = _loaded(["run", "--rm", "nope:404"], tmp_path)
     assert "ukedge.vmm.qemu" in loaded  # the node and its VM backend were opened
     assert _present(loaded, ("sqlalchemy", "httpx", "ukedge.server", *SERVER_AND_BUILD)) == []
+
+
+def test_fleet_commands_load_no_server_and_no_other_command(tmp_path: Path) -> None:
+    loaded = _loaded(["node", "ls"], tmp_path)  # fails at once: no controller here
+    assert "ukedge.cli.nodes" in loaded
+    others = ("ukedge.cli.deployments", "ukedge.cli.results", "ukedge.cli.controller")
+    assert _present(loaded, others + SERVER_AND_BUILD) == []

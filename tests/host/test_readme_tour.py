@@ -156,7 +156,9 @@ def test_readme_tour_runs_as_written(
             assert rc == 0, f"{shlex.quote(lines[i])} exited {rc}:\n{text}"
     assert "Hello, edge!" in ran("HELLO_EXIT=3")[0]
     assert ran("echo $?")[0].strip() == "3"
-    assert re.fullmatch(r"[0-9a-f]{32}\n", ran("--name agg")[0])
+    started = ran("--name agg")[0]  # the id, then (stderr) why its health shows unchecked
+    assert re.fullmatch(r"[0-9a-f]{32}", started.splitlines()[0]), started
+    assert "no agent supervises this instance" in started
     assert '"t1"' in ran("/stats")[0] and '"count":1' in ran("/stats")[0].replace(" ", "")
     assert "agg" in ran("ukedge ps; ukedge logs agg")[0]
     assert "pushed 127.0.0.1:" in ran("ukedge push")[0]

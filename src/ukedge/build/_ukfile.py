@@ -69,7 +69,7 @@ from pydantic import (
 
 from ukedge.errors import UkfileError, UsageError
 from ukedge.units import parse_duration, parse_size
-from ukedge.validation import validation_problems
+from ukedge.validation import first_problem
 
 __all__ = [
     "UKFILE_NAME",
@@ -405,8 +405,6 @@ def load_ukfile(path: Path) -> Ukfile:
         inner = ctx.get("error")
         if isinstance(inner, _FieldError):
             raise UkfileError(shown, inner.field, inner.problem) from exc
-        field, problem = validation_problems([first])[0]
-        if len(errors) > 1:
-            problem += f" (and {len(errors) - 1} more problem{'s' if len(errors) > 2 else ''})"
+        field, problem = first_problem(errors)
         raise UkfileError(shown, field or None, problem) from exc
     return model

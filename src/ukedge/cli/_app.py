@@ -85,6 +85,26 @@ _COMMANDS: dict[str, Spec] = {
     "kernel": ("kernel", "Build and list kernel profiles."),
     "hub": ("hub", "Run and administer the ukedge hub (an OCI registry)."),
     "host": ("host", "Run the host agent of an edge node."),
+    "controller": (
+        "controller",
+        "Run the controller (the cloud centre of a fleet) and manage its join tokens.",
+    ),
+    "node": ("nodes", "List and manage the fleet's edge nodes (through the controller)."),
+    "deploy": (
+        "deployments",
+        "Deploy an app to the fleet, from a deployment file or flags.",
+    ),
+    "deployments": ("deployments", "List, inspect and remove the fleet's deployments."),
+    "scale": ("deployments", "Set how many replicas a deployment runs."),
+    "rollout": (
+        "deployments",
+        "Follow a deployment's rollout, list its revisions, or go back to an earlier one.",
+    ),
+    "replicas": ("deployments", "List the fleet's replicas: where each runs and its state."),
+    "results": (
+        "results",
+        "Print the results the fleet's apps delivered to the controller (-f: follow live).",
+    ),
 }
 
 
@@ -152,12 +172,20 @@ def _root(
         help="The agent's bearer token (for TCP; on the agent's own machine it is read from "
         "<UKEDGE_HOME>/agent/token).",
     ),
+    controller: str = typer.Option(
+        None,
+        "--controller",
+        help="The controller the fleet commands (node, deploy, results…) talk to, "
+        "https://HOST:PORT [UKEDGE_CONTROLLER, else https://127.0.0.1:7700].",
+    ),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Log debug detail to stderr."),
     version: bool = typer.Option(
         False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
     ),
 ) -> None:
     _context.set_target(host, token)
+    _context.set_controller(controller)
+    ctx.call_on_close(_context.close_controller)
     if ctx.invoked_subcommand in _LOCAL_ONLY:
         _context.local_only(ctx.invoked_subcommand)
     level = logging.DEBUG if verbose else getattr(logging, os.environ.get("UKEDGE_LOG", "WARNING"))

@@ -7,16 +7,28 @@ streaming a console to the end) does not import it.
 
 from __future__ import annotations
 
+import datetime as dt
 import functools
 import json
 import sys
+import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, cast
 
 if TYPE_CHECKING:
     from rich.console import Console
 
-__all__ = ["err", "out", "print_image_record", "print_json", "print_table", "stderr", "stdout"]
+__all__ = [
+    "ago",
+    "err",
+    "out",
+    "print_image_record",
+    "print_json",
+    "print_table",
+    "stderr",
+    "stdout",
+    "when",
+]
 
 
 class _OnFirstUse:
@@ -49,6 +61,25 @@ def stderr() -> Console:
 
 out = cast("Console", _OnFirstUse(stdout))
 err = cast("Console", _OnFirstUse(stderr))
+
+
+def ago(timestamp: float | None) -> str:
+    """How long ago, as ``docker ps`` says it (``3 minutes``); ``-`` for never."""
+    if timestamp is None:
+        return "-"
+    seconds = max(0, int(time.time() - timestamp))
+    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60)):
+        if seconds >= size:
+            n = seconds // size
+            return f"{n} {unit}{'s' if n > 1 else ''}"
+    return f"{seconds} second{'s' if seconds != 1 else ''}"
+
+
+def when(timestamp: float | None, never: str = "never") -> str:
+    """A moment as ISO 8601 in UTC, to the second."""
+    if timestamp is None:
+        return never
+    return dt.datetime.fromtimestamp(timestamp, dt.UTC).isoformat(timespec="seconds")
 
 
 def print_json(data: Any) -> None:

@@ -1,9 +1,11 @@
-"""Which node the commands act on: this machine (daemonless) or a host agent.
+"""Which node the commands act on: this machine (daemonless) or a host agent; and which
+controller the fleet commands talk to.
 
 ``--host URL`` or ``UKEDGE_HOST`` (the Docker-context idiom) sends instance and image commands
 to an agent; without either they run in-process. Commands get a
 :class:`~ukedge.host.NodeService` either way and render what it returns, so the output is the
-same wherever the node is.
+same wherever the node is. ``--controller URL`` (else ``UKEDGE_CONTROLLER``, else the local
+controller) is where ``node``, ``deploy``, ``results``… go.
 """
 
 from __future__ import annotations
@@ -11,18 +13,48 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from ukedge.controller import ControllerClient, FleetService
     from ukedge.host import NodeService
 
-__all__ = ["local_only", "node", "remote_host", "set_target"]
+__all__ = [
+    "close_controller",
+    "controller",
+    "local_only",
+    "node",
+    "remote_host",
+    "set_controller",
+    "set_target",
+]
 
-_target: dict[str, str | None] = {"host": None, "token": None}
+_target: dict[str, str | None] = {"host": None, "token": None, "controller": None}
 _node: list[NodeService] = []
+_controller: list[ControllerClient] = []
 
 
 def set_target(host: str | None, token: str | None) -> None:
     _target["host"] = host or None
     _target["token"] = token or None
     _node.clear()
+
+
+def set_controller(url: str | None) -> None:
+    close_controller()
+    _target["controller"] = url or None
+
+
+def close_controller() -> None:
+    """Close the controller client's connections (at the end of each invocation)."""
+    while _controller:
+        _controller.pop().close()
+
+
+def controller() -> FleetService:
+    """The controller of this invocation (settings resolved once, on first use)."""
+    if not _controller:
+        from ukedge.controller import ControllerClient, ControllerConfig
+
+        _controller.append(ControllerClient(ControllerConfig.resolve(_target["controller"])))
+    return _controller[0]
 
 
 def remote_host() -> str | None:

@@ -7,14 +7,13 @@ draw what it returns, so a remote node's answers render the same way.
 
 from __future__ import annotations
 
-import datetime as dt
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from ukedge.cli._console import err, out, print_image_record, print_json, print_table
+from ukedge.cli._console import err, out, print_image_record, print_json, print_table, when
 from ukedge.cli._context import local_only, node
 from ukedge.cli.instances import prewarm
 from ukedge.units import format_size
@@ -43,12 +42,6 @@ def _store() -> ImageStore:
     return ImageStore(store_dir())
 
 
-def _when(timestamp: float | None) -> str:
-    if timestamp is None:
-        return "never"
-    return dt.datetime.fromtimestamp(timestamp, dt.UTC).isoformat(timespec="seconds")
-
-
 def render_images(rows: Sequence[ImageSummary], *, as_json: bool, quiet: bool) -> None:
     if as_json:
         print_json([row.model_dump(mode="json") for row in rows])
@@ -65,7 +58,7 @@ def render_images(rows: Sequence[ImageSummary], *, as_json: bool, quiet: bool) -
                     r.id,
                     r.runtime,
                     r.created,
-                    _when(r.last_used) + (" (in use)" if r.in_use else ""),
+                    when(r.last_used) + (" (in use)" if r.in_use else ""),
                     format_size(r.size),
                 )
                 for r in rows

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from ukedge.cli._console import err, out, print_image_record, print_json, print_table
+from ukedge.cli._console import ago, err, out, print_image_record, print_json, print_table
 from ukedge.cli._context import node, remote_host
 from ukedge.errors import ImageError, InstanceError, UsageError
 from ukedge.units import format_size, parse_duration, parse_size
@@ -44,17 +44,6 @@ def _parse_env(items: list[str]) -> dict[str, str]:
     return env
 
 
-def _ago(timestamp: float | None) -> str:
-    if timestamp is None:
-        return "-"
-    seconds = max(0, int(time.time() - timestamp))
-    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60)):
-        if seconds >= size:
-            n = seconds // size
-            return f"{n} {unit}{'s' if n > 1 else ''}"
-    return f"{seconds} second{'s' if seconds != 1 else ''}"
-
-
 #: How ``ps`` shows health beside "Up …": nothing without a check, and a daemonless instance's
 #: check, which nobody runs, as unchecked rather than forever starting.
 _HEALTH_SHOWN = {"none": "", "unchecked": " (health unchecked)"}
@@ -66,15 +55,15 @@ def _status(instance: Instance) -> str:
     match instance.state:
         case InstanceState.RUNNING:
             health = _HEALTH_SHOWN.get(instance.health.value, f" ({instance.health.value})")
-            return f"Up {_ago(instance.started_at)}{health}"
+            return f"Up {ago(instance.started_at)}{health}"
         case InstanceState.CREATED if instance.on_demand:
             return "Idle (on demand)"
         case InstanceState.EXITED if instance.on_demand and instance.exit_code in (0, None):
-            return f"Idle (on demand) {_ago(instance.finished_at)}"
+            return f"Idle (on demand) {ago(instance.finished_at)}"
         case InstanceState.EXITED:
-            return f"Exited ({instance.exit_code}) {_ago(instance.finished_at)} ago"
+            return f"Exited ({instance.exit_code}) {ago(instance.finished_at)} ago"
         case InstanceState.FAILED:
-            return f"Failed {_ago(instance.finished_at)} ago"
+            return f"Failed {ago(instance.finished_at)} ago"
         case _:
             return instance.state.value.capitalize()
 
@@ -363,7 +352,7 @@ def ps(
                     i.image,
                     _status(i),
                     ", ".join(str(p) for p in i.ports),
-                    _ago(i.created_at) + " ago",
+                    ago(i.created_at) + " ago",
                 )
                 for i in instances
             ],

@@ -1,12 +1,13 @@
 """The cloud centre: nodes, deployments, the scheduler (pure), the reconciler, results.
 
-The server (FastAPI, SQLAlchemy, the TLS identity) loads on first use: the CLI's client and
-the models do not pay for it.
+The server (FastAPI, SQLAlchemy, the TLS identity) and the REST client (httpx) load on first
+use: a command that only reads a deployment file pays for neither.
 """
 
 import typing
 
 from ukedge._lazy import lazy_exports
+from ukedge.controller._deployfile import deployment_spec, load_deployment_file
 from ukedge.controller._fleet import (
     DeploymentView,
     NodeView,
@@ -32,6 +33,7 @@ from ukedge.controller._models import (
 )
 from ukedge.controller._planner import Plan, plan
 from ukedge.controller._scheduler import per_node_targets, schedule
+from ukedge.controller._service import FleetService
 from ukedge.controller._settings import (
     DEFAULT_ADDR,
     ENV_PREFIX,
@@ -40,13 +42,17 @@ from ukedge.controller._settings import (
 )
 
 __all__ = [
+    "CLIENT_ENV",
     "DEFAULT_ADDR",
     "ENV_PREFIX",
     "Controller",
+    "ControllerClient",
+    "ControllerConfig",
     "ControllerSettings",
     "Deployment",
     "DeploymentSpec",
     "DeploymentView",
+    "FleetService",
     "Identity",
     "NodeRecord",
     "NodeStatus",
@@ -66,7 +72,9 @@ __all__ = [
     "TokenCreated",
     "TokenInfo",
     "create_controller_app",
+    "deployment_spec",
     "load_controller_settings",
+    "load_deployment_file",
     "per_node_targets",
     "plan",
     "schedule",
@@ -75,11 +83,15 @@ __all__ = [
 
 if typing.TYPE_CHECKING:
     from ukedge.controller._api import create_controller_app
+    from ukedge.controller._client import CLIENT_ENV, ControllerClient, ControllerConfig
     from ukedge.controller._controller import Controller
     from ukedge.controller._identity import Identity
     from ukedge.controller._serve import serve
 
 _LAZY = {
+    "CLIENT_ENV": "ukedge.controller._client",
+    "ControllerClient": "ukedge.controller._client",
+    "ControllerConfig": "ukedge.controller._client",
     "create_controller_app": "ukedge.controller._api",
     "Controller": "ukedge.controller._controller",
     "Identity": "ukedge.controller._identity",
