@@ -1,7 +1,5 @@
 """The fleet commands end to end against the real controller served over HTTPS (SQLite), a real
 hub for the images it pins, and nodes that speak the link as the agent does (kit.controller).
-
-Needs the controller server (kit.controller comes with it): skipped where it is not merged yet.
 """
 
 from __future__ import annotations
@@ -21,22 +19,14 @@ import httpx
 import pytest
 from typer.testing import CliRunner
 
+import kit.controller as kit_controller
 from kit.hub import RunningHub, hub, hub_factory, push_image
 from kit.net import free_port
 from ukedge.cli._app import app
 from ukedge.controller import ControllerClient, ControllerConfig
 from ukedge.host.link import ENROL_PATH, EnrolReply, JoinToken, pinned_context
 
-try:
-    import kit.controller as kit_controller
-except ModuleNotFoundError as missing:  # the server is not merged here: collected, skipped
-    if missing.name != "kit.controller":
-        raise
-    kit_controller = None
-
 __all__ = ["hub", "hub_factory"]
-
-pytestmark = pytest.mark.skipif(kit_controller is None, reason="the controller server is not here")
 
 _UKEDGE = (sys.executable, "-m", "ukedge.cli.main")
 

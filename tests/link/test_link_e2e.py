@@ -1,7 +1,7 @@
 """The controller link end to end: real host agents (``ukedge host serve`` processes), a real
-hub and a real controller. Written before the controller merged; the lead enables it.
+hub and a real controller.
 
-Needs a ``controller`` fixture (defined by the lead, not here) giving a running controller:
+The ``controller`` fixture gives a running controller:
 
 * ``controller.url``: ``https://127.0.0.1:PORT``;
 * ``controller.cert``: its certificate (PEM);
@@ -9,10 +9,8 @@ Needs a ``controller`` fixture (defined by the lead, not here) giving a running 
 * ``controller.stop()`` / ``controller.start()``: make it unreachable / bring it back on the
   same port and data (``start`` returns once it answers).
 
-``kit.link_controller.RestartableController`` is such a controller (the fixture is four lines,
-in its docstring); with it the whole file passed on a scratch merge of wt-link, wt-ctl and
-wt-sched (15 tests). Everything else goes through the controller's documented REST API
-(notes/controller.md) and the agent's. Skipped until ``ukedge.controller._serve`` exists.
+It is a ``kit.link_controller.RestartableController``. Everything else goes through the
+controller's documented REST API (docs/api.md) and the agent's.
 
 What each test checks:
 
@@ -34,7 +32,6 @@ What each test checks:
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import time
@@ -49,6 +46,7 @@ from conformance.sinks import ARRIVAL_TIMEOUT, ResultSinkSuite, deliver_until_up
 from kit.agent import AgentProcess, push_examples, running_agent
 from kit.host import ukedge_cmd, wait_http
 from kit.hub import RunningHub, start_hub
+from kit.link_controller import RestartableController
 from kit.net import free_port
 from ukedge.host import InstanceState, run_request
 from ukedge.host.link import (
@@ -60,16 +58,16 @@ from ukedge.host.link import (
 from ukedge.host.results.sinks import ResultRecord, ResultSink
 from ukedge.image import ImageStore
 
-pytestmark = [
-    pytest.mark.vm,
-    pytest.mark.skipif(
-        importlib.util.find_spec("ukedge.controller._serve") is None,
-        reason="needs the controller server (ukedge.controller._serve) and the lead's "
-        "`controller` fixture",
-    ),
-]
+pytestmark = pytest.mark.vm
 
 CEILING_S = 240.0
+
+
+@pytest.fixture
+def controller(tmp_path: Path) -> Iterator[RestartableController]:
+    running = RestartableController(tmp_path / "controller")
+    yield running
+    running.stop()
 
 
 def _wait(condition: Callable[[], Any], what: str, ceiling: float = CEILING_S) -> Any:
