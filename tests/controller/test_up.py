@@ -4,9 +4,11 @@ SIGTERM: the process ends, and with it the instances the controller deployed."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
+import socket
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -19,9 +21,9 @@ import pytest
 from kit.agent import AgentProcess, push_examples
 from kit.host import ukedge_cmd
 from kit.net import free_port
+from ukedge.controller import UpInfo, UpSettings, up
+from ukedge.errors import UsageError
 from ukedge.image import ImageStore
-
-pytestmark = pytest.mark.vm
 
 #: Generous: under TCG a boot, a rollout and a results delivery each take seconds.
 CEILING_S = 240.0
@@ -53,6 +55,51 @@ def _qemu_of(data: Path) -> list[int]:
     return found
 
 
+def test_an_address_in_use_fails_the_start_before_anything_runs(tmp_path: Path) -> None:
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    ports = [free_port(), taken.getsockname()[1], free_port()]
+    ready: list[UpInfo] = []
+    settings = UpSettings(
+        data_dir=tmp_path / "up",
+        controller_addr=f"127.0.0.1:{ports[0]}",
+        hub_addr=f"127.0.0.1:{ports[1]}",
+        agent_addr=f"127.0.0.1:{ports[2]}",
+    )
+    try:
+        with pytest.raises(UsageError, match=f"cannot listen on 127.0.0.1:{ports[1]}"):
+            up(settings, on_ready=ready.append)
+    finally:
+        taken.close()
+    assert ready == []
+    assert not (tmp_path / "up").exists()  # no identity, database or enrolment made
+    for port in (ports[0], ports[2]):  # the controller's port, bound first, was let go
+        probe = socket.socket()
+        probe.bind(("127.0.0.1", port))
+        probe.close()
+
+
+def test_exports_point_the_cli_at_what_up_runs(tmp_path: Path) -> None:
+    info = UpInfo(
+        controller_url="https://127.0.0.1:7700",
+        hub="127.0.0.1:5000",
+        agent_url="http://127.0.0.1:7600",
+        agent_socket=tmp_path / "agent" / "agent.sock",
+        node_name="n",
+        controller_dir=tmp_path / "controller",
+        default_files=True,
+    )
+    # The default directory and URL: the CLI finds the controller with nothing set.
+    assert info.exports() == [f"export UKEDGE_HOST=unix://{tmp_path}/agent/agent.sock"]
+    elsewhere = dataclasses.replace(info, default_files=False)
+    assert elsewhere.exports()[:3] == [
+        "export UKEDGE_CONTROLLER=https://127.0.0.1:7700",
+        f"export UKEDGE_CONTROLLER_TOKEN=$(cat {tmp_path}/controller/admin.token)",
+        f"export UKEDGE_CONTROLLER_CERT={tmp_path}/controller/tls.crt",
+    ]
+
+
 @pytest.fixture
 def up_data(tmp_path: Path) -> Iterator[Path]:
     data = tmp_path / "up"
@@ -60,6 +107,7 @@ def up_data(tmp_path: Path) -> Iterator[Path]:
     AgentProcess(data / "agent", 0, [], tmp_path / "unused.log").kill_machines()
 
 
+@pytest.mark.vm
 def test_up_runs_a_fleet_of_one_and_sigterm_stops_it_all(
     tmp_path: Path, up_data: Path, example_store: Path
 ) -> None:

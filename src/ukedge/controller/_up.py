@@ -198,7 +198,6 @@ def up(settings: UpSettings, *, on_ready: Callable[[UpInfo], None]) -> None:
     """Run the three servers until SIGINT or SIGTERM (blocks); ``on_ready`` is called once the
     agent has reached the controller. Raises :class:`UsageError` for an address in use (nothing
     is started then)."""
-    serverlog.configure(settings.log_format)
     try:
         centre, hub_settings, agent_settings = _settings(settings)
     except ValidationError as exc:
@@ -216,11 +215,13 @@ def up(settings: UpSettings, *, on_ready: Callable[[UpInfo], None]) -> None:
             sock.close()
         raise
     controller_socket, hub_socket, agent_sockets = sockets[0], sockets[1], sockets[2:]
+    serverlog.configure(settings.log_format)
 
     signals = _Signals()
     servers: list[_ServerThread] = []
     controller: Controller | None = None
     agent: Agent | None = None
+    agent_server: _ServerThread | None = None
     try:
         controller = Controller(centre)
         hub = open_hub(hub_settings)
@@ -271,6 +272,8 @@ def up(settings: UpSettings, *, on_ready: Callable[[UpInfo], None]) -> None:
             _stop_deployed(agent)
         for item in reversed(servers):
             item.stop()
+        if agent is not None and (agent_server is None or not agent_server.server.started):
+            agent.close()  # its server's lifespan, which closes it, never ran
         if controller is not None:
             controller.close()
         for sock in sockets:
