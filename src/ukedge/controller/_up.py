@@ -268,6 +268,7 @@ def up(settings: UpSettings, *, on_ready: Callable[[UpInfo], None]) -> None:
             if dead:
                 raise ControllerError(f"the {', '.join(dead)} stopped (see the log above)")
     finally:
+        log.info("stopping the deployed instances, then the agent, the hub and the controller")
         if agent is not None:
             _stop_deployed(agent)
         for item in reversed(servers):
