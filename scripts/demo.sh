@@ -4,7 +4,10 @@
 # the foreground → run sensor-agg (as pulled from the hub) detached with a published port, feed
 # it readings, read its stats and results → stop and remove it → start a host agent (edge node)
 # that pulls from the hub, run sensor-agg on it with `--host`, kill -9 the agent, start it again
-# and find the instance still running → an on-demand instance that boots on the first request.
+# and find the instance still running → an on-demand instance that boots on the first request →
+# a fleet of one with `ukedge up` (controller + hub + local agent in one process): push
+# sensor-agg to its hub, deploy two replicas through the controller, post readings to both and
+# watch their results stream back to the centre, then stop it all.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 UKEDGE=${UKEDGE:-.venv/bin/ukedge}
@@ -16,9 +19,19 @@ HUB_PID=
 AGENT_PORT=${DEMO_AGENT_PORT:-17600}
 AGENT_DATA=$(mktemp -d)
 AGENT_PID=
+UP_DATA=$(mktemp -d)
+UP_PID=
+FOLLOW_PID=
 cleanup() {
   status=$?
   set +e
+  [ -n "$FOLLOW_PID" ] && kill "$FOLLOW_PID" 2>/dev/null
+  if [ -n "$UP_PID" ]; then
+    # `up` stops the instances its controller deployed before it exits: wait for that.
+    kill -TERM "$UP_PID" 2>/dev/null
+    for _ in $(seq 1 600); do kill -0 "$UP_PID" 2>/dev/null || break; sleep 0.1; done
+    kill -9 "$UP_PID" 2>/dev/null
+  fi
   [ -n "$HUB_PID" ] && kill "$HUB_PID" 2>/dev/null
   if [ -n "$AGENT_PID" ]; then
     # Whatever a failed step left behind: the VMs outlive the agent by design.
@@ -26,6 +39,7 @@ cleanup() {
     kill "$AGENT_PID" 2>/dev/null
   fi
   rm -rf "$HUB_DATA" "$HUB_DATA.log" "$AGENT_DATA" "$AGENT_DATA.log"
+  rm -rf "$UP_DATA" "$UP_DATA.out" "$UP_DATA.log"
   exit "$status"
 }
 trap cleanup EXIT
@@ -141,4 +155,78 @@ for _ in $(seq 1 100); do
 done
 $UKEDGE ps -a
 $UKEDGE rm edge-ondemand
+unset UKEDGE_HOST UKEDGE_HOST_TOKEN
+kill "$AGENT_PID"; wait "$AGENT_PID" 2>/dev/null || true
+AGENT_PID=
+
+UP_CONTROLLER_PORT=${DEMO_CONTROLLER_PORT:-17700}
+UP_HUB="127.0.0.1:${DEMO_UP_HUB_PORT:-15001}"
+UP_AGENT_PORT=$((AGENT_PORT + 1))
+step "a fleet of one: ukedge up runs a controller, a hub and a local agent in one process"
+$UKEDGE up --data "$UP_DATA" --name edge-up --addr-controller "127.0.0.1:$UP_CONTROLLER_PORT" \
+  --addr-hub "$UP_HUB" --addr-agent "127.0.0.1:$UP_AGENT_PORT" >"$UP_DATA.out" 2>"$UP_DATA.log" &
+UP_PID=$!
+for _ in $(seq 1 1200); do
+  grep -q ready "$UP_DATA.out" 2>/dev/null && break
+  kill -0 "$UP_PID" 2>/dev/null || { echo "ukedge up failed; its log:" >&2; cat "$UP_DATA.log" >&2; exit 1; }
+  sleep 0.1
+done
+grep -q ready "$UP_DATA.out" || { echo "ukedge up did not get ready; its log:" >&2; cat "$UP_DATA.log" >&2; exit 1; }
+cat "$UP_DATA.out"
+# What `up` printed to export (the controller's admin token and certificate are in its data).
+export UKEDGE_CONTROLLER="https://127.0.0.1:$UP_CONTROLLER_PORT"
+UKEDGE_CONTROLLER_TOKEN=$(cat "$UP_DATA/controller/admin.token")
+export UKEDGE_CONTROLLER_TOKEN
+export UKEDGE_CONTROLLER_CERT="$UP_DATA/controller/tls.crt"
+$UKEDGE node ls
+
+step "push sensor-agg to the fleet's hub and deploy two replicas through the controller"
+$UKEDGE tag sensor-agg:1 "$UP_HUB/demo/sensor-agg:1"
+$UKEDGE push -q "$UP_HUB/demo/sensor-agg:1"
+# Two replicas on one node cannot publish the same host port, so each replica is a deployment
+# of its own with its own port (on a fleet of several nodes: one deployment, --replicas N).
+FLEET_PORTS=("$((PORT + 3))" "$((PORT + 4))")
+for i in 0 1; do
+  $UKEDGE deploy "sensor-agg-$i" --image "$UP_HUB/demo/sensor-agg:1" -e WINDOW_SECONDS=2 \
+    -p "${FLEET_PORTS[$i]}:8080" --wait
+done
+$UKEDGE deployments ls
+$UKEDGE replicas
+
+step "post readings to both replicas; their results stream back to the controller"
+$UKEDGE results -f &
+FOLLOW_PID=$!
+for i in 0 1; do
+  port=${FLEET_PORTS[$i]}
+  for _ in $(seq 1 300); do curl -fsS "http://127.0.0.1:$port/healthz" >/dev/null 2>&1 && break; sleep 0.1; done
+  curl -fsS -X POST -H 'Content-Type: application/json' \
+    -d "[{\"sensor\":\"t$i\",\"value\":2$i.5},{\"sensor\":\"t$i\",\"value\":2$i.0}]" \
+    "http://127.0.0.1:$port/readings" >/dev/null
+done
+# A window closes after WINDOW_SECONDS; a later reading makes the app write it out at once.
+sleep 3
+for i in 0 1; do
+  curl -fsS -X POST -d "{\"sensor\":\"t$i\",\"value\":1}" "http://127.0.0.1:${FLEET_PORTS[$i]}/readings" >/dev/null
+done
+arrived=
+for _ in $(seq 1 600); do
+  if $UKEDGE results --deployment sensor-agg-0 --json 2>/dev/null | grep -q . &&
+    $UKEDGE results --deployment sensor-agg-1 --json 2>/dev/null | grep -q .; then
+    arrived=yes
+    break
+  fi
+  sleep 0.2
+done
+sleep 1  # let the follower print what arrived
+kill "$FOLLOW_PID" 2>/dev/null; wait "$FOLLOW_PID" 2>/dev/null || true
+FOLLOW_PID=
+[ -n "$arrived" ] || { echo "the results of both replicas did not reach the controller" >&2; exit 1; }
+echo "records at the controller: $($UKEDGE results --json | wc -l), from both replicas"
+
+step "stop ukedge up: it stops the deployed instances, then the controller, hub and agent"
+kill -TERM "$UP_PID"
+wait "$UP_PID" 2>/dev/null || true
+UP_PID=
+tail -n 3 "$UP_DATA.log"
+$UKEDGE rmi "$UP_HUB/demo/sensor-agg:1" >/dev/null
 step "done"

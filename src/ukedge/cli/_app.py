@@ -105,6 +105,10 @@ _COMMANDS: dict[str, Spec] = {
         "results",
         "Print the results the fleet's apps delivered to the controller (-f: follow live).",
     ),
+    "up": (
+        "up",
+        "Run a fleet of one: a controller, a hub and a local host agent, in the foreground.",
+    ),
 }
 
 

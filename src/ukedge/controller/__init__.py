@@ -71,6 +71,8 @@ __all__ = [
     "ScoringStrategy",
     "TokenCreated",
     "TokenInfo",
+    "UpInfo",
+    "UpSettings",
     "create_controller_app",
     "deployment_spec",
     "load_controller_settings",
@@ -79,6 +81,7 @@ __all__ = [
     "plan",
     "schedule",
     "serve",
+    "up",
 ]
 
 if typing.TYPE_CHECKING:
@@ -87,6 +90,7 @@ if typing.TYPE_CHECKING:
     from ukedge.controller._controller import Controller
     from ukedge.controller._identity import Identity
     from ukedge.controller._serve import serve
+    from ukedge.controller._up import UpInfo, UpSettings, up
 
 _LAZY = {
     "CLIENT_ENV": "ukedge.controller._client",
@@ -96,6 +100,9 @@ _LAZY = {
     "Controller": "ukedge.controller._controller",
     "Identity": "ukedge.controller._identity",
     "serve": "ukedge.controller._serve",
+    "UpInfo": "ukedge.controller._up",
+    "UpSettings": "ukedge.controller._up",
+    "up": "ukedge.controller._up",
 }
 
 __getattr__ = lazy_exports(globals(), _LAZY)

@@ -16,9 +16,18 @@ from ukedge.controller._api import create_controller_app
 from ukedge.controller._controller import Controller
 from ukedge.controller._settings import ControllerSettings
 
-__all__ = ["serve"]
+__all__ = ["serve", "server_config"]
 
 log = logging.getLogger(__name__)
+
+
+def server_config(controller: Controller) -> uvicorn.Config:
+    """How uvicorn serves the controller's API (with its loop): HTTPS on its own identity."""
+    return server.uvicorn_config(
+        create_controller_app(controller),
+        ssl_certfile=str(controller.identity.cert_path),
+        ssl_keyfile=str(controller.identity.key_path),
+    )
 
 
 def serve(settings: ControllerSettings) -> None:
@@ -34,11 +43,7 @@ def serve(settings: ControllerSettings) -> None:
             identity.fingerprint,
             controller.db.shown,
         )
-        config = server.uvicorn_config(
-            create_controller_app(controller),
-            ssl_certfile=str(identity.cert_path),
-            ssl_keyfile=str(identity.key_path),
-        )
+        config = server_config(controller)
         try:
             uvicorn.Server(config).run(sockets=[listener])
         finally:

@@ -35,6 +35,7 @@ from ukedge.hub._manifest_parse import SIGNATURE_TYPES
 from ukedge.hub._serve import (
     add_user,
     create_robot_token,
+    open_hub,
     run_fsck,
     run_gc,
     serve,
@@ -61,6 +62,7 @@ __all__ = [
     "create_app",
     "create_robot_token",
     "load_settings",
+    "open_hub",
     "parse_grant",
     "run_fsck",
     "run_gc",

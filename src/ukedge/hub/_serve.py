@@ -19,6 +19,7 @@ from ukedge.hub._settings import HubSettings
 __all__ = [
     "add_user",
     "create_robot_token",
+    "open_hub",
     "run_fsck",
     "run_gc",
     "serve",
@@ -31,6 +32,14 @@ log = logging.getLogger(__name__)
 def serve(settings: HubSettings) -> None:
     """Reconcile metadata with storage, then run the hub under uvicorn until interrupted."""
     serverlog.configure(settings.log_format)
+    hub = open_hub(settings)
+    listener = server.tcp_listener(settings.host, settings.port)
+    server.run(create_app(settings, hub), [listener], trusted_proxies=settings.trusted_proxies)
+
+
+def open_hub(settings: HubSettings) -> Hub:
+    """The hub of a server about to listen (``hub serve``, ``ukedge up``): its metadata
+    reconciled with storage first (size-only check, repairing), as every start must."""
     hub = Hub(settings)
     report = asyncio.run(check(hub.db, hub.storage, verify=False, repair=True))
     log.info(
@@ -46,8 +55,7 @@ def serve(settings: HubSettings) -> None:
             "add a user (ukedge hub user add) or pass --auth on",
             settings.addr,
         )
-    listener = server.tcp_listener(settings.host, settings.port)
-    server.run(create_app(settings, hub), [listener], trusted_proxies=settings.trusted_proxies)
+    return hub
 
 
 def server_config(settings: HubSettings, app: ASGIApp, **overrides: Any) -> uvicorn.Config:

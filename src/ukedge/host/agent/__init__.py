@@ -15,9 +15,11 @@ __all__ = [
     "Agent",
     "AgentClient",
     "AgentSettings",
+    "build_app",
     "create_agent_app",
     "ensure_token",
     "load_agent_settings",
+    "open_listeners",
     "serve",
 ]
 
@@ -25,7 +27,7 @@ if typing.TYPE_CHECKING:
     from ukedge.host.agent._agent import DEFAULT_ADDR, Agent, AgentSettings, load_agent_settings
     from ukedge.host.agent._api import create_agent_app
     from ukedge.host.agent._client import HOST_ENV, TOKEN_ENV, AgentClient
-    from ukedge.host.agent._serve import ensure_token, serve
+    from ukedge.host.agent._serve import build_app, ensure_token, open_listeners, serve
 
 _LAZY = {
     "DEFAULT_ADDR": "ukedge.host.agent._agent",
@@ -36,7 +38,9 @@ _LAZY = {
     "HOST_ENV": "ukedge.host.agent._client",
     "TOKEN_ENV": "ukedge.host.agent._client",
     "AgentClient": "ukedge.host.agent._client",
+    "build_app": "ukedge.host.agent._serve",
     "ensure_token": "ukedge.host.agent._serve",
+    "open_listeners": "ukedge.host.agent._serve",
     "serve": "ukedge.host.agent._serve",
 }
 

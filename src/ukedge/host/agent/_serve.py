@@ -29,7 +29,15 @@ from ukedge.host.agent._api import create_agent_app
 from ukedge.host.agent._metrics import AgentMetrics
 from ukedge.host.ondemand import OnDemandController
 
-__all__ = ["MAX_BODY_BYTES", "BearerAuth", "BodyLimit", "ensure_token", "serve"]
+__all__ = [
+    "MAX_BODY_BYTES",
+    "BearerAuth",
+    "BodyLimit",
+    "build_app",
+    "ensure_token",
+    "open_listeners",
+    "serve",
+]
 
 log = logging.getLogger(__name__)
 
@@ -222,13 +230,24 @@ def build_app(agent: Agent, token: str) -> ASGIApp:
     return BearerAuth(BodyLimit(app), token, agent.settings.socket_path)
 
 
+def open_listeners(settings: AgentSettings) -> list[socket.socket]:
+    """The agent's Unix socket and (when it has an address) its TCP port, both listening."""
+    listeners = [_unix_listener(settings.socket_path)]
+    if settings.addr:
+        try:
+            listeners.append(server.tcp_listener(settings.host, settings.port))
+        except BaseException:
+            listeners[0].close()
+            settings.socket_path.unlink(missing_ok=True)
+            raise
+    return listeners
+
+
 def serve(settings: AgentSettings, token: str) -> None:
     """Run the agent until interrupted (blocks). Instances keep running after it stops."""
     serverlog.configure(settings.log_format)
     agent = Agent(settings)
-    listeners = [_unix_listener(settings.socket_path)]
-    if settings.addr:
-        listeners.append(server.tcp_listener(settings.host, settings.port))
+    listeners = open_listeners(settings)
     log.info(
         "agent %s serving on %s%s",
         settings.name,
