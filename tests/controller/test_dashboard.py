@@ -132,6 +132,15 @@ def test_the_dashboard_in_headless_chromium(
                 "the token form",
             )
             assert page.script("return document.querySelector('#dashboard').hidden")
+            # A wrong token: refused by the API, the form comes back saying so.
+            page.type("#token", "not-the-token")
+            page.click("#login button[type=submit]")
+            refused = page.wait_for(
+                lambda: page.script("return document.querySelector('#login-error').textContent"),
+                "the refusal",
+            )
+            assert "not this controller's admin token" in refused
+            assert page.script("return sessionStorage.length") == 0
             page.type("#token", local.identity.admin_token)
             page.click("#login button[type=submit]")
 
@@ -194,7 +203,14 @@ def test_the_dashboard_in_headless_chromium(
             assert "edge-1/sensor-a #7" in items[0]
             assert len(items) == 2
 
-            # A reload keeps the token for this tab only; nothing of it reached the markup.
+            # A reload keeps the token for this tab (sessionStorage), and shows the fleet again;
+            # nothing of the token reaches the markup. Forgetting it clears it.
+            page.open(running.url + "/")
+            page.wait_for(lambda: "edge-1" in _rows(page, "nodes", "node"), "the nodes again")
             assert local.identity.admin_token not in page.script(
                 "return document.documentElement.outerHTML"
             )
+            page.click("#logout")
+            assert page.script("return sessionStorage.length") == 0
+            assert page.script("return document.querySelector('#dashboard').hidden")
+            assert page.script("return document.querySelectorAll('tbody tr, #feed li').length") == 0

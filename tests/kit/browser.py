@@ -28,11 +28,11 @@ __all__ = ["CHROMEDRIVER", "CHROMIUM", "Browser", "browser", "chromium_flags", "
 
 CHROMIUM = shutil.which("chromium")
 CHROMEDRIVER = shutil.which("chromedriver")
-_ELEMENT = "element-6066-11e4-a52e-4a2a6b4e0f5c"
+_ELEMENT = "element-6066-11e4-a52e-4f735466cecf"
 T = TypeVar("T")
 
 
-def chromium_flags(profile: Path, *, cert_pem: bytes | None = None) -> list[str]:
+def chromium_flags(profile: Path, *, cert_pem: str | None = None) -> list[str]:
     """Headless, offline, a fresh profile; trusts ``cert_pem`` (by its key) when given."""
     flags = [
         "--headless",
@@ -46,7 +46,7 @@ def chromium_flags(profile: Path, *, cert_pem: bytes | None = None) -> list[str]
         f"--user-data-dir={profile}",
     ]
     if cert_pem is not None:
-        key = x509.load_pem_x509_certificate(cert_pem).public_key()
+        key = x509.load_pem_x509_certificate(cert_pem.encode()).public_key()
         spki = key.public_bytes(
             serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
         )
@@ -76,7 +76,7 @@ class Browser:
     def _call(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
         r = self._client.request(method, self._base + path, json=body)
         value = r.json()["value"]
-        if r.status_code != 200:
+        if r.status_code != 200 or (isinstance(value, dict) and "error" in value):
             raise AssertionError(f"webdriver {method} {path}: {value}")
         return value
 
@@ -84,9 +84,9 @@ class Browser:
         self._call("POST", "/url", {"url": url})
 
     def find(self, css: str) -> str:
-        return str(
-            self._call("POST", "/element", {"using": "css selector", "value": css})[_ELEMENT]
-        )
+        found = self._call("POST", "/element", {"using": "css selector", "value": css})
+        assert isinstance(found, dict) and _ELEMENT in found, found
+        return str(found[_ELEMENT])
 
     def type(self, css: str, text: str) -> None:
         self._call("POST", f"/element/{self.find(css)}/value", {"text": text})
@@ -111,7 +111,7 @@ class Browser:
 
 
 @contextlib.contextmanager
-def browser(profile: Path, *, cert_pem: bytes | None = None) -> Iterator[Browser]:
+def browser(profile: Path, *, cert_pem: str | None = None) -> Iterator[Browser]:
     """Chromium headless under chromedriver on a free port of 127.0.0.1."""
     assert CHROMIUM is not None and CHROMEDRIVER is not None
     port = free_port()

@@ -12,6 +12,8 @@ let token = sessionStorage.getItem(KEY);
 let refreshTimer = null;
 let feedAbort = null;
 let lastResultId = null;
+// Bumped at each start and logout: a refresh still in flight from before renders nothing.
+let session = 0;
 
 const $ = (selector) => document.querySelector(selector);
 
@@ -109,20 +111,22 @@ function setStatus(text, error) {
   status.className = error ? "error" : "";
 }
 
-async function refresh() {
+async function refresh(mine) {
   try {
     const [nodes, deployments, replicas] = await Promise.all([
       api("/v1/nodes"), api("/v1/deployments"), api("/v1/replicas"),
     ]);
+    if (mine !== session) return;
     renderNodes(nodes);
     renderDeployments(deployments);
     renderReplicas(replicas);
     setStatus("updated " + new Date().toLocaleTimeString(), false);
   } catch (error) {
+    if (mine !== session) return;
     if (error instanceof Unauthorized) return logout(error.message);
     setStatus("cannot reach the controller: " + error.message, true);
   }
-  refreshTimer = setTimeout(refresh, REFRESH_MS);
+  refreshTimer = setTimeout(() => refresh(mine), REFRESH_MS);
 }
 
 function addResult(record) {
@@ -152,7 +156,11 @@ async function follow() {
       if (lastResultId !== null) headers["Last-Event-ID"] = lastResultId;
       const response = await fetch("/v1/results/stream?tail=" + FEED_TAIL,
                                     { headers, signal: abort.signal, cache: "no-store" });
-      if (response.status === 401) return logout("the token was refused");
+      if (response.status === 401) {
+        const detail = (await response.json()).detail;
+        if (!abort.signal.aborted) logout(detail);
+        return;
+      }
       if (!response.ok || !response.body) throw new Error("HTTP " + response.status);
       $("#feed-state").textContent = "live";
       const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
@@ -195,17 +203,20 @@ function start() {
   $("#login").hidden = true;
   $("#dashboard").hidden = false;
   $("#logout").hidden = false;
-  refresh();
+  session += 1;
+  refresh(session);
   follow();
 }
 
 function logout(message) {
+  session += 1;
   token = null;
   sessionStorage.removeItem(KEY);
   clearTimeout(refreshTimer);
   if (feedAbort) feedAbort.abort();
   lastResultId = null;
   $("#feed").replaceChildren();
+  for (const body of document.querySelectorAll("tbody")) body.replaceChildren();
   $("#dashboard").hidden = true;
   $("#logout").hidden = true;
   $("#login").hidden = false;
