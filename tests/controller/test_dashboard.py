@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from httpx_sse import connect_sse
 
 from kit.browser import CHROMEDRIVER, CHROMIUM, Browser, browser
 from kit.controller import Api, api_for, make_controller, running_controller
@@ -57,16 +58,34 @@ def test_the_page_is_served_without_auth_and_holds_no_secret(local: Controller) 
 
 
 def test_the_stream_can_start_at_the_recent_past(local: Controller) -> None:
-    """``tail=N`` (the page's feed) starts with the newest N stored records, not all."""
+    """``tail=N`` (the page's feed) starts with the newest N stored records, not all of them;
+    a ``Last-Event-ID`` still resumes exactly where the client was."""
     from ukedge.controller._results import ResultQuery, tail_cursor
 
-    with api_for(local) as api:
-        node = api.enrol("edge-1")
-        records = [{"seq": s, "ts": 1000.0 + s, "line": json.dumps({"n": s})} for s in range(1, 6)]
+    records = [{"seq": s, "ts": 1000.0 + s, "line": json.dumps({"n": s})} for s in range(1, 6)]
+    with (
+        running_controller(local) as running,
+        running.client() as admin,
+        running.client(admin=False) as anon,
+    ):
+        node = Api(local, admin, anon).enrol("edge-1")
         node.send_results("a-1", records, deployment="a")
         node.send_results("b-1", records[:2], deployment="b")
-        ids = [r["id"] for r in api.admin.get("/v1/results", params={"deployment": "a"}).json()]
-    assert tail_cursor(local.db, ResultQuery(deployment="a"), 2) == ids[2]
+        ids = [r["id"] for r in admin.get("/v1/results", params={"deployment": "a"}).json()]
+
+        def first(count: int, **request: Any) -> list[int]:
+            seen: list[int] = []
+            with connect_sse(admin, "GET", "/v1/results/stream", **request) as source:
+                for event in source.iter_sse():
+                    seen.append(int(event.id))
+                    if len(seen) == count:
+                        return seen
+            return seen
+
+        assert first(2, params={"deployment": "a", "tail": 2}) == ids[3:]
+        assert first(3, params={"tail": 3}) == [ids[4], ids[4] + 1, ids[4] + 2]
+        resumed = {"params": {"tail": 1}, "headers": {"Last-Event-ID": str(ids[0])}}
+        assert first(2, **resumed) == ids[1:3]
     assert tail_cursor(local.db, ResultQuery(deployment="a"), 5) == 0
     assert tail_cursor(local.db, ResultQuery(deployment="a"), 0) == ids[4]
     assert tail_cursor(local.db, ResultQuery(deployment="none"), 3) == 0
