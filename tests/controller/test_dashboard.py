@@ -131,6 +131,7 @@ def test_the_dashboard_in_headless_chromium(
         api = Api(local, admin, anon)
         edge1 = api.enrol("edge-1")
         edge2 = api.enrol("edge-2")
+        edge1.allocated_memory_mib, edge1.allocated_vcpus = 1024, 3
         edge2.memory_mib, edge2.vcpus = 2048, 4
         edge1.beat()
         edge2.beat()
@@ -171,12 +172,16 @@ def test_the_dashboard_in_headless_chromium(
             records = {n["name"]: n for n in admin.get("/v1/nodes").json()}
             assert nodes["edge-1"]["cells"][1] == "Ready"
             assert nodes["edge-2"]["cells"][1] == "Readycordoned"
-            for name, want in (("edge-1", (4096, 8)), ("edge-2", (2048, 4))):
-                (_, memory_max), (_, vcpus_max) = nodes[name]["meters"]
-                assert (memory_max, vcpus_max) == want
-                assert nodes[name]["cells"][3].endswith(f"/ {want[0]} MiB")
+            assert nodes["edge-1"]["meters"] == [[1024, 4096], [3, 8]]
+            assert nodes["edge-2"]["meters"] == [[0, 2048], [0, 4]]
+            assert nodes["edge-1"]["cells"][3:5] == ["1024 / 4096 MiB", "3 / 8"]
+            for name, row in nodes.items():
                 record = records[name]
-                assert f"{record['allocated_memory_mib']} / {want[0]}" in nodes[name]["cells"][3]
+                memory = f"{record['allocated_memory_mib']} / {record['capacity_memory_mib']} MiB"
+                assert row["cells"][3] == memory
+                assert (
+                    row["cells"][4] == f"{record['allocated_vcpus']} / {record['capacity_vcpus']}"
+                )
 
             # The deployment's rollout line, as the API reports it.
             rollout = admin.get("/v1/deployments/sensor").json()["rollout"]
