@@ -4,7 +4,10 @@ results arriving while the page is open (interop)."""
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import json
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -118,15 +121,19 @@ def _rows(page: Browser, table: str, key: str) -> dict[str, Any]:
     CHROMIUM is None or CHROMEDRIVER is None,
     reason="needs chromium and chromedriver (Debian packages chromium, chromium-driver)",
 )
-def test_the_dashboard_in_headless_chromium(
-    local: Controller, hub: RunningHub, tmp_path: Path
-) -> None:
+def test_the_dashboard_in_headless_chromium(hub: RunningHub, tmp_path: Path) -> None:
     with hub.client() as client:
         push_image(client, "apps/sensor", "1", [b"kernel", b"app"], config=CONFIG)
+    # A short NotReady timeout, so a silent node shows NotReady soon; the others keep beating.
+    local = make_controller(tmp_path / "controller", not_ready_after_s=4.0)
+    stop = threading.Event()
     with (
+        contextlib.closing(local),
         running_controller(local, run_loop=True) as running,
         running.client() as admin,
         running.client(admin=False) as anon,
+        running.client(admin=False) as beats,
+        contextlib.ExitStack() as cleanup,
     ):
         api = Api(local, admin, anon)
         edge1 = api.enrol("edge-1")
@@ -135,7 +142,20 @@ def test_the_dashboard_in_headless_chromium(
         edge2.memory_mib, edge2.vcpus = 2048, 4
         edge1.beat()
         edge2.beat()
+
+        def beat() -> None:
+            beating = [dataclasses.replace(edge, client=beats) for edge in (edge1, edge2)]
+            while not stop.wait(0.25):
+                for edge in beating:
+                    edge.beat()
+
+        beater = threading.Thread(target=beat, daemon=True)
+        beater.start()
+        cleanup.callback(beater.join, 10)
+        cleanup.callback(stop.set)  # first: LIFO
         assert admin.post(f"/v1/nodes/{edge2.id}/cordon").status_code == 200
+        edge3 = api.enrol("edge-3")  # never heartbeats: NotReady after 4 s; drained
+        assert admin.post(f"/v1/nodes/{edge3.id}/drain").status_code == 200
         made = admin.post(
             "/v1/deployments",
             json={"name": "sensor", "image": f"{hub.host}/apps/sensor:1", "replicas": 2},
@@ -166,17 +186,26 @@ def test_the_dashboard_in_headless_chromium(
 
             # Nodes: status badges and capacity gauges, as the API reports them.
             nodes = page.wait_for(
-                lambda: (rows := _rows(page, "nodes", "node")) and len(rows) == 2 and rows,
-                "both nodes",
+                lambda: (
+                    (rows := _rows(page, "nodes", "node"))
+                    and len(rows) == 3
+                    and rows["edge-3"]["cells"][1].startswith("NotReady")
+                    and rows
+                ),
+                "the three nodes, edge-3 NotReady",
             )
             records = {n["name"]: n for n in admin.get("/v1/nodes").json()}
             assert nodes["edge-1"]["cells"][1] == "Ready"
             assert nodes["edge-2"]["cells"][1] == "Readycordoned"
+            assert nodes["edge-3"]["cells"][1] == "NotReadydraining"
             assert nodes["edge-1"]["meters"] == [[1024, 4096], [3, 8]]
             assert nodes["edge-2"]["meters"] == [[0, 2048], [0, 4]]
             assert nodes["edge-1"]["cells"][3:5] == ["1024 / 4096 MiB", "3 / 8"]
             for name, row in nodes.items():
                 record = records[name]
+                status = "Ready" if record["status"] == "ready" else "NotReady"
+                status += "cordoned" * record["cordoned"] + "draining" * record["draining"]
+                assert row["cells"][1] == status
                 memory = f"{record['allocated_memory_mib']} / {record['capacity_memory_mib']} MiB"
                 assert row["cells"][3] == memory
                 assert (
