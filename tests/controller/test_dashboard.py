@@ -212,18 +212,33 @@ def test_the_dashboard_in_headless_chromium(hub: RunningHub, tmp_path: Path) -> 
                     row["cells"][4] == f"{record['allocated_vcpus']} / {record['capacity_vcpus']}"
                 )
 
-            # The deployment's rollout line, as the API reports it.
-            rollout = admin.get("/v1/deployments/sensor").json()["rollout"]
-            line = page.wait_for(
-                lambda: (_rows(page, "deployments", "deployment").get("sensor") or {}).get("cells"),
-                "the deployment row",
-            )
+            # The deployment's rollout line, as the API reports it (polled together: the loop
+            # may place replicas between one read and the other).
+            def rollout_line() -> tuple[dict[str, Any], dict[str, Any]] | None:
+                rollout = admin.get("/v1/deployments/sensor").json()["rollout"]
+                want = (
+                    f"revision 1 {rollout['state']}: desired 2, updated {rollout['updated']}, "
+                    f"ready {rollout['ready']}, unavailable {rollout['unavailable']}"
+                )
+                row = _rows(page, "deployments", "deployment").get("sensor")
+                return (row, rollout) if row and row["cells"][3] == want else None
+
+            deployment, rollout = page.wait_for(rollout_line, "the deployment's rollout line")
+            line = deployment["cells"]
             assert line[0] == "sensor" and line[1] == f"{hub.host}/apps/sensor:1"
-            assert line[3].startswith(f"revision 1 {rollout['state']}: desired 2, updated ")
+            # No node runs anything here: the rollout stays progressing with nothing ready.
+            assert rollout["state"] == "progressing" and rollout["ready"] == 0
+            assert line[3].startswith("revision 1 progressing: desired 2, updated ")
+            assert deployment["progress"] == [[0, 2]]
 
             # Its replicas, placed by the loop on the one schedulable node.
             replicas = page.wait_for(
-                lambda: (rows := _rows(page, "replicas", "replica")) and len(rows) == 2 and rows,
+                lambda: (
+                    (rows := _rows(page, "replicas", "replica"))
+                    and len(rows) == 2
+                    and all(row["cells"][3] != "(unplaced)" for row in rows.values())
+                    and rows
+                ),
                 "two replicas placed",
             )
             assert {r["cells"][3] for r in replicas.values()} == {"edge-1"}
