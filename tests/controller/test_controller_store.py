@@ -14,8 +14,9 @@ from cryptography import x509
 
 from kit.controller import make_controller, running_controller
 from ukedge.controller import Controller, load_controller_settings
-from ukedge.controller._db import Database, metadata
+from ukedge.controller._db import Database, join_tokens, metadata
 from ukedge.controller._loop import Leadership
+from ukedge.controller._migrate import upgrade
 from ukedge.errors import UsageError
 from ukedge.host.link import JoinToken, fetch_certificate
 
@@ -75,8 +76,39 @@ def test_settings_precedence_and_bad_values(tmp_path: Path) -> None:
 def test_migrations_make_exactly_the_tables(controller: Controller) -> None:
     with controller.db.read() as connection:
         context = MigrationContext.configure(connection)
-        assert context.get_current_revision() == "0001"
+        assert context.get_current_revision() == _head()
         assert compare_metadata(context, metadata) == []
+
+
+def _head() -> str | None:
+    from alembic.script import ScriptDirectory
+
+    from ukedge.controller._migrate import alembic_config
+
+    return ScriptDirectory.from_config(alembic_config()).get_current_head()
+
+
+def test_an_older_schema_is_brought_to_the_newest_keeping_its_rows(tmp_path: Path) -> None:
+    """A database made by the first release (0001) opens with every later migration applied
+    and its rows kept."""
+    database = Database(f"sqlite:///{tmp_path / 'old.db'}")
+    try:
+        upgrade(database, "0001")
+        with database.write() as connection:
+            connection.execute(
+                join_tokens.insert().values(
+                    id="t1", secret_hash="0" * 64, description="kept", created_at=1.0
+                )
+            )
+        upgrade(database)
+        with database.read() as connection:
+            context = MigrationContext.configure(connection)
+            assert context.get_current_revision() == _head() != "0001"
+            assert compare_metadata(context, metadata) == []
+            kept = connection.execute(join_tokens.select()).one()
+        assert kept.description == "kept"
+    finally:
+        database.close()
 
 
 def test_one_leader_at_a_time(controller: Controller) -> None:

@@ -32,6 +32,7 @@ What each test checks:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 import time
@@ -47,6 +48,9 @@ from kit.agent import AgentProcess, push_examples, running_agent
 from kit.host import ukedge_cmd, wait_http
 from kit.hub import RunningHub, start_hub
 from kit.link_controller import RestartableController
+from kit.postgres import PostgresCluster, postgres_cluster
+
+__all__ = ["postgres_cluster"]  # the fixture, for the PostgreSQL run of the fleet test
 from kit.net import free_port
 from ukedge.host import InstanceState, run_request
 from ukedge.host.link import (
@@ -385,3 +389,120 @@ class TestControllerSinkConformance(ResultSinkSuite):
         assert sink.deliver(batch) == 9
         got = peer.received("d4", 3, ARRIVAL_TIMEOUT)
         assert [m["seq"] for m in got] == [5, 7, 9]
+
+
+# -- a fleet: three agents, one lost and back ---------------------------------------------------
+
+#: Short enough for a test, long enough for three agents heartbeating on a loaded machine.
+_FLEET_TIMING = {"not_ready_after_s": 6.0, "grace_s": 4.0, "heartbeat_interval_s": 1.0}
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def fleet_controller(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> Iterator[RestartableController]:
+    settings: dict[str, Any] = dict(_FLEET_TIMING)
+    if request.param == "postgresql":
+        cluster: PostgresCluster = request.getfixturevalue("postgres_cluster")
+        settings["db"] = cluster.create_database()
+    running = RestartableController(tmp_path / "controller", **settings)
+    yield running
+    running.stop()
+
+
+def _running_replicas(api: Api) -> list[dict[str, Any]]:
+    listed = api("GET", "/v1/replicas", params={"deployment": "web"})
+    return [r for r in listed if r["state"] == "running"]
+
+
+def _web_instances(agents: dict[str, AgentProcess]) -> dict[str, list[str]]:
+    """Node name -> replica ids of the running instances of ``web`` there (what really runs)."""
+    found: dict[str, list[str]] = {}
+    for name, agent in agents.items():
+        if agent.process is None or agent.process.poll() is not None:
+            continue
+        for i in agent.client().list(all_instances=True):
+            if i.labels.get("ukedge.deployment") == "web" and i.state is InstanceState.RUNNING:
+                found.setdefault(name, []).append(i.labels["ukedge.replica"])
+    return found
+
+
+def test_a_lost_node_is_replaced_and_its_return_leaves_no_duplicate(
+    tmp_path: Path, hub: str, fleet_controller: RestartableController
+) -> None:
+    """Issue 10.10: three replicas spread over three agents; kill -9 of one agent moves its
+    replica elsewhere after timeout + grace; the agent back, exactly three run, each replica
+    once; a restarted controller keeps it all. On SQLite and on PostgreSQL."""
+    api = Api(fleet_controller)
+    token = api.token()
+    with contextlib.ExitStack() as stack:
+        agents: dict[str, AgentProcess] = {}
+        for n in range(3):
+            args = ["--hub", hub, "--name", f"edge-{n}", "--labels", f"zone=z{n}"]
+            agent = stack.enter_context(
+                running_agent(
+                    tmp_path / f"agent{n}",
+                    *args,
+                    "--controller",
+                    fleet_controller.url,
+                    "--join-token",
+                    token,
+                )
+            )
+            agents[f"edge-{n}"] = agent
+        _wait(lambda: len(api("GET", "/v1/nodes")) == 3, "three nodes enrolled")
+        api(
+            "POST",
+            "/v1/deployments",
+            json={
+                "name": "web",
+                "image": f"{hub}/sensor-agg:1",
+                "replicas": 3,
+                "env": {"WINDOW_SECONDS": "1"},
+                "placement": {"spread_by": "zone"},
+            },
+        )
+
+        def spread() -> dict[str, list[str]] | None:
+            placed = _web_instances(agents)
+            return placed if sorted(len(v) for v in placed.values()) == [1, 1, 1] else None
+
+        before = _wait(spread, "one running replica of web on each of the three nodes")
+        victim = agents["edge-0"]
+        lost = before["edge-0"][0]
+        victim.kill9()
+
+        def replaced() -> dict[str, list[str]] | None:
+            placed = _web_instances(agents)  # the victim's own VM runs on, unseen
+            ids = [r for replicas in placed.values() for r in replicas]
+            return placed if len(ids) == 3 and lost not in ids else None
+
+        _wait(replaced, "the lost replica replaced on the two remaining nodes")
+        victim.start()
+
+        def settled() -> dict[str, list[str]] | None:
+            placed = _web_instances(agents)
+            ids = [r for replicas in placed.values() for r in replicas]
+            records = _running_replicas(api)
+            if len(ids) == 3 and len(set(ids)) == 3 and len(records) == 3:
+                return placed
+            return None
+
+        after = _wait(settled, "exactly three replicas once the lost node is back")
+        assert len({r["replica"] for r in _running_replicas(api)}) == 3
+        fleet_controller.stop()
+        fleet_controller.start()
+        restarted = Api(fleet_controller)
+        try:
+            assert {n["name"] for n in restarted("GET", "/v1/nodes")} == {
+                "edge-0",
+                "edge-1",
+                "edge-2",
+            }
+            kept = {
+                r["replica"] for r in restarted("GET", "/v1/replicas", params={"deployment": "web"})
+            }
+            assert kept == {r for replicas in after.values() for r in replicas}
+        finally:
+            restarted.client.close()
+    api.client.close()

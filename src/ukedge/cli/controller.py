@@ -68,6 +68,14 @@ def serve(
             help="How long a NotReady node's replicas wait before they are placed elsewhere.",
         ),
     ] = None,
+    mqtt: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--mqtt",
+            help="Republish every stored result to this MQTT broker (mqtt://HOST:1883), on "
+            "the topics agents use; repeatable.",
+        ),
+    ] = None,
 ) -> None:
     """Run the controller: the REST API for the CLI, the nodes' heartbeats, the scheduler.
 
@@ -96,6 +104,7 @@ def serve(
         data_dir=data_dir,
         not_ready_after_s=seconds("--not-ready-after", not_ready_after),
         grace_s=seconds("--grace", grace),
+        mqtt=mqtt or None,
     )
     err.print(
         f"controller on https://{settings.addr} (data {settings.data_dir}); the CLI here finds "

@@ -64,11 +64,16 @@ def create_controller_app(controller: Controller, *, run_loop: bool = True) -> F
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         loop = controller.make_loop() if run_loop else None
+        bridge = controller.bridge if loop is not None else None
         if loop is not None:
             loop.start()
+        if loop is not None and bridge is not None:
+            bridge.start(lambda: loop.leadership.leading)
         try:
             yield
         finally:
+            if bridge is not None:
+                await bridge.stop()
             if loop is not None:
                 await loop.stop()
 

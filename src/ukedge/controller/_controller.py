@@ -14,6 +14,7 @@ from pathlib import Path
 from sqlalchemy import make_url
 
 from ukedge import paths
+from ukedge.controller._bridge import ResultBridge
 from ukedge.controller._db import Database
 from ukedge.controller._identity import Identity, ensure_identity
 from ukedge.controller._loop import Planner, ReconcileLoop, default_planner
@@ -51,6 +52,12 @@ class Controller:
         self.notifier = Notifier()
         self._planner = planner
         self.loop: ReconcileLoop | None = None
+        #: Republishes stored results to the settings' MQTT brokers (None: none named).
+        self.bridge: ResultBridge | None = None
+        if settings.mqtt:
+            from ukedge.host.results import sinks
+
+            self.bridge = ResultBridge(self.db, [sinks.create(url, url) for url in settings.mqtt])
 
     def make_loop(self) -> ReconcileLoop:
         settings = self.settings
@@ -69,4 +76,6 @@ class Controller:
         return self.clock()
 
     def close(self) -> None:
+        if self.bridge is not None:
+            self.bridge.close()
         self.db.close()

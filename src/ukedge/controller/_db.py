@@ -51,6 +51,7 @@ __all__ = [
     "metadata",
     "nodes",
     "replicas",
+    "result_cursors",
     "results",
     "revisions",
 ]
@@ -171,6 +172,15 @@ results = Table(
     UniqueConstraint("node_id", "instance", "seq", name="uq_results_key"),
     Index("ix_results_deployment", "deployment"),
     Index("ix_results_ts", "ts"),
+)
+
+#: How far each result bridge (MQTT republishing) has delivered: the last result id the
+#: destination confirmed. In the database, so a new leader continues where the old one stopped.
+result_cursors = Table(
+    "result_cursors",
+    metadata,
+    Column("sink", String(512), primary_key=True),
+    Column("last_id", BigInteger, nullable=False),
 )
 
 

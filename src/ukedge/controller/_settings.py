@@ -39,6 +39,8 @@ class ControllerSettings(BaseModel):
     #: Seconds between the leader's reconcile passes.
     tick_s: float = Field(default=1.0, gt=0, le=60)
     scoring: Literal["least-allocated", "bin-pack"] = "least-allocated"
+    #: MQTT brokers (``mqtt://broker:1883``) the leader republishes every stored result to.
+    mqtt: list[str] = Field(default_factory=list)
     log_format: Literal["json", "text"] = "json"
     access_log: bool = True
 
