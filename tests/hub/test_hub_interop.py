@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from kit.browser import CHROMIUM, dump_dom
 from kit.hub import RunningHub, push_image
 
 pytestmark = pytest.mark.interop
@@ -161,9 +162,6 @@ def test_oras_sdk_push_and_pull(
     assert "v1" in client.get_tags(f"{host}/oras/artifact")
 
 
-CHROMIUM = shutil.which("chromium")
-
-
 @pytest.mark.skipif(CHROMIUM is None, reason="needs chromium (Debian package chromium)")
 def test_web_page_in_headless_chromium(hub: RunningHub, tmp_path: Path) -> None:
     with hub.client() as c:
@@ -182,25 +180,7 @@ def test_web_page_in_headless_chromium(hub: RunningHub, tmp_path: Path) -> None:
             subject=subject,
         )
         push_image(c, "plain/app", "latest", [b"y"])
-    result = subprocess.run(
-        [
-            str(CHROMIUM),
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            f"--user-data-dir={tmp_path / 'chromium'}",
-            "--dump-dom",
-            hub.url + "/",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    result = dump_dom(hub.url + "/", tmp_path / "chromium")
     dom = result.stdout
     assert 'data-repository="team/sensor-agg"' in dom, result.stderr[-2000:]
     assert 'data-repository="plain/app"' in dom

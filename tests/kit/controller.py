@@ -132,6 +132,9 @@ class Node:
     reply: EnrolReply
     memory_mib: int = 4096
     vcpus: int = 8
+    #: What the node reports as in use (its instances and what its admission rules hold back).
+    allocated_memory_mib: int = 0
+    allocated_vcpus: int = 0
     applied: int = 0
 
     @property
@@ -148,7 +151,9 @@ class Node:
             architecture="amd64",
             accelerator="tcg",
             capacity=NodeResources(memory_mib=self.memory_mib, vcpus=self.vcpus),
-            allocated=NodeResources(memory_mib=0, vcpus=0),
+            allocated=NodeResources(
+                memory_mib=self.allocated_memory_mib, vcpus=self.allocated_vcpus
+            ),
             instances=instances or [],
             applied_generation=self.applied,
             **fields,

@@ -108,7 +108,8 @@ def serve(
     )
     err.print(
         f"controller on https://{settings.addr} (data {settings.data_dir}); the CLI here finds "
-        "its token and certificate there",
+        f"its token and certificate there; dashboard at https://{settings.addr}/ (paste "
+        "admin.token)",
         markup=False,
     )
     centre.serve(settings)

@@ -3,7 +3,8 @@
 One router per audience: ``_routes_link`` for the nodes (enrolment with a join token, heartbeat
 and results with the node's own credential), ``_routes_fleet`` (join tokens and nodes),
 ``_routes_deployments`` (deployments, revisions, replicas) and ``_routes_results`` (queries and
-the live stream) for the operator's admin token. Every error is JSON ``{"detail": "…"}`` whose
+the live stream) for the operator's admin token; ``_routes_ui`` serves the dashboard page at
+``/`` (open: it holds no data and asks for the token). Every error is JSON ``{"detail": "…"}`` whose
 text names the field, node or deployment at fault. Blocking work (the database, the registry
 when a revision pins its image) runs in the thread pool: the routes are plain functions.
 
@@ -33,6 +34,7 @@ from ukedge.controller._routes_deployments import deployments_router
 from ukedge.controller._routes_fleet import fleet_router
 from ukedge.controller._routes_link import link_router
 from ukedge.controller._routes_results import results_router
+from ukedge.controller._routes_ui import ui_router
 from ukedge.errors import ControllerError, RegistryError, UkedgeError, UsageError
 from ukedge.server import BodyLimit, HttpMetrics, MetricsMiddleware, add_operations
 from ukedge.validation import validation_message
@@ -132,4 +134,5 @@ def create_controller_app(controller: Controller, *, run_loop: bool = True) -> F
     app.include_router(link_router(controller))
     for router in (fleet_router, deployments_router, results_router):
         app.include_router(router(controller, admin))
+    app.include_router(ui_router())
     return app

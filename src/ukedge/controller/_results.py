@@ -24,13 +24,13 @@ import json
 import threading
 from typing import Any
 
-from sqlalchemy import Row, select, text
+from sqlalchemy import Row, Select, select, text
 
 from ukedge.controller._db import Database, insert_ignoring_duplicates, nodes, results
 from ukedge.controller._models import ResultRecordOut
 from ukedge.host.link import ResultBatch
 
-__all__ = ["Notifier", "ResultQuery", "query_results", "store_batch"]
+__all__ = ["Notifier", "ResultQuery", "query_results", "store_batch", "tail_cursor"]
 
 #: Longest result line kept (longer ones are cut; the spool caps lines at the node as well).
 _MAX_LINE = 64 * 1024
@@ -129,15 +129,8 @@ def _out(row: Row[Any]) -> ResultRecordOut:
     )
 
 
-def query_results(
-    db: Database, query: ResultQuery, *, after_id: int = 0, limit: int = 1000
-) -> list[ResultRecordOut]:
-    """Records matching ``query`` with ids above ``after_id``, oldest first."""
-    statement = (
-        select(results, nodes.c.name.label("node_name"))
-        .outerjoin(nodes, nodes.c.id == results.c.node_id)
-        .where(results.c.id > after_id)
-    )
+def _filtered(statement: Select[Any], query: ResultQuery) -> Select[Any]:
+    statement = statement.outerjoin(nodes, nodes.c.id == results.c.node_id)
     if query.deployment is not None:
         statement = statement.where(results.c.deployment == query.deployment)
     if query.node is not None:
@@ -148,6 +141,27 @@ def query_results(
         statement = statement.where(results.c.ts >= query.since)
     if query.until is not None:
         statement = statement.where(results.c.ts < query.until)
+    return statement
+
+
+def query_results(
+    db: Database, query: ResultQuery, *, after_id: int = 0, limit: int = 1000
+) -> list[ResultRecordOut]:
+    """Records matching ``query`` with ids above ``after_id``, oldest first."""
+    statement = _filtered(
+        select(results, nodes.c.name.label("node_name")).where(results.c.id > after_id), query
+    )
     with db.read() as connection:
         rows = connection.execute(statement.order_by(results.c.id).limit(limit)).all()
     return [_out(row) for row in rows]
+
+
+def tail_cursor(db: Database, query: ResultQuery, tail: int) -> int:
+    """The cursor after which only the newest ``tail`` records matching ``query`` come: a
+    follower that wants the recent past, not the whole history, starts there."""
+    statement = _filtered(select(results.c.id), query)
+    with db.read() as connection:
+        found = connection.execute(
+            statement.order_by(results.c.id.desc()).offset(tail).limit(1)
+        ).scalar()
+    return int(found or 0)

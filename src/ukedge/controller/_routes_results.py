@@ -17,7 +17,7 @@ from fastapi.responses import StreamingResponse
 
 from ukedge.controller._controller import Controller
 from ukedge.controller._models import ResultRecordOut
-from ukedge.controller._results import ResultQuery, query_results
+from ukedge.controller._results import ResultQuery, query_results, tail_cursor
 from ukedge.errors import ControllerError
 
 __all__ = ["results_router"]
@@ -67,11 +67,16 @@ def results_router(controller: Controller, admin: Callable[[Request], None]) -> 
         node: str | None = None,
         since: float | None = None,
         after_id: int = Query(default=0, ge=0),
+        tail: int | None = Query(default=None, ge=0, le=10_000),
     ) -> StreamingResponse:
         """Server-sent events: stored records after ``after_id`` (or ``Last-Event-ID``), then
-        each new one as it arrives."""
-        cursor = _resume_from(after_id, request.headers.get("last-event-id"))
+        each new one as it arrives. ``tail=N`` starts with only the newest N stored records
+        (the dashboard's recent past); a ``Last-Event-ID`` still resumes exactly."""
+        last_event_id = request.headers.get("last-event-id")
+        cursor = _resume_from(after_id, last_event_id)
         query = ResultQuery(deployment=deployment or None, node=node or None, since=since)
+        if tail is not None and not (last_event_id or "").strip():
+            cursor = max(cursor, await asyncio.to_thread(tail_cursor, db, query, tail))
 
         async def events() -> AsyncIterator[str]:
             nonlocal cursor
