@@ -223,7 +223,7 @@ async def drive(served: Served, db: str, args: argparse.Namespace) -> Figures:
             await until(admin, lambda f: f.get("replicas:running") == want, "recovery", limit)
             recovery_s = time.monotonic() - started
             console.print(
-                f"[{db}] {len(killed)} nodes killed; all running again: {recovery_s:.1f} s"
+                f"{db}: {len(killed)} nodes killed; all running again: {recovery_s:.1f} s"
             )
             errors = fleet.errors
     return Figures(
