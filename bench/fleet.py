@@ -185,7 +185,13 @@ async def drive(served: Served, db: str, args: argparse.Namespace) -> Figures:
         async with HollowFleet(served.url, served.cert, connections=args.connections) as fleet:
             started = time.monotonic()
             nodes = [HollowNode(f"hollow-{i:04d}", capacity=capacity) for i in range(args.nodes)]
-            await asyncio.gather(*(fleet.enrol(node, token) for node in nodes))
+            gate = asyncio.Semaphore(args.connections)  # no wait for the pool: no pool timeout
+
+            async def enrol(node: HollowNode) -> None:
+                async with gate:
+                    await fleet.enrol(node, token)
+
+            await asyncio.gather(*(enrol(node) for node in nodes))
             fleet.start()
             while any(node.beats == 0 for node in nodes):  # each node's capacity is known
                 await asyncio.sleep(0.1)
