@@ -304,6 +304,7 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=64, help="the nodes' connection pool")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
+    sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]  # progress, piped
     args.nodes = args.nodes or (100 if args.quick else 1_000)
     args.replicas = args.replicas or (1_000 if args.quick else 10_000)
     args.window = args.window or (5.0 if args.quick else 15.0)
