@@ -89,6 +89,11 @@ _NODE_REPLICAS = (
 )
 
 
+#: The node's own row, written by every heartbeat: built once with its values as parameters (a
+#: statement built per call with ``.values(...)`` spent about a millisecond on its cache key).
+_NODE_REPORT = update(nodes).where(nodes.c.id == bindparam("node_key"))
+
+
 def _node_replicas(connection: Connection, node_id: str) -> list[Row[Any]]:
     return list(connection.execute(_NODE_REPLICAS, {"node_id": node_id}).all())
 
@@ -186,24 +191,24 @@ def record_heartbeat(
                     .values(state=ReplicaState.PENDING.value)
                 )
         connection.execute(
-            update(nodes)
-            .where(nodes.c.id == node_id)
-            .values(
-                labels=beat.labels,
-                architecture=beat.architecture,
-                accelerator=beat.accelerator,
-                capacity_memory_mib=beat.capacity.memory_mib,
-                capacity_vcpus=beat.capacity.vcpus,
-                allocated_memory_mib=beat.allocated.memory_mib,
-                allocated_vcpus=beat.allocated.vcpus,
-                reserved_memory_mib=max(0, beat.allocated.memory_mib - owned_memory),
-                reserved_vcpus=max(0, beat.allocated.vcpus - owned_vcpus),
-                cached_layers=sorted(set(beat.cached_layers)),
-                instances=len(beat.instances),
-                last_heartbeat=now,
-                ready=True,
-                applied_generation=beat.applied_generation,
-            )
+            _NODE_REPORT,
+            {
+                "node_key": node_id,
+                "labels": beat.labels,
+                "architecture": beat.architecture,
+                "accelerator": beat.accelerator,
+                "capacity_memory_mib": beat.capacity.memory_mib,
+                "capacity_vcpus": beat.capacity.vcpus,
+                "allocated_memory_mib": beat.allocated.memory_mib,
+                "allocated_vcpus": beat.allocated.vcpus,
+                "reserved_memory_mib": max(0, beat.allocated.memory_mib - owned_memory),
+                "reserved_vcpus": max(0, beat.allocated.vcpus - owned_vcpus),
+                "cached_layers": sorted(set(beat.cached_layers)),
+                "instances": len(beat.instances),
+                "last_heartbeat": now,
+                "ready": True,
+                "applied_generation": beat.applied_generation,
+            },
         )
         desired = None
         if node.generation != beat.applied_generation:

@@ -5,6 +5,7 @@ from ukedge.host.link._apply import Applier, ApplyResult
 from ukedge.host.link._client import LinkClient
 from ukedge.host.link._desired import DesiredStore
 from ukedge.host.link._enrolment import Enrolment, ensure_enrolment, load_enrolment
+from ukedge.host.link._hollow import HOLLOW_ACCELERATOR, HollowFleet, HollowNode
 from ukedge.host.link._link import ControllerLink
 from ukedge.host.link._reconcile import (
     DEPLOYMENT_LABEL,
@@ -45,6 +46,7 @@ __all__ = [
     "DEPLOYMENT_LABEL",
     "ENROL_PATH",
     "HEARTBEAT_PATH",
+    "HOLLOW_ACCELERATOR",
     "REPLICA_LABEL",
     "RESULTS_PATH",
     "REVISION_LABEL",
@@ -60,6 +62,8 @@ __all__ = [
     "Enrolment",
     "Heartbeat",
     "HeartbeatReply",
+    "HollowFleet",
+    "HollowNode",
     "InstanceReport",
     "JoinToken",
     "LinkClient",

@@ -27,7 +27,7 @@ from ukedge.host.link._wire import (
     ResultBatch,
 )
 
-__all__ = ["LinkClient", "enrol_request"]
+__all__ = ["LinkClient", "answer", "enrol_request", "parse", "unreachable"]
 
 _M = TypeVar("_M", bound=BaseModel)
 
@@ -45,22 +45,23 @@ def _detail(response: httpx.Response) -> str:
     return str(body)[:200]
 
 
-def _call(client: httpx.Client, path: str, body: dict[str, Any], what: str) -> Any:
-    try:
-        response = client.post(path, json=body)
-    except httpx.HTTPError as exc:
-        raise LinkUnavailable(
-            f"controller {client.base_url} unreachable ({what}): {exc or type(exc).__name__}"
-        ) from exc
+def unreachable(base_url: object, exc: httpx.HTTPError, what: str) -> LinkUnavailable:
+    return LinkUnavailable(
+        f"controller {base_url} unreachable ({what}): {exc or type(exc).__name__}"
+    )
+
+
+def answer(base_url: object, response: httpx.Response, what: str) -> Any:
+    """The JSON body of the controller's answer, or our error for a refusal or failure
+    (shared by the agent's client and the hollow nodes' async one: one mapping)."""
     if response.status_code >= 500:
         raise LinkUnavailable(
-            f"controller {client.base_url} failed {what}: HTTP {response.status_code} "
-            f"{_detail(response)}",
+            f"controller {base_url} failed {what}: HTTP {response.status_code} {_detail(response)}",
             status=response.status_code,
         )
     if response.status_code >= 400:
         raise LinkError(
-            f"controller {client.base_url} refused {what}: HTTP {response.status_code} "
+            f"controller {base_url} refused {what}: HTTP {response.status_code} "
             f"{_detail(response)}",
             status=response.status_code,
         )
@@ -68,8 +69,16 @@ def _call(client: httpx.Client, path: str, body: dict[str, Any], what: str) -> A
         return response.json()
     except ValueError as exc:
         raise LinkError(
-            f"controller {client.base_url} answered {what} with something that is not JSON"
+            f"controller {base_url} answered {what} with something that is not JSON"
         ) from exc
+
+
+def _call(client: httpx.Client, path: str, body: dict[str, Any], what: str) -> Any:
+    try:
+        response = client.post(path, json=body)
+    except httpx.HTTPError as exc:
+        raise unreachable(client.base_url, exc, what) from exc
+    return answer(client.base_url, response, what)
 
 
 def _client(
@@ -95,10 +104,10 @@ def enrol_request(
     """POST the enrolment (no bearer: the join token's secret is in the body)."""
     with _client(url, cert_pem, timeout, None) as client:
         body = _call(client, ENROL_PATH, request.model_dump(mode="json"), "the enrolment")
-    return _parse(EnrolReply, body, url, "enrolment")
+    return parse(EnrolReply, body, url, "enrolment")
 
 
-def _parse(model: type[_M], body: Any, url: str, what: str) -> _M:
+def parse(model: type[_M], body: Any, url: str, what: str) -> _M:
     try:
         return model.model_validate(body)
     except ValueError as exc:
@@ -130,7 +139,7 @@ class LinkClient:
             heartbeat.model_dump(mode="json"),
             "the heartbeat",
         )
-        return _parse(HeartbeatReply, body, self.url, "heartbeat")
+        return parse(HeartbeatReply, body, self.url, "heartbeat")
 
     def post_results(self, batch: ResultBatch) -> int:
         """Send one batch; returns the seq up to which the controller stored it."""
