@@ -74,6 +74,7 @@ def replica(
         state=state,
         resources=of.resources,
         assigned_at=assigned_at,
+        host_ports=of.host_ports,
     )
 
 

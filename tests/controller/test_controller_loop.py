@@ -114,6 +114,19 @@ def test_replicas_are_placed_and_reach_their_nodes(api: Api, loop: ReconcileLoop
     assert _placement(api) == placement  # converged: a second pass changes nothing
 
 
+def test_a_published_host_port_puts_one_replica_on_a_node(api: Api, loop: ReconcileLoop) -> None:
+    """Two replicas publishing one host port cannot share a node: the second waits for a node
+    (it would fail there for ever, "port in use")."""
+    nodes = [Agentish(api.enrol(f"edge-{i}")) for i in range(2)]
+    for agent in nodes:
+        agent.beat()
+    _deploy(api, replicas=3, ports=[{"host_port": 18080, "guest_port": 8080}])
+    assert loop.run_once()
+    assert sorted(_placement(api).values()) == ["edge-0", "edge-1"]
+    assert loop.run_once()
+    assert sorted(_placement(api).values()) == ["edge-0", "edge-1"], "the stored revision's ports"
+
+
 def test_a_lost_node_is_replaced_and_the_surplus_goes_when_it_returns(
     api: Api, controller: Controller, loop: ReconcileLoop, clock: Clock
 ) -> None:

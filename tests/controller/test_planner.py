@@ -338,6 +338,28 @@ def test_per_node_rolling_update_moves_node_by_node() -> None:
     assert sorted((r.node_id, r.revision) for r in final) == [(f"n{i}", 2) for i in range(4)]
 
 
+def test_a_published_port_places_one_replica_a_node() -> None:
+    web = deployment(replicas=3, host_ports=frozenset({"tcp/8080"}))
+    placed = run([web], [node("n0"), node("n1")], [])
+    assert sorted(r.node_id for r in placed.add) == ["n0", "n1"]
+
+
+def test_per_node_update_of_a_published_port_replaces_in_place_or_says_why_it_waits() -> None:
+    fleet = [node("n0"), node("n1")]
+    v1 = deployment("agent", mode="per-node", host_ports=frozenset({"tcp/8080"}))
+    state = [replica(v1, f"a{i}", f"n{i}") for i in range(2)]
+    v2 = dataclasses.replace(v1, revision=2, previous_revision=1, max_surge=1)
+    waiting = run([v2], fleet, state)
+    assert waiting.add == [] and waiting.remove == []
+    assert any("max_unavailable" in event for event in waiting.events), waiting.events
+    in_place = dataclasses.replace(v2, max_unavailable=1)
+    first = run([in_place], fleet, state)
+    assert [(r.node_id, r.revision) for r in first.add] == [("n0", 2)]
+    assert [r.node_id for r in first.remove] == ["n0"]
+    final, _ = settle([in_place], fleet, state)
+    assert sorted((r.node_id, r.revision) for r in final) == [("n0", 2), ("n1", 2)]
+
+
 # --- properties --------------------------------------------------------------------------------
 
 

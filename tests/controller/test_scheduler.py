@@ -225,3 +225,15 @@ def test_property_zones_never_differ_by_more_than_one_when_room_allows(
     per_zone = Counter(node_id.split("-")[0] for node_id in placed if node_id)
     counts = [per_zone.get(str(zone), 0) for zone in range(len(zones))]
     assert max(counts) - min(counts) <= 1
+
+
+def test_a_published_host_port_allows_one_replica_a_node_and_none_beside_its_holder() -> None:
+    web = deployment(host_ports=frozenset({"tcp/8080"}))
+    placed = schedule(web, 3, [node("n1"), node("n2")], [])
+    assert sorted(p for p in placed if p) == ["n1", "n2"] and placed.count(None) == 1
+    holder = deployment("api", host_ports=frozenset({"tcp/8080"}))
+    assert schedule(web, 1, [node("n1"), node("n2")], [replica(holder, "a1", "n1")]) == ["n2"]
+    other_port = deployment("api", host_ports=frozenset({"tcp/9090"}))
+    assert schedule(web, 1, [node("n1")], [replica(other_port, "b1", "n1")]) == ["n1"]
+    gone = replica(holder, "a2", "n1", ReplicaState.FAILED)  # a failed replica holds nothing
+    assert schedule(web, 1, [node("n1")], [gone]) == ["n1"]

@@ -93,6 +93,9 @@ class DeploymentView:
     max_unavailable: int = 0
     autonomy_s: float = 0.0
     previous_revision: int | None = None
+    #: Host ports its replicas publish (``tcp/8080``): one replica a node, and none where
+    #: another replica holds one of them.
+    host_ports: frozenset[str] = frozenset()
 
     @property
     def resources(self) -> Resources:
@@ -122,3 +125,5 @@ class ReplicaView:
     resources: Resources = Resources()
     #: When the replica was assigned to its node (controller clock), for start-up grace.
     assigned_at: float = 0.0
+    #: Host ports it publishes on its node (``tcp/8080``), as its revision says.
+    host_ports: frozenset[str] = frozenset()

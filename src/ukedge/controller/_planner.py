@@ -123,6 +123,7 @@ class _Pass:
             node_id=node_id,
             resources=deployment.resources,
             assigned_at=self.now,
+            host_ports=deployment.host_ports,
         )
         self.plan.add.append(replica)
         self.ledger.take(replica)
@@ -298,8 +299,13 @@ def _plan_per_node(ctx: _Pass, deployment: DeploymentView, sorted_: _Sorted) -> 
             drop(old[node_id].pop(), f"revision {deployment.revision} runs there; removing it")
 
     def placing() -> None:
-        def fits(node: NodeView, freed: Resources = _NOTHING) -> bool:
-            return deployment.resources.fits_in(ctx.ledger.free(node) + freed)
+        def fits(node: NodeView, leaving: ReplicaView | None = None) -> bool:
+            """Room for one more replica, counting what ``leaving`` gives back."""
+            freed = leaving.resources if leaving else _NOTHING
+            freed_ports = leaving.host_ports if leaving else frozenset()
+            return deployment.resources.fits_in(
+                ctx.ledger.free(node) + freed
+            ) and ctx.ledger.ports_free(node.id, deployment.host_ports, freed_ports)
 
         def put(node: NodeView, reason: str) -> None:
             added = ctx.add(deployment, node.id)
@@ -336,14 +342,20 @@ def _plan_per_node(ctx: _Pass, deployment: DeploymentView, sorted_: _Sorted) -> 
                 continue
             stale = old[node_id][0]
             why = f"revision {deployment.revision} replaces {stale.revision} on node {node_id}"
-            if not _running(stale) and fits(node, stale.resources):
+            if not _running(stale) and fits(node, stale):
                 replace(stale, node, why)
             elif surge_left > 0 and fits(node):
                 surge_left -= 1
                 put(node, why)
-            elif unavailable_left > 0 and fits(node, stale.resources):
+            elif unavailable_left > 0 and fits(node, stale):
                 unavailable_left -= 1
                 replace(stale, node, why)
+            elif fits(node, stale) and not fits(node):
+                ctx.event(
+                    deployment,
+                    f"{why} waits: the new replica needs the old one's host ports or room, "
+                    "and max_unavailable is used up (set it to 1 or more to replace in place)",
+                )
 
     return placing
 

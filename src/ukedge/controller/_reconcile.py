@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from sqlalchemy import Connection, and_, delete, select, tuple_, update
 
@@ -122,6 +122,7 @@ def read_views(connection: Connection) -> Fleet:
                 max_unavailable=spec.strategy.max_unavailable,
                 autonomy_s=spec.autonomy_s,
                 previous_revision=row.previous_revision,
+                host_ports=_host_ports(row.spec),
             )
         )
     replica_views = [
@@ -133,9 +134,10 @@ def read_views(connection: Connection) -> Fleet:
             state=ReplicaState(row.state),
             resources=Resources(row.memory_mib, row.vcpus),
             assigned_at=row.assigned_at,
+            host_ports=_host_ports(row.spec),
         )
         for row in connection.execute(
-            select(replicas, revisions.c.memory_mib, revisions.c.vcpus)
+            select(replicas, revisions.c.memory_mib, revisions.c.vcpus, revisions.c.spec)
             .join(
                 revisions,
                 and_(
@@ -147,6 +149,14 @@ def read_views(connection: Connection) -> Fleet:
         )
     ]
     return Fleet(deployment_views, node_views, replica_views)
+
+
+def _host_ports(spec: dict[str, Any]) -> frozenset[str]:
+    """``tcp/8080``… for the host ports a stored spec publishes (read from its JSON: building
+    the model for each of thousands of replicas would cost more than the pass)."""
+    return frozenset(
+        f"{port.get('protocol', 'tcp')}/{port['host_port']}" for port in spec.get("ports") or ()
+    )
 
 
 def apply_plan(connection: Connection, plan: PlanLike, *, now: float) -> set[str]:

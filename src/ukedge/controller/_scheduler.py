@@ -63,6 +63,8 @@ class Ledger:
     def __init__(self, replicas: Iterable[ReplicaView] = ()) -> None:
         self.used: dict[str, Resources] = {}
         self.counts: dict[tuple[str, int], Counter[str]] = defaultdict(Counter)
+        #: Host ports the replicas hold on each node (two cannot publish the same one).
+        self.ports: dict[str, Counter[str]] = defaultdict(Counter)
         for replica in replicas:
             self.take(replica)
 
@@ -71,15 +73,26 @@ class Ledger:
             return
         self.used[replica.node_id] = self.used.get(replica.node_id, _NOTHING) + replica.resources
         self.counts[(replica.deployment, replica.revision)][replica.node_id] += 1
+        self.ports[replica.node_id].update(replica.host_ports)
 
     def release(self, replica: ReplicaView) -> None:
         if replica.node_id is None or not holds_resources(replica):
             return
         self.used[replica.node_id] = self.used[replica.node_id] - replica.resources
         self.counts[(replica.deployment, replica.revision)][replica.node_id] -= 1
+        self.ports[replica.node_id].subtract(replica.host_ports)
 
     def free(self, node: NodeView) -> Resources:
         return node.capacity - node.reserved - self.used.get(node.id, _NOTHING)
+
+    def ports_free(
+        self, node_id: str, wanted: frozenset[str], freed: frozenset[str] = frozenset()
+    ) -> bool:
+        """Whether none of ``wanted`` is held on the node (once ``freed`` is given back)."""
+        held = self.ports.get(node_id)
+        if not wanted or not held:
+            return True
+        return all(held[port] - (port in freed) <= 0 for port in wanted)
 
 
 def matches(deployment: DeploymentView, node: NodeView) -> bool:
@@ -153,9 +166,13 @@ def place(
     taken: Counter[str] = Counter()
     current: dict[str, _NodeKey] = {}
 
+    publishes = bool(deployment.host_ports)
+
     def key_of(node_id: str) -> _NodeKey | None:
         free_mem, free_cpu, cap_mem, cap_cpu = free_before[node_id]
         after = taken[node_id] + 1
+        if publishes and after > 1:
+            return None  # its host ports are this call's first placement's now
         free_mem -= after * need_mem
         free_cpu -= after * need_cpu
         if free_mem < 0 or free_cpu < 0:
@@ -173,6 +190,8 @@ def place(
     zone_heaps: dict[str | None, list[_NodeKey]] = defaultdict(list)
     for node in nodes:
         if node.id in excluded or not node.schedulable or not matches(deployment, node):
+            continue
+        if publishes and not ledger.ports_free(node.id, deployment.host_ports):
             continue
         capacity, reserved = node.capacity, node.reserved
         used = ledger.used.get(node.id, _NOTHING)
