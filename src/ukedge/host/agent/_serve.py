@@ -16,11 +16,11 @@ import logging
 import os
 import secrets
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 from fastapi import FastAPI
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ukedge import server, serverlog
 from ukedge.errors import InstanceError, UsageError
@@ -32,7 +32,6 @@ from ukedge.host.ondemand import OnDemandController
 __all__ = [
     "MAX_BODY_BYTES",
     "BearerAuth",
-    "BodyLimit",
     "build_app",
     "ensure_token",
     "open_listeners",
@@ -113,54 +112,19 @@ class BearerAuth:
         return "this agent needs its token"
 
 
-class BodyLimit:
-    """Refuses request bodies over ``limit`` bytes with 413 before the app reads any of it.
+def _error_body(kind: str) -> Callable[[str], bytes]:
+    """The agent's error shape (``ApiError``) for a refusal made before the app runs."""
 
-    Every body the API takes is a small JSON document; without a cap one request could make
-    the agent hold (and store in an instance record) whatever a client sends.
-    """
+    def render(message: str) -> bytes:
+        return json.dumps({"error": {"kind": kind, "message": message}}).encode()
 
-    def __init__(self, app: ASGIApp, limit: int = MAX_BODY_BYTES) -> None:
-        self.app = app
-        self.limit = limit
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        for name, value in scope["headers"]:
-            if name == b"content-length" and value.isdigit() and int(value) > self.limit:
-                await self._refuse(send)
-                return
-        messages: list[Message] = []
-        size = 0
-        while True:
-            message = await receive()
-            messages.append(message)
-            if message["type"] != "http.request":
-                break
-            size += len(message.get("body", b""))
-            if size > self.limit:
-                await self._refuse(send)
-                return
-            if not message.get("more_body", False):
-                break
-        buffered = iter(messages)
-
-        async def replay() -> Message:
-            return next(buffered, None) or await receive()
-
-        await self.app(scope, replay, send)
-
-    async def _refuse(self, send: Send) -> None:
-        message = f"request body over {self.limit} bytes; every request of this API is smaller"
-        await _send_error(send, 413, "UsageError", message, [])
+    return render
 
 
 async def _send_error(
     send: Send, status: int, kind: str, message: str, headers: list[tuple[bytes, bytes]]
 ) -> None:
-    body = json.dumps({"error": {"kind": kind, "message": message}}).encode()
+    body = _error_body(kind)(message)
     await send(
         {
             "type": "http.response.start",
@@ -227,7 +191,8 @@ def build_app(agent: Agent, token: str) -> ASGIApp:
             agent.close()
 
     app.router.lifespan_context = lifespan
-    return BearerAuth(BodyLimit(app), token, agent.settings.socket_path)
+    limited = server.BodyLimit(app, limit=MAX_BODY_BYTES, error=_error_body("UsageError"))
+    return BearerAuth(limited, token, agent.settings.socket_path)
 
 
 def open_listeners(settings: AgentSettings) -> list[socket.socket]:
