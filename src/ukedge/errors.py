@@ -8,7 +8,8 @@
      │         ├── UkfileError          a Ukfile that cannot be built
      │         └── DeploymentFileError  a deployment file (`ukedge deploy -f`) that is not a spec
      ├── ImageError            the local image store: unknown image, corrupt blob, bad digest
-     │    └── DigestMismatchError
+     │    ├── DigestMismatchError
+     │    └── SignatureError   an image lacks a valid signature by a trusted key (or is refused)
      ├── KernelError           building or finding a kernel profile
      ├── BuildError            turning an application into image layers
      ├── MachineError          a hypervisor backend: start, stop, QMP
@@ -53,6 +54,7 @@ __all__ = [
     "NoSuchInstanceError",
     "NotFoundError",
     "RegistryError",
+    "SignatureError",
     "StateError",
     "UkedgeError",
     "UkfileError",
@@ -107,6 +109,19 @@ class DigestMismatchError(ImageError):
         self.expected = expected
         self.actual = actual
         super().__init__(f"{what} digest mismatch: expected {expected}, got {actual}")
+
+
+class SignatureError(ImageError):
+    """An image's signatures do not satisfy what was asked: none, none by a trusted key, a bad
+    one, or one made for another digest. ``image``, ``digest`` and ``reason`` say which."""
+
+    def __init__(
+        self, message: str, *, image: str = "", digest: str = "", reason: str = ""
+    ) -> None:
+        self.image = image
+        self.digest = digest
+        self.reason = reason or message
+        super().__init__(message)
 
 
 class KernelError(UkedgeError):

@@ -19,6 +19,13 @@ from ukedge.image._digest import (
     digest_hex,
     validate_digest,
 )
+from ukedge.image._keys import (
+    PrivateKey,
+    PublicKey,
+    decrypt_private_key,
+    encrypt_private_key,
+    generate_private_key,
+)
 from ukedge.image._manifest import REF_NAME, Descriptor, ImageIndex, ImageManifest
 from ukedge.image._reference import (
     DEFAULT_TAG,
@@ -27,6 +34,16 @@ from ukedge.image._reference import (
     Reference,
     parse_reference,
 )
+from ukedge.image._signing import (
+    SIGNATURE_ANNOTATION,
+    SIGNATURE_ARTIFACT_TYPE,
+    SIMPLE_SIGNING,
+    Signature,
+    Verdict,
+    make_signature,
+    signature_payload,
+    verify_signatures,
+)
 from ukedge.image._store import BlobWriter, ImageStore, StoredImage
 
 __all__ = [
@@ -34,6 +51,9 @@ __all__ = [
     "DIGEST_PATTERN",
     "NAME_PATTERN",
     "REF_NAME",
+    "SIGNATURE_ANNOTATION",
+    "SIGNATURE_ARTIFACT_TYPE",
+    "SIMPLE_SIGNING",
     "TAG_PATTERN",
     "BlobWriter",
     "BootConfig",
@@ -45,13 +65,23 @@ __all__ = [
     "ImageStore",
     "KernelInfo",
     "PortSpec",
+    "PrivateKey",
+    "PublicKey",
     "Reference",
+    "Signature",
     "StoredImage",
+    "Verdict",
     "canonical_json",
+    "decrypt_private_key",
     "digest_bytes",
     "digest_file",
     "digest_hex",
+    "encrypt_private_key",
+    "generate_private_key",
+    "make_signature",
     "mediatypes",
     "parse_reference",
+    "signature_payload",
     "validate_digest",
+    "verify_signatures",
 ]

@@ -42,6 +42,13 @@ if typing.TYPE_CHECKING:
     )
     from ukedge.registry._login import login, logout
     from ukedge.registry._search import SearchHit, list_tags, search
+    from ukedge.registry._signatures import (
+        SignedManifest,
+        fetch_signatures,
+        sign_image,
+        signature_tag,
+        verify_image,
+    )
     from ukedge.registry._transfer import (
         ClientOptions,
         blob_label,
@@ -72,12 +79,14 @@ __all__ = [
     "RegistryClient",
     "RemoteManifest",
     "SearchHit",
+    "SignedManifest",
     "TransferProgress",
     "UploadRecord",
     "UploadSessions",
     "blob_label",
     "credentials_for",
     "default_registry",
+    "fetch_signatures",
     "is_insecure",
     "list_tags",
     "login",
@@ -90,6 +99,9 @@ __all__ = [
     "remote_reference",
     "search",
     "select_platform",
+    "sign_image",
+    "signature_tag",
+    "verify_image",
 ]
 
 _LAZY = {
@@ -106,6 +118,11 @@ _LAZY = {
     "SearchHit": "ukedge.registry._search",
     "list_tags": "ukedge.registry._search",
     "search": "ukedge.registry._search",
+    "SignedManifest": "ukedge.registry._signatures",
+    "fetch_signatures": "ukedge.registry._signatures",
+    "sign_image": "ukedge.registry._signatures",
+    "signature_tag": "ukedge.registry._signatures",
+    "verify_image": "ukedge.registry._signatures",
     "ClientOptions": "ukedge.registry._transfer",
     "blob_label": "ukedge.registry._transfer",
     "pull": "ukedge.registry._transfer",

@@ -405,6 +405,28 @@ class RegistryClient:
             )
         return digest
 
+    def referrers(
+        self, repository: str, digest: str, artifact_type: str | None = None
+    ) -> list[Descriptor] | None:
+        """The manifests whose ``subject`` is ``digest`` (OCI 1.1 referrers API), filtered by
+        ``artifact_type`` here too (a registry may ignore the filter); ``None`` when the
+        registry has no referrers API (it answers 404, as CNCF distribution 2.8 does)."""
+        what = f"list referrers of {repository}@{digest}"
+        response = self._send(
+            "GET",
+            f"/v2/{repository}/referrers/{digest}",
+            what=what,
+            ok={200, 404},
+            params={"artifactType": artifact_type} if artifact_type else None,
+        )
+        if response.status_code == 404:
+            return None
+        try:
+            found = [Descriptor.model_validate(m) for m in response.json().get("manifests") or []]
+        except (ValueError, AttributeError) as exc:
+            raise RegistryError(f"{what}: {self.registry} sent no image index: {exc}") from exc
+        return [d for d in found if artifact_type is None or d.artifact_type == artifact_type]
+
     # -- blobs -----------------------------------------------------------------------------------
 
     def blob_size(self, repository: str, digest: str) -> int | None:
