@@ -246,6 +246,8 @@ HOST_ROOMS: list[tuple[str, ...]] = [
     ("ondemand", "results"),
     ("instances",),
     ("images",),
+    # The signature policy: the image cache asks it at pull, the manager before each start.
+    ("policy",),
     # The node-wide vocabulary: instance models, names, the event bus, the service interface.
     ("_models", "_names", "_events", "_service"),
 ]

@@ -94,6 +94,10 @@ def serve(
         str | None,
         typer.Option("--qemu-user", help="User QEMU drops to when the agent is root [nobody]."),
     ] = None,
+    policy: Annotated[
+        Path | None,
+        typer.Option("--policy", help="Signature policy (TOML): keys that must sign images."),
+    ] = None,
     log_format: Annotated[
         str | None, typer.Option("--log-format", help="json or text [json].")
     ] = None,
@@ -131,6 +135,7 @@ def serve(
         overcommit=overcommit,
         image_budget=image_budget,
         qemu_user=qemu_user,
+        policy=policy,
         log_format=log_format,
     )
     token, made = host.ensure_token(settings.token_path)

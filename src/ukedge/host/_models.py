@@ -419,8 +419,13 @@ class InstanceEvent(_Model):
     #: ``start`` or ``restart`` (→ running; ``restart`` when the restart policy started it),
     #: ``stop`` (→ stopping, or a pending restart cancelled), ``kill`` (asked; ``die``
     #: follows), ``die`` (→ exited or failed), ``health_status`` (health changed while the
-    #: state did not), ``remove`` (the record is gone).
+    #: state did not), ``remove`` (the record is gone), ``refused`` (the node's signature
+    #: policy refused the image; nothing started; ``id`` is empty for a refused pull).
     action: str
+    #: For ``refused``: the image, its manifest digest and why.
+    image: str | None = None
+    image_digest: str | None = None
+    reason: str | None = None
 
 
 class ImageSummary(_Model):

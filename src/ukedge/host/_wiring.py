@@ -25,6 +25,7 @@ from ukedge.errors import UsageError
 from ukedge.host._node import LocalNode
 from ukedge.host.images import ImageCache, UnpackedLayers, budget_from_env
 from ukedge.host.instances import Capacity, InstanceManager
+from ukedge.host.policy import Policy, SignatureGate
 from ukedge.image import ImageStore
 
 __all__ = [
@@ -156,10 +157,17 @@ def open_node(
     hub: str | None = None,
     name: str | None = None,
     labels: dict[str, str] | None = None,
+    policy: Policy | None = None,
 ) -> LocalNode:
-    """A node over ``layout``: its manager, its image cache, and the service over both."""
+    """A node over ``layout``: its manager, its image cache, and the service over both; with
+    ``policy``, its signature gate at every pull and start."""
     manager = open_manager(layout, qemu_user=qemu_user, capacity=capacity)
     images = open_image_cache(manager, budget=budget, own_layers=layout.own_layers)
+    if policy is not None:
+        gate = SignatureGate(policy, manager.store.root)
+        images.gate = gate
+        manager.image_check = gate.check_instance
+        gate.on_refused = manager.announce
     return LocalNode(manager, images, name=name, labels=labels, hub=hub)
 
 

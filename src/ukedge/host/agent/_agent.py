@@ -33,6 +33,7 @@ from ukedge.host.link import (
     ensure_enrolment,
     marks_of,
 )
+from ukedge.host.policy import load_policy
 from ukedge.host.results import ResultForwarder, ResultSpool, manager_sources
 from ukedge.host.results import sinks as result_sinks
 from ukedge.units import parse_size
@@ -77,6 +78,9 @@ class AgentSettings(BaseModel):
     overcommit: float = Field(default=1.0, gt=0, le=100)
     #: Size budget of the image cache (``4G``); least recently used unused images go first.
     image_budget: str | None = None
+    #: Signature policy (TOML, :mod:`ukedge.host.policy`): which keys must have signed which
+    #: images; checked at pull and before every start.
+    policy: Path | None = None
     #: User QEMU drops to when the agent runs as root; ``""`` keeps root (not advised).
     qemu_user: str | None = None
     #: Seconds between supervisor passes (restarts, health checks).
@@ -195,6 +199,7 @@ class Agent:
             hub=settings.hub,
             name=settings.name,
             labels=settings.labels,
+            policy=load_policy(settings.policy) if settings.policy else None,
         )
         self.manager = self.node.manager
         self.images = self.node.cache

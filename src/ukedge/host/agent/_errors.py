@@ -19,6 +19,7 @@ from ukedge.errors import (
     NoSuchInstanceError,
     NotFoundError,
     RegistryError,
+    SignatureError,
     UkedgeError,
     UsageError,
 )
@@ -32,6 +33,7 @@ _STATUS: list[tuple[type[UkedgeError], int]] = [
     (AdmissionError, 409),
     (UsageError, 400),
     (DigestMismatchError, 502),
+    (SignatureError, 403),
     (ImageInUseError, 409),
     (ImageError, 404),
     (InstanceError, 409),
@@ -57,6 +59,7 @@ _ERRORS: dict[int, str] = {
     400: "Bad input the schema cannot express (a body that is not JSON, a reference that does "
     "not parse)",
     401: "No bearer token, or not this agent's (TCP only; the Unix socket needs none)",
+    403: "The node's signature policy refused the image (unsigned, or not by a trusted key)",
     404: "No such instance or image",
     409: "Admission refused, host port taken, instance in the wrong state, or image in use",
     413: "Request body over 1 MiB (refused unread)",

@@ -32,7 +32,7 @@ from collections.abc import Callable, Collection, Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ukedge.errors import ImageError, ImageInUseError, UsageError
+from ukedge.errors import ImageError, ImageInUseError, SignatureError, UsageError
 from ukedge.host._models import ImageSummary, PruneReport
 from ukedge.host.images._layers import UnpackedLayers
 from ukedge.host.images._usage import ImageUsage, UsageRecord
@@ -47,6 +47,7 @@ from ukedge.image import (
 from ukedge.registry import DEFAULT_PLATFORM, TransferProgress
 
 if TYPE_CHECKING:
+    from ukedge.host.policy import SignatureGate
     from ukedge.registry import ClientOptions, RegistryClient
 from ukedge.units import format_size, parse_size
 
@@ -161,6 +162,8 @@ class ImageCache:
         #: Told the digests of blobs (manifests among them) that removals deleted, for data
         #: derived from them elsewhere (the instance manager's prewarm snapshots).
         self.on_remove = on_remove
+        #: The node's signature policy, when it has one: told of every pull.
+        self.gate: SignatureGate | None = None
         self._thread_lock = threading.Lock()
         self._pins: collections.Counter[str] = collections.Counter()
         self._pins_lock = threading.Lock()
@@ -248,9 +251,36 @@ class ImageCache:
             platform=platform,
             cancel=cancel,
         )
+        if self.gate is not None:
+            self._check_pulled(stored, client, options)
         self.usage.pulled(stored.digest)
         self._evict(keep={stored.digest})
         return self.summary(stored.ref)
+
+    def _check_pulled(
+        self, stored: StoredImage, client: RegistryClient | None, options: ClientOptions | None
+    ) -> None:
+        """Fetch the pulled image's signatures and apply the policy: a refused image is untagged
+        again (unless an instance still uses it), so nothing of it can start."""
+        from ukedge.registry import RegistryClient
+
+        assert self.gate is not None
+        registry = parse_reference(stored.ref).registry
+        if registry is not None:
+            if client is not None and client.registry == registry:
+                self.gate.fetch(stored.ref, stored.digest, client)
+            else:
+                with RegistryClient(
+                    registry, insecure=options.insecure if options else None
+                ) as own:
+                    self.gate.fetch(stored.ref, stored.digest, own)
+        try:
+            self.gate.enforce(stored.ref, stored.digest)
+        except SignatureError as exc:
+            with contextlib.suppress(ImageInUseError, ImageError):
+                self.remove(stored.ref)
+            self.gate.refused_pull(exc)
+            raise
 
     def touch(self, digest: str) -> None:
         """An instance started from the image ``digest``: it moves to the back of the LRU order."""

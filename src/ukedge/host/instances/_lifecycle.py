@@ -23,6 +23,7 @@ from ukedge.errors import (
     InstanceError,
     MachineError,
     NoSuchInstanceError,
+    SignatureError,
     UkedgeError,
     UsageError,
 )
@@ -151,10 +152,34 @@ class InstanceLifecycle(ObservedInstances):
             return instance
         try:
             return self.start(instance.id)
-        except (AdmissionError, UsageError):
+        except (AdmissionError, UsageError, SignatureError):
             # Another process took the room between create and start, or the start refused
-            # the request: leave nothing behind, so the name stays free for a corrected run.
+            # the request (or its image): leave nothing behind, so the name stays free for a
+            # corrected run.
             self._discard(instance)
+            raise
+
+    def _check_image(self, instance: Instance, *, restart: bool) -> None:
+        """Refuse the start before anything of it runs when the image check says no; a
+        refused policy restart ends as failed instead of being tried every pass."""
+        if self.image_check is None:
+            return
+        try:
+            self.image_check(instance)
+        except SignatureError as exc:
+            self._emit(instance, "refused", instance.state, reason=exc.reason)
+            error = str(exc)
+            if restart:
+                self._change(
+                    instance.id,
+                    lambda i: i.model_copy(
+                        update={
+                            "state": InstanceState.FAILED,
+                            "error": error,
+                            "restart_at": None,
+                        }
+                    ),
+                )
             raise
 
     def _discard(self, instance: Instance) -> None:
@@ -175,6 +200,7 @@ class InstanceLifecycle(ObservedInstances):
 
     def _start_locked(self, instance: Instance, *, restart: bool) -> Instance:
         instance_id = instance.id
+        self._check_image(instance, restart=restart)
         plan = self._plan(instance.image_digest, instance)
         cold = instance.cold or plan.config.snapshot == "off"
         snapshot = None if cold else find_snapshot(self.snapshots, plan.key)

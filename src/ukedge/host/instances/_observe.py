@@ -111,6 +111,9 @@ class ObservedInstances:
         #: Called with every event, synchronously, after the change is committed. A listener
         #: that raises is logged and skipped.
         self.listeners: list[Callable[[InstanceEvent], None]] = []
+        #: Called with an instance before each start (a restart too); raises SignatureError to
+        #: refuse it (the node's signature policy, :mod:`ukedge.host.policy`).
+        self.image_check: Callable[[Instance], None] | None = None
         #: Every process's events on this node, for followers in other processes.
         self.journal = EventJournal(root / "events.jsonl")
         #: Failed health probes of each instance (by id) since this manager started: the
@@ -165,7 +168,14 @@ class ObservedInstances:
     def _set(self, instance_id: str, *, action: str | None = None, **changes: object) -> Instance:
         return self._change(instance_id, lambda i: i.model_copy(update=changes), action=action)
 
-    def _emit(self, instance: Instance, action: str, previous: InstanceState | None) -> None:
+    def _emit(
+        self,
+        instance: Instance,
+        action: str,
+        previous: InstanceState | None,
+        *,
+        reason: str | None = None,
+    ) -> None:
         event = InstanceEvent(
             time=time.time(),
             id=instance.id,
@@ -175,12 +185,19 @@ class ObservedInstances:
             health=instance.health,
             exit_code=instance.exit_code,
             action=action,
+            image=instance.image if reason else None,
+            image_digest=instance.image_digest if reason else None,
+            reason=reason,
         )
+        self.announce(event)
+
+    def announce(self, event: InstanceEvent) -> None:
+        """Tell the listeners and the journal of ``event``."""
         for listener in list(self.listeners):
             try:
                 listener(event)
             except Exception:
-                log.exception("instance event listener %r failed on %s", listener, action)
+                log.exception("instance event listener %r failed on %s", listener, event.action)
         try:
             self.journal.append(event)
         except OSError as exc:  # the change is committed; only its announcement is lost
