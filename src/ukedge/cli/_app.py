@@ -69,6 +69,12 @@ _COMMANDS: dict[str, Spec] = {
     ),
     "logout": ("login", "Forget the saved credentials of a registry."),
     "tags": ("tags", "List the tags of a repository, one per line."),
+    "sign": ("sign", "Sign an image in its registry (an index: with each platform's manifest)."),
+    "verify": (
+        "sign",
+        "Verify an image's signatures against trusted public keys; exit 1 unless all verify.",
+    ),
+    "key": ("sign", "Make signing keys (cosign's format: PREFIX.key, encrypted, and PREFIX.pub)."),
     "search": (
         "search",
         "Search the registry's catalog: repository names, and the name and labels of each image.",

@@ -25,6 +25,8 @@ from ukedge.image._keys import (
     decrypt_private_key,
     encrypt_private_key,
     generate_private_key,
+    read_public_keys,
+    write_key_pair,
 )
 from ukedge.image._manifest import REF_NAME, Descriptor, ImageIndex, ImageManifest
 from ukedge.image._reference import (
@@ -81,7 +83,9 @@ __all__ = [
     "make_signature",
     "mediatypes",
     "parse_reference",
+    "read_public_keys",
     "signature_payload",
     "validate_digest",
     "verify_signatures",
+    "write_key_pair",
 ]

@@ -21,6 +21,7 @@ import hashlib
 import json
 import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from cryptography.exceptions import InvalidSignature
@@ -36,6 +37,8 @@ __all__ = [
     "decrypt_private_key",
     "encrypt_private_key",
     "generate_private_key",
+    "read_public_keys",
+    "write_key_pair",
 ]
 
 _ENCRYPTED_TYPES = ("ENCRYPTED SIGSTORE PRIVATE KEY", "ENCRYPTED COSIGN PRIVATE KEY")
@@ -207,3 +210,46 @@ def decrypt_private_key(body: bytes, password: bytes, source: str = "") -> _Priv
     if not isinstance(key, ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey):
         raise UsageError(f"{where}: only ECDSA P-256 and Ed25519 keys sign")
     return key
+
+
+def _write_new(path: Path, data: bytes, mode: int, force: bool) -> None:
+    """Write ``path`` whole or not at all (a temporary name, renamed); refuse to replace an
+    existing file unless ``force``."""
+    if path.exists() and not force:
+        raise UsageError(f"{path} exists; choose another --output-key-prefix or pass --force")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        tmp.replace(path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def write_key_pair(prefix: Path, password: bytes, *, force: bool = False) -> tuple[Path, Path]:
+    """A new key pair as cosign lays it out: ``PREFIX.key`` (encrypted, mode 0600) and
+    ``PREFIX.pub``; returns both paths."""
+    key_path = prefix.with_name(prefix.name + ".key")
+    pub_path = prefix.with_name(prefix.name + ".pub")
+    for path in (key_path, pub_path):
+        if path.exists() and not force:
+            raise UsageError(f"{path} exists; choose another --output-key-prefix or pass --force")
+    key = generate_private_key()
+    _write_new(key_path, encrypt_private_key(key, password), 0o600, force)
+    _write_new(pub_path, key.public.pem(), 0o644, force)
+    return key_path, pub_path
+
+
+def read_public_keys(paths: list[Path]) -> list[PublicKey]:
+    keys = []
+    for path in paths:
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            raise UsageError(f"cannot read the public key {path}: {exc.strerror}") from None
+        keys.append(PublicKey.from_pem(data, str(path)))
+    return keys

@@ -45,8 +45,10 @@ if typing.TYPE_CHECKING:
     from ukedge.registry._signatures import (
         SignedManifest,
         fetch_signatures,
+        sign,
         sign_image,
         signature_tag,
+        verify,
         verify_image,
     )
     from ukedge.registry._transfer import (
@@ -99,8 +101,10 @@ __all__ = [
     "remote_reference",
     "search",
     "select_platform",
+    "sign",
     "sign_image",
     "signature_tag",
+    "verify",
     "verify_image",
 ]
 
@@ -120,8 +124,10 @@ _LAZY = {
     "search": "ukedge.registry._search",
     "SignedManifest": "ukedge.registry._signatures",
     "fetch_signatures": "ukedge.registry._signatures",
+    "sign": "ukedge.registry._signatures",
     "sign_image": "ukedge.registry._signatures",
     "signature_tag": "ukedge.registry._signatures",
+    "verify": "ukedge.registry._signatures",
     "verify_image": "ukedge.registry._signatures",
     "ClientOptions": "ukedge.registry._transfer",
     "blob_label": "ukedge.registry._transfer",

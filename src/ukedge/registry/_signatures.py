@@ -45,7 +45,15 @@ from ukedge.image import (
 )
 from ukedge.registry._client import RegistryClient
 
-__all__ = ["SignedManifest", "fetch_signatures", "sign_image", "signature_tag", "verify_image"]
+__all__ = [
+    "SignedManifest",
+    "fetch_signatures",
+    "sign",
+    "sign_image",
+    "signature_tag",
+    "verify",
+    "verify_image",
+]
 
 log = logging.getLogger(__name__)
 
@@ -202,3 +210,26 @@ def verify_image(
         found = fetch_signatures(client, repository, subject.digest)
         verdicts.append(verify_signatures(subject.digest, found, keys))
     return verdicts
+
+
+def _remote(reference: str, action: str) -> tuple[str, str, str]:
+    """``(registry, repository, tag or digest)`` of a remote image reference."""
+    from ukedge.registry._settings import remote_reference
+
+    ref = remote_reference(reference, action=action)
+    assert ref.registry is not None
+    return ref.registry, ref.repository, ref.reference
+
+
+def sign(reference: str, key: PrivateKey, *, insecure: bool | None = None) -> list[SignedManifest]:
+    """:func:`sign_image` for ``HOST/NAME[:TAG|@DIGEST]`` (``ukedge sign``)."""
+    registry, repository, target = _remote(reference, "sign")
+    with RegistryClient(registry, insecure=insecure) as client:
+        return sign_image(client, repository, target, key)
+
+
+def verify(reference: str, keys: list[PublicKey], *, insecure: bool | None = None) -> list[Verdict]:
+    """:func:`verify_image` for ``HOST/NAME[:TAG|@DIGEST]`` (``ukedge verify``)."""
+    registry, repository, target = _remote(reference, "verify")
+    with RegistryClient(registry, insecure=insecure) as client:
+        return verify_image(client, repository, target, keys)
