@@ -76,6 +76,14 @@ def serve(
             "the topics agents use; repeatable.",
         ),
     ] = None,
+    trusted_key: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--trusted-key",
+            help="Public key (cosign PEM) a deployment with require_signature must be signed "
+            "by; repeatable (any one suffices).",
+        ),
+    ] = None,
 ) -> None:
     """Run the controller: the REST API for the CLI, the nodes' heartbeats, the scheduler.
 
@@ -105,6 +113,7 @@ def serve(
         not_ready_after_s=seconds("--not-ready-after", not_ready_after),
         grace_s=seconds("--grace", grace),
         mqtt=mqtt or None,
+        trusted_keys=trusted_key or None,
     )
     err.print(
         f"controller on https://{settings.addr} (data {settings.data_dir}); the CLI here finds "

@@ -22,6 +22,7 @@ from ukedge.controller._migrate import upgrade
 from ukedge.controller._pinning import PinnedImage, pin_image
 from ukedge.controller._results import Notifier
 from ukedge.controller._settings import ControllerSettings
+from ukedge.image import read_public_keys
 
 __all__ = ["Controller"]
 
@@ -38,6 +39,8 @@ class Controller:
         self.settings = settings
         self.clock = clock
         self.pinner = pinner
+        #: Keys a deployment that requires signatures must be signed by (read once, at start).
+        self.trusted_keys = read_public_keys(settings.trusted_keys)
         self.identity: Identity = ensure_identity(
             settings.data_dir, settings.cert_path, settings.key_path, settings.token_path
         )

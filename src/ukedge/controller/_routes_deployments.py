@@ -19,6 +19,7 @@ from ukedge.controller._deployments import (
     scale,
 )
 from ukedge.controller._models import Deployment, DeploymentSpec, ReplicaRecord, Revision
+from ukedge.controller._signatures import check_signed
 
 __all__ = ["RollbackRequest", "ScaleRequest", "deployments_router"]
 
@@ -48,6 +49,8 @@ def deployments_router(controller: Controller, admin: Callable[[Request], None])
         """Create the deployment, or roll out a new revision when its spec changed (the image
         is pinned to a digest now; a spec that differs only in replicas scales)."""
         pinned = controller.pinner(spec.image, spec.placement.architectures)
+        if spec.require_signature:
+            check_signed(pinned.reference, controller.trusted_keys)
         return apply_spec(db, spec, pinned, now=controller.now())
 
     @router.get("/v1/deployments", response_model=list[Deployment])

@@ -41,6 +41,8 @@ class ControllerSettings(BaseModel):
     scoring: Literal["least-allocated", "bin-pack"] = "least-allocated"
     #: MQTT brokers (``mqtt://broker:1883``) the leader republishes every stored result to.
     mqtt: list[str] = Field(default_factory=list)
+    #: Public keys (cosign PEM) whose signature a deployment with ``require_signature`` needs.
+    trusted_keys: list[Path] = Field(default_factory=list)
     log_format: Literal["json", "text"] = "json"
     access_log: bool = True
 
