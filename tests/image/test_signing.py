@@ -51,6 +51,14 @@ def test_a_signature_cosign_made_verifies_with_its_key() -> None:
     assert verdict.signers == (_public("cosign.pub").key_id,)
 
 
+def test_a_cosign_signature_with_a_rekor_bundle_verifies_by_its_key_alone() -> None:
+    """Offline: the transparency-log bundle is not needed to check the key's signature."""
+    digest = digest_bytes((VECTORS / "cosign2-rekor-manifest.json").read_bytes())
+    sig = _cosign_signature("cosign2-rekor-valid.json")
+    assert verify_signatures(digest, [sig], [_public("cosign2.pub")]).ok
+    assert not verify_signatures(digest, [sig], [_public("cosign.pub")]).ok
+
+
 def test_our_payload_is_byte_for_byte_the_one_cosign_signs() -> None:
     theirs = _cosign_signature("cosign-valid.json").payload
     ours = signature_payload("192.168.64.2:5000/cosign-signed-single-sample", COSIGN_DIGEST)
