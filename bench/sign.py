@@ -147,17 +147,25 @@ def main() -> None:
                 "pull (cached image), no policy": [],
                 "pull (cached image), policy (fetches signatures)": [],
             }
-            guarded.manager._check_image(instance, restart=False)  # warm the cache
+            guarded.manager._check_image(instance.image, instance.image_digest, instance)
             for i in range(args.runs):
                 samples["start check, no policy"].append(
-                    _time(lambda: plain.manager._check_image(plain_instance, restart=False))
+                    _time(
+                        lambda: plain.manager._check_image(
+                            plain_instance.image, plain_instance.image_digest, plain_instance
+                        )
+                    )
                 )
                 samples["start check, policy, cached verdict"].append(
-                    _time(lambda: guarded.manager._check_image(instance, restart=False))
+                    _time(
+                        lambda: guarded.manager._check_image(
+                            instance.image, instance.image_digest, instance
+                        )
+                    )
                 )
                 fresh = SignatureGate(policy, guarded.manager.store.root)
                 samples["start check, policy, first verification"].append(
-                    _time(functools.partial(fresh.check_instance, instance))
+                    _time(functools.partial(fresh.check, instance.image, instance.image_digest))
                 )
                 if i % 10 == 0:
                     samples["pull (cached image), no policy"].append(_time(lambda: plain.pull(ref)))

@@ -16,7 +16,7 @@ from kit.agent import AgentProcess, running_agent
 from kit.hub import RunningHub, run_hub
 from kit.registry import make_image
 from ukedge.errors import InputFileError, SignatureError
-from ukedge.host import NodeLayout, open_node, run_request
+from ukedge.host import InstanceState, NodeLayout, open_node, run_request
 from ukedge.host.policy import OnUnsigned, load_policy
 from ukedge.image import ImageStore, PrivateKey, generate_private_key
 from ukedge.registry import RegistryClient, push, sign_image
@@ -60,6 +60,10 @@ def _sign(hub: RunningHub, tmp_path: Path, ref: str, key: PrivateKey) -> None:
     repository, _, tag = ref.removeprefix(f"{hub.host}/").partition(":")
     with RegistryClient(hub.host, insecure=True, state_dir=tmp_path / "signer") as client:
         sign_image(client, repository, tag, key)
+
+
+TRUST_CI = '[[rule]]\nkeys = ["ci.pub"]\n'
+TRUST_OTHER = '[[rule]]\nkeys = ["other.pub"]\n'
 
 
 def _journal(layout: NodeLayout) -> list[dict[str, object]]:
@@ -196,6 +200,28 @@ def test_every_start_is_checked_offline_and_refused_before_anything_runs(
     assert refused and refused[-1]["name"] == "web"
     assert refused[-1]["image"] == ref and refused[-1]["image_digest"] == digest
     assert "none valid for a trusted key" in str(refused[-1]["reason"])
+
+
+def test_a_start_of_an_existing_instance_is_refused_and_its_record_kept(
+    hub: RunningHub, tmp_path: Path
+) -> None:
+    """Created while the node trusted the signer; the policy changed; the start is refused
+    before anything boots, the instance stays as it was, and the event names it."""
+    keys = _key_files(tmp_path, "ci", "other")
+    ref, digest = _publish(hub, tmp_path)
+    _sign(hub, tmp_path, ref, keys["ci"])
+    layout = NodeLayout.data_dir(tmp_path / "node")
+    trusting = open_node(layout, policy=load_policy(_policy(tmp_path, TRUST_CI)))
+    trusting.pull(ref)
+    made = trusting.manager.create(run_request(image=ref, name="web"))
+    strict = open_node(layout, policy=load_policy(_policy(tmp_path, TRUST_OTHER)))
+    with pytest.raises(SignatureError, match="none valid for a trusted key"):
+        strict.start("web")
+    [kept] = strict.list(all_instances=True)
+    assert kept.id == made.id and kept.state is InstanceState.CREATED and kept.pid is None
+    [event] = [e for e in _journal(layout) if e["action"] == "refused"]
+    assert event["id"] == made.id and event["name"] == "web"
+    assert event["image"] == ref and event["image_digest"] == digest
 
 
 def test_the_verdict_is_cached_until_the_signatures_change(hub: RunningHub, tmp_path: Path) -> None:

@@ -166,7 +166,7 @@ def open_node(
     if policy is not None:
         gate = SignatureGate(policy, manager.store.root)
         images.gate = gate
-        manager.image_check = gate.check_instance
+        manager.image_check = gate.check
         gate.on_refused = manager.announce
     return LocalNode(manager, images, name=name, labels=labels, hub=hub)
 

@@ -31,6 +31,7 @@ from ukedge.faults import crash_point
 from ukedge.host._models import (
     HealthStatus,
     Instance,
+    InstanceEvent,
     InstanceState,
     PortMapping,
     RunRequest,
@@ -76,8 +77,12 @@ class InstanceLifecycle(ObservedInstances):
     def create(self, request: RunRequest) -> Instance:
         """Record an instance of ``request``'s image (state ``created``); nothing runs yet.
 
-        Raises AdmissionError when the node could not run it beside what it has committed.
+        Raises AdmissionError when the node could not run it beside what it has committed, and
+        SignatureError (before its layers are even unpacked) when the image check refuses it.
         """
+        if self.image_check is not None:
+            stored = self.store.resolve(request.image)
+            self._check_image(stored.ref, stored.digest, None, name=request.name or "")
         plan = self._plan(request.image, request)
         name = request.name or self._free_name()
         if not NAME_PATTERN.match(name):
@@ -159,14 +164,37 @@ class InstanceLifecycle(ObservedInstances):
             self._discard(instance)
             raise
 
-    def _check_image(self, instance: Instance, *, restart: bool) -> None:
-        """Refuse the start before anything of it runs when the image check says no; a
-        refused policy restart ends as failed instead of being tried every pass."""
+    def _check_image(
+        self,
+        image: str,
+        digest: str,
+        instance: Instance | None,
+        *,
+        name: str = "",
+        restart: bool = False,
+    ) -> None:
+        """Refuse a create or a start before anything of it runs when the image check says no,
+        with a ``refused`` event (on the instance, when there is one yet); a refused policy
+        restart ends as failed instead of being tried every pass."""
         if self.image_check is None:
             return
         try:
-            self.image_check(instance)
+            self.image_check(image, digest)
         except SignatureError as exc:
+            if instance is None:
+                self.announce(
+                    InstanceEvent(
+                        time=time.time(),
+                        id="",
+                        name=name,
+                        state=InstanceState.CREATED,
+                        action="refused",
+                        image=image,
+                        image_digest=digest,
+                        reason=exc.reason,
+                    )
+                )
+                raise
             self._emit(instance, "refused", instance.state, reason=exc.reason)
             error = str(exc)
             if restart:
@@ -200,7 +228,7 @@ class InstanceLifecycle(ObservedInstances):
 
     def _start_locked(self, instance: Instance, *, restart: bool) -> Instance:
         instance_id = instance.id
-        self._check_image(instance, restart=restart)
+        self._check_image(instance.image, instance.image_digest, instance, restart=restart)
         plan = self._plan(instance.image_digest, instance)
         cold = instance.cold or plan.config.snapshot == "off"
         snapshot = None if cold else find_snapshot(self.snapshots, plan.key)

@@ -111,9 +111,10 @@ class ObservedInstances:
         #: Called with every event, synchronously, after the change is committed. A listener
         #: that raises is logged and skipped.
         self.listeners: list[Callable[[InstanceEvent], None]] = []
-        #: Called with an instance before each start (a restart too); raises SignatureError to
-        #: refuse it (the node's signature policy, :mod:`ukedge.host.policy`).
-        self.image_check: Callable[[Instance], None] | None = None
+        #: Called with an image's reference and manifest digest before each create and start
+        #: (a restart too); raises SignatureError to refuse it (the node's signature policy,
+        #: :mod:`ukedge.host.policy`).
+        self.image_check: Callable[[str, str], None] | None = None
         #: Every process's events on this node, for followers in other processes.
         self.journal = EventJournal(root / "events.jsonl")
         #: Failed health probes of each instance (by id) since this manager started: the

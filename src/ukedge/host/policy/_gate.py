@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ukedge.errors import RegistryError, SignatureError
-from ukedge.host._models import Instance, InstanceEvent, InstanceState
+from ukedge.host._models import InstanceEvent, InstanceState
 from ukedge.host.policy._policy import OnUnsigned, Policy, Rule
 from ukedge.image import Signature, Verdict, digest_hex, parse_reference, verify_signatures
 
@@ -159,9 +159,9 @@ class SignatureGate:
             log.warning("image %s (%s) runs unverified (%s): %s", image, digest, where, said)
         return decision
 
-    def check_instance(self, instance: Instance) -> None:
-        """The instance manager's check before every start."""
-        self.enforce(instance.image, instance.image_digest)
+    def check(self, image: str, digest: str) -> None:
+        """The instance manager's check before every create and start."""
+        self.enforce(image, digest)
 
     def refused_pull(self, exc: SignatureError) -> None:
         if self.on_refused is None:
