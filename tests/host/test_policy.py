@@ -145,6 +145,10 @@ def test_unsigned_pull_is_refused_then_accepted_once_signed(
     decision = node.cache.gate.decide(ref, digest) if node.cache.gate else None
     assert decision is not None and decision.allowed and decision.verdict is not None
     assert decision.verdict.signers == (keys["ci"].public.key_id,)
+    kept = layout.store / ".ukedge-signatures" / f"{digest.removeprefix('sha256:')}.json"
+    assert kept.exists()
+    node.remove_image(ref)  # the kept signatures go with the image
+    assert not kept.exists()
 
 
 def test_warn_lets_an_unsigned_image_in_and_says_so(

@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import os
 import pwd
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -168,6 +169,13 @@ def open_node(
         images.gate = gate
         manager.image_check = gate.check
         gate.on_refused = manager.announce
+        drop_snapshots = manager.drop_snapshots
+
+        def removed(digests: Collection[str]) -> None:
+            drop_snapshots(digests)
+            gate.forget(set(digests))
+
+        images.on_remove = removed
     return LocalNode(manager, images, name=name, labels=labels, hub=hub)
 
 
