@@ -52,6 +52,7 @@ bench: deps venv kernel
 	$(PY) bench/density.py
 	$(PY) bench/ondemand.py
 	$(PY) bench/cli.py
+	$(PY) bench/sign.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -89,3 +89,14 @@ def test_a_controller_without_trusted_keys_says_how_to_give_it_one(
             assert r.status_code == 422 and "--trusted-key" in r.json()["detail"]
     finally:
         controller.close()
+
+
+def test_the_requirement_comes_from_a_flag_or_the_deployment_file(tmp_path: Path) -> None:
+    from ukedge.controller import deployment_spec, load_deployment_file
+
+    flagged = deployment_spec(None, name="web", image="hub:5000/web:1", require_signature=True)
+    assert flagged.require_signature
+    assert not deployment_spec(None, name="web", image="hub:5000/web:1").require_signature
+    path = tmp_path / "web.toml"
+    path.write_text('name = "web"\nimage = "hub:5000/web:1"\nrequire_signature = true\n')
+    assert load_deployment_file(path).require_signature

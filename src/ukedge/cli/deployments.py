@@ -253,6 +253,13 @@ def deploy(
             "--on-demand", help="Scale each replica to zero; boot on the first connection."
         ),
     ] = False,
+    require_signature: Annotated[
+        bool,
+        typer.Option(
+            "--require-signature",
+            help="Refuse the rollout unless the image is signed by a key the controller trusts.",
+        ),
+    ] = False,
     wait: Annotated[bool, _WAIT] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the deployment as JSON.")] = False,
 ) -> None:
@@ -265,8 +272,9 @@ def deploy(
 
     The file has the spec's field names: name, image, replicas, mode, memory_mib (or "64M"),
     vcpus, args, env, ports (["18080:8080"]), restart ("on-failure:3"), on_demand, autonomy_s
-    (or "10m"), and the tables [placement] (selector, architectures, spread_by) and [strategy]
-    (max_surge, max_unavailable). Flags given with -f override the file's fields.
+    (or "10m"), require_signature, and the tables [placement] (selector, architectures,
+    spread_by) and [strategy] (max_surge, max_unavailable). Flags given with -f override the
+    file's fields.
 
     Examples: ukedge deploy -f sensor-agg.toml --wait;
     ukedge deploy web --image hub.local:5000/web:2 --replicas 3 --spread-by zone -p 8080:8080;
@@ -292,6 +300,7 @@ def deploy(
         max_unavailable=max_unavailable,
         autonomy=autonomy,
         on_demand=on_demand or None,
+        require_signature=require_signature or None,
     )
     client = controller()
     _print_deployment(client, client.deploy(spec), wait=wait, as_json=as_json)

@@ -42,6 +42,7 @@ FLAGS: dict[str, str] = {
     "restart": "--restart",
     "on_demand": "--on-demand",
     "autonomy_s": "--autonomy",
+    "require_signature": "--require-signature",
     "placement.selector": "--selector",
     "placement.architectures": "--arch",
     "placement.spread_by": "--spread-by",
@@ -209,6 +210,7 @@ def deployment_spec(
     max_unavailable: int | None = None,
     autonomy: str | None = None,
     on_demand: bool | None = None,
+    require_signature: bool | None = None,
 ) -> DeploymentSpec:
     """The spec of ``file`` (if any) with each given option over it; ``None`` or empty means
     "not given". Without a file, ``name`` and ``image`` are required."""
@@ -228,6 +230,7 @@ def deployment_spec(
             "restart": restart,
             "on_demand": on_demand,
             "autonomy_s": autonomy,
+            "require_signature": require_signature,
             "placement": {
                 "selector": list(selector),
                 "architectures": list(architectures),
