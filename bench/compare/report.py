@@ -24,6 +24,7 @@ TARGETS = (
     ("unikernel-cold", "compressed", "full-vm", 1 / 20),
     ("unikernel-cold", "on_disk", "full-vm", 1 / 20),
     ("unikernel-cold", "idle_rss", "full-vm", 1 / 3),
+    ("unikernel-resumed", "idle_rss", "full-vm", 1 / 3),
     ("unikernel-cold", "compressed", "container-runc", 1 / 2),
 )
 
@@ -102,6 +103,8 @@ def _surface(a: dict[str, Any]) -> str:
     parts = [f"{a['files']} files, {a['executables']} executables"]
     if a.get("kernel_options") is not None:
         parts.append(f"kernel: {a['kernel_options']} options")
+    else:
+        parts.append("the host's kernel, shared")
     if a.get("syscalls") is not None:
         parts.append(f"seccomp: {a['syscalls']} syscalls allowed")
     elif a.get("syscalls_note"):
@@ -201,6 +204,20 @@ def markdown(data: dict[str, Any], plot_names: list[str]) -> str:
             )
         if a.get("note"):
             notes.append(f"- {f['key']}: {a['note']}.")
+        if f["key"] == "full-vm" and "error" not in f:
+            notes.append(
+                f"- full-vm: Debian kernel {a.get('kernel', '')} and its initramfs booted by "
+                "QEMU directly (-kernel/-initrd, no boot loader), root on a virtio disk opened "
+                f"with snapshot=on; {f.get('runs', data['runs'])} sampled runs (a boot takes "
+                "minutes under TCG on a loaded machine). The app starts before the network is "
+                "configured; ready waits for both."
+            )
+        if f["key"] in ("container-runc", "container-crun") and "error" not in f:
+            notes.append(
+                f"- {f['key']}: the bundle shares the host's network namespace (runc and crun "
+                "publish no ports; an engine's network does), a read-only root and, like "
+                "`runc spec`'s default, no seccomp filter."
+            )
     out = [
         f"# ukedge compare: {data['app']} as unikernel, container, full VM and process",
         "",
