@@ -46,16 +46,17 @@ def cgroup_hybrid() -> bool:
 def runtime_config(image: dict[str, object], port: int, rootfs: Path) -> dict[str, object]:
     """An OCI runtime config (what ``runc spec`` writes, minus the terminal and the network
     namespace) running the image's entrypoint on ``port``."""
-    entry = image.get("Entrypoint") or []
-    cmd = image.get("Cmd") or []
-    env = [e for e in image.get("Env") or [] if not str(e).startswith(("PORT=", "RESULTS_FILE="))]  # type: ignore[union-attr]
+    entry = [str(a) for a in image.get("Entrypoint") or []]  # type: ignore[attr-defined]
+    cmd = [str(a) for a in image.get("Cmd") or []]  # type: ignore[attr-defined]
+    own = ("PORT=", "RESULTS_FILE=")  # set per instance below
+    env = [str(e) for e in image.get("Env") or [] if not str(e).startswith(own)]  # type: ignore[attr-defined]
     caps = ["CAP_AUDIT_WRITE", "CAP_KILL", "CAP_NET_BIND_SERVICE"]
     return {
         "ociVersion": "1.0.2",
         "process": {
             "terminal": False,
             "user": {"uid": 0, "gid": 0},
-            "args": [*entry, *cmd],  # type: ignore[misc]
+            "args": [*entry, *cmd],
             "env": [*env, f"PORT={port}", "RESULTS_FILE=/tmp/results.jsonl"],
             "cwd": image.get("WorkingDir") or "/",
             "capabilities": dict.fromkeys(("bounding", "effective", "permitted", "ambient"), caps),

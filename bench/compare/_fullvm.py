@@ -21,6 +21,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -129,7 +130,7 @@ def _run(cmd: list[str], log: Path) -> None:
         raise RuntimeError(f"{cmd[0]} failed ({proc.returncode}); log {log}:\n" + "\n".join(tail))
 
 
-def build_fullvm(app: Path, cache: Path, *, say: object = print) -> FullVmImage:
+def build_fullvm(app: Path, cache: Path, *, say: Callable[[str], None] = print) -> FullVmImage:
     """The cached image for ``app``, built first when missing (needs root and debootstrap)."""
     root = cache / f"fullvm-{_recipe_key(app)}"
     if (root / "done").is_file():
@@ -143,7 +144,6 @@ def build_fullvm(app: Path, cache: Path, *, say: object = print) -> FullVmImage:
     scratch = Path(tempfile.mkdtemp(dir=cache, prefix=".fullvm-"))
     log = scratch / "build.log"
     tree = scratch / "tree"
-    assert callable(say)
     say(f"full VM: debootstrap {SUITE} + systemd into {scratch} (minutes; log {log})")
     _run(
         [

@@ -101,7 +101,8 @@ def write_layout(
             (blobs / digest.split(":", 1)[1]).write_bytes(data)
             return digest
 
-        layers, diff_ids = [], []
+        layers: list[dict[str, str | int]] = []
+        diff_ids: list[str] = []
         uncompressed = 0
         for i, initrd in enumerate(initrd_layers):
             tree = work / f"tree{i}"
@@ -148,7 +149,7 @@ def write_layout(
         (work / "layout").rename(dest)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    compressed = len(config) + sum(int(layer["size"]) for layer in layers)  # type: ignore[call-overload]
+    compressed = len(config) + sum(int(layer["size"]) for layer in layers)
     return OciImage(dest, TAG, compressed, uncompressed)
 
 

@@ -21,10 +21,10 @@ from compare._container import PodmanForm, RuntimeForm
 from compare._forms import FullVmForm, ProcessForm, UnikernelForm
 from compare._fullvm import build_fullvm
 from compare._measure import Form, cpu_model, density, start_runs
-from compare._oci import OciImage, unpack_cpio, write_layout
+from compare._oci import OciImage, unpack, unpack_cpio, write_layout
 from compare._surface import du, kernel_options, seccomp_allowed, tree_counts
 from ukedge import paths, vmm
-from ukedge.build import build_image
+from ukedge.build import BuildResult, build_image
 from ukedge.host import InstanceManager, UnpackedLayers
 from ukedge.image import ImageStore
 from ukedge.kernel import list_kernels
@@ -51,13 +51,13 @@ class Settings:
     fullvm_memory_mib: int = 256
 
 
-def _unikernel_artefact(store: ImageStore, build: object, work: Path) -> dict[str, object]:
-    layers = build.layers  # type: ignore[attr-defined]
+def _unikernel_artefact(store: ImageStore, build: BuildResult, work: Path) -> dict[str, object]:
+    layers = build.layers
     tree = work / "unikernel-initrd"
     for layer in layers:
         if layer.role != "kernel":
             unpack_cpio(store.blob_path(layer.digest), tree / layer.role, drop=())
-    config = build.config  # type: ignore[attr-defined]
+    config = build.config
     kernel = next(
         k
         for k in list_kernels()
@@ -66,7 +66,7 @@ def _unikernel_artefact(store: ImageStore, build: object, work: Path) -> dict[st
     options = kernel_options(kernel.vmlinux.parent / "config")
     counts = tree_counts(tree)
     return {
-        "compressed": build.size,  # type: ignore[attr-defined]
+        "compressed": build.size,
         # what a node keeps unpacked: the kernel and the initrd layers, uncompressed
         "on_disk": sum(layer.uncompressed_size for layer in layers),
         "files": counts["files"] + 1,  # + the kernel
@@ -114,6 +114,8 @@ def run_compare(s: Settings, say: Callable[[str], None]) -> dict[str, object]:
     env = dict(build.config.env)
     say("writing the OCI image layout from the same layers")
     oci = write_layout(initrds, list(build.config.entrypoint), env, work / "oci")
+    oci_rootfs = work / "oci-rootfs"  # what every container row's runtime unpacks
+    unpack(oci.layout, oci.tag, oci_rootfs)
 
     forms: list[tuple[Form, int]] = [(ProcessForm(s.app, work), s.cap_light)]
     forms += [
@@ -135,11 +137,9 @@ def run_compare(s: Settings, say: Callable[[str], None]) -> dict[str, object]:
         row: dict[str, object] = {"key": form.key, "label": form.label}
         try:
             info = form.prepare()
-            if isinstance(form, RuntimeForm):
-                info = {**info, **_container_artefact(oci, form.rootfs, seccomp=False)}
-            elif isinstance(form, PodmanForm):
-                rootfs = work / "container-runc" / "rootfs"
-                info = {**info, **_container_artefact(oci, rootfs, seccomp=True)}
+            if isinstance(form, RuntimeForm | PodmanForm):
+                seccomp = isinstance(form, PodmanForm)
+                info = {**info, **_container_artefact(oci, oci_rootfs, seccomp=seccomp)}
             row["artefact"] = info
             row["label"] = form.label
             deadline = 600.0 if form.key == "full-vm" else 180.0
