@@ -198,6 +198,7 @@ class PodmanForm:
                 *self.runtime_flag,
                 "run",
                 "-d",
+                "--rm",  # nothing stays behind, also when the start fails
                 *_PODMAN_RUN,
                 "-p",
                 f"127.0.0.1:{port}:8080",
@@ -211,3 +212,8 @@ class PodmanForm:
             subprocess.run(["podman", "rm", "-f", "-t", "0", cid], capture_output=True)
 
         return Running(port, lambda: pids, stop)
+
+    def close(self) -> None:
+        """Remove the image pulled into podman's storage by :meth:`prepare`."""
+        if self.ref:
+            subprocess.run(["podman", "rmi", "-f", self.ref], capture_output=True)

@@ -152,6 +152,9 @@ def run_compare(s: Settings, say: Callable[[str], None]) -> dict[str, object]:
         except Exception as exc:  # recorded, and the other forms still run
             say(f"{form.key}: not measured: {exc}")
             row["error"] = str(exc)
+        finally:
+            if isinstance(form, PodmanForm):
+                form.close()
         results.append(row)
     load_after = os.getloadavg()
     shutil.rmtree(work, ignore_errors=True)  # the store, layout and bundles: gigabytes
