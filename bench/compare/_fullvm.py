@@ -97,9 +97,15 @@ def debian_mirror() -> str:
     )
 
 
+#: Bump when a build step below changes what the image holds (the package list, unit and
+#: network files and the app's sources are hashed already; the QEMU command line is not part
+#: of the image).
+_RECIPE_VERSION = 1
+
+
 def _recipe_key(app: Path) -> str:
     h = hashlib.sha256()
-    h.update(json.dumps([SUITE, FULLVM_PACKAGES, _NETWORK, _UNIT]).encode())
+    h.update(json.dumps([_RECIPE_VERSION, SUITE, FULLVM_PACKAGES, _NETWORK, _UNIT]).encode())
     for path in sorted(app.rglob("*.py")):
         h.update(path.relative_to(app).as_posix().encode() + b"\0" + path.read_bytes())
     return h.hexdigest()[:16]
