@@ -6,10 +6,12 @@ UKEDGE := $(VENV)/bin/ukedge
 # Debian packages the platform and its tests use (qemu, kernel build, static init, interop tools).
 DEB_PACKAGES := qemu-system-x86 qemu-utils linux-source-6.1 build-essential flex bison bc \
 	libelf-dev libssl-dev musl-tools cpio skopeo python3.11 python3.11-venv zstd xz-utils docker-registry \
-	chromium chromium-driver curl mosquitto postgresql
+	chromium chromium-driver curl mosquitto postgresql runc
+# What `make bench-compare` adds: the other container runtimes and the full VM's image builder.
+COMPARE_PACKAGES := crun podman debootstrap e2fsprogs
 PYTEST_ARGS ?=
 
-.PHONY: all deps venv kernel test test-fast demo lint bench clean
+.PHONY: all deps venv kernel test test-fast demo lint bench bench-compare clean
 
 all: venv
 
@@ -53,6 +55,12 @@ bench: deps venv kernel
 	$(PY) bench/ondemand.py
 	$(PY) bench/cli.py
 	$(PY) bench/sign.py
+
+# The same app as unikernel, container, full VM and process (issue 14); the report lands in
+# docs/compare/. Target-specific: deps installs COMPARE_PACKAGES too when this target runs it.
+bench-compare: DEB_PACKAGES += $(COMPARE_PACKAGES)
+bench-compare: deps venv kernel
+	nice $(UKEDGE) bench compare --out docs/compare
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

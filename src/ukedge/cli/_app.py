@@ -111,6 +111,7 @@ _COMMANDS: dict[str, Spec] = {
         "results",
         "Print the results the fleet's apps delivered to the controller (-f: follow live).",
     ),
+    "bench": ("bench", "Measure ukedge against other ways of running the same app."),
     "up": (
         "up",
         "Run a fleet of one: a controller, a hub and a local host agent, in the foreground.",
