@@ -46,12 +46,10 @@ from ukedge.guest import CpioArchive, source_date_epoch
 from ukedge.image import (
     BootConfig,
     Descriptor,
-    HealthCheck,
     ImageConfig,
     ImageManifest,
     ImageStore,
     KernelInfo,
-    PortSpec,
     mediatypes,
     parse_reference,
 )
@@ -460,7 +458,6 @@ def _memory_mib(plan: _Plan, kernel_size: int, *initrds: LayerFile) -> tuple[int
 
 def _config(plan: _Plan, profile: str, version: str, cmdline: str, memory_mib: int) -> ImageConfig:
     uk = plan.uk
-    hc = uk.healthcheck
     return ImageConfig(
         created=_created(),
         name=uk.app.name,
@@ -471,18 +468,8 @@ def _config(plan: _Plan, profile: str, version: str, cmdline: str, memory_mib: i
         workdir=uk.app.workdir,
         memory_mib=memory_mib,
         vcpus=uk.resources.vcpus,
-        ports=[PortSpec(port=p.port, protocol=p.protocol) for p in uk.ports],
-        healthcheck=None
-        if hc is None
-        else HealthCheck(
-            type=hc.type,
-            port=hc.port,
-            path=hc.path,
-            interval_s=hc.interval,
-            timeout_s=hc.timeout,
-            retries=hc.retries,
-            start_period_s=hc.start_period,
-        ),
+        ports=list(uk.ports),
+        healthcheck=uk.healthcheck,
         kernel=KernelInfo(profile=profile, version=version),
         boot=BootConfig(protocol="linux-pvh", cmdline=cmdline),
         labels=dict(uk.labels),
