@@ -1,4 +1,4 @@
-"""The listen address every server's settings share."""
+"""The listen address every server's settings share (ukedge.config.ListenAddr)."""
 
 from __future__ import annotations
 
