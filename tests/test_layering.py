@@ -34,8 +34,9 @@ LAYERS: list[tuple[str, ...]] = [
     # every package so that any may use it (host, hub and the controller do); it imports only
     # the leaves under it. ``image`` and ``guest`` are held to ``errors`` by ONLY.
     ("server", "sqlite"),
-    # Settings and logging set-up of the programs: config formats its errors with ``validation``.
-    ("config", "serverlog"),
+    # Settings and logging set-up of the programs, and the published-port model that the vmm,
+    # the host, the controller and the CLI share: they format errors with ``validation``.
+    ("config", "serverlog", "ports"),
     # Leaf helpers: pydantic error text, backends by name, type aliases, units, the data
     # directory, crash points, lazy package re-exports.
     ("validation", "backends", "types", "units", "paths", "faults", "_lazy"),

@@ -16,12 +16,13 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, GetCoreSchemaHandler, ValidationError
+from pydantic_core import CoreSchema, core_schema
 
 from ukedge.errors import UsageError
 from ukedge.validation import validation_message
 
-__all__ = ["check_listen_addr", "load_settings", "split_listen_addr"]
+__all__ = ["ListenAddr", "check_listen_addr", "load_settings", "split_listen_addr"]
 
 _M = TypeVar("_M", bound=BaseModel)
 
@@ -39,6 +40,27 @@ def split_listen_addr(addr: str) -> tuple[str, int]:
     """``(host, port)`` of a checked ``HOST:PORT``; an IPv6 host loses its brackets."""
     host, _, port = addr.rpartition(":")
     return host.strip("[]"), int(port)
+
+
+class ListenAddr(str):
+    """A server's ``addr`` setting (``HOST:PORT``) with its parts, one type for the hub, the
+    agent and the controller. A ``str``, so the settings read, dump and print as before; each
+    server checks the text with :func:`check_listen_addr` and its own example."""
+
+    __slots__ = ()
+
+    @property
+    def host(self) -> str:
+        """The host to bind; an IPv6 one without its brackets."""
+        return split_listen_addr(self)[0]
+
+    @property
+    def port(self) -> int:
+        return split_listen_addr(self)[1]
+
+    @classmethod
+    def __get_pydantic_core_schema__(cls, source: Any, handler: GetCoreSchemaHandler) -> CoreSchema:
+        return core_schema.no_info_after_validator_function(cls, handler(str))
 
 
 def _kind(annotation: Any) -> str:

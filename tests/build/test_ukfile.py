@@ -90,9 +90,9 @@ team = "edge"
     assert uk.resources.memory_mib == 128
     assert [(p.port, p.protocol) for p in uk.ports] == [(8080, "tcp"), (5353, "udp")]
     assert uk.healthcheck is not None
-    assert uk.healthcheck.interval == 0.25
-    assert uk.healthcheck.timeout == 2.0
-    assert uk.healthcheck.start_period == 60.0
+    assert uk.healthcheck.interval_s == 0.25
+    assert uk.healthcheck.timeout_s == 2.0
+    assert uk.healthcheck.start_period_s == 60.0
     assert uk.files.copy_ == {"conf/a.json": "/etc/a.json"}
     assert uk.python is not None and uk.python.requirements == ["idna==3.10"]
 
@@ -180,6 +180,18 @@ def test_not_utf8(tmp_path: Path) -> None:
             "healthcheck.interval",
             "invalid duration 'soon'",
         ),
+        (
+            _BASE + "[[ports]]\nport = 80\n[healthcheck]\ntype = 'tcp'\nport = 80\ntimeout = 0\n",
+            "healthcheck.timeout",
+            "greater than 0",
+        ),
+        (
+            _BASE
+            + "[[ports]]\nport = 80\n[healthcheck]\ntype = 'tcp'\nport = 80\ninterval_s = 1\n",
+            "healthcheck.interval_s",
+            "unknown key",
+        ),
+        (_BASE + "[[ports]]\nport = '80'\n", "ports[0].port", "valid integer"),
         (
             _BASE + "[healthcheck]\ntype = 'tcp'\nport = 81\n",
             "healthcheck.port",

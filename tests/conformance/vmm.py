@@ -32,13 +32,13 @@ import pytest
 
 from kit.net import free_port
 from ukedge.errors import MachineError, MachineTimeoutError, StateError, UsageError
+from ukedge.ports import PortMapping
 from ukedge.vmm import (
     KILLED_STATUS,
     Machine,
     MachineBackend,
     MachineSpec,
     MachineState,
-    PortForward,
 )
 
 #: One static test app, several behaviours chosen by argv[1].
@@ -125,7 +125,7 @@ class Guest:
         self,
         name: str,
         *args: str,
-        ports: tuple[PortForward, ...] = (),
+        ports: tuple[PortMapping, ...] = (),
         memory_mib: int = 64,
     ) -> MachineSpec:
         """A machine running the test app with ``args``; its launch archive is the last initrd."""
@@ -358,7 +358,9 @@ class MachineBackendSuite:
     ) -> None:
         port = free_port()
         machine = backend.start(
-            guest.spec("echo", "echo", "7777", ports=(PortForward(port, 7777),))
+            guest.spec(
+                "echo", "echo", "7777", ports=(PortMapping(host_port=port, guest_port=7777),)
+            )
         )
         machines.append(machine)
         wait_for(console_has(machine, "conformance app listening"), BOOT_TIMEOUT, "the app")
@@ -377,7 +379,9 @@ class MachineBackendSuite:
             busy.bind(("127.0.0.1", 0))
             busy.listen()
             port = busy.getsockname()[1]
-            spec = guest.spec("busyport", "exit", ports=(PortForward(port, 80),))
+            spec = guest.spec(
+                "busyport", "exit", ports=(PortMapping(host_port=port, guest_port=80),)
+            )
             with pytest.raises(MachineError, match=str(port)):
                 machines.append(backend.start(spec))
 

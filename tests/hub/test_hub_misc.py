@@ -44,7 +44,7 @@ def test_settings_precedence(tmp_path: Path) -> None:
     env = {"UKEDGE_HUB_SERVICE": "env", "UKEDGE_HUB_ANONYMOUS_PULL": "public/*, docs/*"}
     settings = load_settings(config, env, gc_interval=None, service="flag")
     assert settings.addr == "0.0.0.0:6000"
-    assert (settings.host, settings.port) == ("0.0.0.0", 6000)
+    assert (settings.addr.host, settings.addr.port) == ("0.0.0.0", 6000)
     assert settings.gc_interval == 60
     assert settings.service == "flag"
     assert settings.anonymous_pull == ["public/*", "docs/*"]

@@ -1,5 +1,7 @@
-"""Booting the real kernel + guest init + a tiny static app under QEMU, without the vmm package
-(so these tests pin the guest contract itself, whatever the backend does)."""
+"""Booting the real kernel + guest init + a tiny static app under QEMU, without the vmm backend
+(so these tests pin the guest contract itself, whatever the backend does). The machine's files
+lie where every backend keeps them (:class:`~ukedge.vmm.MachinePaths`, part of the backend
+contract), so the layout is written once."""
 
 from __future__ import annotations
 
@@ -24,6 +26,7 @@ from ukedge.guest import (
 )
 from ukedge.image import ImageConfig, KernelInfo
 from ukedge.kernel import Kernel
+from ukedge.vmm import MachinePaths
 
 #: The test application: one static binary whose first argument picks what it checks.
 APP_SOURCE = r"""
@@ -118,20 +121,20 @@ def initramfs(app: Path, launch: bytes) -> bytes:
 
 @dataclass
 class Boot:
-    workdir: Path
+    paths: MachinePaths
     proc: subprocess.Popen[bytes]
 
     @property
     def console(self) -> Path:
-        return self.workdir / "console.log"
+        return self.paths.console
 
     @property
     def results(self) -> Path:
-        return self.workdir / "results.jsonl"
+        return self.paths.results
 
     @property
     def control(self) -> Path:
-        return self.workdir / "control.sock"
+        return self.paths.control
 
     def console_text(self) -> str:
         return self.console.read_text(errors="replace") if self.console.exists() else ""
@@ -158,7 +161,7 @@ class Boot:
             if self.proc.poll() is None:
                 self.proc.kill()
                 self.proc.wait()
-        qemu_log = (self.workdir / "qemu.log").read_text(errors="replace")
+        qemu_log = self.paths.log.read_text(errors="replace")
         assert self.proc.returncode == 0, f"QEMU exited with {self.proc.returncode}: {qemu_log}"
         return parse_exit_line(self.console_text())
 
@@ -175,9 +178,10 @@ def boot(
     network: bool = False,
     debug: bool = False,
 ) -> Boot:
+    paths = MachinePaths(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
-    initrd = workdir / "initrd.img"
-    initrd.write_bytes(
+    paths.sockets.mkdir(parents=True, exist_ok=True, mode=0o700)
+    paths.initrd.write_bytes(
         initramfs(
             app,
             launch_archive(
@@ -211,29 +215,29 @@ def boot(
         "-kernel",
         str(kernel.vmlinux),
         "-initrd",
-        str(initrd),
+        str(paths.initrd),
         "-append",
         cmdline,
         "-serial",
-        f"file:{workdir / 'console.log'}",
+        f"file:{paths.console}",
         "-device",
         "virtio-serial-pci,id=vser0",
         "-chardev",
-        f"file,id=results,path={workdir / 'results.jsonl'}",
+        f"file,id=results,path={paths.results}",
         "-device",
         f"virtserialport,bus=vser0.0,chardev=results,name={RESULTS_PORT}",
         "-chardev",
-        f"socket,id=control,path={workdir / 'control.sock'},server=on,wait=off",
+        f"socket,id=control,path={paths.control},server=on,wait=off",
         "-device",
         f"virtserialport,bus=vser0.0,chardev=control,name={CONTROL_PORT}",
     ]
     if network:
         argv += ["-netdev", "user,id=n0", "-device", "virtio-net-pci,netdev=n0,romfile="]
-    with (workdir / "qemu.log").open("wb") as log:
+    with paths.log.open("wb") as log:
         proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=log)
     deadline = time.monotonic() + 10
-    while not (workdir / "control.sock").exists() and proc.poll() is None:
+    while not paths.control.exists() and proc.poll() is None:
         if time.monotonic() > deadline:
             break
         time.sleep(0.01)
-    return Boot(workdir, proc)
+    return Boot(paths, proc)

@@ -46,7 +46,8 @@ def test_snapshot_restores_clones_with_their_own_ports(
 ) -> None:
     """A listening app is saved once and restored twice; each clone answers on its own port."""
     from ukedge.errors import UsageError
-    from ukedge.vmm import MachineSpec, MachineState, PortForward
+    from ukedge.ports import PortMapping
+    from ukedge.vmm import MachineSpec, MachineState
 
     source = backend.start(guest.spec("snap-src", "echo", "7777"))
     try:
@@ -63,7 +64,9 @@ def test_snapshot_restores_clones_with_their_own_ports(
     try:
         for n in range(2):
             port = free_port()
-            base = guest.spec(f"clone{n}", "echo", "7777", ports=(PortForward(port, 7777),))
+            base = guest.spec(
+                f"clone{n}", "echo", "7777", ports=(PortMapping(host_port=port, guest_port=7777),)
+            )
             spec = MachineSpec.from_json({**base.to_json(), "restore_from": str(tmp_path / "snap")})
             clone = backend.start(spec)
             clones.append(clone)

@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from ukedge.errors import UsageError
-from ukedge.vmm import MachinePaths, MachineSpec, PortForward
+from ukedge.ports import PortMapping
+from ukedge.vmm import MachinePaths, MachineSpec
 from ukedge.vmm._qemu_argv import (
     SANDBOX,
     SANDBOX_RUNAS,
@@ -27,8 +28,8 @@ def _spec(tmp_path: Path, **kw: object) -> MachineSpec:
         "memory_mib": 96,
         "vcpus": 2,
         "ports": [
-            PortForward(18080, 8080),
-            PortForward(5353, 53, host_ip="0.0.0.0", protocol="udp"),
+            PortMapping(host_port=18080, guest_port=8080),
+            PortMapping(host_port=5353, guest_port=53, host_ip="0.0.0.0", protocol="udp"),
         ],
     }
     base.update(kw)

@@ -14,10 +14,8 @@ the end, under its lease, so a failed or interrupted build leaves the store as i
 
 from __future__ import annotations
 
-import datetime
 import hashlib
 import logging
-import os
 import shutil
 import tempfile
 from collections.abc import Callable, Sequence
@@ -26,12 +24,12 @@ from pathlib import Path, PurePosixPath
 from typing import Literal
 
 from ukedge import paths
-from ukedge.build._files import AppFile, select_files
+from ukedge.build._files import AppFile
 from ukedge.build._layers import LayerCache, LayerFile, gzip_layer, initrd_layer, layer_format_key
 from ukedge.build._memory import boot_memory
-from ukedge.build._pip import install_requirements, read_requirements_file
+from ukedge.build._pip import install_requirements
+from ukedge.build._plan import PYTHON_PACKAGES_DIR, Plan, image_config, resolve_plan
 from ukedge.build._python import (
-    PYTHON_ENV,
     PythonInstall,
     add_python_runtime,
     compile_tree,
@@ -39,21 +37,15 @@ from ukedge.build._python import (
     python_runtime_key,
     stage_python_runtime,
 )
-from ukedge.build._static import check_static_binary, compile_static
-from ukedge.build._ukfile import UKFILE_NAME, Ukfile, load_ukfile
+from ukedge.build._static import compile_static
 from ukedge.errors import BuildError, UkfileError
-from ukedge.guest import CpioArchive, source_date_epoch
+from ukedge.guest import CpioArchive
 from ukedge.image import (
-    BootConfig,
     Descriptor,
-    HealthCheck,
     ImageConfig,
     ImageManifest,
     ImageStore,
-    KernelInfo,
-    PortSpec,
     mediatypes,
-    parse_reference,
 )
 from ukedge.types import ProgressCallback
 
@@ -72,8 +64,6 @@ Stage = Literal["kernel", "runtime", "app", "write"]
 #: ``progress(stage, event, detail)`` with event "start", "cached" or "done".
 BuildProgress = Callable[[Stage, Literal["start", "cached", "done"], str], None]
 
-#: Where a python app's requirements are installed in the guest (on ``PYTHONPATH``).
-PYTHON_PACKAGES_DIR = "/usr/local/lib/python3.11/site-packages"
 _TITLE = "org.opencontainers.image.title"
 _CREATED = "org.opencontainers.image.created"
 
@@ -127,104 +117,6 @@ def _file_hash(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def _created() -> str | None:
-    if "SOURCE_DATE_EPOCH" not in os.environ:
-        return None
-    stamp = datetime.datetime.fromtimestamp(source_date_epoch(), tz=datetime.UTC)
-    return stamp.strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-@dataclass
-class _Plan:
-    """Everything checked before any slow step: a bad Ukfile fails in milliseconds."""
-
-    uk: Ukfile
-    context: Path
-    ukfile: str
-    tags: list[str]
-    files: list[AppFile]
-    entrypoint: list[str]
-    env: dict[str, str]
-    requirements: list[str]
-    binary: Path | None = None  # static: a prebuilt binary to copy
-
-
-def _plan(context: Path, tags: Sequence[str]) -> _Plan:
-    context = Path(context)
-    ukfile_path = context / UKFILE_NAME if context.is_dir() else context
-    context = ukfile_path.parent
-    uk = load_ukfile(ukfile_path)
-    shown = str(ukfile_path)
-    refs = [str(parse_reference(t)) for t in tags] or [f"{uk.app.name}:latest"]
-    from ukedge.kernel import profiles
-
-    known = profiles()
-    if uk.kernel.profile not in known:
-        raise UkfileError(
-            shown,
-            "kernel.profile",
-            f"unknown profile {uk.kernel.profile!r}; known profiles: {', '.join(known)}",
-        )
-    app_dir = PurePosixPath(uk.files.dest)
-
-    skip: set[str] = set()
-    binary = None
-    requirements: list[str] = []
-    env: dict[str, str] = {}
-    if uk.app.runtime == "static":
-        assert uk.static is not None
-        skip.update(uk.static.sources)
-        if uk.static.binary:
-            binary = context / uk.static.binary
-            check_static_binary(binary, ukfile=shown, field="static.binary", shown=uk.static.binary)
-            skip.add(uk.static.binary)
-            default_entry = [str(app_dir / PurePosixPath(uk.static.binary).name)]
-        else:
-            for index, source in enumerate(uk.static.sources):
-                if not (context / source).is_file():
-                    raise UkfileError(
-                        shown, f"static.sources[{index}]", f"{source} does not exist in {context}"
-                    )
-            default_entry = [str(app_dir / uk.app.name)]
-    else:
-        section = uk.python
-        env.update(PYTHON_ENV)
-        if section is not None and section.requirements is not None:
-            requirements = list(section.requirements)
-        else:
-            name = (section.requirements_file if section else None) or "requirements.txt"
-            path = context / name
-            explicit = section is not None and section.requirements_file is not None
-            if explicit or path.is_file():
-                requirements = read_requirements_file(
-                    path, ukfile=shown, field="python.requirements_file"
-                )
-        if requirements:
-            env["PYTHONPATH"] = f"{env['PYTHONPATH']}:{PYTHON_PACKAGES_DIR}"
-        default_entry = ["python3", "-u", str(app_dir / "main.py")]
-    user_path = uk.env.get("PYTHONPATH")
-    env.update(uk.env)
-    if user_path and uk.app.runtime == "python":
-        # the app's directories first, but keep the runtime's: the loose stdlib and packages
-        env["PYTHONPATH"] = f"{user_path}:{PYTHON_ENV['PYTHONPATH']}"
-        if requirements:
-            env["PYTHONPATH"] += f":{PYTHON_PACKAGES_DIR}"
-
-    files = select_files(context, uk.files, ukfile=shown, skip=frozenset(skip))
-    if uk.app.entrypoint is not None:
-        entrypoint = list(uk.app.entrypoint)
-    else:
-        if uk.app.runtime == "python" and not any(f.dest == default_entry[-1] for f in files):
-            raise UkfileError(
-                shown,
-                "app.entrypoint",
-                f"not given, and there is no main.py to run by default in {context} "
-                '(set entrypoint = ["python3", "-u", "/app/yourapp.py"])',
-            )
-        entrypoint = default_entry
-    return _Plan(uk, context, shown, refs, files, entrypoint, env, requirements, binary)
-
-
 def build_image(
     context: Path,
     tags: Sequence[str] = (),
@@ -241,7 +133,7 @@ def build_image(
     ``(done, total)`` when the profile is not built yet (minutes, once per machine).
     """
     report = progress or _noop
-    plan = _plan(context, tags)
+    plan = resolve_plan(context, tags)
     cache_root = Path(cache) if cache is not None else paths.cache_dir()
     layer_cache = LayerCache(cache_root / "layers")
     fmt = layer_format_key()
@@ -269,7 +161,7 @@ def build_image(
         report("app", "done", _app_summary(plan))
 
         memory_mib, min_memory_mib = _memory_mib(plan, vst.st_size, runtime_layer, app_layer)
-        config = _config(plan, kernel.profile, kernel.version, kernel.cmdline, memory_mib)
+        config = image_config(plan, kernel.profile, kernel.version, kernel.cmdline, memory_mib)
         config = ImageConfig.model_validate(
             config.model_dump() | {"min_memory_mib": min_memory_mib}
         )
@@ -359,7 +251,7 @@ def _runtime_layer(cache: LayerCache, fmt: str, py: PythonInstall | None) -> tup
     return cache.get_or_build("runtime-python", key, build_python)
 
 
-def _app_summary(plan: _Plan) -> str:
+def _app_summary(plan: Plan) -> str:
     """What the app layer holds, for the progress line: a static app's binary is in it too."""
     count = len(plan.files)
     files = f"{count} file{'' if count == 1 else 's'}"
@@ -369,7 +261,7 @@ def _app_summary(plan: _Plan) -> str:
     return f"{binary} (static binary)" + (f" and {files}" if count else "")
 
 
-def _app_layer(plan: _Plan, py: PythonInstall | None, scratch: Path, cache_root: Path) -> LayerFile:
+def _app_layer(plan: Plan, py: PythonInstall | None, scratch: Path, cache_root: Path) -> LayerFile:
     uk = plan.uk
     archive = CpioArchive()
     app_dir = PurePosixPath(uk.files.dest)
@@ -433,7 +325,7 @@ def _add_app_file(archive: CpioArchive, f: AppFile) -> None:
         archive.add_file(f.dest, f.source, mode)
 
 
-def _memory_mib(plan: _Plan, kernel_size: int, *initrds: LayerFile) -> tuple[int, int]:
+def _memory_mib(plan: Plan, kernel_size: int, *initrds: LayerFile) -> tuple[int, int]:
     """``(memory, minimum)`` for the config: the Ukfile's memory if it is enough to boot, else
     an error; without one, the computed default (see ``_memory``).
 
@@ -456,36 +348,3 @@ def _memory_mib(plan: _Plan, kernel_size: int, *initrds: LayerFile) -> tuple[int
             f'the compressed layers); set memory = "{need.default_mib}M" or leave it out',
         )
     return given, need.minimum_mib
-
-
-def _config(plan: _Plan, profile: str, version: str, cmdline: str, memory_mib: int) -> ImageConfig:
-    uk = plan.uk
-    hc = uk.healthcheck
-    return ImageConfig(
-        created=_created(),
-        name=uk.app.name,
-        runtime=uk.app.runtime,
-        entrypoint=plan.entrypoint,
-        args=list(uk.app.args),
-        env=plan.env,
-        workdir=uk.app.workdir,
-        memory_mib=memory_mib,
-        vcpus=uk.resources.vcpus,
-        ports=[PortSpec(port=p.port, protocol=p.protocol) for p in uk.ports],
-        healthcheck=None
-        if hc is None
-        else HealthCheck(
-            type=hc.type,
-            port=hc.port,
-            path=hc.path,
-            interval_s=hc.interval,
-            timeout_s=hc.timeout,
-            retries=hc.retries,
-            start_period_s=hc.start_period,
-        ),
-        kernel=KernelInfo(profile=profile, version=version),
-        boot=BootConfig(protocol="linux-pvh", cmdline=cmdline),
-        labels=dict(uk.labels),
-        snapshot=None if uk.app.snapshot == "ready" else uk.app.snapshot,
-        hostname=uk.app.hostname,
-    )

@@ -68,6 +68,7 @@ from pydantic import (
 )
 
 from ukedge.errors import UkfileError, UsageError
+from ukedge.image import HealthCheck, PortSpec
 from ukedge.units import parse_duration, parse_size
 from ukedge.validation import first_problem
 
@@ -75,9 +76,7 @@ __all__ = [
     "UKFILE_NAME",
     "AppSection",
     "FilesSection",
-    "HealthcheckSection",
     "KernelSection",
-    "PortSection",
     "PythonSection",
     "ResourcesSection",
     "StaticSection",
@@ -101,7 +100,6 @@ def _to_list(value: Any) -> Any:
     return value.split() if isinstance(value, str) else value
 
 
-Duration = Annotated[float, BeforeValidator(_to_duration)]
 Command = Annotated[list[str], BeforeValidator(_to_list)]
 
 
@@ -288,26 +286,40 @@ class ResourcesSection(_Section):
         return None if self.memory is None else parse_size(self.memory, default_unit="M") >> 20
 
 
-class PortSection(_Section):
-    port: int = Field(ge=1, le=65535)
-    protocol: Literal["tcp", "udp"] = "tcp"
+#: The Ukfile's spelling of the health check's durations (text such as "500ms", under short
+#: names); the image's :class:`~ukedge.image.HealthCheck` is the one model of a health check,
+#: so the table converts into it and errors name the field as the Ukfile writes it.
+_HEALTHCHECK_DURATIONS = {
+    "interval": "interval_s",
+    "timeout": "timeout_s",
+    "start_period": "start_period_s",
+}
 
 
-class HealthcheckSection(_Section):
-    type: Literal["tcp", "http"]
-    port: int = Field(ge=1, le=65535)
-    path: str = "/"
-    interval: Duration = Field(default=1.0, gt=0)
-    timeout: Duration = Field(default=1.0, gt=0)
-    retries: int = Field(default=3, ge=1)
-    start_period: Duration = Field(default=0.0, ge=0)
+def _to_healthcheck(value: Any) -> Any:
+    if not isinstance(value, dict):
+        return value
+    table: dict[str, Any] = {}
+    for key, item in value.items():
+        if key in _HEALTHCHECK_DURATIONS.values():
+            raise _FieldError(f"healthcheck.{key}", "unknown key (check the spelling)")
+        if key in _HEALTHCHECK_DURATIONS:
+            try:
+                item = _to_duration(item)
+            except ValueError as exc:
+                raise _FieldError(f"healthcheck.{key}", str(exc)) from None
+            key = _HEALTHCHECK_DURATIONS[key]
+        table[key] = item
+    return table
 
-    @field_validator("path")
-    @classmethod
-    def _path(cls, v: str) -> str:
-        if not v.startswith("/"):
-            raise ValueError(f"{v!r} must start with '/'")
-        return v
+
+def _ukfile_field(field: str) -> str:
+    """``healthcheck.interval_s`` as the Ukfile spells it (``healthcheck.interval``)."""
+    section, dot, name = field.partition(".")
+    for written, model in _HEALTHCHECK_DURATIONS.items():
+        if section == "healthcheck" and dot and name == model:
+            return f"healthcheck.{written}"
+    return field
 
 
 class KernelSection(_Section):
@@ -330,8 +342,8 @@ class Ukfile(_Section):
     files: FilesSection = Field(default_factory=FilesSection)
     env: dict[str, str] = Field(default_factory=dict)
     resources: ResourcesSection = Field(default_factory=ResourcesSection)
-    ports: list[PortSection] = Field(default_factory=list)
-    healthcheck: HealthcheckSection | None = None
+    ports: list[PortSpec] = Field(default_factory=list)
+    healthcheck: Annotated[HealthCheck | None, BeforeValidator(_to_healthcheck)] = None
     kernel: KernelSection = Field(default_factory=KernelSection)
     labels: dict[str, str] = Field(default_factory=dict)
 
@@ -395,7 +407,9 @@ def load_ukfile(path: Path) -> Ukfile:
     except UnicodeDecodeError as exc:
         raise UkfileError(shown, None, f"not UTF-8 text: {exc.reason} at byte {exc.start}") from exc
     try:
-        model = Ukfile.model_validate(raw)
+        # Strict as the Ukfile's own sections are, for the image's models it uses too: a port
+        # written as "8080" is a mistake to report, not to coerce.
+        model = Ukfile.model_validate(raw, strict=True)
     except _FieldError as exc:
         raise UkfileError(shown, exc.field, exc.problem) from exc
     except ValidationError as exc:
@@ -406,5 +420,5 @@ def load_ukfile(path: Path) -> Ukfile:
         if isinstance(inner, _FieldError):
             raise UkfileError(shown, inner.field, inner.problem) from exc
         field, problem = first_problem(errors)
-        raise UkfileError(shown, field or None, problem) from exc
+        raise UkfileError(shown, _ukfile_field(field) or None, problem) from exc
     return model

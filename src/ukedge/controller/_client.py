@@ -11,6 +11,9 @@ controller that cannot be reached, or whose certificate is not the one trusted, 
 saying what to do. The result stream (server-sent events) reconnects by itself and resumes after
 the last record it delivered (``Last-Event-ID``), so a controller restart loses no record and
 repeats none.
+
+Long on purpose: one short method per route of the controller's API, all over one request
+path (trust, token, error mapping); splitting them would scatter that path.
 """
 
 from __future__ import annotations

@@ -35,7 +35,7 @@ def serve(settings: ControllerSettings) -> None:
     serverlog.configure(settings.log_format)
     controller = Controller(settings)
     try:
-        listener = server.tcp_listener(settings.host, settings.port)
+        listener = server.tcp_listener(settings.addr.host, settings.addr.port)
         identity = controller.identity
         log.info(
             "controller serving on https://%s (certificate SHA-256 %s, database %s)",

@@ -25,7 +25,7 @@ class ControllerSettings(BaseModel):
     #: Holds the SQLite database (unless ``db`` names another), the TLS identity, the admin token.
     data_dir: Path = Field(default_factory=lambda: paths.home() / "controller")
     #: HTTPS address of the API (always TLS: nodes pin the certificate).
-    addr: str = DEFAULT_ADDR
+    addr: config.ListenAddr = config.ListenAddr(DEFAULT_ADDR)
     #: SQLAlchemy-style URL: ``sqlite:///PATH`` or ``postgresql://USER@HOST/DB``; default: the
     #: SQLite file ``controller.db`` in ``data_dir``.
     db: str | None = None
@@ -60,14 +60,6 @@ class ControllerSettings(BaseModel):
                 "postgresql://USER[:PASSWORD]@HOST[:PORT]/DATABASE"
             )
         return value
-
-    @property
-    def host(self) -> str:
-        return config.split_listen_addr(self.addr)[0]
-
-    @property
-    def port(self) -> int:
-        return config.split_listen_addr(self.addr)[1]
 
     @property
     def db_url(self) -> str:

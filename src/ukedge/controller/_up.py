@@ -169,13 +169,13 @@ def _settings(settings: UpSettings) -> tuple[ControllerSettings, HubSettings, Ag
     base = settings.data_dir or paths.home()
     centre = ControllerSettings(
         data_dir=base / "controller",
-        addr=settings.controller_addr,
+        addr=config.ListenAddr(settings.controller_addr),
         log_format=settings.log_format,
         access_log=False,
     )
     hub_settings = HubSettings(
         data_dir=base / "hub",
-        addr=settings.hub_addr,
+        addr=config.ListenAddr(settings.hub_addr),
         log_format=settings.log_format,
         access_log=False,
     )
@@ -207,8 +207,8 @@ def up(settings: UpSettings, *, on_ready: Callable[[UpInfo], None]) -> None:
     # Every address first: one in use fails the whole start before anything runs.
     sockets: list[socket] = []
     try:
-        sockets.append(tcp_listener(centre.host, centre.port))
-        sockets.append(tcp_listener(hub_settings.host, hub_settings.port))
+        sockets.append(tcp_listener(centre.addr.host, centre.addr.port))
+        sockets.append(tcp_listener(hub_settings.addr.host, hub_settings.addr.port))
         sockets += open_listeners(agent_settings)
     except BaseException:
         for sock in sockets:

@@ -14,7 +14,7 @@ from typing import Any
 
 from fastapi import FastAPI
 
-from ukedge.hub._v2 import MAX_PAGE
+from ukedge.hub._v2_request import MAX_PAGE
 from ukedge.image import NAME_PATTERN, TAG_PATTERN, mediatypes
 
 __all__ = ["describe_v2", "v2_paths"]

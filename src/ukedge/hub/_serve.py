@@ -33,7 +33,7 @@ def serve(settings: HubSettings) -> None:
     """Reconcile metadata with storage, then run the hub under uvicorn until interrupted."""
     serverlog.configure(settings.log_format)
     hub = open_hub(settings)
-    listener = server.tcp_listener(settings.host, settings.port)
+    listener = server.tcp_listener(settings.addr.host, settings.addr.port)
     server.run(create_app(settings, hub), [listener], trusted_proxies=settings.trusted_proxies)
 
 
@@ -49,7 +49,7 @@ def open_hub(settings: HubSettings) -> Hub:
         len(report.problems) - len(report.unrepaired),
         report.strays,
     )
-    if not hub.auth.enabled and settings.host not in ("127.0.0.1", "localhost", "::1"):
+    if not hub.auth.enabled and settings.addr.host not in ("127.0.0.1", "localhost", "::1"):
         log.warning(
             "auth is off and the hub listens on %s: anyone who reaches it can push and delete; "
             "add a user (ukedge hub user add) or pass --auth on",
@@ -63,8 +63,8 @@ def server_config(settings: HubSettings, app: ASGIApp, **overrides: Any) -> uvic
     return server.uvicorn_config(
         app,
         trusted_proxies=settings.trusted_proxies,
-        host=settings.host,
-        port=settings.port,
+        host=settings.addr.host,
+        port=settings.addr.port,
         **overrides,
     )
 

@@ -23,7 +23,7 @@ class HubSettings(BaseModel):
 
     #: Holds ``hub.db``, the token signing key and (by default) the blob storage.
     data_dir: Path = Field(default_factory=lambda: paths.home() / "hub")
-    addr: str = "127.0.0.1:5000"
+    addr: config.ListenAddr = config.ListenAddr("127.0.0.1:5000")
     #: ``auto``: on as soon as a user or robot token exists; ``on``/``off`` force it.
     auth: Literal["auto", "on", "off"] = "auto"
     #: Glob patterns of repositories anyone may pull without credentials (``public/*``).
@@ -69,14 +69,6 @@ class HubSettings(BaseModel):
                     f"trusted proxy {item!r} is not an IP address or network (10.0.0.5, 10.0.0.0/8)"
                 ) from None
         return value
-
-    @property
-    def host(self) -> str:
-        return self.addr.rpartition(":")[0].strip("[]")
-
-    @property
-    def port(self) -> int:
-        return int(self.addr.rpartition(":")[2])
 
     @property
     def db_path(self) -> Path:

@@ -8,13 +8,11 @@ handler in :mod:`ukedge.hub._errors`.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, ClassVar, Protocol
-from urllib.parse import urlencode
 
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response, StreamingResponse
@@ -24,6 +22,15 @@ from ukedge.errors import UkedgeError
 from ukedge.hub._errors import Code, DistributionError, internal_error_response, to_response
 from ukedge.hub._manifest_parse import read_limited
 from ukedge.hub._names import check_digest, check_name
+from ukedge.hub._v2_request import (
+    API_VERSION,
+    byte_range,
+    content_range,
+    idle_bounded,
+    int_header,
+    page,
+    paged,
+)
 from ukedge.image import mediatypes
 
 if TYPE_CHECKING:
@@ -33,12 +40,11 @@ if TYPE_CHECKING:
     from ukedge.hub._metrics import HubMetrics
     from ukedge.hub._settings import HubSettings
 
-__all__ = ["MAX_PAGE", "V2_METHODS", "V2Api", "V2Shortcut"]
+__all__ = ["V2_METHODS", "V2Api", "V2Shortcut"]
 
 log = logging.getLogger(__name__)
 
 V2_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"]
-_API_VERSION = {"Docker-Distribution-API-Version": "registry/2.0"}
 _PATTERNS = [
     ("upload", re.compile(r"^/v2/(?P<name>.+)/blobs/uploads/(?P<id>[^/]*)$")),
     ("blob", re.compile(r"^/v2/(?P<name>.+)/blobs/(?P<digest>[^/]+)$")),
@@ -46,76 +52,7 @@ _PATTERNS = [
     ("tags", re.compile(r"^/v2/(?P<name>.+)/tags/list$")),
     ("referrers", re.compile(r"^/v2/(?P<name>.+)/referrers/(?P<digest>[^/]+)$")),
 ]
-# Byte counts are ASCII digits, at most 18 of them: below 2**63 (SQLite's integers) and far
-# below the length at which int() refuses a string (4,300 digits), whatever a client sends.
-_DIGITS = 18
-_RANGE = re.compile(r"^(?:bytes[ =])?([0-9]{1,18})-([0-9]{1,18})$")
-_BYTES = re.compile(r"^bytes=([0-9]*)-([0-9]*)$")
-_COUNT = re.compile(r"^[0-9]{1,18}$")
 _SMALL_BLOB = 256 * 1024
-#: Largest page of ``_catalog`` and ``tags/list`` (``?n=``); more is refused, as distribution does.
-MAX_PAGE = 10000
-
-
-def _int_header(request: Request, name: str) -> int | None:
-    value = request.headers.get(name)
-    if value is None:
-        return None
-    if not _COUNT.match(value.strip()):
-        raise DistributionError(
-            Code.SIZE_INVALID, f"{name} {value[:40]!r} is not a byte count (at most 18 digits)"
-        )
-    return int(value)
-
-
-def _content_range(request: Request) -> tuple[int | None, int | None]:
-    """``(start, length)`` from ``Content-Range: <start>-<end>`` or ``Content-Length``."""
-    raw = request.headers.get("content-range")
-    length = _int_header(request, "content-length")
-    if raw is None:
-        return None, length
-    match = _RANGE.match(raw.strip())
-    if not match or int(match[2]) < int(match[1]):
-        raise DistributionError(
-            Code.RANGE_INVALID, f"Content-Range {raw[:60]!r} is not <start>-<end>", status=416
-        )
-    start, end = int(match[1]), int(match[2])
-    if length is not None and length != end - start + 1:
-        raise DistributionError(
-            Code.RANGE_INVALID,
-            f"Content-Range {raw!r} covers {end - start + 1} bytes, Content-Length says {length}",
-            status=416,
-        )
-    return start, end - start + 1
-
-
-def _page(request: Request) -> tuple[int | None, str | None]:
-    raw_n = request.query_params.get("n")
-    n: int | None = None
-    if raw_n is not None:
-        if not _COUNT.match(raw_n) or int(raw_n) > MAX_PAGE:
-            raise DistributionError(
-                Code.PAGINATION_NUMBER_INVALID,
-                f"n={raw_n[:40]!r} must be an integer from 0 to {MAX_PAGE}; "
-                "follow the Link header for the next page",
-                detail={"n": raw_n[:40], "max": MAX_PAGE},
-            )
-        n = int(raw_n)
-    return n, request.query_params.get("last")
-
-
-def _paged(
-    request: Request, items: list[str], n: int | None, key: str, body: dict[str, object]
-) -> Response:
-    """Trim the n+1 fetched items to n and add ``Link: <…>; rel="next"`` when more remain."""
-    headers = dict(_API_VERSION)
-    if n is not None and len(items) > n:
-        items = items[:n]
-        if items:
-            query = urlencode({"n": n, "last": items[-1]})
-            headers["Link"] = f'<{request.url.path}?{query}>; rel="next"'
-    body[key] = items
-    return Response(json.dumps(body), 200, headers=headers, media_type="application/json")
 
 
 class HubParts(Protocol):
@@ -134,30 +71,6 @@ class HubParts(Protocol):
     def manifests(self) -> ManifestService: ...
 
 
-async def _idle_bounded(source: AsyncIterator[bytes], seconds: float) -> AsyncIterator[bytes]:
-    """The request body, failing (408) when no bytes arrive for ``seconds``.
-
-    Without it a client declaring a huge Content-Length that then goes silent would hold its
-    upload session's lock for good, and every PATCH, PUT and DELETE on the session would wait
-    behind it. The failed chunk is truncated away; the session stays usable.
-    """
-    chunks = source.__aiter__()
-    while True:
-        try:
-            async with asyncio.timeout(seconds):
-                chunk = await anext(chunks)
-        except StopAsyncIteration:
-            return
-        except TimeoutError:
-            raise DistributionError(
-                Code.SIZE_INVALID,
-                f"the request body stalled (nothing for {seconds:g} s); what arrived of this "
-                "request was dropped: GET the upload for its offset and resume from there",
-                status=408,
-            ) from None
-        yield chunk
-
-
 class V2Api:
     """Routes ``/v2/…`` requests to handlers; owned by one :class:`~ukedge.hub._app.Hub`."""
 
@@ -167,7 +80,7 @@ class V2Api:
         self.manifests = hub.manifests
 
     def _body(self, request: Request) -> AsyncIterator[bytes]:
-        return _idle_bounded(request.stream(), self.hub.settings.body_timeout)
+        return idle_bounded(request.stream(), self.hub.settings.body_timeout)
 
     def _realm(self, request: Request) -> str:
         return self.hub.settings.realm or f"{str(request.base_url).rstrip('/')}/token"
@@ -191,7 +104,7 @@ class V2Api:
             return Response(None, 400)
         except Exception as exc:  # a bug: still the spec's JSON error, never a bare 500
             response = internal_error_response(exc, request)
-        response.headers.update(_API_VERSION)
+        response.headers.update(API_VERSION)
         return response
 
     async def _dispatch(self, request: Request) -> Response:
@@ -204,9 +117,9 @@ class V2Api:
             self._allow(request, "catalog", "*", type_="registry")
             if method != "GET":
                 raise DistributionError(Code.UNSUPPORTED, f"{method} not allowed here")
-            n, last = _page(request)
+            n, last = page(request)
             names = self.manifests.catalog(None if n is None else n + 1, last)
-            return _paged(request, names, n, "repositories", {})
+            return paged(request, names, n, "repositories", {})
         for kind, pattern in _PATTERNS:
             match = pattern.match(path)
             if match is None:
@@ -234,31 +147,10 @@ class V2Api:
             "Cache-Control": "max-age=31536000",
         }
         start, end, status = 0, info.size - 1, 200
-        raw = request.headers.get("range")
-        if raw is not None:
-            m = _BYTES.match(raw.strip())
-            if m and (m[1] or m[2]):
-                if max(len(m[1]), len(m[2])) > _DIGITS:
-                    raise DistributionError(
-                        Code.RANGE_INVALID,
-                        f"range {raw[:60]!r} is outside the blob's {info.size} bytes",
-                        status=416,
-                        headers={"Content-Range": f"bytes */{info.size}"},
-                    )
-                if m[1]:
-                    start = int(m[1])
-                    end = min(int(m[2]), info.size - 1) if m[2] else info.size - 1
-                else:
-                    start = max(info.size - int(m[2]), 0)
-                if start >= info.size or end < start:
-                    raise DistributionError(
-                        Code.RANGE_INVALID,
-                        f"range {raw!r} is outside the blob's {info.size} bytes",
-                        status=416,
-                        headers={"Content-Range": f"bytes */{info.size}"},
-                    )
-                status = 206
-                headers["Content-Range"] = f"bytes {start}-{end}/{info.size}"
+        wanted = byte_range(request, info.size)
+        if wanted is not None:
+            (start, end), status = wanted, 206
+            headers["Content-Range"] = f"bytes {start}-{end}/{info.size}"
         length = end - start + 1 if info.size else 0
         headers["Content-Length"] = str(length)
         if request.method == "HEAD":
@@ -319,7 +211,7 @@ class V2Api:
                 return self._created(name, mount)
         digest = params.get("digest")
         if digest is not None:
-            length = _int_header(request, "content-length")
+            length = int_header(request, "content-length")
             info = await self.blobs.put_monolithic(name, digest, self._body(request), length)
             return self._created(name, info.digest)
         status = self.blobs.start(name)
@@ -340,7 +232,7 @@ class V2Api:
 
     async def upload_patch(self, request: Request, name: str, match: re.Match[str]) -> Response:
         self._allow(request, name, "pull", "push")
-        start, length = _content_range(request)
+        start, length = content_range(request)
         status = await self.blobs.append(name, match["id"], self._body(request), start, length)
         return self._upload_response(202, name, status.id, status.offset)
 
@@ -349,7 +241,7 @@ class V2Api:
         digest = request.query_params.get("digest")
         if not digest:
             raise DistributionError(Code.DIGEST_INVALID, "PUT needs ?digest=<digest of the blob>")
-        start, length = _content_range(request)
+        start, length = content_range(request)
         body = self._body(request)
         info = await self.blobs.commit(name, match["id"], digest, body, start, length)
         self.hub.metrics.uploads.set(self.blobs.uploads_in_progress)
@@ -377,7 +269,7 @@ class V2Api:
     async def manifest_put(self, request: Request, name: str, match: re.Match[str]) -> Response:
         self._allow(request, name, "pull", "push")
         limit = self.hub.settings.max_manifest_bytes
-        declared = _int_header(request, "content-length")
+        declared = int_header(request, "content-length")
         if declared is not None and declared > limit:
             raise DistributionError(
                 Code.SIZE_INVALID,
@@ -407,9 +299,9 @@ class V2Api:
 
     async def tags_list(self, request: Request, name: str, match: re.Match[str]) -> Response:
         self._allow(request, name, "pull")
-        n, last = _page(request)
+        n, last = page(request)
         names = self.manifests.tags(name, None if n is None else n + 1, last)
-        return _paged(request, names, n, "tags", {"name": name})
+        return paged(request, names, n, "tags", {"name": name})
 
     async def referrers(self, request: Request, name: str, match: re.Match[str]) -> Response:
         self._allow(request, name, "pull")

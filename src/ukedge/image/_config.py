@@ -49,7 +49,7 @@ class HealthCheck(_Model):
     @classmethod
     def _absolute(cls, v: str) -> str:
         if not v.startswith("/"):
-            raise ValueError("must start with '/'")
+            raise ValueError(f"{v!r} must start with '/'")
         return v
 
 

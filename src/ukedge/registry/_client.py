@@ -8,6 +8,9 @@ sent through this client's requests.
 
 Request bodies are bytes of at most ``chunk_size``, never one-shot streams, so a request that
 meets an auth challenge (an expired token in a long push) can be sent again.
+
+Long on purpose: one short method per verb of the distribution API, all over one request path
+(auth challenges, retries, error mapping); uploads, transfers and progress are apart already.
 """
 
 from __future__ import annotations

@@ -13,7 +13,6 @@ from ukedge.vmm.base import (
     MachineState,
     MachineStats,
     MachineStatus,
-    PortForward,
 )
 
 __all__ = [
@@ -26,7 +25,6 @@ __all__ = [
     "MachineState",
     "MachineStats",
     "MachineStatus",
-    "PortForward",
     "backends",
     "create",
     "probe_accelerator",

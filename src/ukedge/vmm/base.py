@@ -13,14 +13,14 @@ that suite by supplying a factory fixture.
 from __future__ import annotations
 
 import enum
-import ipaddress
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from ukedge.errors import UsageError
 from ukedge.guest import check_hostname
+from ukedge.ports import PortMapping
 
 __all__ = [
     "KILLED_STATUS",
@@ -30,52 +30,11 @@ __all__ = [
     "MachineState",
     "MachineStats",
     "MachineStatus",
-    "PortForward",
 ]
 
 #: Exit status reported for an app whose machine was killed before the app ended (128 + SIGKILL),
 #: the convention shells and container engines use.
 KILLED_STATUS = 137
-
-
-@dataclass(frozen=True, slots=True)
-class PortForward:
-    """A host port forwarded to a guest port; bound to loopback unless asked otherwise."""
-
-    host_port: int
-    guest_port: int
-    host_ip: str = "127.0.0.1"
-    protocol: Literal["tcp", "udp"] = "tcp"
-
-    def __post_init__(self) -> None:
-        for name, port in (("host_port", self.host_port), ("guest_port", self.guest_port)):
-            if not isinstance(port, int) or not 1 <= port <= 65535:
-                raise UsageError(f"port forward {name} must be 1-65535, got {port!r}")
-        if self.protocol not in ("tcp", "udp"):
-            raise UsageError(f"port forward protocol must be tcp or udp, got {self.protocol!r}")
-        try:
-            ipaddress.IPv4Address(self.host_ip)
-        except ValueError:
-            raise UsageError(
-                f"port forward host_ip must be an IPv4 address, got {self.host_ip!r}"
-            ) from None
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "host_ip": self.host_ip,
-            "host_port": self.host_port,
-            "guest_port": self.guest_port,
-            "protocol": self.protocol,
-        }
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> PortForward:
-        return cls(
-            host_port=int(data["host_port"]),
-            guest_port=int(data["guest_port"]),
-            host_ip=str(data.get("host_ip", "127.0.0.1")),
-            protocol=data.get("protocol", "tcp"),
-        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,7 +59,7 @@ class MachineSpec:
     cmdline: str = ""
     memory_mib: int = 64
     vcpus: int = 1
-    ports: Sequence[PortForward] = ()
+    ports: Sequence[PortMapping] = ()
     restore_from: Path | None = None
     hostname: str | None = None
 
@@ -137,7 +96,7 @@ class MachineSpec:
             "cmdline": self.cmdline,
             "memory_mib": self.memory_mib,
             "vcpus": self.vcpus,
-            "ports": [p.to_json() for p in self.ports],
+            "ports": [p.model_dump() for p in self.ports],
             "restore_from": str(self.restore_from) if self.restore_from else None,
             "hostname": self.hostname,
         }
@@ -153,7 +112,7 @@ class MachineSpec:
             cmdline=str(data.get("cmdline", "")),
             memory_mib=int(data["memory_mib"]),
             vcpus=int(data["vcpus"]),
-            ports=[PortForward.from_json(p) for p in data.get("ports", [])],
+            ports=[PortMapping.model_validate(p) for p in data.get("ports", [])],
             restore_from=Path(restore) if restore else None,
             hostname=data.get("hostname"),
         )

@@ -9,6 +9,10 @@ host agent keep control of machines they did not start (or started in an earlier
 
 QMP (asyncio, qemu.qmp) and the snapshot code load when a machine is started or spoken to:
 listing instances reads their work directories only, and ``ukedge ps`` does without them.
+
+Long on purpose: the backend's machine type stays private behind its factory (the backend
+contract), so its operations live together; the parts that stand alone are apart already
+(``_qemu_argv``, ``_qmp``, ``_snapshot``, ``_proc``, ``_paths``).
 """
 
 from __future__ import annotations

@@ -56,7 +56,7 @@ class AgentSettings(BaseModel):
     #: Images, instances, results spool, token and socket; keep it on a persistent disk.
     data_dir: Path = Field(default_factory=lambda: paths.home() / "agent")
     #: TCP address of the REST API (bearer token required); empty turns TCP off.
-    addr: str = DEFAULT_ADDR
+    addr: config.ListenAddr = config.ListenAddr(DEFAULT_ADDR)
     #: Unix socket of the REST API (no token: file permissions guard it); default in data_dir.
     socket: Path | None = None
     #: Registry (HOST[:PORT]) for image references that name none.
@@ -127,14 +127,6 @@ class AgentSettings(BaseModel):
             except UsageError as exc:
                 raise ValueError(str(exc)) from None
         return value
-
-    @property
-    def host(self) -> str:
-        return config.split_listen_addr(self.addr)[0]
-
-    @property
-    def port(self) -> int:
-        return config.split_listen_addr(self.addr)[1]
 
     @property
     def socket_path(self) -> Path:

@@ -200,7 +200,7 @@ def open_listeners(settings: AgentSettings) -> list[socket.socket]:
     listeners = [_unix_listener(settings.socket_path)]
     if settings.addr:
         try:
-            listeners.append(server.tcp_listener(settings.host, settings.port))
+            listeners.append(server.tcp_listener(settings.addr.host, settings.addr.port))
         except BaseException:
             listeners[0].close()
             settings.socket_path.unlink(missing_ok=True)

@@ -5,6 +5,10 @@ Each decides from an instance's state and then acts on its machine while holding
 instance's lock and, across processes, its operation lock: see the protocol in
 :mod:`ukedge.host.instances._manager`, and :mod:`ukedge.host.instances._observe` for the records
 and observation these build on.
+
+Long on purpose: every operation follows the same two-lock protocol on the same state machine,
+and reads best beside the others; what stands alone (plan, boot files, snapshots, ports,
+probes, admission) is in its own module.
 """
 
 from __future__ import annotations

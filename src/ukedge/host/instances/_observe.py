@@ -7,6 +7,9 @@ directory (:meth:`ObservedInstances._refresh`): a machine that ended while nobod
 free is finished (:meth:`ObservedInstances._recover`). The operations that change instances are
 :class:`~ukedge.host.instances._lifecycle.InstanceLifecycle`'s; the public class is
 :class:`~ukedge.host.InstanceManager` (see its module for threads and crashes).
+
+Long on purpose: record changes, their events and the reconciliation of a record with its
+machine are one invariant (a record never says what its machine contradicts), kept in one class.
 """
 
 from __future__ import annotations

@@ -27,7 +27,7 @@ from ukedge.image import (
     digest_bytes,
     mediatypes,
 )
-from ukedge.vmm import MachineSpec, PortForward
+from ukedge.vmm import MachineSpec
 
 __all__ = ["Plan", "machine_spec", "memory_message", "plan_run"]
 
@@ -143,12 +143,7 @@ def machine_spec(
         ),
         memory_mib=plan.memory_mib,
         vcpus=plan.vcpus,
-        ports=[
-            PortForward(
-                p.host_port, p.guest_port, p.host_ip, "udp" if p.protocol == "udp" else "tcp"
-            )
-            for p in ports
-        ],
+        ports=ports,
         restore_from=restore_from,
         hostname=plan.hostname,
     )

@@ -9,6 +9,9 @@ line without its newline is not consumed; it is read again, whole, once the app 
 Each sink has its own delivery cursor (highest acked ``seq`` per instance), so a broker that is
 down holds back only its own deliveries. Records every sink has acked are pruned, except a
 bounded tail per instance kept for ``ukedge results``-style reading.
+
+Long on purpose: one SQLite schema and every transaction on it, so that the crash and
+concurrency story above is checked in one place.
 """
 
 from __future__ import annotations
