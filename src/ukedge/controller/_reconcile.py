@@ -11,7 +11,6 @@ from fresh views, corrects the rest.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -30,8 +29,6 @@ from ukedge.controller._models import DeploymentSpec
 from ukedge.controller._nodes import bump_generations, effective_labels
 
 __all__ = ["Fleet", "PlanLike", "apply_plan", "mark_not_ready", "read_views"]
-
-log = logging.getLogger(__name__)
 
 
 class PlanLike(Protocol):
@@ -221,6 +218,4 @@ def apply_plan(connection: Connection, plan: PlanLike, *, now: float) -> set[str
             )
         )
     bump_generations(connection, touched)
-    for event in plan.events:
-        log.info("%s", event)
     return touched
