@@ -106,8 +106,12 @@ def _node_replicas(connection: Connection, node_id: str) -> list[Row[Any]]:
     return list(connection.execute(_NODE_REPLICAS, {"node_id": node_id}).all())
 
 
-def desired_state(connection: Connection, node_id: str, generation: int) -> DesiredState:
-    rows = _node_replicas(connection, node_id)
+def desired_state(
+    connection: Connection, node_id: str, generation: int, rows: list[Row[Any]] | None = None
+) -> DesiredState:
+    """The node's desired state; ``rows``: its replicas as read in this transaction, if so."""
+    if rows is None:
+        rows = _node_replicas(connection, node_id)
     instances = []
     for row in rows:
         spec = DeploymentSpec.model_validate(row.spec)
@@ -211,7 +215,8 @@ def record(
     generation (the node has applied its desired state when that equals its
     ``applied_generation``)."""
     node = authenticate_node(connection, node_id, credential)
-    rows = {(r.deployment, r.replica): r for r in _node_replicas(connection, node_id)}
+    assigned = _node_replicas(connection, node_id)
+    rows = {(r.deployment, r.replica): r for r in assigned}
     owned_memory = owned_vcpus = 0
     changed: list[dict[str, Any]] = []
     for report in beat.instances:
@@ -267,7 +272,9 @@ def record(
     )
     desired = None
     if node.generation != beat.applied_generation:
-        desired = desired_state(connection, node_id, node.generation)
+        # Its replicas as read above: this transaction changed their states and reports,
+        # which the desired state does not carry, not which replicas the node has.
+        desired = desired_state(connection, node_id, node.generation, assigned)
     return HeartbeatReply(desired=desired, heartbeat_interval_s=interval), int(node.generation)
 
 
