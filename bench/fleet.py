@@ -66,6 +66,9 @@ IMAGE = "127.0.0.1:1/bench@sha256:" + "b" * 64  # pinned by digest; no registry 
 PLACEMENT_TARGET_S = 30.0
 HEARTBEAT_TARGET = 500.0
 RECOVERY_SLACK_S = 10.0
+#: Enrolments each driver has under way at once: each is a write transaction (the token's use),
+#: and 64 at once on SQLite left some waiting past the nodes' 10 s call timeout.
+ENROL_AT_ONCE = 4
 console = Console(width=120)
 
 
@@ -190,7 +193,13 @@ async def _drive_share(
     capacity = NodeResources(memory_mib=64 * 1024, vcpus=64)
     async with HollowFleet(url, cert, connections=pool) as fleet:
         nodes = [HollowNode(name, capacity=capacity) for name in names]
-        await asyncio.gather(*(fleet.enrol(node, token) for node in nodes))  # one call a connection
+        gate = asyncio.Semaphore(ENROL_AT_ONCE)
+
+        async def enrol(node: HollowNode) -> None:
+            async with gate:
+                await fleet.enrol(node, token)
+
+        await asyncio.gather(*(enrol(node) for node in nodes))
         fleet.start()
         while any(node.beats == 0 for node in nodes):  # each node's capacity is known
             await asyncio.sleep(0.1)
