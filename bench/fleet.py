@@ -315,7 +315,7 @@ async def drive(served: Served, db: str, args: argparse.Namespace) -> Figures:
             await drivers.answers()
             dead = float(killed)
             limit = args.not_ready_after + args.grace + 600
-            await until(admin, lambda f: f.get("nodes:not-ready") == dead, "NotReady", limit)
+            await until(admin, lambda f: f.get("nodes:not-ready", 0) >= dead, "NotReady", limit)
             await until(admin, lambda f: f.get("replicas:running") == want, "recovery", limit)
             recovery_s = time.monotonic() - started
             console.print(f"{db}: {killed} nodes killed; all running again: {recovery_s:.1f} s")
