@@ -2,17 +2,19 @@
 """Fleet benchmark (issue 10 item 11): a real controller against a thousand hollow nodes.
 
 A controller runs as its own process (``ukedge controller serve``, own data dir and port) on
-SQLite and on PostgreSQL (a throw-away cluster, tests/kit/postgres.py). This process drives the
-hollow nodes (``ukedge.host.link.HollowFleet``: the agent's wire protocol and pinned TLS, no VMs;
-every instance they are asked to run is reported running and healthy). Figures:
+SQLite and on PostgreSQL (a throw-away cluster, tests/kit/postgres.py). ``--drivers`` processes
+drive the hollow nodes, a share each (``ukedge.host.link.HollowFleet``: the agent's wire
+protocol and pinned TLS, no VMs; every instance they are asked to run is reported running and
+healthy): one process could not send 500 heartbeats a second. Figures:
 
 - *placement*: from the POST of the deployments (``--replicas`` split over ``--deployments``) to
   every replica reported running, as the controller's ``ukedge_controller_replicas`` gauge says;
 - *heartbeats/s*: successful heartbeats counted at the controller
   (``ukedge_controller_requests_total`` of the heartbeat route) over ``--window`` seconds once
   every replica runs (so each heartbeat carries its node's ~10 instance reports);
-- *recovery*: after 10 % of the nodes stop heartbeating, the time until as many replicas as
-  desired run again (on the others), next to its bound ``not_ready_after + grace + 10 s``.
+- *recovery*: after 10 % of the nodes stop heartbeating (a tenth of each driver's), the time
+  until as many replicas as desired run again (on the others), next to its bound
+  ``not_ready_after + grace + 10 s``.
 
 The nodes offer one heartbeat each per ``--interval`` (default 2 s: 1,000 nodes offer 500/s,
 the target; a lower interval measures the controller's ceiling). ``--not-ready-after`` must stay
@@ -28,6 +30,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import multiprocessing
 import os
 import platform
 import signal
@@ -37,6 +40,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
+from multiprocessing.connection import Connection
 from pathlib import Path
 
 import httpx
@@ -62,6 +66,9 @@ IMAGE = "127.0.0.1:1/bench@sha256:" + "b" * 64  # pinned by digest; no registry 
 PLACEMENT_TARGET_S = 30.0
 HEARTBEAT_TARGET = 500.0
 RECOVERY_SLACK_S = 10.0
+#: Enrolments each driver has under way at once: each is a write transaction (the token's use),
+#: and 64 at once on SQLite left some waiting past the nodes' 10 s call timeout.
+ENROL_AT_ONCE = 4
 console = Console(width=120)
 
 
@@ -170,6 +177,93 @@ async def until(
         await asyncio.sleep(0.2)
 
 
+# -- the driver processes ----------------------------------------------------------------------
+
+
+def driver(conn: Connection, url: str, cert: str, token: str, names: list[str], pool: int) -> None:
+    """One driver process: enrols its share of the hollow nodes, heartbeats them, and obeys the
+    bench (``("stop", n)``: n of its nodes die; ``("exit",)``), answering over ``conn``."""
+    sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
+    asyncio.run(_drive_share(conn, url, cert, JoinToken.parse(token), names, pool))
+
+
+async def _drive_share(
+    conn: Connection, url: str, cert: str, token: JoinToken, names: list[str], pool: int
+) -> None:
+    capacity = NodeResources(memory_mib=64 * 1024, vcpus=64)
+    async with HollowFleet(url, cert, connections=pool) as fleet:
+        nodes = [HollowNode(name, capacity=capacity) for name in names]
+        gate = asyncio.Semaphore(ENROL_AT_ONCE)
+
+        async def enrol(node: HollowNode) -> None:
+            async with gate:
+                await fleet.enrol(node, token)
+
+        await asyncio.gather(*(enrol(node) for node in nodes))
+        fleet.start()
+        while any(node.beats == 0 for node in nodes):  # each node's capacity is known
+            await asyncio.sleep(0.1)
+        conn.send(("beating", len(nodes)))
+        while True:
+            command = await asyncio.to_thread(conn.recv)
+            if command[0] == "stop":
+                await fleet.stop(nodes[: command[1]])
+                conn.send(("stopped", command[1]))
+            else:
+                conn.send(("errors", fleet.errors, sum(node.beats for node in nodes)))
+                return
+
+
+class Drivers:
+    """The driver processes of one run and the pipes to them."""
+
+    def __init__(self, served: Served, token: str, args: argparse.Namespace) -> None:
+        names = [f"hollow-{i:04d}" for i in range(args.nodes)]
+        count = max(1, min(args.drivers, args.nodes))
+        shares = [names[i::count] for i in range(count)]
+        context = multiprocessing.get_context("spawn")  # no event loop or pool inherited
+        self.pipes: list[Connection] = []
+        self.procs = []
+        for share in shares:
+            ours, theirs = context.Pipe()
+            proc = context.Process(
+                target=driver,
+                args=(theirs, served.url, served.cert, token, share, args.connections),
+                daemon=True,
+            )
+            proc.start()
+            self.pipes.append(ours)
+            self.procs.append(proc)
+        self.shares = [len(share) for share in shares]
+
+    async def ask(self, command: tuple[object, ...]) -> list[tuple[object, ...]]:
+        """Send ``command`` to every driver; their answers (the bench fails if one died)."""
+        for pipe in self.pipes:
+            pipe.send(command)
+        return await self.answers()
+
+    async def answers(self) -> list[tuple[object, ...]]:
+        return [await asyncio.to_thread(self._recv, pipe) for pipe in self.pipes]
+
+    def _recv(self, pipe: Connection) -> tuple[object, ...]:
+        while not pipe.poll(1.0):
+            dead = [p.pid for p in self.procs if not p.is_alive()]
+            if dead:
+                raise SystemExit(f"driver process(es) {dead} died; see their output above")
+        try:
+            answer: tuple[object, ...] = pipe.recv()
+        except EOFError:
+            raise SystemExit("a driver process died; see its output above") from None
+        return answer
+
+    def close(self) -> None:
+        for proc in self.procs:
+            proc.join(10)
+            if proc.is_alive():
+                proc.kill()
+                proc.join()
+
+
 # -- one run -----------------------------------------------------------------------------------
 
 
@@ -180,23 +274,15 @@ async def drive(served: Served, db: str, args: argparse.Namespace) -> Figures:
     ) as admin:
         r = await admin.post("/v1/tokens", json={"description": "hollow fleet", "uses": args.nodes})
         r.raise_for_status()
-        token = JoinToken.parse(r.json()["token"])
-        capacity = NodeResources(memory_mib=64 * 1024, vcpus=64)
-        async with HollowFleet(served.url, served.cert, connections=args.connections) as fleet:
-            started = time.monotonic()
-            nodes = [HollowNode(f"hollow-{i:04d}", capacity=capacity) for i in range(args.nodes)]
-            gate = asyncio.Semaphore(args.connections)  # no wait for the pool: no pool timeout
-
-            async def enrol(node: HollowNode) -> None:
-                async with gate:
-                    await fleet.enrol(node, token)
-
-            await asyncio.gather(*(enrol(node) for node in nodes))
-            fleet.start()
-            while any(node.beats == 0 for node in nodes):  # each node's capacity is known
-                await asyncio.sleep(0.1)
+        started = time.monotonic()
+        drivers = Drivers(served, r.json()["token"], args)
+        try:
+            await drivers.answers()  # every node enrolled and beating
             enrol_s = time.monotonic() - started
-            console.print(f"{db}: {args.nodes} hollow nodes enrolled and beating: {enrol_s:.1f} s")
+            console.print(
+                f"{db}: {args.nodes} hollow nodes enrolled and beating ({len(drivers.procs)} "
+                f"driver processes): {enrol_s:.1f} s"
+            )
 
             # (a) placement: every replica placed and reported running.
             started = time.monotonic()
@@ -219,22 +305,32 @@ async def drive(served: Served, db: str, args: argparse.Namespace) -> Figures:
             rate = (after - before) / (t1 - t0)
             console.print(f"{db}: heartbeats: {rate:.0f}/s over {t1 - t0:.1f} s")
 
-            # (c) a tenth of the nodes die; every replica runs again elsewhere.
-            killed = nodes[: max(1, args.nodes // 10)]
+            # (c) a tenth of the nodes (of each driver's) die; every replica runs again elsewhere.
             started = time.monotonic()
-            await fleet.stop(killed)
-            dead = float(len(killed))
+            stopped = [
+                await asyncio.to_thread(_stop, pipe, max(1, n // 10))
+                for pipe, n in zip(drivers.pipes, drivers.shares, strict=True)
+            ]
+            killed = sum(stopped)
+            await drivers.answers()
+            dead = float(killed)
             limit = args.not_ready_after + args.grace + 600
-            await until(admin, lambda f: f.get("nodes:not-ready") == dead, "NotReady", limit)
+            await until(admin, lambda f: f.get("nodes:not-ready", 0) >= dead, "NotReady", limit)
             await until(admin, lambda f: f.get("replicas:running") == want, "recovery", limit)
             recovery_s = time.monotonic() - started
-            console.print(
-                f"{db}: {len(killed)} nodes killed; all running again: {recovery_s:.1f} s"
-            )
-            errors = fleet.errors
+            console.print(f"{db}: {killed} nodes killed; all running again: {recovery_s:.1f} s")
+            final = await drivers.ask(("exit",))
+            errors = sum(int(str(answer[1])) for answer in final)
+        finally:
+            drivers.close()
     return Figures(
-        db, args.nodes, args.replicas, enrol_s, placement_s, rate, recovery_s, len(killed), errors
+        db, args.nodes, args.replicas, enrol_s, placement_s, rate, recovery_s, killed, errors
     )
+
+
+def _stop(pipe: Connection, count: int) -> int:
+    pipe.send(("stop", count))
+    return count
 
 
 def run(db: str, args: argparse.Namespace) -> Figures:
@@ -301,7 +397,10 @@ def main() -> None:
     parser.add_argument("--not-ready-after", type=float, default=10.0)
     parser.add_argument("--grace", type=float, default=2.0)
     parser.add_argument("--window", type=float, help="heartbeat count window (s)")
-    parser.add_argument("--connections", type=int, default=64, help="the nodes' connection pool")
+    parser.add_argument("--drivers", type=int, default=4, help="processes driving the nodes")
+    parser.add_argument(
+        "--connections", type=int, default=16, help="connections of each driver process"
+    )
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]  # progress, piped

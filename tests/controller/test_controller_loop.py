@@ -4,6 +4,7 @@ quiet and come back, draining; the serving process; a standby taking over the le
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import signal
 import subprocess
@@ -125,6 +126,50 @@ def test_a_published_host_port_puts_one_replica_on_a_node(api: Api, loop: Reconc
     assert sorted(_placement(api).values()) == ["edge-0", "edge-1"]
     assert loop.run_once()
     assert sorted(_placement(api).values()) == ["edge-0", "edge-1"], "the stored revision's ports"
+
+
+def test_a_waiting_deployment_says_so_once_and_writes_nothing(
+    api: Api,
+    controller: Controller,
+    loop: ReconcileLoop,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A deployment no node has room for is planned again every pass: its event is logged when
+    it first appears (and again once it reappears), and a pass that changes nothing opens no
+    write transaction."""
+    small = Agentish(api.enrol("small"))
+    small.beat()  # 4096 MiB
+    _deploy(api, replicas=1, memory_mib=6144)
+    writes: list[None] = []
+    write = controller.db.write
+
+    def counted() -> Any:
+        writes.append(None)
+        return write()
+
+    monkeypatch.setattr(controller.db, "write", counted)
+    caplog.set_level(logging.INFO)
+    for _ in range(3):
+        assert loop.run_once()
+    waits = [r.getMessage() for r in caplog.records if "no node fits" in r.getMessage()]
+    assert len(waits) == 1, waits
+    assert writes == []
+
+    big = Agentish(api.enrol("big"))
+    big.node.memory_mib = 16384
+    big.beat()
+    writes.clear()
+    assert loop.run_once()
+    assert list(_placement(api).values()) == ["big"]
+    assert len(writes) == 1  # the placement
+
+    r = api.admin.post("/v1/deployments/web/scale", json={"replicas": 4})
+    assert r.status_code == 200, r.text
+    for _ in range(2):
+        assert loop.run_once()
+    waits = [r.getMessage() for r in caplog.records if "no node fits" in r.getMessage()]
+    assert len(waits) == 2, waits  # waiting again (for room for the fourth): said again, once
 
 
 def test_a_lost_node_is_replaced_and_the_surplus_goes_when_it_returns(

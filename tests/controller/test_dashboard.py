@@ -282,3 +282,114 @@ def test_the_dashboard_in_headless_chromium(hub: RunningHub, tmp_path: Path) -> 
             assert page.script("return sessionStorage.length") == 0
             assert page.script("return document.querySelector('#dashboard').hidden")
             assert page.script("return document.querySelectorAll('tbody tr, #feed li').length") == 0
+
+
+@pytest.mark.interop
+@pytest.mark.skipif(
+    CHROMIUM is None or CHROMEDRIVER is None,
+    reason="needs chromium and chromedriver (Debian packages chromium, chromium-driver)",
+)
+def test_the_dashboards_actions_in_headless_chromium(tmp_path: Path) -> None:
+    """Cordon, drain, uncordon a node and scale a deployment from the page: each is the API's
+    own route with the admin token, and the page shows its effect."""
+    local = make_controller(tmp_path / "controller")
+    image = "127.0.0.1:1/apps/sensor@sha256:" + "e" * 64  # pinned: no registry is asked
+    with (
+        contextlib.closing(local),
+        running_controller(local) as running,
+        running.client() as admin,
+        running.client(admin=False) as anon,
+    ):
+        api = Api(local, admin, anon)
+        for name in ("edge-1", "edge-2"):
+            api.enrol(name).beat()
+        made = admin.post("/v1/deployments", json={"name": "sensor", "image": image, "replicas": 2})
+        assert made.status_code == 200, made.text
+
+        def node(name: str) -> dict[str, Any]:
+            [found] = [n for n in admin.get("/v1/nodes").json() if n["name"] == name]
+            return dict(found)
+
+        with browser(tmp_path / "chromium", cert_pem=local.identity.cert_pem) as page:
+            page.open(running.url + "/")
+            page.wait_for(
+                lambda: page.script("return !document.querySelector('#login').hidden"),
+                "the token form",
+            )
+            page.type("#token", local.identity.admin_token)
+            page.click("#login button[type=submit]")
+            page.wait_for(lambda: len(_rows(page, "nodes", "node")) == 2, "the two nodes")
+
+            def press(name: str, action: str) -> None:
+                """Click the row's button in the page itself (the table is redrawn every few
+                seconds, so a handle to a button taken from outside may be a stale one)."""
+                pressed = page.script(
+                    """
+                    const [name, action] = arguments;
+                    const button = document.querySelector(
+                      `#nodes tr[data-node="${name}"] button[data-action="${action}"]`);
+                    if (!button) return false;
+                    button.click();
+                    return true;
+                    """,
+                    name,
+                    action,
+                )
+                assert pressed, f"no {action} button for {name}"
+
+            def cells(name: str) -> list[str]:
+                return list(_rows(page, "nodes", "node")[name]["cells"])
+
+            press("edge-1", "cordon")
+            page.wait_for(lambda: node("edge-1")["cordoned"], "edge-1 cordoned")
+            page.wait_for(
+                lambda: (
+                    page.script("return document.querySelector('#action').textContent")
+                    == "cordon edge-1: done"
+                ),
+                "the page saying so",
+            )
+            page.wait_for(lambda: cells("edge-1")[1] == "Readycordoned", "the cordoned badge")
+            assert cells("edge-1")[7] == "uncordondrain"  # cordoned: uncordon offered
+            assert not node("edge-2")["cordoned"]
+
+            press("edge-1", "drain")
+            page.wait_for(lambda: node("edge-1")["draining"], "edge-1 draining")
+            page.wait_for(lambda: cells("edge-1")[7] == "uncordon", "only uncordon offered")
+
+            press("edge-1", "uncordon")
+            page.wait_for(
+                lambda: not node("edge-1")["cordoned"] and not node("edge-1")["draining"],
+                "edge-1 uncordoned",
+            )
+            page.wait_for(lambda: cells("edge-1")[1:8:6] == ["Ready", "cordondrain"], "Ready")
+
+            # Scale: a count the form refuses sends nothing; a good one reaches the API.
+            page.wait_for(
+                lambda: (
+                    page.script("return document.querySelector('#scale-deployment').value")
+                    == "sensor"
+                ),
+                "the deployment to scale",
+            )
+            page.script("document.querySelector('#scale-replicas').value = '2.5'")
+            page.script("document.querySelector('#scale').requestSubmit()")
+            status = page.wait_for(
+                lambda: page.script("return document.querySelector('#action').textContent"),
+                "the refusal",
+            )
+            assert "whole number" in status
+            assert admin.get("/v1/deployments/sensor").json()["spec"]["replicas"] == 2
+            page.script("document.querySelector('#scale-replicas').value = '5'")
+            page.script("document.querySelector('#scale').requestSubmit()")
+            page.wait_for(
+                lambda: admin.get("/v1/deployments/sensor").json()["spec"]["replicas"] == 5,
+                "the deployment scaled to 5",
+            )
+            page.wait_for(
+                lambda: (
+                    page.script("return document.querySelector('#action').textContent")
+                    == "scale sensor to 5: done"
+                ),
+                "the page saying so",
+            )

@@ -6,7 +6,8 @@ and results with the node's own credential), ``_routes_fleet`` (join tokens and 
 the live stream) for the operator's admin token; ``_routes_ui`` serves the dashboard page at
 ``/`` (open: it holds no data and asks for the token). Every error is JSON ``{"detail": "…"}`` whose
 text names the field, node or deployment at fault. Blocking work (the database, the registry
-when a revision pins its image) runs in the thread pool: the routes are plain functions.
+when a revision pins its image) runs in the thread pool: the routes are plain functions, except
+the heartbeat, which awaits its group commit (see ``_heartbeats``).
 
 The app's lifespan runs the reconcile loop (see ``_loop``); ``run_loop=False`` serves the API
 only (tests that drive passes themselves).

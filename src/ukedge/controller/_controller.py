@@ -16,6 +16,7 @@ from sqlalchemy import make_url
 from ukedge import paths
 from ukedge.controller._bridge import ResultBridge
 from ukedge.controller._db import Database
+from ukedge.controller._heartbeats import HeartbeatWriter
 from ukedge.controller._identity import Identity, ensure_identity
 from ukedge.controller._loop import Planner, ReconcileLoop, default_planner
 from ukedge.controller._migrate import upgrade
@@ -53,6 +54,13 @@ class Controller:
         self.db = Database(settings.db_url)
         upgrade(self.db)
         self.notifier = Notifier()
+        #: Heartbeats in group commits: one writer on SQLite (its writes serialise anyway).
+        self.heartbeats = HeartbeatWriter(
+            self.db,
+            clock=self.now,
+            interval=settings.heartbeat_interval_s,
+            writers=1 if self.db.dialect == "sqlite" else 2,
+        )
         self._planner = planner
         self.loop: ReconcileLoop | None = None
         #: Republishes stored results to the settings' MQTT brokers (None: none named).
@@ -79,6 +87,7 @@ class Controller:
         return self.clock()
 
     def close(self) -> None:
+        self.heartbeats.close()
         if self.bridge is not None:
             self.bridge.close()
         self.db.close()

@@ -32,7 +32,15 @@ from ukedge.host.link import (
     InstanceReport,
 )
 
-__all__ = ["CRASH_LOOP", "desired_state", "instance_name", "record_heartbeat", "replica_state"]
+__all__ = [
+    "CRASH_LOOP",
+    "desired_state",
+    "instance_name",
+    "record",
+    "record_heartbeat",
+    "replica_state",
+    "touch",
+]
 
 
 def instance_name(deployment: str, replica: str) -> str:
@@ -98,8 +106,12 @@ def _node_replicas(connection: Connection, node_id: str) -> list[Row[Any]]:
     return list(connection.execute(_NODE_REPLICAS, {"node_id": node_id}).all())
 
 
-def desired_state(connection: Connection, node_id: str, generation: int) -> DesiredState:
-    rows = _node_replicas(connection, node_id)
+def desired_state(
+    connection: Connection, node_id: str, generation: int, rows: list[Row[Any]] | None = None
+) -> DesiredState:
+    """The node's desired state; ``rows``: its replicas as read in this transaction, if so."""
+    if rows is None:
+        rows = _node_replicas(connection, node_id)
     instances = []
     for row in rows:
         spec = DeploymentSpec.model_validate(row.spec)
@@ -146,6 +158,126 @@ def desired_state(connection: Connection, node_id: str, generation: int) -> Desi
     return DesiredState(generation=generation, instances=instances, prepull=prepull)
 
 
+#: A replica's state and report, written when a heartbeat changes them (built once, as above).
+_REPLICA_REPORT = update(replicas).where(
+    replicas.c.deployment == bindparam("deployment_key"),
+    replicas.c.replica == bindparam("replica_key"),
+)
+
+#: The cheap heartbeat: only the node's last-seen time moves, and only while nothing the full
+#: heartbeat recorded can have changed since (see :func:`touch`).
+_TOUCH = (
+    update(nodes)
+    .where(
+        nodes.c.id == bindparam("node_key"),
+        nodes.c.last_heartbeat == bindparam("previous"),
+        nodes.c.ready.is_(True),
+        nodes.c.generation == bindparam("settled"),
+        nodes.c.applied_generation == bindparam("settled"),
+    )
+    .values(last_heartbeat=bindparam("now"))
+)
+
+
+def touch(
+    connection: Connection, node_id: str, *, previous: float, generation: int, now: float
+) -> bool:
+    """Record only that the node was seen at ``now``, when a heartbeat repeats the one recorded
+    in full at ``previous`` (the same content, hashed by the caller) whose node had applied
+    ``generation``; False (nothing written) when that no longer holds.
+
+    Everything else the full heartbeat would write is then already there: whoever changes a
+    node's row or its replicas either writes ``last_heartbeat`` (another heartbeat, in this or
+    another controller process), clears ``ready`` (the leader, marking it NotReady and its
+    replicas lost), bumps ``generation`` (a plan or a deployment change that adds or removes
+    the node's replicas) or deletes the node; each makes this conditional UPDATE match nothing,
+    and the caller records the heartbeat in full instead.
+    """
+    parameters = {
+        "node_key": node_id,
+        "previous": previous,
+        "settled": generation,
+        "now": now,
+    }
+    return bool(connection.execute(_TOUCH, parameters).rowcount == 1)
+
+
+def record(
+    connection: Connection,
+    node_id: str,
+    credential: str,
+    beat: Heartbeat,
+    *,
+    now: float,
+    interval: float,
+) -> tuple[HeartbeatReply, int]:
+    """Record ``beat`` in full in ``connection``'s transaction: the reply and the node's
+    generation (the node has applied its desired state when that equals its
+    ``applied_generation``)."""
+    node = authenticate_node(connection, node_id, credential)
+    assigned = _node_replicas(connection, node_id)
+    rows = {(r.deployment, r.replica): r for r in assigned}
+    owned_memory = owned_vcpus = 0
+    changed: list[dict[str, Any]] = []
+    for report in beat.instances:
+        row = rows.pop((report.deployment or "", report.replica or ""), None)
+        if row is None:
+            continue  # not the controller's, or a replica since moved away
+        if report.state.active:
+            owned_memory += row.memory_mib
+            owned_vcpus += row.vcpus
+        if report.revision != row.revision:
+            continue  # the old revision of this replica: not yet updated
+        restart = RestartPolicy.model_validate(row.spec.get("restart") or {})
+        state = replica_state(report, restart)
+        document = report.model_dump(mode="json")
+        if row.state != state or row.report != document:
+            changed.append(
+                {
+                    "deployment_key": row.deployment,
+                    "replica_key": row.replica,
+                    "state": state.value,
+                    "report": document,
+                }
+            )
+    if changed:
+        connection.execute(_REPLICA_REPORT, changed)
+    pending = ReplicaState.PENDING.value
+    found = [  # assigned but not reported: no longer lost, the node is back
+        {"deployment_key": r.deployment, "replica_key": r.replica, "state": pending}
+        for r in rows.values()
+        if r.state == ReplicaState.LOST
+    ]
+    if found:
+        connection.execute(_REPLICA_REPORT, found)
+    connection.execute(
+        _NODE_REPORT,
+        {
+            "node_key": node_id,
+            "labels": beat.labels,
+            "architecture": beat.architecture,
+            "accelerator": beat.accelerator,
+            "capacity_memory_mib": beat.capacity.memory_mib,
+            "capacity_vcpus": beat.capacity.vcpus,
+            "allocated_memory_mib": beat.allocated.memory_mib,
+            "allocated_vcpus": beat.allocated.vcpus,
+            "reserved_memory_mib": max(0, beat.allocated.memory_mib - owned_memory),
+            "reserved_vcpus": max(0, beat.allocated.vcpus - owned_vcpus),
+            "cached_layers": sorted(set(beat.cached_layers)),
+            "instances": len(beat.instances),
+            "last_heartbeat": now,
+            "ready": True,
+            "applied_generation": beat.applied_generation,
+        },
+    )
+    desired = None
+    if node.generation != beat.applied_generation:
+        # Its replicas as read above: this transaction changed their states and reports,
+        # which the desired state does not carry, not which replicas the node has.
+        desired = desired_state(connection, node_id, node.generation, assigned)
+    return HeartbeatReply(desired=desired, heartbeat_interval_s=interval), int(node.generation)
+
+
 def record_heartbeat(
     db: Database,
     node_id: str,
@@ -155,62 +287,6 @@ def record_heartbeat(
     now: float,
     interval: float,
 ) -> HeartbeatReply:
+    """One heartbeat recorded in full in a transaction of its own."""
     with db.write() as connection:
-        node = authenticate_node(connection, node_id, credential)
-        rows = {(r.deployment, r.replica): r for r in _node_replicas(connection, node_id)}
-        owned_memory = owned_vcpus = 0
-        for report in beat.instances:
-            row = rows.pop((report.deployment or "", report.replica or ""), None)
-            if row is None:
-                continue  # not the controller's, or a replica since moved away
-            if report.state.active:
-                owned_memory += row.memory_mib
-                owned_vcpus += row.vcpus
-            if report.revision != row.revision:
-                continue  # the old revision of this replica: not yet updated
-            restart = RestartPolicy.model_validate(row.spec.get("restart") or {})
-            state = replica_state(report, restart)
-            document = report.model_dump(mode="json")
-            if row.state != state or row.report != document:
-                connection.execute(
-                    update(replicas)
-                    .where(
-                        replicas.c.deployment == row.deployment,
-                        replicas.c.replica == row.replica,
-                    )
-                    .values(state=state.value, report=document)
-                )
-        for row in rows.values():  # assigned but not reported
-            if row.state == ReplicaState.LOST:
-                connection.execute(
-                    update(replicas)
-                    .where(
-                        replicas.c.deployment == row.deployment,
-                        replicas.c.replica == row.replica,
-                    )
-                    .values(state=ReplicaState.PENDING.value)
-                )
-        connection.execute(
-            _NODE_REPORT,
-            {
-                "node_key": node_id,
-                "labels": beat.labels,
-                "architecture": beat.architecture,
-                "accelerator": beat.accelerator,
-                "capacity_memory_mib": beat.capacity.memory_mib,
-                "capacity_vcpus": beat.capacity.vcpus,
-                "allocated_memory_mib": beat.allocated.memory_mib,
-                "allocated_vcpus": beat.allocated.vcpus,
-                "reserved_memory_mib": max(0, beat.allocated.memory_mib - owned_memory),
-                "reserved_vcpus": max(0, beat.allocated.vcpus - owned_vcpus),
-                "cached_layers": sorted(set(beat.cached_layers)),
-                "instances": len(beat.instances),
-                "last_heartbeat": now,
-                "ready": True,
-                "applied_generation": beat.applied_generation,
-            },
-        )
-        desired = None
-        if node.generation != beat.applied_generation:
-            desired = desired_state(connection, node_id, node.generation)
-    return HeartbeatReply(desired=desired, heartbeat_interval_s=interval)
+        return record(connection, node_id, credential, beat, now=now, interval=interval)[0]

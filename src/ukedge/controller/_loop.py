@@ -6,10 +6,12 @@ the next standby to try (each tries every tick) takes over within a tick. A lead
 its connection stops acting at once (it checks the session before each pass) and competes again.
 On SQLite the database is one file of one machine and the process that serves it is the leader.
 
-Each pass (``tick_s``, about a second): nodes without a heartbeat for ``not_ready_after_s``
-become NotReady, the fleet is read as views, the pure planner decides, and its plan is written
-in one transaction. Passes run in a worker thread (the database calls block) so the API's event
-loop never waits for them.
+Each pass (``tick_s``, about a second): the fleet is read as views; nodes without a heartbeat
+for ``not_ready_after_s`` become NotReady (a write only when the views show such a node); the
+pure planner decides, and its plan is written in one transaction, only when it changes
+something (a plan of events alone, such as a deployment waiting for room, writes nothing, and
+each event is logged when it first appears, not every pass). Passes run in a worker thread (the
+database calls block) so the API's event loop never waits for them.
 """
 
 from __future__ import annotations
@@ -129,6 +131,7 @@ class ReconcileLoop:
         self.clock = clock
         self.leadership = Leadership(db)
         self.passes = 0
+        self._events: set[str] = set()  # the last pass's, logged when they first appeared
         self._task: asyncio.Task[None] | None = None
 
     def run_once(self) -> bool:
@@ -136,13 +139,17 @@ class ReconcileLoop:
         if not self.leadership.hold():
             return False
         now = self.clock()
-        with self.db.write() as connection:
-            for name in mark_not_ready(connection, now=now, after_s=self.not_ready_after_s):
-                log.warning(
-                    "node %s is NotReady: no heartbeat for %gs", name, self.not_ready_after_s
-                )
         with self.db.read() as connection:
             fleet = read_views(connection)
+        quiet = now - self.not_ready_after_s
+        if any(n.ready and n.last_seen is not None and n.last_seen < quiet for n in fleet.nodes):
+            with self.db.write() as connection:
+                for name in mark_not_ready(connection, now=now, after_s=self.not_ready_after_s):
+                    log.warning(
+                        "node %s is NotReady: no heartbeat for %gs", name, self.not_ready_after_s
+                    )
+            with self.db.read() as connection:
+                fleet = read_views(connection)
         decided = self.planner(
             fleet.deployments,
             fleet.nodes,
@@ -154,11 +161,20 @@ class ReconcileLoop:
             strategy=self.strategy,
             new_id=lambda: secrets.token_hex(4),
         )
-        if decided.add or decided.remove or decided.rollbacks or decided.events:
+        if decided.add or decided.remove or decided.rollbacks:
             with self.db.write() as connection:
                 apply_plan(connection, decided, now=now)
+        self._log_events(decided.events)
         self.passes += 1
         return True
+
+    def _log_events(self, events: Sequence[str]) -> None:
+        """Log the plan's events that the last pass did not have: a deployment that waits
+        ("no node fits") is planned again every pass, and says so once, not every second."""
+        for event in events:
+            if event not in self._events:
+                log.info("%s", event)
+        self._events = set(events)
 
     async def _run(self) -> None:
         while True:

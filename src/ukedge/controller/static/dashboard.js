@@ -1,6 +1,7 @@
 // The controller's dashboard: reads the same API as the CLI with the admin token the operator
 // pastes (kept in this tab's sessionStorage, sent as a bearer header, never in a URL or cookie).
-// Every value is rendered as text (textContent), never as markup.
+// Every value is rendered as text (textContent), never as markup. The operator's actions
+// (cordon, uncordon, drain a node; scale a deployment) are the API's own routes, with that token.
 "use strict";
 
 const KEY = "ukedge.controller.token";
@@ -37,14 +38,51 @@ function row(cells, attrs) {
 
 class Unauthorized extends Error {}
 
-async function api(path) {
+async function api(path, method, body) {
+  const headers = { Authorization: "Bearer " + token };
+  if (body !== undefined) headers["Content-Type"] = "application/json";
   const response = await fetch(path, {
-    headers: { Authorization: "Bearer " + token },
-    cache: "no-store",
+    method: method || "GET", headers, cache: "no-store",
+    body: body === undefined ? undefined : JSON.stringify(body),
   });
   if (response.status === 401) throw new Unauthorized((await response.json()).detail);
-  if (!response.ok) throw new Error(path + ": HTTP " + response.status);
+  if (!response.ok) {
+    let detail = "HTTP " + response.status;
+    try { detail = (await response.json()).detail || detail; } catch (_) { /* not JSON */ }
+    throw new Error(detail);
+  }
   return response.json();
+}
+
+// An operator's action (cordon, drain, scale...): the same API call as the CLI's, then a
+// refresh so the tables show its effect; a refusal is shown in the status line.
+function setAction(text, error) {
+  const line = $("#action");
+  line.textContent = text;
+  line.className = error ? "error" : "";
+}
+
+async function act(what, path, body) {
+  try {
+    await api(path, "POST", body);
+    setAction(what + ": done", false);
+  } catch (error) {
+    if (error instanceof Unauthorized) return logout(error.message);
+    setAction(what + ": " + error.message, true);
+    return;
+  }
+  clearTimeout(refreshTimer);
+  refresh(session);
+}
+
+function actions(n) {
+  const span = el("span", null, { class: "actions" });
+  const button = (action, label) => el("button", label, {
+    type: "button", "data-action": action, "data-node-id": n.id, "data-node-name": n.name,
+  });
+  span.append(n.cordoned || n.draining ? button("uncordon", "uncordon") : button("cordon", "cordon"));
+  if (!n.draining) span.append(button("drain", "drain"));
+  return span;
 }
 
 function gauge(used, capacity, unit) {
@@ -77,12 +115,25 @@ function renderNodes(nodes) {
       el("span", n.name, { title: n.id }), status, n.architecture,
       gauge(n.allocated_memory_mib, n.capacity_memory_mib, "MiB"),
       gauge(n.allocated_vcpus, n.capacity_vcpus, ""),
-      n.instances, ago(n.last_heartbeat),
+      n.instances, ago(n.last_heartbeat), actions(n),
     ], { "data-node": n.name, "data-node-id": n.id });
   }));
 }
 
+// The scale form's choice of deployment: rebuilt only when the set of names changes, so a
+// refresh never resets what the operator is choosing (per-node deployments have no count).
+function renderScaleChoices(deployments) {
+  const select = $("#scale-deployment");
+  const names = deployments.filter((d) => d.spec.mode !== "per-node").map((d) => d.name);
+  const have = [...select.options].map((o) => o.value);
+  if (names.join("\n") === have.join("\n")) return;
+  const chosen = select.value;
+  select.replaceChildren(...names.map((name) => el("option", name, { value: name })));
+  if (names.includes(chosen)) select.value = chosen;
+}
+
 function renderDeployments(deployments) {
+  renderScaleChoices(deployments);
   const body = $("#deployments tbody");
   body.replaceChildren(...deployments.map((d) => {
     const r = d.rollout;
@@ -126,6 +177,7 @@ async function refresh(mine) {
     if (error instanceof Unauthorized) return logout(error.message);
     setStatus("cannot reach the controller: " + error.message, true);
   }
+  clearTimeout(refreshTimer);  // one timer, though an action's refresh may overlap this one
   refreshTimer = setTimeout(() => refresh(mine), REFRESH_MS);
 }
 
@@ -217,11 +269,13 @@ function logout(message) {
   lastResultId = null;
   $("#feed").replaceChildren();
   for (const body of document.querySelectorAll("tbody")) body.replaceChildren();
+  $("#scale-deployment").replaceChildren();
   $("#dashboard").hidden = true;
   $("#logout").hidden = true;
   $("#login").hidden = false;
   $("#login-error").textContent = message || "";
   setStatus("", false);
+  setAction("", false);
 }
 
 document.addEventListener("DOMContentLoaded", () => {
@@ -234,6 +288,23 @@ document.addEventListener("DOMContentLoaded", () => {
     start();
   });
   $("#logout").addEventListener("click", () => logout(""));
+  $("#nodes").addEventListener("click", (event) => {
+    const button = event.target.closest("button[data-action]");
+    if (!button) return;
+    const { action, nodeId, nodeName } = button.dataset;
+    act(action + " " + nodeName, "/v1/nodes/" + encodeURIComponent(nodeId) + "/" + action);
+  });
+  $("#scale").addEventListener("submit", (event) => {
+    event.preventDefault();
+    const name = $("#scale-deployment").value;
+    const replicas = Number($("#scale-replicas").value);
+    if (!name || !Number.isInteger(replicas) || replicas < 0) {
+      setAction("scale: choose a deployment and a whole number of replicas (0 or more)", true);
+      return;
+    }
+    act("scale " + name + " to " + replicas,
+        "/v1/deployments/" + encodeURIComponent(name) + "/scale", { replicas });
+  });
   if (token) start();
   else logout("");
 });
