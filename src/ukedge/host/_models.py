@@ -419,8 +419,11 @@ class InstanceEvent(_Model):
     #: ``start`` or ``restart`` (→ running; ``restart`` when the restart policy started it),
     #: ``stop`` (→ stopping, or a pending restart cancelled), ``kill`` (asked; ``die``
     #: follows), ``die`` (→ exited or failed), ``health_status`` (health changed while the
-    #: state did not), ``remove`` (the record is gone).
+    #: state did not), ``remove`` (the record is gone); ``migrate-out``, ``migrate-in`` and
+    #: ``migrate-failed`` when it moves between nodes.
     action: str
+    #: What the action says beyond the state (where a move went, or what failed in it).
+    detail: str | None = None
 
 
 class ImageSummary(_Model):

@@ -282,6 +282,13 @@ class Machine(Protocol):
         """
         ...
 
+    def resume(self) -> None:
+        """Let a machine paused by ``snapshot`` run on (a move that failed gives it back).
+
+        Raises StateError when the machine has ended, MachineError when the backend cannot.
+        """
+        ...
+
 
 @runtime_checkable
 class MachineBackend(Protocol):
@@ -312,5 +319,13 @@ class MachineBackend(Protocol):
         The recorded pid is adopted only if it still is that machine's hypervisor (same start
         time and command line); a dead or reused pid gives a machine in a final state that
         never signals that pid. Raises MachineError when ``workdir`` holds no machine.
+        """
+        ...
+
+    def adopt_snapshot(self, path: Path, spec: MachineSpec) -> None:
+        """Make ``path`` (a machine state received from another node, in ``path``'s state file)
+        a snapshot this backend restores ``spec`` from: the node it came from recorded its
+        own kernel path, which differs here. The caller vouches that the guest is the same
+        (same image digest, memory and vCPUs); UsageError when ``spec`` cannot take it.
         """
         ...

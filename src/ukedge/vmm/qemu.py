@@ -434,6 +434,10 @@ class _QemuMachine:
         self._require_live("snapshot")
         _snapshot.save(self, Path(path), resume=resume)
 
+    def resume(self) -> None:
+        self._require_live("resume")
+        self.qmp("cont")
+
     def stats(self) -> MachineStats:
         self._require_live("stats")
         result = _proc.stats(self.pid)
@@ -560,6 +564,11 @@ class _QemuBackend:
         if self.options.confirm_start or spec.restore_from is not None:
             machine._await_started(self.start_timeout, restored=spec.restore_from is not None)
         return machine
+
+    def adopt_snapshot(self, path: Path, spec: MachineSpec) -> None:
+        from ukedge.vmm import _snapshot
+
+        _snapshot.adopt(Path(path), spec, self._runtime_options(), self.accelerator())
 
     def kill_strays(self, workdir: Path) -> list[int]:
         # The QMP socket path is private to the machine and only its QEMU's arguments name it.

@@ -33,6 +33,7 @@ from ukedge.host.link import (
     ensure_enrolment,
     marks_of,
 )
+from ukedge.host.migration import Migrations
 from ukedge.host.results import ResultForwarder, ResultSpool, manager_sources
 from ukedge.host.results import sinks as result_sinks
 from ukedge.units import parse_size
@@ -223,6 +224,14 @@ class Agent:
         self.manager.before_remove.append(
             lambda i: self._drain_results(i.id, self.manager.results_path(i))
         )
+        #: Moves of instances to other agents, and offers to take theirs in.
+        self.migrations = Migrations(
+            self.node,
+            self.spool,
+            data,
+            node_name=settings.name,
+            listen_host=settings.host if settings.addr else "127.0.0.1",
+        )
         self._stop = threading.Event()
         self._supervisor: threading.Thread | None = None
 
@@ -277,6 +286,7 @@ class Agent:
 
     def close(self) -> None:
         """Stop the background work. Instances keep running; the next agent re-adopts them."""
+        self.migrations.close()
         if self.link is not None:
             self.link.stop()
         self._stop.set()

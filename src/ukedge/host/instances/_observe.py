@@ -165,7 +165,13 @@ class ObservedInstances:
     def _set(self, instance_id: str, *, action: str | None = None, **changes: object) -> Instance:
         return self._change(instance_id, lambda i: i.model_copy(update=changes), action=action)
 
-    def _emit(self, instance: Instance, action: str, previous: InstanceState | None) -> None:
+    def _emit(
+        self,
+        instance: Instance,
+        action: str,
+        previous: InstanceState | None,
+        detail: str | None = None,
+    ) -> None:
         event = InstanceEvent(
             time=time.time(),
             id=instance.id,
@@ -175,6 +181,7 @@ class ObservedInstances:
             health=instance.health,
             exit_code=instance.exit_code,
             action=action,
+            detail=detail,
         )
         for listener in list(self.listeners):
             try:

@@ -1,0 +1,212 @@
+"""Moving instances between nodes, as the instance manager sees it: giving one up (source) and
+taking one in (target). The protocol between the two agents is :mod:`ukedge.host.migration`'s.
+
+Source: the move holds the instance's lock from start to end (:meth:`InstanceMoves.moving_out`),
+so the supervisor leaves it alone (a paused guest fails its health checks, and its restart
+policy must not kill it). A failed move resumes the machine (:meth:`thaw`); a committed one
+stops it and removes the instance (:meth:`moved_out`), which drains its results into the spool
+first, as every removal does.
+
+Target: the incoming instance's directory is made and its operation lock held by the receiving
+session; the machine boots (or resumes the state received) before any record exists, so until
+the commit nothing on this node counts it: a crash before the commit leaves a directory without
+a record, which the next agent's sweep of removed leftovers kills and deletes, and the source
+runs on. The commit inserts the record with the source's id, name, restart count and health.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from ukedge.errors import MachineError, MigrationError, UkedgeError
+from ukedge.host._models import Instance, InstanceState, PortMapping
+from ukedge.host.instances._console import keep_snapshot_console, machine_paths, read_console
+from ukedge.host.instances._health import wait_healthy
+from ukedge.host.instances._lifecycle import InstanceLifecycle
+from ukedge.host.instances._oplock import holding
+from ukedge.host.instances._plan import machine_spec
+from ukedge.host.instances._ports import check_bindable, upstream_ports
+from ukedge.vmm import Machine
+
+__all__ = ["InstanceMoves"]
+
+
+class InstanceMoves(InstanceLifecycle):
+    """The manager's side of moves between nodes (a floor of
+    :class:`~ukedge.host.InstanceManager`)."""
+
+    # -- source ----------------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def moving_out(self, key: str) -> Iterator[Instance]:
+        """Hold ``key``'s instance for a move; refuses one that is not running."""
+        instance_id = self.records.find(key).id
+        with self._lock(instance_id):
+            instance = self.get(instance_id)
+            if instance.state is not InstanceState.RUNNING:
+                raise MigrationError(
+                    f"instance {instance.name} is {instance.state.value}; only a running "
+                    "instance moves (start it first, or run it on the other node)",
+                    "prepare",
+                )
+            if instance.on_demand:
+                raise MigrationError(
+                    f"instance {instance.name} is on-demand; on-demand instances do not move "
+                    "yet (remove it here and run it on the other node)",
+                    "prepare",
+                )
+            yield instance
+
+    def freeze(self, instance: Instance, path: Path) -> None:
+        """Pause the instance's machine and save its whole state into ``path``."""
+        self._machine(instance).snapshot(path, resume=False)
+
+    def thaw(self, instance: Instance) -> None:
+        """Let a frozen machine run on (the move failed or was cancelled)."""
+        self._machine(instance).resume()
+
+    def console_bytes(self, instance: Instance) -> bytes:
+        """Every run's console as one stream (what ``logs`` shows), to carry along."""
+        return b"".join(read_console(Path(instance.workdir), 0))
+
+    def moved_out(self, instance: Instance, target: str, *, graceful: bool) -> None:
+        """The target runs the instance now: end it here and remove it (inside
+        :meth:`moving_out`). ``graceful`` asks the app to end (cold moves); a frozen machine
+        is killed."""
+        self._emit(instance, "migrate-out", instance.state, f"moved to {target}")
+        self._set(instance.id, stopped_by_user=True, restart_at=None)
+        machine = self._machine(instance)
+        with contextlib.suppress(MachineError):
+            if graceful:
+                machine.stop()
+            else:
+                machine.kill()
+        self.remove(instance.id, force=True)
+
+    def move_failed(self, instance: Instance, detail: str) -> None:
+        self._emit(instance, "migrate-failed", instance.state, detail)
+
+    # -- target ----------------------------------------------------------------------------------
+
+    def incoming(self, record: Instance, ports: list[PortMapping]) -> Instance:
+        """The record an instance moved here would get, checked against this node: its image
+        is here, the id and name are free, there is room, the host ports are free."""
+        for other in self.records.all():
+            if other.id == record.id or other.name == record.name:
+                raise MigrationError(
+                    f"this node already has an instance {other.name} ({other.id[:12]}); "
+                    "remove it or move another one",
+                    "prepare",
+                )
+        candidate = record.model_copy(
+            update={
+                "workdir": str(self.root / record.id),
+                "ports": ports,
+                "upstream_ports": [],
+                "pid": None,
+            }
+        )
+        self._plan(candidate.image_digest, candidate)  # the image is here (ImageError if not)
+        self._guard(candidate, self.records.all())
+        check_bindable(candidate.ports)
+        return candidate
+
+    @contextlib.contextmanager
+    def receiving(self, candidate: Instance) -> Iterator[Path]:
+        """Make the incoming instance's directory and hold its operation lock (so a sweep in
+        another process leaves it alone); refuses a directory a leftover still holds."""
+        workdir = Path(candidate.workdir)
+        try:
+            workdir.mkdir(mode=0o700)
+        except FileExistsError:
+            raise MigrationError(
+                f"{workdir} exists: a leftover of an earlier move of {candidate.name}; it goes "
+                "at the next agent start (or remove it)",
+                "prepare",
+            ) from None
+        with holding(workdir):
+            yield workdir
+
+    def boot_incoming(
+        self,
+        candidate: Instance,
+        *,
+        restore_from: Path | None,
+        results: Path | None,
+        console: Path | None,
+        healthy_timeout_s: float = 120.0,
+    ) -> tuple[Instance, Machine]:
+        """Start the incoming instance's machine (resumed from ``restore_from``, else booted
+        and waited for until healthy) with the results and console it brought along. Records
+        nothing: :meth:`commit_incoming` does, :meth:`abort_incoming` undoes this."""
+        workdir = Path(candidate.workdir)
+        plan = self._plan(candidate.image_digest, candidate)
+        check = plan.config.healthcheck
+        paths = machine_paths(workdir)
+        paths.workdir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if results is not None:
+            results.replace(paths.results)
+        if console is not None:
+            keep_snapshot_console(workdir, console)
+        upstream = upstream_ports(candidate, check)
+        spec = machine_spec(
+            plan, candidate.id, workdir, [*candidate.ports, *upstream], restore_from
+        )
+        if restore_from is not None:
+            self.backend.adopt_snapshot(restore_from, spec)
+        machine = self.backend.start(spec)
+        update: dict[str, object] = {
+            "state": InstanceState.RUNNING,
+            "pid": machine.pid,
+            "upstream_ports": upstream,
+            "stopped_by_user": False,
+            "restart_at": None,
+            "exit_code": None,
+            "error": None,
+            "finished_at": None,
+        }
+        if restore_from is None:
+            update.update(
+                started_at=time.time(),
+                restored=False,
+                health=self._initial_health(check),
+                health_failures=0,
+                healthy_at=None,
+                runs=candidate.runs + 1,
+            )
+        else:
+            update["restored"] = True
+        instance = candidate.model_copy(update=update)
+        if restore_from is None and check is not None:
+            try:
+                host, port = self.upstream(instance, check.port)
+                wait_healthy(
+                    check,
+                    host,
+                    port,
+                    timeout=healthy_timeout_s,
+                    alive=lambda: not machine.state.final,
+                )
+            except BaseException:
+                with contextlib.suppress(UkedgeError):
+                    machine.kill()
+                raise
+            instance = instance.model_copy(update={"healthy_at": time.time()})
+        return instance, machine
+
+    def commit_incoming(self, instance: Instance, source: str) -> Instance:
+        """Record the moved instance: from here on this node runs it."""
+        self.records.add(instance, guard=self._guard)
+        self._emit(instance, "migrate-in", None, f"moved from {source}")
+        return instance
+
+    def abort_incoming(self, workdir: Path, machine: Machine | None) -> None:
+        """Undo :meth:`boot_incoming` (and the received files): nothing of the move stays."""
+        if machine is not None:
+            with contextlib.suppress(UkedgeError):
+                machine.kill()
+        shutil.rmtree(workdir, ignore_errors=True)
