@@ -1,0 +1,182 @@
+"""Moving instances between two real agents on this machine (real QEMU, real TLS channel)."""
+
+from __future__ import annotations
+
+import json
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from kit.agent import AgentProcess, push_examples, running_agent
+from kit.host import wait_http
+from kit.hub import RunningHub, start_hub
+from kit.net import free_port
+from ukedge.errors import MigrationError
+from ukedge.host import InstanceState, PortMapping, move_instance, run_request
+from ukedge.host.migration import Mode, Step
+from ukedge.image import ImageStore
+
+pytestmark = pytest.mark.vm
+
+
+@pytest.fixture(scope="module")
+def hub(tmp_path_factory: pytest.TempPathFactory, example_store: Path) -> Iterator[str]:
+    running: RunningHub = start_hub(tmp_path_factory.mktemp("hub"))
+    addr = running.url.removeprefix("http://")
+    push_examples(ImageStore(example_store), addr, "sensor-agg:1")
+    yield addr
+    running.stop()
+
+
+@pytest.fixture
+def agents(tmp_path: Path, hub: str) -> Iterator[tuple[AgentProcess, AgentProcess]]:
+    with (
+        running_agent(tmp_path / "a", "--hub", hub, "--name", "node-a") as a,
+        running_agent(tmp_path / "b", "--hub", hub, "--name", "node-b") as b,
+    ):
+        yield a, b
+
+
+def _post(port: int, n: int, sensor: str = "t1") -> None:
+    readings = [{"sensor": sensor, "value": float(i)} for i in range(n)]
+    r = httpx.post(f"http://127.0.0.1:{port}/readings", json=readings, timeout=30)
+    assert r.status_code == 200, r.text
+
+
+def _accepted(port: int) -> int:
+    doc: dict[str, Any] = wait_http(f"http://127.0.0.1:{port}/healthz", timeout=120).json()
+    return int(doc["accepted"])
+
+
+def _sensor(a: AgentProcess, port: int) -> Any:
+    client = a.client()
+    client.run(
+        run_request(
+            image="sensor-agg:1",
+            name="agg",
+            ports=[PortMapping(host_port=port, guest_port=8080)],
+            restart={"name": "on-failure"},
+        )
+    )
+    assert wait_http(f"http://127.0.0.1:{port}/healthz", timeout=180).status_code == 200
+    return client
+
+
+def test_snapshot_move_keeps_identity_and_memory(
+    agents: tuple[AgentProcess, AgentProcess],
+) -> None:
+    a, b = agents
+    port_a, port_b = free_port(), free_port()
+    source = _sensor(a, port_a)
+    _post(port_a, 25)
+    _post(port_a, 17, sensor="t2")
+    before = source.get("agg")
+    assert _accepted(port_a) == 42
+
+    seen: list[Step] = []
+    status = move_instance(
+        source,
+        "agg",
+        b.client(),
+        mode=Mode.SNAPSHOT,
+        ports=[PortMapping(host_port=port_b, guest_port=8080)],
+        on_status=lambda s: seen.append(s.step),
+    )
+    assert status.step is Step.DONE and status.error is None
+    assert status.target_ports == [PortMapping(host_port=port_b, guest_port=8080)]
+    assert status.state_bytes > 0 and status.sent_bytes > 0
+    moved = b.client().get("agg")
+    assert moved.id == before.id and moved.name == "agg"
+    assert moved.state is InstanceState.RUNNING and moved.restored
+    assert moved.restart_count == before.restart_count and moved.runs == before.runs
+    assert moved.healthy_at == before.healthy_at
+    # The app's memory came along: every reading counted before the move is still counted.
+    assert _accepted(port_b) == 42
+    _post(port_b, 8)
+    assert _accepted(port_b) == 50
+    assert [i.name for i in source.list(all_instances=True)] == []
+    # Its console came along too (the app's start-up lines).
+    logs = b"".join(b.client().follow("agg", follow=False))
+    assert b"sensor-agg" in logs or len(logs) > 0
+    events = (a.data / "instances" / "events.jsonl").read_text().splitlines()
+    assert any(json.loads(e)["action"] == "migrate-out" for e in events)
+
+
+def test_a_target_killed_mid_move_leaves_the_source_serving(
+    agents: tuple[AgentProcess, AgentProcess], tmp_path: Path
+) -> None:
+    a, b = agents
+    port_a, port_b = free_port(), free_port()
+    source = _sensor(a, port_a)
+    _post(port_a, 30)
+    target = b.client()
+    killed = False
+
+    def kill_target(status: Any) -> None:
+        nonlocal killed
+        if not killed and status.step in (Step.TRANSFER, Step.RESTORE):
+            b.kill9()
+            killed = True
+
+    with pytest.raises(MigrationError) as info:
+        move_instance(
+            source,
+            "agg",
+            target,
+            ports=[PortMapping(host_port=port_b, guest_port=8080)],
+            compress=9,  # slower, so the poll sees the transfer
+            on_status=kill_target,
+        )
+    assert killed
+    assert "runs on at the source" in str(info.value)
+    # The source runs on, unpaused, with everything it had counted.
+    instance = source.get("agg")
+    assert instance.state is InstanceState.RUNNING
+    assert _accepted(port_a) == 30
+    _post(port_a, 5)
+    assert _accepted(port_a) == 35
+    # The restarted target sweeps what the killed one left: nothing runs twice.
+    b.start()
+    assert [i.name for i in b.client().list(all_instances=True)] == []
+    assert not any((b.data / "instances").glob("*/vm"))
+    with pytest.raises(httpx.TransportError):
+        httpx.get(f"http://127.0.0.1:{port_b}/healthz", timeout=2)
+
+
+def test_a_cold_move_boots_on_the_target_then_stops_the_source(
+    agents: tuple[AgentProcess, AgentProcess],
+) -> None:
+    a, b = agents
+    port_a, port_b = free_port(), free_port()
+    source = _sensor(a, port_a)
+    before = source.get("agg")
+    status = move_instance(
+        source,
+        "agg",
+        b.client(),
+        mode=Mode.COLD,
+        ports=[PortMapping(host_port=port_b, guest_port=8080)],
+    )
+    assert status.step is Step.DONE
+    moved = b.client().get("agg")
+    assert moved.id == before.id and moved.state is InstanceState.RUNNING
+    assert not moved.restored and moved.runs == before.runs + 1
+    assert _accepted(port_b) == 0  # a cold move keeps no memory
+    assert source.list(all_instances=True) == []
+
+
+def test_a_move_of_an_unknown_or_stopped_instance_is_refused(
+    agents: tuple[AgentProcess, AgentProcess],
+) -> None:
+    a, b = agents
+    port_a = free_port()
+    source = _sensor(a, port_a)
+    source.stop("agg")
+    with pytest.raises(MigrationError, match="only a running instance moves"):
+        move_instance(source, "agg", b.client())
+    assert source.get("agg").state is InstanceState.EXITED
+    assert b.client().list(all_instances=True) == []
