@@ -99,9 +99,14 @@ def test_cancel_before_commit() -> None:
     assert move.step.final
 
 
-def test_live_mode_is_refused_plainly() -> None:
-    with pytest.raises(MigrationError, match="not supported"):
-        MoveState(Mode.LIVE)
+def test_a_live_move_transfers_without_a_freeze() -> None:
+    move = MoveState(Mode.LIVE)
+    move.advance(Step.CONNECT, 0)
+    with pytest.raises(StateError):
+        move.advance(Step.FREEZE, 1)
+    move.advance(Step.TRANSFER, 1)
+    move.advance(Step.RESTORE, 2)
+    assert move.cancellable
 
 
 # -- frames ------------------------------------------------------------------------------------

@@ -90,7 +90,9 @@ class MachineSpec:
     machine resumes from it instead of booting (host port forwards may differ). ``hostname`` is
     told to a resumed guest (a booted one reads its own from the launch archive); each
     machine's MAC address is derived from its ``machine_id``, so two machines on one node never
-    share one.
+    share one. ``incoming`` starts the machine paused, waiting for a live migration stream on
+    its incoming Unix socket (``MachinePaths.incoming``) instead of booting; it is given the
+    same kernel, initrds, memory and vCPUs as the machine that sends it.
     """
 
     machine_id: str
@@ -103,6 +105,7 @@ class MachineSpec:
     ports: Sequence[PortForward] = ()
     restore_from: Path | None = None
     hostname: str | None = None
+    incoming: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "kernel", Path(self.kernel))
@@ -140,6 +143,7 @@ class MachineSpec:
             "ports": [p.to_json() for p in self.ports],
             "restore_from": str(self.restore_from) if self.restore_from else None,
             "hostname": self.hostname,
+            "incoming": self.incoming,
         }
 
     @classmethod
@@ -156,6 +160,7 @@ class MachineSpec:
             ports=[PortForward.from_json(p) for p in data.get("ports", [])],
             restore_from=Path(restore) if restore else None,
             hostname=data.get("hostname"),
+            incoming=bool(data.get("incoming", False)),
         )
 
 
@@ -280,6 +285,20 @@ class Machine(Protocol):
         booting. Raises StateError when the machine has ended, MachineError when the backend
         cannot snapshot.
         """
+        ...
+
+    def migrate_to(self, fd: int, *, downtime_limit_ms: int, auto_converge: bool) -> dict[str, Any]:
+        """Live-migrate the running machine into ``fd`` (a socket whose other end leads to a
+        machine started with ``MachineSpec.incoming``); returns once the migration completed,
+        with the machine paused here, and QEMU's figures (``ram``, ``downtime`` ms…).
+
+        Raises MachineError when it failed (the machine then runs on here).
+        """
+        ...
+
+    def wait_incoming(self, timeout: float) -> str:
+        """Wait until a machine started with ``incoming`` has loaded its stream; returns the
+        run state (``paused``: loaded, ready to ``resume``). MachineError when it failed."""
         ...
 
     def resume(self) -> None:

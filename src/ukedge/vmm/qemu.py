@@ -438,6 +438,20 @@ class _QemuMachine:
         self._require_live("resume")
         self.qmp("cont")
 
+    def migrate_to(self, fd: int, *, downtime_limit_ms: int, auto_converge: bool) -> dict[str, Any]:
+        from ukedge.vmm import _migrate
+
+        self._require_live("migrate")
+        return _migrate.send(
+            self, fd, downtime_limit_ms=downtime_limit_ms, auto_converge=auto_converge
+        )
+
+    def wait_incoming(self, timeout: float) -> str:
+        from ukedge.vmm import _migrate
+
+        self._require_live("wait_incoming")
+        return _migrate.wait_loaded(self, timeout)
+
     def stats(self) -> MachineStats:
         self._require_live("stats")
         result = _proc.stats(self.pid)
@@ -534,6 +548,9 @@ class _QemuBackend:
         if spec.restore_from is not None:
             _snapshot.check_compatible(spec, options, accel)
             incoming = "fd:3"
+        elif spec.incoming:
+            paths.incoming.unlink(missing_ok=True)
+            incoming = f"unix:{paths.incoming}"
         argv = build_argv(spec, options, accel, paths, initrd, incoming=incoming)
         try:
             state_file = _snapshot.state_file(spec.restore_from) if spec.restore_from else None

@@ -17,10 +17,12 @@ runs on. The commit inserts the record with the source's id, name, restart count
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from ukedge.errors import MachineError, MigrationError, UkedgeError
 from ukedge.host._models import Instance, InstanceState, PortMapping
@@ -68,6 +70,14 @@ class InstanceMoves(InstanceLifecycle):
     def thaw(self, instance: Instance) -> None:
         """Let a frozen machine run on (the move failed or was cancelled)."""
         self._machine(instance).resume()
+
+    def migrate_live(
+        self, instance: Instance, fd: int, *, downtime_limit_ms: int, auto_converge: bool
+    ) -> dict[str, Any]:
+        """Live-migrate the instance's machine into ``fd``; it is paused here once done."""
+        return self._machine(instance).migrate_to(
+            fd, downtime_limit_ms=downtime_limit_ms, auto_converge=auto_converge
+        )
 
     def console_bytes(self, instance: Instance) -> bytes:
         """Every run's console as one stream (what ``logs`` shows), to carry along."""
@@ -139,10 +149,12 @@ class InstanceMoves(InstanceLifecycle):
         results: Path | None,
         console: Path | None,
         healthy_timeout_s: float = 120.0,
+        live: bool = False,
     ) -> tuple[Instance, Machine]:
-        """Start the incoming instance's machine (resumed from ``restore_from``, else booted
-        and waited for until healthy) with the results and console it brought along. Records
-        nothing: :meth:`commit_incoming` does, :meth:`abort_incoming` undoes this."""
+        """Start the incoming instance's machine (resumed from ``restore_from``; waiting for a
+        live stream with ``live``; else booted and waited for until healthy) with the results
+        and console it brought along. Records nothing: :meth:`commit_incoming` does,
+        :meth:`abort_incoming` undoes this."""
         workdir = Path(candidate.workdir)
         plan = self._plan(candidate.image_digest, candidate)
         check = plan.config.healthcheck
@@ -158,6 +170,8 @@ class InstanceMoves(InstanceLifecycle):
         )
         if restore_from is not None:
             self.backend.adopt_snapshot(restore_from, spec)
+        if live:
+            spec = dataclasses.replace(spec, incoming=True)
         machine = self.backend.start(spec)
         update: dict[str, object] = {
             "state": InstanceState.RUNNING,
@@ -169,7 +183,7 @@ class InstanceMoves(InstanceLifecycle):
             "error": None,
             "finished_at": None,
         }
-        if restore_from is None:
+        if restore_from is None and not live:
             update.update(
                 started_at=time.time(),
                 restored=False,
@@ -181,7 +195,7 @@ class InstanceMoves(InstanceLifecycle):
         else:
             update["restored"] = True
         instance = candidate.model_copy(update=update)
-        if restore_from is None and check is not None:
+        if restore_from is None and not live and check is not None:
             try:
                 host, port = self.upstream(instance, check.port)
                 wait_healthy(
@@ -197,6 +211,28 @@ class InstanceMoves(InstanceLifecycle):
                 raise
             instance = instance.model_copy(update={"healthy_at": time.time()})
         return instance, machine
+
+    def incoming_socket(self, instance: Instance) -> Path:
+        """Where the machine of a live move takes its stream (a Unix socket)."""
+        return machine_paths(Path(instance.workdir)).incoming
+
+    def finish_live_incoming(
+        self,
+        machine: Machine,
+        *,
+        results: Path | None,
+        console: Path | None,
+        timeout: float = 120.0,
+    ) -> None:
+        """Once the live stream is loaded (the guest paused here): put the results the guest
+        wrote at the source before the ones it will write here, keep its console, let it run."""
+        machine.wait_incoming(timeout)
+        if results is not None:
+            with results.open("rb") as src, machine.results_path.open("ab") as dst:
+                shutil.copyfileobj(src, dst)
+        if console is not None:
+            keep_snapshot_console(machine.workdir.parent, console)
+        machine.resume()
 
     def commit_incoming(self, instance: Instance, source: str) -> Instance:
         """Record the moved instance: from here on this node runs it."""

@@ -23,6 +23,7 @@ import re
 import socket
 import ssl
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -60,6 +61,8 @@ class _Session:
     instance: Instance | None = None
     machine: Any = None
     connected: bool = False
+    #: Live moves: the connection to the local QEMU's incoming socket.
+    live: socket.socket | None = None
     lock: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)
     done: threading.Event = field(default_factory=threading.Event)
 
@@ -201,8 +204,6 @@ class MigrationListener:
             ports = [PortMapping.model_validate(p) for p in h.get("ports") or record.ports]
         except (KeyError, ValueError) as exc:
             raise MigrationError(f"hello does not describe an instance: {exc}", "prepare") from None
-        if mode not in (Mode.SNAPSHOT, Mode.COLD):
-            raise MigrationError(f"mode {mode.value} is not supported by this target", "prepare")
         self._ensure_image(record)
         candidate = self.manager.incoming(record, ports)
         session = _Session(
@@ -245,6 +246,15 @@ class MigrationListener:
             frame = channel.recv(step="transfer", timeout=_IDLE_TIMEOUT_S)
             if frame.kind == "file":
                 self._write(session, frame)
+            elif frame.kind == "live":
+                self._relay(session, frame)
+            elif frame.kind == "live-start":
+                self._start_live(session)
+                channel.send({"kind": "live-ready"})
+            elif frame.kind == "live-end":
+                if session.live is not None:
+                    session.live.close()  # QEMU reads to the end, then loads
+                    session.live = None
             elif frame.kind == "restore":
                 self._restore(session, frame)
                 assert session.instance is not None
@@ -252,7 +262,7 @@ class MigrationListener:
                     {"kind": "running", "ports": [p.model_dump() for p in session.instance.ports]}
                 )
             elif frame.kind == "commit":
-                instance = self._commit(session)
+                instance = self._commit(session, frame)
                 channel.send({"kind": "committed", "instance": instance.model_dump(mode="json")})
                 return
             elif frame.kind == "abort":
@@ -280,6 +290,41 @@ class MigrationListener:
             os.close(fd)
         session.files[name] = offset + len(data)
 
+    def _start_live(self, session: _Session) -> None:
+        if session.mode is not Mode.LIVE or session.instance is not None:
+            raise MigrationError("live-start out of turn", "transfer")
+        instance, machine = self.manager.boot_incoming(
+            session.candidate, restore_from=None, results=None, console=None, live=True
+        )
+        session.instance, session.machine = instance, machine
+        path = self.manager.incoming_socket(instance)
+        deadline = time.monotonic() + 30
+        while True:
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                sock.connect(str(path))
+                break
+            except OSError as exc:
+                sock.close()
+                if time.monotonic() > deadline:
+                    raise MigrationError(
+                        f"QEMU's incoming socket {path} did not open: {exc}", "transfer"
+                    ) from exc
+                time.sleep(0.01)
+        session.live = sock
+
+    def _relay(self, session: _Session, frame: Frame) -> None:
+        if session.live is None:
+            raise MigrationError("a live stream frame before live-start", "transfer")
+        raw_size = frame.header.get("raw")
+        if not isinstance(raw_size, int):
+            raise MigrationError("live frame without its size", "transfer")
+        data = decode_chunk(frame.payload, raw_size, bool(frame.header.get("z")))
+        try:
+            session.live.sendall(data)
+        except OSError as exc:
+            raise MigrationError(f"QEMU stopped taking the live stream: {exc}", "transfer") from exc
+
     def _restore(self, session: _Session, frame: Frame) -> None:
         digests = frame.header.get("files")
         if not isinstance(digests, dict):
@@ -293,18 +338,28 @@ class MigrationListener:
         spool = frame.header.get("spool")
         if isinstance(spool, list) and len(spool) == 2:
             session.spool_position = (int(spool[0]), int(spool[1]))
+        results = session.incoming / "results" if "results" in session.files else None
+        console = session.incoming / "console" if "console" in session.files else None
+        if session.mode is Mode.LIVE:
+            if session.machine is None or session.live is not None:
+                raise MigrationError("restore before the live stream ended", "restore")
+            self.manager.finish_live_incoming(session.machine, results=results, console=console)
+            return
         snapshot = session.mode is Mode.SNAPSHOT
         healthy = frame.header.get("healthy_timeout_s", 120.0)
         instance, machine = self.manager.boot_incoming(
             session.candidate,
             restore_from=session.incoming / "state" if snapshot else None,
-            results=session.incoming / "results" if "results" in session.files else None,
-            console=session.incoming / "console" if "console" in session.files else None,
+            results=results,
+            console=console,
             healthy_timeout_s=float(healthy),
         )
         session.instance, session.machine = instance, machine
 
-    def _commit(self, session: _Session) -> Instance:
+    def _commit(self, session: _Session, frame: Frame) -> Instance:
+        spool = frame.header.get("spool")
+        if isinstance(spool, list) and len(spool) == 2:  # a cold move numbers at the end
+            session.spool_position = (int(spool[0]), int(spool[1]))
         if session.instance is None:
             raise MigrationError("commit before the instance runs here", "commit")
         if self.spool is not None and session.spool_position is not None:

@@ -41,6 +41,10 @@ class MigrateRequest(_Model):
     compress: int = Field(default=1, ge=0, le=9)
     #: Seconds a cold move waits for the new instance to pass its health check.
     healthy_timeout_s: float = Field(default=120.0, gt=0, le=3600)
+    #: Live moves: the longest pause QEMU aims for at the switch-over (its default is 300 ms).
+    downtime_limit_ms: int = Field(default=300, ge=1, le=60_000)
+    #: Live moves: throttle a guest that dirties memory faster than the link carries it.
+    auto_converge: bool = True
 
 
 class MigrationStatus(_Model):
@@ -65,5 +69,7 @@ class MigrationStatus(_Model):
     ram_bytes: int = 0
     #: Seconds the guest did not run: from the pause on the source to running on the target.
     paused_s: float | None = None
+    #: Live moves: QEMU's own figures (RAM bytes sent, pre-copy passes, its downtime in ms).
+    qemu: dict[str, int] = Field(default_factory=dict)
     #: The instance on the target once it runs there: its ports are the target's.
     target_ports: list[PortMapping] = Field(default_factory=list)

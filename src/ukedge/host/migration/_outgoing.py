@@ -14,12 +14,13 @@ import contextlib
 import hashlib
 import logging
 import shutil
+import socket
 import tempfile
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ukedge.errors import MigrationError, UkedgeError
 from ukedge.host._models import Instance, PortMapping
@@ -87,6 +88,7 @@ class OutgoingMove:
         self._channel: Channel | None = None
         self._sent_before = 0
         self._frozen_at: float | None = None
+        self._live_started = False
 
     # -- status ----------------------------------------------------------------------------------
 
@@ -146,6 +148,12 @@ class OutgoingMove:
                 )
                 self._advance(Step.TRANSFER)
                 self._transfer(instance, files)
+            elif self.state.mode is Mode.LIVE:
+                self._advance(Step.TRANSFER)
+                self._live(instance)
+                spool = self._results_position(instance)
+                files = self._files(instance, staging, state=False)
+                self._transfer(instance, files, resumable=False)
             self._advance(Step.RESTORE)
             digests = {name: _sha256(path) for name, path in files.items()}
             self._send(
@@ -199,7 +207,12 @@ class OutgoingMove:
             with contextlib.suppress(MigrationError):
                 self._channel.send({"kind": "abort", "reason": str(exc) or "cancelled"})
         try:
-            if self._frozen_at is not None:
+            if self._live_started:
+                # QEMU resumes a source whose migration failed itself; one that completed
+                # (paused, "postmigrate") is resumed here. Running already is fine.
+                with contextlib.suppress(UkedgeError):
+                    self.manager.thaw(instance)
+            elif self._frozen_at is not None:
                 self.manager.thaw(instance)
             elif stopped:
                 self.manager.start(instance.id)
@@ -267,8 +280,10 @@ class OutgoingMove:
         self.spool.ingest_file(instance.id, self.node_name, path)
         return self.spool.offset(instance.id), self.spool.last_seq(instance.id) + 1
 
-    def _files(self, instance: Instance, staging: Path) -> dict[str, Path]:
-        files = {f"state/{p.name}": p for p in sorted((staging / "state").iterdir()) if p.is_file()}
+    def _files(self, instance: Instance, staging: Path, *, state: bool = True) -> dict[str, Path]:
+        files: dict[str, Path] = {}
+        if state:
+            files = {f"state/{p.name}": p for p in sorted((staging / "state").iterdir())}
         results = staging / "results"
         with contextlib.suppress(FileNotFoundError):
             shutil.copyfile(self.manager.results_path(instance), results)
@@ -278,9 +293,11 @@ class OutgoingMove:
         files["console"] = console
         return files
 
-    def _transfer(self, instance: Instance, files: dict[str, Path]) -> None:
+    def _transfer(
+        self, instance: Instance, files: dict[str, Path], *, resumable: bool = True
+    ) -> None:
         have: dict[str, int] = {}
-        for attempt in range(_RECONNECTS + 1):
+        for attempt in range(_RECONNECTS + 1 if resumable else 1):
             try:
                 if attempt:
                     have = self._connect(instance, resume=True)
@@ -289,7 +306,8 @@ class OutgoingMove:
                 return
             except MigrationError as exc:
                 broken = self._channel is not None and self._channel.broken
-                if not broken or attempt == _RECONNECTS or self.cancel_requested.is_set():
+                last = attempt == _RECONNECTS or not resumable
+                if not broken or last or self.cancel_requested.is_set():
                     raise
                 log.info("move %s: channel broke (%s); resuming", self.status.id, exc)
                 time.sleep(_RECONNECT_PAUSE_S[min(attempt, len(_RECONNECT_PAUSE_S) - 1)])
@@ -309,6 +327,68 @@ class OutgoingMove:
                 self._send({**header, "z": bool(level)}, payload, step="transfer")
                 offset += len(raw)
                 self._publish()
+
+    def _live(self, instance: Instance) -> None:
+        """Carry QEMU's pre-copy stream to the target while the guest runs here; returns once
+        QEMU completed it (the guest is paused here then)."""
+        self._send({"kind": "live-start"}, step="transfer")
+        self._expect("live-ready", step="transfer", timeout=120.0)
+        qemu_end, ours = socket.socketpair()
+        outcome: dict[str, Any] = {}
+
+        def migrate() -> None:
+            try:
+                outcome["info"] = self.manager.migrate_live(
+                    instance,
+                    qemu_end.fileno(),
+                    downtime_limit_ms=self.request.downtime_limit_ms,
+                    auto_converge=self.request.auto_converge,
+                )
+            except BaseException as exc:  # handed to the driver thread below
+                outcome["error"] = exc
+            finally:
+                qemu_end.close()  # QEMU holds its own copy until it is done
+
+        self._live_started = True
+        thread = threading.Thread(target=migrate, name="ukedge-live-qmp", daemon=True)
+        thread.start()
+        level = self.request.compress
+        published = time.monotonic()
+        try:
+            while True:
+                if self.cancel_requested.is_set():
+                    raise _Cancelled()
+                data = ours.recv(CHUNK_BYTES)
+                if not data:
+                    break
+                header = {"kind": "live", "raw": len(data), "z": bool(level)}
+                self._send(header, encode_chunk(data, level), step="transfer")
+                if time.monotonic() - published > 0.2:
+                    published = time.monotonic()
+                    self._publish()
+        finally:
+            ours.close()  # on failure: QEMU's writes fail, its migration fails, the guest runs on
+            thread.join()
+        error = outcome.get("error")
+        if error is not None:
+            raise MigrationError(f"QEMU's live migration failed: {error}", "transfer")
+        info: dict[str, Any] = outcome["info"]
+        downtime_ms = int(info.get("downtime", 0))
+        self._frozen_at = time.monotonic() - downtime_ms / 1000
+        ram = info.get("ram", {}) if isinstance(info.get("ram"), dict) else {}
+        figures = {
+            "downtime_ms": downtime_ms,
+            "total_time_ms": int(info.get("total-time", 0)),
+            "ram_transferred": int(ram.get("transferred", 0)),
+            "ram_total": int(ram.get("total", 0)),
+            "dirty_sync_count": int(ram.get("dirty-sync-count", 0)),
+            "normal_pages": int(ram.get("normal", 0)),
+            "zero_pages": int(ram.get("duplicate", 0)),
+        }
+        self.status = self.status.model_copy(
+            update={"qemu": figures, "state_bytes": figures["ram_transferred"]}
+        )
+        self._send({"kind": "live-end"}, step="transfer")
 
     def _commit(self, spool: tuple[int, int] | None) -> None:
         self._send({"kind": "commit", "spool": list(spool) if spool else None}, step="commit")

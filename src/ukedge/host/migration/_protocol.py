@@ -20,6 +20,12 @@ bytes)::
                                               ◄──  committed {instance}
     abort {reason}                             ──►  kills what it started, forgets it
 
+A live move replaces the state files by QEMU's own stream: ``live-start`` (the target starts a
+machine waiting on its incoming Unix socket and answers ``live-ready``), ``live`` frames (the
+stream, chunk by chunk, as the source's QEMU writes it while the guest runs), ``live-end``;
+then the results and console files, ``restore`` (the target lets its loaded machine run) and
+the commit as above.
+
 Either side answers a refusal with ``error {step, message}``. The source removes its own
 instance only after ``committed``; before it, every failure (or a cancel) resumes the source.
 A connection lost between ``commit`` and ``committed`` is the one moment the source cannot tell
@@ -72,7 +78,7 @@ class Mode(enum.StrEnum):
     COLD = "cold"
     #: Pause, save device state and RAM, stream it, resume it on the target.
     SNAPSHOT = "snapshot"
-    #: QEMU pre-copy migration while the guest runs (not implemented yet).
+    #: QEMU pre-copy migration while the guest runs, carried over the same channel.
     LIVE = "live"
 
 
@@ -107,6 +113,15 @@ _NEXT: dict[Mode, tuple[Step, ...]] = {
         Step.DONE,
     ),
     Mode.COLD: (Step.PREPARE, Step.CONNECT, Step.RESTORE, Step.COMMIT, Step.CLEANUP, Step.DONE),
+    Mode.LIVE: (
+        Step.PREPARE,
+        Step.CONNECT,
+        Step.TRANSFER,
+        Step.RESTORE,
+        Step.COMMIT,
+        Step.CLEANUP,
+        Step.DONE,
+    ),
 }
 
 

@@ -20,7 +20,7 @@ from ukedge.host.migration._channel import MigrationIdentity, ensure_identity
 from ukedge.host.migration._incoming import MigrationListener
 from ukedge.host.migration._models import MigrateRequest, MigrationOffer, MigrationStatus
 from ukedge.host.migration._outgoing import OutgoingMove
-from ukedge.host.migration._protocol import Mode, TicketBook
+from ukedge.host.migration._protocol import TicketBook
 
 if TYPE_CHECKING:
     from ukedge.host._node import LocalNode
@@ -90,8 +90,6 @@ class Migrations:
 
     def start(self, key: str, request: MigrateRequest) -> MigrationStatus:
         """Begin moving ``key`` to the offer's node; returns at once (poll :meth:`get`)."""
-        if request.mode is Mode.LIVE:
-            raise UsageError("live migration is not implemented yet; use --mode snapshot or cold")
         if request.offer.fingerprint == self.listener().identity.fingerprint:
             raise UsageError("the offer is this node's own; move the instance to another node")
         instance = self.node.manager.get(key)
