@@ -250,3 +250,55 @@ def test_live_move_under_a_stream_of_readings_loses_none(
     # a reading whose answer was lost at the switch-over may or may not have been.
     assert stream.acked <= counted <= stream.acked + stream.unanswered
     assert source.list(all_instances=True) == []
+
+
+def test_the_cli_moves_and_prints_the_new_ports(
+    agents: tuple[AgentProcess, AgentProcess],
+) -> None:
+    a, b = agents
+    port_a, port_b = free_port(), free_port()
+    source = _sensor(a, port_a)
+    _post(port_a, 7)
+    wrong = a.cli("migrate", "agg", "--to", b.url, "--mode", "teleport", check=False)
+    assert wrong.returncode != 0 and "--mode must be cold, snapshot or live" in wrong.stderr
+    done = a.cli(
+        "migrate", "agg", "--to", b.url, "--to-token", b.token, "-p", f"{port_b}:8080", "--json"
+    )
+    status = json.loads(done.stdout)
+    assert status["step"] == "done" and status["target_ports"][0]["host_port"] == port_b
+    assert _accepted(port_b) == 7
+    assert source.list(all_instances=True) == []
+
+
+def test_a_cancelled_move_leaves_the_source_running(
+    agents: tuple[AgentProcess, AgentProcess],
+) -> None:
+    a, b = agents
+    port_a, port_b = free_port(), free_port()
+    source = _sensor(a, port_a)
+    _post(port_a, 3)
+    target = b.client()
+    cancelled = False
+
+    def cancel(status: Any) -> None:
+        nonlocal cancelled
+        if not cancelled and status.step is Step.TRANSFER:
+            source.cancel_migration(status.id)
+            cancelled = True
+
+    with pytest.raises(MigrationError, match="cancelled"):
+        move_instance(
+            source,
+            "agg",
+            target,
+            ports=[PortMapping(host_port=port_b, guest_port=8080)],
+            compress=9,
+            on_status=cancel,
+        )
+    assert source.get("agg").state is InstanceState.RUNNING
+    assert _accepted(port_a) == 3
+    deadline = time.monotonic() + 120
+    while any((b.data / "instances").glob("*/vm")) and time.monotonic() < deadline:
+        time.sleep(0.2)  # the target aborts once the source says so
+    assert target.list(all_instances=True) == []
+    assert not any((b.data / "instances").glob("*/vm"))

@@ -25,6 +25,8 @@ def move_instance(
     mode: Mode = Mode.SNAPSHOT,
     ports: list[PortMapping] | None = None,
     compress: int = 1,
+    downtime_limit_ms: int = 300,
+    auto_converge: bool = True,
     on_status: Callable[[MigrationStatus], None] | None = None,
     timeout: float = 1800.0,
 ) -> MigrationStatus:
@@ -37,7 +39,14 @@ def move_instance(
     offer = target.migration_offer()
     if target.tcp_host and offer.host in ("0.0.0.0", "::", ""):
         offer = offer.model_copy(update={"host": target.tcp_host})
-    request = MigrateRequest(offer=offer, mode=mode, ports=ports, compress=compress)
+    request = MigrateRequest(
+        offer=offer,
+        mode=mode,
+        ports=ports,
+        compress=compress,
+        downtime_limit_ms=downtime_limit_ms,
+        auto_converge=auto_converge,
+    )
     status = source.migrate(key, request)
     deadline = time.monotonic() + timeout
     try:
