@@ -16,9 +16,10 @@ from kit.agent import AgentProcess, push_examples, running_agent
 from kit.host import wait_http
 from kit.hub import RunningHub, start_hub
 from kit.net import free_port
+from kit.relay import Relay
 from ukedge.errors import MigrationError
-from ukedge.host import InstanceState, PortMapping, move_instance, run_request
-from ukedge.host.migration import Mode, Step
+from ukedge.host import InstanceState, PortMapping, ResultSpool, move_instance, run_request
+from ukedge.host.migration import MigrationOffer, Mode, Step
 from ukedge.image import ImageStore
 
 pytestmark = pytest.mark.vm
@@ -302,3 +303,91 @@ def test_a_cancelled_move_leaves_the_source_running(
         time.sleep(0.2)  # the target aborts once the source says so
     assert target.list(all_instances=True) == []
     assert not any((b.data / "instances").glob("*/vm"))
+
+
+def test_a_cut_tunnel_gives_the_source_back(
+    agents: tuple[AgentProcess, AgentProcess],
+) -> None:
+    a, b = agents
+    port_a, port_b = free_port(), free_port()
+    source = _sensor(a, port_a)
+    _post(port_a, 11)
+    relays: list[Relay] = []
+
+    def tunnel(offer: MigrationOffer) -> tuple[str, int]:
+        relay = Relay((offer.host, offer.port), rate_bytes_s=2_000_000)
+        relays.append(relay)
+        return "127.0.0.1", relay.port
+
+    def cut(status: Any) -> None:
+        if status.step is Step.TRANSFER and relays and status.sent_bytes > 0:
+            relays[0].kill()
+
+    with pytest.raises(MigrationError, match="runs on at the source"):
+        move_instance(
+            source,
+            "agg",
+            b.client(),
+            ports=[PortMapping(host_port=port_b, guest_port=8080)],
+            via=tunnel,
+            on_status=cut,
+        )
+    assert relays and relays[0].bytes > 0
+    assert source.get("agg").state is InstanceState.RUNNING
+    _post(port_a, 1)
+    assert _accepted(port_a) == 12
+    # The target gives up the half-received move once the source stays away.
+    assert b.client().list(all_instances=True) == []
+
+
+def _results_lines(path: Path) -> list[str]:
+    return [ln for ln in path.read_text().splitlines() if ln.strip()]
+
+
+@pytest.mark.parametrize("mode", [Mode.SNAPSHOT, Mode.LIVE])
+def test_results_are_numbered_on_without_gap_or_duplicate(
+    agents: tuple[AgentProcess, AgentProcess], mode: Mode
+) -> None:
+    a, b = agents
+    port_a, port_b = free_port(), free_port()
+    source = a.client()
+    instance = source.run(
+        run_request(
+            image="sensor-agg:1",
+            name="agg",
+            ports=[PortMapping(host_port=port_a, guest_port=8080)],
+            env={"WINDOW_SECONDS": "1"},
+        )
+    )
+    wait_http(f"http://127.0.0.1:{port_a}/healthz", timeout=180)
+    results_a = a.data / "instances" / instance.id / "vm" / "results.jsonl"
+    deadline = time.monotonic() + 120
+    while len(_results_lines(results_a)) < 3 and time.monotonic() < deadline:
+        _post(port_a, 2)
+        time.sleep(0.3)
+    before = len(_results_lines(results_a))
+    assert before >= 3
+    move_instance(
+        source, "agg", b.client(), mode=mode, ports=[PortMapping(host_port=port_b, guest_port=8080)]
+    )
+    results_b = b.data / "instances" / instance.id / "vm" / "results.jsonl"
+    deadline = time.monotonic() + 120
+    while len(_results_lines(results_b)) < before + 3 and time.monotonic() < deadline:
+        _post(port_b, 2)
+        time.sleep(0.3)
+    lines = _results_lines(results_b)
+    assert len(lines) >= before + 3
+    # What the source numbered (its spool delivers those), then what the target numbers on.
+    spool_a = ResultSpool(a.data / "results.db")
+    spool_b = ResultSpool(b.data / "results.db")
+    try:
+        spool_b.ingest_file(instance.id, "node-b", results_b)  # as its forwarder would
+        numbered = spool_a.records(instance.id) + spool_b.records(instance.id)
+    finally:
+        spool_a.close()
+        spool_b.close()
+    assert [r.seq for r in numbered] == list(range(1, len(numbered) + 1))
+    assert {r.node for r in numbered[:before]} == {"node-a"}
+    assert numbered[-1].node == "node-b"
+    assert [r.line for r in numbered] == lines[: len(numbered)]
+    assert len(numbered) >= len(lines) - 1  # all but a line being written just now

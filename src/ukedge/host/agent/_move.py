@@ -9,7 +9,7 @@ from collections.abc import Callable
 from ukedge.errors import MigrationError
 from ukedge.host._models import PortMapping
 from ukedge.host.agent._client import AgentClient
-from ukedge.host.migration import MigrateRequest, MigrationStatus, Mode
+from ukedge.host.migration import MigrateRequest, MigrationOffer, MigrationStatus, Mode
 
 __all__ = ["move_instance"]
 
@@ -29,16 +29,22 @@ def move_instance(
     auto_converge: bool = True,
     on_status: Callable[[MigrationStatus], None] | None = None,
     timeout: float = 1800.0,
+    via: Callable[[MigrationOffer], tuple[str, int]] | None = None,
 ) -> MigrationStatus:
     """Move ``key`` from ``source`` to ``target`` and return how the move ended.
 
     The offer travels through this client, which holds both agents' tokens; the state goes
-    straight from source to target over their TLS channel. Raises MigrationError when the move
+    straight from source to target over their TLS channel; ``via`` maps the offer to the
+    (HOST, PORT) of a tunnel that leads to the target's listener (TLS runs end to end through
+    it). Raises MigrationError when the move
     failed or was cancelled (the source runs on), KeyboardInterrupt after cancelling the move.
     """
     offer = target.migration_offer()
     if target.tcp_host and offer.host in ("0.0.0.0", "::", ""):
         offer = offer.model_copy(update={"host": target.tcp_host})
+    if via is not None:
+        host, port = via(offer)
+        offer = offer.model_copy(update={"host": host, "port": port})
     request = MigrateRequest(
         offer=offer,
         mode=mode,
