@@ -69,6 +69,8 @@ class MigrationStatus(_Model):
     ram_bytes: int = 0
     #: Seconds the guest did not run: from the pause on the source to running on the target.
     paused_s: float | None = None
+    #: Seconds spent in each step so far (where a move's time goes).
+    steps: dict[str, float] = Field(default_factory=dict)
     #: Live moves: QEMU's own figures (RAM bytes sent, pre-copy passes, its downtime in ms).
     qemu: dict[str, int] = Field(default_factory=dict)
     #: The instance on the target once it runs there: its ports are the target's.

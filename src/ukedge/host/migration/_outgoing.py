@@ -100,8 +100,14 @@ class OutgoingMove:
 
     def _publish(self) -> None:
         sent = self._sent_before + (self._channel.bytes_sent if self._channel else 0)
+        marks = [(Step.PREPARE, self.status.started_at), *self.state.history]
+        steps = {
+            step.value: round(later - at, 3)
+            for (step, at), (_, later) in zip(marks, marks[1:], strict=False)
+        }
         self.status = self.status.model_copy(
             update={
+                "steps": steps,
                 "step": self.state.step,
                 "failed_step": self.state.failed_step,
                 "error": self.state.error,
