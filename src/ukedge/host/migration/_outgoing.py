@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import itertools
 import logging
 import shutil
 import socket
@@ -102,8 +103,7 @@ class OutgoingMove:
         sent = self._sent_before + (self._channel.bytes_sent if self._channel else 0)
         marks = [(Step.PREPARE, self.status.started_at), *self.state.history]
         steps = {
-            step.value: round(later - at, 3)
-            for (step, at), (_, later) in zip(marks, marks[1:], strict=False)
+            step.value: round(later - at, 3) for (step, at), (_, later) in itertools.pairwise(marks)
         }
         self.status = self.status.model_copy(
             update={
