@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import re
 import shutil
 import time
 from collections.abc import Iterator
@@ -26,6 +27,7 @@ from typing import Any
 
 from ukedge.errors import MachineError, MigrationError, UkedgeError
 from ukedge.host._models import Instance, InstanceState, PortMapping
+from ukedge.host._names import NAME_PATTERN
 from ukedge.host.instances._console import keep_snapshot_console, machine_paths, read_console
 from ukedge.host.instances._health import wait_healthy
 from ukedge.host.instances._lifecycle import InstanceLifecycle
@@ -35,6 +37,9 @@ from ukedge.host.instances._ports import check_bindable, upstream_ports
 from ukedge.vmm import Machine
 
 __all__ = ["InstanceMoves"]
+
+#: Instance ids as ``create`` makes them (``secrets.token_hex(16)``).
+_INSTANCE_ID = re.compile(r"^[0-9a-f]{32}\Z")
 
 
 class InstanceMoves(InstanceLifecycle):
@@ -105,6 +110,12 @@ class InstanceMoves(InstanceLifecycle):
     def incoming(self, record: Instance, ports: list[PortMapping]) -> Instance:
         """The record an instance moved here would get, checked against this node: its image
         is here, the id and name are free, there is room, the host ports are free."""
+        # The record comes from another node: its id names a directory here.
+        if not _INSTANCE_ID.match(record.id) or not NAME_PATTERN.match(record.name):
+            raise MigrationError(
+                f"the instance sent has an invalid id or name ({record.id!r}, {record.name!r})",
+                "prepare",
+            )
         for other in self.records.all():
             if other.id == record.id or other.name == record.name:
                 raise MigrationError(
