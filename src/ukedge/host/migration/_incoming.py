@@ -58,6 +58,8 @@ class _Session:
     candidate: Instance
     spool_position: tuple[int, int] | None = None
     files: dict[str, int] = field(default_factory=dict)
+    #: SHA-256 of each file so far (chunks arrive in order, so it is computed as they come).
+    digests: dict[str, Any] = field(default_factory=dict)
     instance: Instance | None = None
     machine: Any = None
     connected: bool = False
@@ -289,6 +291,7 @@ class MigrationListener:
         finally:
             os.close(fd)
         session.files[name] = offset + len(data)
+        session.digests.setdefault(name, hashlib.sha256()).update(data)
 
     def _start_live(self, session: _Session) -> None:
         if session.mode is not Mode.LIVE or session.instance is not None:
@@ -333,7 +336,8 @@ class MigrationListener:
             if name not in session.files and digest == _EMPTY:
                 (session.incoming / name).touch(mode=0o600)
                 session.files[name] = 0
-            if name not in session.files or _sha256(session.incoming / name) != digest:
+            have = session.digests[name].hexdigest() if name in session.digests else _EMPTY
+            if name not in session.files or have != digest:
                 raise MigrationError(f"{name} arrived damaged or incomplete", "restore")
         spool = frame.header.get("spool")
         if isinstance(spool, list) and len(spool) == 2:
@@ -422,17 +426,6 @@ class MigrationListener:
 
 
 _EMPTY = hashlib.sha256(b"").hexdigest()
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    try:
-        with path.open("rb") as f:
-            while chunk := f.read(1 << 20):
-                digest.update(chunk)
-    except FileNotFoundError:
-        return ""
-    return digest.hexdigest()
 
 
 def _of(session: _Session | None) -> str:

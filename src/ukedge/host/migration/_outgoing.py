@@ -10,6 +10,7 @@ paused rather than risk two running copies; the error says so.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import hashlib
 import itertools
@@ -20,6 +21,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -49,6 +51,8 @@ _CONNECT_TIMEOUT_S = 10.0
 #: after a commit whose answer was lost.
 _RECONNECTS = 3
 _RECONNECT_PAUSE_S = (0.5, 1.0, 2.0)
+#: Threads compressing chunks ahead of the one being sent.
+_COMPRESSORS = 2
 
 
 class _Cancelled(Exception):
@@ -90,6 +94,8 @@ class OutgoingMove:
         self._sent_before = 0
         self._frozen_at: float | None = None
         self._live_started = False
+        #: SHA-256 of each file sent whole, computed as it went out.
+        self._digests: dict[str, str] = {}
 
     # -- status ----------------------------------------------------------------------------------
 
@@ -161,7 +167,9 @@ class OutgoingMove:
                 files = self._files(instance, staging, state=False)
                 self._transfer(instance, files, resumable=False)
             self._advance(Step.RESTORE)
-            digests = {name: _sha256(path) for name, path in files.items()}
+            digests = {
+                name: self._digests.get(name) or _sha256(path) for name, path in files.items()
+            }
             self._send(
                 {
                     "kind": "restore",
@@ -319,20 +327,33 @@ class OutgoingMove:
                 time.sleep(_RECONNECT_PAUSE_S[min(attempt, len(_RECONNECT_PAUSE_S) - 1)])
 
     def _send_file(self, name: str, path: Path, offset: int) -> None:
+        """Send ``path`` from ``offset``, compressing the next chunks on the pool's threads
+        while this one goes out (zlib releases the GIL), and hashing it on the way when it is
+        sent whole (else :func:`_sha256` reads it again at the restore)."""
         level = self.request.compress
-        with path.open("rb") as f:
+        digest = hashlib.sha256() if offset == 0 else None
+        with path.open("rb") as f, ThreadPoolExecutor(_COMPRESSORS) as pool:
             f.seek(offset)
+            pending: collections.deque[tuple[bytes, Future[bytes]]] = collections.deque()
             while True:
+                while len(pending) < 2 * _COMPRESSORS:
+                    raw = f.read(CHUNK_BYTES)
+                    if not raw:
+                        break
+                    pending.append((raw, pool.submit(encode_chunk, raw, level)))
+                if not pending:
+                    break
                 if self.cancel_requested.is_set():
                     raise _Cancelled()
-                raw = f.read(CHUNK_BYTES)
-                if not raw:
-                    return
-                payload = encode_chunk(raw, level)
+                raw, payload = pending.popleft()
                 header = {"kind": "file", "name": name, "offset": offset, "raw": len(raw)}
-                self._send({**header, "z": bool(level)}, payload, step="transfer")
+                self._send({**header, "z": bool(level)}, payload.result(), step="transfer")
+                if digest is not None:
+                    digest.update(raw)
                 offset += len(raw)
                 self._publish()
+        if digest is not None:
+            self._digests[name] = digest.hexdigest()
 
     def _live(self, instance: Instance) -> None:
         """Carry QEMU's pre-copy stream to the target while the guest runs here; returns once
