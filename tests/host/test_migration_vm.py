@@ -391,3 +391,35 @@ def test_results_are_numbered_on_without_gap_or_duplicate(
     assert numbered[-1].node == "node-b"
     assert [r.line for r in numbered] == lines[: len(numbered)]
     assert len(numbered) >= len(lines) - 1  # all but a line being written just now
+
+
+def test_a_snapshot_move_of_an_on_demand_instance_moves_its_listener(
+    agents: tuple[AgentProcess, AgentProcess],
+) -> None:
+    a, b = agents
+    port_a, port_b = free_port(), free_port()
+    source = a.client()
+    source.run(
+        run_request(
+            image="sensor-agg:1",
+            name="lazy",
+            ports=[PortMapping(host_port=port_a, guest_port=8080)],
+            on_demand=True,
+            idle_timeout_s=600.0,
+        )
+    )
+    _post(port_a, 9)  # the first connection boots it behind the source's proxy
+    assert source.get("lazy").state is InstanceState.RUNNING
+    idle = source.list(all_instances=True)
+    assert [i.name for i in idle] == ["lazy"]
+    status = move_instance(
+        source, "lazy", b.client(), ports=[PortMapping(host_port=port_b, guest_port=8080)]
+    )
+    assert status.step is Step.DONE
+    moved = b.client().get("lazy")
+    assert moved.on_demand and moved.state is InstanceState.RUNNING
+    # The target's proxy listens on the new port and reaches the moved guest, counts and all.
+    assert _accepted(port_b) == 9
+    with pytest.raises(httpx.TransportError):
+        httpx.get(f"http://127.0.0.1:{port_a}/healthz", timeout=2)
+    assert source.list(all_instances=True) == []

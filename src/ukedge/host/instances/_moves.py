@@ -57,13 +57,8 @@ class InstanceMoves(InstanceLifecycle):
             if instance.state is not InstanceState.RUNNING:
                 raise MigrationError(
                     f"instance {instance.name} is {instance.state.value}; only a running "
-                    "instance moves (start it first, or run it on the other node)",
-                    "prepare",
-                )
-            if instance.on_demand:
-                raise MigrationError(
-                    f"instance {instance.name} is on-demand; on-demand instances do not move "
-                    "yet (remove it here and run it on the other node)",
+                    "instance moves (start it first, or run it on the other node; an idle "
+                    "on-demand one has no state to move)",
                     "prepare",
                 )
             yield instance
@@ -176,9 +171,11 @@ class InstanceMoves(InstanceLifecycle):
         if console is not None:
             keep_snapshot_console(workdir, console)
         upstream = upstream_ports(candidate, check)
-        spec = machine_spec(
-            plan, candidate.id, workdir, [*candidate.ports, *upstream], restore_from
-        )
+        # An on-demand instance's published TCP ports are its proxy's, not QEMU's (as in _boot).
+        published = [
+            p for p in candidate.ports if not (candidate.on_demand and p.protocol == "tcp")
+        ]
+        spec = machine_spec(plan, candidate.id, workdir, [*published, *upstream], restore_from)
         if restore_from is not None:
             self.backend.adopt_snapshot(restore_from, spec)
         if live:

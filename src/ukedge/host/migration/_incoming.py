@@ -378,6 +378,11 @@ class MigrationListener:
                 self.spool.forget(session.candidate.id)
             raise
         self._finish(session, "committed")
+        if instance.on_demand and self.node.on_demand is not None:
+            try:
+                self.node.on_demand.sync()  # its proxy listens here from now on
+            except UkedgeError as exc:
+                log.warning("moved-in %s: its on-demand listener: %s", instance.name, exc)
         with contextlib.suppress(OSError):
             import shutil
 

@@ -71,6 +71,7 @@ class OutgoingMove:
         instance: Instance,
         request: MigrateRequest,
         on_change: Callable[[MigrationStatus], None] | None = None,
+        after_removal: Callable[[], None] | None = None,
     ) -> None:
         self.manager = manager
         self.spool = spool
@@ -79,6 +80,8 @@ class OutgoingMove:
         self.state = MoveState(request.mode)
         self.cancel_requested = threading.Event()
         self._on_change = on_change
+        #: Called once the source instance is gone (the agent closes its on-demand listener).
+        self._after_removal = after_removal
         offer = request.offer
         self.status = MigrationStatus(
             id=migration,
@@ -199,6 +202,8 @@ class OutgoingMove:
             self._advance(Step.CLEANUP)
             try:
                 self.manager.moved_out(instance, self.status.target, graceful=False)
+                if self._after_removal is not None:
+                    self._after_removal()
             except UkedgeError as exc:
                 self.state.fail(f"moved, but removing it here failed: {exc}", time.time())
                 return

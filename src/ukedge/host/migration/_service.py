@@ -95,7 +95,13 @@ class Migrations:
         instance = self.node.manager.get(key)
         migration = secrets.token_hex(16)
         move = OutgoingMove(
-            self.node.manager, self.spool, self.node_name, migration, instance, request
+            self.node.manager,
+            self.spool,
+            self.node_name,
+            migration,
+            instance,
+            request,
+            after_removal=self._sync_on_demand,
         )
         thread = threading.Thread(target=move.run, name=f"ukedge-migrate-{migration[:8]}")
         with self._guard:
@@ -113,6 +119,10 @@ class Migrations:
             self._trim()
         thread.start()
         return move.status
+
+    def _sync_on_demand(self) -> None:
+        if self.node.on_demand is not None:
+            self.node.on_demand.sync()
 
     def _trim(self) -> None:
         finished = [k for k, m in self._moves.items() if m.status.step.final]
