@@ -27,6 +27,9 @@ class Relay:
                 client, _ = self._server.accept()
             except OSError:
                 return
+            if self.rate:
+                # A link's queue, not megabytes of autotuned socket buffer in front of it.
+                client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 << 10)
             try:
                 upstream = socket.create_connection(self.target, timeout=10)
             except OSError:

@@ -51,6 +51,8 @@ _CONNECT_TIMEOUT_S = 10.0
 #: after a commit whose answer was lost.
 _RECONNECTS = 3
 _RECONNECT_PAUSE_S = (0.5, 1.0, 2.0)
+#: Bytes a live stream may have queued in each kernel buffer on its way out.
+_LIVE_BUFFER = 256 << 10
 #: Threads compressing chunks ahead of the one being sent.
 _COMPRESSORS = 2
 
@@ -366,6 +368,11 @@ class OutgoingMove:
         self._send({"kind": "live-start"}, step="transfer")
         self._expect("live-ready", step="transfer", timeout=120.0)
         qemu_end, ours = socket.socketpair()
+        for sock in (qemu_end, ours):  # little in flight: see Channel.limit_send_buffer
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, _LIVE_BUFFER)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, _LIVE_BUFFER)
+        assert self._channel is not None
+        self._channel.limit_send_buffer(_LIVE_BUFFER)
         outcome: dict[str, Any] = {}
 
         def migrate() -> None:
