@@ -18,7 +18,14 @@ from kit.hub import RunningHub, start_hub
 from kit.net import free_port
 from kit.relay import Relay
 from ukedge.errors import MigrationError
-from ukedge.host import InstanceState, PortMapping, ResultSpool, move_instance, run_request
+from ukedge.host import (
+    HealthStatus,
+    InstanceState,
+    PortMapping,
+    ResultSpool,
+    move_instance,
+    run_request,
+)
 from ukedge.host.migration import MigrationOffer, Mode, Step
 from ukedge.image import ImageStore
 
@@ -65,6 +72,9 @@ def _sensor(a: AgentProcess, port: int) -> Any:
         )
     )
     assert wait_http(f"http://127.0.0.1:{port}/healthz", timeout=180).status_code == 200
+    deadline = time.monotonic() + 120  # and the agent has seen it healthy (its health history)
+    while client.get("agg").health is not HealthStatus.HEALTHY and time.monotonic() < deadline:
+        time.sleep(0.1)
     return client
 
 
@@ -95,7 +105,7 @@ def test_snapshot_move_keeps_identity_and_memory(
     assert moved.id == before.id and moved.name == "agg"
     assert moved.state is InstanceState.RUNNING and moved.restored
     assert moved.restart_count == before.restart_count and moved.runs == before.runs
-    assert moved.healthy_at == before.healthy_at
+    assert moved.health is HealthStatus.HEALTHY and moved.healthy_at == before.healthy_at
     # The app's memory came along: every reading counted before the move is still counted.
     assert _accepted(port_b) == 42
     _post(port_b, 8)
