@@ -17,7 +17,7 @@ from kit.host import wait_http
 from kit.hub import RunningHub, start_hub
 from kit.net import free_port
 from kit.relay import Relay
-from ukedge.errors import MigrationError
+from ukedge.errors import AgentError, MigrationError
 from ukedge.host import (
     HealthStatus,
     InstanceState,
@@ -433,3 +433,41 @@ def test_a_snapshot_move_of_an_on_demand_instance_moves_its_listener(
     with pytest.raises(httpx.TransportError):
         httpx.get(f"http://127.0.0.1:{port_a}/healthz", timeout=2)
     assert source.list(all_instances=True) == []
+
+
+def test_a_source_agent_killed_mid_move_resumes_its_instance_on_restart(
+    agents: tuple[AgentProcess, AgentProcess],
+) -> None:
+    a, b = agents
+    port_a, port_b = free_port(), free_port()
+    source = _sensor(a, port_a)
+    _post(port_a, 13)
+    killed = False
+
+    def kill_source(status: Any) -> None:
+        nonlocal killed
+        if not killed and status.step is Step.TRANSFER:
+            a.kill9()  # the guest is paused: the agent froze it for the snapshot
+            killed = True
+
+    with pytest.raises(AgentError):
+        move_instance(
+            source,
+            "agg",
+            b.client(),
+            ports=[PortMapping(host_port=port_b, guest_port=8080)],
+            compress=9,
+            on_status=kill_source,
+        )
+    assert killed
+    a.start()  # the next agent gives the frozen guest back
+    assert a.client().get("agg").state is InstanceState.RUNNING
+    assert _accepted(port_a) == 13
+    _post(port_a, 2)
+    assert _accepted(port_a) == 15
+    deadline = time.monotonic() + 120
+    while any((b.data / "instances").glob("*/vm")) and time.monotonic() < deadline:
+        time.sleep(0.2)  # the target aborts once the channel is gone for good
+    assert b.client().list(all_instances=True) == []
+    events = (a.data / "instances" / "events.jsonl").read_text().splitlines()
+    assert any(json.loads(e)["action"] == "migrate-failed" for e in events)

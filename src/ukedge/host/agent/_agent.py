@@ -257,6 +257,9 @@ class Agent:
         swept = self.manager.sweep_prewarm_leftovers()
         if swept:
             log.info("removed %d leftover(s) of prewarms an earlier agent did not finish", swept)
+        resumed = self.migrations.recover()
+        if resumed:
+            log.info("resumed %s, left paused by a move an earlier agent did not finish", resumed)
         swept = self.manager.sweep_removed_leftovers()
         if swept:
             log.info(

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import logging
 import re
 import shutil
 import time
@@ -36,8 +37,13 @@ from ukedge.host.instances._plan import machine_spec
 from ukedge.host.instances._ports import check_bindable, upstream_ports
 from ukedge.vmm import Machine
 
+log = logging.getLogger(__name__)
+
 __all__ = ["InstanceMoves"]
 
+#: In an instance's directory while a move of it may have its machine paused.
+_MOVING = "moving"
+_DIED = "the agent died mid-move; it runs on here"
 #: Instance ids as ``create`` makes them (``secrets.token_hex(16)``).
 _INSTANCE_ID = re.compile(r"^[0-9a-f]{32}\Z")
 
@@ -65,11 +71,74 @@ class InstanceMoves(InstanceLifecycle):
 
     def freeze(self, instance: Instance, path: Path) -> None:
         """Pause the instance's machine and save its whole state into ``path``."""
+        self.mark_moving(instance, "frozen")
         self._machine(instance).snapshot(path, resume=False)
 
     def thaw(self, instance: Instance) -> None:
         """Let a frozen machine run on (the move failed or was cancelled)."""
         self._machine(instance).resume()
+        self.mark_moving(instance, None)
+
+    def mark_moving(self, instance: Instance, phase: str | None) -> None:
+        """Record on disk where a move of the instance is (``frozen``: its machine may be
+        paused; ``stopped``: a cold move stopped it; ``committing``: the target may own it
+        now), or that none is (None), so an
+        agent killed mid-move can be finished by the next one (:meth:`recover_moves`)."""
+        marker = Path(instance.workdir) / _MOVING
+        if phase is None:
+            marker.unlink(missing_ok=True)
+            return
+        staging = marker.with_suffix(".tmp")
+        staging.write_text(phase)
+        staging.replace(marker)
+
+    def recover_moves(self) -> list[str]:
+        """Finish what moves a killed agent left: a machine it froze before the commit is let
+        run (the target aborted when the channel broke); one frozen while the commit was on
+        its way stays paused, since the target may run it now, and is logged for the operator;
+        one a cold move stopped is started again. Returns the names resumed."""
+        resumed = []
+        for record in self.records.all():
+            marker = Path(record.workdir) / _MOVING
+            try:
+                phase = marker.read_text().strip()
+            except FileNotFoundError:
+                continue
+            instance = self.get(record.id)
+            if phase == "stopped":  # a cold move stopped it before the target had it
+                marker.unlink(missing_ok=True)
+                if not instance.state.active:
+                    try:
+                        self.start(instance.id)
+                    except UkedgeError as exc:
+                        log.warning("instance %s: restart after a dead move: %s", record.name, exc)
+                        continue
+                    self._emit(
+                        instance, "migrate-failed", instance.state, "the agent died mid-move"
+                    )
+                    resumed.append(instance.name)
+                continue
+            if not instance.state.active:
+                marker.unlink(missing_ok=True)
+                continue
+            if phase != "frozen":
+                log.error(
+                    "instance %s was being moved when the agent died, after the commit was sent: "
+                    "its machine stays paused here; if the target runs it, remove it here, "
+                    "else resume it (ukedge migrate again, or stop and start it)",
+                    instance.name,
+                )
+                continue
+            try:
+                self.thaw(instance)
+            except UkedgeError as exc:
+                log.warning(
+                    "instance %s: resuming after a dead move failed: %s", instance.name, exc
+                )
+                continue
+            self._emit(instance, "migrate-failed", instance.state, _DIED)
+            resumed.append(instance.name)
+        return resumed
 
     def migrate_live(
         self, instance: Instance, fd: int, *, downtime_limit_ms: int, auto_converge: bool

@@ -192,11 +192,12 @@ class OutgoingMove:
             if self.state.mode is Mode.COLD:
                 # The new one is healthy: end the old one so its last results are numbered
                 # before the target numbers on.
+                self.manager.mark_moving(instance, "stopped")
                 self.manager.stop(instance.id)
                 stopped = True
                 spool = self._results_position(instance)
             self._advance(Step.COMMIT)
-            self._commit(spool)
+            self._commit(instance, spool, paused=self._frozen_at is not None or stopped)
             if self._frozen_at is not None:
                 self.status = self.status.model_copy(
                     update={"paused_s": round(time.monotonic() - self._frozen_at, 3)}
@@ -237,6 +238,7 @@ class OutgoingMove:
                 self.manager.thaw(instance)
             elif stopped:
                 self.manager.start(instance.id)
+                self.manager.mark_moving(instance, None)
         except UkedgeError as thaw_error:
             log.error("move of %s: giving the source back failed: %s", instance.name, thaw_error)
             exc = MigrationError(f"{exc}; and resuming the source failed: {thaw_error}", step)
@@ -389,6 +391,7 @@ class OutgoingMove:
                 qemu_end.close()  # QEMU holds its own copy until it is done
 
         self._live_started = True
+        self.manager.mark_moving(instance, "frozen")  # QEMU stops the guest at the end
         thread = threading.Thread(target=migrate, name="ukedge-live-qmp", daemon=True)
         thread.start()
         level = self.request.compress
@@ -429,7 +432,9 @@ class OutgoingMove:
         )
         self._send({"kind": "live-end"}, step="transfer")
 
-    def _commit(self, spool: tuple[int, int] | None) -> None:
+    def _commit(self, instance: Instance, spool: tuple[int, int] | None, *, paused: bool) -> None:
+        if paused:
+            self.manager.mark_moving(instance, "committing")
         self._send({"kind": "commit", "spool": list(spool) if spool else None}, step="commit")
         try:
             self._expect("committed", step="commit", timeout=60.0)

@@ -120,6 +120,10 @@ class Migrations:
         thread.start()
         return move.status
 
+    def recover(self) -> list[str]:
+        """At agent start: give back what moves of a killed agent left paused or stopped."""
+        return self.node.manager.recover_moves()
+
     def _sync_on_demand(self) -> None:
         if self.node.on_demand is not None:
             self.node.on_demand.sync()
