@@ -69,3 +69,16 @@ def test_the_spool_numbers_on_where_the_source_stopped(tmp_path: Path) -> None:
             spool.continue_stream("i2", "node-b", offset=-1, next_seq=1)
     finally:
         spool.close()
+
+
+def test_the_agent_setting_is_the_downtime_limit_of_live_moves() -> None:
+    from ukedge.host import load_agent_settings
+    from ukedge.host.migration import MigrateRequest
+
+    env = {"UKEDGE_AGENT_MIGRATE_DOWNTIME_LIMIT_MS": "120"}
+    assert load_agent_settings(environ=env).migrate_downtime_limit_ms == 120
+    assert load_agent_settings(environ={}).migrate_downtime_limit_ms == 300
+    with pytest.raises(UsageError, match="migrate_downtime_limit_ms"):
+        load_agent_settings(environ={"UKEDGE_AGENT_MIGRATE_DOWNTIME_LIMIT_MS": "0"})
+    # A move that names none takes the source agent's (filled in by Migrations.start).
+    assert MigrateRequest.model_fields["downtime_limit_ms"].default is None

@@ -45,8 +45,13 @@ def migrate(
             "(default: the instance's own, which must be free there).",
         ),
     ] = None,
-    downtime_limit: int = typer.Option(
-        300, "--downtime-limit", min=1, max=60_000, help="live: the pause QEMU aims for, in ms."
+    downtime_limit: int | None = typer.Option(
+        None,
+        "--downtime-limit",
+        min=1,
+        max=60_000,
+        help="live: the pause QEMU aims for, in ms [the source agent's "
+        "migrate_downtime_limit_ms, 300 unless set].",
     ),
     auto_converge: bool = typer.Option(
         True,

@@ -82,6 +82,9 @@ class AgentSettings(BaseModel):
     qemu_user: str | None = None
     #: Seconds between supervisor passes (restarts, health checks).
     supervise_interval: float = Field(default=0.5, gt=0, le=60)
+    #: Live moves out of this node: the pause QEMU aims for at the switch-over, unless a move
+    #: asks for another (QEMU's own default is 300 ms).
+    migrate_downtime_limit_ms: int = Field(default=300, ge=1, le=60_000)
     log_format: Literal["json", "text"] = "json"
     #: One log record per request (``ukedge.host.access``), as the hub writes.
     access_log: bool = True
@@ -231,6 +234,7 @@ class Agent:
             data,
             node_name=settings.name,
             listen_host=settings.host if settings.addr else "127.0.0.1",
+            downtime_limit_ms=settings.migrate_downtime_limit_ms,
         )
         self._stop = threading.Event()
         self._supervisor: threading.Thread | None = None

@@ -25,7 +25,7 @@ def move_instance(
     mode: Mode = Mode.SNAPSHOT,
     ports: list[PortMapping] | None = None,
     compress: int = 1,
-    downtime_limit_ms: int = 300,
+    downtime_limit_ms: int | None = None,
     auto_converge: bool = True,
     on_status: Callable[[MigrationStatus], None] | None = None,
     timeout: float = 1800.0,

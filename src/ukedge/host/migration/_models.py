@@ -41,8 +41,9 @@ class MigrateRequest(_Model):
     compress: int = Field(default=1, ge=0, le=9)
     #: Seconds a cold move waits for the new instance to pass its health check.
     healthy_timeout_s: float = Field(default=120.0, gt=0, le=3600)
-    #: Live moves: the longest pause QEMU aims for at the switch-over (its default is 300 ms).
-    downtime_limit_ms: int = Field(default=300, ge=1, le=60_000)
+    #: Live moves: the longest pause QEMU aims for at the switch-over; None: the source
+    #: agent's setting (``migrate_downtime_limit_ms``, 300 ms unless set).
+    downtime_limit_ms: int | None = Field(default=None, ge=1, le=60_000)
     #: Live moves: throttle a guest that dirties memory faster than the link carries it.
     auto_converge: bool = True
 

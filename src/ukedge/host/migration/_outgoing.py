@@ -382,7 +382,7 @@ class OutgoingMove:
                 outcome["info"] = self.manager.migrate_live(
                     instance,
                     qemu_end.fileno(),
-                    downtime_limit_ms=self.request.downtime_limit_ms,
+                    downtime_limit_ms=self.request.downtime_limit_ms or 300,
                     auto_converge=self.request.auto_converge,
                 )
             except BaseException as exc:  # handed to the driver thread below

@@ -43,12 +43,15 @@ class Migrations:
         *,
         node_name: str,
         listen_host: str = "127.0.0.1",
+        downtime_limit_ms: int = 300,
     ) -> None:
         self.node = node
         self.spool = spool
         self.data_dir = data_dir
         self.node_name = node_name
         self.listen_host = listen_host
+        #: The downtime limit of live moves that ask for none (the agent's setting).
+        self.downtime_limit_ms = downtime_limit_ms
         self.tickets = TicketBook()
         self._identity: MigrationIdentity | None = None
         self._listener: MigrationListener | None = None
@@ -93,6 +96,8 @@ class Migrations:
         if request.offer.fingerprint == self.listener().identity.fingerprint:
             raise UsageError("the offer is this node's own; move the instance to another node")
         instance = self.node.manager.get(key)
+        if request.downtime_limit_ms is None:
+            request = request.model_copy(update={"downtime_limit_ms": self.downtime_limit_ms})
         migration = secrets.token_hex(16)
         move = OutgoingMove(
             self.node.manager,
