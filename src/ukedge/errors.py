@@ -17,7 +17,8 @@
      │    └── MachineTimeoutError  a machine did not reach a state in time
      ├── InstanceError         the instance manager: unknown instance, name in use
      │    ├── NoSuchInstanceError  no instance has that name, id or id prefix
-     │    └── AdmissionError   the node has no room for the instance (memory, vCPUs)
+     │    ├── AdmissionError   the node has no room for the instance (memory, vCPUs)
+     │    └── MigrationError   moving an instance to another node failed (``step`` says where)
      ├── AgentError            talking to a host agent: unreachable, token refused
      ├── ControllerError       the controller: unknown node or deployment, refused credential
      ├── RegistryError         talking to an OCI registry (client side)
@@ -51,6 +52,7 @@ __all__ = [
     "LinkUnavailable",
     "MachineError",
     "MachineTimeoutError",
+    "MigrationError",
     "NoSuchInstanceError",
     "NotFoundError",
     "RegistryError",
@@ -169,6 +171,16 @@ class NoSuchInstanceError(InstanceError):
 class AdmissionError(InstanceError):
     """The node cannot take the instance: its memory or vCPUs would exceed what is allocatable
     (times the over-commit ratio). Nothing was created."""
+
+
+class MigrationError(InstanceError):
+    """Moving an instance to another node failed or was refused; ``step`` names where
+    (``connect``, ``freeze``, ``transfer``, ``restore``, ``commit``…). The source instance runs
+    on unless the message says otherwise."""
+
+    def __init__(self, message: str, step: str | None = None) -> None:
+        self.step = step
+        super().__init__(message)
 
 
 class AgentError(UkedgeError):

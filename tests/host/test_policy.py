@@ -138,7 +138,7 @@ def test_unsigned_pull_is_refused_then_accepted_once_signed(
     assert node.images() == []  # nothing of it stays tagged
     [event] = [e for e in _journal(layout) if e["action"] == "refused"]
     assert event["image"] == ref and event["image_digest"] == digest
-    assert "unsigned" in str(event["reason"])
+    assert "unsigned" in str(event["detail"])
     # The signature is pushed after the image: the next pull fetches it.
     _sign(hub, tmp_path, ref, keys["ci"])
     assert node.pull(ref).digest == digest
@@ -203,7 +203,7 @@ def test_every_start_is_checked_offline_and_refused_before_anything_runs(
     refused = [e for e in _journal(layout) if e["action"] == "refused"]
     assert refused and refused[-1]["name"] == "web"
     assert refused[-1]["image"] == ref and refused[-1]["image_digest"] == digest
-    assert "none valid for a trusted key" in str(refused[-1]["reason"])
+    assert "none valid for a trusted key" in str(refused[-1]["detail"])
 
 
 def test_a_start_of_an_existing_instance_is_refused_and_its_record_kept(

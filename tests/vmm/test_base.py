@@ -27,6 +27,8 @@ def test_spec_round_trips_through_json(tmp_path: Path) -> None:
     )
     assert MachineSpec.from_json(spec.to_json()) == spec
     assert spec.initrds == (tmp_path / "a", tmp_path / "b")
+    waiting = MachineSpec("m2", kernel=tmp_path / "k", workdir=tmp_path / "w", incoming=True)
+    assert MachineSpec.from_json(waiting.to_json()).incoming
 
 
 @pytest.mark.parametrize(

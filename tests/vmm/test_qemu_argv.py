@@ -146,6 +146,18 @@ def test_incoming_run_as_and_extra_args(tmp_path: Path) -> None:
     assert argv[-2:] == ["-trace", "none"]
 
 
+def test_a_live_migration_target_listens_on_its_unix_socket_and_starts_paused(
+    tmp_path: Path,
+) -> None:
+    spec = _spec(tmp_path, incoming=True)
+    paths = MachinePaths(spec.workdir)
+    argv = build_argv(spec, QemuOptions(), "tcg", paths, None, incoming=f"unix:{paths.incoming}")
+    assert _value(argv, "-incoming") == [f"unix:{paths.incoming}"]
+    assert "-S" in argv
+    assert paths.incoming.parent == paths.sockets  # private, never a network port
+    assert "-S" not in build_argv(_spec(tmp_path), QemuOptions(), "tcg", paths, None)
+
+
 @pytest.mark.parametrize(
     "kw",
     [{"machine": "q35"}, {"accel": "hvf"}, {"tb_size_mib": 0}, {"tb_size_mib": 100000}],

@@ -51,6 +51,10 @@ _COMMANDS: dict[str, Spec] = {
         "instances",
         "Follow instance state changes as they happen (create, start, die, restart, health…).",
     ),
+    "migrate": (
+        "migrate",
+        "Move a running instance to another node, with its state.",
+    ),
     "doctor": (
         "doctor",
         "Check QEMU, the accelerator (KVM or TCG), built kernels, tools and memory.",

@@ -95,6 +95,7 @@ __all__ = [
     "host_capacity",
     "load_agent_settings",
     "manager_sources",
+    "move_instance",
     "open_image_cache",
     "open_local_node",
     "open_manager",
@@ -112,6 +113,7 @@ if typing.TYPE_CHECKING:
     from ukedge.host.agent._agent import DEFAULT_ADDR, Agent, AgentSettings, load_agent_settings
     from ukedge.host.agent._api import create_agent_app
     from ukedge.host.agent._client import HOST_ENV, TOKEN_ENV, AgentClient
+    from ukedge.host.agent._move import move_instance
     from ukedge.host.agent._serve import ensure_token, serve
     from ukedge.host.ondemand import OnDemandController, OnDemandProxy, ProxyState, Upstream
     from ukedge.host.results._forwarder import (
@@ -131,6 +133,7 @@ _LAZY = {
     "HOST_ENV": "ukedge.host.agent._client",
     "TOKEN_ENV": "ukedge.host.agent._client",
     "AgentClient": "ukedge.host.agent._client",
+    "move_instance": "ukedge.host.agent._move",
     "ForwardRound": "ukedge.host.results._forwarder",
     "ResultForwarder": "ukedge.host.results._forwarder",
     "ResultSource": "ukedge.host.results._forwarder",

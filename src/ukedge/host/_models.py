@@ -357,12 +357,15 @@ class InstanceEvent(_Model):
     #: ``stop`` (→ stopping, or a pending restart cancelled), ``kill`` (asked; ``die``
     #: follows), ``die`` (→ exited or failed), ``health_status`` (health changed while the
     #: state did not), ``remove`` (the record is gone), ``refused`` (the node's signature
-    #: policy refused the image; nothing started; ``id`` is empty for a refused pull).
+    #: policy refused the image; nothing started; ``id`` is empty for a refused pull);
+    #: ``migrate-out``, ``migrate-in`` and ``migrate-failed`` when it moves between nodes.
     action: str
-    #: For ``refused``: the image, its manifest digest and why.
+    #: What the action says beyond the state: why an image was refused, where a move went,
+    #: or what failed in it.
+    detail: str | None = None
+    #: For ``refused``: the image and its manifest digest.
     image: str | None = None
     image_digest: str | None = None
-    reason: str | None = None
 
 
 class ImageSummary(_Model):

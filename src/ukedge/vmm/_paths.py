@@ -55,6 +55,12 @@ class MachinePaths:
         return self.sockets / "control.sock"
 
     @property
+    def incoming(self) -> Path:
+        """Where a machine started with ``MachineSpec.incoming`` takes a live migration stream
+        (a Unix socket: QEMU's incoming side never listens on the network)."""
+        return self.sockets / "incoming.sock"
+
+    @property
     def console(self) -> Path:
         return self.workdir / "console.log"
 

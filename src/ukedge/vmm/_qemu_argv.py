@@ -197,5 +197,7 @@ def build_argv(
         argv += ["-runas", options.run_as]
     if incoming:
         argv += ["-incoming", incoming]
+    if spec.incoming:
+        argv += ["-S"]  # loaded paused: the receiver resumes it once it has taken over
     argv += list(options.extra_args)
     return argv

@@ -134,6 +134,35 @@ def save(machine: SavedMachine, path: Path, *, resume: bool) -> None:
     meta_tmp.replace(path / _META)
 
 
+def adopt(path: Path, spec: MachineSpec, options: QemuOptions, accel: str) -> None:
+    """Make a snapshot another node made and sent (``path`` holds its vmstate and its
+    snapshot.json) one that restores ``spec`` here. Everything the guest sees must be equal
+    (memory, vCPUs, machine type, CPU model, accelerator, balloon); the kernel's path and
+    mtime are this node's own (the caller vouches for its content: same image digest)."""
+    try:
+        sent = json.loads((path / _META).read_text())
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"{path} is not a machine snapshot ({_META}: {exc})") from None
+    if sent.get("version") != _VERSION or not state_file(path).is_file():
+        raise UsageError(f"{path} is not a complete version-{_VERSION} machine snapshot")
+    want = _fingerprint(spec, options, accel)
+    have = sent.get("fingerprint", {})
+    diffs = [
+        f"{k}: sender {have.get(k)!r}, here {v!r}"
+        for k, v in want.items()
+        if k != "kernel" and have.get(k) != v
+    ]
+    if diffs:
+        raise UsageError(
+            f"the machine state sent to {path} cannot resume here; run both nodes with the "
+            f"same QEMU settings ({'; '.join(diffs)})"
+        )
+    meta = {**sent, "fingerprint": want, "adopted_at": time.time()}
+    meta_tmp = path / f".{_META}.tmp"
+    meta_tmp.write_text(json.dumps(meta, indent=2, sort_keys=True))
+    meta_tmp.replace(path / _META)
+
+
 def check_compatible(spec: MachineSpec, options: QemuOptions, accel: str) -> None:
     """Refuse (UsageError) to restore ``spec`` from a snapshot made of a different machine."""
     assert spec.restore_from is not None

@@ -49,7 +49,9 @@ class MachineSpec:
     machine resumes from it instead of booting (host port forwards may differ). ``hostname`` is
     told to a resumed guest (a booted one reads its own from the launch archive); each
     machine's MAC address is derived from its ``machine_id``, so two machines on one node never
-    share one.
+    share one. ``incoming`` starts the machine paused, waiting for a live migration stream on
+    its incoming Unix socket (``MachinePaths.incoming``) instead of booting; it is given the
+    same kernel, initrds, memory and vCPUs as the machine that sends it.
     """
 
     machine_id: str
@@ -62,6 +64,7 @@ class MachineSpec:
     ports: Sequence[PortMapping] = ()
     restore_from: Path | None = None
     hostname: str | None = None
+    incoming: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "kernel", Path(self.kernel))
@@ -99,6 +102,7 @@ class MachineSpec:
             "ports": [p.model_dump() for p in self.ports],
             "restore_from": str(self.restore_from) if self.restore_from else None,
             "hostname": self.hostname,
+            "incoming": self.incoming,
         }
 
     @classmethod
@@ -115,6 +119,7 @@ class MachineSpec:
             ports=[PortMapping.model_validate(p) for p in data.get("ports", [])],
             restore_from=Path(restore) if restore else None,
             hostname=data.get("hostname"),
+            incoming=bool(data.get("incoming", False)),
         )
 
 
@@ -241,6 +246,27 @@ class Machine(Protocol):
         """
         ...
 
+    def migrate_to(self, fd: int, *, downtime_limit_ms: int, auto_converge: bool) -> dict[str, Any]:
+        """Live-migrate the running machine into ``fd`` (a socket whose other end leads to a
+        machine started with ``MachineSpec.incoming``); returns once the migration completed,
+        with the machine paused here, and QEMU's figures (``ram``, ``downtime`` ms…).
+
+        Raises MachineError when it failed (the machine then runs on here).
+        """
+        ...
+
+    def wait_incoming(self, timeout: float) -> str:
+        """Wait until a machine started with ``incoming`` has loaded its stream; returns the
+        run state (``paused``: loaded, ready to ``resume``). MachineError when it failed."""
+        ...
+
+    def resume(self) -> None:
+        """Let a machine paused by ``snapshot`` run on (a move that failed gives it back).
+
+        Raises StateError when the machine has ended, MachineError when the backend cannot.
+        """
+        ...
+
 
 @runtime_checkable
 class MachineBackend(Protocol):
@@ -271,5 +297,13 @@ class MachineBackend(Protocol):
         The recorded pid is adopted only if it still is that machine's hypervisor (same start
         time and command line); a dead or reused pid gives a machine in a final state that
         never signals that pid. Raises MachineError when ``workdir`` holds no machine.
+        """
+        ...
+
+    def adopt_snapshot(self, path: Path, spec: MachineSpec) -> None:
+        """Make ``path`` (a machine state received from another node, in ``path``'s state file)
+        a snapshot this backend restores ``spec`` from: the node it came from recorded its
+        own kernel path, which differs here. The caller vouches that the guest is the same
+        (same image digest, memory and vCPUs); UsageError when ``spec`` cannot take it.
         """
         ...

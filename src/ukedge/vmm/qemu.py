@@ -438,6 +438,24 @@ class _QemuMachine:
         self._require_live("snapshot")
         _snapshot.save(self, Path(path), resume=resume)
 
+    def resume(self) -> None:
+        self._require_live("resume")
+        self.qmp("cont")
+
+    def migrate_to(self, fd: int, *, downtime_limit_ms: int, auto_converge: bool) -> dict[str, Any]:
+        from ukedge.vmm import _migrate
+
+        self._require_live("migrate")
+        return _migrate.send(
+            self, fd, downtime_limit_ms=downtime_limit_ms, auto_converge=auto_converge
+        )
+
+    def wait_incoming(self, timeout: float) -> str:
+        from ukedge.vmm import _migrate
+
+        self._require_live("wait_incoming")
+        return _migrate.wait_loaded(self, timeout)
+
     def stats(self) -> MachineStats:
         self._require_live("stats")
         result = _proc.stats(self.pid)
@@ -534,6 +552,9 @@ class _QemuBackend:
         if spec.restore_from is not None:
             _snapshot.check_compatible(spec, options, accel)
             incoming = "fd:3"
+        elif spec.incoming:
+            paths.incoming.unlink(missing_ok=True)
+            incoming = f"unix:{paths.incoming}"
         argv = build_argv(spec, options, accel, paths, initrd, incoming=incoming)
         try:
             state_file = _snapshot.state_file(spec.restore_from) if spec.restore_from else None
@@ -564,6 +585,11 @@ class _QemuBackend:
         if self.options.confirm_start or spec.restore_from is not None:
             machine._await_started(self.start_timeout, restored=spec.restore_from is not None)
         return machine
+
+    def adopt_snapshot(self, path: Path, spec: MachineSpec) -> None:
+        from ukedge.vmm import _snapshot
+
+        _snapshot.adopt(Path(path), spec, self._runtime_options(), self.accelerator())
 
     def kill_strays(self, workdir: Path) -> list[int]:
         # The QMP socket path is private to the machine and only its QEMU's arguments name it.

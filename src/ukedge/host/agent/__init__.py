@@ -19,6 +19,7 @@ __all__ = [
     "create_agent_app",
     "ensure_token",
     "load_agent_settings",
+    "move_instance",
     "open_listeners",
     "serve",
 ]
@@ -27,6 +28,7 @@ if typing.TYPE_CHECKING:
     from ukedge.host.agent._agent import DEFAULT_ADDR, Agent, AgentSettings, load_agent_settings
     from ukedge.host.agent._api import create_agent_app
     from ukedge.host.agent._client import HOST_ENV, TOKEN_ENV, AgentClient
+    from ukedge.host.agent._move import move_instance
     from ukedge.host.agent._serve import build_app, ensure_token, open_listeners, serve
 
 _LAZY = {
@@ -38,6 +40,7 @@ _LAZY = {
     "HOST_ENV": "ukedge.host.agent._client",
     "TOKEN_ENV": "ukedge.host.agent._client",
     "AgentClient": "ukedge.host.agent._client",
+    "move_instance": "ukedge.host.agent._move",
     "build_app": "ukedge.host.agent._serve",
     "ensure_token": "ukedge.host.agent._serve",
     "open_listeners": "ukedge.host.agent._serve",

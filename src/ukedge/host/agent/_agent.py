@@ -33,6 +33,7 @@ from ukedge.host.link import (
     ensure_enrolment,
     marks_of,
 )
+from ukedge.host.migration import Migrations
 from ukedge.host.policy import load_policy
 from ukedge.host.results import ResultForwarder, ResultSpool, manager_sources
 from ukedge.host.results import sinks as result_sinks
@@ -85,6 +86,9 @@ class AgentSettings(BaseModel):
     qemu_user: str | None = None
     #: Seconds between supervisor passes (restarts, health checks).
     supervise_interval: float = Field(default=0.5, gt=0, le=60)
+    #: Live moves out of this node: the pause QEMU aims for at the switch-over, unless a move
+    #: asks for another (QEMU's own default is 300 ms).
+    migrate_downtime_limit_ms: int = Field(default=300, ge=1, le=60_000)
     log_format: Literal["json", "text"] = "json"
     #: One log record per request (``ukedge.host.access``), as the hub writes.
     access_log: bool = True
@@ -220,6 +224,15 @@ class Agent:
         self.manager.before_remove.append(
             lambda i: self._drain_results(i.id, self.manager.results_path(i))
         )
+        #: Moves of instances to other agents, and offers to take theirs in.
+        self.migrations = Migrations(
+            self.node,
+            self.spool,
+            data,
+            node_name=settings.name,
+            listen_host=settings.addr.host if settings.addr else "127.0.0.1",
+            downtime_limit_ms=settings.migrate_downtime_limit_ms,
+        )
         self._stop = threading.Event()
         self._supervisor: threading.Thread | None = None
 
@@ -245,6 +258,9 @@ class Agent:
         swept = self.manager.sweep_prewarm_leftovers()
         if swept:
             log.info("removed %d leftover(s) of prewarms an earlier agent did not finish", swept)
+        resumed = self.migrations.recover()
+        if resumed:
+            log.info("resumed %s, left paused by a move an earlier agent did not finish", resumed)
         swept = self.manager.sweep_removed_leftovers()
         if swept:
             log.info(
@@ -274,6 +290,7 @@ class Agent:
 
     def close(self) -> None:
         """Stop the background work. Instances keep running; the next agent re-adopts them."""
+        self.migrations.close()
         if self.link is not None:
             self.link.stop()
         self._stop.set()

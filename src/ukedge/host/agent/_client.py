@@ -33,6 +33,7 @@ from ukedge.host._models import (
 )
 from ukedge.host._names import NAME_PATTERN
 from ukedge.host._service import OutputStream
+from ukedge.host.migration import MigrateRequest, MigrationOffer, MigrationStatus
 from ukedge.registry import BlobOutcome, TransferProgress
 
 __all__ = ["HOST_ENV", "TOKEN_ENV", "AgentClient"]
@@ -299,3 +300,43 @@ class AgentClient:
 
     def prune_images(self) -> PruneReport:
         return PruneReport.model_validate(self._request("POST", "/images/prune", "image prune"))
+
+    # -- migrations --------------------------------------------------------------------------------
+
+    def migration_offer(self) -> MigrationOffer:
+        """Ask this agent (the target) to admit one move; the offer names the host it listens
+        on as the agent sees it, which :func:`~ukedge.host.move_instance` replaces with the
+        host this client reached the agent by."""
+        return MigrationOffer.model_validate(
+            self._request("POST", "/migrations/offer", "migration offer")
+        )
+
+    def migrate(self, key: str, request: MigrateRequest) -> MigrationStatus:
+        """Start moving ``key`` from this agent (the source); returns at once."""
+        body = request.model_dump(mode="json")
+        return MigrationStatus.model_validate(
+            self._request("POST", f"/instances/{self._key(key)}/migrate", "migrate", json=body)
+        )
+
+    def migration(self, migration: str, *, wait: float = 0.0) -> MigrationStatus:
+        """A move's status; with ``wait``, once it ended or ``wait`` seconds passed."""
+        return MigrationStatus.model_validate(
+            self._request(
+                "GET",
+                f"/migrations/{quote(migration, safe='')}",
+                "migration",
+                params={"wait": wait} if wait else None,
+            )
+        )
+
+    def cancel_migration(self, migration: str) -> MigrationStatus:
+        return MigrationStatus.model_validate(
+            self._request("DELETE", f"/migrations/{quote(migration, safe='')}", "cancel")
+        )
+
+    @property
+    def tcp_host(self) -> str | None:
+        """The host this client reaches the agent by over TCP (None over a Unix socket)."""
+        if self._socket_path is not None:
+            return None
+        return httpx.URL(str(self._http.base_url)).host or None

@@ -25,8 +25,9 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from ukedge import server, serverlog
 from ukedge.errors import InstanceError, UsageError
 from ukedge.host.agent._agent import Agent, AgentSettings
-from ukedge.host.agent._api import create_agent_app
+from ukedge.host.agent._api import API_PREFIX, create_agent_app
 from ukedge.host.agent._metrics import AgentMetrics
+from ukedge.host.agent._routes_migrations import migrations_router
 from ukedge.host.ondemand import OnDemandController
 
 __all__ = [
@@ -170,6 +171,7 @@ def build_app(agent: Agent, token: str) -> ASGIApp:
         metrics=AgentMetrics(agent.node, agent.spool, agent.link),
         access_log=agent.settings.access_log,
     )
+    app.include_router(migrations_router(agent.migrations, API_PREFIX))
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:

@@ -195,11 +195,11 @@ class InstanceLifecycle(ObservedInstances):
                         action="refused",
                         image=image,
                         image_digest=digest,
-                        reason=exc.reason,
+                        detail=exc.reason,
                     )
                 )
                 raise
-            self._emit(instance, "refused", instance.state, reason=exc.reason)
+            self._emit(instance, "refused", instance.state, exc.reason)
             error = str(exc)
             if restart:
                 self._change(

@@ -42,7 +42,7 @@ from ukedge.host._models import (
     Instance,
     InstanceState,
 )
-from ukedge.host.instances._lifecycle import InstanceLifecycle
+from ukedge.host.instances._moves import InstanceMoves
 from ukedge.host.instances._probes import Probe, probe_applies, probe_verdict
 from ukedge.host.instances._restart import next_delay, wants_restart
 
@@ -54,13 +54,14 @@ log = logging.getLogger(__name__)
 _PROBE_WAIT_S = 0.1
 
 
-class InstanceManager(InstanceLifecycle):
+class InstanceManager(InstanceMoves):
     """Creates, starts, observes, restarts, stops and removes instances on this host.
 
-    Built in three floors, each using only the one below: records, events and observation
+    Built in floors, each using only the ones below: records, events and observation
     (:class:`~ukedge.host.instances._observe.ObservedInstances`), the operations
-    (:class:`~ukedge.host.instances._lifecycle.InstanceLifecycle`), and here the supervisor
-    pass that applies health probes and restart policies.
+    (:class:`~ukedge.host.instances._lifecycle.InstanceLifecycle`), moves between nodes
+    (:class:`~ukedge.host.instances._moves.InstanceMoves`), and here the supervisor pass that
+    applies health probes and restart policies.
     """
 
     # -- supervision -----------------------------------------------------------------------------

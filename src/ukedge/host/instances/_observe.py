@@ -177,8 +177,7 @@ class ObservedInstances:
         instance: Instance,
         action: str,
         previous: InstanceState | None,
-        *,
-        reason: str | None = None,
+        detail: str | None = None,
     ) -> None:
         event = InstanceEvent(
             time=time.time(),
@@ -189,9 +188,9 @@ class ObservedInstances:
             health=instance.health,
             exit_code=instance.exit_code,
             action=action,
-            image=instance.image if reason else None,
-            image_digest=instance.image_digest if reason else None,
-            reason=reason,
+            image=instance.image if action == "refused" else None,
+            image_digest=instance.image_digest if action == "refused" else None,
+            detail=detail,
         )
         self.announce(event)
 

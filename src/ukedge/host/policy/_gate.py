@@ -175,6 +175,6 @@ class SignatureGate:
                 action="refused",
                 image=exc.image,
                 image_digest=exc.digest,
-                reason=exc.reason,
+                detail=exc.reason,
             )
         )

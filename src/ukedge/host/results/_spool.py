@@ -277,6 +277,26 @@ class ResultSpool:
                 self._known[instance_id] = at + len(data)
                 return added
 
+    def continue_stream(self, instance_id: str, node: str, *, offset: int, next_seq: int) -> None:
+        """Take over an instance moved here from another node: its results file (copied along)
+        was read there up to ``offset`` and numbered up to ``next_seq - 1``, which that node's
+        spool delivers; this one numbers on from ``next_seq``, so the centre sees no gap and no
+        number twice. Every sink's cursor starts there too."""
+        if offset < 0 or next_seq < 1:
+            raise UsageError(f"invalid results position {offset}/{next_seq} for {instance_id}")
+        with self._db.session() as session:
+            if session.get(_Stream, instance_id) is not None:
+                raise SpoolError(
+                    f"the spool already has results of instance {instance_id}; it cannot take "
+                    "over that instance's numbering"
+                )
+            session.add(
+                _Stream(instance_id=instance_id, node=node, offset=offset, next_seq=next_seq)
+            )
+            for sink in session.scalars(select(_Sink.name)):
+                session.add(_Cursor(sink=sink, instance_id=instance_id, acked=next_seq - 1))
+        self._known.pop(instance_id, None)
+
     def _reset_offset(self, instance_id: str) -> None:
         self._known.pop(instance_id, None)
         with self._db.session() as session:

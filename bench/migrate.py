@@ -1,0 +1,289 @@
+#!/usr/bin/env python3
+"""Migration benchmark (issue 11): per mode (cold, snapshot, live), the downtime a client sees,
+the move's total time, and the bytes sent against the guest's RAM and its touched RAM.
+
+Two real agents (``ukedge host serve`` processes) on this machine, a hub they pull sensor-agg
+from, and ``move_instance`` between them, as ``ukedge migrate`` does. Before each move the app
+is given readings (its windows hold them); during the move two clients poll ``GET /healthz``
+every 10 ms (each request on its own connection and thread, at most 8 at once, so a hung one
+delays no other; plain sockets, so polling costs the host little CPU), one at the source's
+port and one at the target's. Downtime is the time from the last answer from the source to
+the first answer from the target (0 when they overlap: a cold move answers on both for a
+moment). "paused" is the agent's own figure: from the guest's stop on the source (QEMU's last
+pass, for live) to the target's commit. Total is the move's own time (offer to source removed).
+
+Bytes: "wire" is what went over the agents' TLS channel (compressed); "state" is the raw state
+moved (snapshot: QEMU's saved state; live: the RAM QEMU sent, resent pages included). Touched
+RAM is the snapshot's saved state of the same app (QEMU saves no zero pages), so wire/touched
+compares each mode with the guest's real footprint.
+
+``--throttle MBIT`` repeats the snapshot and live moves through a relay limited to that rate
+(a token bucket per direction, tests/kit/relay.py).
+
+Usage: .venv/bin/python bench/migrate.py [--runs 3] [--throttle 20] [--json FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import platform
+import socket
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+from rich.console import Console
+from rich.table import Table
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))
+from kit.agent import AgentProcess, running_agent  # noqa: E402  (tests/kit: real agents, hub)
+from kit.hub import start_hub  # noqa: E402
+from kit.net import free_port  # noqa: E402
+from kit.relay import Relay  # noqa: E402
+from ukedge import paths, vmm  # noqa: E402
+from ukedge.build import build_image  # noqa: E402
+from ukedge.host import PortMapping, move_instance, run_request  # noqa: E402
+from ukedge.host.migration import MigrationOffer, MigrationStatus, Mode  # noqa: E402
+from ukedge.image import ImageStore  # noqa: E402
+from ukedge.registry import push  # noqa: E402
+
+IMAGE = "sensor-agg:bench"
+console = Console(width=None if sys.stdout.isatty() else 140)
+
+
+class _Poller:
+    """Starts ``GET /healthz`` on one port every ``interval`` s, each on its own connection and
+    thread (a request to a paused guest, or one whose connection QEMU accepted before the
+    target's state was loaded, hangs until its timeout and must not delay the next poll);
+    keeps the times at which answers arrived. At most ``inflight`` at once: a TCG guest
+    swamped by hundreds of half-open connections (QEMU accepts them before the guest runs)
+    stops answering for seconds, which would measure the poller, not the move."""
+
+    def __init__(self, port: int, interval: float = 0.01, inflight: int = 8) -> None:
+        self.port = port
+        self.interval = interval
+        self.answers: list[float] = []
+        self._slots = threading.BoundedSemaphore(inflight)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _one(self) -> None:
+        # A plain socket: an HTTP library's client set-up costs milliseconds of CPU per request,
+        # which at 200 polls a second would starve the guests (TCG) of the machine's 2 cores.
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as sock:
+                sock.sendall(b"GET /healthz HTTP/1.0\r\nHost: bench\r\n\r\n")
+                head = sock.recv(64)
+            if head.startswith(b"HTTP/1.") and head[9:12] == b"200":
+                self.answers.append(time.monotonic())
+        except OSError:
+            pass
+        finally:
+            self._slots.release()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            if self._slots.acquire(timeout=1):
+                threading.Thread(target=self._one, daemon=True).start()
+            time.sleep(self.interval)
+
+    def __enter__(self) -> _Poller:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._stop.set()
+        self._thread.join(10)
+
+
+def _wait(predicate: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{what} within {timeout:g} s")
+        time.sleep(0.05)
+
+
+def _answers(port: int) -> bool:
+    try:
+        return httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def _one_move(
+    a: AgentProcess, b: AgentProcess, mode: Mode, run: int, rate: float | None
+) -> dict[str, Any]:
+    port_a, port_b = free_port(), free_port()
+    name = f"agg-{mode.value}-{run}"
+    source, target = a.client(), b.client()
+    source.run(
+        run_request(image=IMAGE, name=name, ports=[PortMapping(host_port=port_a, guest_port=8080)])
+    )
+    _wait(lambda: _answers(port_a), 300, f"{name} did not answer")
+    for i in range(20):  # the app's windows hold readings, as in use
+        httpx.post(
+            f"http://127.0.0.1:{port_a}/readings",
+            json=[{"sensor": f"s{i}", "value": float(v)} for v in range(50)],
+            timeout=30,
+        )
+    relays: list[Relay] = []
+
+    def tunnel(offer: MigrationOffer) -> tuple[str, int]:
+        relay = Relay((offer.host, offer.port), rate_bytes_s=rate)
+        relays.append(relay)
+        return "127.0.0.1", relay.port
+
+    with _Poller(port_a) as before, _Poller(port_b) as after:
+        started = time.monotonic()
+        status: MigrationStatus = move_instance(
+            source,
+            name,
+            target,
+            mode=mode,
+            ports=[PortMapping(host_port=port_b, guest_port=8080)],
+            via=tunnel if rate else None,
+        )
+        _wait(lambda: bool(after.answers), 120, f"{name} did not answer on the target")
+        ended = time.monotonic()
+    for relay in relays:
+        relay.kill()
+    last_source = max((t for t in before.answers if t >= started), default=started)
+    first_target = min(after.answers)
+    target.remove(name, force=True)
+    return {
+        "mode": mode.value,
+        "throttle_mbit": rate * 8 / 1e6 if rate else None,
+        "downtime_s": max(0.0, first_target - last_source),
+        "total_s": (status.finished_at or 0) - status.started_at,
+        "client_total_s": ended - started,
+        "wire_bytes": status.sent_bytes,
+        "state_bytes": status.state_bytes,
+        "ram_bytes": status.ram_bytes,
+        "paused_s": status.paused_s,
+        "qemu": status.qemu,
+        "steps": status.steps,
+    }
+
+
+@contextlib.contextmanager
+def _two_agents(work: Path, hub: str) -> Iterator[tuple[AgentProcess, AgentProcess]]:
+    with (
+        running_agent(work / "a", "--hub", hub, "--name", "node-a") as a,
+        running_agent(work / "b", "--hub", hub, "--name", "node-b") as b,
+    ):
+        yield a, b
+
+
+def _median(rows: list[dict[str, Any]], key: str) -> float:
+    return statistics.median(float(r[key]) for r in rows)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--runs", type=int, default=3, help="moves per mode")
+    parser.add_argument(
+        "--throttle", type=float, default=20.0, help="Mbit/s of the throttled runs (0: none)"
+    )
+    parser.add_argument("--modes", default="cold,snapshot,live")
+    parser.add_argument("--json", type=Path, help="also write the figures to this file")
+    opts = parser.parse_args()
+    modes = [Mode(m) for m in opts.modes.split(",")]
+    rows: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory(prefix="ukedge-bench-") as tmp:
+        work = Path(tmp)
+        os.environ["UKEDGE_CACHE"] = str(paths.cache_dir())
+        os.environ["UKEDGE_HOME"] = str(work / "home")
+        store = ImageStore(work / "store")
+        build_image(ROOT / "examples" / "sensor-agg", [IMAGE], store=store)
+        hub = start_hub(work / "hub")
+        try:
+            push(store, IMAGE, f"{hub.host}/{IMAGE}")
+            with _two_agents(work, hub.host) as (a, b):
+                plans: list[tuple[Mode, float | None]] = [(m, None) for m in modes]
+                if opts.throttle:
+                    rate = opts.throttle * 1e6 / 8
+                    plans += [(m, rate) for m in modes if m is not Mode.COLD]
+                for mode, rate in plans:
+                    for run in range(opts.runs):
+                        row = _one_move(a, b, mode, run, rate)
+                        rows.append(row)
+                        console.print(
+                            f"{mode.value}{' throttled' if rate else ''} #{run}: downtime "
+                            f"{row['downtime_s'] * 1000:.0f} ms, total {row['total_s']:.2f} s, "
+                            f"wire {row['wire_bytes'] / 1e6:.1f} MB"
+                        )
+        finally:
+            hub.stop()
+    touched = [r["state_bytes"] for r in rows if r["mode"] == "snapshot" and not r["throttle_mbit"]]
+    touched_bytes = statistics.median(touched) if touched else None
+    table = Table(title=f"migration of sensor-agg, median of {opts.runs} ({_machine()})")
+    for col in (
+        "mode", "link", "downtime ms", "paused ms", "total s", "wire MB", "state MB",
+        "guest RAM MB", "wire/RAM", "wire/touched", "QEMU downtime ms",
+    ):  # fmt: skip
+        table.add_column(col, justify="right")
+    summary = []
+    for mode, rate in dict.fromkeys((r["mode"], r["throttle_mbit"]) for r in rows):
+        group = [r for r in rows if r["mode"] == mode and r["throttle_mbit"] == rate]
+        wire = _median(group, "wire_bytes")
+        qemu_down = [r["qemu"].get("downtime_ms") for r in group if r["qemu"]]
+        line = {
+            "mode": mode,
+            "throttle_mbit": rate,
+            "downtime_ms": _median(group, "downtime_s") * 1000,
+            "paused_ms": statistics.median(float(r["paused_s"]) for r in group) * 1000
+            if all(r["paused_s"] is not None for r in group)
+            else None,
+            "total_s": _median(group, "total_s"),
+            "wire_mb": wire / 1e6,
+            "state_mb": _median(group, "state_bytes") / 1e6,
+            "ram_mb": group[0]["ram_bytes"] / 1e6,
+            "wire_over_ram": wire / group[0]["ram_bytes"],
+            "wire_over_touched": wire / touched_bytes if touched_bytes else None,
+            "qemu_downtime_ms": statistics.median(qemu_down) if qemu_down else None,
+        }
+        summary.append(line)
+        table.add_row(
+            mode,
+            f"{rate:g} Mbit/s" if rate else "loopback",
+            f"{line['downtime_ms']:.0f}",
+            f"{line['paused_ms']:.0f}" if line["paused_ms"] is not None else "-",
+            f"{line['total_s']:.2f}",
+            f"{line['wire_mb']:.1f}",
+            f"{line['state_mb']:.1f}",
+            f"{line['ram_mb']:.0f}",
+            f"{line['wire_over_ram']:.2f}",
+            f"{line['wire_over_touched']:.2f}" if line["wire_over_touched"] else "-",
+            f"{line['qemu_downtime_ms']:.0f}" if line["qemu_downtime_ms"] is not None else "-",
+        )
+    console.print(table)
+    if opts.json:
+        opts.json.write_text(
+            json.dumps({"machine": _machine(), "summary": summary, "runs": rows}, indent=2)
+        )
+    return 0
+
+
+def _machine() -> str:
+    verdict = vmm.probe_accelerator()
+    return (
+        f"{platform.machine()}, {os.cpu_count()} CPUs, {verdict.accel.upper()}, "
+        f"{time.strftime('%Y-%m-%d', time.gmtime())}"
+    )
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
