@@ -10,6 +10,7 @@ reuse the kernel built once on this machine.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 __all__ = [
@@ -20,6 +21,7 @@ __all__ = [
     "private_dir",
     "private_file",
     "store_dir",
+    "write_private",
 ]
 
 
@@ -71,3 +73,38 @@ def private_file(path: Path) -> Path:
     os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600))
     path.chmod(0o600)
     return path
+
+
+def write_private(
+    path: Path, data: bytes | str, *, before_rename: Callable[[], None] | None = None
+) -> None:
+    """Replace ``path`` with ``data`` atomically and durably, readable by its owner only.
+
+    Keys, tokens and credentials are written this way: to a temporary name in the same directory
+    (0600 from the start, so the secret is never readable by others, not even half-written),
+    fsynced, renamed over the old file, and the directory fsynced so the rename survives a power
+    cut. A crash leaves the old file or the new one; temporary files a crashed writer left are
+    removed by the next write (one writer per data directory). ``before_rename`` runs between
+    the fsync and the rename: crash-point tests kill the process there.
+    """
+    payload = data.encode() if isinstance(data, str) else data
+    staging = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(staging, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(payload)
+            f.flush()
+            os.fsync(f.fileno())
+        if before_rename is not None:
+            before_rename()
+        staging.replace(path)
+    except BaseException:
+        staging.unlink(missing_ok=True)
+        raise
+    for stale in path.parent.glob(f".{path.name}.*.tmp"):
+        stale.unlink(missing_ok=True)
+    dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)

@@ -10,25 +10,19 @@ or nodes would refuse all but one of them.
 
 from __future__ import annotations
 
-import datetime
 import ipaddress
-import os
 import socket
 from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from ukedge import paths
 from ukedge.host.agent import ensure_token
 from ukedge.host.link import certificate_fingerprint
+from ukedge.server import make_self_signed
 
 __all__ = ["Identity", "ensure_identity"]
-
-_VALID_DAYS = 10 * 365
 
 
 @dataclass(frozen=True)
@@ -41,18 +35,7 @@ class Identity:
     made_now: bool  # the certificate was made by this start
 
 
-def _write_private(path: Path, data: bytes) -> None:
-    staging = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(staging, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    staging.replace(path)
-
-
 def _make_certificate(cert_path: Path, key_path: Path) -> None:
-    key = ec.generate_private_key(ec.SECP256R1())
     host = socket.gethostname() or "localhost"
     names: list[x509.GeneralName] = [x509.DNSName("localhost")]
     if host != "localhost":
@@ -61,30 +44,7 @@ def _make_certificate(cert_path: Path, key_path: Path) -> None:
         x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
         x509.IPAddress(ipaddress.ip_address("::1")),
     ]
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"ukedge controller {host}")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=_VALID_DAYS))
-        .add_extension(x509.SubjectAlternativeName(names), critical=False)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    # The key first: a certificate on disk always has its key beside it.
-    _write_private(
-        key_path,
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        ),
-    )
-    _write_private(cert_path, cert.public_bytes(serialization.Encoding.PEM))
+    make_self_signed(cert_path, key_path, f"ukedge controller {host}", names=names)
     cert_path.chmod(0o644)
 
 

@@ -32,6 +32,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
+from ukedge import paths
 from ukedge.errors import HubError, UsageError
 from ukedge.hub._db import Database, robot_tokens, users
 from ukedge.hub._errors import Code, DistributionError
@@ -171,11 +172,7 @@ def _load_key(path: Path) -> Ed25519PrivateKey:
     pem = key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
-    tmp = path.with_suffix(".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(pem)
-    tmp.replace(path)
+    paths.write_private(path, pem)
     return key
 
 

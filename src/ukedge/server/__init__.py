@@ -10,6 +10,7 @@ from ukedge.server._limits import BodyLimit
 from ukedge.server._metrics import HttpMetrics, MetricsMiddleware, matched_route
 from ukedge.server._operations import Health, add_operations
 from ukedge.server._run import run, tcp_listener, uvicorn_config
+from ukedge.server._tls import make_self_signed
 
 __all__ = [
     "BodyLimit",
@@ -17,6 +18,7 @@ __all__ = [
     "HttpMetrics",
     "MetricsMiddleware",
     "add_operations",
+    "make_self_signed",
     "matched_route",
     "run",
     "tcp_listener",

@@ -22,7 +22,7 @@ from pathlib import Path
 from fastapi import FastAPI
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from ukedge import server, serverlog
+from ukedge import paths, server, serverlog
 from ukedge.errors import InstanceError, UsageError
 from ukedge.host.agent._agent import Agent, AgentSettings
 from ukedge.host.agent._api import API_PREFIX, create_agent_app
@@ -60,11 +60,7 @@ def ensure_token(path: Path) -> tuple[str, bool]:
         return token, False
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     token = secrets.token_urlsafe(32)
-    staging = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(staging, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(token + "\n")
-    staging.replace(path)
+    paths.write_private(path, token + "\n")
     return token, True
 
 

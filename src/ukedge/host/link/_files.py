@@ -8,39 +8,21 @@ never a half-written one; a temporary file a crash left is removed by the next w
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
+from ukedge import paths
 from ukedge.faults import crash_point
 
 __all__ = ["read_private", "write_private"]
 
 
 def write_private(path: Path, text: str, *, crash_name: str) -> None:
-    """Replace ``path`` with ``text`` atomically and durably (0600).
+    """Replace ``path`` with ``text`` atomically and durably (0600, :func:`paths.write_private`).
 
     ``crash_name`` names the crash point between the fsync of the new file and the rename
     (``UKEDGE_CRASH_POINT``), so tests can check a crash there keeps the old content.
     """
-    staging = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(staging, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        crash_point(crash_name)
-        staging.replace(path)
-    except BaseException:
-        staging.unlink(missing_ok=True)
-        raise
-    for stale in path.parent.glob(f".{path.name}.*.tmp"):
-        stale.unlink(missing_ok=True)  # left by a writer that crashed (one agent per data dir)
-    dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    paths.write_private(path, text, before_rename=lambda: crash_point(crash_name))
 
 
 def read_private(path: Path) -> str | None:

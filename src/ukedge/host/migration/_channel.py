@@ -10,27 +10,19 @@ ticket inside TLS. QEMU never listens on a network port for any of this.
 from __future__ import annotations
 
 import contextlib
-import datetime
-import os
 import socket
 import ssl
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
-
 from ukedge import paths
 from ukedge.errors import MigrationError
 from ukedge.host.link import certificate_fingerprint, pinned_context
 from ukedge.host.migration._protocol import Frame, encode_frame, parse_header
+from ukedge.server import make_self_signed
 
 __all__ = ["Channel", "MigrationIdentity", "connect", "ensure_identity"]
-
-_VALID_DAYS = 10 * 365
 
 
 @dataclass(frozen=True)
@@ -47,48 +39,13 @@ class MigrationIdentity:
         return context
 
 
-def _write_private(path: Path, data: bytes) -> None:
-    staging = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(staging, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    staging.replace(path)
-
-
 def ensure_identity(data_dir: Path, node_name: str) -> MigrationIdentity:
     """The agent's migration certificate and key under ``data_dir/migration``, made if absent."""
     directory = data_dir / "migration"
     paths.private_dir(directory)
     cert_path, key_path = directory / "cert.pem", directory / "key.pem"
     if not (cert_path.exists() and key_path.exists()):
-        key = ec.generate_private_key(ec.SECP256R1())
-        subject = x509.Name(
-            [x509.NameAttribute(NameOID.COMMON_NAME, f"ukedge agent {node_name} migration")]
-        )
-        now = datetime.datetime.now(datetime.UTC)
-        cert = (
-            x509.CertificateBuilder()
-            .subject_name(subject)
-            .issuer_name(subject)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(minutes=5))
-            .not_valid_after(now + datetime.timedelta(days=_VALID_DAYS))
-            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-            .sign(key, hashes.SHA256())
-        )
-        # The key first: a certificate on disk always has its key beside it.
-        _write_private(
-            key_path,
-            key.private_bytes(
-                serialization.Encoding.PEM,
-                serialization.PrivateFormat.PKCS8,
-                serialization.NoEncryption(),
-            ),
-        )
-        _write_private(cert_path, cert.public_bytes(serialization.Encoding.PEM))
+        make_self_signed(cert_path, key_path, f"ukedge agent {node_name} migration")
     pem = cert_path.read_text()
     return MigrationIdentity(cert_path, key_path, pem, certificate_fingerprint(pem))
 
