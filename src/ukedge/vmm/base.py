@@ -90,7 +90,8 @@ class MachineSpec:
     machine resumes from it instead of booting (host port forwards may differ). ``hostname`` is
     told to a resumed guest (a booted one reads its own from the launch archive); each
     machine's MAC address is derived from its ``machine_id``, so two machines on one node never
-    share one.
+    share one. ``template`` says the machine will be saved as a snapshot for many clones: a
+    backend that can keeps its RAM in a file the snapshot then shares copy-on-write.
     """
 
     machine_id: str
@@ -103,6 +104,7 @@ class MachineSpec:
     ports: Sequence[PortForward] = ()
     restore_from: Path | None = None
     hostname: str | None = None
+    template: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "kernel", Path(self.kernel))
@@ -140,6 +142,7 @@ class MachineSpec:
             "ports": [p.to_json() for p in self.ports],
             "restore_from": str(self.restore_from) if self.restore_from else None,
             "hostname": self.hostname,
+            "template": self.template,
         }
 
     @classmethod
@@ -156,6 +159,7 @@ class MachineSpec:
             ports=[PortForward.from_json(p) for p in data.get("ports", [])],
             restore_from=Path(restore) if restore else None,
             hostname=data.get("hostname"),
+            template=bool(data.get("template", False)),
         )
 
 

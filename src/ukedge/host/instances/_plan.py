@@ -143,6 +143,7 @@ def machine_spec(
         ),
         memory_mib=plan.memory_mib,
         vcpus=plan.vcpus,
+        template=snapshot_source,
         ports=[
             PortForward(
                 p.host_port, p.guest_port, p.host_ip, "udp" if p.protocol == "udp" else "tcp"
