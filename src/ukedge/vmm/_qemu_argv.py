@@ -60,8 +60,8 @@ class QemuOptions:
     #: file, the state stream carries devices only (``x-ignore-shared``), and every clone maps
     #: the RAM file privately, so the pages no clone changed are one copy in the host's page
     #: cache. False keeps the older path: RAM in the stream, loaded into each clone's own RAM.
-    #: Ignored with ``balloon``: QEMU 7.2 discards reported pages of a private file mapping by
-    #: punching holes into the file, which would corrupt the template under every clone.
+    #: Ignored with ``balloon``: QEMU before 8.2 (7.2 here) discards reported pages of a
+    #: private file mapping by punching holes into the file, zeroing them under every clone.
     template_snapshots: bool = True
     #: Unprivileged user QEMU switches to after start-up (when the caller is root).
     run_as: str | None = None
