@@ -40,7 +40,8 @@ def test_a_ram_file_of_another_size_is_refused(tmp_path: Path) -> None:
     snap = tmp_path / "snap"
     snap.mkdir()
     spec = MachineSpec("m", kernel, tmp_path / "wd", memory_mib=64, restore_from=snap)
-    (snap / "snapshot.json").write_text(json.dumps({"version": 1, "fingerprint": {}}))
+    fingerprint = _snapshot._fingerprint(spec, QemuOptions(), "tcg")
+    (snap / "snapshot.json").write_text(json.dumps({"version": 1, "fingerprint": fingerprint}))
     (snap / "vmstate").write_bytes(b"devices")
     with (snap / "ram").open("wb") as fh:
         fh.truncate(32 << 20)

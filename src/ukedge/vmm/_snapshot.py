@@ -202,12 +202,6 @@ def check_compatible(spec: MachineSpec, options: QemuOptions, accel: str) -> Non
         raise UsageError(f"cannot read snapshot {path}: {exc}") from exc
     if meta.get("version") != _VERSION or not state_file(path).is_file():
         raise UsageError(f"{path} is not a complete version-{_VERSION} machine snapshot")
-    ram = template_ram(path)
-    if ram is not None and ram.path.stat().st_size != spec.memory_mib << 20:
-        raise UsageError(
-            f"snapshot {path} has a RAM file of {ram.path.stat().st_size} bytes, not the "
-            f"{spec.memory_mib} MiB of its machine; make a new snapshot"
-        )
     want = _fingerprint(spec, options, accel)
     have = meta.get("fingerprint", {})
     diffs = [
@@ -217,4 +211,11 @@ def check_compatible(spec: MachineSpec, options: QemuOptions, accel: str) -> Non
         raise UsageError(
             f"snapshot {path} was made of a different machine; start it with the same "
             f"settings or make a new snapshot ({'; '.join(diffs)})"
+        )
+    # A file cut short (or not QEMU's) would fail the restore late and obscurely.
+    ram = template_ram(path)
+    if ram is not None and ram.path.stat().st_size != spec.memory_mib << 20:
+        raise UsageError(
+            f"snapshot {path} has a RAM file of {ram.path.stat().st_size} bytes, not the "
+            f"{spec.memory_mib} MiB of its machine; make a new snapshot"
         )
