@@ -7,7 +7,13 @@ until the app is ready: hello-c until its VM has exited (exit status collected),
 `GET /stats` answers on the published port. In the same run it starts the same app as a plain
 host process (the static binary; `python3 main.py`) as the baseline and prints the ratio, because
 this machine is shared and noisy and only same-run ratios compare. It also times a rebuild of the
-unchanged app (same digest expected) and the idle RSS of sensor-agg's QEMU.
+unchanged app (same digest expected) and the idle RSS and PSS of sensor-agg's QEMU.
+
+sensor-agg is also resumed from its prewarm snapshot both ways, in the same run: as a
+copy-on-write template (the default: the clone maps the snapshot's RAM file privately) and from a
+snapshot whose stream carries the RAM (`template_snapshots = false`: the clone loads its own
+copy). One clone alone shares its template pages with nobody, so its PSS is about its RSS here;
+bench/density.py measures many clones at once.
 
 Usage: .venv/bin/python bench/boot.py [--runs 7] [--json FILE]
 """
@@ -61,6 +67,17 @@ def _wait_http(url: str, deadline_s: float = 60.0) -> None:
     raise RuntimeError(f"{url} not ready after {deadline_s}s")
 
 
+def _proc_mem(pid: int) -> tuple[int, int]:
+    """(RSS, PSS) of a process, from smaps_rollup."""
+    rss = pss = 0
+    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+        if line.startswith("Rss:"):
+            rss = int(line.split()[1]) * 1024
+        elif line.startswith("Pss:"):
+            pss = int(line.split()[1]) * 1024
+    return rss, pss
+
+
 def _spread(samples: list[float]) -> dict[str, float]:
     return {"min": min(samples), "median": statistics.median(samples), "max": max(samples)}
 
@@ -101,26 +118,30 @@ def bench_hello(manager: InstanceManager, n: int, work: Path) -> dict[str, objec
     return {"vm": _runs(n, vm_once), "host": _runs(n, host_once)}
 
 
-def bench_sensor(manager: InstanceManager, n: int, work: Path) -> dict[str, object]:
-    rss: list[int] = []
-    restored_rss: list[int] = []
+def bench_sensor(
+    manager: InstanceManager, stream: InstanceManager, n: int, work: Path
+) -> dict[str, object]:
+    """``manager`` resumes from template snapshots, ``stream`` from RAM-in-stream ones."""
+    idle: dict[str, tuple[int, int]] = {}
     cold = True
+    mode = "vm"
+    runner = manager
 
     def vm_once() -> float:
         port = _free_port()
         began = time.perf_counter()
-        instance = manager.run(
+        instance = runner.run(
             RunRequest(
                 image="sensor-agg:bench", ports=[parse_port_mapping(f"{port}:8080")], cold=cold
             )
         )
         _wait_http(f"http://127.0.0.1:{port}/stats")
         elapsed = time.perf_counter() - began
-        sample = rss if cold else restored_rss
-        if not sample:
+        if mode not in idle:
             time.sleep(2.0)  # idle: no requests, the guest waits in epoll
-            sample.append(manager.stats(instance.id).rss_bytes)
-        manager.remove(instance.id, force=True)
+            assert instance.pid is not None
+            idle[mode] = _proc_mem(instance.pid)
+        runner.remove(instance.id, force=True)
         return elapsed
 
     def host_once() -> float:
@@ -141,17 +162,24 @@ def bench_sensor(manager: InstanceManager, n: int, work: Path) -> dict[str, obje
             proc.wait(10)
 
     vm = _runs(n, vm_once)
-    began = time.perf_counter()
-    manager.prewarm(RunRequest(image="sensor-agg:bench"))
-    prewarm_s = time.perf_counter() - began
+    prewarm_s: dict[str, float] = {}
+    restored: dict[str, list[float]] = {}
     cold = False
-    restored = _runs(n, vm_once)
+    for mode, runner in (("restored", manager), ("restored_stream", stream)):
+        began = time.perf_counter()
+        runner.prewarm(RunRequest(image="sensor-agg:bench"))
+        prewarm_s[mode] = time.perf_counter() - began
+        restored[mode] = _runs(n, vm_once)
     return {
         "vm": vm,
-        "restored": restored,
+        **restored,
         "host": _runs(n, host_once),
-        "idle_rss": rss[0],
-        "restored_idle_rss": restored_rss[0],
+        "idle_rss": idle["vm"][0],
+        "idle_pss": idle["vm"][1],
+        "restored_idle_rss": idle["restored"][0],
+        "restored_idle_pss": idle["restored"][1],
+        "restored_stream_idle_rss": idle["restored_stream"][0],
+        "restored_stream_idle_pss": idle["restored_stream"][1],
         "prewarm_s": prewarm_s,
     }
 
@@ -193,8 +221,14 @@ def main() -> int:
             vmm.create("qemu"),
             UnpackedLayers(paths.cache_dir() / "unpacked"),
         )
+        stream = InstanceManager(
+            work / "instances-stream",
+            store,
+            vmm.create("qemu", {"template_snapshots": False}),
+            UnpackedLayers(paths.cache_dir() / "unpacked"),
+        )
         hello = bench_hello(manager, opts.runs, work)
-        sensor = bench_sensor(manager, opts.runs, work)
+        sensor = bench_sensor(manager, stream, opts.runs, work)
 
     figures = {
         "date": time.strftime("%Y-%m-%d"),
@@ -223,7 +257,8 @@ def _print(f: dict[str, object]) -> None:
     rows = (
         ("hello-c", "vm", "VM exited (boot)"),
         ("sensor-agg", "vm", "GET /stats answers (boot)"),
-        ("sensor-agg", "restored", "GET /stats answers (resumed from prewarm snapshot)"),
+        ("sensor-agg", "restored", "GET /stats answers (resumed from template snapshot)"),
+        ("sensor-agg", "restored_stream", "GET /stats answers (resumed, RAM in stream)"),
     )
     for app, key, ready in rows:
         data = f[app]
@@ -251,10 +286,22 @@ def _print(f: dict[str, object]) -> None:
     console.print(sizes)
     sensor = f["sensor-agg"]
     assert isinstance(sensor, dict)
+    prewarm = sensor["prewarm_s"]
     console.print(
-        f"idle sensor-agg QEMU RSS: {format_size(sensor['idle_rss'])} booted, "
-        f"{format_size(sensor['restored_idle_rss'])} resumed; "
-        f"prewarm (boot until healthy + snapshot): {sensor['prewarm_s']:.2f} s"
+        "idle sensor-agg QEMU RSS / PSS: "
+        + "; ".join(
+            f"{format_size(sensor[f'{key}idle_rss'])} / {format_size(sensor[f'{key}idle_pss'])} "
+            + what
+            for key, what in (
+                ("", "booted"),
+                ("restored_", "resumed from template"),
+                ("restored_stream_", "resumed, RAM in stream"),
+            )
+        )
+    )
+    console.print(
+        "prewarm (boot until healthy + snapshot): "
+        f"{prewarm['restored']:.2f} s template, {prewarm['restored_stream']:.2f} s stream"
     )
 
 

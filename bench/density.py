@@ -5,18 +5,23 @@ Starts idle sensor-agg instances through the instance manager (what `ukedge run`
 use), one after another, until their QEMU processes' summed RSS (`--by pss`: PSS) reaches the
 memory allotment (`--memory`, default 1G) or `--max` instances run. Each instance is started,
 waited for until its health check passes, then left alone for `--settle` seconds before the next
-one. Two rows: resumed from the image's prewarm snapshot (what the manager does by default once
-`ukedge image prewarm` ran), and cold-booted.
+one. Three rows: resumed from the image's prewarm snapshot as a copy-on-write template (what the
+manager does by default once `ukedge image prewarm` ran: every clone maps the snapshot's RAM file
+privately, so the pages no clone changed are one copy in the host page cache), resumed from a
+snapshot whose migration stream carries the RAM (`template_snapshots = false`, the older path:
+each clone loads its own copy), and cold-booted. For the resumed rows the start time is
+restore-to-ready (the run call until the health check passes).
 
 Per instance it reports three measures of the host memory an idle instance costs:
 - RSS of its QEMU (VmRSS): counts shared pages (the mapped vmlinux, QEMU's own binary and
   libraries, pages KSM merged) in every instance, so it overstates the total;
-- PSS of its QEMU (smaps_rollup): shared pages split between the processes that map them;
+- PSS of its QEMU (smaps_rollup): shared pages split between the processes that map them
+  (a template's unchanged RAM pages are split between its clones);
 - the drop of MemAvailable (/proc/meminfo) while the instances run, against the mean of the
   readings before the first start and after the last removal, divided by the number of
   instances: what the host really lost, including memory no process maps (QEMU's page tables,
   kernel slab); other work on the machine adds noise to it, and clean file pages (the mapped
-  vmlinux and initrd) count as available.
+  vmlinux and initrd, a template's RAM file) count as available.
 The baseline, measured in the same run, is the same app as a plain host process
 (`python3 -S -u main.py`, as in bench/boot.py), several at once, by the same measures.
 
@@ -46,7 +51,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 
-from boot import EXAMPLES, _free_port, _spread, _wait_http
+from boot import EXAMPLES, _free_port, _proc_mem, _spread, _wait_http
 from rich.console import Console
 from rich.table import Table
 
@@ -65,6 +70,11 @@ from ukedge.units import parse_size
 IMAGE = "sensor-agg:bench"
 GIB = 1 << 30
 KSM = Path("/sys/kernel/mm/ksm")
+ROWS = {
+    "resumed": "VM, resumed from template (RAM file mapped privately)",
+    "resumed-stream": "VM, resumed from stream (own RAM copy)",
+    "cold": "VM, cold boot",
+}
 console = Console(stderr=True)
 
 
@@ -113,17 +123,6 @@ def _mem_available() -> int:
         if line.startswith("MemAvailable:"):
             return int(line.split()[1]) * 1024
     raise RuntimeError("no MemAvailable in /proc/meminfo")
-
-
-def _proc_mem(pid: int) -> tuple[int, int]:
-    """(RSS, PSS) of a process, from smaps_rollup."""
-    rss = pss = 0
-    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
-        if line.startswith("Rss:"):
-            rss = int(line.split()[1]) * 1024
-        elif line.startswith("Pss:"):
-            pss = int(line.split()[1]) * 1024
-    return rss, pss
 
 
 def _proc_cpu(pid: int) -> float:
@@ -335,7 +334,9 @@ def main() -> int:
     parser.add_argument("--settle", type=float, default=2.0, help="idle seconds after each start")
     parser.add_argument("--baseline", type=int, default=8, help="host processes for the baseline")
     parser.add_argument(
-        "--rows", default="resumed,cold", help="which rows: resumed, cold (comma-separated)"
+        "--rows",
+        default=",".join(ROWS),
+        help=f"which rows: {', '.join(ROWS)} (comma-separated)",
     )
     parser.add_argument("--tb-size", type=int, help="TCG translation cache, MiB (backend option)")
     parser.add_argument("--ksm", action="store_true", help="enable host KSM during the run")
@@ -346,8 +347,8 @@ def main() -> int:
     opts = parser.parse_args()
     allotment = parse_size(opts.memory)
     rows_wanted = [r.strip() for r in opts.rows.split(",") if r.strip()]
-    if not rows_wanted or set(rows_wanted) - {"resumed", "cold"}:
-        parser.error("--rows takes resumed and/or cold")
+    if not rows_wanted or set(rows_wanted) - set(ROWS):
+        parser.error(f"--rows takes {', '.join(ROWS)}")
     _interrupt_on_signals()
 
     backend_options: dict[str, object] = {}
@@ -367,22 +368,25 @@ def main() -> int:
         build_image(EXAMPLES / "sensor-agg", [IMAGE], store=store)
         console.print(f"build: {time.perf_counter() - began:.2f} s")
         verdict = vmm.probe_accelerator()
-        manager = InstanceManager(
-            work / "instances",
-            store,
-            vmm.create("qemu", backend_options),
-            UnpackedLayers(paths.cache_dir() / "unpacked"),
-        )
         load_before = os.getloadavg()
         host = Row("host process (python3 main.py)")
         bench_host(host, work, opts.baseline, opts.settle)
         rows.append(host)
         for mode in rows_wanted:
-            if mode == "resumed":
+            # A manager (own root, so its own prewarm snapshot) per row: the snapshot path is
+            # a backend option.
+            template = mode != "resumed-stream"
+            manager = InstanceManager(
+                work / f"instances-{mode}",
+                store,
+                vmm.create("qemu", {**backend_options, "template_snapshots": template}),
+                UnpackedLayers(paths.cache_dir() / "unpacked"),
+            )
+            if mode != "cold":
                 began = time.perf_counter()
                 manager.prewarm(RunRequest(image=IMAGE))
-                console.print(f"prewarm: {time.perf_counter() - began:.2f} s")
-            row = Row(f"VM, {mode}" + (" from prewarm snapshot" if mode == "resumed" else " boot"))
+                console.print(f"prewarm ({mode}): {time.perf_counter() - began:.2f} s")
+            row = Row(ROWS[mode])
             bench_vm(
                 manager,
                 row,
@@ -458,7 +462,8 @@ def _print(f: dict[str, object]) -> None:
     for row in f["rows"]:  # type: ignore[attr-defined]
         start = row["start_s"]
         out.print(
-            f"{row['label']}: stopped by {row['stopped_by']}; start-to-healthy "
+            f"{row['label']}: stopped by {row['stopped_by']}; "
+            f"{'restore' if 'resumed' in row['label'] else 'start'}-to-healthy "
             f"min {start['min']:.2f} / median {start['median']:.2f} / max {start['max']:.2f} s"
         )
 

@@ -3,6 +3,8 @@ runtime reseeds on resume), MAC address and hostname. Real VMs, a real python im
 
 from __future__ import annotations
 
+import hashlib
+import shutil
 import textwrap
 from pathlib import Path
 
@@ -94,10 +96,22 @@ def _identity(port: int) -> dict[str, object]:
     return data
 
 
+def _digest(path: Path) -> str:
+    with path.open("rb") as fh:
+        return hashlib.file_digest(fh, "sha256").hexdigest()
+
+
 def test_clones_of_one_snapshot_have_their_own_random_mac_and_hostname(
     manager: InstanceManager, probe_image: str
 ) -> None:
-    manager.prewarm(RunRequest(image=probe_image))
+    """Both clones map the template's RAM file privately: it is the same file after they ran,
+    answered and wrote their own memory (reseeding, serving, the identity they hold)."""
+    snapshot = manager.prewarm(RunRequest(image=probe_image))
+    template = snapshot / "ram"
+    assert template.is_file()
+    # The state stream carries devices only: the RAM is in the template, not copied into it.
+    assert (snapshot / "vmstate").stat().st_size < template.stat().st_size // 8
+    before = _digest(template)
     ports = [free_port(), free_port()]
     clones = [
         manager.run(
@@ -117,6 +131,32 @@ def test_clones_of_one_snapshot_have_their_own_random_mac_and_hostname(
         assert identity["hostname"] == clone.name
         assert identity["mac"] == guest_mac(clone.id)
     assert seen[0]["mac"] != seen[1]["mac"]
+    for port in ports:  # more work in each clone before the template is read again
+        for _ in range(5):
+            _identity(port)
+    assert _digest(template) == before
+
+
+def test_removing_and_remaking_a_template_leaves_running_clones_alone(
+    manager: InstanceManager, probe_image: str
+) -> None:
+    """A clone maps the template's RAM file: deleting the snapshot only unlinks it (the pages
+    stay until the last clone ends), and a new prewarm writes a new file, never the old one."""
+    snapshot = manager.prewarm(RunRequest(image=probe_image))
+    port = free_port()
+    clone = manager.run(RunRequest(image=probe_image, ports=[parse_port_mapping(f"{port}:8080")]))
+    assert manager.get(clone.id).restored
+    first = _identity(port)
+    old_inode = (snapshot / "ram").stat().st_ino
+    shutil.rmtree(snapshot)
+    assert _identity(port)["first"] == first["first"]
+    again = manager.prewarm(RunRequest(image=probe_image))
+    assert (again / "ram").stat().st_ino != old_inode
+    port2 = free_port()
+    newer = manager.run(RunRequest(image=probe_image, ports=[parse_port_mapping(f"{port2}:8080")]))
+    assert manager.get(newer.id).restored
+    assert _identity(port2)["hostname"] == newer.name
+    assert _identity(port)["hostname"] == clone.name
 
 
 def test_a_booted_instance_has_its_own_mac_and_hostname_unless_the_run_names_one(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import socket
 import time
@@ -40,16 +41,33 @@ def guest(tmp_path_factory: pytest.TempPathFactory) -> Any:
     return conformance._build_guest(tmp_path_factory.mktemp("qemu-guest"))
 
 
+def _digest(path: Path) -> str:
+    with path.open("rb") as fh:
+        return hashlib.file_digest(fh, "sha256").hexdigest()
+
+
 @pytest.mark.vm
+@pytest.mark.parametrize(
+    ("template", "options", "ram"),
+    [
+        (False, {}, False),  # a plain machine: the RAM goes into the stream
+        (True, {}, True),  # a template: devices in the stream, the RAM file shared by clones
+        (True, {"template_snapshots": False}, False),  # the older path, chosen by option
+    ],
+    ids=["stream", "template", "template-off"],
+)
 def test_snapshot_restores_clones_with_their_own_ports(
-    backend: MachineBackend, guest: Any, tmp_path: Path
+    guest: Any, tmp_path: Path, template: bool, options: dict[str, object], ram: bool
 ) -> None:
-    """A listening app is saved once and restored twice; each clone answers on its own port."""
+    """A listening app is saved once and restored twice; each clone answers on its own port.
+    A template's RAM file is the same after both clones ran (they map it privately)."""
     from ukedge.errors import UsageError
     from ukedge.ports import PortMapping
     from ukedge.vmm import MachineSpec, MachineState
 
-    source = backend.start(guest.spec("snap-src", "echo", "7777"))
+    backend = vmm.create("qemu", {**CONFIG, **options})
+    plain = guest.spec("snap-src", "echo", "7777")
+    source = backend.start(MachineSpec.from_json({**plain.to_json(), "template": template}))
     try:
         conformance.wait_for(
             conformance.console_has(source, "conformance app listening"),
@@ -60,6 +78,9 @@ def test_snapshot_restores_clones_with_their_own_ports(
     finally:
         source.kill()
     assert (tmp_path / "snap" / "vmstate").stat().st_size > 0
+    template_ram = tmp_path / "snap" / "ram"
+    assert template_ram.is_file() is ram
+    before = _digest(template_ram) if ram else ""
     clones = []
     try:
         for n in range(2):
@@ -86,6 +107,9 @@ def test_snapshot_restores_clones_with_their_own_ports(
             assert "conformance app listening" not in clone.console_path.read_text()
         for clone in clones:
             assert clone.stop(timeout=BOOT_TIMEOUT) == 143  # echo mode dies of SIGTERM
+        if ram:
+            assert _digest(template_ram) == before
+        for clone in clones:
             assert clone.state is MachineState.EXITED
         bigger = MachineSpec.from_json({**spec.to_json(), "memory_mib": 128, "machine_id": "x"})
         with pytest.raises(UsageError, match="memory_mib"):

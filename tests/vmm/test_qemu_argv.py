@@ -13,6 +13,7 @@ from ukedge.vmm._qemu_argv import (
     SANDBOX,
     SANDBOX_RUNAS,
     QemuOptions,
+    RamFile,
     build_argv,
     guest_mac,
 )
@@ -198,3 +199,36 @@ def test_each_machine_gets_its_own_mac(tmp_path: Path) -> None:
         first = int(mac[:2], 16)
         assert first & 0b10 and not first & 0b01, "locally administered, unicast"
     assert guest_mac("m-1") == guest_mac("m-1"), "a restarted machine keeps its MAC"
+
+
+def _ram_argv(tmp_path: Path, ram: RamFile | None) -> list[str]:
+    spec = _spec(tmp_path)
+    paths = MachinePaths(spec.workdir)
+    return build_argv(spec, QemuOptions(), "tcg", paths, None, ram=ram)
+
+
+def test_anonymous_ram_unless_a_ram_file_is_given(tmp_path: Path) -> None:
+    argv = _ram_argv(tmp_path, None)
+    assert not any("memory-backend" in a for a in argv)
+
+
+@pytest.mark.parametrize(("shared", "share"), [(True, "on"), (False, "off")])
+def test_ram_file_backs_the_machine_memory(tmp_path: Path, shared: bool, share: str) -> None:
+    """A template source maps its RAM file shared (x-ignore-shared leaves it out of the stream);
+    a clone maps the template privately, so its writes never reach the file."""
+    argv = _ram_argv(tmp_path, RamFile(tmp_path / "snap,1" / "ram", shared=shared))
+    assert _value(argv, "-object")[0] == (
+        f"memory-backend-file,id=pc.ram,size=96M,mem-path={tmp_path}/snap,,1/ram,share={share}"
+    )
+    assert "memory-backend=pc.ram" in _value(argv, "-machine")
+    # The backend's size is the machine's: QEMU refuses a mismatch.
+    assert _value(argv, "-m") == ["96M"]
+    assert not any("readonly" in a for a in argv)  # QEMU 7.2 would map it PROT_READ
+
+
+def test_template_snapshots_are_the_default_and_recorded() -> None:
+    assert QemuOptions().template_snapshots is True
+    old = QemuOptions(template_snapshots=False)
+    assert QemuOptions.from_json(old.to_json()) == old
+    legacy = {k: v for k, v in QemuOptions().to_json().items() if k != "template_snapshots"}
+    assert QemuOptions.from_json(legacy).template_snapshots is True

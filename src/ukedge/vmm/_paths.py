@@ -75,3 +75,8 @@ class MachinePaths:
     @property
     def initrd(self) -> Path:
         return self.workdir / "initrd.img"
+
+    @property
+    def ram(self) -> Path:
+        """Guest RAM of a snapshot template's source (``MachineSpec.template``)."""
+        return self.workdir / "ram"

@@ -55,6 +55,14 @@ class QemuOptions:
     #: Add a virtio-balloon with free page reporting: a guest kernel with
     #: CONFIG_PAGE_REPORTING hands freed pages back, so an idle machine's RSS shrinks.
     balloon: bool = False
+    #: Snapshots of machines started with ``MachineSpec.template`` are copy-on-write
+    #: templates: the source keeps its RAM in a shared file that becomes the snapshot's RAM
+    #: file, the state stream carries devices only (``x-ignore-shared``), and every clone maps
+    #: the RAM file privately, so the pages no clone changed are one copy in the host's page
+    #: cache. False keeps the older path: RAM in the stream, loaded into each clone's own RAM.
+    #: Ignored with ``balloon``: QEMU before 8.2 (7.2 here) discards reported pages of a
+    #: private file mapping by punching holes into the file, zeroing them under every clone.
+    template_snapshots: bool = True
     #: Unprivileged user QEMU switches to after start-up (when the caller is root).
     run_as: str | None = None
     extra_args: tuple[str, ...] = ()
@@ -81,6 +89,7 @@ class QemuOptions:
             "confirm_start": self.confirm_start,
             "no_thp": self.no_thp,
             "balloon": self.balloon,
+            "template_snapshots": self.template_snapshots,
             "run_as": self.run_as,
             "extra_args": list(self.extra_args),
         }
@@ -110,6 +119,21 @@ def _opt(value: str) -> str:
     return value.replace(",", ",,")
 
 
+@dataclass(frozen=True, slots=True)
+class RamFile:
+    """Guest RAM backed by a file instead of anonymous memory.
+
+    ``shared`` (a snapshot template's source) maps it MAP_SHARED: the guest writes into the
+    file, and QEMU counts the RAM as shared, which ``x-ignore-shared`` leaves out of the
+    migration stream. Not shared (a clone) maps it MAP_PRIVATE: reads come from the file's
+    pages in the host page cache, which every clone shares, and a write copies just that page
+    into the clone's own memory; the file is never written.
+    """
+
+    path: Path
+    shared: bool
+
+
 def build_argv(
     spec: MachineSpec,
     options: QemuOptions,
@@ -118,6 +142,7 @@ def build_argv(
     initrd: Path | None,
     *,
     incoming: str | None = None,
+    ram: RamFile | None = None,
 ) -> list[str]:
     """The full QEMU argv for ``spec``; ``initrd`` is the (already concatenated) initramfs."""
     mmio = options.machine == "microvm"
@@ -148,6 +173,20 @@ def build_argv(
         argv += ["-accel", "kvm"]
     argv += ["-cpu", options.cpu or ("host" if accel == "kvm" else "max")]
     argv += ["-m", f"{spec.memory_mib}M", "-smp", str(spec.vcpus)]
+    if ram is not None:
+        # QEMU 7.2 opens the file read-write even for share=off (``readonly=on`` would map it
+        # read-only, and the guest could not write its private copies); MAP_PRIVATE is what
+        # keeps a clone's writes out of it.
+        # The id ``pc.ram`` is the RAM block's name when ``-m`` makes the RAM, so a clone's
+        # migration stream (a move to another node) restores into a machine without a RAM file.
+        share = "on" if ram.shared else "off"
+        argv += [
+            "-object",
+            f"memory-backend-file,id=pc.ram,size={spec.memory_mib}M,"
+            f"mem-path={_opt(str(ram.path))},share={share}",
+            "-machine",
+            "memory-backend=pc.ram",
+        ]
     argv += ["-kernel", str(spec.kernel)]
     if initrd is not None:
         argv += ["-initrd", str(initrd)]

@@ -23,31 +23,59 @@ kernel RNG is reseeded, it has its own MAC address and hostname, and the app's r
 to reseed its own generators; until those lines are read (milliseconds) every clone has the
 snapshot's state, so an app must not draw secrets before it serves. Guests without the control
 port keep the snapshot's clock, RNG, MAC and hostname (a warning is logged).
+
+Copy-on-write templates (``QemuOptions.template_snapshots``, machines started with
+``MachineSpec.template``): the source's RAM is a shared file in its work directory; ``save``
+migrates with ``x-ignore-shared`` (``vmstate`` then holds device state only) and hard-links the
+RAM file into the snapshot as ``ram``. Clones map ``ram`` privately (MAP_PRIVATE): unchanged
+pages are one copy in the page cache for all of them, and their writes never reach the file.
+Nothing writes into a snapshot's files after it is complete: a new snapshot is a new
+directory renamed into place, and a removed one stays on disk, unlinked, until the last clone
+that maps it ends.
 """
 
 from __future__ import annotations
 
 import asyncio
+import errno
 import json
 import os
+import shutil
 import time
 from pathlib import Path
 from typing import Any, Protocol
 
 from ukedge.errors import MachineError, UsageError
 from ukedge.vmm import _qmp
-from ukedge.vmm._qemu_argv import QemuOptions
+from ukedge.vmm._qemu_argv import QemuOptions, RamFile
 from ukedge.vmm.base import MachineSpec
 
 _VERSION = 1
 _META = "snapshot.json"
 _STATE = "vmstate"
+_RAM = "ram"
+#: The migration capability that leaves shared RAM (the template's file) out of the stream.
+_IGNORE_SHARED = [{"capability": "x-ignore-shared", "state": True}]
 #: QMP migration is rate-limited by default (128 MiB/s in QEMU 7.2); a local file is not a link.
 _BANDWIDTH = 1 << 40
 
 
 def state_file(path: Path) -> Path:
     return Path(path) / _STATE
+
+
+def template_ram(path: Path) -> RamFile | None:
+    """How a clone of the snapshot at ``path`` maps its RAM: privately from the template's RAM
+    file, or None for a snapshot whose stream carries the RAM."""
+    ram = Path(path) / _RAM
+    return RamFile(ram, shared=False) if ram.is_file() else None
+
+
+async def load_template(session: _qmp.Session) -> None:
+    """Start loading a template's device state into a clone started with ``-incoming defer``
+    (the capability must be set on both ends, and QEMU has no option for it)."""
+    await session.execute("migrate-set-capabilities", {"capabilities": _IGNORE_SHARED})
+    await session.execute("migrate-incoming", {"uri": "fd:3"})
 
 
 def _fingerprint(spec: MachineSpec, options: QemuOptions, accel: str) -> dict[str, Any]:
@@ -79,12 +107,15 @@ class SavedMachine(Protocol):
     def options(self) -> QemuOptions: ...
     @property
     def qmp_path(self) -> Path: ...
+    @property
+    def shared_ram(self) -> Path | None: ...
 
 
 def save(machine: SavedMachine, path: Path, *, resume: bool) -> None:
     """Migrate ``machine``'s state into ``path``/vmstate (QEMU pauses it for the final pass)
-    and record what it was made from."""
+    and record what it was made from; a template source's RAM file becomes ``path``/ram."""
     options = machine.options
+    shared_ram = machine.shared_ram
     meta = {
         "version": _VERSION,
         "backend": "qemu",
@@ -104,6 +135,8 @@ def save(machine: SavedMachine, path: Path, *, resume: bool) -> None:
             # No "stop" first: the stream records the run state at the final pause, and only a
             # running source makes restored machines start by themselves (no QMP round trip).
             await session.execute("migrate-set-parameters", {"max-bandwidth": _BANDWIDTH})
+            if shared_ram is not None:
+                await session.execute("migrate-set-capabilities", {"capabilities": _IGNORE_SHARED})
             await session.execute("migrate", {"uri": "fd:ukedge-snapshot"})
             while True:
                 info = await session.execute("query-migrate")
@@ -117,6 +150,9 @@ def save(machine: SavedMachine, path: Path, *, resume: bool) -> None:
                         machine.machine_id,
                     )
                 await asyncio.sleep(0.005)
+            if shared_ram is not None:
+                # Paused now, so the file holds exactly the RAM the stream's devices expect.
+                _keep_ram(shared_ram, path / _RAM, copy=resume)
             if resume:
                 await session.execute("cont")
 
@@ -124,9 +160,12 @@ def save(machine: SavedMachine, path: Path, *, resume: bool) -> None:
     except BaseException:
         os.close(fd)
         tmp.unlink(missing_ok=True)
+        if shared_ram is not None:
+            (path / _RAM).unlink(missing_ok=True)
         raise
     os.close(fd)
     tmp.replace(state_file(path))
+    meta["ram"] = "template" if shared_ram is not None else "stream"
     meta["seconds"] = round(time.monotonic() - started, 3)
     meta["bytes"] = state_file(path).stat().st_size
     meta_tmp = path / f".{_META}.tmp"
@@ -163,6 +202,23 @@ def adopt(path: Path, spec: MachineSpec, options: QemuOptions, accel: str) -> No
     meta_tmp.replace(path / _META)
 
 
+def _keep_ram(source: Path, target: Path, *, copy: bool) -> None:
+    """Make the paused source's RAM file the snapshot's: a hard link when the source ends
+    after the save (it never writes again), a copy when it resumes (it would write into the
+    template under every clone)."""
+    target.unlink(missing_ok=True)
+    if not copy:
+        try:
+            os.link(source, target)
+            return
+        except OSError as exc:
+            if exc.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK):
+                raise
+    tmp = target.with_name(f".{_RAM}.tmp")
+    shutil.copyfile(source, tmp)
+    tmp.replace(target)
+
+
 def check_compatible(spec: MachineSpec, options: QemuOptions, accel: str) -> None:
     """Refuse (UsageError) to restore ``spec`` from a snapshot made of a different machine."""
     assert spec.restore_from is not None
@@ -184,4 +240,11 @@ def check_compatible(spec: MachineSpec, options: QemuOptions, accel: str) -> Non
         raise UsageError(
             f"snapshot {path} was made of a different machine; start it with the same "
             f"settings or make a new snapshot ({'; '.join(diffs)})"
+        )
+    # A file cut short (or not QEMU's) would fail the restore late and obscurely.
+    ram = template_ram(path)
+    if ram is not None and ram.path.stat().st_size != spec.memory_mib << 20:
+        raise UsageError(
+            f"snapshot {path} has a RAM file of {ram.path.stat().st_size} bytes, not the "
+            f"{spec.memory_mib} MiB of its machine; make a new snapshot"
         )

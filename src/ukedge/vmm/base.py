@@ -51,7 +51,9 @@ class MachineSpec:
     machine's MAC address is derived from its ``machine_id``, so two machines on one node never
     share one. ``incoming`` starts the machine paused, waiting for a live migration stream on
     its incoming Unix socket (``MachinePaths.incoming``) instead of booting; it is given the
-    same kernel, initrds, memory and vCPUs as the machine that sends it.
+    same kernel, initrds, memory and vCPUs as the machine that sends it. ``template`` says the
+    machine will be saved as a snapshot for many clones: a backend that can keeps its RAM in a
+    file the snapshot then shares copy-on-write.
     """
 
     machine_id: str
@@ -65,6 +67,7 @@ class MachineSpec:
     restore_from: Path | None = None
     hostname: str | None = None
     incoming: bool = False
+    template: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "kernel", Path(self.kernel))
@@ -103,6 +106,7 @@ class MachineSpec:
             "restore_from": str(self.restore_from) if self.restore_from else None,
             "hostname": self.hostname,
             "incoming": self.incoming,
+            "template": self.template,
         }
 
     @classmethod
@@ -120,6 +124,7 @@ class MachineSpec:
             restore_from=Path(restore) if restore else None,
             hostname=data.get("hostname"),
             incoming=bool(data.get("incoming", False)),
+            template=bool(data.get("template", False)),
         )
 
 

@@ -41,6 +41,7 @@ from ukedge.vmm._paths import MachinePaths
 from ukedge.vmm._qemu_argv import (
     Accel,
     QemuOptions,
+    RamFile,
     build_argv,
     guest_mac,
 )
@@ -173,6 +174,12 @@ class _QemuMachine:
     def argv(self) -> list[str]:
         return list(self._record["argv"])
 
+    @property
+    def shared_ram(self) -> Path | None:
+        """The shared RAM file of a snapshot template's source, else None."""
+        ram = self._record.get("shared_ram")
+        return Path(ram) if ram else None
+
     def __repr__(self) -> str:
         return f"<QemuMachine {self.machine_id} pid={self.pid} {self.state.value}>"
 
@@ -224,7 +231,7 @@ class _QemuMachine:
             )
         return result
 
-    def _await_started(self, timeout: float, *, restored: bool) -> None:
+    def _await_started(self, timeout: float, *, restored: bool, deferred: bool = False) -> None:
         """Return once QEMU has set the machine up and runs the guest; raise if it gave up.
 
         QEMU answers on QMP only after every device and port forward is in place, so a
@@ -232,15 +239,23 @@ class _QemuMachine:
         instead of surfacing later as a FAILED machine. The guest boots meanwhile: waiting
         here costs the boot nothing. A restored machine is waited for until its state is
         loaded: connections accepted before that are lost when the saved network state
-        replaces the live one.
+        replaces the live one. ``deferred``: QEMU waits for ``migrate-incoming`` (a template
+        clone), sent once on the first session.
         """
         import asyncio
 
-        from ukedge.vmm import _qmp
+        from ukedge.vmm import _qmp, _snapshot
 
         deadline = time.monotonic() + timeout
+        pending = [deferred]
 
         async def poll(session: _qmp.Session) -> str:
+            if pending[0]:
+                pending[0] = False
+                try:
+                    await _snapshot.load_template(session)
+                except Exception as exc:  # final, not retried: the machine is killed below
+                    return f"refused: {exc}"
             while True:
                 info = await session.execute("query-status")
                 status = info.get("status") if isinstance(info, dict) else None
@@ -549,13 +564,19 @@ class _QemuBackend:
         paths.console.touch(mode=0o600)
         options = self._runtime_options()
         incoming = None
+        ram: RamFile | None = None
         if spec.restore_from is not None:
             _snapshot.check_compatible(spec, options, accel)
-            incoming = "fd:3"
+            ram = _snapshot.template_ram(spec.restore_from)
+            # A template's stream needs x-ignore-shared set first, which only QMP can do.
+            incoming = "fd:3" if ram is None else "defer"
         elif spec.incoming:
             paths.incoming.unlink(missing_ok=True)
             incoming = f"unix:{paths.incoming}"
-        argv = build_argv(spec, options, accel, paths, initrd, incoming=incoming)
+        elif spec.template and options.template_snapshots and not options.balloon:
+            paths.ram.unlink(missing_ok=True)  # never reuse an earlier run's RAM
+            ram = RamFile(paths.ram, shared=True)
+        argv = build_argv(spec, options, accel, paths, initrd, incoming=incoming, ram=ram)
         try:
             state_file = _snapshot.state_file(spec.restore_from) if spec.restore_from else None
             pid = _proc.spawn_detached(argv, paths.log, fd3=state_file, no_thp=options.no_thp)
@@ -578,12 +599,17 @@ class _QemuBackend:
             "stop_requested": False,
             "killed": False,
             "final": None,
+            "shared_ram": str(ram.path) if ram is not None and ram.shared else None,
         }
         _atomic_write_json(paths.state, record)
         log.debug("started machine %s: pid %d, %s", spec.machine_id, pid, " ".join(argv))
         machine = _QemuMachine(paths, record)
         if self.options.confirm_start or spec.restore_from is not None:
-            machine._await_started(self.start_timeout, restored=spec.restore_from is not None)
+            machine._await_started(
+                self.start_timeout,
+                restored=spec.restore_from is not None,
+                deferred=incoming == "defer",
+            )
         return machine
 
     def adopt_snapshot(self, path: Path, spec: MachineSpec) -> None:

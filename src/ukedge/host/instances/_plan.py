@@ -99,8 +99,9 @@ def plan_run(
                 "cmdline": config.boot.cmdline,
                 "backend": backend_name,
                 # Bumped when the way a snapshot is made changes (zeroed-1: the prewarm boot
-                # zeroes what it frees, so a resumed guest never faults those pages in).
-                "snapshot": "zeroed-1",
+                # zeroes what it frees, so a resumed guest never faults those pages in;
+                # template-1: its RAM is a file clones map copy-on-write, block ``pc.ram``).
+                "snapshot": "zeroed-1,template-1",
             }
         )
     ).split(":", 1)[1]
@@ -143,6 +144,7 @@ def machine_spec(
         ),
         memory_mib=plan.memory_mib,
         vcpus=plan.vcpus,
+        template=snapshot_source,
         ports=ports,
         restore_from=restore_from,
         hostname=plan.hostname,
