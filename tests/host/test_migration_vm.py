@@ -471,3 +471,29 @@ def test_a_source_agent_killed_mid_move_resumes_its_instance_on_restart(
     assert b.client().list(all_instances=True) == []
     events = (a.data / "instances" / "events.jsonl").read_text().splitlines()
     assert any(json.loads(e)["action"] == "migrate-failed" for e in events)
+
+
+@pytest.mark.parametrize("mode", [Mode.SNAPSHOT, Mode.LIVE])
+def test_a_clone_of_a_template_moves_to_a_node_without_the_template(
+    agents: tuple[AgentProcess, AgentProcess], mode: Mode
+) -> None:
+    """A clone maps its template's RAM file privately; the node it moves to has no template, so
+    the stream must carry the clone's RAM in full and name it as a plain machine's."""
+    a, b = agents
+    port_a, port_b = free_port(), free_port()
+    a.client().prewarm(run_request(image="sensor-agg:1"))
+    source = _sensor(a, port_a)
+    assert source.get("agg").restored  # resumed from the template, not booted
+    _post(port_a, 11)
+    status = move_instance(
+        source,
+        "agg",
+        b.client(),
+        mode=mode,
+        ports=[PortMapping(host_port=port_b, guest_port=8080)],
+    )
+    assert status.step is Step.DONE and status.error is None, status
+    assert _accepted(port_b) == 11
+    _post(port_b, 2)
+    assert _accepted(port_b) == 13
+    assert source.list(all_instances=True) == []

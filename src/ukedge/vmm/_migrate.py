@@ -20,6 +20,7 @@ from typing import Any, Protocol
 
 from ukedge.errors import MachineError
 from ukedge.vmm import _qmp
+from ukedge.vmm._snapshot import ignore_shared
 
 __all__ = ["send", "wait_loaded"]
 
@@ -42,7 +43,12 @@ def send(
     async def body(session: _qmp.Session) -> dict[str, Any]:
         await session.execute(
             "migrate-set-capabilities",
-            {"capabilities": [{"capability": "auto-converge", "state": auto_converge}]},
+            {
+                "capabilities": [
+                    {"capability": "auto-converge", "state": auto_converge},
+                    ignore_shared(False),  # the whole RAM goes, a clone's too
+                ]
+            },
         )
         await session.execute(
             "migrate-set-parameters",

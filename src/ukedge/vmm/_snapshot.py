@@ -54,8 +54,19 @@ _VERSION = 1
 _META = "snapshot.json"
 _STATE = "vmstate"
 _RAM = "ram"
-#: The migration capability that leaves shared RAM (the template's file) out of the stream.
-_IGNORE_SHARED = [{"capability": "x-ignore-shared", "state": True}]
+
+
+def ignore_shared(state: bool) -> dict[str, Any]:
+    """The migration capability that leaves shared RAM (a template's file) out of the stream.
+
+    Said explicitly on every outgoing stream: a clone loaded its template with it on, QEMU keeps
+    capabilities for the process's life, and a stream sent with it on only loads where it is on
+    too (a clone moving to another node, whose receiving machine has no template, would fail
+    with "load of migration failed: Invalid argument").
+    """
+    return {"capability": "x-ignore-shared", "state": state}
+
+
 #: QMP migration is rate-limited by default (128 MiB/s in QEMU 7.2); a local file is not a link.
 _BANDWIDTH = 1 << 40
 
@@ -74,7 +85,7 @@ def template_ram(path: Path) -> RamFile | None:
 async def load_template(session: _qmp.Session) -> None:
     """Start loading a template's device state into a clone started with ``-incoming defer``
     (the capability must be set on both ends, and QEMU has no option for it)."""
-    await session.execute("migrate-set-capabilities", {"capabilities": _IGNORE_SHARED})
+    await session.execute("migrate-set-capabilities", {"capabilities": [ignore_shared(True)]})
     await session.execute("migrate-incoming", {"uri": "fd:3"})
 
 
@@ -135,8 +146,10 @@ def save(machine: SavedMachine, path: Path, *, resume: bool) -> None:
             # No "stop" first: the stream records the run state at the final pause, and only a
             # running source makes restored machines start by themselves (no QMP round trip).
             await session.execute("migrate-set-parameters", {"max-bandwidth": _BANDWIDTH})
-            if shared_ram is not None:
-                await session.execute("migrate-set-capabilities", {"capabilities": _IGNORE_SHARED})
+            await session.execute(
+                "migrate-set-capabilities",
+                {"capabilities": [ignore_shared(shared_ram is not None)]},
+            )
             await session.execute("migrate", {"uri": "fd:ukedge-snapshot"})
             while True:
                 info = await session.execute("query-migrate")
