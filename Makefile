@@ -55,6 +55,7 @@ bench: deps venv kernel
 	$(PY) bench/ondemand.py
 	$(PY) bench/cli.py
 	$(PY) bench/sign.py
+	$(PY) bench/migrate.py
 
 # The same app as unikernel, container, full VM and process (issue 14); the report lands in
 # docs/compare/. Target-specific: deps installs COMPARE_PACKAGES too when this target runs it.

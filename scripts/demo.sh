@@ -2,9 +2,11 @@
 # `make demo`: the main job end to end on the embedded defaults, as far as the platform goes today:
 # kernel (cached) → build both examples → push them to a hub and pull them back → run hello-c in
 # the foreground → run sensor-agg (as pulled from the hub) detached with a published port, feed
-# it readings, read its stats and results → stop and remove it → start a host agent (edge node)
-# that pulls from the hub, run sensor-agg on it with `--host`, kill -9 the agent, start it again
-# and find the instance still running → an on-demand instance that boots on the first request →
+# it readings, read its stats and results → stop and remove it → sign sensor-agg with a new key
+# → start a host agent (edge node) that pulls from the hub and runs only signed images (an
+# unsigned one is refused), run sensor-agg on it with `--host`, kill -9 the agent, start it
+# again and find the instance still running → live-migrate it to a second agent with its
+# memory (the readings it counted) → an on-demand instance that boots on the first request →
 # a fleet of one with `ukedge up` (controller + hub + local agent in one process): push
 # sensor-agg to its hub, deploy two replicas through the controller, post readings to both and
 # watch their results stream back to the centre, then stop it all.
@@ -19,6 +21,10 @@ HUB_PID=
 AGENT_PORT=${DEMO_AGENT_PORT:-17600}
 AGENT_DATA=$(mktemp -d)
 AGENT_PID=
+AGENT2_PORT=$((AGENT_PORT + 5))
+AGENT2_DATA=$(mktemp -d)
+AGENT2_PID=
+KEYS=$(mktemp -d)
 UP_DATA=$(mktemp -d)
 UP_PID=
 FOLLOW_PID=
@@ -38,7 +44,12 @@ cleanup() {
     UKEDGE_HOST="unix://$AGENT_DATA/agent.sock" $UKEDGE rm -f edge-sensor edge-ondemand >/dev/null 2>&1
     kill "$AGENT_PID" 2>/dev/null
   fi
-  rm -rf "$HUB_DATA" "$HUB_DATA.log" "$AGENT_DATA" "$AGENT_DATA.log"
+  if [ -n "$AGENT2_PID" ]; then
+    UKEDGE_HOST="unix://$AGENT2_DATA/agent.sock" $UKEDGE rm -f edge-sensor >/dev/null 2>&1
+    kill "$AGENT2_PID" 2>/dev/null
+  fi
+  rm -rf "$HUB_DATA" "$HUB_DATA.log" "$AGENT_DATA" "$AGENT_DATA.log" "$KEYS"
+  rm -rf "$AGENT2_DATA" "$AGENT2_DATA.log"
   rm -rf "$UP_DATA" "$UP_DATA.out" "$UP_DATA.log"
   exit "$status"
 }
@@ -102,21 +113,39 @@ $UKEDGE stop demo-sensor
 $UKEDGE ps -a
 $UKEDGE rm demo-sensor
 
+step "sign sensor-agg with a new key (cosign's format, stored in the hub beside the image)"
+export UKEDGE_KEY_PASSWORD=demo
+$UKEDGE key generate --output-key-prefix "$KEYS/demo"
+$UKEDGE sign "$HUB/demo/sensor-agg:1" --key "$KEYS/demo.key"
+$UKEDGE verify "$HUB/demo/sensor-agg:1" --key "$KEYS/demo.pub"
+unset UKEDGE_KEY_PASSWORD
+# The nodes' policy: images of demo/* from this hub must carry a signature by that key.
+cat >"$KEYS/policy.toml" <<POLICY
+[[rule]]
+registry = "$HUB"
+repository = "demo/*"
+keys = ["demo.pub"]
+unsigned = "reject"
+POLICY
+
+# start_agent NAME PORT DATA: an edge node that pulls from the hub and enforces the policy.
 start_agent() {
-  $UKEDGE host serve --addr "127.0.0.1:$AGENT_PORT" --data "$AGENT_DATA" --hub "$HUB" \
-    --name edge-1 --labels site=demo --log-format text 2>>"$AGENT_DATA.log" &
-  AGENT_PID=$!
+  local name=$1 port=$2 data=$3
+  $UKEDGE host serve --addr "127.0.0.1:$port" --data "$data" --hub "$HUB" --name "$name" \
+    --labels site=demo --policy "$KEYS/policy.toml" --log-format text 2>>"$data.log" &
+  STARTED_PID=$!
   for _ in $(seq 1 200); do
     # Our agent's socket, not just any agent on the port.
-    [ -S "$AGENT_DATA/agent.sock" ] && curl -fsS "http://127.0.0.1:$AGENT_PORT/healthz" >/dev/null 2>&1 && return
-    kill -0 "$AGENT_PID" 2>/dev/null || break
+    [ -S "$data/agent.sock" ] && curl -fsS "http://127.0.0.1:$port/healthz" >/dev/null 2>&1 && return
+    kill -0 "$STARTED_PID" 2>/dev/null || break
     sleep 0.1
   done
-  echo "the agent did not start; its log:" >&2; cat "$AGENT_DATA.log" >&2; exit 1
+  echo "the agent $name did not start; its log:" >&2; cat "$data.log" >&2; exit 1
 }
 
-step "start a host agent (edge node edge-1) that pulls from the hub at $HUB"
-start_agent
+step "start a host agent (edge node edge-1) that pulls from the hub at $HUB, signed images only"
+start_agent edge-1 "$AGENT_PORT" "$AGENT_DATA"
+AGENT_PID=$STARTED_PID
 export UKEDGE_HOST="http://127.0.0.1:$AGENT_PORT"
 UKEDGE_HOST_TOKEN=$(cat "$AGENT_DATA/token")
 export UKEDGE_HOST_TOKEN
@@ -131,15 +160,37 @@ for _ in $(seq 1 100); do
 done
 $UKEDGE ps
 $UKEDGE images
+echo "hello-c was pushed unsigned; the node refuses it:"
+if $UKEDGE run --rm demo/hello-c:1 2>&1; then echo "expected a refusal" >&2; exit 1; fi
 
 step "kill -9 the agent and start it again: the VM kept running and is re-adopted"
 kill -9 "$AGENT_PID"; wait "$AGENT_PID" 2>/dev/null || true
 curl -fsS "http://127.0.0.1:$AGENT_APP_PORT/healthz"; echo " (served while no agent runs)"
-start_agent
+start_agent edge-1 "$AGENT_PORT" "$AGENT_DATA"
+AGENT_PID=$STARTED_PID
 $UKEDGE ps
 $UKEDGE stats
-$UKEDGE stop edge-sensor
-$UKEDGE rm edge-sensor
+
+step "live-migrate sensor-agg to a second node (edge-2) with its memory: the counts move along"
+start_agent edge-2 "$AGENT2_PORT" "$AGENT2_DATA"
+AGENT2_PID=$STARTED_PID
+curl -fsS -X POST -H 'Content-Type: application/json' \
+  -d '[{"sensor":"t1","value":20},{"sensor":"t1","value":21},{"sensor":"t2","value":5}]' \
+  "http://127.0.0.1:$AGENT_APP_PORT/readings" >/dev/null
+BEFORE=$(curl -fsS "http://127.0.0.1:$AGENT_APP_PORT/healthz")
+echo "before, on edge-1: $BEFORE"
+MOVED_PORT=$((PORT + 5))
+$UKEDGE migrate edge-sensor --to "http://127.0.0.1:$AGENT2_PORT" \
+  --to-token "$(cat "$AGENT2_DATA/token")" --mode live -p "$MOVED_PORT:8080"
+AFTER=$(curl -fsS "http://127.0.0.1:$MOVED_PORT/healthz")
+echo "after, on edge-2:  $AFTER"
+[ "$AFTER" = "$BEFORE" ] || { echo "the app's counts did not move with it" >&2; exit 1; }
+UKEDGE_HOST="http://127.0.0.1:$AGENT2_PORT" UKEDGE_HOST_TOKEN=$(cat "$AGENT2_DATA/token") \
+  $UKEDGE ps
+UKEDGE_HOST="unix://$AGENT2_DATA/agent.sock" $UKEDGE stop edge-sensor
+UKEDGE_HOST="unix://$AGENT2_DATA/agent.sock" $UKEDGE rm edge-sensor
+kill "$AGENT2_PID"; wait "$AGENT2_PID" 2>/dev/null || true
+AGENT2_PID=
 
 step "an on-demand instance: the agent listens, the first request boots the VM, idling stops it"
 OD_PORT=$((PORT + 2))
