@@ -22,10 +22,13 @@ Per instance it reports three measures of the host memory an idle instance costs
   instances: what the host really lost, including memory no process maps (QEMU's page tables,
   kernel slab); other work on the machine adds noise to it, and clean file pages (the mapped
   vmlinux and initrd, a template's RAM file) count as available.
-For the last instance of each row it also splits the RSS by mapping (/proc/<pid>/smaps): QEMU's
-binary and shared libraries, other mapped files (a template's RAM file, the kernel, the initrd),
-the TCG translation cache (QEMU's only anonymous executable mapping), the heap, and the rest of
-the anonymous memory (guest RAM when it is not a file, thread stacks, malloc arenas).
+It also reports the disk each instance's own directory takes (what a start writes: logs, the
+joined initramfs of a booted machine; the pages written sit in the host's page cache, where
+MemAvailable counts them as available). For the last instance of each row it splits the RSS by
+mapping (/proc/<pid>/smaps): QEMU's binary and shared libraries, other mapped files (a
+template's RAM file, the kernel, the initrd), the TCG translation cache (QEMU's only anonymous
+executable mapping), the heap, and the rest of the anonymous memory (guest RAM when it is not
+a file, thread stacks, malloc arenas).
 The baseline, measured in the same run, is the same app as a plain host process
 (`python3 -S -u main.py`, as in bench/boot.py), several at once, by the same measures.
 
@@ -101,6 +104,8 @@ class Row:
     #: Host CPU the idle instances used while settling, percent of one core per instance.
     idle_cpu_pct: list[float] = field(default_factory=list)
     stopped_by: str = ""
+    #: Disk used by each instance's own directory, bytes.
+    disk: list[int] = field(default_factory=list)
     #: RSS of the last instance by kind of mapping (:func:`_smaps_split`).
     split: dict[str, int] = field(default_factory=dict)
 
@@ -118,6 +123,7 @@ class Row:
             "pss_mean": sum(self.pss) / n,
             "avail_drop_per_instance": self.avail_drop / n,
             "rss_split_last_instance": self.split,
+            "disk_median": statistics.median(self.disk) if self.disk else None,
             "idle_cpu_pct_median": statistics.median(self.idle_cpu_pct)
             if self.idle_cpu_pct
             else None,
@@ -154,6 +160,11 @@ def _smaps_split(pid: int) -> dict[str, int]:
         elif head and head[0] == "Rss:":
             split[kind] += int(head[1]) * 1024
     return split
+
+
+def _disk(path: Path) -> int:
+    """Bytes of disk the files under ``path`` take (allocated blocks, not apparent sizes)."""
+    return sum(p.lstat().st_blocks * 512 for p in path.rglob("*") if p.is_file())
 
 
 def _mem_available() -> int:
@@ -303,6 +314,7 @@ def bench_vm(
             row.rss.append(rss)
             row.pss.append(pss)
         row.split = _smaps_split(pids[-1])
+        row.disk = [_disk(manager.root / iid) for iid in instances]
     finally:
         # Every instance of this manager is the bench's (its root is a temporary directory),
         # including one whose run() was interrupted before it returned.
@@ -482,6 +494,7 @@ def _print(f: dict[str, object]) -> None:
         "PSS",
         "MemAvail",
         "idle CPU %",
+        "disk (med)",
     ):
         table.add_column(col)
     for row in f["rows"]:  # type: ignore[attr-defined]
@@ -495,6 +508,7 @@ def _print(f: dict[str, object]) -> None:
             _mib(row["avail_drop_per_instance"]),
             *(f"{per[k]:.1f}" if per[k] else "-" for k in ("rss", "pss", "mem_available")),
             f"{row['idle_cpu_pct_median']:.1f}" if row["idle_cpu_pct_median"] is not None else "-",
+            _mib(row["disk_median"]),
         )
     out.print(table)
     split = Table(title="RSS of the last instance of each row by mapping (MiB)")
