@@ -135,15 +135,15 @@ class Row:
         }
 
 
-def _smaps_split(pid: int) -> dict[str, int]:
-    """RSS of ``pid`` by kind of mapping (the keys of :data:`SPLIT`), from /proc/<pid>/smaps.
+def _smaps_split(smaps: str) -> dict[str, int]:
+    """RSS by kind of mapping (the keys of :data:`SPLIT`) from a /proc/<pid>/smaps text.
 
     QEMU's binary and libraries are file mappings under /usr or a ``.so``; the TCG cache is
     the one anonymous mapping that is executable.
     """
     split = dict.fromkeys(SPLIT, 0)
     kind = "anon"
-    for line in Path(f"/proc/{pid}/smaps").read_text().splitlines():
+    for line in smaps.splitlines():
         head = line.split(maxsplit=5)
         if head and "-" in head[0] and not head[0].endswith(":"):  # a mapping's first line
             name = head[5] if len(head) > 5 else ""
@@ -313,7 +313,7 @@ def bench_vm(
             rss, pss = _proc_mem(pid)
             row.rss.append(rss)
             row.pss.append(pss)
-        row.split = _smaps_split(pids[-1])
+        row.split = _smaps_split(Path(f"/proc/{pids[-1]}/smaps").read_text())
         row.disk = [_disk(manager.root / iid) for iid in instances]
     finally:
         # Every instance of this manager is the bench's (its root is a temporary directory),
