@@ -22,6 +22,13 @@ Per instance it reports three measures of the host memory an idle instance costs
   instances: what the host really lost, including memory no process maps (QEMU's page tables,
   kernel slab); other work on the machine adds noise to it, and clean file pages (the mapped
   vmlinux and initrd, a template's RAM file) count as available.
+It also reports the disk each instance's own directory takes (what a start writes: logs, the
+joined initramfs of a booted machine; the pages written sit in the host's page cache, where
+MemAvailable counts them as available). For the last instance of each row it splits the RSS by
+mapping (/proc/<pid>/smaps): QEMU's binary and shared libraries, other mapped files (a
+template's RAM file, the kernel, the initrd), the TCG translation cache (QEMU's only anonymous
+executable mapping), the heap, and the rest of the anonymous memory (guest RAM when it is not
+a file, thread stacks, malloc arenas).
 The baseline, measured in the same run, is the same app as a plain host process
 (`python3 -S -u main.py`, as in bench/boot.py), several at once, by the same measures.
 
@@ -75,6 +82,10 @@ ROWS = {
     "resumed-stream": "VM, resumed from stream (own RAM copy)",
     "cold": "VM, cold boot",
 }
+#: Backend options of a row beyond the run's own (``--tb-size``).
+ROW_OPTIONS: dict[str, dict[str, object]] = {"resumed-stream": {"template_snapshots": False}}
+#: The parts :func:`_smaps_split` divides a QEMU's RSS into.
+SPLIT = ("qemu+libs", "files", "tcg", "heap", "anon")
 console = Console(stderr=True)
 
 
@@ -93,6 +104,10 @@ class Row:
     #: Host CPU the idle instances used while settling, percent of one core per instance.
     idle_cpu_pct: list[float] = field(default_factory=list)
     stopped_by: str = ""
+    #: Disk used by each instance's own directory, bytes.
+    disk: list[int] = field(default_factory=list)
+    #: RSS of the last instance by kind of mapping (:func:`_smaps_split`).
+    split: dict[str, int] = field(default_factory=dict)
 
     def figures(self) -> dict[str, object]:
         n = max(self.started, 1)
@@ -107,6 +122,8 @@ class Row:
             "rss_mean": sum(self.rss) / n,
             "pss_mean": sum(self.pss) / n,
             "avail_drop_per_instance": self.avail_drop / n,
+            "rss_split_last_instance": self.split,
+            "disk_median": statistics.median(self.disk) if self.disk else None,
             "idle_cpu_pct_median": statistics.median(self.idle_cpu_pct)
             if self.idle_cpu_pct
             else None,
@@ -116,6 +133,38 @@ class Row:
                 "mem_available": GIB / (self.avail_drop / n) if self.avail_drop > 0 else None,
             },
         }
+
+
+def _smaps_split(smaps: str) -> dict[str, int]:
+    """RSS by kind of mapping (the keys of :data:`SPLIT`) from a /proc/<pid>/smaps text.
+
+    QEMU's binary and libraries are file mappings under /usr or a ``.so``; the TCG cache is
+    the one anonymous mapping that is executable.
+    """
+    split = dict.fromkeys(SPLIT, 0)
+    kind = "anon"
+    for line in smaps.splitlines():
+        head = line.split(maxsplit=5)
+        if head and "-" in head[0] and not head[0].endswith(":"):  # a mapping's first line
+            name = head[5] if len(head) > 5 else ""
+            if name == "[heap]":
+                kind = "heap"
+            elif name.startswith("/usr/") or ".so" in Path(name).name:
+                kind = "qemu+libs"
+            elif name.startswith("/"):
+                kind = "files"
+            elif "x" in head[1]:
+                kind = "tcg"
+            else:
+                kind = "anon"
+        elif head and head[0] == "Rss:":
+            split[kind] += int(head[1]) * 1024
+    return split
+
+
+def _disk(path: Path) -> int:
+    """Bytes of disk the files under ``path`` take (allocated blocks, not apparent sizes)."""
+    return sum(p.lstat().st_blocks * 512 for p in path.rglob("*") if p.is_file())
 
 
 def _mem_available() -> int:
@@ -264,6 +313,8 @@ def bench_vm(
             rss, pss = _proc_mem(pid)
             row.rss.append(rss)
             row.pss.append(pss)
+        row.split = _smaps_split(Path(f"/proc/{pids[-1]}/smaps").read_text())
+        row.disk = [_disk(manager.root / iid) for iid in instances]
     finally:
         # Every instance of this manager is the bench's (its root is a temporary directory),
         # including one whose run() was interrupted before it returned.
@@ -375,11 +426,10 @@ def main() -> int:
         for mode in rows_wanted:
             # A manager (own root, so its own prewarm snapshot) per row: the snapshot path is
             # a backend option.
-            template = mode != "resumed-stream"
             manager = InstanceManager(
                 work / f"instances-{mode}",
                 store,
-                vmm.create("qemu", {**backend_options, "template_snapshots": template}),
+                vmm.create("qemu", {**backend_options, **ROW_OPTIONS.get(mode, {})}),
                 UnpackedLayers(paths.cache_dir() / "unpacked"),
             )
             if mode != "cold":
@@ -444,6 +494,7 @@ def _print(f: dict[str, object]) -> None:
         "PSS",
         "MemAvail",
         "idle CPU %",
+        "disk (med)",
     ):
         table.add_column(col)
     for row in f["rows"]:  # type: ignore[attr-defined]
@@ -457,8 +508,17 @@ def _print(f: dict[str, object]) -> None:
             _mib(row["avail_drop_per_instance"]),
             *(f"{per[k]:.1f}" if per[k] else "-" for k in ("rss", "pss", "mem_available")),
             f"{row['idle_cpu_pct_median']:.1f}" if row["idle_cpu_pct_median"] is not None else "-",
+            _mib(row["disk_median"]),
         )
     out.print(table)
+    split = Table(title="RSS of the last instance of each row by mapping (MiB)")
+    split.add_column("row")
+    for col in SPLIT:
+        split.add_column(col)
+    for row in f["rows"]:  # type: ignore[attr-defined]
+        if row["rss_split_last_instance"]:
+            split.add_row(row["label"], *(_mib(row["rss_split_last_instance"][k]) for k in SPLIT))
+    out.print(split)
     for row in f["rows"]:  # type: ignore[attr-defined]
         start = row["start_s"]
         out.print(

@@ -60,7 +60,8 @@ def test_snapshot_restores_clones_with_their_own_ports(
     guest: Any, tmp_path: Path, template: bool, options: dict[str, object], ram: bool
 ) -> None:
     """A listening app is saved once and restored twice; each clone answers on its own port.
-    A template's RAM file is the same after both clones ran (they map it privately)."""
+    A template's RAM file is the same after both clones ran (they map it privately). Clones
+    start without an initramfs (nothing reads it after a restore)."""
     from ukedge.errors import UsageError
     from ukedge.ports import PortMapping
     from ukedge.vmm import MachineSpec, MachineState
@@ -105,6 +106,11 @@ def test_snapshot_restores_clones_with_their_own_ports(
                     time.sleep(0.1)
             # The restored app never booted: nothing but what QEMU appended after the restore.
             assert "conformance app listening" not in clone.console_path.read_text()
+            # ... so it gets no initramfs: none joined into its directory, none on its argv
+            # (the source, booted from two archives, had its joined copy).
+            assert "-initrd" not in clone.argv
+            assert not (clone.workdir / "initrd.img").exists()
+            assert (source.workdir / "initrd.img").is_file()
         for clone in clones:
             assert clone.stop(timeout=BOOT_TIMEOUT) == 143  # echo mode dies of SIGTERM
         if ram:
