@@ -36,7 +36,6 @@ that maps it ends.
 
 from __future__ import annotations
 
-import asyncio
 import errno
 import json
 import os
@@ -45,8 +44,9 @@ import time
 from pathlib import Path
 from typing import Any, Protocol
 
-from ukedge.errors import MachineError, UsageError
+from ukedge.errors import UsageError
 from ukedge.vmm import _qmp
+from ukedge.vmm._migrate import BANDWIDTH, completed
 from ukedge.vmm._qemu_argv import QemuOptions, RamFile
 from ukedge.vmm.base import MachineSpec
 
@@ -56,8 +56,6 @@ _STATE = "vmstate"
 _RAM = "ram"
 #: The migration capability that leaves shared RAM (the template's file) out of the stream.
 _IGNORE_SHARED = [{"capability": "x-ignore-shared", "state": True}]
-#: QMP migration is rate-limited by default (128 MiB/s in QEMU 7.2); a local file is not a link.
-_BANDWIDTH = 1 << 40
 
 
 def state_file(path: Path) -> Path:
@@ -134,22 +132,11 @@ def save(machine: SavedMachine, path: Path, *, resume: bool) -> None:
             await session.execute("getfd", {"fdname": "ukedge-snapshot"})
             # No "stop" first: the stream records the run state at the final pause, and only a
             # running source makes restored machines start by themselves (no QMP round trip).
-            await session.execute("migrate-set-parameters", {"max-bandwidth": _BANDWIDTH})
+            await session.execute("migrate-set-parameters", {"max-bandwidth": BANDWIDTH})
             if shared_ram is not None:
                 await session.execute("migrate-set-capabilities", {"capabilities": _IGNORE_SHARED})
             await session.execute("migrate", {"uri": "fd:ukedge-snapshot"})
-            while True:
-                info = await session.execute("query-migrate")
-                status = info.get("status") if isinstance(info, dict) else None
-                if status == "completed":
-                    break
-                if status in ("failed", "cancelled"):
-                    desc = info.get("error-desc", status) if isinstance(info, dict) else status
-                    raise MachineError(
-                        f"snapshot of machine {machine.machine_id} failed: {desc}",
-                        machine.machine_id,
-                    )
-                await asyncio.sleep(0.005)
+            await completed(session, machine.machine_id, "snapshot")
             if shared_ram is not None:
                 # Paused now, so the file holds exactly the RAM the stream's devices expect.
                 _keep_ram(shared_ram, path / _RAM, copy=resume)
@@ -168,9 +155,7 @@ def save(machine: SavedMachine, path: Path, *, resume: bool) -> None:
     meta["ram"] = "template" if shared_ram is not None else "stream"
     meta["seconds"] = round(time.monotonic() - started, 3)
     meta["bytes"] = state_file(path).stat().st_size
-    meta_tmp = path / f".{_META}.tmp"
-    meta_tmp.write_text(json.dumps(meta, indent=2, sort_keys=True))
-    meta_tmp.replace(path / _META)
+    _write_meta(path, meta)
 
 
 def adopt(path: Path, spec: MachineSpec, options: QemuOptions, accel: str) -> None:
@@ -196,7 +181,12 @@ def adopt(path: Path, spec: MachineSpec, options: QemuOptions, accel: str) -> No
             f"the machine state sent to {path} cannot resume here; run both nodes with the "
             f"same QEMU settings ({'; '.join(diffs)})"
         )
-    meta = {**sent, "fingerprint": want, "adopted_at": time.time()}
+    _write_meta(path, {**sent, "fingerprint": want, "adopted_at": time.time()})
+
+
+def _write_meta(path: Path, meta: dict[str, Any]) -> None:
+    """Write the snapshot's record under a temporary name and rename it into place, so a
+    reader never sees a half-written one."""
     meta_tmp = path / f".{_META}.tmp"
     meta_tmp.write_text(json.dumps(meta, indent=2, sort_keys=True))
     meta_tmp.replace(path / _META)
