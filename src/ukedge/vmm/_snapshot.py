@@ -167,21 +167,34 @@ def adopt(path: Path, spec: MachineSpec, options: QemuOptions, accel: str) -> No
         sent = json.loads((path / _META).read_text())
     except (OSError, ValueError) as exc:
         raise UsageError(f"{path} is not a machine snapshot ({_META}: {exc})") from None
-    if sent.get("version") != _VERSION or not state_file(path).is_file():
-        raise UsageError(f"{path} is not a complete version-{_VERSION} machine snapshot")
+    _require_complete(path, sent)
     want = _fingerprint(spec, options, accel)
-    have = sent.get("fingerprint", {})
-    diffs = [
-        f"{k}: sender {have.get(k)!r}, here {v!r}"
-        for k, v in want.items()
-        if k != "kernel" and have.get(k) != v
-    ]
+    diffs = _differences(sent, want, ("sender", "here"), skip="kernel")
     if diffs:
         raise UsageError(
             f"the machine state sent to {path} cannot resume here; run both nodes with the "
             f"same QEMU settings ({'; '.join(diffs)})"
         )
     _write_meta(path, {**sent, "fingerprint": want, "adopted_at": time.time()})
+
+
+def _require_complete(path: Path, meta: dict[str, Any]) -> None:
+    if meta.get("version") != _VERSION or not state_file(path).is_file():
+        raise UsageError(f"{path} is not a complete version-{_VERSION} machine snapshot")
+
+
+def _differences(
+    meta: dict[str, Any], want: dict[str, Any], labels: tuple[str, str], skip: str = ""
+) -> list[str]:
+    """Each fingerprint entry the snapshot's record (``meta``) has other than ``want``, as
+    "key: <recorded> <value>, <wanted> <value>" (``labels`` name the two sides)."""
+    have = meta.get("fingerprint", {})
+    theirs, ours = labels
+    return [
+        f"{k}: {theirs} {have.get(k)!r}, {ours} {v!r}"
+        for k, v in want.items()
+        if k != skip and have.get(k) != v
+    ]
 
 
 def _write_meta(path: Path, meta: dict[str, Any]) -> None:
@@ -219,13 +232,8 @@ def check_compatible(spec: MachineSpec, options: QemuOptions, accel: str) -> Non
         raise UsageError(f"{path} is not a machine snapshot (no {_META})") from None
     except (OSError, ValueError) as exc:
         raise UsageError(f"cannot read snapshot {path}: {exc}") from exc
-    if meta.get("version") != _VERSION or not state_file(path).is_file():
-        raise UsageError(f"{path} is not a complete version-{_VERSION} machine snapshot")
-    want = _fingerprint(spec, options, accel)
-    have = meta.get("fingerprint", {})
-    diffs = [
-        f"{k}: snapshot {have.get(k)!r}, now {v!r}" for k, v in want.items() if have.get(k) != v
-    ]
+    _require_complete(path, meta)
+    diffs = _differences(meta, _fingerprint(spec, options, accel), ("snapshot", "now"))
     if diffs:
         raise UsageError(
             f"snapshot {path} was made of a different machine; start it with the same "
