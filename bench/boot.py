@@ -24,8 +24,6 @@ import argparse
 import json
 import os
 import platform
-import socket
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -33,13 +31,13 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import httpx
+from _common import bench_home, free_port, instance_manager, spread, wait_http
 from rich.console import Console
 from rich.table import Table
 
-from ukedge import paths, vmm
+from ukedge import vmm
 from ukedge.build import build_image
-from ukedge.host import InstanceManager, RunRequest, UnpackedLayers, parse_port_mapping
+from ukedge.host import InstanceManager, RunRequest, parse_port_mapping
 from ukedge.image import ImageStore
 from ukedge.units import format_size
 
@@ -48,23 +46,9 @@ EXAMPLES = ROOT / "examples"
 console = Console()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _wait_http(url: str, deadline_s: float = 60.0) -> None:
-    deadline = time.monotonic() + deadline_s
-    with httpx.Client(timeout=1.0) as client:
-        while time.monotonic() < deadline:
-            try:
-                if client.get(url).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.005)
-    raise RuntimeError(f"{url} not ready after {deadline_s}s")
+def _wait_http(url: str) -> None:
+    """Ready: ``url`` answers (1 s per request, as every boot figure so far was taken)."""
+    wait_http(url, request_timeout=1.0)
 
 
 def _proc_mem(pid: int) -> tuple[int, int]:
@@ -76,10 +60,6 @@ def _proc_mem(pid: int) -> tuple[int, int]:
         elif line.startswith("Pss:"):
             pss = int(line.split()[1]) * 1024
     return rss, pss
-
-
-def _spread(samples: list[float]) -> dict[str, float]:
-    return {"min": min(samples), "median": statistics.median(samples), "max": max(samples)}
 
 
 def _runs(n: int, once: Callable[[], float]) -> list[float]:
@@ -128,7 +108,7 @@ def bench_sensor(
     runner = manager
 
     def vm_once() -> float:
-        port = _free_port()
+        port = free_port()
         began = time.perf_counter()
         instance = runner.run(
             RunRequest(
@@ -145,7 +125,7 @@ def bench_sensor(
         return elapsed
 
     def host_once() -> float:
-        port = _free_port()
+        port = free_port()
         env = {**os.environ, "PORT": str(port), "RESULTS_FILE": str(work / "results.jsonl")}
         began = time.perf_counter()
         proc = subprocess.Popen(
@@ -196,8 +176,7 @@ def main() -> int:
 
     with tempfile.TemporaryDirectory(prefix="ukedge-bench-") as tmp:
         work = Path(tmp)
-        os.environ["UKEDGE_CACHE"] = str(paths.cache_dir())  # the built kernel, not a rebuild
-        os.environ["UKEDGE_HOME"] = str(work / "home")
+        bench_home(work)
         store = ImageStore(work / "store")
         sizes: dict[str, dict[str, object]] = {}
         rebuild: dict[str, dict[str, object]] = {}
@@ -215,18 +194,8 @@ def main() -> int:
                 + sum(layer.size for layer in first.manifest.layers),
             }
         verdict = vmm.probe_accelerator()
-        manager = InstanceManager(
-            work / "instances",
-            store,
-            vmm.create("qemu"),
-            UnpackedLayers(paths.cache_dir() / "unpacked"),
-        )
-        stream = InstanceManager(
-            work / "instances-stream",
-            store,
-            vmm.create("qemu", {"template_snapshots": False}),
-            UnpackedLayers(paths.cache_dir() / "unpacked"),
-        )
+        manager = instance_manager(work / "instances", store)
+        stream = instance_manager(work / "instances-stream", store, {"template_snapshots": False})
         hello = bench_hello(manager, opts.runs, work)
         sensor = bench_sensor(manager, stream, opts.runs, work)
 
@@ -237,8 +206,8 @@ def main() -> int:
         "runs": opts.runs,
         "sizes": sizes,
         "rebuild": rebuild,
-        "hello-c": {k: _spread(v) if isinstance(v, list) else v for k, v in hello.items()},
-        "sensor-agg": {k: _spread(v) if isinstance(v, list) else v for k, v in sensor.items()},
+        "hello-c": {k: spread(v) if isinstance(v, list) else v for k, v in hello.items()},
+        "sensor-agg": {k: spread(v) if isinstance(v, list) else v for k, v in sensor.items()},
     }
     _print(figures)
     if opts.json:

@@ -20,7 +20,6 @@ import os
 import platform
 import resource
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -28,6 +27,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import _common
 from rich.console import Console
 from rich.table import Table
 
@@ -75,10 +75,6 @@ def _timed(argv: list[str], expect: int = 0, name: str | None = None) -> Callabl
         return elapsed
 
     return once
-
-
-def _spread(samples: list[float]) -> dict[str, float]:
-    return {"min": min(samples), "median": statistics.median(samples), "max": max(samples)}
 
 
 def main() -> int:
@@ -139,10 +135,10 @@ def main() -> int:
         "load": os.getloadavg()[0],
         "accelerator": verdict.accel,
         "runs": opts.runs,
-        "commands": {name: _spread(s) for name, s in samples.items()},
-        "cpu": {name: _spread(s) for name, s in CPU.items()},
+        "commands": {name: _common.spread(s) for name, s in samples.items()},
+        "cpu": {name: _common.spread(s) for name, s in CPU.items()},
         # Paired by round: each round's run and VM-alone ran back to back.
-        "run overhead": _spread([r - v for r, v in zip(run, vm, strict=True)]),
+        "run overhead": _common.spread([r - v for r, v in zip(run, vm, strict=True)]),
     }
     _print(figures)
     if opts.json:

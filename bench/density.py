@@ -58,16 +58,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 
-from boot import EXAMPLES, _free_port, _proc_mem, _spread, _wait_http
+from _common import bench_home, free_port, instance_manager, spread
+from boot import EXAMPLES, _proc_mem, _wait_http
 from rich.console import Console
 from rich.table import Table
 
-from ukedge import paths, vmm
+from ukedge import vmm
 from ukedge.build import build_image
 from ukedge.host import (
     InstanceManager,
     RunRequest,
-    UnpackedLayers,
     parse_port_mapping,
     wait_healthy,
 )
@@ -116,9 +116,9 @@ class Row:
             "started": self.started,
             "fit_in_allotment": self.fit,
             "stopped_by": self.stopped_by,
-            "start_s": _spread(self.start_s) if self.start_s else None,
-            "rss": _spread([float(x) for x in self.rss]) if self.rss else None,
-            "pss": _spread([float(x) for x in self.pss]) if self.pss else None,
+            "start_s": spread(self.start_s) if self.start_s else None,
+            "rss": spread([float(x) for x in self.rss]) if self.rss else None,
+            "pss": spread([float(x) for x in self.pss]) if self.pss else None,
             "rss_mean": sum(self.rss) / n,
             "pss_mean": sum(self.pss) / n,
             "avail_drop_per_instance": self.avail_drop / n,
@@ -280,7 +280,7 @@ def bench_vm(
     baseline_avail = _mem_available()
     try:
         while len(instances) < limit:
-            port = _free_port()
+            port = free_port()
             began = time.perf_counter()
             instance = manager.run(
                 RunRequest(
@@ -330,7 +330,7 @@ def bench_host(row: Row, work: Path, count: int, settle: float) -> None:
     baseline_avail = _mem_available()
     try:
         for i in range(count):
-            port = _free_port()
+            port = free_port()
             env = {**os.environ, "PORT": str(port), "RESULTS_FILE": str(work / f"r{i}.jsonl")}
             began = time.perf_counter()
             procs.append(
@@ -412,8 +412,7 @@ def main() -> int:
     ):
         work = Path(tmp)
         # Keep the shared cache (built kernel, runtime layers); only the home is throw-away.
-        os.environ["UKEDGE_CACHE"] = str(paths.cache_dir())
-        os.environ["UKEDGE_HOME"] = str(work / "home")
+        bench_home(work)
         store = ImageStore(work / "store")
         began = time.perf_counter()
         build_image(EXAMPLES / "sensor-agg", [IMAGE], store=store)
@@ -426,11 +425,10 @@ def main() -> int:
         for mode in rows_wanted:
             # A manager (own root, so its own prewarm snapshot) per row: the snapshot path is
             # a backend option.
-            manager = InstanceManager(
+            manager = instance_manager(
                 work / f"instances-{mode}",
                 store,
-                vmm.create("qemu", {**backend_options, **ROW_OPTIONS.get(mode, {})}),
-                UnpackedLayers(paths.cache_dir() / "unpacked"),
+                {**backend_options, **ROW_OPTIONS.get(mode, {})},
             )
             if mode != "cold":
                 began = time.perf_counter()

@@ -36,7 +36,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -46,11 +46,13 @@ from rich.table import Table
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
+from _common import bench_home, until  # noqa: E402
+
 from kit.agent import AgentProcess, running_agent  # noqa: E402  (tests/kit: real agents, hub)
 from kit.hub import start_hub  # noqa: E402
 from kit.net import free_port  # noqa: E402
 from kit.relay import Relay  # noqa: E402
-from ukedge import paths, vmm  # noqa: E402
+from ukedge import vmm  # noqa: E402
 from ukedge.build import build_image  # noqa: E402
 from ukedge.host import PortMapping, move_instance, run_request  # noqa: E402
 from ukedge.host.migration import MigrationOffer, MigrationStatus, Mode  # noqa: E402
@@ -106,14 +108,6 @@ class _Poller:
         self._thread.join(10)
 
 
-def _wait(predicate: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"{what} within {timeout:g} s")
-        time.sleep(0.05)
-
-
 def _answers(port: int) -> bool:
     try:
         return httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).status_code == 200
@@ -130,7 +124,7 @@ def _one_move(
     source.run(
         run_request(image=IMAGE, name=name, ports=[PortMapping(host_port=port_a, guest_port=8080)])
     )
-    _wait(lambda: _answers(port_a), 300, f"{name} did not answer")
+    until(lambda: _answers(port_a), 300, f"{name} answers", every=0.05)
     for i in range(20):  # the app's windows hold readings, as in use
         httpx.post(
             f"http://127.0.0.1:{port_a}/readings",
@@ -154,7 +148,7 @@ def _one_move(
             ports=[PortMapping(host_port=port_b, guest_port=8080)],
             via=tunnel if rate else None,
         )
-        _wait(lambda: bool(after.answers), 120, f"{name} did not answer on the target")
+        until(lambda: bool(after.answers), 120, f"{name} answers on the target", every=0.05)
         ended = time.monotonic()
     for relay in relays:
         relay.kill()
@@ -204,8 +198,7 @@ def main() -> int:
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="ukedge-bench-") as tmp:
         work = Path(tmp)
-        os.environ["UKEDGE_CACHE"] = str(paths.cache_dir())
-        os.environ["UKEDGE_HOME"] = str(work / "home")
+        bench_home(work)
         store = ImageStore(work / "store")
         build_image(ROOT / "examples" / "sensor-agg", [IMAGE], store=store)
         hub = start_hub(work / "hub")

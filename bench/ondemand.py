@@ -28,20 +28,20 @@ import json
 import os
 import platform
 import socket
-import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _common
+from _common import bench_home, free_port, instance_manager, until
 from boot import bench_sensor  # bench/boot.py's own boot-to-ready measurement
 
-from ukedge import paths, vmm
+from ukedge import vmm
 from ukedge.build import build_image
 from ukedge.host import (
     Instance,
@@ -50,7 +50,6 @@ from ukedge.host import (
     OnDemandProxy,
     ProxyState,
     RunRequest,
-    UnpackedLayers,
     parse_port_mapping,
 )
 from ukedge.image import ImageStore
@@ -61,12 +60,6 @@ IMAGE = "sensor-agg:bench"
 console = Console(width=None if sys.stdout.isatty() else 120)
 
 _REQUEST = b"GET /stats HTTP/1.1\r\nHost: bench\r\n\r\n"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _get(sock: socket.socket) -> None:
@@ -107,24 +100,11 @@ def _fresh(address: tuple[str, int]) -> float:
 
 
 def _spread(samples: list[float]) -> dict[str, float]:
-    return {
-        "min": min(samples),
-        "median": statistics.median(samples),
-        "max": max(samples),
-        "n": len(samples),
-    }
-
-
-def _until(predicate: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"{what}: not reached within {timeout:.0f} s")
-        time.sleep(0.02)
+    return {**_common.spread(samples), "n": len(samples)}
 
 
 def _on_demand(manager: InstanceManager, *, cold: bool, idle_s: float) -> Instance:
-    port = _free_port()
+    port = free_port()
     return manager.create(
         RunRequest(
             image=IMAGE,
@@ -145,8 +125,8 @@ def bench_cold(
     activations: list[float] = []
     restored: list[bool] = []
     for _ in range(runs + 1):  # the first round warms caches, as bench/boot.py does
-        _until(lambda: not manager.get(instance.id).state.active, 120, "idle stop")
-        _until(lambda: proxy.state is ProxyState.IDLE, 30, "proxy idle")
+        until(lambda: not manager.get(instance.id).state.active, 120, "idle stop")
+        until(lambda: proxy.state is ProxyState.IDLE, 30, "proxy idle")
         latencies.append(_fresh(address))
         assert proxy.last_activation_s is not None
         activations.append(proxy.last_activation_s)
@@ -199,18 +179,11 @@ def main() -> int:
 
     with tempfile.TemporaryDirectory(prefix="ukedge-bench-") as tmp:
         work = Path(tmp)
-        # A throw-away home, but the machine's cache of built kernels and runtime layers.
-        os.environ["UKEDGE_CACHE"] = str(paths.cache_dir())
-        os.environ["UKEDGE_HOME"] = str(work / "home")
+        bench_home(work)
         store = ImageStore(work / "store")
         build_image(ROOT / "examples" / "sensor-agg", [IMAGE], store=store)
         verdict = vmm.probe_accelerator()
-        manager = InstanceManager(
-            work / "instances",
-            store,
-            vmm.create("qemu"),
-            UnpackedLayers(paths.cache_dir() / "unpacked"),
-        )
+        manager = instance_manager(work / "instances", store)
         console.print("baseline: bench/boot.py's sensor-agg boot-to-ready (and prewarm)…")
         boot = bench_sensor(manager, opts.runs, work)  # leaves the prewarm snapshot behind
 

@@ -22,81 +22,31 @@ Usage: .venv/bin/python bench/sign.py [--runs 200] [--json FILE]
 from __future__ import annotations
 
 import argparse
-import contextlib
 import functools
+import gzip
 import json
 import os
 import platform
 import statistics
 import sys
 import tempfile
-import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
-import uvicorn
 from rich.console import Console
 from rich.table import Table
 
-from ukedge.host import NodeLayout, RunRequest, open_node, run_request
-from ukedge.host.policy import SignatureGate, load_policy
-from ukedge.hub import Hub, HubSettings, create_app, server_config
-from ukedge.image import (
-    ImageConfig,
-    ImageManifest,
-    ImageStore,
-    KernelInfo,
-    generate_private_key,
-    mediatypes,
-)
-from ukedge.registry import RegistryClient, push, sign_image
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))
+from kit.hub import run_hub  # noqa: E402  (tests/kit: the tests' in-process hub and images)
+from kit.registry import make_image  # noqa: E402
+from ukedge.host import NodeLayout, RunRequest, open_node, run_request  # noqa: E402
+from ukedge.host.policy import SignatureGate, load_policy  # noqa: E402
+from ukedge.image import ImageStore, generate_private_key  # noqa: E402
+from ukedge.registry import RegistryClient, push, sign_image  # noqa: E402
 
 console = Console()
-
-
-@contextlib.contextmanager
-def _hub(data: Path) -> Iterator[str]:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    settings = HubSettings(
-        data_dir=data, addr=f"127.0.0.1:{port}", fsync=False, access_log=False, auth="off"
-    )
-    server = uvicorn.Server(server_config(settings, create_app(settings, Hub(settings))))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    while not server.started:
-        time.sleep(0.02)
-    try:
-        yield f"127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(10)
-
-
-def _image(store: ImageStore) -> None:
-    import gzip
-
-    config = ImageConfig(
-        name="app",
-        runtime="static",
-        entrypoint=["/app/run"],
-        kernel=KernelInfo(profile="minimal", version="6.1"),
-    )
-    with store.lease():
-        layers = [
-            store.put_bytes(gzip.compress(os.urandom(1 << 20)), mediatypes.KERNEL_GZIP),
-            store.put_bytes(gzip.compress(os.urandom(64 << 10)), mediatypes.INITRD_GZIP),
-        ]
-        manifest = ImageManifest(
-            artifactType=mediatypes.ARTIFACT_TYPE,
-            config=store.put_bytes(config.to_json(), mediatypes.CONFIG),
-            layers=layers,
-        )
-        store.add_manifest(manifest.to_json(), "app:1")
 
 
 def _ms(samples: list[float]) -> tuple[float, float]:
@@ -123,9 +73,15 @@ def main() -> None:
         (tmp / "new.pub").write_bytes(new.public.pem())
         (tmp / "policy.toml").write_text('[[rule]]\nkeys = ["old.pub", "new.pub"]\n')
         policy = load_policy(tmp / "policy.toml")
-        with _hub(tmp / "hub") as host:
+        with run_hub(tmp / "hub", auth="off") as hub:
+            host = hub.host
             source = ImageStore(tmp / "src")
-            _image(source)
+            make_image(  # a kernel and one app layer, gzip of random bytes: sizes as in use
+                source,
+                "app:1",
+                kernel=gzip.compress(os.urandom(1 << 20)),
+                app=gzip.compress(os.urandom(64 << 10)),
+            )
             ref = f"{host}/apps/web:1"
             digest = push(source, "app:1", ref)
             with RegistryClient(host, insecure=True, state_dir=tmp / "signer") as client:

@@ -9,15 +9,13 @@ from __future__ import annotations
 
 import contextlib
 import os
-import socket
-import statistics
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-import httpx
+from _common import free_port, spread, wait_http  # the waits every benchmark shares
 
 __all__ = [
     "BUDGET",
@@ -65,32 +63,6 @@ class Form(Protocol):
     def prepare(self) -> dict[str, object]: ...
 
     def start(self, port: int) -> Running: ...
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_http(url: str, deadline_s: float, alive: Callable[[], bool] = lambda: True) -> None:
-    """Poll ``url`` until it answers 200; fail early when ``alive`` says the form died."""
-    deadline = time.monotonic() + deadline_s
-    with httpx.Client(timeout=2.0) as client:
-        while time.monotonic() < deadline:
-            try:
-                if client.get(url).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            if not alive():
-                raise RuntimeError(f"{url}: the instance ended before it answered")
-            time.sleep(0.005)
-    raise RuntimeError(f"{url} did not answer within {deadline_s:.0f} s")
-
-
-def spread(samples: list[float]) -> dict[str, float]:
-    return {"min": min(samples), "median": statistics.median(samples), "max": max(samples)}
 
 
 def _children() -> dict[int, list[int]]:

@@ -17,6 +17,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from _common import bench_home, instance_manager
+
 from compare._container import PodmanForm, RuntimeForm
 from compare._forms import FullVmForm, ProcessForm, UnikernelForm
 from compare._fullvm import build_fullvm
@@ -25,7 +27,6 @@ from compare._oci import OciImage, unpack, unpack_cpio, write_layout
 from compare._surface import du, kernel_options, seccomp_allowed, tree_counts
 from ukedge import paths, vmm
 from ukedge.build import BuildResult, build_image
-from ukedge.host import InstanceManager, UnpackedLayers
 from ukedge.image import ImageStore
 from ukedge.kernel import list_kernels
 
@@ -97,18 +98,12 @@ def run_compare(s: Settings, say: Callable[[str], None]) -> dict[str, object]:
     work = s.out / "work"
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
-    os.environ["UKEDGE_CACHE"] = str(paths.cache_dir())  # the built kernel and runtime layers
-    os.environ["UKEDGE_HOME"] = str(work / "home")
+    bench_home(work)
     store = ImageStore(work / "store")
     say(f"building {s.app} as a unikernel image")
     build = build_image(s.app, [IMAGE], store=store)
     verdict = vmm.probe_accelerator()
-    manager = InstanceManager(
-        work / "instances",
-        store,
-        vmm.create("qemu"),
-        UnpackedLayers(paths.cache_dir() / "unpacked"),
-    )
+    manager = instance_manager(work / "instances", store)
     unikernel = _unikernel_artefact(store, build, work)
     initrds = [store.blob_path(x.digest) for x in build.layers if x.role != "kernel"]
     env = dict(build.config.env)

@@ -4,22 +4,19 @@ booting a real VM for the image-in-use case."""
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import subprocess
-import sys
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
+from kit.cli import Run
 from kit.host import ukedge_cmd
 from kit.hub import RunningHub, hub, hub_factory
 from kit.registry import make_image
 from ukedge.build import build_image
-from ukedge.cli.main import main
 from ukedge.image import ImageStore
 from ukedge.paths import store_dir
 from ukedge.registry import push
@@ -27,32 +24,6 @@ from ukedge.registry import push
 __all__ = ["hub", "hub_factory"]  # fixtures, re-exported for pytest
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
-
-
-@dataclass
-class Run:
-    returncode: int
-    stdout: str
-    stderr: str
-
-
-@pytest.fixture
-def ukedge(
-    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
-) -> Callable[..., Run]:
-    def run(*args: str) -> Run:
-        monkeypatch.setattr(sys, "argv", ["ukedge", *args])
-        monkeypatch.setattr(sys, "stdin", io.StringIO(""))
-        capsys.readouterr()
-        code: int | str | None = 0
-        try:
-            main()
-        except SystemExit as exc:
-            code = exc.code
-        captured = capsys.readouterr()
-        return Run(int(code or 0), captured.out, " ".join(captured.err.split()))
-
-    return run
 
 
 def test_images_lists_prune_removes_and_reports(ukedge: Callable[..., Run]) -> None:

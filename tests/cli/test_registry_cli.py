@@ -2,55 +2,23 @@
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import stat
-import sys
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
+from kit.cli import Run
 from kit.hub import RunningHub, run_hub
 from kit.registry import Distribution, distribution, make_image
-from ukedge.cli.main import main
 from ukedge.image import ImageStore
 from ukedge.paths import store_dir
 
 __all__ = ["distribution"]  # a fixture, re-exported for pytest
 
 pytestmark = pytest.mark.interop
-
-
-@dataclass
-class Run:
-    returncode: int
-    stdout: str
-    stderr: str
-
-
-@pytest.fixture
-def ukedge(
-    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
-) -> Callable[..., Run]:
-    """Run the ``ukedge`` entry point in-process (``main()``: argument parsing, error rendering
-    and exit codes as a user gets them), capturing stdout and stderr."""
-
-    def run(*args: str, stdin: str = "") -> Run:
-        monkeypatch.setattr(sys, "argv", ["ukedge", *args])
-        monkeypatch.setattr(sys, "stdin", io.StringIO(stdin))
-        capsys.readouterr()
-        code: int | str | None = 0
-        try:
-            main()
-        except SystemExit as exc:
-            code = exc.code
-        captured = capsys.readouterr()
-        return Run(int(code or 0), captured.out, " ".join(captured.err.split()))
-
-    return run
 
 
 @pytest.fixture

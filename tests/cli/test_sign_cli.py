@@ -3,47 +3,18 @@ the ``ukedge`` entry point, against a hub over HTTP."""
 
 from __future__ import annotations
 
-import io
 import json
 import stat
-import sys
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
+from kit.cli import Run
 from kit.hub import RunningHub, run_hub
 from kit.registry import make_image
-from ukedge.cli.main import main
 from ukedge.image import ImageStore
 from ukedge.registry import push
-
-
-@dataclass
-class Run:
-    returncode: int
-    stdout: str
-    stderr: str
-
-
-@pytest.fixture
-def ukedge(
-    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
-) -> Callable[..., Run]:
-    def run(*args: str) -> Run:
-        monkeypatch.setattr(sys, "argv", ["ukedge", *args])
-        monkeypatch.setattr(sys, "stdin", io.StringIO(""))
-        capsys.readouterr()
-        code: int | str | None = 0
-        try:
-            main()
-        except SystemExit as exc:
-            code = exc.code
-        captured = capsys.readouterr()
-        return Run(int(code or 0), captured.out, " ".join(captured.err.split()))
-
-    return run
 
 
 @pytest.fixture

@@ -12,13 +12,12 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from kit.controller import Api, Node, make_controller
+from kit.controller import Api, Node, make_controller, running_reports
 from ukedge.controller import Controller, ReplicaState
 from ukedge.controller._db import nodes, replicas
 from ukedge.controller._heartbeats import HeartbeatWriter
 from ukedge.controller._reconcile import mark_not_ready
 from ukedge.errors import ControllerError
-from ukedge.host import HealthStatus, InstanceState
 from ukedge.host.link import Heartbeat, HeartbeatReply, InstanceReport, NodeResources
 
 IMAGE = "127.0.0.1:1/app@sha256:" + "d" * 64  # pinned; its registry is never reached
@@ -99,20 +98,10 @@ def test_a_wrong_credential_is_refused_even_for_a_repeated_heartbeat(api: Api) -
 
 
 def _running(node: Node, reply: HeartbeatReply) -> list[InstanceReport]:
+    """The node applies the desired state of ``reply`` and reports it all running."""
     assert reply.desired is not None
     node.applied = reply.desired.generation
-    return [
-        InstanceReport(
-            name=d.name,
-            deployment=d.deployment,
-            replica=d.replica,
-            revision=d.revision,
-            image=d.request.image,
-            state=InstanceState.RUNNING,
-            health=HealthStatus.NONE,
-        )
-        for d in reply.desired.instances
-    ]
+    return running_reports(reply.desired.instances)
 
 
 def test_a_repeated_heartbeat_after_not_ready_or_new_desired_state_is_recorded_in_full(

@@ -17,17 +17,16 @@ from typing import Any
 import httpx
 import pytest
 
-from kit.controller import Api, Node, make_controller, running_controller
+from kit.controller import Api, Node, make_controller, running_controller, running_reports
 from kit.net import free_port
 from kit.postgres import PostgresCluster
 from ukedge.controller import Controller
 from ukedge.controller._loop import ReconcileLoop
-from ukedge.host import HealthStatus, InstanceState
+from ukedge.host import InstanceState
 from ukedge.host.link import (
     ENROL_PATH,
     DesiredInstance,
     EnrolReply,
-    InstanceReport,
     JoinToken,
     pinned_context,
 )
@@ -57,21 +56,6 @@ def loop(controller: Controller, clock: Clock) -> Iterator[ReconcileLoop]:
     made.leadership.release()
 
 
-def _running(node: Node, desired: list[DesiredInstance]) -> list[InstanceReport]:
-    return [
-        InstanceReport(
-            name=d.name,
-            deployment=d.deployment,
-            replica=d.replica,
-            revision=d.revision,
-            image=d.request.image,
-            state=InstanceState.RUNNING,
-            health=HealthStatus.NONE,
-        )
-        for d in desired
-    ]
-
-
 class Agentish:
     """A node that runs what it is told at once (what a real agent converges to)."""
 
@@ -80,10 +64,10 @@ class Agentish:
         self.desired: list[DesiredInstance] = []
 
     def beat(self) -> None:
-        reply = self.node.beat(_running(self.node, self.desired))
+        reply = self.node.beat(running_reports(self.desired))
         if reply.desired is not None:
             self.desired = reply.desired.instances
-            self.node.beat(_running(self.node, self.desired))
+            self.node.beat(running_reports(self.desired))
 
 
 def _deploy(api: Api, **spec: Any) -> None:
@@ -239,10 +223,10 @@ def test_a_failing_revision_is_rolled_back(api: Api, loop: ReconcileLoop) -> Non
     for _ in range(5):
         loop.run_once()
         for agent in agents:
-            reply = agent.node.beat(_running(agent.node, agent.desired))
+            reply = agent.node.beat(running_reports(agent.desired))
             if reply.desired is not None:
                 agent.desired = reply.desired.instances
-            reports = _running(agent.node, agent.desired)
+            reports = running_reports(agent.desired)
             for report in reports:
                 if report.revision == 2:  # the new revision's instances end at once
                     report.state = InstanceState.FAILED

@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ from kit.net import free_port
 from kit.relay import Relay
 from ukedge.errors import AgentError, MigrationError
 from ukedge.host import (
+    AgentClient,
     HealthStatus,
     InstanceState,
     PortMapping,
@@ -26,7 +28,7 @@ from ukedge.host import (
     move_instance,
     run_request,
 )
-from ukedge.host.migration import MigrationOffer, Mode, Step
+from ukedge.host.migration import MigrationOffer, MigrationStatus, Mode, Step
 from ukedge.image import ImageStore
 
 pytestmark = pytest.mark.vm
@@ -50,6 +52,18 @@ def agents(tmp_path: Path, hub: str) -> Iterator[tuple[AgentProcess, AgentProces
         yield a, b
 
 
+def _on(port: int) -> list[PortMapping]:
+    """The app's port 8080 published on ``port`` of the host."""
+    return [PortMapping(host_port=port, guest_port=8080)]
+
+
+def _until(done: Callable[[], bool], timeout: float = 120, every: float = 0.1) -> None:
+    """Polls ``done`` until it holds or ``timeout`` s pass; the caller asserts what it needs."""
+    deadline = time.monotonic() + timeout
+    while not done() and time.monotonic() < deadline:
+        time.sleep(every)
+
+
 def _post(port: int, n: int, sensor: str = "t1") -> None:
     readings = [{"sensor": sensor, "value": float(i)} for i in range(n)]
     r = httpx.post(f"http://127.0.0.1:{port}/readings", json=readings, timeout=30)
@@ -61,45 +75,91 @@ def _accepted(port: int) -> int:
     return int(doc["accepted"])
 
 
-def _sensor(a: AgentProcess, port: int) -> Any:
+def _counts_on(port: int, counted: int, more: int) -> None:
+    """The app on ``port`` has counted ``counted`` readings and goes on counting."""
+    assert _accepted(port) == counted
+    _post(port, more)
+    assert _accepted(port) == counted + more
+
+
+def _refuses(port: int) -> None:
+    with pytest.raises(httpx.TransportError):
+        httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2)
+
+
+def _events(agent: AgentProcess) -> list[str]:
+    lines = (agent.data / "instances" / "events.jsonl").read_text().splitlines()
+    return [json.loads(e)["action"] for e in lines]
+
+
+def _swept(target: AgentProcess) -> None:
+    """The target drops a move it will not finish (once the source says so or stays away)."""
+    _until(lambda: not any((target.data / "instances").glob("*/vm")), every=0.2)
+    assert target.client().list(all_instances=True) == []
+
+
+class _Once:
+    """An ``on_status`` callback doing ``action`` the first time the move reports one of
+    ``steps`` (to kill or cancel at a chosen point of a move)."""
+
+    def __init__(self, action: Callable[[MigrationStatus], object], *steps: Step) -> None:
+        self.action = action
+        self.steps = steps
+        self.fired = False
+
+    def __call__(self, status: MigrationStatus) -> None:
+        if not self.fired and status.step in self.steps:
+            self.action(status)
+            self.fired = True
+
+
+def _sensor(a: AgentProcess, port: int) -> AgentClient:
     client = a.client()
     client.run(
         run_request(
-            image="sensor-agg:1",
-            name="agg",
-            ports=[PortMapping(host_port=port, guest_port=8080)],
-            restart={"name": "on-failure"},
+            image="sensor-agg:1", name="agg", ports=_on(port), restart={"name": "on-failure"}
         )
     )
     assert wait_http(f"http://127.0.0.1:{port}/healthz", timeout=180).status_code == 200
-    deadline = time.monotonic() + 120  # and the agent has seen it healthy (its health history)
-    while client.get("agg").health is not HealthStatus.HEALTHY and time.monotonic() < deadline:
-        time.sleep(0.1)
+    # and the agent has seen it healthy (its health history)
+    _until(lambda: client.get("agg").health is HealthStatus.HEALTHY)
     return client
 
 
-def test_snapshot_move_keeps_identity_and_memory(
-    agents: tuple[AgentProcess, AgentProcess],
-) -> None:
+@dataclass
+class _Pair:
+    """Two agents, sensor-agg running healthy on ``a`` at ``port_a`` (``source`` is a's client),
+    and a free ``port_b`` for it on ``b``."""
+
+    a: AgentProcess
+    b: AgentProcess
+    port_a: int
+    port_b: int
+    source: AgentClient
+
+    def move(self, name: str = "agg", **options: Any) -> MigrationStatus:
+        """Moves ``name`` to ``b``, published there on ``port_b``."""
+        return move_instance(self.source, name, self.b.client(), ports=_on(self.port_b), **options)
+
+
+@pytest.fixture
+def pair(agents: tuple[AgentProcess, AgentProcess]) -> _Pair:
     a, b = agents
     port_a, port_b = free_port(), free_port()
-    source = _sensor(a, port_a)
+    return _Pair(a, b, port_a, port_b, _sensor(a, port_a))
+
+
+def test_snapshot_move_keeps_identity_and_memory(pair: _Pair) -> None:
+    a, b, port_a, port_b, source = pair.a, pair.b, pair.port_a, pair.port_b, pair.source
     _post(port_a, 25)
     _post(port_a, 17, sensor="t2")
     before = source.get("agg")
     assert _accepted(port_a) == 42
 
     seen: list[Step] = []
-    status = move_instance(
-        source,
-        "agg",
-        b.client(),
-        mode=Mode.SNAPSHOT,
-        ports=[PortMapping(host_port=port_b, guest_port=8080)],
-        on_status=lambda s: seen.append(s.step),
-    )
+    status = pair.move(mode=Mode.SNAPSHOT, on_status=lambda s: seen.append(s.step))
     assert status.step is Step.DONE and status.error is None
-    assert status.target_ports == [PortMapping(host_port=port_b, guest_port=8080)]
+    assert status.target_ports == _on(port_b)
     assert status.state_bytes > 0 and status.sent_bytes > 0
     moved = b.client().get("agg")
     assert moved.id == before.id and moved.name == "agg"
@@ -107,91 +167,50 @@ def test_snapshot_move_keeps_identity_and_memory(
     assert moved.restart_count == before.restart_count and moved.runs == before.runs
     assert moved.health is HealthStatus.HEALTHY and moved.healthy_at == before.healthy_at
     # The app's memory came along: every reading counted before the move is still counted.
-    assert _accepted(port_b) == 42
-    _post(port_b, 8)
-    assert _accepted(port_b) == 50
+    _counts_on(port_b, 42, 8)
     assert [i.name for i in source.list(all_instances=True)] == []
     # Its console came along too (the app's start-up lines).
     logs = b"".join(b.client().follow("agg", follow=False))
     assert b"sensor-agg" in logs or len(logs) > 0
-    events = (a.data / "instances" / "events.jsonl").read_text().splitlines()
-    assert any(json.loads(e)["action"] == "migrate-out" for e in events)
+    assert "migrate-out" in _events(a)
 
 
-def test_a_target_killed_mid_move_leaves_the_source_serving(
-    agents: tuple[AgentProcess, AgentProcess], tmp_path: Path
-) -> None:
-    a, b = agents
-    port_a, port_b = free_port(), free_port()
-    source = _sensor(a, port_a)
+def test_a_target_killed_mid_move_leaves_the_source_serving(pair: _Pair) -> None:
+    b, port_a, source = pair.b, pair.port_a, pair.source
     _post(port_a, 30)
-    target = b.client()
-    killed = False
-
-    def kill_target(status: Any) -> None:
-        nonlocal killed
-        if not killed and status.step in (Step.TRANSFER, Step.RESTORE):
-            b.kill9()
-            killed = True
-
+    kill_target = _Once(lambda _s: b.kill9(), Step.TRANSFER, Step.RESTORE)
     with pytest.raises(MigrationError) as info:
-        move_instance(
-            source,
-            "agg",
-            target,
-            ports=[PortMapping(host_port=port_b, guest_port=8080)],
-            compress=9,  # slower, so the poll sees the transfer
-            on_status=kill_target,
-        )
-    assert killed
+        pair.move(compress=9, on_status=kill_target)  # compress: slower, so the poll sees it
+    assert kill_target.fired
     assert "runs on at the source" in str(info.value)
     # The source runs on, unpaused, with everything it had counted.
-    instance = source.get("agg")
-    assert instance.state is InstanceState.RUNNING
-    assert _accepted(port_a) == 30
-    _post(port_a, 5)
-    assert _accepted(port_a) == 35
+    assert source.get("agg").state is InstanceState.RUNNING
+    _counts_on(port_a, 30, 5)
     # The restarted target sweeps what the killed one left: nothing runs twice.
     b.start()
     assert [i.name for i in b.client().list(all_instances=True)] == []
     assert not any((b.data / "instances").glob("*/vm"))
-    with pytest.raises(httpx.TransportError):
-        httpx.get(f"http://127.0.0.1:{port_b}/healthz", timeout=2)
+    _refuses(pair.port_b)
 
 
-def test_a_cold_move_boots_on_the_target_then_stops_the_source(
-    agents: tuple[AgentProcess, AgentProcess],
-) -> None:
-    a, b = agents
-    port_a, port_b = free_port(), free_port()
-    source = _sensor(a, port_a)
-    before = source.get("agg")
-    status = move_instance(
-        source,
-        "agg",
-        b.client(),
-        mode=Mode.COLD,
-        ports=[PortMapping(host_port=port_b, guest_port=8080)],
-    )
+def test_a_cold_move_boots_on_the_target_then_stops_the_source(pair: _Pair) -> None:
+    before = pair.source.get("agg")
+    status = pair.move(mode=Mode.COLD)
     assert status.step is Step.DONE
-    moved = b.client().get("agg")
+    moved = pair.b.client().get("agg")
     assert moved.id == before.id and moved.state is InstanceState.RUNNING
     assert not moved.restored and moved.runs == before.runs + 1
-    assert _accepted(port_b) == 0  # a cold move keeps no memory
-    assert source.list(all_instances=True) == []
+    assert _accepted(pair.port_b) == 0  # a cold move keeps no memory
+    assert pair.source.list(all_instances=True) == []
 
 
-def test_a_move_of_an_unknown_or_stopped_instance_is_refused(
-    agents: tuple[AgentProcess, AgentProcess],
-) -> None:
-    a, b = agents
-    port_a = free_port()
-    source = _sensor(a, port_a)
+def test_a_move_of_an_unknown_or_stopped_instance_is_refused(pair: _Pair) -> None:
+    source = pair.source
     source.stop("agg")
     with pytest.raises(MigrationError, match="only a running instance moves"):
-        move_instance(source, "agg", b.client())
+        move_instance(source, "agg", pair.b.client())
     assert source.get("agg").state is InstanceState.EXITED
-    assert b.client().list(all_instances=True) == []
+    assert pair.b.client().list(all_instances=True) == []
 
 
 class _Stream:
@@ -230,46 +249,28 @@ class _Stream:
                 time.sleep(0.01)
 
 
-def test_live_move_under_a_stream_of_readings_loses_none(
-    agents: tuple[AgentProcess, AgentProcess],
-) -> None:
-    a, b = agents
-    port_a, port_b = free_port(), free_port()
-    source = _sensor(a, port_a)
-    before = source.get("agg")
-    with _Stream(port_a) as stream:
-        while stream.acked < 20:
-            time.sleep(0.05)
-        status = move_instance(
-            source,
-            "agg",
-            b.client(),
-            mode=Mode.LIVE,
-            ports=[PortMapping(host_port=port_b, guest_port=8080)],
-        )
-        stream.port = port_b
+def test_live_move_under_a_stream_of_readings_loses_none(pair: _Pair) -> None:
+    before = pair.source.get("agg")
+    with _Stream(pair.port_a) as stream:
+        _until(lambda: stream.acked >= 20, timeout=float("inf"), every=0.05)
+        status = pair.move(mode=Mode.LIVE)
+        stream.port = pair.port_b
         during = stream.acked
-        deadline = time.monotonic() + 120
-        while stream.acked < during + 20 and time.monotonic() < deadline:
-            time.sleep(0.05)
+        _until(lambda: stream.acked >= during + 20, every=0.05)
     assert status.step is Step.DONE, status
     assert status.qemu["ram_transferred"] > 0 and status.qemu["downtime_ms"] >= 0
-    moved = b.client().get("agg")
+    moved = pair.b.client().get("agg")
     assert moved.id == before.id and moved.state is InstanceState.RUNNING
-    counted = _accepted(port_b)
+    counted = _accepted(pair.port_b)
     # Every reading acknowledged before, during and after the move is counted on the target;
     # a reading whose answer was lost at the switch-over may or may not have been.
     assert stream.acked <= counted <= stream.acked + stream.unanswered
-    assert source.list(all_instances=True) == []
+    assert pair.source.list(all_instances=True) == []
 
 
-def test_the_cli_moves_and_prints_the_new_ports(
-    agents: tuple[AgentProcess, AgentProcess],
-) -> None:
-    a, b = agents
-    port_a, port_b = free_port(), free_port()
-    source = _sensor(a, port_a)
-    _post(port_a, 7)
+def test_the_cli_moves_and_prints_the_new_ports(pair: _Pair) -> None:
+    a, b, port_b = pair.a, pair.b, pair.port_b
+    _post(pair.port_a, 7)
     wrong = a.cli("migrate", "agg", "--to", b.url, "--mode", "teleport", check=False)
     assert wrong.returncode != 0 and "--mode must be cold, snapshot or live" in wrong.stderr
     done = a.cli(
@@ -278,49 +279,23 @@ def test_the_cli_moves_and_prints_the_new_ports(
     status = json.loads(done.stdout)
     assert status["step"] == "done" and status["target_ports"][0]["host_port"] == port_b
     assert _accepted(port_b) == 7
-    assert source.list(all_instances=True) == []
+    assert pair.source.list(all_instances=True) == []
 
 
-def test_a_cancelled_move_leaves_the_source_running(
-    agents: tuple[AgentProcess, AgentProcess],
-) -> None:
-    a, b = agents
-    port_a, port_b = free_port(), free_port()
-    source = _sensor(a, port_a)
+def test_a_cancelled_move_leaves_the_source_running(pair: _Pair) -> None:
+    b, port_a, source = pair.b, pair.port_a, pair.source
     _post(port_a, 3)
-    target = b.client()
-    cancelled = False
-
-    def cancel(status: Any) -> None:
-        nonlocal cancelled
-        if not cancelled and status.step is Step.TRANSFER:
-            source.cancel_migration(status.id)
-            cancelled = True
-
+    cancel = _Once(lambda s: source.cancel_migration(s.id), Step.TRANSFER)
     with pytest.raises(MigrationError, match="cancelled"):
-        move_instance(
-            source,
-            "agg",
-            target,
-            ports=[PortMapping(host_port=port_b, guest_port=8080)],
-            compress=9,
-            on_status=cancel,
-        )
+        pair.move(compress=9, on_status=cancel)
     assert source.get("agg").state is InstanceState.RUNNING
     assert _accepted(port_a) == 3
-    deadline = time.monotonic() + 120
-    while any((b.data / "instances").glob("*/vm")) and time.monotonic() < deadline:
-        time.sleep(0.2)  # the target aborts once the source says so
-    assert target.list(all_instances=True) == []
+    _swept(b)  # the target aborts once the source says so
     assert not any((b.data / "instances").glob("*/vm"))
 
 
-def test_a_cut_tunnel_gives_the_source_back(
-    agents: tuple[AgentProcess, AgentProcess],
-) -> None:
-    a, b = agents
-    port_a, port_b = free_port(), free_port()
-    source = _sensor(a, port_a)
+def test_a_cut_tunnel_gives_the_source_back(pair: _Pair) -> None:
+    port_a = pair.port_a
     _post(port_a, 11)
     relays: list[Relay] = []
 
@@ -334,24 +309,31 @@ def test_a_cut_tunnel_gives_the_source_back(
             relays[0].kill()
 
     with pytest.raises(MigrationError, match="runs on at the source"):
-        move_instance(
-            source,
-            "agg",
-            b.client(),
-            ports=[PortMapping(host_port=port_b, guest_port=8080)],
-            via=tunnel,
-            on_status=cut,
-        )
+        pair.move(via=tunnel, on_status=cut)
     assert relays and relays[0].bytes > 0
-    assert source.get("agg").state is InstanceState.RUNNING
+    assert pair.source.get("agg").state is InstanceState.RUNNING
     _post(port_a, 1)
     assert _accepted(port_a) == 12
     # The target gives up the half-received move once the source stays away.
-    assert b.client().list(all_instances=True) == []
+    assert pair.b.client().list(all_instances=True) == []
 
 
 def _results_lines(path: Path) -> list[str]:
     return [ln for ln in path.read_text().splitlines() if ln.strip()]
+
+
+def _feed_until(port: int, results: Path, lines: int) -> list[str]:
+    """Posts readings to the app on ``port`` until its ``results`` file holds ``lines`` lines
+    (or two minutes pass); returns the lines it holds."""
+
+    def enough() -> bool:
+        if len(_results_lines(results)) >= lines:
+            return True
+        _post(port, 2)
+        return False
+
+    _until(enough, every=0.3)
+    return _results_lines(results)
 
 
 @pytest.mark.parametrize("mode", [Mode.SNAPSHOT, Mode.LIVE])
@@ -363,29 +345,16 @@ def test_results_are_numbered_on_without_gap_or_duplicate(
     source = a.client()
     instance = source.run(
         run_request(
-            image="sensor-agg:1",
-            name="agg",
-            ports=[PortMapping(host_port=port_a, guest_port=8080)],
-            env={"WINDOW_SECONDS": "1"},
+            image="sensor-agg:1", name="agg", ports=_on(port_a), env={"WINDOW_SECONDS": "1"}
         )
     )
     wait_http(f"http://127.0.0.1:{port_a}/healthz", timeout=180)
     results_a = a.data / "instances" / instance.id / "vm" / "results.jsonl"
-    deadline = time.monotonic() + 120
-    while len(_results_lines(results_a)) < 3 and time.monotonic() < deadline:
-        _post(port_a, 2)
-        time.sleep(0.3)
-    before = len(_results_lines(results_a))
+    before = len(_feed_until(port_a, results_a, 3))
     assert before >= 3
-    move_instance(
-        source, "agg", b.client(), mode=mode, ports=[PortMapping(host_port=port_b, guest_port=8080)]
-    )
+    move_instance(source, "agg", b.client(), mode=mode, ports=_on(port_b))
     results_b = b.data / "instances" / instance.id / "vm" / "results.jsonl"
-    deadline = time.monotonic() + 120
-    while len(_results_lines(results_b)) < before + 3 and time.monotonic() < deadline:
-        _post(port_b, 2)
-        time.sleep(0.3)
-    lines = _results_lines(results_b)
+    lines = _feed_until(port_b, results_b, before + 3)
     assert len(lines) >= before + 3
     # What the source numbered (its spool delivers those), then what the target numbers on.
     spool_a = ResultSpool(a.data / "results.db")
@@ -413,7 +382,7 @@ def test_a_snapshot_move_of_an_on_demand_instance_moves_its_listener(
         run_request(
             image="sensor-agg:1",
             name="lazy",
-            ports=[PortMapping(host_port=port_a, guest_port=8080)],
+            ports=_on(port_a),
             on_demand=True,
             idle_timeout_s=600.0,
         )
@@ -422,55 +391,29 @@ def test_a_snapshot_move_of_an_on_demand_instance_moves_its_listener(
     assert source.get("lazy").state is InstanceState.RUNNING
     idle = source.list(all_instances=True)
     assert [i.name for i in idle] == ["lazy"]
-    status = move_instance(
-        source, "lazy", b.client(), ports=[PortMapping(host_port=port_b, guest_port=8080)]
-    )
+    status = move_instance(source, "lazy", b.client(), ports=_on(port_b))
     assert status.step is Step.DONE
     moved = b.client().get("lazy")
     assert moved.on_demand and moved.state is InstanceState.RUNNING
     # The target's proxy listens on the new port and reaches the moved guest, counts and all.
     assert _accepted(port_b) == 9
-    with pytest.raises(httpx.TransportError):
-        httpx.get(f"http://127.0.0.1:{port_a}/healthz", timeout=2)
+    _refuses(port_a)
     assert source.list(all_instances=True) == []
 
 
-def test_a_source_agent_killed_mid_move_resumes_its_instance_on_restart(
-    agents: tuple[AgentProcess, AgentProcess],
-) -> None:
-    a, b = agents
-    port_a, port_b = free_port(), free_port()
-    source = _sensor(a, port_a)
+def test_a_source_agent_killed_mid_move_resumes_its_instance_on_restart(pair: _Pair) -> None:
+    a, port_a = pair.a, pair.port_a
     _post(port_a, 13)
-    killed = False
-
-    def kill_source(status: Any) -> None:
-        nonlocal killed
-        if not killed and status.step is Step.TRANSFER:
-            a.kill9()  # the guest is paused: the agent froze it for the snapshot
-            killed = True
-
+    # The guest is paused at the transfer: the agent froze it for the snapshot.
+    kill_source = _Once(lambda _s: a.kill9(), Step.TRANSFER)
     with pytest.raises(AgentError):
-        move_instance(
-            source,
-            "agg",
-            b.client(),
-            ports=[PortMapping(host_port=port_b, guest_port=8080)],
-            compress=9,
-            on_status=kill_source,
-        )
-    assert killed
+        pair.move(compress=9, on_status=kill_source)
+    assert kill_source.fired
     a.start()  # the next agent gives the frozen guest back
     assert a.client().get("agg").state is InstanceState.RUNNING
-    assert _accepted(port_a) == 13
-    _post(port_a, 2)
-    assert _accepted(port_a) == 15
-    deadline = time.monotonic() + 120
-    while any((b.data / "instances").glob("*/vm")) and time.monotonic() < deadline:
-        time.sleep(0.2)  # the target aborts once the channel is gone for good
-    assert b.client().list(all_instances=True) == []
-    events = (a.data / "instances" / "events.jsonl").read_text().splitlines()
-    assert any(json.loads(e)["action"] == "migrate-failed" for e in events)
+    _counts_on(port_a, 13, 2)
+    _swept(pair.b)  # the target aborts once the channel is gone for good
+    assert "migrate-failed" in _events(a)
 
 
 @pytest.mark.parametrize("mode", [Mode.SNAPSHOT, Mode.LIVE])
@@ -485,15 +428,7 @@ def test_a_clone_of_a_template_moves_to_a_node_without_the_template(
     source = _sensor(a, port_a)
     assert source.get("agg").restored  # resumed from the template, not booted
     _post(port_a, 11)
-    status = move_instance(
-        source,
-        "agg",
-        b.client(),
-        mode=mode,
-        ports=[PortMapping(host_port=port_b, guest_port=8080)],
-    )
+    status = move_instance(source, "agg", b.client(), mode=mode, ports=_on(port_b))
     assert status.step is Step.DONE and status.error is None, status
-    assert _accepted(port_b) == 11
-    _post(port_b, 2)
-    assert _accepted(port_b) == 13
+    _counts_on(port_b, 11, 2)
     assert source.list(all_instances=True) == []

@@ -7,7 +7,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,10 +22,12 @@ from kit.net import free_port
 from kit.postgres import PostgresCluster
 from ukedge import server
 from ukedge.controller import Controller, ControllerSettings, create_controller_app
+from ukedge.host import HealthStatus, InstanceState
 from ukedge.host.link import (
     ENROL_PATH,
     HEARTBEAT_PATH,
     RESULTS_PATH,
+    DesiredInstance,
     EnrolReply,
     Heartbeat,
     HeartbeatReply,
@@ -42,6 +44,7 @@ __all__ = [
     "db_url",
     "make_controller",
     "running_controller",
+    "running_reports",
 ]
 
 
@@ -177,6 +180,22 @@ class Node:
         )
         assert r.status_code == 200, r.text
         return r.json()
+
+
+def running_reports(desired: Iterable[DesiredInstance]) -> list[InstanceReport]:
+    """What a node reports once it runs every ``desired`` instance (running, no health check)."""
+    return [
+        InstanceReport(
+            name=d.name,
+            deployment=d.deployment,
+            replica=d.replica,
+            revision=d.revision,
+            image=d.request.image,
+            state=InstanceState.RUNNING,
+            health=HealthStatus.NONE,
+        )
+        for d in desired
+    ]
 
 
 @dataclass

@@ -4,7 +4,6 @@ by uvicorn in a thread: the controller's client is tested against real TLS, not 
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
 import ipaddress
 import threading
 import time
@@ -14,13 +13,10 @@ from pathlib import Path
 
 import uvicorn
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 from starlette.types import ASGIApp
 
 from kit.net import free_port
-from ukedge.server import uvicorn_config
+from ukedge.server import make_self_signed, uvicorn_config
 
 
 @dataclass(frozen=True)
@@ -34,36 +30,15 @@ class CertFiles:
 
 
 def self_signed(directory: Path, name: str = "test-controller") -> CertFiles:
-    """A certificate for localhost and 127.0.0.1, and its key, as PEM files in ``directory``."""
+    """A certificate for localhost and 127.0.0.1, and its key, as PEM files in ``directory``
+    (made as the controller makes its own: ``server.make_self_signed``)."""
     directory.mkdir(parents=True, exist_ok=True)
-    key = ec.generate_private_key(ec.SECP256R1())
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-    now = dt.datetime.now(dt.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName(
-                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
-            ),
-            critical=False,
-        )
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
     files = CertFiles(directory / f"{name}.crt", directory / f"{name}.key")
-    files.cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    files.key.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
+    make_self_signed(
+        files.cert,
+        files.key,
+        name,
+        names=[x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))],
     )
     return files
 

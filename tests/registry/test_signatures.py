@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from kit.hub import run_hub
+from kit.hub import RunningHub, run_hub
 from kit.registry import Distribution, make_image, run_distribution
 from ukedge.errors import DigestMismatchError
 from ukedge.image import (
@@ -36,18 +36,23 @@ from ukedge.registry._signatures import _signature_manifest
 
 
 @pytest.fixture(params=["hub", pytest.param("distribution", marks=pytest.mark.interop)])
-def registry(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+def registry(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[RunningHub | Distribution]:
     if request.param == "hub":
         with run_hub(tmp_path / "hub", auth="off") as hub:
-            yield hub.host
+            yield hub
     else:
         with run_distribution(tmp_path / "distribution") as dist:
-            yield dist.host
+            yield dist
+
+
+#: A test of one registry only (``registry`` is then that one).
+_ON_HUB = pytest.mark.parametrize("registry", ["hub"], indirect=True)
+_ON_DISTRIBUTION = pytest.mark.parametrize("registry", ["distribution"], indirect=True)
 
 
 @pytest.fixture
-def client(registry: str, tmp_path: Path) -> Iterator[RegistryClient]:
-    with RegistryClient(registry, insecure=True, state_dir=tmp_path / "state") as c:
+def client(registry: RunningHub | Distribution, tmp_path: Path) -> Iterator[RegistryClient]:
+    with RegistryClient(registry.host, insecure=True, state_dir=tmp_path / "state") as c:
         yield c
 
 
@@ -63,7 +68,7 @@ def key() -> PrivateKey:
 
 
 def test_sign_then_verify_and_where_the_signature_lives(
-    client: RegistryClient, registry: str, key: PrivateKey, tmp_path: Path
+    client: RegistryClient, key: PrivateKey, tmp_path: Path
 ) -> None:
     digest = _pushed(client, tmp_path)
     [signed] = sign_image(client, "team/app", "1", key)
@@ -86,30 +91,26 @@ def test_sign_then_verify_and_where_the_signature_lives(
     assert len(fetch_signatures(client, "team/app", digest)) == 1
 
 
-def test_the_hub_serves_signatures_as_referrers(tmp_path: Path, key: PrivateKey) -> None:
-    with (
-        run_hub(tmp_path / "hub", auth="off") as hub,
-        RegistryClient(hub.host, insecure=True, state_dir=tmp_path / "state") as client,
-    ):
-        digest = _pushed(client, tmp_path)
-        [signed] = sign_image(client, "team/app", "1", key)
-        referrers = client.referrers("team/app", digest, SIGNATURE_ARTIFACT_TYPE)
-        assert referrers is not None
-        assert [d.digest for d in referrers] == [signed.signature_manifest]
+@_ON_HUB
+def test_the_hub_serves_signatures_as_referrers(
+    client: RegistryClient, tmp_path: Path, key: PrivateKey
+) -> None:
+    digest = _pushed(client, tmp_path)
+    [signed] = sign_image(client, "team/app", "1", key)
+    referrers = client.referrers("team/app", digest, SIGNATURE_ARTIFACT_TYPE)
+    assert referrers is not None
+    assert [d.digest for d in referrers] == [signed.signature_manifest]
 
 
 @pytest.mark.interop
+@_ON_DISTRIBUTION
 def test_distribution_has_no_referrers_api_so_the_tag_carries_it(
-    tmp_path: Path, key: PrivateKey
+    client: RegistryClient, tmp_path: Path, key: PrivateKey
 ) -> None:
-    with (
-        run_distribution(tmp_path / "distribution") as dist,
-        RegistryClient(dist.host, insecure=True, state_dir=tmp_path / "state") as client,
-    ):
-        digest = _pushed(client, tmp_path)
-        assert client.referrers("team/app", digest, SIGNATURE_ARTIFACT_TYPE) is None
-        sign_image(client, "team/app", "1", key)
-        assert verify_image(client, "team/app", "1", [key.public])[0].ok
+    digest = _pushed(client, tmp_path)
+    assert client.referrers("team/app", digest, SIGNATURE_ARTIFACT_TYPE) is None
+    sign_image(client, "team/app", "1", key)
+    assert verify_image(client, "team/app", "1", [key.public])[0].ok
 
 
 def test_missing_signature_and_untrusted_key(
@@ -185,28 +186,26 @@ def test_a_tampered_manifest_or_layer_under_the_signed_tag_is_unsigned(
 
 
 @pytest.mark.interop
+@_ON_DISTRIBUTION
 def test_a_layer_tampered_in_storage_is_caught_by_its_digest(
-    tmp_path: Path, key: PrivateKey
+    client: RegistryClient, registry: Distribution, tmp_path: Path, key: PrivateKey
 ) -> None:
-    with (
-        run_distribution(tmp_path / "distribution") as dist,
-        RegistryClient(dist.host, insecure=True, state_dir=tmp_path / "state") as client,
-    ):
-        store = ImageStore(tmp_path / "src")
-        make_image(store, "app:x")
-        push(store, "app:x", f"{dist.host}/team/app:1", client=client)
-        sign_image(client, "team/app", "1", key)
-        _, manifest = store.manifest("app:x")
-        layer = manifest.layers[-1].digest.split(":")[1]
-        data = next(_distribution_blob(dist, layer))
-        data.write_bytes(os.urandom(2048))
-        # The signature still verifies (it signs the manifest)...
-        assert verify_image(client, "team/app", "1", [key.public])[0].ok
-        # ...and the layer's digest, which the signed manifest pins, refuses the bytes.
-        dst = ImageStore(tmp_path / "dst")
-        with pytest.raises(DigestMismatchError):
-            pull(dst, f"{dist.host}/team/app:1", client=client)
-        assert not dst.images()
+    dist = registry
+    store = ImageStore(tmp_path / "src")
+    make_image(store, "app:x")
+    push(store, "app:x", f"{dist.host}/team/app:1", client=client)
+    sign_image(client, "team/app", "1", key)
+    _, manifest = store.manifest("app:x")
+    layer = manifest.layers[-1].digest.split(":")[1]
+    data = next(_distribution_blob(dist, layer))
+    data.write_bytes(os.urandom(2048))
+    # The signature still verifies (it signs the manifest)...
+    assert verify_image(client, "team/app", "1", [key.public])[0].ok
+    # ...and the layer's digest, which the signed manifest pins, refuses the bytes.
+    dst = ImageStore(tmp_path / "dst")
+    with pytest.raises(DigestMismatchError):
+        pull(dst, f"{dist.host}/team/app:1", client=client)
+    assert not dst.images()
 
 
 def _distribution_blob(dist: Distribution, hex_digest: str) -> Iterator[Path]:

@@ -27,7 +27,7 @@ __all__ = [
 ]
 
 IMAGE_TYPES = frozenset({mediatypes.OCI_MANIFEST, mediatypes.DOCKER_MANIFEST})
-INDEX_TYPES = frozenset({mediatypes.OCI_INDEX, mediatypes.DOCKER_MANIFEST_LIST})
+INDEX_TYPES = mediatypes.INDEX_TYPES
 MANIFEST_TYPES = IMAGE_TYPES | INDEX_TYPES
 #: Referrer artifact types that mean "this is a signature" (cosign, notation).
 SIGNATURE_TYPES = frozenset(

@@ -7,6 +7,7 @@ __all__ = [
     "CONFIG",
     "DOCKER_MANIFEST",
     "DOCKER_MANIFEST_LIST",
+    "INDEX_TYPES",
     "INITRD_GZIP",
     "INITRD_TYPES",
     "INITRD_ZSTD",
@@ -38,3 +39,5 @@ INITRD_ZSTD = "application/vnd.ukedge.initrd.v1.cpio+zstd"
 
 KERNEL_TYPES = frozenset({KERNEL, KERNEL_GZIP})
 INITRD_TYPES = frozenset({INITRD_GZIP, INITRD_ZSTD})
+#: Manifests that list other manifests (one per platform), OCI's and Docker's.
+INDEX_TYPES = frozenset({OCI_INDEX, DOCKER_MANIFEST_LIST})

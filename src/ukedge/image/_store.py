@@ -36,8 +36,7 @@ from ukedge.image._manifest import REF_NAME, Descriptor, ImageIndex, ImageManife
 from ukedge.image._mediatypes import (
     CONFIG,
     DOCKER_MANIFEST,
-    DOCKER_MANIFEST_LIST,
-    OCI_INDEX,
+    INDEX_TYPES,
     OCI_MANIFEST,
 )
 from ukedge.image._reference import parse_reference
@@ -47,7 +46,6 @@ __all__ = ["BlobWriter", "ImageStore", "StoredImage"]
 _LAYOUT = b'{"imageLayoutVersion":"1.0.0"}'
 _CHUNK = 1 << 20
 _MANIFEST_TYPES = frozenset({OCI_MANIFEST, DOCKER_MANIFEST})
-_INDEX_TYPES = frozenset({OCI_INDEX, DOCKER_MANIFEST_LIST})
 
 
 @dataclass(frozen=True)
@@ -226,7 +224,7 @@ class ImageStore:
         self, manifest: bytes, ref: str | None, media_type: str = OCI_MANIFEST
     ) -> Descriptor:
         """Store a manifest whose blobs are all present and, if ``ref`` is given, tag it."""
-        if media_type not in _MANIFEST_TYPES | _INDEX_TYPES:
+        if media_type not in _MANIFEST_TYPES | INDEX_TYPES:
             raise ImageError(f"unsupported manifest media type {media_type!r}")
         for child in self._children(manifest, media_type):
             if not self.has_blob(child.digest):
@@ -320,7 +318,7 @@ class ImageStore:
 
     def _children(self, data: bytes, media_type: str) -> list[Descriptor]:
         doc = json.loads(data)
-        if media_type in _INDEX_TYPES:
+        if media_type in INDEX_TYPES:
             return [Descriptor.model_validate(m) for m in doc.get("manifests", [])]
         kids = [Descriptor.model_validate(doc["config"])]
         kids += [Descriptor.model_validate(layer) for layer in doc.get("layers", [])]
@@ -334,7 +332,7 @@ class ImageStore:
             if desc.digest in seen:
                 continue
             seen.add(desc.digest)
-            if desc.media_type in _MANIFEST_TYPES | _INDEX_TYPES and self.has_blob(desc.digest):
+            if desc.media_type in _MANIFEST_TYPES | INDEX_TYPES and self.has_blob(desc.digest):
                 todo.extend(self._children(self.read_blob(desc.digest), desc.media_type))
         return seen
 
@@ -383,7 +381,7 @@ class ImageStore:
             if desc.digest in blobs:
                 continue
             blobs.add(desc.digest)
-            if desc.media_type in _MANIFEST_TYPES | _INDEX_TYPES:
+            if desc.media_type in _MANIFEST_TYPES | INDEX_TYPES:
                 todo.extend(self._children(self.read_blob(desc.digest), desc.media_type))
         index = ImageIndex(
             manifests=[

@@ -57,7 +57,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-_INDEX_TYPES = frozenset({mediatypes.OCI_INDEX, mediatypes.DOCKER_MANIFEST_LIST})
 #: A payload is a few hundred bytes; anything larger is not one.
 _MAX_PAYLOAD = 64 << 10
 
@@ -188,7 +187,7 @@ def sign_image(
 def _subjects(client: RegistryClient, repository: str, reference: str) -> list[Descriptor]:
     remote = client.get_manifest(repository, reference)
     subjects = [remote.descriptor]
-    if remote.media_type in _INDEX_TYPES:
+    if remote.media_type in mediatypes.INDEX_TYPES:
         try:
             index = ImageIndex.model_validate_json(remote.data)
         except ValueError as exc:

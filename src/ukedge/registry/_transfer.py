@@ -43,7 +43,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-_INDEX_TYPES = frozenset({mediatypes.OCI_INDEX, mediatypes.DOCKER_MANIFEST_LIST})
 _T = TypeVar("_T")
 
 
@@ -176,7 +175,7 @@ def _push_manifest(
     cancel: threading.Event | None,
 ) -> str:
     data = store.read_blob(desc.digest)
-    if desc.media_type in _INDEX_TYPES:
+    if desc.media_type in mediatypes.INDEX_TYPES:
         index = ImageIndex.model_validate_json(data)
         for child in index.manifests:
             if not store.has_blob(child.digest):
@@ -257,10 +256,10 @@ def select_platform(index: ImageIndex, platform: str = DEFAULT_PLATFORM) -> Desc
 
 def _resolve_manifest(client: RegistryClient, ref: Reference, platform: str) -> RemoteManifest:
     remote = client.get_manifest(ref.repository, ref.reference)
-    if remote.media_type in _INDEX_TYPES:
+    if remote.media_type in mediatypes.INDEX_TYPES:
         child = select_platform(ImageIndex.model_validate_json(remote.data), platform)
         remote = client.get_manifest(ref.repository, child.digest)
-        if remote.media_type in _INDEX_TYPES:
+        if remote.media_type in mediatypes.INDEX_TYPES:
             raise RegistryError(f"{ref}: the {platform} entry of the index is itself an index")
     return remote
 

@@ -20,12 +20,23 @@ from typing import Any, Protocol
 
 from ukedge.errors import MachineError
 from ukedge.vmm import _qmp
-from ukedge.vmm._snapshot import ignore_shared
 
-__all__ = ["send", "wait_loaded"]
+__all__ = ["BANDWIDTH", "completed", "ignore_shared", "send", "wait_loaded"]
 
-#: No rate limit of QEMU's own: the agent's channel is the link (QEMU 7.2 defaults to 128 MiB/s).
-_BANDWIDTH = 1 << 40
+#: No rate limit of QEMU's own (QEMU 7.2 defaults to 128 MiB/s): a live move's link is the
+#: agent's channel, a snapshot's a local file.
+BANDWIDTH = 1 << 40
+
+
+def ignore_shared(state: bool) -> dict[str, Any]:
+    """The migration capability that leaves shared RAM (a template's file) out of the stream.
+
+    Said explicitly on every outgoing stream: a clone loaded its template with it on, QEMU keeps
+    capabilities for the process's life, and a stream sent with it on only loads where it is on
+    too (a clone moving to another node, whose receiving machine has no template, would fail
+    with "load of migration failed: Invalid argument").
+    """
+    return {"capability": "x-ignore-shared", "state": state}
 
 
 class _Migrating(Protocol):
@@ -52,27 +63,30 @@ def send(
         )
         await session.execute(
             "migrate-set-parameters",
-            {"max-bandwidth": _BANDWIDTH, "downtime-limit": downtime_limit_ms},
+            {"max-bandwidth": BANDWIDTH, "downtime-limit": downtime_limit_ms},
         )
         session.send_fd(fd)
         await session.execute("getfd", {"fdname": "ukedge-live"})
         await session.execute("migrate", {"uri": "fd:ukedge-live"})
-        while True:
-            info = await session.execute("query-migrate")
-            status = info.get("status") if isinstance(info, dict) else None
-            if status == "completed":
-                assert isinstance(info, dict)
-                return info
-            if status in ("failed", "cancelled"):
-                desc = info.get("error-desc", status) if isinstance(info, dict) else status
-                raise MachineError(
-                    f"live migration of machine {machine.machine_id} failed: {desc}",
-                    machine.machine_id,
-                )
-            await asyncio.sleep(0.005)
+        return await completed(session, machine.machine_id, "live migration")
 
     # Each step is bounded, not the whole: a slow link takes as long as it takes.
     return _qmp.run(machine.qmp_path, body, machine_id=machine.machine_id, timeout=60.0)
+
+
+async def completed(session: _qmp.Session, machine_id: str, what: str) -> dict[str, Any]:
+    """Poll the migration started on ``session`` until QEMU completed it; returns its final
+    ``query-migrate`` answer, or raises MachineError naming ``what`` failed and why."""
+    while True:
+        info = await session.execute("query-migrate")
+        status = info.get("status") if isinstance(info, dict) else None
+        if status == "completed":
+            assert isinstance(info, dict)
+            return info
+        if status in ("failed", "cancelled"):
+            desc = info.get("error-desc", status) if isinstance(info, dict) else status
+            raise MachineError(f"{what} of machine {machine_id} failed: {desc}", machine_id)
+        await asyncio.sleep(0.005)
 
 
 def wait_loaded(machine: _Migrating, timeout: float) -> str:

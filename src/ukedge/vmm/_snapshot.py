@@ -36,7 +36,6 @@ that maps it ends.
 
 from __future__ import annotations
 
-import asyncio
 import errno
 import json
 import os
@@ -45,8 +44,9 @@ import time
 from pathlib import Path
 from typing import Any, Protocol
 
-from ukedge.errors import MachineError, UsageError
+from ukedge.errors import UsageError
 from ukedge.vmm import _qmp
+from ukedge.vmm._migrate import BANDWIDTH, completed, ignore_shared
 from ukedge.vmm._qemu_argv import QemuOptions, RamFile
 from ukedge.vmm.base import MachineSpec
 
@@ -54,21 +54,6 @@ _VERSION = 1
 _META = "snapshot.json"
 _STATE = "vmstate"
 _RAM = "ram"
-
-
-def ignore_shared(state: bool) -> dict[str, Any]:
-    """The migration capability that leaves shared RAM (a template's file) out of the stream.
-
-    Said explicitly on every outgoing stream: a clone loaded its template with it on, QEMU keeps
-    capabilities for the process's life, and a stream sent with it on only loads where it is on
-    too (a clone moving to another node, whose receiving machine has no template, would fail
-    with "load of migration failed: Invalid argument").
-    """
-    return {"capability": "x-ignore-shared", "state": state}
-
-
-#: QMP migration is rate-limited by default (128 MiB/s in QEMU 7.2); a local file is not a link.
-_BANDWIDTH = 1 << 40
 
 
 def state_file(path: Path) -> Path:
@@ -145,24 +130,13 @@ def save(machine: SavedMachine, path: Path, *, resume: bool) -> None:
             await session.execute("getfd", {"fdname": "ukedge-snapshot"})
             # No "stop" first: the stream records the run state at the final pause, and only a
             # running source makes restored machines start by themselves (no QMP round trip).
-            await session.execute("migrate-set-parameters", {"max-bandwidth": _BANDWIDTH})
+            await session.execute("migrate-set-parameters", {"max-bandwidth": BANDWIDTH})
             await session.execute(
                 "migrate-set-capabilities",
                 {"capabilities": [ignore_shared(shared_ram is not None)]},
             )
             await session.execute("migrate", {"uri": "fd:ukedge-snapshot"})
-            while True:
-                info = await session.execute("query-migrate")
-                status = info.get("status") if isinstance(info, dict) else None
-                if status == "completed":
-                    break
-                if status in ("failed", "cancelled"):
-                    desc = info.get("error-desc", status) if isinstance(info, dict) else status
-                    raise MachineError(
-                        f"snapshot of machine {machine.machine_id} failed: {desc}",
-                        machine.machine_id,
-                    )
-                await asyncio.sleep(0.005)
+            await completed(session, machine.machine_id, "snapshot")
             if shared_ram is not None:
                 # Paused now, so the file holds exactly the RAM the stream's devices expect.
                 _keep_ram(shared_ram, path / _RAM, copy=resume)
@@ -181,9 +155,7 @@ def save(machine: SavedMachine, path: Path, *, resume: bool) -> None:
     meta["ram"] = "template" if shared_ram is not None else "stream"
     meta["seconds"] = round(time.monotonic() - started, 3)
     meta["bytes"] = state_file(path).stat().st_size
-    meta_tmp = path / f".{_META}.tmp"
-    meta_tmp.write_text(json.dumps(meta, indent=2, sort_keys=True))
-    meta_tmp.replace(path / _META)
+    _write_meta(path, meta)
 
 
 def adopt(path: Path, spec: MachineSpec, options: QemuOptions, accel: str) -> None:
@@ -195,21 +167,39 @@ def adopt(path: Path, spec: MachineSpec, options: QemuOptions, accel: str) -> No
         sent = json.loads((path / _META).read_text())
     except (OSError, ValueError) as exc:
         raise UsageError(f"{path} is not a machine snapshot ({_META}: {exc})") from None
-    if sent.get("version") != _VERSION or not state_file(path).is_file():
-        raise UsageError(f"{path} is not a complete version-{_VERSION} machine snapshot")
+    _require_complete(path, sent)
     want = _fingerprint(spec, options, accel)
-    have = sent.get("fingerprint", {})
-    diffs = [
-        f"{k}: sender {have.get(k)!r}, here {v!r}"
-        for k, v in want.items()
-        if k != "kernel" and have.get(k) != v
-    ]
+    diffs = _differences(sent, want, ("sender", "here"), skip="kernel")
     if diffs:
         raise UsageError(
             f"the machine state sent to {path} cannot resume here; run both nodes with the "
             f"same QEMU settings ({'; '.join(diffs)})"
         )
-    meta = {**sent, "fingerprint": want, "adopted_at": time.time()}
+    _write_meta(path, {**sent, "fingerprint": want, "adopted_at": time.time()})
+
+
+def _require_complete(path: Path, meta: dict[str, Any]) -> None:
+    if meta.get("version") != _VERSION or not state_file(path).is_file():
+        raise UsageError(f"{path} is not a complete version-{_VERSION} machine snapshot")
+
+
+def _differences(
+    meta: dict[str, Any], want: dict[str, Any], labels: tuple[str, str], skip: str = ""
+) -> list[str]:
+    """Each fingerprint entry the snapshot's record (``meta``) has other than ``want``, as
+    "key: <recorded> <value>, <wanted> <value>" (``labels`` name the two sides)."""
+    have = meta.get("fingerprint", {})
+    theirs, ours = labels
+    return [
+        f"{k}: {theirs} {have.get(k)!r}, {ours} {v!r}"
+        for k, v in want.items()
+        if k != skip and have.get(k) != v
+    ]
+
+
+def _write_meta(path: Path, meta: dict[str, Any]) -> None:
+    """Write the snapshot's record under a temporary name and rename it into place, so a
+    reader never sees a half-written one."""
     meta_tmp = path / f".{_META}.tmp"
     meta_tmp.write_text(json.dumps(meta, indent=2, sort_keys=True))
     meta_tmp.replace(path / _META)
@@ -242,13 +232,8 @@ def check_compatible(spec: MachineSpec, options: QemuOptions, accel: str) -> Non
         raise UsageError(f"{path} is not a machine snapshot (no {_META})") from None
     except (OSError, ValueError) as exc:
         raise UsageError(f"cannot read snapshot {path}: {exc}") from exc
-    if meta.get("version") != _VERSION or not state_file(path).is_file():
-        raise UsageError(f"{path} is not a complete version-{_VERSION} machine snapshot")
-    want = _fingerprint(spec, options, accel)
-    have = meta.get("fingerprint", {})
-    diffs = [
-        f"{k}: snapshot {have.get(k)!r}, now {v!r}" for k, v in want.items() if have.get(k) != v
-    ]
+    _require_complete(path, meta)
+    diffs = _differences(meta, _fingerprint(spec, options, accel), ("snapshot", "now"))
     if diffs:
         raise UsageError(
             f"snapshot {path} was made of a different machine; start it with the same "
