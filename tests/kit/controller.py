@@ -184,18 +184,7 @@ class Node:
 
 def running_reports(desired: Iterable[DesiredInstance]) -> list[InstanceReport]:
     """What a node reports once it runs every ``desired`` instance (running, no health check)."""
-    return [
-        InstanceReport(
-            name=d.name,
-            deployment=d.deployment,
-            replica=d.replica,
-            revision=d.revision,
-            image=d.request.image,
-            state=InstanceState.RUNNING,
-            health=HealthStatus.NONE,
-        )
-        for d in desired
-    ]
+    return [InstanceReport.of_desired(d, InstanceState.RUNNING, HealthStatus.NONE) for d in desired]
 
 
 @dataclass

@@ -79,15 +79,7 @@ class HollowNode:
 
     def reports(self) -> list[InstanceReport]:
         return [
-            InstanceReport(
-                name=item.name,
-                deployment=item.deployment,
-                replica=item.replica,
-                revision=item.revision,
-                image=item.request.image,
-                state=InstanceState.RUNNING,
-                health=HealthStatus.HEALTHY,
-            )
+            InstanceReport.of_desired(item, InstanceState.RUNNING, HealthStatus.HEALTHY)
             for item in self.desired.instances
         ]
 

@@ -39,16 +39,7 @@ def instance_report(instance: Instance, error: str | None = None) -> InstanceRep
 
 
 def _missing_report(item: DesiredInstance, error: str) -> InstanceReport:
-    return InstanceReport(
-        name=item.name,
-        deployment=item.deployment,
-        replica=item.replica,
-        revision=item.revision,
-        image=item.request.image,
-        state=InstanceState.FAILED,
-        health=HealthStatus.NONE,
-        error=error,
-    )
+    return InstanceReport.of_desired(item, InstanceState.FAILED, HealthStatus.NONE, error=error)
 
 
 def _concerns(instance: Instance, item: DesiredInstance | None) -> bool:

@@ -80,6 +80,28 @@ class InstanceReport(_Wire):
     exit_code: int | None = None
     error: str | None = None
 
+    @classmethod
+    def of_desired(
+        cls,
+        item: DesiredInstance,
+        state: InstanceState,
+        health: HealthStatus,
+        *,
+        error: str | None = None,
+    ) -> InstanceReport:
+        """A report on ``item`` with no instance record behind it (the agent could not make
+        it; a hollow node pretends it runs): named by what the controller asked for."""
+        return cls(
+            name=item.name,
+            deployment=item.deployment,
+            replica=item.replica,
+            revision=item.revision,
+            image=item.request.image,
+            state=state,
+            health=health,
+            error=error,
+        )
+
 
 class Heartbeat(_Wire):
     """Sent every few seconds; also the node's full report (no separate status call)."""
