@@ -90,4 +90,8 @@ class Controller:
         self.heartbeats.close()
         if self.bridge is not None:
             self.bridge.close()
+        if self.loop is not None:
+            # A pass run outside the loop's task (tests, tools) may hold the leader's session:
+            # disposing the engine leaves checked-out connections open.
+            self.loop.leadership.release()
         self.db.close()
