@@ -54,6 +54,7 @@ if typing.TYPE_CHECKING:
     from ukedge.registry._transfer import (
         ClientOptions,
         blob_label,
+        client_for,
         pull,
         push,
         push_target,
@@ -86,6 +87,7 @@ __all__ = [
     "UploadRecord",
     "UploadSessions",
     "blob_label",
+    "client_for",
     "credentials_for",
     "default_registry",
     "fetch_signatures",
@@ -131,6 +133,7 @@ _LAZY = {
     "verify_image": "ukedge.registry._signatures",
     "ClientOptions": "ukedge.registry._transfer",
     "blob_label": "ukedge.registry._transfer",
+    "client_for": "ukedge.registry._transfer",
     "pull": "ukedge.registry._transfer",
     "push": "ukedge.registry._transfer",
     "push_target": "ukedge.registry._transfer",

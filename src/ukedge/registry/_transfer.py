@@ -68,9 +68,12 @@ class ClientOptions:
 
 
 @contextlib.contextmanager
-def _client_for(
+def client_for(
     reference: Reference, client: RegistryClient | None, options: ClientOptions | None
 ) -> Iterator[RegistryClient]:
+    """``client`` when given (it must talk to ``reference``'s registry), else a client of that
+    registry made from ``options``, closed on exit: one client serves every request of a
+    transfer and what the caller does with the image right after it."""
     if client is not None:
         if reference.registry != client.registry:
             raise UsageError(
@@ -221,7 +224,7 @@ def push(
     image: StoredImage = store.resolve(local_ref)
     target = push_target(store, local_ref, remote_ref)
     progress = progress or NullProgress()
-    with _client_for(target, client, options) as c:
+    with client_for(target, client, options) as c:
         digest = _push_manifest(
             store, c, target.repository, image.descriptor, target.reference, progress, cancel
         )
@@ -314,7 +317,7 @@ def pull(
     local = _complete_locally(store, target, progress)
     if local is not None:
         return local
-    with _client_for(target, client, options) as c:
+    with client_for(target, client, options) as c:
         remote = _resolve_manifest(c, target, platform)
         try:
             manifest = ImageManifest.model_validate_json(remote.data)

@@ -242,38 +242,22 @@ class ImageCache:
         """
         from ukedge import registry  # httpx and the transfer code load when a pull runs
 
-        stored = registry.pull(
-            self.store,
-            ref,
-            progress=progress,
-            client=client,
-            options=options,
-            platform=platform,
-            cancel=cancel,
-        )
-        if self.gate is not None:
-            self._check_pulled(stored, client, options)
+        with registry.client_for(registry.remote_reference(ref), client, options) as c:
+            stored = registry.pull(
+                self.store, ref, progress=progress, client=c, platform=platform, cancel=cancel
+            )
+            if self.gate is not None:
+                self._check_pulled(stored, c)
         self.usage.pulled(stored.digest)
         self._evict(keep={stored.digest})
         return self.summary(stored.ref)
 
-    def _check_pulled(
-        self, stored: StoredImage, client: RegistryClient | None, options: ClientOptions | None
-    ) -> None:
-        """Fetch the pulled image's signatures and apply the policy: a refused image is untagged
-        again (unless an instance still uses it), so nothing of it can start."""
-        from ukedge.registry import RegistryClient
-
+    def _check_pulled(self, stored: StoredImage, client: RegistryClient) -> None:
+        """Fetch the pulled image's signatures (over the pull's client) and apply the policy: a
+        refused image is untagged again (unless an instance still uses it), so nothing of it
+        can start."""
         assert self.gate is not None
-        registry = parse_reference(stored.ref).registry
-        if registry is not None:
-            if client is not None and client.registry == registry:
-                self.gate.fetch(stored.ref, stored.digest, client)
-            else:
-                with RegistryClient(
-                    registry, insecure=options.insecure if options else None
-                ) as own:
-                    self.gate.fetch(stored.ref, stored.digest, own)
+        self.gate.fetch(stored.ref, stored.digest, client)
         try:
             self.gate.enforce(stored.ref, stored.digest)
         except SignatureError as exc:
