@@ -16,6 +16,9 @@ pull; an image that was neither pulled through the cache nor used counts from wh
 received its manifest. A pull thus counts as a use: an image pulled ahead of a deployment is
 not the first to go. The times live in a small SQLite table beside the store, so the order
 survives restarts and the agent and a local CLI can share the store.
+
+Long on purpose: pull, use, eviction and removal all decide under the same pins and usage
+table; the usage table itself and the unpacked layers are modules of their own.
 """
 
 from __future__ import annotations

@@ -6,6 +6,10 @@ machine is resumed, a stopped one (cold move) started again, and the target is t
 The one exception is a channel lost between ``commit`` and ``committed``: the source then asks
 the target (a reconnect with its ticket) and, if it cannot learn the outcome, leaves its machine
 paused rather than risk two running copies; the error says so.
+
+Long on purpose: one class, one move's state machine; the steps (connect, transfer or live
+stream, commit, give back) share the channel, the lock and the give-back rule, and split apart
+they would each need all three.
 """
 
 from __future__ import annotations
