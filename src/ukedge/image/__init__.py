@@ -29,6 +29,14 @@ from ukedge.image._keys import (
     write_key_pair,
 )
 from ukedge.image._manifest import REF_NAME, Descriptor, ImageIndex, ImageManifest
+from ukedge.image._platform import (
+    SUPPORTED_PLATFORMS,
+    Architecture,
+    Platform,
+    host_platform,
+    parse_platform,
+    parse_platforms,
+)
 from ukedge.image._reference import (
     DEFAULT_TAG,
     NAME_PATTERN,
@@ -56,7 +64,9 @@ __all__ = [
     "SIGNATURE_ANNOTATION",
     "SIGNATURE_ARTIFACT_TYPE",
     "SIMPLE_SIGNING",
+    "SUPPORTED_PLATFORMS",
     "TAG_PATTERN",
+    "Architecture",
     "BlobWriter",
     "BootConfig",
     "Descriptor",
@@ -66,6 +76,7 @@ __all__ = [
     "ImageManifest",
     "ImageStore",
     "KernelInfo",
+    "Platform",
     "PortSpec",
     "PrivateKey",
     "PublicKey",
@@ -80,8 +91,11 @@ __all__ = [
     "digest_hex",
     "encrypt_private_key",
     "generate_private_key",
+    "host_platform",
     "make_signature",
     "mediatypes",
+    "parse_platform",
+    "parse_platforms",
     "parse_reference",
     "read_public_keys",
     "signature_payload",

@@ -13,6 +13,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from ukedge.image._platform import Architecture, Platform
+
 __all__ = [
     "BootConfig",
     "HealthCheck",
@@ -68,8 +70,10 @@ class BootConfig(_Model):
 
 
 class ImageConfig(_Model):
-    architecture: Literal["amd64"] = "amd64"
+    architecture: Architecture = "amd64"
     os: Literal["linux"] = "linux"
+    #: OCI's CPU variant (``v8`` for arm64); None: the architecture's default.
+    variant: str | None = None
     created: str | None = None
     name: str
     runtime: str
@@ -95,6 +99,10 @@ class ImageConfig(_Model):
     hostname: str | None = Field(
         default=None, pattern=r"^[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?$"
     )
+
+    @property
+    def platform(self) -> Platform:
+        return Platform(os=self.os, architecture=self.architecture, variant=self.variant)
 
     def to_json(self) -> bytes:
         return canonical_json(self.model_dump(mode="json", exclude_none=True))

@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ukedge.image._config import canonical_json
 from ukedge.image._mediatypes import OCI_INDEX, OCI_MANIFEST
+from ukedge.image._platform import Platform
 
 __all__ = ["Descriptor", "ImageIndex", "ImageManifest"]
 
@@ -29,6 +30,8 @@ class Descriptor(_Document):
     size: int = Field(ge=0)
     annotations: dict[str, str] | None = None
     artifact_type: str | None = Field(default=None, alias="artifactType")
+    #: Set on the entries of a multi-platform index: which platform the manifest is for.
+    platform: Platform | None = None
 
     @property
     def ref_name(self) -> str | None:

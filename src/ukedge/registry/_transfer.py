@@ -24,9 +24,11 @@ from ukedge.image import (
     ImageIndex,
     ImageManifest,
     ImageStore,
+    Platform,
     Reference,
     StoredImage,
     mediatypes,
+    parse_platform,
 )
 from ukedge.registry._client import DEFAULT_CHUNK_SIZE, RegistryClient, RemoteManifest
 from ukedge.registry._progress import BlobOutcome, NullProgress, TransferProgress
@@ -235,25 +237,15 @@ def push(
 # -- pull ------------------------------------------------------------------------------------------
 
 
-def select_platform(index: ImageIndex, platform: str = DEFAULT_PLATFORM) -> Descriptor:
-    """The manifest of ``index`` for ``os/arch`` (``linux/amd64``)."""
-    os_name, _, arch = platform.partition("/")
+def select_platform(index: ImageIndex, platform: str | Platform = DEFAULT_PLATFORM) -> Descriptor:
+    """The manifest of ``index`` for ``platform`` (``linux/amd64``), as OCI matches platforms."""
+    wanted = parse_platform(platform) if isinstance(platform, str) else platform
     for child in index.manifests:
-        extra = child.model_extra or {}
-        plat = extra.get("platform")
-        if (
-            isinstance(plat, dict)
-            and plat.get("os") == os_name
-            and plat.get("architecture") == arch
-        ):
+        if child.platform is not None and child.platform.matches(wanted):
             return child
-    offered = sorted(
-        f"{p.get('os')}/{p.get('architecture')}"
-        for c in index.manifests
-        if isinstance(p := (c.model_extra or {}).get("platform"), dict)
-    )
+    offered = sorted(str(c.platform) for c in index.manifests if c.platform is not None)
     raise RegistryError(
-        f"the index has no {platform} manifest (it has: {', '.join(offered) or 'none'})"
+        f"the index has no {wanted} manifest (it has: {', '.join(offered) or 'none'})"
     )
 
 
