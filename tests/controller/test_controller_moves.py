@@ -1,0 +1,148 @@
+"""A controller-driven move relayed through heartbeats (``_movestore``), on SQLite and
+PostgreSQL: the target is asked for an offer, the source is ordered to move with it, and the
+replica changes node only when the source reports the move done; never listed by both."""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+
+from kit.controller import Api, Node
+from ukedge.controller import Controller
+from ukedge.controller._db import moves, replicas
+from ukedge.controller._moves import MoveState, start
+from ukedge.controller._movestore import active_moves, save_move
+from ukedge.controller._nodes import bump_generations
+from ukedge.host.link import HeartbeatReply, MoveOffer, MoveReport
+
+IMAGE = "127.0.0.1:1/app@sha256:" + "d" * 64  # pinned; its registry is never reached
+OFFER = {
+    "node": "b",
+    "host": "10.0.0.2",
+    "port": 7611,
+    "cert_pem": "-----BEGIN CERTIFICATE-----\n-----END CERTIFICATE-----\n",
+    "fingerprint": "a" * 64,
+    "ticket": "t" * 32,
+}
+
+
+def _one_replica_on(api: Api, controller: Controller, node: Node) -> tuple[str, str]:
+    r = api.admin.post(
+        "/v1/deployments", json={"name": "app", "image": IMAGE, "memory_mib": 64, "replicas": 1}
+    )
+    assert r.status_code in (200, 201), r.text
+    loop = controller.make_loop()
+    try:
+        assert loop.run_once()
+    finally:
+        loop.leadership.release()
+    with controller.db.read() as connection:
+        row = connection.execute(select(replicas)).one()
+    assert row.node_id == node.id
+    return row.deployment, row.replica
+
+
+def _start_move(controller: Controller, a: Node, b: Node, replica: str) -> str:
+    move = start(
+        "m1",
+        deployment="app",
+        replica=replica,
+        instance=f"app-{replica}",
+        source=a.id,
+        target=b.id,
+        mode="snapshot",
+        now=controller.now(),
+    )
+    with controller.db.write() as connection:
+        save_move(connection, move, new=True)
+        bump_generations(connection, {a.id, b.id})
+    return move.id
+
+
+def _listed(reply: HeartbeatReply) -> list[str]:
+    assert reply.desired is not None
+    return [i.replica for i in reply.desired.instances]
+
+
+def _node_of(controller: Controller, replica: str) -> str | None:
+    with controller.db.read() as connection:
+        return connection.execute(
+            select(replicas.c.node_id).where(replicas.c.replica == replica)
+        ).scalar_one()
+
+
+def test_a_move_relayed_through_heartbeats(api: Api, controller: Controller) -> None:
+    a = api.enrol("a")
+    a.beat(migration_host="10.0.0.1")
+    _, replica = _one_replica_on(api, controller, a)
+    b = api.enrol("b")
+    b.beat(migration_host="10.0.0.2")
+    move = _start_move(controller, a, b, replica)
+
+    reply = b.beat(migration_host="10.0.0.2")
+    assert reply.offer_requests == [move] and reply.moves == []
+    assert _listed(reply) == []  # the target does not run it yet
+    again = b.beat(migration_host="10.0.0.2")  # repeated: never the cheap path while in flight
+    assert again.offer_requests == [move]
+    reply = a.beat(migration_host="10.0.0.1")
+    assert reply.moves == [] and reply.offer_requests == []
+
+    b.beat(migration_host="10.0.0.2", offers=[MoveOffer(move=move, offer=OFFER)])
+    reply = a.beat(migration_host="10.0.0.1")
+    (order,) = reply.moves
+    assert (order.move, order.instance, order.offer) == (move, f"app-{replica}", OFFER)
+    running = MoveReport(move=move, state="running", step="transfer")
+    assert a.beat(migration_host="10.0.0.1", move_reports=[running]).moves == [order]
+    assert a.beat(migration_host="10.0.0.1", move_reports=[running]).moves == [order]
+    assert _node_of(controller, replica) == a.id
+
+    done = MoveReport(move=move, state="done", step="done")
+    reply = a.beat(migration_host="10.0.0.1", move_reports=[done])
+    assert _listed(reply) == [] and reply.moves == []
+    assert _node_of(controller, replica) == b.id
+    assert _listed(b.beat(migration_host="10.0.0.2")) == [replica]
+    with controller.db.read() as connection:
+        row = connection.execute(select(moves)).one()
+        assert active_moves(connection) == []
+    assert (row.state, row.offer) == (MoveState.DONE.value, None)  # the ticket is not kept
+
+
+def test_a_malformed_offer_or_a_failed_move_leaves_the_replica_on_the_source(
+    api: Api, controller: Controller
+) -> None:
+    a = api.enrol("a")
+    a.beat(migration_host="10.0.0.1")
+    _, replica = _one_replica_on(api, controller, a)
+    b = api.enrol("b")
+    move = _start_move(controller, a, b, replica)
+    b.beat(migration_host="10.0.0.2", offers=[MoveOffer(move=move, offer={"port": 0})])
+    with controller.db.read() as connection:
+        row = connection.execute(select(moves)).one()
+    assert row.state == MoveState.FAILED.value and "malformed" in row.error
+    assert a.beat(migration_host="10.0.0.1").moves == []
+    assert _node_of(controller, replica) == a.id
+
+    with controller.db.write() as connection:
+        connection.execute(moves.delete())
+    move = _start_move(controller, a, b, replica)
+    b.beat(migration_host="10.0.0.2", offers=[MoveOffer(move=move, offer=OFFER)])
+    failed = MoveReport(move=move, state="failed", step="transfer", error="channel broke")
+    reply = a.beat(migration_host="10.0.0.1", move_reports=[failed])
+    assert reply.moves == []
+    assert _node_of(controller, replica) == a.id
+    with controller.db.read() as connection:
+        row = connection.execute(select(moves)).one()
+    assert (row.state, row.error, row.offer) == (MoveState.FAILED.value, "channel broke", None)
+
+
+def test_a_node_without_a_migration_host_is_never_asked(api: Api, controller: Controller) -> None:
+    """An agent that does not report where it takes moves (an older one) gets no move fields,
+    which its wire models would refuse."""
+    a = api.enrol("a")
+    a.beat()
+    _, replica = _one_replica_on(api, controller, a)
+    b = api.enrol("b")
+    move = _start_move(controller, a, b, replica)
+    reply = b.beat()
+    assert reply.offer_requests == [] and reply.moves == []
+    with controller.db.read() as connection:
+        assert [m.id for m in active_moves(connection)] == [move]
