@@ -4,15 +4,16 @@ replica changes node only when the source reports the move done; never listed by
 
 from __future__ import annotations
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from kit.controller import Api, Node
 from ukedge.controller import Controller
-from ukedge.controller._db import moves, replicas
+from ukedge.controller._db import moves, nodes, replicas
 from ukedge.controller._moves import MoveState, start
 from ukedge.controller._movestore import active_moves, save_move
 from ukedge.controller._nodes import bump_generations
-from ukedge.host.link import HeartbeatReply, MoveOffer, MoveReport
+from ukedge.host import HealthStatus, InstanceState
+from ukedge.host.link import HeartbeatReply, InstanceReport, MoveOffer, MoveReport
 
 IMAGE = "127.0.0.1:1/app@sha256:" + "d" * 64  # pinned; its registry is never reached
 OFFER = {
@@ -25,16 +26,20 @@ OFFER = {
 }
 
 
-def _one_replica_on(api: Api, controller: Controller, node: Node) -> tuple[str, str]:
-    r = api.admin.post(
-        "/v1/deployments", json={"name": "app", "image": IMAGE, "memory_mib": 64, "replicas": 1}
-    )
-    assert r.status_code in (200, 201), r.text
+def _pass(controller: Controller) -> None:
     loop = controller.make_loop()
     try:
         assert loop.run_once()
     finally:
         loop.leadership.release()
+
+
+def _one_replica_on(api: Api, controller: Controller, node: Node) -> tuple[str, str]:
+    r = api.admin.post(
+        "/v1/deployments", json={"name": "app", "image": IMAGE, "memory_mib": 64, "replicas": 1}
+    )
+    assert r.status_code in (200, 201), r.text
+    _pass(controller)
     with controller.db.read() as connection:
         row = connection.execute(select(replicas)).one()
     assert row.node_id == node.id
@@ -146,3 +151,63 @@ def test_a_node_without_a_migration_host_is_never_asked(api: Api, controller: Co
     assert reply.offer_requests == [] and reply.moves == []
     with controller.db.read() as connection:
         assert [m.id for m in active_moves(connection)] == [move]
+
+
+def _running(reply: HeartbeatReply) -> list[InstanceReport]:
+    assert reply.desired is not None
+    return [
+        InstanceReport(
+            name=d.name,
+            deployment=d.deployment,
+            replica=d.replica,
+            revision=d.revision,
+            image=d.request.image,
+            state=InstanceState.RUNNING,
+            health=HealthStatus.NONE,
+        )
+        for d in reply.desired.instances
+    ]
+
+
+def _replicas(controller: Controller) -> list[tuple[str, str | None]]:
+    with controller.db.read() as connection:
+        rows = connection.execute(select(replicas.c.replica, replicas.c.node_id)).all()
+    return sorted((row.replica, row.node_id) for row in rows)
+
+
+def test_a_node_drained_with_migrate_moves_its_replica_then_falls_back_after_failures(
+    api: Api, controller: Controller
+) -> None:
+    """The reconciler starts a move instead of a replacement; each failed try is followed by
+    another until the last, after which the replica is replaced (make-before-break)."""
+    a = api.enrol("a")
+    a.beat(migration_host="10.0.0.1")
+    _, replica = _one_replica_on(api, controller, a)
+    b = api.enrol("b")
+    b.beat(migration_host="10.0.0.2")
+    reports = _running(a.beat(migration_host="10.0.0.1"))
+    a.beat(reports, migration_host="10.0.0.1")
+    with controller.db.write() as connection:
+        connection.execute(
+            update(nodes).where(nodes.c.id == a.id).values(draining=True, drain_migrate="live")
+        )
+
+    for attempt in (1, 2):
+        _pass(controller)
+        assert _replicas(controller) == [(replica, a.id)]  # moved, not replaced
+        with controller.db.read() as connection:
+            (move,) = active_moves(connection)
+        assert (move.source, move.target, move.mode, move.attempt) == (a.id, b.id, "live", attempt)
+        _pass(controller)  # a move under way is left alone
+        with controller.db.read() as connection:
+            assert active_moves(connection) == [move]
+        assert b.beat(migration_host="10.0.0.2").offer_requests == [move.id]
+        b.beat(migration_host="10.0.0.2", offers=[MoveOffer(move=move.id, error="no room")])
+        a.beat(reports, migration_host="10.0.0.1")
+
+    _pass(controller)  # both tries failed: replaced on b, the original runs on until then
+    with controller.db.read() as connection:
+        assert active_moves(connection) == []
+    placed = _replicas(controller)
+    assert (replica, a.id) in placed and len(placed) == 2
+    assert [node for name, node in placed if name != replica] == [b.id]

@@ -102,6 +102,8 @@ nodes = Table(
     Column("applied_generation", BigInteger, nullable=False, default=0),
     # Where other nodes reach its migration listener (None: it takes no part in moves).
     Column("migration_host", String(253), nullable=True),
+    # Drained with --migrate: how its replicas move (snapshot, live); None: they are replaced.
+    Column("drain_migrate", String(16), nullable=True),
 )
 
 deployments = Table(

@@ -12,21 +12,33 @@ While a node has a move in flight as source or target, its heartbeats are record
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import secrets
+from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from typing import Any
 
 from pydantic import ValidationError
 from sqlalchemy import Connection, Row, and_, or_, select, update
 
-from ukedge.controller._db import moves, replicas
+from ukedge.controller._db import moves, nodes, replicas
+from ukedge.controller._fleet import DeploymentView, NodeView, ReplicaView, ScoringStrategy
+from ukedge.controller._moveplan import MovePlan, plan_moves
 from ukedge.controller._moves import Move, MoveState, expire, offer_requests, on_offer, on_report
 from ukedge.controller._moves import orders as move_orders
 from ukedge.controller._nodes import bump_generations
 from ukedge.host.link import Heartbeat, MoveOffer, MoveOrder
 from ukedge.host.migration import MigrationOffer
 
-__all__ = ["Relay", "active_moves", "moving_replicas", "relay", "save_move"]
+__all__ = [
+    "Relay",
+    "active_moves",
+    "moving_events",
+    "moving_replicas",
+    "plan_drain_moves",
+    "relay",
+    "save_move",
+    "start_moves",
+]
 
 
 def _move(row: Row[Any]) -> Move:
@@ -133,3 +145,77 @@ def _record_on_target(connection: Connection, move: Move) -> None:
 def moving_replicas(connection: Connection) -> Sequence[tuple[str, str]]:
     """(deployment, replica) of every move in flight: the planner leaves these alone."""
     return [(m.deployment, m.replica) for m in active_moves(connection)]
+
+
+def plan_drain_moves(
+    connection: Connection,
+    deployments: Sequence[DeploymentView],
+    fleet_nodes: Sequence[NodeView],
+    fleet_replicas: Sequence[ReplicaView],
+    *,
+    instance_name: Callable[[str, str], str],
+    now: float,
+    strategy: ScoringStrategy,
+) -> MovePlan:
+    """The moves to start for nodes drained with ``--migrate`` (read in ``connection``)."""
+    migrate = {
+        row.id: row.drain_migrate
+        for row in connection.execute(
+            select(nodes.c.id, nodes.c.drain_migrate).where(nodes.c.drain_migrate.is_not(None))
+        )
+    }
+    if not migrate:
+        return MovePlan()
+    movable = set(
+        connection.execute(select(nodes.c.id).where(nodes.c.migration_host.is_not(None))).scalars()
+    )
+    tried = [
+        _move(row)
+        for row in connection.execute(select(moves).where(moves.c.source.in_(list(migrate))))
+    ]
+    return plan_moves(
+        deployments,
+        fleet_nodes,
+        fleet_replicas,
+        tried,
+        migrate=migrate,
+        movable=movable,
+        instance_name=instance_name,
+        now=now,
+        new_id=lambda: secrets.token_hex(8),
+        strategy=strategy,
+    )
+
+
+def start_moves(connection: Connection, planned: Sequence[Move]) -> list[Move]:
+    """Record the planned moves still valid (the replica on its source, no other move under
+    way: the plan was made from an earlier snapshot); both nodes' next heartbeats are then
+    recorded in full and carry the move."""
+    started = []
+    busy = {(m.deployment, m.replica) for m in active_moves(connection)}
+    for move in planned:
+        where = connection.execute(
+            select(replicas.c.node_id).where(
+                replicas.c.deployment == move.deployment, replicas.c.replica == move.replica
+            )
+        ).scalar_one_or_none()
+        if where != move.source or (move.deployment, move.replica) in busy:
+            continue
+        save_move(connection, move, new=True)
+        bump_generations(connection, {move.source, move.target})
+        started.append(move)
+    return started
+
+
+def moving_events(plan: MovePlan) -> list[str]:
+    """The pass's events: moves started, replicas replaced instead of moved (and why)."""
+    events = [
+        f"deployment {m.deployment}: moving replica {m.replica} from node {m.source} to node "
+        f"{m.target} ({m.mode}, try {m.attempt})"
+        for m in plan.start
+    ]
+    events += [
+        f"deployment {deployment}: replica {replica} is replaced, not moved: {why}"
+        for deployment, replica, why in plan.fallbacks
+    ]
+    return events

@@ -1,5 +1,6 @@
-"""Controller-driven moves: each try at moving a replica to another node, and the migration
-address nodes report (where other nodes reach their migration listener).
+"""Controller-driven moves: each try at moving a replica to another node, the migration
+address nodes report (where other nodes reach their migration listener), and how a draining
+node's replicas move (``drain_migrate``: snapshot or live; None: they are replaced).
 
 Revision ID: 0003
 Revises: 0002
@@ -20,6 +21,7 @@ depends_on = None
 def upgrade() -> None:
     with op.batch_alter_table("nodes") as batch:
         batch.add_column(sa.Column("migration_host", sa.String(length=253), nullable=True))
+        batch.add_column(sa.Column("drain_migrate", sa.String(length=16), nullable=True))
     op.create_table(
         "moves",
         sa.Column("id", sa.String(length=32), nullable=False),
@@ -48,4 +50,5 @@ def downgrade() -> None:
     op.drop_index("ix_moves_source", table_name="moves")
     op.drop_table("moves")
     with op.batch_alter_table("nodes") as batch:
+        batch.drop_column("drain_migrate")
         batch.drop_column("migration_host")
