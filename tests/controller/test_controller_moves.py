@@ -211,3 +211,33 @@ def test_a_node_drained_with_migrate_moves_its_replica_then_falls_back_after_fai
     placed = _replicas(controller)
     assert (replica, a.id) in placed and len(placed) == 2
     assert [node for name, node in placed if name != replica] == [b.id]
+
+
+def test_a_replica_moved_off_a_draining_node_stays_on_its_target(
+    api: Api, controller: Controller
+) -> None:
+    a = api.enrol("a")
+    a.beat(migration_host="10.0.0.1")
+    _, replica = _one_replica_on(api, controller, a)
+    b = api.enrol("b")
+    b.beat(migration_host="10.0.0.2")
+    reports = _running(a.beat(migration_host="10.0.0.1"))
+    a.beat(reports, migration_host="10.0.0.1")
+    with controller.db.write() as connection:
+        connection.execute(
+            update(nodes).where(nodes.c.id == a.id).values(draining=True, drain_migrate="snapshot")
+        )
+    _pass(controller)
+    with controller.db.read() as connection:
+        (move,) = active_moves(connection)
+    b.beat(migration_host="10.0.0.2", offers=[MoveOffer(move=move.id, offer=OFFER)])
+    (order,) = a.beat(reports, migration_host="10.0.0.1").moves
+    assert order.mode == "snapshot"
+    done = MoveReport(move=move.id, state="done", step="done")
+    assert _listed(a.beat(migration_host="10.0.0.1", move_reports=[done])) == []
+    assert _listed(b.beat(migration_host="10.0.0.2")) == [replica]
+    _pass(controller)
+    _pass(controller)
+    assert _replicas(controller) == [(replica, b.id)]  # no second move, no replacement
+    with controller.db.read() as connection:
+        assert active_moves(connection) == []
