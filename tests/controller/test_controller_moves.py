@@ -4,6 +4,8 @@ replica changes node only when the source reports the move done; never listed by
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from sqlalchemy import select, update
 
 from kit.controller import Api, Node
@@ -58,7 +60,7 @@ def _start_move(controller: Controller, a: Node, b: Node, replica: str) -> str:
         now=controller.now(),
     )
     with controller.db.write() as connection:
-        save_move(connection, move, new=True)
+        save_move(connection, move)
         bump_generations(connection, {a.id, b.id})
     return move.id
 
@@ -241,3 +243,23 @@ def test_a_replica_moved_off_a_draining_node_stays_on_its_target(
     assert _replicas(controller) == [(replica, b.id)]  # no second move, no replacement
     with controller.db.read() as connection:
         assert active_moves(connection) == []
+
+
+def test_a_move_changed_meanwhile_is_not_overwritten(api: Api, controller: Controller) -> None:
+    """Two heartbeats advancing one move at once (PostgreSQL, two controller processes): the
+    write made from a stale read matches no row and changes nothing."""
+    a = api.enrol("a")
+    a.beat(migration_host="10.0.0.1")
+    _, replica = _one_replica_on(api, controller, a)
+    b = api.enrol("b")
+    move_id = _start_move(controller, a, b, replica)
+    with controller.db.read() as connection:
+        (stale,) = active_moves(connection)
+    b.beat(migration_host="10.0.0.2", offers=[MoveOffer(move=move_id, offer=OFFER)])
+    failed = replace(
+        stale, state=MoveState.FAILED, error="expired", updated_at=stale.updated_at + 1
+    )
+    with controller.db.write() as connection:
+        assert not save_move(connection, failed, previous=stale)
+        (current,) = active_moves(connection)
+    assert current.state == MoveState.MOVING

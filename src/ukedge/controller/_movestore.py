@@ -55,13 +55,27 @@ def active_moves(connection: Connection, node_id: str | None = None) -> list[Mov
     return [_move(row) for row in connection.execute(query.order_by(moves.c.id)).all()]
 
 
-def save_move(connection: Connection, move: Move, *, new: bool = False) -> None:
+def save_move(connection: Connection, move: Move, *, previous: Move | None = None) -> bool:
+    """Insert ``move``, or with ``previous`` (the move as read) write it only if its row is
+    still as read: two heartbeats (the source's and the target's, in two controller processes
+    on PostgreSQL) may advance one move at once, and the second must not undo the first. False:
+    the row changed meanwhile; the node's next heartbeat sees the new state."""
     values = asdict(move)
     values["state"] = move.state.value
-    if new:
+    if previous is None:
         connection.execute(moves.insert().values(values))
-    else:
-        connection.execute(update(moves).where(moves.c.id == move.id).values(values))
+        return True
+    changed = connection.execute(
+        update(moves)
+        .where(
+            moves.c.id == move.id,
+            moves.c.state == previous.state.value,
+            moves.c.updated_at == previous.updated_at,
+            moves.c.step == previous.step,
+        )
+        .values(values)
+    )
+    return bool(changed.rowcount == 1)
 
 
 class Relay:
@@ -110,8 +124,8 @@ def relay(connection: Connection, node_id: str, beat: Heartbeat, *, now: float) 
         for report in beat.move_reports:
             after = on_report(after, report, node=node_id, now=now)
         after = expire(after, now=now)
-        if after != move:
-            save_move(connection, after)
+        if after != move and not save_move(connection, after, previous=move):
+            continue  # advanced meanwhile by another heartbeat: not ours to act on
         if after.state == MoveState.DONE and move.state != MoveState.DONE:
             _record_on_target(connection, after)
             recorded = True
@@ -201,7 +215,7 @@ def start_moves(connection: Connection, planned: Sequence[Move]) -> list[Move]:
         ).scalar_one_or_none()
         if where != move.source or (move.deployment, move.replica) in busy:
             continue
-        save_move(connection, move, new=True)
+        save_move(connection, move)
         bump_generations(connection, {move.source, move.target})
         started.append(move)
     return started
