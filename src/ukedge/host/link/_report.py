@@ -9,13 +9,20 @@ are reported too (state ``failed`` with the reason), so the controller sees them
 from __future__ import annotations
 
 import platform
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 from ukedge.host._models import HealthStatus, Instance, InstanceState
 from ukedge.host._node import LocalNode
 from ukedge.host.instances import host_capacity
 from ukedge.host.link._reconcile import marks_of
-from ukedge.host.link._wire import DesiredInstance, Heartbeat, InstanceReport, NodeResources
+from ukedge.host.link._wire import (
+    DesiredInstance,
+    Heartbeat,
+    InstanceReport,
+    MoveOffer,
+    MoveReport,
+    NodeResources,
+)
 
 __all__ = ["build_heartbeat", "instance_report"]
 
@@ -66,9 +73,13 @@ def build_heartbeat(
     accelerator: str,
     applied_generation: int,
     errors: Mapping[str, tuple[DesiredInstance | None, str]] | None = None,
+    migration_host: str | None = None,
+    offers: Sequence[MoveOffer] = (),
+    move_reports: Sequence[MoveReport] = (),
 ) -> Heartbeat:
     """The heartbeat of ``node`` now. ``errors``: the last reconcile pass's failures by
-    instance name (the desired instance they concern, when there is one)."""
+    instance name (the desired instance they concern, when there is one); the rest: the
+    node's part in the controller's moves (see :mod:`._movebook`)."""
     errors = errors or {}
     manager = node.manager
     capacity = manager.capacity or host_capacity()
@@ -101,4 +112,7 @@ def build_heartbeat(
         cached_layers=cached_layers(node),
         instances=reports,
         applied_generation=applied_generation,
+        migration_host=migration_host,
+        offers=list(offers),
+        move_reports=list(move_reports),
     )
