@@ -4,6 +4,7 @@ replica changes node only when the source reports the move done; never listed by
 
 from __future__ import annotations
 
+import time
 from dataclasses import replace
 
 from sqlalchemy import select, update
@@ -14,7 +15,7 @@ from ukedge.controller._db import moves, nodes, replicas
 from ukedge.controller._moves import MoveState, start
 from ukedge.controller._movestore import active_moves, save_move
 from ukedge.controller._nodes import bump_generations
-from ukedge.host import HealthStatus, InstanceState
+from ukedge.host import HealthStatus, InstanceState, PortMapping
 from ukedge.host.link import HeartbeatReply, InstanceReport, MoveOffer, MoveReport
 
 IMAGE = "127.0.0.1:1/app@sha256:" + "d" * 64  # pinned; its registry is never reached
@@ -263,3 +264,110 @@ def test_a_move_changed_meanwhile_is_not_overwritten(api: Api, controller: Contr
         assert not save_move(connection, failed, previous=stale)
         (current,) = active_moves(connection)
     assert current.state == MoveState.MOVING
+
+
+def _drain(api: Api, node: str, migrate: str | None = None) -> dict[str, object]:
+    params = {"migrate": migrate} if migrate else {}
+    r = api.admin.post(f"/v1/nodes/{node}/drain", params=params)
+    assert r.status_code == 200, r.text
+    return dict(r.json())
+
+
+def test_drain_with_migrate_is_shown_and_uncordon_clears_it(
+    api: Api, controller: Controller
+) -> None:
+    a = api.enrol("a")
+    a.beat(migration_host="10.0.0.1")
+    record = _drain(api, "a", "live")
+    assert (record["draining"], record["drain_migrate"]) == (True, "live")
+    assert record["migration_host"] == "10.0.0.1"
+    refused = api.admin.post("/v1/nodes/a/drain", params={"migrate": "cold"})
+    assert refused.status_code == 422 and "migrate" in refused.text
+    r = api.admin.post("/v1/nodes/a/uncordon")
+    assert (r.json()["draining"], r.json()["drain_migrate"]) == (False, None)
+    with controller.db.read() as connection:
+        assert connection.execute(select(nodes.c.drain_migrate)).scalar_one() is None
+    assert _drain(api, "a")["drain_migrate"] is None  # a plain drain replaces
+
+
+def test_tries_are_counted_per_drain(api: Api, controller: Controller) -> None:
+    """Two failed tries, then the drain is ended and begun again: the new drain moves the
+    replica (try 1) instead of falling back to a replacement at once."""
+    a = api.enrol("a")
+    a.beat(migration_host="10.0.0.1")
+    _, replica = _one_replica_on(api, controller, a)
+    b = api.enrol("b")
+    b.beat(migration_host="10.0.0.2")
+    reports = _running(a.beat(migration_host="10.0.0.1"))
+    a.beat(reports, migration_host="10.0.0.1")
+    _drain(api, "a", "snapshot")
+    for _ in (1, 2):
+        _pass(controller)
+        with controller.db.read() as connection:
+            (move,) = active_moves(connection)
+        b.beat(migration_host="10.0.0.2", offers=[MoveOffer(move=move.id, error="no room")])
+        a.beat(reports, migration_host="10.0.0.1")
+    api.admin.post("/v1/nodes/a/uncordon")
+    time.sleep(0.01)  # the new drain begins after the earlier tries (wall-clock stamps)
+    _drain(api, "a", "snapshot")
+    _pass(controller)
+    with controller.db.read() as connection:
+        (move,) = active_moves(connection)
+    assert move.attempt == 1
+    assert _replicas(controller) == [(replica, a.id)]  # moving, not replaced
+
+
+def test_a_move_started_by_the_api(api: Api, controller: Controller) -> None:
+    """``ukedge migrate INSTANCE --to NODE``: refused, naming why, unless it can go; then
+    relayed as any move; the replica's record shows its new node and ports."""
+    a = api.enrol("a")
+    a.beat(migration_host="10.0.0.1")
+    _, replica = _one_replica_on(api, controller, a)
+    b = api.enrol("b")
+    b.beat()  # no migration host yet
+    instance = f"app-{replica}"
+    body = {"instance": instance, "to": "b", "mode": "live"}
+    r = api.admin.post("/v1/moves", json=body)
+    assert r.status_code == 409 and "only a running replica moves" in r.text
+    reports = _running(a.beat(migration_host="10.0.0.1"))
+    a.beat(reports, migration_host="10.0.0.1")
+    r = api.admin.post("/v1/moves", json=body)
+    assert r.status_code == 409 and "node b takes no part in moves" in r.text
+    b.beat(migration_host="10.0.0.2")
+    for wrong, status, words in [
+        ({**body, "instance": "app-nope"}, 404, "no replica whose instance is 'app-nope'"),
+        ({**body, "to": "c"}, 404, "no node 'c'"),
+        ({**body, "to": "a"}, 409, "runs on node a already"),
+        ({**body, "mode": "cold"}, 422, "mode"),
+    ]:
+        r = api.admin.post("/v1/moves", json=wrong)
+        assert r.status_code == status and words in r.text, r.text
+    r = api.admin.post("/v1/moves", json=body)
+    assert r.status_code == 201, r.text
+    started = r.json()
+    assert (started["state"], started["source_name"], started["target_name"]) == (
+        "offer",
+        "a",
+        "b",
+    )
+    assert "offer" not in started or not isinstance(started.get("offer"), dict)
+    assert api.admin.post("/v1/moves", json=body).status_code == 409  # moving already
+    assert [m["id"] for m in api.admin.get("/v1/moves", params={"active": True}).json()] == [
+        started["id"]
+    ]
+    assert b.beat(migration_host="10.0.0.2").offer_requests == [started["id"]]
+    b.beat(migration_host="10.0.0.2", offers=[MoveOffer(move=started["id"], offer=OFFER)])
+    (order,) = a.beat(reports, migration_host="10.0.0.1").moves
+    assert (order.instance, order.mode) == (instance, "live")
+    done = MoveReport(move=started["id"], state="done", step="done")
+    a.beat(migration_host="10.0.0.1", move_reports=[done])
+    moved = _running(b.beat(migration_host="10.0.0.2"))
+    port = {"host_ip": "127.0.0.1", "host_port": 18081, "guest_port": 8080, "protocol": "tcp"}
+    mapping = PortMapping.model_validate(port)
+    b.beat([m.model_copy(update={"ports": [mapping]}) for m in moved], migration_host="10.0.0.2")
+    ended = api.admin.get(f"/v1/moves/{started['id']}").json()
+    assert (ended["state"], ended["step"]) == ("done", "done")
+    [record] = api.admin.get("/v1/replicas").json()
+    assert (record["node_name"], record["ports"]) == ("b", [port])
+    assert api.admin.get("/v1/moves", params={"active": True}).json() == []
+    assert api.admin.get("/v1/moves/nope").status_code == 404

@@ -104,6 +104,8 @@ nodes = Table(
     Column("migration_host", String(253), nullable=True),
     # Drained with --migrate: how its replicas move (snapshot, live); None: they are replaced.
     Column("drain_migrate", String(16), nullable=True),
+    # When the last drain began: a drain with --migrate counts the tries made since.
+    Column("drained_at", Float, nullable=True),
 )
 
 deployments = Table(

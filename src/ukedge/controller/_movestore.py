@@ -14,29 +14,48 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Callable, Sequence
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from typing import Any
 
 from pydantic import ValidationError
 from sqlalchemy import Connection, Row, and_, or_, select, update
 
-from ukedge.controller._db import moves, nodes, replicas
-from ukedge.controller._fleet import DeploymentView, NodeView, ReplicaView, ScoringStrategy
+from ukedge.controller._db import Database, moves, nodes, replicas
+from ukedge.controller._fleet import (
+    DeploymentView,
+    NodeView,
+    ReplicaState,
+    ReplicaView,
+    ScoringStrategy,
+)
+from ukedge.controller._models import MoveRecord, MoveRequest
 from ukedge.controller._moveplan import MovePlan, plan_moves
-from ukedge.controller._moves import Move, MoveState, expire, offer_requests, on_offer, on_report
+from ukedge.controller._moves import (
+    Move,
+    MoveState,
+    expire,
+    offer_requests,
+    on_offer,
+    on_report,
+    start,
+)
 from ukedge.controller._moves import orders as move_orders
-from ukedge.controller._nodes import bump_generations
+from ukedge.controller._nodes import bump_generations, find_node
+from ukedge.errors import ControllerError
 from ukedge.host.link import Heartbeat, MoveOffer, MoveOrder
 from ukedge.host.migration import MigrationOffer
 
 __all__ = [
     "Relay",
     "active_moves",
+    "find_move",
+    "list_moves",
     "moving_events",
     "moving_replicas",
     "plan_drain_moves",
     "relay",
     "save_move",
+    "start_api_move",
     "start_moves",
 ]
 
@@ -171,34 +190,47 @@ def plan_drain_moves(
     now: float,
     strategy: ScoringStrategy,
 ) -> MovePlan:
-    """The moves to start for nodes drained with ``--migrate`` (read in ``connection``)."""
-    migrate = {
-        row.id: row.drain_migrate
+    """The moves to start for nodes drained with ``--migrate`` (read in ``connection``).
+
+    Tries count per drain: those a node's earlier drains made (ended before it was drained
+    again) neither use up this drain's tries nor say the replica moved already. Every move in
+    flight, the API's too, is kept from replacement."""
+    in_flight = active_moves(connection)
+    busy = {(m.deployment, m.replica) for m in in_flight}
+    drained = {
+        row.id: (row.drain_migrate, row.drained_at or 0.0)
         for row in connection.execute(
-            select(nodes.c.id, nodes.c.drain_migrate).where(nodes.c.drain_migrate.is_not(None))
+            select(nodes.c.id, nodes.c.drain_migrate, nodes.c.drained_at).where(
+                nodes.c.drain_migrate.is_not(None), nodes.c.draining.is_(True)
+            )
         )
     }
-    if not migrate:
-        return MovePlan()
+    if not drained:
+        return MovePlan(keep=busy)
     movable = set(
         connection.execute(select(nodes.c.id).where(nodes.c.migration_host.is_not(None))).scalars()
     )
     tried = [
-        _move(row)
-        for row in connection.execute(select(moves).where(moves.c.source.in_(list(migrate))))
+        move
+        for move in (
+            _move(row)
+            for row in connection.execute(select(moves).where(moves.c.source.in_(list(drained))))
+        )
+        if move.state.active or move.started_at >= drained[move.source][1]
     ]
-    return plan_moves(
+    plan = plan_moves(
         deployments,
         fleet_nodes,
         fleet_replicas,
         tried,
-        migrate=migrate,
+        migrate={node: mode for node, (mode, _) in drained.items()},
         movable=movable,
         instance_name=instance_name,
         now=now,
         new_id=lambda: secrets.token_hex(8),
         strategy=strategy,
     )
+    return replace(plan, keep=plan.keep | busy)
 
 
 def start_moves(connection: Connection, planned: Sequence[Move]) -> list[Move]:
@@ -233,3 +265,108 @@ def moving_events(plan: MovePlan) -> list[str]:
         for deployment, replica, why in plan.fallbacks
     ]
     return events
+
+
+def _record(row: Row[Any]) -> MoveRecord:
+    values = dict(row._mapping)
+    values.pop("offer", None)  # its ticket is a secret
+    return MoveRecord.model_validate(values)
+
+
+def _records(connection: Connection, *where: Any) -> list[MoveRecord]:
+    source, target = nodes.alias("source_node"), nodes.alias("target_node")
+    query = (
+        select(moves, source.c.name.label("source_name"), target.c.name.label("target_name"))
+        .outerjoin(source, source.c.id == moves.c.source)
+        .outerjoin(target, target.c.id == moves.c.target)
+        .where(*where)
+        .order_by(moves.c.started_at.desc(), moves.c.id)
+    )
+    return [_record(row) for row in connection.execute(query).all()]
+
+
+def list_moves(db: Database, *, active: bool = False) -> list[MoveRecord]:
+    where = [moves.c.state.in_([s.value for s in MoveState if s.active])] if active else []
+    with db.read() as connection:
+        return _records(connection, *where)
+
+
+def find_move(db: Database, move_id: str) -> MoveRecord:
+    with db.read() as connection:
+        found = _records(connection, moves.c.id == move_id)
+    if not found:
+        raise ControllerError(f"no move {move_id!r} (see GET /v1/moves)", status=404)
+    return found[0]
+
+
+def start_api_move(
+    db: Database,
+    request: MoveRequest,
+    *,
+    instance_name: Callable[[str, str], str],
+    now: float,
+) -> MoveRecord:
+    """Start moving one replica where the operator says (``ukedge migrate INSTANCE --to
+    NODE``): refused, naming why, unless it runs, both nodes are ready and take part in
+    moves, the target takes replicas and no other move of it is under way. One try: a failed
+    move leaves the replica running where it was."""
+    with db.write() as connection:
+        found = [
+            row
+            for row in connection.execute(
+                select(
+                    replicas.c.deployment, replicas.c.replica, replicas.c.node_id, replicas.c.state
+                )
+            ).all()
+            if instance_name(row.deployment, row.replica) == request.instance
+        ]
+        if not found:
+            raise ControllerError(
+                f"no replica whose instance is {request.instance!r} (see `ukedge replicas`: "
+                "instances are named DEPLOYMENT-REPLICA)",
+                status=404,
+            )
+        replica = found[0]
+        if replica.node_id is None or replica.state != ReplicaState.RUNNING.value:
+            raise ControllerError(
+                f"{request.instance} is {replica.state}: only a running replica moves",
+                status=409,
+            )
+        source = find_node(connection, replica.node_id)
+        target = find_node(connection, request.to)
+        if target.id == source.id:
+            raise ControllerError(
+                f"{request.instance} runs on node {target.name} already", status=409
+            )
+        for node in (source, target):
+            if not node.ready:
+                raise ControllerError(f"node {node.name} is NotReady", status=409)
+            if node.migration_host is None:
+                raise ControllerError(
+                    f"node {node.name} takes no part in moves: start its agent with "
+                    "--migration-host",
+                    status=409,
+                )
+        if target.cordoned or target.draining:
+            raise ControllerError(
+                f"node {target.name} takes no new replicas (cordoned or draining; "
+                "`ukedge node uncordon` it first)",
+                status=409,
+            )
+        if any(
+            (m.deployment, m.replica) == (replica.deployment, replica.replica)
+            for m in active_moves(connection)
+        ):
+            raise ControllerError(f"{request.instance} is moving already", status=409)
+        move = start(
+            secrets.token_hex(8),
+            deployment=replica.deployment,
+            replica=replica.replica,
+            instance=request.instance,
+            source=source.id,
+            target=target.id,
+            mode=request.mode,
+            now=now,
+        )
+        start_moves(connection, [move])
+        return _records(connection, moves.c.id == move.id)[0]

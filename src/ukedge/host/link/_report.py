@@ -42,6 +42,7 @@ def instance_report(instance: Instance, error: str | None = None) -> InstanceRep
         restart_count=instance.restart_count,
         exit_code=instance.exit_code,
         error=error or instance.error,
+        ports=list(instance.ports),
     )
 
 

@@ -26,7 +26,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from ukedge.host._models import HealthStatus, InstanceState, RunRequest
+from ukedge.host._models import HealthStatus, InstanceState, PortMapping, RunRequest
 
 __all__ = [
     "ENROL_PATH",
@@ -135,6 +135,8 @@ class InstanceReport(_Wire):
     restart_count: int = 0
     exit_code: int | None = None
     error: str | None = None
+    #: Its published ports on the node (a move may change them: the controller shows these).
+    ports: list[PortMapping] = Field(default_factory=list, max_length=64, exclude_if=_empty)
 
     @classmethod
     def of_desired(

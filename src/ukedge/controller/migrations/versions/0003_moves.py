@@ -1,6 +1,7 @@
 """Controller-driven moves: each try at moving a replica to another node, the migration
 address nodes report (where other nodes reach their migration listener), and how a draining
-node's replicas move (``drain_migrate``: snapshot or live; None: they are replaced).
+node's replicas move (``drain_migrate``: snapshot or live; None: they are replaced) and
+since when (``drained_at``: tries are counted per drain).
 
 Revision ID: 0003
 Revises: 0002
@@ -22,6 +23,7 @@ def upgrade() -> None:
     with op.batch_alter_table("nodes") as batch:
         batch.add_column(sa.Column("migration_host", sa.String(length=253), nullable=True))
         batch.add_column(sa.Column("drain_migrate", sa.String(length=16), nullable=True))
+        batch.add_column(sa.Column("drained_at", sa.Float(), nullable=True))
     op.create_table(
         "moves",
         sa.Column("id", sa.String(length=32), nullable=False),
@@ -50,5 +52,6 @@ def downgrade() -> None:
     op.drop_index("ix_moves_source", table_name="moves")
     op.drop_table("moves")
     with op.batch_alter_table("nodes") as batch:
+        batch.drop_column("drained_at")
         batch.drop_column("drain_migrate")
         batch.drop_column("migration_host")
