@@ -97,8 +97,10 @@ class Fleet:
         return done
 
     def replica(self) -> dict[str, Any]:
-        [record] = self.get("/v1/replicas", deployment="web")
-        return dict(record)
+        """The one replica of web (empty until the reconciler has placed it)."""
+        records = self.get("/v1/replicas", deployment="web")
+        assert len(records) <= 1, records
+        return dict(records[0]) if records else {}
 
     def instance(self, node: str) -> Instance | None:
         for i in self.agents[node].client().list(all_instances=True):
@@ -157,7 +159,7 @@ def _deploy(fleet: Fleet, hub: str, port: int) -> tuple[str, Instance]:
     }
     r = fleet.api.post("/v1/deployments", json=spec)
     assert r.status_code in (200, 201), r.text
-    record = _wait(lambda: (r := fleet.replica())["state"] == "running" and r, "web running")
+    record = _wait(lambda: (r := fleet.replica()).get("state") == "running" and r, "web running")
     node = record["node_name"]
     instance = fleet.instance(node)
     assert instance is not None and instance.state is InstanceState.RUNNING
@@ -202,7 +204,7 @@ def _moved(fleet: Fleet, source: str, target: str, before: Instance) -> dict[str
         record = fleet.replica()
         arrived = fleet.instance(target)
         if (
-            record["node_name"] == target
+            record.get("node_name") == target
             and record["state"] == "running"
             and record["ports"]
             and arrived is not None

@@ -398,8 +398,10 @@ def replicas(
     node: Annotated[str | None, typer.Option("--node", "-n", help="Only on this node.")] = None,
     as_json: Annotated[bool, _JSON] = False,
 ) -> None:
-    """List the fleet's replicas: where each runs, its state and its published ports there
-    (a replica moved to another node shows its new node and address)."""
+    """List the fleet's replicas: where each runs, its state and its host ports.
+
+    A replica moved to another node (`node drain --migrate`, `migrate --to NODE`) shows its new
+    node and address once that node has reported it."""
     render_replicas(controller().replicas(deployment=deployment, node=node), as_json=as_json)
 
 

@@ -15,7 +15,7 @@ from ukedge.cli._context import controller, node, remote_host
 from ukedge.errors import MigrationError, UsageError
 
 if TYPE_CHECKING:
-    from ukedge.controller import MoveRecord
+    from ukedge.controller import FleetService, MoveRecord, ReplicaRecord
 
 __all__ = ["migrate", "moves", "register"]
 
@@ -209,9 +209,8 @@ def _through_controller(instance: str, to: str, mode: str, *, quiet: bool, as_js
         )
     if as_json:
         return
-    found = [r for r in client.replicas(deployment=move.deployment) if r.replica == move.replica]
     ports = ", ".join(
-        f"{p.host_ip}:{p.host_port}->{p.guest_port}" for r in found[:1] for p in r.ports
+        f"{p.host_ip}:{p.host_port}->{p.guest_port}" for p in _reported(client, move).ports
     )
     took = move.updated_at - move.started_at
     err.print(
@@ -221,18 +220,40 @@ def _through_controller(instance: str, to: str, mode: str, *, quiet: bool, as_js
     out.print(instance)
 
 
+#: How long to wait for the target's first report of a moved replica (its address).
+_REPORT_WAIT_S = 30.0
+
+
+def _reported(client: FleetService, move: MoveRecord) -> ReplicaRecord:
+    """The moved replica's record once its new node has reported it (a heartbeat or two
+    after the move: only then are its ports there known), or as it is after a while."""
+    deadline = time.monotonic() + _REPORT_WAIT_S
+    while True:
+        found = [
+            r for r in client.replicas(deployment=move.deployment) if r.replica == move.replica
+        ]
+        if not found:
+            raise UsageError(f"replica {move.replica} of {move.deployment} is gone")
+        replica = found[0]
+        if replica.node_id == move.target and replica.instance_state is not None:
+            return replica
+        if time.monotonic() > deadline:
+            return replica
+        time.sleep(_POLL_S)
+
+
 def moves(
     all_moves: bool = typer.Option(
         False, "--all", "-a", help="Also the moves that ended (done or failed)."
     ),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
 ) -> None:
-    """List the controller's moves of replicas: under way, or with --all every one tried
-    (`ukedge migrate --to NODE`, `ukedge node drain --migrate`), newest first.
+    """List the controller's moves of replicas (under way; all with --all).
 
-    A move asks the target node for an offer (offer), then the replica's node moves the
-    instance (moving, with its step), and ends done (the replica runs on the target) or
-    failed (it runs on where it was; the error says why).
+    Newest first: those of `ukedge migrate --to NODE` and `ukedge node drain --migrate`. A
+    move asks the target node for an offer (offer), then the replica's node moves the instance
+    (moving, with its step), and ends done (the replica runs on the target) or failed (it runs
+    on where it was; the error says why).
     """
     listed = controller().moves(active=not all_moves)
     if as_json:
