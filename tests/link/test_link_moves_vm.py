@@ -6,7 +6,10 @@
   instance id, every reading still counted, the results numbered on at the centre without gap
   or duplicate, the controller's view (``ukedge replicas``, ``ukedge moves``) showing the new
   node and address; neither reconciler undid the move (no instance made again on the source,
-  none removed on the target) and the source no longer runs it.
+  none removed on the target) and the source no longer runs it. On SQLite and PostgreSQL.
+* ``test_holds_outlive_an_outage_and_restarts_of_both_agents``: the controller goes away
+  mid-move and both agents are killed and started again before it is back: the source makes
+  no copy again, the target removes nothing, and the move is recorded once it returns.
 * ``test_migrate_to_a_node_name_goes_through_the_controller``: ``ukedge migrate INSTANCE --to
   NODE`` (live) moves a replica of a node that is not draining, and a refused move names why.
 """
@@ -30,9 +33,12 @@ from kit.host import ukedge_cmd, wait_http
 from kit.hub import RunningHub, start_hub
 from kit.link_controller import RestartableController
 from kit.net import free_port
+from kit.postgres import PostgresCluster, postgres_cluster
 from ukedge.host import Instance, InstanceState
 from ukedge.host.link import pinned_context
 from ukedge.image import ImageStore
+
+__all__ = ["postgres_cluster"]  # the fixture, for the PostgreSQL run
 
 pytestmark = pytest.mark.vm
 
@@ -110,8 +116,15 @@ class Fleet:
 
 
 @pytest.fixture
-def fleet(tmp_path: Path, hub: str) -> Iterator[Fleet]:
-    controller = RestartableController(tmp_path / "controller")
+def fleet(request: pytest.FixtureRequest, tmp_path: Path, hub: str) -> Iterator[Fleet]:
+    """On SQLite, or on PostgreSQL for a test parametrized ``indirect`` with "postgresql"."""
+    # A long grace: agents back off up to 30 s while the controller is away, and a node silent
+    # for longer than NotReady + grace has its replicas replaced, which is not under test here.
+    settings: dict[str, Any] = {"grace_s": 300.0}
+    if getattr(request, "param", "sqlite") == "postgresql":
+        cluster: PostgresCluster = request.getfixturevalue("postgres_cluster")
+        settings["db"] = cluster.create_database()
+    controller = RestartableController(tmp_path / "controller", **settings)
     try:
         r = httpx.post(
             f"{controller.url}/v1/tokens",
@@ -217,6 +230,7 @@ def _moved(fleet: Fleet, source: str, target: str, before: Instance) -> dict[str
     return dict(_wait(done, f"web moved from {source} to {target}"))
 
 
+@pytest.mark.parametrize("fleet", ["sqlite", "postgresql"], indirect=True)
 def test_drain_with_migrate_moves_the_replica_with_its_memory(fleet: Fleet, hub: str) -> None:
     port = free_port()
     source, before = _deploy(fleet, hub, port)
@@ -304,3 +318,56 @@ def test_migrate_to_a_node_name_goes_through_the_controller(fleet: Fleet, hub: s
     new_port = moved["ports"][0]["host_port"]
     assert _accepted(new_port) == 12
     assert f"127.0.0.1:{new_port}->8080" in done.stderr
+
+
+def _moving_out(agent: AgentProcess) -> list[dict[str, Any]]:
+    r = httpx.get(
+        f"{agent.url}/v1/migrations",
+        headers={"authorization": f"Bearer {agent.token}"},
+        timeout=30,
+    )
+    assert r.status_code == 200, r.text
+    return list(r.json())
+
+
+def test_holds_outlive_an_outage_and_restarts_of_both_agents(fleet: Fleet, hub: str) -> None:
+    """The controller goes away while the source moves the replica, so neither node can learn
+    that it was recorded on the target; both agents are then killed and started again. The
+    source must not make the replica again (its saved desired state still lists it), the
+    target must not remove the one that arrived (its saved state does not list it yet); once
+    the controller is back the move is recorded and the app has kept every reading."""
+    port = free_port()
+    source, before = _deploy(fleet, hub, port)
+    target = next(name for name in fleet.agents if name != source)
+    _post(port, 20)
+    fleet.cli("node", "drain", source, "--migrate", "--mode", "snapshot")
+    _wait(lambda: _moving_out(fleet.agents[source]), "the source moving web")
+    fleet.controller.stop()
+    arrived = _wait(lambda: fleet.instance(target), "web arrived on the target")
+    _wait(lambda: fleet.instance(source) is None, "web gone from the source")
+    assert arrived.id == before.id
+    for name in (source, target):
+        fleet.agents[name].kill9()
+        fleet.agents[name].start()
+    # What the test is about: both holds are in force, kept across the restarts.
+    book_a = json.loads((fleet.agents[source].data / "moves.json").read_text())
+    book_b = json.loads((fleet.agents[target].data / "moves.json").read_text())
+    assert [(o["instance"], o["until"]) for o in book_a["outgoing"]] == [(before.name, None)]
+    assert [a["instance"] for a in book_b["arrivals"]] == [before.name]
+    fleet.controller.start()
+    fleet.api.close()
+    fleet.api = httpx.Client(
+        base_url=fleet.controller.url,
+        verify=pinned_context(fleet.controller.cert),
+        headers={"authorization": f"Bearer {fleet.controller.admin_token}"},
+        timeout=30,
+    )
+    moved = _moved(fleet, source, target, before)
+    assert _accepted(moved["ports"][0]["host_port"]) == 20
+    [move] = fleet.get("/v1/moves")
+    assert (move["state"], move["attempt"]) == ("done", 1)
+    after_out = _events(fleet.agents[source], before.name)
+    after_out = after_out[after_out.index("migrate-out") + 1 :]
+    assert "create" not in after_out and "start" not in after_out, after_out
+    events_b = _events(fleet.agents[target], before.name)
+    assert events_b[0] == "migrate-in" and "remove" not in events_b, events_b
