@@ -52,9 +52,9 @@ def plan_moves(
 ) -> MovePlan:
     """Moves to start for the replicas on the nodes in ``migrate`` (node id -> mode).
 
-    ``moves`` are all recorded tries (ended ones count towards the attempts), ``movable`` the
-    nodes that report a migration host. A node's replicas are considered only while it is
-    draining and ready.
+    ``moves`` are the tries of the nodes' current drains and every try under way (ended ones
+    count towards the attempts), ``movable`` the nodes that report a migration host. A node's
+    replicas are considered only while it is draining and ready.
     """
     by_name = {d.name: d for d in deployments}
     by_node = {n.id: n for n in nodes}
