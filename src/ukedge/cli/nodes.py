@@ -158,7 +158,9 @@ def drain(
             "runs, pause only for the last pages).",
         ),
     ] = "snapshot",
-    as_json: Annotated[bool, _JSON] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the drained nodes' records as JSON.")
+    ] = False,
 ) -> None:
     """Cordon these nodes and move their replicas to other nodes (rolling, like an update).
 
