@@ -29,7 +29,10 @@ __all__ = ["build_heartbeat", "instance_report"]
 _MIB = 1 << 20
 
 
-def instance_report(instance: Instance, error: str | None = None) -> InstanceReport:
+def instance_report(
+    instance: Instance, error: str | None = None, *, ports: bool = False
+) -> InstanceReport:
+    """``ports``: with its published ports (see :func:`build_heartbeat`)."""
     marks = marks_of(instance.labels)
     return InstanceReport(
         name=instance.name,
@@ -42,7 +45,7 @@ def instance_report(instance: Instance, error: str | None = None) -> InstanceRep
         restart_count=instance.restart_count,
         exit_code=instance.exit_code,
         error=error or instance.error,
-        ports=list(instance.ports),
+        ports=list(instance.ports) if ports else [],
     )
 
 
@@ -80,8 +83,12 @@ def build_heartbeat(
 ) -> Heartbeat:
     """The heartbeat of ``node`` now. ``errors``: the last reconcile pass's failures by
     instance name (the desired instance they concern, when there is one); the rest: the
-    node's part in the controller's moves (see :mod:`._movebook`)."""
+    node's part in the controller's moves (see :mod:`._movebook`). Instances carry their ports
+    only from a node that takes part in moves (``migration_host``), whose ports a move may
+    change: a field a first-release controller refuses, which such a node's controller knows.
+    """
     errors = errors or {}
+    moves = migration_host is not None
     manager = node.manager
     capacity = manager.capacity or host_capacity()
     committed = manager.committed()
@@ -92,9 +99,9 @@ def build_heartbeat(
         item, error = errors.get(instance.name, (None, None))
         if error is not None and _concerns(instance, item):
             reported.add(instance.name)
-            reports.append(instance_report(instance, error))
+            reports.append(instance_report(instance, error, ports=moves))
         else:
-            reports.append(instance_report(instance))
+            reports.append(instance_report(instance, ports=moves))
     # Desired instances that do not exist (or whose name another instance holds): failed.
     reports += [
         _missing_report(item, error)

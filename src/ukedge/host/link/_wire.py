@@ -135,7 +135,8 @@ class InstanceReport(_Wire):
     restart_count: int = 0
     exit_code: int | None = None
     error: str | None = None
-    #: Its published ports on the node (a move may change them: the controller shows these).
+    #: Its published ports on the node, reported by nodes that take part in moves (a move may
+    #: change them: the controller shows these).
     ports: list[PortMapping] = Field(default_factory=list, max_length=64, exclude_if=_empty)
 
     @classmethod
