@@ -37,6 +37,7 @@ from ukedge.controller import (
     RolloutStatus,
 )
 from ukedge.errors import UsageError
+from ukedge.ports import PortMapping
 
 
 def _node(**changes: object) -> NodeRecord:
@@ -141,14 +142,17 @@ def test_replica_table_prefers_what_the_node_reported(capsys: pytest.CaptureFixt
     replicas = [
         ReplicaRecord(deployment="web", replica="web-a1", revision=3, node_id="n1",
                       node_name="edge-1", instance="web-a1", state="placed",
-                      instance_state="running", health="healthy"),
+                      instance_state="running", health="healthy",
+                      ports=[PortMapping(host_port=18080, guest_port=8080)]),
         ReplicaRecord(deployment="web", replica="web-b2", revision=3, node_id=None,
                       node_name=None, instance=None, state="pending"),
     ]  # fmt: skip
     render_replicas(replicas, as_json=False)
     _, placed, pending = capsys.readouterr().out.splitlines()
-    assert placed.split() == ["web", "web-a1", "3", "edge-1", "web-a1", "running", "healthy"]
-    assert pending.split() == ["web", "web-b2", "3", "-", "-", "pending", "-"]
+    assert placed.split() == [
+        "web", "web-a1", "3", "edge-1", "web-a1", "running", "healthy", "127.0.0.1:18080->8080"
+    ]  # fmt: skip
+    assert pending.split() == ["web", "web-b2", "3", "-", "-", "pending", "-", "-"]
 
 
 def test_result_lines() -> None:

@@ -3,11 +3,12 @@ an instance in, its receiving directory, and the results spool taking over the n
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 import pytest
 
-from ukedge.errors import MigrationError, UsageError
+from ukedge.errors import InstanceError, MigrationError, UsageError
 from ukedge.host import InstanceManager, PortMapping, ResultSpool, run_request
 from ukedge.host.instances._oplock import abandoned
 from ukedge.host.results._spool import SpoolError
@@ -82,3 +83,29 @@ def test_the_agent_setting_is_the_downtime_limit_of_live_moves() -> None:
         load_agent_settings(environ={"UKEDGE_AGENT_MIGRATE_DOWNTIME_LIMIT_MS": "0"})
     # A move that names none takes the source agent's (filled in by Migrations.start).
     assert MigrateRequest.model_fields["downtime_limit_ms"].default is None
+
+
+def test_a_controller_move_publishes_a_port_the_target_lacks_on_a_free_one(
+    manager: InstanceManager,
+) -> None:
+    """``free_ports`` (a controller's move): a port held here is replaced by a free one on the
+    same address, a free one is kept; without it the move is refused, naming the port."""
+    here = manager.create(run_request(image="hello-c:1", name="here"))
+    moved = here.model_copy(update={"id": "cd" * 16, "name": "moved", "workdir": "/elsewhere/x"})
+    with socket.socket() as held, socket.socket() as probe:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        taken = held.getsockname()[1]
+        probe.bind(("127.0.0.1", 0))
+        free = probe.getsockname()[1]
+        probe.close()
+        ports = [
+            PortMapping(host_port=taken, guest_port=8080),
+            PortMapping(host_port=free, guest_port=9090),
+        ]
+        with pytest.raises(InstanceError, match=f"127.0.0.1:{taken} cannot be bound"):
+            manager.incoming(moved, ports)
+        candidate = manager.incoming(moved, ports, free_ports=True)
+    first, second = candidate.ports
+    assert (first.host_ip, first.guest_port) == ("127.0.0.1", 8080) and first.host_port != taken
+    assert second == ports[1]

@@ -38,6 +38,8 @@ NODE = {
     "instances": 2,
     "last_heartbeat": 1.0,
     "enrolled_at": 0.0,
+    "drain_migrate": None,
+    "migration_host": None,
 }
 
 

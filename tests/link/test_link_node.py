@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import platform
 
-from ukedge.host import InstanceState, LocalNode, RunRequest
+from ukedge.host import InstanceState, LocalNode, PortMapping, RunRequest
 from ukedge.host.link import (
     DEPLOYMENT_LABEL,
     REPLICA_LABEL,
@@ -51,6 +51,22 @@ def test_heartbeat_reports_instances_with_their_marks(node: LocalNode) -> None:
     assert beat.applied_generation == 4
     # A created instance holds nothing yet (admission counts active ones).
     assert beat.allocated.memory_mib == 0
+
+
+def test_a_node_that_takes_part_in_moves_reports_ports_and_only_then(node: LocalNode) -> None:
+    """Ports and the move fields go only to a controller that knows them: one that a node with
+    a migration host talks to (a first-release controller refuses unknown fields)."""
+    port = PortMapping(host_port=40999, guest_port=8080)
+    node.manager.create(RunRequest(image="hello-c:1", name="web-r1", ports=[port]))
+    plain = build_heartbeat(node, accelerator="tcg", applied_generation=0)
+    assert plain.instances[0].ports == []
+    assert "ports" not in plain.model_dump(mode="json")["instances"][0]
+    assert "migration_host" not in plain.model_dump(mode="json")
+    moving = build_heartbeat(
+        node, accelerator="tcg", applied_generation=0, migration_host="10.0.0.1"
+    )
+    assert moving.instances[0].ports == [port]
+    assert moving.model_dump(mode="json")["migration_host"] == "10.0.0.1"
 
 
 def test_a_pass_removes_what_is_no_longer_desired_and_leaves_the_rest(node: LocalNode) -> None:

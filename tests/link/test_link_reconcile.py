@@ -172,3 +172,19 @@ def test_request_for_sets_the_name_and_the_controllers_labels() -> None:
     assert request.image == item.request.image
     assert not request.auto_remove
     assert marks_of(request.labels) == Marks("web", "r1", 7)
+
+
+def test_held_replicas_are_neither_created_replaced_nor_removed() -> None:
+    """A move's hold: the source's desired state lists a replica its move took away, the
+    target has one its desired state does not list yet; both stay as they are."""
+    gone = desired("web", "r1", 1)  # moved away: listed, no instance
+    arrived = marked("web-r2", "web", "r2", 1)  # moved in: not listed
+    other = marked("web-r3", "web", "r3", 1)  # not held: another revision is wanted
+    want = [gone, desired("web", "r3", 2)]
+    plan = plan_reconcile(want, [arrived, other], held={("web", "r1"), ("web", "r2")})
+    assert plan.create == []
+    assert plan.remove == []
+    assert [(i.name, d.revision) for i, d in plan.replace] == [("web-r3", 2)]
+    unheld = plan_reconcile(want, [arrived, other])
+    assert [d.name for d in unheld.create] == ["web-r1"]
+    assert unheld.remove == [arrived]

@@ -110,7 +110,11 @@ _COMMANDS: dict[str, Spec] = {
         "deployments",
         "Follow a deployment's rollout, list its revisions, or go back to an earlier one.",
     ),
-    "replicas": ("deployments", "List the fleet's replicas: where each runs and its state."),
+    "replicas": (
+        "deployments",
+        "List the fleet's replicas: where each runs, its state and its host ports.",
+    ),
+    "moves": ("migrate", "List the controller's moves of replicas (under way; all with --all)."),
     "results": (
         "results",
         "Print the results the fleet's apps delivered to the controller (-f: follow live).",

@@ -109,7 +109,7 @@ def render_replicas(replicas: Sequence[ReplicaRecord], *, as_json: bool) -> None
         print_json([r.model_dump(mode="json") for r in replicas])
         return
     print_table(
-        ["DEPLOYMENT", "REPLICA", "REVISION", "NODE", "INSTANCE", "STATE", "HEALTH"],
+        ["DEPLOYMENT", "REPLICA", "REVISION", "NODE", "INSTANCE", "STATE", "HEALTH", "PORTS"],
         [
             (
                 r.deployment,
@@ -119,6 +119,7 @@ def render_replicas(replicas: Sequence[ReplicaRecord], *, as_json: bool) -> None
                 r.instance or "-",
                 r.instance_state.value if r.instance_state is not None else r.state,
                 r.health.value if r.health is not None else "-",
+                ",".join(f"{p.host_ip}:{p.host_port}->{p.guest_port}" for p in r.ports) or "-",
             )
             for r in replicas
         ],
@@ -397,7 +398,10 @@ def replicas(
     node: Annotated[str | None, typer.Option("--node", "-n", help="Only on this node.")] = None,
     as_json: Annotated[bool, _JSON] = False,
 ) -> None:
-    """List the fleet's replicas: where each runs and its state."""
+    """List the fleet's replicas: where each runs, its state and its host ports.
+
+    A replica moved to another node (`node drain --migrate`, `migrate --to NODE`) shows its new
+    node and address once that node has reported it."""
     render_replicas(controller().replicas(deployment=deployment, node=node), as_json=as_json)
 
 

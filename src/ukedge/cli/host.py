@@ -98,6 +98,15 @@ def serve(
         Path | None,
         typer.Option("--policy", help="Signature policy (TOML): keys that must sign images."),
     ] = None,
+    migration_host: Annotated[
+        str | None,
+        typer.Option(
+            "--migration-host",
+            help="Address other nodes reach this one's migration listener at (it listens on "
+            "--addr's host); set, the node takes part in its controller's moves (node drain "
+            "--migrate) [none: no part].",
+        ),
+    ] = None,
     log_format: Annotated[
         str | None, typer.Option("--log-format", help="json or text [json].")
     ] = None,
@@ -113,7 +122,9 @@ def serve(
 
     With --controller and --join-token the node enrols with a controller (once; the enrolment
     is kept in `<data>/controller.json`), reports to it by heartbeat and runs the instances it
-    is given, also while the controller is unreachable.
+    is given, also while the controller is unreachable. With --migration-host it also takes
+    part in the moves the controller drives (`ukedge node drain NODE --migrate`): other nodes
+    reach its migration listener (TLS, on --addr's host) at that address.
 
     Example: ukedge host serve --addr 0.0.0.0:7600 --hub hub.local:5000 --mqtt mqtt://broker:1883
     """
@@ -136,6 +147,7 @@ def serve(
         image_budget=image_budget,
         qemu_user=qemu_user,
         policy=policy,
+        migration_host=migration_host,
         log_format=log_format,
     )
     token, made = host.ensure_token(settings.token_path)

@@ -32,7 +32,7 @@ def node_status(node: NodeRecord) -> str:
     if node.cordoned:
         words.append("Cordoned")
     if node.draining:
-        words.append("Draining")
+        words.append(f"Draining({node.drain_migrate})" if node.drain_migrate else "Draining")
     return ",".join(words)
 
 
@@ -97,7 +97,8 @@ def ls(as_json: Annotated[bool, _JSON] = False) -> None:
 
     NotReady: no heartbeat for a while (15 s by default); its replicas are placed elsewhere
     after the controller's grace period. Cordoned: takes no new replicas. Draining: its
-    replicas are moving away.
+    replicas are being replaced elsewhere; Draining(live) or Draining(snapshot): they move
+    with their memory (`node drain --migrate`).
     """
     render_nodes(controller().nodes(), as_json=as_json)
 
@@ -139,14 +140,58 @@ def uncordon(nodes: Annotated[list[str], _NODES]) -> None:
 
 
 @app.command()
-def drain(nodes: Annotated[list[str], _NODES]) -> None:
+def drain(
+    nodes: Annotated[list[str], _NODES],
+    migrate: Annotated[
+        bool,
+        typer.Option(
+            "--migrate",
+            help="Move each running replica with its memory (same instance id, its counts and "
+            "windows kept) instead of starting a fresh one elsewhere.",
+        ),
+    ] = False,
+    mode: Annotated[
+        str,
+        typer.Option(
+            "--mode",
+            help="With --migrate: snapshot (pause, copy, resume there) or live (copy while it "
+            "runs, pause only for the last pages).",
+        ),
+    ] = "snapshot",
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the drained nodes' records as JSON.")
+    ] = False,
+) -> None:
     """Cordon these nodes and move their replicas to other nodes (rolling, like an update).
 
-    Follow it with `ukedge replicas --node NODE`; `ukedge node uncordon` ends it.
+    Without --migrate each replica is replaced: a new one starts elsewhere, and once it runs
+    the old one stops (make-before-break; the app's memory is not kept). With --migrate each
+    running replica of the deployment's current revision moves to a node that takes part in
+    moves (its agent was started with --migration-host): the same instance, with its memory,
+    on its new node and host port. A move that fails leaves the replica running here and is
+    tried again once; after that, or for a replica that cannot move (not running, an old
+    revision), it is replaced as without --migrate.
+
+    Follow it with `ukedge replicas --node NODE` and `ukedge moves`; `ukedge node uncordon`
+    ends it (a move under way finishes).
+
+    Examples:
+
+      ukedge node drain edge-1
+
+      ukedge node drain edge-1 --migrate --mode live
     """
+    if mode not in ("snapshot", "live"):
+        raise UsageError(f"--mode must be snapshot or live, not {mode!r}")
+    if mode != "snapshot" and not migrate:
+        raise UsageError("--mode says how replicas move: give --migrate with it")
     client = controller()
-    for key in nodes:
-        out.print(client.drain(key).name)
+    drained = [client.drain(key, migrate=mode if migrate else None) for key in nodes]
+    if as_json:
+        render_nodes(drained, as_json=True)
+        return
+    for record in drained:
+        out.print(record.name)
 
 
 @app.command()

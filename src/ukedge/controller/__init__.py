@@ -19,6 +19,8 @@ from ukedge.controller._fleet import (
 from ukedge.controller._models import (
     Deployment,
     DeploymentSpec,
+    MoveRecord,
+    MoveRequest,
     NodeRecord,
     NodeStatus,
     Placement,
@@ -54,6 +56,8 @@ __all__ = [
     "DeploymentView",
     "FleetService",
     "Identity",
+    "MoveRecord",
+    "MoveRequest",
     "NodeRecord",
     "NodeStatus",
     "NodeView",

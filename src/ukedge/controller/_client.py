@@ -39,6 +39,8 @@ from ukedge import paths
 from ukedge.controller._models import (
     Deployment,
     DeploymentSpec,
+    MoveRecord,
+    MoveRequest,
     NodeRecord,
     ReplicaRecord,
     ResultRecordOut,
@@ -317,10 +319,11 @@ class ControllerClient:
         data = self._request("PUT", f"/v1/nodes/{self._key(node_id)}/labels", what, json=body)
         return self._model(NodeRecord, data, what)
 
-    def _node_action(self, key: str, action: str) -> NodeRecord:
+    def _node_action(self, key: str, action: str, **params: str) -> NodeRecord:
         node_id = self.node(key).id
         what = f"node {action} {key}"
-        data = self._request("POST", f"/v1/nodes/{self._key(node_id)}/{action}", what)
+        path = f"/v1/nodes/{self._key(node_id)}/{action}"
+        data = self._request("POST", path, what, params=params)
         return self._model(NodeRecord, data, what)
 
     def cordon(self, key: str) -> NodeRecord:
@@ -329,8 +332,31 @@ class ControllerClient:
     def uncordon(self, key: str) -> NodeRecord:
         return self._node_action(key, "uncordon")
 
-    def drain(self, key: str) -> NodeRecord:
-        return self._node_action(key, "drain")
+    def drain(self, key: str, *, migrate: str | None = None) -> NodeRecord:
+        """Drain the node; with ``migrate`` (snapshot or live) its replicas move with their
+        memory instead of being replaced."""
+        return self._node_action(key, "drain", **({"migrate": migrate} if migrate else {}))
+
+    # -- moves -----------------------------------------------------------------------------------
+
+    def move(self, instance: str, to: str, *, mode: str = "snapshot") -> MoveRecord:
+        """Start moving a replica's instance to node ``to``; follow it with :meth:`get_move`."""
+        body = MoveRequest.model_validate({"instance": instance, "to": to, "mode": mode})
+        what = f"migrate {instance}"
+        data = self._request("POST", "/v1/moves", what, json=body.model_dump(mode="json"))
+        return self._model(MoveRecord, data, what)
+
+    def get_move(self, move_id: str) -> MoveRecord:
+        what = f"move {move_id}"
+        return self._model(
+            MoveRecord, self._request("GET", f"/v1/moves/{self._key(move_id)}", what), what
+        )
+
+    def moves(self, *, active: bool = False) -> builtins.list[MoveRecord]:
+        params = {"active": "true"} if active else {}
+        return self._models(
+            MoveRecord, self._request("GET", "/v1/moves", "moves", params=params), "moves"
+        )
 
     def remove_node(self, key: str) -> NodeRecord:
         node = self.node(key)

@@ -49,6 +49,7 @@ __all__ = [
     "insert_ignoring_duplicates",
     "join_tokens",
     "metadata",
+    "moves",
     "nodes",
     "replicas",
     "result_cursors",
@@ -99,6 +100,12 @@ nodes = Table(
     # Bumped whenever the node's set of replicas changes; the agent reports what it applied.
     Column("generation", BigInteger, nullable=False, default=1),
     Column("applied_generation", BigInteger, nullable=False, default=0),
+    # Where other nodes reach its migration listener (None: it takes no part in moves).
+    Column("migration_host", String(253), nullable=True),
+    # Drained with --migrate: how its replicas move (snapshot, live); None: they are replaced.
+    Column("drain_migrate", String(16), nullable=True),
+    # When the last drain began: a drain with --migrate counts the tries made since.
+    Column("drained_at", Float, nullable=True),
 )
 
 deployments = Table(
@@ -150,6 +157,34 @@ replicas = Table(
     # The node's last report of the instance (its name, state, health...), or None.
     Column("report", JSON, nullable=True),
     Index("ix_replicas_node", "node_id"),
+)
+
+#: Each try at moving a replica to another node (:mod:`ukedge.controller._moves`). Kept after
+#: it ended (without its offer) as the move's history; the replica's row names its node.
+moves = Table(
+    "moves",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column(
+        "deployment",
+        String(64),
+        ForeignKey("deployments.name", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    Column("replica", String(32), nullable=False),
+    Column("instance", String(128), nullable=False),
+    Column("source", String(32), nullable=False),
+    Column("target", String(32), nullable=False),
+    Column("mode", String(16), nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("attempt", Integer, nullable=False),
+    Column("step", String(32), nullable=False),
+    Column("offer", JSON, nullable=True),  # the target's offer, while the move needs it
+    Column("error", Text, nullable=True),
+    Column("started_at", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
+    Index("ix_moves_source", "source"),
+    Index("ix_moves_target", "target"),
 )
 
 results = Table(

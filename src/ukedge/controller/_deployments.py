@@ -268,6 +268,7 @@ def list_replicas(
                 state=r.state,
                 health=report.get("health"),
                 instance_state=report.get("state"),
+                ports=report.get("ports") or [],
             )
         )
     return records

@@ -22,6 +22,7 @@ from sqlalchemy import Connection, Row, and_, bindparam, select, update
 from ukedge.controller._db import Database, deployments, nodes, replicas, revisions
 from ukedge.controller._fleet import ReplicaState
 from ukedge.controller._models import DeploymentSpec
+from ukedge.controller._movestore import relay
 from ukedge.controller._nodes import authenticate_node
 from ukedge.host import HealthStatus, InstanceState, RestartPolicy, RunRequest
 from ukedge.host.link import (
@@ -210,11 +211,18 @@ def record(
     *,
     now: float,
     interval: float,
-) -> tuple[HeartbeatReply, int]:
+) -> tuple[HeartbeatReply, int | None]:
     """Record ``beat`` in full in ``connection``'s transaction: the reply and the node's
     generation (the node has applied its desired state when that equals its
-    ``applied_generation``)."""
+    ``applied_generation``), or None while a move of the node's is in flight (its next
+    heartbeat must be recorded in full too)."""
     node = authenticate_node(connection, node_id, credential)
+    moves = relay(connection, node_id, beat, now=now)
+    generation = int(node.generation)
+    if moves.recorded:  # a replica changed node: this node's generation was bumped
+        generation = int(
+            connection.execute(select(nodes.c.generation).where(nodes.c.id == node_id)).scalar_one()
+        )
     assigned = _node_replicas(connection, node_id)
     rows = {(r.deployment, r.replica): r for r in assigned}
     owned_memory = owned_vcpus = 0
@@ -268,14 +276,21 @@ def record(
             "last_heartbeat": now,
             "ready": True,
             "applied_generation": beat.applied_generation,
+            "migration_host": beat.migration_host,
         },
     )
     desired = None
-    if node.generation != beat.applied_generation:
+    if generation != beat.applied_generation:
         # Its replicas as read above: this transaction changed their states and reports,
         # which the desired state does not carry, not which replicas the node has.
-        desired = desired_state(connection, node_id, node.generation, assigned)
-    return HeartbeatReply(desired=desired, heartbeat_interval_s=interval), int(node.generation)
+        desired = desired_state(connection, node_id, generation, assigned)
+    reply = HeartbeatReply(
+        desired=desired,
+        heartbeat_interval_s=interval,
+        offer_requests=moves.offer_requests,
+        moves=moves.orders,
+    )
+    return reply, None if moves.in_flight else generation
 
 
 def record_heartbeat(

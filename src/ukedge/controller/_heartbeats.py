@@ -229,9 +229,11 @@ class HeartbeatWriter:
                     seen[item.node_id] = None
                     outcomes.append(exc)
                     continue
-                settled = generation == item.beat.applied_generation
+                settled = generation is not None and generation == item.beat.applied_generation
                 seen[item.node_id] = (
-                    _Seen(item.credential_hash, item.content, generation, now) if settled else None
+                    _Seen(item.credential_hash, item.content, generation, now)
+                    if settled and generation is not None
+                    else None
                 )
                 outcomes.append(reply)
         with self._lock:

@@ -21,13 +21,15 @@ import contextlib
 import logging
 import secrets
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from typing import Protocol
 
 from sqlalchemy import Connection, text
 
 from ukedge.controller._db import Database
 from ukedge.controller._fleet import DeploymentView, NodeView, ReplicaView, ScoringStrategy
+from ukedge.controller._heartbeat import instance_name
+from ukedge.controller._movestore import moving_events, plan_drain_moves, start_moves
 from ukedge.controller._planner import plan
 from ukedge.controller._reconcile import PlanLike, apply_plan, mark_not_ready, read_views
 
@@ -50,6 +52,7 @@ class Planner(Protocol):
         grace_s: float,
         strategy: ScoringStrategy = ...,
         new_id: Callable[[], str],
+        keep: Collection[tuple[str, str]] = ...,
     ) -> PlanLike: ...
 
 
@@ -150,10 +153,21 @@ class ReconcileLoop:
                     )
             with self.db.read() as connection:
                 fleet = read_views(connection)
+        with self.db.read() as connection:
+            moving = plan_drain_moves(
+                connection,
+                fleet.deployments,
+                fleet.nodes,
+                fleet.replicas,
+                instance_name=instance_name,
+                now=now,
+                strategy=self.strategy,
+            )
         decided = self.planner(
             fleet.deployments,
             fleet.nodes,
             fleet.replicas,
+            keep=moving.keep,
             now=now,
             # The planner counts a lost node's grace from its last heartbeat; ours starts once
             # the node is NotReady, so replicas move after timeout + grace (issue 10).
@@ -161,10 +175,13 @@ class ReconcileLoop:
             strategy=self.strategy,
             new_id=lambda: secrets.token_hex(4),
         )
+        if moving.start:
+            with self.db.write() as connection:
+                start_moves(connection, moving.start)
         if decided.add or decided.remove or decided.rollbacks:
             with self.db.write() as connection:
                 apply_plan(connection, decided, now=now)
-        self._log_events(decided.events)
+        self._log_events([*moving_events(moving), *decided.events])
         self.passes += 1
         return True
 

@@ -18,6 +18,8 @@ from ukedge.host import HealthStatus, InstanceState, PortMapping, RestartPolicy
 __all__ = [
     "Deployment",
     "DeploymentSpec",
+    "MoveRecord",
+    "MoveRequest",
     "NodeRecord",
     "NodeStatus",
     "Placement",
@@ -117,6 +119,10 @@ class NodeRecord(_Model):
     instances: int
     last_heartbeat: float | None
     enrolled_at: float
+    #: Drained with ``?migrate=``: how its replicas move (None: replaced, or not draining).
+    drain_migrate: Literal["snapshot", "live"] | None = None
+    #: Where other nodes reach its migration listener (None: it takes no part in moves).
+    migration_host: str | None = None
 
 
 class Revision(_Model):
@@ -162,6 +168,38 @@ class ReplicaRecord(_Model):
     state: str
     health: HealthStatus | None = None
     instance_state: InstanceState | None = None
+    #: Its published ports on its node, as the node last reported them.
+    ports: list[PortMapping] = Field(default_factory=list)
+
+
+class MoveRequest(_Model):
+    """Move the running replica whose instance is ``instance`` (``DEPLOYMENT-REPLICA``, as
+    ``ukedge ps`` shows it on its node) to node ``to`` (name or id), with its memory."""
+
+    instance: str = Field(min_length=1, max_length=128)
+    to: str = Field(min_length=1, max_length=253)
+    mode: Literal["snapshot", "live"] = "snapshot"
+
+
+class MoveRecord(_Model):
+    """One try at moving a replica (``ukedge migrate --to NODE``, or a drain with
+    ``--migrate``): ``offer`` → ``moving`` → ``done`` | ``failed``."""
+
+    id: str
+    deployment: str
+    replica: str
+    instance: str
+    source: str
+    source_name: str | None
+    target: str
+    target_name: str | None
+    mode: Literal["snapshot", "live"]
+    state: Literal["offer", "moving", "done", "failed"]
+    attempt: int
+    step: str
+    error: str | None
+    started_at: float
+    updated_at: float
 
 
 class Placement(_Model):

@@ -123,6 +123,8 @@ def node_record(row: Row[Any]) -> NodeRecord:
         instances=row.instances,
         last_heartbeat=row.last_heartbeat,
         enrolled_at=row.enrolled_at,
+        drain_migrate=row.drain_migrate if row.draining else None,
+        migration_host=row.migration_host,
     )
 
 
@@ -150,8 +152,9 @@ def set_labels(
         return node_record(find_node(connection, row.id))
 
 
-def set_flags(db: Database, key: str, **flags: bool) -> NodeRecord:
-    """Cordon, uncordon or drain (``cordoned=…``, ``draining=…``)."""
+def set_flags(db: Database, key: str, **flags: object) -> NodeRecord:
+    """Cordon, uncordon or drain (``cordoned=…``, ``draining=…``, ``drain_migrate=…``,
+    ``drained_at=…``)."""
     with db.write() as connection:
         row = find_node(connection, key)
         connection.execute(update(nodes).where(nodes.c.id == row.id).values(**flags))

@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from ukedge.controller._fleet import (
@@ -98,8 +98,10 @@ class _Pass:
         grace_s: float,
         strategy: ScoringStrategy,
         new_id: Callable[[], str],
+        keep: Collection[tuple[str, str]] = (),
     ) -> None:
         self.nodes = list(nodes)
+        self.keep = frozenset(keep)
         self.by_id = {node.id: node for node in nodes}
         self.ledger = Ledger(replicas)
         self.now = now
@@ -155,7 +157,11 @@ class _Pass:
                 away = self.away_s(node)
                 seen = "never seen" if math.isinf(away) else f"NotReady for {away:.0f} s"
                 out.lost.append((replica, f"{where} lost ({seen})"))
-            elif node.draining and replica.revision == deployment.revision:
+            elif (
+                node.draining
+                and replica.revision == deployment.revision
+                and (replica.deployment, replica.replica) not in self.keep
+            ):
                 out.leaving.append(replica)
             elif replica.revision != deployment.revision:
                 out.old.append(replica)
@@ -369,10 +375,15 @@ def plan(
     grace_s: float,
     strategy: ScoringStrategy = "least-allocated",
     new_id: Callable[[], str],
+    keep: Collection[tuple[str, str]] = (),
 ) -> Plan:
     """One reconciler pass over every deployment, in name order so that the same input gives
-    the same plan; a deployment's placements see those decided before it."""
-    ctx = _Pass(nodes, replicas, now=now, grace_s=grace_s, strategy=strategy, new_id=new_id)
+    the same plan; a deployment's placements see those decided before it. ``keep``:
+    (deployment, replica) on draining nodes that move instead of being replaced
+    (:mod:`ukedge.controller._moveplan`); they count as serving where they are."""
+    ctx = _Pass(
+        nodes, replicas, now=now, grace_s=grace_s, strategy=strategy, new_id=new_id, keep=keep
+    )
     mine: dict[str, list[ReplicaView]] = defaultdict(list)
     for replica in replicas:
         mine[replica.deployment].append(replica)

@@ -1,16 +1,17 @@
-"""The operator's side of the fleet: join tokens and nodes (admin token)."""
+"""The operator's side of the fleet: join tokens, nodes and moves of replicas (admin token)."""
 
 from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from typing import Any
 
 from fastapi import APIRouter, Depends, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from ukedge.controller._controller import Controller
-from ukedge.controller._models import NodeRecord, TokenCreated, TokenInfo
+from ukedge.controller._heartbeat import instance_name
+from ukedge.controller._models import MoveRecord, MoveRequest, NodeRecord, TokenCreated, TokenInfo
+from ukedge.controller._movestore import find_move, list_moves, start_api_move
 from ukedge.controller._nodes import (
     delete_node,
     find_node,
@@ -20,6 +21,7 @@ from ukedge.controller._nodes import (
     set_labels,
 )
 from ukedge.controller._tokens import create_token, delete_token, list_tokens
+from ukedge.host.link import MoveMode
 
 __all__ = ["LabelChange", "TokenRequest", "fleet_router"]
 
@@ -95,28 +97,38 @@ def fleet_router(controller: Controller, admin: Callable[[Request], None]) -> AP
         """Set and remove labels (kept over what the node itself reports)."""
         return set_labels(db, key, body.set, body.remove)
 
-    flags: dict[str, dict[str, Any]] = {
-        "cordon": {"cordoned": True},
-        "uncordon": {"cordoned": False, "draining": False},
-        "drain": {"draining": True},
-    }
+    @router.post("/v1/nodes/{key}/cordon", response_model=NodeRecord, tags=["nodes"])
+    def cordon(key: str) -> NodeRecord:
+        """Take no new replicas on the node; those it runs stay."""
+        return set_flags(db, key, cordoned=True)
 
-    def flag_route(values: dict[str, Any]) -> Callable[[str], NodeRecord]:
-        def change(key: str) -> NodeRecord:
-            return set_flags(db, key, **values)
+    @router.post("/v1/nodes/{key}/uncordon", response_model=NodeRecord, tags=["nodes"])
+    def uncordon(key: str) -> NodeRecord:
+        """Take new replicas again; ends a drain (moves under way finish)."""
+        return set_flags(db, key, cordoned=False, draining=False, drain_migrate=None)
 
-        return change
+    @router.post("/v1/nodes/{key}/drain", response_model=NodeRecord, tags=["nodes"])
+    def drain(key: str, migrate: MoveMode | None = None) -> NodeRecord:
+        """Empty the node: each replica is replaced elsewhere (make-before-break) or, with
+        ``migrate=snapshot|live``, moved with its memory to a node that takes part in moves
+        (2 tries per replica in this drain, then replaced)."""
+        return set_flags(db, key, draining=True, drain_migrate=migrate, drained_at=controller.now())
 
-    for action, values in flags.items():
-        router.add_api_route(
-            f"/v1/nodes/{{key}}/{action}",
-            flag_route(values),
-            methods=["POST"],
-            response_model=NodeRecord,
-            tags=["nodes"],
-            name=f"{action}_node",
-            summary=f"{action.capitalize()} a node",
-        )
+    @router.post("/v1/moves", response_model=MoveRecord, status_code=201, tags=["moves"])
+    def move(body: MoveRequest) -> MoveRecord:
+        """Move one running replica to another node with its memory (both nodes must take
+        part in moves); follow it with ``GET /v1/moves/{id}``. A failed move leaves the
+        replica where it was, running."""
+        return start_api_move(db, body, instance_name=instance_name, now=controller.now())
+
+    @router.get("/v1/moves", response_model=list[MoveRecord], tags=["moves"])
+    def moves(active: bool = False) -> list[MoveRecord]:
+        """The moves tried, newest first (``active``: only those not ended)."""
+        return list_moves(db, active=active)
+
+    @router.get("/v1/moves/{move_id}", response_model=MoveRecord, tags=["moves"])
+    def get_move(move_id: str) -> MoveRecord:
+        return find_move(db, move_id)
 
     @router.delete("/v1/nodes/{key}", status_code=204, tags=["nodes"])
     def remove(key: str) -> Response:

@@ -16,6 +16,7 @@ from typing import Protocol
 from ukedge.controller._models import (
     Deployment,
     DeploymentSpec,
+    MoveRecord,
     NodeRecord,
     ReplicaRecord,
     ResultRecordOut,
@@ -66,8 +67,19 @@ class FleetService(Protocol):
     def uncordon(self, key: str) -> NodeRecord:
         """The node takes new replicas again (a drain ends too)."""
 
-    def drain(self, key: str) -> NodeRecord:
-        """Cordon the node and move its replicas elsewhere, make-before-break."""
+    def drain(self, key: str, *, migrate: str | None = None) -> NodeRecord:
+        """Cordon the node and move its replicas elsewhere, make-before-break; with
+        ``migrate`` (snapshot or live), moved with their memory."""
+
+    # -- moves -----------------------------------------------------------------------------------
+
+    def move(self, instance: str, to: str, *, mode: str = "snapshot") -> MoveRecord:
+        """Start moving a replica's instance to node ``to`` with its memory."""
+
+    def get_move(self, move_id: str) -> MoveRecord: ...
+
+    def moves(self, *, active: bool = False) -> builtins.list[MoveRecord]:
+        """The moves tried, newest first."""
 
     def remove_node(self, key: str) -> NodeRecord:
         """Forget the node (its credential stops working); returns its last record."""

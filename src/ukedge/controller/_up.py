@@ -19,6 +19,7 @@ runs them again. Instances started by hand on the agent keep running, as with an
 from __future__ import annotations
 
 import logging
+import platform
 import signal
 import threading
 import time
@@ -108,6 +109,15 @@ def _local(addr: str) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
+def _migration_host(addr: str) -> str:
+    """Where other nodes reach the agent's migration listener (on the API's address): that
+    address, or the host's name when it listens on every address."""
+    host, _ = config.split_listen_addr(addr)
+    if host in ("0.0.0.0", "::", ""):
+        return platform.node() or "127.0.0.1"
+    return host
+
+
 class _ServerThread:
     """One uvicorn server in a thread with its own event loop (signals are the caller's)."""
 
@@ -187,6 +197,8 @@ def _settings(settings: UpSettings) -> tuple[ControllerSettings, HubSettings, Ag
         "log_format": settings.log_format,
         "access_log": False,
         "labels": settings.labels or {},
+        # The local node takes part in moves: nodes that join later can drain onto it.
+        "migration_host": _migration_host(settings.agent_addr),
     }
     if settings.node_name:
         agent_values["name"] = settings.node_name

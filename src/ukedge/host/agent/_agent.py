@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import platform
+import re
 import threading
 from pathlib import Path
 from typing import Any, Literal
@@ -33,7 +34,7 @@ from ukedge.host.link import (
     ensure_enrolment,
     marks_of,
 )
-from ukedge.host.migration import Migrations
+from ukedge.host.migration import LinkMoves, Migrations
 from ukedge.host.policy import load_policy
 from ukedge.host.results import ResultForwarder, ResultSpool, manager_sources
 from ukedge.host.results import sinks as result_sinks
@@ -45,6 +46,7 @@ log = logging.getLogger(__name__)
 
 ENV_PREFIX = "UKEDGE_AGENT_"
 DEFAULT_ADDR = "127.0.0.1:7600"
+_HOST_PATTERN = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.:-]*[A-Za-z0-9])?\Z")
 #: vCPUs per host CPU admission allows by default: a vCPU is a thread that mostly sleeps.
 _VCPUS_PER_CPU = 4
 
@@ -89,6 +91,10 @@ class AgentSettings(BaseModel):
     #: Live moves out of this node: the pause QEMU aims for at the switch-over, unless a move
     #: asks for another (QEMU's own default is 300 ms).
     migrate_downtime_limit_ms: int = Field(default=300, ge=1, le=60_000)
+    #: Where other nodes reach this node's migration listener (it listens on the API's
+    #: address): set, the node takes part in the moves its controller drives (``ukedge node
+    #: drain --migrate``) as source and as target; unset, it takes no part.
+    migration_host: str | None = Field(default=None, min_length=1, max_length=253)
     log_format: Literal["json", "text"] = "json"
     #: One log record per request (``ukedge.host.access``), as the hub writes.
     access_log: bool = True
@@ -113,6 +119,16 @@ class AgentSettings(BaseModel):
                 JoinToken.parse(value)
             except UsageError as exc:
                 raise ValueError(str(exc)) from None
+        return value
+
+    @field_validator("migration_host")
+    @classmethod
+    def _migration_host(cls, value: str | None) -> str | None:
+        if value is not None and (value in ("0.0.0.0", "::") or not _HOST_PATTERN.match(value)):
+            raise ValueError(
+                f"migration host {value!r}: give the address or host name other nodes reach "
+                "this one at (e.g. 192.0.2.10 or edge1.example)"
+            )
         return value
 
     @field_validator("name")
@@ -233,6 +249,11 @@ class Agent:
             listen_host=settings.addr.host if settings.addr else "127.0.0.1",
             downtime_limit_ms=settings.migrate_downtime_limit_ms,
         )
+        if self.link is not None and settings.migration_host is not None:
+            self.migrations.before_commit = self.link.moves.arrived
+            self.link.take_part_in_moves(
+                LinkMoves(self.migrations, settings.migration_host), settings.migration_host
+            )
         self._stop = threading.Event()
         self._supervisor: threading.Thread | None = None
 

@@ -34,7 +34,7 @@ from ukedge.host.instances._health import wait_healthy
 from ukedge.host.instances._lifecycle import InstanceLifecycle
 from ukedge.host.instances._oplock import holding
 from ukedge.host.instances._plan import machine_spec
-from ukedge.host.instances._ports import check_bindable, upstream_ports
+from ukedge.host.instances._ports import bindable_or_free, check_bindable, upstream_ports
 from ukedge.vmm import Machine
 
 log = logging.getLogger(__name__)
@@ -171,9 +171,12 @@ class InstanceMoves(InstanceLifecycle):
 
     # -- target ----------------------------------------------------------------------------------
 
-    def incoming(self, record: Instance, ports: list[PortMapping]) -> Instance:
+    def incoming(
+        self, record: Instance, ports: list[PortMapping], *, free_ports: bool = False
+    ) -> Instance:
         """The record an instance moved here would get, checked against this node: its image
-        is here, the id and name are free, there is room, the host ports are free."""
+        is here, the id and name are free, there is room, the host ports are free (with
+        ``free_ports``, a port that is not is published on a free one instead)."""
         # The record comes from another node: its id names a directory here.
         if not _INSTANCE_ID.match(record.id) or not NAME_PATTERN.match(record.name):
             raise MigrationError(
@@ -190,7 +193,7 @@ class InstanceMoves(InstanceLifecycle):
         candidate = record.model_copy(
             update={
                 "workdir": str(self.root / record.id),
-                "ports": ports,
+                "ports": bindable_or_free(ports) if free_ports else ports,
                 "upstream_ports": [],
                 "pid": None,
             }

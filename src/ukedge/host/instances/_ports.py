@@ -12,7 +12,14 @@ from ukedge.host._models import Instance, PortMapping
 from ukedge.host.instances._admission import holds_resources
 from ukedge.image import HealthCheck
 
-__all__ = ["check_bindable", "check_unclaimed", "free_port", "upstream", "upstream_ports"]
+__all__ = [
+    "bindable_or_free",
+    "check_bindable",
+    "check_unclaimed",
+    "free_port",
+    "upstream",
+    "upstream_ports",
+]
 
 
 def free_port() -> int:
@@ -37,6 +44,23 @@ def check_bindable(ports: Sequence[PortMapping]) -> None:
                     f"cannot publish {mapping}: {mapping.host_ip}:{mapping.host_port} cannot be "
                     f"bound on this node ({why})"
                 ) from None
+
+
+def bindable_or_free(ports: Sequence[PortMapping]) -> list[PortMapping]:
+    """``ports`` with each one the node cannot bind moved to a free host port on the same
+    address: a controller's move keeps the replica's ports where it can (on another machine
+    they are free) and says the new address where it cannot (two agents on one machine)."""
+    out = []
+    for mapping in ports:
+        try:
+            check_bindable([mapping])
+        except InstanceError:
+            kind = socket.SOCK_DGRAM if mapping.protocol == "udp" else socket.SOCK_STREAM
+            with socket.socket(socket.AF_INET, kind) as probe:
+                probe.bind((mapping.host_ip, 0))
+                mapping = mapping.model_copy(update={"host_port": probe.getsockname()[1]})
+        out.append(mapping)
+    return out
 
 
 def check_unclaimed(instance: Instance, others: list[Instance]) -> None:

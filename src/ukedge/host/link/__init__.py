@@ -7,6 +7,7 @@ from ukedge.host.link._desired import DesiredStore
 from ukedge.host.link._enrolment import Enrolment, ensure_enrolment, load_enrolment
 from ukedge.host.link._hollow import HOLLOW_ACCELERATOR, HollowFleet, HollowNode
 from ukedge.host.link._link import ControllerLink
+from ukedge.host.link._movebook import MoveBook, MoveDriver, MoveProgress
 from ukedge.host.link._reconcile import (
     DEPLOYMENT_LABEL,
     REPLICA_LABEL,
@@ -36,6 +37,10 @@ from ukedge.host.link._wire import (
     Heartbeat,
     HeartbeatReply,
     InstanceReport,
+    MoveMode,
+    MoveOffer,
+    MoveOrder,
+    MoveReport,
     NodeResources,
     ResultBatch,
     ResultEntry,
@@ -68,6 +73,13 @@ __all__ = [
     "JoinToken",
     "LinkClient",
     "Marks",
+    "MoveBook",
+    "MoveDriver",
+    "MoveMode",
+    "MoveOffer",
+    "MoveOrder",
+    "MoveProgress",
+    "MoveReport",
     "NodeResources",
     "ReconcilePlan",
     "ResultBatch",

@@ -17,7 +17,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from functools import partial
 
@@ -78,9 +78,16 @@ class Applier:
         #: Failed creations by instance name, waiting for their back-off.
         self._retries: dict[str, _Retry] = {}
 
-    def apply(self, desired: DesiredState) -> ApplyResult:
+    def apply(
+        self,
+        desired: DesiredState,
+        held: Callable[[], Collection[tuple[str, str]]] | None = None,
+    ) -> ApplyResult:
+        """One pass. ``held``: the (deployment, replica) pairs to leave alone, asked after the
+        node's instances are listed (a move's hold is taken before its instance comes or goes,
+        so a pass never sees an instance gone, or come, without its hold)."""
         instances = [i for i in self.node.list(all_instances=True) if DEPLOYMENT_LABEL in i.labels]
-        plan = plan_reconcile(desired.instances, instances)
+        plan = plan_reconcile(desired.instances, instances, held() if held is not None else ())
         result = ApplyResult()
         now = self._clock()
         names = {item.name for item in desired.instances}

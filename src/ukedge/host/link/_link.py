@@ -13,6 +13,11 @@ controller is unreachable), again whenever a new one arrives, and every interval
 failed creation is retried and an instance removed by hand is made again. Failures are kept for
 the next heartbeat; nothing a single instance does stops either thread.
 
+**Moves.** A node given a migration service (:meth:`ControllerLink.take_part_in_moves`)
+reports its ``migration_host``, answers the controller's offer requests and drives the moves it
+is ordered to, and holds the replicas those moves concern from the reconciler
+(:mod:`._movebook`).
+
 Crashes: the desired state is on disk before anything acts on it, and each reconcile pass starts
 from what the node has, so a crash at any point is finished by the next agent's first pass.
 """
@@ -30,6 +35,8 @@ from ukedge.host.link._client import LinkClient
 from ukedge.host.link._desired import FILE_NAME as DESIRED_FILE
 from ukedge.host.link._desired import DesiredStore
 from ukedge.host.link._enrolment import Enrolment
+from ukedge.host.link._movebook import FILE_NAME as MOVES_FILE
+from ukedge.host.link._movebook import MoveBook, MoveDriver
 from ukedge.host.link._report import build_heartbeat
 from ukedge.host.link._wire import DesiredInstance, DesiredState, HeartbeatReply
 
@@ -61,6 +68,11 @@ class ControllerLink:
         )
         self.desired = DesiredStore(data_dir / DESIRED_FILE)
         self.applier = Applier(node)
+        #: The controller's moves this node takes part in (held replicas survive restarts).
+        self.moves = MoveBook(data_dir / MOVES_FILE)
+        self._driver: MoveDriver | None = None
+        #: Where other nodes reach this node's migration listener (None: no part in moves).
+        self.migration_host: str | None = None
         self.interval = max(enrolment.heartbeat_interval_s, _MIN_INTERVAL_S)
         self._accelerator = accelerator
         self._lock = threading.Lock()
@@ -94,20 +106,44 @@ class ControllerLink:
             self._accelerator = probe_accelerator().accel
         return self._accelerator
 
+    def take_part_in_moves(self, driver: MoveDriver, host: str) -> None:
+        """Take part in the controller's moves: offers and moves out go through ``driver``,
+        other nodes reach this one's migration listener at ``host``. Before :meth:`start`."""
+        self._driver = driver
+        self.migration_host = host
+
     def heartbeat_once(self) -> HeartbeatReply:
-        """Report once; save and hand on a desired state the answer carries. Raises
-        :class:`LinkUnavailable` or :class:`LinkError`."""
+        """Report once; save and hand on a desired state the answer carries; act on the moves
+        it asks for. Raises :class:`LinkUnavailable` or :class:`LinkError`."""
         with self._lock:
             errors = dict(self._errors)
             applied = self.applied_generation
+        driver = self._driver
+        reports = self.moves.reports(driver, self._present) if driver is not None else []
         heartbeat = build_heartbeat(
-            self.node, accelerator=self.accelerator, applied_generation=applied, errors=errors
+            self.node,
+            accelerator=self.accelerator,
+            applied_generation=applied,
+            errors=errors,
+            migration_host=self.migration_host if driver is not None else None,
+            offers=self.moves.offers() if driver is not None else (),
+            move_reports=reports,
         )
         reply = self.client.heartbeat(heartbeat)
         if reply.desired is not None:
             self._receive(reply.desired)
+        if driver is not None:
+            self.moves.answered(
+                reply,
+                reported={r.move for r in reports if r.state != "running"},
+                desired=self.desired.load,
+                driver=driver,
+            )
         self.interval = max(reply.heartbeat_interval_s, _MIN_INTERVAL_S)
         return reply
+
+    def _present(self, name: str) -> bool:
+        return any(i.name == name for i in self.node.list(all_instances=True))
 
     def _receive(self, desired: DesiredState) -> None:
         if self.desired.load() != desired:
@@ -161,7 +197,8 @@ class ControllerLink:
         desired = self.desired.load()
         if desired is None:
             return
-        result = self.applier.apply(desired)
+        result = self.applier.apply(desired, lambda: self.moves.held(desired))
+        self.moves.settle(desired)
         with self._lock:
             self._errors = result.errors
             self.applied_generation = desired.generation

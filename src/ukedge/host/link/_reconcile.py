@@ -12,11 +12,14 @@ replica) the desired state names:
 * one with another revision: **replace** it (stop, remove, create the new revision);
 * instances the desired state no longer names (and duplicates of one replica beyond the one
   kept): **remove** them.
+
+Replicas ``held`` (moves of the controller's under way through this node, see
+:mod:`ukedge.host.link._movebook`) are left as they are: neither created, replaced nor removed.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from ukedge.host._models import Instance, RunRequest
@@ -89,9 +92,12 @@ class ReconcilePlan:
 
 
 def plan_reconcile(
-    desired: Sequence[DesiredInstance], instances: Sequence[Instance]
+    desired: Sequence[DesiredInstance],
+    instances: Sequence[Instance],
+    held: Collection[tuple[str, str]] = (),
 ) -> ReconcilePlan:
-    """The plan that turns the node's controller instances into ``desired``.
+    """The plan that turns the node's controller instances into ``desired``, leaving the
+    (deployment, replica) pairs in ``held`` alone.
 
     ``instances`` may include unlabelled ones; they are ignored. Deterministic: the same input
     gives the same plan (instances in the order given, desired in the order desired).
@@ -99,7 +105,8 @@ def plan_reconcile(
     plan = ReconcilePlan()
     wanted: dict[tuple[str, str], DesiredInstance] = {}
     for item in desired:
-        wanted.setdefault((item.deployment, item.replica), item)
+        if (item.deployment, item.replica) not in held:
+            wanted.setdefault((item.deployment, item.replica), item)
     # Per replica: the instance kept (same revision, preferred) or replaced (any other).
     claimed: dict[tuple[str, str], Instance] = {}
     for instance in instances:
@@ -107,6 +114,8 @@ def plan_reconcile(
         if marks is None:
             continue
         key = (marks.deployment, marks.replica or "")
+        if key in held:
+            continue
         target = wanted.get(key) if marks.replica is not None else None
         if target is None:
             plan.remove.append(instance)

@@ -9,20 +9,30 @@ are reported too (state ``failed`` with the reason), so the controller sees them
 from __future__ import annotations
 
 import platform
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 from ukedge.host._models import HealthStatus, Instance, InstanceState
 from ukedge.host._node import LocalNode
 from ukedge.host.instances import host_capacity
 from ukedge.host.link._reconcile import marks_of
-from ukedge.host.link._wire import DesiredInstance, Heartbeat, InstanceReport, NodeResources
+from ukedge.host.link._wire import (
+    DesiredInstance,
+    Heartbeat,
+    InstanceReport,
+    MoveOffer,
+    MoveReport,
+    NodeResources,
+)
 
 __all__ = ["build_heartbeat", "instance_report"]
 
 _MIB = 1 << 20
 
 
-def instance_report(instance: Instance, error: str | None = None) -> InstanceReport:
+def instance_report(
+    instance: Instance, error: str | None = None, *, ports: bool = False
+) -> InstanceReport:
+    """``ports``: with its published ports (see :func:`build_heartbeat`)."""
     marks = marks_of(instance.labels)
     return InstanceReport(
         name=instance.name,
@@ -35,6 +45,7 @@ def instance_report(instance: Instance, error: str | None = None) -> InstanceRep
         restart_count=instance.restart_count,
         exit_code=instance.exit_code,
         error=error or instance.error,
+        ports=list(instance.ports) if ports else [],
     )
 
 
@@ -66,10 +77,18 @@ def build_heartbeat(
     accelerator: str,
     applied_generation: int,
     errors: Mapping[str, tuple[DesiredInstance | None, str]] | None = None,
+    migration_host: str | None = None,
+    offers: Sequence[MoveOffer] = (),
+    move_reports: Sequence[MoveReport] = (),
 ) -> Heartbeat:
     """The heartbeat of ``node`` now. ``errors``: the last reconcile pass's failures by
-    instance name (the desired instance they concern, when there is one)."""
+    instance name (the desired instance they concern, when there is one); the rest: the
+    node's part in the controller's moves (see :mod:`._movebook`). Instances carry their ports
+    only from a node that takes part in moves (``migration_host``), whose ports a move may
+    change: a field a first-release controller refuses, which such a node's controller knows.
+    """
     errors = errors or {}
+    moves = migration_host is not None
     manager = node.manager
     capacity = manager.capacity or host_capacity()
     committed = manager.committed()
@@ -80,9 +99,9 @@ def build_heartbeat(
         item, error = errors.get(instance.name, (None, None))
         if error is not None and _concerns(instance, item):
             reported.add(instance.name)
-            reports.append(instance_report(instance, error))
+            reports.append(instance_report(instance, error, ports=moves))
         else:
-            reports.append(instance_report(instance))
+            reports.append(instance_report(instance, ports=moves))
     # Desired instances that do not exist (or whose name another instance holds): failed.
     reports += [
         _missing_report(item, error)
@@ -101,4 +120,7 @@ def build_heartbeat(
         cached_layers=cached_layers(node),
         instances=reports,
         applied_generation=applied_generation,
+        migration_host=migration_host,
+        offers=list(offers),
+        move_reports=list(move_reports),
     )

@@ -5,15 +5,28 @@ controller reaches a node: it carries the node's whole desired state, versioned 
 ``generation`` the controller bumps whenever that node's assignment changes. The agent reports
 the generation it has applied, so both sides know when a node has caught up.
 
+Moves a controller drives (``ukedge node drain --migrate``) travel the same way, because the
+controller has no address of its nodes: its reply asks the target node for a migration offer
+(``offer_requests``), the target reports the offer in its next heartbeat (``offers``; the ticket
+in it is a secret, carried only over the pinned TLS link), the reply to the source orders the
+move with that offer (``moves``) and the source reports how it went (``move_reports``).
+
+Compatibility: fields added after the first release are left out of a message while empty
+(``exclude_if``), and a peer of that release, which refuses unknown fields, reads what a newer
+one sends as long as no move is under way; the controller orders moves only from and to nodes
+that report a ``migration_host`` (and so understand them).
+
 These models live on the host side of the import arrows (``controller → host``): the agent must
 not import the controller, and the controller builds its API from them.
 """
 
 from __future__ import annotations
 
+from typing import Any, Literal
+
 from pydantic import BaseModel, ConfigDict, Field
 
-from ukedge.host._models import HealthStatus, InstanceState, RunRequest
+from ukedge.host._models import HealthStatus, InstanceState, PortMapping, RunRequest
 
 __all__ = [
     "ENROL_PATH",
@@ -26,6 +39,10 @@ __all__ = [
     "Heartbeat",
     "HeartbeatReply",
     "InstanceReport",
+    "MoveMode",
+    "MoveOffer",
+    "MoveOrder",
+    "MoveReport",
     "NodeResources",
     "ResultBatch",
     "ResultEntry",
@@ -39,6 +56,45 @@ RESULTS_PATH = "/v1/nodes/{node_id}/results"
 
 class _Wire(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+
+def _empty(value: object) -> bool:
+    return not value
+
+
+#: How a controller-driven move carries the app's memory (``cold`` is the controller's own
+#: make-before-break replacement, no move).
+MoveMode = Literal["snapshot", "live"]
+
+
+class MoveOffer(_Wire):
+    """The offer a target node made for the controller's move ``move``, or why it could not.
+
+    ``offer`` is a :class:`ukedge.host.migration.MigrationOffer` as JSON: the link sits below the
+    migration room and carries it unread, so the offer keeps one definition."""
+
+    move: str = Field(min_length=1, max_length=64)
+    offer: dict[str, Any] | None = None
+    error: str | None = Field(default=None, max_length=4096)
+
+
+class MoveOrder(_Wire):
+    """Move the controller's instance ``instance`` to the node that made ``offer``."""
+
+    move: str = Field(min_length=1, max_length=64)
+    instance: str = Field(min_length=1, max_length=128)
+    mode: MoveMode = "snapshot"
+    offer: dict[str, Any]
+
+
+class MoveReport(_Wire):
+    """How the source node's move ``move`` stands: ``done`` once the target has committed (the
+    instance runs there), ``failed`` when it ended with the instance still on the source."""
+
+    move: str = Field(min_length=1, max_length=64)
+    state: Literal["running", "done", "failed"]
+    step: str = ""
+    error: str | None = Field(default=None, max_length=4096)
 
 
 class NodeResources(_Wire):
@@ -79,6 +135,9 @@ class InstanceReport(_Wire):
     restart_count: int = 0
     exit_code: int | None = None
     error: str | None = None
+    #: Its published ports on the node, reported by nodes that take part in moves (a move may
+    #: change them: the controller shows these).
+    ports: list[PortMapping] = Field(default_factory=list, max_length=64, exclude_if=_empty)
 
     @classmethod
     def of_desired(
@@ -117,6 +176,12 @@ class Heartbeat(_Wire):
     instances: list[InstanceReport] = Field(default_factory=list)
     #: The generation of desired state the agent last applied (0: none yet).
     applied_generation: int = Field(default=0, ge=0)
+    #: The host other nodes reach this node's migration listener at; None: the agent takes no
+    #: part in controller-driven moves (an older agent, or one not set up for them).
+    migration_host: str | None = Field(default=None, max_length=253, exclude_if=_empty)
+    #: Offers made for the moves the controller asked about, and the moves this node drives.
+    offers: list[MoveOffer] = Field(default_factory=list, max_length=64, exclude_if=_empty)
+    move_reports: list[MoveReport] = Field(default_factory=list, max_length=64, exclude_if=_empty)
 
 
 class DesiredInstance(_Wire):
@@ -146,6 +211,10 @@ class HeartbeatReply(_Wire):
 
     desired: DesiredState | None = None
     heartbeat_interval_s: float
+    #: Moves this node is the target of and should make an offer for (their ids).
+    offer_requests: list[str] = Field(default_factory=list, max_length=64, exclude_if=_empty)
+    #: Moves this node should drive, as the source.
+    moves: list[MoveOrder] = Field(default_factory=list, max_length=64, exclude_if=_empty)
 
 
 class ResultEntry(_Wire):

@@ -14,6 +14,7 @@ from ukedge.host.migration._models import MigrateRequest, MigrationOffer, Migrat
 from ukedge.host.migration._protocol import Mode, MoveState, Step, TicketBook
 
 __all__ = [
+    "LinkMoves",
     "MigrateRequest",
     "MigrationOffer",
     "MigrationStatus",
@@ -25,8 +26,11 @@ __all__ = [
 ]
 
 if typing.TYPE_CHECKING:
-    from ukedge.host.migration._service import Migrations
+    from ukedge.host.migration._service import LinkMoves, Migrations
 
-_LAZY = {"Migrations": "ukedge.host.migration._service"}
+_LAZY = {
+    "LinkMoves": "ukedge.host.migration._service",
+    "Migrations": "ukedge.host.migration._service",
+}
 
 __getattr__ = lazy_exports(globals(), _LAZY)

@@ -24,6 +24,7 @@ import socket
 import ssl
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -90,7 +91,10 @@ class MigrationListener:
         node_name: str,
         host: str,
         resume_grace_s: float = 60.0,
+        before_commit: Callable[[Instance], None] | None = None,
     ) -> None:
+        """``before_commit``: told of each instance about to be recorded here (the controller
+        link holds it until its desired state lists it); an error it raises aborts the move."""
         self.node = node
         self.manager = node.manager
         self.spool = spool
@@ -99,6 +103,7 @@ class MigrationListener:
         self.node_name = node_name
         self.host = host
         self.resume_grace_s = resume_grace_s
+        self.before_commit = before_commit
         self._sessions: dict[str, _Session] = {}
         self._outcomes: dict[str, str] = {}
         self._guard = threading.Lock()
@@ -207,7 +212,7 @@ class MigrationListener:
         except (KeyError, ValueError) as exc:
             raise MigrationError(f"hello does not describe an instance: {exc}", "prepare") from None
         self._ensure_image(record)
-        candidate = self.manager.incoming(record, ports)
+        candidate = self.manager.incoming(record, ports, free_ports=h.get("free_ports") is True)
         session = _Session(
             migration, ticket, mode, str(h.get("source", "?")), candidate, connected=True
         )
@@ -372,6 +377,8 @@ class MigrationListener:
                 session.candidate.id, self.node_name, offset=offset, next_seq=next_seq
             )
         try:
+            if self.before_commit is not None:
+                self.before_commit(session.instance)
             instance = self.manager.commit_incoming(session.instance, session.source)
         except BaseException:
             if self.spool is not None:

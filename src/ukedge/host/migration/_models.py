@@ -37,6 +37,9 @@ class MigrateRequest(_Model):
     mode: Mode = Mode.SNAPSHOT
     #: Host ports on the target (default: the instance's own, which must be free there).
     ports: list[PortMapping] | None = Field(default=None, max_length=64)
+    #: A port the target cannot bind is published on a free one there instead of failing the
+    #: move (a controller's move: the controller's view shows the new address).
+    free_ports: bool = False
     #: zlib level of the state stream (0: none; 1 is fast and already shrinks RAM pages).
     compress: int = Field(default=1, ge=0, le=9)
     #: Seconds a cold move waits for the new instance to pass its health check.

@@ -279,6 +279,7 @@ class OutgoingMove:
                 "ports": [p.model_dump() for p in self.request.ports]
                 if self.request.ports is not None
                 else None,
+                "free_ports": self.request.free_ports,
             },
             step="connect",
         )

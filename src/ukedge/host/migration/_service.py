@@ -12,21 +12,24 @@ from __future__ import annotations
 import secrets
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ukedge.errors import MigrationError, UsageError
+from ukedge.host.link import MoveOrder, MoveProgress
 from ukedge.host.migration._channel import MigrationIdentity, ensure_identity
 from ukedge.host.migration._incoming import MigrationListener
 from ukedge.host.migration._models import MigrateRequest, MigrationOffer, MigrationStatus
 from ukedge.host.migration._outgoing import OutgoingMove
-from ukedge.host.migration._protocol import TicketBook
+from ukedge.host.migration._protocol import Mode, Step, TicketBook
 
 if TYPE_CHECKING:
+    from ukedge.host._models import Instance, PortMapping
     from ukedge.host._node import LocalNode
     from ukedge.host.results import ResultSpool
 
-__all__ = ["Migrations"]
+__all__ = ["LinkMoves", "Migrations"]
 
 #: Finished moves kept for ``GET /v1/migrations``.
 _KEPT = 100
@@ -58,6 +61,9 @@ class Migrations:
         self._moves: dict[str, OutgoingMove] = {}
         self._threads: dict[str, threading.Thread] = {}
         self._guard = threading.Lock()
+        #: Told of each instance moved in, just before it is recorded here (see
+        #: :class:`MigrationListener`).
+        self.before_commit: Callable[[Instance], None] | None = None
 
     # -- target ----------------------------------------------------------------------------------
 
@@ -72,17 +78,23 @@ class Migrations:
                     self.tickets,
                     node_name=self.node_name,
                     host=self.listen_host,
+                    before_commit=self._before_commit,
                 )
             return self._listener
 
-    def offer(self) -> MigrationOffer:
-        """Admit one move onto this node: where to connect, what to trust, a one-time ticket."""
+    def _before_commit(self, instance: Instance) -> None:
+        if self.before_commit is not None:
+            self.before_commit(instance)
+
+    def offer(self, host: str | None = None) -> MigrationOffer:
+        """Admit one move onto this node: where to connect (``host``, default the listener's
+        address), what to trust, a one-time ticket."""
         listener = self.listener()
         port = listener.port
         identity = listener.identity
         return MigrationOffer(
             node=self.node_name,
-            host=self.listen_host,
+            host=host or self.listen_host,
             port=port,
             cert_pem=identity.cert_pem,
             fingerprint=identity.fingerprint,
@@ -191,3 +203,41 @@ class Migrations:
                 thread.join(max(0.0, deadline - time.monotonic()))
         if self._listener is not None:
             self._listener.close()
+
+
+class LinkMoves:
+    """The migration service as the controller link drives it (``MoveDriver``): offers reachable
+    at the node's migration host, moves started as ``POST /v1/instances/{key}/migrate`` starts
+    them, with the controller's ports kept where the target has them free."""
+
+    def __init__(self, migrations: Migrations, host: str) -> None:
+        self.migrations = migrations
+        self.host = host
+
+    def offer(self) -> dict[str, object]:
+        return self.migrations.offer(self.host).model_dump(mode="json")
+
+    def start(self, order: MoveOrder, ports: list[PortMapping]) -> str:
+        try:
+            offer = MigrationOffer.model_validate(order.offer)
+        except ValueError as exc:
+            raise MigrationError(f"the controller's offer is malformed: {exc}", "prepare") from None
+        request = MigrateRequest(
+            offer=offer,
+            mode=Mode(order.mode),
+            ports=ports,
+            free_ports=True,
+        )
+        return self.migrations.start(order.instance, request).id
+
+    def progress(self, migration: str) -> MoveProgress | None:
+        try:
+            status = self.migrations.get(migration)
+        except MigrationError:
+            return None
+        if not status.step.final:
+            return MoveProgress("running", status.step.value)
+        if status.step == Step.DONE:  # a failure after the commit is the source's clean-up
+            return MoveProgress("done", status.step.value, status.error)
+        failed = (status.failed_step or status.step).value
+        return MoveProgress("failed", failed, f"{status.step.value} at {failed}: {status.error}")

@@ -1,0 +1,373 @@
+"""A controller-driven move relayed through heartbeats (``_movestore``), on SQLite and
+PostgreSQL: the target is asked for an offer, the source is ordered to move with it, and the
+replica changes node only when the source reports the move done; never listed by both."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import replace
+
+from sqlalchemy import select, update
+
+from kit.controller import Api, Node
+from ukedge.controller import Controller
+from ukedge.controller._db import moves, nodes, replicas
+from ukedge.controller._moves import MoveState, start
+from ukedge.controller._movestore import active_moves, save_move
+from ukedge.controller._nodes import bump_generations
+from ukedge.host import HealthStatus, InstanceState, PortMapping
+from ukedge.host.link import HeartbeatReply, InstanceReport, MoveOffer, MoveReport
+
+IMAGE = "127.0.0.1:1/app@sha256:" + "d" * 64  # pinned; its registry is never reached
+OFFER = {
+    "node": "b",
+    "host": "10.0.0.2",
+    "port": 7611,
+    "cert_pem": "-----BEGIN CERTIFICATE-----\n-----END CERTIFICATE-----\n",
+    "fingerprint": "a" * 64,
+    "ticket": "t" * 32,
+}
+
+
+def _pass(controller: Controller) -> None:
+    loop = controller.make_loop()
+    try:
+        assert loop.run_once()
+    finally:
+        loop.leadership.release()
+
+
+def _one_replica_on(api: Api, controller: Controller, node: Node) -> tuple[str, str]:
+    r = api.admin.post(
+        "/v1/deployments", json={"name": "app", "image": IMAGE, "memory_mib": 64, "replicas": 1}
+    )
+    assert r.status_code in (200, 201), r.text
+    _pass(controller)
+    with controller.db.read() as connection:
+        row = connection.execute(select(replicas)).one()
+    assert row.node_id == node.id
+    return row.deployment, row.replica
+
+
+def _start_move(controller: Controller, a: Node, b: Node, replica: str) -> str:
+    move = start(
+        "m1",
+        deployment="app",
+        replica=replica,
+        instance=f"app-{replica}",
+        source=a.id,
+        target=b.id,
+        mode="snapshot",
+        now=controller.now(),
+    )
+    with controller.db.write() as connection:
+        save_move(connection, move)
+        bump_generations(connection, {a.id, b.id})
+    return move.id
+
+
+def _listed(reply: HeartbeatReply) -> list[str]:
+    assert reply.desired is not None
+    return [i.replica for i in reply.desired.instances]
+
+
+def _node_of(controller: Controller, replica: str) -> str | None:
+    with controller.db.read() as connection:
+        return connection.execute(
+            select(replicas.c.node_id).where(replicas.c.replica == replica)
+        ).scalar_one()
+
+
+def test_a_move_relayed_through_heartbeats(api: Api, controller: Controller) -> None:
+    a = api.enrol("a")
+    a.beat(migration_host="10.0.0.1")
+    _, replica = _one_replica_on(api, controller, a)
+    b = api.enrol("b")
+    b.beat(migration_host="10.0.0.2")
+    move = _start_move(controller, a, b, replica)
+
+    reply = b.beat(migration_host="10.0.0.2")
+    assert reply.offer_requests == [move] and reply.moves == []
+    assert _listed(reply) == []  # the target does not run it yet
+    again = b.beat(migration_host="10.0.0.2")  # repeated: never the cheap path while in flight
+    assert again.offer_requests == [move]
+    reply = a.beat(migration_host="10.0.0.1")
+    assert reply.moves == [] and reply.offer_requests == []
+
+    b.beat(migration_host="10.0.0.2", offers=[MoveOffer(move=move, offer=OFFER)])
+    reply = a.beat(migration_host="10.0.0.1")
+    (order,) = reply.moves
+    assert (order.move, order.instance, order.offer) == (move, f"app-{replica}", OFFER)
+    running = MoveReport(move=move, state="running", step="transfer")
+    assert a.beat(migration_host="10.0.0.1", move_reports=[running]).moves == [order]
+    assert a.beat(migration_host="10.0.0.1", move_reports=[running]).moves == [order]
+    assert _node_of(controller, replica) == a.id
+
+    done = MoveReport(move=move, state="done", step="done")
+    reply = a.beat(migration_host="10.0.0.1", move_reports=[done])
+    assert _listed(reply) == [] and reply.moves == []
+    assert _node_of(controller, replica) == b.id
+    assert _listed(b.beat(migration_host="10.0.0.2")) == [replica]
+    with controller.db.read() as connection:
+        row = connection.execute(select(moves)).one()
+        assert active_moves(connection) == []
+    assert (row.state, row.offer) == (MoveState.DONE.value, None)  # the ticket is not kept
+
+
+def test_a_malformed_offer_or_a_failed_move_leaves_the_replica_on_the_source(
+    api: Api, controller: Controller
+) -> None:
+    a = api.enrol("a")
+    a.beat(migration_host="10.0.0.1")
+    _, replica = _one_replica_on(api, controller, a)
+    b = api.enrol("b")
+    move = _start_move(controller, a, b, replica)
+    b.beat(migration_host="10.0.0.2", offers=[MoveOffer(move=move, offer={"port": 0})])
+    with controller.db.read() as connection:
+        row = connection.execute(select(moves)).one()
+    assert row.state == MoveState.FAILED.value and "malformed" in row.error
+    assert a.beat(migration_host="10.0.0.1").moves == []
+    assert _node_of(controller, replica) == a.id
+
+    with controller.db.write() as connection:
+        connection.execute(moves.delete())
+    move = _start_move(controller, a, b, replica)
+    b.beat(migration_host="10.0.0.2", offers=[MoveOffer(move=move, offer=OFFER)])
+    failed = MoveReport(move=move, state="failed", step="transfer", error="channel broke")
+    reply = a.beat(migration_host="10.0.0.1", move_reports=[failed])
+    assert reply.moves == []
+    assert _node_of(controller, replica) == a.id
+    with controller.db.read() as connection:
+        row = connection.execute(select(moves)).one()
+    assert (row.state, row.error, row.offer) == (MoveState.FAILED.value, "channel broke", None)
+
+
+def test_a_node_without_a_migration_host_is_never_asked(api: Api, controller: Controller) -> None:
+    """An agent that does not report where it takes moves (an older one) gets no move fields,
+    which its wire models would refuse."""
+    a = api.enrol("a")
+    a.beat()
+    _, replica = _one_replica_on(api, controller, a)
+    b = api.enrol("b")
+    move = _start_move(controller, a, b, replica)
+    reply = b.beat()
+    assert reply.offer_requests == [] and reply.moves == []
+    with controller.db.read() as connection:
+        assert [m.id for m in active_moves(connection)] == [move]
+
+
+def _running(reply: HeartbeatReply) -> list[InstanceReport]:
+    assert reply.desired is not None
+    return [
+        InstanceReport(
+            name=d.name,
+            deployment=d.deployment,
+            replica=d.replica,
+            revision=d.revision,
+            image=d.request.image,
+            state=InstanceState.RUNNING,
+            health=HealthStatus.NONE,
+        )
+        for d in reply.desired.instances
+    ]
+
+
+def _replicas(controller: Controller) -> list[tuple[str, str | None]]:
+    with controller.db.read() as connection:
+        rows = connection.execute(select(replicas.c.replica, replicas.c.node_id)).all()
+    return sorted((row.replica, row.node_id) for row in rows)
+
+
+def test_a_node_drained_with_migrate_moves_its_replica_then_falls_back_after_failures(
+    api: Api, controller: Controller
+) -> None:
+    """The reconciler starts a move instead of a replacement; each failed try is followed by
+    another until the last, after which the replica is replaced (make-before-break)."""
+    a = api.enrol("a")
+    a.beat(migration_host="10.0.0.1")
+    _, replica = _one_replica_on(api, controller, a)
+    b = api.enrol("b")
+    b.beat(migration_host="10.0.0.2")
+    reports = _running(a.beat(migration_host="10.0.0.1"))
+    a.beat(reports, migration_host="10.0.0.1")
+    with controller.db.write() as connection:
+        connection.execute(
+            update(nodes).where(nodes.c.id == a.id).values(draining=True, drain_migrate="live")
+        )
+
+    for attempt in (1, 2):
+        _pass(controller)
+        assert _replicas(controller) == [(replica, a.id)]  # moved, not replaced
+        with controller.db.read() as connection:
+            (move,) = active_moves(connection)
+        assert (move.source, move.target, move.mode, move.attempt) == (a.id, b.id, "live", attempt)
+        _pass(controller)  # a move under way is left alone
+        with controller.db.read() as connection:
+            assert active_moves(connection) == [move]
+        assert b.beat(migration_host="10.0.0.2").offer_requests == [move.id]
+        b.beat(migration_host="10.0.0.2", offers=[MoveOffer(move=move.id, error="no room")])
+        a.beat(reports, migration_host="10.0.0.1")
+
+    _pass(controller)  # both tries failed: replaced on b, the original runs on until then
+    with controller.db.read() as connection:
+        assert active_moves(connection) == []
+    placed = _replicas(controller)
+    assert (replica, a.id) in placed and len(placed) == 2
+    assert [node for name, node in placed if name != replica] == [b.id]
+
+
+def test_a_replica_moved_off_a_draining_node_stays_on_its_target(
+    api: Api, controller: Controller
+) -> None:
+    a = api.enrol("a")
+    a.beat(migration_host="10.0.0.1")
+    _, replica = _one_replica_on(api, controller, a)
+    b = api.enrol("b")
+    b.beat(migration_host="10.0.0.2")
+    reports = _running(a.beat(migration_host="10.0.0.1"))
+    a.beat(reports, migration_host="10.0.0.1")
+    with controller.db.write() as connection:
+        connection.execute(
+            update(nodes).where(nodes.c.id == a.id).values(draining=True, drain_migrate="snapshot")
+        )
+    _pass(controller)
+    with controller.db.read() as connection:
+        (move,) = active_moves(connection)
+    b.beat(migration_host="10.0.0.2", offers=[MoveOffer(move=move.id, offer=OFFER)])
+    (order,) = a.beat(reports, migration_host="10.0.0.1").moves
+    assert order.mode == "snapshot"
+    done = MoveReport(move=move.id, state="done", step="done")
+    assert _listed(a.beat(migration_host="10.0.0.1", move_reports=[done])) == []
+    assert _listed(b.beat(migration_host="10.0.0.2")) == [replica]
+    _pass(controller)
+    _pass(controller)
+    assert _replicas(controller) == [(replica, b.id)]  # no second move, no replacement
+    with controller.db.read() as connection:
+        assert active_moves(connection) == []
+
+
+def test_a_move_changed_meanwhile_is_not_overwritten(api: Api, controller: Controller) -> None:
+    """Two heartbeats advancing one move at once (PostgreSQL, two controller processes): the
+    write made from a stale read matches no row and changes nothing."""
+    a = api.enrol("a")
+    a.beat(migration_host="10.0.0.1")
+    _, replica = _one_replica_on(api, controller, a)
+    b = api.enrol("b")
+    move_id = _start_move(controller, a, b, replica)
+    with controller.db.read() as connection:
+        (stale,) = active_moves(connection)
+    b.beat(migration_host="10.0.0.2", offers=[MoveOffer(move=move_id, offer=OFFER)])
+    failed = replace(
+        stale, state=MoveState.FAILED, error="expired", updated_at=stale.updated_at + 1
+    )
+    with controller.db.write() as connection:
+        assert not save_move(connection, failed, previous=stale)
+        (current,) = active_moves(connection)
+    assert current.state == MoveState.MOVING
+
+
+def _drain(api: Api, node: str, migrate: str | None = None) -> dict[str, object]:
+    params = {"migrate": migrate} if migrate else {}
+    r = api.admin.post(f"/v1/nodes/{node}/drain", params=params)
+    assert r.status_code == 200, r.text
+    return dict(r.json())
+
+
+def test_drain_with_migrate_is_shown_and_uncordon_clears_it(
+    api: Api, controller: Controller
+) -> None:
+    a = api.enrol("a")
+    a.beat(migration_host="10.0.0.1")
+    record = _drain(api, "a", "live")
+    assert (record["draining"], record["drain_migrate"]) == (True, "live")
+    assert record["migration_host"] == "10.0.0.1"
+    refused = api.admin.post("/v1/nodes/a/drain", params={"migrate": "cold"})
+    assert refused.status_code == 422 and "migrate" in refused.text
+    r = api.admin.post("/v1/nodes/a/uncordon")
+    assert (r.json()["draining"], r.json()["drain_migrate"]) == (False, None)
+    with controller.db.read() as connection:
+        assert connection.execute(select(nodes.c.drain_migrate)).scalar_one() is None
+    assert _drain(api, "a")["drain_migrate"] is None  # a plain drain replaces
+
+
+def test_tries_are_counted_per_drain(api: Api, controller: Controller) -> None:
+    """Two failed tries, then the drain is ended and begun again: the new drain moves the
+    replica (try 1) instead of falling back to a replacement at once."""
+    a = api.enrol("a")
+    a.beat(migration_host="10.0.0.1")
+    _, replica = _one_replica_on(api, controller, a)
+    b = api.enrol("b")
+    b.beat(migration_host="10.0.0.2")
+    reports = _running(a.beat(migration_host="10.0.0.1"))
+    a.beat(reports, migration_host="10.0.0.1")
+    _drain(api, "a", "snapshot")
+    for _ in (1, 2):
+        _pass(controller)
+        with controller.db.read() as connection:
+            (move,) = active_moves(connection)
+        b.beat(migration_host="10.0.0.2", offers=[MoveOffer(move=move.id, error="no room")])
+        a.beat(reports, migration_host="10.0.0.1")
+    api.admin.post("/v1/nodes/a/uncordon")
+    time.sleep(0.01)  # the new drain begins after the earlier tries (wall-clock stamps)
+    _drain(api, "a", "snapshot")
+    _pass(controller)
+    with controller.db.read() as connection:
+        (move,) = active_moves(connection)
+    assert move.attempt == 1
+    assert _replicas(controller) == [(replica, a.id)]  # moving, not replaced
+
+
+def test_a_move_started_by_the_api(api: Api, controller: Controller) -> None:
+    """``ukedge migrate INSTANCE --to NODE``: refused, naming why, unless it can go; then
+    relayed as any move; the replica's record shows its new node and ports."""
+    a = api.enrol("a")
+    a.beat(migration_host="10.0.0.1")
+    _, replica = _one_replica_on(api, controller, a)
+    b = api.enrol("b")
+    b.beat()  # no migration host yet
+    instance = f"app-{replica}"
+    body = {"instance": instance, "to": "b", "mode": "live"}
+    r = api.admin.post("/v1/moves", json=body)
+    assert r.status_code == 409 and "only a running replica moves" in r.text
+    reports = _running(a.beat(migration_host="10.0.0.1"))
+    a.beat(reports, migration_host="10.0.0.1")
+    r = api.admin.post("/v1/moves", json=body)
+    assert r.status_code == 409 and "node b takes no part in moves" in r.text
+    b.beat(migration_host="10.0.0.2")
+    for wrong, status, words in [
+        ({**body, "instance": "app-nope"}, 404, "no replica whose instance is 'app-nope'"),
+        ({**body, "to": "c"}, 404, "no node 'c'"),
+        ({**body, "to": "a"}, 409, "runs on node a already"),
+        ({**body, "mode": "cold"}, 422, "mode"),
+    ]:
+        r = api.admin.post("/v1/moves", json=wrong)
+        assert r.status_code == status and words in r.text, r.text
+    r = api.admin.post("/v1/moves", json=body)
+    assert r.status_code == 201, r.text
+    started = r.json()
+    assert (started["state"], started["source_name"], started["target_name"]) == (
+        "offer",
+        "a",
+        "b",
+    )
+    assert "offer" not in started or not isinstance(started.get("offer"), dict)
+    assert api.admin.post("/v1/moves", json=body).status_code == 409  # moving already
+    assert [m["id"] for m in api.admin.get("/v1/moves", params={"active": True}).json()] == [
+        started["id"]
+    ]
+    assert b.beat(migration_host="10.0.0.2").offer_requests == [started["id"]]
+    b.beat(migration_host="10.0.0.2", offers=[MoveOffer(move=started["id"], offer=OFFER)])
+    (order,) = a.beat(reports, migration_host="10.0.0.1").moves
+    assert (order.instance, order.mode) == (instance, "live")
+    done = MoveReport(move=started["id"], state="done", step="done")
+    a.beat(migration_host="10.0.0.1", move_reports=[done])
+    moved = _running(b.beat(migration_host="10.0.0.2"))
+    port = {"host_ip": "127.0.0.1", "host_port": 18081, "guest_port": 8080, "protocol": "tcp"}
+    mapping = PortMapping.model_validate(port)
+    b.beat([m.model_copy(update={"ports": [mapping]}) for m in moved], migration_host="10.0.0.2")
+    ended = api.admin.get(f"/v1/moves/{started['id']}").json()
+    assert (ended["state"], ended["step"]) == ("done", "done")
+    [record] = api.admin.get("/v1/replicas").json()
+    assert (record["node_name"], record["ports"]) == ("b", [port])
+    assert api.admin.get("/v1/moves", params={"active": True}).json() == []
+    assert api.admin.get("/v1/moves/nope").status_code == 404
