@@ -2,6 +2,6 @@
 the unpacked layers the machines boot from."""
 
 from ukedge.host.images._cache import BUDGET_ENV, ImageCache, budget_from_env
-from ukedge.host.images._layers import UnpackedLayers
+from ukedge.host.images._layers import RuntimeDisk, UnpackedLayers
 
-__all__ = ["BUDGET_ENV", "ImageCache", "UnpackedLayers", "budget_from_env"]
+__all__ = ["BUDGET_ENV", "ImageCache", "RuntimeDisk", "UnpackedLayers", "budget_from_env"]
