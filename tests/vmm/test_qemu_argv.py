@@ -256,8 +256,10 @@ def test_pmem_disk_maps_the_file_shared_and_read_only(tmp_path: Path) -> None:
         f"memory-backend-file,id=rodisk,mem-path={tmp_path / 'rt.erofs'},"
         f"size={18 << 20},share=on,readonly=on"
     ]
-    assert "virtio-pmem-pci,memdev=rodisk,id=rodisk0" in _value(argv, "-device")
+    assert "virtio-pmem-pci,memdev=rodisk,id=rodisk0,memaddr=0x100000000" in _value(argv, "-device")
     assert "-drive" not in argv
+    # The guest keeps its PCI BARs off the disk's range (no ACPI tells it otherwise).
+    assert _value(argv, "-append") == ["console=ttyS0 quiet memmap=18M$0x100000000"]
 
 
 @pytest.mark.parametrize(
@@ -275,7 +277,15 @@ def test_blk_disk_is_a_read_only_drive(tmp_path: Path, options: QemuOptions, dev
         f"file={tmp_path / 'rt.erofs'},if=none,id=rodisk,format=raw,readonly=on"
     ]
     assert device in _value(argv, "-device")
-    assert not any("pmem" in a for a in argv)
+    assert not any("pmem" in a or "memmap" in a for a in argv)
+
+
+def test_a_guest_with_ram_above_4_gib_gets_its_disk_on_blk(tmp_path: Path) -> None:
+    spec = _spec(tmp_path, disk=tmp_path / "rt.erofs", memory_mib=4096)
+    disk = RoDisk(tmp_path / "rt.erofs", 18 << 20)
+    argv = build_argv(spec, QemuOptions(), "tcg", MachinePaths(spec.workdir), None, disk=disk)
+    assert "virtio-blk-pci,drive=rodisk" in _value(argv, "-device")
+    assert _value(argv, "-m") == ["4096M"]
 
 
 def test_disk_bus_is_checked_and_recorded() -> None:

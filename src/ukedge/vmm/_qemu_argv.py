@@ -161,9 +161,19 @@ class RoDisk:
     size: int
 
 
-def disk_bus(options: QemuOptions) -> DiskBus:
-    """The bus a read-only disk goes on: ``microvm`` has no PCI for virtio-pmem-pci."""
-    return "blk" if options.machine == "microvm" else options.disk_bus
+#: Where a virtio-pmem disk sits in guest physical memory: the start of ``pc``'s device memory
+#: area, right above 4 GiB while the RAM fits below (``_PMEM_MAX_RAM_MIB``).
+PMEM_ADDR = 1 << 32
+#: Larger guests have RAM above 4 GiB, which moves the device memory area: they use ``blk``.
+_PMEM_MAX_RAM_MIB = 2816
+
+
+def disk_bus(options: QemuOptions, memory_mib: int = 0) -> DiskBus:
+    """The bus a read-only disk goes on: ``microvm`` has no PCI for virtio-pmem-pci, and a
+    guest with RAM above 4 GiB has its device memory elsewhere than :data:`PMEM_ADDR`."""
+    if options.machine == "microvm" or memory_mib > _PMEM_MAX_RAM_MIB:
+        return "blk"
+    return options.disk_bus
 
 
 def build_argv(
@@ -206,7 +216,7 @@ def build_argv(
     else:
         argv += ["-accel", "kvm"]
     argv += ["-cpu", options.cpu or ("host" if accel == "kvm" else "max")]
-    pmem = disk is not None and disk_bus(options) == "pmem"
+    pmem = disk is not None and disk_bus(options, spec.memory_mib) == "pmem"
     if disk is not None and pmem:
         # virtio-pmem is a memory device: it needs a hotplug slot and room above the RAM.
         maxmem = spec.memory_mib + -(-disk.size // (1 << 20))
@@ -231,8 +241,15 @@ def build_argv(
     argv += ["-kernel", str(spec.kernel)]
     if initrd is not None:
         argv += ["-initrd", str(initrd)]
-    if spec.cmdline:
-        argv += ["-append", spec.cmdline]
+    cmdline = spec.cmdline
+    if disk is not None and pmem:
+        # Without ACPI the guest kernel does not know the device memory area and may place a
+        # PCI device's 64-bit BAR on top of the disk (the virtio-pmem device's own BAR then
+        # reads back as the image, and its probe fails): reserve the disk's range in the e820.
+        size_mib = -(-disk.size // (1 << 20))
+        cmdline = f"{cmdline} memmap={size_mib}M${PMEM_ADDR:#x}".strip()
+    if cmdline:
+        argv += ["-append", cmdline]
     # Serial console to a file: the logs, and the guest's exit line.
     argv += [
         "-chardev",
@@ -281,7 +298,7 @@ def build_argv(
             f"memory-backend-file,id=rodisk,mem-path={_opt(str(disk.path))},"
             f"size={disk.size},share=on,readonly=on",
             "-device",
-            "virtio-pmem-pci,memdev=rodisk,id=rodisk0",
+            f"virtio-pmem-pci,memdev=rodisk,id=rodisk0,memaddr={PMEM_ADDR:#x}",
         ]
     elif disk is not None:
         argv += [

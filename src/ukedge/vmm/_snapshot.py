@@ -96,7 +96,11 @@ def _fingerprint(spec: MachineSpec, options: QemuOptions, accel: str) -> dict[st
 def _disk_id(spec: MachineSpec, options: QemuOptions) -> dict[str, Any] | None:
     if spec.disk is None:
         return None
-    return {"name": spec.disk.name, "size": spec.disk.stat().st_size, "bus": disk_bus(options)}
+    return {
+        "name": spec.disk.name,
+        "size": spec.disk.stat().st_size,
+        "bus": disk_bus(options, spec.memory_mib),
+    }
 
 
 class SavedMachine(Protocol):

@@ -18,13 +18,26 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from ukedge.errors import ImageError
+from ukedge.errors import ImageError, UsageError
 from ukedge.guest import LAUNCH_PATH, SEED_PATH
 from ukedge.image import Descriptor, ImageStore, digest_hex, mediatypes
 
-__all__ = ["RuntimeDisk", "UnpackedLayers"]
+__all__ = ["SHARED_RUNTIME_ENV", "RuntimeDisk", "UnpackedLayers", "shared_runtime_from_env"]
 
 _CHUNK = 1 << 20
+#: The node's runtime boot path: ``pmem`` (an erofs image on virtio-pmem, mounted with DAX),
+#: ``blk`` (the same image on virtio-blk) or ``off``/unset (unpacked from the initramfs).
+SHARED_RUNTIME_ENV = "UKEDGE_SHARED_RUNTIME"
+
+
+def shared_runtime_from_env(environ: dict[str, str] | None = None) -> str | None:
+    """The disk bus ``UKEDGE_SHARED_RUNTIME`` asks for (``pmem``, ``blk``), or None: off."""
+    value = (os.environ if environ is None else environ).get(SHARED_RUNTIME_ENV, "").strip()
+    if value in ("", "off", "0"):
+        return None
+    if value not in ("pmem", "blk"):
+        raise UsageError(f"{SHARED_RUNTIME_ENV} must be pmem, blk or off, got {value!r}")
+    return value
 
 
 @dataclass(frozen=True)
