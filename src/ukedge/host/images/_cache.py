@@ -43,7 +43,6 @@ from ukedge.image import (
     ImageManifest,
     ImageStore,
     StoredImage,
-    digest_hex,
     mediatypes,
     parse_reference,
 )
@@ -326,7 +325,7 @@ class ImageCache:
         for digest in removed:
             # Derived data keyed by blob digest; only blobs this sweep removed, because the
             # unpacked directory may be shared with other stores (UKEDGE_CACHE).
-            (self.layers.root / digest_hex(digest)).unlink(missing_ok=True)
+            self.layers.forget(digest)
         if removed:
             self.usage.forget(removed)
             if self.on_remove is not None:

@@ -60,6 +60,15 @@ class UnpackedLayers:
         self.shared_runtime = shared_runtime
         self.root.mkdir(parents=True, exist_ok=True)
 
+    def forget(self, digest: str) -> None:
+        """Delete what was derived from the blob ``digest``: its unpacked copy and, for a
+        runtime layer, its image, boot archives and mount points (a machine that maps the
+        image keeps it until it ends)."""
+        hex_ = digest_hex(digest)
+        (self.root / hex_).unlink(missing_ok=True)
+        for derived in self.root.glob(f"{hex_}.*"):
+            derived.unlink(missing_ok=True)
+
     def runtime_disk(
         self, store: ImageStore, runtime: Descriptor, others: Sequence[Descriptor]
     ) -> RuntimeDisk | None:
