@@ -101,13 +101,13 @@ class UnpackedLayers:
         return RuntimeDisk(image, boot, mounts) if mounts else None
 
     def _write(self, target: Path, make: Callable[[Path], object]) -> None:
+        """``make`` the file at a temporary name, then rename it to ``target``."""
         # A name of its own per writer: two threads may boot the same new image at once.
         fd, name = tempfile.mkstemp(dir=self.root, prefix=f".{target.name}.", suffix=".tmp")
         os.close(fd)
         tmp = Path(name)
         try:
             make(tmp)
-            tmp.chmod(0o644)
             tmp.replace(target)
         except BaseException:
             tmp.unlink(missing_ok=True)
@@ -121,16 +121,7 @@ class UnpackedLayers:
         source = store.blob_path(layer.digest)
         if not source.exists():
             raise ImageError(f"layer {layer.digest} is missing from the store {store.root}")
-        # A name of its own per unpack: two threads may boot the same new image at once.
-        fd, name = tempfile.mkstemp(dir=self.root, prefix=f".{target.name}.", suffix=".tmp")
-        os.close(fd)
-        tmp = Path(name)
-        try:
-            self._unpack(layer.media_type, source, tmp)
-            tmp.replace(target)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
+        self._write(target, lambda tmp: self._unpack(layer.media_type, source, tmp))
         return target
 
     @staticmethod
