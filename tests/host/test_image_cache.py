@@ -24,7 +24,12 @@ import pytest
 from kit.registry import make_image
 from ukedge.build import build_image
 from ukedge.errors import ImageError, UsageError
-from ukedge.host import ImageCache, UnpackedLayers, budget_from_env
+from ukedge.host.images import (
+    ImageCache,
+    UnpackedLayers,
+    budget_from_env,
+    shared_runtime_from_env,
+)
 from ukedge.image import ImageStore, digest_hex
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
@@ -346,3 +351,12 @@ def test_a_runtime_image_is_derived_once_and_swept_with_its_layer(tmp_path: Path
     own.remove("agg:1")
     assert not disk.image.exists() and not disk.boot.exists()
     assert not any(layers.root.glob(f"{digest_hex(initrds[0].digest)}*"))
+
+
+def test_shared_runtime_from_env() -> None:
+    assert shared_runtime_from_env({}) is None
+    assert shared_runtime_from_env({"UKEDGE_SHARED_RUNTIME": "off"}) is None
+    assert shared_runtime_from_env({"UKEDGE_SHARED_RUNTIME": " pmem "}) == "pmem"
+    assert shared_runtime_from_env({"UKEDGE_SHARED_RUNTIME": "blk"}) == "blk"
+    with pytest.raises(UsageError, match="UKEDGE_SHARED_RUNTIME must be pmem, blk or off"):
+        shared_runtime_from_env({"UKEDGE_SHARED_RUNTIME": "dax"})
