@@ -17,7 +17,8 @@ bench/density.py measures many clones at once.
 
 Both boot paths run in the same run: the runtime layer unpacked into the guest's RAM from the
 initramfs (rows without a suffix) and served from a shared read-only erofs image on virtio-pmem
-with DAX (``erofs`` rows; issue 15 item 1). hello-c's static runtime has nothing to serve from an
+with DAX (``erofs`` rows; issue 15 item 1); their cold boots are sampled in turns, so that load
+changing during the run weighs on both alike. hello-c's static runtime has nothing to serve from an
 image, so its ``erofs`` row boots the same way and checks the kernel, not the path.
 
 Usage: .venv/bin/python bench/boot.py [--runs 7] [--json FILE]
@@ -67,6 +68,20 @@ def _proc_mem(pid: int) -> tuple[int, int]:
     return rss, pss
 
 
+def _alternating(n: int, runs: dict[str, Callable[[], float]]) -> dict[str, list[float]]:
+    """``n`` samples of each of ``runs``, taken in turns (order reversed every round, one
+    warm-up round first): load that changes during the run then weighs on every path alike,
+    where rows run one after the other compare different moments of a shared machine."""
+    for once in runs.values():
+        once()
+    samples: dict[str, list[float]] = {name: [] for name in runs}
+    for i in range(n):
+        order = list(runs.items())
+        for name, once in order if i % 2 == 0 else reversed(order):
+            samples[name].append(once())
+    return samples
+
+
 def _runs(n: int, once: Callable[[], float]) -> list[float]:
     once()  # warm caches (unpacked layers, page cache) so every sampled run is comparable
     return [once() for _ in range(n)]
@@ -75,21 +90,21 @@ def _runs(n: int, once: Callable[[], float]) -> list[float]:
 def bench_hello(
     manager: InstanceManager, erofs: InstanceManager, n: int, work: Path
 ) -> dict[str, object]:
-    runner = manager
 
-    def vm_once() -> float:
-        began = time.perf_counter()
-        instance = runner.run(RunRequest(image="hello-c:bench", env={"HELLO_EXIT": "3"}))
-        final = runner.wait(instance.id, timeout=120)
-        elapsed = time.perf_counter() - began
-        if final.exit_code != 3:
-            raise RuntimeError(f"hello-c exited {final.exit_code}, expected 3: {final.error}")
-        runner.remove(instance.id)
-        return elapsed
+    def vm_on(runner: InstanceManager) -> Callable[[], float]:
+        def vm_once() -> float:
+            began = time.perf_counter()
+            instance = runner.run(RunRequest(image="hello-c:bench", env={"HELLO_EXIT": "3"}))
+            final = runner.wait(instance.id, timeout=120)
+            elapsed = time.perf_counter() - began
+            if final.exit_code != 3:
+                raise RuntimeError(f"hello-c exited {final.exit_code}, expected 3: {final.error}")
+            runner.remove(instance.id)
+            return elapsed
 
-    vm = _runs(n, vm_once)
-    runner = erofs
-    vm_erofs = _runs(n, vm_once)
+        return vm_once
+
+    booted = _alternating(n, {"vm": vm_on(manager), "vm_erofs": vm_on(erofs)})
 
     binary = work / "hello"
     cc = (
@@ -108,7 +123,7 @@ def bench_hello(
         )
         return time.perf_counter() - began
 
-    return {"vm": vm, "vm_erofs": vm_erofs, "host": _runs(n, host_once)}
+    return {**booted, "host": _runs(n, host_once)}
 
 
 def bench_sensor(
@@ -155,9 +170,15 @@ def bench_sensor(
             proc.terminate()
             proc.wait(10)
 
-    vm = _runs(n, vm_once)
-    mode, runner = "vm_erofs", erofs
-    vm_erofs = _runs(n, vm_once)
+    def cold_on(name: str, mgr: InstanceManager) -> Callable[[], float]:
+        def once() -> float:
+            nonlocal mode, runner
+            mode, runner = name, mgr
+            return vm_once()
+
+        return once
+
+    booted = _alternating(n, {"vm": cold_on("vm", manager), "vm_erofs": cold_on("vm_erofs", erofs)})
     prewarm_s: dict[str, float] = {}
     restored: dict[str, list[float]] = {}
     cold = False
@@ -171,8 +192,7 @@ def bench_sensor(
         prewarm_s[mode] = time.perf_counter() - began
         restored[mode] = _runs(n, vm_once)
     return {
-        "vm": vm,
-        "vm_erofs": vm_erofs,
+        **booted,
         **restored,
         "host": _runs(n, host_once),
         **{f"{_prefix(m)}idle_rss": idle[m][0] for m in idle},
