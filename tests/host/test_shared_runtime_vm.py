@@ -153,6 +153,8 @@ def test_a_booted_guest_runs_python_from_the_shared_image(
     assert disk.name.endswith(".erofs")
     machine = _machine(shared, instance.id)
     assert ("virtio-pmem-pci" in " ".join(machine.argv)) == (bus == "pmem")
+    # Init says so on the console when it asked for DAX and did not get it.
+    assert "without DAX" not in machine.console_path.read_text()
     # The boot archive stands in for the runtime layer: a fraction of its 17 MB.
     assert machine_paths(Path(instance.workdir)).initrd.stat().st_size < 4 << 20
 

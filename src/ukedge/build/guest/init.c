@@ -218,6 +218,19 @@ static void parse_cmdline(struct params *p, const char *path)
 
 /* ---- the shared runtime image (ukedge.ro=) ---- */
 
+/* erofs lists dax=always among the options of a mount that got DAX, and drops it otherwise. */
+static int mounted_with_dax(void)
+{
+	static char mounts[8192];
+	char *save = NULL;
+	if (read_file("/proc/mounts", mounts, sizeof mounts) < 0)
+		return 0;
+	for (char *line = strtok_r(mounts, "\n", &save); line; line = strtok_r(NULL, "\n", &save))
+		if (strstr(line, " " RUNTIME_MOUNT " erofs ") && strstr(line, "dax"))
+			return 1;
+	return 0;
+}
+
 /*
  * The runtime's directories come from a read-only erofs image instead of the initramfs: on
  * /dev/pmem0 (virtio-pmem) it is mounted with DAX, so its files map the host's file directly
@@ -258,6 +271,10 @@ static int mount_runtime(char *dirs)
 			return -1;
 		}
 	}
+	if (data && !mounted_with_dax())
+		say("runtime image %s mounted without DAX (the kernel or the device refused it): "
+		    "the guest's page cache holds what the application reads from it",
+		    dev);
 	DEBUG("runtime image %s mounted%s", dev, data ? " with dax" : "");
 	return 0;
 }
