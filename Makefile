@@ -3,10 +3,11 @@ SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
 UKEDGE := $(VENV)/bin/ukedge
-# Debian packages the platform and its tests use (qemu, kernel build, static init, interop tools).
+# Debian packages the platform and its tests use (qemu, kernel build, static init, interop tools,
+# erofs-utils for the shared read-only runtime image).
 DEB_PACKAGES := qemu-system-x86 qemu-utils linux-source-6.1 build-essential flex bison bc \
 	libelf-dev libssl-dev musl-tools cpio skopeo python3.11 python3.11-venv zstd xz-utils docker-registry \
-	chromium chromium-driver curl mosquitto postgresql runc
+	erofs-utils chromium chromium-driver curl mosquitto postgresql runc
 # What `make bench-compare` adds: the other container runtimes and the full VM's image builder.
 COMPARE_PACKAGES := crun podman debootstrap e2fsprogs
 PYTEST_ARGS ?=

@@ -34,15 +34,20 @@ def bench_home(work: Path) -> None:
 
 
 def instance_manager(
-    root: Path, store: ImageStore, options: dict[str, Any] | None = None
+    root: Path,
+    store: ImageStore,
+    options: dict[str, Any] | None = None,
+    *,
+    shared_runtime: bool = False,
 ) -> InstanceManager:
     """The instance manager ``ukedge run`` uses, its instances under ``root``, on the QEMU
-    backend with ``options`` (its own root: its own prewarm snapshots)."""
+    backend with ``options`` (its own root: its own prewarm snapshots); ``shared_runtime``
+    serves runtime layers from an erofs image instead of the initramfs."""
     return InstanceManager(
         root,
         store,
         vmm.create("qemu", options),
-        UnpackedLayers(paths.cache_dir() / "unpacked"),
+        UnpackedLayers(paths.cache_dir() / "unpacked", shared_runtime=shared_runtime),
     )
 
 

@@ -15,6 +15,12 @@ snapshot whose stream carries the RAM (`template_snapshots = false`: the clone l
 copy). One clone alone shares its template pages with nobody, so its PSS is about its RSS here;
 bench/density.py measures many clones at once.
 
+Both boot paths run in the same run: the runtime layer unpacked into the guest's RAM from the
+initramfs (rows without a suffix) and served from a shared read-only erofs image on virtio-pmem
+with DAX (``erofs`` rows; issue 15 item 1); their cold boots are sampled in turns, so that load
+changing during the run weighs on both alike. hello-c's static runtime has nothing to serve from an
+image, so its ``erofs`` row boots the same way and checks the kernel, not the path.
+
 Usage: .venv/bin/python bench/boot.py [--runs 7] [--json FILE]
 """
 
@@ -62,21 +68,43 @@ def _proc_mem(pid: int) -> tuple[int, int]:
     return rss, pss
 
 
+def _alternating(n: int, runs: dict[str, Callable[[], float]]) -> dict[str, list[float]]:
+    """``n`` samples of each of ``runs``, taken in turns (order reversed every round, one
+    warm-up round first): load that changes during the run then weighs on every path alike,
+    where rows run one after the other compare different moments of a shared machine."""
+    for once in runs.values():
+        once()
+    samples: dict[str, list[float]] = {name: [] for name in runs}
+    for i in range(n):
+        order = list(runs.items())
+        for name, once in order if i % 2 == 0 else reversed(order):
+            samples[name].append(once())
+    return samples
+
+
 def _runs(n: int, once: Callable[[], float]) -> list[float]:
     once()  # warm caches (unpacked layers, page cache) so every sampled run is comparable
     return [once() for _ in range(n)]
 
 
-def bench_hello(manager: InstanceManager, n: int, work: Path) -> dict[str, object]:
-    def vm_once() -> float:
-        began = time.perf_counter()
-        instance = manager.run(RunRequest(image="hello-c:bench", env={"HELLO_EXIT": "3"}))
-        final = manager.wait(instance.id, timeout=120)
-        elapsed = time.perf_counter() - began
-        if final.exit_code != 3:
-            raise RuntimeError(f"hello-c exited {final.exit_code}, expected 3: {final.error}")
-        manager.remove(instance.id)
-        return elapsed
+def bench_hello(
+    manager: InstanceManager, erofs: InstanceManager, n: int, work: Path
+) -> dict[str, object]:
+
+    def vm_on(runner: InstanceManager) -> Callable[[], float]:
+        def vm_once() -> float:
+            began = time.perf_counter()
+            instance = runner.run(RunRequest(image="hello-c:bench", env={"HELLO_EXIT": "3"}))
+            final = runner.wait(instance.id, timeout=120)
+            elapsed = time.perf_counter() - began
+            if final.exit_code != 3:
+                raise RuntimeError(f"hello-c exited {final.exit_code}, expected 3: {final.error}")
+            runner.remove(instance.id)
+            return elapsed
+
+        return vm_once
+
+    booted = _alternating(n, {"vm": vm_on(manager), "vm_erofs": vm_on(erofs)})
 
     binary = work / "hello"
     cc = (
@@ -95,13 +123,14 @@ def bench_hello(manager: InstanceManager, n: int, work: Path) -> dict[str, objec
         )
         return time.perf_counter() - began
 
-    return {"vm": _runs(n, vm_once), "host": _runs(n, host_once)}
+    return {**booted, "host": _runs(n, host_once)}
 
 
 def bench_sensor(
-    manager: InstanceManager, stream: InstanceManager, n: int, work: Path
+    manager: InstanceManager, stream: InstanceManager, erofs: InstanceManager, n: int, work: Path
 ) -> dict[str, object]:
-    """``manager`` resumes from template snapshots, ``stream`` from RAM-in-stream ones."""
+    """``manager`` resumes from template snapshots, ``stream`` from RAM-in-stream ones;
+    ``erofs`` boots and resumes with the runtime on a shared read-only image."""
     idle: dict[str, tuple[int, int]] = {}
     cold = True
     mode = "vm"
@@ -141,27 +170,40 @@ def bench_sensor(
             proc.terminate()
             proc.wait(10)
 
-    vm = _runs(n, vm_once)
+    def cold_on(name: str, mgr: InstanceManager) -> Callable[[], float]:
+        def once() -> float:
+            nonlocal mode, runner
+            mode, runner = name, mgr
+            return vm_once()
+
+        return once
+
+    booted = _alternating(n, {"vm": cold_on("vm", manager), "vm_erofs": cold_on("vm_erofs", erofs)})
     prewarm_s: dict[str, float] = {}
     restored: dict[str, list[float]] = {}
     cold = False
-    for mode, runner in (("restored", manager), ("restored_stream", stream)):
+    for mode, runner in (
+        ("restored", manager),
+        ("restored_erofs", erofs),
+        ("restored_stream", stream),
+    ):
         began = time.perf_counter()
         runner.prewarm(RunRequest(image="sensor-agg:bench"))
         prewarm_s[mode] = time.perf_counter() - began
         restored[mode] = _runs(n, vm_once)
     return {
-        "vm": vm,
+        **booted,
         **restored,
         "host": _runs(n, host_once),
-        "idle_rss": idle["vm"][0],
-        "idle_pss": idle["vm"][1],
-        "restored_idle_rss": idle["restored"][0],
-        "restored_idle_pss": idle["restored"][1],
-        "restored_stream_idle_rss": idle["restored_stream"][0],
-        "restored_stream_idle_pss": idle["restored_stream"][1],
+        **{f"{_prefix(m)}idle_rss": idle[m][0] for m in idle},
+        **{f"{_prefix(m)}idle_pss": idle[m][1] for m in idle},
         "prewarm_s": prewarm_s,
     }
+
+
+def _prefix(mode: str) -> str:
+    """Key prefix of a mode's idle figures: "" for the booted initramfs VM (the first key)."""
+    return {"vm": "", "vm_erofs": "erofs_"}.get(mode, f"{mode}_")
 
 
 def main() -> int:
@@ -196,8 +238,9 @@ def main() -> int:
         verdict = vmm.probe_accelerator()
         manager = instance_manager(work / "instances", store)
         stream = instance_manager(work / "instances-stream", store, {"template_snapshots": False})
-        hello = bench_hello(manager, opts.runs, work)
-        sensor = bench_sensor(manager, stream, opts.runs, work)
+        erofs = instance_manager(work / "instances-erofs", store, shared_runtime=True)
+        hello = bench_hello(manager, erofs, opts.runs, work)
+        sensor = bench_sensor(manager, stream, erofs, opts.runs, work)
 
     figures = {
         "date": time.strftime("%Y-%m-%d"),
@@ -225,8 +268,11 @@ def _print(f: dict[str, object]) -> None:
         table.add_column(col)
     rows = (
         ("hello-c", "vm", "VM exited (boot)"),
-        ("sensor-agg", "vm", "GET /stats answers (boot)"),
+        ("hello-c", "vm_erofs", "VM exited (boot, erofs host; static: no image)"),
+        ("sensor-agg", "vm", "GET /stats answers (boot, initramfs)"),
+        ("sensor-agg", "vm_erofs", "GET /stats answers (boot, runtime on erofs/pmem)"),
         ("sensor-agg", "restored", "GET /stats answers (resumed from template snapshot)"),
+        ("sensor-agg", "restored_erofs", "GET /stats answers (resumed from template, erofs)"),
         ("sensor-agg", "restored_stream", "GET /stats answers (resumed, RAM in stream)"),
     )
     for app, key, ready in rows:
@@ -263,14 +309,21 @@ def _print(f: dict[str, object]) -> None:
             + what
             for key, what in (
                 ("", "booted"),
+                ("erofs_", "booted, erofs"),
                 ("restored_", "resumed from template"),
+                ("restored_erofs_", "resumed from template, erofs"),
                 ("restored_stream_", "resumed, RAM in stream"),
             )
         )
     )
     console.print(
+        "sensor-agg cold boot, erofs / initramfs (median): "
+        f"{sensor['vm_erofs']['median'] / sensor['vm']['median']:.2f}x"
+    )
+    console.print(
         "prewarm (boot until healthy + snapshot): "
-        f"{prewarm['restored']:.2f} s template, {prewarm['restored_stream']:.2f} s stream"
+        f"{prewarm['restored']:.2f} s template, {prewarm['restored_erofs']:.2f} s template "
+        f"erofs, {prewarm['restored_stream']:.2f} s stream"
     )
 
 

@@ -9,7 +9,9 @@ one. Three rows: resumed from the image's prewarm snapshot as a copy-on-write te
 manager does by default once `ukedge image prewarm` ran: every clone maps the snapshot's RAM file
 privately, so the pages no clone changed are one copy in the host page cache), resumed from a
 snapshot whose migration stream carries the RAM (`template_snapshots = false`, the older path:
-each clone loads its own copy), and cold-booted. For the resumed rows the start time is
+each clone loads its own copy), and cold-booted; the template and cold rows also run with the
+runtime layer on a shared read-only erofs image (virtio-pmem, DAX) instead of the initramfs
+(`-erofs` rows), so both boot paths are measured in one run. For the resumed rows the start time is
 restore-to-ready (the run call until the health check passes).
 
 Per instance it reports three measures of the host memory an idle instance costs:
@@ -79,9 +81,13 @@ GIB = 1 << 30
 KSM = Path("/sys/kernel/mm/ksm")
 ROWS = {
     "resumed": "VM, resumed from template (RAM file mapped privately)",
+    "resumed-erofs": "VM, resumed from template, runtime on shared erofs/pmem",
     "resumed-stream": "VM, resumed from stream (own RAM copy)",
     "cold": "VM, cold boot",
+    "cold-erofs": "VM, cold boot, runtime on shared erofs/pmem",
 }
+#: Rows whose runtime layer is served from a shared read-only erofs image (issue 15 item 1).
+EROFS_ROWS = frozenset({"resumed-erofs", "cold-erofs"})
 #: Backend options of a row beyond the run's own (``--tb-size``).
 ROW_OPTIONS: dict[str, dict[str, object]] = {"resumed-stream": {"template_snapshots": False}}
 #: The parts :func:`_smaps_split` divides a QEMU's RSS into.
@@ -429,8 +435,9 @@ def main() -> int:
                 work / f"instances-{mode}",
                 store,
                 {**backend_options, **ROW_OPTIONS.get(mode, {})},
+                shared_runtime=mode in EROFS_ROWS,
             )
-            if mode != "cold":
+            if not mode.startswith("cold"):
                 began = time.perf_counter()
                 manager.prewarm(RunRequest(image=IMAGE))
                 console.print(f"prewarm ({mode}): {time.perf_counter() - began:.2f} s")
@@ -438,7 +445,7 @@ def main() -> int:
             bench_vm(
                 manager,
                 row,
-                cold=mode == "cold",
+                cold=mode.startswith("cold"),
                 allotment=allotment,
                 limit=opts.max,
                 settle=opts.settle,

@@ -78,3 +78,12 @@ def test_cmdline_rejects_bad_values(kwargs: dict[str, object], message: str) -> 
     args.update(kwargs)
     with pytest.raises(UsageError, match=message):
         guest_cmdline("console=ttyS0", **args)  # type: ignore[arg-type]
+
+
+def test_runtime_image_directories_go_on_the_command_line_checked() -> None:
+    line = guest_cmdline("quiet", ip=None, gateway=None, dns=None, ro_mounts=("/lib", "/usr"))
+    assert "ukedge.ro=/lib,/usr" in line.split()
+    assert "ukedge.ro" not in guest_cmdline("quiet", ip=None, gateway=None, dns=None)
+    for bad in ("usr", "/a,b", "/a b"):
+        with pytest.raises(UsageError, match="runtime image directory"):
+            guest_cmdline("quiet", ip=None, gateway=None, dns=None, ro_mounts=(bad,))

@@ -50,6 +50,7 @@ def test_names_are_the_same(selftest: Path) -> None:
         "RESUME_SIGNAL",
         "HELD_LINE",
         "UNPACK_FAILED_STATUS",
+        "RUNTIME_MOUNT",
     }
 
 
@@ -73,6 +74,7 @@ def test_every_exit_line_init_prints_reads_back(selftest: Path) -> None:
         ({"ip": "192.168.7.9", "clock": 1700000000.0}, {"ip": "192.168.7.9/24"}),
         ({"clock": 5.0, "tsc_khz": 2_000_000}, {"time": "5.000"}),
         ({"clock": 5.0, "hold": True}, {"hold": "1"}),
+        ({"clock": 5.0, "ro_mounts": ("/lib", "/usr/bin")}, {"ro": "/lib,/usr/bin"}),
     ],
 )
 def test_command_line_parses_in_init_as_meant(

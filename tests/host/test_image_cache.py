@@ -24,7 +24,12 @@ import pytest
 from kit.registry import make_image
 from ukedge.build import build_image
 from ukedge.errors import ImageError, UsageError
-from ukedge.host import ImageCache, UnpackedLayers, budget_from_env
+from ukedge.host.images import (
+    ImageCache,
+    UnpackedLayers,
+    budget_from_env,
+    shared_runtime_from_env,
+)
 from ukedge.image import ImageStore, digest_hex
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
@@ -325,3 +330,33 @@ def test_prune_of_a_node_owning_its_unpacked_layers_sweeps_leftovers(tmp_path: P
     assert not leftover.exists()
     assert all((own.layers.root / digest_hex(layer.digest)).exists() for layer in kept_layers)
     assert (own.layers.root / ".partial.1.tmp").exists()
+
+
+def test_a_runtime_image_is_derived_once_and_swept_with_its_layer(tmp_path: Path) -> None:
+    """The shared-runtime files (erofs image, boot archive, mount points) are derived from the
+    runtime layer once, reused, and go with the layer's blob like its unpacked copy."""
+    layers = UnpackedLayers(tmp_path / "unpacked", shared_runtime=True)
+    own = ImageCache(ImageStore(tmp_path / "store"), layers, own_layers=True)
+    build_image(EXAMPLES / "sensor-agg", ["agg:1"], store=own.store)
+    build_image(EXAMPLES / "hello-c", ["hello:1"], store=own.store)
+    initrds = [x for x in own.store.manifest("agg:1")[1].layers if "initrd" in x.media_type]
+    disk = layers.runtime_disk(own.store, initrds[0], initrds[1:])
+    assert disk is not None and disk.mounts == ("/lib", "/usr")
+    made = {p: p.stat().st_mtime_ns for p in (disk.image, disk.boot)}
+    assert layers.runtime_disk(own.store, initrds[0], initrds[1:]) == disk
+    assert {p: p.stat().st_mtime_ns for p in made} == made  # reused, not made again
+    # A static runtime holds nothing worth an image: it boots from the initramfs.
+    static = [x for x in own.store.manifest("hello:1")[1].layers if "initrd" in x.media_type]
+    assert layers.runtime_disk(own.store, static[0], static[1:]) is None
+    own.remove("agg:1")
+    assert not disk.image.exists() and not disk.boot.exists()
+    assert not any(layers.root.glob(f"{digest_hex(initrds[0].digest)}*"))
+
+
+def test_shared_runtime_from_env() -> None:
+    assert shared_runtime_from_env({}) is None
+    assert shared_runtime_from_env({"UKEDGE_SHARED_RUNTIME": "off"}) is None
+    assert shared_runtime_from_env({"UKEDGE_SHARED_RUNTIME": " pmem "}) == "pmem"
+    assert shared_runtime_from_env({"UKEDGE_SHARED_RUNTIME": "blk"}) == "blk"
+    with pytest.raises(UsageError, match="UKEDGE_SHARED_RUNTIME must be pmem, blk or off"):
+        shared_runtime_from_env({"UKEDGE_SHARED_RUNTIME": "dax"})

@@ -14,6 +14,7 @@ from ukedge.vmm._qemu_argv import (
     SANDBOX_RUNAS,
     QemuOptions,
     RamFile,
+    RoDisk,
     build_argv,
     guest_mac,
 )
@@ -232,3 +233,73 @@ def test_template_snapshots_are_the_default_and_recorded() -> None:
     assert QemuOptions.from_json(old.to_json()) == old
     legacy = {k: v for k, v in QemuOptions().to_json().items() if k != "template_snapshots"}
     assert QemuOptions.from_json(legacy).template_snapshots is True
+
+
+def _disk_argv(tmp_path: Path, options: QemuOptions) -> list[str]:
+    spec = _spec(tmp_path, disk=tmp_path / "rt.erofs")
+    disk = RoDisk(tmp_path / "rt.erofs", 18 << 20)
+    return build_argv(spec, options, "tcg", MachinePaths(spec.workdir), None, disk=disk)
+
+
+def test_no_disk_no_memory_slots(tmp_path: Path) -> None:
+    argv = _argv(tmp_path)
+    assert _value(argv, "-m") == ["96M"]
+    assert not any("pmem" in a or "rodisk" in a for a in argv)
+
+
+def test_pmem_disk_maps_the_file_shared_and_read_only(tmp_path: Path) -> None:
+    argv = _disk_argv(tmp_path, QemuOptions())
+    # A memory device: one hotplug slot, room for the image above the RAM.
+    assert _value(argv, "-m") == ["96M,slots=1,maxmem=114M"]
+    backend = [o for o in _value(argv, "-object") if o.startswith("memory-backend-file,id=rodisk")]
+    assert backend == [
+        f"memory-backend-file,id=rodisk,mem-path={tmp_path / 'rt.erofs'},"
+        f"size={18 << 20},share=on,readonly=on"
+    ]
+    assert "virtio-pmem-pci,memdev=rodisk,id=rodisk0,memaddr=0x100000000" in _value(argv, "-device")
+    assert "-drive" not in argv
+    # The guest keeps its PCI BARs off the disk's range (no ACPI tells it otherwise).
+    assert _value(argv, "-append") == ["console=ttyS0 quiet memmap=18M$0x100000000"]
+
+
+@pytest.mark.parametrize(
+    ("options", "device"),
+    [
+        (QemuOptions(disk_bus="blk"), "virtio-blk-pci,drive=rodisk"),
+        # microvm has no PCI for virtio-pmem-pci: its disk goes on virtio-blk whatever is asked.
+        (QemuOptions(machine="microvm"), "virtio-blk-device,drive=rodisk"),
+    ],
+)
+def test_blk_disk_is_a_read_only_drive(tmp_path: Path, options: QemuOptions, device: str) -> None:
+    argv = _disk_argv(tmp_path, options)
+    assert _value(argv, "-m") == ["96M"]
+    assert _value(argv, "-drive") == [
+        f"file={tmp_path / 'rt.erofs'},if=none,id=rodisk,format=raw,readonly=on"
+    ]
+    assert device in _value(argv, "-device")
+    assert not any("pmem" in a or "memmap" in a for a in argv)
+
+
+def test_a_guest_with_ram_above_4_gib_gets_its_disk_on_blk(tmp_path: Path) -> None:
+    spec = _spec(tmp_path, disk=tmp_path / "rt.erofs", memory_mib=4096)
+    disk = RoDisk(tmp_path / "rt.erofs", 18 << 20)
+    argv = build_argv(spec, QemuOptions(), "tcg", MachinePaths(spec.workdir), None, disk=disk)
+    assert "virtio-blk-pci,drive=rodisk" in _value(argv, "-device")
+    assert _value(argv, "-m") == ["4096M"]
+
+
+def test_disk_bus_is_checked_and_recorded() -> None:
+    with pytest.raises(UsageError, match="disk_bus"):
+        QemuOptions(disk_bus="scsi")  # type: ignore[arg-type]
+    options = QemuOptions(disk_bus="blk")
+    assert QemuOptions.from_json(options.to_json()) == options
+    # A machine recorded before disks existed reads back with the default.
+    old = {k: v for k, v in QemuOptions().to_json().items() if k != "disk_bus"}
+    assert QemuOptions.from_json(old).disk_bus == "pmem"
+
+
+def test_spec_disk_round_trips(tmp_path: Path) -> None:
+    spec = _spec(tmp_path, disk=str(tmp_path / "rt.erofs"))
+    assert spec.disk == tmp_path / "rt.erofs"
+    assert MachineSpec.from_json(spec.to_json()) == spec
+    assert MachineSpec.from_json(_spec(tmp_path).to_json()).disk is None

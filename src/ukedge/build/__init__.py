@@ -22,6 +22,14 @@ if typing.TYPE_CHECKING:
     )
     from ukedge.build._elf import ElfInfo, NotElfError, read_elf
     from ukedge.build._files import DEFAULT_EXCLUDES, AppFile, select_files
+    from ukedge.build._fsimage import (
+        MKFS_EROFS,
+        CpioMember,
+        read_cpio,
+        runtime_boot_archive,
+        runtime_erofs,
+        runtime_mounts,
+    )
     from ukedge.build._python import DROPPED_STDLIB, KEPT_EXTENSIONS, PYTHON_ENV, find_python
     from ukedge.build._ukfile import UKFILE_NAME, Ukfile, load_ukfile, parse_duration
 
@@ -29,12 +37,14 @@ __all__ = [
     "DEFAULT_EXCLUDES",
     "DROPPED_STDLIB",
     "KEPT_EXTENSIONS",
+    "MKFS_EROFS",
     "PYTHON_ENV",
     "PYTHON_PACKAGES_DIR",
     "UKFILE_NAME",
     "AppFile",
     "BuildProgress",
     "BuildResult",
+    "CpioMember",
     "ElfInfo",
     "LayerReport",
     "NotElfError",
@@ -44,7 +54,11 @@ __all__ = [
     "find_python",
     "load_ukfile",
     "parse_duration",
+    "read_cpio",
     "read_elf",
+    "runtime_boot_archive",
+    "runtime_erofs",
+    "runtime_mounts",
     "select_files",
 ]
 
@@ -58,6 +72,12 @@ _LAZY = {
     "ElfInfo": "ukedge.build._elf",
     "NotElfError": "ukedge.build._elf",
     "read_elf": "ukedge.build._elf",
+    "MKFS_EROFS": "ukedge.build._fsimage",
+    "CpioMember": "ukedge.build._fsimage",
+    "read_cpio": "ukedge.build._fsimage",
+    "runtime_boot_archive": "ukedge.build._fsimage",
+    "runtime_erofs": "ukedge.build._fsimage",
+    "runtime_mounts": "ukedge.build._fsimage",
     "DEFAULT_EXCLUDES": "ukedge.build._files",
     "AppFile": "ukedge.build._files",
     "select_files": "ukedge.build._files",

@@ -17,6 +17,7 @@ from ukedge.guest._contract import (
     RESULTS_DEVICE,
     RESULTS_PORT,
     RESUME_SIGNAL,
+    RUNTIME_MOUNT,
     SEED_PATH,
     UNPACK_FAILED_STATUS,
 )
@@ -46,6 +47,7 @@ __all__ = [
     "RESULTS_DEVICE",
     "RESULTS_PORT",
     "RESUME_SIGNAL",
+    "RUNTIME_MOUNT",
     "SEED_PATH",
     "UNPACK_FAILED_STATUS",
     "CpioArchive",

@@ -9,6 +9,7 @@ here: every local user reads QEMU's command line in ``ps``; the RNG seed travels
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from ipaddress import IPv4Address, IPv4Interface
 
 from ukedge.errors import UsageError
@@ -26,6 +27,7 @@ def guest_cmdline(
     tsc_khz: int | None = None,
     snapshot_source: bool = False,
     hold: bool = False,
+    ro_mounts: Sequence[str] = (),
 ) -> str:
     """The kernel command line for one boot: the image's ``base`` plus what init reads.
 
@@ -45,6 +47,9 @@ def guest_cmdline(
 
     ``hold`` makes init print :data:`~ukedge.guest.HELD_LINE` and wait for ``resumed`` on the
     control port before it starts the app: the moment a ``pre-app`` prewarm snapshots.
+
+    ``ro_mounts`` are the directories init binds from the shared runtime image (the machine's
+    read-only disk: virtio-pmem, else virtio-blk) before it starts the app.
     """
     parts = base.split()
     if ip is not None:
@@ -70,6 +75,11 @@ def guest_cmdline(
         parts.append("init_on_free=1")
     if hold:
         parts.append("ukedge.hold")
+    if ro_mounts:
+        for mount in ro_mounts:
+            if not mount.startswith("/") or any(c in mount for c in ", \t\n"):
+                raise UsageError(f"runtime image directory {mount!r} is not an absolute path")
+        parts.append("ukedge.ro=" + ",".join(ro_mounts))
     now = time.time() if clock is None else clock
     parts.append(f"ukedge.time={now:.3f}")
     return " ".join(parts)

@@ -19,6 +19,7 @@ __all__ = [
     "RESULTS_DEVICE",
     "RESULTS_PORT",
     "RESUME_SIGNAL",
+    "RUNTIME_MOUNT",
     "SEED_PATH",
     "UNPACK_FAILED_STATUS",
 ]
@@ -48,3 +49,6 @@ HELD_LINE = "ukedge-held"
 #: Init's exit status when the kernel could not unpack the image's layers into the guest's RAM
 #: root ("Initramfs unpacking failed"): the guest memory is too small for the image.
 UNPACK_FAILED_STATUS = 125
+#: Where init mounts the shared runtime image (``ukedge.ro=`` names the directories it then
+#: binds from there over the same paths of the RAM root).
+RUNTIME_MOUNT = "/ukedge/runtime"

@@ -24,7 +24,12 @@ from pathlib import Path
 from ukedge import paths, vmm
 from ukedge.errors import UsageError
 from ukedge.host._node import LocalNode
-from ukedge.host.images import ImageCache, UnpackedLayers, budget_from_env
+from ukedge.host.images import (
+    ImageCache,
+    UnpackedLayers,
+    budget_from_env,
+    shared_runtime_from_env,
+)
 from ukedge.host.instances import Capacity, InstanceManager
 from ukedge.host.policy import Policy, SignatureGate
 from ukedge.image import ImageStore
@@ -115,12 +120,17 @@ def open_manager(
     """The instance manager of ``layout`` (default: this user's node)."""
     layout = layout or NodeLayout.local()
     user = resolve_qemu_user(qemu_user)
-    config = {"run_as": user} if backend == "qemu" and user is not None else {}
+    config: dict[str, object] = {"run_as": user} if backend == "qemu" and user is not None else {}
+    # The runtime boot path is a node setting (UKEDGE_SHARED_RUNTIME): every instance and
+    # prewarm snapshot of the node boots the same way, and a move needs the same on both ends.
+    bus = shared_runtime_from_env()
+    if bus is not None and backend == "qemu":
+        config["disk_bus"] = bus
     return InstanceManager(
         layout.instances,
         ImageStore(layout.store),
         vmm.create(backend, config),
-        UnpackedLayers(layout.unpacked),
+        UnpackedLayers(layout.unpacked, shared_runtime=bus is not None),
         layout.snapshots,
         capacity=capacity,
     )

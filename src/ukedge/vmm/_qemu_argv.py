@@ -24,6 +24,7 @@ SANDBOX_RUNAS = "on,obsolete=deny,elevateprivileges=allow,spawn=deny,resourcecon
 
 MachineType = Literal["pc", "microvm"]
 Accel = Literal["kvm", "tcg"]
+DiskBus = Literal["pmem", "blk"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +64,12 @@ class QemuOptions:
     #: Ignored with ``balloon``: QEMU before 8.2 (7.2 here) discards reported pages of a
     #: private file mapping by punching holes into the file, zeroing them under every clone.
     template_snapshots: bool = True
+    #: How a machine's read-only disk (``MachineSpec.disk``, the shared runtime image) is
+    #: attached: ``pmem`` maps the file into guest memory (virtio-pmem; the guest mounts it with
+    #: DAX, so its page cache holds no copy and every machine shares the host's page cache of
+    #: the file); ``blk`` is virtio-blk, where DAX cannot be had (``microvm`` has no PCI for
+    #: virtio-pmem-pci, so it always uses ``blk``).
+    disk_bus: DiskBus = "pmem"
     #: Unprivileged user QEMU switches to after start-up (when the caller is root).
     run_as: str | None = None
     extra_args: tuple[str, ...] = ()
@@ -72,6 +79,8 @@ class QemuOptions:
             raise UsageError(f"QEMU machine type must be pc or microvm, got {self.machine!r}")
         if self.accel not in ("auto", "kvm", "tcg"):
             raise UsageError(f"accelerator must be auto, kvm or tcg, got {self.accel!r}")
+        if self.disk_bus not in ("pmem", "blk"):
+            raise UsageError(f"disk_bus must be pmem or blk, got {self.disk_bus!r}")
         if not isinstance(self.tb_size_mib, int) or not 1 <= self.tb_size_mib <= 4096:
             raise UsageError(f"tb_size_mib must be 1-4096, got {self.tb_size_mib!r}")
         object.__setattr__(self, "bios", Path(self.bios))
@@ -90,13 +99,22 @@ class QemuOptions:
             "no_thp": self.no_thp,
             "balloon": self.balloon,
             "template_snapshots": self.template_snapshots,
+            "disk_bus": self.disk_bus,
             "run_as": self.run_as,
             "extra_args": list(self.extra_args),
         }
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> QemuOptions:
-        return cls(**{**data, "bios": Path(data["bios"]), "extra_args": tuple(data["extra_args"])})
+        # ``disk_bus`` is newer than some recorded machines: they had no disk.
+        return cls(
+            **{
+                "disk_bus": "pmem",
+                **data,
+                "bios": Path(data["bios"]),
+                "extra_args": tuple(data["extra_args"]),
+            }
+        )
 
 
 def guest_mac(machine_id: str) -> str:
@@ -134,6 +152,30 @@ class RamFile:
     shared: bool
 
 
+@dataclass(frozen=True, slots=True)
+class RoDisk:
+    """A read-only disk image and its size in bytes (a multiple of 2 MiB, as virtio-pmem's
+    memory backend needs its size given)."""
+
+    path: Path
+    size: int
+
+
+#: Where a virtio-pmem disk sits in guest physical memory: the start of ``pc``'s device memory
+#: area, right above 4 GiB while the RAM fits below (``_PMEM_MAX_RAM_MIB``).
+PMEM_ADDR = 1 << 32
+#: Larger guests have RAM above 4 GiB, which moves the device memory area: they use ``blk``.
+_PMEM_MAX_RAM_MIB = 2816
+
+
+def disk_bus(options: QemuOptions, memory_mib: int = 0) -> DiskBus:
+    """The bus a read-only disk goes on: ``microvm`` has no PCI for virtio-pmem-pci, and a
+    guest with RAM above 4 GiB has its device memory elsewhere than :data:`PMEM_ADDR`."""
+    if options.machine == "microvm" or memory_mib > _PMEM_MAX_RAM_MIB:
+        return "blk"
+    return options.disk_bus
+
+
 def build_argv(
     spec: MachineSpec,
     options: QemuOptions,
@@ -143,8 +185,10 @@ def build_argv(
     *,
     incoming: str | None = None,
     ram: RamFile | None = None,
+    disk: RoDisk | None = None,
 ) -> list[str]:
-    """The full QEMU argv for ``spec``; ``initrd`` is the (already concatenated) initramfs."""
+    """The full QEMU argv for ``spec``; ``initrd`` is the (already concatenated) initramfs and
+    ``disk`` the machine's read-only disk (``spec.disk`` with its size)."""
     mmio = options.machine == "microvm"
     bus = "device" if mmio else "pci"
     argv = [
@@ -172,7 +216,14 @@ def build_argv(
     else:
         argv += ["-accel", "kvm"]
     argv += ["-cpu", options.cpu or ("host" if accel == "kvm" else "max")]
-    argv += ["-m", f"{spec.memory_mib}M", "-smp", str(spec.vcpus)]
+    pmem = disk is not None and disk_bus(options, spec.memory_mib) == "pmem"
+    if disk is not None and pmem:
+        # virtio-pmem is a memory device: it needs a hotplug slot and room above the RAM.
+        maxmem = spec.memory_mib + -(-disk.size // (1 << 20))
+        argv += ["-m", f"{spec.memory_mib}M,slots=1,maxmem={maxmem}M"]
+    else:
+        argv += ["-m", f"{spec.memory_mib}M"]
+    argv += ["-smp", str(spec.vcpus)]
     if ram is not None:
         # QEMU 7.2 opens the file read-write even for share=off (``readonly=on`` would map it
         # read-only, and the guest could not write its private copies); MAP_PRIVATE is what
@@ -190,8 +241,15 @@ def build_argv(
     argv += ["-kernel", str(spec.kernel)]
     if initrd is not None:
         argv += ["-initrd", str(initrd)]
-    if spec.cmdline:
-        argv += ["-append", spec.cmdline]
+    cmdline = spec.cmdline
+    if disk is not None and pmem:
+        # Without ACPI the guest kernel does not know the device memory area and may place a
+        # PCI device's 64-bit BAR on top of the disk (the virtio-pmem device's own BAR then
+        # reads back as the image, and its probe fails): reserve the disk's range in the e820.
+        size_mib = -(-disk.size // (1 << 20))
+        cmdline = f"{cmdline} memmap={size_mib}M${PMEM_ADDR:#x}".strip()
+    if cmdline:
+        argv += ["-append", cmdline]
     # Serial console to a file: the logs, and the guest's exit line.
     argv += [
         "-chardev",
@@ -230,6 +288,25 @@ def build_argv(
         "-device",
         f"virtio-rng-{bus},rng=rng0",
     ]
+    if disk is not None and pmem:
+        # share=on: every machine maps the host's pages of the file (one copy in its page
+        # cache); readonly=on: QEMU opens and maps it read-only, so no guest can write it. QEMU
+        # does not migrate a virtio-pmem backend's memory (neither snapshots nor moves carry
+        # it): a restored or incoming machine maps its own copy of the same image.
+        argv += [
+            "-object",
+            f"memory-backend-file,id=rodisk,mem-path={_opt(str(disk.path))},"
+            f"size={disk.size},share=on,readonly=on",
+            "-device",
+            f"virtio-pmem-pci,memdev=rodisk,id=rodisk0,memaddr={PMEM_ADDR:#x}",
+        ]
+    elif disk is not None:
+        argv += [
+            "-drive",
+            f"file={_opt(str(disk.path))},if=none,id=rodisk,format=raw,readonly=on",
+            "-device",
+            f"virtio-blk-{bus},drive=rodisk",
+        ]
     if options.balloon:
         argv += ["-device", f"virtio-balloon-{bus},free-page-reporting=on"]
     if options.run_as:

@@ -47,7 +47,7 @@ from typing import Any, Protocol
 from ukedge.errors import UsageError
 from ukedge.vmm import _qmp
 from ukedge.vmm._migrate import BANDWIDTH, completed, ignore_shared
-from ukedge.vmm._qemu_argv import QemuOptions, RamFile
+from ukedge.vmm._qemu_argv import QemuOptions, RamFile, disk_bus
 from ukedge.vmm.base import MachineSpec
 
 _VERSION = 1
@@ -86,6 +86,20 @@ def _fingerprint(spec: MachineSpec, options: QemuOptions, accel: str) -> dict[st
         "vcpus": spec.vcpus,
         "kernel": {"path": str(kernel), "size": st.st_size, "mtime_ns": st.st_mtime_ns},
         "balloon": options.balloon,
+        # The read-only disk (the shared runtime image) is not in the stream: a restore maps
+        # the host's own copy, which must hold the same bytes. Its name is the runtime layer's
+        # digest, so name and size say so without reading it.
+        "disk": _disk_id(spec, options),
+    }
+
+
+def _disk_id(spec: MachineSpec, options: QemuOptions) -> dict[str, Any] | None:
+    if spec.disk is None:
+        return None
+    return {
+        "name": spec.disk.name,
+        "size": spec.disk.stat().st_size,
+        "bus": disk_bus(options, spec.memory_mib),
     }
 
 

@@ -53,7 +53,10 @@ class MachineSpec:
     its incoming Unix socket (``MachinePaths.incoming``) instead of booting; it is given the
     same kernel, initrds, memory and vCPUs as the machine that sends it. ``template`` says the
     machine will be saved as a snapshot for many clones: a backend that can keeps its RAM in a
-    file the snapshot then shares copy-on-write.
+    file the snapshot then shares copy-on-write. ``disk`` is a read-only filesystem image
+    (the shared runtime, :mod:`ukedge.build._fsimage`) the guest mounts: attached so that every
+    machine maps the same host file and none writes it. A restored or incoming machine must be
+    given an image of the same content as the machine it continues.
     """
 
     machine_id: str
@@ -68,9 +71,12 @@ class MachineSpec:
     hostname: str | None = None
     incoming: bool = False
     template: bool = False
+    disk: Path | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "kernel", Path(self.kernel))
+        if self.disk is not None:
+            object.__setattr__(self, "disk", Path(self.disk))
         object.__setattr__(self, "workdir", Path(self.workdir))
         object.__setattr__(self, "initrds", tuple(Path(p) for p in self.initrds))
         object.__setattr__(self, "ports", tuple(self.ports))
@@ -107,11 +113,13 @@ class MachineSpec:
             "hostname": self.hostname,
             "incoming": self.incoming,
             "template": self.template,
+            "disk": str(self.disk) if self.disk else None,
         }
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> MachineSpec:
         restore = data.get("restore_from")
+        disk = data.get("disk")
         return cls(
             machine_id=str(data["machine_id"]),
             kernel=Path(data["kernel"]),
@@ -125,6 +133,7 @@ class MachineSpec:
             hostname=data.get("hostname"),
             incoming=bool(data.get("incoming", False)),
             template=bool(data.get("template", False)),
+            disk=Path(disk) if disk else None,
         )
 
 

@@ -42,6 +42,7 @@ from ukedge.vmm._qemu_argv import (
     Accel,
     QemuOptions,
     RamFile,
+    RoDisk,
     build_argv,
     guest_mac,
 )
@@ -73,6 +74,19 @@ def _atomic_write_json(path: Path, data: dict[str, Any]) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _ro_disk(spec: MachineSpec) -> RoDisk | None:
+    if spec.disk is None:
+        return None
+    disk = spec.disk.resolve()
+    size = disk.stat().st_size
+    if size == 0 or size % (2 << 20):
+        raise UsageError(
+            f"disk image {disk} of machine {spec.machine_id} is {size} bytes, not a non-zero "
+            "multiple of 2 MiB (ukedge pads the runtime images it makes)"
+        )
+    return RoDisk(disk, size)
 
 
 def _concat_initrds(parts: tuple[Path, ...], target: Path) -> Path:
@@ -512,7 +526,8 @@ class _QemuBackend:
         paths = MachinePaths(spec.workdir.resolve())
         initrd = self._initrd_path(spec, paths)
         options = self._runtime_options()
-        return build_argv(spec, options, accel or self.accelerator(), paths, initrd)
+        accel = accel or self.accelerator()
+        return build_argv(spec, options, accel, paths, initrd, disk=_ro_disk(spec))
 
     @staticmethod
     def _initrd_path(spec: MachineSpec, paths: MachinePaths) -> Path | None:
@@ -523,7 +538,12 @@ class _QemuBackend:
         return paths.initrd
 
     def _check_inputs(self, spec: MachineSpec) -> None:
-        for what, path in [("kernel", spec.kernel), *(("initrd", p) for p in spec.initrds)]:
+        disk = [("disk", spec.disk)] if spec.disk is not None else []
+        for what, path in [
+            ("kernel", spec.kernel),
+            *(("initrd", p) for p in spec.initrds),
+            *disk,
+        ]:
             if not path.is_file():
                 raise UsageError(f"{what} {path} of machine {spec.machine_id} does not exist")
 
@@ -579,7 +599,9 @@ class _QemuBackend:
         elif spec.template and options.template_snapshots and not options.balloon:
             paths.ram.unlink(missing_ok=True)  # never reuse an earlier run's RAM
             ram = RamFile(paths.ram, shared=True)
-        argv = build_argv(spec, options, accel, paths, initrd, incoming=incoming, ram=ram)
+        argv = build_argv(
+            spec, options, accel, paths, initrd, incoming=incoming, ram=ram, disk=_ro_disk(spec)
+        )
         try:
             state_file = _snapshot.state_file(spec.restore_from) if spec.restore_from else None
             pid = _proc.spawn_detached(argv, paths.log, fd3=state_file, no_thp=options.no_thp)

@@ -61,6 +61,8 @@
 #define HELD_LINE "ukedge-held"
 /* Init's exit status when the kernel could not unpack the initramfs (guest memory too small). */
 #define UNPACK_FAILED_STATUS 125
+/* Where init mounts the shared runtime image (ukedge.ro=) before binding its directories. */
+#define RUNTIME_MOUNT "/ukedge/runtime"
 #define DEFAULT_PATH "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 /* From <linux/random.h> and <linux/input*.h>, which musl does not ship. */
@@ -178,6 +180,7 @@ struct params {
 	char *dns;  /* ukedge.dns=A.B.C.D */
 	char *time; /* ukedge.time=<seconds since the epoch>[.<fraction>] */
 	int hold;   /* ukedge.hold: wait for "resumed" on the control port before starting the app */
+	char *ro;   /* ukedge.ro=/dir[,/dir...]: directories bound from the runtime image */
 };
 
 static char cmdline[4096];
@@ -208,7 +211,72 @@ static void parse_cmdline(struct params *p, const char *path)
 			p->dns = value;
 		else if (strcmp(key, "time") == 0)
 			p->time = value;
+		else if (strcmp(key, "ro") == 0)
+			p->ro = value;
 	}
+}
+
+/* ---- the shared runtime image (ukedge.ro=) ---- */
+
+/* erofs lists dax=always among the options of a mount that got DAX, and drops it otherwise. */
+static int mounted_with_dax(void)
+{
+	static char mounts[8192];
+	char *save = NULL;
+	if (read_file("/proc/mounts", mounts, sizeof mounts) < 0)
+		return 0;
+	for (char *line = strtok_r(mounts, "\n", &save); line; line = strtok_r(NULL, "\n", &save))
+		if (strstr(line, " " RUNTIME_MOUNT " erofs ") && strstr(line, "dax"))
+			return 1;
+	return 0;
+}
+
+/*
+ * The runtime's directories come from a read-only erofs image instead of the initramfs: on
+ * /dev/pmem0 (virtio-pmem) it is mounted with DAX, so its files map the host's file directly
+ * and the guest's page cache holds no copy; /dev/vda (virtio-blk) is the fallback without DAX.
+ * The nvdimm bus registers its namespaces asynchronously, so the node may appear a little after
+ * init starts: wait for it up to 5 s. Returns 0, or -1 when the application cannot run.
+ */
+static int mount_runtime(char *dirs)
+{
+	const char *dev = NULL, *data = NULL;
+	for (int i = 0; i < 500 && !dev; i++) {
+		if (access("/dev/pmem0", F_OK) == 0) {
+			dev = "/dev/pmem0";
+			data = "dax=always";
+		} else if (access("/dev/vda", F_OK) == 0) {
+			dev = "/dev/vda";
+		} else {
+			struct timespec ts = {0, 10 * 1000 * 1000};
+			nanosleep(&ts, NULL);
+		}
+	}
+	if (!dev) {
+		say("no runtime image device (/dev/pmem0 or /dev/vda) for ukedge.ro=%s", dirs);
+		return -1;
+	}
+	mkdir(RUNTIME_MOUNT, 0755);
+	if (mount(dev, RUNTIME_MOUNT, "erofs", MS_RDONLY, data) != 0) {
+		say("mount erofs %s on %s: %s", dev, RUNTIME_MOUNT, strerror(errno));
+		return -1;
+	}
+	char *save = NULL;
+	for (char *dir = strtok_r(dirs, ",", &save); dir; dir = strtok_r(NULL, ",", &save)) {
+		char src[512];
+		snprintf(src, sizeof src, "%s%s", RUNTIME_MOUNT, dir);
+		mkdir(dir, 0755);
+		if (mount(src, dir, NULL, MS_BIND, NULL) != 0) {
+			say("bind %s on %s: %s", src, dir, strerror(errno));
+			return -1;
+		}
+	}
+	if (data && !mounted_with_dax())
+		say("runtime image %s mounted without DAX (the kernel or the device refused it): "
+		    "the guest's page cache holds what the application reads from it",
+		    dev);
+	DEBUG("runtime image %s mounted%s", dev, data ? " with dax" : "");
+	return 0;
 }
 
 /* ---- clock and RNG ---- */
@@ -845,6 +913,8 @@ int main(void)
 	if (params.time)
 		set_clock(params.time);
 	seed_from_file(SEED_PATH);
+	if (params.ro && mount_runtime(params.ro) != 0)
+		finish(127);
 
 	memset(&launch, 0, sizeof launch);
 	/* The kernel's log is read only when the launch file is missing: reading it on every boot
@@ -917,6 +987,7 @@ int main(int argc, char **argv)
 		printf("RESUME_SIGNAL=%d\n", RESUME_SIGNAL);
 		show("HELD_LINE", HELD_LINE);
 		printf("UNPACK_FAILED_STATUS=%d\n", UNPACK_FAILED_STATUS);
+		show("RUNTIME_MOUNT", RUNTIME_MOUNT);
 		return 0;
 	}
 	if (argc >= 2 && strcmp(argv[1], "exit") == 0) {
@@ -934,6 +1005,7 @@ int main(int argc, char **argv)
 		show("gw", p.gw);
 		show("dns", p.dns);
 		show("time", p.time);
+		show("ro", p.ro);
 		if (debug)
 			show("debug", "1");
 		if (p.hold)

@@ -43,7 +43,6 @@ from ukedge.image import (
     ImageManifest,
     ImageStore,
     StoredImage,
-    digest_hex,
     mediatypes,
     parse_reference,
 )
@@ -63,7 +62,8 @@ BUDGET_ENV = "UKEDGE_IMAGE_BUDGET"
 _USAGE_DB = ".ukedge-usage.db"
 _LOCK = ".cache.lock"
 _MANIFEST_TYPES = frozenset({mediatypes.OCI_MANIFEST, mediatypes.DOCKER_MANIFEST})
-_UNPACKED_NAME = re.compile(r"^[0-9a-f]{64}\Z")
+#: An unpacked layer, or what is derived from one (``.erofs``, ``.<key>.boot``, ``.<key>.mounts``).
+_UNPACKED_NAME = re.compile(r"^([0-9a-f]{64})(\.[0-9a-z.]+)?\Z")
 
 
 def budget_from_env(environ: dict[str, str] | None = None) -> int | None:
@@ -325,7 +325,7 @@ class ImageCache:
         for digest in removed:
             # Derived data keyed by blob digest; only blobs this sweep removed, because the
             # unpacked directory may be shared with other stores (UKEDGE_CACHE).
-            (self.layers.root / digest_hex(digest)).unlink(missing_ok=True)
+            self.layers.forget(digest)
         if removed:
             self.usage.forget(removed)
             if self.on_remove is not None:
@@ -334,9 +334,10 @@ class ImageCache:
 
     def _sweep_unpacked(self) -> None:
         for path in self.layers.root.iterdir():
-            if _UNPACKED_NAME.match(path.name) and not self.store.has_blob("sha256:" + path.name):
+            m = _UNPACKED_NAME.match(path.name)
+            if m and not self.store.has_blob("sha256:" + m.group(1)):
                 path.unlink(missing_ok=True)
-                log.debug("deleted the unpacked copy of sha256:%s: its blob is gone", path.name)
+                log.debug("deleted %s, derived from sha256:%s: its blob is gone", path.name, m[1])
 
     def remove(self, ref: str, *, force: bool = False) -> list[str]:
         """Untag an image and delete the blobs no other image needs.

@@ -16,7 +16,7 @@ from ukedge.build.guest import host_tsc_khz
 from ukedge.errors import InstanceError, UsageError
 from ukedge.guest import guest_cmdline, launch_archive, seed_archive
 from ukedge.host._models import Instance, PortMapping, RunRequest
-from ukedge.host.images import UnpackedLayers
+from ukedge.host.images import RuntimeDisk, UnpackedLayers
 from ukedge.host.instances._console import machine_paths
 from ukedge.image import (
     ImageConfig,
@@ -62,6 +62,9 @@ class Plan:
     vcpus: int
     #: Snapshot key: equal for runs whose guests are identical up to seed and clock.
     key: str
+    #: The runtime layer as a shared read-only image (``UnpackedLayers.shared_runtime``), whose
+    #: boot archive then stands first in ``initrds``; None: every layer is in the initramfs.
+    disk: RuntimeDisk | None = None
 
 
 def plan_run(
@@ -74,7 +77,7 @@ def plan_run(
     """The plan of a run of image ``ref`` with ``what``'s overrides on ``backend_name``."""
     image, manifest = store.manifest(ref)
     config = store.config(manifest)
-    kernel, initrds = _boot_files(store, layers, manifest)
+    kernel, initrds, disk = _boot_files(store, layers, manifest)
     argv = [*config.entrypoint, *(config.args if what.args is None else what.args)]
     env = {**config.env, **(what.env or {})}
     # Each instance is its own host (its name) unless the run or the Ukfile names one; a
@@ -102,10 +105,13 @@ def plan_run(
                 # zeroes what it frees, so a resumed guest never faults those pages in;
                 # template-1: its RAM is a file clones map copy-on-write, block ``pc.ram``).
                 "snapshot": "zeroed-1,template-1",
+                # A guest booted with its runtime on a disk is another machine (another device,
+                # another RAM root) than one that unpacked it.
+                "runtime": "erofs-1" if disk is not None else "initramfs",
             }
         )
     ).split(":", 1)[1]
-    return Plan(image, config, kernel, initrds, launch, hostname, memory, vcpus, key)
+    return Plan(image, config, kernel, initrds, launch, hostname, memory, vcpus, key, disk)
 
 
 def machine_spec(
@@ -141,6 +147,7 @@ def machine_spec(
             tsc_khz=host_tsc_khz(),
             snapshot_source=snapshot_source,
             hold=hold,
+            ro_mounts=plan.disk.mounts if plan.disk is not None else (),
         ),
         memory_mib=plan.memory_mib,
         vcpus=plan.vcpus,
@@ -148,17 +155,24 @@ def machine_spec(
         ports=ports,
         restore_from=restore_from,
         hostname=plan.hostname,
+        disk=plan.disk.image if plan.disk is not None else None,
     )
 
 
 def _boot_files(
     store: ImageStore, layers: UnpackedLayers, manifest: ImageManifest
-) -> tuple[Path, list[Path]]:
+) -> tuple[Path, list[Path], RuntimeDisk | None]:
+    """The kernel, the initramfs parts and the runtime disk. With ``layers.shared_runtime`` the
+    first initrd layer (the runtime, by the build's layer order) is served from an erofs image
+    and only its boot archive is unpacked."""
     kernels = [layer for layer in manifest.layers if layer.media_type in mediatypes.KERNEL_TYPES]
     if len(kernels) != 1:
         raise InstanceError(f"image must have exactly one kernel layer, found {len(kernels)}")
     initrds = [layer for layer in manifest.layers if layer.media_type in mediatypes.INITRD_TYPES]
-    return (
-        layers.unpacked(store, kernels[0]),
-        [layers.unpacked(store, layer) for layer in initrds],
-    )
+    kernel = layers.unpacked(store, kernels[0])
+    disk = None
+    if layers.shared_runtime and initrds:
+        disk = layers.runtime_disk(store, initrds[0], initrds[1:])
+    if disk is not None:
+        return kernel, [disk.boot, *(layers.unpacked(store, x) for x in initrds[1:])], disk
+    return kernel, [layers.unpacked(store, layer) for layer in initrds], None
