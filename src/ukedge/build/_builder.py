@@ -45,6 +45,8 @@ from ukedge.image import (
     ImageConfig,
     ImageManifest,
     ImageStore,
+    Platform,
+    host_platform,
     mediatypes,
 )
 from ukedge.types import ProgressCallback
@@ -125,14 +127,19 @@ def build_image(
     progress: BuildProgress | None = None,
     kernel_progress: ProgressCallback | None = None,
     cache: Path | None = None,
+    platform: Platform | None = None,
 ) -> BuildResult:
-    """Build the image described by ``context/Ukfile`` and tag it ``tags`` (default
-    ``<app.name>:latest``) in ``store``.
+    """Build the image described by ``context/Ukfile`` for ``platform`` (default: this host's)
+    and tag it ``tags`` (default ``<app.name>:latest``) in ``store``: one single-platform
+    manifest (a multi-platform index is composed of several such builds).
 
     ``progress`` hears about each stage; ``kernel_progress`` gets the kernel build's
     ``(done, total)`` when the profile is not built yet (minutes, once per machine).
     """
     report = progress or _noop
+    target = platform if platform is not None else host_platform()
+    if target.architecture != "amd64":
+        raise BuildError(f"building for {target} is not implemented yet")
     plan = resolve_plan(context, tags)
     cache_root = Path(cache) if cache is not None else paths.cache_dir()
     layer_cache = LayerCache(cache_root / "layers")
