@@ -70,3 +70,26 @@ def test_bad_tag_is_refused_before_building(tmp_path: Path) -> None:
     proc = _run("build", str(EXAMPLES / "hello-c"), "-t", "Bad Name:1")
     assert proc.returncode == 2
     assert "Bad Name:1" in proc.stderr
+
+
+@pytest.mark.kernel
+def test_build_for_arm64(arm64_example_store: Path) -> None:
+    """One other platform per build: the config says arm64 and how its kernel boots."""
+    proc = _run("build", str(EXAMPLES / "hello-c"), "--platform", "linux/arm64", "--json")
+    assert proc.returncode == 0, proc.stderr
+    config = json.loads(proc.stdout)["config"]
+    assert (config["os"], config["architecture"]) == ("linux", "arm64")
+    assert config["boot"]["protocol"] == "linux-arm64-image"
+    built = ImageStore(store_dir()).resolve("hello-c:latest").digest
+    assert built == ImageStore(arm64_example_store).resolve("hello-c:1").digest
+
+
+@pytest.mark.parametrize(
+    ("platform", "message"),
+    [("linux/riscv64", "unsupported architecture 'riscv64'"), ("linux/aarch64", "'arm64'")],
+)
+def test_unknown_platform_is_refused_before_building(platform: str, message: str) -> None:
+    proc = _run("build", str(EXAMPLES / "hello-c"), "--platform", platform)
+    assert proc.returncode != 0
+    assert message in proc.stderr
+    assert not store_dir().exists() or not ImageStore(store_dir()).images()

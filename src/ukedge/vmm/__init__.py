@@ -2,7 +2,13 @@
 accelerator probe (KVM when it really works here, else TCG); the layout of a machine's work
 directory (``MachinePaths``)."""
 
-from ukedge.vmm._accel import AccelVerdict, probe_accelerator, qemu_version
+from ukedge.vmm._accel import (
+    AccelVerdict,
+    accelerator_for,
+    probe_accelerator,
+    qemu_binary,
+    qemu_version,
+)
 from ukedge.vmm._paths import MachinePaths
 from ukedge.vmm._registry import backends, create
 from ukedge.vmm.base import (
@@ -25,8 +31,10 @@ __all__ = [
     "MachineState",
     "MachineStats",
     "MachineStatus",
+    "accelerator_for",
     "backends",
     "create",
     "probe_accelerator",
+    "qemu_binary",
     "qemu_version",
 ]

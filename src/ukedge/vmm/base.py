@@ -18,8 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
-from ukedge.errors import UsageError
+from ukedge.errors import ImageError, UsageError
 from ukedge.guest import check_hostname
+from ukedge.image import Platform
 from ukedge.ports import PortMapping
 
 __all__ = [
@@ -56,7 +57,9 @@ class MachineSpec:
     file the snapshot then shares copy-on-write. ``disk`` is a read-only filesystem image
     (the shared runtime, :mod:`ukedge.build._fsimage`) the guest mounts: attached so that every
     machine maps the same host file and none writes it. A restored or incoming machine must be
-    given an image of the same content as the machine it continues.
+    given an image of the same content as the machine it continues. ``architecture`` is the
+    guest's machine name (``uname -m``: ``x86_64`` or ``aarch64``,
+    :attr:`ukedge.image.Platform.machine`); a backend emulates one that differs from the host's.
     """
 
     machine_id: str
@@ -72,6 +75,7 @@ class MachineSpec:
     incoming: bool = False
     template: bool = False
     disk: Path | None = None
+    architecture: str = "x86_64"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "kernel", Path(self.kernel))
@@ -88,6 +92,7 @@ class MachineSpec:
             )
         if self.hostname is not None:
             check_hostname(self.hostname)
+        _check_architecture(self.architecture)
         if not isinstance(self.memory_mib, int) or not 16 <= self.memory_mib <= 1 << 20:
             raise UsageError(f"memory must be 16 MiB to 1 TiB, got {self.memory_mib!r} MiB")
         if not isinstance(self.vcpus, int) or not 1 <= self.vcpus <= 255:
@@ -114,6 +119,7 @@ class MachineSpec:
             "incoming": self.incoming,
             "template": self.template,
             "disk": str(self.disk) if self.disk else None,
+            "architecture": self.architecture,
         }
 
     @classmethod
@@ -134,6 +140,18 @@ class MachineSpec:
             incoming=bool(data.get("incoming", False)),
             template=bool(data.get("template", False)),
             disk=Path(disk) if disk else None,
+            architecture=str(data.get("architecture", "x86_64")),
+        )
+
+
+def _check_architecture(machine: str) -> None:
+    try:
+        platform = Platform.of_machine(machine)
+    except ImageError as exc:
+        raise UsageError(str(exc)) from None
+    if platform.machine != machine:
+        raise UsageError(
+            f"architecture is a machine name ({platform.machine}), not the OCI name {machine!r}"
         )
 
 
