@@ -98,6 +98,14 @@ def serve(
         Path | None,
         typer.Option("--policy", help="Signature policy (TOML): keys that must sign images."),
     ] = None,
+    platform: Annotated[
+        str | None,
+        typer.Option(
+            "--platform",
+            help="Platform this node runs, e.g. linux/arm64 [this host's]; another architecture "
+            "is emulated (TCG).",
+        ),
+    ] = None,
     log_format: Annotated[
         str | None, typer.Option("--log-format", help="json or text [json].")
     ] = None,
@@ -136,6 +144,7 @@ def serve(
         image_budget=image_budget,
         qemu_user=qemu_user,
         policy=policy,
+        platform=platform,
         log_format=log_format,
     )
     token, made = host.ensure_token(settings.token_path)

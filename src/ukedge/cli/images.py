@@ -50,12 +50,22 @@ def render_images(rows: Sequence[ImageSummary], *, as_json: bool, quiet: bool) -
             out.print(row.id)
     else:
         print_table(
-            ["REPOSITORY", "TAG", "IMAGE ID", "RUNTIME", "CREATED", "LAST USED", "SIZE"],
+            [
+                "REPOSITORY",
+                "TAG",
+                "IMAGE ID",
+                "PLATFORMS",
+                "RUNTIME",
+                "CREATED",
+                "LAST USED",
+                "SIZE",
+            ],
             [
                 (
                     r.repository,
                     r.tag,
                     r.id,
+                    ",".join(p.removeprefix("linux/") for p in r.platforms),
                     r.runtime,
                     r.created,
                     when(r.last_used) + (" (in use)" if r.in_use else ""),

@@ -399,6 +399,8 @@ class ImageSummary(_Model):
     last_used: float | None = None
     #: Some instance (of any state) refers to it, so eviction and prune keep it.
     in_use: bool = False
+    #: The platforms (``linux/arm64``) it holds: one, or those of an index that are here.
+    platforms: list[str] = Field(default_factory=list)
 
 
 class PruneReport(_Model):

@@ -96,7 +96,7 @@ class LocalNode:
             name=self.name,
             labels=self.labels,
             version=__version__,
-            architecture=platform.machine(),
+            architecture=self.manager.platform.machine,
             cpus=os.cpu_count() or 1,
             memory_total_bytes=_memory_total(),
             memory_allocatable_bytes=(

@@ -2,7 +2,7 @@
 accelerator probe (KVM when it really works here, else TCG); the layout of a machine's work
 directory (``MachinePaths``)."""
 
-from ukedge.vmm._accel import AccelVerdict, probe_accelerator, qemu_version
+from ukedge.vmm._accel import AccelVerdict, accelerators, probe_accelerator, qemu_version
 from ukedge.vmm._paths import MachinePaths
 from ukedge.vmm._registry import backends, create
 from ukedge.vmm.base import (
@@ -25,6 +25,7 @@ __all__ = [
     "MachineState",
     "MachineStats",
     "MachineStatus",
+    "accelerators",
     "backends",
     "create",
     "probe_accelerator",

@@ -27,7 +27,7 @@ from typing import Any, Literal
 from ukedge import paths
 from ukedge.errors import MachineError, UsageError
 
-__all__ = ["AccelVerdict", "probe_accelerator", "qemu_version"]
+__all__ = ["AccelVerdict", "accelerators", "probe_accelerator", "qemu_version"]
 
 log = logging.getLogger(__name__)
 
@@ -257,3 +257,25 @@ def probe_accelerator(
     except OSError as exc:
         log.warning("cannot cache the accelerator verdict in %s: %s", _cache_file(), exc)
     return verdict
+
+
+def accelerators() -> dict[str, Accel]:
+    """The accelerator for each platform this host can run (``{"linux/amd64": "kvm",
+    "linux/arm64": "tcg"}``): the probe's verdict for the host's own architecture, TCG for
+    another one whose ``qemu-system-<machine>`` is installed (emulated); a platform without
+    its QEMU binary is left out."""
+    import shutil
+
+    from ukedge.image import SUPPORTED_PLATFORMS, host_platform
+
+    native = host_platform()
+    found: dict[str, Accel] = {}
+    for platform in SUPPORTED_PLATFORMS:
+        binary = f"qemu-system-{platform.machine}"
+        if shutil.which(binary) is None:
+            continue
+        if platform.matches(native):
+            found[str(platform)] = probe_accelerator(binary=binary).accel
+        else:
+            found[str(platform)] = "tcg"
+    return found

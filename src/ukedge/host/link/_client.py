@@ -136,7 +136,7 @@ class LinkClient:
         body = _call(
             self._client,
             HEARTBEAT_PATH.format(node_id=self.node_id),
-            heartbeat.model_dump(mode="json"),
+            heartbeat.wire(),
             "the heartbeat",
         )
         return parse(HeartbeatReply, body, self.url, "heartbeat")

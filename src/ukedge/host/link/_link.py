@@ -63,6 +63,10 @@ class ControllerLink:
         self.applier = Applier(node)
         self.interval = max(enrolment.heartbeat_interval_s, _MIN_INTERVAL_S)
         self._accelerator = accelerator
+        # Told an accelerator (tests, a node that knows it): that of its own platform alone.
+        self._accelerators: dict[str, str] | None = (
+            {str(node.manager.platform): accelerator} if accelerator is not None else None
+        )
         self._lock = threading.Lock()
         self._errors: dict[str, tuple[DesiredInstance | None, str]] = {}
         #: The generation the last finished reconcile pass applied (0: none yet).
@@ -94,6 +98,15 @@ class ControllerLink:
             self._accelerator = probe_accelerator().accel
         return self._accelerator
 
+    @property
+    def accelerators(self) -> dict[str, str]:
+        """The accelerator of each platform the node can run (probed once)."""
+        if self._accelerators is None:
+            from ukedge.vmm import accelerators
+
+            self._accelerators = dict(accelerators())
+        return self._accelerators
+
     def heartbeat_once(self) -> HeartbeatReply:
         """Report once; save and hand on a desired state the answer carries. Raises
         :class:`LinkUnavailable` or :class:`LinkError`."""
@@ -101,7 +114,11 @@ class ControllerLink:
             errors = dict(self._errors)
             applied = self.applied_generation
         heartbeat = build_heartbeat(
-            self.node, accelerator=self.accelerator, applied_generation=applied, errors=errors
+            self.node,
+            accelerator=self.accelerator,
+            applied_generation=applied,
+            errors=errors,
+            accelerators=self.accelerators,
         )
         reply = self.client.heartbeat(heartbeat)
         if reply.desired is not None:

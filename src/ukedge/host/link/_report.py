@@ -8,7 +8,6 @@ are reported too (state ``failed`` with the reason), so the controller sees them
 
 from __future__ import annotations
 
-import platform
 from collections.abc import Mapping
 
 from ukedge.host._models import HealthStatus, Instance, InstanceState
@@ -66,6 +65,7 @@ def build_heartbeat(
     accelerator: str,
     applied_generation: int,
     errors: Mapping[str, tuple[DesiredInstance | None, str]] | None = None,
+    accelerators: Mapping[str, str] | None = None,
 ) -> Heartbeat:
     """The heartbeat of ``node`` now. ``errors``: the last reconcile pass's failures by
     instance name (the desired instance they concern, when there is one)."""
@@ -89,10 +89,15 @@ def build_heartbeat(
         for name, (item, error) in sorted(errors.items())
         if item is not None and name not in reported
     ]
+    # The node's platform (its --platform), not necessarily the host's: an x86_64 host set
+    # to arm64 is an arm64 node that emulates.
+    own = node.manager.platform
     return Heartbeat(
         name=node.name,
-        architecture=platform.machine(),
-        accelerator=accelerator,
+        architecture=own.machine,
+        platform=str(own),
+        accelerators=dict(accelerators or {}),
+        accelerator=(accelerators or {}).get(str(own), accelerator),
         labels=node.labels,
         capacity=NodeResources(
             memory_mib=capacity.memory_limit_bytes // _MIB, vcpus=capacity.vcpu_limit

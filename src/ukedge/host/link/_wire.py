@@ -117,6 +117,22 @@ class Heartbeat(_Wire):
     instances: list[InstanceReport] = Field(default_factory=list)
     #: The generation of desired state the agent last applied (0: none yet).
     applied_generation: int = Field(default=0, ge=0)
+    #: The OCI platform the node runs (``linux/arm64``; its ``--platform``): what the
+    #: scheduler matches against an image's platforms. Left out by older agents, whose
+    #: ``architecture`` (``x86_64``) says the same.
+    platform: str | None = Field(default=None, max_length=64)
+    #: The accelerator of each platform the node can run (``{"linux/amd64": "kvm",
+    #: "linux/arm64": "tcg"}``); left out while unknown.
+    accelerators: dict[str, str] | None = None
+
+    def wire(self) -> dict[str, object]:
+        """The JSON body: fields added after the first release are left out while empty, so a
+        controller that predates them still accepts the heartbeat."""
+        body = self.model_dump(mode="json")
+        for key in ("platform", "accelerators"):
+            if not body.get(key):
+                body.pop(key, None)
+        return body
 
 
 class DesiredInstance(_Wire):
