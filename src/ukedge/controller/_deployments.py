@@ -115,6 +115,7 @@ def apply_spec(
         "spec": spec.model_dump(mode="json"),
         "image_digest": pinned.reference,
         "layers": pinned.layers,
+        "platforms": list(pinned.platforms),
         "memory_mib": spec.memory_mib or pinned.memory_mib,
         "vcpus": spec.vcpus or pinned.vcpus,
         "created_at": now,
