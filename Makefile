@@ -3,10 +3,20 @@ SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
 UKEDGE := $(VENV)/bin/ukedge
-# Debian packages the platform and its tests use (qemu, kernel build, static init, interop tools).
+# The other architecture images are built for (cross) and run emulated: arm64 on an x86_64 host.
+# Its Debian packages are downloaded, not installed, for its python runtime (multiarch).
+ifeq ($(shell uname -m),x86_64)
+FOREIGN_ARCH := arm64
+CROSS_PACKAGES := gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-system-arm
+else
+FOREIGN_ARCH := amd64
+CROSS_PACKAGES := gcc-x86-64-linux-gnu libc6-dev-amd64-cross qemu-system-x86
+endif
+# Debian packages the platform and its tests use (qemu, kernel build, static init, interop
+# tools, and the cross compiler, its static libc and QEMU for the other architecture).
 DEB_PACKAGES := qemu-system-x86 qemu-utils linux-source-6.1 build-essential flex bison bc \
 	libelf-dev libssl-dev musl-tools cpio skopeo python3.11 python3.11-venv zstd xz-utils docker-registry \
-	chromium chromium-driver curl mosquitto postgresql runc
+	chromium chromium-driver curl mosquitto postgresql runc $(CROSS_PACKAGES)
 # What `make bench-compare` adds: the other container runtimes and the full VM's image builder.
 COMPARE_PACKAGES := crun podman debootstrap e2fsprogs
 PYTEST_ARGS ?=
@@ -15,7 +25,14 @@ PYTEST_ARGS ?=
 
 all: venv
 
+# Idempotent: the foreign architecture is added once, and apt's lists are refreshed only when
+# they do not know its packages yet (build/_python_debs.py downloads them at build time).
 deps:
+	@if ! apt-cache show python3.11-minimal:$(FOREIGN_ARCH) >/dev/null 2>&1; then \
+		echo "enabling Debian's $(FOREIGN_ARCH) packages (multiarch) for that python runtime"; \
+		dpkg --print-foreign-architectures | grep -qx $(FOREIGN_ARCH) || dpkg --add-architecture $(FOREIGN_ARCH); \
+		apt-get update -qq; \
+	fi
 	@missing=$$(for p in $(DEB_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q "install ok installed" || echo $$p; done); \
 	if [ -n "$$missing" ]; then \
 		echo "installing Debian packages:" $$missing; \
@@ -31,8 +48,10 @@ $(VENV)/.installed: pyproject.toml | deps
 
 venv: $(VENV)/.installed
 
+# Both architectures' kernels, built once per machine and cached (~9 min each on 2 cores).
 kernel: deps venv
 	$(UKEDGE) kernel build --profile minimal
+	$(UKEDGE) kernel build --profile minimal --platform linux/$(FOREIGN_ARCH)
 
 test: deps venv kernel
 	$(VENV)/bin/pytest $(PYTEST_ARGS)

@@ -16,9 +16,13 @@ import pytest
 # Helpers assert too; rewritten, their failures show the values like a test's own asserts.
 pytest.register_assert_rewrite("kit", "conformance")
 
-from kit.examples import cli_home, example_store  # noqa: E402  (fixtures every directory shares)
+from kit.examples import (  # noqa: E402  (fixtures every directory shares)
+    arm64_example_store,
+    cli_home,
+    example_store,
+)
 
-__all__ = ["cli_home", "example_store", "ukedge_home"]
+__all__ = ["arm64_example_store", "cli_home", "example_store", "ukedge_home"]
 
 _REAL_CACHE = Path(
     os.environ.get("UKEDGE_CACHE")

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from ukedge.build import NotElfError, read_elf
+from ukedge.build._elf import elf_machine
 
 _C = '#include <stdio.h>\nint main(void) { puts("hi"); return 0; }\n'
 
@@ -63,7 +64,10 @@ def test_shared_library_has_soname() -> None:
         (b"#!/bin/sh\necho hi\n", "no ELF magic"),
         (b"\x7fELF", "truncated"),
         (b"\x7fELF\x01\x01" + b"\0" * 60, "64-bit little-endian"),
-        (b"\x7fELF\x02\x01\x01" + b"\0" * 9 + b"\x02\x00\xb7\x00" + b"\0" * 44, "not x86-64"),
+        (
+            b"\x7fELF\x02\x01\x01" + b"\0" * 9 + b"\x02\x00\xb7\x00" + b"\0" * 44,
+            "an aarch64 binary, but the image is for x86_64",
+        ),
     ],
 )
 def test_not_an_x86_64_elf(tmp_path: Path, content: bytes, problem: str) -> None:
@@ -71,3 +75,21 @@ def test_not_an_x86_64_elf(tmp_path: Path, content: bytes, problem: str) -> None
     path.write_bytes(content)
     with pytest.raises(NotElfError, match=problem):
         read_elf(path)
+
+
+def test_machine_is_read_and_checked_per_architecture(tmp_path: Path) -> None:
+    x86 = _cc(tmp_path, "hello", "gcc", "-static")
+    assert elf_machine(x86) == "x86_64"
+    with pytest.raises(NotElfError, match=r"an x86_64 binary, but the image is for aarch64"):
+        read_elf(x86, "aarch64")
+    script = tmp_path / "run.sh"
+    script.write_text("#!/bin/sh\n")
+    assert elf_machine(script) is None
+
+
+def test_a_cross_compiled_arm64_binary_is_static_aarch64(tmp_path: Path) -> None:
+    arm64 = _cc(tmp_path, "hello-arm64", "aarch64-linux-gnu-gcc", "-static")
+    assert elf_machine(arm64) == "aarch64"
+    assert read_elf(arm64, "aarch64").is_static
+    with pytest.raises(NotElfError, match="an aarch64 binary, but the image is for x86_64"):
+        read_elf(arm64)

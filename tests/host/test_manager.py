@@ -13,67 +13,24 @@ import httpx
 import pytest
 
 from kit.cpio import cpio_members
+from kit.example_checks import check_hello, check_sensor_agg
 from kit.host import wait_http
 from kit.net import free_port
 from ukedge.errors import ImageError, InstanceError
-from ukedge.host import InstanceManager, InstanceState, RunRequest, parse_port_mapping
+from ukedge.host import InstanceManager, RunRequest, parse_port_mapping
 from ukedge.host.instances._oplock import holding
 
 pytestmark = pytest.mark.vm
 
 
 def test_hello_exit_status_args_env_and_results(manager: InstanceManager) -> None:
-    instance = manager.run(
-        RunRequest(image="hello-c:1", args=["edge", "--exit=3"], env={"HELLO_GREETING": "Hi"})
-    )
-    final = manager.wait(instance.id, timeout=120)
-    assert final.state is InstanceState.EXITED
-    assert final.exit_code == 3
-    console = manager.console_path(final).read_text(errors="replace")
-    assert "Hi, edge!" in console
-    results = manager.results_path(final).read_text().splitlines()
-    assert results, "hello-c writes one JSON line to the results device"
-    json.loads(results[-1])
+    check_hello(manager)
 
 
 def test_sensor_agg_serves_http_on_published_port_and_writes_results(
     manager: InstanceManager,
 ) -> None:
-    port = free_port()
-    instance = manager.run(
-        RunRequest(
-            image="sensor-agg:1",
-            ports=[parse_port_mapping(f"{port}:8080")],
-            env={"WINDOW_SECONDS": "1"},
-        )
-    )
-    base = f"http://127.0.0.1:{port}"
-    assert wait_http(f"{base}/healthz").status_code == 200
-    readings = [
-        {"sensor": "t1", "value": 20.0},
-        {"sensor": "t1", "value": 22.0},
-        {"sensor": "h1", "value": 50},
-    ]
-    assert httpx.post(f"{base}/readings", json=readings).status_code < 300
-    stats = httpx.get(f"{base}/stats").json()
-    assert stats["t1"]["count"] == 2
-    assert stats["t1"]["mean"] == pytest.approx(21.0)
-    assert stats["t1"]["min"] == 20.0 and stats["t1"]["max"] == 22.0
-    bad = httpx.post(f"{base}/readings", json={"sensor": "t1"})
-    assert bad.status_code == 400
-    # A window closes after WINDOW_SECONDS; its summary reaches the host through the results device.
-    deadline = time.monotonic() + 30
-    lines: list[str] = []
-    while time.monotonic() < deadline and not lines:
-        time.sleep(0.5)
-        httpx.post(f"{base}/readings", json={"sensor": "t1", "value": 1.0})
-        lines = manager.results_path(instance).read_text().splitlines()
-    assert lines, "no closed window arrived on the results device"
-    assert "t1" in json.loads(lines[0]).__repr__()
-    assert manager.stats(instance.id).rss_bytes > 0
-    stopped = manager.stop(instance.id, timeout=20)
-    assert stopped.state is InstanceState.EXITED
-    assert stopped.exit_code in (0, 143), "SIGTERM reaches the app, which ends on its own"
+    check_sensor_agg(manager)
 
 
 def test_stop_kill_remove_and_listing(manager: InstanceManager) -> None:

@@ -14,9 +14,9 @@ import pytest
 
 from kit.host import ukedge_cmd
 from ukedge.build import build_image
-from ukedge.image import ImageStore
+from ukedge.image import ImageStore, parse_platform
 
-__all__ = ["EXAMPLES", "cli_home", "example_store"]
+__all__ = ["EXAMPLES", "arm64_example_store", "cli_home", "example_store"]
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
@@ -27,6 +27,18 @@ def example_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     store = ImageStore(root)
     build_image(EXAMPLES / "hello-c", ["hello-c:1"], store=store)
     build_image(EXAMPLES / "sensor-agg", ["sensor-agg:1"], store=store)
+    return root
+
+
+@pytest.fixture(scope="session")
+def arm64_example_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The same two examples built for linux/arm64 (cross-built; one arm64 kernel build per
+    machine, cached), under the same names in a store of their own."""
+    root = tmp_path_factory.mktemp("arm64-example-store")
+    store = ImageStore(root)
+    arm64 = parse_platform("linux/arm64")
+    build_image(EXAMPLES / "hello-c", ["hello-c:1"], store=store, platform=arm64)
+    build_image(EXAMPLES / "sensor-agg", ["sensor-agg:1"], store=store, platform=arm64)
     return root
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import threading
 from pathlib import Path
 
@@ -27,7 +28,11 @@ def probes(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     calls: list[str] = []
 
     def fake_run(
-        binary: str, accel: str, timeout: float = 0, cpu: str | None = None
+        binary: str,
+        accel: str,
+        timeout: float = 0,
+        cpu: str | None = None,
+        machine: str = "x86_64",
     ) -> tuple[bool, str]:
         calls.append(accel)
         return True, "test"
@@ -115,6 +120,26 @@ def test_probe_guest_runs_under_tcg() -> None:
     """The probe guest really reaches protected mode and reports (real QEMU, no KVM needed)."""
     works, why = _accel.run_probe("qemu-system-x86_64", "tcg")
     assert works, why
+
+
+def test_arm64_probe_guest_powers_off_under_tcg() -> None:
+    """The aarch64 probe (PSCI SYSTEM_OFF through hvc) really ends QEMU's virt machine."""
+    if shutil.which("qemu-system-aarch64") is None:
+        pytest.skip("needs qemu-system-aarch64 (Debian: qemu-system-arm)")
+    works, why = _accel.run_probe("qemu-system-aarch64", "tcg", timeout=30, machine="aarch64")
+    assert works, why
+
+
+def test_a_guest_of_another_architecture_is_emulated_without_probing(
+    cache: Path, probes: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_accel, "_host_machine", lambda: "x86_64")
+    monkeypatch.setenv("UKEDGE_ACCEL", "kvm")  # not even a forced KVM runs another architecture
+    verdict = vmm.accelerator_for("aarch64")
+    assert verdict.accel == "tcg" and verdict.source == "architecture"
+    assert "aarch64" in verdict.reason and "x86_64" in verdict.reason
+    assert probes == []
+    assert vmm.accelerator_for("x86_64").accel == "kvm"  # the host's own: the override holds
 
 
 def test_qemu_version() -> None:

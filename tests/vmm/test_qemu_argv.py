@@ -232,3 +232,52 @@ def test_template_snapshots_are_the_default_and_recorded() -> None:
     assert QemuOptions.from_json(old.to_json()) == old
     legacy = {k: v for k, v in QemuOptions().to_json().items() if k != "template_snapshots"}
     assert QemuOptions.from_json(legacy).template_snapshots is True
+
+
+def test_aarch64_guest_runs_on_virt_with_virtio_mmio(tmp_path: Path) -> None:
+    argv = _argv(tmp_path, architecture="aarch64", cmdline="console=ttyAMA0 quiet")
+    assert argv[0] == "qemu-system-aarch64"
+    assert _value(argv, "-M") == ["virt,gic-version=3"]
+    assert _value(argv, "-cpu") == ["max"]
+    assert "-bios" not in argv  # -kernel boots the Image without firmware
+    devices = _value(argv, "-device")
+    assert any(d.startswith("virtio-serial-device,") for d in devices)
+    assert any(d.startswith("virtio-net-device,") for d in devices)
+    assert "virtio-rng-device,rng=rng0" in devices
+    assert not any("-pci" in d or "romfile" in d for d in devices)
+    assert _value(argv, "-serial") == ["chardev:console"]  # virt's PL011, ttyAMA0
+
+
+def test_aarch64_under_kvm_takes_the_hosts_cpu_and_gic(tmp_path: Path) -> None:
+    argv = _argv(tmp_path, accel="kvm", architecture="aarch64")
+    assert _value(argv, "-M") == ["virt,gic-version=host"]
+    assert _value(argv, "-cpu") == ["host"]
+    assert _value(argv, "-accel") == ["kvm"]
+
+
+def test_aarch64_binary_follows_a_configured_one(tmp_path: Path) -> None:
+    options = QemuOptions(binary="/opt/qemu/bin/qemu-system-x86_64")
+    assert (
+        _argv(tmp_path, options, architecture="aarch64")[0] == "/opt/qemu/bin/qemu-system-aarch64"
+    )
+    assert _argv(tmp_path, options)[0] == "/opt/qemu/bin/qemu-system-x86_64"
+
+
+def test_aarch64_ram_file_takes_virts_ram_block_name(tmp_path: Path) -> None:
+    spec = _spec(tmp_path, architecture="aarch64")
+    ram = RamFile(tmp_path / "ram", shared=True)
+    argv = build_argv(spec, QemuOptions(), "tcg", MachinePaths(spec.workdir), None, ram=ram)
+    assert any(
+        o.startswith("memory-backend-file,id=mach-virt.ram,") for o in _value(argv, "-object")
+    )
+    assert "memory-backend=mach-virt.ram" in _value(argv, "-machine")
+
+
+def test_spec_architecture_is_a_machine_name(tmp_path: Path) -> None:
+    assert MachineSpec.from_json(
+        _spec(tmp_path, architecture="aarch64").to_json()
+    ).architecture == ("aarch64")
+    with pytest.raises(UsageError, match="machine name"):
+        _spec(tmp_path, architecture="arm64")
+    with pytest.raises(UsageError, match="riscv64"):
+        _spec(tmp_path, architecture="riscv64")

@@ -1,6 +1,9 @@
 """``ukedge build``: turn a directory with a Ukfile into an image in the local store.
 
-An image is three layers, in boot order: the kernel (gzip of the PVH ``vmlinux``), the runtime
+An image is built for one platform (linux/amd64 or linux/arm64; another architecture than the
+host's is cross-built: kernel, init and static apps with Debian's cross gcc, the python runtime
+from Debian's packages of that architecture). It is three layers, in boot order: the kernel
+(gzip of the PVH ``vmlinux``; of the arm64 ``Image``), the runtime
 (an initrd with ukedge's init, the skeleton it mounts on and, for python, the pruned CPython) and
 the app (an initrd with the application's files). Kernel and runtime are built once per set of
 inputs and cached under :func:`ukedge.paths.cache_dir`, so rebuilding an app only re-archives its
@@ -37,7 +40,9 @@ from ukedge.build._python import (
     python_runtime_key,
     stage_python_runtime,
 )
+from ukedge.build._python_debs import foreign_python
 from ukedge.build._static import compile_static
+from ukedge.build._toolchain import is_native
 from ukedge.errors import BuildError, UkfileError
 from ukedge.guest import CpioArchive
 from ukedge.image import (
@@ -45,6 +50,8 @@ from ukedge.image import (
     ImageConfig,
     ImageManifest,
     ImageStore,
+    Platform,
+    host_platform,
     mediatypes,
 )
 from ukedge.types import ProgressCallback
@@ -125,15 +132,19 @@ def build_image(
     progress: BuildProgress | None = None,
     kernel_progress: ProgressCallback | None = None,
     cache: Path | None = None,
+    platform: Platform | None = None,
 ) -> BuildResult:
-    """Build the image described by ``context/Ukfile`` and tag it ``tags`` (default
-    ``<app.name>:latest``) in ``store``.
+    """Build the image described by ``context/Ukfile`` for ``platform`` (default: this host's)
+    and tag it ``tags`` (default ``<app.name>:latest``) in ``store``: one single-platform
+    manifest (a multi-platform index is composed of several such builds).
 
     ``progress`` hears about each stage; ``kernel_progress`` gets the kernel build's
     ``(done, total)`` when the profile is not built yet (minutes, once per machine).
     """
     report = progress or _noop
-    plan = resolve_plan(context, tags)
+    target = platform if platform is not None else host_platform()
+    target.machine  # noqa: B018 -- an ImageError now for a platform ukedge cannot run
+    plan = resolve_plan(context, tags, target)
     cache_root = Path(cache) if cache is not None else paths.cache_dir()
     layer_cache = LayerCache(cache_root / "layers")
     fmt = layer_format_key()
@@ -141,27 +152,30 @@ def build_image(
     from ukedge.kernel import ensure_kernel  # the kernel package builds on image, not on build
 
     report("kernel", "start", plan.uk.kernel.profile)
-    kernel = ensure_kernel(plan.uk.kernel.profile, progress=kernel_progress)
-    vst = kernel.vmlinux.stat()
+    kernel = ensure_kernel(plan.uk.kernel.profile, progress=kernel_progress, platform=target)
+    boot = kernel.boot_image
+    vst = boot.stat()
     kernel_key = _hash("kernel", fmt, kernel.key, str(vst.st_size), str(vst.st_mtime_ns))
     kernel_layer, kernel_cached = layer_cache.get_or_build(
-        "kernel", kernel_key, lambda dest: gzip_layer(kernel.vmlinux, dest, mediatypes.KERNEL_GZIP)
+        "kernel", kernel_key, lambda dest: gzip_layer(boot, dest, mediatypes.KERNEL_GZIP)
     )
     report("kernel", "cached" if kernel_cached else "done", f"{kernel.profile} {kernel.version}")
 
     report("runtime", "start", plan.uk.app.runtime)
-    py = find_python() if plan.uk.app.runtime == "python" else None
-    runtime_layer, runtime_cached = _runtime_layer(layer_cache, fmt, py)
+    py = _python_for(target, cache_root) if plan.uk.app.runtime == "python" else None
+    runtime_layer, runtime_cached = _runtime_layer(layer_cache, fmt, py, target)
     report("runtime", "cached" if runtime_cached else "done", plan.uk.app.runtime)
 
     with tempfile.TemporaryDirectory(prefix="ukedge-build-") as tmp:
         scratch = Path(tmp)
         report("app", "start", plan.uk.app.name)
-        app_layer = _app_layer(plan, py, scratch, cache_root)
+        app_layer = _app_layer(plan, py, scratch, cache_root, target)
         report("app", "done", _app_summary(plan))
 
         memory_mib, min_memory_mib = _memory_mib(plan, vst.st_size, runtime_layer, app_layer)
-        config = image_config(plan, kernel.profile, kernel.version, kernel.cmdline, memory_mib)
+        config = image_config(
+            plan, kernel.profile, kernel.version, kernel.cmdline, memory_mib, target
+        )
         config = ImageConfig.model_validate(
             config.model_dump() | {"min_memory_mib": min_memory_mib}
         )
@@ -215,34 +229,43 @@ def _sha256(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
-def _platform_key() -> str:
+def _platform_key(platform: Platform) -> str:
     from ukedge.build import guest
 
-    init = guest.ensure_init()
+    init = guest.ensure_init(platform)
     sources = sorted(Path(guest.__file__).parent.glob("*.py"))
     return _hash("platform", _file_hash(init), *(_file_hash(p) for p in sources))
 
 
-def _runtime_layer(cache: LayerCache, fmt: str, py: PythonInstall | None) -> tuple[LayerFile, bool]:
+def _python_for(platform: Platform, cache_root: Path) -> PythonInstall:
+    """The host's CPython for a native build, Debian's packages of ``platform`` otherwise."""
+    if is_native(platform):
+        return find_python()
+    return foreign_python(platform, cache_root / "python-root")
+
+
+def _runtime_layer(
+    cache: LayerCache, fmt: str, py: PythonInstall | None, platform: Platform
+) -> tuple[LayerFile, bool]:
     from ukedge.build.guest import add_platform
 
     if py is None:
-        key = _hash("runtime-static", fmt, _platform_key())
+        key = _hash("runtime-static", fmt, _platform_key(platform))
 
         def build(dest: Path) -> LayerFile:
             archive = CpioArchive()
-            add_platform(archive)
+            add_platform(archive, platform)
             return initrd_layer(archive, dest, mediatypes.INITRD_GZIP)
 
         return cache.get_or_build("runtime-static", key, build)
 
-    key = _hash("runtime-python", fmt, _platform_key(), python_runtime_key(py))
+    key = _hash("runtime-python", fmt, _platform_key(platform), python_runtime_key(py))
 
     def build_python(dest: Path) -> LayerFile:
         staged = dest.parent / "python"
         stage_python_runtime(py, staged)
         archive = CpioArchive()
-        add_platform(archive)
+        add_platform(archive, platform)
         add_python_runtime(archive, staged)
         layer = initrd_layer(archive, dest, mediatypes.INITRD_GZIP)
         shutil.rmtree(staged)
@@ -261,7 +284,9 @@ def _app_summary(plan: Plan) -> str:
     return f"{binary} (static binary)" + (f" and {files}" if count else "")
 
 
-def _app_layer(plan: Plan, py: PythonInstall | None, scratch: Path, cache_root: Path) -> LayerFile:
+def _app_layer(
+    plan: Plan, py: PythonInstall | None, scratch: Path, cache_root: Path, platform: Platform
+) -> LayerFile:
     uk = plan.uk
     archive = CpioArchive()
     app_dir = PurePosixPath(uk.files.dest)
@@ -280,6 +305,7 @@ def _app_layer(plan: Plan, py: PythonInstall | None, scratch: Path, cache_root: 
                 cflags=uk.static.cflags,
                 ldflags=uk.static.ldflags,
                 ukfile=plan.ukfile,
+                platform=platform,
             )
             archive.add_file(str(app_dir / uk.app.name), out, 0o755)
         for f in plan.files:

@@ -4,7 +4,9 @@ shared libraries a dynamic one needs.
 Pure Python on purpose: the builder must decide whether a binary can run in a guest that has no
 dynamic loader (``static`` runtime), and which libraries to copy into the ``python`` runtime, on
 any host, without depending on ``file``, ``readelf`` or on running ``ldd`` (which executes the
-binary's loader). Only 64-bit little-endian x86-64 is accepted, as that is all a guest runs.
+binary's loader). Only 64-bit little-endian files of the guest's machine (x86-64 or AArch64)
+are accepted: a binary of the other architecture would fail at boot with a bare "Exec format
+error", so the builder names the mismatch instead.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from pathlib import Path
 
 from ukedge.errors import BuildError
 
-__all__ = ["ElfInfo", "NotElfError", "read_elf"]
+__all__ = ["ElfInfo", "NotElfError", "elf_machine", "read_elf"]
 
 _PT_LOAD = 1
 _PT_DYNAMIC = 2
@@ -27,11 +29,12 @@ _DT_SONAME = 14
 _DT_RUNPATH = 29
 _ET_EXEC = 2
 _ET_DYN = 3
-_EM_X86_64 = 62
+#: ELF ``e_machine`` of each machine a guest can be (``Platform.machine``).
+_EM_MACHINES = {"x86_64": 62, "aarch64": 183}
 
 
 class NotElfError(BuildError):
-    """The file is not a 64-bit little-endian x86-64 ELF file."""
+    """The file is not a 64-bit little-endian ELF file of the expected machine."""
 
     def __init__(self, path: Path, problem: str) -> None:
         self.path = path
@@ -56,8 +59,22 @@ class ElfInfo:
         return self.interpreter is None and not self.needed
 
 
-def read_elf(path: Path) -> ElfInfo:
-    """Parse the header, program headers and dynamic section of ``path``."""
+def elf_machine(path: Path) -> str | None:
+    """The machine name (``x86_64``, ``aarch64``) of a 64-bit ELF file, None if another."""
+    try:
+        with path.open("rb") as f:
+            head = f.read(20)
+    except OSError as exc:
+        raise BuildError(f"{path}: cannot read: {exc.strerror or exc}") from exc
+    if len(head) < 20 or head[:4] != b"\x7fELF":
+        return None
+    (e_machine,) = struct.unpack_from("<H", head, 18)
+    return next((m for m, em in _EM_MACHINES.items() if em == e_machine), None)
+
+
+def read_elf(path: Path, machine: str = "x86_64") -> ElfInfo:
+    """Parse the header, program headers and dynamic section of ``path``, an ELF file for
+    ``machine`` (``x86_64``, ``aarch64``)."""
     try:
         data = path.read_bytes()
     except OSError as exc:
@@ -67,10 +84,16 @@ def read_elf(path: Path) -> ElfInfo:
     if len(data) < 64:
         raise NotElfError(path, "truncated ELF header")
     if data[4] != 2 or data[5] != 1:
-        raise NotElfError(path, "not a 64-bit little-endian ELF file (the guest is x86-64)")
+        raise NotElfError(path, f"not a 64-bit little-endian ELF file (the guest is {machine})")
     e_type, e_machine = struct.unpack_from("<HH", data, 16)
-    if e_machine != _EM_X86_64:
-        raise NotElfError(path, f"ELF machine {e_machine} is not x86-64 (62)")
+    if e_machine != _EM_MACHINES[machine]:
+        found = next((m for m, em in _EM_MACHINES.items() if em == e_machine), None)
+        what = f"an {found} binary" if found else f"for ELF machine {e_machine}"
+        raise NotElfError(
+            path,
+            f"{what}, but the image is for {machine} (ELF machine {_EM_MACHINES[machine]}): "
+            f"build it for {machine} (a cross compiler: {machine}-linux-gnu-gcc -static)",
+        )
     (e_phoff,) = struct.unpack_from("<Q", data, 32)
     e_phentsize, e_phnum = struct.unpack_from("<HH", data, 54)
     segments: list[tuple[int, int, int, int, int]] = []  # type, offset, vaddr, filesz, memsz

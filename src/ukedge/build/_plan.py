@@ -13,6 +13,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from typing import Literal, cast
 
 from ukedge.build._files import AppFile, select_files
 from ukedge.build._pip import read_requirements_file
@@ -21,7 +22,15 @@ from ukedge.build._static import check_static_binary
 from ukedge.build._ukfile import UKFILE_NAME, Ukfile, load_ukfile
 from ukedge.errors import UkfileError
 from ukedge.guest import source_date_epoch
-from ukedge.image import BootConfig, ImageConfig, KernelInfo, parse_reference
+from ukedge.image import (
+    Architecture,
+    BootConfig,
+    ImageConfig,
+    KernelInfo,
+    Platform,
+    host_platform,
+    parse_reference,
+)
 
 __all__ = ["PYTHON_PACKAGES_DIR", "Plan", "image_config", "resolve_plan"]
 
@@ -44,7 +53,9 @@ class Plan:
     binary: Path | None = None  # static: a prebuilt binary to copy
 
 
-def resolve_plan(context: Path, tags: Sequence[str]) -> Plan:
+def resolve_plan(context: Path, tags: Sequence[str], platform: Platform | None = None) -> Plan:
+    """Check the Ukfile at ``context`` and what it names, for an image of ``platform``
+    (default: this host's; a prebuilt static binary must be of its architecture)."""
     context = Path(context)
     ukfile_path = context / UKFILE_NAME if context.is_dir() else context
     context = ukfile_path.parent
@@ -71,7 +82,13 @@ def resolve_plan(context: Path, tags: Sequence[str]) -> Plan:
         skip.update(uk.static.sources)
         if uk.static.binary:
             binary = context / uk.static.binary
-            check_static_binary(binary, ukfile=shown, field="static.binary", shown=uk.static.binary)
+            check_static_binary(
+                binary,
+                ukfile=shown,
+                field="static.binary",
+                shown=uk.static.binary,
+                platform=platform,
+            )
             skip.add(uk.static.binary)
             default_entry = [str(app_dir / PurePosixPath(uk.static.binary).name)]
         else:
@@ -127,11 +144,27 @@ def _created() -> str | None:
     return stamp.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+#: How each architecture's kernel layer boots (BootConfig.protocol).
+_BOOT_PROTOCOLS: dict[str, Literal["linux-pvh", "linux-arm64-image"]] = {
+    "amd64": "linux-pvh",
+    "arm64": "linux-arm64-image",
+}
+
+
 def image_config(
-    plan: Plan, profile: str, version: str, cmdline: str, memory_mib: int
+    plan: Plan,
+    profile: str,
+    version: str,
+    cmdline: str,
+    memory_mib: int,
+    platform: Platform | None = None,
 ) -> ImageConfig:
     uk = plan.uk
+    target = platform or host_platform()
     return ImageConfig(
+        # Platform.machine (checked by the builder) admits only the supported architectures.
+        architecture=cast(Architecture, target.architecture),
+        variant=target.variant,
         created=_created(),
         name=uk.app.name,
         runtime=uk.app.runtime,
@@ -144,7 +177,7 @@ def image_config(
         ports=list(uk.ports),
         healthcheck=uk.healthcheck,
         kernel=KernelInfo(profile=profile, version=version),
-        boot=BootConfig(protocol="linux-pvh", cmdline=cmdline),
+        boot=BootConfig(protocol=_BOOT_PROTOCOLS[target.architecture], cmdline=cmdline),
         labels=dict(uk.labels),
         snapshot=None if uk.app.snapshot == "ready" else uk.app.snapshot,
         hostname=uk.app.hostname,

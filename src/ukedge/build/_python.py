@@ -1,4 +1,5 @@
-"""The ``python`` runtime: a pruned CPython 3.11 taken from the host's Debian ``python3.11``.
+"""The ``python`` runtime: a pruned CPython 3.11 taken from the host's Debian ``python3.11``
+(for another architecture, from Debian's packages of it: :mod:`ukedge.build._python_debs`).
 
 The guest has no package manager and no dynamic-library cache, so the layer carries exactly what
 the interpreter needs, at the paths Debian's build expects (``/usr/bin/python3.11`` with its
@@ -122,13 +123,15 @@ KEPT_EXTENSIONS = frozenset(
     }
 )
 
-#: Where Debian's loader looks for libraries when there is no ld.so.cache (multiarch dirs).
-_LIBRARY_DIRS = (
-    PurePosixPath("/lib/x86_64-linux-gnu"),
-    PurePosixPath("/usr/lib/x86_64-linux-gnu"),
-    PurePosixPath("/lib64"),
-    PurePosixPath("/usr/lib"),
-)
+
+def _library_dirs(machine: str) -> tuple[PurePosixPath, ...]:
+    """Where Debian's loader looks for libraries without an ld.so.cache (multiarch dirs)."""
+    return (
+        PurePosixPath(f"/lib/{machine}-linux-gnu"),
+        PurePosixPath(f"/usr/lib/{machine}-linux-gnu"),
+        PurePosixPath("/lib64"),
+        PurePosixPath("/usr/lib"),
+    )
 
 
 @dataclass(frozen=True)
@@ -139,10 +142,21 @@ class PythonInstall:
     version: str  # "3.11"
     stdlib: Path  # /usr/lib/python3.11
     dynload: Path  # /usr/lib/python3.11/lib-dynload
-    root: Path  # "/" normally; a different root only in tests
+    root: Path  # "/" normally; an unpacked tree of another architecture's packages, or tests
+    #: ``uname -m`` of the interpreter's architecture (the guest's).
+    machine: str = "x86_64"
+    #: The host's own CPython 3.11 when ``executable`` is another architecture's and cannot
+    #: run here: it compiles the bytecode (``.pyc`` is the same on every architecture for one
+    #: CPython version) and lists the start-up modules (its stdlib has the same layout).
+    host_executable: Path | None = None
 
     def guest_path(self, host: Path) -> str:
         return "/" + host.relative_to(self.root).as_posix()
+
+    @property
+    def runner(self) -> Path:
+        """The interpreter that runs build steps here."""
+        return self.host_executable or self.executable
 
 
 def find_python(executable: Path | None = None) -> PythonInstall:
@@ -192,15 +206,17 @@ def _stdlib_files(py: PythonInstall) -> Iterable[Path]:
             yield here / name
 
 
-def _resolve_library(name: str, root: Path) -> Path:
-    for directory in _LIBRARY_DIRS:
+def _resolve_library(name: str, root: Path, machine: str) -> Path:
+    for directory in _library_dirs(machine):
         candidate = root / directory.relative_to("/") / name
         if candidate.exists():
             return candidate
     raise BuildError(f"shared library {name} needed by the python runtime was not found")
 
 
-def _needed_libraries(binaries: Iterable[Path], root: Path) -> tuple[dict[str, Path], str | None]:
+def _needed_libraries(
+    binaries: Iterable[Path], root: Path, machine: str
+) -> tuple[dict[str, Path], str | None]:
     """Transitive ``DT_NEEDED`` closure: guest path -> host file, and the loader's path."""
     found: dict[str, Path] = {}
     interpreter: str | None = None
@@ -211,10 +227,10 @@ def _needed_libraries(binaries: Iterable[Path], root: Path) -> tuple[dict[str, P
         if binary in seen:
             continue
         seen.add(binary)
-        info = read_elf(binary)
+        info = read_elf(binary, machine)
         interpreter = interpreter or info.interpreter
         for name in info.needed:
-            host = _resolve_library(name, root)
+            host = _resolve_library(name, root, machine)
             guest = "/" + host.relative_to(root).as_posix()
             if guest not in found:
                 found[guest] = host
@@ -242,12 +258,12 @@ def stage_python_runtime(py: PythonInstall, dest: Path, *, zip_stdlib: bool = Tr
         if src.parent == py.dynload:
             extensions.append(src)
 
-    libraries, interpreter = _needed_libraries([py.executable, *extensions], py.root)
+    libraries, interpreter = _needed_libraries([py.executable, *extensions], py.root, py.machine)
     if interpreter is None:
         raise BuildError(f"{py.executable} has no program interpreter; expected a dynamic ELF")
     # The loader goes where the libraries are (libc names it by soname too) and PT_INTERP's
     # path becomes a link to it, so it is stored once.
-    loader = _resolve_library(PurePosixPath(interpreter).name, py.root)
+    loader = _resolve_library(PurePosixPath(interpreter).name, py.root, py.machine)
     loader_guest = "/" + loader.relative_to(py.root).as_posix()
     libraries[loader_guest] = loader
     for guest, host in sorted(libraries.items()):
@@ -258,7 +274,8 @@ def stage_python_runtime(py: PythonInstall, dest: Path, *, zip_stdlib: bool = Tr
     if interpreter != loader_guest:
         link = dest / interpreter.lstrip("/")
         link.parent.mkdir(parents=True, exist_ok=True)
-        link.symlink_to(loader_guest)
+        if not link.exists():  # arm64's loader already sits at its PT_INTERP path (/lib)
+            link.symlink_to(loader_guest)
     # ukedge's own sitecustomize (Debian's is dropped): reseeds on resume from a snapshot.
     shutil.copyfile(_SITECUSTOMIZE, stdlib_dest / "sitecustomize.py")
     compile_tree(py, stdlib_dest, py.guest_path(py.stdlib), drop_sources=True)
@@ -311,15 +328,18 @@ def hot_modules(py: PythonInstall) -> frozenset[str]:
     )
     try:
         out = subprocess.run(
-            [str(py.executable), "-S", "-I", "-c", code], check=True, capture_output=True, text=True
+            [str(py.runner), "-S", "-I", "-c", code], check=True, capture_output=True, text=True
         ).stdout
     except (OSError, subprocess.CalledProcessError) as exc:
-        raise BuildError(f"cannot run {py.executable} to list its start-up modules: {exc}") from exc
+        raise BuildError(f"cannot run {py.runner} to list its start-up modules: {exc}") from exc
+    # The runner's stdlib: the install's own, or the host's at the path the guest uses.
+    stdlib = Path(py.guest_path(py.stdlib)) if py.host_executable else py.stdlib
+    dynload = stdlib / py.dynload.relative_to(py.stdlib)
     tops = set()
     for line in out.splitlines():
         path = Path(line)
-        if path.is_relative_to(py.stdlib) and not path.is_relative_to(py.dynload):
-            top = path.relative_to(py.stdlib).parts[0]
+        if path.is_relative_to(stdlib) and not path.is_relative_to(dynload):
+            top = path.relative_to(stdlib).parts[0]
             tops.add(top[:-3] + ".pyc" if top.endswith(".py") else top)
     return frozenset(tops)
 
@@ -354,7 +374,7 @@ def compile_tree(py: PythonInstall, tree: Path, guest_dir: str, *, drop_sources:
     import); otherwise in ``__pycache__`` next to it. ``guest_dir`` is what tracebacks show.
     """
     cmd = [
-        str(py.executable),
+        str(py.runner),
         "-I",
         "-m",
         "compileall",
@@ -400,9 +420,12 @@ def python_runtime_key(py: PythonInstall) -> str:
     for path in [py.executable, *_stdlib_files(py)]:
         st = path.stat()
         h.update(f"{path}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
-    libraries, interpreter = _needed_libraries([py.executable], py.root)
+    libraries, interpreter = _needed_libraries([py.executable], py.root, py.machine)
     for guest, host in sorted(libraries.items()):
         st = host.stat()
         h.update(f"{guest}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
     h.update(f"interp={interpreter}".encode())
+    if py.host_executable is not None:  # it compiles the bytecode
+        st = py.host_executable.stat()
+        h.update(f"runner={py.host_executable}\0{st.st_size}\0{st.st_mtime_ns}".encode())
     return h.hexdigest()

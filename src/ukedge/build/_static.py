@@ -1,21 +1,25 @@
-"""The ``static`` runtime: one statically linked x86-64 executable, compiled here or prebuilt.
+"""The ``static`` runtime: one statically linked executable of the image's architecture,
+compiled here (cross-compiled for another architecture) or prebuilt.
 
 The guest has no dynamic loader and no libc of its own, so a binary that names a program
 interpreter (``PT_INTERP``) or shared libraries (``DT_NEEDED``) would fail with a bare "not
-found" at boot; the builder refuses it up front and says how to fix it. Sources are compiled with
-musl (smaller, no NSS surprises) when ``musl-gcc`` is installed, else glibc's ``gcc -static``.
+found" at boot, and one of another architecture with "Exec format error"; the builder refuses
+both up front and says how to fix them. Sources are compiled with musl (smaller, no NSS
+surprises) when ``musl-gcc`` is installed, else glibc's ``gcc -static``; for another
+architecture with Debian's cross gcc (:mod:`ukedge.build._toolchain`).
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import shutil
 import subprocess
 from pathlib import Path
 
 from ukedge.build._elf import NotElfError, read_elf
+from ukedge.build._toolchain import c_compiler
 from ukedge.errors import BuildError, UkfileError
+from ukedge.image import Platform, host_platform
 
 __all__ = ["check_static_binary", "compile_static", "find_compiler"]
 
@@ -24,16 +28,10 @@ log = logging.getLogger(__name__)
 _BASE_FLAGS = ["-static", "-Os", "-s"]
 
 
-def find_compiler() -> list[str]:
-    """The C compiler command for static binaries: musl-gcc, else gcc."""
-    for name in ("musl-gcc", "gcc", "cc"):
-        path = shutil.which(name)
-        if path:
-            return [path]
-    raise BuildError(
-        "no C compiler found to build the static runtime's sources; install musl-tools "
-        "(musl-gcc) or build-essential (gcc), or give a prebuilt binary with 'binary ='"
-    )
+def find_compiler(platform: Platform | None = None) -> list[str]:
+    """The C compiler command for static binaries of ``platform`` (default: this host's)."""
+    target = platform or host_platform()
+    return [c_compiler(target, what="the static runtime's sources (or give 'binary =')")]
 
 
 def compile_static(
@@ -44,14 +42,17 @@ def compile_static(
     cflags: list[str],
     ldflags: list[str],
     ukfile: str,
+    platform: Platform | None = None,
 ) -> None:
-    """Compile ``sources`` (relative to ``context``) into one static executable ``output``."""
+    """Compile ``sources`` (relative to ``context``) into one static executable ``output`` for
+    ``platform`` (default: this host's)."""
+    target = platform or host_platform()
     for index, source in enumerate(sources):
         if not (context / source).is_file():
             raise UkfileError(
                 ukfile, f"static.sources[{index}]", f"{source} does not exist in {context}"
             )
-    cmd = [*find_compiler(), *_BASE_FLAGS, *cflags, "-o", str(output), *sources, *ldflags]
+    cmd = [*find_compiler(target), *_BASE_FLAGS, *cflags, "-o", str(output), *sources, *ldflags]
     log.debug("compiling: %s", cmd)
     # Relative source names and a fixed locale keep the output (and its messages) reproducible.
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LC_ALL": "C"}
@@ -64,20 +65,26 @@ def compile_static(
             f"compiling {', '.join(sources)} failed ({Path(cmd[0]).name} exited with "
             f"{proc.returncode}):\n{detail}"
         )
-    check_static_binary(output, ukfile=ukfile, field="static.sources", shown=output.name)
+    check_static_binary(
+        output, ukfile=ukfile, field="static.sources", shown=output.name, platform=target
+    )
 
 
-def check_static_binary(path: Path, *, ukfile: str, field: str, shown: str) -> None:
-    """Refuse anything the guest cannot exec without a loader."""
+def check_static_binary(
+    path: Path, *, ukfile: str, field: str, shown: str, platform: Platform | None = None
+) -> None:
+    """Refuse anything a guest of ``platform`` (default: this host's) cannot exec without a
+    loader, or cannot exec at all (another architecture)."""
+    machine = (platform or host_platform()).machine
     if not path.is_file():
         raise UkfileError(ukfile, field, f"{shown} does not exist")
     try:
-        info = read_elf(path)
+        info = read_elf(path, machine)
     except NotElfError as exc:
         raise UkfileError(
             ukfile,
             field,
-            f"{shown} is not an x86-64 executable: {str(exc).removeprefix(f'{path}: ')}",
+            f"{shown} is not an executable for {machine}: {str(exc).removeprefix(f'{path}: ')}",
         ) from exc
     if info.type not in ("exec", "dyn"):
         raise UkfileError(ukfile, field, f"{shown} is an ELF file but not an executable")

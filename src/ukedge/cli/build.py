@@ -11,7 +11,7 @@ from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeEl
 
 from ukedge.build import BuildResult, Stage, build_image
 from ukedge.cli._console import err, out, print_json, stderr
-from ukedge.image import ImageStore
+from ukedge.image import ImageStore, parse_platform
 from ukedge.paths import store_dir
 from ukedge.units import format_size
 
@@ -57,8 +57,17 @@ def build(
         ),
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+    platform: Annotated[
+        str | None,
+        typer.Option(
+            "--platform",
+            help="Target platform, e.g. linux/arm64 (default: this machine's); another "
+            "architecture is cross-built and runs here emulated.",
+        ),
+    ] = None,
 ) -> None:
     """Build an image from DIR/Ukfile into the local store (same inputs give the same digest)."""
+    target = parse_platform(platform) if platform else None
     started = time.monotonic()
     store = ImageStore(store_dir())
     with Progress(
@@ -93,7 +102,12 @@ def build(
             bar.update(tasks["kernel"], completed=done, total=total, detail="building the kernel")
 
         result = build_image(
-            context, tags or [], store=store, progress=progress, kernel_progress=kernel_progress
+            context,
+            tags or [],
+            store=store,
+            progress=progress,
+            kernel_progress=kernel_progress,
+            platform=target,
         )
     if as_json:
         print_json(_summary(result))
@@ -104,7 +118,10 @@ def build(
             f"   {layer.role:<8} {layer.digest[7:19]}  {format_size(layer.size):>9} "
             f"({format_size(layer.uncompressed_size)} unpacked)"
         )
-    err.print(f"   total    {format_size(result.size)} compressed, built in {took:.1f}s")
+    err.print(
+        f"   total    {format_size(result.size)} compressed, built in {took:.1f}s "
+        f"for {result.config.platform}"
+    )
     out.print(f"Successfully built {result.id}")
     for tag in result.tags:
         out.print(f"Successfully tagged {tag}")

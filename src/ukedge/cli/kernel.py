@@ -8,6 +8,7 @@ import typer
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 
 from ukedge.cli._console import err, out, print_json, print_table, stderr
+from ukedge.image import parse_platform
 from ukedge.kernel import Kernel, ensure_kernel, list_kernels
 from ukedge.units import format_size
 
@@ -19,6 +20,7 @@ app = typer.Typer(help="Build and list kernel profiles.", no_args_is_help=True)
 def _row(kernel: Kernel) -> dict[str, object]:
     return {
         "profile": kernel.profile,
+        "architecture": kernel.architecture,
         "version": kernel.version,
         "key": kernel.key,
         "vmlinux": str(kernel.vmlinux),
@@ -33,11 +35,20 @@ def _row(kernel: Kernel) -> dict[str, object]:
 def build(
     profile: str = typer.Option("minimal", "--profile", "-p", help="Kernel profile to build."),
     force: bool = typer.Option(False, "--force", help="Rebuild even when the cache has it."),
+    platform: str | None = typer.Option(
+        None,
+        "--platform",
+        "--arch",
+        help="Target platform or architecture (linux/arm64, arm64); default: this machine's. "
+        "Another architecture is cross-compiled with Debian's gcc-<arch>-linux-gnu.",
+    ),
 ) -> None:
     """Build a kernel profile from Debian's linux-source (cached: instant the second time)."""
+    target = parse_platform(platform) if platform else None
     started = time.monotonic()
+    label = f"kernel {profile}" + (f" {target.architecture}" if target else "")
     with Progress(
-        TextColumn(f"kernel {profile}"),
+        TextColumn(label),
         BarColumn(),
         TaskProgressColumn(),
         TimeElapsedColumn(),
@@ -49,11 +60,14 @@ def build(
         def progress(done: int, total: int | None) -> None:
             bar.update(task, completed=done, total=total)
 
-        kernel = ensure_kernel(profile, progress=progress, force=force)
+        kernel = ensure_kernel(profile, progress=progress, force=force, platform=target)
     took = time.monotonic() - started
-    size = format_size(kernel.vmlinux.stat().st_size)
-    err.print(f"kernel {kernel.profile} {kernel.version} ({size} vmlinux) ready in {took:.1f}s")
-    out.print(str(kernel.vmlinux))
+    size = format_size(kernel.boot_image.stat().st_size)
+    err.print(
+        f"kernel {kernel.profile} {kernel.architecture} {kernel.version} "
+        f"({size} {kernel.boot_image.name}) ready in {took:.1f}s"
+    )
+    out.print(str(kernel.boot_image))
 
 
 @app.command("ls")
@@ -66,10 +80,11 @@ def ls(
         print_json(rows)
         return
     print_table(
-        ["PROFILE", "VERSION", "KEY", "VMLINUX", "BZIMAGE", "PATH"],
+        ["PROFILE", "ARCH", "VERSION", "KEY", "VMLINUX", "BZIMAGE", "PATH"],
         [
             (
                 r["profile"],
+                r["architecture"],
                 r["version"],
                 r["key"],
                 format_size(int(str(r["vmlinux_size"]))),

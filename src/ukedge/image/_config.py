@@ -65,7 +65,10 @@ class KernelInfo(_Model):
 class BootConfig(_Model):
     """How the host starts the kernel layer."""
 
-    protocol: Literal["linux-pvh", "linux-bzimage"] = "linux-pvh"
+    #: ``linux-pvh``: QEMU ``-kernel`` boots the kernel layer's x86_64 ELF through its PVH
+    #: note; ``linux-bzimage``: an x86 bzImage; ``linux-arm64-image``: the arm64 ``Image``
+    #: (Documentation/arm64/booting.rst) on QEMU's ``virt`` machine.
+    protocol: Literal["linux-pvh", "linux-bzimage", "linux-arm64-image"] = "linux-pvh"
     cmdline: str = ""
 
 

@@ -9,7 +9,13 @@ from ukedge.kernel._build import (
     list_kernels,
     source,
 )
-from ukedge.kernel._profiles import Profile, load_profile, parse_profile, profiles
+from ukedge.kernel._profiles import (
+    Profile,
+    load_profile,
+    merge_profiles,
+    parse_profile,
+    profiles,
+)
 
 __all__ = [
     "DEFAULT_SOURCE",
@@ -19,6 +25,7 @@ __all__ = [
     "kernel_key",
     "list_kernels",
     "load_profile",
+    "merge_profiles",
     "parse_profile",
     "profiles",
     "source",

@@ -1,10 +1,12 @@
 """Building a kernel profile from Debian's linux-source, cached by a key over its inputs.
 
 The build extracts the source tarball into a temporary directory next to the cache, runs
-``make tinyconfig``, merges the profile fragment, checks that kconfig kept every requested
+``make tinyconfig`` for the target architecture (arm64 with Debian's cross compiler,
+``aarch64-linux-gnu-``), merges the profile fragment, checks that kconfig kept every requested
 option (a dropped one means a missing dependency, which would otherwise surface as a VM that
-cannot see its disk or network), builds ``vmlinux`` and ``bzImage`` with all cores, and renames
-the finished directory into place. A second call with the same inputs returns at once.
+cannot see its disk or network), builds ``vmlinux`` and the boot image (``bzImage``; the
+arm64 ``Image``) with all cores, and renames the finished directory into place. A second call
+with the same inputs returns at once.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from typing import TextIO
 
 from ukedge import paths
 from ukedge.errors import KernelError
+from ukedge.image import Platform, host_platform
 from ukedge.kernel._profiles import Profile, load_profile
 from ukedge.types import ProgressCallback
 
@@ -47,6 +50,51 @@ _TAIL_LINES = 25
 
 
 @dataclass(frozen=True)
+class _Target:
+    """How to build for one OCI architecture."""
+
+    #: ``make ARCH=``.
+    arch: str
+    #: ``make CROSS_COMPILE=`` when the host is another architecture (Debian's cross gcc).
+    cross_compile: str
+    #: The make target and where it leaves the boot image, and its name in the cache.
+    image_target: str
+    image_path: str
+    image_name: str
+    #: The Debian package that provides the cross compiler, for the error that asks for it.
+    cross_package: str
+
+
+_TARGETS: dict[str, _Target] = {
+    "amd64": _Target(
+        "x86_64",
+        "x86_64-linux-gnu-",
+        "bzImage",
+        "arch/x86/boot/bzImage",
+        "bzImage",
+        "gcc-x86-64-linux-gnu",
+    ),
+    "arm64": _Target(
+        "arm64",
+        "aarch64-linux-gnu-",
+        "Image",
+        "arch/arm64/boot/Image",
+        "Image",
+        "gcc-aarch64-linux-gnu",
+    ),
+}
+
+
+def _target(architecture: str) -> _Target:
+    try:
+        return _TARGETS[architecture]
+    except KeyError:
+        raise KernelError(
+            f"no kernel build for architecture {architecture!r} (known: {', '.join(_TARGETS)})"
+        ) from None
+
+
+@dataclass(frozen=True)
 class Kernel:
     """A built kernel profile in the cache."""
 
@@ -57,10 +105,18 @@ class Kernel:
     key: str
     #: Uncompressed, stripped ELF with the PVH note (QEMU ``-kernel`` boots it directly).
     vmlinux: Path
-    #: Compressed kernel for loaders without PVH.
+    #: The boot loader's kernel: the compressed bzImage for loaders without PVH on x86_64;
+    #: the uncompressed ``Image`` (what QEMU's ``virt`` machine boots) on arm64.
     bzimage: Path
     #: Base kernel command line this profile wants (console, quiet, reset behaviour).
     cmdline: str
+    #: OCI architecture (``amd64``, ``arm64``).
+    architecture: str = "amd64"
+
+    @property
+    def boot_image(self) -> Path:
+        """What QEMU's ``-kernel`` takes: the PVH vmlinux on x86_64, the Image on arm64."""
+        return self.vmlinux if self.architecture == "amd64" else self.bzimage
 
 
 def source() -> Path:
@@ -75,25 +131,46 @@ def source() -> Path:
     return path
 
 
-def _compiler_id() -> str:
+def _cross_prefix(architecture: str) -> str:
+    """``CROSS_COMPILE`` for ``architecture``: empty when this host runs it natively."""
+    if host_platform().architecture == architecture:
+        return ""
+    return _target(architecture).cross_compile
+
+
+def _compiler_id(architecture: str = "amd64") -> str:
+    gcc = f"{_cross_prefix(architecture)}gcc"
     try:
-        proc = subprocess.run(["gcc", "--version"], capture_output=True, text=True, timeout=30)
+        proc = subprocess.run([gcc, "--version"], capture_output=True, text=True, timeout=30)
     except OSError as exc:
-        raise KernelError(f"cannot run gcc to build the kernel: {exc}") from exc
-    return proc.stdout.splitlines()[0] if proc.stdout else "gcc"
+        hint = ""
+        if gcc != "gcc":
+            package = _target(architecture).cross_package
+            hint = f"; install Debian's cross compiler: apt-get install {package}"
+        raise KernelError(
+            f"cannot run {gcc} to build the {architecture} kernel: {exc}{hint}"
+        ) from exc
+    return proc.stdout.splitlines()[0] if proc.stdout else gcc
 
 
 def kernel_key(profile: Profile, tarball: Path) -> str:
-    """Hash of source identity, effective fragment, compiler and recipe."""
+    """Hash of source identity, effective fragment, compiler, recipe and architecture.
+
+    amd64 adds nothing for its architecture: its keys stay those of the builds made before
+    other architectures existed (its compiler, and every other's fragment, differ anyway).
+    """
     st = tarball.stat()
     h = hashlib.sha256()
-    for part in (
+    parts = [
         _RECIPE,
         f"{tarball.name}:{st.st_size}:{st.st_mtime_ns}",
         profile.name,
         profile.effective(),
-        _compiler_id(),
-    ):
+        _compiler_id(profile.architecture),
+    ]
+    if profile.architecture != "amd64":
+        parts.append(f"architecture={profile.architecture}")
+    for part in parts:
         h.update(part.encode() + b"\0")
     return h.hexdigest()[:20]
 
@@ -101,13 +178,15 @@ def kernel_key(profile: Profile, tarball: Path) -> str:
 def _from_meta(directory: Path) -> Kernel | None:
     try:
         meta = json.loads((directory / _META).read_text())
+        architecture = str(meta.get("architecture", "amd64"))
         kernel = Kernel(
             profile=meta["profile"],
             version=meta["version"],
             key=meta["key"],
             vmlinux=directory / "vmlinux",
-            bzimage=directory / "bzImage",
+            bzimage=directory / _TARGETS[architecture].image_name,
             cmdline=meta["cmdline"],
+            architecture=architecture,
         )
     except (OSError, ValueError, KeyError, TypeError):
         return None
@@ -122,14 +201,21 @@ def list_kernels() -> list[Kernel]:
     if not root.is_dir():
         return []
     found = [k for d in root.iterdir() if not d.name.startswith(".") and (k := _from_meta(d))]
-    return sorted(found, key=lambda k: (k.profile, k.version, k.key))
+    return sorted(found, key=lambda k: (k.profile, k.architecture, k.version, k.key))
 
 
 def ensure_kernel(
-    profile: str = "minimal", *, progress: ProgressCallback | None = None, force: bool = False
+    profile: str = "minimal",
+    *,
+    progress: ProgressCallback | None = None,
+    force: bool = False,
+    platform: Platform | None = None,
 ) -> Kernel:
-    """The built kernel for ``profile``, building it first when the cache lacks it."""
-    prof = load_profile(profile)
+    """The built kernel for ``profile`` and ``platform`` (default: this host's), building it
+    first when the cache lacks it."""
+    architecture = (platform or host_platform()).architecture
+    _target(architecture)
+    prof = load_profile(profile, architecture)
     tarball = source()
     key = kernel_key(prof, tarball)
     root = paths.kernels_dir()
@@ -175,6 +261,10 @@ def _units_file() -> Path:
     return paths.kernels_dir() / "units.json"
 
 
+def _units_name(prof: Profile) -> str:
+    return prof.name if prof.architecture == "amd64" else f"{prof.name}.{prof.architecture}"
+
+
 def _expected_units(profile: str) -> int:
     try:
         return int(json.loads(_units_file().read_text())[profile])
@@ -207,13 +297,16 @@ def _build(
     out = work / "out"
     src.mkdir()
     out.mkdir()
-    total = _expected_units(prof.name)
+    total = _expected_units(_units_name(prof))
+    target = _target(prof.architecture)
+    cross = _cross_prefix(prof.architecture)
+    make = ["make", f"ARCH={target.arch}"] + ([f"CROSS_COMPILE={cross}"] if cross else [])
     if progress:
         progress(0, total)
     env = {
         **os.environ,
         "LC_ALL": "C",
-        "ARCH": "x86_64",
+        "ARCH": target.arch,
         # Reproducible: the same inputs give the same kernel bytes on any machine.
         "KBUILD_BUILD_TIMESTAMP": "1970-01-01",
         "KBUILD_BUILD_USER": "ukedge",
@@ -227,18 +320,18 @@ def _build(
             version = _source_version(src)
             fragment = work / f"{prof.name}.config"
             fragment.write_text(prof.text)
-            runner.run(["make", "ARCH=x86_64", "tinyconfig"])
+            runner.run([*make, "tinyconfig"])
             runner.run(["scripts/kconfig/merge_config.sh", "-m", ".config", str(fragment)])
-            runner.run(["make", "ARCH=x86_64", "olddefconfig"])
+            runner.run([*make, "olddefconfig"])
             _verify_config(prof, src / ".config", log_path)
             jobs = str(os.cpu_count() or 1)
             units = runner.run(
-                ["make", "ARCH=x86_64", f"-j{jobs}", "vmlinux", "bzImage"],
+                [*make, f"-j{jobs}", "vmlinux", target.image_target],
                 progress=progress,
                 total=total,
             )
-            runner.run(["strip", "--strip-all", "-o", str(out / "vmlinux"), "vmlinux"])
-            shutil.copyfile(src / "arch/x86/boot/bzImage", out / "bzImage")
+            runner.run([f"{cross}strip", "--strip-all", "-o", str(out / "vmlinux"), "vmlinux"])
+            shutil.copyfile(src / target.image_path, out / target.image_name)
             shutil.copyfile(src / ".config", out / "config")
             # Symbols for reading oopses and for sampling boot profiles (RIP -> function).
             shutil.copyfile(src / "System.map", out / "System.map")
@@ -250,14 +343,16 @@ def _build(
             "cmdline": prof.cmdline,
             "source": str(tarball),
         }
+        if prof.architecture != "amd64":
+            meta["architecture"] = prof.architecture
         (out / _META).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
         if final.exists():  # --force: swap the old build out, then drop it
             final.rename(work / "old")
         out.rename(final)
-        _remember_units(prof.name, units)
+        _remember_units(_units_name(prof), units)
         if progress:
             progress(units, units)
-        log.info("built kernel %s (%s) in %s", prof.name, version, final)
+        log.info("built kernel %s %s (%s) in %s", prof.name, prof.architecture, version, final)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

@@ -2,7 +2,14 @@
 accelerator probe (KVM when it really works here, else TCG); the layout of a machine's work
 directory (``MachinePaths``)."""
 
-from ukedge.vmm._accel import AccelVerdict, accelerators, probe_accelerator, qemu_version
+from ukedge.vmm._accel import (
+    AccelVerdict,
+    accelerator_for,
+    accelerators,
+    probe_accelerator,
+    qemu_binary,
+    qemu_version,
+)
 from ukedge.vmm._paths import MachinePaths
 from ukedge.vmm._registry import backends, create
 from ukedge.vmm.base import (
@@ -25,9 +32,11 @@ __all__ = [
     "MachineState",
     "MachineStats",
     "MachineStatus",
+    "accelerator_for",
     "accelerators",
     "backends",
     "create",
     "probe_accelerator",
+    "qemu_binary",
     "qemu_version",
 ]

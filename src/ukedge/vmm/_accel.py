@@ -7,6 +7,13 @@ the probe boots a tiny guest that switches to 32-bit protected mode and reports 
 is killed and TCG is chosen. The guest is ~60 bytes of machine code placed in a 64 KiB
 firmware image, so the probe needs no kernel build.
 
+On an arm64 host the probe guest is four AArch64 instructions that ask PSCI (through ``hvc``,
+the conduit QEMU's ``virt`` machine gives a guest without EL2) to power off, which QEMU reports
+as exit status 0.
+
+KVM runs only guests of the host's own architecture: a guest of another one (an arm64 image on
+an x86_64 node) is always emulated (:func:`accelerator_for`), whatever the probe says.
+
 The verdict is cached in ``<cache>/accel.json``, keyed by what could change it (kernel
 release, the QEMU binary, /dev/kvm and our access to it). ``UKEDGE_ACCEL=kvm|tcg`` overrides.
 """
@@ -17,6 +24,7 @@ import contextlib
 import json
 import logging
 import os
+import platform
 import subprocess
 import tempfile
 import time
@@ -27,13 +35,31 @@ from typing import Any, Literal
 from ukedge import paths
 from ukedge.errors import MachineError, UsageError
 
-__all__ = ["AccelVerdict", "accelerators", "probe_accelerator", "qemu_version"]
+__all__ = [
+    "AccelVerdict",
+    "accelerator_for",
+    "accelerators",
+    "probe_accelerator",
+    "qemu_binary",
+    "qemu_version",
+]
 
 log = logging.getLogger(__name__)
 
 Accel = Literal["kvm", "tcg"]
 
 DEFAULT_BINARY = "qemu-system-x86_64"
+
+
+def qemu_binary(machine: str) -> str:
+    """QEMU's system emulator for guests of ``machine`` (``qemu-system-aarch64``)."""
+    return f"qemu-system-{machine}"
+
+
+def _host_machine() -> str:
+    return platform.machine()
+
+
 #: A guest that hangs longer than this under KVM is taken as "KVM does not work here". A
 #: working KVM finishes the probe in well under 0.2 s including QEMU's start-up.
 PROBE_TIMEOUT = 2.5
@@ -52,6 +78,11 @@ _PROBE_CODE = bytes.fromhex(
 _RESET_JUMP = bytes([0xEA, 0x00, 0x00, 0x00, 0xF0])
 #: isa-debug-exit turns the value 1 written by the probe into QEMU exit status (1 << 1) | 1.
 _PROBE_OK_STATUS = 3
+#: The arm64 probe at the reset address of ``virt``'s flash: movz w0, #0x8; movk w0, #0x8400,
+#: lsl #16 (PSCI SYSTEM_OFF, 0x84000008); hvc #0; b . -- QEMU exits with status 0.
+_PROBE_CODE_AARCH64 = b"".join(
+    word.to_bytes(4, "little") for word in (0x52800100, 0x72B08000, 0xD4000002, 0x14000000)
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,7 +92,8 @@ class AccelVerdict:
     accel: Accel
     reason: str
     #: ``probe`` (measured now), ``cache`` (measured earlier on this host), ``env`` (override).
-    source: Literal["probe", "cache", "env"]
+    #: ``architecture``: the guest is not of the host's architecture, so it is emulated.
+    source: Literal["probe", "cache", "env", "architecture"]
     qemu_version: str = ""
 
     @property
@@ -72,8 +104,10 @@ class AccelVerdict:
         return f"notice: running VMs without KVM (TCG emulation, slower): {self.reason}"
 
 
-def probe_firmware() -> bytes:
-    """The 64 KiB firmware image of the probe guest."""
+def probe_firmware(machine: str = "x86_64") -> bytes:
+    """The 64 KiB firmware image of the probe guest for ``machine``."""
+    if machine == "aarch64":
+        return _PROBE_CODE_AARCH64 + bytes(0x10000 - len(_PROBE_CODE_AARCH64))
     image = bytearray(b"\xf4" * 0x10000)  # hlt everywhere else
     image[: len(_PROBE_CODE)] = _PROBE_CODE
     image[0xFFF0 : 0xFFF0 + len(_RESET_JUMP)] = _RESET_JUMP
@@ -88,7 +122,7 @@ def qemu_version(binary: str = DEFAULT_BINARY) -> str:
         ).stdout
     except FileNotFoundError:
         raise MachineError(
-            f"{binary} not found; install QEMU (Debian: apt-get install qemu-system-x86)"
+            f"{binary} not found; install QEMU ({_debian_package(binary)})"
         ) from None
     except (subprocess.SubprocessError, OSError) as exc:
         raise MachineError(f"cannot run {binary} --version: {exc}") from exc
@@ -100,10 +134,13 @@ def _binary_path(binary: str) -> Path:
 
     found = which(binary)
     if not found:
-        raise MachineError(
-            f"{binary} not found; install QEMU (Debian: apt-get install qemu-system-x86)"
-        )
+        raise MachineError(f"{binary} not found; install QEMU ({_debian_package(binary)})")
     return Path(found).resolve()
+
+
+def _debian_package(binary: str) -> str:
+    package = "qemu-system-arm" if "aarch64" in Path(binary).name else "qemu-system-x86"
+    return f"Debian: apt-get install {package}"
 
 
 def host_key(binary: str = DEFAULT_BINARY) -> dict[str, Any]:
@@ -166,23 +203,27 @@ def _write_cache(key: dict[str, Any], verdict: AccelVerdict) -> None:
 
 
 def run_probe(
-    binary: str, accel: Accel, timeout: float = PROBE_TIMEOUT, cpu: str | None = None
+    binary: str,
+    accel: Accel,
+    timeout: float = PROBE_TIMEOUT,
+    cpu: str | None = None,
+    machine: str = "x86_64",
 ) -> tuple[bool, str]:
-    """Boot the probe guest under ``accel``; (works, why) with a one-line reason.
+    """Boot the probe guest of ``machine`` under ``accel``; (works, why) with a one-line reason.
 
     ``cpu`` defaults to the model machines use with that accelerator (``host`` under KVM).
     """
     with tempfile.TemporaryDirectory(prefix="ukedge-probe-") as tmp:
         firmware = Path(tmp) / "probe.bin"
-        firmware.write_bytes(probe_firmware())
-        argv = [
-            binary,
-            "-nodefaults",
-            "-no-user-config",
-            "-display",
-            "none",
-            "-M",
-            "pc",
+        firmware.write_bytes(probe_firmware(machine))
+        argv = [binary, "-nodefaults", "-no-user-config", "-display", "none"]
+        if machine == "aarch64":
+            argv += ["-M", "virt"]
+            ok_status = 0
+        else:
+            argv += ["-M", "pc", "-device", "isa-debug-exit,iobase=0xf4,iosize=4"]
+            ok_status = _PROBE_OK_STATUS
+        argv += [
             "-accel",
             accel,
             "-cpu",
@@ -191,8 +232,6 @@ def run_probe(
             "16",
             "-bios",
             str(firmware),
-            "-device",
-            "isa-debug-exit,iobase=0xf4,iosize=4",
         ]
         started = time.monotonic()
         proc = subprocess.Popen(
@@ -205,7 +244,7 @@ def run_probe(
             proc.communicate()
             return False, f"a {accel.upper()} test VM hung for {timeout:g} s (nested KVM?)"
         took = time.monotonic() - started
-        if proc.returncode == _PROBE_OK_STATUS:
+        if proc.returncode == ok_status:
             return True, f"a {accel.upper()} test VM ran in {took * 1000:.0f} ms"
         lines = [ln for ln in err.decode(errors="replace").splitlines() if ln.strip()]
         why = lines[-1] if lines else f"exit status {proc.returncode}"
@@ -221,14 +260,32 @@ def _kvm_usable() -> str | None:
     return None
 
 
-def probe_accelerator(
-    force: bool = False, *, binary: str = DEFAULT_BINARY, timeout: float = PROBE_TIMEOUT
+def accelerator_for(
+    architecture: str, *, binary: str | None = None, force: bool = False
 ) -> AccelVerdict:
-    """The accelerator to use on this host: the env override, else the cache, else a probe.
+    """The accelerator for guests of ``architecture`` (a machine name): TCG for one that is
+    not the host's (KVM cannot run it), else :func:`probe_accelerator`'s verdict."""
+    host = _host_machine()
+    if architecture != host:
+        return AccelVerdict(
+            accel="tcg",
+            reason=f"the guest is {architecture} and this host {host}: emulated",
+            source="architecture",
+        )
+    return probe_accelerator(force, binary=binary)
+
+
+def probe_accelerator(
+    force: bool = False, *, binary: str | None = None, timeout: float = PROBE_TIMEOUT
+) -> AccelVerdict:
+    """The accelerator for guests of the host's architecture: the env override, else the
+    cache, else a probe with ``binary`` (default: QEMU of the host's architecture).
 
     ``force`` ignores the cache (``ukedge doctor --probe``). The probe costs up to ``timeout``
     seconds once per host; later calls read the cache.
     """
+    machine = _host_machine()
+    binary = binary or qemu_binary(machine)
     override = os.environ.get("UKEDGE_ACCEL", "").strip().lower()
     if override:
         if override not in ("kvm", "tcg"):
@@ -246,7 +303,7 @@ def probe_accelerator(
     version = qemu_version(binary)
     blocked = _kvm_usable()
     if blocked is None:
-        works, reason = run_probe(binary, "kvm", timeout)
+        works, reason = run_probe(binary, "kvm", timeout, machine=machine)
         accel: Accel = "kvm" if works else "tcg"
     else:
         accel, reason = "tcg", blocked
@@ -261,21 +318,16 @@ def probe_accelerator(
 
 def accelerators() -> dict[str, Accel]:
     """The accelerator for each platform this host can run (``{"linux/amd64": "kvm",
-    "linux/arm64": "tcg"}``): the probe's verdict for the host's own architecture, TCG for
-    another one whose ``qemu-system-<machine>`` is installed (emulated); a platform without
-    its QEMU binary is left out."""
+    "linux/arm64": "tcg"}``), from :func:`accelerator_for` (the probe's verdict for the host's
+    own architecture, TCG for another); a platform whose ``qemu-system-<machine>`` is not
+    installed is left out."""
     import shutil
 
-    from ukedge.image import SUPPORTED_PLATFORMS, host_platform
+    from ukedge.image import SUPPORTED_PLATFORMS
 
-    native = host_platform()
     found: dict[str, Accel] = {}
-    for platform in SUPPORTED_PLATFORMS:
-        binary = f"qemu-system-{platform.machine}"
-        if shutil.which(binary) is None:
-            continue
-        if platform.matches(native):
-            found[str(platform)] = probe_accelerator(binary=binary).accel
-        else:
-            found[str(platform)] = "tcg"
+    for target in SUPPORTED_PLATFORMS:
+        binary = qemu_binary(target.machine)
+        if shutil.which(binary) is not None:
+            found[str(target)] = accelerator_for(target.machine, binary=binary).accel
     return found

@@ -1,6 +1,12 @@
 """QEMU command-line assembly: a pure function from a spec and backend options to argv.
 
 Kept free of I/O so every flag choice is unit-tested without starting QEMU.
+
+An aarch64 guest (``MachineSpec.architecture``) runs on ``qemu-system-aarch64 -M virt``: the
+kernel layer is an arm64 ``Image`` that ``-kernel`` boots without firmware (QEMU hands it a
+device tree), the console is ``virt``'s PL011 UART (ttyAMA0), and the virtio devices sit on
+the virtio-mmio transports ``virt`` declares in that device tree, so the guest enumerates no
+PCI bus. GICv3 (more than 8 vCPUs; the host's own under KVM), ``-cpu max`` under TCG.
 """
 
 from __future__ import annotations
@@ -108,6 +114,21 @@ def guest_mac(machine_id: str) -> str:
     return ":".join(f"{b:02x}" for b in digest)
 
 
+def machine_binary(options: QemuOptions, architecture: str) -> str:
+    """The QEMU binary for guests of ``architecture``: ``options.binary`` (x86_64's) with the
+    architecture swapped in its name, so a configured directory or wrapper carries over."""
+    if architecture == "x86_64":
+        return options.binary
+    path = Path(options.binary)
+    return str(path.with_name(path.name.replace("x86_64", architecture)))
+
+
+def ram_id(spec: MachineSpec) -> str:
+    """The RAM block's name when ``-m`` makes the RAM, which a RAM file must take so that a
+    migration stream of either kind restores into it."""
+    return "mach-virt.ram" if spec.architecture == "aarch64" else "pc.ram"
+
+
 def _hostfwd(spec: MachineSpec) -> str:
     return "".join(
         f",hostfwd={p.protocol}:{p.host_ip}:{p.host_port}-:{p.guest_port}" for p in spec.ports
@@ -145,10 +166,11 @@ def build_argv(
     ram: RamFile | None = None,
 ) -> list[str]:
     """The full QEMU argv for ``spec``; ``initrd`` is the (already concatenated) initramfs."""
-    mmio = options.machine == "microvm"
+    arm = spec.architecture == "aarch64"
+    mmio = arm or options.machine == "microvm"
     bus = "device" if mmio else "pci"
     argv = [
-        options.binary,
+        machine_binary(options, spec.architecture),
         "-name",
         _opt(spec.machine_id),
         "-nodefaults",
@@ -161,7 +183,9 @@ def build_argv(
     ]
     if options.sandbox:
         argv += ["-sandbox", SANDBOX_RUNAS if options.run_as else SANDBOX]
-    if mmio:
+    if arm:
+        argv += ["-M", f"virt,gic-version={'host' if accel == 'kvm' else '3'}"]
+    elif mmio:
         # No option ROMs, RTC or ACPI (QEMU then lists the virtio-mmio devices on the kernel
         # command line). The PIT stays: without it the kernel cannot calibrate the TSC.
         argv += ["-M", "microvm,x-option-roms=off,isa-serial=on,rtc=off,acpi=off"]
@@ -182,10 +206,10 @@ def build_argv(
         share = "on" if ram.shared else "off"
         argv += [
             "-object",
-            f"memory-backend-file,id=pc.ram,size={spec.memory_mib}M,"
+            f"memory-backend-file,id={ram_id(spec)},size={spec.memory_mib}M,"
             f"mem-path={_opt(str(ram.path))},share={share}",
             "-machine",
-            "memory-backend=pc.ram",
+            f"memory-backend={ram_id(spec)}",
         ]
     argv += ["-kernel", str(spec.kernel)]
     if initrd is not None:

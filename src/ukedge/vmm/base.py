@@ -18,8 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
-from ukedge.errors import UsageError
+from ukedge.errors import ImageError, UsageError
 from ukedge.guest import check_hostname
+from ukedge.image import Platform
 from ukedge.ports import PortMapping
 
 __all__ = [
@@ -53,7 +54,9 @@ class MachineSpec:
     its incoming Unix socket (``MachinePaths.incoming``) instead of booting; it is given the
     same kernel, initrds, memory and vCPUs as the machine that sends it. ``template`` says the
     machine will be saved as a snapshot for many clones: a backend that can keeps its RAM in a
-    file the snapshot then shares copy-on-write.
+    file the snapshot then shares copy-on-write. ``architecture`` is the guest's machine name
+    (``uname -m``: ``x86_64`` or ``aarch64``, :attr:`ukedge.image.Platform.machine`); a backend
+    emulates one that differs from the host's.
     """
 
     machine_id: str
@@ -68,6 +71,7 @@ class MachineSpec:
     hostname: str | None = None
     incoming: bool = False
     template: bool = False
+    architecture: str = "x86_64"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "kernel", Path(self.kernel))
@@ -82,6 +86,7 @@ class MachineSpec:
             )
         if self.hostname is not None:
             check_hostname(self.hostname)
+        _check_architecture(self.architecture)
         if not isinstance(self.memory_mib, int) or not 16 <= self.memory_mib <= 1 << 20:
             raise UsageError(f"memory must be 16 MiB to 1 TiB, got {self.memory_mib!r} MiB")
         if not isinstance(self.vcpus, int) or not 1 <= self.vcpus <= 255:
@@ -107,6 +112,7 @@ class MachineSpec:
             "hostname": self.hostname,
             "incoming": self.incoming,
             "template": self.template,
+            "architecture": self.architecture,
         }
 
     @classmethod
@@ -125,6 +131,18 @@ class MachineSpec:
             hostname=data.get("hostname"),
             incoming=bool(data.get("incoming", False)),
             template=bool(data.get("template", False)),
+            architecture=str(data.get("architecture", "x86_64")),
+        )
+
+
+def _check_architecture(machine: str) -> None:
+    try:
+        platform = Platform.of_machine(machine)
+    except ImageError as exc:
+        raise UsageError(str(exc)) from None
+    if platform.machine != machine:
+        raise UsageError(
+            f"architecture is a machine name ({platform.machine}), not the OCI name {machine!r}"
         )
 
 

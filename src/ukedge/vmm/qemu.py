@@ -22,6 +22,7 @@ import dataclasses
 import json
 import logging
 import os
+import platform
 import shutil
 import signal
 import socket
@@ -36,7 +37,7 @@ from ukedge.errors import MachineError, MachineTimeoutError, StateError, UsageEr
 from ukedge.faults import crash_point
 from ukedge.guest import read_exit_status, resume_message
 from ukedge.vmm import _proc
-from ukedge.vmm._accel import probe_accelerator
+from ukedge.vmm._accel import accelerator_for
 from ukedge.vmm._paths import MachinePaths
 from ukedge.vmm._qemu_argv import (
     Accel,
@@ -44,6 +45,7 @@ from ukedge.vmm._qemu_argv import (
     RamFile,
     build_argv,
     guest_mac,
+    machine_binary,
 )
 from ukedge.vmm.base import (
     KILLED_STATUS,
@@ -502,17 +504,31 @@ class _QemuBackend:
             self._resolved = dataclasses.replace(self.options, binary=found)
         return self._resolved
 
-    def accelerator(self) -> Accel:
-        if self.options.accel != "auto":
+    def _check_binary(self, options: QemuOptions, architecture: str) -> None:
+        binary = machine_binary(options, architecture)
+        if architecture != "x86_64" and not Path(binary).is_file():
+            raise MachineError(
+                f"{binary} not found: {architecture} guests need QEMU for {architecture} "
+                "(Debian: apt-get install qemu-system-arm)"
+            )
+
+    def accelerator(self, architecture: str = "x86_64") -> Accel:
+        """KVM or TCG for guests of ``architecture``: always TCG for another architecture than
+        the host's (KVM cannot run it), else the option or the probe's verdict."""
+        if self.options.accel != "auto" and architecture == platform.machine():
             return self.options.accel
-        return probe_accelerator(binary=self.options.binary).accel
+        return accelerator_for(
+            architecture, binary=machine_binary(self.options, architecture)
+        ).accel
 
     def argv(self, spec: MachineSpec, accel: Accel | None = None) -> list[str]:
         """The QEMU command line ``start`` would run for ``spec`` (for ``--dry-run``/tests)."""
         paths = MachinePaths(spec.workdir.resolve())
         initrd = self._initrd_path(spec, paths)
         options = self._runtime_options()
-        return build_argv(spec, options, accel or self.accelerator(), paths, initrd)
+        return build_argv(
+            spec, options, accel or self.accelerator(spec.architecture), paths, initrd
+        )
 
     @staticmethod
     def _initrd_path(spec: MachineSpec, paths: MachinePaths) -> Path | None:
@@ -555,7 +571,7 @@ class _QemuBackend:
         paths = MachinePaths(spec.workdir.resolve())
         spec = MachineSpec.from_json({**spec.to_json(), "workdir": str(paths.workdir)})
         self._prepare_workdir(spec, paths)
-        accel = self.accelerator()
+        accel = self.accelerator(spec.architecture)
         # A restored machine never reads its initramfs again: the guest unpacked it before the
         # snapshot, and fw_cfg's contents are not in the state stream. Without one a clone
         # skips writing (and the host caching) its own joined copy, 16 MiB for sensor-agg.
@@ -566,6 +582,7 @@ class _QemuBackend:
         paths.results.touch(mode=0o600)
         paths.console.touch(mode=0o600)
         options = self._runtime_options()
+        self._check_binary(options, spec.architecture)
         incoming = None
         ram: RamFile | None = None
         if spec.restore_from is not None:
@@ -618,7 +635,9 @@ class _QemuBackend:
     def adopt_snapshot(self, path: Path, spec: MachineSpec) -> None:
         from ukedge.vmm import _snapshot
 
-        _snapshot.adopt(Path(path), spec, self._runtime_options(), self.accelerator())
+        _snapshot.adopt(
+            Path(path), spec, self._runtime_options(), self.accelerator(spec.architecture)
+        )
 
     def kill_strays(self, workdir: Path) -> list[int]:
         # The QMP socket path is private to the machine and only its QEMU's arguments name it.

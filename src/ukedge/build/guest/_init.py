@@ -1,10 +1,11 @@
 """Compiling the guest init (``init.c``) once per source and compiler, and putting it into a
 runtime layer.
 
-The binary is static (musl when ``musl-gcc`` is installed, else glibc's ``gcc -static``), size
-optimised and stripped; it is cached under ``cache_dir()/init/<hash>/init`` where the hash
-covers the source, the compiler's identity and the flags, so a changed source or compiler gives
-a new binary and an unchanged one is reused at once.
+The binary is static (musl when ``musl-gcc`` is installed, else glibc's ``gcc -static``; for
+another architecture Debian's cross gcc, e.g. ``aarch64-linux-gnu-gcc``), size optimised and
+stripped; it is cached under ``cache_dir()/init/<hash>/init`` where the hash covers the
+source, the compiler's identity (which names its target) and the flags, so a changed source
+or compiler gives a new binary and an unchanged one is reused at once.
 """
 
 from __future__ import annotations
@@ -18,8 +19,10 @@ from importlib import resources
 from pathlib import Path
 
 from ukedge import paths
+from ukedge.build._toolchain import c_compiler
 from ukedge.errors import BuildError
 from ukedge.guest import CpioArchive
+from ukedge.image import Platform, host_platform
 
 __all__ = ["add_platform", "compiler", "ensure_init", "init_source"]
 
@@ -32,13 +35,10 @@ def init_source() -> bytes:
     return resources.files("ukedge.build.guest").joinpath("init.c").read_bytes()
 
 
-def compiler() -> str:
-    """``musl-gcc`` when present (a 60 KB init), else ``gcc`` (glibc static, ~750 KB)."""
-    for name in ("musl-gcc", "gcc"):
-        found = shutil.which(name)
-        if found:
-            return found
-    raise BuildError("no C compiler: install musl-tools (musl-gcc) or gcc to build the guest init")
+def compiler(platform: Platform | None = None) -> str:
+    """``musl-gcc`` when present (a 60 KB init), else ``gcc`` (glibc static, ~750 KB); the
+    cross gcc for another architecture than the host's."""
+    return c_compiler(platform or host_platform(), what="the guest init")
 
 
 def _compiler_id(cc: str) -> bytes:
@@ -49,10 +49,11 @@ def _compiler_id(cc: str) -> bytes:
     return cc.encode() + b"\0" + proc.stdout
 
 
-def ensure_init() -> Path:
-    """The compiled init for this source and compiler; compiled on first use (atomically)."""
+def ensure_init(platform: Platform | None = None) -> Path:
+    """The compiled init for this source and compiler, for ``platform`` (default: this
+    host's); compiled on first use (atomically)."""
     source = init_source()
-    cc = compiler()
+    cc = compiler(platform)
     digest = hashlib.sha256(b"\0".join([source, _compiler_id(cc), " ".join(_FLAGS).encode()]))
     key = digest.hexdigest()[:16]
     final = paths.cache_dir() / "init" / key
@@ -79,13 +80,14 @@ def ensure_init() -> Path:
     return binary
 
 
-def add_platform(archive: CpioArchive) -> None:
-    """Put PID 1 and the directories it mounts on into ``archive`` (an image's runtime layer).
+def add_platform(archive: CpioArchive, platform: Platform | None = None) -> None:
+    """Put PID 1 and the directories it mounts on into ``archive`` (an image's runtime layer
+    for ``platform``, default this host's).
 
     ``dev/console`` must exist in the initramfs itself: the kernel opens it as init's stdio
     before init can mount devtmpfs.
     """
-    archive.add_file("init", ensure_init(), 0o755)
+    archive.add_file("init", ensure_init(platform), 0o755)
     for name in ("dev", "proc", "sys", "tmp", "run", "etc", "ukedge"):
         archive.add_dir(name, 0o1777 if name == "tmp" else 0o755)
     archive.add_char_device("dev/console", 5, 1, 0o600)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import platform
 import secrets
 import shutil
 import tempfile
@@ -343,12 +344,25 @@ class InstanceLifecycle(ObservedInstances):
             upstream = upstream_ports(instance, check)
             spec = machine_spec(plan, instance.id, workdir, [*published, *upstream], snapshot)
             try:
-                return self.backend.start(spec), upstream
+                machine = self.backend.start(spec)
             except MachineError as exc:
                 if not upstream or "host forwarding" not in str(exc) or attempt == _FORWARD_TRIES:
                     raise
                 log.info("instance %s: loopback forward taken meanwhile; retrying", instance.name)
+                continue
+            self._say_if_emulated(instance, spec.architecture)
+            return machine, upstream
         raise AssertionError("unreachable")
+
+    def _say_if_emulated(self, instance: Instance, architecture: str) -> None:
+        """A guest of another architecture than the node's runs under TCG, many times slower
+        than under KVM: said in the log and as an ``emulated`` event, so it is no surprise."""
+        host = platform.machine()
+        if architecture == host:
+            return
+        detail = f"{architecture} guest emulated (TCG) on this {host} node: slower than native"
+        log.warning("instance %s: %s", instance.name, detail)
+        self._emit(instance, "emulated", instance.state, detail)
 
     def upstream(self, instance: Instance, guest_port: int) -> tuple[str, int]:
         """Where the host reaches ``guest_port`` of the running ``instance`` (TCP): a loopback

@@ -139,6 +139,7 @@ def machine_spec(
     fd = os.open(launch, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
     with os.fdopen(fd, "wb") as fh:
         fh.write(plan.launch + seed_archive(os.urandom(32)))
+    architecture = plan.config.platform.machine
     return MachineSpec(
         machine_id=machine_id,
         kernel=plan.kernel,
@@ -150,7 +151,9 @@ def machine_spec(
             gateway=_GATEWAY,
             dns=_DNS,
             clock=time.time(),
-            tsc_khz=host_tsc_khz(),
+            # The host's TSC rate means something only to an x86_64 guest; arm64 reads its
+            # timer's rate from the CPU.
+            tsc_khz=host_tsc_khz() if architecture == "x86_64" else None,
             snapshot_source=snapshot_source,
             hold=hold,
         ),
@@ -160,6 +163,7 @@ def machine_spec(
         ports=ports,
         restore_from=restore_from,
         hostname=plan.hostname,
+        architecture=architecture,
     )
 
 

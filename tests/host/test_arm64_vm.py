@@ -1,0 +1,54 @@
+"""The example images built for linux/arm64 run on this node, emulated (qemu-system-aarch64
+``virt`` under TCG on an x86_64 host), and keep the contract the x86_64 builds keep
+(``kit.example_checks``): console, arguments and environment, exit status, results and control
+ports, network, RNG, clock. One session build of each image and one arm64 kernel serve them.
+"""
+
+from __future__ import annotations
+
+import platform
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from kit.example_checks import check_hello, check_sensor_agg
+from ukedge import paths, vmm
+from ukedge.host import InstanceEvent, InstanceManager, UnpackedLayers
+from ukedge.host.instances._console import machine_paths
+from ukedge.image import ImageStore
+
+pytestmark = pytest.mark.vm
+
+#: arm64 under TCG runs the Python app several times slower than x86_64 under TCG.
+_CEILING = 180.0
+
+
+@pytest.fixture
+def arm64_manager(arm64_example_store: Path, ukedge_home: Path) -> Iterator[InstanceManager]:
+    mgr = InstanceManager(
+        ukedge_home / "instances",
+        ImageStore(arm64_example_store),
+        vmm.create("qemu"),
+        UnpackedLayers(paths.cache_dir() / "unpacked"),
+    )
+    yield mgr
+    for instance in mgr.list():
+        mgr.remove(instance.id, force=True)
+
+
+def test_arm64_hello_c_keeps_the_guest_contract(arm64_manager: InstanceManager) -> None:
+    events: list[InstanceEvent] = []
+    arm64_manager.listeners.append(events.append)
+    final = check_hello(arm64_manager, timeout=_CEILING)
+    machine = arm64_manager.backend.attach(machine_paths(Path(final.workdir)).workdir)
+    assert machine.spec.architecture == "aarch64"
+    console = arm64_manager.console_path(final).read_text(errors="replace")
+    assert "Exec format error" not in console
+    if platform.machine() != "aarch64":
+        emulated = [e for e in events if e.action == "emulated"]
+        assert emulated and "aarch64" in (emulated[0].detail or ""), events
+
+
+def test_arm64_sensor_agg_keeps_the_guest_contract(arm64_manager: InstanceManager) -> None:
+    check_sensor_agg(arm64_manager, timeout=_CEILING)
