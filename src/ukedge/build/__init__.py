@@ -22,6 +22,7 @@ if typing.TYPE_CHECKING:
     )
     from ukedge.build._elf import ElfInfo, NotElfError, read_elf
     from ukedge.build._files import DEFAULT_EXCLUDES, AppFile, select_files
+    from ukedge.build._index import IndexResult, build_index
     from ukedge.build._python import DROPPED_STDLIB, KEPT_EXTENSIONS, PYTHON_ENV, find_python
     from ukedge.build._ukfile import UKFILE_NAME, Ukfile, load_ukfile, parse_duration
 
@@ -36,11 +37,13 @@ __all__ = [
     "BuildProgress",
     "BuildResult",
     "ElfInfo",
+    "IndexResult",
     "LayerReport",
     "NotElfError",
     "Stage",
     "Ukfile",
     "build_image",
+    "build_index",
     "find_python",
     "load_ukfile",
     "parse_duration",
@@ -61,6 +64,8 @@ _LAZY = {
     "DEFAULT_EXCLUDES": "ukedge.build._files",
     "AppFile": "ukedge.build._files",
     "select_files": "ukedge.build._files",
+    "IndexResult": "ukedge.build._index",
+    "build_index": "ukedge.build._index",
     "DROPPED_STDLIB": "ukedge.build._python",
     "KEPT_EXTENSIONS": "ukedge.build._python",
     "PYTHON_ENV": "ukedge.build._python",
