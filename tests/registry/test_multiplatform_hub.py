@@ -64,6 +64,12 @@ def test_each_node_pulls_only_its_platform(hub: RunningHub, tmp_path: Path) -> N
     remote = f"{hub.host}/team/app:1"
     with RegistryClient(hub.host, state_dir=tmp_path / "state") as client:
         assert push(src, "app:multi", remote, client=client) == digests["index"]
+    # The hub's overview and web page say which platforms the index offers.
+    [repo] = httpx.get(f"{hub.url}/api/repositories", timeout=30).json()
+    assert [(t["tag"], t["platforms"]) for t in repo["tags"]] == [
+        ("1", ["linux/amd64", "linux/arm64/v8"])
+    ]
+    assert "index: linux/amd64, linux/arm64/v8" in httpx.get(f"{hub.url}/", timeout=30).text
 
     fetched: dict[str, set[str]] = {}
     for arch in ("amd64", "arm64"):
