@@ -225,7 +225,11 @@ def deploy(
     ] = None,
     arch: Annotated[
         list[str] | None,
-        typer.Option("--arch", help="Only nodes of this architecture, e.g. x86_64. Repeatable."),
+        typer.Option(
+            "--arch",
+            help="Only nodes of this architecture: amd64 / x86_64, arm64 / aarch64 or "
+            "linux/arm64. Repeatable.",
+        ),
     ] = None,
     spread_by: Annotated[
         str | None,
