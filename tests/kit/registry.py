@@ -9,6 +9,7 @@ its own.
 from __future__ import annotations
 
 import contextlib
+import gzip
 import os
 import subprocess
 import threading
@@ -124,16 +125,24 @@ def make_image(
         return store.add_manifest(manifest.to_json(), ref).digest
 
 
-def make_index(store: ImageStore, ref: str, **sizes: int) -> dict[str, str]:
+def make_index(
+    store: ImageStore, ref: str, *, gzipped: bool = False, **sizes: int
+) -> dict[str, str]:
     """A multi-platform image of linux/amd64 and linux/arm64 (random layers, ``kernel`` and
-    ``app`` bytes each) tagged ``ref``; returns the digests: ``index``, ``amd64``, ``arm64``."""
+    ``app`` bytes each; ``gzipped``: real gzip streams of them, for a node that unpacks them)
+    tagged ``ref``; returns the digests: ``index``, ``amd64``, ``arm64``."""
     kernel, app = sizes.get("kernel", 4096), sizes.get("app", 2048)
+
+    def layer(size: int) -> bytes:
+        data = os.urandom(size)
+        return gzip.compress(data, mtime=0) if gzipped else data
+
     digests = {
         arch: make_image(
             store,
             None,
-            kernel=os.urandom(kernel),
-            app=os.urandom(app),
+            kernel=layer(kernel),
+            app=layer(app),
             architecture=arch,  # type: ignore[arg-type]
         )
         for arch in ("amd64", "arm64")

@@ -304,9 +304,16 @@ class ImageCache:
         refused image is untagged again (unless an instance still uses it), so nothing of it
         can start."""
         assert self.gate is not None
-        self.gate.fetch(stored.ref, stored.digest, client)
+        # A multi-platform image: the index (what a deployment pins and a create checks) and
+        # the platform manifests held here (what an instance records, checked at each start).
+        digests = [stored.digest]
+        if stored.is_index:
+            digests += [child.digest for child, here in self.store.entries(stored) if here]
+        for digest in digests:
+            self.gate.fetch(stored.ref, digest, client)
         try:
-            self.gate.enforce(stored.ref, stored.digest)
+            for digest in digests:
+                self.gate.enforce(stored.ref, digest)
         except SignatureError as exc:
             with contextlib.suppress(ImageInUseError, ImageError):
                 self.remove(stored.ref)
