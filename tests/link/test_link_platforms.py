@@ -21,10 +21,13 @@ import pytest
 from kit.agent import AgentProcess, running_agent
 from kit.hub import RunningHub, start_hub
 from kit.link_controller import RestartableController
+from kit.postgres import PostgresCluster, postgres_cluster
 from kit.registry import make_index
 from ukedge.host.link import pinned_context
 from ukedge.image import ImageStore
 from ukedge.registry import push
+
+__all__ = ["postgres_cluster"]  # the fixture, for the PostgreSQL run
 
 CEILING_S = 120.0
 
@@ -39,9 +42,13 @@ def _wait(condition: Callable[[], Any], what: str) -> Any:
         time.sleep(0.2)
 
 
-@pytest.fixture
-def controller(tmp_path: Path) -> Iterator[RestartableController]:
-    running = RestartableController(tmp_path / "controller")
+@pytest.fixture(params=["sqlite", "postgresql"])
+def controller(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[RestartableController]:
+    settings: dict[str, Any] = {}
+    if request.param == "postgresql":
+        cluster: PostgresCluster = request.getfixturevalue("postgres_cluster")
+        settings["db"] = cluster.create_database()
+    running = RestartableController(tmp_path / "controller", **settings)
     yield running
     running.stop()
 
