@@ -57,6 +57,8 @@ def test_a_node_pulls_its_platform_and_a_run_of_another_pulls_that_one(
     assert arm_node._local_or_pull(remote, AMD64) == remote
     assert store.has_blob(digests["amd64"])
     assert [r.platforms for r in arm_node.images()] == [["linux/amd64", "linux/arm64/v8"]]
+    inspected = arm_node.inspect_image(remote, "linux/amd64")
+    assert inspected["digest"] == digests["amd64"] and inspected["index"] == digests["index"]
 
 
 def test_an_index_is_in_use_through_the_platform_manifest_an_instance_records(

@@ -33,7 +33,7 @@ from ukedge.host._models import (
 from ukedge.host._service import OutputStream
 from ukedge.host.images import ImageCache
 from ukedge.host.instances import InstanceManager
-from ukedge.image import Platform, parse_reference
+from ukedge.image import Platform, parse_platform, parse_reference
 
 if TYPE_CHECKING:
     from ukedge.host.ondemand import OnDemandController
@@ -225,8 +225,8 @@ class LocalNode:
     def images(self) -> builtins.list[ImageSummary]:
         return self.cache.images()
 
-    def inspect_image(self, ref: str) -> dict[str, Any]:
-        return self.cache.inspect(ref)
+    def inspect_image(self, ref: str, platform: str | None = None) -> dict[str, Any]:
+        return self.cache.inspect(ref, parse_platform(platform) if platform else None)
 
     def pull(self, ref: str, *, progress: TransferProgress | None = None) -> ImageSummary:
         return self.cache.pull(self._qualified(ref), progress=progress)
