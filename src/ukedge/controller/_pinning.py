@@ -23,7 +23,7 @@ import json
 import logging
 from dataclasses import dataclass, field
 
-from ukedge.controller._platforms import any_matches, require_platform
+from ukedge.controller._platforms import platform_of, require_platform
 from ukedge.errors import ControllerError, RegistryError, UsageError
 from ukedge.image import ImageConfig, ImageIndex, ImageManifest, Platform, mediatypes
 from ukedge.registry import RegistryClient, remote_reference
@@ -55,12 +55,11 @@ def _config_platform(data: bytes) -> str | None:
         return None
 
 
-def _wanted(entries: list[tuple[str, Platform]], architectures: list[str]) -> list[str]:
-    """The digests of the index entries the deployment may run (all without architectures)."""
-    if not architectures:
+def _wanted(entries: list[tuple[str, Platform]], nodes: list[Platform]) -> list[str]:
+    """The digests of the entries the deployment may run (all when it names no architecture)."""
+    if not nodes:
         return [digest for digest, _ in entries]
-    nodes = [require_platform(a, "architecture") for a in architectures]
-    return [d for d, p in entries if any(any_matches([str(p)], node) for node in nodes)]
+    return [d for d, p in entries if any(p.matches(node) for node in nodes)]
 
 
 def _config_figures(data: bytes) -> tuple[int, int]:
@@ -91,6 +90,10 @@ def pin_image(image: str, architectures: list[str] | None = None) -> PinnedImage
     except UsageError as exc:
         raise ControllerError(f"image: {exc}", status=422) from exc
     assert ref.registry is not None
+    try:
+        nodes = [require_platform(a, "architecture") for a in architectures or []]
+    except ValueError as exc:
+        raise ControllerError(f"placement.architectures: {exc}", status=422) from exc
     platforms: tuple[str, ...] = ()
     layers: dict[str, int] = {}
     try:
@@ -101,7 +104,7 @@ def pin_image(image: str, architectures: list[str] | None = None) -> PinnedImage
                 index = ImageIndex.model_validate_json(top.data)
                 entries = [(m.digest, m.platform) for m in index.manifests if m.platform]
                 platforms = tuple(str(p) for _, p in entries)
-                children = _wanted(entries, architectures or [])
+                children = _wanted(entries, nodes)
                 if not children:
                     raise ControllerError(
                         f"image {image} offers {', '.join(platforms) or 'no platform'}; "
@@ -119,12 +122,11 @@ def pin_image(image: str, architectures: list[str] | None = None) -> PinnedImage
                     config = client.fetch_blob(ref.repository, parsed.config.digest)
             if not platforms and (own := _config_platform(config)) is not None:
                 platforms = (own,)
-                if architectures and not _wanted(
-                    [(top.digest, require_platform(own, "image"))], architectures
-                ):
+                image_platform = platform_of(own)
+                if nodes and (image_platform is None or not _wanted([("", image_platform)], nodes)):
                     raise ControllerError(
                         f"image {image} is {own} only; placement.architectures asks for "
-                        f"{', '.join(architectures)} (build it for those: --platform)",
+                        f"{', '.join(architectures or [])} (build it for those: --platform)",
                         status=422,
                     )
     except RegistryError as exc:
