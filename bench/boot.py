@@ -15,7 +15,12 @@ snapshot whose stream carries the RAM (`template_snapshots = false`: the clone l
 copy). One clone alone shares its template pages with nobody, so its PSS is about its RSS here;
 bench/density.py measures many clones at once.
 
-Usage: .venv/bin/python bench/boot.py [--runs 7] [--json FILE]
+The same two examples are also built for linux/arm64 in the same run (sizes, rebuild digest) and
+booted on qemu-system-aarch64 ``virt``: on an x86_64 machine that is TCG emulation of another
+architecture, so its times say what this machine does, not what an arm64 node with KVM does.
+``--no-arm64`` leaves it out.
+
+Usage: .venv/bin/python bench/boot.py [--runs 7] [--json FILE] [--no-arm64]
 """
 
 from __future__ import annotations
@@ -37,8 +42,8 @@ from rich.table import Table
 
 from ukedge import vmm
 from ukedge.build import build_image
-from ukedge.host import InstanceManager, RunRequest, parse_port_mapping
-from ukedge.image import ImageStore
+from ukedge.host import Instance, InstanceManager, RunRequest, parse_port_mapping
+from ukedge.image import ImageStore, Platform, parse_platform
 from ukedge.units import format_size
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -67,16 +72,32 @@ def _runs(n: int, once: Callable[[], float]) -> list[float]:
     return [once() for _ in range(n)]
 
 
+def hello_vm_once(manager: InstanceManager, image: str) -> float:
+    """One boot of hello-c until its VM exited with the status it was asked for."""
+    began = time.perf_counter()
+    instance = manager.run(RunRequest(image=image, env={"HELLO_EXIT": "3"}))
+    final = manager.wait(instance.id, timeout=300)
+    elapsed = time.perf_counter() - began
+    if final.exit_code != 3:
+        raise RuntimeError(f"{image} exited {final.exit_code}, expected 3: {final.error}")
+    manager.remove(instance.id)
+    return elapsed
+
+
+def sensor_vm_once(manager: InstanceManager, image: str, *, cold: bool) -> tuple[float, Instance]:
+    """One start of sensor-agg until ``GET /stats`` answers; (seconds, the instance)."""
+    port = free_port()
+    began = time.perf_counter()
+    instance = manager.run(
+        RunRequest(image=image, ports=[parse_port_mapping(f"{port}:8080")], cold=cold)
+    )
+    _wait_http(f"http://127.0.0.1:{port}/stats")
+    return time.perf_counter() - began, instance
+
+
 def bench_hello(manager: InstanceManager, n: int, work: Path) -> dict[str, object]:
     def vm_once() -> float:
-        began = time.perf_counter()
-        instance = manager.run(RunRequest(image="hello-c:bench", env={"HELLO_EXIT": "3"}))
-        final = manager.wait(instance.id, timeout=120)
-        elapsed = time.perf_counter() - began
-        if final.exit_code != 3:
-            raise RuntimeError(f"hello-c exited {final.exit_code}, expected 3: {final.error}")
-        manager.remove(instance.id)
-        return elapsed
+        return hello_vm_once(manager, "hello-c:bench")
 
     binary = work / "hello"
     cc = (
@@ -108,15 +129,7 @@ def bench_sensor(
     runner = manager
 
     def vm_once() -> float:
-        port = free_port()
-        began = time.perf_counter()
-        instance = runner.run(
-            RunRequest(
-                image="sensor-agg:bench", ports=[parse_port_mapping(f"{port}:8080")], cold=cold
-            )
-        )
-        _wait_http(f"http://127.0.0.1:{port}/stats")
-        elapsed = time.perf_counter() - began
+        elapsed, instance = sensor_vm_once(runner, "sensor-agg:bench", cold=cold)
         if mode not in idle:
             time.sleep(2.0)  # idle: no requests, the guest waits in epoll
             assert instance.pid is not None
@@ -164,12 +177,56 @@ def bench_sensor(
     }
 
 
+def bench_arm64(manager: InstanceManager, n: int) -> dict[str, object]:
+    """The arm64 builds booted here: hello-c to its exit, sensor-agg to HTTP, booted and resumed
+    from a prewarm snapshot (emulated under TCG on an x86_64 machine)."""
+    cold = True
+
+    def sensor_once() -> float:
+        elapsed, instance = sensor_vm_once(manager, "sensor-agg:arm64", cold=cold)
+        manager.remove(instance.id, force=True)
+        return elapsed
+
+    hello = _runs(n, lambda: hello_vm_once(manager, "hello-c:arm64"))
+    sensor = _runs(n, sensor_once)
+    began = time.perf_counter()
+    manager.prewarm(RunRequest(image="sensor-agg:arm64"))
+    prewarm_s = time.perf_counter() - began
+    cold = False
+    restored = _runs(n, sensor_once)
+    return {"hello": hello, "sensor": sensor, "restored": restored, "prewarm_s": prewarm_s}
+
+
+def build_sizes(
+    store: ImageStore, tag: str, platform: Platform | None
+) -> tuple[dict[str, dict[str, object]], dict[str, dict[str, object]]]:
+    """(sizes, rebuild) of both examples built for ``platform`` (None: this machine's)."""
+    sizes: dict[str, dict[str, object]] = {}
+    rebuild: dict[str, dict[str, object]] = {}
+    for app in ("hello-c", "sensor-agg"):
+        first = build_image(EXAMPLES / app, [f"{app}:{tag}"], store=store, platform=platform)
+        began = time.perf_counter()
+        again = build_image(EXAMPLES / app, [f"{app}:{tag}"], store=store, platform=platform)
+        rebuild[app] = {
+            "seconds": time.perf_counter() - began,
+            "same_digest": again.digest == first.digest,
+            "digest": first.digest,
+        }
+        sizes[app] = {
+            "layers": {layer.role: layer.size for layer in first.layers},
+            "total": first.manifest.config.size
+            + sum(layer.size for layer in first.manifest.layers),
+        }
+    return sizes, rebuild
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--runs", type=int, default=7, help="sampled runs per measurement (>= 5)")
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
+    parser.add_argument("--no-arm64", action="store_true", help="leave the arm64 builds out")
     opts = parser.parse_args()
     if opts.runs < 5:
         parser.error("--runs must be at least 5")
@@ -178,26 +235,25 @@ def main() -> int:
         work = Path(tmp)
         bench_home(work)
         store = ImageStore(work / "store")
-        sizes: dict[str, dict[str, object]] = {}
-        rebuild: dict[str, dict[str, object]] = {}
-        for app in ("hello-c", "sensor-agg"):
-            first = build_image(EXAMPLES / app, [f"{app}:bench"], store=store)
-            began = time.perf_counter()
-            again = build_image(EXAMPLES / app, [f"{app}:bench"], store=store)
-            rebuild[app] = {
-                "seconds": time.perf_counter() - began,
-                "same_digest": again.digest == first.digest,
-            }
-            sizes[app] = {
-                "layers": {layer.role: layer.size for layer in first.layers},
-                "total": first.manifest.config.size
-                + sum(layer.size for layer in first.manifest.layers),
-            }
+        sizes, rebuild = build_sizes(store, "bench", None)
         verdict = vmm.probe_accelerator()
         manager = instance_manager(work / "instances", store)
         stream = instance_manager(work / "instances-stream", store, {"template_snapshots": False})
         hello = bench_hello(manager, opts.runs, work)
         sensor = bench_sensor(manager, stream, opts.runs, work)
+        arm64: dict[str, object] | None = None
+        if not opts.no_arm64:
+            arm64_platform = parse_platform("linux/arm64")
+            arm64_sizes, arm64_rebuild = build_sizes(store, "arm64", arm64_platform)
+            arm64_accel = vmm.accelerator_for(arm64_platform.machine)
+            times = bench_arm64(instance_manager(work / "instances-arm64", store), opts.runs)
+            arm64 = {
+                "accelerator": arm64_accel.accel,
+                "accelerator_reason": arm64_accel.reason,
+                "sizes": arm64_sizes,
+                "rebuild": arm64_rebuild,
+                **{k: spread(v) if isinstance(v, list) else v for k, v in times.items()},
+            }
 
     figures = {
         "date": time.strftime("%Y-%m-%d"),
@@ -208,6 +264,7 @@ def main() -> int:
         "rebuild": rebuild,
         "hello-c": {k: spread(v) if isinstance(v, list) else v for k, v in hello.items()},
         "sensor-agg": {k: spread(v) if isinstance(v, list) else v for k, v in sensor.items()},
+        "arm64": arm64,
     }
     _print(figures)
     if opts.json:
@@ -272,6 +329,40 @@ def _print(f: dict[str, object]) -> None:
         "prewarm (boot until healthy + snapshot): "
         f"{prewarm['restored']:.2f} s template, {prewarm['restored_stream']:.2f} s stream"
     )
+    arm64 = f.get("arm64")
+    if isinstance(arm64, dict):
+        _print_arm64(arm64)
+
+
+def _print_arm64(a: dict[str, object]) -> None:
+    emulated = a["accelerator"] == "tcg" and platform.machine() != "aarch64"
+    console.print(
+        f"[bold]arm64[/bold] ({'EMULATED: ' if emulated else ''}{a['accelerator']}, "
+        f"{a['accelerator_reason']})"
+    )
+    table = Table(title="arm64 boot-to-ready wall time (s)")
+    for col in ("app", "ready when", "min", "median", "max"):
+        table.add_column(col)
+    for key, app, ready in (
+        ("hello", "hello-c", "VM exited (boot)"),
+        ("sensor", "sensor-agg", "GET /stats answers (boot)"),
+        ("restored", "sensor-agg", "GET /stats answers (resumed from template snapshot)"),
+    ):
+        run = a[key]
+        assert isinstance(run, dict)
+        table.add_row(app, ready, f"{run['min']:.3f}", f"{run['median']:.3f}", f"{run['max']:.3f}")
+    console.print(table)
+    sizes = Table(title="arm64 image size (compressed blobs, as pushed)")
+    for col in ("app", "layers", "total", "rebuild (s)", "same digest"):
+        sizes.add_column(col)
+    for app, info in a["sizes"].items():  # type: ignore[attr-defined]
+        layers = ", ".join(f"{k}: {format_size(v)}" for k, v in info["layers"].items())
+        rb = a["rebuild"][app]  # type: ignore[index]
+        sizes.add_row(
+            app, layers, format_size(info["total"]), f"{rb['seconds']:.2f}", str(rb["same_digest"])
+        )
+    console.print(sizes)
+    console.print(f"arm64 prewarm (boot until healthy + snapshot): {a['prewarm_s']:.2f} s")
 
 
 if __name__ == "__main__":

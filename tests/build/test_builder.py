@@ -263,7 +263,12 @@ _STATIC = "[app]\nname = 'bad'\nruntime = 'static'\n[static]\n"
             BuildError,
             "compiling bad.c failed",
         ),
-        (_STATIC + "binary = 'tool.sh'\n", {"tool.sh": "#!/bin/sh\n"}, UkfileError, "not an x86"),
+        (
+            _STATIC + "binary = 'tool.sh'\n",
+            {"tool.sh": "#!/bin/sh\n"},
+            UkfileError,
+            "not an executable for x86_64",
+        ),
         (
             "[app]\nname = 'bad'\nruntime = 'python'\n",
             {"app.py": "print(1)\n"},

@@ -13,8 +13,16 @@ from pathlib import Path
 import pytest
 
 from kit.example_checks import check_hello, check_sensor_agg
+from kit.host import wait_http
+from kit.net import free_port
 from ukedge import paths, vmm
-from ukedge.host import InstanceEvent, InstanceManager, UnpackedLayers
+from ukedge.host import (
+    InstanceEvent,
+    InstanceManager,
+    RunRequest,
+    UnpackedLayers,
+    parse_port_mapping,
+)
 from ukedge.host.instances._console import machine_paths
 from ukedge.image import ImageStore
 
@@ -52,3 +60,18 @@ def test_arm64_hello_c_keeps_the_guest_contract(arm64_manager: InstanceManager) 
 
 def test_arm64_sensor_agg_keeps_the_guest_contract(arm64_manager: InstanceManager) -> None:
     check_sensor_agg(arm64_manager, timeout=_CEILING)
+
+
+def test_arm64_prewarm_snapshot_resumes_ready(arm64_manager: InstanceManager) -> None:
+    """Prewarm snapshots work on virt too (its RAM block is the copy-on-write template's)."""
+    snapshot = arm64_manager.prewarm(RunRequest(image="sensor-agg:1"), timeout=_CEILING * 2)
+    assert (snapshot / "vmstate").is_file()
+    port = free_port()
+    instance = arm64_manager.run(
+        RunRequest(image="sensor-agg:1", ports=[parse_port_mapping(f"{port}:8080")])
+    )
+    assert arm64_manager.get(instance.id).restored
+    assert wait_http(f"http://127.0.0.1:{port}/healthz", timeout=_CEILING).status_code == 200
+    # The app started before the snapshot; its start-up line shows once in the clone's stream.
+    console = b"".join(arm64_manager.follow(instance.id, follow=False))
+    assert console.count(b"sensor-agg listening") == 1, console

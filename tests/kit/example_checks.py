@@ -24,9 +24,9 @@ def check_hello(manager: InstanceManager, *, timeout: float = 120) -> Instance:
         RunRequest(image="hello-c:1", args=["edge", "--exit=3"], env={"HELLO_GREETING": "Hi"})
     )
     final = manager.wait(instance.id, timeout=timeout)
-    assert final.state is InstanceState.EXITED
-    assert final.exit_code == 3
     console = manager.console_path(final).read_text(errors="replace")
+    assert final.state is InstanceState.EXITED, (final.error, console)
+    assert final.exit_code == 3
     assert "Hi, edge!" in console
     results = manager.results_path(final).read_text().splitlines()
     assert results, "hello-c writes one JSON line to the results device"
@@ -52,23 +52,23 @@ def check_sensor_agg(manager: InstanceManager, *, timeout: float = 30) -> Instan
         {"sensor": "t1", "value": 22.0},
         {"sensor": "h1", "value": 50},
     ]
-    client = httpx.Client(timeout=timeout)
-    assert client.post(f"{base}/readings", json=readings).status_code < 300
-    stats = client.get(f"{base}/stats").json()
-    assert stats["t1"]["count"] == 2
-    assert stats["t1"]["mean"] == pytest.approx(21.0)
-    assert stats["t1"]["min"] == 20.0 and stats["t1"]["max"] == 22.0
-    bad = client.post(f"{base}/readings", json={"sensor": "t1"})
-    assert bad.status_code == 400
-    # A window closes after WINDOW_SECONDS; its summary reaches the host through the results device.
-    deadline = time.monotonic() + timeout
-    lines: list[str] = []
-    while time.monotonic() < deadline and not lines:
-        time.sleep(0.5)
-        client.post(f"{base}/readings", json={"sensor": "t1", "value": 1.0})
-        lines = manager.results_path(instance).read_text().splitlines()
-    assert lines, "no closed window arrived on the results device"
-    assert "t1" in json.loads(lines[0]).__repr__()
+    with httpx.Client(timeout=timeout) as client:
+        assert client.post(f"{base}/readings", json=readings).status_code < 300
+        stats = client.get(f"{base}/stats").json()
+        assert stats["t1"]["count"] == 2
+        assert stats["t1"]["mean"] == pytest.approx(21.0)
+        assert stats["t1"]["min"] == 20.0 and stats["t1"]["max"] == 22.0
+        bad = client.post(f"{base}/readings", json={"sensor": "t1"})
+        assert bad.status_code == 400
+        # A window closes after WINDOW_SECONDS; its summary reaches the host (results device).
+        deadline = time.monotonic() + timeout
+        lines: list[str] = []
+        while time.monotonic() < deadline and not lines:
+            time.sleep(0.5)
+            client.post(f"{base}/readings", json={"sensor": "t1", "value": 1.0})
+            lines = manager.results_path(instance).read_text().splitlines()
+        assert lines, "no closed window arrived on the results device"
+        assert "t1" in json.loads(lines[0]).__repr__()
     assert manager.stats(instance.id).rss_bytes > 0
     stopped = manager.stop(instance.id, timeout=max(timeout, 20))
     assert stopped.state is InstanceState.EXITED

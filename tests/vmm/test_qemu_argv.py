@@ -240,6 +240,7 @@ def test_aarch64_guest_runs_on_virt_with_virtio_mmio(tmp_path: Path) -> None:
     assert _value(argv, "-M") == ["virt,gic-version=3"]
     assert _value(argv, "-cpu") == ["max"]
     assert "-bios" not in argv  # -kernel boots the Image without firmware
+    assert "virtio-mmio.force-legacy=false" in _value(argv, "-global")
     devices = _value(argv, "-device")
     assert any(d.startswith("virtio-serial-device,") for d in devices)
     assert any(d.startswith("virtio-net-device,") for d in devices)

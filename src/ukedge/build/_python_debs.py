@@ -9,13 +9,16 @@ The host's own CPython 3.11 compiles the bytecode (``.pyc`` files do not depend 
 architecture) and lists the start-up modules.
 
 The tree is keyed by the package versions apt would download now (``apt-cache show`` reads the
-local lists, no network), so a Debian update makes a new tree and an unchanged one is reused.
+local lists, no network; its answer is remembered until the lists change), so a Debian update
+makes a new tree and an unchanged one is reused.
 It is unpacked into a temporary directory and renamed into place: a crash leaves no half tree.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import json
 import logging
 import os
 import shutil
@@ -49,43 +52,74 @@ PYTHON_PACKAGES = (
 )
 
 
-def _apt_versions(arch: str) -> list[str]:
-    """``pkg:arch=version`` of every package, as apt would download it now."""
-    pins = []
-    for package in PYTHON_PACKAGES:
-        name = f"{package}:{arch}"
-        try:
-            proc = subprocess.run(
-                ["apt-cache", "show", "--no-all-versions", name],
-                capture_output=True,
-                text=True,
-                timeout=60,
-                env={**os.environ, "LC_ALL": "C"},
-            )
-        except OSError as exc:
-            raise BuildError(f"cannot run apt-cache to find {name}: {exc}") from exc
-        version = next(
-            (
-                ln.split(":", 1)[1].strip()
-                for ln in proc.stdout.splitlines()
-                if ln.startswith("Version:")
-            ),
-            None,
+_APT_LISTS = Path("/var/lib/apt/lists")
+
+
+def _lists_key() -> str:
+    """What apt's answer depends on: its package lists (names, sizes, times)."""
+    h = hashlib.sha256()
+    with contextlib.suppress(OSError):
+        for path in sorted(_APT_LISTS.iterdir()):
+            st = path.stat()
+            h.update(f"{path.name}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()
+
+
+def _apt_versions(arch: str, cache: Path) -> list[str]:
+    """``pkg:arch=version`` of every package, as apt would download it now.
+
+    One ``apt-cache show`` for all of them (seconds on a loaded machine), remembered in
+    ``cache`` until apt's lists change, so a cached build does not ask apt again.
+    """
+    lists = _lists_key()
+    memo = cache / f"versions-{arch}.json"
+    with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+        known = json.loads(memo.read_text())
+        if known["lists"] == lists and isinstance(known["pins"], list):
+            return [str(pin) for pin in known["pins"]]
+    names = [f"{package}:{arch}" for package in PYTHON_PACKAGES]
+    try:
+        proc = subprocess.run(
+            ["apt-cache", "show", "--no-all-versions", *names],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            env={**os.environ, "LC_ALL": "C"},
         )
-        if proc.returncode != 0 or version is None:
-            raise BuildError(
-                f"Debian package {name} is not known to apt: the python runtime for {arch} is "
-                f"made from Debian's {arch} packages; enable the architecture with "
-                f"`dpkg --add-architecture {arch} && apt-get update` (make deps does this)"
-            )
-        pins.append(f"{name}={version}")
+    except OSError as exc:
+        raise BuildError(
+            f"cannot run apt-cache to find the python runtime's packages: {exc}"
+        ) from exc
+    versions: dict[str, str] = {}
+    for stanza in proc.stdout.split("\n\n"):
+        fields = dict(
+            line.split(": ", 1) for line in stanza.splitlines() if ": " in line and line[0] != " "
+        )
+        if fields.get("Architecture") in (arch, "all") and "Package" in fields:
+            versions.setdefault(fields["Package"], fields.get("Version", ""))
+    missing = [
+        name
+        for name, package in zip(names, PYTHON_PACKAGES, strict=True)
+        if not versions.get(package)
+    ]
+    if missing:
+        raise BuildError(
+            f"Debian package(s) {', '.join(missing)} not known to apt: the python runtime for "
+            f"{arch} is made from Debian's {arch} packages; enable the architecture with "
+            f"`dpkg --add-architecture {arch} && apt-get update` (make deps does this)"
+        )
+    pins = [f"{package}:{arch}={versions[package]}" for package in PYTHON_PACKAGES]
+    cache.mkdir(parents=True, exist_ok=True)
+    tmp = memo.with_name(f".{memo.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps({"lists": lists, "pins": pins}))
+    tmp.replace(memo)
     return pins
 
 
 def foreign_python(platform: Platform, cache: Path) -> PythonInstall:
     """CPython 3.11 for ``platform`` unpacked under ``cache`` (downloaded the first time)."""
     arch = platform.architecture
-    pins = _apt_versions(arch)
+    pins = _apt_versions(arch, cache)
     key = hashlib.sha256("\n".join(pins).encode()).hexdigest()[:16]
     root = cache / f"{arch}-{key}"
     if not (root / ".complete").is_file():

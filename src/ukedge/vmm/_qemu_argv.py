@@ -185,6 +185,9 @@ def build_argv(
         argv += ["-sandbox", SANDBOX_RUNAS if options.run_as else SANDBOX]
     if arm:
         argv += ["-M", f"virt,gic-version={'host' if accel == 'kvm' else '3'}"]
+        # Virtio 1.0 on virt's mmio transports, as virtio-pci is on x86 (QEMU's mmio default
+        # is the legacy interface).
+        argv += ["-global", "virtio-mmio.force-legacy=false"]
     elif mmio:
         # No option ROMs, RTC or ACPI (QEMU then lists the virtio-mmio devices on the kernel
         # command line). The PIT stays: without it the kernel cannot calibrate the TSC.
