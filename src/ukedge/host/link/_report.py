@@ -15,6 +15,7 @@ from ukedge.host._node import LocalNode
 from ukedge.host.instances import host_capacity
 from ukedge.host.link._reconcile import marks_of
 from ukedge.host.link._wire import DesiredInstance, Heartbeat, InstanceReport, NodeResources
+from ukedge.image import Platform, parse_platform
 
 __all__ = ["build_heartbeat", "instance_report"]
 
@@ -97,7 +98,7 @@ def build_heartbeat(
         architecture=own.machine,
         platform=str(own),
         accelerators=dict(accelerators or {}),
-        accelerator=(accelerators or {}).get(str(own), accelerator),
+        accelerator=_own_accelerator(own, accelerators or {}, accelerator),
         labels=node.labels,
         capacity=NodeResources(
             memory_mib=capacity.memory_limit_bytes // _MIB, vcpus=capacity.vcpu_limit
@@ -107,3 +108,12 @@ def build_heartbeat(
         instances=reports,
         applied_generation=applied_generation,
     )
+
+
+def _own_accelerator(own: Platform, accelerators: Mapping[str, str], probed: str) -> str:
+    """The accelerator of the node's own platform (``linux/arm64/v8`` is ``linux/arm64``'s);
+    the host's probe when the node's platform is not among those reported."""
+    for name, accel in accelerators.items():
+        if parse_platform(name).matches(own):
+            return accel
+    return probed
