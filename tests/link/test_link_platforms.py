@@ -135,6 +135,7 @@ def test_one_deployment_spreads_over_an_amd64_and_an_arm64_node(
         }
         [revision] = _call(api, "GET", "/v1/deployments/multi/revisions")
         assert revision["image_digest"].endswith(digests["index"])  # one pin: the index
+        assert revision["platforms"] == ["linux/amd64", "linux/arm64/v8"]
 
         # Each node pulls the index and its own platform only.
         _wait(lambda: _held_manifests(x86, digests) >= {"index", "amd64"}, "the amd64 pull")

@@ -90,11 +90,12 @@ def render_revisions(revisions: Sequence[Revision], current: int, *, as_json: bo
         print_json([r.model_dump(mode="json") for r in revisions])
         return
     print_table(
-        ["REVISION", "IMAGE", "REPLICAS", "CREATED", ""],
+        ["REVISION", "IMAGE", "PLATFORMS", "REPLICAS", "CREATED", ""],
         [
             (
                 r.revision,
                 r.image_digest,
+                ",".join(p.removeprefix("linux/") for p in r.platforms) or "-",
                 r.spec.replicas if r.spec.mode == "replicated" else "per-node",
                 when(r.created_at),
                 "current" if r.revision == current else "",

@@ -237,6 +237,7 @@ def list_revisions(db: Database, name: str) -> list[Revision]:
             image_digest=r.image_digest,
             spec=DeploymentSpec.model_validate(r.spec),
             created_at=r.created_at,
+            platforms=list(r.platforms or ()),
         )
         for r in rows
     ]

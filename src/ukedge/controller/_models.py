@@ -137,6 +137,8 @@ class Revision(_Model):
     image_digest: str  # the pinned reference, repo@sha256:...
     spec: DeploymentSpec
     created_at: float
+    #: The platforms its image offers (``linux/arm64``); empty: not known (any node).
+    platforms: list[str] = Field(default_factory=list)
 
 
 class RolloutStatus(_Model):
