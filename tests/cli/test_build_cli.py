@@ -93,3 +93,27 @@ def test_unknown_platform_is_refused_before_building(platform: str, message: str
     assert proc.returncode != 0
     assert message in proc.stderr
     assert not store_dir().exists() or not ImageStore(store_dir()).images()
+
+
+def test_build_of_two_platforms_writes_an_index_with_progress_per_platform() -> None:
+    proc = _run(
+        "build",
+        str(EXAMPLES / "hello-c"),
+        "-t",
+        "hello-c:multi",
+        "--platform",
+        "linux/amd64,linux/arm64",
+    )
+    assert proc.returncode == 0, proc.stderr
+    for platform in ("linux/amd64", "linux/arm64"):
+        assert f"{platform} app layer" in proc.stderr
+    assert "an index of 2 platforms" in proc.stdout
+    store = ImageStore(store_dir())
+    image = store.resolve("hello-c:multi")
+    assert image.is_index and image.digest == proc.stdout.splitlines()[-1]
+    listed = json.loads(_run("images", "--json").stdout)
+    assert [r["platforms"] for r in listed if r["ref"] == "hello-c:multi"] == [
+        ["linux/amd64", "linux/arm64/v8"]
+    ]
+    bad = _run("build", str(EXAMPLES / "hello-c"), "--platform", "linux/arm64,linux/arm64/v8")
+    assert bad.returncode != 0 and "twice" in bad.stderr

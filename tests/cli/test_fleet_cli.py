@@ -129,12 +129,13 @@ def test_revision_table_marks_the_current_one(capsys: pytest.CaptureFixture[str]
     spec = _deployment().spec
     revisions = [
         Revision(deployment="sensor-agg", revision=n, image_digest=f"r@sha256:{n}", spec=spec,
-                 created_at=0.0)
+                 created_at=0.0, platforms=["linux/amd64", "linux/arm64/v8"][:n])
         for n in (1, 2)
     ]  # fmt: skip
     render_revisions(revisions, 2, as_json=False)
     lines = capsys.readouterr().out.splitlines()
-    assert lines[1].split() == ["1", "r@sha256:1", "3", "1970-01-01T00:00:00+00:00"]
+    assert lines[1].split() == ["1", "r@sha256:1", "amd64", "3", "1970-01-01T00:00:00+00:00"]
+    assert lines[2].split()[2] == "amd64,arm64/v8"
     assert lines[2].split()[-1] == "current"
 
 

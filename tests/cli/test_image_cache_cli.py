@@ -40,6 +40,7 @@ def test_images_lists_prune_removes_and_reports(ukedge: Callable[..., Run]) -> N
         "TAG",
         "IMAGE",
         "ID",
+        "PLATFORMS",
         "RUNTIME",
         "CREATED",
         "LAST",
@@ -52,6 +53,7 @@ def test_images_lists_prune_removes_and_reports(ukedge: Callable[..., Run]) -> N
     assert [r["ref"] for r in rows] == ["a:1", "b:1"]
     assert set(rows[0]) >= {"id", "digest", "size", "runtime", "layers", "last_used", "in_use"}
     assert rows[0]["last_used"] is None and rows[0]["in_use"] is False
+    assert rows[0]["platforms"] == ["linux/amd64"]
 
     inspected = json.loads(ukedge("image", "inspect", "a:1").stdout)
     assert list(inspected) == ["ref", "digest", "size", "manifest", "config"]

@@ -141,6 +141,7 @@ def deployments(draw: st.DrawFn, name: str = "web", **fixed: Any) -> DeploymentV
         "replicas": draw(st.integers(0, 8)),
         "mode": draw(st.sampled_from(["replicated", "replicated", "per-node"])),
         "architectures": draw(st.sets(st.sampled_from(ARCHES), max_size=1)),
+        "platforms": draw(st.sets(st.sampled_from(["linux/amd64", "linux/arm64/v8"]), max_size=2)),
         "selector": {"gpu": "yes"} if draw(st.integers(0, 3)) == 0 else {},
         "spread_by": draw(st.sampled_from(["zone", None])),
         "layers": {"l1": 1000, "l2": 10} if draw(st.booleans()) else {},

@@ -55,6 +55,43 @@ def test_architecture_and_selector_filter() -> None:
     assert per_node_targets(anywhere, fleet) == ["a", "b", "c"]
 
 
+def test_architectures_accept_oci_and_machine_names_alike() -> None:
+    fleet = [
+        node("x", architecture="x86_64"),
+        node("a", architecture="aarch64"),
+        node("p", architecture="linux/arm64/v8"),  # a node that reports an OCI platform
+        node("u", architecture="riscv64"),  # nothing ukedge runs: matches no named arch
+    ]
+    for names in ({"arm64"}, {"aarch64"}, {"linux/arm64"}, {"linux/arm64/v8"}):
+        picky = deployment(architectures=frozenset(names))
+        assert per_node_targets(picky, fleet) == ["a", "p"], names
+    for names in ({"amd64"}, {"x86_64"}, {"linux/amd64"}):
+        assert per_node_targets(deployment(architectures=frozenset(names)), fleet) == ["x"]
+    assert per_node_targets(deployment(), fleet) == ["a", "p", "u", "x"]
+
+
+def test_image_platforms_filter_and_a_multi_platform_image_spreads_over_both() -> None:
+    fleet = [
+        node("x1", architecture="x86_64"),
+        node("x2", architecture="x86_64"),
+        node("a1", architecture="aarch64"),
+    ]
+    amd_only = deployment(platforms=frozenset({"linux/amd64"}))
+    assert sorted(n for n in schedule(amd_only, 3, fleet, []) if n) == ["x1", "x1", "x2"]
+    assert per_node_targets(amd_only, fleet) == ["x1", "x2"]
+    arm_only = deployment(platforms=frozenset({"linux/arm64/v8"}))
+    assert schedule(arm_only, 2, fleet, []) == ["a1", "a1"]
+    both = deployment(platforms=frozenset({"linux/amd64", "linux/arm64/v8"}))
+    assert sorted(n for n in schedule(both, 3, fleet, []) if n) == ["a1", "x1", "x2"]
+    # Architectures and platforms both hold: arm64 nodes only, and the image has arm64.
+    narrowed = deployment(
+        platforms=frozenset({"linux/amd64", "linux/arm64"}), architectures=frozenset({"arm64"})
+    )
+    assert per_node_targets(narrowed, fleet) == ["a1"]
+    # An image without the node's platform has nowhere to go.
+    assert schedule(amd_only, 1, [fleet[2]], []) == [None]
+
+
 def test_a_batch_never_over_commits_and_says_none_when_full() -> None:
     # 1024 MiB, 128 reserved, 256 held by another deployment: room for two of 256 MiB.
     other = deployment("db", memory_mib=256)

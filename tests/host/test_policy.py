@@ -14,11 +14,11 @@ import pytest
 
 from kit.agent import AgentProcess, running_agent
 from kit.hub import RunningHub, run_hub
-from kit.registry import make_image
+from kit.registry import make_image, make_index
 from ukedge.errors import InputFileError, SignatureError
 from ukedge.host import InstanceState, NodeLayout, open_node, run_request
 from ukedge.host.policy import OnUnsigned, load_policy
-from ukedge.image import ImageStore, PrivateKey, generate_private_key
+from ukedge.image import ImageStore, PrivateKey, generate_private_key, host_platform
 from ukedge.registry import RegistryClient, push, sign_image
 
 
@@ -271,3 +271,30 @@ def test_the_agent_refuses_a_policy_file_that_is_wrong(tmp_path: Path) -> None:
     agent = AgentProcess(tmp_path / "agent", 1, ["--policy", str(policy)], tmp_path / "log")
     with pytest.raises(RuntimeError, match=r"rule\[0\]\.keys"):
         agent.start()
+
+
+def test_a_multi_platform_image_is_checked_as_the_index_and_as_the_manifest_that_starts(
+    hub: RunningHub, tmp_path: Path
+) -> None:
+    """``ukedge sign`` signs an index with each platform's manifest; a node keeps the
+    signatures of the index (checked at create) and of its platform's manifest (what the
+    instance records, checked at every start), so a start under the same policy is allowed and
+    one under a policy that no longer trusts the signer is refused."""
+    keys = _key_files(tmp_path, "ci", "other")
+    source = ImageStore(tmp_path / "source")
+    digests = make_index(source, "img:1", gzipped=True)
+    ref = f"{hub.host}/apps/multi:1"
+    push(source, "img:1", ref)
+    _sign(hub, tmp_path, ref, keys["ci"])
+    layout = NodeLayout.data_dir(tmp_path / "node")
+    trusting = open_node(layout, policy=load_policy(_policy(tmp_path, TRUST_CI)))
+    trusting.pull(ref)
+    made = trusting.manager.create(run_request(image=ref, name="web"))
+    own = "amd64" if host_platform().architecture == "amd64" else "arm64"
+    assert made.image_digest == digests[own]
+    assert trusting.manager.image_check is not None
+    trusting.manager.image_check(made.image, made.image_digest)  # what a start checks
+    strict = open_node(layout, policy=load_policy(_policy(tmp_path, TRUST_OTHER)))
+    with pytest.raises(SignatureError, match="none valid for a trusted key") as caught:
+        strict.start("web")
+    assert caught.value.digest == digests[own]

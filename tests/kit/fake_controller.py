@@ -30,6 +30,7 @@ NODE = {
     "draining": False,
     "architecture": "x86_64",
     "accelerator": "tcg",
+    "accelerators": {"linux/amd64": "tcg", "linux/arm64": "tcg"},
     "labels": {"zone": "a"},
     "capacity_memory_mib": 2048,
     "capacity_vcpus": 8,

@@ -9,6 +9,7 @@ its own.
 from __future__ import annotations
 
 import contextlib
+import gzip
 import os
 import subprocess
 import threading
@@ -16,12 +17,22 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import httpx
 import pytest
 
 from kit.net import free_port
-from ukedge.image import ImageConfig, ImageManifest, ImageStore, KernelInfo, mediatypes
+from ukedge.image import (
+    Descriptor,
+    ImageConfig,
+    ImageIndex,
+    ImageManifest,
+    ImageStore,
+    KernelInfo,
+    mediatypes,
+    parse_platform,
+)
 from ukedge.registry import BlobOutcome
 
 DOCKER_REGISTRY = "/usr/bin/docker-registry"
@@ -76,16 +87,19 @@ def wait_ready(url: str, process: subprocess.Popen[bytes], log: Path) -> None:
 
 def make_image(
     store: ImageStore,
-    ref: str,
+    ref: str | None,
     *,
     kernel: bytes | None = None,
     app: bytes | None = None,
     runtime: bytes | None = None,
     labels: dict[str, str] | None = None,
     name: str = "app",
+    architecture: Literal["amd64", "arm64"] = "amd64",
 ) -> str:
-    """A ukedge image of a kernel layer and one or two initrd layers; returns its digest."""
+    """A ukedge image of a kernel layer and one or two initrd layers; returns its digest.
+    ``ref`` None stores the manifest untagged (a platform of a multi-platform image)."""
     config = ImageConfig(
+        architecture=architecture,
         name=name,
         runtime="static",
         entrypoint=["/app/run"],
@@ -109,6 +123,45 @@ def make_image(
             layers=layers,
         )
         return store.add_manifest(manifest.to_json(), ref).digest
+
+
+def make_index(
+    store: ImageStore, ref: str, *, gzipped: bool = False, **sizes: int
+) -> dict[str, str]:
+    """A multi-platform image of linux/amd64 and linux/arm64 (random layers, ``kernel`` and
+    ``app`` bytes each; ``gzipped``: real gzip streams of them, for a node that unpacks them)
+    tagged ``ref``; returns the digests: ``index``, ``amd64``, ``arm64``."""
+    kernel, app = sizes.get("kernel", 4096), sizes.get("app", 2048)
+
+    def layer(size: int) -> bytes:
+        data = os.urandom(size)
+        return gzip.compress(data, mtime=0) if gzipped else data
+
+    digests = {
+        arch: make_image(
+            store,
+            None,
+            kernel=layer(kernel),
+            app=layer(app),
+            architecture=arch,  # type: ignore[arg-type]
+        )
+        for arch in ("amd64", "arm64")
+    }
+    entries = [
+        (
+            Descriptor(
+                mediaType=mediatypes.OCI_MANIFEST,
+                digest=digest,
+                size=len(store.read_blob(digest)),
+            ),
+            parse_platform(f"linux/{arch}"),
+        )
+        for arch, digest in digests.items()
+    ]
+    index = ImageIndex.of_platforms(entries)
+    with store.lease():
+        digests["index"] = store.add_manifest(index.to_json(), ref, mediatypes.OCI_INDEX).digest
+    return digests
 
 
 def blob_digests(store: ImageStore, ref: str) -> dict[str, bytes]:

@@ -22,7 +22,7 @@ from kit.registry import (
     run_distribution,
 )
 from ukedge.errors import AuthenticationError, NotFoundError, RegistryError, UsageError
-from ukedge.image import Descriptor, ImageIndex, ImageStore, mediatypes
+from ukedge.image import Descriptor, ImageIndex, ImageStore, mediatypes, parse_platform
 from ukedge.registry import RegistryClient, login, pull, push
 
 pytestmark = pytest.mark.interop
@@ -184,7 +184,9 @@ def test_pull_by_digest_and_unknown_tag(distribution: Distribution, tmp_path: Pa
     assert len(dst.images()) == 1
 
 
-def test_pull_of_an_index_picks_linux_amd64(distribution: Distribution, tmp_path: Path) -> None:
+def test_pull_of_an_index_takes_the_asked_platform_only(
+    distribution: Distribution, tmp_path: Path
+) -> None:
     src, dst = ImageStore(tmp_path / "src"), ImageStore(tmp_path / "dst")
     amd64 = make_image(src, "app:amd64", name="amd64")
     other = make_image(src, "app:other", name="other")
@@ -206,9 +208,13 @@ def test_pull_of_an_index_picks_linux_amd64(distribution: Distribution, tmp_path
     remote = f"{distribution.host}/team/multi:1"
     with _client(distribution, tmp_path) as client:
         assert push(src, "app:multi", remote, client=client) == index_digest
-        image = pull(dst, remote, client=client)
-    assert image.digest == amd64
-    assert dst.config(dst.manifest(remote)[1]).name == "amd64"
+        image = pull(dst, remote, client=client, platform="linux/amd64")
+    # The node keeps the index (what a deployment pins) and only its own platform's manifest.
+    assert image.digest == index_digest and image.is_index
+    chosen, manifest = dst.manifest(remote, parse_platform("linux/amd64"))
+    assert chosen.digest == amd64
+    assert dst.config(manifest).name == "amd64"
+    assert not dst.has_blob(other)
 
 
 def test_reference_without_registry_is_refused_unless_defaulted(

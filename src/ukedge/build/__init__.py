@@ -30,6 +30,7 @@ if typing.TYPE_CHECKING:
         runtime_erofs,
         runtime_mounts,
     )
+    from ukedge.build._index import IndexResult, build_index
     from ukedge.build._python import DROPPED_STDLIB, KEPT_EXTENSIONS, PYTHON_ENV, find_python
     from ukedge.build._ukfile import UKFILE_NAME, Ukfile, load_ukfile, parse_duration
 
@@ -46,11 +47,13 @@ __all__ = [
     "BuildResult",
     "CpioMember",
     "ElfInfo",
+    "IndexResult",
     "LayerReport",
     "NotElfError",
     "Stage",
     "Ukfile",
     "build_image",
+    "build_index",
     "find_python",
     "load_ukfile",
     "parse_duration",
@@ -81,6 +84,8 @@ _LAZY = {
     "DEFAULT_EXCLUDES": "ukedge.build._files",
     "AppFile": "ukedge.build._files",
     "select_files": "ukedge.build._files",
+    "IndexResult": "ukedge.build._index",
+    "build_index": "ukedge.build._index",
     "DROPPED_STDLIB": "ukedge.build._python",
     "KEPT_EXTENSIONS": "ukedge.build._python",
     "PYTHON_ENV": "ukedge.build._python",

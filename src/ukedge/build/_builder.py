@@ -133,13 +133,16 @@ def build_image(
     kernel_progress: ProgressCallback | None = None,
     cache: Path | None = None,
     platform: Platform | None = None,
+    tag: bool = True,
 ) -> BuildResult:
     """Build the image described by ``context/Ukfile`` for ``platform`` (default: this host's)
     and tag it ``tags`` (default ``<app.name>:latest``) in ``store``: one single-platform
     manifest (a multi-platform index is composed of several such builds).
 
     ``progress`` hears about each stage; ``kernel_progress`` gets the kernel build's
-    ``(done, total)`` when the profile is not built yet (minutes, once per machine).
+    ``(done, total)`` when the profile is not built yet (minutes, once per machine). Without
+    ``tag`` the manifest is stored untagged (a platform of a multi-platform build, which tags
+    the index; the caller holds the store's lease until then).
     """
     report = progress or _noop
     target = platform if platform is not None else host_platform()
@@ -206,8 +209,8 @@ def build_image(
                     if desc.digest != lf.digest:
                         raise BuildError(f"{lf.path} changed while it was stored; build again")
             store.put_bytes(config_bytes, mediatypes.CONFIG)
-            desc = store.add_manifest(manifest_bytes, plan.tags[0])
-            for ref in plan.tags[1:]:
+            desc = store.add_manifest(manifest_bytes, plan.tags[0] if tag else None)
+            for ref in plan.tags[1:] if tag else ():
                 store.add_manifest(manifest_bytes, ref)
         report("write", "done", desc.digest)
 

@@ -90,11 +90,12 @@ def render_revisions(revisions: Sequence[Revision], current: int, *, as_json: bo
         print_json([r.model_dump(mode="json") for r in revisions])
         return
     print_table(
-        ["REVISION", "IMAGE", "REPLICAS", "CREATED", ""],
+        ["REVISION", "IMAGE", "PLATFORMS", "REPLICAS", "CREATED", ""],
         [
             (
                 r.revision,
                 r.image_digest,
+                ",".join(p.removeprefix("linux/") for p in r.platforms) or "-",
                 r.spec.replicas if r.spec.mode == "replicated" else "per-node",
                 when(r.created_at),
                 "current" if r.revision == current else "",
@@ -226,7 +227,11 @@ def deploy(
     ] = None,
     arch: Annotated[
         list[str] | None,
-        typer.Option("--arch", help="Only nodes of this architecture, e.g. x86_64. Repeatable."),
+        typer.Option(
+            "--arch",
+            help="Only nodes of this architecture: amd64 / x86_64, arm64 / aarch64 or "
+            "linux/arm64. Repeatable.",
+        ),
     ] = None,
     spread_by: Annotated[
         str | None,

@@ -107,6 +107,14 @@ def serve(
             "--migrate) [none: no part].",
         ),
     ] = None,
+    platform: Annotated[
+        str | None,
+        typer.Option(
+            "--platform",
+            help="Platform this node runs, e.g. linux/arm64 [this host's]; another architecture "
+            "is emulated (TCG).",
+        ),
+    ] = None,
     log_format: Annotated[
         str | None, typer.Option("--log-format", help="json or text [json].")
     ] = None,
@@ -148,6 +156,7 @@ def serve(
         qemu_user=qemu_user,
         policy=policy,
         migration_host=migration_host,
+        platform=platform,
         log_format=log_format,
     )
     token, made = host.ensure_token(settings.token_path)

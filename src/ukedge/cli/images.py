@@ -50,12 +50,22 @@ def render_images(rows: Sequence[ImageSummary], *, as_json: bool, quiet: bool) -
             out.print(row.id)
     else:
         print_table(
-            ["REPOSITORY", "TAG", "IMAGE ID", "RUNTIME", "CREATED", "LAST USED", "SIZE"],
+            [
+                "REPOSITORY",
+                "TAG",
+                "IMAGE ID",
+                "PLATFORMS",
+                "RUNTIME",
+                "CREATED",
+                "LAST USED",
+                "SIZE",
+            ],
             [
                 (
                     r.repository,
                     r.tag,
                     r.id,
+                    ",".join(p.removeprefix("linux/") for p in r.platforms),
                     r.runtime,
                     r.created,
                     when(r.last_used) + (" (in use)" if r.in_use else ""),
@@ -92,9 +102,14 @@ def list_images(
 
 def inspect_image(
     ref: Annotated[str, typer.Argument(help="Image reference, digest or id prefix.")],
+    platform: Annotated[
+        str | None,
+        typer.Option("--platform", help="Of a multi-platform image, this platform [the node's]."),
+    ] = None,
 ) -> None:
-    """Print an image's manifest, config and digest as JSON."""
-    print_image_record(node().inspect_image(ref), ref)
+    """Print an image's manifest, config and digest as JSON (of a multi-platform image: one
+    platform's, with the index's digest and its platforms)."""
+    print_image_record(node().inspect_image(ref, platform), ref)
 
 
 def tag_image(

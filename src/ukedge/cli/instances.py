@@ -19,6 +19,7 @@ from ukedge.units import format_size, parse_duration, parse_size
 
 if TYPE_CHECKING:
     from ukedge.host import Instance, RunRequest
+    from ukedge.image import Platform
 
 __all__ = ["prewarm", "register"]
 
@@ -135,6 +136,14 @@ def run(
         str,
         typer.Option("--idle-timeout", help="With --on-demand: stop after this long idle."),
     ] = "30s",
+    platform: Annotated[
+        str | None,
+        typer.Option(
+            "--platform",
+            help="Run this platform of a multi-platform image, e.g. linux/arm64 (default: the "
+            "node's); another architecture than the host's runs emulated (TCG), on purpose.",
+        ),
+    ] = None,
 ) -> None:
     """Boot an image as a unikernel VM.
 
@@ -188,9 +197,11 @@ def run(
         idle_timeout_s=idle_seconds,
         # In the foreground this command removes it (after reading its exit status).
         auto_remove=remove and detach,
+        platform=platform,
     )
     target = node()
     _accelerator_notice()
+    _emulation_notice(request.platform)
     instance = target.run(request)
     if detach:
         out.print(instance.id)
@@ -207,6 +218,18 @@ def run(
     if remove:
         target.remove(instance.id)
     sys.exit(status)
+
+
+def _emulation_notice(platform: Platform | None) -> None:
+    """Through an agent, say that a platform asked for on purpose may be emulated there (a
+    local run's instance manager says so itself, knowing the host)."""
+    if platform is None or not remote_host():
+        return
+    err.print(
+        f"notice: running {platform}; on a node of another architecture it runs under "
+        "emulation (TCG), many times slower than native",
+        style="yellow",
+    )
 
 
 def _accelerator_notice() -> None:

@@ -20,8 +20,10 @@ def pull_image(
     insecure: bool = typer.Option(
         False, "--insecure", help="Plain HTTP (default only for localhost/127.0.0.1 registries)."
     ),
-    platform: str = typer.Option(
-        "linux/amd64", "--platform", help="OS/ARCH to pick from an index."
+    platform: str | None = typer.Option(
+        None,
+        "--platform",
+        help="OS/ARCH[/VARIANT] to take from a multi-platform image (default: this host's).",
     ),
     jobs: int = typer.Option(4, "--jobs", "-j", min=1, max=32, help="Blobs transferred at once."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
@@ -38,6 +40,7 @@ def pull_image(
     """
     from ukedge.cli._transfer import RichTransferProgress
     from ukedge.host import open_image_cache
+    from ukedge.image import parse_platform
     from ukedge.registry import ClientOptions
 
     progress = RichTransferProgress(enabled=not quiet and not as_json)
@@ -48,7 +51,7 @@ def pull_image(
                 flag
                 for flag, used in (
                     ("--insecure", insecure),
-                    ("--platform", platform != "linux/amd64"),
+                    ("--platform", platform is not None),
                     ("--jobs", jobs != 4),
                 )
                 if used
@@ -62,7 +65,10 @@ def pull_image(
         else:
             options = ClientOptions(insecure=True if insecure else None, max_workers=jobs)
             pulled = open_image_cache().pull(
-                image, progress=progress, options=options, platform=platform
+                image,
+                progress=progress,
+                options=options,
+                platform=parse_platform(platform) if platform else None,
             )
     if as_json:
         print_json(

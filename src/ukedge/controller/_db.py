@@ -83,6 +83,8 @@ nodes = Table(
     Column("label_overrides", JSON, nullable=False),
     Column("architecture", String(32), nullable=False),
     Column("accelerator", String(32), nullable=False, default=""),
+    # {"linux/amd64": "kvm", "linux/arm64": "tcg"}: each platform it can run (None: unreported).
+    Column("accelerators", JSON, nullable=True),
     Column("capacity_memory_mib", BigInteger, nullable=False, default=0),
     Column("capacity_vcpus", BigInteger, nullable=False, default=0),
     Column("allocated_memory_mib", BigInteger, nullable=False, default=0),
@@ -135,6 +137,8 @@ revisions = Table(
     Column("spec", JSON, nullable=False),
     Column("image_digest", String(600), nullable=False),  # repo@sha256:...
     Column("layers", JSON, nullable=False),  # {digest: size}
+    # The image's platforms (["linux/amd64", "linux/arm64/v8"]); None or []: not known (any).
+    Column("platforms", JSON, nullable=True),
     Column("memory_mib", Integer, nullable=False),
     Column("vcpus", Integer, nullable=False),
     Column("created_at", Float, nullable=False),

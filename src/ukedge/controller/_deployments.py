@@ -115,6 +115,7 @@ def apply_spec(
         "spec": spec.model_dump(mode="json"),
         "image_digest": pinned.reference,
         "layers": pinned.layers,
+        "platforms": list(pinned.platforms),
         "memory_mib": spec.memory_mib or pinned.memory_mib,
         "vcpus": spec.vcpus or pinned.vcpus,
         "created_at": now,
@@ -236,6 +237,7 @@ def list_revisions(db: Database, name: str) -> list[Revision]:
             image_digest=r.image_digest,
             spec=DeploymentSpec.model_validate(r.spec),
             created_at=r.created_at,
+            platforms=list(r.platforms or ()),
         )
         for r in rows
     ]

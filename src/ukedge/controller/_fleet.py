@@ -86,6 +86,8 @@ class DeploymentView:
     replicas: int = 1
     mode: Literal["replicated", "per-node"] = "replicated"
     architectures: frozenset[str] = frozenset()  # empty: any
+    #: The image's platforms (``linux/arm64``), from the pin; empty: not known (any node).
+    platforms: frozenset[str] = frozenset()
     selector: Mapping[str, str] = field(default_factory=dict)
     spread_by: str | None = None
     layers: Mapping[str, int] = field(default_factory=dict)

@@ -265,6 +265,7 @@ def record(
             "labels": beat.labels,
             "architecture": beat.architecture,
             "accelerator": beat.accelerator,
+            "accelerators": beat.accelerators or None,
             "capacity_memory_mib": beat.capacity.memory_mib,
             "capacity_vcpus": beat.capacity.vcpus,
             "allocated_memory_mib": beat.allocated.memory_mib,

@@ -13,6 +13,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from ukedge.controller._platforms import require_platform
 from ukedge.host import HealthStatus, InstanceState, PortMapping, RestartPolicy
 
 __all__ = [
@@ -45,8 +46,16 @@ class PlacementSpec(_Model):
     ``architectures`` (empty: any), spread evenly over the values of label ``spread_by``."""
 
     selector: dict[str, str] = Field(default_factory=dict)
+    #: ``amd64`` / ``x86_64``, ``arm64`` / ``aarch64`` or an OCI platform (``linux/arm64``).
     architectures: list[str] = Field(default_factory=list)
     spread_by: str | None = None
+
+    @field_validator("architectures")
+    @classmethod
+    def _architectures(cls, values: list[str]) -> list[str]:
+        for value in values:
+            require_platform(value, "architecture")
+        return values
 
 
 class RolloutStrategy(_Model):
@@ -111,6 +120,9 @@ class NodeRecord(_Model):
     draining: bool
     architecture: str
     accelerator: str
+    #: The accelerator of each platform the node can run (``{"linux/arm64": "tcg"}``); empty
+    #: for nodes that do not report it.
+    accelerators: dict[str, str] = Field(default_factory=dict)
     labels: dict[str, str]
     capacity_memory_mib: int
     capacity_vcpus: int
@@ -131,6 +143,8 @@ class Revision(_Model):
     image_digest: str  # the pinned reference, repo@sha256:...
     spec: DeploymentSpec
     created_at: float
+    #: The platforms its image offers (``linux/arm64``); empty: not known (any node).
+    platforms: list[str] = Field(default_factory=list)
 
 
 class RolloutStatus(_Model):

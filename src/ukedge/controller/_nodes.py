@@ -115,6 +115,7 @@ def node_record(row: Row[Any]) -> NodeRecord:
         draining=row.draining,
         architecture=row.architecture,
         accelerator=row.accelerator,
+        accelerators=row.accelerators or {},
         labels=effective_labels(row),
         capacity_memory_mib=row.capacity_memory_mib,
         capacity_vcpus=row.capacity_vcpus,

@@ -89,7 +89,7 @@ def read_views(connection: Connection) -> Fleet:
         for row in connection.execute(select(nodes).order_by(nodes.c.id))
     ]
     current = connection.execute(
-        select(deployments, revisions.c.spec, revisions.c.layers)
+        select(deployments, revisions.c.spec, revisions.c.layers, revisions.c.platforms)
         .add_columns(revisions.c.memory_mib, revisions.c.vcpus)
         .join(
             revisions,
@@ -115,6 +115,7 @@ def read_views(connection: Connection) -> Fleet:
                 selector=spec.placement.selector,
                 spread_by=spec.placement.spread_by,
                 layers=row.layers or {},
+                platforms=frozenset(row.platforms or ()),
                 max_surge=spec.strategy.max_surge,
                 max_unavailable=spec.strategy.max_unavailable,
                 autonomy_s=spec.autonomy_s,

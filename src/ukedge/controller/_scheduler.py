@@ -1,11 +1,12 @@
 """Where new replicas go: a pure, deterministic function of the deployment, nodes and replicas.
 
 Filters (a node is a candidate only if all hold): schedulable (Ready, not cordoned, not
-draining), not excluded, of one of the deployment's architectures (none listed: any), labels
-include the selector, and the deployment's resources fit in what is free there: capacity minus
-``reserved`` minus what the replicas already assigned to it hold. Every replica holds its
-resources except a FAILED one (its VM has ended and the node gave up restarting it); a LOST
-replica still holds them, since its node may come back with it running.
+draining), not excluded, of one of the deployment's architectures (none listed: any) and of
+one of its image's platforms (a multi-platform image spreads over nodes of each; none known:
+any), labels include the selector, and the deployment's resources fit in what is free there:
+capacity minus ``reserved`` minus what the replicas already assigned to it hold. Every replica
+holds its resources except a FAILED one (its VM has ended and the node gave up restarting
+it); a LOST replica still holds them, since its node may come back with it running.
 
 Among candidates the order is lexicographic, most important first:
 
@@ -39,6 +40,7 @@ from ukedge.controller._fleet import (
     Resources,
     ScoringStrategy,
 )
+from ukedge.controller._platforms import any_matches, platform_of
 
 __all__ = ["Ledger", "holds_resources", "matches", "per_node_targets", "place", "schedule"]
 
@@ -96,9 +98,17 @@ class Ledger:
 
 
 def matches(deployment: DeploymentView, node: NodeView) -> bool:
-    """Whether ``node`` is of the deployment's kind (architecture, labels); schedulable or not."""
-    if deployment.architectures and node.architecture not in deployment.architectures:
-        return False
+    """Whether ``node`` is of the deployment's kind (architecture, image platform, labels);
+    schedulable or not. A node whose architecture ukedge cannot read matches no deployment
+    that names architectures or whose image names its platforms."""
+    if deployment.architectures or deployment.platforms:
+        node_platform = platform_of(node.architecture)
+        if node_platform is None:
+            return False
+        if deployment.architectures and not any_matches(deployment.architectures, node_platform):
+            return False
+        if deployment.platforms and not any_matches(deployment.platforms, node_platform):
+            return False
     labels = node.labels
     return all(labels.get(key) == value for key, value in deployment.selector.items())
 

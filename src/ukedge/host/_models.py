@@ -19,8 +19,9 @@ from pydantic import (
     model_validator,
 )
 
-from ukedge.errors import UsageError
+from ukedge.errors import ImageError, UsageError
 from ukedge.host._names import NAME_PATTERN
+from ukedge.image import Platform, parse_platform
 from ukedge.ports import PortMapping, parse_port_mapping
 from ukedge.validation import validation_message
 
@@ -162,11 +163,24 @@ class RunRequest(_Model):
     auto_remove: bool = Field(default=False, strict=True)
     #: Marks for whoever manages the instance (``ukedge.deployment`` for the controller link).
     labels: dict[str, str] = Field(default_factory=dict)
+    #: Which platform of a multi-platform image to run (``linux/arm64``); None: the node's.
+    #: One that is not the host's runs under emulation (TCG).
+    platform: Platform | None = None
 
     @field_validator("labels")
     @classmethod
     def _labels(cls, labels: dict[str, str]) -> dict[str, str]:
         return check_labels(labels)
+
+    @field_validator("platform", mode="before")
+    @classmethod
+    def _platform(cls, value: object) -> object:
+        if isinstance(value, str):
+            try:
+                return parse_platform(value)
+            except ImageError as exc:
+                raise ValueError(str(exc)) from None
+        return value
 
     @field_validator("name")
     @classmethod
@@ -385,6 +399,8 @@ class ImageSummary(_Model):
     last_used: float | None = None
     #: Some instance (of any state) refers to it, so eviction and prune keep it.
     in_use: bool = False
+    #: The platforms (``linux/arm64``) it holds: one, or those of an index that are here.
+    platforms: list[str] = Field(default_factory=list)
 
 
 class PruneReport(_Model):

@@ -33,7 +33,7 @@ from ukedge.host._models import (
 from ukedge.host._service import OutputStream
 from ukedge.host.images import ImageCache
 from ukedge.host.instances import InstanceManager
-from ukedge.image import parse_reference
+from ukedge.image import Platform, parse_platform, parse_reference
 
 if TYPE_CHECKING:
     from ukedge.host.ondemand import OnDemandController
@@ -96,7 +96,7 @@ class LocalNode:
             name=self.name,
             labels=self.labels,
             version=__version__,
-            architecture=platform.machine(),
+            architecture=self.manager.platform.machine,
             cpus=os.cpu_count() or 1,
             memory_total_bytes=_memory_total(),
             memory_allocatable_bytes=(
@@ -123,19 +123,36 @@ class LocalNode:
             return f"{self.hub}/{ref}"
         return ref
 
-    def _local_or_pull(self, ref: str) -> str:
-        """The reference to run: the stored image, else pulled from its registry first."""
+    def _here(self, ref: str, platform: Platform | None) -> bool:
+        """Whether the store can run ``ref`` as it is (for a multi-platform image: whether it
+        holds ``platform``'s manifest, else the node's)."""
+        image = self.cache.store.resolve(ref)
+        if image.is_index:
+            try:
+                self.cache.store.platform_image(image, platform or self.manager.platform)
+            except ImageError:
+                return False
+        return True
+
+    def _local_or_pull(self, ref: str, platform: Platform | None = None) -> str:
+        """The reference to run: the stored image, else pulled from its registry first (a
+        multi-platform image the node holds without the platform to run: that platform)."""
         try:
-            self.cache.store.resolve(ref)
-            return ref
+            if self._here(ref, platform):
+                return ref
+            qualified = self._qualified(ref)
+            if parse_reference(qualified).registry is None:
+                return ref  # nothing to pull from: running it says which platform is missing
         except ImageError:
             qualified = self._qualified(ref)
             if parse_reference(qualified).registry is None:
                 raise
         try:
-            self.cache.store.resolve(qualified)
+            if self._here(qualified, platform):
+                return qualified
         except ImageError:
-            self.cache.pull(qualified)
+            pass
+        self.cache.pull(qualified, platform=platform)
         return qualified
 
     def run(self, request: RunRequest) -> Instance:
@@ -148,7 +165,7 @@ class LocalNode:
         with contextlib.suppress(UkedgeError):  # a bad reference fails below, with its message
             pins.append(self._qualified(request.image))
         with self.cache.pinned(*pins):  # until the instance records its image
-            ref = self._local_or_pull(request.image)
+            ref = self._local_or_pull(request.image, request.platform)
             if ref != request.image:
                 request = request.model_copy(update={"image": ref})
             instance = self.manager.run(request)
@@ -195,7 +212,7 @@ class LocalNode:
         return self.manager.follow(key, stream, follow=follow, offset=offset)
 
     def prewarm(self, request: RunRequest) -> str:
-        ref = self._local_or_pull(request.image)
+        ref = self._local_or_pull(request.image, request.platform)
         return str(self.manager.prewarm(request.model_copy(update={"image": ref})))
 
     def events(self, *, stop: threading.Event | None = None) -> Iterator[InstanceEvent]:
@@ -208,8 +225,8 @@ class LocalNode:
     def images(self) -> builtins.list[ImageSummary]:
         return self.cache.images()
 
-    def inspect_image(self, ref: str) -> dict[str, Any]:
-        return self.cache.inspect(ref)
+    def inspect_image(self, ref: str, platform: str | None = None) -> dict[str, Any]:
+        return self.cache.inspect(ref, parse_platform(platform) if platform else None)
 
     def pull(self, ref: str, *, progress: TransferProgress | None = None) -> ImageSummary:
         return self.cache.pull(self._qualified(ref), progress=progress)

@@ -85,8 +85,9 @@ class NodeService(Protocol):
 
     def images(self) -> builtins.list[ImageSummary]: ...
 
-    def inspect_image(self, ref: str) -> dict[str, Any]:
-        """``{"ref", "digest", "manifest", "config"}`` of a stored image."""
+    def inspect_image(self, ref: str, platform: str | None = None) -> dict[str, Any]:
+        """``{"ref", "digest", "manifest", "config"}`` of a stored image; of a multi-platform
+        one, those of ``platform`` (default: the node's) with ``index`` and ``platforms``."""
 
     def pull(self, ref: str, *, progress: TransferProgress | None = None) -> ImageSummary:
         """Fetch only the blobs the node lacks, verify each, then apply the cache budget."""

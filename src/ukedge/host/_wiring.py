@@ -32,7 +32,7 @@ from ukedge.host.images import (
 )
 from ukedge.host.instances import Capacity, InstanceManager
 from ukedge.host.policy import Policy, SignatureGate
-from ukedge.image import ImageStore
+from ukedge.image import ImageStore, Platform
 
 __all__ = [
     "NodeLayout",
@@ -148,7 +148,7 @@ def open_image_cache(
         manager = open_manager()
         budget = budget_from_env() if budget is None else budget
     records = manager.records
-    return ImageCache(
+    cache = ImageCache(
         manager.store,
         manager.layers,
         budget,
@@ -157,6 +157,8 @@ def open_image_cache(
         own_layers=own_layers,
         on_remove=manager.drop_snapshots,
     )
+    cache.platform = manager.platform
+    return cache
 
 
 def open_node(
@@ -169,10 +171,14 @@ def open_node(
     name: str | None = None,
     labels: dict[str, str] | None = None,
     policy: Policy | None = None,
+    platform: Platform | None = None,
 ) -> LocalNode:
     """A node over ``layout``: its manager, its image cache, and the service over both; with
-    ``policy``, its signature gate at every pull and start."""
+    ``policy``, its signature gate at every pull and start; with ``platform``, a node of that
+    platform (it pulls and boots that manifest of multi-platform images)."""
     manager = open_manager(layout, qemu_user=qemu_user, capacity=capacity)
+    if platform is not None:
+        manager.platform = platform
     images = open_image_cache(manager, budget=budget, own_layers=layout.own_layers)
     if policy is not None:
         gate = SignatureGate(policy, manager.store.root)

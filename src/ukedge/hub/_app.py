@@ -110,6 +110,8 @@ class TagSummary(BaseModel):
     size: int
     pushed_at: float
     signed: bool
+    #: The platforms of a multi-platform image (an index); empty for a single manifest.
+    platforms: list[str] = []
 
 
 class RepositorySummary(BaseModel):

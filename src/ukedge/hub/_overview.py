@@ -1,5 +1,6 @@
 """The overview behind the hub's web page and ``/api/repositories``: every repository with its
-tags, sizes, push times and whether a signature refers to each tagged manifest.
+tags, sizes, push times, whether a signature refers to each tagged manifest, and the platforms
+of each tagged index (a multi-platform image).
 
 Read-only: the queries share one read snapshot of the metadata, so the page shows one moment.
 """
@@ -12,6 +13,7 @@ from sqlalchemy import func, select
 
 from ukedge.hub._db import Database, manifests, repositories, tags
 from ukedge.hub._manifest_parse import SIGNATURE_TYPES
+from ukedge.image import ImageIndex, mediatypes
 
 __all__ = ["Overview"]
 
@@ -61,6 +63,21 @@ class Overview:
                     select(manifests.c.repo_id, func.count()).group_by(manifests.c.repo_id)
                 ).all()
             )
+            # The platforms of tagged indexes, from their stored content (small documents).
+            platforms: dict[tuple[int, str], list[str]] = {}
+            tagged_indexes = {
+                (ids[name], digest)
+                for name, _, digest, media_type, *_ in rows
+                if media_type in mediatypes.INDEX_TYPES
+            }
+            if tagged_indexes:
+                for repo_id, digest, content in conn.execute(
+                    select(manifests.c.repo_id, manifests.c.digest, manifests.c.content).where(
+                        manifests.c.media_type.in_(sorted(mediatypes.INDEX_TYPES))
+                    )
+                ).all():
+                    if (repo_id, digest) in tagged_indexes:
+                        platforms[(repo_id, digest)] = _platforms(content)
         repos: dict[str, dict[str, Any]] = {}
         for name, tag, digest, media_type, size, pushed, artifact in rows:
             repo = repos.setdefault(
@@ -76,7 +93,16 @@ class Overview:
                     "size": size,
                     "pushed_at": pushed,
                     "signed": (ids[name], digest) in signed,
+                    "platforms": platforms.get((ids[name], digest), []),
                 }
             )
             repo["last_push"] = max(repo["last_push"], pushed)
         return list(repos.values())
+
+
+def _platforms(content: bytes) -> list[str]:
+    """``linux/amd64``… of an index's entries; [] for one that does not parse as ours."""
+    try:
+        return [str(p) for p in ImageIndex.model_validate_json(content).platforms]
+    except ValueError:
+        return []

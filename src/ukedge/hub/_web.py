@@ -1,4 +1,5 @@
-"""The hub's web page: repositories, tags, sizes, last push and signature presence.
+"""The hub's web page: repositories, tags, sizes, last push, signature presence, and the
+platforms of multi-platform images.
 
 Server-rendered with plain string templates; every value goes through :func:`html.escape`.
 """
@@ -49,6 +50,12 @@ def _when(ts: float) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(ts))
 
 
+def _kind(tag: dict[str, Any]) -> str:
+    if tag.get("platforms"):
+        return "index: " + ", ".join(tag["platforms"])
+    return str(tag["artifact_type"] or tag["media_type"])
+
+
 def render_index(repositories: list[dict[str, Any]], host: str) -> str:
     e = html.escape
     sections = []
@@ -57,7 +64,7 @@ def render_index(repositories: list[dict[str, Any]], host: str) -> str:
             _ROW.format(
                 tag=e(t["tag"]),
                 digest=e(t["digest"][:19]),
-                kind=e(t["artifact_type"] or t["media_type"]),
+                kind=e(_kind(t)),
                 size=e(format_size(t["size"])),
                 pushed=e(_when(t["pushed_at"])),
                 sigclass="signed" if t["signed"] else "unsigned",

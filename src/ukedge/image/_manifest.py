@@ -9,7 +9,7 @@ from __future__ import annotations
 from pydantic import BaseModel, ConfigDict, Field
 
 from ukedge.image._config import canonical_json
-from ukedge.image._mediatypes import OCI_INDEX, OCI_MANIFEST
+from ukedge.image._mediatypes import ARTIFACT_TYPE, OCI_INDEX, OCI_MANIFEST
 from ukedge.image._platform import Platform
 
 __all__ = ["Descriptor", "ImageIndex", "ImageManifest"]
@@ -53,3 +53,31 @@ class ImageIndex(_Document):
     media_type: str = Field(default=OCI_INDEX, alias="mediaType")
     manifests: list[Descriptor] = Field(default_factory=list)
     annotations: dict[str, str] | None = None
+
+    @classmethod
+    def of_platforms(
+        cls, entries: list[tuple[Descriptor, Platform]], annotations: dict[str, str] | None = None
+    ) -> ImageIndex:
+        """The index of a multi-platform ukedge image: one manifest per platform, in the order
+        given (a build's ``--platform`` order, so equal inputs give equal bytes)."""
+        seen: list[Platform] = []
+        manifests = []
+        for desc, platform in entries:
+            if any(platform.matches(p) for p in seen):
+                raise ValueError(f"two manifests for {platform}")
+            seen.append(platform)
+            manifests.append(
+                Descriptor(
+                    mediaType=desc.media_type,
+                    digest=desc.digest,
+                    size=desc.size,
+                    artifactType=ARTIFACT_TYPE,
+                    platform=platform.explicit(),
+                )
+            )
+        return cls(manifests=manifests, annotations=annotations or None)
+
+    @property
+    def platforms(self) -> list[Platform]:
+        """The platforms its entries name, in order (entries without one are left out)."""
+        return [m.platform for m in self.manifests if m.platform is not None]

@@ -70,6 +70,14 @@ class Platform(BaseModel):
         default = _DEFAULT_VARIANTS.get(self.architecture)
         return (self.variant or default) == (wanted.variant or default)
 
+    def explicit(self) -> Platform:
+        """This platform with its architecture's default variant written out (``linux/arm64/v8``),
+        as an index entry states it so that strict matchers agree with OCI's rule."""
+        default = _DEFAULT_VARIANTS.get(self.architecture)
+        if self.variant or default is None:
+            return self
+        return self.model_copy(update={"variant": default})
+
     @classmethod
     def of_machine(cls, machine: str) -> Platform:
         """The Linux platform of a ``uname -m`` name; ImageError for one ukedge cannot run."""

@@ -5,6 +5,13 @@ image-layout spec lays them out, so skopeo (``oci:<root>:<name:tag>``), oras and
 Each tag is one entry of ``index.json`` whose ``org.opencontainers.image.ref.name`` annotation is
 the full reference (``sensor-agg:1``, ``localhost:5000/team/app:v2``).
 
+A tag may name a multi-platform image: an OCI image index whose entries are one manifest per
+platform. The store keeps the index as the registry served it (its digest is what a deployment
+pins) but may hold only some of its manifests: a node pulls its own platform alone. Running or
+inspecting such a tag picks one platform's manifest (the host's unless one is asked for); a
+platform whose manifest is not here is an error that says how to pull it. A platform's manifest
+is found by its digest as well, so an instance records the manifest it booted.
+
 Crash safety: every file is written under a temporary name in the same directory and renamed
 into place, so a reader sees the old or the new content, never half of one. Blobs are shared by
 every image that names them; an unreferenced blob is removed by :meth:`ImageStore.gc`, which runs
@@ -39,6 +46,7 @@ from ukedge.image._mediatypes import (
     INDEX_TYPES,
     OCI_MANIFEST,
 )
+from ukedge.image._platform import Platform, host_platform
 from ukedge.image._reference import parse_reference
 
 __all__ = ["BlobWriter", "ImageStore", "StoredImage"]
@@ -63,6 +71,11 @@ class StoredImage:
     def id(self) -> str:
         """Docker-style short image id: the first 12 hex digits of the manifest digest."""
         return digest_hex(self.descriptor.digest)[:12]
+
+    @property
+    def is_index(self) -> bool:
+        """A multi-platform image (an OCI index, or Docker's manifest list)."""
+        return self.descriptor.media_type in INDEX_TYPES
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
@@ -221,21 +234,49 @@ class ImageStore:
         )
 
     def add_manifest(
-        self, manifest: bytes, ref: str | None, media_type: str = OCI_MANIFEST
+        self,
+        manifest: bytes,
+        ref: str | None,
+        media_type: str = OCI_MANIFEST,
+        *,
+        partial: bool = False,
     ) -> Descriptor:
-        """Store a manifest whose blobs are all present and, if ``ref`` is given, tag it."""
+        """Store a manifest whose blobs are all present and, if ``ref`` is given, tag it.
+
+        ``partial``: ``manifest`` is an index of which only some platforms' manifests are
+        here (a pull of one platform); each one that is here must be whole.
+        """
         if media_type not in _MANIFEST_TYPES | INDEX_TYPES:
             raise ImageError(f"unsupported manifest media type {media_type!r}")
-        for child in self._children(manifest, media_type):
+        children = self._children(manifest, media_type)
+        if media_type in INDEX_TYPES:
+            if not children:
+                raise ImageError("the index lists no manifest")
+            if partial:
+                children = [c for c in children if self.has_blob(c.digest)]
+                if not children:
+                    raise ImageError("none of the index's manifests is in the store; add one first")
+        for child in children:
             if not self.has_blob(child.digest):
                 raise ImageError(
                     f"manifest references {child.digest} ({child.media_type}) which is not in "
                     "the store; add the blobs before the manifest"
                 )
+            if media_type in INDEX_TYPES and child.media_type in _MANIFEST_TYPES:
+                self._check_whole(child)
         desc = self.put_bytes(manifest, media_type)
         if ref is not None:
             self._set_tag(self._normalise(ref), desc)
         return desc
+
+    def _check_whole(self, desc: Descriptor) -> None:
+        for blob in self._children(self.read_blob(desc.digest), desc.media_type):
+            if not self.has_blob(blob.digest):
+                raise ImageError(
+                    f"the index's {desc.platform or ''} manifest {desc.digest} references "
+                    f"{blob.digest} ({blob.media_type}) which is not in the store; add the "
+                    "blobs before the manifests"
+                )
 
     def _set_tag(self, ref: str, desc: Descriptor) -> None:
         entry = desc.model_copy(update={"annotations": {REF_NAME: ref}})
@@ -263,6 +304,12 @@ class ImageStore:
         ):
             hexpart = ref.removeprefix("sha256:")
             hits = {i.digest: i for i in images if digest_hex(i.digest).startswith(hexpart)}
+            if not hits:
+                hits = {
+                    i.digest: i
+                    for i in self._platform_images(images)
+                    if digest_hex(i.digest).startswith(hexpart)
+                }
             if len(hits) == 1:
                 return next(iter(hits.values()))
             if len(hits) > 1:
@@ -273,10 +320,52 @@ class ImageStore:
                 return image
         raise ImageError(f"no such image: {ref} (see `ukedge images`)")
 
-    def manifest(self, ref: str) -> tuple[StoredImage, ImageManifest]:
-        image = self.resolve(ref)
+    def _platform_images(self, images: Iterable[StoredImage]) -> Iterator[StoredImage]:
+        """The manifests held here of every tagged index, each under its index's tag."""
+        for image in images:
+            if image.is_index:
+                for child, present in self.entries(image):
+                    if present:
+                        yield StoredImage(image.ref, child)
+
+    def entries(self, image: StoredImage) -> list[tuple[Descriptor, bool]]:
+        """The entries of an index (each carries its ``platform``), and whether each one's
+        manifest is in the store; ``[]`` for a single-platform image."""
+        if not image.is_index:
+            return []
+        index = ImageIndex.model_validate_json(self.read_blob(image.digest))
+        return [(child, self.has_blob(child.digest)) for child in index.manifests]
+
+    def platform_image(self, image: StoredImage, platform: Platform | None = None) -> StoredImage:
+        """The manifest of ``platform`` (default: the host's) of an index, under the index's
+        tag; a single-platform image as it is (whether it fits is its config's to say)."""
+        if not image.is_index:
+            return image
+        wanted = platform or host_platform()
+        entries = self.entries(image)
+        offered = ", ".join(str(c.platform) for c, _ in entries if c.platform) or "none"
+        for child, present in entries:
+            if child.platform is None or not child.platform.matches(wanted):
+                continue
+            if not present:
+                held = ", ".join(str(c.platform) for c, here in entries if here and c.platform)
+                raise ImageError(
+                    f"{image.ref}: its {wanted} manifest is not in the store (it holds "
+                    f"{held or 'none'}); pull it with `ukedge pull --platform {wanted} {image.ref}`"
+                )
+            return StoredImage(image.ref, child)
+        raise ImageError(f"{image.ref} has no {wanted} manifest (its platforms: {offered})")
+
+    def manifest(
+        self, ref: str, platform: Platform | None = None
+    ) -> tuple[StoredImage, ImageManifest]:
+        """The image ``ref`` names and its manifest; for a multi-platform image, those of
+        ``platform`` (default: the host's)."""
+        image = self.platform_image(self.resolve(ref), platform)
         if image.descriptor.media_type not in _MANIFEST_TYPES:
-            raise ImageError(f"{ref} is an index ({image.descriptor.media_type}), not an image")
+            raise ImageError(
+                f"{ref}: {image.digest} is a {image.descriptor.media_type}, not an image manifest"
+            )
         return image, ImageManifest.model_validate_json(self.read_blob(image.digest))
 
     def config(self, manifest: ImageManifest) -> ImageConfig:
@@ -313,6 +402,21 @@ class ImageStore:
 
     def image_size(self, manifest: ImageManifest) -> int:
         return manifest.config.size + sum(layer.size for layer in manifest.layers)
+
+    def stored_size(self, image: StoredImage) -> int:
+        """Compressed bytes of what the store holds of ``image``: for an index, its own bytes
+        and each platform's that is here (blobs they share counted once)."""
+        if not image.is_index:
+            manifest = ImageManifest.model_validate_json(self.read_blob(image.digest))
+            return self.image_size(manifest)
+        sizes = {image.digest: image.descriptor.size}
+        for child, present in self.entries(image):
+            if present and child.media_type in _MANIFEST_TYPES:
+                sizes[child.digest] = child.size
+                manifest = ImageManifest.model_validate_json(self.read_blob(child.digest))
+                for blob in [manifest.config, *manifest.layers]:
+                    sizes[blob.digest] = blob.size
+        return sum(sizes.values())
 
     # -- garbage collection ----------------------------------------------------------------------
 
@@ -381,7 +485,11 @@ class ImageStore:
             if desc.digest in blobs:
                 continue
             blobs.add(desc.digest)
-            if desc.media_type in _MANIFEST_TYPES | INDEX_TYPES:
+            if desc.media_type in INDEX_TYPES:
+                # A node's index may hold only its own platform: the archive holds the same.
+                kids = self._children(self.read_blob(desc.digest), desc.media_type)
+                todo.extend(kid for kid in kids if self.has_blob(kid.digest))
+            elif desc.media_type in _MANIFEST_TYPES:
                 todo.extend(self._children(self.read_blob(desc.digest), desc.media_type))
         index = ImageIndex(
             manifests=[
@@ -430,7 +538,12 @@ class ImageStore:
                         shutil.move(path, target)
                 refs = [self._normalise(d.ref_name or "") for d in tagged]
                 for desc, ref in zip(tagged, refs, strict=True):
-                    self.add_manifest(self.read_blob(desc.digest), ref, desc.media_type)
+                    self.add_manifest(
+                        self.read_blob(desc.digest),
+                        ref,
+                        desc.media_type,
+                        partial=desc.media_type in INDEX_TYPES,
+                    )
         return refs
 
 

@@ -27,6 +27,7 @@ from ukedge.image import (
     Platform,
     Reference,
     StoredImage,
+    host_platform,
     mediatypes,
     parse_platform,
 )
@@ -249,37 +250,78 @@ def select_platform(index: ImageIndex, platform: str | Platform = DEFAULT_PLATFO
     )
 
 
-def _resolve_manifest(client: RegistryClient, ref: Reference, platform: str) -> RemoteManifest:
-    remote = client.get_manifest(ref.repository, ref.reference)
+def _platform_of(platform: str | Platform | None) -> Platform:
+    if platform is None:
+        return host_platform()
+    return parse_platform(platform) if isinstance(platform, str) else platform
+
+
+def _resolve_manifest(
+    client: RegistryClient, ref: Reference, platform: Platform
+) -> tuple[RemoteManifest, RemoteManifest]:
+    """What ``ref`` names (a manifest, or an index) and the manifest of ``platform`` in it (the
+    same one for a single-platform image): an index costs one more small request, no blob."""
+    top = client.get_manifest(ref.repository, ref.reference)
+    if top.media_type not in mediatypes.INDEX_TYPES:
+        return top, top
+    child = select_platform(_parse_index(top.data, ref), platform)
+    remote = client.get_manifest(ref.repository, child.digest)
     if remote.media_type in mediatypes.INDEX_TYPES:
-        child = select_platform(ImageIndex.model_validate_json(remote.data), platform)
-        remote = client.get_manifest(ref.repository, child.digest)
-        if remote.media_type in mediatypes.INDEX_TYPES:
-            raise RegistryError(f"{ref}: the {platform} entry of the index is itself an index")
-    return remote
+        raise RegistryError(f"{ref}: the {platform} entry of the index is itself an index")
+    return top, remote
+
+
+def _parse_index(data: bytes, where: object) -> ImageIndex:
+    try:
+        return ImageIndex.model_validate_json(data)
+    except ValueError as exc:
+        raise RegistryError(f"{where}: the index does not parse: {exc}") from exc
+
+
+def _local_platform(
+    store: ImageStore, data: bytes, media_type: str, platform: Platform
+) -> tuple[bytes, str] | None:
+    """The stored manifest (bytes, media type) of ``platform`` that the document ``data``
+    names, when it and all its blobs are here; None when anything is missing."""
+    if media_type in mediatypes.INDEX_TYPES:
+        try:
+            child = select_platform(ImageIndex.model_validate_json(data), platform)
+        except (ValueError, RegistryError):
+            return None
+        if not store.has_blob(child.digest):
+            return None
+        data, media_type = store.read_blob(child.digest), child.media_type
+    if media_type not in (mediatypes.OCI_MANIFEST, mediatypes.DOCKER_MANIFEST):
+        return None
+    try:
+        manifest = ImageManifest.model_validate_json(data)
+    except ValueError:
+        return None
+    if not all(store.has_blob(d.digest) for d in _blobs(manifest)):
+        return None
+    return data, media_type
 
 
 def _complete_locally(
-    store: ImageStore, target: Reference, progress: TransferProgress
+    store: ImageStore, target: Reference, progress: TransferProgress, platform: Platform
 ) -> StoredImage | None:
-    """A digest-pinned image the store already holds whole needs no registry (an edge node
-    that lost its uplink can still start what it has); it is only tagged."""
+    """A digest-pinned image the store already holds whole (for an index: its ``platform``)
+    needs no registry (an edge node that lost its uplink can still start what it has); it is
+    only tagged."""
     if target.digest is None or not store.has_blob(target.digest):
         return None
     data = store.read_blob(target.digest)
     try:
-        media_type = json.loads(data).get("mediaType")
-        manifest = ImageManifest.model_validate_json(data)
+        media_type = str(json.loads(data).get("mediaType") or "")
     except (ValueError, AttributeError):
         return None
-    if media_type not in (mediatypes.OCI_MANIFEST, mediatypes.DOCKER_MANIFEST):
-        return None
-    blobs = _blobs(manifest)
     with store.lease():
-        if not all(store.has_blob(d.digest) for d in blobs):
+        found = _local_platform(store, data, media_type, platform)
+        if found is None:
             return None
-        store.add_manifest(data, str(target), media_type)
-    for desc in blobs:
+        index = media_type in mediatypes.INDEX_TYPES
+        store.add_manifest(data, str(target), media_type, partial=index)
+    for desc in _blobs(ImageManifest.model_validate_json(found[0])):
         progress.start(desc.digest, blob_label(desc), desc.size)
         progress.update(desc.digest, desc.size)
         progress.finish(desc.digest, BlobOutcome.CACHED)
@@ -294,23 +336,26 @@ def pull(
     progress: TransferProgress | None = None,
     client: RegistryClient | None = None,
     options: ClientOptions | None = None,
-    platform: str = DEFAULT_PLATFORM,
+    platform: str | Platform | None = None,
     cancel: threading.Event | None = None,
 ) -> StoredImage:
     """Pull an image into ``store`` and tag it with its full reference (``host/repo:tag``).
 
     Only blobs the store lacks are fetched; each is verified against its digest before it is
-    kept. An index resolves to its ``platform`` manifest. A digest-pinned reference whose image
+    kept. A multi-platform image (an index) is stored as the index with only its ``platform``
+    manifest (default: this host's) and that manifest's blobs: a node moves its own platform
+    alone; pulling another platform later adds that one. A digest-pinned reference whose image
     the store holds whole is served from the store alone. Setting ``cancel`` stops the
     downloads at their next piece; nothing of the image is tagged then.
     """
     target = remote_reference(ref, action="pull")
+    wanted = _platform_of(platform)
     progress = progress or NullProgress()
-    local = _complete_locally(store, target, progress)
+    local = _complete_locally(store, target, progress, wanted)
     if local is not None:
         return local
     with client_for(target, client, options) as c:
-        remote = _resolve_manifest(c, target, platform)
+        top, remote = _resolve_manifest(c, target, wanted)
         try:
             manifest = ImageManifest.model_validate_json(remote.data)
         except ValueError as exc:
@@ -336,7 +381,11 @@ def pull(
 
         with store.lease():
             _run_all(c, one, blobs, cancel)
-            store.add_manifest(remote.data, str(target), remote.media_type)
+            if top is remote:
+                store.add_manifest(remote.data, str(target), remote.media_type)
+            else:
+                store.add_manifest(remote.data, None, remote.media_type)
+                store.add_manifest(top.data, str(target), top.media_type, partial=True)
         c.locations.record(c.registry, target.repository, [d.digest for d in blobs])
-    log.info("pulled %s (%s)", target, remote.digest)
+    log.info("pulled %s (%s, %s %s)", target, top.digest, wanted, remote.digest)
     return store.resolve(str(target))

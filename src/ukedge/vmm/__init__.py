@@ -5,6 +5,7 @@ directory (``MachinePaths``)."""
 from ukedge.vmm._accel import (
     AccelVerdict,
     accelerator_for,
+    accelerators,
     probe_accelerator,
     qemu_binary,
     qemu_version,
@@ -32,6 +33,7 @@ __all__ = [
     "MachineStats",
     "MachineStatus",
     "accelerator_for",
+    "accelerators",
     "backends",
     "create",
     "probe_accelerator",

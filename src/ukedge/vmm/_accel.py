@@ -38,6 +38,7 @@ from ukedge.errors import MachineError, UsageError
 __all__ = [
     "AccelVerdict",
     "accelerator_for",
+    "accelerators",
     "probe_accelerator",
     "qemu_binary",
     "qemu_version",
@@ -313,3 +314,20 @@ def probe_accelerator(
     except OSError as exc:
         log.warning("cannot cache the accelerator verdict in %s: %s", _cache_file(), exc)
     return verdict
+
+
+def accelerators() -> dict[str, Accel]:
+    """The accelerator for each platform this host can run (``{"linux/amd64": "kvm",
+    "linux/arm64": "tcg"}``), from :func:`accelerator_for` (the probe's verdict for the host's
+    own architecture, TCG for another); a platform whose ``qemu-system-<machine>`` is not
+    installed is left out."""
+    import shutil
+
+    from ukedge.image import SUPPORTED_PLATFORMS
+
+    found: dict[str, Accel] = {}
+    for target in SUPPORTED_PLATFORMS:
+        binary = qemu_binary(target.machine)
+        if shutil.which(binary) is not None:
+            found[str(target)] = accelerator_for(target.machine, binary=binary).accel
+    return found

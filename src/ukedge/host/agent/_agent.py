@@ -22,7 +22,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from ukedge import config, paths
-from ukedge.errors import NoSuchInstanceError, UsageError
+from ukedge.errors import ImageError, NoSuchInstanceError, UsageError
 from ukedge.host._names import NAME_PATTERN
 from ukedge.host._wiring import NodeLayout, open_node
 from ukedge.host.instances import Capacity, host_capacity
@@ -38,6 +38,7 @@ from ukedge.host.migration import LinkMoves, Migrations
 from ukedge.host.policy import load_policy
 from ukedge.host.results import ResultForwarder, ResultSpool, manager_sources
 from ukedge.host.results import sinks as result_sinks
+from ukedge.image import Platform, host_platform, parse_platform
 from ukedge.units import parse_size
 
 __all__ = ["DEFAULT_ADDR", "ENV_PREFIX", "Agent", "AgentSettings", "load_agent_settings"]
@@ -86,6 +87,10 @@ class AgentSettings(BaseModel):
     policy: Path | None = None
     #: User QEMU drops to when the agent runs as root; ``""`` keeps root (not advised).
     qemu_user: str | None = None
+    #: The platform this node runs (``linux/arm64``): which manifest of a multi-platform image
+    #: it pulls and boots, and what it reports to the controller for placement. Default: the
+    #: host's. Another architecture than the host's runs emulated (TCG), slowly, on purpose.
+    platform: str | None = None
     #: Seconds between supervisor passes (restarts, health checks).
     supervise_interval: float = Field(default=0.5, gt=0, le=60)
     #: Live moves out of this node: the pause QEMU aims for at the switch-over, unless a move
@@ -130,6 +135,21 @@ class AgentSettings(BaseModel):
                 "this one at (e.g. 192.0.2.10 or edge1.example)"
             )
         return value
+
+    @field_validator("platform")
+    @classmethod
+    def _platform(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        try:
+            return str(parse_platform(value))
+        except ImageError as exc:
+            raise ValueError(str(exc)) from None
+
+    @property
+    def node_platform(self) -> Platform:
+        """The platform the node runs: the setting, else the host's."""
+        return parse_platform(self.platform) if self.platform else host_platform()
 
     @field_validator("name")
     @classmethod
@@ -200,9 +220,16 @@ class Agent:
             settings.controller,
             settings.join_token,
             name=settings.name,
-            architecture=platform.machine(),
+            architecture=settings.node_platform.machine,
             labels=settings.labels,
         )
+        if not settings.node_platform.matches(host_platform()):
+            log.warning(
+                "this node runs %s on a %s host: its instances are emulated (TCG), many times "
+                "slower than native",
+                settings.node_platform,
+                host_platform().machine,
+            )
         self.node = open_node(
             NodeLayout.data_dir(data),
             qemu_user=settings.qemu_user,
@@ -212,6 +239,7 @@ class Agent:
             name=settings.name,
             labels=settings.labels,
             policy=load_policy(settings.policy) if settings.policy else None,
+            platform=settings.node_platform,
         )
         self.manager = self.node.manager
         self.images = self.node.cache

@@ -273,8 +273,9 @@ class AgentClient:
     def images(self) -> builtins.list[ImageSummary]:
         return [ImageSummary.model_validate(i) for i in self._request("GET", "/images", "images")]
 
-    def inspect_image(self, ref: str) -> dict[str, Any]:
-        data = self._request("GET", "/images/inspect", f"inspect {ref}", params={"ref": ref})
+    def inspect_image(self, ref: str, platform: str | None = None) -> dict[str, Any]:
+        params = {"ref": ref} | ({"platform": platform} if platform else {})
+        data = self._request("GET", "/images/inspect", f"inspect {ref}", params=params)
         return dict(data)
 
     def pull(self, ref: str, *, progress: TransferProgress | None = None) -> ImageSummary:

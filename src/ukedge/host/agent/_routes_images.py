@@ -32,8 +32,13 @@ def images_router(node: LocalNode, prefix: str) -> APIRouter:
         return node.images()
 
     @router.get("/inspect", responses=responses(400, 404))
-    def inspect_image(ref: Annotated[str, Query(min_length=1, max_length=512)]) -> Any:
-        return node.inspect_image(ref)
+    def inspect_image(
+        ref: Annotated[str, Query(min_length=1, max_length=512)],
+        platform: Annotated[str | None, Query(max_length=64)] = None,
+    ) -> Any:
+        """A stored image's manifest and config (of a multi-platform image: the node's
+        platform, or ``platform``)."""
+        return node.inspect_image(ref, platform)
 
     @router.delete("", response_model=list[str], responses=responses(400, 404, 409))
     def remove_image(

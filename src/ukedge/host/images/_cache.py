@@ -42,11 +42,13 @@ from ukedge.host.images._usage import ImageUsage, UsageRecord
 from ukedge.image import (
     ImageManifest,
     ImageStore,
+    Platform,
     StoredImage,
+    host_platform,
     mediatypes,
     parse_reference,
 )
-from ukedge.registry import DEFAULT_PLATFORM, TransferProgress
+from ukedge.registry import TransferProgress
 
 if TYPE_CHECKING:
     from ukedge.host.policy import SignatureGate
@@ -98,9 +100,21 @@ def image_summary(
     runtime = ""
     size = image.descriptor.size
     layers: list[int] = []
-    if image.descriptor.media_type in _MANIFEST_TYPES:
-        manifest = ImageManifest.model_validate_json(store.read_blob(image.digest))
-        size = store.image_size(manifest)
+    platforms: list[str] = []
+    shown = image
+    if image.is_index:
+        # A multi-platform image: the platforms whose manifests are here, and the first of
+        # them (the host's when it is here) describes the image.
+        held = [child for child, present in store.entries(image) if present]
+        platforms = [str(child.platform) for child in held if child.platform]
+        size = store.stored_size(image)
+        mine = [c for c in held if c.platform and c.platform.matches(host_platform())]
+        first = (mine or held)[:1]
+        shown = StoredImage(image.ref, first[0]) if first else image
+    if shown.descriptor.media_type in _MANIFEST_TYPES:
+        manifest = ImageManifest.model_validate_json(store.read_blob(shown.digest))
+        if not image.is_index:
+            size = store.image_size(manifest)
         layers = [layer.size for layer in manifest.layers]
         try:
             config = store.config(manifest)
@@ -108,6 +122,8 @@ def image_summary(
             runtime = "(not ukedge)"
         else:
             created, runtime = config.created, config.runtime
+            if not image.is_index:
+                platforms = [str(config.platform)]
     else:
         runtime = "(index)"
     if not created:
@@ -124,6 +140,7 @@ def image_summary(
         layers=layers,
         last_used=last_used,
         in_use=in_use,
+        platforms=platforms,
     )
 
 
@@ -167,6 +184,9 @@ class ImageCache:
         self.on_remove = on_remove
         #: The node's signature policy, when it has one: told of every pull.
         self.gate: SignatureGate | None = None
+        #: The platform a pull of a multi-platform image fetches unless asked for another
+        #: (the node's: the agent's ``--platform``, default the host's).
+        self.platform: Platform = host_platform()
         self._thread_lock = threading.Lock()
         self._pins: collections.Counter[str] = collections.Counter()
         self._pins_lock = threading.Lock()
@@ -178,7 +198,16 @@ class ImageCache:
     # -- reading -----------------------------------------------------------------------------------
 
     def _users(self) -> collections.Counter[str]:
-        return collections.Counter(self.in_use())
+        """Instances per image digest; a multi-platform image's tag counts those of every
+        platform manifest it holds (instances record the manifest they booted)."""
+        users = collections.Counter(self.in_use())
+        for image in self.store.images():
+            if image.is_index and image.digest not in users:
+                with contextlib.suppress(ImageError, FileNotFoundError, ValueError):
+                    count = sum(users[c.digest] for c, here in self.store.entries(image) if here)
+                    if count:
+                        users[image.digest] = count
+        return users
 
     def images(self) -> list[ImageSummary]:
         """Every tag of the store, sorted by reference, with its last use and whether it is used."""
@@ -211,17 +240,26 @@ class ImageCache:
             in_use=image.digest in self._users(),
         )
 
-    def inspect(self, ref: str) -> dict[str, Any]:
+    def inspect(self, ref: str, platform: Platform | None = None) -> dict[str, Any]:
         """``{"ref", "digest", "size", "manifest", "config"}``, as ``ukedge image inspect``
-        prints it."""
-        image, manifest = self.store.manifest(ref)
-        return {
+        prints it; for a multi-platform image those of ``platform`` (default: the node's),
+        with ``index`` (its digest) and ``platforms`` (each entry and whether it is here)."""
+        top = self.store.resolve(ref)
+        image, manifest = self.store.manifest(ref, platform or self.platform)
+        found: dict[str, Any] = {
             "ref": image.ref,
             "digest": image.digest,
             "size": self.store.image_size(manifest),
             "manifest": manifest.model_dump(mode="json", by_alias=True, exclude_none=True),
             "config": self.store.config(manifest).model_dump(mode="json", exclude_none=True),
         }
+        if top.is_index:
+            found["index"] = top.digest
+            found["platforms"] = [
+                {"platform": str(child.platform), "digest": child.digest, "present": here}
+                for child, here in self.store.entries(top)
+            ]
+        return found
 
     def usage_bytes(self) -> int:
         """Bytes of blobs on disk (shared layers once): what the budget is compared with."""
@@ -235,19 +273,25 @@ class ImageCache:
         *,
         progress: TransferProgress | None = None,
         options: ClientOptions | None = None,
-        platform: str = DEFAULT_PLATFORM,
+        platform: Platform | None = None,
         cancel: threading.Event | None = None,
         client: RegistryClient | None = None,
     ) -> ImageSummary:
         """Pull ``ref`` (only the missing blobs, each verified), then keep the cache in budget.
 
-        The image just pulled is never evicted to make room for itself.
+        Of a multi-platform image, ``platform``'s manifest (default: the node's) alone. The
+        image just pulled is never evicted to make room for itself.
         """
         from ukedge import registry  # httpx and the transfer code load when a pull runs
 
         with registry.client_for(registry.remote_reference(ref), client, options) as c:
             stored = registry.pull(
-                self.store, ref, progress=progress, client=c, platform=platform, cancel=cancel
+                self.store,
+                ref,
+                progress=progress,
+                client=c,
+                platform=platform or self.platform,
+                cancel=cancel,
             )
             if self.gate is not None:
                 self._check_pulled(stored, c)
@@ -260,9 +304,16 @@ class ImageCache:
         refused image is untagged again (unless an instance still uses it), so nothing of it
         can start."""
         assert self.gate is not None
-        self.gate.fetch(stored.ref, stored.digest, client)
+        # A multi-platform image: the index (what a deployment pins and a create checks) and
+        # the platform manifests held here (what an instance records, checked at each start).
+        digests = [stored.digest]
+        if stored.is_index:
+            digests += [child.digest for child, here in self.store.entries(stored) if here]
+        for digest in digests:
+            self.gate.fetch(stored.ref, digest, client)
         try:
-            self.gate.enforce(stored.ref, stored.digest)
+            for digest in digests:
+                self.gate.enforce(stored.ref, digest)
         except SignatureError as exc:
             with contextlib.suppress(ImageInUseError, ImageError):
                 self.remove(stored.ref)

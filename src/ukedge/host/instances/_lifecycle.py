@@ -379,7 +379,7 @@ class InstanceLifecycle(ObservedInstances):
             )
 
     def _plan(self, ref: str, what: RunRequest | Instance) -> Plan:
-        return plan_run(self.store, self.layers, self.backend.name, ref, what)
+        return plan_run(self.store, self.layers, self.backend.name, ref, what, self.platform)
 
     # -- prewarm snapshots -----------------------------------------------------------------------
 

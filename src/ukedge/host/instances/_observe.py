@@ -55,6 +55,8 @@ from ukedge.host.instances._restart import is_failure, next_delay, wants_restart
 from ukedge.host.instances._state import InstanceRecords
 from ukedge.image import (
     ImageStore,
+    Platform,
+    host_platform,
 )
 from ukedge.vmm import Machine, MachineBackend, MachineState
 
@@ -108,6 +110,9 @@ class ObservedInstances:
         self.snapshots = snapshots or root / "snapshots"
         #: What instances may use; None: no admission control.
         self.capacity = capacity
+        #: The platform this node runs (the agent's ``--platform``; default the host's): the
+        #: manifest a multi-platform image runs from unless a run asks for another.
+        self.platform: Platform = host_platform()
         #: Called with an ended instance just before ``remove`` deletes its directory, so that
         #: whoever reads its files (the results forwarder) can take what is left.
         self.before_remove: list[Callable[[Instance], None]] = []

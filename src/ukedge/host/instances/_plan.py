@@ -22,6 +22,7 @@ from ukedge.image import (
     ImageConfig,
     ImageManifest,
     ImageStore,
+    Platform,
     StoredImage,
     canonical_json,
     digest_bytes,
@@ -73,10 +74,21 @@ def plan_run(
     backend_name: str,
     ref: str,
     what: RunRequest | Instance,
+    platform: Platform | None = None,
 ) -> Plan:
-    """The plan of a run of image ``ref`` with ``what``'s overrides on ``backend_name``."""
-    image, manifest = store.manifest(ref)
+    """The plan of a run of image ``ref`` with ``what``'s overrides on ``backend_name``.
+
+    A multi-platform image runs its manifest of the platform the run asks for, else of
+    ``platform`` (the node's); a run that asks for a platform its image lacks is refused.
+    """
+    asked = what.platform if isinstance(what, RunRequest) else None
+    image, manifest = store.manifest(ref, asked or platform)
     config = store.config(manifest)
+    if asked is not None and not config.platform.matches(asked):
+        raise UsageError(
+            f"{image.ref} is a {config.platform} image, not {asked}; build it for {asked} "
+            f"(`ukedge build --platform {config.platform},{asked}`) or run it without --platform"
+        )
     kernel, initrds, disk = _boot_files(store, layers, manifest)
     argv = [*config.entrypoint, *(config.args if what.args is None else what.args)]
     env = {**config.env, **(what.env or {})}

@@ -75,6 +75,10 @@ class ControllerLink:
         self.migration_host: str | None = None
         self.interval = max(enrolment.heartbeat_interval_s, _MIN_INTERVAL_S)
         self._accelerator = accelerator
+        # Told an accelerator (tests, a node that knows it): that of its own platform alone.
+        self._accelerators: dict[str, str] | None = (
+            {str(node.manager.platform): accelerator} if accelerator is not None else None
+        )
         self._lock = threading.Lock()
         self._errors: dict[str, tuple[DesiredInstance | None, str]] = {}
         #: The generation the last finished reconcile pass applied (0: none yet).
@@ -112,6 +116,15 @@ class ControllerLink:
         self._driver = driver
         self.migration_host = host
 
+    @property
+    def accelerators(self) -> dict[str, str]:
+        """The accelerator of each platform the node can run (probed once)."""
+        if self._accelerators is None:
+            from ukedge.vmm import accelerators
+
+            self._accelerators = dict(accelerators())
+        return self._accelerators
+
     def heartbeat_once(self) -> HeartbeatReply:
         """Report once; save and hand on a desired state the answer carries; act on the moves
         it asks for. Raises :class:`LinkUnavailable` or :class:`LinkError`."""
@@ -128,6 +141,7 @@ class ControllerLink:
             migration_host=self.migration_host if driver is not None else None,
             offers=self.moves.offers() if driver is not None else (),
             move_reports=reports,
+            accelerators=self.accelerators,
         )
         reply = self.client.heartbeat(heartbeat)
         if reply.desired is not None:

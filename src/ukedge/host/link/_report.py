@@ -8,7 +8,6 @@ are reported too (state ``failed`` with the reason), so the controller sees them
 
 from __future__ import annotations
 
-import platform
 from collections.abc import Mapping, Sequence
 
 from ukedge.host._models import HealthStatus, Instance, InstanceState
@@ -23,6 +22,7 @@ from ukedge.host.link._wire import (
     MoveReport,
     NodeResources,
 )
+from ukedge.image import Platform, parse_platform
 
 __all__ = ["build_heartbeat", "instance_report"]
 
@@ -80,6 +80,7 @@ def build_heartbeat(
     migration_host: str | None = None,
     offers: Sequence[MoveOffer] = (),
     move_reports: Sequence[MoveReport] = (),
+    accelerators: Mapping[str, str] | None = None,
 ) -> Heartbeat:
     """The heartbeat of ``node`` now. ``errors``: the last reconcile pass's failures by
     instance name (the desired instance they concern, when there is one); the rest: the
@@ -108,10 +109,15 @@ def build_heartbeat(
         for name, (item, error) in sorted(errors.items())
         if item is not None and name not in reported
     ]
+    # The node's platform (its --platform), not necessarily the host's: an x86_64 host set
+    # to arm64 is an arm64 node that emulates.
+    own = node.manager.platform
     return Heartbeat(
         name=node.name,
-        architecture=platform.machine(),
-        accelerator=accelerator,
+        architecture=own.machine,
+        platform=str(own),
+        accelerators=dict(accelerators or {}),
+        accelerator=_own_accelerator(own, accelerators or {}, accelerator),
         labels=node.labels,
         capacity=NodeResources(
             memory_mib=capacity.memory_limit_bytes // _MIB, vcpus=capacity.vcpu_limit
@@ -124,3 +130,12 @@ def build_heartbeat(
         offers=list(offers),
         move_reports=list(move_reports),
     )
+
+
+def _own_accelerator(own: Platform, accelerators: Mapping[str, str], probed: str) -> str:
+    """The accelerator of the node's own platform (``linux/arm64/v8`` is ``linux/arm64``'s);
+    the host's probe when the node's platform is not among those reported."""
+    for name, accel in accelerators.items():
+        if parse_platform(name).matches(own):
+            return accel
+    return probed

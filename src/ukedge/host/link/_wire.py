@@ -182,6 +182,13 @@ class Heartbeat(_Wire):
     #: Offers made for the moves the controller asked about, and the moves this node drives.
     offers: list[MoveOffer] = Field(default_factory=list, max_length=64, exclude_if=_empty)
     move_reports: list[MoveReport] = Field(default_factory=list, max_length=64, exclude_if=_empty)
+    #: The OCI platform the node runs (``linux/arm64``; its ``--platform``): what the
+    #: scheduler matches against an image's platforms. Left out by older agents, whose
+    #: ``architecture`` (``x86_64``) says the same.
+    platform: str | None = Field(default=None, max_length=64, exclude_if=_empty)
+    #: The accelerator of each platform the node can run (``{"linux/amd64": "kvm",
+    #: "linux/arm64": "tcg"}``); left out while unknown.
+    accelerators: dict[str, str] | None = Field(default=None, exclude_if=_empty)
 
 
 class DesiredInstance(_Wire):

@@ -33,6 +33,7 @@ from ukedge.errors import ImageError, MigrationError, UkedgeError
 from ukedge.host._models import Instance, PortMapping
 from ukedge.host.migration._channel import Channel, MigrationIdentity
 from ukedge.host.migration._protocol import Frame, Mode, TicketBook, decode_chunk
+from ukedge.image import parse_reference
 
 if TYPE_CHECKING:
     from ukedge.host._node import LocalNode
@@ -240,7 +241,14 @@ class MigrationListener:
             pass
         try:
             self.node.pull(record.image)
-            store.resolve(record.image_digest)
+            try:
+                store.resolve(record.image_digest)
+            except ImageError:
+                # A multi-platform image whose manifest the instance runs is not this node's
+                # platform: a move keeps what the instance runs, so that manifest by digest.
+                pinned = f"{parse_reference(record.image).name}@{record.image_digest}"
+                self.node.pull(pinned)
+                store.resolve(record.image_digest)
         except UkedgeError as exc:
             raise MigrationError(
                 f"the target lacks image {record.image} ({record.image_digest[:19]}) and could "

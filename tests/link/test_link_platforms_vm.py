@@ -1,0 +1,115 @@
+"""A mixed fleet end to end, with VMs: one deployment of a multi-platform hello-c (built here
+for linux/amd64 and linux/arm64) over a real controller, a real hub and two real agents, one
+of them ``--platform linux/arm64``. Each replica really boots: the amd64 one on x86_64 QEMU,
+the arm64 one on ``qemu-system-aarch64 -M virt`` under TCG, and each one's result line reaches
+the controller from its own node."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from kit.agent import running_agent
+from kit.hub import RunningHub, start_hub
+from kit.link_controller import RestartableController
+from ukedge.build import build_index
+from ukedge.host.link import pinned_context
+from ukedge.image import ImageStore, parse_platforms
+from ukedge.registry import push
+
+pytestmark = pytest.mark.vm
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+#: Two boots under TCG (one of them a foreign architecture) on a shared machine.
+CEILING_S = 600.0
+
+
+def _wait(condition: Callable[[], Any], what: str) -> Any:
+    deadline = time.monotonic() + CEILING_S
+    while True:
+        value = condition()
+        if value:
+            return value
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.5)
+
+
+@pytest.fixture
+def controller(tmp_path: Path) -> Iterator[RestartableController]:
+    running = RestartableController(tmp_path / "controller")
+    yield running
+    running.stop()
+
+
+@pytest.fixture
+def hub(tmp_path: Path) -> Iterator[RunningHub]:
+    running = start_hub(tmp_path / "hub")
+    yield running
+    running.stop()
+
+
+def test_replicas_of_one_deployment_run_on_x86_64_and_on_emulated_arm64(
+    tmp_path: Path, controller: RestartableController, hub: RunningHub
+) -> None:
+    addr = hub.url.removeprefix("http://")
+    source = ImageStore(tmp_path / "source")
+    built = build_index(
+        EXAMPLES / "hello-c",
+        ["hello-c:multi"],
+        store=source,
+        platforms=parse_platforms("linux/amd64,linux/arm64"),
+    )
+    push(source, "hello-c:multi", f"{addr}/hello-c:multi")
+    manifests = {str(b.config.platform.architecture): b.digest for b in built.builds}
+
+    with httpx.Client(
+        base_url=controller.url,
+        verify=pinned_context(controller.cert),
+        headers={"authorization": f"Bearer {controller.admin_token}"},
+        timeout=30,
+    ) as api:
+
+        def call(method: str, path: str, **kwargs: Any) -> Any:
+            response = api.request(method, path, **kwargs)
+            assert response.status_code < 300, response.text
+            return response.json() if response.content else None
+
+        def agent(name: str, *extra: str) -> Any:
+            token = call("POST", "/v1/tokens", json={"description": name})["token"]
+            args = ["--name", name, "--controller", controller.url, "--join-token", token]
+            return running_agent(tmp_path / name, *args, *extra)
+
+        with agent("edge-x86") as x86, agent("edge-arm", "--platform", "linux/arm64") as arm:
+            _wait(lambda: len(call("GET", "/v1/nodes")) == 2, "both nodes enrolled")
+            spec = {
+                "name": "hello",
+                "image": f"{addr}/hello-c:multi",
+                "replicas": 2,
+                "restart": {"name": "no"},
+            }
+            call("POST", "/v1/deployments", json=spec)
+
+            def results_from_both() -> dict[str, Any] | None:
+                rows = call("GET", "/v1/results", params={"deployment": "hello"})
+                by_node = {r["node_name"]: r for r in rows}
+                return by_node if set(by_node) == {"edge-x86", "edge-arm"} else None
+
+            by_node = _wait(results_from_both, "a result from each node's replica")
+            for record in by_node.values():
+                assert record["error"] is None and record["result"], record
+
+            # Each node booted its own platform's manifest of the one pinned index.
+            for node, arch in ((x86, "amd64"), (arm, "arm64")):
+                [instance] = [
+                    i
+                    for i in node.client().list(all_instances=True)
+                    if i.labels.get("ukedge.deployment") == "hello"
+                ]
+                assert instance.image_digest == manifests[arch]
+                assert instance.exit_code == 0
+            assert "emulated" in arm.log.read_text()
