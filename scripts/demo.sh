@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # `make demo`: the main job end to end on the embedded defaults, as far as the platform goes today:
 # kernel (cached) → build both examples → push them to a hub and pull them back → run hello-c in
-# the foreground → run sensor-agg (as pulled from the hub) detached with a published port, feed
+# the foreground → build hello-c for linux/amd64 and linux/arm64 (an index), push it, pull this
+# node's platform only, run the arm64 one emulated → run sensor-agg (as pulled from the hub) detached with a published port, feed
 # it readings, read its stats and results → stop and remove it → sign sensor-agg with a new key
 # → start a host agent (edge node) that pulls from the hub and runs only signed images (an
 # unsigned one is refused), run sensor-agg on it with `--host`, kill -9 the agent, start it
@@ -86,6 +87,17 @@ status=$?
 set -e
 echo "hello-c exited with status $status"
 [ "$status" -eq 3 ] || { echo "expected exit status 3" >&2; exit 1; }
+
+step "hello-c for two platforms: an OCI index; a node pulls only its own, arm64 runs emulated"
+$UKEDGE build examples/hello-c -t hello-c:multi --platform linux/amd64,linux/arm64
+$UKEDGE tag hello-c:multi "$HUB/demo/hello-c:multi"
+$UKEDGE push -q "$HUB/demo/hello-c:multi"
+$UKEDGE rmi hello-c:multi "$HUB/demo/hello-c:multi" >/dev/null
+$UKEDGE pull -q "$HUB/demo/hello-c:multi"
+$UKEDGE images
+# On purpose: the arm64 manifest is pulled now and its VM runs on qemu-system-aarch64 (TCG).
+$UKEDGE run --rm --platform linux/arm64 -e HELLO_EXIT=0 "$HUB/demo/hello-c:multi" demo
+$UKEDGE images
 
 step "run sensor-agg detached, guest port 8080 published on 127.0.0.1:$PORT"
 $UKEDGE rm -f demo-sensor >/dev/null 2>&1 || true

@@ -32,10 +32,19 @@ _REAL_CACHE = Path(
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """A VM boots a built kernel, so every ``vm`` test is a ``kernel`` test too: ``-m kernel``
-    selects all that need one and ``-m 'not kernel'`` runs on a machine without it."""
+    selects all that need one and ``-m 'not kernel'`` runs on a machine without it.
+
+    Tests of the other architecture (marked ``foreign_arch``, or using the arm64 example store)
+    run last: ``make test`` builds that architecture's kernel in the background while the rest
+    runs, which leaves much of a core idle on a 2-core machine, and they wait on its lock.
+    """
     for item in items:
-        if item.get_closest_marker("vm") and not item.get_closest_marker("kernel"):
-            item.add_marker(pytest.mark.kernel)
+        if "arm64_example_store" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.foreign_arch)
+        if item.get_closest_marker("foreign_arch") or item.get_closest_marker("vm"):
+            if not item.get_closest_marker("kernel"):
+                item.add_marker(pytest.mark.kernel)
+    items.sort(key=lambda item: item.get_closest_marker("foreign_arch") is not None)
 
 
 @pytest.fixture(autouse=True)

@@ -11,7 +11,7 @@ from ukedge.build import IndexResult, build_image, build_index
 from ukedge.errors import UsageError
 from ukedge.image import ImageIndex, ImageStore, mediatypes, parse_platform, parse_platforms
 
-pytestmark = pytest.mark.kernel
+pytestmark = pytest.mark.foreign_arch
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 BOTH = parse_platforms("linux/amd64,linux/arm64")

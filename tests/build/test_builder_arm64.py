@@ -46,7 +46,7 @@ def test_a_prebuilt_binary_of_another_architecture_is_refused(tmp_path: Path) ->
     resolve_plan(tmp_path, [], parse_platform("linux/amd64"))  # the host's own: fine
 
 
-@pytest.mark.kernel
+@pytest.mark.foreign_arch
 def test_arm64_hello_c(arm64_example_store: Path, tmp_path: Path) -> None:
     store = ImageStore(arm64_example_store)
     image, manifest = store.manifest("hello-c:1")
@@ -67,7 +67,7 @@ def test_arm64_hello_c(arm64_example_store: Path, tmp_path: Path) -> None:
     assert again.digest == image.digest
 
 
-@pytest.mark.kernel
+@pytest.mark.foreign_arch
 def test_arm64_sensor_agg(arm64_example_store: Path, tmp_path: Path) -> None:
     store = ImageStore(arm64_example_store)
     image, manifest = store.manifest("sensor-agg:1")

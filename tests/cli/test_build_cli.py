@@ -72,7 +72,7 @@ def test_bad_tag_is_refused_before_building(tmp_path: Path) -> None:
     assert "Bad Name:1" in proc.stderr
 
 
-@pytest.mark.kernel
+@pytest.mark.foreign_arch
 def test_build_for_arm64(arm64_example_store: Path) -> None:
     """One other platform per build: the config says arm64 and how its kernel boots."""
     proc = _run("build", str(EXAMPLES / "hello-c"), "--platform", "linux/arm64", "--json")
@@ -95,6 +95,7 @@ def test_unknown_platform_is_refused_before_building(platform: str, message: str
     assert not store_dir().exists() or not ImageStore(store_dir()).images()
 
 
+@pytest.mark.foreign_arch
 def test_build_of_two_platforms_writes_an_index_with_progress_per_platform() -> None:
     proc = _run(
         "build",

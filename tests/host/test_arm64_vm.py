@@ -26,7 +26,7 @@ from ukedge.host import (
 from ukedge.host.instances._console import machine_paths
 from ukedge.image import ImageStore
 
-pytestmark = pytest.mark.vm
+pytestmark = [pytest.mark.vm, pytest.mark.foreign_arch]
 
 #: arm64 under TCG runs the Python app several times slower than x86_64 under TCG.
 _CEILING = 180.0

@@ -86,7 +86,7 @@ def test_unknown_architecture_is_refused() -> None:
         ensure_kernel("minimal", platform=parse_platform("linux/riscv64"))
 
 
-@pytest.mark.kernel
+@pytest.mark.foreign_arch
 def test_arm64_kernel_is_an_arm64_image() -> None:
     kernel = ensure_kernel("minimal", platform=parse_platform("linux/arm64"))
     assert kernel.architecture == "arm64"

@@ -22,7 +22,7 @@ from ukedge.host.link import pinned_context
 from ukedge.image import ImageStore, parse_platforms
 from ukedge.registry import push
 
-pytestmark = pytest.mark.vm
+pytestmark = [pytest.mark.vm, pytest.mark.foreign_arch]
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 #: Two boots under TCG (one of them a foreign architecture) on a shared machine.
