@@ -41,9 +41,9 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if "arm64_example_store" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.foreign_arch)
-        if item.get_closest_marker("foreign_arch") or item.get_closest_marker("vm"):
-            if not item.get_closest_marker("kernel"):
-                item.add_marker(pytest.mark.kernel)
+        needs_kernel = item.get_closest_marker("foreign_arch") or item.get_closest_marker("vm")
+        if needs_kernel and not item.get_closest_marker("kernel"):
+            item.add_marker(pytest.mark.kernel)
     items.sort(key=lambda item: item.get_closest_marker("foreign_arch") is not None)
 
 
