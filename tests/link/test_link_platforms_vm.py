@@ -105,11 +105,18 @@ def test_replicas_of_one_deployment_run_on_x86_64_and_on_emulated_arm64(
 
             # Each node booted its own platform's manifest of the one pinned index.
             for node, arch in ((x86, "amd64"), (arm, "arm64")):
-                [instance] = [
-                    i
-                    for i in node.client().list(all_instances=True)
-                    if i.labels.get("ukedge.deployment") == "hello"
-                ]
+                client = node.client()
+
+                def exited(client: Any = client) -> Any:
+                    # The result reaches the centre before the VM's exit is recorded.
+                    [instance] = [
+                        i
+                        for i in client.list(all_instances=True)
+                        if i.labels.get("ukedge.deployment") == "hello"
+                    ]
+                    return instance if instance.exit_code is not None else None
+
+                instance = _wait(exited, f"the {arch} replica's exit")
                 assert instance.image_digest == manifests[arch]
                 assert instance.exit_code == 0
             assert "emulated" in arm.log.read_text()
