@@ -23,8 +23,9 @@ compares each mode with the guest's real footprint.
 ``--throttle MBIT`` repeats the snapshot and live moves through a relay limited to that rate
 (a token bucket per direction, tests/kit/relay.py).
 
-``--compress 1,0`` moves with each zlib level in turn (0: none), interleaved run by run, so
-the levels are compared under the same load.
+``--compress 1,1a,0`` moves with each zlib level in turn (0: none; a snapshot's chunks are
+compressed only where it pays; ``1a``: always, as before that choice was made), interleaved
+run by run, so they are compared under the same load.
 
 Usage: .venv/bin/python bench/migrate.py [--runs 3] [--throttle 20] [--compress 1] [--json FILE]
 """
@@ -162,7 +163,7 @@ def _one_move(
     mode: Mode,
     run: int,
     rate: float | None,
-    compress: int = 1,
+    compress: str = "1",
 ) -> dict[str, Any]:
     port_a, port_b = free_port(), free_port()
     name = f"agg-{mode.value}-{run}-z{compress}"
@@ -197,7 +198,8 @@ def _one_move(
             mode=mode,
             ports=[PortMapping(host_port=port_b, guest_port=8080)],
             via=tunnel if rate else None,
-            compress=compress,
+            compress=int(compress.rstrip("a")),
+            compress_always=compress.endswith("a"),
         )
         until(lambda: bool(after.answers), 120, f"{name} answers on the target", every=0.05)
         ended = time.monotonic()
@@ -246,7 +248,9 @@ def main() -> int:
         "--throttle", type=float, default=20.0, help="Mbit/s of the throttled runs (0: none)"
     )
     parser.add_argument("--modes", default="cold,snapshot,live")
-    parser.add_argument("--compress", default="1", help="zlib levels to compare, e.g. 1,0")
+    parser.add_argument(
+        "--compress", default="1", help="zlib levels to compare, e.g. 1,1a,0 (a: always)"
+    )
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
     opts = parser.parse_args()
     modes = [Mode(m) for m in opts.modes.split(",")]
@@ -264,7 +268,7 @@ def main() -> int:
                 if opts.throttle:
                     rate = opts.throttle * 1e6 / 8
                     plans += [(m, rate) for m in modes if m is not Mode.COLD]
-                levels = [int(z) for z in opts.compress.split(",")]
+                levels = opts.compress.split(",")
                 for mode, rate in plans:
                     for run in range(opts.runs):
                         for level in levels if mode is not Mode.COLD else levels[:1]:

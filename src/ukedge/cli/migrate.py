@@ -78,7 +78,12 @@ def migrate(
         help="live: slow a guest down that dirties memory faster than the link carries it.",
     ),
     compress: int = typer.Option(
-        1, "--compress", min=0, max=9, help="zlib level of the stream (0: none; 9: slow links)."
+        1,
+        "--compress",
+        min=0,
+        max=9,
+        help="zlib level of the stream (0: none; 9: slow links); a snapshot's chunks "
+        "are compressed only while that gets them across sooner (not on a fast link).",
     ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress."),
     as_json: bool = typer.Option(False, "--json", help="Print the move's status as JSON."),

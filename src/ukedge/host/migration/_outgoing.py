@@ -33,6 +33,7 @@ from ukedge.errors import MigrationError, UkedgeError
 from ukedge.host._models import Instance, PortMapping
 from ukedge.host.migration._channel import Channel, connect
 from ukedge.host.migration._models import MigrateRequest, MigrationStatus
+from ukedge.host.migration._pace import Pace
 from ukedge.host.migration._protocol import (
     CHUNK_BYTES,
     Frame,
@@ -105,6 +106,8 @@ class OutgoingMove:
         self._live_started = False
         #: SHA-256 of each file sent whole, computed as it went out.
         self._digests: dict[str, str] = {}
+        #: Per chunk of a snapshot's files: compressed only where it gets the bytes across sooner.
+        self._pace = Pace(request.compress, _COMPRESSORS, always=request.compress_always)
 
     # -- status ----------------------------------------------------------------------------------
 
@@ -342,26 +345,34 @@ class OutgoingMove:
 
     def _send_file(self, name: str, path: Path, offset: int) -> None:
         """Send ``path`` from ``offset``, compressing the next chunks on the pool's threads
-        while this one goes out (zlib releases the GIL), and hashing it on the way when it is
-        sent whole (else :func:`_sha256` reads it again at the restore)."""
-        level = self.request.compress
+        while this one goes out (zlib releases the GIL) where that pays (:class:`Pace`), and
+        hashing it on the way when it is sent whole (else :func:`_sha256` reads it again at
+        the restore)."""
+        pace = self._pace
         digest = hashlib.sha256() if offset == 0 else None
         with path.open("rb") as f, ThreadPoolExecutor(_COMPRESSORS) as pool:
             f.seek(offset)
-            pending: collections.deque[tuple[bytes, Future[bytes]]] = collections.deque()
+            pending: collections.deque[tuple[bytes, int, Future[tuple[bytes, float]]]]
+            pending = collections.deque()
             while True:
                 while len(pending) < 2 * _COMPRESSORS:
                     raw = f.read(CHUNK_BYTES)
                     if not raw:
                         break
-                    pending.append((raw, pool.submit(encode_chunk, raw, level)))
+                    level = pace.next_level()
+                    pending.append((raw, level, pool.submit(_encode_timed, raw, level)))
                 if not pending:
                     break
                 if self.cancel_requested.is_set():
                     raise _Cancelled()
-                raw, payload = pending.popleft()
+                raw, level, encoded = pending.popleft()
+                payload, took = encoded.result()
+                if level:
+                    pace.compressed(len(raw), len(payload), took)
                 header = {"kind": "file", "name": name, "offset": offset, "raw": len(raw)}
-                self._send({**header, "z": bool(level)}, payload.result(), step="transfer")
+                sending = time.monotonic()
+                self._send({**header, "z": bool(level)}, payload, step="transfer")
+                pace.sent(len(payload), time.monotonic() - sending)
                 if digest is not None:
                     digest.update(raw)
                 offset += len(raw)
@@ -482,6 +493,11 @@ class _Outcome(Exception):
     def __init__(self, kind: str) -> None:
         super().__init__(kind)
         self.kind = kind
+
+
+def _encode_timed(raw: bytes, level: int) -> tuple[bytes, float]:
+    started = time.perf_counter()
+    return encode_chunk(raw, level), time.perf_counter() - started
 
 
 def _sha256(path: Path) -> str:
