@@ -48,3 +48,13 @@ def test_level_zero_never_compresses_and_always_always_does() -> None:
     assert _run(Pace(0, 2), 5, zlib_s=12e-9, ratio=0.25, wire_s=400e-9) == [0] * 5
     always = Pace(1, 2, always=True)
     assert _run(always, 40, zlib_s=12e-9, ratio=0.25, wire_s=2e-9) == [1] * 40
+
+
+def test_a_probe_of_the_link_is_a_small_chunk_and_a_raw_choice_is_not() -> None:
+    slow = Pace(1, 2)
+    _run(slow, PROBE_EVERY - 1, zlib_s=12e-9, ratio=0.25, wire_s=400e-9)
+    assert slow.next_level() == 0 and slow.probing
+    assert slow.next_level() == 1 and not slow.probing
+    fast = Pace(1, 2)
+    _run(fast, 3, zlib_s=12e-9, ratio=0.25, wire_s=2e-9)
+    assert fast.next_level() == 0 and not fast.probing  # raw because it wins: whole chunks

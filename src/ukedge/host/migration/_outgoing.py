@@ -33,7 +33,7 @@ from ukedge.errors import MigrationError, UkedgeError
 from ukedge.host._models import Instance, PortMapping
 from ukedge.host.migration._channel import Channel, connect
 from ukedge.host.migration._models import MigrateRequest, MigrationStatus
-from ukedge.host.migration._pace import Pace
+from ukedge.host.migration._pace import PROBE_BYTES, Pace
 from ukedge.host.migration._protocol import (
     CHUNK_BYTES,
     Frame,
@@ -56,7 +56,8 @@ _CONNECT_TIMEOUT_S = 10.0
 #: after a commit whose answer was lost.
 _RECONNECTS = 3
 _RECONNECT_PAUSE_S = (0.5, 1.0, 2.0)
-#: Bytes a live stream may have queued in each kernel buffer on its way out.
+#: Bytes a live stream (or a snapshot whose compression is chosen by the link's measured rate)
+#: may have queued in each kernel buffer on its way out.
 _LIVE_BUFFER = 256 << 10
 #: Threads compressing chunks ahead of the one being sent.
 _COMPRESSORS = 2
@@ -349,6 +350,9 @@ class OutgoingMove:
         hashing it on the way when it is sent whole (else :func:`_sha256` reads it again at
         the restore)."""
         pace = self._pace
+        if pace.adaptive:  # its link figures must be the link's, not how fast buffers fill
+            assert self._channel is not None
+            self._channel.limit_send_buffer(_LIVE_BUFFER)
         digest = hashlib.sha256() if offset == 0 else None
         with path.open("rb") as f, ThreadPoolExecutor(_COMPRESSORS) as pool:
             f.seek(offset)
@@ -356,10 +360,10 @@ class OutgoingMove:
             pending = collections.deque()
             while True:
                 while len(pending) < 2 * _COMPRESSORS:
-                    raw = f.read(CHUNK_BYTES)
+                    level = pace.next_level()
+                    raw = f.read(PROBE_BYTES if pace.probing else CHUNK_BYTES)
                     if not raw:
                         break
-                    level = pace.next_level()
                     pending.append((raw, level, pool.submit(_encode_timed, raw, level)))
                 if not pending:
                     break

@@ -7,17 +7,20 @@ a snapshot move's total 1.2 s raw against 2.2 s with zlib, same run), while on a
 whether it is compressed; a resumed transfer starts at any chunk): compress while
 ``compress_cost`` (zlib's seconds per raw byte, spread over the compressing threads, or the
 link's time for the compressed bytes, whichever is longer) is below the link's time for the raw
-bytes. The link's rate is what sending took (TLS, kernel buffers, the target's reading), so it
-counts the target's own work too. It is learnt by sending a raw chunk now and then: the first
+bytes. The link's rate is what sending took (TLS, the target's reading; the sender keeps at
+most 256 KiB in its kernel buffer, so a send waits for the link), so it counts the target's own
+work too. It is learnt by sending a raw chunk now and then: the first
 after a few compressed ones, then one in every :data:`PROBE_EVERY` while compressing wins.
 """
 
 from __future__ import annotations
 
-__all__ = ["PROBE_EVERY", "Pace"]
+__all__ = ["PROBE_BYTES", "PROBE_EVERY", "Pace"]
 
 #: While compressing wins, one chunk in this many goes raw, to see whether the link got faster.
 PROBE_EVERY = 16
+#: A raw chunk sent to learn the link is this small (a slow link pays little for it).
+PROBE_BYTES = 256 << 10
 #: Compressed chunks sent before the first raw one (their figures tell zlib's cost and ratio).
 _LEARN = 2
 #: Weight of the newest figure in the running averages.
@@ -44,17 +47,27 @@ class Pace:
         self.wire_s: float | None = None
         self._chosen = 0
         self._compressed = 0
+        #: The last choice was a raw chunk to learn the link (send a small one).
+        self.probing = False
+
+    @property
+    def adaptive(self) -> bool:
+        """Whether the choice depends on the figures (the sender then keeps little in kernel
+        buffers, so that a send takes as long as the link does)."""
+        return self.level > 0 and not self.always
 
     def next_level(self) -> int:
         """The level for the next chunk to compress (0: send it raw)."""
+        self.probing = False
         if self.level == 0 or self.always:
             return self.level
         self._chosen += 1
         if self.zlib_s is None or self.ratio is None or self._compressed < _LEARN:
             return self.level
-        if self.wire_s is None or self._chosen % PROBE_EVERY == 0:
+        if not self.compress_wins():
             return 0
-        return self.level if self.compress_wins() else 0
+        self.probing = self.wire_s is None or self._chosen % PROBE_EVERY == 0
+        return 0 if self.probing else self.level
 
     def compress_wins(self) -> bool:
         """Whether a compressed byte gets across sooner than a raw one, by the figures so far."""
