@@ -92,7 +92,7 @@ class _Poller:
         *,
         hold: float | None = 0.05,
         timeout: float = 0.5,
-        cap: int = 32,
+        cap: int = 12,
     ) -> None:
         self.port = port
         self.interval = interval
