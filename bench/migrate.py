@@ -5,12 +5,15 @@ the move's total time, and the bytes sent against the guest's RAM and its touche
 Two real agents (``ukedge host serve`` processes) on this machine, a hub they pull sensor-agg
 from, and ``move_instance`` between them, as ``ukedge migrate`` does. Before each move the app
 is given readings (its windows hold them); during the move two clients poll ``GET /healthz``
-every 10 ms (each request on its own connection and thread, at most 8 at once, so a hung one
-delays no other; plain sockets, so polling costs the host little CPU), one at the source's
-port and one at the target's. Downtime is the time from the last answer from the source to
-the first answer from the target (0 when they overlap: a cold move answers on both for a
-moment). "paused" is the agent's own figure: from the guest's stop on the source (QEMU's last
-pass, for live) to the target's commit. Total is the move's own time (offer to source removed).
+every 10 ms (each request on its own connection and thread; a hung one holds one of 8 slots for
+50 ms at most, so it delays no other; plain sockets, so polling costs the host little CPU), one
+at the source's port and one at the target's. A third, at the target's port, keeps the first
+figures' poller (a request holds its slot until it ends, 0.5 s when hung): "held" is its
+downtime, so the two can be compared within one run. Downtime is the time from the last
+answer from the source to the first answer from the target (0 when they overlap: a cold move
+answers on both for a moment). "paused" is the agent's own figure: from the guest's stop on
+the source (QEMU's last pass, for live) to the target's commit. Total is the move's own time
+(offer to source removed).
 
 Bytes: "wire" is what went over the agents' TLS channel (compressed); "state" is the raw state
 moved (snapshot: QEMU's saved state; live: the RAM QEMU sent, resent pages included). Touched
@@ -20,7 +23,11 @@ compares each mode with the guest's real footprint.
 ``--throttle MBIT`` repeats the snapshot and live moves through a relay limited to that rate
 (a token bucket per direction, tests/kit/relay.py).
 
-Usage: .venv/bin/python bench/migrate.py [--runs 3] [--throttle 20] [--json FILE]
+``--compress 1,1a,0`` moves with each zlib level in turn (0: none; a snapshot's chunks are
+compressed only where it pays; ``1a``: always, as before that choice was made), interleaved
+run by run, so they are compared under the same load.
+
+Usage: .venv/bin/python bench/migrate.py [--runs 3] [--throttle 20] [--compress 1] [--json FILE]
 """
 
 from __future__ import annotations
@@ -65,25 +72,54 @@ console = Console(width=None if sys.stdout.isatty() else 140)
 
 class _Poller:
     """Starts ``GET /healthz`` on one port every ``interval`` s, each on its own connection and
-    thread (a request to a paused guest, or one whose connection QEMU accepted before the
-    target's state was loaded, hangs until its timeout and must not delay the next poll);
-    keeps the times at which answers arrived. At most ``inflight`` at once: a TCG guest
-    swamped by hundreds of half-open connections (QEMU accepts them before the guest runs)
-    stops answering for seconds, which would measure the poller, not the move."""
+    thread, and keeps the times at which answers arrived.
 
-    def __init__(self, port: int, interval: float = 0.01, inflight: int = 8) -> None:
+    A request may hang: one sent to a paused guest, or one whose connection the target's QEMU
+    accepted before the migrated state was loaded (that state's network replaces the one the
+    connection was made on, so it is never answered). A hung request holds one of ``inflight``
+    slots for at most ``hold`` s (then it waits on, up to ``timeout``, without one, and its
+    answer still counts), so hung requests never keep the client from polling on; at most
+    ``cap`` requests exist at once, as a TCG guest swamped by hundreds of half-open connections
+    stops answering for seconds (that would measure the poller, not the move). ``hold=None``:
+    a request holds its slot until it ends (the poller of the first figures, whose 8 slots
+    the hung connections above filled for 0.5 s)."""
+
+    def __init__(
+        self,
+        port: int,
+        interval: float = 0.01,
+        inflight: int = 8,
+        *,
+        hold: float | None = 0.05,
+        timeout: float = 0.5,
+        cap: int = 12,
+    ) -> None:
         self.port = port
         self.interval = interval
+        self.hold = hold
+        self.timeout = timeout
         self.answers: list[float] = []
         self._slots = threading.BoundedSemaphore(inflight)
+        self._alive = threading.BoundedSemaphore(cap)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _one(self) -> None:
         # A plain socket: an HTTP library's client set-up costs milliseconds of CPU per request,
         # which at 200 polls a second would starve the guests (TCG) of the machine's 2 cores.
+        held = threading.Event()  # set once this request gave its slot back
+
+        def give_back() -> None:
+            if not held.is_set():
+                held.set()
+                self._slots.release()
+
+        timer = threading.Timer(self.hold, give_back) if self.hold is not None else None
+        if timer is not None:
+            timer.daemon = True
+            timer.start()
         try:
-            with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as sock:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=self.timeout) as sock:
                 sock.sendall(b"GET /healthz HTTP/1.0\r\nHost: bench\r\n\r\n")
                 head = sock.recv(64)
             if head.startswith(b"HTTP/1.") and head[9:12] == b"200":
@@ -91,12 +127,18 @@ class _Poller:
         except OSError:
             pass
         finally:
-            self._slots.release()
+            if timer is not None:
+                timer.cancel()
+            give_back()
+            self._alive.release()
 
     def _run(self) -> None:
         while not self._stop.is_set():
             if self._slots.acquire(timeout=1):
-                threading.Thread(target=self._one, daemon=True).start()
+                if self._alive.acquire(timeout=1):
+                    threading.Thread(target=self._one, daemon=True).start()
+                else:
+                    self._slots.release()
             time.sleep(self.interval)
 
     def __enter__(self) -> _Poller:
@@ -116,10 +158,15 @@ def _answers(port: int) -> bool:
 
 
 def _one_move(
-    a: AgentProcess, b: AgentProcess, mode: Mode, run: int, rate: float | None
+    a: AgentProcess,
+    b: AgentProcess,
+    mode: Mode,
+    run: int,
+    rate: float | None,
+    compress: str = "1",
 ) -> dict[str, Any]:
     port_a, port_b = free_port(), free_port()
-    name = f"agg-{mode.value}-{run}"
+    name = f"agg-{mode.value}-{run}-z{compress}"
     source, target = a.client(), b.client()
     source.run(
         run_request(image=IMAGE, name=name, ports=[PortMapping(host_port=port_a, guest_port=8080)])
@@ -138,7 +185,11 @@ def _one_move(
         relays.append(relay)
         return "127.0.0.1", relay.port
 
-    with _Poller(port_a) as before, _Poller(port_b) as after:
+    with (
+        _Poller(port_a) as before,
+        _Poller(port_b) as after,
+        _Poller(port_b, hold=None) as after_held,
+    ):
         started = time.monotonic()
         status: MigrationStatus = move_instance(
             source,
@@ -147,6 +198,8 @@ def _one_move(
             mode=mode,
             ports=[PortMapping(host_port=port_b, guest_port=8080)],
             via=tunnel if rate else None,
+            compress=int(compress.rstrip("a")),
+            compress_always=compress.endswith("a"),
         )
         until(lambda: bool(after.answers), 120, f"{name} answers on the target", every=0.05)
         ended = time.monotonic()
@@ -154,11 +207,14 @@ def _one_move(
         relay.kill()
     last_source = max((t for t in before.answers if t >= started), default=started)
     first_target = min(after.answers)
+    first_held = min(after_held.answers, default=ended)
     target.remove(name, force=True)
     return {
         "mode": mode.value,
         "throttle_mbit": rate * 8 / 1e6 if rate else None,
+        "compress": compress,
         "downtime_s": max(0.0, first_target - last_source),
+        "downtime_held_s": max(0.0, first_held - last_source),
         "total_s": (status.finished_at or 0) - status.started_at,
         "client_total_s": ended - started,
         "wire_bytes": status.sent_bytes,
@@ -192,6 +248,9 @@ def main() -> int:
         "--throttle", type=float, default=20.0, help="Mbit/s of the throttled runs (0: none)"
     )
     parser.add_argument("--modes", default="cold,snapshot,live")
+    parser.add_argument(
+        "--compress", default="1", help="zlib levels to compare, e.g. 1,1a,0 (a: always)"
+    )
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
     opts = parser.parse_args()
     modes = [Mode(m) for m in opts.modes.split(",")]
@@ -209,34 +268,41 @@ def main() -> int:
                 if opts.throttle:
                     rate = opts.throttle * 1e6 / 8
                     plans += [(m, rate) for m in modes if m is not Mode.COLD]
+                levels = opts.compress.split(",")
                 for mode, rate in plans:
                     for run in range(opts.runs):
-                        row = _one_move(a, b, mode, run, rate)
-                        rows.append(row)
-                        console.print(
-                            f"{mode.value}{' throttled' if rate else ''} #{run}: downtime "
-                            f"{row['downtime_s'] * 1000:.0f} ms, total {row['total_s']:.2f} s, "
-                            f"wire {row['wire_bytes'] / 1e6:.1f} MB"
-                        )
+                        for level in levels if mode is not Mode.COLD else levels[:1]:
+                            row = _one_move(a, b, mode, run, rate, level)
+                            rows.append(row)
+                            console.print(
+                                f"{mode.value}{' throttled' if rate else ''} z{level} #{run}: "
+                                f"downtime {row['downtime_s'] * 1000:.0f} ms, total "
+                                f"{row['total_s']:.2f} s, wire {row['wire_bytes'] / 1e6:.1f} MB"
+                            )
         finally:
             hub.stop()
     touched = [r["state_bytes"] for r in rows if r["mode"] == "snapshot" and not r["throttle_mbit"]]
     touched_bytes = statistics.median(touched) if touched else None
     table = Table(title=f"migration of sensor-agg, median of {opts.runs} ({_machine()})")
     for col in (
-        "mode", "link", "downtime ms", "paused ms", "total s", "wire MB", "state MB",
-        "guest RAM MB", "wire/RAM", "wire/touched", "QEMU downtime ms",
+        "mode", "link", "zlib", "downtime ms", "held ms", "paused ms", "total s", "wire MB",
+        "state MB", "guest RAM MB", "wire/RAM", "wire/touched", "QEMU downtime ms",
     ):  # fmt: skip
         table.add_column(col, justify="right")
     summary = []
-    for mode, rate in dict.fromkeys((r["mode"], r["throttle_mbit"]) for r in rows):
-        group = [r for r in rows if r["mode"] == mode and r["throttle_mbit"] == rate]
+    keys = dict.fromkeys((r["mode"], r["throttle_mbit"], r["compress"]) for r in rows)
+    for mode, rate, level in keys:
+        group = [
+            r for r in rows if (r["mode"], r["throttle_mbit"], r["compress"]) == (mode, rate, level)
+        ]
         wire = _median(group, "wire_bytes")
         qemu_down = [r["qemu"].get("downtime_ms") for r in group if r["qemu"]]
         line = {
             "mode": mode,
             "throttle_mbit": rate,
+            "compress": level,
             "downtime_ms": _median(group, "downtime_s") * 1000,
+            "downtime_held_ms": _median(group, "downtime_held_s") * 1000,
             "paused_ms": statistics.median(float(r["paused_s"]) for r in group) * 1000
             if all(r["paused_s"] is not None for r in group)
             else None,
@@ -252,7 +318,9 @@ def main() -> int:
         table.add_row(
             mode,
             f"{rate:g} Mbit/s" if rate else "loopback",
+            str(level) if mode != "cold" else "-",
             f"{line['downtime_ms']:.0f}",
+            f"{line['downtime_held_ms']:.0f}",
             f"{line['paused_ms']:.0f}" if line["paused_ms"] is not None else "-",
             f"{line['total_s']:.2f}",
             f"{line['wire_mb']:.1f}",

@@ -24,7 +24,7 @@ from kit.hub import RunningHub, hub, hub_factory, push_image
 from kit.net import free_port
 from ukedge.cli._app import app
 from ukedge.controller import ControllerClient, ControllerConfig
-from ukedge.host.link import ENROL_PATH, EnrolReply, JoinToken, pinned_context
+from ukedge.host.link import ENROL_PATH, EnrolReply, InstanceReport, JoinToken, pinned_context
 
 __all__ = ["hub", "hub_factory"]
 
@@ -181,3 +181,44 @@ def test_a_local_controller_needs_no_setup(tmp_path: Path) -> None:
     finally:
         server.terminate()
         server.wait(60)
+
+
+def test_moves_cancel(running: Any, link: httpx.Client, hub: RunningHub) -> None:
+    """`ukedge moves cancel ID`: a move waiting for its offer ends at once, shown by `ukedge
+    moves --all`; cancelling it again is refused with the controller's reason (exit 1)."""
+    with hub.client() as client:
+        push_image(client, "web", "1", [b"layer one"])
+    ukedge("deploy", "web", "--image", f"{hub.host}/web:1", "--replicas", "1")
+    token = ukedge("controller", "token", "create", "--uses", "2").strip()
+    a = _enrol(link, token, "edge-a")
+    a.beat(migration_host="10.0.0.1")
+    loop = running.controller.make_loop()
+    try:
+        loop.run_once()
+    finally:
+        loop.leadership.release()
+    reply = a.beat(migration_host="10.0.0.1")
+    assert reply.desired is not None
+    [placed] = reply.desired.instances
+    report = {
+        "name": placed.name,
+        "deployment": placed.deployment,
+        "replica": placed.replica,
+        "revision": placed.revision,
+        "image": placed.request.image,
+        "state": "running",
+        "health": "none",
+    }
+    a.beat([InstanceReport.model_validate(report)], migration_host="10.0.0.1")
+    b = _enrol(link, token, "edge-b")
+    b.beat(migration_host="10.0.0.2")
+    admin = {"Authorization": f"Bearer {running.controller.identity.admin_token}"}
+    r = link.post("/v1/moves", json={"instance": placed.name, "to": "edge-b"}, headers=admin)
+    assert r.status_code == 201, r.text
+    move = r.json()["id"]
+    assert ukedge("moves", "cancel", move).strip() == f"move {move} of {placed.name}: cancelled"
+    [listed] = json.loads(ukedge("moves", "--all", "--json"))
+    assert (listed["state"], listed["error"]) == ("failed", "cancelled by the operator")
+    assert "cancelled by the operator" in ukedge("moves", "--all")
+    again = CliRunner().invoke(app, ["moves", "cancel", move])
+    assert again.exit_code == 1 and "has ended" in str(again.exception), again.output

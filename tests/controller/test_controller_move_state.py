@@ -10,6 +10,8 @@ from ukedge.controller._moves import (
     Move,
     MoveState,
     after_failure,
+    cancel,
+    cancels,
     expire,
     holder,
     offer_requests,
@@ -124,3 +126,25 @@ def test_a_move_to_its_own_node_is_refused() -> None:
             mode="live",
             now=0,
         )
+
+
+def test_cancel_ends_a_move_waiting_for_its_offer_and_marks_a_moving_one() -> None:
+    waiting = cancel(_move(), now=101.0)
+    assert (waiting.state, waiting.cancelled_at) == (MoveState.FAILED, 101.0)
+    assert "cancelled" in (waiting.error or "") and after_failure(waiting) == "replace"
+    moving = on_offer(_move(), MoveOffer(move="m1", offer=OFFER), node="B", now=101.0)
+    marked = cancel(moving, now=102.0)
+    assert (marked.state, marked.cancelled_at, marked.offer) == (MoveState.MOVING, 102.0, OFFER)
+    assert cancel(marked, now=103.0) == marked
+    assert cancels([marked], "A") == ["m1"] and cancels([marked], "B") == []
+    assert cancels([moving], "A") == []
+    assert [o.move for o in orders([marked], "A")] == ["m1"]  # still ordered: never restarted
+    report = MoveReport(move="m1", state="failed", step="transfer", error="cancelled at transfer")
+    failed = on_report(marked, report, node="A", now=104.0)
+    assert failed.state == MoveState.FAILED and after_failure(failed) == "replace"
+    assert cancels([failed], "A") == []
+    done = on_report(marked, MoveReport(move="m1", state="done", step="done"), node="A", now=104.0)
+    assert done.state == MoveState.DONE  # the target had committed: it stands
+    for ended in (failed, done):
+        with pytest.raises(ValueError, match="has ended"):
+            cancel(ended, now=105.0)

@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import time
 from dataclasses import replace
+from pathlib import Path
 
 from sqlalchemy import select, update
 
-from kit.controller import Api, Node
+from kit.controller import Api, Node, api_for, make_controller
 from ukedge.controller import Controller
 from ukedge.controller._db import moves, nodes, replicas
 from ukedge.controller._moves import MoveState, start
@@ -371,3 +372,146 @@ def test_a_move_started_by_the_api(api: Api, controller: Controller) -> None:
     assert (record["node_name"], record["ports"]) == ("b", [port])
     assert api.admin.get("/v1/moves", params={"active": True}).json() == []
     assert api.admin.get("/v1/moves/nope").status_code == 404
+
+
+def _api_move(api: Api, controller: Controller) -> tuple[Node, Node, list[InstanceReport], str]:
+    a = api.enrol("a")
+    a.beat(migration_host="10.0.0.1")
+    _, replica = _one_replica_on(api, controller, a)
+    b = api.enrol("b")
+    b.beat(migration_host="10.0.0.2")
+    reports = _running(a.beat(migration_host="10.0.0.1"))
+    a.beat(reports, migration_host="10.0.0.1")
+    r = api.admin.post("/v1/moves", json={"instance": f"app-{replica}", "to": "b"})
+    assert r.status_code == 201, r.text
+    return a, b, reports, str(r.json()["id"])
+
+
+def test_cancelling_a_move_waiting_for_its_offer_ends_it(api: Api, controller: Controller) -> None:
+    a, b, reports, move = _api_move(api, controller)
+    r = api.admin.delete(f"/v1/moves/{move}")
+    assert r.status_code == 200, r.text
+    cancelled = r.json()
+    assert cancelled["state"] == "failed" and "cancelled" in cancelled["error"]
+    assert cancelled["cancelled_at"] is not None
+    assert b.beat(migration_host="10.0.0.2").offer_requests == []
+    reply = a.beat(reports, migration_host="10.0.0.1")
+    assert reply.moves == [] and reply.cancels == []
+    r = api.admin.delete(f"/v1/moves/{move}")
+    assert r.status_code == 409 and "has ended" in r.text
+    assert api.admin.delete("/v1/moves/nope").status_code == 404
+
+
+def test_a_moving_move_is_cancelled_by_its_source(api: Api, controller: Controller) -> None:
+    """The source is told to cancel in its heartbeat replies (the order stands, so it is never
+    started anew) until it reports how the move ended; the replica stays on the source."""
+    a, b, reports, move = _api_move(api, controller)
+    b.beat(migration_host="10.0.0.2", offers=[MoveOffer(move=move, offer=OFFER)])
+    (order,) = a.beat(reports, migration_host="10.0.0.1").moves
+    assert a.beat(reports, migration_host="10.0.0.1").cancels == []
+
+    r = api.admin.delete(f"/v1/moves/{move}")
+    assert r.status_code == 200, r.text
+    assert (r.json()["state"], r.json()["cancelled_at"] is not None) == ("moving", True)
+    assert api.admin.delete(f"/v1/moves/{move}").status_code == 200  # asked again: no change
+    running = MoveReport(move=move, state="running", step="transfer")
+    reply = a.beat(reports, migration_host="10.0.0.1", move_reports=[running])
+    assert (reply.moves, reply.cancels) == ([order], [move])
+    assert b.beat(migration_host="10.0.0.2").cancels == []  # only the source drives it
+
+    failed = MoveReport(move=move, state="failed", step="transfer", error="cancelled at transfer")
+    reply = a.beat(reports, migration_host="10.0.0.1", move_reports=[failed])
+    assert (reply.moves, reply.cancels) == ([], [])
+    ended = api.admin.get(f"/v1/moves/{move}").json()
+    assert (ended["state"], ended["error"]) == ("failed", "cancelled at transfer")
+    assert [r["node_name"] for r in api.admin.get("/v1/replicas").json()] == ["a"]
+    assert api.admin.delete(f"/v1/moves/{move}").status_code == 409
+
+
+def test_a_cancelled_move_that_had_committed_ends_done(api: Api, controller: Controller) -> None:
+    a, b, reports, move = _api_move(api, controller)
+    b.beat(migration_host="10.0.0.2", offers=[MoveOffer(move=move, offer=OFFER)])
+    a.beat(reports, migration_host="10.0.0.1")
+    assert api.admin.delete(f"/v1/moves/{move}").status_code == 200
+    done = MoveReport(move=move, state="done", step="done")
+    a.beat(reports, migration_host="10.0.0.1", move_reports=[done])
+    assert api.admin.get(f"/v1/moves/{move}").json()["state"] == "done"
+    assert [r["node_name"] for r in api.admin.get("/v1/replicas").json()] == ["b"]
+    r = api.admin.delete(f"/v1/moves/{move}")
+    assert r.status_code == 409 and "done" in r.text
+
+
+def test_a_drain_replaces_a_replica_whose_move_was_cancelled(
+    api: Api, controller: Controller
+) -> None:
+    a = api.enrol("a")
+    a.beat(migration_host="10.0.0.1")
+    _, replica = _one_replica_on(api, controller, a)
+    b = api.enrol("b")
+    b.beat(migration_host="10.0.0.2")
+    reports = _running(a.beat(migration_host="10.0.0.1"))
+    a.beat(reports, migration_host="10.0.0.1")
+    assert api.admin.post("/v1/nodes/a/drain", params={"migrate": "snapshot"}).status_code == 200
+    _pass(controller)
+    with controller.db.read() as connection:
+        (move,) = active_moves(connection)
+    assert api.admin.delete(f"/v1/moves/{move.id}").status_code == 200
+    _pass(controller)  # no second try: replaced on b, the original runs on until then
+    with controller.db.read() as connection:
+        assert active_moves(connection) == []
+    placed = _replicas(controller)
+    assert (replica, a.id) in placed and len(placed) == 2
+
+
+def test_a_node_above_the_rebalance_threshold_has_one_replica_moved_at_a_time(
+    tmp_path: Path, db_url: str
+) -> None:
+    """``rebalance_above``: three 256 MiB replicas on a 1 GiB node (75%, above 70%): one moves
+    to a node that takes part in moves (a node without a migration host never receives one),
+    no second move while it is under way, and none once the node is at or below the threshold;
+    the replica keeps its id and changes node only when the source reports the move done."""
+    controller = make_controller(tmp_path / "controller", db_url, rebalance_above=0.7)
+    try:
+        with api_for(controller) as api:
+            a = api.enrol("a")
+            a.memory_mib = 1024
+            a.beat(migration_host="10.0.0.1")
+            r = api.admin.post(
+                "/v1/deployments",
+                json={"name": "app", "image": IMAGE, "memory_mib": 256, "replicas": 3},
+            )
+            assert r.status_code in (200, 201), r.text
+            _pass(controller)
+            reports = _running(a.beat(migration_host="10.0.0.1"))
+            assert len(reports) == 3
+            a.beat(reports, migration_host="10.0.0.1")
+            c = api.enrol("c")  # has room, takes no part in moves
+            c.beat()
+            _pass(controller)
+            with controller.db.read() as connection:
+                assert active_moves(connection) == []  # nowhere to go yet
+            b = api.enrol("b")
+            b.beat(migration_host="10.0.0.2")
+            _pass(controller)
+            with controller.db.read() as connection:
+                (move,) = active_moves(connection)
+            assert (move.source, move.target, move.mode) == (a.id, b.id, "live")
+            _pass(controller)  # one move per node at a time
+            with controller.db.read() as connection:
+                assert active_moves(connection) == [move]
+            assert b.beat(migration_host="10.0.0.2").offer_requests == [move.id]
+            b.beat(migration_host="10.0.0.2", offers=[MoveOffer(move=move.id, offer=OFFER)])
+            (order,) = a.beat(reports, migration_host="10.0.0.1").moves
+            assert order.mode == "live"
+            done = MoveReport(move=move.id, state="done", step="done")
+            left = _running(a.beat(migration_host="10.0.0.1", move_reports=[done]))
+            a.beat(left, migration_host="10.0.0.1")
+            assert _listed(b.beat(migration_host="10.0.0.2")) == [move.replica]
+            _pass(controller)  # a at 50%: nothing more moves
+            with controller.db.read() as connection:
+                assert active_moves(connection) == []
+            placed = _replicas(controller)
+            assert len(placed) == 3 and (move.replica, b.id) in placed
+            assert sorted(node for _, node in placed) == sorted([a.id, a.id, b.id])
+    finally:
+        controller.close()

@@ -39,6 +39,7 @@ class Driver:
         self.started: list[tuple[str, list[PortMapping]]] = []
         self.progress_of: dict[str, MoveProgress] = {}
         self.refuse: str | None = None
+        self.cancelled: list[str] = []
 
     def offer(self) -> dict[str, Any]:
         if self.refuse:
@@ -54,6 +55,9 @@ class Driver:
 
     def progress(self, migration: str) -> MoveProgress | None:
         return self.progress_of.get(migration)
+
+    def cancel(self, migration: str) -> None:
+        self.cancelled.append(migration)
 
 
 PORT = PortMapping(host_port=18080, guest_port=8080)
@@ -78,12 +82,14 @@ def reply(
     *items: DesiredInstance,
     moves: list[str] = (),
     offers: list[str] = (),
+    cancels: list[str] = (),
 ) -> HeartbeatReply:
     return HeartbeatReply(
         desired=state(generation, *items) if generation is not None else None,
         heartbeat_interval_s=1,
         moves=[MoveOrder(move=m, instance="web-r1", mode="live", offer=OFFER) for m in moves],
         offer_requests=list(offers),
+        cancels=list(cancels),
     )
 
 
@@ -165,6 +171,32 @@ def test_an_order_that_cannot_start_is_reported_failed(tmp_path: Path) -> None:
     )
     [report] = unknown.reports(driver, present=lambda name: True)
     assert report.state == "failed" and "not in this node's desired state" in (report.error or "")
+
+
+def test_a_cancelled_move_is_cancelled_while_it_runs_and_never_started(tmp_path: Path) -> None:
+    """The controller's ``cancels``: a move under way is cancelled through the migration service
+    (as ``DELETE /v1/migrations/{id}``) each reply until it ended; one ordered and cancelled
+    in the same reply is never started and reported failed."""
+    book, driver = MoveBook(tmp_path / "moves.json"), Driver()
+    current = state(1, item())
+    book.answered(reply(None, moves=["m1"]), reported=(), desired=lambda: current, driver=driver)
+    driver.progress_of["mig1"] = MoveProgress("running", "transfer")
+    book.reports(driver, present=lambda name: True)
+    cancel = reply(None, moves=["m1"], cancels=["m1"])
+    book.answered(cancel, reported=(), desired=lambda: current, driver=driver)
+    assert driver.cancelled == ["mig1"]
+    driver.progress_of["mig1"] = MoveProgress("failed", "transfer", "cancelled at transfer")
+    [report] = book.reports(driver, present=lambda name: True)
+    assert (report.state, report.error) == ("failed", "cancelled at transfer")
+    book.answered(cancel, reported={"m1"}, desired=lambda: current, driver=driver)
+    assert driver.cancelled == ["mig1"]  # ended: not asked again
+
+    other = MoveBook(tmp_path / "other.json")
+    both = reply(None, moves=["m2"], cancels=["m2"])
+    other.answered(both, reported=(), desired=lambda: current, driver=driver)
+    assert len(driver.started) == 1
+    [report] = other.reports(driver, present=lambda name: True)
+    assert report.state == "failed" and "cancelled" in (report.error or "")
 
 
 def test_offers_are_made_once_and_kept_while_asked_for(tmp_path: Path) -> None:

@@ -114,7 +114,10 @@ _COMMANDS: dict[str, Spec] = {
         "deployments",
         "List the fleet's replicas: where each runs, its state and its host ports.",
     ),
-    "moves": ("migrate", "List the controller's moves of replicas (under way; all with --all)."),
+    "moves": (
+        "migrate",
+        "List the controller's moves of replicas (under way; all with --all), or cancel one.",
+    ),
     "results": (
         "results",
         "Print the results the fleet's apps delivered to the controller (-f: follow live).",

@@ -84,6 +84,23 @@ def serve(
             "by; repeatable (any one suffices).",
         ),
     ] = None,
+    rebalance_above: Annotated[
+        float | None,
+        typer.Option(
+            "--rebalance-above",
+            min=0.01,
+            max=0.99,
+            help="Move replicas (with their memory) off a node whose memory is more than this "
+            "share allocated (0.9: 90%), one at a time, to nodes that take part in moves and "
+            "stay at or below it [off].",
+        ),
+    ] = None,
+    rebalance_mode: Annotated[
+        str | None,
+        typer.Option(
+            "--rebalance-mode", help="How rebalancing moves a replica: live or snapshot [live]."
+        ),
+    ] = None,
 ) -> None:
     """Run the controller: the REST API for the CLI, the nodes' heartbeats, the scheduler.
 
@@ -114,6 +131,8 @@ def serve(
         grace_s=seconds("--grace", grace),
         mqtt=mqtt or None,
         trusted_keys=trusted_key or None,
+        rebalance_above=rebalance_above,
+        rebalance_mode=rebalance_mode,
     )
     err.print(
         f"controller on https://{settings.addr} (data {settings.data_dir}); the CLI here finds "

@@ -17,7 +17,12 @@ from ukedge.errors import MigrationError, UsageError
 if TYPE_CHECKING:
     from ukedge.controller import FleetService, MoveRecord, ReplicaRecord
 
-__all__ = ["migrate", "moves", "register"]
+__all__ = ["cancel", "migrate", "moves", "moves_app", "register"]
+
+moves_app = typer.Typer(
+    help="List the controller's moves of replicas (under way; all with --all), or cancel one.",
+    invoke_without_command=True,
+)
 
 #: How often a move through the controller is polled (it advances a heartbeat at a time).
 _POLL_S = 0.5
@@ -73,7 +78,12 @@ def migrate(
         help="live: slow a guest down that dirties memory faster than the link carries it.",
     ),
     compress: int = typer.Option(
-        1, "--compress", min=0, max=9, help="zlib level of the stream (0: none; 9: slow links)."
+        1,
+        "--compress",
+        min=0,
+        max=9,
+        help="zlib level of the stream (0: none; 9: slow links); a snapshot's chunks "
+        "are compressed only while that gets them across sooner (not on a fast link).",
     ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress."),
     as_json: bool = typer.Option(False, "--json", help="Print the move's status as JSON."),
@@ -243,6 +253,7 @@ def _reported(client: FleetService, move: MoveRecord) -> ReplicaRecord:
 
 
 def moves(
+    ctx: typer.Context,
     all_moves: bool = typer.Option(
         False, "--all", "-a", help="Also the moves that ended (done or failed)."
     ),
@@ -253,8 +264,10 @@ def moves(
     Newest first: those of `ukedge migrate --to NODE` and `ukedge node drain --migrate`. A
     move asks the target node for an offer (offer), then the replica's node moves the instance
     (moving, with its step), and ends done (the replica runs on the target) or failed (it runs
-    on where it was; the error says why).
+    on where it was; the error says why). `ukedge moves cancel ID` cancels one.
     """
+    if ctx.invoked_subcommand is not None:
+        return
     listed = controller().moves(active=not all_moves)
     if as_json:
         print_json([m.model_dump(mode="json") for m in listed])
@@ -280,6 +293,27 @@ def _row(move: MoveRecord) -> tuple[str, ...]:
     )
 
 
+def cancel(
+    move_id: str = typer.Argument(..., metavar="ID", help="The move's id (`ukedge moves`)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the move as JSON."),
+) -> None:
+    """Cancel a move of the controller's.
+
+    One waiting for the target's offer ends at once; one under way is cancelled by the
+    replica's node at its next heartbeat, which resumes the instance where it was (the move
+    then ends failed). Refused once the move has ended (done: the replica runs on the target).
+    A drain with --migrate replaces a replica whose move was cancelled.
+    """
+    move = controller().cancel_move(move_id)
+    if as_json:
+        print_json(move.model_dump(mode="json"))
+        return
+    what = "cancelled" if move.state == "failed" else "cancelling (at its node's next heartbeat)"
+    out.print(f"move {move.id} of {move.instance}: {what}")
+
+
 def register(app: typer.Typer) -> None:
     app.command("migrate")(migrate)
-    app.command("moves")(moves)
+    moves_app.callback()(moves)
+    moves_app.command("cancel")(cancel)
+    app.add_typer(moves_app, name="moves")

@@ -352,6 +352,13 @@ class ControllerClient:
             MoveRecord, self._request("GET", f"/v1/moves/{self._key(move_id)}", what), what
         )
 
+    def cancel_move(self, move_id: str) -> MoveRecord:
+        """Cancel a move (it ends ``failed`` once its node has given the instance back)."""
+        what = f"moves cancel {move_id}"
+        return self._model(
+            MoveRecord, self._request("DELETE", f"/v1/moves/{self._key(move_id)}", what), what
+        )
+
     def moves(self, *, active: bool = False) -> builtins.list[MoveRecord]:
         params = {"active": "true"} if active else {}
         return self._models(

@@ -79,6 +79,8 @@ class Controller:
             not_ready_after_s=settings.not_ready_after_s,
             grace_s=settings.grace_s,
             strategy=settings.scoring,
+            rebalance_above=settings.rebalance_above,
+            rebalance_mode=settings.rebalance_mode,
             clock=self.clock,
         )
         return self.loop

@@ -187,6 +187,7 @@ moves = Table(
     Column("error", Text, nullable=True),
     Column("started_at", Float, nullable=False),
     Column("updated_at", Float, nullable=False),
+    Column("cancelled_at", Float, nullable=True),  # when the operator cancelled it
     Index("ix_moves_source", "source"),
     Index("ix_moves_target", "target"),
 )

@@ -290,6 +290,7 @@ def record(
         heartbeat_interval_s=interval,
         offer_requests=moves.offer_requests,
         moves=moves.orders,
+        cancels=moves.cancels,
     )
     return reply, None if moves.in_flight else generation
 

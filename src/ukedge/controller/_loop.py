@@ -29,9 +29,15 @@ from sqlalchemy import Connection, text
 from ukedge.controller._db import Database
 from ukedge.controller._fleet import DeploymentView, NodeView, ReplicaView, ScoringStrategy
 from ukedge.controller._heartbeat import instance_name
-from ukedge.controller._movestore import moving_events, plan_drain_moves, start_moves
+from ukedge.controller._movestore import (
+    moving_events,
+    plan_drain_moves,
+    plan_rebalance_moves,
+    start_moves,
+)
 from ukedge.controller._planner import plan
 from ukedge.controller._reconcile import PlanLike, apply_plan, mark_not_ready, read_views
+from ukedge.host.link import MoveMode
 
 __all__ = ["Leadership", "Planner", "ReconcileLoop", "default_planner"]
 
@@ -123,9 +129,13 @@ class ReconcileLoop:
         not_ready_after_s: float,
         grace_s: float,
         strategy: ScoringStrategy,
+        rebalance_above: float | None = None,
+        rebalance_mode: MoveMode = "live",
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.db = db
+        self.rebalance_above = rebalance_above
+        self.rebalance_mode: MoveMode = rebalance_mode
         self.planner = planner
         self.tick_s = tick_s
         self.not_ready_after_s = not_ready_after_s
@@ -163,6 +173,19 @@ class ReconcileLoop:
                 now=now,
                 strategy=self.strategy,
             )
+            if self.rebalance_above is not None:
+                moving = plan_rebalance_moves(
+                    connection,
+                    moving,
+                    fleet.deployments,
+                    fleet.nodes,
+                    fleet.replicas,
+                    above=self.rebalance_above,
+                    mode=self.rebalance_mode,
+                    instance_name=instance_name,
+                    now=now,
+                    strategy=self.strategy,
+                )
         decided = self.planner(
             fleet.deployments,
             fleet.nodes,

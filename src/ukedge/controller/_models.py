@@ -214,6 +214,8 @@ class MoveRecord(_Model):
     error: str | None
     started_at: float
     updated_at: float
+    #: When the operator cancelled it (``DELETE /v1/moves/{id}``); None: not cancelled.
+    cancelled_at: float | None = None
 
 
 class Placement(_Model):

@@ -20,6 +20,12 @@ So a replica is in exactly one node's desired state at every moment: the source'
 move is ``offer`` or ``moving`` (the target's must not list it, or the target would start a
 fresh copy), the target's from ``done`` on.
 
+The operator may cancel a try (:func:`cancel`): one still waiting for its offer fails at
+once; a ``moving`` one is marked (``cancelled_at``) and the source's replies ask it to cancel
+(:func:`cancels`), which it does as ``DELETE /v1/migrations/{id}`` does, so it ends ``failed``
+as the source reports it, or ``done`` when the target had committed already. A cancelled try
+is not tried again: a drain replaces the replica instead.
+
 A source that stops reporting a move it was ordered to make (killed mid-move) is not given up
 on by time alone while the move may have committed: the move stays ``moving`` until the
 source reports again (its agent finishes or resumes an interrupted move at start) or the node
@@ -36,11 +42,14 @@ from typing import Any, Literal
 from ukedge.host.link import MoveMode, MoveOffer, MoveOrder, MoveReport
 
 __all__ = [
+    "CANCELLED",
     "MAX_ATTEMPTS",
     "OFFER_TIMEOUT_S",
     "Move",
     "MoveState",
     "after_failure",
+    "cancel",
+    "cancels",
     "expire",
     "holder",
     "offer_requests",
@@ -91,6 +100,8 @@ class Move:
     step: str = ""
     offer: dict[str, Any] | None = None
     error: str | None = None
+    #: When the operator cancelled it (None: not cancelled).
+    cancelled_at: float | None = None
 
 
 def start(
@@ -160,10 +171,29 @@ def expire(move: Move, *, now: float, offer_timeout_s: float = OFFER_TIMEOUT_S) 
 
 
 def after_failure(move: Move, *, max_attempts: int = MAX_ATTEMPTS) -> Literal["retry", "replace"]:
-    """What follows a failed try: another (fresh offer) or the make-before-break replacement."""
+    """What follows a failed try: another (fresh offer) or the make-before-break replacement
+    (also after a cancelled try: the operator stopped moving it)."""
     if move.state != MoveState.FAILED:
         raise ValueError(f"move {move.id} is {move.state}, not failed")
+    if move.cancelled_at is not None:
+        return "replace"
     return "retry" if move.attempt < max_attempts else "replace"
+
+
+#: The error of a try cancelled before its source was ordered to move.
+CANCELLED = "cancelled by the operator"
+
+
+def cancel(move: Move, *, now: float) -> Move:
+    """The operator cancels the try. Raises ValueError once it has ended (``done``: the replica
+    runs on the target; cancelling cannot undo that)."""
+    if not move.state.active:
+        raise ValueError(f"move {move.id} has ended ({move.state}); nothing to cancel")
+    if move.cancelled_at is not None:
+        return move
+    if move.state == MoveState.OFFER:
+        return replace(_fail(move, CANCELLED, now), cancelled_at=now)
+    return replace(move, cancelled_at=now, updated_at=now)
 
 
 def holder(move: Move) -> str:
@@ -174,6 +204,15 @@ def holder(move: Move) -> str:
 def offer_requests(moves: Iterable[Move], node: str) -> list[str]:
     """The moves ``node``'s heartbeat reply asks an offer for."""
     return sorted(m.id for m in moves if m.state == MoveState.OFFER and m.target == node)
+
+
+def cancels(moves: Iterable[Move], node: str) -> list[str]:
+    """The moves ``node``'s heartbeat reply asks it, as their source, to cancel."""
+    return sorted(
+        m.id
+        for m in moves
+        if m.state == MoveState.MOVING and m.source == node and m.cancelled_at is not None
+    )
 
 
 def orders(moves: Iterable[Move], node: str) -> list[MoveOrder]:

@@ -12,6 +12,7 @@ While a node has a move in flight as source or target, its heartbeats are record
 
 from __future__ import annotations
 
+import logging
 import secrets
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, replace
@@ -29,10 +30,12 @@ from ukedge.controller._fleet import (
     ScoringStrategy,
 )
 from ukedge.controller._models import MoveRecord, MoveRequest
-from ukedge.controller._moveplan import MovePlan, plan_moves
+from ukedge.controller._moveplan import REBALANCE_RETRY_S, MovePlan, plan_moves, plan_rebalance
 from ukedge.controller._moves import (
     Move,
     MoveState,
+    cancel,
+    cancels,
     expire,
     offer_requests,
     on_offer,
@@ -42,22 +45,26 @@ from ukedge.controller._moves import (
 from ukedge.controller._moves import orders as move_orders
 from ukedge.controller._nodes import bump_generations, find_node
 from ukedge.errors import ControllerError
-from ukedge.host.link import Heartbeat, MoveOffer, MoveOrder
+from ukedge.host.link import Heartbeat, MoveMode, MoveOffer, MoveOrder
 from ukedge.host.migration import MigrationOffer
 
 __all__ = [
     "Relay",
     "active_moves",
+    "cancel_move",
     "find_move",
     "list_moves",
     "moving_events",
     "moving_replicas",
     "plan_drain_moves",
+    "plan_rebalance_moves",
     "relay",
     "save_move",
     "start_api_move",
     "start_moves",
 ]
+
+log = logging.getLogger(__name__)
 
 
 def _move(row: Row[Any]) -> Move:
@@ -104,12 +111,15 @@ class Relay:
         self,
         offer_requests: list[str],
         orders: list[MoveOrder],
+        cancels: list[str],
         *,
         in_flight: bool,
         recorded: bool,
     ) -> None:
         self.offer_requests = offer_requests
         self.orders = orders
+        #: Moves the operator cancelled that the node drives: it cancels them.
+        self.cancels = cancels
         #: Some move of the node's has not ended: its heartbeats are recorded in full.
         self.in_flight = in_flight
         #: Some move ended with its replica recorded on the target (generations bumped).
@@ -132,7 +142,7 @@ def relay(connection: Connection, node_id: str, beat: Heartbeat, *, now: float) 
     transaction); a move that is done records its replica on the target."""
     current = active_moves(connection, node_id)
     if not current:
-        return Relay([], [], in_flight=False, recorded=False)
+        return Relay([], [], [], in_flight=False, recorded=False)
     offers = [_checked(report) for report in beat.offers]
     kept: list[Move] = []
     recorded = False
@@ -151,10 +161,11 @@ def relay(connection: Connection, node_id: str, beat: Heartbeat, *, now: float) 
         kept.append(after)
     in_flight = [m for m in kept if m.state.active]
     if beat.migration_host is None:  # an agent that does not take part in moves
-        return Relay([], [], in_flight=bool(in_flight), recorded=recorded)
+        return Relay([], [], [], in_flight=bool(in_flight), recorded=recorded)
     return Relay(
         offer_requests(in_flight, node_id),
         move_orders(in_flight, node_id),
+        cancels(in_flight, node_id),
         in_flight=bool(in_flight),
         recorded=recorded,
     )
@@ -233,6 +244,59 @@ def plan_drain_moves(
     return replace(plan, keep=plan.keep | busy)
 
 
+def plan_rebalance_moves(
+    connection: Connection,
+    drain: MovePlan,
+    deployments: Sequence[DeploymentView],
+    fleet_nodes: Sequence[NodeView],
+    fleet_replicas: Sequence[ReplicaView],
+    *,
+    above: float,
+    mode: MoveMode,
+    instance_name: Callable[[str, str], str],
+    now: float,
+    strategy: ScoringStrategy,
+) -> MovePlan:
+    """``drain`` (this pass's drain moves) with the rebalancing moves added (the controller's
+    ``rebalance_above`` setting): the drain's planned moves count as under way, so a node
+    takes part in one move at a time, and the tries of the last
+    :data:`~ukedge.controller._moveplan.REBALANCE_RETRY_S` keep a failed one from being
+    retried at once."""
+    movable = set(
+        connection.execute(select(nodes.c.id).where(nodes.c.migration_host.is_not(None))).scalars()
+    )
+    recent = [
+        _move(row)
+        for row in connection.execute(
+            select(moves).where(
+                or_(
+                    moves.c.state.in_([s.value for s in MoveState if s.active]),
+                    moves.c.updated_at >= now - REBALANCE_RETRY_S,
+                )
+            )
+        )
+    ]
+    rebalance = plan_rebalance(
+        deployments,
+        fleet_nodes,
+        fleet_replicas,
+        [*recent, *drain.start],
+        above=above,
+        mode=mode,
+        movable=movable,
+        instance_name=instance_name,
+        now=now,
+        new_id=lambda: secrets.token_hex(8),
+        strategy=strategy,
+    )
+    return MovePlan(
+        start=[*drain.start, *rebalance.start],
+        keep=drain.keep | rebalance.keep,
+        fallbacks=drain.fallbacks,
+        events=[*drain.events, *rebalance.events],
+    )
+
+
 def start_moves(connection: Connection, planned: Sequence[Move]) -> list[Move]:
     """Record the planned moves still valid (the replica on its source, no other move under
     way: the plan was made from an earlier snapshot); both nodes' next heartbeats are then
@@ -264,7 +328,7 @@ def moving_events(plan: MovePlan) -> list[str]:
         f"deployment {deployment}: replica {replica} is replaced, not moved: {why}"
         for deployment, replica, why in plan.fallbacks
     ]
-    return events
+    return [*events, *plan.events]
 
 
 def _record(row: Row[Any]) -> MoveRecord:
@@ -297,6 +361,36 @@ def find_move(db: Database, move_id: str) -> MoveRecord:
     if not found:
         raise ControllerError(f"no move {move_id!r} (see GET /v1/moves)", status=404)
     return found[0]
+
+
+def cancel_move(db: Database, move_id: str, *, now: float) -> MoveRecord:
+    """Cancel a move (``DELETE /v1/moves/{id}``, ``ukedge moves cancel ID``): one waiting for
+    its offer fails now; a moving one is cancelled by its source at its next heartbeat, which
+    resumes the instance there as for any failure before the commit (the move then ends
+    ``failed``, or ``done`` when the target had committed already). 409 once it has ended."""
+    with db.write() as connection:
+        row = connection.execute(select(moves).where(moves.c.id == move_id)).one_or_none()
+        if row is None:
+            raise ControllerError(f"no move {move_id!r} (see GET /v1/moves)", status=404)
+        move = _move(row)
+        try:
+            after = cancel(move, now=now)
+        except ValueError as exc:
+            raise ControllerError(str(exc), status=409) from None
+        if after != move and not save_move(connection, after, previous=move):
+            raise ControllerError(
+                f"move {move_id} changed meanwhile; look at it again (GET /v1/moves/{move_id})",
+                status=409,
+            )
+        if after != move:
+            log.info(
+                "deployment %s: the move %s of replica %s was cancelled (%s)",
+                move.deployment,
+                move.id,
+                move.replica,
+                "ended" if after.state == MoveState.FAILED else "its node cancels it",
+            )
+        return _records(connection, moves.c.id == move_id)[0]
 
 
 def start_api_move(

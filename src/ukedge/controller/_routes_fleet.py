@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from ukedge.controller._controller import Controller
 from ukedge.controller._heartbeat import instance_name
 from ukedge.controller._models import MoveRecord, MoveRequest, NodeRecord, TokenCreated, TokenInfo
-from ukedge.controller._movestore import find_move, list_moves, start_api_move
+from ukedge.controller._movestore import cancel_move, find_move, list_moves, start_api_move
 from ukedge.controller._nodes import (
     delete_node,
     find_node,
@@ -129,6 +129,13 @@ def fleet_router(controller: Controller, admin: Callable[[Request], None]) -> AP
     @router.get("/v1/moves/{move_id}", response_model=MoveRecord, tags=["moves"])
     def get_move(move_id: str) -> MoveRecord:
         return find_move(db, move_id)
+
+    @router.delete("/v1/moves/{move_id}", response_model=MoveRecord, tags=["moves"])
+    def cancel(move_id: str) -> MoveRecord:
+        """Cancel a move: waiting for its offer, it fails at once; moving, the replica's node
+        cancels it at its next heartbeat and resumes the instance where it was (the move then
+        ends ``failed``). 409 once it has ended (``done``: the replica runs on the target)."""
+        return cancel_move(db, move_id, now=controller.now())
 
     @router.delete("/v1/nodes/{key}", status_code=204, tags=["nodes"])
     def remove(key: str) -> Response:

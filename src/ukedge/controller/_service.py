@@ -78,6 +78,8 @@ class FleetService(Protocol):
 
     def get_move(self, move_id: str) -> MoveRecord: ...
 
+    def cancel_move(self, move_id: str) -> MoveRecord: ...
+
     def moves(self, *, active: bool = False) -> builtins.list[MoveRecord]:
         """The moves tried, newest first."""
 

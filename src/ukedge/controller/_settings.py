@@ -39,6 +39,12 @@ class ControllerSettings(BaseModel):
     #: Seconds between the leader's reconcile passes.
     tick_s: float = Field(default=1.0, gt=0, le=60)
     scoring: Literal["least-allocated", "bin-pack"] = "least-allocated"
+    #: Rebalancing by moves: a node whose replicas and other instances hold more than this
+    #: share of its memory has replicas moved off, one at a time, to nodes that take part in
+    #: moves and stay at or below it (None: off).
+    rebalance_above: float | None = Field(default=None, gt=0, lt=1)
+    #: How rebalancing moves a replica (with its memory either way).
+    rebalance_mode: Literal["snapshot", "live"] = "live"
     #: MQTT brokers (``mqtt://broker:1883``) the leader republishes every stored result to.
     mqtt: list[str] = Field(default_factory=list)
     #: Public keys (cosign PEM) whose signature a deployment with ``require_signature`` needs.

@@ -25,6 +25,7 @@ def move_instance(
     mode: Mode = Mode.SNAPSHOT,
     ports: list[PortMapping] | None = None,
     compress: int = 1,
+    compress_always: bool = False,
     downtime_limit_ms: int | None = None,
     auto_converge: bool = True,
     on_status: Callable[[MigrationStatus], None] | None = None,
@@ -50,6 +51,7 @@ def move_instance(
         mode=mode,
         ports=ports,
         compress=compress,
+        compress_always=compress_always,
         downtime_limit_ms=downtime_limit_ms,
         auto_converge=auto_converge,
     )

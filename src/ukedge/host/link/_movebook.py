@@ -93,6 +93,11 @@ class MoveDriver(Protocol):
         """How the migration stands; None when the service does not know it."""
         ...
 
+    def cancel(self, migration: str) -> None:
+        """Cancel the migration as ``DELETE /v1/migrations/{id}`` does (nothing once it has
+        ended or committed: its progress says how it ended)."""
+        ...
+
 
 @dataclass(frozen=True)
 class _Outgoing:
@@ -304,10 +309,21 @@ class MoveBook:
             ):
                 current = desired()
             changed = False
+            cancelled = set(reply.cancels)
             for order in reply.moves:
-                if order.move not in known:
+                if order.move in known:
+                    continue
+                if order.move in cancelled:  # cancelled before this node started it
+                    why = "cancelled by the operator before it started"
+                    book.outgoing.append(
+                        _Outgoing(order.move, order.instance, "", "", state="failed", error=why)
+                    )
+                else:
                     self._start(order, current, driver)
-                    changed = True
+                changed = True
+            for move in book.outgoing:
+                if move.move in cancelled and move.state == "running" and move.migration:
+                    driver.cancel(move.migration)
             generation = (
                 reply.desired.generation
                 if reply.desired is not None

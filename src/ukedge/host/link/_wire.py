@@ -222,6 +222,9 @@ class HeartbeatReply(_Wire):
     offer_requests: list[str] = Field(default_factory=list, max_length=64, exclude_if=_empty)
     #: Moves this node should drive, as the source.
     moves: list[MoveOrder] = Field(default_factory=list, max_length=64, exclude_if=_empty)
+    #: Moves this node drives that the operator cancelled (their ids): cancel them as
+    #: ``DELETE /v1/migrations/{id}`` does, and report how they ended.
+    cancels: list[str] = Field(default_factory=list, max_length=64, exclude_if=_empty)
 
 
 class ResultEntry(_Wire):

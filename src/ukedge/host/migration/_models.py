@@ -40,8 +40,12 @@ class MigrateRequest(_Model):
     #: A port the target cannot bind is published on a free one there instead of failing the
     #: move (a controller's move: the controller's view shows the new address).
     free_ports: bool = False
-    #: zlib level of the state stream (0: none; 1 is fast and already shrinks RAM pages).
+    #: zlib level of the state stream (0: none; 1 is fast and already shrinks RAM pages). A
+    #: snapshot's chunks are compressed only while that gets them across sooner (a fast link
+    #: takes them raw; see ``_pace``); a live stream's always.
     compress: int = Field(default=1, ge=0, le=9)
+    #: Compress every chunk of a snapshot too (a metered link that must carry few bytes).
+    compress_always: bool = False
     #: Seconds a cold move waits for the new instance to pass its health check.
     healthy_timeout_s: float = Field(default=120.0, gt=0, le=3600)
     #: Live moves: the longest pause QEMU aims for at the switch-over; None: the source

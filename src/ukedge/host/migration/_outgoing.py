@@ -33,6 +33,7 @@ from ukedge.errors import MigrationError, UkedgeError
 from ukedge.host._models import Instance, PortMapping
 from ukedge.host.migration._channel import Channel, connect
 from ukedge.host.migration._models import MigrateRequest, MigrationStatus
+from ukedge.host.migration._pace import PROBE_BYTES, Pace
 from ukedge.host.migration._protocol import (
     CHUNK_BYTES,
     Frame,
@@ -55,7 +56,8 @@ _CONNECT_TIMEOUT_S = 10.0
 #: after a commit whose answer was lost.
 _RECONNECTS = 3
 _RECONNECT_PAUSE_S = (0.5, 1.0, 2.0)
-#: Bytes a live stream may have queued in each kernel buffer on its way out.
+#: Bytes a live stream (or a snapshot whose compression is chosen by the link's measured rate)
+#: may have queued in each kernel buffer on its way out.
 _LIVE_BUFFER = 256 << 10
 #: Threads compressing chunks ahead of the one being sent.
 _COMPRESSORS = 2
@@ -105,6 +107,8 @@ class OutgoingMove:
         self._live_started = False
         #: SHA-256 of each file sent whole, computed as it went out.
         self._digests: dict[str, str] = {}
+        #: Per chunk of a snapshot's files: compressed only where it gets the bytes across sooner.
+        self._pace = Pace(request.compress, _COMPRESSORS, always=request.compress_always)
 
     # -- status ----------------------------------------------------------------------------------
 
@@ -342,26 +346,37 @@ class OutgoingMove:
 
     def _send_file(self, name: str, path: Path, offset: int) -> None:
         """Send ``path`` from ``offset``, compressing the next chunks on the pool's threads
-        while this one goes out (zlib releases the GIL), and hashing it on the way when it is
-        sent whole (else :func:`_sha256` reads it again at the restore)."""
-        level = self.request.compress
+        while this one goes out (zlib releases the GIL) where that pays (:class:`Pace`), and
+        hashing it on the way when it is sent whole (else :func:`_sha256` reads it again at
+        the restore)."""
+        pace = self._pace
+        if pace.adaptive:  # its link figures must be the link's, not how fast buffers fill
+            assert self._channel is not None
+            self._channel.limit_send_buffer(_LIVE_BUFFER)
         digest = hashlib.sha256() if offset == 0 else None
         with path.open("rb") as f, ThreadPoolExecutor(_COMPRESSORS) as pool:
             f.seek(offset)
-            pending: collections.deque[tuple[bytes, Future[bytes]]] = collections.deque()
+            pending: collections.deque[tuple[bytes, int, Future[tuple[bytes, float]]]]
+            pending = collections.deque()
             while True:
                 while len(pending) < 2 * _COMPRESSORS:
-                    raw = f.read(CHUNK_BYTES)
+                    level = pace.next_level()
+                    raw = f.read(PROBE_BYTES if pace.probing else CHUNK_BYTES)
                     if not raw:
                         break
-                    pending.append((raw, pool.submit(encode_chunk, raw, level)))
+                    pending.append((raw, level, pool.submit(_encode_timed, raw, level)))
                 if not pending:
                     break
                 if self.cancel_requested.is_set():
                     raise _Cancelled()
-                raw, payload = pending.popleft()
+                raw, level, encoded = pending.popleft()
+                payload, took = encoded.result()
+                if level:
+                    pace.compressed(len(raw), len(payload), took)
                 header = {"kind": "file", "name": name, "offset": offset, "raw": len(raw)}
-                self._send({**header, "z": bool(level)}, payload.result(), step="transfer")
+                sending = time.monotonic()
+                self._send({**header, "z": bool(level)}, payload, step="transfer")
+                pace.sent(len(payload), time.monotonic() - sending)
                 if digest is not None:
                     digest.update(raw)
                 offset += len(raw)
@@ -482,6 +497,11 @@ class _Outcome(Exception):
     def __init__(self, kind: str) -> None:
         super().__init__(kind)
         self.kind = kind
+
+
+def _encode_timed(raw: bytes, level: int) -> tuple[bytes, float]:
+    started = time.perf_counter()
+    return encode_chunk(raw, level), time.perf_counter() - started
 
 
 def _sha256(path: Path) -> str:

@@ -9,6 +9,7 @@ or stop it).
 
 from __future__ import annotations
 
+import logging
 import secrets
 import threading
 import time
@@ -30,6 +31,8 @@ if TYPE_CHECKING:
     from ukedge.host.results import ResultSpool
 
 __all__ = ["LinkMoves", "Migrations"]
+
+log = logging.getLogger(__name__)
 
 #: Finished moves kept for ``GET /v1/migrations``.
 _KEPT = 100
@@ -229,6 +232,12 @@ class LinkMoves:
             free_ports=True,
         )
         return self.migrations.start(order.instance, request).id
+
+    def cancel(self, migration: str) -> None:
+        try:
+            self.migrations.cancel(migration)
+        except MigrationError as exc:  # ended, or committed: its report says how it ended
+            log.info("move %s not cancelled: %s", migration, exc)
 
     def progress(self, migration: str) -> MoveProgress | None:
         try:
