@@ -11,6 +11,7 @@ import pytest
 
 from ukedge.cli._console import print_image_record
 from ukedge.cli.doctor import _gist
+from ukedge.image import host_platform
 
 
 @pytest.mark.parametrize("command", ["exec", "attach"])
@@ -74,3 +75,20 @@ def test_doctor_keeps_the_gist_of_a_long_accelerator_reason() -> None:
     gist = _gist(f"a KVM test VM failed: {assertion}")
     assert gist == "a KVM test VM failed; QEMU's message in `ukedge doctor --json`"
     assert _gist("/dev/kvm does not exist") == "/dev/kvm does not exist"
+
+
+def test_doctor_lists_the_platforms_this_host_runs_and_each_kernels_key() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "ukedge.cli.main", "doctor"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "COLUMNS": "400"},
+    )
+    assert done.returncode == 0, done.stderr
+    [platforms] = [line for line in done.stdout.splitlines() if line.startswith("platforms")]
+    assert f"{host_platform()}: " in platforms  # this machine's own qemu-system-*
+    [kernels] = [line for line in done.stdout.splitlines() if line.startswith("kernels")]
+    # The cache key shows (square brackets were taken for rich markup and vanished).
+    if "none built" not in kernels:
+        assert "(" in kernels and ")" in kernels

@@ -44,9 +44,10 @@ def doctor(
     ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ) -> None:
-    """Check QEMU, the accelerator (KVM or TCG), built kernels, tools and memory."""
+    """Check QEMU, the accelerator (KVM or TCG), the platforms this host runs, built kernels,
+    tools and memory."""
     from ukedge.kernel import list_kernels
-    from ukedge.vmm import probe_accelerator, qemu_version
+    from ukedge.vmm import accelerators, probe_accelerator, qemu_version
 
     checks: dict[str, Any] = {}
     try:
@@ -56,10 +57,16 @@ def doctor(
     verdict = probe_accelerator(force=probe)
     reason = verdict.reason if as_json else _gist(verdict.reason)
     checks["accelerator"] = f"{verdict.accel} ({verdict.source}: {reason})"
-    kernels = list_kernels()
-    checks["kernels"] = ", ".join(f"{k.profile} {k.version} [{k.key[:12]}]" for k in kernels) or (
-        "none built yet: run `ukedge kernel build`"
+    # Each platform this host can run images of (its qemu-system-<machine> installed): the
+    # host's own with the probe's accelerator, another architecture emulated under TCG.
+    checks["platforms"] = (
+        ", ".join(f"{name}: {accel}" for name, accel in accelerators().items())
+        or "none: no qemu-system-* installed"
     )
+    kernels = list_kernels()
+    checks["kernels"] = ", ".join(
+        f"{k.profile} {k.version} {k.architecture} ({k.key[:12]})" for k in kernels
+    ) or ("none built yet: run `ukedge kernel build`")
     checks["static C compiler"] = shutil.which("musl-gcc") or shutil.which("gcc") or "MISSING"
     checks["skopeo"] = shutil.which("skopeo") or "not installed (only interop tests need it)"
     mem = _meminfo()
