@@ -57,7 +57,8 @@ _COMMANDS: dict[str, Spec] = {
     ),
     "doctor": (
         "doctor",
-        "Check QEMU, the accelerator (KVM or TCG), built kernels, tools and memory.",
+        "Check QEMU, the accelerator (KVM or TCG), the platforms this host runs, built kernels, "
+        "tools and memory.",
     ),
     "push": (
         "push",
