@@ -24,7 +24,10 @@ A live move replaces the state files by QEMU's own stream: ``live-start`` (the t
 machine waiting on its incoming Unix socket and answers ``live-ready``), ``live`` frames (the
 stream, chunk by chunk, as the source's QEMU writes it while the guest runs), ``live-end``;
 then the results and console files, ``restore`` (the target lets its loaded machine run) and
-the commit as above.
+the commit as above. A post-copy live move (``live-start {postcopy: true}``) also opens a second
+connection with the same ticket for QEMU's return path: ``hello {…, back: 1}`` ◄── ``back-ready``,
+then ``live-back`` frames from the target (the bytes its QEMU wrote back, raw) until the stream
+ends; from the source's ``postcopy`` step on, a failure no longer resumes the source.
 
 Either side answers a refusal with ``error {step, message}``. The source removes its own
 instance only after ``committed``; before it, every failure (or a cancel) resumes the source.
