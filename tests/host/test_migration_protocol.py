@@ -9,9 +9,17 @@ import threading
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
 from ukedge.errors import MigrationError, StateError
-from ukedge.host.migration import Mode, MoveState, Step, TicketBook
+from ukedge.host.migration import (
+    MigrateRequest,
+    MigrationOffer,
+    Mode,
+    MoveState,
+    Step,
+    TicketBook,
+)
 from ukedge.host.migration._channel import Channel, connect, ensure_identity
 from ukedge.host.migration._protocol import (
     CHUNK_BYTES,
@@ -107,6 +115,46 @@ def test_a_live_move_transfers_without_a_freeze() -> None:
     move.advance(Step.TRANSFER, 1)
     move.advance(Step.RESTORE, 2)
     assert move.cancellable
+
+
+def test_post_copy_is_a_live_move_s_optional_step_after_which_it_cannot_go_back() -> None:
+    precopy = MoveState(Mode.LIVE)
+    for i, step in enumerate([Step.CONNECT, Step.TRANSFER, Step.RESTORE]):
+        precopy.advance(step, float(i))
+    assert not precopy.postcopy and precopy.cancellable
+    with pytest.raises(StateError):
+        precopy.advance(Step.POSTCOPY, 3)  # not once the stream has ended
+    with pytest.raises(StateError):
+        MoveState(Mode.SNAPSHOT).advance(Step.POSTCOPY, 0)
+
+    move = MoveState(Mode.LIVE)
+    move.advance(Step.CONNECT, 0)
+    with pytest.raises(StateError):
+        move.advance(Step.POSTCOPY, 1)  # only from the transfer
+    move.advance(Step.TRANSFER, 1)
+    move.advance(Step.POSTCOPY, 2)
+    assert move.postcopy and not move.cancellable and not move.lost
+    with pytest.raises(MigrationError, match="postcopy"):
+        move.cancel(3)
+    move.fail("the channel broke", 3)
+    assert move.step is Step.FAILED and move.failed_step is Step.POSTCOPY and move.lost
+
+    done = MoveState(Mode.LIVE)
+    for i, step in enumerate([Step.CONNECT, Step.TRANSFER, Step.POSTCOPY, Step.RESTORE]):
+        done.advance(step, float(i))
+    for i, step in enumerate([Step.COMMIT, Step.CLEANUP, Step.DONE]):
+        done.advance(step, float(4 + i))
+    assert done.step is Step.DONE and done.committed and not done.lost
+
+
+def test_post_copy_is_only_asked_for_live_moves() -> None:
+    offer = MigrationOffer(
+        node="b", host="127.0.0.1", port=1, cert_pem="x", fingerprint="0" * 64, ticket="t" * 16
+    )
+    assert not MigrateRequest(offer=offer, mode=Mode.LIVE).postcopy  # off by default
+    assert MigrateRequest(offer=offer, mode=Mode.LIVE, postcopy=True).postcopy
+    with pytest.raises(ValidationError, match="postcopy is for live moves, not snapshot"):
+        MigrateRequest(offer=offer, postcopy=True)
 
 
 # -- frames ------------------------------------------------------------------------------------
@@ -244,3 +292,53 @@ def test_the_channel_trusts_only_the_pinned_certificate(tmp_path: Path) -> None:
     thread.join(10)
     server.close()
     assert received == ["hello"]
+
+
+def test_a_return_path_carries_bytes_back_and_hanging_up_wakes_its_reader(tmp_path: Path) -> None:
+    """A post-copy move's second connection: ``live-back`` frames carry what the target's QEMU
+    writes back, byte for byte; ``hang_up`` ends a reader blocked on it (``close`` does not)."""
+    target = ensure_identity(tmp_path / "target", "target")
+    server = socket.create_server(("127.0.0.1", 0))
+    port = server.getsockname()[1]
+    back_bytes = [b"\x00\x01page-request" * 3, bytes(range(256)) * 300]
+    got: list[bytes] = []
+    ended = threading.Event()
+
+    def serve() -> None:
+        conn, _ = server.accept()
+        channel = Channel(target.server_context().wrap_socket(conn, server_side=True), timeout=5)
+        assert channel.recv().header.get("back")
+        channel.send({"kind": "back-ready"})
+        for data in back_bytes:
+            channel.send({"kind": "live-back"}, data)
+        ended.wait(10)  # then stays open and quiet, as a return path does during pre-copy
+        channel.close()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    channel = connect("127.0.0.1", port, target.cert_pem, target.fingerprint, timeout=5)
+    channel.send({"kind": "hello", "back": 1})
+    channel.expect("back-ready", step="transfer")
+    broke: list[Exception] = []
+
+    def pump() -> None:
+        try:
+            while True:
+                got.append(channel.recv(step="transfer", timeout=3600).payload)
+        except MigrationError as exc:
+            broke.append(exc)
+
+    reader = threading.Thread(target=pump, daemon=True)
+    reader.start()
+    pause = threading.Event()
+    for _ in range(3000):
+        if len(got) == len(back_bytes):
+            break
+        pause.wait(0.01)
+    assert got == back_bytes
+    channel.hang_up()
+    reader.join(30)
+    ended.set()
+    assert not reader.is_alive() and broke and "broke" in str(broke[0])
+    thread.join(10)
+    server.close()

@@ -77,6 +77,12 @@ def migrate(
         "--auto-converge/--no-auto-converge",
         help="live: slow a guest down that dirties memory faster than the link carries it.",
     ),
+    postcopy: bool = typer.Option(
+        False,
+        "--postcopy",
+        help="live: switch to post-copy after the first pass over RAM (bounds a busy guest's "
+        "move); once switched, a failure loses the instance on both nodes.",
+    ),
     compress: int = typer.Option(
         1,
         "--compress",
@@ -121,6 +127,7 @@ def migrate(
             "--downtime-limit": downtime_limit,
             "--compress": compress != 1 or None,
             "--no-auto-converge": not auto_converge or None,
+            "--postcopy": postcopy or None,
         }
         given = [flag for flag, value in agent_only.items() if value]
         if given:
@@ -140,6 +147,8 @@ def migrate(
         chosen = Mode(mode)
     except ValueError:
         raise UsageError(f"--mode must be cold, snapshot or live, not {mode!r}") from None
+    if postcopy and chosen is not Mode.LIVE:
+        raise UsageError(f"--postcopy is for --mode live, not {chosen.value}")
     ports = [parse_port_mapping(p) for p in publish or []] or None
     source = node()
     assert isinstance(source, AgentClient)
@@ -167,6 +176,7 @@ def migrate(
                 compress=compress,
                 downtime_limit_ms=downtime_limit,
                 auto_converge=auto_converge,
+                postcopy=postcopy,
                 on_status=progress,
             )
     except KeyboardInterrupt:

@@ -372,7 +372,8 @@ class InstanceEvent(_Model):
     #: follows), ``die`` (→ exited or failed), ``health_status`` (health changed while the
     #: state did not), ``remove`` (the record is gone), ``refused`` (the node's signature
     #: policy refused the image; nothing started; ``id`` is empty for a refused pull);
-    #: ``migrate-out``, ``migrate-in`` and ``migrate-failed`` when it moves between nodes.
+    #: ``migrate-out``, ``migrate-in`` and ``migrate-failed`` when it moves between nodes, and
+    #: ``migrate-postcopy`` when a post-copy move switched (a failure then loses it).
     action: str
     #: What the action says beyond the state: why an image was refused, where a move went,
     #: or what failed in it.

@@ -9,19 +9,38 @@ agent puts what the guest wrote meanwhile in place before it lets it run.
 
 Pre-copy sends RAM while the guest runs, then dirty pages again until what is left fits the
 ``downtime-limit``; auto-converge throttles a guest that dirties pages faster than they go.
+
+Post-copy (optional, ``postcopy``): both QEMUs get the ``postcopy-ram`` capability (the
+receiver's before its stream starts; it implies the return path, on which the receiver asks for
+the pages its guest touches), and the sender switches with ``migrate-start-postcopy`` once the
+first pass over RAM is done (:func:`should_start_postcopy`). Why then: the first pass carries
+every page once while the guest still runs here, so the receiver only has to fault in what was
+dirtied since; switching earlier makes it fault in pages that pre-copy would have sent anyway,
+and waiting for the dirty bytes to stop shrinking lets a guest that never converges cost passes
+without bound. From the switch on the sender's RAM is no longer a complete copy.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
 from ukedge.errors import MachineError
 from ukedge.vmm import _qmp
 
-__all__ = ["BANDWIDTH", "completed", "ignore_shared", "send", "wait_loaded"]
+__all__ = [
+    "BANDWIDTH",
+    "accept_postcopy",
+    "capabilities",
+    "completed",
+    "ignore_shared",
+    "send",
+    "should_start_postcopy",
+    "wait_loaded",
+]
 
 #: No rate limit of QEMU's own (QEMU 7.2 defaults to 128 MiB/s): a live move's link is the
 #: agent's channel, a snapshot's a local file.
@@ -39,6 +58,25 @@ def ignore_shared(state: bool) -> dict[str, Any]:
     return {"capability": "x-ignore-shared", "state": state}
 
 
+def capabilities(*, auto_converge: bool, postcopy: bool) -> list[dict[str, Any]]:
+    """The sender's capabilities, each said explicitly (QEMU keeps them for the process's
+    life: a machine whose post-copy move failed must not keep post-copy for its next one)."""
+    return [
+        {"capability": "auto-converge", "state": auto_converge},
+        ignore_shared(False),  # the whole RAM goes, a clone's too
+        {"capability": "postcopy-ram", "state": postcopy},
+    ]
+
+
+def should_start_postcopy(info: object) -> bool:
+    """Switch a post-copy migration now? Once QEMU is past its first pass over RAM (its dirty
+    bitmap was synced a second time) and still pre-copying."""
+    if not isinstance(info, dict) or info.get("status") != "active":
+        return False
+    ram = info.get("ram")
+    return isinstance(ram, dict) and int(ram.get("dirty-sync-count", 0)) >= 2
+
+
 class _Migrating(Protocol):
     @property
     def machine_id(self) -> str: ...
@@ -47,19 +85,23 @@ class _Migrating(Protocol):
 
 
 def send(
-    machine: _Migrating, fd: int, *, downtime_limit_ms: int, auto_converge: bool
+    machine: _Migrating,
+    fd: int,
+    *,
+    downtime_limit_ms: int,
+    auto_converge: bool,
+    postcopy: bool = False,
+    on_postcopy: Callable[[], None] | None = None,
 ) -> dict[str, Any]:
-    """Migrate ``machine`` into ``fd``; returns QEMU's final ``query-migrate`` answer."""
+    """Migrate ``machine`` into ``fd``; returns QEMU's final ``query-migrate`` answer.
+
+    ``postcopy``: switch to post-copy after the first pass; ``on_postcopy`` is called once QEMU
+    reports ``postcopy-active`` (from then on this machine's RAM is no longer whole)."""
 
     async def body(session: _qmp.Session) -> dict[str, Any]:
         await session.execute(
             "migrate-set-capabilities",
-            {
-                "capabilities": [
-                    {"capability": "auto-converge", "state": auto_converge},
-                    ignore_shared(False),  # the whole RAM goes, a clone's too
-                ]
-            },
+            {"capabilities": capabilities(auto_converge=auto_converge, postcopy=postcopy)},
         )
         await session.execute(
             "migrate-set-parameters",
@@ -68,10 +110,33 @@ def send(
         session.send_fd(fd)
         await session.execute("getfd", {"fdname": "ukedge-live"})
         await session.execute("migrate", {"uri": "fd:ukedge-live"})
+        if postcopy:
+            await _switch_to_postcopy(session, on_postcopy)
         return await completed(session, machine.machine_id, "live migration")
 
     # Each step is bounded, not the whole: a slow link takes as long as it takes.
     return _qmp.run(machine.qmp_path, body, machine_id=machine.machine_id, timeout=60.0)
+
+
+async def _switch_to_postcopy(
+    session: _qmp.Session, on_postcopy: Callable[[], None] | None
+) -> None:
+    """Start post-copy once :func:`should_start_postcopy` says so, and wait until QEMU is in it;
+    returns early when the migration ended first (pre-copy converged, or it failed)."""
+    asked = False
+    while True:
+        info = await session.execute("query-migrate")
+        status = info.get("status") if isinstance(info, dict) else None
+        if status in ("postcopy-active", "completed") and asked:
+            if on_postcopy is not None:
+                on_postcopy()
+            return
+        if status not in ("setup", "active", "pre-switchover", "device", None):
+            return  # completed in pre-copy, failed or cancelled: completed() says which
+        if not asked and should_start_postcopy(info):
+            await session.execute("migrate-start-postcopy")
+            asked = True
+        await asyncio.sleep(0.005)
 
 
 async def completed(session: _qmp.Session, machine_id: str, what: str) -> dict[str, Any]:
@@ -87,6 +152,21 @@ async def completed(session: _qmp.Session, machine_id: str, what: str) -> dict[s
             desc = info.get("error-desc", status) if isinstance(info, dict) else status
             raise MachineError(f"{what} of machine {machine_id} failed: {desc}", machine_id)
         await asyncio.sleep(0.005)
+
+
+def accept_postcopy(machine: _Migrating) -> None:
+    """Let the receiving machine take a post-copy stream: set before the stream starts (QEMU
+    refuses a post-copy advice it did not expect); QEMU checks userfaultfd here."""
+    _qmp.execute(
+        machine.qmp_path,
+        [
+            (
+                "migrate-set-capabilities",
+                {"capabilities": [{"capability": "postcopy-ram", "state": True}]},
+            )
+        ],
+        machine_id=machine.machine_id,
+    )
 
 
 def wait_loaded(machine: _Migrating, timeout: float) -> str:

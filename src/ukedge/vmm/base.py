@@ -13,7 +13,7 @@ that suite by supplying a factory fixture.
 from __future__ import annotations
 
 import enum
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -278,13 +278,28 @@ class Machine(Protocol):
         """
         ...
 
-    def migrate_to(self, fd: int, *, downtime_limit_ms: int, auto_converge: bool) -> dict[str, Any]:
+    def migrate_to(
+        self,
+        fd: int,
+        *,
+        downtime_limit_ms: int,
+        auto_converge: bool,
+        postcopy: bool = False,
+        on_postcopy: Callable[[], None] | None = None,
+    ) -> dict[str, Any]:
         """Live-migrate the running machine into ``fd`` (a socket whose other end leads to a
         machine started with ``MachineSpec.incoming``); returns once the migration completed,
         with the machine paused here, and QEMU's figures (``ram``, ``downtime`` ms…).
 
-        Raises MachineError when it failed (the machine then runs on here).
+        Raises MachineError when it failed (the machine then runs on here, unless it failed
+        after ``on_postcopy`` was called: with ``postcopy`` the receiver took over the guest
+        and this machine's RAM is no longer whole; it must not run again).
         """
+        ...
+
+    def accept_postcopy(self) -> None:
+        """Let a machine started with ``incoming`` take a post-copy stream (call before the
+        stream starts)."""
         ...
 
     def wait_incoming(self, timeout: float) -> str:

@@ -29,7 +29,7 @@ import socket
 import stat
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -473,13 +473,32 @@ class _QemuMachine:
         self._require_live("resume")
         self.qmp("cont")
 
-    def migrate_to(self, fd: int, *, downtime_limit_ms: int, auto_converge: bool) -> dict[str, Any]:
+    def migrate_to(
+        self,
+        fd: int,
+        *,
+        downtime_limit_ms: int,
+        auto_converge: bool,
+        postcopy: bool = False,
+        on_postcopy: Callable[[], None] | None = None,
+    ) -> dict[str, Any]:
         from ukedge.vmm import _migrate
 
         self._require_live("migrate")
         return _migrate.send(
-            self, fd, downtime_limit_ms=downtime_limit_ms, auto_converge=auto_converge
+            self,
+            fd,
+            downtime_limit_ms=downtime_limit_ms,
+            auto_converge=auto_converge,
+            postcopy=postcopy,
+            on_postcopy=on_postcopy,
         )
+
+    def accept_postcopy(self) -> None:
+        from ukedge.vmm import _migrate
+
+        self._require_live("accept_postcopy")
+        _migrate.accept_postcopy(self)
 
     def wait_incoming(self, timeout: float) -> str:
         from ukedge.vmm import _migrate

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from ukedge.errors import MigrationError
 from ukedge.host._models import PortMapping
 from ukedge.host.agent._client import AgentClient
-from ukedge.host.migration import MigrateRequest, MigrationOffer, MigrationStatus, Mode
+from ukedge.host.migration import MigrateRequest, MigrationOffer, MigrationStatus, Mode, Step
 
 __all__ = ["move_instance"]
 
@@ -28,6 +28,7 @@ def move_instance(
     compress_always: bool = False,
     downtime_limit_ms: int | None = None,
     auto_converge: bool = True,
+    postcopy: bool = False,
     on_status: Callable[[MigrationStatus], None] | None = None,
     timeout: float = 1800.0,
     via: Callable[[MigrationOffer], tuple[str, int]] | None = None,
@@ -54,6 +55,7 @@ def move_instance(
         compress_always=compress_always,
         downtime_limit_ms=downtime_limit_ms,
         auto_converge=auto_converge,
+        postcopy=postcopy,
     )
     status = source.migrate(key, request)
     deadline = time.monotonic() + timeout
@@ -73,6 +75,8 @@ def move_instance(
         raise
     if on_status is not None:
         on_status(status)
+    if status.step.value != "done" and status.failed_step is Step.POSTCOPY:
+        raise MigrationError(f"moving {status.name} to {offer.node} failed: {status.error}")
     if status.step.value != "done":
         raise MigrationError(
             f"moving {status.name} to {offer.node} {status.step.value} at "

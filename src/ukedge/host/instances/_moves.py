@@ -22,7 +22,7 @@ import logging
 import re
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -141,11 +141,32 @@ class InstanceMoves(InstanceLifecycle):
         return resumed
 
     def migrate_live(
-        self, instance: Instance, fd: int, *, downtime_limit_ms: int, auto_converge: bool
+        self,
+        instance: Instance,
+        fd: int,
+        *,
+        downtime_limit_ms: int,
+        auto_converge: bool,
+        postcopy: bool = False,
+        on_postcopy: Callable[[], None] | None = None,
     ) -> dict[str, Any]:
         """Live-migrate the instance's machine into ``fd``; it is paused here once done."""
         return self._machine(instance).migrate_to(
-            fd, downtime_limit_ms=downtime_limit_ms, auto_converge=auto_converge
+            fd,
+            downtime_limit_ms=downtime_limit_ms,
+            auto_converge=auto_converge,
+            postcopy=postcopy,
+            on_postcopy=on_postcopy,
+        )
+
+    def entered_postcopy(self, instance: Instance, target: str) -> None:
+        """The move switched to post-copy: the guest's memory is split between here and the
+        target from now on, so a failure can no longer give it back here."""
+        self._emit(
+            instance,
+            "migrate-postcopy",
+            instance.state,
+            f"entered post-copy to {target}: a failure from here on loses the instance",
         )
 
     def console_bytes(self, instance: Instance) -> bytes:
@@ -165,6 +186,15 @@ class InstanceMoves(InstanceLifecycle):
             else:
                 machine.kill()
         self.remove(instance.id, force=True)
+
+    def lost_in_postcopy(self, instance: Instance, detail: str) -> None:
+        """A post-copy move failed after its switch: the machine here holds only part of the
+        guest's memory and must never run again; kill it (the supervisor then treats it as a
+        machine that died, and its restart policy boots it afresh)."""
+        self.mark_moving(instance, None)
+        with contextlib.suppress(MachineError):
+            self._machine(instance).kill()
+        self._emit(instance, "migrate-failed", instance.state, detail)
 
     def move_failed(self, instance: Instance, detail: str) -> None:
         self._emit(instance, "migrate-failed", instance.state, detail)
@@ -295,6 +325,10 @@ class InstanceMoves(InstanceLifecycle):
     def incoming_socket(self, instance: Instance) -> Path:
         """Where the machine of a live move takes its stream (a Unix socket)."""
         return machine_paths(Path(instance.workdir)).incoming
+
+    def accept_postcopy(self, machine: Machine) -> None:
+        """Let the incoming machine take a post-copy stream (before the stream starts)."""
+        machine.accept_postcopy()
 
     def finish_live_incoming(
         self,

@@ -112,6 +112,12 @@ class Channel:
         with contextlib.suppress(OSError):
             self._sock.close()
 
+    def hang_up(self) -> None:
+        """Close, waking a thread blocked reading it (``close`` alone does not)."""
+        with contextlib.suppress(OSError):
+            self._sock.shutdown(socket.SHUT_RDWR)
+        self.close()
+
 
 def connect(host: str, port: int, cert_pem: str, fingerprint: str, *, timeout: float) -> Channel:
     """TLS to the target's migration listener, trusting exactly the offered certificate."""

@@ -49,6 +49,8 @@ _HELLO_TIMEOUT_S = 30.0
 #: How long a step may take without a frame from the source (restores are answered by us).
 _IDLE_TIMEOUT_S = 120.0
 _OUTCOMES_KEPT = 64
+#: Bytes of a post-copy return path per frame (page requests are a few dozen bytes each).
+_BACK_CHUNK = 64 << 10
 
 
 @dataclass
@@ -67,6 +69,9 @@ class _Session:
     connected: bool = False
     #: Live moves: the connection to the local QEMU's incoming socket.
     live: socket.socket | None = None
+    #: A post-copy move: its QEMU writes back on ``live`` (relayed on a second connection).
+    postcopy: bool = False
+    back_open: bool = False
     lock: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)
     done: threading.Event = field(default_factory=threading.Event)
 
@@ -158,6 +163,9 @@ class MigrationListener:
         session: _Session | None = None
         try:
             hello = channel.expect("hello", step="connect")
+            if hello.header.get("back"):
+                self._serve_back(hello, channel)
+                return
             session = self._open(hello, channel)
             if session is None:
                 return
@@ -204,6 +212,28 @@ class MigrationListener:
             session = self._new_session(h, migration, ticket)
         channel.send({"kind": "accept", "have": dict(session.files), "node": self.node_name})
         return session
+
+    def _serve_back(self, hello: Frame, channel: Channel) -> None:
+        """A post-copy move's return path: what the local QEMU writes back on its incoming
+        socket (page requests, its end-of-stream notice) goes to the source, on this second
+        connection, until QEMU or the move closes that socket."""
+        migration, ticket = str(hello.header.get("migration", "")), str(hello.header.get("ticket"))
+        self.tickets.redeem(ticket, migration)  # bound to this move by its first hello
+        with self._guard:
+            session = self._sessions.get(migration)
+            live = session.live if session is not None else None
+            if session is None or live is None or not session.postcopy or session.back_open:
+                raise MigrationError("a return path for no post-copy stream", "transfer")
+            session.back_open = True
+        channel.send({"kind": "back-ready"})
+        while True:
+            try:
+                data = live.recv(_BACK_CHUNK)
+            except OSError:
+                return
+            if not data:
+                return
+            channel.send({"kind": "live-back"}, data, step="transfer")
 
     def _new_session(self, h: dict[str, Any], migration: str, ticket: str) -> _Session:
         try:
@@ -264,10 +294,13 @@ class MigrationListener:
             elif frame.kind == "live":
                 self._relay(session, frame)
             elif frame.kind == "live-start":
-                self._start_live(session)
+                self._start_live(session, postcopy=frame.header.get("postcopy") is True)
                 channel.send({"kind": "live-ready"})
             elif frame.kind == "live-end":
                 if session.live is not None:
+                    if session.postcopy:  # (wakes the return path's reader)
+                        with contextlib.suppress(OSError):
+                            session.live.shutdown(socket.SHUT_RDWR)
                     session.live.close()  # QEMU reads to the end, then loads
                     session.live = None
             elif frame.kind == "restore":
@@ -306,13 +339,25 @@ class MigrationListener:
         session.files[name] = offset + len(data)
         session.digests.setdefault(name, hashlib.sha256()).update(data)
 
-    def _start_live(self, session: _Session) -> None:
+    def _start_live(self, session: _Session, *, postcopy: bool) -> None:
         if session.mode is not Mode.LIVE or session.instance is not None:
             raise MigrationError("live-start out of turn", "transfer")
         instance, machine = self.manager.boot_incoming(
             session.candidate, restore_from=None, results=None, console=None, live=True
         )
         session.instance, session.machine = instance, machine
+        if postcopy:
+            try:
+                self.manager.accept_postcopy(machine)
+            except UkedgeError as exc:
+                raise MigrationError(
+                    f"this node cannot take a post-copy move ({exc}): its QEMU needs "
+                    "userfaultfd, which QEMU 7.2 gets as an unprivileged user only with the "
+                    "sysctl vm.unprivileged_userfaultfd=1 (or run QEMU as root: --qemu-user ''); "
+                    "or move without --postcopy",
+                    "transfer",
+                ) from exc
+            session.postcopy = True
         path = self.manager.incoming_socket(instance)
         deadline = time.monotonic() + 30
         while True:

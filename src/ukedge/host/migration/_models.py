@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ukedge.host._models import PortMapping
 from ukedge.host.migration._protocol import Mode, Step
@@ -53,6 +53,16 @@ class MigrateRequest(_Model):
     downtime_limit_ms: int | None = Field(default=None, ge=1, le=60_000)
     #: Live moves: throttle a guest that dirties memory faster than the link carries it.
     auto_converge: bool = True
+    #: Live moves: switch to post-copy after QEMU's first pass over RAM (the target asks the
+    #: source for the pages its guest touches). Off by default: from the switch on, a failure
+    #: loses the instance on both sides instead of leaving the source running.
+    postcopy: bool = False
+
+    @model_validator(mode="after")
+    def _postcopy_is_live(self) -> MigrateRequest:
+        if self.postcopy and self.mode is not Mode.LIVE:
+            raise ValueError(f"postcopy is for live moves, not {self.mode.value} ones")
+        return self
 
 
 class MigrationStatus(_Model):

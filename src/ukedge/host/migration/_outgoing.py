@@ -59,6 +59,8 @@ _RECONNECT_PAUSE_S = (0.5, 1.0, 2.0)
 #: Bytes a live stream (or a snapshot whose compression is chosen by the link's measured rate)
 #: may have queued in each kernel buffer on its way out.
 _LIVE_BUFFER = 256 << 10
+#: How long a post-copy move's return path may stay quiet (it is, for all of pre-copy).
+_BACK_IDLE_S = 24 * 3600.0
 #: Threads compressing chunks ahead of the one being sent.
 _COMPRESSORS = 2
 
@@ -232,6 +234,9 @@ class OutgoingMove:
             # Only the commit's answer was lost and no reconnect could learn the outcome.
             self.state.fail(str(exc), time.time())
             return
+        if self.state.postcopy:
+            self._lost(instance, exc)
+            return
         step = self.state.step
         if self._channel is not None and not self._channel.broken:
             with contextlib.suppress(MigrationError):
@@ -259,6 +264,66 @@ class OutgoingMove:
         log.warning("move of %s to %s %s", instance.name, self.status.target, detail)
         with contextlib.suppress(UkedgeError):
             self.manager.move_failed(instance, detail)
+
+    def _lost(self, instance: Instance, exc: BaseException) -> None:
+        """A post-copy move failed after the switch: the guest's memory was split between the
+        two nodes, so this one cannot resume it (QEMU's post-copy recovery is not used)."""
+        if self._channel is not None and not self._channel.broken:
+            with contextlib.suppress(MigrationError):
+                self._channel.send({"kind": "abort", "reason": str(exc)})
+        error = (
+            f"the move failed after it entered post-copy ({exc}): the guest's memory was split "
+            "between both nodes, so it cannot resume here; its state is lost (the machine "
+            "here is killed, and its restart policy applies)"
+        )
+        self.state.fail(error, time.time())
+        log.error("move of %s to %s: %s", instance.name, self.status.target, error)
+        try:
+            self.manager.lost_in_postcopy(instance, error)
+        except UkedgeError as kill_error:
+            log.error("move of %s: ending the source failed: %s", instance.name, kill_error)
+
+    def _enter_postcopy(self, instance: Instance) -> None:
+        """QEMU switched to post-copy: say so (a step, an event); no cancel from here on."""
+        if self.state.postcopy:
+            return
+        self.state.advance(Step.POSTCOPY, time.time())
+        self._publish()
+        with contextlib.suppress(UkedgeError):
+            self.manager.entered_postcopy(instance, self.status.target)
+
+    def _back_path(self, ours: socket.socket) -> tuple[Channel, threading.Thread]:
+        """A post-copy move's return path: a second connection (same ticket) on which the
+        target sends what its QEMU writes back (page requests, its end-of-stream notice), put
+        into the source QEMU's socket here. A connection of its own, so each TLS connection is
+        read by one thread and written by one (an SSL object is not safe for both at once)."""
+        offer = self.request.offer
+        back = connect(
+            offer.host, offer.port, offer.cert_pem, offer.fingerprint, timeout=_CONNECT_TIMEOUT_S
+        )
+        try:
+            back.send(
+                {"kind": "hello", "ticket": offer.ticket, "migration": self.status.id, "back": 1},
+                step="transfer",
+            )
+            back.expect("back-ready", step="transfer", timeout=30.0)
+        except MigrationError:
+            back.close()
+            raise
+
+        def pump() -> None:
+            try:
+                while True:
+                    frame = back.recv(step="transfer", timeout=_BACK_IDLE_S)
+                    if frame.kind != "live-back":
+                        return
+                    ours.sendall(frame.payload)
+            except (MigrationError, OSError) as exc:
+                log.debug("move %s: return path ended: %s", self.status.id, exc)
+
+        thread = threading.Thread(target=pump, name="ukedge-live-back", daemon=True)
+        thread.start()
+        return back, thread
 
     # -- pieces ----------------------------------------------------------------------------------
 
@@ -387,7 +452,8 @@ class OutgoingMove:
     def _live(self, instance: Instance) -> None:
         """Carry QEMU's pre-copy stream to the target while the guest runs here; returns once
         QEMU completed it (the guest is paused here then)."""
-        self._send({"kind": "live-start"}, step="transfer")
+        postcopy = self.request.postcopy
+        self._send({"kind": "live-start", "postcopy": postcopy}, step="transfer")
         self._expect("live-ready", step="transfer", timeout=120.0)
         qemu_end, ours = socket.socketpair()
         for sock in (qemu_end, ours):  # little in flight: see Channel.limit_send_buffer
@@ -396,6 +462,15 @@ class OutgoingMove:
         assert self._channel is not None
         self._channel.limit_send_buffer(_LIVE_BUFFER)
         outcome: dict[str, Any] = {}
+        back: tuple[Channel, threading.Thread] | None = None
+        if postcopy:
+            try:
+                back = self._back_path(ours)
+            except MigrationError:
+                qemu_end.close()
+                ours.close()
+                raise
+        switched = threading.Event()
 
         def migrate() -> None:
             try:
@@ -404,6 +479,8 @@ class OutgoingMove:
                     qemu_end.fileno(),
                     downtime_limit_ms=self.request.downtime_limit_ms or 300,
                     auto_converge=self.request.auto_converge,
+                    postcopy=postcopy,
+                    on_postcopy=switched.set,
                 )
             except BaseException as exc:  # handed to the driver thread below
                 outcome["error"] = exc
@@ -418,7 +495,9 @@ class OutgoingMove:
         published = time.monotonic()
         try:
             while True:
-                if self.cancel_requested.is_set():
+                if switched.is_set():
+                    self._enter_postcopy(instance)
+                if self.cancel_requested.is_set() and not switched.is_set():
                     raise _Cancelled()
                 data = ours.recv(CHUNK_BYTES)
                 if not data:
@@ -431,6 +510,11 @@ class OutgoingMove:
         finally:
             ours.close()  # on failure: QEMU's writes fail, its migration fails, the guest runs on
             thread.join()
+            if back is not None:
+                back[0].hang_up()
+                back[1].join(timeout=10.0)
+            if switched.is_set():
+                self._enter_postcopy(instance)
         error = outcome.get("error")
         if error is not None:
             raise MigrationError(f"QEMU's live migration failed: {error}", "transfer")
@@ -447,6 +531,9 @@ class OutgoingMove:
             "normal_pages": int(ram.get("normal", 0)),
             "zero_pages": int(ram.get("duplicate", 0)),
         }
+        if postcopy:
+            figures["postcopy"] = int(switched.is_set())
+            figures["postcopy_requests"] = int(ram.get("postcopy-requests", 0))
         self.status = self.status.model_copy(
             update={"qemu": figures, "state_bytes": figures["ram_transferred"]}
         )

@@ -24,7 +24,10 @@ A live move replaces the state files by QEMU's own stream: ``live-start`` (the t
 machine waiting on its incoming Unix socket and answers ``live-ready``), ``live`` frames (the
 stream, chunk by chunk, as the source's QEMU writes it while the guest runs), ``live-end``;
 then the results and console files, ``restore`` (the target lets its loaded machine run) and
-the commit as above.
+the commit as above. A post-copy live move (``live-start {postcopy: true}``) also opens a second
+connection with the same ticket for QEMU's return path: ``hello {…, back: 1}`` ◄── ``back-ready``,
+then ``live-back`` frames from the target (the bytes its QEMU wrote back, raw) until the stream
+ends; from the source's ``postcopy`` step on, a failure no longer resumes the source.
 
 Either side answers a refusal with ``error {step, message}``. The source removes its own
 instance only after ``committed``; before it, every failure (or a cancel) resumes the source.
@@ -89,6 +92,9 @@ class Step(enum.StrEnum):
     CONNECT = "connect"
     FREEZE = "freeze"
     TRANSFER = "transfer"
+    #: Live moves with post-copy only: the guest runs on from the target's memory, the source's
+    #: is no longer whole; a failure from here on loses the instance on both sides.
+    POSTCOPY = "postcopy"
     RESTORE = "restore"
     COMMIT = "commit"
     CLEANUP = "cleanup"
@@ -117,12 +123,15 @@ _NEXT: dict[Mode, tuple[Step, ...]] = {
         Step.PREPARE,
         Step.CONNECT,
         Step.TRANSFER,
+        Step.POSTCOPY,
         Step.RESTORE,
         Step.COMMIT,
         Step.CLEANUP,
         Step.DONE,
     ),
 }
+#: Steps a move of that mode may pass over (post-copy is a live move's option).
+_OPTIONAL = frozenset({Step.POSTCOPY})
 
 
 @dataclass
@@ -131,6 +140,8 @@ class MoveState:
 
     Until the target has committed, a move may fail or be cancelled, and the source runs on;
     from ``commit`` on, the target owns the instance and only the source's clean-up is left.
+    A post-copy move that reached ``postcopy`` can no longer give the source back either: it is
+    not cancellable, and a failure there loses the instance (``lost``).
     """
 
     mode: Mode
@@ -147,7 +158,10 @@ class MoveState:
     def advance(self, step: Step, now: float) -> None:
         """Move on to ``step``, which must be the next one of this mode."""
         order = _NEXT[self.mode]
-        if self.step.final or step not in order or order.index(step) != order.index(self.step) + 1:
+        if self.step.final or step not in order:
+            raise StateError(self.step.value, f"the step before {step.value}")
+        skipped = order[order.index(self.step) + 1 : order.index(step)]
+        if order.index(step) <= order.index(self.step) or not set(skipped) <= _OPTIONAL:
             raise StateError(self.step.value, f"the step before {step.value}")
         if self.step is Step.COMMIT:
             self.committed = True
@@ -161,8 +175,18 @@ class MoveState:
         self.committed = True
 
     @property
+    def postcopy(self) -> bool:
+        """Post-copy started: the source no longer holds the whole guest."""
+        return any(step is Step.POSTCOPY for step, _ in self.history)
+
+    @property
+    def lost(self) -> bool:
+        """Failed after post-copy started: neither side has the whole guest."""
+        return self.step is Step.FAILED and self.postcopy
+
+    @property
     def cancellable(self) -> bool:
-        return not self.step.final and not self.committed
+        return not self.step.final and not self.committed and not self.postcopy
 
     def fail(self, error: str, now: float) -> None:
         """End the move as failed at the current step (a failure after the commit is the
