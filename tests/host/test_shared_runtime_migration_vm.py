@@ -5,6 +5,7 @@ the same digest, and the app's memory arrives whole. Real QEMU, real TLS channel
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -54,8 +55,21 @@ def _accepted(port: int) -> int:
 
 
 def _post(port: int, n: int) -> None:
+    """Post readings; a connection that gets no answer is tried again on a new one.
+
+    Known product bug (docs/benchmarks.md): a guest just restored from a snapshot sometimes
+    never answers the first connection made to it (slirp accepts it on the host side and the
+    SYN never reaches the app). A retry cannot hide a lost or doubled reading: the counts
+    checked after every post would be off.
+    """
     readings = [{"sensor": "t1", "value": float(i)} for i in range(n)]
-    r = httpx.post(f"http://127.0.0.1:{port}/readings", json=readings, timeout=30)
+    deadline = time.monotonic() + 180
+    while True:
+        try:
+            r = httpx.post(f"http://127.0.0.1:{port}/readings", json=readings, timeout=10)
+            break
+        except httpx.ReadTimeout:
+            assert time.monotonic() < deadline, f"no answer on port {port} within 180 s"
     assert r.status_code == 200, r.text
 
 
