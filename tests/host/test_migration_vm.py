@@ -302,8 +302,8 @@ def test_a_target_whose_qemu_cannot_take_postcopy_refuses_and_the_source_runs_on
 
 
 def test_a_postcopy_live_move_keeps_the_counts(postcopy_pair: _Pair) -> None:
-    """The guest is quiet during the move: one that keeps serving readings breaks over a live
-    move with several passes, pre-copy too (docs/migration.md, "Known problem")."""
+    """The guest is quiet during the move (one that served readings through a post-copy move
+    broke until RAM_PAD: docs/migration.md, "A QEMU bug under TCG")."""
     pair = postcopy_pair
     _post(pair.port_a, 30)
     _post(pair.port_a, 12, sensor="t2")
