@@ -17,6 +17,7 @@ from ukedge.vmm._qemu_argv import (
     RoDisk,
     build_argv,
     guest_mac,
+    ram_bytes,
 )
 
 
@@ -103,7 +104,7 @@ def test_boot_inputs_and_sizes(tmp_path: Path) -> None:
     assert _value(argv, "-kernel") == [str(tmp_path / "vmlinux")]
     assert _value(argv, "-initrd") == [str(tmp_path / "initrd.img")]
     assert _value(argv, "-append") == ["console=ttyS0 quiet"]
-    assert _value(argv, "-m") == ["96M"]
+    assert _value(argv, "-m") == ["98312k"]  # 96 MiB and the pad
     assert _value(argv, "-smp") == ["2"]
 
 
@@ -219,11 +220,11 @@ def test_ram_file_backs_the_machine_memory(tmp_path: Path, shared: bool, share: 
     a clone maps the template privately, so its writes never reach the file."""
     argv = _ram_argv(tmp_path, RamFile(tmp_path / "snap,1" / "ram", shared=shared))
     assert _value(argv, "-object")[0] == (
-        f"memory-backend-file,id=pc.ram,size=96M,mem-path={tmp_path}/snap,,1/ram,share={share}"
+        f"memory-backend-file,id=pc.ram,size=100671488,mem-path={tmp_path}/snap,,1/ram,share={share}"
     )
     assert "memory-backend=pc.ram" in _value(argv, "-machine")
     # The backend's size is the machine's: QEMU refuses a mismatch.
-    assert _value(argv, "-m") == ["96M"]
+    assert _value(argv, "-m") == ["98312k"]  # 96 MiB and the pad
     assert not any("readonly" in a for a in argv)  # QEMU 7.2 would map it PROT_READ
 
 
@@ -243,14 +244,14 @@ def _disk_argv(tmp_path: Path, options: QemuOptions) -> list[str]:
 
 def test_no_disk_no_memory_slots(tmp_path: Path) -> None:
     argv = _argv(tmp_path)
-    assert _value(argv, "-m") == ["96M"]
+    assert _value(argv, "-m") == ["98312k"]  # 96 MiB and the pad
     assert not any("pmem" in a or "rodisk" in a for a in argv)
 
 
 def test_pmem_disk_maps_the_file_shared_and_read_only(tmp_path: Path) -> None:
     argv = _disk_argv(tmp_path, QemuOptions())
     # A memory device: one hotplug slot, room for the image above the RAM.
-    assert _value(argv, "-m") == ["96M,slots=1,maxmem=114M"]
+    assert _value(argv, "-m") == ["98312k,slots=1,maxmem=115M"]
     backend = [o for o in _value(argv, "-object") if o.startswith("memory-backend-file,id=rodisk")]
     assert backend == [
         f"memory-backend-file,id=rodisk,mem-path={tmp_path / 'rt.erofs'},"
@@ -272,7 +273,7 @@ def test_pmem_disk_maps_the_file_shared_and_read_only(tmp_path: Path) -> None:
 )
 def test_blk_disk_is_a_read_only_drive(tmp_path: Path, options: QemuOptions, device: str) -> None:
     argv = _disk_argv(tmp_path, options)
-    assert _value(argv, "-m") == ["96M"]
+    assert _value(argv, "-m") == ["98312k"]  # 96 MiB and the pad
     assert _value(argv, "-drive") == [
         f"file={tmp_path / 'rt.erofs'},if=none,id=rodisk,format=raw,readonly=on"
     ]
@@ -285,7 +286,7 @@ def test_a_guest_with_ram_above_4_gib_gets_its_disk_on_blk(tmp_path: Path) -> No
     disk = RoDisk(tmp_path / "rt.erofs", 18 << 20)
     argv = build_argv(spec, QemuOptions(), "tcg", MachinePaths(spec.workdir), None, disk=disk)
     assert "virtio-blk-pci,drive=rodisk" in _value(argv, "-device")
-    assert _value(argv, "-m") == ["4096M"]
+    assert _value(argv, "-m") == ["4194312k"]
 
 
 def test_disk_bus_is_checked_and_recorded() -> None:
@@ -362,3 +363,11 @@ def test_an_aarch64_guest_gets_its_disk_on_blk(tmp_path: Path) -> None:
     argv = build_argv(spec, QemuOptions(), "tcg", MachinePaths(spec.workdir), None, disk=disk)
     assert "virtio-blk-device,drive=rodisk" in _value(argv, "-device")
     assert not any("pmem" in a or "memmap" in a for a in argv)
+
+
+@pytest.mark.parametrize("mib", [16, 64, 96, 2816, 4096])
+def test_guest_ram_is_never_a_multiple_of_64_pages(tmp_path: Path, mib: int) -> None:
+    """QEMU before 9.0 tracks TCG guest writes during a live migration only for a RAM block
+    of another size (RAM_PAD); the size stays a multiple of QEMU's 8 KiB RAM alignment."""
+    size = ram_bytes(_spec(tmp_path, memory_mib=mib))
+    assert size % (256 << 10) != 0 and size % (8 << 10) == 0 and size > mib << 20

@@ -141,6 +141,20 @@ def machine_binary(options: QemuOptions, architecture: str) -> str:
     return str(path.with_name(path.name.replace("x86_64", architecture)))
 
 
+#: Guest RAM is this much more than its ``memory_mib``. QEMU before 9.0 syncs a RAM block whose
+#: size is a multiple of 256 KiB (64 pages) on a fast path that leaves TCG's TLB stale: the
+#: guest's writes after a dirty-bitmap sync go unrecorded, so a live move whose pre-copy takes
+#: several passes (or switches to post-copy) resumes the guest with some of its pages from an
+#: earlier pass (QEMU's "physmem: Fix migration dirty bitmap coherency with TCG memory
+#: access"). Any other size takes the per-page path, which re-arms the TLB.
+RAM_PAD = 8 << 10
+
+
+def ram_bytes(spec: MachineSpec) -> int:
+    """The guest's RAM block size: ``memory_mib`` plus :data:`RAM_PAD`."""
+    return (spec.memory_mib << 20) + RAM_PAD
+
+
 def ram_id(spec: MachineSpec) -> str:
     """The RAM block's name when ``-m`` makes the RAM, which a RAM file must take so that a
     migration stream of either kind restores into it."""
@@ -251,10 +265,10 @@ def build_argv(
     pmem = disk is not None and disk_bus(options, spec) == "pmem"
     if disk is not None and pmem:
         # virtio-pmem is a memory device: it needs a hotplug slot and room above the RAM.
-        maxmem = spec.memory_mib + -(-disk.size // (1 << 20))
-        argv += ["-m", f"{spec.memory_mib}M,slots=1,maxmem={maxmem}M"]
+        maxmem = spec.memory_mib + 1 + -(-disk.size // (1 << 20))  # (+1: the pad)
+        argv += ["-m", f"{ram_bytes(spec) >> 10}k,slots=1,maxmem={maxmem}M"]
     else:
-        argv += ["-m", f"{spec.memory_mib}M"]
+        argv += ["-m", f"{ram_bytes(spec) >> 10}k"]
     argv += ["-smp", str(spec.vcpus)]
     if ram is not None:
         # QEMU 7.2 opens the file read-write even for share=off (``readonly=on`` would map it
@@ -265,7 +279,7 @@ def build_argv(
         share = "on" if ram.shared else "off"
         argv += [
             "-object",
-            f"memory-backend-file,id={ram_id(spec)},size={spec.memory_mib}M,"
+            f"memory-backend-file,id={ram_id(spec)},size={ram_bytes(spec)},"
             f"mem-path={_opt(str(ram.path))},share={share}",
             "-machine",
             f"memory-backend={ram_id(spec)}",

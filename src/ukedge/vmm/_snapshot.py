@@ -47,7 +47,7 @@ from typing import Any, Protocol
 from ukedge.errors import UsageError
 from ukedge.vmm import _qmp
 from ukedge.vmm._migrate import BANDWIDTH, completed, ignore_shared
-from ukedge.vmm._qemu_argv import QemuOptions, RamFile, disk_bus
+from ukedge.vmm._qemu_argv import QemuOptions, RamFile, disk_bus, ram_bytes
 from ukedge.vmm.base import MachineSpec
 
 _VERSION = 1
@@ -86,6 +86,8 @@ def _fingerprint(spec: MachineSpec, options: QemuOptions, accel: str) -> dict[st
         "accel": accel,
         "cpu": options.cpu,
         "memory_mib": spec.memory_mib,
+        # With its pad (RAM_PAD): a snapshot saved without it does not fit.
+        "ram_bytes": ram_bytes(spec),
         "vcpus": spec.vcpus,
         "kernel": {"path": str(kernel), "size": st.st_size, "mtime_ns": st.st_mtime_ns},
         "balloon": options.balloon,
@@ -258,8 +260,9 @@ def check_compatible(spec: MachineSpec, options: QemuOptions, accel: str) -> Non
         )
     # A file cut short (or not QEMU's) would fail the restore late and obscurely.
     ram = template_ram(path)
-    if ram is not None and ram.path.stat().st_size != spec.memory_mib << 20:
+    if ram is not None and ram.path.stat().st_size != ram_bytes(spec):
         raise UsageError(
             f"snapshot {path} has a RAM file of {ram.path.stat().st_size} bytes, not the "
-            f"{spec.memory_mib} MiB of its machine; make a new snapshot"
+            f"{ram_bytes(spec)} of its machine ({spec.memory_mib} MiB and a pad); make a new "
+            "snapshot"
         )
