@@ -115,8 +115,10 @@ def plan_run(
                 "backend": backend_name,
                 # Bumped when the way a snapshot is made changes (zeroed-1: the prewarm boot
                 # zeroes what it frees, so a resumed guest never faults those pages in;
-                # template-1: its RAM is a file clones map copy-on-write, block ``pc.ram``).
-                "snapshot": "zeroed-1,template-1",
+                # template-1: its RAM is a file clones map copy-on-write, block ``pc.ram``;
+                # rampad-1: the guest's RAM is vmm.RAM_PAD larger, so a snapshot made before
+                # is another machine: new keys leave those to the cache's sweep, not an error).
+                "snapshot": "zeroed-1,template-1,rampad-1",
                 # A guest booted with its runtime on a disk is another machine (another device,
                 # another RAM root) than one that unpacked it.
                 "runtime": "erofs-1" if disk is not None else "initramfs",
