@@ -345,16 +345,7 @@ def _print(f: dict[str, object]) -> None:
             f"{vm['median'] / host['median']:.1f}x",
         )
     console.print(table)
-    sizes = Table(title="image size (compressed blobs, as pushed)")
-    for col in ("app", "layers", "total", "rebuild (s)", "same digest"):
-        sizes.add_column(col)
-    for app, info in f["sizes"].items():  # type: ignore[attr-defined]
-        layers = ", ".join(f"{k}: {format_size(v)}" for k, v in info["layers"].items())
-        rb = f["rebuild"][app]  # type: ignore[index]
-        sizes.add_row(
-            app, layers, format_size(info["total"]), f"{rb['seconds']:.2f}", str(rb["same_digest"])
-        )
-    console.print(sizes)
+    _print_sizes("image size (compressed blobs, as pushed)", f)
     sensor = f["sensor-agg"]
     assert isinstance(sensor, dict)
     prewarm = sensor["prewarm_s"]
@@ -404,17 +395,22 @@ def _print_arm64(a: dict[str, object]) -> None:
         assert isinstance(run, dict)
         table.add_row(app, ready, f"{run['min']:.3f}", f"{run['median']:.3f}", f"{run['max']:.3f}")
     console.print(table)
-    sizes = Table(title="arm64 image size (compressed blobs, as pushed)")
+    _print_sizes("arm64 image size (compressed blobs, as pushed)", a)
+    console.print(f"arm64 prewarm (boot until healthy + snapshot): {a['prewarm_s']:.2f} s")
+
+
+def _print_sizes(title: str, f: dict[str, object]) -> None:
+    """The image sizes and rebuild figures of one platform's builds (``build_sizes``)."""
+    sizes = Table(title=title)
     for col in ("app", "layers", "total", "rebuild (s)", "same digest"):
         sizes.add_column(col)
-    for app, info in a["sizes"].items():  # type: ignore[attr-defined]
+    for app, info in f["sizes"].items():  # type: ignore[attr-defined]
         layers = ", ".join(f"{k}: {format_size(v)}" for k, v in info["layers"].items())
-        rb = a["rebuild"][app]  # type: ignore[index]
+        rb = f["rebuild"][app]  # type: ignore[index]
         sizes.add_row(
             app, layers, format_size(info["total"]), f"{rb['seconds']:.2f}", str(rb["same_digest"])
         )
     console.print(sizes)
-    console.print(f"arm64 prewarm (boot until healthy + snapshot): {a['prewarm_s']:.2f} s")
 
 
 if __name__ == "__main__":
