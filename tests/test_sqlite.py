@@ -3,6 +3,7 @@ read-modify-write, snapshots, error mapping."""
 
 from __future__ import annotations
 
+import multiprocessing
 import sqlite3
 import threading
 from pathlib import Path
@@ -226,3 +227,28 @@ def test_stdlib_close_drops_the_pool_and_a_later_use_reconnects(tmp_path: Path) 
         assert conn is not held
         assert conn.execute("SELECT n FROM counter").fetchone()[0] == 7
     db.close()
+
+
+def _open_and_write(path: Path, start: Any) -> None:
+    start.wait()
+    store = SQLiteFile(path, what="test store", error=_StoreError)
+    store.create(["CREATE TABLE IF NOT EXISTS t (n INTEGER)"])
+    with store.write() as conn:
+        conn.execute("INSERT INTO t VALUES (1)")
+
+
+def test_processes_opening_a_new_file_together_all_get_in(tmp_path: Path) -> None:
+    """Switching a new file to WAL answers "locked" without SQLite's busy handler; two CLI
+    commands started together on a fresh node both have to open their store (a CI failure)."""
+    context = multiprocessing.get_context("fork")
+    for round_ in range(20):
+        path = tmp_path / f"{round_}.db"
+        start = context.Barrier(6)
+        processes = [context.Process(target=_open_and_write, args=(path, start)) for _ in range(6)]
+        for process in processes:
+            process.start()
+        for process in processes:
+            process.join(60)
+        assert [p.exitcode for p in processes] == [0] * 6, f"round {round_}"
+        with sqlite3.connect(path) as conn:
+            assert conn.execute("SELECT count(*) FROM t").fetchone() == (6,)

@@ -160,6 +160,7 @@ def test_events_in_one_shell_show_what_another_shell_runs(cli_home: Path) -> Non
         deadline = time.monotonic() + 300
         seen: list[str] = []
         while time.monotonic() < deadline and "remove" not in seen:
+            assert follower.poll() is None, f"`events` exited with {follower.returncode}"
             assert ukedge("run", "--rm", "--name", "ev", "hello-c:1").returncode == 0
             poll_until = time.monotonic() + 10
             while time.monotonic() < poll_until and "remove" not in seen:

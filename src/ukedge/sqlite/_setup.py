@@ -7,6 +7,7 @@ Both front ends (:mod:`sqlite3` directly, and SQLAlchemy's ``connect`` event) ca
 from __future__ import annotations
 
 import sqlite3
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -32,12 +33,30 @@ def configure(connection: sqlite3.Connection, settings: Settings) -> None:
     connection.isolation_level = None
     cursor = connection.cursor()
     try:
-        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute(f"PRAGMA busy_timeout={int(settings.busy_timeout * 1000)}")
+        _enter_wal(cursor, settings.busy_timeout)
         cursor.execute(f"PRAGMA synchronous={settings.synchronous}")
         cursor.execute(f"PRAGMA foreign_keys={'ON' if settings.foreign_keys else 'OFF'}")
-        cursor.execute(f"PRAGMA busy_timeout={int(settings.busy_timeout * 1000)}")
     finally:
         cursor.close()
+
+
+def _enter_wal(cursor: sqlite3.Cursor, timeout: float) -> None:
+    # SQLite answers "database is locked" at once, without its busy handler, when another
+    # process is switching a new file to WAL or running WAL recovery at the same moment (two
+    # CLI commands started together on a fresh node did). Wait here as the busy timeout would.
+    deadline = time.monotonic() + timeout
+    pause = 0.005
+    while True:
+        try:
+            if cursor.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+                cursor.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() + pause > deadline:
+                raise
+        time.sleep(pause)
+        pause = min(pause * 2, 0.1)
 
 
 def connect(path: Path, settings: Settings) -> sqlite3.Connection:
