@@ -7,7 +7,8 @@ import pytest
 
 from ukedge.errors import KernelError
 from ukedge.kernel import _build, ensure_kernel, list_kernels, parse_profile
-from ukedge.kernel._build import _Runner, _verify_config
+from ukedge.kernel._build import _verify_config
+from ukedge.kernel._runner import Runner
 
 
 def _notes(elf: bytes) -> list[tuple[bytes, int]]:
@@ -75,7 +76,7 @@ def test_verify_config_names_dropped_options(tmp_path: Path) -> None:
 def test_failed_step_names_log_and_tail(tmp_path: Path) -> None:
     log_path = tmp_path / "build.log"
     with log_path.open("w") as logf:
-        runner = _Runner(logf, log_path, {"PATH": "/usr/bin:/bin"}, tmp_path)
+        runner = Runner(logf, log_path, {"PATH": "/usr/bin:/bin"}, tmp_path)
         seen: list[tuple[int, int | None]] = []
         steps = runner.run(
             ["sh", "-c", "echo '  CC      a.o'; echo '  CC      b.o'"],

@@ -6,7 +6,8 @@ The build extracts the source tarball into a temporary directory next to the cac
 option (a dropped one means a missing dependency, which would otherwise surface as a VM that
 cannot see its disk or network), builds ``vmlinux`` and the boot image (``bzImage``; the
 arm64 ``Image``) with all cores, and renames the finished directory into place. A second call
-with the same inputs returns at once.
+with the same inputs returns at once. Each architecture's toolchain is in :mod:`._toolchain`,
+running one step with its log and progress in :mod:`._runner`.
 """
 
 from __future__ import annotations
@@ -19,19 +20,17 @@ import logging
 import os
 import re
 import shutil
-import signal
-import subprocess
 import tempfile
-from collections import deque
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TextIO
 
 from ukedge import paths
 from ukedge.errors import KernelError
 from ukedge.image import Platform, host_platform
+from ukedge.kernel import _toolchain
 from ukedge.kernel._profiles import Profile, load_profile
+from ukedge.kernel._runner import Runner
 from ukedge.types import ProgressCallback
 
 __all__ = ["DEFAULT_SOURCE", "Kernel", "ensure_kernel", "kernel_key", "list_kernels", "source"]
@@ -45,53 +44,6 @@ _RECIPE = "ukedge-kernel-recipe-1"
 _META = "kernel.json"
 #: Compile steps of a minimal build, until a real build on this machine says better.
 _DEFAULT_UNITS = 700
-_STEP = re.compile(r"^\s+(CC|AS|LD|AR|OBJCOPY|GEN|HOSTCC)\s")
-_TAIL_LINES = 25
-
-
-@dataclass(frozen=True)
-class _Target:
-    """How to build for one OCI architecture."""
-
-    #: ``make ARCH=``.
-    arch: str
-    #: ``make CROSS_COMPILE=`` when the host is another architecture (Debian's cross gcc).
-    cross_compile: str
-    #: The make target and where it leaves the boot image, and its name in the cache.
-    image_target: str
-    image_path: str
-    image_name: str
-    #: The Debian package that provides the cross compiler, for the error that asks for it.
-    cross_package: str
-
-
-_TARGETS: dict[str, _Target] = {
-    "amd64": _Target(
-        "x86_64",
-        "x86_64-linux-gnu-",
-        "bzImage",
-        "arch/x86/boot/bzImage",
-        "bzImage",
-        "gcc-x86-64-linux-gnu",
-    ),
-    "arm64": _Target(
-        "arm64",
-        "aarch64-linux-gnu-",
-        "Image",
-        "arch/arm64/boot/Image",
-        "Image",
-        "gcc-aarch64-linux-gnu",
-    ),
-}
-
-
-def _target(architecture: str) -> _Target:
-    try:
-        return _TARGETS[architecture]
-    except KeyError:
-        raise KernelError(
-            f"no kernel build for architecture {architecture!r} (known: {', '.join(_TARGETS)})"
-        ) from None
 
 
 @dataclass(frozen=True)
@@ -131,28 +83,6 @@ def source() -> Path:
     return path
 
 
-def _cross_prefix(architecture: str) -> str:
-    """``CROSS_COMPILE`` for ``architecture``: empty when this host runs it natively."""
-    if host_platform().architecture == architecture:
-        return ""
-    return _target(architecture).cross_compile
-
-
-def _compiler_id(architecture: str = "amd64") -> str:
-    gcc = f"{_cross_prefix(architecture)}gcc"
-    try:
-        proc = subprocess.run([gcc, "--version"], capture_output=True, text=True, timeout=30)
-    except OSError as exc:
-        hint = ""
-        if gcc != "gcc":
-            package = _target(architecture).cross_package
-            hint = f"; install Debian's cross compiler: apt-get install {package}"
-        raise KernelError(
-            f"cannot run {gcc} to build the {architecture} kernel: {exc}{hint}"
-        ) from exc
-    return proc.stdout.splitlines()[0] if proc.stdout else gcc
-
-
 def kernel_key(profile: Profile, tarball: Path) -> str:
     """Hash of source identity, effective fragment, compiler, recipe and architecture.
 
@@ -166,7 +96,7 @@ def kernel_key(profile: Profile, tarball: Path) -> str:
         f"{tarball.name}:{st.st_size}:{st.st_mtime_ns}",
         profile.name,
         profile.effective(),
-        _compiler_id(profile.architecture),
+        _toolchain.compiler_id(profile.architecture),
     ]
     if profile.architecture != "amd64":
         parts.append(f"architecture={profile.architecture}")
@@ -184,7 +114,7 @@ def _from_meta(directory: Path) -> Kernel | None:
             version=meta["version"],
             key=meta["key"],
             vmlinux=directory / "vmlinux",
-            bzimage=directory / _TARGETS[architecture].image_name,
+            bzimage=directory / _toolchain.TARGETS[architecture].image_name,
             cmdline=meta["cmdline"],
             architecture=architecture,
         )
@@ -214,7 +144,7 @@ def ensure_kernel(
     """The built kernel for ``profile`` and ``platform`` (default: this host's), building it
     first when the cache lacks it."""
     architecture = (platform or host_platform()).architecture
-    _target(architecture)
+    _toolchain.target(architecture)
     prof = load_profile(profile, architecture)
     tarball = source()
     key = kernel_key(prof, tarball)
@@ -298,8 +228,8 @@ def _build(
     src.mkdir()
     out.mkdir()
     total = _expected_units(_units_name(prof))
-    target = _target(prof.architecture)
-    cross = _cross_prefix(prof.architecture)
+    target = _toolchain.target(prof.architecture)
+    cross = _toolchain.cross_prefix(prof.architecture)
     make = ["make", f"ARCH={target.arch}"] + ([f"CROSS_COMPILE={cross}"] if cross else [])
     if progress:
         progress(0, total)
@@ -315,7 +245,7 @@ def _build(
     }
     try:
         with log_path.open("w") as logf:
-            runner = _Runner(logf, log_path, env, src)
+            runner = Runner(logf, log_path, env, src)
             runner.run(["tar", "-xf", str(tarball), "-C", str(src), "--strip-components=1"])
             version = _source_version(src)
             fragment = work / f"{prof.name}.config"
@@ -392,66 +322,3 @@ def _verify_config(prof: Profile, config: Path, log_path: Path) -> None:
             f"(a dependency is missing or the option does not exist): {', '.join(dropped)}; "
             f"log: {log_path}"
         )
-
-
-class _Runner:
-    """Runs build steps with output appended to the log; a failure names the log and its tail."""
-
-    def __init__(self, logf: TextIO, log_path: Path, env: dict[str, str], cwd: Path) -> None:
-        self.logf = logf
-        self.log_path = log_path
-        self.env = env
-        self.cwd = cwd
-
-    def run(
-        self,
-        cmd: list[str],
-        *,
-        progress: ProgressCallback | None = None,
-        total: int | None = None,
-    ) -> int:
-        """Run ``cmd``; returns how many compile steps it printed."""
-        write = self.logf.write
-        flush = self.logf.flush
-        write(f"$ {' '.join(cmd)}\n")
-        flush()
-        tail: deque[str] = deque(maxlen=_TAIL_LINES)
-        steps = 0
-        try:
-            proc = subprocess.Popen(
-                cmd,
-                cwd=self.cwd,
-                env=self.env,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                text=True,
-                errors="replace",
-                start_new_session=True,
-            )
-        except OSError as exc:
-            raise KernelError(f"cannot run {cmd[0]}: {exc}; log: {self.log_path}") from exc
-        with proc:
-            try:
-                assert proc.stdout is not None
-                for line in proc.stdout:
-                    write(line)
-                    tail.append(line.rstrip("\n"))
-                    if _STEP.match(line):
-                        steps += 1
-                        if progress:
-                            progress(steps, max(total or 0, steps + 1))
-                rc = proc.wait()
-            except BaseException:
-                # Cancelled (Ctrl-C) or failed while reading: take the whole make tree down too.
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGTERM)
-                proc.wait()
-                raise
-        flush()
-        if rc != 0:
-            last = "\n".join(tail)
-            raise KernelError(
-                f"kernel build step `{' '.join(cmd)}` failed with exit code {rc}; "
-                f"full log: {self.log_path}; last lines:\n{last}"
-            )
-        return steps
