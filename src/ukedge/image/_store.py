@@ -18,42 +18,38 @@ every image that names them; an unreferenced blob is removed by :meth:`ImageStor
 after ``remove``. Writers hold a shared lease while they add blobs and then the manifest that
 references them; ``gc`` takes the lease exclusively, so it never sweeps a blob a concurrent build
 or pull is about to reference.
+
+Apart from the index and tags kept here: blob files and their writer (:mod:`._blobs`), what the
+tags reach and the sweep (:mod:`._gc`), and OCI archives for ``save``/``load``
+(:mod:`._archive`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
-import hashlib
-import io
-import json
-import os
 import shutil
-import tarfile
 import tempfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, BinaryIO
+from typing import IO
 
 from ukedge.errors import DigestMismatchError, ImageError, UsageError
+from ukedge.image import _gc
+from ukedge.image._archive import LAYOUT, read_archive, write_archive
+from ukedge.image._blobs import BlobWriter, write_atomic
 from ukedge.image._config import ImageConfig
-from ukedge.image._digest import digest_bytes, digest_file, digest_hex, validate_digest
+from ukedge.image._digest import digest_bytes, digest_file, digest_hex
+from ukedge.image._gc import MANIFEST_TYPES
 from ukedge.image._manifest import REF_NAME, Descriptor, ImageIndex, ImageManifest
-from ukedge.image._mediatypes import (
-    CONFIG,
-    DOCKER_MANIFEST,
-    INDEX_TYPES,
-    OCI_MANIFEST,
-)
+from ukedge.image._mediatypes import CONFIG, INDEX_TYPES, OCI_MANIFEST
 from ukedge.image._platform import Platform, host_platform
 from ukedge.image._reference import parse_reference
 
 __all__ = ["BlobWriter", "ImageStore", "StoredImage"]
 
-_LAYOUT = b'{"imageLayoutVersion":"1.0.0"}'
 _CHUNK = 1 << 20
-_MANIFEST_TYPES = frozenset({OCI_MANIFEST, DOCKER_MANIFEST})
 
 
 @dataclass(frozen=True)
@@ -78,64 +74,6 @@ class StoredImage:
         return self.descriptor.media_type in INDEX_TYPES
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        Path(tmp).replace(path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-class BlobWriter:
-    """Streams one blob into the store, hashing as it goes; :meth:`commit` verifies and renames.
-
-    Used by pulls and builds alike, so that no blob is ever held in memory whole and a wrong
-    digest leaves nothing behind.
-    """
-
-    def __init__(self, store: ImageStore, expected: str | None = None) -> None:
-        self._store = store
-        self._expected = validate_digest(expected) if expected else None
-        fd, name = tempfile.mkstemp(dir=store.blobs_dir, prefix=".upload-", suffix=".tmp")
-        self._file: BinaryIO = os.fdopen(fd, "wb")
-        self._tmp = Path(name)
-        self._hash = hashlib.sha256()
-        self.size = 0
-
-    def write(self, chunk: bytes) -> None:
-        self._file.write(chunk)
-        self._hash.update(chunk)
-        self.size += len(chunk)
-
-    def commit(self) -> str:
-        """Verify, fsync and rename into place; returns the digest."""
-        self._file.flush()
-        os.fsync(self._file.fileno())
-        self._file.close()
-        actual = "sha256:" + self._hash.hexdigest()
-        if self._expected and actual != self._expected:
-            self._tmp.unlink(missing_ok=True)
-            raise DigestMismatchError(self._expected, actual)
-        self._tmp.replace(self._store.blob_path(actual))
-        return actual
-
-    def abort(self) -> None:
-        self._file.close()
-        self._tmp.unlink(missing_ok=True)
-
-    def __enter__(self) -> BlobWriter:
-        return self
-
-    def __exit__(self, exc_type: object, *_: object) -> None:
-        if exc_type is not None or not self._file.closed:
-            self.abort()
-
-
 class ImageStore:
     """An OCI image layout directory holding local images."""
 
@@ -145,9 +83,9 @@ class ImageStore:
         self.blobs_dir.mkdir(parents=True, exist_ok=True)
         layout = self.root / "oci-layout"
         if not layout.exists():
-            _write_atomic(layout, _LAYOUT)
+            write_atomic(layout, LAYOUT)
         if not self._index_path.exists():
-            _write_atomic(self._index_path, ImageIndex().to_json())
+            write_atomic(self._index_path, ImageIndex().to_json())
 
     # -- locking -------------------------------------------------------------------------------
 
@@ -185,7 +123,7 @@ class ImageStore:
         digest = digest_bytes(data)
         path = self.blob_path(digest)
         if not path.exists():
-            _write_atomic(path, data)
+            write_atomic(path, data)
         return Descriptor(mediaType=media_type, digest=digest, size=len(data))
 
     def put_file(self, source: Path, media_type: str) -> Descriptor:
@@ -224,7 +162,7 @@ class ImageStore:
             index = self._read_index()
             yield index
             index.manifests.sort(key=lambda d: (d.ref_name or "", d.digest))
-            _write_atomic(self._index_path, index.to_json())
+            write_atomic(self._index_path, index.to_json())
 
     def images(self) -> list[StoredImage]:
         """Every tagged image, sorted by reference."""
@@ -246,9 +184,9 @@ class ImageStore:
         ``partial``: ``manifest`` is an index of which only some platforms' manifests are
         here (a pull of one platform); each one that is here must be whole.
         """
-        if media_type not in _MANIFEST_TYPES | INDEX_TYPES:
+        if media_type not in MANIFEST_TYPES | INDEX_TYPES:
             raise ImageError(f"unsupported manifest media type {media_type!r}")
-        children = self._children(manifest, media_type)
+        children = _gc.children(manifest, media_type)
         if media_type in INDEX_TYPES:
             if not children:
                 raise ImageError("the index lists no manifest")
@@ -262,7 +200,7 @@ class ImageStore:
                     f"manifest references {child.digest} ({child.media_type}) which is not in "
                     "the store; add the blobs before the manifest"
                 )
-            if media_type in INDEX_TYPES and child.media_type in _MANIFEST_TYPES:
+            if media_type in INDEX_TYPES and child.media_type in MANIFEST_TYPES:
                 self._check_whole(child)
         desc = self.put_bytes(manifest, media_type)
         if ref is not None:
@@ -270,7 +208,7 @@ class ImageStore:
         return desc
 
     def _check_whole(self, desc: Descriptor) -> None:
-        for blob in self._children(self.read_blob(desc.digest), desc.media_type):
+        for blob in _gc.children(self.read_blob(desc.digest), desc.media_type):
             if not self.has_blob(blob.digest):
                 raise ImageError(
                     f"the index's {desc.platform or ''} manifest {desc.digest} references "
@@ -362,7 +300,7 @@ class ImageStore:
         """The image ``ref`` names and its manifest; for a multi-platform image, those of
         ``platform`` (default: the host's)."""
         image = self.platform_image(self.resolve(ref), platform)
-        if image.descriptor.media_type not in _MANIFEST_TYPES:
+        if image.descriptor.media_type not in MANIFEST_TYPES:
             raise ImageError(
                 f"{ref}: {image.digest} is a {image.descriptor.media_type}, not an image manifest"
             )
@@ -411,7 +349,7 @@ class ImageStore:
             return self.image_size(manifest)
         sizes = {image.digest: image.descriptor.size}
         for child, present in self.entries(image):
-            if present and child.media_type in _MANIFEST_TYPES:
+            if present and child.media_type in MANIFEST_TYPES:
                 sizes[child.digest] = child.size
                 manifest = ImageManifest.model_validate_json(self.read_blob(child.digest))
                 for blob in [manifest.config, *manifest.layers]:
@@ -420,25 +358,8 @@ class ImageStore:
 
     # -- garbage collection ----------------------------------------------------------------------
 
-    def _children(self, data: bytes, media_type: str) -> list[Descriptor]:
-        doc = json.loads(data)
-        if media_type in INDEX_TYPES:
-            return [Descriptor.model_validate(m) for m in doc.get("manifests", [])]
-        kids = [Descriptor.model_validate(doc["config"])]
-        kids += [Descriptor.model_validate(layer) for layer in doc.get("layers", [])]
-        return kids
-
     def _reachable(self) -> set[str]:
-        seen: set[str] = set()
-        todo = list(self._read_index().manifests)
-        while todo:
-            desc = todo.pop()
-            if desc.digest in seen:
-                continue
-            seen.add(desc.digest)
-            if desc.media_type in _MANIFEST_TYPES | INDEX_TYPES and self.has_blob(desc.digest):
-                todo.extend(self._children(self.read_blob(desc.digest), desc.media_type))
-        return seen
+        return _gc.reachable(self._read_index().manifests, self.read_blob, self.has_blob)
 
     def gc(self) -> list[str]:
         """Delete every blob no tagged image reaches. Safe against concurrent writers."""
@@ -446,32 +367,12 @@ class ImageStore:
 
     def collect(self) -> dict[str, int]:
         """:meth:`gc`, also saying how many bytes each removed blob held (what was reclaimed)."""
-        removed: dict[str, int] = {}
         with self._flock(".gc.lock", fcntl.LOCK_EX):
-            keep = self._reachable()
-            for path in self.blobs_dir.iterdir():
-                if path.name.startswith("."):
-                    path.unlink(missing_ok=True)  # a temp file left by a crashed writer
-                    continue
-                digest = "sha256:" + path.name
-                if digest not in keep:
-                    try:
-                        size = path.stat().st_size
-                        path.unlink()
-                    except FileNotFoundError:
-                        continue  # another process's sweep got there first
-                    removed[digest] = size
-        return removed
+            return _gc.sweep(self.blobs_dir, self._reachable())
 
     def disk_usage(self) -> int:
         """Bytes of the blobs on disk: each blob once, however many images share it."""
-        total = 0
-        for path in self.blobs_dir.iterdir():
-            if path.name.startswith("."):
-                continue  # a blob being written is not the store's yet
-            with contextlib.suppress(FileNotFoundError):
-                total += path.stat().st_size
-        return total
+        return _gc.disk_usage(self.blobs_dir)
 
     # -- archives ------------------------------------------------------------------------------
 
@@ -487,50 +388,21 @@ class ImageStore:
             blobs.add(desc.digest)
             if desc.media_type in INDEX_TYPES:
                 # A node's index may hold only its own platform: the archive holds the same.
-                kids = self._children(self.read_blob(desc.digest), desc.media_type)
+                kids = _gc.children(self.read_blob(desc.digest), desc.media_type)
                 todo.extend(kid for kid in kids if self.has_blob(kid.digest))
-            elif desc.media_type in _MANIFEST_TYPES:
-                todo.extend(self._children(self.read_blob(desc.digest), desc.media_type))
+            elif desc.media_type in MANIFEST_TYPES:
+                todo.extend(_gc.children(self.read_blob(desc.digest), desc.media_type))
         index = ImageIndex(
             manifests=[
                 i.descriptor.model_copy(update={"annotations": {REF_NAME: i.ref}}) for i in images
             ]
         )
-        fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".tmp")
-        os.close(fd)
-        try:
-            with tarfile.open(tmp, "w") as tar:
-                _add_bytes(tar, "oci-layout", _LAYOUT)
-                _add_bytes(tar, "index.json", index.to_json())
-                for digest in sorted(blobs):
-                    tar.add(self.blob_path(digest), f"blobs/sha256/{digest_hex(digest)}")
-            Path(tmp).replace(dest)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        write_archive(dest, index, {digest: self.blob_path(digest) for digest in blobs})
 
     def load(self, source: Path) -> list[str]:
         """Import every tagged image of an OCI archive; verifies each blob before any is kept."""
-        try:
-            tar = tarfile.open(source)  # noqa: SIM115 - closed by the with-block below
-        except (OSError, tarfile.TarError) as exc:
-            raise ImageError(f"{source}: not a readable OCI archive ({exc})") from exc
-        with tar, tempfile.TemporaryDirectory(dir=self.root, prefix=".load-") as tmp:
-            staging = Path(tmp)
-            try:
-                tar.extractall(staging, filter="data")
-                index = ImageIndex.model_validate_json((staging / "index.json").read_bytes())
-            except (OSError, tarfile.TarError, ValueError) as exc:
-                raise ImageError(f"{source}: not an OCI archive: {exc}") from exc
-            tagged = [d for d in index.manifests if d.ref_name]
-            if not tagged:
-                raise ImageError(f"{source}: the archive holds no tagged image")
-            staged = staging / "blobs" / "sha256"
-            paths = sorted(staged.iterdir()) if staged.is_dir() else []
-            for path in paths:
-                actual, _ = digest_file(path)
-                if actual != "sha256:" + path.name:
-                    raise DigestMismatchError("sha256:" + path.name, actual, f"{source}: blob")
+        with tempfile.TemporaryDirectory(dir=self.root, prefix=".load-") as tmp:
+            tagged, paths = read_archive(source, Path(tmp))
             with self.lease():
                 for path in paths:
                     target = self.blobs_dir / path.name
@@ -545,9 +417,3 @@ class ImageStore:
                         partial=desc.media_type in INDEX_TYPES,
                     )
         return refs
-
-
-def _add_bytes(tar: tarfile.TarFile, name: str, data: bytes) -> None:
-    info = tarfile.TarInfo(name)
-    info.size = len(data)
-    tar.addfile(info, io.BytesIO(data))
