@@ -29,7 +29,7 @@ from sqlalchemy import Connection, text
 from ukedge.controller._db import Database
 from ukedge.controller._fleet import DeploymentView, NodeView, ReplicaView, ScoringStrategy
 from ukedge.controller._heartbeat import instance_name
-from ukedge.controller._movestore import (
+from ukedge.controller._movepass import (
     moving_events,
     plan_drain_moves,
     plan_rebalance_moves,

@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from ukedge.controller._controller import Controller
 from ukedge.controller._heartbeat import instance_name
 from ukedge.controller._models import MoveRecord, MoveRequest, NodeRecord, TokenCreated, TokenInfo
-from ukedge.controller._movestore import cancel_move, find_move, list_moves, start_api_move
+from ukedge.controller._moveapi import cancel_move, find_move, list_moves, start_api_move
 from ukedge.controller._nodes import (
     delete_node,
     find_node,
