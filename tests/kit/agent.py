@@ -15,6 +15,7 @@ from pathlib import Path
 import httpx
 
 from kit.host import ukedge_cmd
+from kit.hub import start_hub
 from kit.net import free_port
 from ukedge import vmm
 from ukedge.errors import MachineError
@@ -145,3 +146,15 @@ def push_examples(store: ImageStore, hub_addr: str, *refs: str) -> None:
     """Push images of ``store`` to the hub at ``hub_addr`` under their own names."""
     for ref in refs:
         push(store, ref, f"{hub_addr}/{ref}")
+
+
+@contextlib.contextmanager
+def examples_hub(data: Path, store: ImageStore, *refs: str) -> Iterator[str]:
+    """A hub served from ``data`` with ``refs`` of ``store`` pushed to it: its address."""
+    running = start_hub(data)
+    try:
+        addr = running.url.removeprefix("http://")
+        push_examples(store, addr, *refs)
+        yield addr
+    finally:
+        running.stop()

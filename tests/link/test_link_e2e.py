@@ -9,8 +9,9 @@ The ``controller`` fixture gives a running controller:
 * ``controller.stop()`` / ``controller.start()``: make it unreachable / bring it back on the
   same port and data (``start`` returns once it answers).
 
-It is a ``kit.link_controller.RestartableController``. Everything else goes through the
-controller's documented REST API (docs/api.md) and the agent's.
+It is a ``kit.link_controller.RestartableController`` (the fixtures are in
+``tests/link/conftest.py``). Everything else goes through the controller's documented REST API
+(docs/api.md, as ``kit.link_controller.AdminApi``) and the agent's.
 
 What each test checks:
 
@@ -35,8 +36,8 @@ from __future__ import annotations
 import contextlib
 import json
 import subprocess
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -44,114 +45,43 @@ import httpx
 import pytest
 
 from conformance.sinks import ARRIVAL_TIMEOUT, ResultSinkSuite, deliver_until_up, make_records
-from kit.agent import AgentProcess, push_examples, running_agent
+from kit.agent import AgentProcess, running_agent
 from kit.host import ukedge_cmd, wait_http
-from kit.hub import RunningHub, start_hub
-from kit.link_controller import RestartableController
-from kit.postgres import PostgresCluster, postgres_cluster
-
-__all__ = ["postgres_cluster"]  # the fixture, for the PostgreSQL run of the fleet test
-from kit.net import free_port
-from ukedge.host import InstanceState, run_request
-from ukedge.host.link import (
-    ControllerSink,
-    LinkClient,
-    ensure_enrolment,
-    pinned_context,
+from kit.link_controller import (
+    AdminApi,
+    RestartableController,
+    enrolled_agent,
+    restartable_controller,
+    web_deployment,
 )
+from kit.net import free_port
+from kit.poll import until
+from ukedge.host import InstanceState, run_request
+from ukedge.host.link import ControllerSink, LinkClient, ensure_enrolment
 from ukedge.host.results.sinks import ResultRecord, ResultSink
-from ukedge.image import ImageStore
 
 pytestmark = pytest.mark.vm
 
 CEILING_S = 240.0
+_wait = partial(until, ceiling=CEILING_S)
 
 
 @pytest.fixture
-def controller(tmp_path: Path) -> Iterator[RestartableController]:
-    running = RestartableController(tmp_path / "controller")
-    yield running
-    running.stop()
+def node(
+    tmp_path: Path, hub: str, controller: RestartableController, api: AdminApi
+) -> Iterator[AgentProcess]:
+    args = ["--hub", hub, "--labels", "zone=a"]
+    with enrolled_agent(tmp_path / "agent", "edge-1", controller, api, *args) as agent:
+        yield agent
 
 
-def _wait(condition: Callable[[], Any], what: str, ceiling: float = CEILING_S) -> Any:
-    deadline = time.monotonic() + ceiling
-    while True:
-        value = condition()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.2)
-
-
-class Api:
-    """The controller's REST API with the admin token, trusting exactly its certificate."""
-
-    def __init__(self, controller: Any) -> None:
-        self.client = httpx.Client(
-            base_url=controller.url,
-            verify=pinned_context(controller.cert),
-            headers={"authorization": f"Bearer {controller.admin_token}"},
-            timeout=30,
-        )
-
-    def __call__(self, method: str, path: str, **kwargs: Any) -> Any:
-        response = self.client.request(method, path, **kwargs)
-        assert response.status_code < 300, response.text
-        return response.json() if response.content else None
-
-    def token(self) -> str:
-        return str(self("POST", "/v1/tokens", json={"description": "e2e"})["token"])
-
-    def results(self, **params: Any) -> list[dict[str, Any]]:
-        out: list[dict[str, Any]] = []
-        after = 0
-        while True:
-            page = self("GET", "/v1/results", params={**params, "after_id": after, "limit": 500})
-            out += page
-            if len(page) < 500:
-                return out
-            after = page[-1]["id"]
-
-
-@pytest.fixture
-def api(controller: Any) -> Iterator[Api]:
-    a = Api(controller)
-    yield a
-    a.client.close()
-
-
-@pytest.fixture(scope="module")
-def hub(tmp_path_factory: pytest.TempPathFactory, example_store: Path) -> Iterator[str]:
-    running: RunningHub = start_hub(tmp_path_factory.mktemp("hub"))
-    addr = running.url.removeprefix("http://")
-    push_examples(ImageStore(example_store), addr, "hello-c:1", "sensor-agg:1")
-    yield addr
-    running.stop()
-
-
-@pytest.fixture
-def node(tmp_path: Path, hub: str, controller: Any, api: Api) -> Iterator[AgentProcess]:
-    args = ["--hub", hub, "--name", "edge-1", "--labels", "zone=a", "--controller"]
-    with running_agent(tmp_path / "agent", *args, controller.url, "--join-token", api.token()) as a:
-        yield a
-
-
-def _node_record(api: Api) -> dict[str, Any]:
+def _node_record(api: AdminApi) -> dict[str, Any]:
     [record] = api("GET", "/v1/nodes")
     return dict(record)
 
 
-def _deploy(api: Api, hub: str, port: int, **extra: Any) -> None:
-    spec = {
-        "name": "web",
-        "image": f"{hub}/sensor-agg:1",
-        "replicas": 1,
-        "env": {"WINDOW_SECONDS": "1"},
-        "ports": [{"host_port": port, "guest_port": 8080}],
-        **extra,
-    }
-    api("POST", "/v1/deployments", json=spec)
+def _deploy(api: AdminApi, hub: str, port: int, **extra: Any) -> None:
+    api("POST", "/v1/deployments", json=web_deployment(hub, port, **extra))
 
 
 def _instance(agent: AgentProcess, revision: int | None = None) -> Any:
@@ -184,7 +114,9 @@ def _local_results(agent: AgentProcess, instance_id: str) -> list[Any]:
     return [json.loads(line) for line in text.splitlines() if line.strip()]
 
 
-def test_enrol_heartbeat_and_reuse(tmp_path: Path, hub: str, controller: Any, api: Api) -> None:
+def test_enrol_heartbeat_and_reuse(
+    tmp_path: Path, hub: str, controller: Any, api: AdminApi
+) -> None:
     data = tmp_path / "agent"
     with running_agent(
         data,
@@ -227,7 +159,7 @@ def test_enrol_heartbeat_and_reuse(tmp_path: Path, hub: str, controller: Any, ap
 
 
 def test_deploy_runs_labelled_instances_and_results_reach_the_controller(
-    node: AgentProcess, api: Api, hub: str
+    node: AgentProcess, api: AdminApi, hub: str
 ) -> None:
     port = free_port()
     _deploy(api, hub, port)
@@ -241,7 +173,7 @@ def test_deploy_runs_labelled_instances_and_results_reach_the_controller(
 
 
 def test_controller_outage_keeps_instances_and_loses_no_result(
-    node: AgentProcess, api: Api, hub: str, controller: Any
+    node: AgentProcess, api: AdminApi, hub: str, controller: Any
 ) -> None:
     port = free_port()
     _deploy(api, hub, port)
@@ -270,7 +202,7 @@ def test_controller_outage_keeps_instances_and_loses_no_result(
 
 
 def test_new_revision_replaces_and_delete_removes_never_touching_unlabelled(
-    node: AgentProcess, api: Api, hub: str
+    node: AgentProcess, api: AdminApi, hub: str
 ) -> None:
     by_hand = node.client().run(run_request(image=f"{hub}/hello-c:1", name="by-hand"))
     port = free_port()
@@ -308,7 +240,7 @@ def test_new_revision_replaces_and_delete_removes_never_touching_unlabelled(
 class ControllerPeer:
     """The suite's SinkPeer: what GET /v1/results holds, as envelopes in arrival order."""
 
-    def __init__(self, controller: Any, api: Api) -> None:
+    def __init__(self, controller: Any, api: AdminApi) -> None:
         self.controller = controller
         self.api = api
 
@@ -331,7 +263,7 @@ class ControllerPeer:
             _wait(
                 lambda: (got := self.all_received(instance_id)) and len(got) >= count and got,
                 f"{count} records of {instance_id}",
-                timeout,
+                ceiling=timeout,
             )
         )
 
@@ -344,11 +276,11 @@ class ControllerPeer:
 
 class TestControllerSinkConformance(ResultSinkSuite):
     @pytest.fixture
-    def peer(self, controller: Any, api: Api) -> ControllerPeer:
+    def peer(self, controller: Any, api: AdminApi) -> ControllerPeer:
         return ControllerPeer(controller, api)
 
     @pytest.fixture
-    def sink(self, tmp_path: Path, controller: Any, api: Api) -> Iterator[ResultSink]:
+    def sink(self, tmp_path: Path, controller: Any, api: AdminApi) -> Iterator[ResultSink]:
         enrolment = ensure_enrolment(
             tmp_path,
             controller.url,
@@ -401,16 +333,11 @@ _FLEET_TIMING = {"not_ready_after_s": 6.0, "grace_s": 4.0, "heartbeat_interval_s
 def fleet_controller(
     request: pytest.FixtureRequest, tmp_path: Path
 ) -> Iterator[RestartableController]:
-    settings: dict[str, Any] = dict(_FLEET_TIMING)
-    if request.param == "postgresql":
-        cluster: PostgresCluster = request.getfixturevalue("postgres_cluster")
-        settings["db"] = cluster.create_database()
-    running = RestartableController(tmp_path / "controller", **settings)
-    yield running
-    running.stop()
+    with restartable_controller(request, tmp_path / "controller", **_FLEET_TIMING) as running:
+        yield running
 
 
-def _running_replicas(api: Api) -> list[dict[str, Any]]:
+def _running_replicas(api: AdminApi) -> list[dict[str, Any]]:
     listed = api("GET", "/v1/replicas", params={"deployment": "web"})
     return [r for r in listed if r["state"] == "running"]
 
@@ -433,7 +360,7 @@ def test_a_lost_node_is_replaced_and_its_return_leaves_no_duplicate(
     """Issue 10.10: three replicas spread over three agents; kill -9 of one agent moves its
     replica elsewhere after timeout + grace; the agent back, exactly three run, each replica
     once; a restarted controller keeps it all. On SQLite and on PostgreSQL."""
-    api = Api(fleet_controller)
+    api = AdminApi(fleet_controller)
     token = api.token()
     with contextlib.ExitStack() as stack:
         agents: dict[str, AgentProcess] = {}
@@ -492,7 +419,7 @@ def test_a_lost_node_is_replaced_and_its_return_leaves_no_duplicate(
         assert len({r["replica"] for r in _running_replicas(api)}) == 3
         fleet_controller.stop()
         fleet_controller.start()
-        restarted = Api(fleet_controller)
+        restarted = AdminApi(fleet_controller)
         try:
             assert {n["name"] for n in restarted("GET", "/v1/nodes")} == {
                 "edge-0",
@@ -504,5 +431,5 @@ def test_a_lost_node_is_replaced_and_its_return_leaves_no_duplicate(
             }
             assert kept == {r for replicas in after.values() for r in replicas}
         finally:
-            restarted.client.close()
-    api.client.close()
+            restarted.close()
+    api.close()

@@ -20,62 +20,41 @@ import contextlib
 import json
 import os
 import subprocess
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from kit.agent import AgentProcess, push_examples, running_agent
+from kit.agent import AgentProcess, running_agent
 from kit.host import ukedge_cmd, wait_http
-from kit.hub import RunningHub, start_hub
-from kit.link_controller import RestartableController
+from kit.link_controller import (
+    AdminApi,
+    RestartableController,
+    restartable_controller,
+    web_deployment,
+)
 from kit.net import free_port
-from kit.postgres import PostgresCluster, postgres_cluster
+from kit.poll import until
 from ukedge.host import Instance, InstanceState
-from ukedge.host.link import pinned_context
-from ukedge.image import ImageStore
-
-__all__ = ["postgres_cluster"]  # the fixture, for the PostgreSQL run
 
 pytestmark = pytest.mark.vm
 
 CEILING_S = 300.0
-
-
-def _wait(condition: Callable[[], Any], what: str, ceiling: float = CEILING_S) -> Any:
-    deadline = time.monotonic() + ceiling
-    while True:
-        value = condition()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.3)
-
-
-@pytest.fixture(scope="module")
-def hub(tmp_path_factory: pytest.TempPathFactory, example_store: Path) -> Iterator[str]:
-    running: RunningHub = start_hub(tmp_path_factory.mktemp("hub"))
-    addr = running.url.removeprefix("http://")
-    push_examples(ImageStore(example_store), addr, "sensor-agg:1")
-    yield addr
-    running.stop()
+_wait = partial(until, ceiling=CEILING_S, every=0.3)
 
 
 class Fleet:
     """A controller and two agents that take part in moves, and the operator's tools."""
 
-    def __init__(self, controller: RestartableController, agents: dict[str, AgentProcess]):
+    def __init__(
+        self, controller: RestartableController, api: AdminApi, agents: dict[str, AgentProcess]
+    ) -> None:
         self.controller = controller
+        self.api = api
         self.agents = agents
-        self.api = httpx.Client(
-            base_url=controller.url,
-            verify=pinned_context(controller.cert),
-            headers={"authorization": f"Bearer {controller.admin_token}"},
-            timeout=30,
-        )
         cert = controller.data / "operator.crt"
         cert.write_text(controller.cert)
         self.env = {
@@ -84,11 +63,6 @@ class Fleet:
             "UKEDGE_CONTROLLER_TOKEN": controller.admin_token,
             "UKEDGE_CONTROLLER_CERT": str(cert),
         }
-
-    def get(self, path: str, **params: Any) -> Any:
-        r = self.api.get(path, params=params)
-        assert r.status_code == 200, r.text
-        return r.json()
 
     def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         done = subprocess.run(
@@ -104,7 +78,7 @@ class Fleet:
 
     def replica(self) -> dict[str, Any]:
         """The one replica of web (empty until the reconciler has placed it)."""
-        records = self.get("/v1/replicas", deployment="web")
+        records = self.api.get("/v1/replicas", deployment="web")
         assert len(records) <= 1, records
         return dict(records[0]) if records else {}
 
@@ -121,19 +95,9 @@ def fleet(request: pytest.FixtureRequest, tmp_path: Path, hub: str) -> Iterator[
     # A long grace: agents back off up to 30 s while the controller is away, and a node silent
     # for longer than NotReady + grace has its replicas replaced, which is not under test here.
     settings: dict[str, Any] = {"grace_s": 300.0}
-    if getattr(request, "param", "sqlite") == "postgresql":
-        cluster: PostgresCluster = request.getfixturevalue("postgres_cluster")
-        settings["db"] = cluster.create_database()
-    controller = RestartableController(tmp_path / "controller", **settings)
-    try:
-        r = httpx.post(
-            f"{controller.url}/v1/tokens",
-            json={"description": "moves"},
-            headers={"authorization": f"Bearer {controller.admin_token}"},
-            verify=pinned_context(controller.cert),
-            timeout=30,
-        )
-        token = r.json()["token"]
+    with restartable_controller(request, tmp_path / "controller", **settings) as controller:
+        api = AdminApi(controller)
+        token = api.token("moves")
         with contextlib.ExitStack() as stack:
             agents = {
                 name: stack.enter_context(
@@ -145,10 +109,10 @@ def fleet(request: pytest.FixtureRequest, tmp_path: Path, hub: str) -> Iterator[
                 )
                 for name in ("edge-a", "edge-b")
             }
-            fleet = Fleet(controller, agents)
+            fleet = Fleet(controller, api, agents)
             _wait(
                 lambda: (
-                    [n["migration_host"] for n in fleet.get("/v1/nodes")]
+                    [n["migration_host"] for n in fleet.api.get("/v1/nodes")]
                     == ["127.0.0.1", "127.0.0.1"]
                 ),
                 "two nodes that take part in moves",
@@ -157,20 +121,11 @@ def fleet(request: pytest.FixtureRequest, tmp_path: Path, hub: str) -> Iterator[
             fleet.api.close()
             for agent in agents.values():
                 agent.kill_machines()
-    finally:
-        controller.stop()
 
 
 def _deploy(fleet: Fleet, hub: str, port: int) -> tuple[str, Instance]:
     """sensor-agg, one replica, its port 8080 on ``port``: the node it runs on and the instance."""
-    spec = {
-        "name": "web",
-        "image": f"{hub}/sensor-agg:1",
-        "replicas": 1,
-        "env": {"WINDOW_SECONDS": "1"},
-        "ports": [{"host_port": port, "guest_port": 8080}],
-    }
-    r = fleet.api.post("/v1/deployments", json=spec)
+    r = fleet.api.client.post("/v1/deployments", json=web_deployment(hub, port))
     assert r.status_code in (200, 201), r.text
     record = _wait(lambda: (r := fleet.replica()).get("state") == "running" and r, "web running")
     node = record["node_name"]
@@ -191,14 +146,7 @@ def _accepted(port: int) -> int:
 
 
 def _centre(fleet: Fleet, instance_id: str) -> list[dict[str, Any]]:
-    records = []
-    after = 0
-    while True:
-        page = fleet.get("/v1/results", deployment="web", after_id=after, limit=500)
-        records += [r for r in page if r["instance"] == instance_id]
-        if len(page) < 500:
-            return records
-        after = page[-1]["id"]
+    return [r for r in fleet.api.results(deployment="web") if r["instance"] == instance_id]
 
 
 def _events(agent: AgentProcess, name: str) -> list[str]:
@@ -297,7 +245,7 @@ def test_drain_with_migrate_moves_the_replica_with_its_memory(fleet: Fleet, hub:
     assert fleet.instance(source) is None
     events_b = _events(fleet.agents[target], before.name)
     assert events_b[0] == "migrate-in" and "remove" not in events_b, events_b
-    undone = fleet.get("/v1/replicas", deployment="web")
+    undone = fleet.api.get("/v1/replicas", deployment="web")
     assert [r["node_name"] for r in undone] == [target]  # one replica, no replacement
 
 
@@ -356,15 +304,10 @@ def test_holds_outlive_an_outage_and_restarts_of_both_agents(fleet: Fleet, hub: 
     assert [a["instance"] for a in book_b["arrivals"]] == [before.name]
     fleet.controller.start()
     fleet.api.close()
-    fleet.api = httpx.Client(
-        base_url=fleet.controller.url,
-        verify=pinned_context(fleet.controller.cert),
-        headers={"authorization": f"Bearer {fleet.controller.admin_token}"},
-        timeout=30,
-    )
+    fleet.api = AdminApi(fleet.controller)
     moved = _moved(fleet, source, target, before)
     assert _accepted(moved["ports"][0]["host_port"]) == 20
-    [move] = fleet.get("/v1/moves")
+    [move] = fleet.api.get("/v1/moves")
     assert (move["state"], move["attempt"]) == ("done", 1)
     after_out = _events(fleet.agents[source], before.name)
     after_out = after_out[after_out.index("migrate-out") + 1 :]

@@ -6,19 +6,16 @@ the controller from its own node."""
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
-from kit.agent import running_agent
-from kit.hub import RunningHub, start_hub
-from kit.link_controller import RestartableController
+from kit.hub import RunningHub
+from kit.link_controller import AdminApi, RestartableController, enrolled_agent
+from kit.poll import until
 from ukedge.build import build_index
-from ukedge.host.link import pinned_context
 from ukedge.image import ImageStore, parse_platforms
 from ukedge.registry import push
 
@@ -27,36 +24,13 @@ pytestmark = [pytest.mark.vm, pytest.mark.foreign_arch]
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 #: Two boots under TCG (one of them a foreign architecture) on a shared machine.
 CEILING_S = 600.0
-
-
-def _wait(condition: Callable[[], Any], what: str) -> Any:
-    deadline = time.monotonic() + CEILING_S
-    while True:
-        value = condition()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.5)
-
-
-@pytest.fixture
-def controller(tmp_path: Path) -> Iterator[RestartableController]:
-    running = RestartableController(tmp_path / "controller")
-    yield running
-    running.stop()
-
-
-@pytest.fixture
-def hub(tmp_path: Path) -> Iterator[RunningHub]:
-    running = start_hub(tmp_path / "hub")
-    yield running
-    running.stop()
+_wait = partial(until, ceiling=CEILING_S, every=0.5)
 
 
 def test_replicas_of_one_deployment_run_on_x86_64_and_on_emulated_arm64(
-    tmp_path: Path, controller: RestartableController, hub: RunningHub
+    tmp_path: Path, controller: RestartableController, api: AdminApi, empty_hub: RunningHub
 ) -> None:
-    addr = hub.url.removeprefix("http://")
+    addr = empty_hub.url.removeprefix("http://")
     source = ImageStore(tmp_path / "source")
     built = build_index(
         EXAMPLES / "hello-c",
@@ -67,56 +41,44 @@ def test_replicas_of_one_deployment_run_on_x86_64_and_on_emulated_arm64(
     push(source, "hello-c:multi", f"{addr}/hello-c:multi")
     manifests = {str(b.config.platform.architecture): b.digest for b in built.builds}
 
-    with httpx.Client(
-        base_url=controller.url,
-        verify=pinned_context(controller.cert),
-        headers={"authorization": f"Bearer {controller.admin_token}"},
-        timeout=30,
-    ) as api:
+    with (
+        enrolled_agent(tmp_path / "edge-x86", "edge-x86", controller, api) as x86,
+        enrolled_agent(
+            tmp_path / "edge-arm", "edge-arm", controller, api, "--platform", "linux/arm64"
+        ) as arm,
+    ):
+        _wait(lambda: len(api("GET", "/v1/nodes")) == 2, "both nodes enrolled")
+        spec = {
+            "name": "hello",
+            "image": f"{addr}/hello-c:multi",
+            "replicas": 2,
+            "restart": {"name": "no"},
+        }
+        api("POST", "/v1/deployments", json=spec)
 
-        def call(method: str, path: str, **kwargs: Any) -> Any:
-            response = api.request(method, path, **kwargs)
-            assert response.status_code < 300, response.text
-            return response.json() if response.content else None
+        def results_from_both() -> dict[str, Any] | None:
+            rows = api("GET", "/v1/results", params={"deployment": "hello"})
+            by_node = {r["node_name"]: r for r in rows}
+            return by_node if set(by_node) == {"edge-x86", "edge-arm"} else None
 
-        def agent(name: str, *extra: str) -> Any:
-            token = call("POST", "/v1/tokens", json={"description": name})["token"]
-            args = ["--name", name, "--controller", controller.url, "--join-token", token]
-            return running_agent(tmp_path / name, *args, *extra)
+        by_node = _wait(results_from_both, "a result from each node's replica")
+        for record in by_node.values():
+            assert record["error"] is None and record["result"], record
 
-        with agent("edge-x86") as x86, agent("edge-arm", "--platform", "linux/arm64") as arm:
-            _wait(lambda: len(call("GET", "/v1/nodes")) == 2, "both nodes enrolled")
-            spec = {
-                "name": "hello",
-                "image": f"{addr}/hello-c:multi",
-                "replicas": 2,
-                "restart": {"name": "no"},
-            }
-            call("POST", "/v1/deployments", json=spec)
+        # Each node booted its own platform's manifest of the one pinned index.
+        for node, arch in ((x86, "amd64"), (arm, "arm64")):
+            client = node.client()
 
-            def results_from_both() -> dict[str, Any] | None:
-                rows = call("GET", "/v1/results", params={"deployment": "hello"})
-                by_node = {r["node_name"]: r for r in rows}
-                return by_node if set(by_node) == {"edge-x86", "edge-arm"} else None
+            def exited(client: Any = client) -> Any:
+                # The result reaches the centre before the VM's exit is recorded.
+                [instance] = [
+                    i
+                    for i in client.list(all_instances=True)
+                    if i.labels.get("ukedge.deployment") == "hello"
+                ]
+                return instance if instance.exit_code is not None else None
 
-            by_node = _wait(results_from_both, "a result from each node's replica")
-            for record in by_node.values():
-                assert record["error"] is None and record["result"], record
-
-            # Each node booted its own platform's manifest of the one pinned index.
-            for node, arch in ((x86, "amd64"), (arm, "arm64")):
-                client = node.client()
-
-                def exited(client: Any = client) -> Any:
-                    # The result reaches the centre before the VM's exit is recorded.
-                    [instance] = [
-                        i
-                        for i in client.list(all_instances=True)
-                        if i.labels.get("ukedge.deployment") == "hello"
-                    ]
-                    return instance if instance.exit_code is not None else None
-
-                instance = _wait(exited, f"the {arch} replica's exit")
-                assert instance.image_digest == manifests[arch]
-                assert instance.exit_code == 0
-            assert "emulated" in arm.log.read_text()
+            instance = _wait(exited, f"the {arch} replica's exit")
+            assert instance.image_digest == manifests[arch]
+            assert instance.exit_code == 0
+        assert "emulated" in arm.log.read_text()
