@@ -7,19 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from ukedge import paths, vmm
-from ukedge.host import InstanceManager, UnpackedLayers
-from ukedge.image import ImageStore
+from kit.host import instance_manager, remove_all
+from ukedge.host import InstanceManager
 
 
 @pytest.fixture
 def manager(example_store: Path, ukedge_home: Path) -> Iterator[InstanceManager]:
-    mgr = InstanceManager(
-        ukedge_home / "instances",
-        ImageStore(example_store),
-        vmm.create("qemu"),
-        UnpackedLayers(paths.cache_dir() / "unpacked"),
-    )
+    mgr = instance_manager(ukedge_home / "instances", example_store)
     yield mgr
-    for instance in mgr.list():
-        mgr.remove(instance.id, force=True)
+    remove_all(mgr)

@@ -3,30 +3,24 @@ runtime reseeds on resume), MAC address and hostname. Real VMs, a real python im
 
 from __future__ import annotations
 
-import hashlib
 import shutil
-import textwrap
 from pathlib import Path
 
-import httpx
 import pytest
 
-from kit.host import wait_http
 from kit.net import free_port
-from ukedge.build import build_image
+from kit.probe import build_probe, probe_json, sha256_file
 from ukedge.errors import InstanceError
 from ukedge.host import InstanceManager, RunRequest, parse_port_mapping
-from ukedge.image import ImageStore
 from ukedge.vmm._qemu_argv import guest_mac
 
 pytestmark = pytest.mark.vm
 
 #: Draws from random at import (before the snapshot) and answers what a clone must own.
-APP = """
+ANSWER = """
 import json
 import random
 import socket
-from http.server import BaseHTTPRequestHandler, HTTPServer
 
 FIRST = random.random()
 
@@ -36,51 +30,19 @@ def mac():
         return fh.read().strip()
 
 
-class Handler(BaseHTTPRequestHandler):
-    def do_GET(self):
-        body = b"ok"
-        if self.path == "/identity":
-            body = json.dumps(
-                {"first": FIRST, "random": random.random(), "mac": mac(),
-                 "hostname": socket.gethostname()}
-            ).encode()
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args):
-        pass
-
-
-HTTPServer(("0.0.0.0", 8080), Handler).serve_forever()
-"""
-
-UKFILE = """
-[app]
-name = "clone-probe"
-runtime = "python"
-
-[resources]
-memory = "96M"
-
-[[ports]]
-port = 8080
-
-[healthcheck]
-type = "http"
-port = 8080
-path = "/healthz"
-interval = "200ms"
+def answer(path):
+    if path == "/identity":
+        return json.dumps(
+            {"first": FIRST, "random": random.random(), "mac": mac(),
+             "hostname": socket.gethostname()}
+        ).encode()
+    return b"ok"
 """
 
 
 def _build(store: Path, root: Path, tag: str, app_lines: str = "") -> str:
     """The probe app with ``app_lines`` added to its Ukfile's [app] section, tagged ``tag``."""
-    (root / "main.py").write_text(textwrap.dedent(APP))
-    (root / "Ukfile").write_text(UKFILE.replace("[app]\n", "[app]\n" + app_lines, 1))
-    build_image(root, [tag], store=ImageStore(store))
-    return tag
+    return build_probe(store, root, tag, ANSWER, health="/healthz", app_lines=app_lines)
 
 
 @pytest.fixture(scope="module")
@@ -89,16 +51,8 @@ def probe_image(example_store: Path, tmp_path_factory: pytest.TempPathFactory) -
 
 
 def _identity(port: int) -> dict[str, object]:
-    wait_http(f"http://127.0.0.1:{port}/healthz")
-    answer = httpx.get(f"http://127.0.0.1:{port}/identity", timeout=30)
-    answer.raise_for_status()
-    data: dict[str, object] = answer.json()
+    data: dict[str, object] = probe_json(port, "/identity", ready="/healthz")
     return data
-
-
-def _digest(path: Path) -> str:
-    with path.open("rb") as fh:
-        return hashlib.file_digest(fh, "sha256").hexdigest()
 
 
 def test_clones_of_one_snapshot_have_their_own_random_mac_and_hostname(
@@ -111,7 +65,7 @@ def test_clones_of_one_snapshot_have_their_own_random_mac_and_hostname(
     assert template.is_file()
     # The state stream carries devices only: the RAM is in the template, not copied into it.
     assert (snapshot / "vmstate").stat().st_size < template.stat().st_size // 8
-    before = _digest(template)
+    before = sha256_file(template)
     ports = [free_port(), free_port()]
     clones = [
         manager.run(
@@ -134,7 +88,7 @@ def test_clones_of_one_snapshot_have_their_own_random_mac_and_hostname(
     for port in ports:  # more work in each clone before the template is read again
         for _ in range(5):
             _identity(port)
-    assert _digest(template) == before
+    assert sha256_file(template) == before
 
 
 def test_removing_and_remaking_a_template_leaves_running_clones_alone(

@@ -4,31 +4,25 @@ VMs; the guest itself reports what it mounted."""
 
 from __future__ import annotations
 
-import hashlib
-import textwrap
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
-from kit.host import wait_http
+from kit.host import instance_manager, remove_all
 from kit.net import free_port
-from ukedge import paths, vmm
-from ukedge.build import build_image
+from kit.probe import build_probe, probe_json, sha256_file
 from ukedge.errors import UsageError
-from ukedge.host import InstanceManager, RunRequest, UnpackedLayers, parse_port_mapping
+from ukedge.host import InstanceManager, RunRequest, parse_port_mapping
 from ukedge.host.instances._console import machine_paths
 from ukedge.host.instances._plan import machine_spec
-from ukedge.image import ImageStore
 
 pytestmark = pytest.mark.vm
 
 #: Answers what the guest mounted and how much of its RAM the page cache holds.
-APP = """
+ANSWER = """
 import json
-from http.server import BaseHTTPRequestHandler, HTTPServer
 
 
 def meminfo(key):
@@ -38,58 +32,20 @@ def meminfo(key):
                 return int(line.split()[1])
 
 
-class Handler(BaseHTTPRequestHandler):
-    def do_GET(self):
-        with open("/proc/mounts") as fh:
-            mounts = fh.read().splitlines()
-        body = json.dumps({"mounts": mounts, "cached_kib": meminfo("Cached")}).encode()
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args):
-        pass
-
-
-HTTPServer(("0.0.0.0", 8080), Handler).serve_forever()
-"""
-
-UKFILE = """
-[app]
-name = "rt-probe"
-runtime = "python"
-
-[resources]
-memory = "96M"
-
-[[ports]]
-port = 8080
-
-[healthcheck]
-type = "http"
-port = 8080
-path = "/"
-interval = "200ms"
+def answer(path):
+    with open("/proc/mounts") as fh:
+        mounts = fh.read().splitlines()
+    return json.dumps({"mounts": mounts, "cached_kib": meminfo("Cached")}).encode()
 """
 
 
 @pytest.fixture(scope="module")
 def probe_image(example_store: Path, tmp_path_factory: pytest.TempPathFactory) -> str:
-    root = tmp_path_factory.mktemp("rt-probe")
-    (root / "main.py").write_text(textwrap.dedent(APP))
-    (root / "Ukfile").write_text(UKFILE)
-    build_image(root, ["rt-probe:1"], store=ImageStore(example_store))
-    return "rt-probe:1"
+    return build_probe(example_store, tmp_path_factory.mktemp("rt-probe"), "rt-probe:1", ANSWER)
 
 
 def _manager(store: Path, root: Path, bus: str) -> InstanceManager:
-    return InstanceManager(
-        root,
-        ImageStore(store),
-        vmm.create("qemu", {"disk_bus": bus}),
-        UnpackedLayers(paths.cache_dir() / "unpacked", shared_runtime=True),
-    )
+    return instance_manager(root, store, disk_bus=bus, shared_runtime=True)
 
 
 @pytest.fixture(params=["pmem", "blk"])
@@ -98,15 +54,11 @@ def shared(
 ) -> Iterator[InstanceManager]:
     mgr = _manager(example_store, ukedge_home / f"instances-{request.param}", request.param)
     yield mgr
-    for instance in mgr.list(all_instances=True):
-        mgr.remove(instance.id, force=True)
+    remove_all(mgr)
 
 
 def _probe(port: int) -> dict[str, object]:
-    wait_http(f"http://127.0.0.1:{port}/", timeout=180)
-    answer = httpx.get(f"http://127.0.0.1:{port}/", timeout=30)
-    answer.raise_for_status()
-    data: dict[str, object] = answer.json()
+    data: dict[str, object] = probe_json(port)
     return data
 
 
@@ -114,11 +66,6 @@ def _runtime_mounts(seen: dict[str, object]) -> list[list[str]]:
     mounts = seen["mounts"]
     assert isinstance(mounts, list)
     return [line.split() for line in mounts if line.split()[2] == "erofs"]
-
-
-def _sha(path: Path) -> str:
-    with path.open("rb") as fh:
-        return hashlib.file_digest(fh, "sha256").hexdigest()
 
 
 def _machine(mgr: InstanceManager, instance_id: str) -> Any:
@@ -173,7 +120,7 @@ def test_clones_of_a_template_share_the_image_and_never_write_it(
     disks = {_disk(shared, c.id) for c in clones}
     assert len(disks) == 1  # one host file for every instance of the runtime
     (disk,) = disks
-    before = _sha(disk)
+    before = sha256_file(disk)
     for port in ports:
         seen = _probe(port)
         assert {m[1] for m in _runtime_mounts(seen)} >= {"/lib", "/usr"}
@@ -183,7 +130,7 @@ def test_clones_of_a_template_share_the_image_and_never_write_it(
             pid = shared.get(clone.id).pid
             maps = Path(f"/proc/{pid}/maps").read_text()
             assert any(str(disk) in line and " r--s " in line for line in maps.splitlines())
-    assert _sha(disk) == before
+    assert sha256_file(disk) == before
 
 
 def test_a_snapshot_of_a_booted_disk_machine_restores_only_with_the_same_disk(
@@ -194,12 +141,7 @@ def test_a_snapshot_of_a_booted_disk_machine_restores_only_with_the_same_disk(
     shared = _manager(example_store, ukedge_home / "instances-fp", "pmem")
     try:
         snapshot = shared.prewarm(RunRequest(image=probe_image))
-        plain = InstanceManager(
-            ukedge_home / "instances-plain",
-            ImageStore(example_store),
-            vmm.create("qemu"),
-            UnpackedLayers(paths.cache_dir() / "unpacked"),
-        )
+        plain = instance_manager(ukedge_home / "instances-plain", example_store)
         plan = plain._plan(probe_image, RunRequest(image=probe_image))
         workdir = ukedge_home / "fp-plain"
         workdir.mkdir()
@@ -207,5 +149,4 @@ def test_a_snapshot_of_a_booted_disk_machine_restores_only_with_the_same_disk(
         with pytest.raises(UsageError, match="disk"):
             plain.backend.start(spec)
     finally:
-        for instance in shared.list(all_instances=True):
-            shared.remove(instance.id, force=True)
+        remove_all(shared)
