@@ -8,15 +8,16 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+import pytest
 from sqlalchemy import select, update
 
-from kit.controller import Api, Node, api_for, make_controller
+from kit.controller import Api, Node, api_for, make_controller, running_reports
 from ukedge.controller import Controller
 from ukedge.controller._db import moves, nodes, replicas
-from ukedge.controller._moves import MoveState, start
+from ukedge.controller._moves import Move, MoveState, start
 from ukedge.controller._movestore import active_moves, save_move
 from ukedge.controller._nodes import bump_generations
-from ukedge.host import HealthStatus, InstanceState, PortMapping
+from ukedge.host import PortMapping
 from ukedge.host.link import HeartbeatReply, InstanceReport, MoveOffer, MoveReport
 
 IMAGE = "127.0.0.1:1/app@sha256:" + "d" * 64  # pinned; its registry is never reached
@@ -79,11 +80,55 @@ def _node_of(controller: Controller, replica: str) -> str | None:
         ).scalar_one()
 
 
-def test_a_move_relayed_through_heartbeats(api: Api, controller: Controller) -> None:
-    a = api.enrol("a")
-    a.beat(migration_host="10.0.0.1")
-    _, replica = _one_replica_on(api, controller, a)
-    b = api.enrol("b")
+def _running(reply: HeartbeatReply) -> list[InstanceReport]:
+    assert reply.desired is not None
+    return running_reports(reply.desired.instances)
+
+
+def _replicas(controller: Controller) -> list[tuple[str, str | None]]:
+    with controller.db.read() as connection:
+        rows = connection.execute(select(replicas.c.replica, replicas.c.node_id)).all()
+    return sorted((row.replica, row.node_id) for row in rows)
+
+
+def _active(controller: Controller) -> list[Move]:
+    with controller.db.read() as connection:
+        return active_moves(connection)
+
+
+@pytest.fixture
+def a(api: Api) -> Node:
+    """The source: enrolled, taking part in moves."""
+    node = api.enrol("a")
+    node.beat(migration_host="10.0.0.1")
+    return node
+
+
+@pytest.fixture
+def replica(api: Api, controller: Controller, a: Node) -> str:
+    """The one replica of ``app``, placed on ``a`` (the only node yet)."""
+    _, placed = _one_replica_on(api, controller, a)
+    return placed
+
+
+@pytest.fixture
+def b(api: Api, replica: str) -> Node:
+    """The target: enrolled once the replica is on ``a``, no heartbeat sent yet."""
+    return api.enrol("b")
+
+
+@pytest.fixture
+def reports(a: Node, b: Node, replica: str) -> list[InstanceReport]:
+    """``b`` takes part in moves and ``a`` reports the replica running: what ``a`` reports."""
+    b.beat(migration_host="10.0.0.2")
+    running = _running(a.beat(migration_host="10.0.0.1"))
+    a.beat(running, migration_host="10.0.0.1")
+    return running
+
+
+def test_a_move_relayed_through_heartbeats(
+    controller: Controller, a: Node, b: Node, replica: str
+) -> None:
     b.beat(migration_host="10.0.0.2")
     move = _start_move(controller, a, b, replica)
 
@@ -116,12 +161,8 @@ def test_a_move_relayed_through_heartbeats(api: Api, controller: Controller) -> 
 
 
 def test_a_malformed_offer_or_a_failed_move_leaves_the_replica_on_the_source(
-    api: Api, controller: Controller
+    controller: Controller, a: Node, b: Node, replica: str
 ) -> None:
-    a = api.enrol("a")
-    a.beat(migration_host="10.0.0.1")
-    _, replica = _one_replica_on(api, controller, a)
-    b = api.enrol("b")
     move = _start_move(controller, a, b, replica)
     b.beat(migration_host="10.0.0.2", offers=[MoveOffer(move=move, offer={"port": 0})])
     with controller.db.read() as connection:
@@ -153,44 +194,14 @@ def test_a_node_without_a_migration_host_is_never_asked(api: Api, controller: Co
     move = _start_move(controller, a, b, replica)
     reply = b.beat()
     assert reply.offer_requests == [] and reply.moves == []
-    with controller.db.read() as connection:
-        assert [m.id for m in active_moves(connection)] == [move]
-
-
-def _running(reply: HeartbeatReply) -> list[InstanceReport]:
-    assert reply.desired is not None
-    return [
-        InstanceReport(
-            name=d.name,
-            deployment=d.deployment,
-            replica=d.replica,
-            revision=d.revision,
-            image=d.request.image,
-            state=InstanceState.RUNNING,
-            health=HealthStatus.NONE,
-        )
-        for d in reply.desired.instances
-    ]
-
-
-def _replicas(controller: Controller) -> list[tuple[str, str | None]]:
-    with controller.db.read() as connection:
-        rows = connection.execute(select(replicas.c.replica, replicas.c.node_id)).all()
-    return sorted((row.replica, row.node_id) for row in rows)
+    assert [m.id for m in _active(controller)] == [move]
 
 
 def test_a_node_drained_with_migrate_moves_its_replica_then_falls_back_after_failures(
-    api: Api, controller: Controller
+    controller: Controller, a: Node, b: Node, replica: str, reports: list[InstanceReport]
 ) -> None:
     """The reconciler starts a move instead of a replacement; each failed try is followed by
     another until the last, after which the replica is replaced (make-before-break)."""
-    a = api.enrol("a")
-    a.beat(migration_host="10.0.0.1")
-    _, replica = _one_replica_on(api, controller, a)
-    b = api.enrol("b")
-    b.beat(migration_host="10.0.0.2")
-    reports = _running(a.beat(migration_host="10.0.0.1"))
-    a.beat(reports, migration_host="10.0.0.1")
     with controller.db.write() as connection:
         connection.execute(
             update(nodes).where(nodes.c.id == a.id).values(draining=True, drain_migrate="live")
@@ -199,41 +210,30 @@ def test_a_node_drained_with_migrate_moves_its_replica_then_falls_back_after_fai
     for attempt in (1, 2):
         _pass(controller)
         assert _replicas(controller) == [(replica, a.id)]  # moved, not replaced
-        with controller.db.read() as connection:
-            (move,) = active_moves(connection)
+        (move,) = _active(controller)
         assert (move.source, move.target, move.mode, move.attempt) == (a.id, b.id, "live", attempt)
         _pass(controller)  # a move under way is left alone
-        with controller.db.read() as connection:
-            assert active_moves(connection) == [move]
+        assert _active(controller) == [move]
         assert b.beat(migration_host="10.0.0.2").offer_requests == [move.id]
         b.beat(migration_host="10.0.0.2", offers=[MoveOffer(move=move.id, error="no room")])
         a.beat(reports, migration_host="10.0.0.1")
 
     _pass(controller)  # both tries failed: replaced on b, the original runs on until then
-    with controller.db.read() as connection:
-        assert active_moves(connection) == []
+    assert _active(controller) == []
     placed = _replicas(controller)
     assert (replica, a.id) in placed and len(placed) == 2
     assert [node for name, node in placed if name != replica] == [b.id]
 
 
 def test_a_replica_moved_off_a_draining_node_stays_on_its_target(
-    api: Api, controller: Controller
+    controller: Controller, a: Node, b: Node, replica: str, reports: list[InstanceReport]
 ) -> None:
-    a = api.enrol("a")
-    a.beat(migration_host="10.0.0.1")
-    _, replica = _one_replica_on(api, controller, a)
-    b = api.enrol("b")
-    b.beat(migration_host="10.0.0.2")
-    reports = _running(a.beat(migration_host="10.0.0.1"))
-    a.beat(reports, migration_host="10.0.0.1")
     with controller.db.write() as connection:
         connection.execute(
             update(nodes).where(nodes.c.id == a.id).values(draining=True, drain_migrate="snapshot")
         )
     _pass(controller)
-    with controller.db.read() as connection:
-        (move,) = active_moves(connection)
+    (move,) = _active(controller)
     b.beat(migration_host="10.0.0.2", offers=[MoveOffer(move=move.id, offer=OFFER)])
     (order,) = a.beat(reports, migration_host="10.0.0.1").moves
     assert order.mode == "snapshot"
@@ -243,20 +243,16 @@ def test_a_replica_moved_off_a_draining_node_stays_on_its_target(
     _pass(controller)
     _pass(controller)
     assert _replicas(controller) == [(replica, b.id)]  # no second move, no replacement
-    with controller.db.read() as connection:
-        assert active_moves(connection) == []
+    assert _active(controller) == []
 
 
-def test_a_move_changed_meanwhile_is_not_overwritten(api: Api, controller: Controller) -> None:
+def test_a_move_changed_meanwhile_is_not_overwritten(
+    controller: Controller, a: Node, b: Node, replica: str
+) -> None:
     """Two heartbeats advancing one move at once (PostgreSQL, two controller processes): the
     write made from a stale read matches no row and changes nothing."""
-    a = api.enrol("a")
-    a.beat(migration_host="10.0.0.1")
-    _, replica = _one_replica_on(api, controller, a)
-    b = api.enrol("b")
     move_id = _start_move(controller, a, b, replica)
-    with controller.db.read() as connection:
-        (stale,) = active_moves(connection)
+    (stale,) = _active(controller)
     b.beat(migration_host="10.0.0.2", offers=[MoveOffer(move=move_id, offer=OFFER)])
     failed = replace(
         stale, state=MoveState.FAILED, error="expired", updated_at=stale.updated_at + 1
@@ -275,10 +271,8 @@ def _drain(api: Api, node: str, migrate: str | None = None) -> dict[str, object]
 
 
 def test_drain_with_migrate_is_shown_and_uncordon_clears_it(
-    api: Api, controller: Controller
+    api: Api, controller: Controller, a: Node
 ) -> None:
-    a = api.enrol("a")
-    a.beat(migration_host="10.0.0.1")
     record = _drain(api, "a", "live")
     assert (record["draining"], record["drain_migrate"]) == (True, "live")
     assert record["migration_host"] == "10.0.0.1"
@@ -291,40 +285,29 @@ def test_drain_with_migrate_is_shown_and_uncordon_clears_it(
     assert _drain(api, "a")["drain_migrate"] is None  # a plain drain replaces
 
 
-def test_tries_are_counted_per_drain(api: Api, controller: Controller) -> None:
+def test_tries_are_counted_per_drain(
+    api: Api, controller: Controller, a: Node, b: Node, replica: str, reports: list[InstanceReport]
+) -> None:
     """Two failed tries, then the drain is ended and begun again: the new drain moves the
     replica (try 1) instead of falling back to a replacement at once."""
-    a = api.enrol("a")
-    a.beat(migration_host="10.0.0.1")
-    _, replica = _one_replica_on(api, controller, a)
-    b = api.enrol("b")
-    b.beat(migration_host="10.0.0.2")
-    reports = _running(a.beat(migration_host="10.0.0.1"))
-    a.beat(reports, migration_host="10.0.0.1")
     _drain(api, "a", "snapshot")
     for _ in (1, 2):
         _pass(controller)
-        with controller.db.read() as connection:
-            (move,) = active_moves(connection)
+        (move,) = _active(controller)
         b.beat(migration_host="10.0.0.2", offers=[MoveOffer(move=move.id, error="no room")])
         a.beat(reports, migration_host="10.0.0.1")
     api.admin.post("/v1/nodes/a/uncordon")
     time.sleep(0.01)  # the new drain begins after the earlier tries (wall-clock stamps)
     _drain(api, "a", "snapshot")
     _pass(controller)
-    with controller.db.read() as connection:
-        (move,) = active_moves(connection)
+    (move,) = _active(controller)
     assert move.attempt == 1
     assert _replicas(controller) == [(replica, a.id)]  # moving, not replaced
 
 
-def test_a_move_started_by_the_api(api: Api, controller: Controller) -> None:
+def test_a_move_started_by_the_api(api: Api, a: Node, b: Node, replica: str) -> None:
     """``ukedge migrate INSTANCE --to NODE``: refused, naming why, unless it can go; then
     relayed as any move; the replica's record shows its new node and ports."""
-    a = api.enrol("a")
-    a.beat(migration_host="10.0.0.1")
-    _, replica = _one_replica_on(api, controller, a)
-    b = api.enrol("b")
     b.beat()  # no migration host yet
     instance = f"app-{replica}"
     body = {"instance": instance, "to": "b", "mode": "live"}
@@ -374,22 +357,18 @@ def test_a_move_started_by_the_api(api: Api, controller: Controller) -> None:
     assert api.admin.get("/v1/moves/nope").status_code == 404
 
 
-def _api_move(api: Api, controller: Controller) -> tuple[Node, Node, list[InstanceReport], str]:
-    a = api.enrol("a")
-    a.beat(migration_host="10.0.0.1")
-    _, replica = _one_replica_on(api, controller, a)
-    b = api.enrol("b")
-    b.beat(migration_host="10.0.0.2")
-    reports = _running(a.beat(migration_host="10.0.0.1"))
-    a.beat(reports, migration_host="10.0.0.1")
+@pytest.fixture
+def api_move(api: Api, replica: str, reports: list[InstanceReport]) -> str:
+    """A move of the running replica to ``b`` started through the API: its id."""
     r = api.admin.post("/v1/moves", json={"instance": f"app-{replica}", "to": "b"})
     assert r.status_code == 201, r.text
-    return a, b, reports, str(r.json()["id"])
+    return str(r.json()["id"])
 
 
-def test_cancelling_a_move_waiting_for_its_offer_ends_it(api: Api, controller: Controller) -> None:
-    a, b, reports, move = _api_move(api, controller)
-    r = api.admin.delete(f"/v1/moves/{move}")
+def test_cancelling_a_move_waiting_for_its_offer_ends_it(
+    api: Api, a: Node, b: Node, reports: list[InstanceReport], api_move: str
+) -> None:
+    r = api.admin.delete(f"/v1/moves/{api_move}")
     assert r.status_code == 200, r.text
     cancelled = r.json()
     assert cancelled["state"] == "failed" and "cancelled" in cancelled["error"]
@@ -397,68 +376,63 @@ def test_cancelling_a_move_waiting_for_its_offer_ends_it(api: Api, controller: C
     assert b.beat(migration_host="10.0.0.2").offer_requests == []
     reply = a.beat(reports, migration_host="10.0.0.1")
     assert reply.moves == [] and reply.cancels == []
-    r = api.admin.delete(f"/v1/moves/{move}")
+    r = api.admin.delete(f"/v1/moves/{api_move}")
     assert r.status_code == 409 and "has ended" in r.text
     assert api.admin.delete("/v1/moves/nope").status_code == 404
 
 
-def test_a_moving_move_is_cancelled_by_its_source(api: Api, controller: Controller) -> None:
+def test_a_moving_move_is_cancelled_by_its_source(
+    api: Api, a: Node, b: Node, reports: list[InstanceReport], api_move: str
+) -> None:
     """The source is told to cancel in its heartbeat replies (the order stands, so it is never
     started anew) until it reports how the move ended; the replica stays on the source."""
-    a, b, reports, move = _api_move(api, controller)
-    b.beat(migration_host="10.0.0.2", offers=[MoveOffer(move=move, offer=OFFER)])
+    b.beat(migration_host="10.0.0.2", offers=[MoveOffer(move=api_move, offer=OFFER)])
     (order,) = a.beat(reports, migration_host="10.0.0.1").moves
     assert a.beat(reports, migration_host="10.0.0.1").cancels == []
 
-    r = api.admin.delete(f"/v1/moves/{move}")
+    r = api.admin.delete(f"/v1/moves/{api_move}")
     assert r.status_code == 200, r.text
     assert (r.json()["state"], r.json()["cancelled_at"] is not None) == ("moving", True)
-    assert api.admin.delete(f"/v1/moves/{move}").status_code == 200  # asked again: no change
-    running = MoveReport(move=move, state="running", step="transfer")
+    assert api.admin.delete(f"/v1/moves/{api_move}").status_code == 200  # asked again: no change
+    running = MoveReport(move=api_move, state="running", step="transfer")
     reply = a.beat(reports, migration_host="10.0.0.1", move_reports=[running])
-    assert (reply.moves, reply.cancels) == ([order], [move])
+    assert (reply.moves, reply.cancels) == ([order], [api_move])
     assert b.beat(migration_host="10.0.0.2").cancels == []  # only the source drives it
 
-    failed = MoveReport(move=move, state="failed", step="transfer", error="cancelled at transfer")
+    failed = MoveReport(
+        move=api_move, state="failed", step="transfer", error="cancelled at transfer"
+    )
     reply = a.beat(reports, migration_host="10.0.0.1", move_reports=[failed])
     assert (reply.moves, reply.cancels) == ([], [])
-    ended = api.admin.get(f"/v1/moves/{move}").json()
+    ended = api.admin.get(f"/v1/moves/{api_move}").json()
     assert (ended["state"], ended["error"]) == ("failed", "cancelled at transfer")
     assert [r["node_name"] for r in api.admin.get("/v1/replicas").json()] == ["a"]
-    assert api.admin.delete(f"/v1/moves/{move}").status_code == 409
+    assert api.admin.delete(f"/v1/moves/{api_move}").status_code == 409
 
 
-def test_a_cancelled_move_that_had_committed_ends_done(api: Api, controller: Controller) -> None:
-    a, b, reports, move = _api_move(api, controller)
-    b.beat(migration_host="10.0.0.2", offers=[MoveOffer(move=move, offer=OFFER)])
+def test_a_cancelled_move_that_had_committed_ends_done(
+    api: Api, a: Node, b: Node, reports: list[InstanceReport], api_move: str
+) -> None:
+    b.beat(migration_host="10.0.0.2", offers=[MoveOffer(move=api_move, offer=OFFER)])
     a.beat(reports, migration_host="10.0.0.1")
-    assert api.admin.delete(f"/v1/moves/{move}").status_code == 200
-    done = MoveReport(move=move, state="done", step="done")
+    assert api.admin.delete(f"/v1/moves/{api_move}").status_code == 200
+    done = MoveReport(move=api_move, state="done", step="done")
     a.beat(reports, migration_host="10.0.0.1", move_reports=[done])
-    assert api.admin.get(f"/v1/moves/{move}").json()["state"] == "done"
+    assert api.admin.get(f"/v1/moves/{api_move}").json()["state"] == "done"
     assert [r["node_name"] for r in api.admin.get("/v1/replicas").json()] == ["b"]
-    r = api.admin.delete(f"/v1/moves/{move}")
+    r = api.admin.delete(f"/v1/moves/{api_move}")
     assert r.status_code == 409 and "done" in r.text
 
 
 def test_a_drain_replaces_a_replica_whose_move_was_cancelled(
-    api: Api, controller: Controller
+    api: Api, controller: Controller, a: Node, b: Node, replica: str, reports: list[InstanceReport]
 ) -> None:
-    a = api.enrol("a")
-    a.beat(migration_host="10.0.0.1")
-    _, replica = _one_replica_on(api, controller, a)
-    b = api.enrol("b")
-    b.beat(migration_host="10.0.0.2")
-    reports = _running(a.beat(migration_host="10.0.0.1"))
-    a.beat(reports, migration_host="10.0.0.1")
     assert api.admin.post("/v1/nodes/a/drain", params={"migrate": "snapshot"}).status_code == 200
     _pass(controller)
-    with controller.db.read() as connection:
-        (move,) = active_moves(connection)
+    (move,) = _active(controller)
     assert api.admin.delete(f"/v1/moves/{move.id}").status_code == 200
     _pass(controller)  # no second try: replaced on b, the original runs on until then
-    with controller.db.read() as connection:
-        assert active_moves(connection) == []
+    assert _active(controller) == []
     placed = _replicas(controller)
     assert (replica, a.id) in placed and len(placed) == 2
 
@@ -488,17 +462,14 @@ def test_a_node_above_the_rebalance_threshold_has_one_replica_moved_at_a_time(
             c = api.enrol("c")  # has room, takes no part in moves
             c.beat()
             _pass(controller)
-            with controller.db.read() as connection:
-                assert active_moves(connection) == []  # nowhere to go yet
+            assert _active(controller) == []  # nowhere to go yet
             b = api.enrol("b")
             b.beat(migration_host="10.0.0.2")
             _pass(controller)
-            with controller.db.read() as connection:
-                (move,) = active_moves(connection)
+            (move,) = _active(controller)
             assert (move.source, move.target, move.mode) == (a.id, b.id, "live")
             _pass(controller)  # one move per node at a time
-            with controller.db.read() as connection:
-                assert active_moves(connection) == [move]
+            assert _active(controller) == [move]
             assert b.beat(migration_host="10.0.0.2").offer_requests == [move.id]
             b.beat(migration_host="10.0.0.2", offers=[MoveOffer(move=move.id, offer=OFFER)])
             (order,) = a.beat(reports, migration_host="10.0.0.1").moves
@@ -508,8 +479,7 @@ def test_a_node_above_the_rebalance_threshold_has_one_replica_moved_at_a_time(
             a.beat(left, migration_host="10.0.0.1")
             assert _listed(b.beat(migration_host="10.0.0.2")) == [move.replica]
             _pass(controller)  # a at 50%: nothing more moves
-            with controller.db.read() as connection:
-                assert active_moves(connection) == []
+            assert _active(controller) == []
             placed = _replicas(controller)
             assert len(placed) == 3 and (move.replica, b.id) in placed
             assert sorted(node for _, node in placed) == sorted([a.id, a.id, b.id])
