@@ -2,8 +2,8 @@
 rebalancing, planned from the database by the pure planner (:mod:`._moveplan`), and their start.
 
 A plan is made from a snapshot read earlier in the pass; :func:`start_moves` records only the
-planned moves still valid in its own transaction (the replica still on its source, no other move
-of it under way), so a pass racing a heartbeat or the API never starts a move twice.
+planned moves still valid in the transaction it is given (the replica still on its source, no
+other move of it under way).
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
-"""OCI archives: a tar of an image layout, as ``ukedge save`` writes and ``ukedge load`` reads
-(``docker save``'s OCI form, readable by skopeo as ``oci-archive:``).
+"""OCI archives: a tar of an OCI image layout (what skopeo calls ``oci-archive:``), as
+``ukedge save`` writes and ``ukedge load`` reads.
 
 Crashes: an archive is written under a temporary name beside its destination and renamed into
 place. Reading extracts into a staging directory the caller owns and verifies every blob's
