@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from kit.host import instance_manager, remove_all
+from kit.manager import instance_manager, remove_all
 from ukedge.host import InstanceManager
 
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from kit.host import instance_manager, remove_all
+from kit.manager import instance_manager, remove_all
 from kit.net import free_port
 from kit.probe import build_probe, probe_json, sha256_file
 from ukedge.errors import UsageError
