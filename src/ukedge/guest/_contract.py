@@ -40,8 +40,8 @@ SEED_PATH = "/ukedge/seed"
 LAUNCH_MAGIC = "ukedge-launch=1"
 #: Init prints ``ukedge-exit: {"status": N}`` on the console when the application ends.
 EXIT_PREFIX = "ukedge-exit: "
-#: Init sends this to the app's process group when a resumed clone has its own clock, entropy,
-#: MAC and hostname. Ignored by default, so apps that do not ask for it never notice.
+#: Init sends this to the app's process group when a resumed clone has its own clock, entropy
+#: and hostname. Ignored by default, so apps that do not ask for it never notice.
 RESUME_SIGNAL = int(signal.SIGWINCH)
 #: Init prints this line when ``ukedge.hold`` makes it wait before starting the app (a
 #: ``snapshot = "pre-app"`` prewarm snapshots the machine then); ``resumed`` releases it.

@@ -17,12 +17,13 @@ accepted while the incoming state is loaded is lost when the network state is re
 the saved one (the client hangs until its timeout). Boots from scratch never wait like this.
 
 Restored machines are clones. Right after a restore the backend writes the resume message
-(``ukedge.guest.resume_message``: ``time``, ``seed``, ``mac``, ``hostname``, ``resumed``) on
-the guest's control port, so the guest clock is current (it stood still in the snapshot), its
-kernel RNG is reseeded, it has its own MAC address and hostname, and the app's runtime is told
+(``ukedge.guest.resume_message``: ``time``, ``seed``, ``hostname``, ``resumed``) on the
+guest's control port, so the guest clock is current (it stood still in the snapshot), its
+kernel RNG is reseeded, it has its own hostname (the MAC stays the snapshot's: see
+``_QemuMachine._refresh_clone``), and the app's runtime is told
 to reseed its own generators; until those lines are read (milliseconds) every clone has the
 snapshot's state, so an app must not draw secrets before it serves. Guests without the control
-port keep the snapshot's clock, RNG, MAC and hostname (a warning is logged).
+port keep the snapshot's clock, RNG and hostname (a warning is logged).
 
 Copy-on-write templates (``QemuOptions.template_snapshots``, machines started with
 ``MachineSpec.template``): the source's RAM is a shared file in its work directory; ``save``
