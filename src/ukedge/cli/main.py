@@ -2,7 +2,8 @@
 
 Errors from the packages below are ukedge errors, printed as one line with the exit code their
 class names. Nothing heavy loads here: ``ukedge --version`` (asked by scripts and health checks)
-answers before typer and rich are imported, and every other command loads only its own module.
+answers before typer and rich are imported, and so does ``ukedge ps`` on this machine
+(:mod:`ukedge.cli._ps`); every other command loads only its own module.
 """
 
 from __future__ import annotations
@@ -23,6 +24,12 @@ def main() -> None:
         # The same line as the option's callback in _app, without loading the parser.
         sys.stdout.write(f"ukedge {__version__}\n")
         return
+    if sys.argv[1:2] == ["ps"]:
+        from ukedge.cli._ps import answer_locally
+
+        # This machine's records, when they need no reconciling, without typer or pydantic.
+        if answer_locally(sys.argv[2:]):
+            return
     from ukedge.cli._app import app
     from ukedge.errors import UkedgeError
 

@@ -38,6 +38,7 @@ from ukedge.faults import crash_point
 from ukedge.guest import read_exit_status, resume_message
 from ukedge.vmm import _proc
 from ukedge.vmm._accel import accelerator_for
+from ukedge.vmm._liveness import STATE_VERSION
 from ukedge.vmm._paths import MachinePaths
 from ukedge.vmm._qemu_argv import (
     Accel,
@@ -62,7 +63,7 @@ __all__ = ["QemuOptions", "qemu_backend"]
 
 log = logging.getLogger(__name__)
 
-_STATE_VERSION = 1
+_STATE_VERSION = STATE_VERSION
 #: How long kill() waits for the process to disappear after SIGKILL.
 _KILL_GRACE = 5.0
 
