@@ -8,6 +8,7 @@ answers before typer and rich are imported, and so does ``ukedge ps`` on this ma
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import TYPE_CHECKING, Any
 
@@ -30,6 +31,10 @@ def main() -> None:
         # This machine's records, when they need no reconciling, without typer or pydantic.
         if answer_locally(sys.argv[2:]):
             return
+    # pydantic looks for plugins among every installed distribution's entry points the first
+    # time it builds a model (tens of ms, on every command); the CLI uses none. A value set
+    # by the user (an empty one re-enables them) is kept.
+    os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
     from ukedge.cli._app import app
     from ukedge.errors import UkedgeError
 

@@ -473,8 +473,10 @@ class ObservedInstances:
         """Yield the console (every run's, in order) or the results from byte ``offset`` as
         they grow; with ``follow``, until the instance has ended."""
         instance = self.records.find(key)
+        cut_short = False
         while True:
-            done = not follow or not self.get(instance.id).state.active
+            current = self.get(instance.id) if follow else instance
+            done = not follow or not current.state.active
             workdir = Path(instance.workdir)
             read = read_console if stream == "console" else read_results
             for chunk in read(workdir, offset):
@@ -482,4 +484,17 @@ class ObservedInstances:
                 yield chunk
             if done:
                 return
-            time.sleep(_LOG_POLL_S)
+            cut_short = self._pause(current, full=cut_short)
+
+    def _pause(self, instance: Instance, *, full: bool) -> bool:
+        """Wait one poll interval of a follower, or less when the machine ends meanwhile (its
+        output is complete then, and ``run`` returns as soon as the app has ended, not up to an
+        interval later). True when cut short; ``full`` sleeps the whole interval (the record
+        did not follow the machine's end yet)."""
+        if not full and instance.pid is not None:
+            began = time.monotonic()
+            with contextlib.suppress(MachineError):
+                self._machine(instance).wait(_LOG_POLL_S)
+            return time.monotonic() - began < _LOG_POLL_S
+        time.sleep(_LOG_POLL_S)
+        return False
