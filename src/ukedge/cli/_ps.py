@@ -4,10 +4,11 @@ that loads neither typer, rich nor pydantic.
 Docker's ``ps`` answers in tens of milliseconds, and scripts call it in loops. The command
 (``instances.ps``) renders what the node returns through :func:`render`; :func:`answer_locally`
 renders the same records read straight from this machine's instance file, when nothing asks
-for more: the flags are ``ps``'s own (anything else, ``--help`` included, goes to typer), no
-agent is named, every record was written by this version, and each is settled (ended, or its
-machine runs as recorded: :func:`~ukedge.host.record_settled`, the manager's own test). A record
-that needs reconciling sends the command through the manager, which reconciles and writes it.
+for more: the flags are ``ps``'s own (anything else, ``--help`` or a root option included, goes
+to typer), no agent is named (``UKEDGE_HOST``), no log level is asked for (``UKEDGE_LOG``: the
+manager's path logs), every record was written by this version, and each is settled (ended, or
+its machine runs as recorded: :func:`~ukedge.host.record_settled`, the manager's own test). A
+record that needs reconciling sends the command through the manager, which reconciles it.
 """
 
 from __future__ import annotations
