@@ -22,7 +22,7 @@ from kit.cli import Run
 from kit.host import ukedge_cmd
 from kit.net import free_port
 from ukedge.cli import _console
-from ukedge.cli._ps import PsFlags, parse_flags
+from ukedge.cli._ps import PsFlags, parse_flags, status
 
 #: Run ``ukedge`` through its entry point, then report on stderr's last line whether the
 #: command went past the local path (it loaded the parser or the models).
@@ -61,6 +61,26 @@ def test_parse_flags_takes_ps_own_flags_only() -> None:
     assert parse_flags(["--all", "--json", "-q"]) == PsFlags(True, True, True)
     for other in (["--help"], ["-h"], ["-x"], ["--no-trunc"], ["--"], ["-"], ["name"], ["-aj"]):
         assert parse_flags(other) is None, other
+
+
+@pytest.mark.parametrize(
+    ("record", "shown"),
+    [
+        ({"state": "running", "health": "none"}, "Up -"),
+        ({"state": "running", "health": "unchecked"}, "Up - (health unchecked)"),
+        ({"state": "running", "health": "unhealthy"}, "Up - (unhealthy)"),
+        ({"state": "created", "on_demand": True}, "Idle (on demand)"),
+        ({"state": "exited", "on_demand": True, "exit_code": 0}, "Idle (on demand) -"),
+        ({"state": "exited", "on_demand": True, "exit_code": 2}, "Exited (2) - ago"),
+        ({"state": "exited", "exit_code": 3}, "Exited (3) - ago"),
+        ({"state": "failed"}, "Failed - ago"),
+        ({"state": "stopping"}, "Stopping"),
+        ({"state": "created"}, "Created"),
+    ],
+)
+def test_status_column(record: dict[str, object], shown: str) -> None:
+    base = {"on_demand": False, "exit_code": None, "health": "none"}
+    assert status({**base, "started_at": None, "finished_at": None, **record}) == shown
 
 
 def _rich_table(columns: list[str], rows: list[list[str]], header: bool, tty: bool) -> str:

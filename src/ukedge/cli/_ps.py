@@ -20,6 +20,7 @@ from typing import Any, NamedTuple
 
 from ukedge._portfmt import port_text
 from ukedge.cli._console import ago, print_json, print_table
+from ukedge.host import InstanceState
 
 __all__ = ["PsFlags", "answer_locally", "parse_flags", "render", "status"]
 
@@ -56,19 +57,21 @@ def parse_flags(args: Sequence[str]) -> PsFlags | None:
 
 def status(i: dict[str, Any]) -> str:
     """The STATUS column of one record (``Instance.model_dump(mode="json")``)."""
-    state, on_demand, code = i["state"], i["on_demand"], i["exit_code"]
-    if state == "running":
-        health = _HEALTH_SHOWN.get(i["health"], f" ({i['health']})")
-        return f"Up {ago(i['started_at'])}{health}"
-    if state == "created" and on_demand:
-        return "Idle (on demand)"
-    if state == "exited" and on_demand and code in (0, None):
-        return f"Idle (on demand) {ago(i['finished_at'])}"
-    if state == "exited":
-        return f"Exited ({code}) {ago(i['finished_at'])} ago"
-    if state == "failed":
-        return f"Failed {ago(i['finished_at'])} ago"
-    return str(state).capitalize()
+    on_demand, code = i["on_demand"], i["exit_code"]
+    match InstanceState(i["state"]):
+        case InstanceState.RUNNING:
+            health = _HEALTH_SHOWN.get(i["health"], f" ({i['health']})")
+            return f"Up {ago(i['started_at'])}{health}"
+        case InstanceState.CREATED if on_demand:
+            return "Idle (on demand)"
+        case InstanceState.EXITED if on_demand and code in (0, None):
+            return f"Idle (on demand) {ago(i['finished_at'])}"
+        case InstanceState.EXITED:
+            return f"Exited ({code}) {ago(i['finished_at'])} ago"
+        case InstanceState.FAILED:
+            return f"Failed {ago(i['finished_at'])} ago"
+        case state:
+            return state.value.capitalize()
 
 
 def _ports(i: dict[str, Any]) -> str:
@@ -109,7 +112,7 @@ def answer_locally(args: Sequence[str]) -> bool:
         return False
     from ukedge import paths
     from ukedge.errors import UkedgeError
-    from ukedge.host import InstanceState, instance_docs, listed_instances, record_settled
+    from ukedge.host import instance_docs, listed_instances, record_settled
 
     try:
         docs = instance_docs(paths.instances_dir())
