@@ -38,8 +38,8 @@ LAYERS: list[tuple[str, ...]] = [
     # the host, the controller and the CLI share: they format errors with ``validation``.
     ("config", "serverlog", "ports"),
     # Leaf helpers: pydantic error text, backends by name, type aliases, units, the data
-    # directory, crash points, lazy package re-exports.
-    ("validation", "backends", "types", "units", "paths", "faults", "_lazy"),
+    # directory, crash points, lazy package re-exports, how a published port reads.
+    ("validation", "backends", "types", "units", "paths", "faults", "_lazy", "_portfmt"),
     ("errors",),
     ("ukedge",),
 ]
@@ -252,7 +252,7 @@ HOST_ROOMS: list[tuple[str, ...]] = [
     # The signature policy: the image cache asks it at pull, the manager before each start.
     ("policy",),
     # The node-wide vocabulary: instance models, names, the event bus, the service interface.
-    ("_models", "_names", "_events", "_service"),
+    ("_models", "_states", "_names", "_events", "_service"),
 ]
 
 _HOST_RANK = {room: rank for rank, rooms in enumerate(HOST_ROOMS) for room in rooms}

@@ -15,6 +15,7 @@ from ipaddress import IPv4Address
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from ukedge._portfmt import port_text
 from ukedge.errors import UsageError
 from ukedge.validation import validation_message
 
@@ -46,7 +47,7 @@ class PortMapping(BaseModel):
             ) from None
 
     def __str__(self) -> str:
-        return f"{self.host_ip}:{self.host_port}->{self.guest_port}/{self.protocol}"
+        return port_text(self.host_ip, self.host_port, self.guest_port, self.protocol)
 
     def overlaps(self, other: PortMapping) -> bool:
         """Whether both want the same host socket (0.0.0.0 takes the port on every address)."""

@@ -71,8 +71,15 @@ def test_help_lists_every_command_without_importing_their_modules(tmp_path: Path
     assert _present(loaded, command_modules + heavy + SERVER_AND_BUILD) == []
 
 
+def test_ps_on_this_machine_loads_neither_the_parser_nor_rich_nor_pydantic(tmp_path: Path) -> None:
+    loaded = _loaded(["ps", "-a"], tmp_path)
+    assert "ukedge.cli._ps" in loaded  # the probe listed the (empty) node
+    heavy = ("typer", "rich", "pydantic", "ukedge.image", "ukedge.cli.instances")
+    assert _present(loaded, (*heavy, "ukedge.vmm.qemu", "ukedge.host._models")) == []
+
+
 def test_ps_loads_no_server_builder_or_other_command(tmp_path: Path) -> None:
-    loaded = _loaded(["ps"], tmp_path)
+    loaded = _loaded(["--verbose", "ps"], tmp_path)  # a root option: typer runs the command
     assert "ukedge.cli.instances" in loaded  # the probe ran the command
     others = ("ukedge.cli.build", "ukedge.cli.kernel", "ukedge.cli.hub", "ukedge.cli.push")
     http = ("httpx", "ukedge.registry._client", "ukedge.registry._transfer")
@@ -109,7 +116,7 @@ def test_every_registered_command_is_in_the_table() -> None:
 
 def test_a_command_that_prints_nothing_through_rich_does_not_import_it(tmp_path: Path) -> None:
     """``run`` streams the console itself; rich loads only when something is rendered."""
-    loaded = _loaded(["ps", "-q"], tmp_path)  # an empty node: no ids to print
+    loaded = _loaded(["--verbose", "ps", "-q"], tmp_path)  # an empty node: no ids to print
     assert "ukedge.cli.instances" in loaded
     assert _present(loaded, ("rich",)) == []
 

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import sqlite3
 import time
 from pathlib import Path
@@ -132,3 +133,22 @@ def test_a_store_written_through_sqlalchemy_opens_unchanged(tmp_path: Path) -> N
     fresh = tmp_path / "new" / "state.db"
     InstanceRecords(fresh).close()
     assert _schema(fresh) == _schema(old)
+
+
+def test_record_fields_are_what_the_model_writes(tmp_path: Path) -> None:
+    """ps's model-free path trusts a record whose fields are exactly :data:`RECORD_FIELDS`."""
+    from ukedge.host import instance_docs
+    from ukedge.host.instances._records import RECORD_FIELDS
+
+    assert tuple(Instance.model_fields) == RECORD_FIELDS
+    records = InstanceRecords(tmp_path / "state.db")
+    records.add(_instance("a" * 32, "one"))
+    records.close()
+    docs = instance_docs(tmp_path)
+    assert docs is not None and tuple(docs[0]) == RECORD_FIELDS
+    # A record an older version wrote (no labels yet) is left to the model, which fills it.
+    with contextlib.closing(sqlite3.connect(tmp_path / "state.db")) as db, db:
+        doc = dict(docs[0])
+        del doc["labels"]
+        db.execute("UPDATE instances SET doc = ?", (json.dumps(doc),))
+    assert instance_docs(tmp_path) is None

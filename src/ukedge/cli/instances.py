@@ -12,13 +12,13 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from ukedge.cli._attach import attach, fail_if_it_died_at_once
-from ukedge.cli._console import ago, err, out, print_image_record, print_json, print_table
+from ukedge.cli._console import err, out, print_image_record, print_json, print_table
 from ukedge.cli._context import node, remote_host
 from ukedge.errors import ImageError, InstanceError, UsageError
 from ukedge.units import format_size, parse_duration, parse_size
 
 if TYPE_CHECKING:
-    from ukedge.host import Instance, RunRequest
+    from ukedge.host import RunRequest
     from ukedge.image import Platform
 
 __all__ = ["prewarm", "register"]
@@ -42,30 +42,6 @@ def _parse_env(items: list[str]) -> dict[str, str]:
             raise UsageError(f"invalid environment setting {item!r}: expected KEY=VALUE")
         env[key] = value
     return env
-
-
-#: How ``ps`` shows health beside "Up …": nothing without a check, and a daemonless instance's
-#: check, which nobody runs, as unchecked rather than forever starting.
-_HEALTH_SHOWN = {"none": "", "unchecked": " (health unchecked)"}
-
-
-def _status(instance: Instance) -> str:
-    from ukedge.host import InstanceState
-
-    match instance.state:
-        case InstanceState.RUNNING:
-            health = _HEALTH_SHOWN.get(instance.health.value, f" ({instance.health.value})")
-            return f"Up {ago(instance.started_at)}{health}"
-        case InstanceState.CREATED if instance.on_demand:
-            return "Idle (on demand)"
-        case InstanceState.EXITED if instance.on_demand and instance.exit_code in (0, None):
-            return f"Idle (on demand) {ago(instance.finished_at)}"
-        case InstanceState.EXITED:
-            return f"Exited ({instance.exit_code}) {ago(instance.finished_at)} ago"
-        case InstanceState.FAILED:
-            return f"Failed {ago(instance.finished_at)} ago"
-        case _:
-            return instance.state.value.capitalize()
 
 
 def run(
@@ -251,27 +227,13 @@ def ps(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print instance ids only.")] = False,
 ) -> None:
     """List instances (running ones unless -a)."""
+    from ukedge.cli._ps import PsFlags, render
+
     instances = node().list(all_instances=all_instances)
-    if as_json:
-        print_json([i.model_dump(mode="json") for i in instances])
-    elif quiet:
-        for i in instances:
-            out.print(i.short_id)
-    else:
-        print_table(
-            ["INSTANCE ID", "NAME", "IMAGE", "STATUS", "PORTS", "CREATED"],
-            [
-                (
-                    i.short_id,
-                    i.name,
-                    i.image,
-                    _status(i),
-                    ", ".join(str(p) for p in i.ports),
-                    ago(i.created_at) + " ago",
-                )
-                for i in instances
-            ],
-        )
+    render(
+        [i.model_dump(mode="json") for i in instances],
+        PsFlags(all_instances=all_instances, as_json=as_json, quiet=quiet),
+    )
 
 
 def logs(

@@ -2,11 +2,13 @@
 
 Errors from the packages below are ukedge errors, printed as one line with the exit code their
 class names. Nothing heavy loads here: ``ukedge --version`` (asked by scripts and health checks)
-answers before typer and rich are imported, and every other command loads only its own module.
+answers before typer and rich are imported, and so does ``ukedge ps`` on this machine
+(:mod:`ukedge.cli._ps`); every other command loads only its own module.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import TYPE_CHECKING, Any
 
@@ -23,6 +25,16 @@ def main() -> None:
         # The same line as the option's callback in _app, without loading the parser.
         sys.stdout.write(f"ukedge {__version__}\n")
         return
+    if sys.argv[1:2] == ["ps"]:
+        from ukedge.cli._ps import answer_locally
+
+        # This machine's records, when they need no reconciling, without typer or pydantic.
+        if answer_locally(sys.argv[2:]):
+            return
+    # pydantic looks for plugins among every installed distribution's entry points the first
+    # time it builds a model (tens of ms, on every command); the CLI uses none. A value set
+    # by the user (an empty one re-enables them) is kept.
+    os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
     from ukedge.cli._app import app
     from ukedge.errors import UkedgeError
 

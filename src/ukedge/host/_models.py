@@ -6,7 +6,6 @@ OpenAPI description share one definition and one set of validation messages.
 
 from __future__ import annotations
 
-import enum
 import re
 from typing import Literal
 
@@ -21,6 +20,7 @@ from pydantic import (
 
 from ukedge.errors import ImageError, UsageError
 from ukedge.host._names import NAME_PATTERN
+from ukedge.host._states import HealthStatus, InstanceState
 from ukedge.image import Platform, parse_platform
 from ukedge.ports import PortMapping, parse_port_mapping
 from ukedge.validation import validation_message
@@ -67,34 +67,6 @@ class _Model(BaseModel):
     only, and building every model of the node's API at import costs it tens of ms."""
 
     model_config = ConfigDict(defer_build=True)
-
-
-class InstanceState(enum.StrEnum):
-    """created → starting → running → stopping → exited | failed."""
-
-    CREATED = "created"
-    STARTING = "starting"
-    RUNNING = "running"
-    STOPPING = "stopping"
-    EXITED = "exited"
-    FAILED = "failed"
-
-    @property
-    def active(self) -> bool:
-        return self in (InstanceState.STARTING, InstanceState.RUNNING, InstanceState.STOPPING)
-
-
-class HealthStatus(enum.StrEnum):
-    """What the image's health check last said about a running instance."""
-
-    NONE = "none"  # the image has no health check
-    STARTING = "starting"  # not yet passed once (within the start period)
-    HEALTHY = "healthy"
-    UNHEALTHY = "unhealthy"  # failed ``retries`` probes in a row
-    #: The image has a health check but no process runs it: an instance started daemonless
-    #: (``ukedge run`` without an agent) once its command has returned. An agent that finds
-    #: one probes it as it would a starting one.
-    UNCHECKED = "unchecked"
 
 
 class RestartPolicy(_Model):

@@ -6,9 +6,7 @@ tailing the file), so a backend that kept them elsewhere would break logs and re
 
 from __future__ import annotations
 
-import hashlib
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,6 +41,9 @@ class MachinePaths:
         """
         if len(str(self.workdir)) + len("/control.sock") <= _MAX_SOCKET_PATH:
             return self.workdir
+        import hashlib
+        import tempfile
+
         tag = hashlib.sha256(str(self.workdir).encode()).hexdigest()[:24]
         return Path(tempfile.gettempdir()) / f"ukedge-{os.getuid()}" / tag
 

@@ -14,7 +14,6 @@ status for :func:`reap`. One thread per live machine, blocked in ``waitpid``, co
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import functools
 import os
 import select
@@ -24,8 +23,13 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from ukedge.vmm.base import MachineStats
+if TYPE_CHECKING:
+    import ctypes
+
+    # Loaded by stats() alone: identity checks (``ukedge ps``) do without the backend's models.
+    from ukedge.vmm.base import MachineStats
 
 _CLK_TCK = os.sysconf("SC_CLK_TCK")
 _DEFAULT_SIGNALS = (
@@ -166,6 +170,8 @@ def _thp_disabled(enabled: bool) -> Iterator[None]:
 
 @functools.cache
 def _libc() -> ctypes.CDLL | None:
+    import ctypes  # only to spawn; identity checks (ps) do without it
+
     try:
         return ctypes.CDLL(None, use_errno=True)
     except OSError:
@@ -297,6 +303,8 @@ def wait_gone(pid: int, starttime: int, timeout: float | None) -> bool:
 
 def stats(pid: int) -> MachineStats | None:
     """RSS (VmRSS) and user+system CPU time of ``pid``; None when it is gone."""
+    from ukedge.vmm.base import MachineStats
+
     st = read_stat(pid)
     if st is None:
         return None

@@ -38,6 +38,7 @@ from ukedge.faults import crash_point
 from ukedge.guest import read_exit_status, resume_message
 from ukedge.vmm import _proc
 from ukedge.vmm._accel import accelerator_for
+from ukedge.vmm._liveness import STATE_VERSION
 from ukedge.vmm._paths import MachinePaths
 from ukedge.vmm._qemu_argv import (
     Accel,
@@ -61,7 +62,7 @@ __all__ = ["QemuOptions", "qemu_backend"]
 
 log = logging.getLogger(__name__)
 
-_STATE_VERSION = 1
+_STATE_VERSION = STATE_VERSION
 #: How long kill() waits for the process to disappear after SIGKILL.
 _KILL_GRACE = 5.0
 
@@ -605,8 +606,6 @@ class _QemuBackend:
             stale.unlink(missing_ok=True)
 
     def start(self, spec: MachineSpec) -> Machine:
-        from ukedge.vmm import _snapshot
-
         self._check_inputs(spec)
         paths = MachinePaths(spec.workdir.resolve())
         spec = MachineSpec.from_json({**spec.to_json(), "workdir": str(paths.workdir)})
@@ -626,6 +625,10 @@ class _QemuBackend:
         incoming = None
         ram: RamFile | None = None
         if spec.restore_from is not None:
+            # Snapshots (and QMP under them) load only for a restore: a cold boot spawns QEMU
+            # first and imports QMP while the guest boots (in _await_started).
+            from ukedge.vmm import _snapshot
+
             _snapshot.check_compatible(spec, options, accel)
             ram = _snapshot.template_ram(spec.restore_from)
             # A template's stream needs x-ignore-shared set first, which only QMP can do.
@@ -640,7 +643,11 @@ class _QemuBackend:
             spec, options, accel, paths, initrd, incoming=incoming, ram=ram, disk=_ro_disk(spec)
         )
         try:
-            state_file = _snapshot.state_file(spec.restore_from) if spec.restore_from else None
+            state_file = None
+            if spec.restore_from is not None:
+                from ukedge.vmm import _snapshot
+
+                state_file = _snapshot.state_file(spec.restore_from)
             pid = _proc.spawn_detached(argv, paths.log, fd3=state_file, no_thp=options.no_thp)
         except OSError as exc:
             raise MachineError(

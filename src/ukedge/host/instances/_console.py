@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -90,6 +89,8 @@ def keep_snapshot_console(workdir: Path, snapshot_console: Path) -> None:
     target = logs / f"console.{number:06d}.log"
     staging = target.with_suffix(".tmp")
     with contextlib.suppress(FileNotFoundError):  # the snapshot was dropped meanwhile
+        import shutil
+
         shutil.copyfile(snapshot_console, staging)
         staging.replace(target)
 

@@ -51,7 +51,9 @@ from ukedge.host.instances._console import (
 from ukedge.host.instances._oplock import abandoned
 from ukedge.host.instances._plan import memory_message
 from ukedge.host.instances._probes import HealthProbes
+from ukedge.host.instances._records import RECORDS_FILE, listed_instances
 from ukedge.host.instances._restart import is_failure, next_delay, wants_restart
+from ukedge.host.instances._settled import record_settled
 from ukedge.host.instances._state import InstanceRecords
 from ukedge.image import (
     ImageStore,
@@ -105,7 +107,7 @@ class ObservedInstances:
         self.store = store
         self.backend = backend
         self.layers = layers
-        self.records = InstanceRecords(root / "state.db")
+        self.records = InstanceRecords(root / RECORDS_FILE)
         #: Snapshots of ready guests (``prewarm``); derived data, shared by every instance.
         self.snapshots = snapshots or root / "snapshots"
         #: What instances may use; None: no admission control.
@@ -253,8 +255,8 @@ class ObservedInstances:
         return change
 
     def _refresh(self, instance: Instance) -> Instance:
-        if not instance.state.active:
-            return instance
+        if record_settled(instance.state, instance.pid, instance.workdir):
+            return instance  # ended, or its machine runs as recorded (what ps checks too)
         if instance.pid is None:
             # Between "starting" and the machine's start: another thread or process boots it,
             # unless that process died meanwhile.
@@ -404,9 +406,12 @@ class ObservedInstances:
         for record in self.records.all():
             with contextlib.suppress(NoSuchInstanceError):
                 instances.append(self._refresh(record))
-        if not all_instances:
-            instances = [i for i in instances if i.state.active]
-        return sorted(instances, key=lambda i: i.created_at, reverse=True)
+        return listed_instances(
+            instances,
+            all_instances=all_instances,
+            active=lambda i: i.state.active,
+            created=lambda i: i.created_at,
+        )
 
     def committed(self) -> Committed:
         """Guest memory and vCPUs promised to instances now (what admission counts)."""
@@ -468,8 +473,10 @@ class ObservedInstances:
         """Yield the console (every run's, in order) or the results from byte ``offset`` as
         they grow; with ``follow``, until the instance has ended."""
         instance = self.records.find(key)
+        cut_short = False
         while True:
-            done = not follow or not self.get(instance.id).state.active
+            current = self.get(instance.id) if follow else instance
+            done = not follow or not current.state.active
             workdir = Path(instance.workdir)
             read = read_console if stream == "console" else read_results
             for chunk in read(workdir, offset):
@@ -477,4 +484,17 @@ class ObservedInstances:
                 yield chunk
             if done:
                 return
-            time.sleep(_LOG_POLL_S)
+            cut_short = self._pause(current, full=cut_short)
+
+    def _pause(self, instance: Instance, *, full: bool) -> bool:
+        """Wait one poll interval of a follower, or less when the machine ends meanwhile (its
+        output is complete then, and ``run`` returns as soon as the app has ended, not up to an
+        interval later). True when cut short; ``full`` sleeps the whole interval (the record
+        did not follow the machine's end yet)."""
+        if not full and instance.pid is not None:
+            began = time.monotonic()
+            with contextlib.suppress(MachineError):
+                self._machine(instance).wait(_LOG_POLL_S)
+            return time.monotonic() - began < _LOG_POLL_S
+        time.sleep(_LOG_POLL_S)
+        return False

@@ -10,24 +10,15 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Callable
-from pathlib import Path
 
 from ukedge.errors import InstanceError, NoSuchInstanceError
 from ukedge.host._models import Instance
-from ukedge.sqlite import SQLiteFile
+from ukedge.host.instances._records import RecordFile
 
 __all__ = ["Guard", "InstanceRecords"]
 
 #: Checks a record about to be written against all the others; raises to refuse the write.
 Guard = Callable[[Instance, list[Instance]], None]
-
-#: The table as SQLAlchemy created it before the store moved to :mod:`sqlite3` (same text, so
-#: files from either open alike; ``tests/host/test_state.py`` holds the two together).
-_SCHEMA = (
-    "CREATE TABLE IF NOT EXISTS instances (\n\tid VARCHAR(64) NOT NULL, \n"
-    "\tname VARCHAR(64) NOT NULL, \n\tdoc TEXT NOT NULL, \n\tPRIMARY KEY (id)\n)",
-    "CREATE UNIQUE INDEX IF NOT EXISTS ix_instances_name ON instances (name)",
-)
 
 
 def _like_prefix(key: str) -> str:
@@ -36,13 +27,8 @@ def _like_prefix(key: str) -> str:
     return escaped + "%"
 
 
-class InstanceRecords:
-    def __init__(self, path: Path) -> None:
-        # synchronous=FULL: a record written is there after a power cut too (it names a VM).
-        # Every change is BEGIN IMMEDIATE (ukedge.sqlite): read-modify-write sequences from
-        # several processes serialise instead of failing at commit. Plain reads are snapshots.
-        self._db = SQLiteFile(path, what="instance records", synchronous="FULL")
-        self._db.create(_SCHEMA)
+class InstanceRecords(RecordFile):
+    """The records as :class:`Instance` models, and every change to them."""
 
     def add(self, instance: Instance, *, guard: Guard | None = None) -> None:
         """Insert a record; ``guard`` sees every other record in the same transaction and may
@@ -102,9 +88,7 @@ class InstanceRecords:
             db.execute("DELETE FROM instances WHERE id = ?", (instance_id,))
 
     def all(self) -> list[Instance]:
-        with self._db.read() as db:
-            rows = db.execute("SELECT doc FROM instances").fetchall()
-        return [Instance.model_validate_json(doc) for (doc,) in rows]
+        return [Instance.model_validate_json(doc) for doc in self.docs()]
 
     def find(self, key: str) -> Instance:
         """By name, full id or unique id prefix — as ``docker`` resolves container names."""
@@ -122,6 +106,3 @@ class InstanceRecords:
         if row is None:
             raise NoSuchInstanceError(f"no such instance: {key} (see `ukedge ps -a`)")
         return Instance.model_validate_json(row[0])
-
-    def close(self) -> None:
-        self._db.close()
