@@ -566,8 +566,8 @@ class MigrationListener:
         self._finish(session, "aborted")
 
     def _finish(self, session: _Session, outcome: str) -> None:
-        if outcome != "committed" or session.back is None:
-            session.back_done.set()
+        if outcome != "committed" or session.live is None:
+            session.back_done.set()  # (a post-copy hand-over's commit sets it once answered)
         with self._guard:
             session.done.set()
             self._sessions.pop(session.migration, None)

@@ -553,10 +553,12 @@ class OutgoingMove:
                     # keep little in flight from now on.
                     with contextlib.suppress(OSError):  # (closed once QEMU completed)
                         qemu_end.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, _POSTCOPY_BUFFER)
-                    self._channel.limit_send_buffer(_POSTCOPY_BUFFER)
                     self._hand_over(instance, staging)
+                    self._channel.limit_send_buffer(_POSTCOPY_BUFFER)  # (after its files)
                     handed_over = True
-                if handed_over:
+                if handed_over and not self.state.committed:
+                    # (after the commit the return path ends when the target's QEMU has
+                    # loaded everything; a real failure there fails the source's QEMU)
                     self._take_answers(instance, answers, block=False)
                 if self.cancel_requested.is_set() and not switched.is_set():
                     raise _Cancelled()
