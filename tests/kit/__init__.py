@@ -9,7 +9,8 @@ Modules: ``net`` (free ports), ``cpio`` (reading initramfs archives back), ``hub
 served in-process on a free port, and pushing to it over its API), ``registry`` (CNCF
 distribution, synthetic images, progress recorders, counting and failing transports), ``guest``
 (booting the guest contract without the vmm package), ``host`` (the ``ukedge`` command, waiting
-for HTTP), ``agent`` (a host agent process), ``invariants`` (what must hold on a node after a
+for HTTP), ``agent`` (a host agent process), ``migration`` (two agents and sensor-agg to move
+between them), ``invariants`` (what must hold on a node after a
 crash), ``wheel`` (tiny wheels for the pip runtime), ``tls`` (self-signed certificates, an
 ASGI app served over HTTPS by uvicorn), ``fake_controller`` (a stand-in for the controller's
 REST API, scripted where the client must cope: stream ends and breaks, rollouts).
