@@ -340,6 +340,37 @@ def test_a_postcopy_live_move_keeps_the_counts(pair: _Pair) -> None:
     assert pair.source.list(all_instances=True) == []
 
 
+@pytest.mark.parametrize("agents", [True], indirect=True)
+def test_a_link_cut_after_the_postcopy_switch_loses_the_state_but_never_doubles_it(
+    pair: _Pair,
+) -> None:
+    """Cut the tunnel once QEMU has switched: the move fails with the documented loss (before
+    the target's commit the source keeps the record, after it the target does), says so in
+    the events, and the instance is on exactly one node."""
+    relays: list[Relay] = []
+
+    def tunnel(offer: MigrationOffer) -> tuple[str, int]:
+        relays.append(Relay((offer.host, offer.port), rate_bytes_s=500_000))
+        return "127.0.0.1", relays[-1].port
+
+    cut = _Once(lambda _s: relays[0].kill(), Step.POSTCOPY, Step.RESTORE, Step.COMMIT)
+    with _Stream(pair.port_a, batch=400):
+        try:
+            status = pair.move(
+                mode=Mode.LIVE, postcopy=True, downtime_limit_ms=1, via=tunnel, on_status=cut
+            )
+        except MigrationError as exc:  # failed before the target committed
+            assert "state is lost" in str(exc)
+            owner, other = pair.source, pair.b.client()
+        else:  # the target had committed: done, with the loss in the error
+            assert status.error is not None and "memory is lost" in status.error, status
+            owner, other = pair.b.client(), pair.source
+    assert cut.fired
+    assert "migrate-failed" in _events(pair.a)
+    assert [i.name for i in other.list(all_instances=True)] == []
+    assert [i.name for i in owner.list(all_instances=True)] == ["agg"]
+
+
 def test_the_cli_moves_and_prints_the_new_ports(pair: _Pair) -> None:
     a, b, port_b = pair.a, pair.b, pair.port_b
     _post(pair.port_a, 7)
