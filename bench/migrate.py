@@ -23,11 +23,18 @@ compares each mode with the guest's real footprint.
 ``--throttle MBIT`` repeats the snapshot and live moves through a relay limited to that rate
 (a token bucket per direction, tests/kit/relay.py).
 
+``--modes …,postcopy`` adds live moves with ``--postcopy`` (QEMU switches after its first pass
+when what is left does not fit the downtime limit; "switched" counts the runs where it did),
+run in the same agents as the others (the target's QEMU then keeps root: QEMU 7.2 takes
+userfaultfd unprivileged only where vm.unprivileged_userfaultfd is 1). ``--downtime-limit MS``
+sets the limit of every live and post-copy move (default: the agent's, 300 ms).
+
 ``--compress 1,1a,0`` moves with each zlib level in turn (0: none; a snapshot's chunks are
 compressed only where it pays; ``1a``: always, as before that choice was made), interleaved
 run by run, so they are compared under the same load.
 
-Usage: .venv/bin/python bench/migrate.py [--runs 3] [--throttle 20] [--compress 1] [--json FILE]
+Usage: .venv/bin/python bench/migrate.py [--runs 3] [--throttle 20] [--compress 1]
+       [--modes cold,snapshot,live,postcopy] [--downtime-limit MS] [--json FILE]
 """
 
 from __future__ import annotations
@@ -157,16 +164,23 @@ def _answers(port: int) -> bool:
         return False
 
 
+#: The bench's name for a live move with ``--postcopy``.
+POSTCOPY = "postcopy"
+
+
 def _one_move(
     a: AgentProcess,
     b: AgentProcess,
-    mode: Mode,
+    kind: str,
     run: int,
     rate: float | None,
     compress: str = "1",
+    downtime_limit_ms: int | None = None,
 ) -> dict[str, Any]:
     port_a, port_b = free_port(), free_port()
-    name = f"agg-{mode.value}-{run}-z{compress}"
+    postcopy = kind == POSTCOPY
+    mode = Mode.LIVE if postcopy else Mode(kind)
+    name = f"agg-{kind}-{run}-z{compress}"
     source, target = a.client(), b.client()
     source.run(
         run_request(image=IMAGE, name=name, ports=[PortMapping(host_port=port_a, guest_port=8080)])
@@ -200,6 +214,8 @@ def _one_move(
             via=tunnel if rate else None,
             compress=int(compress.rstrip("a")),
             compress_always=compress.endswith("a"),
+            postcopy=postcopy,
+            downtime_limit_ms=downtime_limit_ms if mode is Mode.LIVE else None,
         )
         until(lambda: bool(after.answers), 120, f"{name} answers on the target", every=0.05)
         ended = time.monotonic()
@@ -210,7 +226,7 @@ def _one_move(
     first_held = min(after_held.answers, default=ended)
     target.remove(name, force=True)
     return {
-        "mode": mode.value,
+        "mode": kind,
         "throttle_mbit": rate * 8 / 1e6 if rate else None,
         "compress": compress,
         "downtime_s": max(0.0, first_target - last_source),
@@ -227,10 +243,13 @@ def _one_move(
 
 
 @contextlib.contextmanager
-def _two_agents(work: Path, hub: str) -> Iterator[tuple[AgentProcess, AgentProcess]]:
+def _two_agents(
+    work: Path, hub: str, *, postcopy: bool
+) -> Iterator[tuple[AgentProcess, AgentProcess]]:
+    root_qemu = ("--qemu-user", "") if postcopy else ()
     with (
         running_agent(work / "a", "--hub", hub, "--name", "node-a") as a,
-        running_agent(work / "b", "--hub", hub, "--name", "node-b") as b,
+        running_agent(work / "b", "--hub", hub, "--name", "node-b", *root_qemu) as b,
     ):
         yield a, b
 
@@ -247,13 +266,19 @@ def main() -> int:
     parser.add_argument(
         "--throttle", type=float, default=20.0, help="Mbit/s of the throttled runs (0: none)"
     )
-    parser.add_argument("--modes", default="cold,snapshot,live")
+    parser.add_argument("--modes", default="cold,snapshot,live", help="also: postcopy")
+    parser.add_argument(
+        "--downtime-limit", type=int, help="ms, for live and postcopy moves [the agent's]"
+    )
     parser.add_argument(
         "--compress", default="1", help="zlib levels to compare, e.g. 1,1a,0 (a: always)"
     )
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
     opts = parser.parse_args()
-    modes = [Mode(m) for m in opts.modes.split(",")]
+    modes = opts.modes.split(",")
+    for kind in modes:
+        if kind != POSTCOPY:
+            Mode(kind)  # (ValueError names a mode that is not one)
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="ukedge-bench-") as tmp:
         work = Path(tmp)
@@ -263,19 +288,19 @@ def main() -> int:
         hub = start_hub(work / "hub")
         try:
             push(store, IMAGE, f"{hub.host}/{IMAGE}")
-            with _two_agents(work, hub.host) as (a, b):
-                plans: list[tuple[Mode, float | None]] = [(m, None) for m in modes]
+            with _two_agents(work, hub.host, postcopy=POSTCOPY in modes) as (a, b):
+                plans: list[tuple[str, float | None]] = [(m, None) for m in modes]
                 if opts.throttle:
                     rate = opts.throttle * 1e6 / 8
-                    plans += [(m, rate) for m in modes if m is not Mode.COLD]
+                    plans += [(m, rate) for m in modes if m != Mode.COLD.value]
                 levels = opts.compress.split(",")
                 for mode, rate in plans:
                     for run in range(opts.runs):
-                        for level in levels if mode is not Mode.COLD else levels[:1]:
-                            row = _one_move(a, b, mode, run, rate, level)
+                        for level in levels if mode != Mode.COLD.value else levels[:1]:
+                            row = _one_move(a, b, mode, run, rate, level, opts.downtime_limit)
                             rows.append(row)
                             console.print(
-                                f"{mode.value}{' throttled' if rate else ''} z{level} #{run}: "
+                                f"{mode}{' throttled' if rate else ''} z{level} #{run}: "
                                 f"downtime {row['downtime_s'] * 1000:.0f} ms, total "
                                 f"{row['total_s']:.2f} s, wire {row['wire_bytes'] / 1e6:.1f} MB"
                             )
@@ -286,7 +311,7 @@ def main() -> int:
     table = Table(title=f"migration of sensor-agg, median of {opts.runs} ({_machine()})")
     for col in (
         "mode", "link", "zlib", "downtime ms", "held ms", "paused ms", "total s", "wire MB",
-        "state MB", "guest RAM MB", "wire/RAM", "wire/touched", "QEMU downtime ms",
+        "state MB", "guest RAM MB", "wire/RAM", "wire/touched", "QEMU downtime ms", "switched",
     ):  # fmt: skip
         table.add_column(col, justify="right")
     summary = []
@@ -313,6 +338,7 @@ def main() -> int:
             "wire_over_ram": wire / group[0]["ram_bytes"],
             "wire_over_touched": wire / touched_bytes if touched_bytes else None,
             "qemu_downtime_ms": statistics.median(qemu_down) if qemu_down else None,
+            "switched": sum(1 for r in group if r["qemu"].get("postcopy")),
         }
         summary.append(line)
         table.add_row(
@@ -329,6 +355,7 @@ def main() -> int:
             f"{line['wire_over_ram']:.2f}",
             f"{line['wire_over_touched']:.2f}" if line["wire_over_touched"] else "-",
             f"{line['qemu_downtime_ms']:.0f}" if line["qemu_downtime_ms"] is not None else "-",
+            f"{line['switched']}/{len(group)}" if mode == POSTCOPY else "-",
         )
     console.print(table)
     if opts.json:

@@ -222,3 +222,20 @@ def test_moves_cancel(running: Any, link: httpx.Client, hub: RunningHub) -> None
     assert "cancelled by the operator" in ukedge("moves", "--all")
     again = CliRunner().invoke(app, ["moves", "cancel", move])
     assert again.exit_code == 1 and "has ended" in str(again.exception), again.output
+
+
+def test_drain_and_migrate_ask_for_postcopy(running: Any, link: httpx.Client) -> None:
+    """`node drain --migrate --mode live --postcopy` records it (the drain's moves are ordered
+    with it); --postcopy without a live move is refused before the controller is asked."""
+    token = ukedge("controller", "token", "create").strip()
+    _enrol(link, token, "edge-a").beat(migration_host="10.0.0.1")
+    for args in (["--postcopy"], ["--migrate", "--postcopy"]):
+        refused = CliRunner().invoke(app, ["node", "drain", "edge-a", *args])
+        assert refused.exit_code != 0 and "--postcopy is for live moves" in str(refused.exception)
+    refused = CliRunner().invoke(app, ["migrate", "web-x", "--to", "edge-b", "--postcopy"])
+    assert refused.exit_code != 0 and "--postcopy is for --mode live" in str(refused.exception)
+    drained = ukedge(
+        "node", "drain", "edge-a", "--migrate", "--mode", "live", "--postcopy", "--json"
+    )
+    [record] = json.loads(drained)
+    assert (record["drain_migrate"], record["drain_postcopy"]) == ("live", True)

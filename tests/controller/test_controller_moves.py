@@ -285,6 +285,27 @@ def test_drain_with_migrate_is_shown_and_uncordon_clears_it(
     assert _drain(api, "a")["drain_migrate"] is None  # a plain drain replaces
 
 
+def test_a_drain_that_asks_for_postcopy_orders_postcopy_moves(
+    api: Api, controller: Controller, a: Node, b: Node, replica: str, reports: list[InstanceReport]
+) -> None:
+    for migrate in (None, "snapshot"):
+        params = {"postcopy": "true", **({"migrate": migrate} if migrate else {})}
+        refused = api.admin.post("/v1/nodes/a/drain", params=params)
+        assert refused.status_code == 422 and "postcopy is for migrate=live" in refused.text
+    r = api.admin.post("/v1/nodes/a/drain", params={"migrate": "live", "postcopy": "true"})
+    assert r.status_code == 200, r.text
+    assert (r.json()["drain_migrate"], r.json()["drain_postcopy"]) == ("live", True)
+    _pass(controller)
+    (move,) = _active(controller)
+    assert (move.mode, move.postcopy) == ("live", True)
+    b.beat(migration_host="10.0.0.2", offers=[MoveOffer(move=move.id, offer=OFFER)])
+    (order,) = a.beat(reports, migration_host="10.0.0.1").moves
+    assert order.instance == f"app-{replica}"
+    assert (order.mode, order.postcopy) == ("live", True)
+    r = api.admin.post("/v1/nodes/a/uncordon")
+    assert (r.json()["drain_migrate"], r.json()["drain_postcopy"]) == (None, False)
+
+
 def test_tries_are_counted_per_drain(
     api: Api, controller: Controller, a: Node, b: Node, replica: str, reports: list[InstanceReport]
 ) -> None:
@@ -323,6 +344,7 @@ def test_a_move_started_by_the_api(api: Api, a: Node, b: Node, replica: str) -> 
         ({**body, "to": "c"}, 404, "no node 'c'"),
         ({**body, "to": "a"}, 409, "runs on node a already"),
         ({**body, "mode": "cold"}, 422, "mode"),
+        ({**body, "mode": "snapshot", "postcopy": True}, 422, "postcopy is for live moves"),
     ]:
         r = api.admin.post("/v1/moves", json=wrong)
         assert r.status_code == status and words in r.text, r.text
@@ -342,7 +364,7 @@ def test_a_move_started_by_the_api(api: Api, a: Node, b: Node, replica: str) -> 
     assert b.beat(migration_host="10.0.0.2").offer_requests == [started["id"]]
     b.beat(migration_host="10.0.0.2", offers=[MoveOffer(move=started["id"], offer=OFFER)])
     (order,) = a.beat(reports, migration_host="10.0.0.1").moves
-    assert (order.instance, order.mode) == (instance, "live")
+    assert (order.instance, order.mode, order.postcopy) == (instance, "live", False)
     done = MoveReport(move=started["id"], state="done", step="done")
     a.beat(migration_host="10.0.0.1", move_reports=[done])
     moved = _running(b.beat(migration_host="10.0.0.2"))
@@ -355,6 +377,18 @@ def test_a_move_started_by_the_api(api: Api, a: Node, b: Node, replica: str) -> 
     assert (record["node_name"], record["ports"]) == ("b", [port])
     assert api.admin.get("/v1/moves", params={"active": True}).json() == []
     assert api.admin.get("/v1/moves/nope").status_code == 404
+
+
+def test_a_move_started_by_the_api_with_postcopy_orders_it(
+    api: Api, a: Node, b: Node, replica: str, reports: list[InstanceReport]
+) -> None:
+    body = {"instance": f"app-{replica}", "to": "b", "mode": "live", "postcopy": True}
+    r = api.admin.post("/v1/moves", json=body)
+    assert r.status_code == 201, r.text
+    assert r.json()["postcopy"] is True
+    b.beat(migration_host="10.0.0.2", offers=[MoveOffer(move=r.json()["id"], offer=OFFER)])
+    (order,) = a.beat(reports, migration_host="10.0.0.1").moves
+    assert (order.mode, order.postcopy) == ("live", True)
 
 
 @pytest.fixture

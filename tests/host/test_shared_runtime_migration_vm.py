@@ -8,50 +8,29 @@ import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
 
-from kit.agent import AgentProcess, push_examples, running_agent
-from kit.host import wait_http
-from kit.hub import RunningHub, start_hub
+from kit.agent import AgentProcess
+from kit.migration import accepted, agg_hub, on, two_agents
 from kit.net import free_port
-from ukedge.host import PortMapping, move_instance, run_request
+from ukedge.host import move_instance, run_request
 from ukedge.host.migration import Mode, Step
-from ukedge.image import ImageStore
 
 pytestmark = pytest.mark.vm
 
 
-@pytest.fixture(scope="module")
-def hub(tmp_path_factory: pytest.TempPathFactory, example_store: Path) -> Iterator[str]:
-    running: RunningHub = start_hub(tmp_path_factory.mktemp("hub"))
-    addr = running.url.removeprefix("http://")
-    push_examples(ImageStore(example_store), addr, "sensor-agg:1")
-    yield addr
-    running.stop()
+__all__ = ["agg_hub"]
 
 
 @pytest.fixture
 def agents(
-    tmp_path: Path, hub: str, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, agg_hub: str, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[tuple[AgentProcess, AgentProcess]]:
     monkeypatch.setenv("UKEDGE_SHARED_RUNTIME", "pmem")  # the agents inherit it
-    with (
-        running_agent(tmp_path / "a", "--hub", hub, "--name", "node-a") as a,
-        running_agent(tmp_path / "b", "--hub", hub, "--name", "node-b") as b,
-    ):
-        yield a, b
-
-
-def _on(port: int) -> list[PortMapping]:
-    return [PortMapping(host_port=port, guest_port=8080)]
-
-
-def _accepted(port: int) -> int:
-    doc: dict[str, Any] = wait_http(f"http://127.0.0.1:{port}/healthz", timeout=180).json()
-    return int(doc["accepted"])
+    with two_agents(tmp_path, agg_hub) as pair:
+        yield pair
 
 
 def _post(port: int, n: int) -> None:
@@ -88,16 +67,16 @@ def test_a_machine_on_a_shared_runtime_moves_with_its_memory(
     source = a.client()
     if prewarm:
         source.prewarm(run_request(image="sensor-agg:1"))
-    source.run(run_request(image="sensor-agg:1", name="agg", ports=_on(port_a)))
+    source.run(run_request(image="sensor-agg:1", name="agg", ports=on(port_a)))
     assert source.get("agg").restored is prewarm
     assert "virtio-pmem-pci" in _machine_argv(a)
     _post(port_a, 13)
-    assert _accepted(port_a) == 13
-    status = move_instance(source, "agg", b.client(), mode=mode, ports=_on(port_b))
+    assert accepted(port_a, timeout=180) == 13
+    status = move_instance(source, "agg", b.client(), mode=mode, ports=on(port_b))
     assert status.step is Step.DONE and status.error is None, status
     # The app's memory arrived (the image did not travel: the target mapped its own).
-    assert _accepted(port_b) == 13
+    assert accepted(port_b, timeout=180) == 13
     _post(port_b, 2)
-    assert _accepted(port_b) == 15
+    assert accepted(port_b, timeout=180) == 15
     assert "virtio-pmem-pci" in _machine_argv(b)
     assert source.list(all_instances=True) == []

@@ -40,6 +40,7 @@ NODE = {
     "last_heartbeat": 1.0,
     "enrolled_at": 0.0,
     "drain_migrate": None,
+    "drain_postcopy": False,
     "migration_host": None,
 }
 

@@ -35,6 +35,7 @@ class Relay:
             except OSError:
                 client.close()
                 continue
+            upstream.settimeout(None)  # (a connection quiet for long, a return path, lives on)
             with self._lock:
                 self._sockets += [client, upstream]
             for a, b in ((client, upstream), (upstream, client)):

@@ -62,3 +62,16 @@ def test_moves_round_trip() -> None:
         moves=[MoveOrder(move="m2", instance="agg-r1", mode="live", offer=offer)],
     )
     assert HeartbeatReply.model_validate_json(reply.model_dump_json()) == reply
+
+
+def test_a_move_order_names_postcopy_only_when_set() -> None:
+    """An order without post-copy is what an agent of the release before it accepts (it
+    refuses unknown fields); one with it carries it."""
+    offer = {"node": "b", "host": "10.0.0.2", "port": 7611}
+    plain = MoveOrder(move="m1", instance="agg-r1", mode="live", offer=offer)
+    assert set(json.loads(plain.model_dump_json())) == {"move", "instance", "mode", "offer"}
+    postcopy = plain.model_copy(update={"postcopy": True})
+    assert json.loads(postcopy.model_dump_json())["postcopy"] is True
+    assert MoveOrder.model_validate_json(postcopy.model_dump_json()) == postcopy
+    reply = HeartbeatReply(heartbeat_interval_s=2, moves=[postcopy])
+    assert HeartbeatReply.model_validate_json(reply.model_dump_json()) == reply

@@ -115,7 +115,7 @@ def migrate(
 
       ukedge -H http://edge1:7600 migrate agg --to http://edge2:7600 --mode live -p 18080:8080
 
-      ukedge migrate web-3f9a1c2e --to edge-2 --mode live
+      ukedge migrate web-3f9a1c2e --to edge-2 --mode live [--postcopy]
     """
     from ukedge.host import AgentClient, move_instance, parse_port_mapping
     from ukedge.host.migration import MigrationStatus, Mode
@@ -127,7 +127,6 @@ def migrate(
             "--downtime-limit": downtime_limit,
             "--compress": compress != 1 or None,
             "--no-auto-converge": not auto_converge or None,
-            "--postcopy": postcopy or None,
         }
         given = [flag for flag, value in agent_only.items() if value]
         if given:
@@ -135,7 +134,7 @@ def migrate(
                 f"{', '.join(given)}: only for a move between two agents (--to http://…); a "
                 "move through the controller keeps the replica's ports where it can"
             )
-        _through_controller(instance, to, mode, quiet=quiet, as_json=as_json)
+        _through_controller(instance, to, mode, postcopy, quiet=quiet, as_json=as_json)
         return
 
     if not remote_host():
@@ -199,14 +198,18 @@ def migrate(
     out.print(status.instance_id)
 
 
-def _through_controller(instance: str, to: str, mode: str, *, quiet: bool, as_json: bool) -> None:
+def _through_controller(
+    instance: str, to: str, mode: str, postcopy: bool, *, quiet: bool, as_json: bool
+) -> None:
     if mode not in ("snapshot", "live"):
         raise UsageError(
             f"--mode {mode}: a move through the controller is snapshot or live (a cold move "
             "of a replica is what `ukedge node drain` does without --migrate)"
         )
+    if postcopy and mode != "live":
+        raise UsageError(f"--postcopy is for --mode live, not {mode}")
     client = controller()
-    move = client.move(instance, to, mode=mode)
+    move = client.move(instance, to, mode=mode, postcopy=postcopy)
     shown = ""
     try:
         while move.state in ("offer", "moving"):

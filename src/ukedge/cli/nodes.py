@@ -158,6 +158,15 @@ def drain(
             "runs, pause only for the last pages).",
         ),
     ] = "snapshot",
+    postcopy: Annotated[
+        bool,
+        typer.Option(
+            "--postcopy",
+            help="With --migrate --mode live: each move switches to post-copy after the first "
+            "pass over RAM (the replica runs on its new node from the switch); once switched, "
+            "a failure loses the replica's memory.",
+        ),
+    ] = False,
     as_json: Annotated[
         bool, typer.Option("--json", help="Print the drained nodes' records as JSON.")
     ] = False,
@@ -179,14 +188,18 @@ def drain(
 
       ukedge node drain edge-1
 
-      ukedge node drain edge-1 --migrate --mode live
+      ukedge node drain edge-1 --migrate --mode live [--postcopy]
     """
     if mode not in ("snapshot", "live"):
         raise UsageError(f"--mode must be snapshot or live, not {mode!r}")
     if mode != "snapshot" and not migrate:
         raise UsageError("--mode says how replicas move: give --migrate with it")
+    if postcopy and not (migrate and mode == "live"):
+        raise UsageError("--postcopy is for live moves: give --migrate --mode live with it")
     client = controller()
-    drained = [client.drain(key, migrate=mode if migrate else None) for key in nodes]
+    drained = [
+        client.drain(key, migrate=mode if migrate else None, postcopy=postcopy) for key in nodes
+    ]
     if as_json:
         render_nodes(drained, as_json=True)
         return

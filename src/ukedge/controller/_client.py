@@ -332,18 +332,28 @@ class ControllerClient:
     def uncordon(self, key: str) -> NodeRecord:
         return self._node_action(key, "uncordon")
 
-    def drain(self, key: str, *, migrate: str | None = None) -> NodeRecord:
+    def drain(self, key: str, *, migrate: str | None = None, postcopy: bool = False) -> NodeRecord:
         """Drain the node; with ``migrate`` (snapshot or live) its replicas move with their
-        memory instead of being replaced."""
-        return self._node_action(key, "drain", **({"migrate": migrate} if migrate else {}))
+        memory instead of being replaced; ``postcopy`` (live) switches each to post-copy."""
+        params = {"migrate": migrate} if migrate else {}
+        if postcopy:
+            params["postcopy"] = "true"
+        return self._node_action(key, "drain", **params)
 
     # -- moves -----------------------------------------------------------------------------------
 
-    def move(self, instance: str, to: str, *, mode: str = "snapshot") -> MoveRecord:
+    def move(
+        self, instance: str, to: str, *, mode: str = "snapshot", postcopy: bool = False
+    ) -> MoveRecord:
         """Start moving a replica's instance to node ``to``; follow it with :meth:`get_move`."""
-        body = MoveRequest.model_validate({"instance": instance, "to": to, "mode": mode})
+        fields: dict[str, object] = {"instance": instance, "to": to, "mode": mode}
+        if postcopy:  # (left out otherwise: a controller of an earlier release refuses it)
+            fields["postcopy"] = True
+        body = MoveRequest.model_validate(fields)
         what = f"migrate {instance}"
-        data = self._request("POST", "/v1/moves", what, json=body.model_dump(mode="json"))
+        data = self._request(
+            "POST", "/v1/moves", what, json=body.model_dump(mode="json", exclude_defaults=True)
+        )
         return self._model(MoveRecord, data, what)
 
     def get_move(self, move_id: str) -> MoveRecord:

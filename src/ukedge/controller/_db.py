@@ -34,6 +34,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     create_engine,
+    false,
     make_url,
 )
 from sqlalchemy.dialects import postgresql, sqlite
@@ -108,6 +109,8 @@ nodes = Table(
     Column("drain_migrate", String(16), nullable=True),
     # When the last drain began: a drain with --migrate counts the tries made since.
     Column("drained_at", Float, nullable=True),
+    # A drain with --migrate --mode live --postcopy: its moves switch to post-copy.
+    Column("drain_postcopy", Boolean, nullable=False, default=False, server_default=false()),
 )
 
 deployments = Table(
@@ -188,6 +191,7 @@ moves = Table(
     Column("started_at", Float, nullable=False),
     Column("updated_at", Float, nullable=False),
     Column("cancelled_at", Float, nullable=True),  # when the operator cancelled it
+    Column("postcopy", Boolean, nullable=False, default=False, server_default=false()),
     Index("ix_moves_source", "source"),
     Index("ix_moves_target", "target"),
 )

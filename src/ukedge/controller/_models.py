@@ -133,6 +133,8 @@ class NodeRecord(_Model):
     enrolled_at: float
     #: Drained with ``?migrate=``: how its replicas move (None: replaced, or not draining).
     drain_migrate: Literal["snapshot", "live"] | None = None
+    #: A drain's live moves switch to post-copy (``?postcopy=true``).
+    drain_postcopy: bool = False
     #: Where other nodes reach its migration listener (None: it takes no part in moves).
     migration_host: str | None = None
 
@@ -193,6 +195,15 @@ class MoveRequest(_Model):
     instance: str = Field(min_length=1, max_length=128)
     to: str = Field(min_length=1, max_length=253)
     mode: Literal["snapshot", "live"] = "snapshot"
+    #: A live move switches to post-copy after QEMU's first pass (once switched, a failure
+    #: loses the replica's memory instead of leaving it running where it was).
+    postcopy: bool = False
+
+    @model_validator(mode="after")
+    def _postcopy_is_live(self) -> MoveRequest:
+        if self.postcopy and self.mode != "live":
+            raise ValueError(f"postcopy is for live moves, not {self.mode} ones")
+        return self
 
 
 class MoveRecord(_Model):
@@ -208,6 +219,8 @@ class MoveRecord(_Model):
     target: str
     target_name: str | None
     mode: Literal["snapshot", "live"]
+    #: A live move that switches to post-copy after QEMU's first pass.
+    postcopy: bool = False
     state: Literal["offer", "moving", "done", "failed"]
     attempt: int
     step: str

@@ -159,6 +159,7 @@ def start_api_move(
             target=target.id,
             mode=request.mode,
             now=now,
+            postcopy=request.postcopy,
         )
         start_moves(connection, [move])
         return _records(connection, moves.c.id == move.id)[0]

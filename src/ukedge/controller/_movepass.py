@@ -43,11 +43,11 @@ def plan_drain_moves(
     in_flight = active_moves(connection)
     busy = {(m.deployment, m.replica) for m in in_flight}
     drained = {
-        row.id: (row.drain_migrate, row.drained_at or 0.0)
+        row.id: (row.drain_migrate, row.drained_at or 0.0, bool(row.drain_postcopy))
         for row in connection.execute(
-            select(nodes.c.id, nodes.c.drain_migrate, nodes.c.drained_at).where(
-                nodes.c.drain_migrate.is_not(None), nodes.c.draining.is_(True)
-            )
+            select(
+                nodes.c.id, nodes.c.drain_migrate, nodes.c.drained_at, nodes.c.drain_postcopy
+            ).where(nodes.c.drain_migrate.is_not(None), nodes.c.draining.is_(True))
         )
     }
     if not drained:
@@ -68,7 +68,8 @@ def plan_drain_moves(
         fleet_nodes,
         fleet_replicas,
         tried,
-        migrate={node: mode for node, (mode, _) in drained.items()},
+        migrate={node: mode for node, (mode, _, _) in drained.items()},
+        postcopy={node for node, (mode, _, postcopy) in drained.items() if postcopy},
         movable=movable,
         instance_name=instance_name,
         now=now,

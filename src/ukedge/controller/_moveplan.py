@@ -55,12 +55,14 @@ def plan_moves(
     *,
     migrate: Mapping[str, MoveMode],
     movable: Collection[str],
+    postcopy: Collection[str] = (),
     instance_name: Callable[[str, str], str],
     now: float,
     new_id: Callable[[], str],
     strategy: ScoringStrategy = "least-allocated",
 ) -> MovePlan:
-    """Moves to start for the replicas on the nodes in ``migrate`` (node id -> mode).
+    """Moves to start for the replicas on the nodes in ``migrate`` (node id -> mode); those
+    of the nodes in ``postcopy`` (live drains that ask for it) switch to post-copy.
 
     ``moves`` are the tries of the nodes' current drains and every try under way (ended ones
     count towards the attempts), ``movable`` the nodes that report a migration host. A node's
@@ -122,6 +124,7 @@ def plan_moves(
                         mode=migrate[source.id],
                         now=now,
                         attempt=len(tries) + 1,
+                        postcopy=source.id in postcopy and migrate[source.id] == "live",
                     )
                 )
                 placed.append(replace(replica, node_id=target))

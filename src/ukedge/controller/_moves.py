@@ -102,6 +102,8 @@ class Move:
     error: str | None = None
     #: When the operator cancelled it (None: not cancelled).
     cancelled_at: float | None = None
+    #: A live move that switches to post-copy after QEMU's first pass.
+    postcopy: bool = False
 
 
 def start(
@@ -115,10 +117,13 @@ def start(
     mode: MoveMode,
     now: float,
     attempt: int = 1,
+    postcopy: bool = False,
 ) -> Move:
     """A new try: first the target is asked for an offer."""
     if source == target:
         raise ValueError(f"move {move_id}: source and target are both node {source}")
+    if postcopy and mode != "live":
+        raise ValueError(f"move {move_id}: post-copy is for live moves, not {mode} ones")
     return Move(
         id=move_id,
         deployment=deployment,
@@ -131,6 +136,7 @@ def start(
         started_at=now,
         updated_at=now,
         attempt=attempt,
+        postcopy=postcopy,
     )
 
 
@@ -218,7 +224,7 @@ def cancels(moves: Iterable[Move], node: str) -> list[str]:
 def orders(moves: Iterable[Move], node: str) -> list[MoveOrder]:
     """The moves ``node``'s heartbeat reply orders it to drive."""
     return [
-        MoveOrder(move=m.id, instance=m.instance, mode=m.mode, offer=m.offer)
+        MoveOrder(move=m.id, instance=m.instance, mode=m.mode, offer=m.offer, postcopy=m.postcopy)
         for m in sorted(moves, key=lambda m: m.id)
         if m.state == MoveState.MOVING and m.source == node and m.offer is not None
     ]

@@ -125,6 +125,7 @@ def node_record(row: Row[Any]) -> NodeRecord:
         last_heartbeat=row.last_heartbeat,
         enrolled_at=row.enrolled_at,
         drain_migrate=row.drain_migrate if row.draining else None,
+        drain_postcopy=bool(row.drain_postcopy) and row.draining,
         migration_host=row.migration_host,
     )
 

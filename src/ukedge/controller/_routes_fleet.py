@@ -21,6 +21,7 @@ from ukedge.controller._nodes import (
     set_labels,
 )
 from ukedge.controller._tokens import create_token, delete_token, list_tokens
+from ukedge.errors import ControllerError
 from ukedge.host.link import MoveMode
 
 __all__ = ["LabelChange", "TokenRequest", "fleet_router"]
@@ -105,14 +106,29 @@ def fleet_router(controller: Controller, admin: Callable[[Request], None]) -> AP
     @router.post("/v1/nodes/{key}/uncordon", response_model=NodeRecord, tags=["nodes"])
     def uncordon(key: str) -> NodeRecord:
         """Take new replicas again; ends a drain (moves under way finish)."""
-        return set_flags(db, key, cordoned=False, draining=False, drain_migrate=None)
+        return set_flags(
+            db, key, cordoned=False, draining=False, drain_migrate=None, drain_postcopy=False
+        )
 
     @router.post("/v1/nodes/{key}/drain", response_model=NodeRecord, tags=["nodes"])
-    def drain(key: str, migrate: MoveMode | None = None) -> NodeRecord:
+    def drain(key: str, migrate: MoveMode | None = None, postcopy: bool = False) -> NodeRecord:
         """Empty the node: each replica is replaced elsewhere (make-before-break) or, with
         ``migrate=snapshot|live``, moved with its memory to a node that takes part in moves
-        (2 tries per replica in this drain, then replaced)."""
-        return set_flags(db, key, draining=True, drain_migrate=migrate, drained_at=controller.now())
+        (2 tries per replica in this drain, then replaced); ``postcopy`` (with
+        ``migrate=live``): each move switches to post-copy after QEMU's first pass."""
+        if postcopy and migrate != "live":
+            raise ControllerError(
+                f"postcopy is for migrate=live, not {migrate or 'a drain without migrate'}",
+                status=422,
+            )
+        return set_flags(
+            db,
+            key,
+            draining=True,
+            drain_migrate=migrate,
+            drain_postcopy=postcopy,
+            drained_at=controller.now(),
+        )
 
     @router.post("/v1/moves", response_model=MoveRecord, status_code=201, tags=["moves"])
     def move(body: MoveRequest) -> MoveRecord:

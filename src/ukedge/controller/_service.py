@@ -67,14 +67,18 @@ class FleetService(Protocol):
     def uncordon(self, key: str) -> NodeRecord:
         """The node takes new replicas again (a drain ends too)."""
 
-    def drain(self, key: str, *, migrate: str | None = None) -> NodeRecord:
+    def drain(self, key: str, *, migrate: str | None = None, postcopy: bool = False) -> NodeRecord:
         """Cordon the node and move its replicas elsewhere, make-before-break; with
-        ``migrate`` (snapshot or live), moved with their memory."""
+        ``migrate`` (snapshot or live), moved with their memory; ``postcopy`` (live): each
+        move switches to post-copy after QEMU's first pass."""
 
     # -- moves -----------------------------------------------------------------------------------
 
-    def move(self, instance: str, to: str, *, mode: str = "snapshot") -> MoveRecord:
-        """Start moving a replica's instance to node ``to`` with its memory."""
+    def move(
+        self, instance: str, to: str, *, mode: str = "snapshot", postcopy: bool = False
+    ) -> MoveRecord:
+        """Start moving a replica's instance to node ``to`` with its memory (``postcopy``:
+        a live move that switches to post-copy after QEMU's first pass)."""
 
     def get_move(self, move_id: str) -> MoveRecord: ...
 

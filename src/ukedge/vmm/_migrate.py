@@ -17,7 +17,11 @@ first pass over RAM is done (:func:`should_start_postcopy`). Why then: the first
 every page once while the guest still runs here, so the receiver only has to fault in what was
 dirtied since; switching earlier makes it fault in pages that pre-copy would have sent anyway,
 and waiting for the dirty bytes to stop shrinking lets a guest that never converges cost passes
-without bound. From the switch on the sender's RAM is no longer a complete copy.
+without bound. From the switch on the sender's RAM is no longer a complete copy. The receiver
+leaves ``inmigrate`` as soon as it has loaded the device state sent at the switch (QEMU's
+"postcopy-run" leaves a ``-S`` machine ``paused`` instead of starting it), so
+:func:`wait_loaded` returns then, and the ``cont`` that follows runs the guest there while the
+rest of its RAM still arrives, each page it touches first asked for on the return path.
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ __all__ = [
     "capabilities",
     "completed",
     "ignore_shared",
+    "incoming_status",
     "send",
     "should_start_postcopy",
     "wait_loaded",
@@ -96,7 +101,9 @@ def send(
     """Migrate ``machine`` into ``fd``; returns QEMU's final ``query-migrate`` answer.
 
     ``postcopy``: switch to post-copy after the first pass; ``on_postcopy`` is called once QEMU
-    reports ``postcopy-active`` (from then on this machine's RAM is no longer whole)."""
+    reports ``postcopy-active`` and has stopped the guest here (from then on this machine's RAM
+    is no longer whole, and the guest writes nothing more here: its results can be handed
+    over while the rest of its RAM still goes)."""
 
     async def body(session: _qmp.Session) -> dict[str, Any]:
         await session.execute(
@@ -127,16 +134,29 @@ async def _switch_to_postcopy(
     while True:
         info = await session.execute("query-migrate")
         status = info.get("status") if isinstance(info, dict) else None
-        if status in ("postcopy-active", "completed") and asked:
+        if status == "postcopy-active":
+            # QEMU reports postcopy-active before its migration thread has stopped the vCPUs;
+            # the caller hands the guest's results over from here on, so wait for the stop
+            # (the stop holds the lock QMP needs, so "not running" means stopped for good).
+            while await _running(session):
+                await asyncio.sleep(0.002)
             if on_postcopy is not None:
                 on_postcopy()
             return
         if status not in ("setup", "active", "pre-switchover", "device", None):
-            return  # completed in pre-copy, failed or cancelled: completed() says which
+            # Completed in pre-copy (also after the switch was asked for: QEMU switches only
+            # while more is left than fits the downtime limit), failed or cancelled:
+            # completed() says which.
+            return
         if not asked and should_start_postcopy(info):
             await session.execute("migrate-start-postcopy")
             asked = True
         await asyncio.sleep(0.005)
+
+
+async def _running(session: _qmp.Session) -> bool:
+    info = await session.execute("query-status")
+    return isinstance(info, dict) and info.get("running") is True
 
 
 async def completed(session: _qmp.Session, machine_id: str, what: str) -> dict[str, Any]:
@@ -148,7 +168,9 @@ async def completed(session: _qmp.Session, machine_id: str, what: str) -> dict[s
         if status == "completed":
             assert isinstance(info, dict)
             return info
-        if status in ("failed", "cancelled"):
+        if status in ("failed", "cancelled", "postcopy-paused"):
+            # postcopy-paused: the stream broke after the switch; QEMU waits for a recovery
+            # (postcopy-recover) that ukedge does not do, so it is the end of this migration.
             desc = info.get("error-desc", status) if isinstance(info, dict) else status
             raise MachineError(f"{what} of machine {machine_id} failed: {desc}", machine_id)
         await asyncio.sleep(0.005)
@@ -169,8 +191,19 @@ def accept_postcopy(machine: _Migrating) -> None:
     )
 
 
+def incoming_status(machine: _Migrating) -> str | None:
+    """The receiving machine's incoming migration status (``query-migrate`` reports the
+    incoming side's on a machine started with ``-incoming``)."""
+    (info,) = _qmp.execute(
+        machine.qmp_path, [("query-migrate", None)], machine_id=machine.machine_id
+    )
+    status = info.get("status") if isinstance(info, dict) else None
+    return status if isinstance(status, str) else None
+
+
 def wait_loaded(machine: _Migrating, timeout: float) -> str:
-    """Poll the receiving machine until it left ``inmigrate``; returns its run state."""
+    """Poll the receiving machine until it left ``inmigrate`` (the whole stream loaded, or in
+    post-copy the device state sent at the switch); returns its run state."""
     deadline = time.monotonic() + timeout
 
     async def body(session: _qmp.Session) -> str:

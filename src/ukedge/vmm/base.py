@@ -307,6 +307,12 @@ class Machine(Protocol):
         run state (``paused``: loaded, ready to ``resume``). MachineError when it failed."""
         ...
 
+    def incoming_status(self) -> str | None:
+        """The status of a machine's incoming migration as the hypervisor reports it
+        (``postcopy-active``: the guest may run while the rest of its RAM still arrives;
+        ``completed``), or None when it has none to report."""
+        ...
+
     def resume(self) -> None:
         """Let a machine paused by ``snapshot`` run on (a move that failed gives it back).
 

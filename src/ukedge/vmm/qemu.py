@@ -504,6 +504,12 @@ class _QemuMachine:
         self._require_live("accept_postcopy")
         _migrate.accept_postcopy(self)
 
+    def incoming_status(self) -> str | None:
+        from ukedge.vmm import _migrate
+
+        self._require_live("incoming_status")
+        return _migrate.incoming_status(self)
+
     def wait_incoming(self, timeout: float) -> str:
         from ukedge.vmm import _migrate
 

@@ -75,7 +75,7 @@ def move_instance(
         raise
     if on_status is not None:
         on_status(status)
-    if status.step.value != "done" and status.failed_step is Step.POSTCOPY:
+    if status.step.value != "done" and Step.POSTCOPY.value in status.steps:
         raise MigrationError(f"moving {status.name} to {offer.node} failed: {status.error}")
     if status.step.value != "done":
         raise MigrationError(

@@ -337,9 +337,12 @@ class InstanceMoves(InstanceLifecycle):
         results: Path | None,
         console: Path | None,
         timeout: float = 120.0,
-    ) -> None:
-        """Once the live stream is loaded (the guest paused here): put the results the guest
-        wrote at the source before the ones it will write here, keep its console, let it run."""
+    ) -> str | None:
+        """Once the live stream is loaded (the guest paused here; in post-copy, its device
+        state sent at the switch): put the results the guest wrote at the source before the
+        ones it will write here, keep its console, let it run. Returns the incoming
+        migration's status as QEMU saw it once the guest ran (``postcopy-active``: the rest
+        of its RAM was still arriving), or None where QEMU did not say."""
         machine.wait_incoming(timeout)
         if results is not None:
             with results.open("rb") as src, machine.results_path.open("ab") as dst:
@@ -347,11 +350,16 @@ class InstanceMoves(InstanceLifecycle):
         if console is not None:
             keep_snapshot_console(machine.workdir.parent, console)
         machine.resume()
+        try:
+            return machine.incoming_status()
+        except UkedgeError as exc:
+            log.info("%s: its incoming migration's status: %s", machine.machine_id, exc)
+            return None
 
-    def commit_incoming(self, instance: Instance, source: str) -> Instance:
+    def commit_incoming(self, instance: Instance, source: str, *, note: str = "") -> Instance:
         """Record the moved instance: from here on this node runs it."""
         self.records.add(instance, guard=self._guard)
-        self._emit(instance, "migrate-in", None, f"moved from {source}")
+        self._emit(instance, "migrate-in", None, f"moved from {source}{note}")
         return instance
 
     def abort_incoming(self, workdir: Path, machine: Machine | None) -> None:

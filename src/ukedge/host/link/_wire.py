@@ -85,6 +85,9 @@ class MoveOrder(_Wire):
     instance: str = Field(min_length=1, max_length=128)
     mode: MoveMode = "snapshot"
     offer: dict[str, Any]
+    #: A live move switches to post-copy after QEMU's first pass (``ukedge migrate --postcopy``).
+    #: Left out while false, so a peer of a release without it reads every other order.
+    postcopy: bool = Field(default=False, exclude_if=_empty)
 
 
 class MoveReport(_Wire):

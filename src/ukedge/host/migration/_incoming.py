@@ -11,6 +11,12 @@ Crashes: the instance directory is made, and its operation lock held, before any
 received into it; the record is inserted only at the commit. A target killed before the commit
 leaves a directory without a record, which the next agent start sweeps (machine killed,
 directory deleted); the source resumes when its channel breaks.
+
+Long on purpose: every step of a session (hello, state, live and post-copy streams, the return
+path, restore, commit, abort, the resume grace) reads and changes the same session under the
+listener's lock, and the order between them is the protocol's guarantee; kept in one class, a
+reader sees each transition beside the others. The parts that stand alone are apart already
+(``_protocol`` frames and channels, ``_models``, ``_outgoing`` the source's side).
 """
 
 from __future__ import annotations
@@ -72,6 +78,18 @@ class _Session:
     #: A post-copy move: its QEMU writes back on ``live`` (relayed on a second connection).
     postcopy: bool = False
     back_open: bool = False
+    #: The return path's connection, and the lock its writers share (after the switch the
+    #: target's answers to the hand-over go on it too: the source's main thread only writes).
+    back: Channel | None = None
+    back_lock: threading.Lock = field(default_factory=threading.Lock)
+    #: Set once the return path has nothing more to carry (``committed`` sent, or aborted).
+    back_done: threading.Event = field(default_factory=threading.Event)
+    #: A post-copy hand-over: the guest runs here (``running`` was sent), and the incoming
+    #: migration's status QEMU gave right after it let the guest run.
+    running: bool = False
+    running_while: str | None = None
+    #: Committed while the post-copy stream still comes: a failure now loses the guest's state.
+    streaming: bool = False
     lock: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)
     done: threading.Event = field(default_factory=threading.Event)
 
@@ -171,6 +189,9 @@ class MigrationListener:
                 return
             self._receive(session, channel)
         except (MigrationError, UkedgeError) as exc:
+            if session is not None and session.streaming:
+                self._lost(session, str(exc))
+                return
             if channel.broken and session is not None and session.instance is None:
                 # The source may reconnect and resume the transfer (see _disconnected).
                 log.info("incoming move%s: channel lost (%s)", _of(session), exc)
@@ -183,6 +204,9 @@ class MigrationListener:
                 self._abort(session, str(exc))
         except Exception as exc:
             log.exception("incoming move%s failed", _of(session))
+            if session is not None and session.streaming:
+                self._lost(session, repr(exc))
+                return
             with contextlib.suppress(MigrationError):
                 channel.send({"kind": "error", "step": "target", "message": f"bug: {exc!r}"})
             if session is not None:
@@ -225,15 +249,25 @@ class MigrationListener:
             if session is None or live is None or not session.postcopy or session.back_open:
                 raise MigrationError("a return path for no post-copy stream", "transfer")
             session.back_open = True
-        channel.send({"kind": "back-ready"})
+            session.back = channel
+        self._send_back(session, {"kind": "back-ready"})
         while True:
             try:
                 data = live.recv(_BACK_CHUNK)
             except OSError:
-                return
+                break
             if not data:
-                return
-            channel.send({"kind": "live-back"}, data, step="transfer")
+                break
+            self._send_back(session, {"kind": "live-back"}, data)
+        # QEMU may have loaded everything before the hand-over's answers went: they still
+        # need this connection, so it stays until the session ends.
+        session.back_done.wait(_IDLE_TIMEOUT_S)
+
+    def _send_back(self, session: _Session, header: dict[str, Any], data: bytes = b"") -> None:
+        if session.back is None:
+            raise MigrationError("a post-copy hand-over without a return path", "restore")
+        with session.back_lock:
+            session.back.send(header, data, step="transfer")
 
     def _new_session(self, h: dict[str, Any], migration: str, ticket: str) -> _Session:
         try:
@@ -303,18 +337,45 @@ class MigrationListener:
                             session.live.shutdown(socket.SHUT_RDWR)
                     session.live.close()  # QEMU reads to the end, then loads
                     session.live = None
+                if session.streaming:  # handed over at the post-copy switch, now complete
+                    session.streaming = False
+                    log.info("post-copy move of %s complete", session.candidate.name)
+                    return
+            elif frame.kind == "restore" and session.postcopy and session.live is not None:
+                self._restore(session, frame)  # checks; the hand-over runs beside the stream
+                threading.Thread(
+                    target=self._hand_over,
+                    args=(session,),
+                    name="ukedge-migrate-handover",
+                    daemon=True,
+                ).start()
             elif frame.kind == "restore":
                 self._restore(session, frame)
                 assert session.instance is not None
                 channel.send(
                     {"kind": "running", "ports": [p.model_dump() for p in session.instance.ports]}
                 )
+            elif frame.kind == "commit" and session.live is not None:
+                if not session.running:
+                    raise MigrationError("commit before the instance runs here", "commit")
+                instance = self._commit(session, frame)
+                session.streaming = True
+                try:
+                    self._send_back(
+                        session, {"kind": "committed", "instance": instance.model_dump(mode="json")}
+                    )
+                finally:
+                    session.back_done.set()
             elif frame.kind == "commit":
                 instance = self._commit(session, frame)
                 channel.send({"kind": "committed", "instance": instance.model_dump(mode="json")})
                 return
             elif frame.kind == "abort":
-                self._abort(session, str(frame.header.get("reason", "the source aborted")))
+                reason = str(frame.header.get("reason", "the source aborted"))
+                if session.streaming:
+                    self._lost(session, reason)
+                else:
+                    self._abort(session, reason)
                 return
             else:
                 raise MigrationError(f"unexpected {frame.kind!r} frame", "transfer")
@@ -386,6 +447,49 @@ class MigrationListener:
         except OSError as exc:
             raise MigrationError(f"QEMU stopped taking the live stream: {exc}", "transfer") from exc
 
+    def _hand_over(self, session: _Session) -> None:
+        """A post-copy move's switch: once QEMU has loaded the device state sent there, put
+        the results and console in place and let the guest run (it faults in the pages the
+        source still holds), and say so on the return path; the commit follows."""
+        try:
+            incoming = session.incoming
+            session.running_while = self.manager.finish_live_incoming(
+                session.machine,
+                results=incoming / "results" if "results" in session.files else None,
+                console=incoming / "console" if "console" in session.files else None,
+            )
+            session.running = True
+            log.info(
+                "incoming move%s: its guest runs here (incoming migration %s)",
+                _of(session),
+                session.running_while,
+            )
+            assert session.instance is not None
+            ports = [p.model_dump() for p in session.instance.ports]
+            self._send_back(session, {"kind": "running", "ports": ports})
+        except (UkedgeError, OSError) as exc:
+            log.warning("incoming move%s: the post-copy hand-over failed: %s", _of(session), exc)
+            with contextlib.suppress(MigrationError):
+                self._send_back(session, {"kind": "error", "step": "restore", "message": str(exc)})
+            self._abort(session, str(exc))
+
+    def _lost(self, session: _Session, why: str) -> None:
+        """The post-copy stream failed after the commit: the guest here lacks pages that only
+        the source held, so it must not run on; its machine is killed and the instance's
+        restart policy boots it afresh here (its memory is lost)."""
+        session.streaming = False
+        session.back_done.set()
+        assert session.instance is not None
+        detail = (
+            f"the post-copy stream from {session.source} failed after the hand-over ({why}): "
+            "the instance's memory is lost; its restart policy boots it afresh"
+        )
+        log.error("moved-in %s: %s", session.candidate.name, detail)
+        try:
+            self.manager.lost_in_postcopy(session.instance, detail)
+        except UkedgeError as exc:
+            log.error("moved-in %s: killing its machine failed: %s", session.candidate.name, exc)
+
     def _restore(self, session: _Session, frame: Frame) -> None:
         digests = frame.header.get("files")
         if not isinstance(digests, dict):
@@ -403,8 +507,12 @@ class MigrationListener:
         results = session.incoming / "results" if "results" in session.files else None
         console = session.incoming / "console" if "console" in session.files else None
         if session.mode is Mode.LIVE:
-            if session.machine is None or session.live is not None:
-                raise MigrationError("restore before the live stream ended", "restore")
+            if session.machine is None:
+                raise MigrationError("restore before the live stream started", "restore")
+            if session.live is not None:
+                if not session.postcopy:
+                    raise MigrationError("restore before the live stream ended", "restore")
+                return  # a post-copy hand-over: _hand_over lets the guest run
             self.manager.finish_live_incoming(session.machine, results=results, console=console)
             return
         snapshot = session.mode is Mode.SNAPSHOT
@@ -432,7 +540,10 @@ class MigrationListener:
         try:
             if self.before_commit is not None:
                 self.before_commit(session.instance)
-            instance = self.manager.commit_incoming(session.instance, session.source)
+            note = ""
+            if session.running_while == "postcopy-active":
+                note = " (post-copy: running here while the rest of its memory arrives)"
+            instance = self.manager.commit_incoming(session.instance, session.source, note=note)
         except BaseException:
             if self.spool is not None:
                 self.spool.forget(session.candidate.id)
@@ -461,6 +572,8 @@ class MigrationListener:
         self._finish(session, "aborted")
 
     def _finish(self, session: _Session, outcome: str) -> None:
+        if outcome != "committed" or session.live is None:
+            session.back_done.set()  # (a post-copy hand-over's commit sets it once answered)
         with self._guard:
             session.done.set()
             self._sessions.pop(session.migration, None)

@@ -19,6 +19,8 @@ import contextlib
 import hashlib
 import itertools
 import logging
+import queue
+import select
 import shutil
 import socket
 import tempfile
@@ -59,8 +61,13 @@ _RECONNECT_PAUSE_S = (0.5, 1.0, 2.0)
 #: Bytes a live stream (or a snapshot whose compression is chosen by the link's measured rate)
 #: may have queued in each kernel buffer on its way out.
 _LIVE_BUFFER = 256 << 10
+#: Bytes each buffer on the way out may hold after a post-copy switch: a page the target asks
+#: for queues behind them (at 20 Mbit/s, 256 KiB is 0.1 s per page the guest waits for).
+_POSTCOPY_BUFFER = 32 << 10
 #: How long a post-copy move's return path may stay quiet (it is, for all of pre-copy).
 _BACK_IDLE_S = 24 * 3600.0
+#: How long the target may take to run a post-copy move's guest, or to commit it.
+_ANSWER_TIMEOUT_S = 120.0
 #: Threads compressing chunks ahead of the one being sent.
 _COMPRESSORS = 2
 
@@ -107,6 +114,8 @@ class OutgoingMove:
         self._sent_before = 0
         self._frozen_at: float | None = None
         self._live_started = False
+        #: A post-copy hand-over: the results position sent with ``restore`` (and ``commit``).
+        self._spool: tuple[int, int] | None = None
         #: SHA-256 of each file sent whole, computed as it went out.
         self._digests: dict[str, str] = {}
         #: Per chunk of a snapshot's files: compressed only where it gets the bytes across sooner.
@@ -177,7 +186,9 @@ class OutgoingMove:
                 self._transfer(instance, files)
             elif self.state.mode is Mode.LIVE:
                 self._advance(Step.TRANSFER)
-                self._live(instance)
+                if self._live(instance, staging):
+                    self._clean_up(instance)  # the target took over at the post-copy switch
+                    return
                 spool = self._results_position(instance)
                 files = self._files(instance, staging, state=False)
                 self._transfer(instance, files, resumable=False)
@@ -212,15 +223,7 @@ class OutgoingMove:
                 self.status = self.status.model_copy(
                     update={"paused_s": round(time.monotonic() - self._frozen_at, 3)}
                 )
-            self._advance(Step.CLEANUP)
-            try:
-                self.manager.moved_out(instance, self.status.target, graceful=False)
-                if self._after_removal is not None:
-                    self._after_removal()
-            except UkedgeError as exc:
-                self.state.fail(f"moved, but removing it here failed: {exc}", time.time())
-                return
-            self._advance(Step.DONE)
+            self._clean_up(instance)
         except (_Cancelled, MigrationError, UkedgeError, OSError) as exc:
             self._give_back(instance, exc, stopped=stopped)
         finally:
@@ -228,14 +231,34 @@ class OutgoingMove:
                 self._channel.close()
             shutil.rmtree(staging, ignore_errors=True)
 
+    def _clean_up(self, instance: Instance) -> None:
+        """The target runs the instance: remove it here."""
+        self._advance(Step.CLEANUP)
+        try:
+            self.manager.moved_out(instance, self.status.target, graceful=False)
+            if self._after_removal is not None:
+                self._after_removal()
+        except UkedgeError as exc:
+            self.state.fail(f"moved, but removing it here failed: {exc}", time.time())
+            return
+        self._advance(Step.DONE)
+
     def _give_back(self, instance: Instance, exc: BaseException, *, stopped: bool) -> None:
         """The move did not happen: the source runs on, the target forgets it."""
+        if self.state.committed and self.state.postcopy and self.state.step is Step.COMMIT:
+            self._lost_after_commit(instance, exc)
+            return
         if self.state.committed:
             # Only the commit's answer was lost and no reconnect could learn the outcome.
             self.state.fail(str(exc), time.time())
             return
         if self.state.postcopy:
-            self._lost(instance, exc)
+            if self.state.step is Step.COMMIT and self._ask_outcome_quietly() == "committed":
+                # The answer to the commit was lost, not the commit: the target has it.
+                self.state.confirm_commit()
+                self._lost_after_commit(instance, exc)
+            else:
+                self._lost(instance, exc)
             return
         step = self.state.step
         if self._channel is not None and not self._channel.broken:
@@ -283,6 +306,25 @@ class OutgoingMove:
         except UkedgeError as kill_error:
             log.error("move of %s: ending the source failed: %s", instance.name, kill_error)
 
+    def _lost_after_commit(self, instance: Instance, exc: BaseException) -> None:
+        """A post-copy stream failed after the target had taken the instance over: the
+        target's guest lacks pages only this machine held, so the target kills it and its
+        restart policy boots it afresh there; here the instance goes as after any move."""
+        error = (
+            f"the post-copy stream failed after the target took the instance over ({exc}): "
+            "its memory is lost; it restarts on the target without it (its restart policy)"
+        )
+        log.error("move of %s to %s: %s", instance.name, self.status.target, error)
+        with contextlib.suppress(UkedgeError):
+            self.manager.move_failed(instance, error)
+        self.state.fail(error, time.time())  # a committed move ends done, with the error
+        try:
+            self.manager.moved_out(instance, self.status.target, graceful=False)
+            if self._after_removal is not None:
+                self._after_removal()
+        except UkedgeError as remove_error:
+            log.error("move of %s: removing it here failed: %s", instance.name, remove_error)
+
     def _enter_postcopy(self, instance: Instance) -> None:
         """QEMU switched to post-copy: say so (a step, an event); no cancel from here on."""
         if self.state.postcopy:
@@ -292,11 +334,15 @@ class OutgoingMove:
         with contextlib.suppress(UkedgeError):
             self.manager.entered_postcopy(instance, self.status.target)
 
-    def _back_path(self, ours: socket.socket) -> tuple[Channel, threading.Thread]:
+    def _back_path(
+        self, ours: socket.socket, answers: queue.Queue[Frame | Exception]
+    ) -> tuple[Channel, threading.Thread]:
         """A post-copy move's return path: a second connection (same ticket) on which the
         target sends what its QEMU writes back (page requests, its end-of-stream notice), put
-        into the source QEMU's socket here. A connection of its own, so each TLS connection is
-        read by one thread and written by one (an SSL object is not safe for both at once)."""
+        into the source QEMU's socket here, and, after the switch, its answers to the
+        hand-over (``running``, ``committed``, ``error``), put in ``answers``. A connection of
+        its own, so each TLS connection is read by one thread and written by one (an SSL object
+        is not safe for both at once)."""
         offer = self.request.offer
         back = connect(
             offer.host, offer.port, offer.cert_pem, offer.fingerprint, timeout=_CONNECT_TIMEOUT_S
@@ -316,10 +362,12 @@ class OutgoingMove:
                 while True:
                     frame = back.recv(step="transfer", timeout=_BACK_IDLE_S)
                     if frame.kind != "live-back":
-                        return
+                        answers.put(frame)  # the target's answers after the switch
+                        continue
                     ours.sendall(frame.payload)
             except (MigrationError, OSError) as exc:
                 log.debug("move %s: return path ended: %s", self.status.id, exc)
+                answers.put(exc)
 
         thread = threading.Thread(target=pump, name="ukedge-live-back", daemon=True)
         thread.start()
@@ -449,9 +497,11 @@ class OutgoingMove:
         if digest is not None:
             self._digests[name] = digest.hexdigest()
 
-    def _live(self, instance: Instance) -> None:
+    def _live(self, instance: Instance, staging: Path) -> bool:
         """Carry QEMU's pre-copy stream to the target while the guest runs here; returns once
-        QEMU completed it (the guest is paused here then)."""
+        QEMU completed it (the guest is paused here then). A post-copy move that switched hands
+        the instance over at the switch (:meth:`_hand_over`) while the rest of the RAM still
+        goes, and returns True once the target has committed and QEMU completed."""
         postcopy = self.request.postcopy
         self._send({"kind": "live-start", "postcopy": postcopy}, step="transfer")
         self._expect("live-ready", step="transfer", timeout=120.0)
@@ -463,9 +513,10 @@ class OutgoingMove:
         self._channel.limit_send_buffer(_LIVE_BUFFER)
         outcome: dict[str, Any] = {}
         back: tuple[Channel, threading.Thread] | None = None
+        answers: queue.Queue[Frame | Exception] = queue.Queue()
         if postcopy:
             try:
-                back = self._back_path(ours)
+                back = self._back_path(ours, answers)
             except MigrationError:
                 qemu_end.close()
                 ours.close()
@@ -493,12 +544,26 @@ class OutgoingMove:
         thread.start()
         level = self.request.compress
         published = time.monotonic()
+        handed_over = False
         try:
             while True:
-                if switched.is_set():
+                if switched.is_set() and not handed_over:
                     self._enter_postcopy(instance)
+                    # A page the target's guest asks for waits behind what is in flight here:
+                    # keep little in flight from now on.
+                    with contextlib.suppress(OSError):  # (closed once QEMU completed)
+                        qemu_end.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, _POSTCOPY_BUFFER)
+                    self._hand_over(instance, staging)
+                    self._channel.limit_send_buffer(_POSTCOPY_BUFFER)  # (after its files)
+                    handed_over = True
+                if handed_over and not self.state.committed:
+                    # (after the commit the return path ends when the target's QEMU has
+                    # loaded everything; a real failure there fails the source's QEMU)
+                    self._take_answers(instance, answers, block=False)
                 if self.cancel_requested.is_set() and not switched.is_set():
                     raise _Cancelled()
+                if handed_over and not select.select([ours], [], [], 0.05)[0]:
+                    continue  # (the target's answers come on the return path meanwhile)
                 data = ours.recv(CHUNK_BYTES)
                 if not data:
                     break
@@ -507,6 +572,18 @@ class OutgoingMove:
                 if time.monotonic() - published > 0.2:
                     published = time.monotonic()
                     self._publish()
+            thread.join()
+            error = outcome.get("error")
+            if error is not None:
+                raise MigrationError(f"QEMU's live migration failed: {error}", "transfer")
+            if switched.is_set() and not handed_over:
+                # The rest went before this thread saw the switch (a guest that dirtied little
+                # since the first pass): the hand-over is the same, only later.
+                self._enter_postcopy(instance)
+                self._hand_over(instance, staging)
+                handed_over = True
+            while handed_over and not self.state.committed:
+                self._take_answers(instance, answers, block=True)
         finally:
             ours.close()  # on failure: QEMU's writes fail, its migration fails, the guest runs on
             thread.join()
@@ -515,12 +592,10 @@ class OutgoingMove:
                 back[1].join(timeout=10.0)
             if switched.is_set():
                 self._enter_postcopy(instance)
-        error = outcome.get("error")
-        if error is not None:
-            raise MigrationError(f"QEMU's live migration failed: {error}", "transfer")
         info: dict[str, Any] = outcome["info"]
         downtime_ms = int(info.get("downtime", 0))
-        self._frozen_at = time.monotonic() - downtime_ms / 1000
+        if not handed_over:
+            self._frozen_at = time.monotonic() - downtime_ms / 1000
         ram = info.get("ram", {}) if isinstance(info.get("ram"), dict) else {}
         figures = {
             "downtime_ms": downtime_ms,
@@ -534,10 +609,73 @@ class OutgoingMove:
         if postcopy:
             figures["postcopy"] = int(switched.is_set())
             figures["postcopy_requests"] = int(ram.get("postcopy-requests", 0))
+            figures["postcopy_bytes"] = int(ram.get("postcopy-bytes", 0))
         self.status = self.status.model_copy(
             update={"qemu": figures, "state_bytes": figures["ram_transferred"]}
         )
         self._send({"kind": "live-end"}, step="transfer")
+        return handed_over
+
+    def _hand_over(self, instance: Instance, staging: Path) -> None:
+        """At the post-copy switch (the guest stopped here, its device state on its way):
+        send what it wrote here (results, console) and ``restore``, on the channel between
+        the stream's frames; the target runs the guest once its QEMU has loaded that device
+        state and answers ``running`` on the return path (:meth:`_take_answers`)."""
+        self._frozen_at = time.monotonic()
+        self.manager.mark_moving(instance, "committing")  # never resumed here: RAM is split
+        self._advance(Step.RESTORE)
+        spool = self._results_position(instance)
+        self._spool = spool
+        files = self._files(instance, staging, state=False)
+        for name, path in files.items():
+            self._send_file(name, path, 0)
+        self._send(
+            {
+                "kind": "restore",
+                "files": {name: self._digests[name] for name in files},
+                "spool": list(spool) if spool else None,
+            },
+            step="restore",
+        )
+
+    def _take_answers(
+        self, instance: Instance, answers: queue.Queue[Frame | Exception], *, block: bool
+    ) -> None:
+        """Act on the target's answers to a post-copy hand-over: ``running`` (its guest runs:
+        commit), ``committed`` (the instance is the target's)."""
+        while True:
+            try:
+                answer = answers.get(timeout=_ANSWER_TIMEOUT_S) if block else answers.get_nowait()
+            except queue.Empty:
+                if block:
+                    raise MigrationError(
+                        f"the target did not answer the hand-over within {_ANSWER_TIMEOUT_S:g} s",
+                        self.state.step.value,
+                    ) from None
+                return
+            if isinstance(answer, Exception):
+                raise MigrationError(
+                    f"the return path failed: {answer}", self.state.step.value
+                ) from answer
+            if answer.kind == "running" and self.state.step is Step.RESTORE:
+                assert self._frozen_at is not None
+                ports = [PortMapping.model_validate(p) for p in answer.header.get("ports", [])]
+                paused = round(time.monotonic() - self._frozen_at, 3)
+                self.status = self.status.model_copy(
+                    update={"target_ports": ports, "paused_s": paused}
+                )
+                self._advance(Step.COMMIT)
+                self.manager.mark_moving(instance, "committing")
+                spool = list(self._spool) if self._spool else None
+                self._send({"kind": "commit", "spool": spool}, step="commit")
+            elif answer.kind == "committed" and self.state.step is Step.COMMIT:
+                self.state.confirm_commit()
+                self._publish()
+                return
+            else:
+                raise MigrationError(
+                    f"the target sent {answer.kind!r} during the hand-over", self.state.step.value
+                )
 
     def _commit(self, instance: Instance, spool: tuple[int, int] | None, *, paused: bool) -> None:
         if paused:
@@ -575,6 +713,12 @@ class OutgoingMove:
             "copy that should not run",
             "commit",
         )
+
+    def _ask_outcome_quietly(self) -> str:
+        try:
+            return self._ask_outcome()
+        except MigrationError:
+            return "unknown"
 
     def _instance_stub(self) -> Instance:
         return self.manager.records.find(self.status.instance_id)

@@ -27,7 +27,12 @@ then the results and console files, ``restore`` (the target lets its loaded mach
 the commit as above. A post-copy live move (``live-start {postcopy: true}``) also opens a second
 connection with the same ticket for QEMU's return path: ``hello {…, back: 1}`` ◄── ``back-ready``,
 then ``live-back`` frames from the target (the bytes its QEMU wrote back, raw) until the stream
-ends; from the source's ``postcopy`` step on, a failure no longer resumes the source.
+ends; from the source's ``postcopy`` step on, a failure no longer resumes the source. Once QEMU
+has switched, the source sends the results and console files and ``restore`` between the
+``live`` frames; the target runs its guest as soon as its QEMU has loaded the device state and
+answers ``running`` on the second connection, the source sends ``commit``, the target answers
+``committed`` there too (after the switch the target writes only on the second connection),
+and the rest of the RAM goes on until ``live-end``.
 
 Either side answers a refusal with ``error {step, message}``. The source removes its own
 instance only after ``committed``; before it, every failure (or a cancel) resumes the source.

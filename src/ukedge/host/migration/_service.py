@@ -230,6 +230,7 @@ class LinkMoves:
             mode=Mode(order.mode),
             ports=ports,
             free_ports=True,
+            postcopy=order.postcopy and order.mode == "live",
         )
         return self.migrations.start(order.instance, request).id
 
