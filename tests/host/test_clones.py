@@ -85,7 +85,7 @@ def test_clones_of_one_snapshot_have_their_own_random_and_hostname_and_the_snaps
     for clone, identity in zip(clones, seen, strict=True):
         assert identity["hostname"] == clone.name
         assert identity["mac"] != guest_mac(clone.id)
-    # The saved network state maps the guest to this address: changing it lost connections.
+    # The user network learns this address as the clone resumes: changing it lost connections.
     assert seen[0]["mac"] == seen[1]["mac"]
     for port in ports:  # more work in each clone before the template is read again
         for _ in range(5):

@@ -316,10 +316,12 @@ class _QemuMachine:
 
         The clone keeps the snapshot's MAC address. On QEMU's user-mode network, the only one
         ukedge sets up, that address is seen by nobody outside the VM, and changing it loses
-        connections: the network's saved state maps the guest to the snapshot's MAC, so a
-        connection arriving before the guest's gratuitous ARP sends its SYN to the old address,
-        the NIC's filter drops it, and TCP sends it again only after 3 s (measured: 2 of 92
-        resumes lost their first connection so; none of 80 without the change)."""
+        connections: the network learns the guest's MAC from the guest's first frames after the
+        resume (QEMU asks a restored guest to announce itself), sent with the snapshot's
+        address before init changes it, so a connection arriving before the guest's next
+        gratuitous ARP sends its SYN to the old address, the NIC's filter drops it, and TCP
+        sends it again only after 3 s (measured: 2 of 92 resumes lost their first connection
+        so; none of 180 without the change)."""
         message = resume_message(
             clock=time.time(), seed=os.urandom(32), hostname=self.spec.hostname
         )
