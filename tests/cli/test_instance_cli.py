@@ -155,18 +155,26 @@ def test_events_in_one_shell_show_what_another_shell_runs(cli_home: Path) -> Non
     reader = threading.Thread(target=lambda: lines.extend(follower.stdout or []), daemon=True)
     reader.start()
     try:
-        # Its position is taken once it has started, which this process cannot see: run
-        # again until one whole run shows, within a generous ceiling.
+        # Its position is taken once it has started, which this process cannot see, so its
+        # first run may show only in part: run again until one whole run (one instance id from
+        # its start to its removal) shows, within a generous ceiling.
         deadline = time.monotonic() + 300
-        seen: list[str] = []
-        while time.monotonic() < deadline and "remove" not in seen:
+        runs: dict[str, list[str]] = {}
+
+        def whole() -> bool:
+            runs.clear()
+            for event in map(json.loads, list(lines)):
+                if event["name"] == "ev":
+                    runs.setdefault(event["id"], []).append(event["action"])
+            return any("start" in a and "die" in a and a[-1] == "remove" for a in runs.values())
+
+        while time.monotonic() < deadline and not whole():
             assert follower.poll() is None, f"`events` exited with {follower.returncode}"
             assert ukedge("run", "--rm", "--name", "ev", "hello-c:1").returncode == 0
             poll_until = time.monotonic() + 10
-            while time.monotonic() < poll_until and "remove" not in seen:
-                seen = [e["action"] for e in map(json.loads, list(lines)) if e["name"] == "ev"]
+            while time.monotonic() < poll_until and not whole():
                 time.sleep(0.1)
-        assert "start" in seen and "die" in seen and seen[-1] == "remove", seen
+        assert whole(), runs
     finally:
         follower.terminate()
         follower.wait(timeout=30)
