@@ -62,7 +62,6 @@ __all__ = ["QemuOptions", "qemu_backend"]
 
 log = logging.getLogger(__name__)
 
-_STATE_VERSION = STATE_VERSION
 #: How long kill() waits for the process to disappear after SIGKILL.
 _KILL_GRACE = 5.0
 
@@ -664,7 +663,7 @@ class _QemuBackend:
         crash_point("vmm.start.after_spawn")
         st = _proc.read_stat(pid)
         record: dict[str, Any] = {
-            "version": _STATE_VERSION,
+            "version": STATE_VERSION,
             "backend": self.name,
             "pid": pid,
             "starttime": st.starttime if st else 0,
@@ -714,10 +713,10 @@ class _QemuBackend:
             raise MachineError(f"cannot read machine state {paths.state}: {exc}") from exc
         if not isinstance(record, dict) or record.get("backend") != self.name:
             raise MachineError(f"{paths.state} is not a {self.name} machine")
-        if record.get("version") != _STATE_VERSION:
+        if record.get("version") != STATE_VERSION:
             raise MachineError(
                 f"{paths.state} has state version {record.get('version')}, expected "
-                f"{_STATE_VERSION}; it was written by another ukedge version"
+                f"{STATE_VERSION}; it was written by another ukedge version"
             )
         machine = _QemuMachine(paths, record)
         if record.get("final") or _proc.same_process(
