@@ -109,7 +109,12 @@ class Leadership:
 
     def release(self) -> None:
         if self._session is not None:
-            # Invalidated, not returned to the pool: ending the session is what frees the lock.
+            # Unlocked first: the server frees a closed session's locks only once its backend
+            # has noticed the close, so another process asking at once could still be refused.
+            # Then invalidated, not returned to the pool: ending a session whose unlock failed
+            # (the connection was lost) is what frees the lock.
+            with contextlib.suppress(Exception):
+                self._session.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": LEADER_LOCK})
             with contextlib.suppress(Exception):
                 self._session.invalidate()
             with contextlib.suppress(Exception):
