@@ -219,6 +219,51 @@ def test_rm_detached_through_an_agent_removes_the_instance_when_it_ends(
         assert agent.cli("ps", "-aq").stdout.strip() == ""
 
 
+def test_rm_detached_that_fails_at_once_says_so_though_it_is_gone(tmp_path: Path, hub: str) -> None:
+    """The early watch of `run -d` must judge an `--rm` instance the agent may already have
+    removed: from its record while it lasts, from its ``die`` event after."""
+    with running_agent(tmp_path / "data", "--hub", hub) as agent:
+        events = agent.client().events()
+        ran = agent.cli(
+            "run", "--rm", "-d", "--name", "bad", "-e", "HELLO_EXIT=3", "hello-c:1", check=False
+        )
+        assert ran.returncode == 3, (ran.stdout, ran.stderr)
+        assert "instance bad ended at once: exited with status 3" in ran.stderr
+        for event in events:
+            if event.action == "remove":
+                break
+        assert agent.cli("ps", "-aq").stdout.strip() == ""
+
+
+@pytest.mark.parametrize("status", [0, 3])
+def test_the_early_watch_judges_an_rm_instance_already_removed_by_its_die_event(
+    tmp_path: Path, hub: str, status: int, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The race CI once lost made certain: the agent removed the instance before the watch's
+    first look, so only the ``die`` event, subscribed before the run, can say how it ended."""
+    from ukedge.cli._attach import fail_if_it_died_at_once
+
+    with running_agent(tmp_path / "data", "--hub", hub) as agent:
+        client = agent.client()
+        client.pull("hello-c:1")
+        watched, waited = agent.client().events(), agent.client().events()
+        request = run_request(
+            image="hello-c:1", name="gone", env={"HELLO_EXIT": str(status)}, auto_remove=True
+        )
+        # As `run` answered it under load: still running (hello-c may be done by the answer).
+        instance = client.run(request).model_copy(update={"state": InstanceState.RUNNING})
+        for event in waited:
+            if event.id == instance.id and event.action == "remove":
+                break
+        if status == 0:
+            fail_if_it_died_at_once(client, instance, watched)
+            return
+        with pytest.raises(SystemExit) as exited:
+            fail_if_it_died_at_once(client, instance, watched)
+        assert exited.value.code == status
+        assert "instance gone ended at once: exited with status 3" in capsys.readouterr().err
+
+
 def test_events_stream_state_changes(tmp_path: Path, hub: str) -> None:
     with running_agent(tmp_path / "data", "--hub", hub) as agent:
         client = agent.client()

@@ -9,13 +9,13 @@ import signal
 import sys
 import time
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
 from ukedge.cli._console import err
-from ukedge.errors import InstanceError
+from ukedge.errors import InstanceError, NoSuchInstanceError
 
 if TYPE_CHECKING:
-    from ukedge.host import Instance, NodeService
+    from ukedge.host import Instance, InstanceEvent, NodeService
 
 __all__ = ["attach", "fail_if_it_died_at_once"]
 
@@ -26,10 +26,16 @@ _EARLY_WATCH_S = 5.0
 _EARLY_LINES = 10
 
 
-def fail_if_it_died_at_once(target: NodeService, instance: Instance) -> None:
+def fail_if_it_died_at_once(
+    target: NodeService, instance: Instance, events: Iterator[InstanceEvent] | None = None
+) -> None:
     """Exit non-zero, with the reason and the last console lines, when a detached instance ends
-    in its first seconds: `run -d` exiting 0 for a VM that never ran would hide the cause."""
-    from ukedge.guest import is_protocol_line
+    in its first seconds: `run -d` exiting 0 for a VM that never ran would hide the cause.
+
+    ``events``, subscribed before the run, is how an ``--rm`` instance is judged: the agent may
+    remove it (console and all) before this watch reads it again, and then only its ``die``
+    event says how it ended.
+    """
     from ukedge.host import InstanceState
 
     deadline = time.monotonic() + _EARLY_WATCH_S
@@ -38,18 +44,58 @@ def fail_if_it_died_at_once(target: NodeService, instance: Instance) -> None:
         if current.healthy_at is not None:
             return
         time.sleep(0.1)
-        current = target.get(instance.id)
+        try:
+            current = target.get(instance.id)
+        except NoSuchInstanceError:
+            if events is None:
+                raise
+            _judge_removed(instance, events)
+            return
     ended = current.state in (InstanceState.EXITED, InstanceState.FAILED)
     if not ended or (current.state is InstanceState.EXITED and current.exit_code == 0):
         return  # running, or created and waiting (on demand), or a short job that succeeded
-    lines = [
+    lines: list[bytes] = []
+    with contextlib.suppress(NoSuchInstanceError):  # removed (--rm) meanwhile: no console
+        lines = _last_console_lines(target, instance.id)
+    _fail(current.name, current.exit_code, current.error, lines)
+
+
+def _judge_removed(instance: Instance, events: Iterator[InstanceEvent]) -> None:
+    """An ``--rm`` instance gone within the watch: exit as its ``die`` event says."""
+    for event in events:  # its die and remove events came before the record went
+        if event.id != instance.id:
+            continue
+        if event.action == "die":
+            if event.state.value == "exited" and event.exit_code == 0:
+                return
+            _fail(instance.name, event.exit_code, event.detail, [], removed=True)
+        if event.action == "remove":
+            return  # removed without dying here (another client's `rm -f`): not ours to judge
+
+
+def _last_console_lines(target: NodeService, instance_id: str) -> list[bytes]:
+    from ukedge.guest import is_protocol_line
+
+    return [
         line
-        for line in _console_lines(target.follow(instance.id, follow=False))
+        for line in _console_lines(target.follow(instance_id, follow=False))
         if not is_protocol_line(line)
     ][-_EARLY_LINES:]
-    status = current.exit_code if current.exit_code is not None else 125
-    reason = current.error or f"exited with status {status}"
-    err.print(f"instance {current.name} ended at once: {reason}", style="red", markup=False)
+
+
+def _fail(
+    name: str,
+    exit_code: int | None,
+    error: str | None,
+    lines: list[bytes],
+    *,
+    removed: bool = False,
+) -> NoReturn:
+    status = exit_code if exit_code is not None else 125
+    reason = error or f"exited with status {status}"
+    err.print(f"instance {name} ended at once: {reason}", style="red", markup=False)
+    if removed:
+        err.print("it was removed (--rm), and its console with it", highlight=False)
     if lines:
         err.print("its last console lines:", highlight=False)
         for line in lines:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import sys
 import time
+from collections.abc import Generator
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
@@ -178,10 +179,17 @@ def run(
     target = node()
     _accelerator_notice()
     _emulation_notice(request.platform)
-    instance = target.run(request)
+    # Subscribed before the run: an --rm instance may be gone before the early watch looks.
+    events = target.events() if request.auto_remove else None
+    try:
+        instance = target.run(request)
+        if detach:
+            out.print(instance.id)
+            fail_if_it_died_at_once(target, instance, events)
+    finally:
+        if isinstance(events, Generator):
+            events.close()
     if detach:
-        out.print(instance.id)
-        fail_if_it_died_at_once(target, instance)
         if instance.health.value == "unchecked":
             err.print(
                 "note: no agent supervises this instance, so its health check is not run "

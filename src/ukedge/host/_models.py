@@ -347,8 +347,8 @@ class InstanceEvent(_Model):
     #: ``migrate-out``, ``migrate-in`` and ``migrate-failed`` when it moves between nodes, and
     #: ``migrate-postcopy`` when a post-copy move switched (a failure then loses it).
     action: str
-    #: What the action says beyond the state: why an image was refused, where a move went,
-    #: or what failed in it.
+    #: What the action says beyond the state: why an image was refused, why an instance
+    #: died (its ``error``), where a move went, or what failed in it.
     detail: str | None = None
     #: For ``refused``: the image and its manifest digest.
     image: str | None = None

@@ -169,7 +169,15 @@ class ObservedInstances:
         if after == before:
             return after
         if after.state is not before.state:
-            self._emit(after, action or _default_action(after.state), before.state)
+            # A death says why (the record's error), so a follower who finds the record gone
+            # (``--rm``) still learns it.
+            ended = after.state in (InstanceState.EXITED, InstanceState.FAILED)
+            self._emit(
+                after,
+                action or _default_action(after.state),
+                before.state,
+                after.error if ended else None,
+            )
         elif action is not None:
             self._emit(after, action, before.state)
         elif after.health is not before.health:
