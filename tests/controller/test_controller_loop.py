@@ -194,6 +194,42 @@ def test_a_lost_node_is_replaced_and_the_surplus_goes_when_it_returns(
     assert [d.replica for d in holder.desired] == [kept.replica]
 
 
+def test_a_new_leader_counts_silence_from_when_it_began_to_lead(
+    api: Api, controller: Controller, clock: Clock
+) -> None:
+    """A controller restarted after a long outage finds every heartbeat old (agents back off
+    while nobody answers): judged by them alone, the whole fleet would be lost in its first
+    pass. It waits one NotReady timeout of its own first."""
+    edge = Agentish(api.enrol("edge-1"))
+    edge.beat()
+    _deploy(api, replicas=1)
+    first = controller.make_loop()
+    try:
+        first.run_once()
+        edge.beat()
+        [kept] = edge.desired
+    finally:
+        first.leadership.release()
+    settings = controller.settings
+    clock.now += settings.not_ready_after_s + settings.grace_s + 60  # the controller was down
+    restarted = controller.make_loop()
+    try:
+        restarted.run_once()
+        status = api.admin.get(f"/v1/nodes/{edge.node.id}").json()["status"]
+        assert status == "ready"
+        assert _placement(api) == {kept.replica: edge.node.name}
+        edge.beat()  # the agent's next attempt gets through
+        clock.now += settings.not_ready_after_s + 1
+        edge.beat()
+        restarted.run_once()
+        assert api.admin.get(f"/v1/nodes/{edge.node.id}").json()["status"] == "ready"
+        clock.now += settings.not_ready_after_s + 1  # now silent for a timeout of its own
+        restarted.run_once()
+        assert api.admin.get(f"/v1/nodes/{edge.node.id}").json()["status"] == "not-ready"
+    finally:
+        restarted.leadership.release()
+
+
 def test_drain_moves_replicas_away(api: Api, loop: ReconcileLoop) -> None:
     one, two = Agentish(api.enrol("edge-1")), Agentish(api.enrol("edge-2"))
     one.beat()

@@ -7,7 +7,9 @@ its connection stops acting at once (it checks the session before each pass) and
 On SQLite the database is one file of one machine and the process that serves it is the leader.
 
 Each pass (``tick_s``, about a second): the fleet is read as views; nodes without a heartbeat
-for ``not_ready_after_s`` become NotReady (a write only when the views show such a node); the
+for ``not_ready_after_s`` become NotReady (a write only when the views show such a node; none
+until this process has led for ``not_ready_after_s``, since agents back off while no controller
+answers and a new leader would otherwise find every heartbeat old); the
 pure planner decides, and its plan is written in one transaction, only when it changes
 something (a plan of events alone, such as a deployment waiting for room, writes nothing, and
 each event is logged when it first appears, not every pass). Passes run in a worker thread (the
@@ -151,16 +153,28 @@ class ReconcileLoop:
         self.passes = 0
         self._events: set[str] = set()  # the last pass's, logged when they first appeared
         self._task: asyncio.Task[None] | None = None
+        #: When this process last began to lead (its clock); None while it does not lead.
+        self._leading_since: float | None = None
 
     def run_once(self) -> bool:
         """One pass when leading (blocking); False when another process leads."""
         if not self.leadership.hold():
+            self._leading_since = None
             return False
         now = self.clock()
+        if self._leading_since is None:
+            self._leading_since = now
         with self.db.read() as connection:
             fleet = read_views(connection)
+        # A node's silence counts from when this process began to lead, not only from its last
+        # heartbeat: agents back off while no controller answers, so after a restart (or a
+        # failover) every heartbeat looks old, and judging by them alone would declare the
+        # whole fleet lost in the first pass.
+        judging = now - self._leading_since >= self.not_ready_after_s
         quiet = now - self.not_ready_after_s
-        if any(n.ready and n.last_seen is not None and n.last_seen < quiet for n in fleet.nodes):
+        if judging and any(
+            n.ready and n.last_seen is not None and n.last_seen < quiet for n in fleet.nodes
+        ):
             with self.db.write() as connection:
                 for name in mark_not_ready(connection, now=now, after_s=self.not_ready_after_s):
                     log.warning(
