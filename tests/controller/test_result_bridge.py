@@ -63,12 +63,13 @@ def test_stored_results_reach_the_broker_once_and_resume_after_an_outage(
         assert "ukedge/node1/i1/results" in subscriber.topics()
         assert controller.bridge is not None and controller.bridge.run_once() == 0
 
+        subscribed = subscriber.subscriptions
         broker.stop()
         _store(controller, "i1", range(4, 6))
         assert controller.bridge.run_once() == 0, "the broker is down: nothing confirmed"
         assert controller.bridge.backlog() == {broker.url: 2}
         broker.start()
-        subscriber.wait_ready(timeout=60)
+        subscriber.wait_ready(timeout=60, since=subscribed)
         _bridge_until(controller, 2)
         assert [m["result"]["n"] for m in subscriber.received("i1", 5, timeout=30)][-2:] == [4, 5]
     finally:

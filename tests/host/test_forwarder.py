@@ -82,7 +82,9 @@ def test_a_sink_that_is_down_holds_back_only_itself(spool: ResultSpool, tmp_path
     write(f, '{"n": 1}', '{"n": 2}')
     up, down = ListSink("up"), ListSink("down")
     down.down = True
-    fwd = ResultForwarder(spool, [up, down], lambda: sources_for(("a", f)), "node-1", retry_min=0.3)
+    # A back-off far longer than the test: "not again at once" must not depend on how fast
+    # this machine runs the next round; the end of the back-off is reached by passing `now`.
+    fwd = ResultForwarder(spool, [up, down], lambda: sources_for(("a", f)), "node-1", retry_min=60)
     result = fwd.run_once()
     assert (result.ingested, result.delivered, result.unavailable) == (2, {"up": 2}, ["down"])
     assert [r.seq for r in up.got] == [1, 2]
@@ -90,8 +92,8 @@ def test_a_sink_that_is_down_holds_back_only_itself(spool: ResultSpool, tmp_path
     fwd.run_once()
     assert down.calls == calls, "a sink in back-off is not called again at once"
     down.down = False
-    time.sleep(0.35)
-    assert fwd.run_once().delivered == {"up": 0, "down": 2}
+    assert fwd.deliver(down, now=time.monotonic() + 61) == (2, False)
+    assert fwd.run_once().delivered == {"up": 0, "down": 0}
     assert [r.seq for r in down.got] == [1, 2]
     assert spool.pending("up") == [] and spool.pending("down") == []
 
@@ -285,6 +287,7 @@ def test_results_wait_in_the_spool_while_the_broker_is_down(
         while fwd.run_once().delivered.get("mqtt") != 1:
             assert time.monotonic() < deadline
             time.sleep(0.1)
+        subscribed = subscriber.subscriptions
         broker.stop()
         write(f, *(json.dumps({"i": i}) for i in range(1, 200)))
         for _ in range(5):
@@ -293,7 +296,7 @@ def test_results_wait_in_the_spool_while_the_broker_is_down(
         assert spool.last_seq("i") == 200
         assert len(spool.pending("mqtt", 1000)) >= 199, "nothing can have been confirmed"
         broker.start()
-        subscriber.wait_ready()
+        subscriber.wait_ready(since=subscribed)
         deadline = time.monotonic() + 60
         while spool.pending("mqtt"):
             assert time.monotonic() < deadline, "the spool did not drain after the broker came back"

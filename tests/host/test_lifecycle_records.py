@@ -161,7 +161,9 @@ def test_a_restart_that_cannot_start_backs_off_instead_of_spinning(
                 "exit_code": 1,
                 "image_digest": "sha256:" + "e" * 64,
                 "restart_at": time.time() - 1,
-                "restart_delay_s": 0.4,
+                # The doubled back-off (40 s) outlasts any stall of this machine between the
+                # two passes, so "not due yet" holds however slowly they run.
+                "restart_delay_s": 20.0,
             }
         )
 
@@ -170,10 +172,10 @@ def test_a_restart_that_cannot_start_backs_off_instead_of_spinning(
     after = manager.get("gone")
     assert after.state is InstanceState.EXITED and after.runs == 0
     assert "no such image" in (after.error or "")
-    assert after.restart_delay_s == pytest.approx(0.8)
+    assert after.restart_delay_s == pytest.approx(40.0)
     assert after.restart_at is not None and after.restart_at > time.time()
     manager.supervise()
-    assert manager.get("gone").restart_delay_s == pytest.approx(0.8), "not due yet: untouched"
+    assert manager.get("gone").restart_delay_s == pytest.approx(40.0), "not due yet: untouched"
     manager.stop("gone")
     assert manager.get("gone").restart_at is None, "a user stop cancels the pending restart"
 

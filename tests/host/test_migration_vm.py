@@ -15,7 +15,7 @@ import pytest
 
 from kit.agent import AgentProcess
 from kit.host import wait_http
-from kit.migration import accepted, agg_hub, on, two_agents
+from kit.migration import accepted, agg_hub, on, post_readings, two_agents
 from kit.net import free_port
 from kit.relay import Relay
 from ukedge.errors import AgentError, MigrationError
@@ -54,16 +54,10 @@ def _until(done: Callable[[], bool], timeout: float = 120, every: float = 0.1) -
         time.sleep(every)
 
 
-def _post(port: int, n: int, sensor: str = "t1") -> None:
-    readings = [{"sensor": sensor, "value": float(i)} for i in range(n)]
-    r = httpx.post(f"http://127.0.0.1:{port}/readings", json=readings, timeout=30)
-    assert r.status_code == 200, r.text
-
-
 def _counts_on(port: int, counted: int, more: int) -> None:
     """The app on ``port`` has counted ``counted`` readings and goes on counting."""
     assert accepted(port) == counted
-    _post(port, more)
+    post_readings(port, more)
     assert accepted(port) == counted + more
 
 
@@ -141,8 +135,8 @@ def pair(agents: tuple[AgentProcess, AgentProcess]) -> _Pair:
 
 def test_snapshot_move_keeps_identity_and_memory(pair: _Pair) -> None:
     a, b, port_a, port_b, source = pair.a, pair.b, pair.port_a, pair.port_b, pair.source
-    _post(port_a, 25)
-    _post(port_a, 17, sensor="t2")
+    post_readings(port_a, 25)
+    post_readings(port_a, 17, sensor="t2")
     before = source.get("agg")
     assert accepted(port_a) == 42
     console = b"".join(source.follow("agg", follow=False))
@@ -169,7 +163,7 @@ def test_snapshot_move_keeps_identity_and_memory(pair: _Pair) -> None:
 
 def test_a_target_killed_mid_move_leaves_the_source_serving(pair: _Pair) -> None:
     b, port_a, source = pair.b, pair.port_a, pair.source
-    _post(port_a, 30)
+    post_readings(port_a, 30)
     kill_target = _Once(lambda _s: b.kill9(), Step.TRANSFER, Step.RESTORE)
     with pytest.raises(MigrationError) as info:
         pair.move(compress=9, on_status=kill_target)  # compress: slower, so the poll sees it
@@ -309,7 +303,7 @@ def test_a_target_whose_qemu_cannot_take_postcopy_refuses_and_the_source_runs_on
 ) -> None:
     if Path("/proc/sys/vm/unprivileged_userfaultfd").read_text().strip() != "0":
         pytest.skip("unprivileged QEMU may use userfaultfd on this host")
-    _post(pair.port_a, 5)
+    post_readings(pair.port_a, 5)
     with pytest.raises(MigrationError, match=r"vm\.unprivileged_userfaultfd=1"):
         pair.move(mode=Mode.LIVE, postcopy=True)
     assert pair.source.get("agg").state is InstanceState.RUNNING
@@ -323,8 +317,8 @@ def test_a_postcopy_live_move_keeps_the_counts(pair: _Pair) -> None:
     broke until RAM_PAD: docs/migration.md, "A QEMU bug under TCG"). A quiet guest may
     converge before QEMU would switch (it then completes in pre-copy); either way it arrives
     whole. The switch itself is checked under a stream of readings (above)."""
-    _post(pair.port_a, 30)
-    _post(pair.port_a, 12, sensor="t2")
+    post_readings(pair.port_a, 30)
+    post_readings(pair.port_a, 12, sensor="t2")
     before = pair.source.get("agg")
     # A 1 ms limit on a 20 Mbit/s link: pre-copy mostly does not converge, and the move
     # switches after the first pass.
@@ -373,7 +367,7 @@ def test_a_link_cut_after_the_postcopy_switch_loses_the_state_but_never_doubles_
 
 def test_the_cli_moves_and_prints_the_new_ports(pair: _Pair) -> None:
     a, b, port_b = pair.a, pair.b, pair.port_b
-    _post(pair.port_a, 7)
+    post_readings(pair.port_a, 7)
     wrong = a.cli("migrate", "agg", "--to", b.url, "--mode", "teleport", check=False)
     assert wrong.returncode != 0 and "--mode must be cold, snapshot or live" in wrong.stderr
     done = a.cli(
@@ -387,7 +381,7 @@ def test_the_cli_moves_and_prints_the_new_ports(pair: _Pair) -> None:
 
 def test_a_cancelled_move_leaves_the_source_running(pair: _Pair) -> None:
     b, port_a, source = pair.b, pair.port_a, pair.source
-    _post(port_a, 3)
+    post_readings(port_a, 3)
     cancel = _Once(lambda s: source.cancel_migration(s.id), Step.TRANSFER)
     with pytest.raises(MigrationError, match="cancelled"):
         pair.move(compress=9, on_status=cancel)
@@ -399,7 +393,7 @@ def test_a_cancelled_move_leaves_the_source_running(pair: _Pair) -> None:
 
 def test_a_cut_tunnel_gives_the_source_back(pair: _Pair) -> None:
     port_a = pair.port_a
-    _post(port_a, 11)
+    post_readings(port_a, 11)
     relays: list[Relay] = []
 
     def tunnel(offer: MigrationOffer) -> tuple[str, int]:
@@ -415,7 +409,7 @@ def test_a_cut_tunnel_gives_the_source_back(pair: _Pair) -> None:
         pair.move(via=tunnel, on_status=cut)
     assert relays and relays[0].bytes > 0
     assert pair.source.get("agg").state is InstanceState.RUNNING
-    _post(port_a, 1)
+    post_readings(port_a, 1)
     assert accepted(port_a) == 12
     # The target gives up the half-received move once the source stays away.
     assert pair.b.client().list(all_instances=True) == []
@@ -432,7 +426,7 @@ def _feed_until(port: int, results: Path, lines: int) -> list[str]:
     def enough() -> bool:
         if len(_results_lines(results)) >= lines:
             return True
-        _post(port, 2)
+        post_readings(port, 2)
         return False
 
     _until(enough, every=0.3)
@@ -488,7 +482,7 @@ def test_a_snapshot_move_of_an_on_demand_instance_moves_its_listener(
             idle_timeout_s=600.0,
         )
     )
-    _post(port_a, 9)  # the first connection boots it behind the source's proxy
+    post_readings(port_a, 9)  # the first connection boots it behind the source's proxy
     assert source.get("lazy").state is InstanceState.RUNNING
     idle = source.list(all_instances=True)
     assert [i.name for i in idle] == ["lazy"]
@@ -504,7 +498,7 @@ def test_a_snapshot_move_of_an_on_demand_instance_moves_its_listener(
 
 def test_a_source_agent_killed_mid_move_resumes_its_instance_on_restart(pair: _Pair) -> None:
     a, port_a = pair.a, pair.port_a
-    _post(port_a, 13)
+    post_readings(port_a, 13)
     # The guest is paused at the transfer: the agent froze it for the snapshot.
     kill_source = _Once(lambda _s: a.kill9(), Step.TRANSFER)
     with pytest.raises(AgentError):
@@ -528,7 +522,7 @@ def test_a_clone_of_a_template_moves_to_a_node_without_the_template(
     a.client().prewarm(run_request(image="sensor-agg:1"))
     source = _sensor(a, port_a)
     assert source.get("agg").restored  # resumed from the template, not booted
-    _post(port_a, 11)
+    post_readings(port_a, 11)
     status = move_instance(source, "agg", b.client(), mode=mode, ports=on(port_b))
     assert status.step is Step.DONE and status.error is None, status
     _counts_on(port_b, 11, 2)

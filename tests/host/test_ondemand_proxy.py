@@ -156,10 +156,12 @@ def test_idle_upstream_is_deactivated_and_the_next_connection_activates_again() 
     vm = FakeVM(boot_s=0.05)
 
     async def body(proxy: OnDemandProxy) -> None:
-        assert await _exchange(proxy, b"one") == b"one<eof>"
+        # Before the exchange: the idle timer starts when the proxy's side closes, which can be
+        # before the client has seen the end of the answer.
         began = time.monotonic()
+        assert await _exchange(proxy, b"one") == b"one<eof>"
         await _until(lambda: vm.deactivations == 1)
-        assert time.monotonic() - began >= 0.3 - 0.05
+        assert time.monotonic() - began >= 0.3 - 0.01  # the loop's timers may fire a tick early
         await _until(lambda: proxy.state is ProxyState.IDLE)
         assert await _exchange(proxy, b"two") == b"two<eof>"
         assert vm.activations == 2

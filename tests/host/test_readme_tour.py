@@ -4,7 +4,9 @@ What is changed, and only that: the ports (free ones instead of 18080, 5000, 760
 18082), the hub's ``/tmp/hub`` (a temporary directory), a temporary ``UKEDGE_HOME`` and working
 directory (with ``examples`` and ``.venv`` linked in), and a Mosquitto the test starts for the
 agent's ``--mqtt``. After a line that starts a server with ``&`` the script waits for its port,
-as a user would before typing on.
+and after a detached ``run`` that publishes a port it waits for the app to answer HTTP there, as
+a user would before typing on (a daemonless ``run -d`` returns after its 5 s watch, which a cold
+boot on a loaded machine can outlast).
 """
 
 from __future__ import annotations
@@ -50,6 +52,9 @@ def _script(lines: list[str], ports: dict[int, int], hub_data: Path) -> str:
         "__rc=0",
         "__wait_port() { for _ in $(seq 600); do (exec 3<>/dev/tcp/127.0.0.1/$1) 2>/dev/null "
         "&& return 0; sleep 0.1; done; return 1; }",
+        # QEMU's user network accepts a connection before the guest listens: wait for HTTP.
+        "__wait_http() { for _ in $(seq 1200); do curl -s -o /dev/null "
+        "http://127.0.0.1:$1/ && return 0; sleep 0.1; done; return 1; }",
     ]
     for i, line in enumerate(lines):
         text = port_of(line).replace("/tmp/hub", str(hub_data))
@@ -61,6 +66,8 @@ def _script(lines: list[str], ports: dict[int, int], hub_data: Path) -> str:
             out.append(f'echo "{_MARK} pid $!"')
             served = ports[7600] if "host serve" in text else int(re.findall(r":(\d+)", text)[0])
             out.append(f"__wait_port {served}")
+        elif (published := re.search(r"\brun -d\b.* -p (\d+):", text)) is not None:
+            out.append(f"__wait_http {published[1]}")
     return "\n".join(out) + "\n"
 
 

@@ -5,15 +5,13 @@ the same digest, and the app's memory arrives whole. Real QEMU, real TLS channel
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 
 from kit.agent import AgentProcess
-from kit.migration import accepted, agg_hub, on, two_agents
+from kit.migration import accepted, agg_hub, on, post_readings, two_agents
 from kit.net import free_port
 from ukedge.host import move_instance, run_request
 from ukedge.host.migration import Mode, Step
@@ -31,26 +29,6 @@ def agents(
     monkeypatch.setenv("UKEDGE_SHARED_RUNTIME", "pmem")  # the agents inherit it
     with two_agents(tmp_path, agg_hub) as pair:
         yield pair
-
-
-def _post(port: int, n: int) -> None:
-    """Post readings; a connection that gets no answer, or is reset, is tried again on a new
-    one.
-
-    Known product bug (docs/migration.md, "Not done yet"): the first new connection to a
-    guest just moved is sometimes reset (or, before resumed clones kept their MAC, never
-    answered). A retry cannot hide a lost or doubled reading: the counts checked after every
-    post would be off.
-    """
-    readings = [{"sensor": "t1", "value": float(i)} for i in range(n)]
-    deadline = time.monotonic() + 180
-    while True:
-        try:
-            r = httpx.post(f"http://127.0.0.1:{port}/readings", json=readings, timeout=10)
-            break
-        except (httpx.ReadTimeout, httpx.ReadError, httpx.RemoteProtocolError):
-            assert time.monotonic() < deadline, f"no answer on port {port} within 180 s"
-    assert r.status_code == 200, r.text
 
 
 def _machine_argv(agent: AgentProcess) -> str:
@@ -71,13 +49,13 @@ def test_a_machine_on_a_shared_runtime_moves_with_its_memory(
     source.run(run_request(image="sensor-agg:1", name="agg", ports=on(port_a)))
     assert source.get("agg").restored is prewarm
     assert "virtio-pmem-pci" in _machine_argv(a)
-    _post(port_a, 13)
+    post_readings(port_a, 13)
     assert accepted(port_a, timeout=180) == 13
     status = move_instance(source, "agg", b.client(), mode=mode, ports=on(port_b))
     assert status.step is Step.DONE and status.error is None, status
     # The app's memory arrived (the image did not travel: the target mapped its own).
     assert accepted(port_b, timeout=180) == 13
-    _post(port_b, 2)
+    post_readings(port_b, 2)
     assert accepted(port_b, timeout=180) == 15
     assert "virtio-pmem-pci" in _machine_argv(b)
     assert source.list(all_instances=True) == []

@@ -29,6 +29,7 @@ class BrokerPeer:
     def __init__(self, broker: MosquittoBroker, subscriber: Subscriber) -> None:
         self.broker = broker
         self.subscriber = subscriber
+        self._subscriptions = 0
 
     def received(self, instance_id: str, count: int, timeout: float) -> list[dict[str, Any]]:
         return self.subscriber.received(instance_id, count, timeout)
@@ -37,11 +38,12 @@ class BrokerPeer:
         return self.subscriber.all_received(instance_id)
 
     def stop(self) -> None:
+        self._subscriptions = self.subscriber.subscriptions
         self.broker.stop()
 
     def start(self) -> None:
         self.broker.start()
-        self.subscriber.wait_ready()
+        self.subscriber.wait_ready(since=self._subscriptions)
 
 
 @pytest.fixture

@@ -8,10 +8,12 @@ migration VM test shares (``tests/host/test_migration_vm.py``, the shared-runtim
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from kit.agent import AgentProcess, push_examples, running_agent
@@ -54,3 +56,22 @@ def accepted(port: int, timeout: float = 120) -> int:
     """How many readings the sensor-agg on ``port`` has counted (waits for it to answer)."""
     doc: dict[str, Any] = wait_http(f"http://127.0.0.1:{port}/healthz", timeout=timeout).json()
     return int(doc["accepted"])
+
+
+def post_readings(port: int, n: int, sensor: str = "t1", *, timeout: float = 180) -> None:
+    """Post ``n`` readings to the sensor-agg on ``port``; a connection that gets no answer, or
+    is reset, is tried again on a new one.
+
+    Known product bug (docs/migration.md, "Not done yet"): the first new connection to a
+    guest just moved is sometimes reset. A retry cannot hide a lost or doubled reading: the
+    tests check the app's counts after posting.
+    """
+    readings = [{"sensor": sensor, "value": float(i)} for i in range(n)]
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            r = httpx.post(f"http://127.0.0.1:{port}/readings", json=readings, timeout=30)
+            break
+        except (httpx.ReadTimeout, httpx.ReadError, httpx.RemoteProtocolError):
+            assert time.monotonic() < deadline, f"no answer on port {port} within {timeout} s"
+    assert r.status_code == 200, r.text

@@ -85,12 +85,13 @@ class Subscriber:
         self.broker = broker
         self.messages: list[tuple[str, bytes]] = []
         self._lock = threading.Lock()
-        self.ready = threading.Event()
+        #: Subscriptions the broker acknowledged so far: one per (re)connection.
+        self.subscriptions = 0
+        self._subscribed = threading.Condition()
         self.client = paho.Client(CallbackAPIVersion.VERSION2)
         self.client.reconnect_delay_set(1, 1)
         self.client.on_connect = self._on_connect
         self.client.on_subscribe = self._on_subscribe
-        self.client.on_disconnect = self._on_disconnect
         self.client.on_message = self._on_message
         self.client.connect_async("127.0.0.1", broker.port, keepalive=10)
         self.client.loop_start()
@@ -100,17 +101,21 @@ class Subscriber:
         client.subscribe("ukedge/#", qos=1)
 
     def _on_subscribe(self, *_args: object) -> None:
-        self.ready.set()
-
-    def _on_disconnect(self, *_args: object) -> None:
-        self.ready.clear()
+        with self._subscribed:
+            self.subscriptions += 1
+            self._subscribed.notify_all()
 
     def _on_message(self, _client: object, _userdata: object, msg: paho.MQTTMessage) -> None:
         with self._lock:
             self.messages.append((msg.topic, msg.payload))
 
-    def wait_ready(self, timeout: float = 20.0) -> None:
-        assert self.ready.wait(timeout), "test subscriber could not subscribe to the broker"
+    def wait_ready(self, timeout: float = 20.0, *, since: int = 0) -> None:
+        """Until the broker acknowledged a subscription after the ``since``-th: after a broker
+        restart pass the count read before it stopped (a flag cleared on disconnect could
+        still be set when paho had not yet seen the old connection go)."""
+        with self._subscribed:
+            subscribed = self._subscribed.wait_for(lambda: self.subscriptions > since, timeout)
+        assert subscribed, "test subscriber could not subscribe to the broker"
 
     def all_received(self, instance_id: str) -> list[dict[str, Any]]:
         return [json.loads(m) for m in self.payloads(instance_id)]
