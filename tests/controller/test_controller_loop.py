@@ -230,6 +230,39 @@ def test_a_new_leader_counts_silence_from_when_it_began_to_lead(
         restarted.leadership.release()
 
 
+def test_a_replica_that_finished_its_job_stays_completed(
+    api: Api, controller: Controller, loop: ReconcileLoop, clock: Clock
+) -> None:
+    """Status 0 under restart "no": done. Neither replaced (which would run the job again and
+    again under new ids) nor lost when its node goes quiet afterwards."""
+    edge = Agentish(api.enrol("edge-1"))
+    spare = Agentish(api.enrol("edge-2"))
+    edge.beat()
+    spare.beat()
+    _deploy(api, replicas=1, restart={"name": "no"})
+    loop.run_once()
+    holder = edge if _placement(api) and "edge-1" in _placement(api).values() else spare
+    holder.beat()
+    [job] = holder.desired
+    ended = running_reports([job])[0].model_copy(
+        update={"state": InstanceState.EXITED, "exit_code": 0}
+    )
+    holder.node.beat([ended])
+    loop.run_once()
+    [row] = api.admin.get("/v1/replicas").json()
+    assert (row["replica"], row["state"]) == (job.replica, "completed")
+    rollout = api.admin.get("/v1/deployments/web").json()["rollout"]
+    assert (rollout["state"], rollout["ready"]) == ("complete", 1)
+    settings = controller.settings
+    clock.now += settings.not_ready_after_s + settings.grace_s + 1  # the holder goes quiet
+    other = spare if holder is edge else edge
+    other.beat()
+    loop.run_once()
+    loop.run_once()
+    [row] = api.admin.get("/v1/replicas").json()
+    assert (row["replica"], row["state"]) == (job.replica, "completed")
+
+
 def test_drain_moves_replicas_away(api: Api, loop: ReconcileLoop) -> None:
     one, two = Agentish(api.enrol("edge-1")), Agentish(api.enrol("edge-2"))
     one.beat()

@@ -266,7 +266,9 @@ def test_bad_input_is_refused_naming_the_field(
         (InstanceState.EXITED, HealthStatus.NONE, 1, 3, "on-failure:3", ReplicaState.FAILED),
         (InstanceState.EXITED, HealthStatus.NONE, 1, 3, "always", ReplicaState.FAILED),
         (InstanceState.RUNNING, HealthStatus.NONE, None, 7, "always", ReplicaState.RUNNING),
-        (InstanceState.EXITED, HealthStatus.NONE, 0, 0, "on-failure", ReplicaState.FAILED),
+        (InstanceState.EXITED, HealthStatus.NONE, 0, 0, "on-failure", ReplicaState.COMPLETED),
+        (InstanceState.EXITED, HealthStatus.NONE, 0, 0, "no", ReplicaState.COMPLETED),
+        (InstanceState.EXITED, HealthStatus.NONE, 0, 3, "always", ReplicaState.FAILED),
         (InstanceState.FAILED, HealthStatus.NONE, None, 0, "on-failure", ReplicaState.STARTING),
     ],
 )

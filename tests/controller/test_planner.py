@@ -146,6 +146,24 @@ def test_failed_replicas_are_removed_and_replaced() -> None:
     assert result.events[0] == "deployment web: replica r2 on node n2 failed; removing it"
 
 
+def test_completed_replicas_are_kept_not_replaced() -> None:
+    """A replica that ended with status 0 under a policy that does not restart it has done its
+    job: running it again elsewhere, under a new id, every pass, would be a loop."""
+    fleet = [node("n1"), node("n2")]
+    web = deployment(replicas=2)
+    done = [replica(web, "r1", "n1", ReplicaState.COMPLETED), replica(web, "r2", "n2")]
+    assert empty(run([web], fleet, done))
+    # Its node lost: still done, nothing to replace.
+    quiet = [node("n1", ready=False, last_seen=NOW - 600), node("n2")]
+    assert empty(run([web], quiet, done))
+    # A new revision runs again; a draining node gives its completed replica up.
+    result = run([dataclasses.replace(web, revision=2)], fleet, done)
+    assert "r1" in [r.replica for r in result.remove]
+    result = run([web], [node("n1", draining=True), node("n2")], done)
+    assert [r.replica for r in result.remove] == ["r1"]
+    assert [r.node_id for r in result.add] == ["n2"]
+
+
 def test_replicas_on_removed_nodes_and_of_deleted_deployments_go() -> None:
     web = deployment(replicas=1)
     gone = deployment("gone")

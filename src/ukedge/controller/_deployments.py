@@ -73,7 +73,8 @@ def _same(spec: DeploymentSpec, pinned: PinnedImage, current: Row[Any]) -> bool:
 
 
 def _status(row: Row[Any], spec: DeploymentSpec, rows: Sequence[Row[Any]]) -> RolloutStatus:
-    running = [r for r in rows if r.state == ReplicaState.RUNNING]
+    # A completed replica (a job that ended with status 0) counts as ready: it did its work.
+    running = [r for r in rows if r.state in (ReplicaState.RUNNING, ReplicaState.COMPLETED)]
     desired = len(rows) if spec.mode == "per-node" else row.replicas
     updated = sum(1 for r in rows if r.revision == row.revision)
     ready = sum(1 for r in running if r.revision == row.revision)

@@ -112,6 +112,9 @@ class ReplicaState(enum.StrEnum):
     RUNNING = "running"  # running, and healthy (or the image has no health check)
     UNHEALTHY = "unhealthy"
     FAILED = "failed"  # ended and not being restarted by the node
+    #: Ended with status 0 and its restart policy does not start it again (``no``,
+    #: ``on-failure``): its work is done, so it is kept as it is, neither failed nor replaced.
+    COMPLETED = "completed"
     LOST = "lost"  # its node is NotReady
 
 

@@ -58,7 +58,9 @@ def replica_state(report: InstanceReport, restart: RestartPolicy) -> ReplicaStat
     An ended instance its node will start again (by ``restart``, the deployment's policy, which
     the node applies) is only between runs: FAILED, which makes the planner replace it
     elsewhere (or roll a new revision back), is kept for an instance the node has given up on,
-    or that keeps crashing (ended again after :data:`CRASH_LOOP` restarts).
+    or that keeps crashing (ended again after :data:`CRASH_LOOP` restarts). One that ended
+    with status 0 and that its policy does not restart has done its work: COMPLETED (replacing
+    it would run a finished job again and again, each time under a new replica id).
     """
     if report.state in (InstanceState.EXITED, InstanceState.FAILED):
         failed = report.state == InstanceState.FAILED or report.exit_code != 0
@@ -67,6 +69,8 @@ def replica_state(report: InstanceReport, restart: RestartPolicy) -> ReplicaStat
         restarts = restart.name == "always" or (restart.name == "on-failure" and failed)
         if restarts and retries_left:
             return ReplicaState.STARTING
+        if not restarts and not failed:
+            return ReplicaState.COMPLETED
         return ReplicaState.FAILED
     if report.state != InstanceState.RUNNING:
         return ReplicaState.STARTING

@@ -153,6 +153,12 @@ class _Pass:
                 out.dropped.append((replica, f"{where}: the node no longer matches"))
             elif deployment.mode == "per-node" and node.draining:
                 out.dropped.append((replica, f"{where}: the node is draining"))
+            elif (
+                replica.state is ReplicaState.COMPLETED
+                and replica.revision == deployment.revision
+                and not node.draining
+            ):
+                out.current.append(replica)  # done: needs nothing more from its node
             elif self.lost(deployment, node):
                 away = self.away_s(node)
                 seen = "never seen" if math.isinf(away) else f"NotReady for {away:.0f} s"

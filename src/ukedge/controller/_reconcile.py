@@ -65,7 +65,10 @@ def mark_not_ready(connection: Connection, *, now: float, after_s: float) -> lis
         ids = [row.id for row in quiet]
         connection.execute(
             update(replicas)
-            .where(replicas.c.node_id.in_(ids), replicas.c.state != ReplicaState.FAILED.value)
+            .where(
+                replicas.c.node_id.in_(ids),
+                replicas.c.state.not_in([ReplicaState.FAILED.value, ReplicaState.COMPLETED.value]),
+            )
             .values(state=ReplicaState.LOST.value)
         )
     return [row.name for row in quiet]

@@ -51,8 +51,12 @@ _ZoneEntry = tuple[tuple[int, int], _NodeKey, str | None]
 
 
 def holds_resources(replica: ReplicaView) -> bool:
-    """Whether ``replica`` keeps its resources committed on its node."""
-    return replica.node_id is not None and replica.state is not ReplicaState.FAILED
+    """Whether ``replica`` keeps its resources committed on its node (an ended one does not:
+    its machine is gone)."""
+    return replica.node_id is not None and replica.state not in (
+        ReplicaState.FAILED,
+        ReplicaState.COMPLETED,
+    )
 
 
 class Ledger:
