@@ -164,6 +164,21 @@ def test_completed_replicas_are_kept_not_replaced() -> None:
     assert [r.node_id for r in result.add] == ["n2"]
 
 
+def test_a_completed_replica_gives_back_nothing_when_a_new_revision_replaces_it() -> None:
+    """Its machine is gone, so it holds nothing: replacing it on a full node must not count
+    its resources as freed (hypothesis found this over-commit)."""
+    full = node("n1", memory_mib=256)
+    other = deployment("other", memory_mib=256)
+    api = deployment("api", mode="per-node", revision=2, memory_mib=64)
+    replicas = [
+        replica(other, "o1", "n1"),
+        replica(api, "a1", "n1", ReplicaState.COMPLETED, revision=1),
+    ]
+    result = run([other, api], [full], replicas)
+    assert result.add == []
+    assert used_on("n1", apply(replicas, result)).fits_in(full.capacity - full.reserved)
+
+
 def test_replicas_on_removed_nodes_and_of_deleted_deployments_go() -> None:
     web = deployment(replicas=1)
     gone = deployment("gone")

@@ -45,7 +45,13 @@ from ukedge.controller._fleet import (
     Resources,
     ScoringStrategy,
 )
-from ukedge.controller._scheduler import Ledger, matches, per_node_targets, place
+from ukedge.controller._scheduler import (
+    Ledger,
+    holds_resources,
+    matches,
+    per_node_targets,
+    place,
+)
 
 __all__ = ["Plan", "plan"]
 
@@ -312,9 +318,11 @@ def _plan_per_node(ctx: _Pass, deployment: DeploymentView, sorted_: _Sorted) -> 
 
     def placing() -> None:
         def fits(node: NodeView, leaving: ReplicaView | None = None) -> bool:
-            """Room for one more replica, counting what ``leaving`` gives back."""
-            freed = leaving.resources if leaving else _NOTHING
-            freed_ports = leaving.host_ports if leaving else frozenset()
+            """Room for one more replica, counting what ``leaving`` gives back (nothing when
+            it holds nothing: a completed replica's machine is gone)."""
+            freed, freed_ports = _NOTHING, frozenset[str]()
+            if leaving is not None and holds_resources(leaving):
+                freed, freed_ports = leaving.resources, leaving.host_ports
             return deployment.resources.fits_in(
                 ctx.ledger.free(node) + freed
             ) and ctx.ledger.ports_free(node.id, deployment.host_ports, freed_ports)
