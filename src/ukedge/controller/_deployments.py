@@ -74,10 +74,10 @@ def _same(spec: DeploymentSpec, pinned: PinnedImage, current: Row[Any]) -> bool:
 
 def _status(row: Row[Any], spec: DeploymentSpec, rows: Sequence[Row[Any]]) -> RolloutStatus:
     # A completed replica (a job that ended with status 0) counts as ready: it did its work.
-    running = [r for r in rows if r.state in (ReplicaState.RUNNING, ReplicaState.COMPLETED)]
+    available = [r for r in rows if r.state in (ReplicaState.RUNNING, ReplicaState.COMPLETED)]
     desired = len(rows) if spec.mode == "per-node" else row.replicas
     updated = sum(1 for r in rows if r.revision == row.revision)
-    ready = sum(1 for r in running if r.revision == row.revision)
+    ready = sum(1 for r in available if r.revision == row.revision)
     state = row.rollout_state
     if state not in ("rolled-back", "failed"):
         done = updated == desired == ready and len(rows) == desired
@@ -88,7 +88,7 @@ def _status(row: Row[Any], spec: DeploymentSpec, rows: Sequence[Row[Any]]) -> Ro
         desired=desired,
         updated=updated,
         ready=ready,
-        unavailable=max(0, desired - len(running)),
+        unavailable=max(0, desired - len(available)),
         message=row.rollout_message,
     )
 

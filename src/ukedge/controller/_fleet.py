@@ -117,6 +117,11 @@ class ReplicaState(enum.StrEnum):
     COMPLETED = "completed"
     LOST = "lost"  # its node is NotReady
 
+    @property
+    def ended(self) -> bool:
+        """Ended for good (failed or completed): its machine is gone and holds nothing."""
+        return self in (ReplicaState.FAILED, ReplicaState.COMPLETED)
+
 
 @dataclass(frozen=True)
 class ReplicaView:

@@ -67,7 +67,7 @@ def mark_not_ready(connection: Connection, *, now: float, after_s: float) -> lis
             update(replicas)
             .where(
                 replicas.c.node_id.in_(ids),
-                replicas.c.state.not_in([ReplicaState.FAILED.value, ReplicaState.COMPLETED.value]),
+                replicas.c.state.not_in([s.value for s in ReplicaState if s.ended]),
             )
             .values(state=ReplicaState.LOST.value)
         )

@@ -35,7 +35,6 @@ from collections.abc import Collection, Iterable, Sequence
 from ukedge.controller._fleet import (
     DeploymentView,
     NodeView,
-    ReplicaState,
     ReplicaView,
     Resources,
     ScoringStrategy,
@@ -53,10 +52,7 @@ _ZoneEntry = tuple[tuple[int, int], _NodeKey, str | None]
 def holds_resources(replica: ReplicaView) -> bool:
     """Whether ``replica`` keeps its resources committed on its node (an ended one does not:
     its machine is gone)."""
-    return replica.node_id is not None and replica.state not in (
-        ReplicaState.FAILED,
-        ReplicaState.COMPLETED,
-    )
+    return replica.node_id is not None and not replica.state.ended
 
 
 class Ledger:
