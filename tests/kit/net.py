@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import random
 import socket
 import threading
@@ -13,6 +14,7 @@ _lock = threading.Lock()
 _LOWEST = 10_000
 
 
+@functools.cache
 def _ephemeral_low() -> int:
     """Where the kernel's range for outgoing connections' local ports begins."""
     try:

@@ -62,11 +62,13 @@ def fail_if_it_died_at_once(
 
 def _judge_removed(instance: Instance, events: Iterator[InstanceEvent]) -> None:
     """An ``--rm`` instance gone within the watch: exit as its ``die`` event says."""
+    from ukedge.host import InstanceState
+
     for event in events:  # its die and remove events came before the record went
         if event.id != instance.id:
             continue
         if event.action == "die":
-            if event.state.value == "exited" and event.exit_code == 0:
+            if event.state is InstanceState.EXITED and event.exit_code == 0:
                 return
             _fail(instance.name, event.exit_code, event.detail, [], removed=True)
         if event.action == "remove":
