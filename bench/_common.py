@@ -23,7 +23,19 @@ from ukedge import paths, vmm
 from ukedge.host import InstanceManager, UnpackedLayers
 from ukedge.image import ImageStore
 
-__all__ = ["bench_home", "free_port", "instance_manager", "spread", "until", "wait_http"]
+__all__ = [
+    "SLIM_QEMU",
+    "bench_home",
+    "free_port",
+    "instance_manager",
+    "spread",
+    "until",
+    "wait_http",
+]
+
+#: The QEMU ``make qemu-slim`` builds, which the boot and density benches measure beside
+#: Debian's when it is there.
+SLIM_QEMU = paths.slim_qemu_dir() / "bin" / "qemu-system-x86_64"
 
 
 def bench_home(work: Path) -> None:

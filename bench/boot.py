@@ -21,12 +21,16 @@ with DAX (``erofs`` rows; issue 15 item 1); their cold boots are sampled in turn
 changing during the run weighs on both alike. hello-c's static runtime has nothing to serve from an
 image, so its ``erofs`` row boots the same way and checks the kernel, not the path.
 
+Where a QEMU built with only what the guests use is there (`make qemu-slim`, or `--slim-qemu
+PATH`), sensor-agg's erofs cold boot and its template restore also run on it (``slim`` rows),
+the cold boots in turns with the others.
+
 The same two examples are also built for linux/arm64 in the same run (sizes, rebuild digest) and
 booted on qemu-system-aarch64 ``virt``: on an x86_64 machine that is TCG emulation of another
 architecture, so its times say what this machine does, not what an arm64 node with KVM does.
 ``--no-arm64`` leaves it out.
 
-Usage: .venv/bin/python bench/boot.py [--runs 7] [--json FILE] [--no-arm64]
+Usage: .venv/bin/python bench/boot.py [--runs 7] [--json FILE] [--no-arm64] [--slim-qemu PATH]
 """
 
 from __future__ import annotations
@@ -42,7 +46,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from _common import bench_home, free_port, instance_manager, spread, wait_http
+from _common import SLIM_QEMU, bench_home, free_port, instance_manager, spread, wait_http
 from rich.console import Console
 from rich.table import Table
 
@@ -147,10 +151,16 @@ def bench_hello(
 
 
 def bench_sensor(
-    manager: InstanceManager, stream: InstanceManager, erofs: InstanceManager, n: int, work: Path
+    manager: InstanceManager,
+    stream: InstanceManager,
+    erofs: InstanceManager,
+    slim: InstanceManager | None,
+    n: int,
+    work: Path,
 ) -> dict[str, object]:
     """``manager`` resumes from template snapshots, ``stream`` from RAM-in-stream ones;
-    ``erofs`` boots and resumes with the runtime on a shared read-only image."""
+    ``erofs`` boots and resumes with the runtime on a shared read-only image; ``slim`` (if
+    any) boots like ``erofs`` and resumes like ``manager`` on the slim QEMU."""
     idle: dict[str, tuple[int, int]] = {}
     cold = True
     mode = "vm"
@@ -190,15 +200,16 @@ def bench_sensor(
 
         return once
 
-    booted = _alternating(n, {"vm": cold_on("vm", manager), "vm_erofs": cold_on("vm_erofs", erofs)})
+    cold_boots = {"vm": cold_on("vm", manager), "vm_erofs": cold_on("vm_erofs", erofs)}
+    restores = [("restored", manager), ("restored_erofs", erofs), ("restored_stream", stream)]
+    if slim is not None:
+        cold_boots["vm_erofs_slim"] = cold_on("vm_erofs_slim", slim)
+        restores.append(("restored_slim", slim))
+    booted = _alternating(n, cold_boots)
     prewarm_s: dict[str, float] = {}
     restored: dict[str, list[float]] = {}
     cold = False
-    for mode, runner in (
-        ("restored", manager),
-        ("restored_erofs", erofs),
-        ("restored_stream", stream),
-    ):
+    for mode, runner in restores:
         began = time.perf_counter()
         runner.prewarm(RunRequest(image="sensor-agg:bench"))
         prewarm_s[mode] = time.perf_counter() - began
@@ -215,7 +226,7 @@ def bench_sensor(
 
 def _prefix(mode: str) -> str:
     """Key prefix of a mode's idle figures: "" for the booted initramfs VM (the first key)."""
-    return {"vm": "", "vm_erofs": "erofs_"}.get(mode, f"{mode}_")
+    return {"vm": "", "vm_erofs": "erofs_", "vm_erofs_slim": "erofs_slim_"}.get(mode, f"{mode}_")
 
 
 def bench_arm64(manager: InstanceManager, n: int) -> dict[str, object]:
@@ -268,9 +279,17 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=7, help="sampled runs per measurement (>= 5)")
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
     parser.add_argument("--no-arm64", action="store_true", help="leave the arm64 builds out")
+    parser.add_argument(
+        "--slim-qemu",
+        type=Path,
+        default=SLIM_QEMU,
+        help="QEMU of the slim rows (default: what `make qemu-slim` built, if it did)",
+    )
     opts = parser.parse_args()
     if opts.runs < 5:
         parser.error("--runs must be at least 5")
+    if not opts.slim_qemu.is_file() and opts.slim_qemu != SLIM_QEMU:
+        parser.error(f"--slim-qemu {opts.slim_qemu}: no such file")
 
     with tempfile.TemporaryDirectory(prefix="ukedge-bench-") as tmp:
         work = Path(tmp)
@@ -281,8 +300,18 @@ def main() -> int:
         manager = instance_manager(work / "instances", store)
         stream = instance_manager(work / "instances-stream", store, {"template_snapshots": False})
         erofs = instance_manager(work / "instances-erofs", store, shared_runtime=True)
+        slim = None
+        if opts.slim_qemu.is_file():
+            slim = instance_manager(
+                work / "instances-slim",
+                store,
+                {"binary": str(opts.slim_qemu)},
+                shared_runtime=True,
+            )
+        else:
+            console.print(f"no slim QEMU at {SLIM_QEMU} (make qemu-slim): slim rows left out")
         hello = bench_hello(manager, erofs, opts.runs, work)
-        sensor = bench_sensor(manager, stream, erofs, opts.runs, work)
+        sensor = bench_sensor(manager, stream, erofs, slim, opts.runs, work)
         arm64: dict[str, object] | None = None
         if not opts.no_arm64:
             arm64_platform = parse_platform("linux/arm64")
@@ -330,10 +359,14 @@ def _print(f: dict[str, object]) -> None:
         ("sensor-agg", "restored", "GET /stats answers (resumed from template snapshot)"),
         ("sensor-agg", "restored_erofs", "GET /stats answers (resumed from template, erofs)"),
         ("sensor-agg", "restored_stream", "GET /stats answers (resumed, RAM in stream)"),
+        ("sensor-agg", "vm_erofs_slim", "GET /stats answers (boot, erofs, slim QEMU)"),
+        ("sensor-agg", "restored_slim", "GET /stats answers (resumed from template, slim QEMU)"),
     )
     for app, key, ready in rows:
         data = f[app]
         assert isinstance(data, dict)
+        if key not in data:
+            continue  # no slim QEMU
         vm, host = data[key], data["host"]
         table.add_row(
             app,
@@ -360,12 +393,21 @@ def _print(f: dict[str, object]) -> None:
                 ("restored_", "resumed from template"),
                 ("restored_erofs_", "resumed from template, erofs"),
                 ("restored_stream_", "resumed, RAM in stream"),
+                ("erofs_slim_", "booted, erofs, slim QEMU"),
+                ("restored_slim_", "resumed from template, slim QEMU"),
             )
+            if f"{key}idle_rss" in sensor
         )
     )
     console.print(
         "sensor-agg cold boot, erofs / initramfs (median): "
         f"{sensor['vm_erofs']['median'] / sensor['vm']['median']:.2f}x"
+        + (
+            f"; erofs on the slim QEMU / initramfs: "
+            f"{sensor['vm_erofs_slim']['median'] / sensor['vm']['median']:.2f}x"
+            if "vm_erofs_slim" in sensor
+            else ""
+        )
     )
     console.print(
         "prewarm (boot until healthy + snapshot): "

@@ -12,7 +12,9 @@ snapshot whose migration stream carries the RAM (`template_snapshots = false`, t
 each clone loads its own copy), and cold-booted; the template and cold rows also run with the
 runtime layer on a shared read-only erofs image (virtio-pmem, DAX) instead of the initramfs
 (`-erofs` rows), so both boot paths are measured in one run. For the resumed rows the start time is
-restore-to-ready (the run call until the health check passes).
+restore-to-ready (the run call until the health check passes). Where a QEMU built with only what
+the guests use is there (`make qemu-slim`, or `--slim-qemu PATH`), the `-slim` rows run the
+template and erofs cold-boot rows again on it, beside Debian's build in the same run.
 
 Per instance it reports three measures of the host memory an idle instance costs:
 - RSS of its QEMU (VmRSS): counts shared pages (the mapped vmlinux, QEMU's own binary and
@@ -60,7 +62,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 
-from _common import bench_home, free_port, instance_manager, spread
+from _common import SLIM_QEMU, bench_home, free_port, instance_manager, spread
 from boot import EXAMPLES, _proc_mem, _wait_http
 from rich.console import Console
 from rich.table import Table
@@ -85,9 +87,13 @@ ROWS = {
     "resumed-stream": "VM, resumed from stream (own RAM copy)",
     "cold": "VM, cold boot",
     "cold-erofs": "VM, cold boot, runtime on shared erofs/pmem",
+    "resumed-slim": "VM, resumed from template, slim QEMU",
+    "cold-erofs-slim": "VM, cold boot, runtime on shared erofs/pmem, slim QEMU",
 }
 #: Rows whose runtime layer is served from a shared read-only erofs image (issue 15 item 1).
-EROFS_ROWS = frozenset({"resumed-erofs", "cold-erofs"})
+EROFS_ROWS = frozenset({"resumed-erofs", "cold-erofs", "cold-erofs-slim"})
+#: Rows on the slim QEMU (``--slim-qemu``); left out when there is none.
+SLIM_ROWS = frozenset({"resumed-slim", "cold-erofs-slim"})
 #: Backend options of a row beyond the run's own (``--tb-size``).
 ROW_OPTIONS: dict[str, dict[str, object]] = {"resumed-stream": {"template_snapshots": False}}
 #: The parts :func:`_smaps_split` divides a QEMU's RSS into.
@@ -141,11 +147,11 @@ class Row:
         }
 
 
-def _smaps_split(smaps: str) -> dict[str, int]:
+def _smaps_split(smaps: str, exe: str) -> dict[str, int]:
     """RSS by kind of mapping (the keys of :data:`SPLIT`) from a /proc/<pid>/smaps text.
 
-    QEMU's binary and libraries are file mappings under /usr or a ``.so``; the TCG cache is
-    the one anonymous mapping that is executable.
+    QEMU's binary (``exe``, wherever it is installed) and libraries are file mappings under
+    /usr or a ``.so``; the TCG cache is the one anonymous mapping that is executable.
     """
     split = dict.fromkeys(SPLIT, 0)
     kind = "anon"
@@ -155,7 +161,7 @@ def _smaps_split(smaps: str) -> dict[str, int]:
             name = head[5] if len(head) > 5 else ""
             if name == "[heap]":
                 kind = "heap"
-            elif name.startswith("/usr/") or ".so" in Path(name).name:
+            elif name == exe or name.startswith("/usr/") or ".so" in Path(name).name:
                 kind = "qemu+libs"
             elif name.startswith("/"):
                 kind = "files"
@@ -319,7 +325,8 @@ def bench_vm(
             rss, pss = _proc_mem(pid)
             row.rss.append(rss)
             row.pss.append(pss)
-        row.split = _smaps_split(Path(f"/proc/{pids[-1]}/smaps").read_text())
+        last = Path(f"/proc/{pids[-1]}")
+        row.split = _smaps_split((last / "smaps").read_text(), str((last / "exe").readlink()))
         row.disk = [_disk(manager.root / iid) for iid in instances]
     finally:
         # Every instance of this manager is the bench's (its root is a temporary directory),
@@ -396,6 +403,12 @@ def main() -> int:
         help=f"which rows: {', '.join(ROWS)} (comma-separated)",
     )
     parser.add_argument("--tb-size", type=int, help="TCG translation cache, MiB (backend option)")
+    parser.add_argument(
+        "--slim-qemu",
+        type=Path,
+        default=SLIM_QEMU,
+        help="QEMU of the -slim rows (default: what `make qemu-slim` built, if it did)",
+    )
     parser.add_argument("--ksm", action="store_true", help="enable host KSM during the run")
     parser.add_argument(
         "--ksm-pages", type=int, default=KSM_PAGES_TO_SCAN, help="KSM pages_to_scan with --ksm"
@@ -406,6 +419,12 @@ def main() -> int:
     rows_wanted = [r.strip() for r in opts.rows.split(",") if r.strip()]
     if not rows_wanted or set(rows_wanted) - set(ROWS):
         parser.error(f"--rows takes {', '.join(ROWS)}")
+    if not opts.slim_qemu.is_file():
+        if opts.slim_qemu != SLIM_QEMU:
+            parser.error(f"--slim-qemu {opts.slim_qemu}: no such file")
+        if SLIM_ROWS & set(rows_wanted):
+            console.print(f"no slim QEMU at {SLIM_QEMU} (make qemu-slim): -slim rows left out")
+        rows_wanted = [r for r in rows_wanted if r not in SLIM_ROWS]
     _interrupt_on_signals()
 
     backend_options: dict[str, object] = {}
@@ -434,7 +453,11 @@ def main() -> int:
             manager = instance_manager(
                 work / f"instances-{mode}",
                 store,
-                {**backend_options, **ROW_OPTIONS.get(mode, {})},
+                {
+                    **backend_options,
+                    **ROW_OPTIONS.get(mode, {}),
+                    **({"binary": str(opts.slim_qemu)} if mode in SLIM_ROWS else {}),
+                },
                 shared_runtime=mode in EROFS_ROWS,
             )
             if not mode.startswith("cold"):

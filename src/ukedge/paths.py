@@ -20,6 +20,7 @@ __all__ = [
     "kernels_dir",
     "private_dir",
     "private_file",
+    "slim_qemu_dir",
     "store_dir",
     "write_private",
 ]
@@ -48,6 +49,12 @@ def cache_dir() -> Path:
 def kernels_dir() -> Path:
     """Built kernels, one directory per (source version, profile fragment) hash."""
     return cache_dir() / "kernels"
+
+
+def slim_qemu_dir() -> Path:
+    """Where ``make qemu-slim`` installs a QEMU built with only what the guests use
+    (``bin/qemu-system-x86_64``); a node runs it when ``UKEDGE_QEMU`` names it."""
+    return cache_dir() / "qemu-slim"
 
 
 def instances_dir() -> Path:

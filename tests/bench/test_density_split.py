@@ -42,7 +42,7 @@ def density() -> ModuleType:
 
 
 def test_rss_is_split_by_kind_of_mapping(density: ModuleType) -> None:
-    split = density._smaps_split(SMAPS)
+    split = density._smaps_split(SMAPS, "/usr/bin/qemu-system-x86_64")
     assert split == {
         "qemu+libs": (4000 + 64) * 1024,  # the binary under /usr and a .so anywhere
         "files": 1024 * 1024,  # a template's RAM file
@@ -52,6 +52,18 @@ def test_rss_is_split_by_kind_of_mapping(density: ModuleType) -> None:
     }
     assert sum(split.values()) == sum(
         int(line.split()[1]) * 1024 for line in SMAPS.splitlines() if line.startswith("Rss:")
+    )
+
+
+def test_qemus_own_binary_counts_as_qemu_wherever_it_is_installed(density: ModuleType) -> None:
+    slim = "/root/.local/share/ukedge/cache/qemu-slim/bin/qemu-system-x86_64"
+    moved = SMAPS.replace("/usr/bin/qemu-system-x86_64", slim)
+    assert density._smaps_split(moved, slim) == density._smaps_split(
+        SMAPS, "/usr/bin/qemu-system-x86_64"
+    )
+    # Another process's binary there would be a file like any other.
+    assert density._smaps_split(moved, "/usr/bin/qemu-system-x86_64")["files"] == (
+        (1024 + 4000) * 1024
     )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import signal
 import subprocess
 import threading
@@ -30,6 +31,35 @@ def test_foreground_run_streams_console_and_exits_with_app_status(cli_home: Path
     assert "Hello, from cli!" in result.stdout
     assert ukedge("ps", "-aq").stdout.strip() == "", "--rm removed the instance"
     assert ukedge("run", "hello-c:1").returncode == 0
+
+
+@pytest.mark.vm
+def test_a_node_runs_the_qemu_its_setting_names(
+    cli_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``UKEDGE_QEMU`` (a slimmer build, docs/operations.md) is what every VM of the node runs;
+    a wrong one fails the command, naming the setting, before anything is created."""
+    debian = shutil.which("qemu-system-x86_64")
+    assert debian is not None
+    started = tmp_path / "started"
+    wrapper = tmp_path / "bin" / "qemu-system-x86_64"
+    wrapper.parent.mkdir()
+    wrapper.write_text(f'#!/bin/sh\necho "$*" >> {started}\nexec {debian} "$@"\n')
+    wrapper.chmod(0o755)
+    monkeypatch.setenv("UKEDGE_QEMU", str(wrapper))
+    result = ukedge("run", "--rm", "-e", "HELLO_EXIT=3", "hello-c:1")
+    assert result.returncode == 3, result.stderr
+    # The VM ran the named QEMU (and so did the accelerator probe before it, if it ran).
+    runs = started.read_text().splitlines()
+    assert any("-kernel" in argv for argv in runs), runs
+
+    monkeypatch.setenv("UKEDGE_QEMU", str(tmp_path / "no-such-qemu"))
+    refused = ukedge("run", "hello-c:1")
+    assert refused.returncode != 0
+    assert "UKEDGE_QEMU=" in refused.stderr and "no executable file there" in refused.stderr
+    monkeypatch.delenv("UKEDGE_QEMU")
+    assert ukedge("ps", "-aq").stdout.strip() == "", "nothing was created"
+    assert started.read_text().splitlines() == runs
 
 
 @pytest.mark.vm

@@ -16,6 +16,7 @@ from ukedge.host import (
     default_qemu_user,
     open_local_node,
     open_node,
+    qemu_from_env,
     resolve_qemu_user,
 )
 from ukedge.host.agent._agent import Agent
@@ -27,6 +28,21 @@ def test_the_qemu_user_setting_reads_the_same_everywhere() -> None:
     assert resolve_qemu_user("root") == "root"
     with pytest.raises(UsageError, match=r"no such user 'no-such-user-x' .*--qemu-user"):
         resolve_qemu_user("no-such-user-x")
+
+
+def test_the_qemu_setting_names_an_executable_or_fails_naming_itself(tmp_path: Path) -> None:
+    assert qemu_from_env({}) is None
+    assert qemu_from_env({"UKEDGE_QEMU": " "}) is None
+    binary = tmp_path / "bin" / "qemu-system-x86_64"
+    binary.parent.mkdir()
+    binary.write_text("#!/bin/sh\n")
+    with pytest.raises(UsageError, match=r"UKEDGE_QEMU=.*: no executable file there"):
+        qemu_from_env({"UKEDGE_QEMU": str(binary)})  # not executable
+    binary.chmod(0o755)
+    assert qemu_from_env({"UKEDGE_QEMU": str(binary)}) == str(binary)
+    for wrong in (tmp_path / "missing", tmp_path / "bin"):
+        with pytest.raises(UsageError, match=r"UKEDGE_QEMU=.*make qemu-slim"):
+            qemu_from_env({"UKEDGE_QEMU": str(wrong)})
 
 
 def test_layouts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -46,12 +46,15 @@ def doctor(
 ) -> None:
     """Check QEMU, the accelerator (KVM or TCG), the platforms this host runs, built kernels,
     tools and memory."""
+    from ukedge.host import qemu_from_env
     from ukedge.kernel import list_kernels
     from ukedge.vmm import accelerators, probe_accelerator, qemu_version
 
     checks: dict[str, Any] = {}
     try:
-        checks["qemu"] = qemu_version()
+        named = qemu_from_env()  # the node's own build, if UKEDGE_QEMU names one
+        version = qemu_version(named) if named else qemu_version()
+        checks["qemu"] = f"{version} (UKEDGE_QEMU: {named})" if named else version
     except UkedgeError as exc:
         checks["qemu"] = f"MISSING: {exc}"
     verdict = probe_accelerator(force=probe)

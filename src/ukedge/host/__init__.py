@@ -69,6 +69,7 @@ __all__ = [
     "open_node",
     "parse_port_mapping",
     "parse_restart_policy",
+    "qemu_from_env",
     "random_name",
     "record_settled",
     "resolve_qemu_user",
@@ -104,6 +105,7 @@ if typing.TYPE_CHECKING:
         open_local_node,
         open_manager,
         open_node,
+        qemu_from_env,
         resolve_qemu_user,
     )
     from ukedge.host.agent._agent import DEFAULT_ADDR, Agent, AgentSettings, load_agent_settings
@@ -158,6 +160,7 @@ _LAZY = {
     "open_local_node": "ukedge.host._wiring",
     "open_manager": "ukedge.host._wiring",
     "open_node": "ukedge.host._wiring",
+    "qemu_from_env": "ukedge.host._wiring",
     "resolve_qemu_user": "ukedge.host._wiring",
     "ImageCache": "ukedge.host.images",
     "UnpackedLayers": "ukedge.host.images",

@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import os
 import pwd
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,6 +34,9 @@ from ukedge.host.instances import Capacity, InstanceManager
 from ukedge.host.policy import Policy, SignatureGate
 from ukedge.image import ImageStore, Platform
 
+#: Names the QEMU binary for x86_64 guests (a build with only what they use: ``make qemu-slim``).
+QEMU_ENV = "UKEDGE_QEMU"
+
 __all__ = [
     "NodeLayout",
     "default_qemu_user",
@@ -41,6 +44,7 @@ __all__ = [
     "open_local_node",
     "open_manager",
     "open_node",
+    "qemu_from_env",
     "resolve_qemu_user",
 ]
 
@@ -110,6 +114,26 @@ def resolve_qemu_user(setting: str | None) -> str | None:
     return setting or None
 
 
+def qemu_from_env(environ: Mapping[str, str] | None = None) -> str | None:
+    """The x86_64 QEMU binary ``UKEDGE_QEMU`` names (None: ``qemu-system-x86_64`` on PATH).
+
+    A node setting, not a per-run one, like the shared runtime: the CLI's node and the agent's
+    read it alike, so every instance and prewarm snapshot of a node comes from one build (a
+    build of the same QEMU version and machine type: snapshots and moves carry over). Checked
+    here, so that a wrong path fails the command that opens the node, naming the variable,
+    rather than the first VM."""
+    value = (os.environ if environ is None else environ).get(QEMU_ENV, "").strip()
+    if not value:
+        return None
+    path = Path(value).expanduser()
+    if not path.is_file() or not os.access(path, os.X_OK):
+        raise UsageError(
+            f"{QEMU_ENV}={value}: no executable file there (build one with `make qemu-slim`, or "
+            "unset it to use qemu-system-x86_64 from PATH)"
+        )
+    return str(path.absolute())
+
+
 def open_manager(
     layout: NodeLayout | None = None,
     *,
@@ -121,6 +145,9 @@ def open_manager(
     layout = layout or NodeLayout.local()
     user = resolve_qemu_user(qemu_user)
     config: dict[str, object] = {"run_as": user} if backend == "qemu" and user is not None else {}
+    binary = qemu_from_env()
+    if binary is not None and backend == "qemu":
+        config["binary"] = binary
     # The runtime boot path is a node setting (UKEDGE_SHARED_RUNTIME): every instance and
     # prewarm snapshot of the node boots the same way, and a move needs the same on both ends.
     bus = shared_runtime_from_env()
