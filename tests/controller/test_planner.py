@@ -164,6 +164,41 @@ def test_completed_replicas_are_kept_not_replaced() -> None:
     assert [r.node_id for r in result.add] == ["n2"]
 
 
+def test_a_rollout_whose_new_replicas_complete_removes_the_old_ones() -> None:
+    """A job's new revision ran and finished: its completed replicas are the rollout's result,
+    so the old revision's running replicas go (they were kept beside them forever)."""
+    fleet = [node(f"n{i}") for i in range(4)]
+    v1 = deployment(replicas=2)
+    v2 = deployment(replicas=2, revision=2, previous_revision=1, max_surge=1, max_unavailable=0)
+    state = [
+        replica(v1, "r1", "n0"),
+        replica(v1, "r2", "n1"),
+        replica(v2, "j1", "n2", ReplicaState.COMPLETED, revision=2),
+        replica(v2, "j2", "n3", ReplicaState.COMPLETED, revision=2),
+    ]
+    result = run([v2], fleet, state)
+    assert sorted(r.replica for r in result.remove) == ["r1", "r2"] and result.add == []
+    assert empty(run([v2], fleet, apply(state, result)))
+    # One new replica still starting: one old one goes, and 2 stay available (one running,
+    # one completed) as max_unavailable=0 asks.
+    state[3] = replica(v2, "j2", "n3", ReplicaState.STARTING, revision=2)
+    assert len(run([v2], fleet, state).remove) == 1
+
+
+def test_a_per_node_rollout_drops_the_old_replica_beside_a_completed_new_one() -> None:
+    fleet = [node("n0"), node("n1")]
+    v2 = deployment("agent", mode="per-node", revision=2, previous_revision=1, max_surge=1)
+    state = [
+        replica(v2, "a0", "n0", revision=1),
+        replica(v2, "b0", "n0", ReplicaState.COMPLETED, revision=2),
+        replica(v2, "a1", "n1", revision=1),
+    ]
+    result = run([v2], fleet, state)
+    assert [r.replica for r in result.remove] == ["a0"]
+    # n1's old replica is replaced by surging beside it: n0 no longer holds an unavailable one.
+    assert [(r.node_id, r.revision) for r in result.add] == [("n1", 2)]
+
+
 def test_a_completed_replica_gives_back_nothing_when_a_new_revision_replaces_it() -> None:
     """Its machine is gone, so it holds nothing: replacing it on a full node must not count
     its resources as freed (hypothesis found this over-commit)."""
@@ -244,24 +279,31 @@ def test_scale_down_removes_not_running_first_then_the_newest() -> None:
     assert [r.replica for r in result.remove] == ["e", "c", "b"]
 
 
-def rollout_steps(web: DeploymentView, count: int) -> None:
-    """Roll ``count`` replicas from revision 1 to ``web``'s, checking the bounds each pass."""
+def rollout_steps(
+    web: DeploymentView, count: int, new_end: ReplicaState = ReplicaState.RUNNING
+) -> None:
+    """Roll ``count`` replicas from revision 1 to ``web``'s, checking the bounds each pass;
+    the new revision's replicas, once started, are ``new_end`` (COMPLETED: a job)."""
     fleet = [node(f"n{i}") for i in range(count + 2)]
     v1 = dataclasses.replace(web, revision=1, previous_revision=None)
     state, _ = settle([v1], fleet, [])
     for r in state:
         assert r.revision == 1 and r.state is RUNNING
     counter = ids("v2-")
+    done = (ReplicaState.RUNNING, ReplicaState.COMPLETED)
     for _ in range(4 * count + 4):
         result = plan([web], fleet, state, now=NOW, grace_s=GRACE, new_id=counter)
         assert not result.rollbacks
         if empty(result):
             break
         state = apply(state, result)
-        running = sum(1 for r in state if r.state is RUNNING)
-        assert running >= web.replicas - web.max_unavailable, result.events
+        available = sum(1 for r in state if r.state in done)
+        assert available >= web.replicas - web.max_unavailable, result.events
         assert len(state) <= web.replicas + web.max_surge, result.events
-        state = start_all(state)
+        state = [
+            dataclasses.replace(r, state=new_end) if r.revision == web.revision else r
+            for r in start_all(state)
+        ]
     assert [r.revision for r in state] == [web.revision] * web.replicas
 
 
@@ -525,6 +567,27 @@ def test_property_a_rolling_update_stays_within_its_bounds_and_completes(
         max_unavailable=max_unavailable,
     )
     rollout_steps(web, replicas)
+
+
+@BOUNDED
+@given(
+    replicas=st.integers(0, 6),
+    max_surge=st.integers(0, 2),
+    max_unavailable=st.integers(0, 2),
+)
+def test_property_a_rollout_whose_new_replicas_complete_also_completes(
+    replicas: int, max_surge: int, max_unavailable: int
+) -> None:
+    if max_surge == max_unavailable == 0:
+        max_unavailable = 1
+    job = deployment(
+        replicas=replicas,
+        revision=2,
+        previous_revision=1,
+        max_surge=max_surge,
+        max_unavailable=max_unavailable,
+    )
+    rollout_steps(job, replicas, new_end=ReplicaState.COMPLETED)
 
 
 @BOUNDED

@@ -20,7 +20,7 @@ A replica is, for its deployment's plan, one of:
   revisions there are the rolling update's);
 - *old*: of an earlier revision than the deployment's: a rolling update, bounded by
   ``max_surge`` new replicas above the desired count and at least ``replicas - max_unavailable``
-  running ones;
+  available ones (running, or completed: a job that finished counts as done, not as missing);
 - *current*: counted against the desired count.
 
 A rollout whose new replicas fail (FAILED, or UNHEALTHY for longer than ``grace_s`` after
@@ -71,6 +71,13 @@ class Plan:
 
 def _running(replica: ReplicaView) -> bool:
     return replica.state is ReplicaState.RUNNING
+
+
+def _available(replica: ReplicaView) -> bool:
+    """Serving what the deployment asks of it: running, or completed (a job that finished
+    needs nothing more). A rollout counts these, not only running ones: a new revision whose
+    replicas complete would otherwise keep the old revision's running beside them forever."""
+    return replica.state in (ReplicaState.RUNNING, ReplicaState.COMPLETED)
 
 
 def _removal_order(replicas: Iterable[ReplicaView]) -> list[ReplicaView]:
@@ -218,14 +225,14 @@ def _plan_replicated(ctx: _Pass, deployment: DeploymentView, sorted_: _Sorted) -
         ctx.remove(replica)
         ctx.event(deployment, f"{why}; removing it")
     current, old, leaving = sorted_.current, sorted_.old, sorted_.leaving
-    available = sum(1 for r in current + old + leaving if _running(r))
+    available = sum(1 for r in current + old + leaving if _available(r))
     running_current = sum(1 for r in current + leaving if _running(r))
 
     # Draining nodes: what does not run there goes now; what runs goes once as many replicas of
     # this revision run as are wanted without it. (Earlier revisions there are the rollout's.)
     for replica in _removal_order(leaving):
         if not _running(replica) or running_current - 1 >= want:
-            available -= _running(replica)
+            available -= _available(replica)
             running_current -= _running(replica)
             ctx.remove(replica)
             ctx.event(
@@ -238,7 +245,7 @@ def _plan_replicated(ctx: _Pass, deployment: DeploymentView, sorted_: _Sorted) -
     kept_old: list[ReplicaView] = []
     for replica in _removal_order(old):
         if not _running(replica) or available - 1 >= keep_running:
-            available -= _running(replica)
+            available -= _available(replica)
             ctx.remove(replica)
             ctx.event(
                 deployment,
@@ -307,13 +314,13 @@ def _plan_per_node(ctx: _Pass, deployment: DeploymentView, sorted_: _Sorted) -> 
     slots = sorted(targets | set(current) | set(old))
 
     # One replica a node: the surplus goes (not running first, then the newest); an earlier
-    # revision goes once the new one runs beside it.
+    # revision goes once the new one runs beside it (or has completed there).
     for node_id in slots:
         for group in (current[node_id], old[node_id]):
             for replica in _removal_order(group)[: max(0, len(group) - 1)]:
                 drop(replica, "a second replica on one node; removing it")
                 group.remove(replica)
-        if current[node_id] and old[node_id] and _running(current[node_id][0]):
+        if current[node_id] and old[node_id] and _available(current[node_id][0]):
             drop(old[node_id].pop(), f"revision {deployment.revision} runs there; removing it")
 
     def placing() -> None:
@@ -335,12 +342,12 @@ def _plan_per_node(ctx: _Pass, deployment: DeploymentView, sorted_: _Sorted) -> 
             drop(stale, f"runs revision {stale.revision}; removing it")
             put(node, reason)
 
-        # Nodes holding a replica, none running (a node with none yet takes nothing away).
+        # Nodes holding a replica, none available (a node with none yet takes nothing away).
         unavailable = sum(
             1
             for node_id in slots
             if (current[node_id] or old[node_id])
-            and not any(_running(r) for r in current[node_id] + old[node_id])
+            and not any(_available(r) for r in current[node_id] + old[node_id])
         )
         unavailable_left = deployment.max_unavailable - unavailable
         surge_left = deployment.max_surge - sum(
