@@ -10,7 +10,6 @@ bench/ is not a package: a script run from it (``python bench/boot.py``) has it 
 from __future__ import annotations
 
 import os
-import socket
 import statistics
 import time
 from collections.abc import Callable
@@ -22,6 +21,7 @@ import httpx
 from ukedge import paths, vmm
 from ukedge.host import InstanceManager, UnpackedLayers
 from ukedge.image import ImageStore
+from ukedge.loopback import free_port
 
 __all__ = [
     "SLIM_QEMU",
@@ -61,12 +61,6 @@ def instance_manager(
         vmm.create("qemu", options),
         UnpackedLayers(paths.cache_dir() / "unpacked", shared_runtime=shared_runtime),
     )
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def wait_http(

@@ -11,6 +11,7 @@ from ukedge.errors import InstanceError
 from ukedge.host._models import Instance, PortMapping
 from ukedge.host.instances._admission import holds_resources
 from ukedge.image import HealthCheck
+from ukedge.loopback import free_port
 
 __all__ = [
     "bindable_or_free",
@@ -20,12 +21,6 @@ __all__ = [
     "upstream",
     "upstream_ports",
 ]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def check_bindable(ports: Sequence[PortMapping]) -> None:
