@@ -38,8 +38,19 @@ LAYERS: list[tuple[str, ...]] = [
     # the host, the controller and the CLI share: they format errors with ``validation``.
     ("config", "serverlog", "ports"),
     # Leaf helpers: pydantic error text, backends by name, type aliases, units, the data
-    # directory, crash points, lazy package re-exports, how a published port reads.
-    ("validation", "backends", "types", "units", "paths", "faults", "_lazy", "_portfmt"),
+    # directory, crash points, lazy package re-exports, how a published port reads, a free
+    # loopback port.
+    (
+        "validation",
+        "backends",
+        "types",
+        "units",
+        "paths",
+        "faults",
+        "_lazy",
+        "_portfmt",
+        "loopback",
+    ),
     ("errors",),
     ("ukedge",),
 ]
