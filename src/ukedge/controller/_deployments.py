@@ -74,7 +74,7 @@ def _same(spec: DeploymentSpec, pinned: PinnedImage, current: Row[Any]) -> bool:
 
 def _status(row: Row[Any], spec: DeploymentSpec, rows: Sequence[Row[Any]]) -> RolloutStatus:
     # A completed replica (a job that ended with status 0) counts as ready: it did its work.
-    available = [r for r in rows if r.state in (ReplicaState.RUNNING, ReplicaState.COMPLETED)]
+    available = [r for r in rows if ReplicaState(r.state).available]
     desired = len(rows) if spec.mode == "per-node" else row.replicas
     updated = sum(1 for r in rows if r.revision == row.revision)
     ready = sum(1 for r in available if r.revision == row.revision)

@@ -122,6 +122,12 @@ class ReplicaState(enum.StrEnum):
         """Ended for good (failed or completed): its machine is gone and holds nothing."""
         return self in (ReplicaState.FAILED, ReplicaState.COMPLETED)
 
+    @property
+    def available(self) -> bool:
+        """Serving what its deployment asks of it: running, or completed (a job that finished
+        needs nothing more). Rollouts and their status count these, not only running ones."""
+        return self in (ReplicaState.RUNNING, ReplicaState.COMPLETED)
+
 
 @dataclass(frozen=True)
 class ReplicaView:

@@ -74,10 +74,9 @@ def _running(replica: ReplicaView) -> bool:
 
 
 def _available(replica: ReplicaView) -> bool:
-    """Serving what the deployment asks of it: running, or completed (a job that finished
-    needs nothing more). A rollout counts these, not only running ones: a new revision whose
+    """A rollout counts available replicas, not only running ones: a new revision whose
     replicas complete would otherwise keep the old revision's running beside them forever."""
-    return replica.state in (ReplicaState.RUNNING, ReplicaState.COMPLETED)
+    return replica.state.available
 
 
 def _removal_order(replicas: Iterable[ReplicaView]) -> list[ReplicaView]:

@@ -145,8 +145,8 @@ def open_manager(
     layout = layout or NodeLayout.local()
     user = resolve_qemu_user(qemu_user)
     config: dict[str, object] = {"run_as": user} if backend == "qemu" and user is not None else {}
-    binary = qemu_from_env()
-    if binary is not None and backend == "qemu":
+    binary = qemu_from_env() if backend == "qemu" else None
+    if binary is not None:
         config["binary"] = binary
     # The runtime boot path is a node setting (UKEDGE_SHARED_RUNTIME): every instance and
     # prewarm snapshot of the node boots the same way, and a move needs the same on both ends.
