@@ -9,8 +9,10 @@ bench/ is not a package: a script run from it (``python bench/boot.py``) has it 
 
 from __future__ import annotations
 
+import argparse
 import os
 import statistics
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -25,9 +27,11 @@ from ukedge.loopback import free_port
 
 __all__ = [
     "SLIM_QEMU",
+    "add_slim_qemu_option",
     "bench_home",
     "free_port",
     "instance_manager",
+    "slim_qemu",
     "spread",
     "until",
     "wait_http",
@@ -35,7 +39,27 @@ __all__ = [
 
 #: The QEMU ``make qemu-slim`` builds, which the boot and density benches measure beside
 #: Debian's when it is there.
-SLIM_QEMU = paths.slim_qemu_dir() / "bin" / "qemu-system-x86_64"
+SLIM_QEMU = paths.slim_qemu()
+
+
+def add_slim_qemu_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--slim-qemu",
+        type=Path,
+        default=SLIM_QEMU,
+        help="QEMU of the slim rows (default: what `make qemu-slim` built, if it did)",
+    )
+
+
+def slim_qemu(parser: argparse.ArgumentParser, given: Path) -> Path | None:
+    """The ``--slim-qemu`` to measure, or None (and a line saying so) when ``make qemu-slim``
+    has not built one; a path given by hand must exist."""
+    if given.is_file():
+        return given
+    if given != SLIM_QEMU:
+        parser.error(f"--slim-qemu {given}: no such file")
+    print(f"no slim QEMU at {SLIM_QEMU} (make qemu-slim): slim rows left out", file=sys.stderr)
+    return None
 
 
 def bench_home(work: Path) -> None:

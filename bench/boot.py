@@ -46,7 +46,15 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from _common import SLIM_QEMU, bench_home, free_port, instance_manager, spread, wait_http
+from _common import (
+    add_slim_qemu_option,
+    bench_home,
+    free_port,
+    instance_manager,
+    slim_qemu,
+    spread,
+    wait_http,
+)
 from rich.console import Console
 from rich.table import Table
 
@@ -279,17 +287,11 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=7, help="sampled runs per measurement (>= 5)")
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
     parser.add_argument("--no-arm64", action="store_true", help="leave the arm64 builds out")
-    parser.add_argument(
-        "--slim-qemu",
-        type=Path,
-        default=SLIM_QEMU,
-        help="QEMU of the slim rows (default: what `make qemu-slim` built, if it did)",
-    )
+    add_slim_qemu_option(parser)
     opts = parser.parse_args()
     if opts.runs < 5:
         parser.error("--runs must be at least 5")
-    if not opts.slim_qemu.is_file() and opts.slim_qemu != SLIM_QEMU:
-        parser.error(f"--slim-qemu {opts.slim_qemu}: no such file")
+    slim_binary = slim_qemu(parser, opts.slim_qemu)
 
     with tempfile.TemporaryDirectory(prefix="ukedge-bench-") as tmp:
         work = Path(tmp)
@@ -301,15 +303,10 @@ def main() -> int:
         stream = instance_manager(work / "instances-stream", store, {"template_snapshots": False})
         erofs = instance_manager(work / "instances-erofs", store, shared_runtime=True)
         slim = None
-        if opts.slim_qemu.is_file():
+        if slim_binary is not None:
             slim = instance_manager(
-                work / "instances-slim",
-                store,
-                {"binary": str(opts.slim_qemu)},
-                shared_runtime=True,
+                work / "instances-slim", store, {"binary": str(slim_binary)}, shared_runtime=True
             )
-        else:
-            console.print(f"no slim QEMU at {SLIM_QEMU} (make qemu-slim): slim rows left out")
         hello = bench_hello(manager, erofs, opts.runs, work)
         sensor = bench_sensor(manager, stream, erofs, slim, opts.runs, work)
         arm64: dict[str, object] | None = None

@@ -62,7 +62,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 
-from _common import SLIM_QEMU, bench_home, free_port, instance_manager, spread
+from _common import (
+    add_slim_qemu_option,
+    bench_home,
+    free_port,
+    instance_manager,
+    slim_qemu,
+    spread,
+)
 from boot import EXAMPLES, _proc_mem, _wait_http
 from rich.console import Console
 from rich.table import Table
@@ -403,12 +410,7 @@ def main() -> int:
         help=f"which rows: {', '.join(ROWS)} (comma-separated)",
     )
     parser.add_argument("--tb-size", type=int, help="TCG translation cache, MiB (backend option)")
-    parser.add_argument(
-        "--slim-qemu",
-        type=Path,
-        default=SLIM_QEMU,
-        help="QEMU of the -slim rows (default: what `make qemu-slim` built, if it did)",
-    )
+    add_slim_qemu_option(parser)
     parser.add_argument("--ksm", action="store_true", help="enable host KSM during the run")
     parser.add_argument(
         "--ksm-pages", type=int, default=KSM_PAGES_TO_SCAN, help="KSM pages_to_scan with --ksm"
@@ -419,11 +421,8 @@ def main() -> int:
     rows_wanted = [r.strip() for r in opts.rows.split(",") if r.strip()]
     if not rows_wanted or set(rows_wanted) - set(ROWS):
         parser.error(f"--rows takes {', '.join(ROWS)}")
-    if not opts.slim_qemu.is_file():
-        if opts.slim_qemu != SLIM_QEMU:
-            parser.error(f"--slim-qemu {opts.slim_qemu}: no such file")
-        if SLIM_ROWS & set(rows_wanted):
-            console.print(f"no slim QEMU at {SLIM_QEMU} (make qemu-slim): -slim rows left out")
+    slim_binary = slim_qemu(parser, opts.slim_qemu) if SLIM_ROWS & set(rows_wanted) else None
+    if slim_binary is None:
         rows_wanted = [r for r in rows_wanted if r not in SLIM_ROWS]
     _interrupt_on_signals()
 
@@ -456,7 +455,7 @@ def main() -> int:
                 {
                     **backend_options,
                     **ROW_OPTIONS.get(mode, {}),
-                    **({"binary": str(opts.slim_qemu)} if mode in SLIM_ROWS else {}),
+                    **({"binary": str(slim_binary)} if mode in SLIM_ROWS else {}),
                 },
                 shared_runtime=mode in EROFS_ROWS,
             )

@@ -20,6 +20,7 @@ __all__ = [
     "kernels_dir",
     "private_dir",
     "private_file",
+    "slim_qemu",
     "slim_qemu_dir",
     "store_dir",
     "write_private",
@@ -52,9 +53,14 @@ def kernels_dir() -> Path:
 
 
 def slim_qemu_dir() -> Path:
-    """Where ``make qemu-slim`` installs a QEMU built with only what the guests use
-    (``bin/qemu-system-x86_64``); a node runs it when ``UKEDGE_QEMU`` names it."""
+    """Where ``make qemu-slim`` installs a QEMU built with only what the guests use; a node
+    runs it (:func:`slim_qemu`) when ``UKEDGE_QEMU`` names it."""
     return cache_dir() / "qemu-slim"
+
+
+def slim_qemu() -> Path:
+    """The x86_64 binary of the build in :func:`slim_qemu_dir` (there once it is built)."""
+    return slim_qemu_dir() / "bin" / "qemu-system-x86_64"
 
 
 def instances_dir() -> Path:

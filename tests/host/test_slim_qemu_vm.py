@@ -12,19 +12,18 @@ from pathlib import Path
 import httpx
 import pytest
 
-from kit.manager import remove_all
+from kit.manager import instance_manager, remove_all
 from kit.net import free_port
 from kit.probe import probe_json
 from ukedge import paths, vmm
-from ukedge.host import InstanceManager, RunRequest, UnpackedLayers, parse_port_mapping
-from ukedge.image import ImageStore
+from ukedge.host import InstanceManager, RunRequest, parse_port_mapping
 
 pytestmark = pytest.mark.vm
 
 
 @pytest.fixture(scope="module")
 def slim_binary() -> Path:
-    binary = paths.slim_qemu_dir() / "bin" / "qemu-system-x86_64"
+    binary = paths.slim_qemu()
     if not binary.is_file():
         pytest.skip(f"no slim QEMU at {binary}: `make qemu-slim` builds it (`make test` does)")
     return binary
@@ -35,14 +34,12 @@ def slim(
     request: pytest.FixtureRequest, slim_binary: Path, example_store: Path, ukedge_home: Path
 ) -> Iterator[InstanceManager]:
     shared = request.param == "pmem"
-    options: dict[str, object] = {"binary": str(slim_binary)}
-    if shared:
-        options["disk_bus"] = "pmem"
-    manager = InstanceManager(
+    manager = instance_manager(
         ukedge_home / f"instances-{request.param}",
-        ImageStore(example_store),
-        vmm.create("qemu", options),
-        UnpackedLayers(paths.cache_dir() / "unpacked", shared_runtime=shared),
+        example_store,
+        disk_bus="pmem" if shared else None,
+        shared_runtime=shared,
+        binary=slim_binary,
     )
     yield manager
     remove_all(manager)

@@ -16,14 +16,25 @@ __all__ = ["instance_manager", "remove_all"]
 
 
 def instance_manager(
-    root: Path, store: Path, *, disk_bus: str | None = None, shared_runtime: bool = False
+    root: Path,
+    store: Path,
+    *,
+    disk_bus: str | None = None,
+    shared_runtime: bool = False,
+    binary: Path | None = None,
 ) -> InstanceManager:
     """A manager of instances under ``root`` over the image store at ``store``, on QEMU (with
-    ``disk_bus`` for a runtime served from a disk image, ``shared_runtime``)."""
+    ``disk_bus`` for a runtime served from a disk image, ``shared_runtime``; ``binary``: a QEMU
+    other than the one on PATH)."""
+    options: dict[str, object] = {}
+    if disk_bus:
+        options["disk_bus"] = disk_bus
+    if binary is not None:
+        options["binary"] = str(binary)
     return InstanceManager(
         root,
         ImageStore(store),
-        vmm.create("qemu", {"disk_bus": disk_bus} if disk_bus else None),
+        vmm.create("qemu", options or None),
         UnpackedLayers(paths.cache_dir() / "unpacked", shared_runtime=shared_runtime),
     )
 
